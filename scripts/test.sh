@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# scripts/test.sh - install dependencies, build, and run the whole vmenc test
+# suite: first a normal build (-Wall -Wextra -Werror), then the same suite
+# under ASan+UBSan. Tests start and stop their own PyKMIP server and
+# SoftHSM2 token. VMENC_TEST_MODES picks builds (default "release asan";
+# "tsan" is also available).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+bash scripts/deps.sh
+MODES=${VMENC_TEST_MODES:-release asan}
+JOBS=$(nproc)
+rc=0
+for mode in $MODES; do
+    case $mode in
+        release) opts=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+        asan)    opts=(-DCMAKE_BUILD_TYPE=Debug -DVMENC_SANITIZE=ON) ;;
+        tsan)    opts=(-DCMAKE_BUILD_TYPE=Debug -DVMENC_TSAN=ON) ;;
+        *) echo "unknown mode $mode" >&2; exit 2 ;;
+    esac
+    dir=build/test-$mode
+    echo "=== vmenc tests: $mode ($dir) ==="
+    cmake -S . -B "$dir" -DVMENC_WERROR=ON -DVMENC_BUILD_BENCH=ON "${opts[@]}" >/dev/null
+    cmake --build "$dir" -j"$JOBS"
+    if ! (cd "$dir" && ctest --output-on-failure -j"$JOBS" --timeout 900); then
+        rc=1
+    fi
+done
+exit $rc
