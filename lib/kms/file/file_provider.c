@@ -223,7 +223,7 @@ static bool hook_says_stop(const file_provider *fp, int step) {
  * replaced: VMENC_E_EXISTS), then fsync the directory. */
 static vmenc_status atomic_write(const file_provider *fp, const char *path, const char *tmp, const char *dir,
                                  const uint8_t *data, size_t len, bool noreplace) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC | (noreplace ? O_EXCL : O_TRUNC), 0600);
     if (fd < 0)
         return VMENC_E_IO;
     if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_TMP_OPEN)) {
@@ -452,7 +452,14 @@ static vmenc_status write_new_file(const file_provider *fp, const char *path, co
     vmenc_ks_store_free(empty);
     char *tmp = NULL, *dir = NULL;
     if (st == VMENC_OK) {
-        tmp = str_concat(path, ".new.tmp");
+        /* A name of its own: two processes creating (or exporting to) the
+         * same path at once must not write into each other's temp file. */
+        uint8_t r[8];
+        char suffix[40];
+        randombytes_buf(r, sizeof(r));
+        snprintf(suffix, sizeof(suffix), ".new.%02x%02x%02x%02x%02x%02x%02x%02x.tmp", r[0], r[1], r[2], r[3], r[4],
+                 r[5], r[6], r[7]);
+        tmp = str_concat(path, suffix);
         dir = dir_of(path);
         if (tmp == NULL || dir == NULL)
             st = VMENC_E_NOMEM;
