@@ -72,6 +72,8 @@ fault_provider *as_fault(vmenc_kms_provider *p) {
     return (fault_provider *)p;
 }
 
+vmenc_kms_provider *fault_base(fault_provider *f) { return &f->base; }
+
 void fault_set_mode(fault_provider *f, fault_mode mode) {
     pthread_mutex_lock(&f->mu);
     f->mode = mode;

@@ -43,6 +43,8 @@ size_t fault_store_num_keys(fault_store *s);
 vmenc_status fault_provider_new(fault_store *store, bool remote, vmenc_kms_provider **out);
 /* as_fault returns the fault provider behind |p| (NULL if not one). */
 fault_provider *as_fault(vmenc_kms_provider *p);
+/* fault_base returns the provider base of |f|. */
+vmenc_kms_provider *fault_base(fault_provider *f);
 void fault_set_mode(fault_provider *f, fault_mode mode);
 void fault_set_delay_ms(fault_provider *f, uint32_t ms);
 void fault_get_counts(fault_provider *f, fault_counts *out);
