@@ -57,6 +57,7 @@ EMU_BINOP(emu_aesenc, _mm256_aesenc_epi128)
 EMU_BINOP(emu_aesenclast, _mm256_aesenclast_epi128)
 EMU_BINOP(emu_aesdec, _mm256_aesdec_epi128)
 EMU_BINOP(emu_aesdeclast, _mm256_aesdeclast_epi128)
+EMU_BINOP(emu_shuffle, _mm256_shuffle_epi8)
 EMU_INLINE emu512 emu_bcast(const void *p) {
     __m256i k = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
     return (emu512){k, k};
@@ -69,7 +70,6 @@ EMU_INLINE emu512 emu_srli64(emu512 v, int n) {
 }
 /* Byte shifts and clmul selectors need immediates: macros. */
 #define EMU_BSLLI(v, n) ((emu512){_mm256_bslli_epi128((v).lo, n), _mm256_bslli_epi128((v).hi, n)})
-#define EMU_BSRLI(v, n) ((emu512){_mm256_bsrli_epi128((v).lo, n), _mm256_bsrli_epi128((v).hi, n)})
 #define EMU_CLMUL(a, b, imm)                                   \
     ((emu512){_mm256_clmulepi64_epi128((a).lo, (b).lo, imm),   \
               _mm256_clmulepi64_epi128((a).hi, (b).hi, imm)})
@@ -93,8 +93,7 @@ EMU_INLINE emu512 emu_poly(void) {
 #define XB_SRLI64(v, n) emu_srli64((v), (n))
 #define XB_BSLLI8(v) EMU_BSLLI((v), 8)
 #define XB_BSLLI(v, n) EMU_BSLLI((v), (n))
-#define XB_BSRLI(v, n) EMU_BSRLI((v), (n))
-#define XB_CLMUL00(a, b) EMU_CLMUL((a), (b), 0x00)
+#define XB_SHUFFLE(v, c) emu_shuffle((v), (c))
 #define XB_CLMUL01(a, b) EMU_CLMUL((a), (b), 0x01)
 #define XB_POLY() emu_poly()
 #define XB_FROM_TWEAK(t) emu_from_tweak(t)
