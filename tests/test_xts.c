@@ -57,7 +57,6 @@ EMU_BINOP(emu_aesenc, _mm256_aesenc_epi128)
 EMU_BINOP(emu_aesenclast, _mm256_aesenclast_epi128)
 EMU_BINOP(emu_aesdec, _mm256_aesdec_epi128)
 EMU_BINOP(emu_aesdeclast, _mm256_aesdeclast_epi128)
-EMU_BINOP(emu_shuffle, _mm256_shuffle_epi8)
 EMU_INLINE emu512 emu_bcast(const void *p) {
     __m256i k = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
     return (emu512){k, k};
@@ -69,7 +68,7 @@ EMU_INLINE emu512 emu_srli64(emu512 v, int n) {
     return (emu512){_mm256_srli_epi64(v.lo, n), _mm256_srli_epi64(v.hi, n)};
 }
 /* Byte shifts and clmul selectors need immediates: macros. */
-#define EMU_BSLLI(v, n) ((emu512){_mm256_bslli_epi128((v).lo, n), _mm256_bslli_epi128((v).hi, n)})
+#define EMU_BSLLI8(v) ((emu512){_mm256_bslli_epi128((v).lo, 8), _mm256_bslli_epi128((v).hi, 8)})
 #define EMU_CLMUL(a, b, imm)                                   \
     ((emu512){_mm256_clmulepi64_epi128((a).lo, (b).lo, imm),   \
               _mm256_clmulepi64_epi128((a).hi, (b).hi, imm)})
@@ -91,9 +90,7 @@ EMU_INLINE emu512 emu_poly(void) {
 #define XB_BCAST(p) emu_bcast(p)
 #define XB_SLLI64(v, n) emu_slli64((v), (n))
 #define XB_SRLI64(v, n) emu_srli64((v), (n))
-#define XB_BSLLI8(v) EMU_BSLLI((v), 8)
-#define XB_BSLLI(v, n) EMU_BSLLI((v), (n))
-#define XB_SHUFFLE(v, c) emu_shuffle((v), (c))
+#define XB_BSLLI8(v) EMU_BSLLI8(v)
 #define XB_CLMUL01(a, b) EMU_CLMUL((a), (b), 0x01)
 #define XB_POLY() emu_poly()
 #define XB_FROM_TWEAK(t) emu_from_tweak(t)

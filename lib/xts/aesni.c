@@ -20,8 +20,6 @@
 #define XB_SLLI64(v, n) _mm_slli_epi64((v), (n))
 #define XB_SRLI64(v, n) _mm_srli_epi64((v), (n))
 #define XB_BSLLI8(v) _mm_slli_si128((v), 8)
-#define XB_BSLLI(v, n) _mm_slli_si128((v), (n))
-#define XB_SHUFFLE(v, c) _mm_shuffle_epi8((v), (c))
 #define XB_CLMUL01(a, b) _mm_clmulepi64_si128((a), (b), 0x01)
 #define XB_POLY() _mm_set_epi64x(0, 0x87)
 #define XB_FROM_TWEAK(t) (t)

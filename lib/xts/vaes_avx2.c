@@ -23,8 +23,6 @@
 #define XB_SLLI64(v, n) _mm256_slli_epi64((v), (n))
 #define XB_SRLI64(v, n) _mm256_srli_epi64((v), (n))
 #define XB_BSLLI8(v) _mm256_bslli_epi128((v), 8)
-#define XB_BSLLI(v, n) _mm256_bslli_epi128((v), (n))
-#define XB_SHUFFLE(v, c) _mm256_shuffle_epi8((v), (c))
 #define XB_CLMUL01(a, b) _mm256_clmulepi64_epi128((a), (b), 0x01)
 #define XB_POLY() _mm256_set_epi64x(0, 0x87, 0, 0x87)
 #define XB_FROM_TWEAK(t) _mm256_inserti128_si256(_mm256_castsi128_si256(t), xb_mul_alpha(t), 1)
