@@ -1,0 +1,358 @@
+/*
+ * vmenc/audit.h - the tamper-evident audit trail: events, sinks, the
+ * hash-chained JSON-lines log and its verifier.
+ *
+ * Every cryptographic operation, and every denied or failed attempt, is
+ * described by a vmenc_audit_event: UTC time in milliseconds, principal,
+ * operation, target object, key provider alias, key IDs, outcome and reason.
+ *
+ * EVENTS NEVER CARRY SECRETS. The API takes key *IDs* (the names a KMS gives
+ * a key) and never key bytes, wrapped or not; callers must not put key
+ * material, passphrases, PINs or tokens into any string field (principal,
+ * target, reason ...). Every string is escaped as JSON and bounded in length
+ * (VMENC_AUDIT_MAX_*); a string that is too long or not valid UTF-8 is
+ * refused, never silently cut.
+ *
+ * Sinks: a dispatcher (vmenc_audit) delivers each event to callbacks and to
+ * any number of logs (vmenc_audit_log). A log is a JSON-lines file: one
+ * record per line, each carrying a sequence number, the previous record's
+ * hash and a keyed BLAKE2b-256 hash over its own canonical serialisation
+ * (which includes that previous hash). The key comes from the caller (in a
+ * deployment, from the KMS), is copied into libsodium secure memory and is
+ * wiped when the log is freed. vmenc_audit_verify_* walks a log (or a
+ * sequence of rotated files) and reports the first record that was edited,
+ * deleted, reordered, inserted or duplicated, and a log cut short.
+ *
+ * The file format is described in docs/audit.md.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#ifndef VMENC_AUDIT_H
+#define VMENC_AUDIT_H
+
+#include <stdbool.h>
+
+#include "vmenc/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vmenc_audit vmenc_audit;
+typedef struct vmenc_audit_log vmenc_audit_log;
+
+/* Bounds, in bytes of UTF-8 (before JSON escaping). */
+#define VMENC_AUDIT_MAX_FIELD 256u   /* principal, operation, target, provider, each key ID */
+#define VMENC_AUDIT_MAX_REASON 1024u /* reason */
+#define VMENC_AUDIT_MAX_KEY_IDS 16u  /* key IDs per event */
+/* Longest possible log line, newline included. */
+#define VMENC_AUDIT_MAX_LINE 65536u
+
+/* The chain hash: keyed BLAKE2b with a 32-byte output. */
+#define VMENC_AUDIT_HASH_BYTES 32u
+/* Key length for the chain hash: 16 to 64 bytes, 32 recommended. */
+#define VMENC_AUDIT_KEY_BYTES 32u
+#define VMENC_AUDIT_KEY_MIN_BYTES 16u
+#define VMENC_AUDIT_KEY_MAX_BYTES 64u
+
+/* Latest time an event may carry: 9999-12-31T23:59:59.999Z. */
+#define VMENC_AUDIT_MAX_TIME_MS 253402300799999ull
+
+typedef enum vmenc_audit_outcome {
+    VMENC_AUDIT_SUCCESS = 0, /* the operation was carried out */
+    VMENC_AUDIT_DENIED = 1,  /* policy refused it */
+    VMENC_AUDIT_FAILED = 2   /* it was allowed but failed */
+} vmenc_audit_outcome;
+
+/*
+ * vmenc_audit_event describes one operation. The caller fills it (set
+ * struct_size = sizeof(vmenc_audit_event)); the library copies what it needs
+ * and keeps no pointer into it after the call returns.
+ *
+ * - time_ms: milliseconds since the Unix epoch (UTC); 0 means "now".
+ * - principal, operation: required, non-empty.
+ * - target, key_provider, reason: optional (NULL or "" for none).
+ * - key_ids: |num_key_ids| key IDs (not key bytes!), each non-empty; may be
+ *   NULL when num_key_ids is 0.
+ * - status: the vmenc_status of the operation (0 on success, negative else).
+ * All strings are NUL-terminated, valid UTF-8 (control characters are
+ * allowed and escaped in the JSON), bounded by VMENC_AUDIT_MAX_*.
+ */
+typedef struct vmenc_audit_event {
+    uint32_t struct_size;
+    uint64_t time_ms;
+    const char *principal;
+    const char *operation;
+    const char *target;
+    const char *key_provider;
+    const char *const *key_ids;
+    size_t num_key_ids;
+    vmenc_audit_outcome outcome;
+    int32_t status;
+    const char *reason;
+} vmenc_audit_event;
+
+/* vmenc_audit_outcome_name returns "success", "denied" or "failed" (or
+ * "unknown"). Static lifetime. */
+VMENC_API const char *vmenc_audit_outcome_name(vmenc_audit_outcome outcome);
+
+/* vmenc_audit_event_check validates |event| without recording it: every
+ * pointer, bound, UTF-8 and the outcome. Fails with VMENC_E_ABI_VERSION
+ * (struct_size too small), VMENC_E_INVALID_ARG (missing or empty required
+ * field, bad outcome, positive status, time past VMENC_AUDIT_MAX_TIME_MS),
+ * VMENC_E_TOO_LARGE (a string or the key ID count over its bound) or
+ * VMENC_E_BAD_ENCODING (a string is not valid UTF-8). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_event_check(const vmenc_audit_event *event);
+
+/* vmenc_audit_event_to_json writes the canonical JSON object of |event|
+ * (without the chain fields a log adds) to |out| (capacity |out_cap|), NUL
+ * terminated, and its length without the NUL to |*out_len|. Fails like
+ * vmenc_audit_event_check, or with VMENC_E_BUFFER_TOO_SMALL (|*out_len| then
+ * holds the size needed, NUL included); |out| is then unspecified. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_event_to_json(const vmenc_audit_event *event,
+                                                                  char *out, size_t out_cap,
+                                                                  size_t *out_len);
+
+/* ---- the JSON-lines log sink -------------------------------------------- */
+
+typedef enum vmenc_audit_fsync {
+    VMENC_AUDIT_FSYNC_EVERY = 0,   /* fdatasync after every record (default, durable) */
+    VMENC_AUDIT_FSYNC_EVERY_N = 1, /* fdatasync after every fsync_every_n records */
+    VMENC_AUDIT_FSYNC_NEVER = 2    /* leave it to the OS (also no sync on close) */
+} vmenc_audit_fsync;
+
+/* Open flags. */
+/* Truncate a torn final partial line (left by a crash in the middle of a
+ * write), provided the record before it verifies, then append an
+ * "audit.log.recover" event saying how many bytes were discarded. Nothing
+ * else is ever truncated or rewritten. */
+#define VMENC_AUDIT_LOG_RECOVER (1u << 0)
+/* Verify the whole existing file (not only its last record) before
+ * appending; refuse with the verifier's status if anything is wrong. */
+#define VMENC_AUDIT_LOG_VERIFY_ALL (1u << 1)
+
+/* vmenc_audit_log_options: set struct_size = sizeof(vmenc_audit_log_options).
+ * - path: the log file; created (mode 0600) if missing.
+ * - key, key_len: the chain key (VMENC_AUDIT_KEY_MIN_BYTES..MAX_BYTES); copied
+ *   into secure memory, so the caller may wipe its copy right after open.
+ * - fsync, fsync_every_n: durability policy (every_n >= 1 for EVERY_N).
+ * - flags: VMENC_AUDIT_LOG_*.
+ * - start_seq, start_hash: where the chain continues from when the file is
+ *   empty: the last sequence number and hash of the previous file after a
+ *   rotation (see vmenc_audit_log_file_tail). start_hash NULL means the
+ *   start of a new chain (start_seq must then be 0); ignored for a file that
+ *   already holds records, which is resumed from its own last record. */
+typedef struct vmenc_audit_log_options {
+    uint32_t struct_size;
+    const char *path;
+    const uint8_t *key;
+    size_t key_len;
+    vmenc_audit_fsync fsync;
+    uint32_t fsync_every_n;
+    uint32_t flags;
+    uint64_t start_seq;
+    const uint8_t *start_hash; /* VMENC_AUDIT_HASH_BYTES or NULL */
+} vmenc_audit_log_options;
+
+/*
+ * vmenc_audit_log_open opens (or creates) a log for appending and resumes its
+ * chain: it reads the last record, checks it under the key, and continues
+ * its sequence number and hash. The file is locked (flock, exclusive) for as
+ * long as the log is open, so a second writer, in this process or another,
+ * gets VMENC_E_LOCKED.
+ *
+ * Fails with VMENC_E_INVALID_ARG / VMENC_E_ABI_VERSION (bad options),
+ * VMENC_E_IO (open/read/lock failed), VMENC_E_LOCKED, VMENC_E_INTERRUPTED
+ * (the file ends in a torn partial line: open again with
+ * VMENC_AUDIT_LOG_RECOVER), VMENC_E_AUDIT_TAMPERED (the last complete line
+ * is not a valid record, or with VMENC_AUDIT_LOG_VERIFY_ALL any defect),
+ * VMENC_E_AUDIT_TRUNCATED (VERIFY_ALL: torn line), VMENC_E_AUTH (the last
+ * record was written under another key) or VMENC_E_NOMEM. Nothing is written
+ * to the file on failure. On failure |*out| is untouched.
+ */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options,
+                                                             vmenc_audit_log **out);
+
+/*
+ * vmenc_audit_log_append appends one record for |event| with one write()
+ * under the log's mutex (the file is opened O_APPEND), so records from
+ * concurrent threads never interleave, then syncs as the policy says. The
+ * record's sequence number goes to |*out_seq| if |out_seq| is not NULL.
+ *
+ * Fails like vmenc_audit_event_check (nothing written), or with VMENC_E_IO:
+ * if write() failed the partial record is cut off again and the chain is
+ * unchanged; if the sync failed the record is in the file but may not be
+ * durable, and the log refuses further appends (VMENC_E_BAD_STATE) until it
+ * is reopened, which re-reads and checks the tail. Safe to call from any
+ * number of threads.
+ */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_append(vmenc_audit_log *log,
+                                                               const vmenc_audit_event *event,
+                                                               uint64_t *out_seq);
+
+/* vmenc_audit_log_sync forces an fdatasync now, whatever the policy. Fails
+ * with VMENC_E_IO (the log then refuses further appends) or
+ * VMENC_E_BAD_STATE. Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_sync(vmenc_audit_log *log);
+
+/* vmenc_audit_log_rotate syncs and closes the current file and continues the
+ * chain in |new_path|, which must not exist or be empty: its first record
+ * links to the last hash of the old file. The old file is left as it is (the
+ * caller may rename or archive it). Fails with VMENC_E_INVALID_ARG,
+ * VMENC_E_EXISTS (|new_path| holds data), VMENC_E_LOCKED, VMENC_E_IO or
+ * VMENC_E_BAD_STATE; on failure the log keeps appending to the old file.
+ * Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log,
+                                                               const char *new_path);
+
+/* vmenc_audit_log_position reports the sequence number and hash of the last
+ * record in the chain (0 and the start hash if none yet): what a verifier
+ * needs as expected_last_seq, and what the next file continues from.
+ * |out_hash| receives VMENC_AUDIT_HASH_BYTES bytes. Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_position(vmenc_audit_log *log,
+                                                                 uint64_t *out_seq,
+                                                                 uint8_t *out_hash);
+
+/* Counters of a log since it was opened. */
+typedef struct vmenc_audit_log_stats {
+    uint32_t struct_size;
+    uint64_t records; /* records appended */
+    uint64_t bytes;   /* bytes appended */
+    uint64_t syncs;   /* fdatasync calls made */
+} vmenc_audit_log_stats;
+
+/* vmenc_audit_log_get_stats fills |out| (whose struct_size the caller sets).
+ * Fails with VMENC_E_INVALID_ARG or VMENC_E_ABI_VERSION. Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_get_stats(vmenc_audit_log *log,
+                                                                  vmenc_audit_log_stats *out);
+
+/* vmenc_audit_log_free syncs (unless the policy is NEVER), unlocks and closes
+ * the file and wipes the key. NULL is fine. No other call on |log| may be
+ * running. */
+VMENC_API void vmenc_audit_log_free(vmenc_audit_log *log);
+
+/* vmenc_audit_log_file_tail reads the last record of the log at |path|,
+ * checks it under |key| and returns its sequence number and hash: what the
+ * next file of a rotated chain continues from (start_seq / start_hash), or
+ * what a verifier of the next file alone needs. An empty file gives
+ * VMENC_E_NOT_FOUND. Other failures as vmenc_audit_log_open (without
+ * locking). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_file_tail(const uint8_t *key, size_t key_len,
+                                                                  const char *path,
+                                                                  uint64_t *out_seq,
+                                                                  uint8_t *out_hash);
+
+/* ---- the dispatcher: callbacks and logs ---------------------------------- */
+
+/* A callback sink receives the event (time filled in, strings valid only
+ * during the call) and its canonical JSON object (NUL terminated, |json_len|
+ * bytes). It may be called from several threads at once. It returns
+ * VMENC_OK, or an error that vmenc_audit_emit reports as VMENC_E_AUDIT_SINK.
+ * It must not add sinks or free the dispatcher. */
+typedef vmenc_status (*vmenc_audit_callback)(void *ctx, const vmenc_audit_event *event,
+                                             const char *json, size_t json_len);
+
+/* vmenc_audit_new creates a dispatcher with no sinks. Fails with
+ * VMENC_E_INVALID_ARG or VMENC_E_NOMEM; |*out| untouched then. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_new(vmenc_audit **out);
+
+/* vmenc_audit_add_callback adds a callback sink; |ctx| is passed back as is
+ * and must outlive the dispatcher. Fails with VMENC_E_INVALID_ARG,
+ * VMENC_E_LIMIT (more than 16 sinks) or VMENC_E_NOMEM. Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_add_callback(vmenc_audit *audit,
+                                                                 vmenc_audit_callback callback,
+                                                                 void *ctx);
+
+/* vmenc_audit_add_log adds a log sink. The dispatcher does not own |log|:
+ * it must outlive the dispatcher (free the dispatcher first). Fails like
+ * vmenc_audit_add_callback. Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_add_log(vmenc_audit *audit,
+                                                            vmenc_audit_log *log);
+
+/*
+ * vmenc_audit_emit validates |event|, fills in the time if it is 0, and
+ * hands it to every sink in the order they were added. A failing sink does
+ * not stop the others. Fails like vmenc_audit_event_check (no sink called),
+ * with VMENC_E_BAD_STATE (no sink at all: an event would be lost), or with
+ * VMENC_E_AUDIT_SINK if at least one sink failed. Thread-safe.
+ */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_emit(vmenc_audit *audit,
+                                                         const vmenc_audit_event *event);
+
+/* vmenc_audit_free frees the dispatcher (not its logs). NULL is fine. */
+VMENC_API void vmenc_audit_free(vmenc_audit *audit);
+
+/* ---- the verifier ------------------------------------------------------- */
+
+/* What the verifier found first. */
+typedef enum vmenc_audit_defect {
+    VMENC_AUDIT_DEFECT_NONE = 0,       /* the chain is intact */
+    VMENC_AUDIT_DEFECT_EDITED = 1,     /* a record's hash does not match its contents */
+    VMENC_AUDIT_DEFECT_MALFORMED = 2,  /* a line is not a well-formed record at all */
+    VMENC_AUDIT_DEFECT_DELETED = 3,    /* records are missing before this one */
+    VMENC_AUDIT_DEFECT_REORDERED = 4,  /* a valid record of this chain is out of place */
+    VMENC_AUDIT_DEFECT_INSERTED = 5,   /* a record that does not belong to this chain */
+    VMENC_AUDIT_DEFECT_DUPLICATED = 6, /* the previous record repeated */
+    VMENC_AUDIT_DEFECT_TRUNCATED = 7,  /* the log ends before expected_last_seq */
+    VMENC_AUDIT_DEFECT_TORN = 8,       /* the last line is partial (no newline) */
+    VMENC_AUDIT_DEFECT_WRONG_KEY = 9   /* the first record was made under another key */
+} vmenc_audit_defect;
+
+/* vmenc_audit_defect_name returns a short name ("edited", ...). Static. */
+VMENC_API const char *vmenc_audit_defect_name(vmenc_audit_defect defect);
+
+/* vmenc_audit_verify_options: set struct_size.
+ * - key, key_len: the chain key.
+ * - start_seq, start_hash: where the first file's chain starts: NULL/0 for
+ *   the first file ever written, or the previous file's last sequence
+ *   number and hash (vmenc_audit_log_file_tail) to check a file alone.
+ * - expected_last_seq: the last sequence number known to have been written
+ *   (vmenc_audit_log_position), or 0 if unknown. Without it, records cut off
+ *   the end of the log cannot be detected. */
+typedef struct vmenc_audit_verify_options {
+    uint32_t struct_size;
+    const uint8_t *key;
+    size_t key_len;
+    uint64_t start_seq;
+    const uint8_t *start_hash;
+    uint64_t expected_last_seq;
+} vmenc_audit_verify_options;
+
+/* vmenc_audit_verify_result: set struct_size; filled by the verifier. */
+typedef struct vmenc_audit_verify_result {
+    uint32_t struct_size;
+    vmenc_audit_defect defect;
+    uint64_t num_records;  /* records verified intact (before the defect) */
+    size_t bad_file;       /* index of the file holding the defect */
+    uint64_t bad_index;    /* 0-based line index of the defect in that file */
+    uint64_t bad_offset;   /* byte offset of that line in that file */
+    uint64_t bad_seq;      /* sequence number expected at that point */
+    uint64_t last_seq;     /* last intact record's sequence number (or start_seq) */
+    uint8_t last_hash[VMENC_AUDIT_HASH_BYTES]; /* and its hash (or start_hash) */
+} vmenc_audit_verify_result;
+
+/*
+ * vmenc_audit_verify_files checks |num_paths| files that together form one
+ * chain, oldest first (a rotated log), and fills |out|. Returns VMENC_OK if
+ * the chain is intact; VMENC_E_AUDIT_TAMPERED for an edit, deletion,
+ * reordering, insertion, duplication or malformed line;
+ * VMENC_E_AUDIT_TRUNCATED if the log ends before expected_last_seq or in a
+ * torn line; VMENC_E_AUTH if the first record was written under another
+ * key. In those cases |out| says what and where. Fails with
+ * VMENC_E_INVALID_ARG, VMENC_E_ABI_VERSION, VMENC_E_IO or VMENC_E_NOMEM, and
+ * |out| is then untouched. Reads the files only.
+ */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_verify_files(
+    const vmenc_audit_verify_options *options, const char *const *paths, size_t num_paths,
+    vmenc_audit_verify_result *out);
+
+/* vmenc_audit_verify_buffer is vmenc_audit_verify_files for one log held in
+ * memory (|data|, |len| bytes). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_verify_buffer(
+    const vmenc_audit_verify_options *options, const uint8_t *data, size_t len,
+    vmenc_audit_verify_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMENC_AUDIT_H */

@@ -1,0 +1,479 @@
+/*
+ * lib/audit/log.c - the hash-chained JSON-lines log writer: open/resume,
+ * torn-tail detection and explicit recovery, append (one write() per record
+ * under a mutex, O_APPEND), fsync policies, rotation.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "audit/record.h"
+
+struct vmenc_audit_log {
+    pthread_mutex_t mu;
+    int fd;
+    char *path;
+    audit_key key;
+    vmenc_audit_fsync policy;
+    uint32_t every_n;
+    uint32_t unsynced;   /* records written since the last sync */
+    uint64_t seq;        /* last record's sequence number */
+    uint8_t hash[VMENC_AUDIT_HASH_BYTES];
+    uint64_t size;       /* current file size: where a failed write is cut back to */
+    bool broken;         /* a sync failed: durability unknown, refuse appends */
+    vmenc_audit_log_stats stats;
+};
+
+/* ---- file helpers ------------------------------------------------------------ */
+
+static vmenc_status io_status(int err) {
+    switch (err) {
+    case ENOMEM: return VMENC_E_NOMEM;
+    case EWOULDBLOCK: return VMENC_E_LOCKED;
+    default: return VMENC_E_IO;
+    }
+}
+
+static vmenc_status pread_all(int fd, uint8_t *buf, size_t len, uint64_t off) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        VMENC_ENSURE(n > 0, VMENC_E_IO);
+        done += (size_t)n;
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status write_all(int fd, const uint8_t *buf, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        VMENC_ENSURE(n > 0, VMENC_E_IO);
+        done += (size_t)n;
+    }
+    return VMENC_OK;
+}
+
+static int datasync(int fd) {
+    int r;
+    do
+        r = fdatasync(fd);
+    while (r != 0 && errno == EINTR);
+    return r;
+}
+
+/* sync_dir makes a newly created file's directory entry durable. */
+static vmenc_status sync_dir(const char *path) {
+    char *copy = strdup(path);
+    VMENC_ENSURE(copy != NULL, VMENC_E_NOMEM);
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    VMENC_ENSURE(dfd >= 0, VMENC_E_IO);
+    int r = fsync(dfd);
+    close(dfd);
+    VMENC_ENSURE(r == 0, VMENC_E_IO);
+    return VMENC_OK;
+}
+
+/* open_locked opens |path| for appending (creating it 0600), takes an
+ * exclusive flock and reports whether the file was created. */
+static vmenc_status open_locked(const char *path, int *out_fd, bool *out_created) {
+    bool created = true;
+    int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        created = false;
+        fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+    }
+    VMENC_ENSURE(fd >= 0, io_status(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return VMENC_E_IO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        vmenc_status s = errno == EWOULDBLOCK ? VMENC_E_LOCKED : VMENC_E_IO;
+        close(fd);
+        if (created)
+            (void)unlink(path);
+        return s;
+    }
+    *out_fd = fd;
+    *out_created = created;
+    return VMENC_OK;
+}
+
+/* ---- the tail ------------------------------------------------------------------ */
+
+typedef struct tail_info {
+    uint64_t size;       /* file size */
+    uint64_t torn_len;   /* bytes after the last newline (a torn record) */
+    bool has_record;     /* a complete last record exists */
+    uint64_t seq;        /* its sequence number */
+    uint8_t hash[VMENC_AUDIT_HASH_BYTES];
+} tail_info;
+
+/* read_tail finds and checks the last complete record of |fd| and measures
+ * any torn partial line after it. Records are shorter than
+ * VMENC_AUDIT_MAX_LINE, so the last two lines lie in the final
+ * 2 * VMENC_AUDIT_MAX_LINE bytes; anything else is not a log we wrote. */
+static vmenc_status read_tail(int fd, const audit_key *k, tail_info *out) {
+    struct stat st;
+    VMENC_ENSURE(fstat(fd, &st) == 0, VMENC_E_IO);
+    tail_info t;
+    memset(&t, 0, sizeof(t));
+    t.size = (uint64_t)st.st_size;
+    if (t.size == 0) {
+        *out = t;
+        return VMENC_OK;
+    }
+    size_t want = 2 * (size_t)VMENC_AUDIT_MAX_LINE;
+    size_t n = t.size < want ? (size_t)t.size : want;
+    uint64_t base = t.size - n;
+    uint8_t *buf = malloc(n);
+    VMENC_ENSURE(buf != NULL, VMENC_E_NOMEM);
+    audit_record *rec = NULL;
+    vmenc_status rv;
+    VMENC_GUARD_GOTO(rv, pread_all(fd, buf, n, base), out);
+
+    /* The last newline ends the last complete line. */
+    size_t end = n;
+    while (end > 0 && buf[end - 1] != '\n')
+        end--;
+    t.torn_len = n - end;
+    if (end == 0) {
+        /* No newline at all in the window: only a torn first line fits. */
+        VMENC_ENSURE_GOTO(rv, base == 0 && t.torn_len < VMENC_AUDIT_MAX_LINE,
+                          VMENC_E_AUDIT_TAMPERED, out);
+        rv = VMENC_OK;
+        goto done;
+    }
+    VMENC_ENSURE_GOTO(rv, t.torn_len < VMENC_AUDIT_MAX_LINE, VMENC_E_AUDIT_TAMPERED, out);
+    size_t start = end - 1;
+    while (start > 0 && buf[start - 1] != '\n')
+        start--;
+    /* A line that starts before the window is too long to be a record. */
+    VMENC_ENSURE_GOTO(rv, start > 0 || base == 0, VMENC_E_AUDIT_TAMPERED, out);
+    rec = malloc(sizeof(*rec));
+    VMENC_ENSURE_GOTO(rv, rec != NULL, VMENC_E_NOMEM, out);
+    rv = audit_check_line(k, buf + start, end - 1 - start, rec);
+    if (rv == VMENC_E_PARSE || rv == VMENC_E_TOO_LARGE || rv == VMENC_E_BAD_ENCODING ||
+        rv == VMENC_E_BAD_VERSION || rv == VMENC_E_TRAILING_DATA)
+        rv = VMENC_E_AUDIT_TAMPERED;
+    if (rv != VMENC_OK)
+        goto out;
+    t.has_record = true;
+    t.seq = rec->seq;
+    memcpy(t.hash, rec->mac, VMENC_AUDIT_HASH_BYTES);
+done:
+    *out = t;
+out:
+    free(rec);
+    free(buf);
+    return rv;
+}
+
+/* ---- options ------------------------------------------------------------------- */
+
+static vmenc_status check_options(const vmenc_audit_log_options *o) {
+    VMENC_ENSURE_REF(o);
+    VMENC_ENSURE(o->struct_size >= sizeof(vmenc_audit_log_options), VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(o->path != NULL && o->path[0] != '\0', VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(o->fsync == VMENC_AUDIT_FSYNC_EVERY || o->fsync == VMENC_AUDIT_FSYNC_NEVER ||
+                     (o->fsync == VMENC_AUDIT_FSYNC_EVERY_N && o->fsync_every_n >= 1),
+                 VMENC_E_INVALID_ARG);
+    VMENC_ENSURE((o->flags & ~(VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_VERIFY_ALL)) == 0,
+                 VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(o->start_hash != NULL || o->start_seq == 0, VMENC_E_INVALID_ARG);
+    return VMENC_OK;
+}
+
+/* verify_whole runs the verifier over the file, ignoring a torn tail if the
+ * caller asked for recovery. */
+static vmenc_status verify_whole(vmenc_audit_log *log, const vmenc_audit_log_options *o,
+                                 const tail_info *t) {
+    audit_span span;
+    VMENC_GUARD(audit_map_fd(log->fd, &span));
+    if (span.len == 0)
+        return VMENC_OK;
+    audit_span body = span;
+    if (o->flags & VMENC_AUDIT_LOG_RECOVER)
+        body.len -= (size_t)t->torn_len;
+    vmenc_audit_verify_result res;
+    memset(&res, 0, sizeof(res));
+    vmenc_status s = VMENC_OK;
+    if (body.len > 0)
+        s = audit_verify_spans(&log->key, o->start_seq, o->start_hash, 0, &body, 1, &res);
+    audit_unmap(&span);
+    return s;
+}
+
+static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
+    uint64_t keep = t->size - t->torn_len;
+    VMENC_ENSURE(ftruncate(log->fd, (off_t)keep) == 0, VMENC_E_IO);
+    if (log->policy != VMENC_AUDIT_FSYNC_NEVER) {
+        VMENC_ENSURE(datasync(log->fd) == 0, VMENC_E_IO);
+        log->stats.syncs++;
+    }
+    log->size = keep;
+    char reason[128];
+    snprintf(reason, sizeof(reason), "discarded a torn final record of %llu bytes",
+             (unsigned long long)t->torn_len);
+    vmenc_audit_event ev = {
+        .struct_size = sizeof(ev),
+        .principal = "vmenc",
+        .operation = "audit.log.recover",
+        .outcome = VMENC_AUDIT_SUCCESS,
+        .reason = reason,
+    };
+    audit_fields f;
+    VMENC_GUARD(audit_fields_from_event(&ev, vmenc_now_realtime_ms(), &f));
+    return audit_log_append_fields(log, &f, NULL);
+}
+
+static void log_destroy(vmenc_audit_log *log) {
+    if (log->fd >= 0)
+        close(log->fd); /* releases the flock */
+    audit_key_cleanup(&log->key);
+    free(log->path);
+    pthread_mutex_destroy(&log->mu);
+    sodium_memzero(log, sizeof(*log));
+    free(log);
+}
+
+vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_audit_log **out) {
+    VMENC_GUARD(check_options(options));
+    VMENC_ENSURE_REF(out);
+    VMENC_GUARD(vmenc_ensure_init());
+    vmenc_audit_log *log = calloc(1, sizeof(*log));
+    VMENC_ENSURE(log != NULL, VMENC_E_NOMEM);
+    log->fd = -1;
+    if (pthread_mutex_init(&log->mu, NULL) != 0) {
+        free(log);
+        return VMENC_E_NOMEM;
+    }
+    vmenc_status rv;
+    bool created = false;
+    log->policy = options->fsync;
+    log->every_n = options->fsync_every_n;
+    log->stats.struct_size = sizeof(log->stats);
+    VMENC_GUARD_GOTO(rv, audit_key_init(&log->key, options->key, options->key_len), fail);
+    log->path = strdup(options->path);
+    VMENC_ENSURE_GOTO(rv, log->path != NULL, VMENC_E_NOMEM, fail);
+    VMENC_GUARD_GOTO(rv, open_locked(options->path, &log->fd, &created), fail);
+
+    tail_info t;
+    VMENC_GUARD_GOTO(rv, read_tail(log->fd, &log->key, &t), fail);
+    if (options->flags & VMENC_AUDIT_LOG_VERIFY_ALL)
+        VMENC_GUARD_GOTO(rv, verify_whole(log, options, &t), fail);
+    VMENC_ENSURE_GOTO(rv, t.torn_len == 0 || (options->flags & VMENC_AUDIT_LOG_RECOVER),
+                      VMENC_E_INTERRUPTED, fail);
+    if (t.has_record) {
+        log->seq = t.seq;
+        memcpy(log->hash, t.hash, sizeof(log->hash));
+    } else {
+        log->seq = options->start_seq;
+        if (options->start_hash != NULL)
+            memcpy(log->hash, options->start_hash, sizeof(log->hash));
+    }
+    log->size = t.size;
+    if (created && log->policy != VMENC_AUDIT_FSYNC_NEVER)
+        VMENC_GUARD_GOTO(rv, sync_dir(options->path), fail);
+    if (t.torn_len > 0)
+        VMENC_GUARD_GOTO(rv, recover(log, &t), fail);
+    *out = log;
+    return VMENC_OK;
+fail:
+    if (created && log->fd >= 0)
+        (void)unlink(options->path); /* leave no trace of a failed open */
+    log_destroy(log);
+    return rv;
+}
+
+/* ---- append ------------------------------------------------------------------------ */
+
+static vmenc_status sync_locked(vmenc_audit_log *log) {
+    if (datasync(log->fd) != 0) {
+        /* After a failed fsync the kernel may have dropped the dirty pages:
+         * a later fsync could "succeed" without the data. Stop here. */
+        log->broken = true;
+        return VMENC_E_IO;
+    }
+    log->stats.syncs++;
+    log->unsynced = 0;
+    return VMENC_OK;
+}
+
+vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
+                                     uint64_t *out_seq) {
+    vmenc_cbb cbb;
+    VMENC_GUARD(vmenc_cbb_init(&cbb, 512));
+    vmenc_cbb_set_max(&cbb, VMENC_AUDIT_MAX_LINE);
+    vmenc_status rv;
+    VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL, out);
+    VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
+    VMENC_ENSURE_GOTO(rv, log->seq < UINT64_MAX, VMENC_E_LIMIT, unlock);
+    uint64_t seq = log->seq + 1;
+    audit_write_body(&cbb, seq, f, log->key.kid, log->hash);
+    VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), unlock);
+    uint8_t mac[VMENC_AUDIT_HASH_BYTES];
+    VMENC_GUARD_GOTO(rv, audit_mac(&log->key, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb), mac),
+                     unlock);
+    audit_write_mac_tail(&cbb, mac);
+    VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), unlock);
+
+    /* One write() per record (more only if the kernel writes short). */
+    rv = write_all(log->fd, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb));
+    if (rv != VMENC_OK) {
+        /* Cut the partial record off so the chain stays intact; if even
+         * that fails, refuse further appends (reopen detects the torn tail). */
+        if (ftruncate(log->fd, (off_t)log->size) != 0)
+            log->broken = true;
+        goto unlock;
+    }
+    log->seq = seq;
+    memcpy(log->hash, mac, sizeof(mac));
+    log->size += vmenc_cbb_len(&cbb);
+    log->stats.records++;
+    log->stats.bytes += vmenc_cbb_len(&cbb);
+    log->unsynced++;
+    if (log->policy == VMENC_AUDIT_FSYNC_EVERY ||
+        (log->policy == VMENC_AUDIT_FSYNC_EVERY_N && log->unsynced >= log->every_n))
+        rv = sync_locked(log);
+    if (out_seq != NULL)
+        *out_seq = seq;
+unlock:
+    pthread_mutex_unlock(&log->mu);
+out:
+    vmenc_cbb_cleanup(&cbb);
+    return rv;
+}
+
+vmenc_status vmenc_audit_log_append(vmenc_audit_log *log, const vmenc_audit_event *event,
+                                    uint64_t *out_seq) {
+    VMENC_ENSURE_REF(log);
+    VMENC_ENSURE_REF(event);
+    VMENC_ENSURE(event->struct_size >= AUDIT_EVENT_V1_SIZE, VMENC_E_ABI_VERSION);
+    audit_fields f;
+    uint64_t t = event->time_ms != 0 ? event->time_ms : vmenc_now_realtime_ms();
+    VMENC_GUARD(audit_fields_from_event(event, t, &f));
+    return audit_log_append_fields(log, &f, out_seq);
+}
+
+vmenc_status vmenc_audit_log_sync(vmenc_audit_log *log) {
+    VMENC_ENSURE_REF(log);
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    vmenc_status rv = log->broken ? VMENC_E_BAD_STATE : sync_locked(log);
+    pthread_mutex_unlock(&log->mu);
+    return rv;
+}
+
+vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log, const char *new_path) {
+    VMENC_ENSURE_REF(log);
+    VMENC_ENSURE(new_path != NULL && new_path[0] != '\0', VMENC_E_INVALID_ARG);
+    char *path = strdup(new_path);
+    VMENC_ENSURE(path != NULL, VMENC_E_NOMEM);
+    vmenc_status rv;
+    int fd = -1;
+    bool created = false;
+    VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL, out);
+    VMENC_ENSURE_GOTO(rv, !log->broken, VMENC_E_BAD_STATE, unlock);
+    VMENC_GUARD_GOTO(rv, open_locked(path, &fd, &created), unlock);
+    struct stat st;
+    VMENC_ENSURE_GOTO(rv, fstat(fd, &st) == 0, VMENC_E_IO, unlock);
+    VMENC_ENSURE_GOTO(rv, st.st_size == 0, VMENC_E_EXISTS, unlock);
+    if (log->policy != VMENC_AUDIT_FSYNC_NEVER) {
+        if (created)
+            VMENC_GUARD_GOTO(rv, sync_dir(path), unlock);
+        VMENC_GUARD_GOTO(rv, sync_locked(log), unlock);
+    }
+    close(log->fd);
+    log->fd = fd;
+    fd = -1;
+    free(log->path);
+    log->path = path;
+    path = NULL;
+    log->size = 0;
+    log->unsynced = 0;
+    rv = VMENC_OK;
+unlock:
+    pthread_mutex_unlock(&log->mu);
+out:
+    if (fd >= 0) {
+        close(fd);
+        if (created)
+            (void)unlink(new_path);
+    }
+    free(path);
+    return rv;
+}
+
+vmenc_status vmenc_audit_log_position(vmenc_audit_log *log, uint64_t *out_seq,
+                                      uint8_t *out_hash) {
+    VMENC_ENSURE_REF(log);
+    VMENC_ENSURE_REF(out_seq);
+    VMENC_ENSURE_REF(out_hash);
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    *out_seq = log->seq;
+    memcpy(out_hash, log->hash, VMENC_AUDIT_HASH_BYTES);
+    pthread_mutex_unlock(&log->mu);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_audit_log_get_stats(vmenc_audit_log *log, vmenc_audit_log_stats *out) {
+    VMENC_ENSURE_REF(log);
+    VMENC_ENSURE_REF(out);
+    VMENC_ENSURE(out->struct_size >= sizeof(vmenc_audit_log_stats), VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    out->records = log->stats.records;
+    out->bytes = log->stats.bytes;
+    out->syncs = log->stats.syncs;
+    pthread_mutex_unlock(&log->mu);
+    return VMENC_OK;
+}
+
+void vmenc_audit_log_free(vmenc_audit_log *log) {
+    if (log == NULL)
+        return;
+    if (!log->broken && log->fd >= 0 && log->policy != VMENC_AUDIT_FSYNC_NEVER &&
+        log->unsynced > 0)
+        (void)datasync(log->fd);
+    log_destroy(log);
+}
+
+vmenc_status vmenc_audit_log_file_tail(const uint8_t *key, size_t key_len, const char *path,
+                                       uint64_t *out_seq, uint8_t *out_hash) {
+    VMENC_ENSURE_REF(path);
+    VMENC_ENSURE_REF(out_seq);
+    VMENC_ENSURE_REF(out_hash);
+    audit_key k;
+    VMENC_GUARD(audit_key_init(&k, key, key_len));
+    vmenc_status rv;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VMENC_ENSURE_GOTO(rv, fd >= 0, VMENC_E_IO, out);
+    tail_info t;
+    rv = read_tail(fd, &k, &t);
+    close(fd);
+    if (rv != VMENC_OK)
+        goto out;
+    VMENC_ENSURE_GOTO(rv, t.torn_len == 0, VMENC_E_INTERRUPTED, out);
+    VMENC_ENSURE_GOTO(rv, t.has_record, VMENC_E_NOT_FOUND, out);
+    *out_seq = t.seq;
+    memcpy(out_hash, t.hash, VMENC_AUDIT_HASH_BYTES);
+out:
+    audit_key_cleanup(&k);
+    return rv;
+}
