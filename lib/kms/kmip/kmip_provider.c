@@ -16,6 +16,10 @@
 #include "kms/kmip/kmip_provider.h"
 #include "vmenc/keys.h"
 
+/* TEMPORARY until lib/keys lands on main: resolve the KEK constructor
+ * weakly so the library links without it. */
+#pragma weak vmenc_kek_new_from_bytes
+
 #define NAME_MAX_LEN 255u
 #define USAGE_MASK (KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT | KMIP_USAGE_WRAP_KEY | KMIP_USAGE_UNWRAP_KEY)
 
@@ -229,11 +233,25 @@ static vmenc_status do_destroy_only(kmip_provider *kp, const char *key_id, uint6
     return s;
 }
 
+static vmenc_status do_activate(kmip_provider *kp, const char *key_id, uint64_t deadline) {
+    vmenc_kmip_request req;
+    VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 1));
+    vmenc_kmip_request_item_begin(&req, KMIP_OP_ACTIVATE);
+    vmenc_ttlv_add_text(&req.cbb, KMIP_TAG_UNIQUE_IDENTIFIER, key_id, strlen(key_id));
+    vmenc_kmip_request_item_end(&req);
+    exchange ex;
+    const uint32_t ops[] = {KMIP_OP_ACTIVATE};
+    VMENC_GUARD(run(kp, &req, ops, 1, deadline, &ex));
+    vmenc_status s = vmenc_kmip_result_status(&ex.resp.items[0]);
+    exchange_cleanup(&ex);
+    return s;
+}
+
 static vmenc_status do_create(kmip_provider *kp, const char *name, uint64_t deadline, char *out_id,
                               size_t out_id_cap) {
     VMENC_GUARD(ensure_version(kp, deadline));
     vmenc_kmip_request req;
-    VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 2));
+    VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 1));
     vmenc_kmip_request_item_begin(&req, KMIP_OP_CREATE);
     vmenc_ttlv_add_enum(&req.cbb, KMIP_TAG_OBJECT_TYPE, KMIP_OBJECT_SYMMETRIC_KEY);
     size_t m = vmenc_ttlv_begin_struct(&req.cbb, v2(kp) ? KMIP_TAG_ATTRIBUTES : KMIP_TAG_TEMPLATE_ATTRIBUTE);
@@ -244,29 +262,27 @@ static vmenc_status do_create(kmip_provider *kp, const char *name, uint64_t dead
         vmenc_kmip_add_attr_name(&req, name, strlen(name));
     vmenc_ttlv_end_struct(&req.cbb, m);
     vmenc_kmip_request_item_end(&req);
-    /* Activate in the same message: without a Unique Identifier it applies
-     * to the ID placeholder, the key Create just made (one round trip). */
-    vmenc_kmip_request_item_begin(&req, KMIP_OP_ACTIVATE);
-    vmenc_kmip_request_item_end(&req);
 
     exchange ex;
-    const uint32_t ops[] = {KMIP_OP_CREATE, KMIP_OP_ACTIVATE};
-    VMENC_GUARD(run(kp, &req, ops, 2, deadline, &ex));
+    const uint32_t ops[] = {KMIP_OP_CREATE};
+    VMENC_GUARD(run(kp, &req, ops, 1, deadline, &ex));
     char id[VMENC_KMS_KEY_ID_CAP];
     uint32_t payload;
     vmenc_status s = item_payload(&ex, 0, &payload);
     if (s == VMENC_OK)
         s = copy_uid(&ex.resp.doc, payload, id, sizeof(id));
-    vmenc_status act = s == VMENC_OK ? vmenc_kmip_result_status(&ex.resp.items[1]) : VMENC_OK;
     exchange_cleanup(&ex);
     VMENC_GUARD(s);
-    if (act != VMENC_OK) {
+    /* Activate as a second request rather than in the same batch through
+     * the ID placeholder: PyKMIP (0.10) cannot parse an Activate without a
+     * Unique Identifier. */
+    s = strlen(id) < out_id_cap ? do_activate(kp, id, deadline) : VMENC_E_BUFFER_TOO_SMALL;
+    if (s != VMENC_OK) {
         /* Do not leave an orphan Pre-Active key behind (best effort:
          * Pre-Active keys can be destroyed without a Revoke). */
         (void)do_destroy_only(kp, id, deadline);
-        return act;
+        return s;
     }
-    VMENC_ENSURE(strlen(id) < out_id_cap, VMENC_E_BUFFER_TOO_SMALL);
     memcpy(out_id, id, strlen(id) + 1);
     return VMENC_OK;
 }
@@ -489,6 +505,7 @@ vmenc_status vmenc_kmip_get_key_secret(vmenc_kms_provider *p, const char *key_id
 
 static vmenc_status op_get_kek(vmenc_kms_provider *p, const char *key_id, uint32_t timeout_ms, vmenc_kek **out) {
     VMENC_ENSURE_REF(out);
+    VMENC_ENSURE(&vmenc_kek_new_from_bytes != NULL, VMENC_E_UNSUPPORTED);
     vmenc_secret *sec = NULL;
     VMENC_GUARD(vmenc_kmip_get_key_secret(p, key_id, timeout_ms, &sec));
     vmenc_status s = vmenc_kek_new_from_bytes(sec->bytes, sec->len, out);
