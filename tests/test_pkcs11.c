@@ -29,6 +29,7 @@
 #include <p11-kit-1/p11-kit/pkcs11.h>
 
 #include "core/internal.h"
+#include "keys/keys_internal.h"
 #include "kms/pkcs11/pkcs11_provider.h"
 #include "vmenc/kms.h"
 #include "vmenc/kms_pkcs11.h"
@@ -1060,6 +1061,221 @@ static void test_concurrent_wrap_unwrap(void **state) {
     prov_free(p);
 }
 
+/* ---- the key layer's wrapped-key records, sealed in the token ---------- */
+
+typedef struct seal_arg {
+    vmenc_kms_provider *p;
+    const char *id;
+} seal_arg;
+
+static vmenc_status token_seal(void *arg, vmenc_wrap_alg alg, const uint8_t *nonce, size_t nonce_len,
+                               const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len, uint8_t *out,
+                               size_t out_cap, size_t *out_len) {
+    seal_arg *a = arg;
+    vmenc_kms_wrap_params w = {sizeof(w), alg == VMENC_WRAP_AES256_GCM ? VMENC_KMS_WRAP_AES_GCM : VMENC_KMS_WRAP_AES_KWP,
+                               nonce, nonce_len, aad, aad_len};
+    return prov_wrap(a->p, a->id, &w, in, in_len, 5000, out, out_cap, out_len);
+}
+
+static vmenc_status token_open(void *arg, vmenc_wrap_alg alg, const uint8_t *nonce, size_t nonce_len,
+                               const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len, uint8_t *out,
+                               size_t out_cap, size_t *out_len) {
+    seal_arg *a = arg;
+    vmenc_kms_wrap_params w = {sizeof(w), alg == VMENC_WRAP_AES256_GCM ? VMENC_KMS_WRAP_AES_GCM : VMENC_KMS_WRAP_AES_KWP,
+                               nonce, nonce_len, aad, aad_len};
+    return prov_unwrap(a->p, a->id, &w, in, in_len, 5000, out, out_cap, out_len);
+}
+
+static void test_wrapped_key_records_in_token(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 0);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(prov_create_kek(p, "records", 5000, id, sizeof(id)), VMENC_OK);
+    seal_arg a = {p, id};
+    vmenc_wrap_context ctx = {sizeof(ctx), "4c4c4544-0042-3510-8051-b4c04f4e4d32", "scsi0:0", "disk"};
+    vmenc_wrap_context other = {sizeof(other), "4c4c4544-0042-3510-8051-b4c04f4e4d32", "scsi0:1", "disk"};
+    static const vmenc_wrap_alg algs[] = {VMENC_WRAP_AES256_GCM, VMENC_WRAP_AES256_KWP};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(algs); i++) {
+        vmenc_dek *dek = NULL, *back = NULL;
+        vmenc_wrapped_key *wk = NULL, *parsed = NULL;
+        assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_seal_with(algs[i], "hsm", id, &ctx, dek, token_seal, &a, &wk), VMENC_OK);
+        assert_string_equal(vmenc_wrapped_key_kek_id(wk), id);
+        /* through the stored form and back */
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        assert_int_equal(vmenc_wrapped_key_serialize(wk, &bytes, &len), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_parse(bytes, len, &parsed), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_open_with(parsed, &ctx, token_open, &a, &back), VMENC_OK);
+        assert_int_equal(vmenc_dek_equal(dek, back), VMENC_OK);
+        vmenc_dek_free(back);
+        back = NULL;
+        /* bound to its disk: another disk's context does not open it */
+        assert_int_equal(vmenc_wrapped_key_open_with(parsed, &other, token_open, &a, &back), VMENC_E_AUTH);
+        assert_null(back);
+        vmenc_buffer_free(bytes);
+        vmenc_wrapped_key_free(parsed);
+        vmenc_wrapped_key_free(wk);
+        vmenc_dek_free(dek);
+    }
+    assert_int_equal(prov_destroy_kek(p, id, 5000), VMENC_OK);
+    prov_free(p);
+}
+
+/* ---- injected token faults ------------------------------------------------ */
+
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static bool g_gate_entered, g_gate_open;
+static ck_rv_t (*real_wrap_key)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, ck_object_handle_t,
+                                unsigned char *, unsigned long *);
+
+/* C_WrapKey that waits at a gate: holds the provider's only session. */
+static ck_rv_t gated_wrap_key(ck_session_handle_t s, struct ck_mechanism *m, ck_object_handle_t k,
+                              ck_object_handle_t o, unsigned char *out, unsigned long *len) {
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_entered = true;
+    pthread_cond_broadcast(&g_gate_cv);
+    while (!g_gate_open)
+        pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+    return real_wrap_key(s, m, k, o, out, len);
+}
+
+static ck_rv_t failing_wrap_key(ck_session_handle_t s, struct ck_mechanism *m, ck_object_handle_t k,
+                                ck_object_handle_t o, unsigned char *out, unsigned long *len) {
+    return CKR_DEVICE_ERROR;
+}
+
+static ck_rv_t (*real_unwrap_key)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, unsigned char *,
+                                  unsigned long, struct ck_attribute *, unsigned long, ck_object_handle_t *);
+static ck_rv_t failing_unwrap_key(ck_session_handle_t s, struct ck_mechanism *m, ck_object_handle_t k,
+                                  unsigned char *in, unsigned long in_len, struct ck_attribute *t, unsigned long n,
+                                  ck_object_handle_t *out) {
+    return CKR_DEVICE_REMOVED;
+}
+
+typedef struct wrap_job {
+    vmenc_kms_provider *p;
+    vmenc_status st;
+} wrap_job;
+
+static void *wrap_job_main(void *arg) {
+    wrap_job *j = arg;
+    uint8_t in[64] = {1}, out[80];
+    size_t ol = 0;
+    j->st = prov_wrap(j->p, "kek", NULL, in, 64, 60000, out, sizeof(out), &ol);
+    return NULL;
+}
+
+static void test_session_wait_times_out(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 1);
+    roundtrip(p, "kek", VMENC_KMS_WRAP_AES_KWP, 64); /* opens the one session */
+    p11c c;
+    p11c_open(&c);
+    ck_rv_t (*fn)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, ck_object_handle_t,
+                  unsigned char *, unsigned long *) = gated_wrap_key;
+    g_gate_entered = g_gate_open = false;
+    patch_fl(c.fl, &c.fl->C_WrapKey, &fn, &real_wrap_key);
+    wrap_job job = {p, VMENC_E_INTERNAL};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wrap_job_main, &job), 0);
+    pthread_mutex_lock(&g_gate_mu);
+    while (!g_gate_entered)
+        pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+    /* the only session is inside C_WrapKey: others wait until their deadline */
+    uint8_t in[64] = {2}, out[80];
+    size_t ol = 0;
+    vmenc_status s0 = prov_wrap(p, "kek", NULL, in, 64, 0, out, sizeof(out), &ol);
+    vmenc_status s1 = prov_wrap(p, "kek", NULL, in, 64, 50, out, sizeof(out), &ol);
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_open = true;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+    pthread_join(t, NULL);
+    patch_fl(c.fl, &c.fl->C_WrapKey, &real_wrap_key, NULL);
+    assert_int_equal(s0, VMENC_E_KMS_TIMEOUT);
+    assert_int_equal(s1, VMENC_E_KMS_TIMEOUT);
+    assert_int_equal(job.st, VMENC_OK);
+    /* and the session is back for the next caller */
+    assert_int_equal(prov_wrap(p, "kek", NULL, in, 64, 0, out, sizeof(out), &ol), VMENC_OK);
+    p11c_close(&c);
+    prov_free(p);
+}
+
+static void test_token_failures_during_operations(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 0);
+    p11c c;
+    p11c_open(&c);
+    uint8_t in[64] = {3}, out[80], back[80];
+    size_t ol = 0, bl = 0;
+    assert_int_equal(prov_wrap(p, "kek", NULL, in, 64, 5000, out, sizeof(out), &ol), VMENC_OK);
+
+    ck_rv_t (*wfn)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, ck_object_handle_t,
+                   unsigned char *, unsigned long *) = failing_wrap_key;
+    patch_fl(c.fl, &c.fl->C_WrapKey, &wfn, &real_wrap_key);
+    vmenc_status st = prov_wrap(p, "kek", NULL, in, 64, 5000, back, sizeof(back), &bl);
+    unsigned long left = count_generic_secrets(&c); /* the temporary object went too */
+    patch_fl(c.fl, &c.fl->C_WrapKey, &real_wrap_key, NULL);
+    assert_int_equal(st, VMENC_E_KMS_UNAVAILABLE);
+    assert_int_equal(left, 0);
+
+    ck_rv_t (*ufn)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, unsigned char *, unsigned long,
+                   struct ck_attribute *, unsigned long, ck_object_handle_t *) = failing_unwrap_key;
+    patch_fl(c.fl, &c.fl->C_UnwrapKey, &ufn, &real_unwrap_key);
+    memset(back, 0x77, sizeof(back));
+    bl = 999;
+    st = prov_unwrap(p, "kek", NULL, out, ol, 5000, back, sizeof(back), &bl);
+    patch_fl(c.fl, &c.fl->C_UnwrapKey, &real_unwrap_key, NULL);
+    assert_int_equal(st, VMENC_E_KMS_UNAVAILABLE);
+    assert_int_equal(bl, 999);
+    /* the token never ran: the caller's buffer is as it was */
+    for (size_t i = 0; i < sizeof(back); i++)
+        assert_int_equal(back[i], 0x77);
+    /* and the provider works again once the token does */
+    assert_int_equal(prov_unwrap(p, "kek", NULL, out, ol, 5000, back, sizeof(back), &bl), VMENC_OK);
+    assert_memory_equal(back, in, 64);
+    p11c_close(&c);
+    prov_free(p);
+}
+
+static void test_status_mapping(void **state) {
+    static const struct {
+        unsigned long rv;
+        vmenc_p11_ctx ctx;
+        vmenc_status want;
+    } m[] = {
+        {CKR_OK, VMENC_P11_CTX_GENERIC, VMENC_OK},
+        {CKR_PIN_INCORRECT, VMENC_P11_CTX_LOGIN, VMENC_E_KMS_AUTH},
+        {CKR_PIN_LEN_RANGE, VMENC_P11_CTX_LOGIN, VMENC_E_KMS_AUTH},
+        {CKR_PIN_EXPIRED, VMENC_P11_CTX_LOGIN, VMENC_E_KMS_AUTH},
+        {CKR_PIN_LOCKED, VMENC_P11_CTX_LOGIN, VMENC_E_PIN_LOCKED},
+        {CKR_USER_NOT_LOGGED_IN, VMENC_P11_CTX_WRAP, VMENC_E_KMS_AUTH},
+        {CKR_TOKEN_NOT_PRESENT, VMENC_P11_CTX_GENERIC, VMENC_E_KMS_UNAVAILABLE},
+        {CKR_DEVICE_REMOVED, VMENC_P11_CTX_UNWRAP, VMENC_E_KMS_UNAVAILABLE},
+        {CKR_SESSION_HANDLE_INVALID, VMENC_P11_CTX_WRAP, VMENC_E_KMS_UNAVAILABLE},
+        {CKR_KEY_HANDLE_INVALID, VMENC_P11_CTX_WRAP, VMENC_E_KEY_NOT_FOUND},
+        {CKR_KEY_FUNCTION_NOT_PERMITTED, VMENC_P11_CTX_WRAP, VMENC_E_KEY_STATE},
+        {CKR_KEY_UNEXTRACTABLE, VMENC_P11_CTX_WRAP, VMENC_E_KMS_PERMISSION},
+        {CKR_MECHANISM_INVALID, VMENC_P11_CTX_WRAP, VMENC_E_UNSUPPORTED},
+        {CKR_BUFFER_TOO_SMALL, VMENC_P11_CTX_UNWRAP, VMENC_E_BUFFER_TOO_SMALL},
+        {CKR_WRAPPED_KEY_INVALID, VMENC_P11_CTX_UNWRAP, VMENC_E_AUTH},
+        {CKR_ENCRYPTED_DATA_INVALID, VMENC_P11_CTX_UNWRAP, VMENC_E_AUTH},
+        {CKR_GENERAL_ERROR, VMENC_P11_CTX_UNWRAP, VMENC_E_AUTH},
+        /* outside unwrap a general error is the token's failure, not tampering */
+        {CKR_GENERAL_ERROR, VMENC_P11_CTX_WRAP, VMENC_E_KMS},
+        {CKR_GENERAL_ERROR, VMENC_P11_CTX_GENERIC, VMENC_E_KMS},
+        {CKR_HOST_MEMORY, VMENC_P11_CTX_GENERIC, VMENC_E_NOMEM},
+        {CKR_SESSION_COUNT, VMENC_P11_CTX_GENERIC, VMENC_E_LIMIT},
+        {0x12345678UL, VMENC_P11_CTX_GENERIC, VMENC_E_KMS},
+    };
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(m); i++) {
+        if (vmenc_p11_status(m[i].rv, m[i].ctx) != m[i].want)
+            fail_msg("CKR 0x%lx in context %d -> %s, want %s", m[i].rv, (int)m[i].ctx,
+                     vmenc_status_name(vmenc_p11_status(m[i].rv, m[i].ctx)), vmenc_status_name(m[i].want));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_and_roundtrip_every_mechanism),
@@ -1082,6 +1298,10 @@ int main(void) {
         cmocka_unit_test(test_session_loss_relogin),
         cmocka_unit_test(test_shared_module),
         cmocka_unit_test(test_concurrent_wrap_unwrap),
+        cmocka_unit_test(test_wrapped_key_records_in_token),
+        cmocka_unit_test(test_session_wait_times_out),
+        cmocka_unit_test(test_token_failures_during_operations),
+        cmocka_unit_test(test_status_mapping),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
