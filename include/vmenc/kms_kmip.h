@@ -32,6 +32,8 @@ extern "C" {
 #endif
 
 #define VMENC_KMIP_DEFAULT_PORT 5696u
+#define VMENC_KMIP_CONNECT_TIMEOUT_MS 5000u  /* default cap on connect + TLS handshake */
+#define VMENC_KMIP_REQUEST_TIMEOUT_MS 10000u /* default cap on one request/response */
 
 /* Configuration of one KMIP endpoint. Strings are copied; the caller may
  * free them after vmenc_kmip_provider_new returns. */
@@ -47,6 +49,12 @@ typedef struct vmenc_kmip_config {
     size_t key_passphrase_len;
     uint8_t version_major;    /* 0: negotiate with DiscoverVersions (2.0, 1.4, 1.3, 1.2) */
     uint8_t version_minor;    /* with version_major: force e.g. 1.2 */
+    /* Caps within each call's own deadline (0: the defaults above): a
+     * connection attempt or a request gives up after this long even if the
+     * caller would wait longer, so a cluster can fail over from an
+     * endpoint that accepts TCP but never answers. */
+    uint32_t connect_timeout_ms;
+    uint32_t request_timeout_ms;
 } vmenc_kmip_config;
 
 /* vmenc_kmip_provider_new makes a KMIP provider for |cfg| (no network I/O

@@ -3,9 +3,9 @@ tests check interoperability against. Run with /usr/bin/python3.
 
 usage: kmip_interop.py CLIENT_CONF COMMAND [ARGS]
   create NAME [BITS] [noactivate]  Create an AES key (default 256 bits),
-                                   Activate it unless told not to; print the UID
-  get UID                          print the key bytes in hex
-  state UID                        print the key's State name
+                                   Activate it unless told not to; print
+                                   "UID KEYHEX"
+  get UID                          print "KEYHEX STATE" (e.g. ACTIVE)
   lifecycle                        Create/Activate/Get/Locate/Revoke/Destroy
 CLIENT_CONF is a file with a [client] section (pykmip.sh writes
 DIR/client-PORT.conf).
@@ -29,12 +29,10 @@ def main(argv):
                                                      enums.CryptographicUsageMask.DECRYPT])
             if "noactivate" not in args:
                 c.activate(uid)
-            print(uid)
+            print(uid, c.get(uid).value.hex())
         elif cmd == "get":
-            print(c.get(args[0]).value.hex())
-        elif cmd == "state":
             attrs = c.get_attributes(args[0], ["State"])[1]
-            print(attrs[0].attribute_value.value.name)
+            print(c.get(args[0]).value.hex(), attrs[0].attribute_value.value.name)
         elif cmd == "lifecycle":
             f = attributes.AttributeFactory()
             uid = c.create(enums.CryptographicAlgorithm.AES, 256, name="interop-lifecycle")

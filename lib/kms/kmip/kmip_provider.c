@@ -16,10 +16,6 @@
 #include "kms/kmip/kmip_provider.h"
 #include "vmenc/keys.h"
 
-/* TEMPORARY until lib/keys lands on main: resolve the KEK constructor
- * weakly so the library links without it. */
-#pragma weak vmenc_kek_new_from_bytes
-
 #define NAME_MAX_LEN 255u
 #define USAGE_MASK (KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT | KMIP_USAGE_WRAP_KEY | KMIP_USAGE_UNWRAP_KEY)
 
@@ -28,6 +24,8 @@ typedef struct kmip_provider {
     char *host;
     char *server_name;
     uint16_t port;
+    uint32_t connect_timeout_ms; /* caps connect + handshake within a call's deadline */
+    uint32_t request_timeout_ms; /* caps one request/response within a call's deadline */
     vmenc_kmip_version version;
     bool version_known;      /* forced by config, or negotiated */
     SSL_CTX *ctx;
@@ -43,6 +41,14 @@ static kmip_provider *from(vmenc_kms_provider *p) {
 }
 
 static uint64_t deadline_after(uint32_t timeout_ms) { return vmenc_now_monotonic_ms() + timeout_ms; }
+
+/* capped: the earlier of the call's deadline and |cap_ms| from now. Caps
+ * let a cluster move on from a black-holed endpoint (TCP accepted, no
+ * answer) while the caller's deadline still leaves time for the next. */
+static uint64_t capped(uint64_t deadline, uint32_t cap_ms) {
+    uint64_t c = deadline_after(cap_ms);
+    return c < deadline ? c : deadline;
+}
 
 static bool id_ok(const char *id) {
     if (id == NULL)
@@ -73,7 +79,8 @@ static vmenc_status ensure_connected(kmip_provider *kp, uint64_t deadline, bool 
     }
     vmenc_kmip_conn_close(&kp->conn);
     *reused = false;
-    VMENC_GUARD(vmenc_kmip_conn_open(&kp->conn, kp->ctx, kp->host, kp->port, kp->server_name, deadline));
+    VMENC_GUARD(vmenc_kmip_conn_open(&kp->conn, kp->ctx, kp->host, kp->port, kp->server_name,
+                                     capped(deadline, kp->connect_timeout_ms)));
     kp->num_connects++;
     return VMENC_OK;
 }
@@ -83,7 +90,8 @@ static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len
     for (int attempt = 0;; attempt++) {
         bool reused = false, got = false;
         VMENC_GUARD(ensure_connected(kp, deadline, &reused));
-        vmenc_status s = vmenc_kmip_conn_roundtrip(&kp->conn, req, len, deadline, &ex->raw, &ex->raw_len, &got);
+        vmenc_status s = vmenc_kmip_conn_roundtrip(&kp->conn, req, len, capped(deadline, kp->request_timeout_ms),
+                                                   &ex->raw, &ex->raw_len, &got);
         if (s == VMENC_OK)
             break;
         vmenc_kmip_conn_close(&kp->conn);
@@ -505,7 +513,6 @@ vmenc_status vmenc_kmip_get_key_secret(vmenc_kms_provider *p, const char *key_id
 
 static vmenc_status op_get_kek(vmenc_kms_provider *p, const char *key_id, uint32_t timeout_ms, vmenc_kek **out) {
     VMENC_ENSURE_REF(out);
-    VMENC_ENSURE(&vmenc_kek_new_from_bytes != NULL, VMENC_E_UNSUPPORTED);
     vmenc_secret *sec = NULL;
     VMENC_GUARD(vmenc_kmip_get_key_secret(p, key_id, timeout_ms, &sec));
     vmenc_status s = vmenc_kek_new_from_bytes(sec->bytes, sec->len, out);
@@ -576,7 +583,7 @@ static const vmenc_kms_provider_ops k_ops = {
 
 vmenc_status vmenc_kmip_provider_new(const vmenc_kmip_config *cfg, vmenc_kms_provider **out) {
     VMENC_ENSURE(cfg != NULL && out != NULL, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(cfg->struct_size >= offsetof(vmenc_kmip_config, version_minor) + sizeof(cfg->version_minor),
+    VMENC_ENSURE(cfg->struct_size >= offsetof(vmenc_kmip_config, request_timeout_ms) + sizeof(uint32_t),
                  VMENC_E_ABI_VERSION);
     VMENC_ENSURE(cfg->host != NULL && cfg->host[0] != '\0', VMENC_E_INVALID_ARG);
     VMENC_ENSURE(cfg->server_name == NULL || cfg->server_name[0] != '\0', VMENC_E_INVALID_ARG);
@@ -604,6 +611,8 @@ vmenc_status vmenc_kmip_provider_new(const vmenc_kmip_config *cfg, vmenc_kms_pro
         return s;
     }
     kp->port = cfg->port != 0 ? cfg->port : VMENC_KMIP_DEFAULT_PORT;
+    kp->connect_timeout_ms = cfg->connect_timeout_ms != 0 ? cfg->connect_timeout_ms : VMENC_KMIP_CONNECT_TIMEOUT_MS;
+    kp->request_timeout_ms = cfg->request_timeout_ms != 0 ? cfg->request_timeout_ms : VMENC_KMIP_REQUEST_TIMEOUT_MS;
     kp->version = forced;
     kp->version_known = forced.major != 0;
     kp->base.struct_size = sizeof(vmenc_kms_provider);
@@ -699,6 +708,14 @@ static vmenc_status parse_address(const char *addr, char *host, size_t host_cap,
     return VMENC_OK;
 }
 
+static vmenc_status parse_ms_opt(const char *s, uint32_t *out) {
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    VMENC_ENSURE(s[0] >= '0' && s[0] <= '9' && *end == '\0' && v > 0 && v <= 3600000ul, VMENC_E_INVALID_ARG);
+    *out = (uint32_t)v;
+    return VMENC_OK;
+}
+
 static vmenc_status parse_version_opt(const char *s, vmenc_kmip_config *c) {
     VMENC_ENSURE(strlen(s) == 3 && s[1] == '.' && s[0] >= '1' && s[0] <= '9' && s[2] >= '0' && s[2] <= '9',
                  VMENC_E_INVALID_ARG);
@@ -737,6 +754,10 @@ vmenc_status vmenc_kmip_provider_factory(void *arg, const vmenc_kms_endpoint_con
             c.server_name = v;
         else if (KEY_IS("kmip_version"))
             VMENC_GUARD(parse_version_opt(v, &c));
+        else if (KEY_IS("connect_timeout_ms"))
+            VMENC_GUARD(parse_ms_opt(v, &c.connect_timeout_ms));
+        else if (KEY_IS("request_timeout_ms"))
+            VMENC_GUARD(parse_ms_opt(v, &c.request_timeout_ms));
         else
             return VMENC_E_INVALID_ARG; /* a typo must not silently weaken the setup */
 #undef KEY_IS

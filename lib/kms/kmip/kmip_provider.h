@@ -15,7 +15,8 @@
 /* vmenc_kmip_provider_factory makes a KMIP provider from an endpoint
  * configuration (signature of vmenc_kms_provider_factory; |arg| unused).
  * |cfg->address| is "host", "host:port" or "[v6addr]:port"; options:
- * ca=, cert=, key=, server_name=, kmip_version= (1.2, 1.3, 1.4 or 2.0);
+ * ca=, cert=, key=, server_name=, kmip_version= (1.2, 1.3, 1.4 or 2.0),
+ * connect_timeout_ms=, request_timeout_ms= (see vmenc_kmip_config);
  * |cfg->secret| is the client key's passphrase, if any. Unknown options
  * give VMENC_E_INVALID_ARG. */
 VMENC_INTERNAL vmenc_status vmenc_kmip_provider_factory(void *arg, const vmenc_kms_endpoint_config *cfg,
