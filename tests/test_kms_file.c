@@ -372,6 +372,44 @@ static void test_concurrent_processes(void **state) {
     vmenc_kms_provider_free(p);
 }
 
+static void test_concurrent_create(void **state) {
+    fixture *f = *state;
+    /* Several processes create the same keystore at once, each with its own
+     * passphrase: exactly one wins, the others see VMENC_E_EXISTS, and the
+     * file is whole and opens with the winner's passphrase only. */
+    enum { N = 6 };
+    pid_t pids[N];
+    for (int c = 0; c < N; c++) {
+        pids[c] = fork();
+        assert_true(pids[c] >= 0);
+        if (pids[c] == 0) {
+            char pass[16];
+            snprintf(pass, sizeof(pass), "pass-%d", c);
+            vmenc_kms_file_options o = fast_opts(0);
+            vmenc_status st = vmenc_kms_file_create(f->path, (const uint8_t *)pass, strlen(pass), &o);
+            _exit(st == VMENC_OK ? 0 : st == VMENC_E_EXISTS ? 1 : 2);
+        }
+    }
+    int winners = 0, winner = -1;
+    for (int c = 0; c < N; c++) {
+        int ws = 0;
+        assert_int_equal(waitpid(pids[c], &ws, 0), pids[c]);
+        assert_true(WIFEXITED(ws));
+        assert_true(WEXITSTATUS(ws) <= 1);
+        if (WEXITSTATUS(ws) == 0) {
+            winners++;
+            winner = c;
+        }
+    }
+    assert_int_equal(winners, 1);
+    for (int c = 0; c < N; c++) {
+        char pass[16];
+        snprintf(pass, sizeof(pass), "pass-%d", c);
+        assert_int_equal(try_open(f->path, (const uint8_t *)pass, strlen(pass)),
+                         c == winner ? VMENC_OK : VMENC_E_WRONG_PASSPHRASE);
+    }
+}
+
 typedef struct thread_arg {
     const char *path;
     vmenc_kms_provider *shared;
@@ -760,6 +798,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_revoke_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_at_every_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_at_random_instants, setup, teardown),

@@ -977,6 +977,52 @@ static void test_session_loss_relogin(void **state) {
     prov_free(p);
 }
 
+static int g_login_calls;
+static ck_rv_t (*real_login)(ck_session_handle_t, ck_user_type_t, unsigned char *, unsigned long);
+static ck_rv_t counting_login(ck_session_handle_t s, ck_user_type_t u, unsigned char *pin, unsigned long len) {
+    g_login_calls++;
+    return real_login(s, u, pin, len);
+}
+
+static void test_changed_pin_is_not_retried(void **state) {
+    /* An administrator changes the PIN while the provider runs, and the
+     * login is lost: the provider tries its old PIN once, then stops, so it
+     * cannot count a real HSM down to a lock-out. */
+    vmenc_pkcs11_config cfg = base_config();
+    cfg.token_label = LOCK_TOKEN;
+    vmenc_kms_provider *p = NULL;
+    assert_int_equal(vmenc_pkcs11_provider_new(&cfg, &p), VMENC_OK);
+    p11c t;
+    p11c_open_token(&t, LOCK_TOKEN, true);
+    assert_int_equal(t.fl->C_SetPIN(t.s, (unsigned char *)PIN, 4, (unsigned char *)"5678", 4), CKR_OK);
+    ck_slot_id_t slot = p11c_slot(&t, LOCK_TOKEN);
+    assert_int_equal(t.fl->C_CloseAllSessions(slot), CKR_OK);
+    ck_rv_t (*fn)(ck_session_handle_t, ck_user_type_t, unsigned char *, unsigned long) = counting_login;
+    g_login_calls = 0;
+    patch_fl(t.fl, &t.fl->C_Login, &fn, &real_login);
+    uint8_t in[64] = {5}, out[80];
+    size_t ol = 0;
+    vmenc_status s1 = prov_health(p, 1000);
+    vmenc_status s2 = prov_wrap(p, "anything", NULL, in, 64, 5000, out, sizeof(out), &ol);
+    vmenc_status s3 = prov_health(p, 1000);
+    int calls = g_login_calls;
+    patch_fl(t.fl, &t.fl->C_Login, &real_login, NULL);
+    assert_int_equal(s1, VMENC_E_KMS_AUTH);
+    assert_int_equal(s2, VMENC_E_KMS_AUTH);
+    assert_int_equal(s3, VMENC_E_KMS_AUTH);
+    assert_int_equal(calls, 1);
+    /* put the PIN back for the other tests (before the provider finalises
+     * the module it initialised) */
+    assert_int_equal(t.fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t.s), CKR_OK);
+    assert_int_equal(t.fl->C_Login(t.s, CKU_USER, (unsigned char *)"5678", 4), CKR_OK);
+    assert_int_equal(t.fl->C_SetPIN(t.s, (unsigned char *)"5678", 4, (unsigned char *)PIN, 4), CKR_OK);
+    /* the process is logged in again (by our session): the provider works,
+     * though its own PIN is gone */
+    assert_int_equal(prov_health(p, 1000), VMENC_OK);
+    p11c_close(&t);
+    prov_free(p);
+}
+
 static void test_shared_module(void **state) {
     /* Two providers on one module: freeing one leaves the other working. */
     vmenc_kms_provider *a = new_provider(0, 0);
@@ -1296,6 +1342,7 @@ int main(void) {
         cmocka_unit_test(test_endpoint_options),
         cmocka_unit_test(test_revoke_and_destroy),
         cmocka_unit_test(test_session_loss_relogin),
+        cmocka_unit_test(test_changed_pin_is_not_retried),
         cmocka_unit_test(test_shared_module),
         cmocka_unit_test(test_concurrent_wrap_unwrap),
         cmocka_unit_test(test_wrapped_key_records_in_token),

@@ -18,7 +18,7 @@
  * Endpoint options (vmenc_kms_endpoint_config.options) for type "file":
  *   create=1             create an empty keystore if the file is missing
  *   kdf_ops=N            Argon2id passes for files this provider writes (default 3)
- *   kdf_mem_kib=N        Argon2id memory in KiB for files it writes (default 262144)
+ *   kdf_mem_kib=N        Argon2id memory in KiB for files it writes (default 65536)
  *   max_kdf_ops=N        largest passes accepted when opening (default 16)
  *   max_kdf_mem_kib=N    largest memory accepted when opening (default 1048576)
  * The address is the keystore path; the secret is the passphrase.
@@ -41,8 +41,8 @@ extern "C" {
 typedef struct vmenc_kms_file_options {
     uint32_t struct_size;          /* sizeof(vmenc_kms_file_options) */
     uint32_t flags;                /* VMENC_KMS_FILE_* */
-    uint32_t kdf_opslimit;         /* Argon2id passes for new files; 0 = 3 (libsodium MODERATE) */
-    uint32_t kdf_memlimit_kib;     /* Argon2id memory for new files; 0 = 262144 (256 MiB, MODERATE) */
+    uint32_t kdf_opslimit;         /* Argon2id passes for new files; 0 = 3 (RFC 9106 sec. 4) */
+    uint32_t kdf_memlimit_kib;     /* Argon2id memory for new files; 0 = 65536 (64 MiB, RFC 9106 sec. 4) */
     uint32_t max_kdf_opslimit;     /* refuse files that ask for more; 0 = 16 */
     uint32_t max_kdf_memlimit_kib; /* refuse files that ask for more; 0 = 1048576 (1 GiB) */
 } vmenc_kms_file_options;

@@ -34,8 +34,11 @@
 #include "kms/kms_internal.h"
 #include "vmenc/kms_file.h"
 
-#define DEFAULT_OPS crypto_pwhash_argon2id_OPSLIMIT_MODERATE
-#define DEFAULT_MEM_KIB (crypto_pwhash_argon2id_MEMLIMIT_MODERATE / 1024u)
+/* RFC 9106 section 4, second recommended option: Argon2id, t = 3 passes,
+ * m = 64 MiB. libsodium's MODERATE (256 MiB) took seconds per open on a
+ * loaded host, and every process that opens the keystore pays it once. */
+#define DEFAULT_OPS 3u
+#define DEFAULT_MEM_KIB (64u * 1024u)
 #define DEFAULT_MAX_OPS 16u
 #define DEFAULT_MAX_MEM_KIB (1024u * 1024u)
 #define PASS_MAX 4096u
@@ -220,7 +223,7 @@ static bool hook_says_stop(const file_provider *fp, int step) {
  * replaced: VMENC_E_EXISTS), then fsync the directory. */
 static vmenc_status atomic_write(const file_provider *fp, const char *path, const char *tmp, const char *dir,
                                  const uint8_t *data, size_t len, bool noreplace) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC | (noreplace ? O_EXCL : O_TRUNC), 0600);
     if (fd < 0)
         return VMENC_E_IO;
     if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_TMP_OPEN)) {
@@ -430,7 +433,8 @@ static vmenc_status new_header(uint32_t ops, uint32_t mem_kib, vmenc_ks_header *
 /* write_new_file writes an empty keystore (or |s|) to |path| under a fresh
  * salt, never replacing an existing file. */
 static vmenc_status write_new_file(const file_provider *fp, const char *path, const vmenc_secret *pass,
-                                   uint32_t ops, uint32_t mem_kib, const vmenc_ks_store *s) {
+                                   uint32_t ops, uint32_t mem_kib, const vmenc_ks_store *s,
+                                   vmenc_secret **out_master, vmenc_ks_header *out_hdr) {
     vmenc_ks_header h;
     VMENC_GUARD(new_header(ops, mem_kib, &h));
     vmenc_secret *master = NULL;
@@ -445,11 +449,17 @@ static vmenc_status write_new_file(const file_provider *fp, const char *path, co
     size_t file_len = 0;
     if (st == VMENC_OK)
         st = vmenc_ks_seal(s, master, &h, &file, &file_len);
-    vmenc_secret_free(master);
     vmenc_ks_store_free(empty);
     char *tmp = NULL, *dir = NULL;
     if (st == VMENC_OK) {
-        tmp = str_concat(path, ".new.tmp");
+        /* A name of its own: two processes creating (or exporting to) the
+         * same path at once must not write into each other's temp file. */
+        uint8_t r[8];
+        char suffix[40];
+        randombytes_buf(r, sizeof(r));
+        snprintf(suffix, sizeof(suffix), ".new.%02x%02x%02x%02x%02x%02x%02x%02x.tmp", r[0], r[1], r[2], r[3], r[4],
+                 r[5], r[6], r[7]);
+        tmp = str_concat(path, suffix);
         dir = dir_of(path);
         if (tmp == NULL || dir == NULL)
             st = VMENC_E_NOMEM;
@@ -459,6 +469,13 @@ static vmenc_status write_new_file(const file_provider *fp, const char *path, co
     free(file);
     free(tmp);
     free(dir);
+    if (st == VMENC_OK && out_master != NULL) {
+        /* The salt in h is the file's: the derivation is reusable. */
+        *out_master = master;
+        *out_hdr = h;
+        master = NULL;
+    }
+    vmenc_secret_free(master);
     return st;
 }
 
@@ -661,7 +678,14 @@ vmenc_status vmenc_kms_file_provider_new(const char *path, const uint8_t *pass, 
             int lk = -1;
             st = lock_acquire(fp->lock_path, 10000, &lk);
             if (st == VMENC_OK) {
-                st = write_new_file(fp, fp->path, fp->pass, fp->new_ops, fp->new_mem_kib, NULL);
+                vmenc_secret *master = NULL;
+                vmenc_ks_header h;
+                st = write_new_file(fp, fp->path, fp->pass, fp->new_ops, fp->new_mem_kib, NULL, &master, &h);
+                if (st == VMENC_OK) {
+                    vmenc_secret_free(fp->master); /* seed the cache: no second Argon2id run */
+                    fp->master = master;
+                    fp->master_hdr = h;
+                }
                 if (st == VMENC_E_EXISTS) /* another process created it first */
                     st = VMENC_OK;
                 if (st == VMENC_OK)
@@ -688,7 +712,7 @@ vmenc_status vmenc_kms_file_create(const char *path, const uint8_t *pass, size_t
     VMENC_GUARD(vmenc_ensure_init());
     vmenc_secret *p = NULL;
     VMENC_GUARD(vmenc_secret_from(pass, pass_len, &p));
-    vmenc_status st = write_new_file(NULL, path, p, l.ops, l.mem_kib, NULL);
+    vmenc_status st = write_new_file(NULL, path, p, l.ops, l.mem_kib, NULL, NULL, NULL);
     vmenc_secret_free(p);
     return st;
 }
@@ -779,7 +803,7 @@ vmenc_status vmenc_kms_file_export(vmenc_kms_provider *p, const char *backup_pat
         st = vmenc_ks_store_dup(fp->cache, &snap);
     pthread_mutex_unlock(&fp->mu);
     if (st == VMENC_OK)
-        st = write_new_file(NULL, backup_path, bp, l.ops, l.mem_kib, snap);
+        st = write_new_file(NULL, backup_path, bp, l.ops, l.mem_kib, snap, NULL, NULL);
     vmenc_ks_store_free(snap);
     vmenc_secret_free(bp);
     return st;
