@@ -16,6 +16,8 @@
  *   XB_BCAST(p)          the 16 bytes at p in every lane
  *   XB_SLLI64(v, n) XB_SRLI64(v, n)   per-64-bit-lane shifts
  *   XB_BSLLI8(v)         shift each 128-bit lane left by 8 bytes
+ *   XB_BSLLI(v, n) XB_BSRLI(v, n)  byte shifts within each 128-bit lane
+ *   XB_CLMUL00(a, b)     per 128-bit lane: a.lo64 (x) b.lo64, carry-less
  *   XB_CLMUL01(a, b)     per 128-bit lane: a.hi64 (x) b.lo64, carry-less
  *   XB_POLY()            0x87 in the low 64 bits of each lane
  *   XB_FROM_TWEAK(t)     vector whose lane i is t * alpha^i (t: __m128i)
@@ -36,6 +38,9 @@
 #include "xts/xts_impl.h"
 
 #define XB_INLINE static inline __attribute__((always_inline))
+/* Fully unrolled loops let the compiler keep tweaks, data and round keys in
+ * registers instead of stack arrays. */
+#define XB_UNROLL _Pragma("GCC unroll 16")
 
 /* ---- single blocks (128-bit) ------------------------------------------- */
 
@@ -50,6 +55,7 @@ XB_INLINE __m128i xb_mul_alpha(__m128i t) {
 
 XB_INLINE __m128i xb_enc1(const uint8_t (*rk)[16], unsigned rounds, __m128i b) {
     b = _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)rk[0]));
+    XB_UNROLL
     for (unsigned r = 1; r < rounds; r++)
         b = _mm_aesenc_si128(b, _mm_loadu_si128((const __m128i *)rk[r]));
     return _mm_aesenclast_si128(b, _mm_loadu_si128((const __m128i *)rk[rounds]));
@@ -57,6 +63,7 @@ XB_INLINE __m128i xb_enc1(const uint8_t (*rk)[16], unsigned rounds, __m128i b) {
 
 XB_INLINE __m128i xb_dec1(const uint8_t (*rk)[16], unsigned rounds, __m128i b) {
     b = _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)rk[0]));
+    XB_UNROLL
     for (unsigned r = 1; r < rounds; r++)
         b = _mm_aesdec_si128(b, _mm_loadu_si128((const __m128i *)rk[r]));
     return _mm_aesdeclast_si128(b, _mm_loadu_si128((const __m128i *)rk[rounds]));
@@ -76,6 +83,11 @@ XB_INLINE XB_VEC xb_mul_xk(XB_VEC t, int k) {
     return XB_XOR(res, XB_CLMUL01(hi, XB_POLY())); /* reduce what left bit 127 */
 }
 
+/* t * x^(8 * nb) in every lane, 1 <= nb <= 7 an integer constant: a byte
+ * shift, and the nb bytes that leave the top folded back in with 0x87. */
+#define XB_MUL_XBYTES(t, nb) \
+    XB_XOR(XB_BSLLI((t), (nb)), XB_CLMUL00(XB_BSRLI((t), 16 - (nb)), XB_POLY()))
+
 /* En/decrypt |num_blocks| whole blocks with the tweaks t, t*a, t*a^2, ...
  * Returns the tweak of the block after the last one. Round keys are
  * broadcast into registers once per call. */
@@ -83,46 +95,76 @@ XB_INLINE __m128i xb_blocks(const uint8_t (*rk)[16], unsigned rounds, bool enc, 
                             const uint8_t *in, uint8_t *out, size_t num_blocks) {
     if (num_blocks >= XB_LANES) {
         XB_VEC k[VMENC_XTS_MAX_ROUNDS + 1];
+        XB_UNROLL
         for (unsigned r = 0; r <= rounds; r++)
             k[r] = XB_BCAST(rk[r]);
         XB_VEC tv = XB_FROM_TWEAK(t);
 
-        while (num_blocks >= (size_t)XB_NV * XB_LANES) {
-            XB_VEC tw[XB_NV], d[XB_NV];
+        if (num_blocks >= (size_t)XB_NV * XB_LANES) {
+            /* tw[i] holds the tweaks of vector i of the current group; each
+             * step multiplies all of them by x^(blocks per group), a whole
+             * number of bytes, so it is a byte shift and one clmul. */
+            XB_VEC tw[XB_NV];
             tw[0] = tv;
+            XB_UNROLL
             for (int i = 1; i < XB_NV; i++)
                 tw[i] = xb_mul_xk(tv, i * XB_LANES);
-            tv = xb_mul_xk(tv, XB_NV * XB_LANES);
-            for (int i = 0; i < XB_NV; i++)
-                d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), tw[i]), k[0]);
-            if (enc) {
-                for (unsigned r = 1; r < rounds; r++)
-                    for (int i = 0; i < XB_NV; i++)
-                        d[i] = XB_AESENC(d[i], k[r]);
+            do {
+                XB_VEC d[XB_NV];
+                XB_UNROLL
                 for (int i = 0; i < XB_NV; i++)
-                    d[i] = XB_AESENCLAST(d[i], k[rounds]);
-            } else {
-                for (unsigned r = 1; r < rounds; r++)
+                    d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), tw[i]), k[0]);
+                if (enc) {
+                    XB_UNROLL
+                    for (unsigned r = 1; r < rounds; r++)
+                        XB_UNROLL
+                        for (int i = 0; i < XB_NV; i++)
+                            d[i] = XB_AESENC(d[i], k[r]);
+                    XB_UNROLL
                     for (int i = 0; i < XB_NV; i++)
-                        d[i] = XB_AESDEC(d[i], k[r]);
+                        d[i] = XB_AESENCLAST(d[i], k[rounds]);
+                } else {
+                    XB_UNROLL
+                    for (unsigned r = 1; r < rounds; r++)
+                        XB_UNROLL
+                        for (int i = 0; i < XB_NV; i++)
+                            d[i] = XB_AESDEC(d[i], k[r]);
+                    XB_UNROLL
+                    for (int i = 0; i < XB_NV; i++)
+                        d[i] = XB_AESDECLAST(d[i], k[rounds]);
+                }
+                XB_UNROLL
                 for (int i = 0; i < XB_NV; i++)
-                    d[i] = XB_AESDECLAST(d[i], k[rounds]);
-            }
-            for (int i = 0; i < XB_NV; i++)
-                XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], tw[i]));
-            in += (size_t)XB_NV * 16 * XB_LANES;
-            out += (size_t)XB_NV * 16 * XB_LANES;
-            num_blocks -= (size_t)XB_NV * XB_LANES;
+                    XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], tw[i]));
+#if XB_LANES == 1
+                /* 128-bit: a chain of multiplications by alpha (shuffles and
+                 * adds) keeps PCLMULQDQ off the AES ports. */
+                tw[0] = xb_mul_alpha(tw[XB_NV - 1]);
+                XB_UNROLL
+                for (int i = 1; i < XB_NV; i++)
+                    tw[i] = xb_mul_alpha(tw[i - 1]);
+#else
+                XB_UNROLL
+                for (int i = 0; i < XB_NV; i++)
+                    tw[i] = XB_MUL_XBYTES(tw[i], XB_NV * XB_LANES / 8);
+#endif
+                in += (size_t)XB_NV * 16 * XB_LANES;
+                out += (size_t)XB_NV * 16 * XB_LANES;
+                num_blocks -= (size_t)XB_NV * XB_LANES;
+            } while (num_blocks >= (size_t)XB_NV * XB_LANES);
+            tv = tw[0];
         }
         while (num_blocks >= XB_LANES) {
             XB_VEC tw = tv;
             tv = xb_mul_xk(tv, XB_LANES);
             XB_VEC d = XB_XOR(XB_XOR(XB_LOADU(in), tw), k[0]);
             if (enc) {
+                XB_UNROLL
                 for (unsigned r = 1; r < rounds; r++)
                     d = XB_AESENC(d, k[r]);
                 d = XB_AESENCLAST(d, k[rounds]);
             } else {
+                XB_UNROLL
                 for (unsigned r = 1; r < rounds; r++)
                     d = XB_AESDEC(d, k[r]);
                 d = XB_AESDECLAST(d, k[rounds]);
@@ -189,15 +231,19 @@ XB_INLINE void xb_sectors(const vmenc_xts_sched *s, unsigned rounds, bool enc, u
     const size_t blocks = sector_size / 16;
     while (num_sectors > 0) {
         __m128i tw[8];
+        XB_UNROLL
         for (int i = 0; i < 8; i++)
             tw[i] = _mm_xor_si128(_mm_set_epi64x(0, (long long)(sector + (uint64_t)i)),
                                   _mm_loadu_si128((const __m128i *)s->tk[0]));
+        XB_UNROLL
         for (unsigned r = 1; r < rounds; r++) {
             __m128i k = _mm_loadu_si128((const __m128i *)s->tk[r]);
+            XB_UNROLL
             for (int i = 0; i < 8; i++)
                 tw[i] = _mm_aesenc_si128(tw[i], k);
         }
         __m128i klast = _mm_loadu_si128((const __m128i *)s->tk[rounds]);
+        XB_UNROLL
         for (int i = 0; i < 8; i++)
             tw[i] = _mm_aesenclast_si128(tw[i], klast);
 

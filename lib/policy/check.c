@@ -1,0 +1,447 @@
+/*
+ * lib/policy/check.c - authorization decisions: effective privileges of a
+ * principal on an inventory object (vSphere's resolution rules), the
+ * privileges each operation needs and where, the host encryption mode
+ * precondition, and the decision with its reason.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "policy/policy_internal.h"
+
+static bool in_sorted(const uint32_t *v, uint32_t n, uint32_t x) {
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x)
+            lo = mid + 1;
+        else if (v[mid] > x)
+            hi = mid;
+        else
+            return true;
+    }
+    return false;
+}
+
+/* The first object on the way from |obj| to the root that carries a
+ * permission applying to the principal decides: its own permission if it has
+ * one there, else the union of its groups' permissions there. Permissions on
+ * ancestors apply only when they propagate. */
+void model_effective(const model *m, uint32_t u, uint32_t obj, privset *out) {
+    const principal *p = u == INDEX_NONE ? NULL : &m->principals[u];
+    bool self = true;
+    for (uint32_t o = obj; o != INDEX_NONE; o = m->objects[o].parent, self = false) {
+        const object *ob = &m->objects[o];
+        bool user_hit = false, group_hit = false;
+        privset user_set = {{0}}, group_set = {{0}};
+        for (uint32_t i = 0; i < ob->num_perms; i++) {
+            const perm *e = &ob->perms[i];
+            if (!self && !e->propagate)
+                continue;
+            if (e->principal == u) {
+                user_hit = true;
+                user_set = m->roles[e->role].privs;
+            } else if (p != NULL && in_sorted(p->groups, p->num_groups, e->principal)) {
+                group_hit = true;
+                privset_union(&group_set, &m->roles[e->role].privs);
+            }
+        }
+        if (user_hit) {
+            *out = user_set;
+            return;
+        }
+        if (group_hit) {
+            *out = group_set;
+            return;
+        }
+    }
+    memset(out, 0, sizeof(*out));
+}
+
+/* ---- what each operation needs ------------------------------------------ */
+
+typedef struct need {
+    int priv;
+    uint32_t obj;
+} need;
+
+typedef struct needs {
+    need items[12];
+    int n;
+    uint32_t key_host;   /* host that must be in safe mode, or INDEX_NONE */
+} needs;
+
+static void add(needs *r, int priv, uint32_t obj) {
+    r->items[r->n++] = (need){priv, obj};
+}
+
+typedef struct resolved {
+    uint32_t vm, folder, host, pool, datastore;
+} resolved;
+
+/* resolve_one looks a request field up; NULL stays INDEX_NONE. */
+static vmenc_status resolve_one(const model *m, const char *name, uint32_t *out) {
+    *out = INDEX_NONE;
+    if (name == NULL)
+        return VMENC_OK;
+    VMENC_ENSURE(name_valid(name), VMENC_E_INVALID_ARG);
+    *out = model_find_object(m, name);
+    VMENC_ENSURE(*out != INDEX_NONE, VMENC_E_NOT_FOUND);
+    return VMENC_OK;
+}
+
+static vmenc_status resolve(const model *m, const vmenc_policy_request *rq, resolved *r) {
+    VMENC_GUARD(resolve_one(m, rq->vm, &r->vm));
+    VMENC_GUARD(resolve_one(m, rq->folder, &r->folder));
+    VMENC_GUARD(resolve_one(m, rq->host, &r->host));
+    VMENC_GUARD(resolve_one(m, rq->pool, &r->pool));
+    VMENC_GUARD(resolve_one(m, rq->datastore, &r->datastore));
+    if (r->vm != INDEX_NONE)
+        VMENC_ENSURE(m->objects[r->vm].type == VMENC_OBJ_VM, VMENC_E_INVALID_ARG);
+    if (r->host != INDEX_NONE)
+        VMENC_ENSURE(m->objects[r->host].type == VMENC_OBJ_HOST, VMENC_E_INVALID_ARG);
+    if (r->datastore != INDEX_NONE)
+        VMENC_ENSURE(m->objects[r->datastore].type == VMENC_OBJ_DATASTORE, VMENC_E_INVALID_ARG);
+    return VMENC_OK;
+}
+
+/* requirements fills |r| for the request. See docs/policy.md for the table
+ * and the vSphere "Required On" column each row follows. */
+static vmenc_status requirements(const model *m, const vmenc_policy_request *rq,
+                                 const resolved *o, needs *r) {
+    const bool enc = rq->flags & VMENC_REQ_VM_ENCRYPTED;
+    const bool tgt = rq->flags & VMENC_REQ_TARGET_ENCRYPTED;
+    const bool on = rq->flags & VMENC_REQ_POWERED_ON;
+    r->n = 0;
+    r->key_host = INDEX_NONE;
+    VMENC_ENSURE((rq->flags & ~(uint32_t)7) == 0, VMENC_E_INVALID_ARG);
+
+#define NEED_VM() VMENC_ENSURE(o->vm != INDEX_NONE, VMENC_E_INVALID_ARG)
+#define OPTIONAL_PLACEMENT()                                                  \
+    do {                                                                      \
+        if (o->pool != INDEX_NONE)                                            \
+            add(r, VMENC_PRIV_RESOURCE_ASSIGN_VM_TO_POOL, o->pool);           \
+        if (o->datastore != INDEX_NONE)                                       \
+            add(r, VMENC_PRIV_DATASTORE_ALLOCATE_SPACE, o->datastore);        \
+    } while (0)
+
+    switch (rq->op) {
+    case VMENC_OP_ENCRYPT_VM:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_SETTINGS, o->vm);
+        add(r, VMENC_PRIV_CRYPTO_ENCRYPT, o->vm);
+        r->key_host = o->host;
+        break;
+    case VMENC_OP_CREATE_VM:
+        VMENC_ENSURE(o->folder != INDEX_NONE, VMENC_E_INVALID_ARG);
+        add(r, VMENC_PRIV_VM_CREATE, o->folder);
+        if (tgt)
+            add(r, VMENC_PRIV_CRYPTO_ENCRYPT_NEW, o->folder);
+        OPTIONAL_PLACEMENT();
+        if (tgt)
+            r->key_host = o->host;
+        break;
+    case VMENC_OP_DECRYPT_VM:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_SETTINGS, o->vm);
+        add(r, VMENC_PRIV_CRYPTO_DECRYPT, o->vm);
+        r->key_host = o->host; /* reading the data needs its keys */
+        break;
+    case VMENC_OP_CLONE_VM:
+        NEED_VM();
+        VMENC_ENSURE(o->folder != INDEX_NONE, VMENC_E_INVALID_ARG);
+        add(r, VMENC_PRIV_VM_CLONE, o->vm);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_CLONE, o->vm);
+        if (enc && !tgt)
+            add(r, VMENC_PRIV_CRYPTO_DECRYPT, o->vm);
+        add(r, VMENC_PRIV_VM_CREATE, o->folder);
+        if (tgt && !enc)
+            add(r, VMENC_PRIV_CRYPTO_ENCRYPT_NEW, o->folder);
+        OPTIONAL_PLACEMENT();
+        if (enc || tgt)
+            r->key_host = o->host;
+        break;
+    case VMENC_OP_ADD_DISK:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_ADD_NEW_DISK, o->vm);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_ADD_DISK, o->vm);
+        if (o->datastore != INDEX_NONE)
+            add(r, VMENC_PRIV_DATASTORE_ALLOCATE_SPACE, o->datastore);
+        if (enc)
+            r->key_host = o->host;
+        break;
+    case VMENC_OP_REKEY_SHALLOW:
+    case VMENC_OP_REKEY_DEEP:
+        NEED_VM();
+        add(r, VMENC_PRIV_CRYPTO_RECRYPT, o->vm);
+        r->key_host = o->host;
+        break;
+    case VMENC_OP_MIGRATE_VM:
+        NEED_VM();
+        add(r, on ? VMENC_PRIV_RESOURCE_HOT_MIGRATE : VMENC_PRIV_RESOURCE_COLD_MIGRATE, o->vm);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_MIGRATE, o->vm);
+        OPTIONAL_PLACEMENT();
+        if (enc)
+            r->key_host = o->host;
+        break;
+    case VMENC_OP_REGISTER_VM:
+        VMENC_ENSURE(o->folder != INDEX_NONE, VMENC_E_INVALID_ARG);
+        add(r, VMENC_PRIV_VM_REGISTER, o->folder);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_REGISTER_VM, o->folder);
+        if (o->pool != INDEX_NONE)
+            add(r, VMENC_PRIV_RESOURCE_ASSIGN_VM_TO_POOL, o->pool);
+        if (enc)
+            r->key_host = o->host;
+        break;
+    case VMENC_OP_REGISTER_HOST: {
+        /* Into a cluster (|pool|) or, standalone, into a folder. */
+        uint32_t into = o->pool != INDEX_NONE ? o->pool : o->folder;
+        VMENC_ENSURE(into != INDEX_NONE, VMENC_E_INVALID_ARG);
+        add(r, o->pool != INDEX_NONE ? VMENC_PRIV_HOST_ADD_TO_CLUSTER
+                                     : VMENC_PRIV_HOST_ADD_STANDALONE, into);
+        if (tgt)
+            add(r, VMENC_PRIV_CRYPTO_REGISTER_HOST, into);
+        break;
+    }
+    case VMENC_OP_ENABLE_HOST_ENCRYPTION:
+        VMENC_ENSURE(o->host != INDEX_NONE, VMENC_E_INVALID_ARG);
+        add(r, VMENC_PRIV_CRYPTO_REGISTER_HOST, o->host);
+        r->key_host = o->host;
+        break;
+    case VMENC_OP_CONSOLE:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_CONSOLE, o->vm);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_ACCESS, o->vm);
+        break;
+    case VMENC_OP_EXPORT_VM:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_GET_FILES, o->vm);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_ACCESS, o->vm);
+        break;
+    case VMENC_OP_MANAGE_KEYS:
+        add(r, VMENC_PRIV_CRYPTO_MANAGE_KEYS, m->root);
+        break;
+    case VMENC_OP_MANAGE_KEY_SERVERS:
+        add(r, VMENC_PRIV_CRYPTO_MANAGE_KEY_SERVERS, m->root);
+        break;
+    case VMENC_OP_MANAGE_ENCRYPTION_POLICIES:
+        add(r, VMENC_PRIV_STORAGE_PROFILE_UPDATE, m->root);
+        add(r, VMENC_PRIV_CRYPTO_MANAGE_ENCRYPTION_POLICY, m->root);
+        break;
+    case VMENC_OP_READ_KEY_SERVERS:
+        add(r, VMENC_PRIV_CRYPTO_READ_KEY_SERVERS_INFO, m->root);
+        break;
+    case VMENC_OP_POWER_ON:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_POWER_ON, o->vm);
+        if (enc)
+            r->key_host = o->host;
+        break;
+    case VMENC_OP_POWER_OFF:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_POWER_OFF, o->vm);
+        break;
+    case VMENC_OP_EDIT_SETTINGS:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_SETTINGS, o->vm);
+        break;
+    case VMENC_OP_SNAPSHOT:
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_SNAPSHOT, o->vm);
+        if (enc)
+            r->key_host = o->host; /* snapshot memory is written encrypted */
+        break;
+    case VMENC_OP_VIEW:
+        NEED_VM();
+        add(r, VMENC_PRIV_SYSTEM_READ, o->vm);
+        break;
+    default:
+        return VMENC_E_INVALID_ARG;
+    }
+#undef NEED_VM
+#undef OPTIONAL_PLACEMENT
+    return VMENC_OK;
+}
+
+/* ---- evaluation -------------------------------------------------------------- */
+
+typedef struct eff_cache {
+    uint32_t obj[8];
+    privset set[8];
+    int n;
+} eff_cache;
+
+static const privset *effective_cached(const model *m, uint32_t u, uint32_t obj, eff_cache *c) {
+    for (int i = 0; i < c->n; i++)
+        if (c->obj[i] == obj)
+            return &c->set[i];
+    int slot = c->n < 8 ? c->n++ : 7;
+    c->obj[slot] = obj;
+    model_effective(m, u, obj, &c->set[slot]);
+    return &c->set[slot];
+}
+
+static void copy_name(char *dst, const char *src) {
+    size_t n = strnlen(src, VMENC_POLICY_NAME_MAX);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void decision_reset(vmenc_policy_decision *d) {
+    uint32_t sz = d->struct_size;
+    memset(d, 0, sizeof(*d));
+    d->struct_size = sz;
+    d->missing_privilege = VMENC_PRIV_NONE;
+}
+
+/* evaluate decides with the lock held and fills |d|. */
+static vmenc_status evaluate(const model *m, const char *who, const vmenc_policy_request *rq,
+                             vmenc_policy_decision *d) {
+    resolved o;
+    needs r;
+    VMENC_GUARD(resolve(m, rq, &o));
+    VMENC_GUARD(requirements(m, rq, &o, &r));
+    const char *opname = vmenc_policy_op_name(rq->op);
+    uint32_t u = model_find_principal(m, who);
+    eff_cache cache = {.n = 0};
+
+    decision_reset(d);
+    for (int i = 0; i < r.n; i++) {
+        const privset *s = effective_cached(m, u, r.items[i].obj, &cache);
+        if (!privset_has(s, r.items[i].priv)) {
+            const char *oname = m->objects[r.items[i].obj].name;
+            d->status = VMENC_E_DENIED;
+            d->missing_privilege = (vmenc_policy_privilege)r.items[i].priv;
+            copy_name(d->missing_object, oname);
+            snprintf(d->message, sizeof(d->message),
+                     "denied: %s lacks privilege %s on %s '%s', needed to %s", who,
+                     vmenc_policy_privilege_name(r.items[i].priv),
+                     object_type_name((int)m->objects[r.items[i].obj].type), oname, opname);
+            return VMENC_E_DENIED;
+        }
+    }
+    if (r.key_host != INDEX_NONE) {
+        const object *h = &m->objects[r.key_host];
+        copy_name(d->host, h->name);
+        const char *st = vmenc_host_crypto_state_name((int)h->crypto_state);
+        if (h->crypto_state == VMENC_HOST_PENDING_INCAPABLE) {
+            d->status = VMENC_E_HOST_MODE;
+            snprintf(d->message, sizeof(d->message),
+                     "denied: host '%s' is %s (encryption being disabled) and must reboot "
+                     "before it can enter encryption mode again, needed to %s",
+                     h->name, st, opname);
+            return VMENC_E_HOST_MODE;
+        }
+        if (h->crypto_state != VMENC_HOST_SAFE) {
+            const privset *s = effective_cached(m, u, r.key_host, &cache);
+            if (!privset_has(s, VMENC_PRIV_CRYPTO_REGISTER_HOST)) {
+                d->status = VMENC_E_HOST_MODE;
+                d->missing_privilege = VMENC_PRIV_CRYPTO_REGISTER_HOST;
+                copy_name(d->missing_object, h->name);
+                snprintf(d->message, sizeof(d->message),
+                         "denied: host '%s' is %s, not in encryption mode, and %s lacks "
+                         "privilege Cryptographer.RegisterHost on it to switch it on, needed "
+                         "to %s",
+                         h->name, st, who, opname);
+                return VMENC_E_HOST_MODE;
+            }
+            d->enable_host_encryption = 1;
+            d->allowed = 1;
+            d->status = VMENC_OK;
+            snprintf(d->message, sizeof(d->message),
+                     "allowed: %s may %s; host '%s' is %s and will first be switched to "
+                     "encryption mode (%s holds Cryptographer.RegisterHost on it)",
+                     who, opname, h->name, st, who);
+            return VMENC_OK;
+        }
+    }
+    d->allowed = 1;
+    d->status = VMENC_OK;
+    snprintf(d->message, sizeof(d->message), "allowed: %s holds every privilege needed to %s",
+             who, opname);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_policy_check(vmenc_policy *policy, const char *who,
+                                const vmenc_policy_request *request,
+                                vmenc_policy_decision *decision) {
+    VMENC_ENSURE_REF(policy);
+    VMENC_ENSURE_REF(request);
+    VMENC_ENSURE_REF(decision);
+    VMENC_ENSURE(name_valid(who), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(request->struct_size >= sizeof(vmenc_policy_request), VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(decision->struct_size >= sizeof(vmenc_policy_decision), VMENC_E_ABI_VERSION);
+    /* Decide into a local copy so an argument error leaves |decision| as it
+     * was, and no partial decision is ever visible to the caller. */
+    vmenc_policy_decision d;
+    d.struct_size = decision->struct_size;
+    VMENC_ENSURE(pthread_rwlock_rdlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    vmenc_status rv = evaluate(policy->m, who, request, &d);
+    pthread_rwlock_unlock(&policy->lock);
+    if (rv == VMENC_OK || rv == VMENC_E_DENIED || rv == VMENC_E_HOST_MODE)
+        memcpy(decision, &d, sizeof(d));
+    return rv;
+}
+
+vmenc_status vmenc_policy_has_privilege(vmenc_policy *policy, const char *who,
+                                        const char *object_name, vmenc_policy_privilege priv,
+                                        int *out) {
+    VMENC_ENSURE_REF(policy);
+    VMENC_ENSURE_REF(out);
+    VMENC_ENSURE(name_valid(who) && name_valid(object_name), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE((int)priv >= 0 && (int)priv < VMENC_PRIV_COUNT_, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(pthread_rwlock_rdlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    const model *m = policy->m;
+    vmenc_status rv = VMENC_E_NOT_FOUND;
+    uint32_t obj = model_find_object(m, object_name);
+    if (obj != INDEX_NONE) {
+        privset s;
+        model_effective(m, model_find_principal(m, who), obj, &s);
+        *out = privset_has(&s, priv) ? 1 : 0;
+        rv = VMENC_OK;
+    }
+    pthread_rwlock_unlock(&policy->lock);
+    return rv;
+}
+
+vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const char *who,
+                                                 const char *host,
+                                                 vmenc_policy_decision *decision) {
+    VMENC_ENSURE_REF(policy);
+    VMENC_ENSURE_REF(decision);
+    VMENC_ENSURE(name_valid(who) && name_valid(host), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(decision->struct_size >= sizeof(vmenc_policy_decision), VMENC_E_ABI_VERSION);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_ENABLE_HOST_ENCRYPTION,
+                               .host = host};
+    vmenc_policy_decision d;
+    d.struct_size = decision->struct_size;
+    /* Decide and switch under one write lock, so no other writer can change
+     * the permissions or the host state in between. */
+    VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    vmenc_status rv = evaluate(policy->m, who, &rq, &d);
+    if (rv == VMENC_OK) {
+        object *h = &policy->m->objects[model_find_object(policy->m, host)];
+        if (h->crypto_state != VMENC_HOST_SAFE) {
+            /* incapable -> prepared -> safe, each a legal step. */
+            if (h->crypto_state == VMENC_HOST_INCAPABLE)
+                h->crypto_state = VMENC_HOST_PREPARED;
+            h->crypto_state = VMENC_HOST_SAFE;
+            snprintf(d.message, sizeof(d.message),
+                     "allowed: host '%s' switched to encryption mode (safe) by %s", host,
+                     who);
+        }
+        d.enable_host_encryption = 0;
+    }
+    pthread_rwlock_unlock(&policy->lock);
+    if (rv == VMENC_OK || rv == VMENC_E_DENIED || rv == VMENC_E_HOST_MODE)
+        memcpy(decision, &d, sizeof(d));
+    return rv;
+}
