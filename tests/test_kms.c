@@ -876,6 +876,58 @@ static void test_keymgr_with_file_provider(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Two file providers on one keystore act as replicas; the first sits behind
+ * the fault proxy. A real provider must fail over like the fault doubles. */
+static void test_keymgr_file_replicas_with_faults(void **state) {
+    char dir[] = "/tmp/vmenc-kms-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/ks", dir);
+    vmenc_kms_file_options fo = {.struct_size = sizeof(fo), .flags = VMENC_KMS_FILE_CREATE, .kdf_opslimit = 1,
+                                 .kdf_memlimit_kib = 8};
+    vmenc_kms_provider *a = NULL, *b = NULL, *proxy = NULL;
+    assert_int_equal(vmenc_kms_file_provider_new(path, (const uint8_t *)"pw", 2, &fo, &a), VMENC_OK);
+    assert_int_equal(vmenc_kms_file_provider_new(path, (const uint8_t *)"pw", 2, &fo, &b), VMENC_OK);
+    assert_int_equal(fault_proxy_new(a, &proxy), VMENC_OK);
+    fault_provider *fp = as_fault(proxy);
+    vmenc_kms_cluster_options co = {.struct_size = sizeof(co), .backoff_initial_ms = 1, .backoff_max_ms = 1,
+                                    .flags = VMENC_KMS_CLUSTER_NO_JITTER};
+    vmenc_kms_cluster *c = NULL;
+    assert_int_equal(vmenc_kms_cluster_new("native", &co, &c), VMENC_OK);
+    assert_int_equal(vmenc_kms_cluster_take_endpoint(c, "a", proxy), VMENC_OK);
+    assert_int_equal(vmenc_kms_cluster_take_endpoint(c, "b", b), VMENC_OK);
+    vmenc_keymgr_options mo = {.struct_size = sizeof(mo), .cache_ttl_ms = 1};
+    vmenc_keymgr *m = NULL;
+    assert_int_equal(vmenc_keymgr_new(&mo, &m), VMENC_OK);
+    assert_int_equal(vmenc_keymgr_take_cluster(m, c), VMENC_OK);
+
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_keymgr_create_kek(m, "native", NULL, 5000, id, sizeof(id)), VMENC_OK);
+    vmenc_dek *dek = NULL, *back = NULL;
+    assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+    vmenc_wrapped_key *wk = NULL;
+    assert_int_equal(vmenc_keymgr_wrap_dek(m, "native", id, dek, &CTX, 5000, &wk), VMENC_OK);
+    static const fault_mode modes[] = {FAULT_DOWN, FAULT_WRONG_KEY, FAULT_CORRUPT, FAULT_TIMEOUT, FAULT_FLAPPING};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(modes); i++) {
+        sleep_ms(3); /* cached KEK expired, back-off over */
+        fault_set_mode(fp, modes[i]);
+        assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk, &CTX, 5000, &back), VMENC_OK);
+        assert_int_equal(vmenc_dek_equal(dek, back), VMENC_OK);
+        vmenc_dek_free(back);
+        back = NULL;
+    }
+    vmenc_keymgr_stats st = stats(m);
+    assert_int_equal(st.wrong_keys, 1);
+    assert_true(st.failovers >= 4);
+    assert_int_equal(st.errors, 0);
+    vmenc_wrapped_key_free(wk);
+    vmenc_dek_free(dek);
+    vmenc_keymgr_free(m);
+    char cmd[96];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_provider_abi),
@@ -895,6 +947,7 @@ int main(void) {
         cmocka_unit_test(test_keymgr_revoke_destroy),
         cmocka_unit_test(test_keymgr_threads),
         cmocka_unit_test(test_keymgr_with_file_provider),
+        cmocka_unit_test(test_keymgr_file_replicas_with_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

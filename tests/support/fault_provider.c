@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "keys/keys_internal.h"
 #include "vmenc/core.h"
 #include "vmenc/keys.h"
 
@@ -37,6 +38,8 @@ struct fault_provider {
     fault_mode mode;
     uint32_t delay_ms;
     fault_counts counts;
+    vmenc_kms_provider *inner;   /* proxy mode: forward to this provider */
+    vmenc_kms_provider_ops proxy_ops;
 };
 
 fault_store *fault_store_new(void) {
@@ -66,8 +69,10 @@ size_t fault_store_num_keys(fault_store *s) {
 static const vmenc_kms_provider_ops k_fault_ops;
 static const vmenc_kms_provider_ops k_fault_remote_ops;
 
+static vmenc_status f_health(vmenc_kms_provider *p, uint32_t t);
+
 fault_provider *as_fault(vmenc_kms_provider *p) {
-    if (p == NULL || (p->ops != &k_fault_ops && p->ops != &k_fault_remote_ops))
+    if (p == NULL || p->ops == NULL || p->ops->health != f_health)
         return NULL;
     return (fault_provider *)p;
 }
@@ -152,6 +157,8 @@ static vmenc_status f_create(vmenc_kms_provider *p, const char *name, uint32_t t
         memset(out_id, 'x', cap); /* no terminator */
         return VMENC_OK;
     }
+    if (f->inner != NULL)
+        return vmenc_kms_provider_create_kek(f->inner, name, t, out_id, cap);
     fault_store *s = f->store;
     pthread_mutex_lock(&s->mu);
     if (s->num == MAX_KEYS) {
@@ -199,7 +206,19 @@ static vmenc_status f_get(vmenc_kms_provider *p, const char *id, uint32_t t, vme
     if (m == FAULT_CORRUPT)
         return VMENC_OK; /* claims success, hands out nothing */
     uint8_t key[32];
-    st = key_bytes(f->store, id, key);
+    if (f->inner != NULL) {
+        vmenc_kek *k = NULL;
+        st = vmenc_kms_provider_get_kek(f->inner, id, t, &k);
+        if (st != VMENC_OK || m != FAULT_WRONG_KEY) {
+            if (st == VMENC_OK)
+                *out = k;
+            return st;
+        }
+        memcpy(key, vmenc_kek_bytes_internal(k), sizeof(key));
+        vmenc_kek_free(k);
+    } else {
+        st = key_bytes(f->store, id, key);
+    }
     if (st == VMENC_OK) {
         if (m == FAULT_WRONG_KEY)
             key[0] ^= 0x01;
@@ -248,10 +267,15 @@ static vmenc_status f_wrap_common(vmenc_kms_provider *p, bool enc, const char *i
         *out_len = cap + 1; /* impossible length */
         return VMENC_OK;
     }
-    uint8_t key[32];
-    st = key_bytes(f->store, id, key);
-    if (st != VMENC_OK)
-        return st;
+    if (f->inner != NULL && !(m == FAULT_WRONG_KEY && !enc))
+        return enc ? vmenc_kms_provider_wrap(f->inner, id, pr, in, in_len, t, out, cap, out_len)
+                   : vmenc_kms_provider_unwrap(f->inner, id, pr, in, in_len, t, out, cap, out_len);
+    uint8_t key[32] = {0};
+    if (f->inner == NULL) {
+        st = key_bytes(f->store, id, key);
+        if (st != VMENC_OK)
+            return st;
+    }
     if (m == FAULT_WRONG_KEY && !enc) {
         /* A lying HSM: "decrypts" to random bytes of a plausible length. */
         size_t n = pr->mech == VMENC_KMS_WRAP_AES_GCM ? in_len - 16 : in_len - 8;
@@ -291,6 +315,9 @@ static vmenc_status set_state(fault_provider *f, uint64_t *counter, const char *
     vmenc_status st = enter(f, counter, t, &m);
     if (st != VMENC_OK)
         return st;
+    if (f->inner != NULL)
+        return state == 3 ? vmenc_kms_provider_destroy_kek(f->inner, id, t)
+                          : vmenc_kms_provider_revoke_kek(f->inner, id, t);
     pthread_mutex_lock(&f->store->mu);
     stored_key *k = find(f->store, id);
     if (k == NULL) {
@@ -318,6 +345,8 @@ static vmenc_status f_health(vmenc_kms_provider *p, uint32_t t) {
     fault_provider *f = as_fault(p);
     fault_mode m;
     vmenc_status st = enter(f, &f->counts.health, t, &m);
+    if (st == VMENC_OK && f->inner != NULL)
+        st = vmenc_kms_provider_health(f->inner, t);
     return st;
 }
 
@@ -325,6 +354,7 @@ static void f_free(vmenc_kms_provider *p) {
     fault_provider *f = as_fault(p);
     if (f == NULL)
         return;
+    vmenc_kms_provider_free(f->inner);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -366,6 +396,30 @@ vmenc_status fault_provider_new(fault_store *store, bool remote, vmenc_kms_provi
     pthread_mutex_init(&f->mu, NULL);
     f->store = store;
     f->remote = remote;
+    *out = &f->base;
+    return VMENC_OK;
+}
+
+vmenc_status fault_proxy_new(vmenc_kms_provider *inner, vmenc_kms_provider **out) {
+    if (vmenc_kms_provider_check(inner) != VMENC_OK || out == NULL)
+        return VMENC_E_INVALID_ARG;
+    fault_provider *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return VMENC_E_NOMEM;
+    /* Same type name and the same set of operations as the inner provider,
+     * so it can share a cluster with unwrapped providers of that type. */
+    f->proxy_ops = k_fault_remote_ops;
+    f->proxy_ops.type_name = inner->ops->type_name;
+    if (inner->ops->get_kek != NULL)
+        f->proxy_ops.get_kek = f_get;
+    if (inner->ops->wrap == NULL)
+        f->proxy_ops.wrap = NULL;
+    if (inner->ops->unwrap == NULL)
+        f->proxy_ops.unwrap = NULL;
+    f->base.struct_size = sizeof(f->base);
+    f->base.ops = &f->proxy_ops;
+    pthread_mutex_init(&f->mu, NULL);
+    f->inner = inner;
     *out = &f->base;
     return VMENC_OK;
 }

@@ -4,7 +4,8 @@
  * garbage, refusing; it counts every call. Several fault providers may
  * share one fault_store so they act as replicas of one cluster. With
  * |remote| set it keeps its KEKs (no get_kek) and wraps/unwraps itself
- * (AES-KWP / AES-256-GCM), like an HSM. Test code only, never in the library.
+ * (AES-KWP / AES-256-GCM), like an HSM. As a proxy it puts the same faults
+ * in front of a real provider. Test code only, never in the library.
  */
 #ifndef VMENC_TESTS_FAULT_PROVIDER_H
 #define VMENC_TESTS_FAULT_PROVIDER_H
@@ -41,6 +42,11 @@ size_t fault_store_num_keys(fault_store *s);
 /* fault_provider_new makes a provider over |store| (which must outlive it).
  * The provider's type name is "fault". */
 vmenc_status fault_provider_new(fault_store *store, bool remote, vmenc_kms_provider **out);
+/* fault_proxy_new wraps |inner| (a real provider; ownership moves to the
+ * proxy on success): calls pass through to it unless a fault is set, and
+ * the proxy has |inner|'s type name, so it can stand in a cluster beside
+ * unwrapped providers of that type (e.g. a KMIP server made to look down). */
+vmenc_status fault_proxy_new(vmenc_kms_provider *inner, vmenc_kms_provider **out);
 /* as_fault returns the fault provider behind |p| (NULL if not one). */
 fault_provider *as_fault(vmenc_kms_provider *p);
 /* fault_base returns the provider base of |f|. */
