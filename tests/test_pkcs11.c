@@ -29,6 +29,7 @@
 #include <p11-kit-1/p11-kit/pkcs11.h>
 
 #include "core/internal.h"
+#include "keys/keys_internal.h"
 #include "kms/pkcs11/pkcs11_provider.h"
 #include "vmenc/kms.h"
 #include "vmenc/kms_pkcs11.h"
@@ -976,6 +977,52 @@ static void test_session_loss_relogin(void **state) {
     prov_free(p);
 }
 
+static int g_login_calls;
+static ck_rv_t (*real_login)(ck_session_handle_t, ck_user_type_t, unsigned char *, unsigned long);
+static ck_rv_t counting_login(ck_session_handle_t s, ck_user_type_t u, unsigned char *pin, unsigned long len) {
+    g_login_calls++;
+    return real_login(s, u, pin, len);
+}
+
+static void test_changed_pin_is_not_retried(void **state) {
+    /* An administrator changes the PIN while the provider runs, and the
+     * login is lost: the provider tries its old PIN once, then stops, so it
+     * cannot count a real HSM down to a lock-out. */
+    vmenc_pkcs11_config cfg = base_config();
+    cfg.token_label = LOCK_TOKEN;
+    vmenc_kms_provider *p = NULL;
+    assert_int_equal(vmenc_pkcs11_provider_new(&cfg, &p), VMENC_OK);
+    p11c t;
+    p11c_open_token(&t, LOCK_TOKEN, true);
+    assert_int_equal(t.fl->C_SetPIN(t.s, (unsigned char *)PIN, 4, (unsigned char *)"5678", 4), CKR_OK);
+    ck_slot_id_t slot = p11c_slot(&t, LOCK_TOKEN);
+    assert_int_equal(t.fl->C_CloseAllSessions(slot), CKR_OK);
+    ck_rv_t (*fn)(ck_session_handle_t, ck_user_type_t, unsigned char *, unsigned long) = counting_login;
+    g_login_calls = 0;
+    patch_fl(t.fl, &t.fl->C_Login, &fn, &real_login);
+    uint8_t in[64] = {5}, out[80];
+    size_t ol = 0;
+    vmenc_status s1 = prov_health(p, 1000);
+    vmenc_status s2 = prov_wrap(p, "anything", NULL, in, 64, 5000, out, sizeof(out), &ol);
+    vmenc_status s3 = prov_health(p, 1000);
+    int calls = g_login_calls;
+    patch_fl(t.fl, &t.fl->C_Login, &real_login, NULL);
+    assert_int_equal(s1, VMENC_E_KMS_AUTH);
+    assert_int_equal(s2, VMENC_E_KMS_AUTH);
+    assert_int_equal(s3, VMENC_E_KMS_AUTH);
+    assert_int_equal(calls, 1);
+    /* put the PIN back for the other tests (before the provider finalises
+     * the module it initialised) */
+    assert_int_equal(t.fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t.s), CKR_OK);
+    assert_int_equal(t.fl->C_Login(t.s, CKU_USER, (unsigned char *)"5678", 4), CKR_OK);
+    assert_int_equal(t.fl->C_SetPIN(t.s, (unsigned char *)"5678", 4, (unsigned char *)PIN, 4), CKR_OK);
+    /* the process is logged in again (by our session): the provider works,
+     * though its own PIN is gone */
+    assert_int_equal(prov_health(p, 1000), VMENC_OK);
+    p11c_close(&t);
+    prov_free(p);
+}
+
 static void test_shared_module(void **state) {
     /* Two providers on one module: freeing one leaves the other working. */
     vmenc_kms_provider *a = new_provider(0, 0);
@@ -1060,6 +1107,280 @@ static void test_concurrent_wrap_unwrap(void **state) {
     prov_free(p);
 }
 
+/* ---- the key layer's wrapped-key records, sealed in the token ---------- */
+
+typedef struct seal_arg {
+    vmenc_kms_provider *p;
+    const char *id;
+} seal_arg;
+
+static vmenc_status token_seal(void *arg, vmenc_wrap_alg alg, const uint8_t *nonce, size_t nonce_len,
+                               const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len, uint8_t *out,
+                               size_t out_cap, size_t *out_len) {
+    seal_arg *a = arg;
+    vmenc_kms_wrap_params w = {sizeof(w), alg == VMENC_WRAP_AES256_GCM ? VMENC_KMS_WRAP_AES_GCM : VMENC_KMS_WRAP_AES_KWP,
+                               nonce, nonce_len, aad, aad_len};
+    return prov_wrap(a->p, a->id, &w, in, in_len, 5000, out, out_cap, out_len);
+}
+
+static vmenc_status token_open(void *arg, vmenc_wrap_alg alg, const uint8_t *nonce, size_t nonce_len,
+                               const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len, uint8_t *out,
+                               size_t out_cap, size_t *out_len) {
+    seal_arg *a = arg;
+    vmenc_kms_wrap_params w = {sizeof(w), alg == VMENC_WRAP_AES256_GCM ? VMENC_KMS_WRAP_AES_GCM : VMENC_KMS_WRAP_AES_KWP,
+                               nonce, nonce_len, aad, aad_len};
+    return prov_unwrap(a->p, a->id, &w, in, in_len, 5000, out, out_cap, out_len);
+}
+
+static void test_wrapped_key_records_in_token(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 0);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(prov_create_kek(p, "records", 5000, id, sizeof(id)), VMENC_OK);
+    seal_arg a = {p, id};
+    vmenc_wrap_context ctx = {sizeof(ctx), "4c4c4544-0042-3510-8051-b4c04f4e4d32", "scsi0:0", "disk"};
+    vmenc_wrap_context other = {sizeof(other), "4c4c4544-0042-3510-8051-b4c04f4e4d32", "scsi0:1", "disk"};
+    static const vmenc_wrap_alg algs[] = {VMENC_WRAP_AES256_GCM, VMENC_WRAP_AES256_KWP};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(algs); i++) {
+        vmenc_dek *dek = NULL, *back = NULL;
+        vmenc_wrapped_key *wk = NULL, *parsed = NULL;
+        assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_seal_with(algs[i], "hsm", id, &ctx, dek, token_seal, &a, &wk), VMENC_OK);
+        assert_string_equal(vmenc_wrapped_key_kek_id(wk), id);
+        /* through the stored form and back */
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        assert_int_equal(vmenc_wrapped_key_serialize(wk, &bytes, &len), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_parse(bytes, len, &parsed), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_open_with(parsed, &ctx, token_open, &a, &back), VMENC_OK);
+        assert_int_equal(vmenc_dek_equal(dek, back), VMENC_OK);
+        vmenc_dek_free(back);
+        back = NULL;
+        /* bound to its disk: another disk's context does not open it */
+        assert_int_equal(vmenc_wrapped_key_open_with(parsed, &other, token_open, &a, &back), VMENC_E_AUTH);
+        assert_null(back);
+        vmenc_buffer_free(bytes);
+        vmenc_wrapped_key_free(parsed);
+        vmenc_wrapped_key_free(wk);
+        vmenc_dek_free(dek);
+    }
+    assert_int_equal(prov_destroy_kek(p, id, 5000), VMENC_OK);
+    prov_free(p);
+}
+
+/* ---- through the KMS core: built-in type, guarded calls, key manager ---- */
+
+static void test_key_manager_with_token(void **state) {
+    const char *const opts[] = {"token_label=" TOKEN, NULL};
+    vmenc_kms_endpoint_config e = {sizeof(e), "pkcs11", g_module, opts, (const uint8_t *)PIN, strlen(PIN)};
+
+    /* the built-in factory and the guarded provider calls */
+    vmenc_kms_provider *p = NULL;
+    assert_int_equal(vmenc_kms_provider_new_builtin(&e, &p), VMENC_OK);
+    assert_int_equal(vmenc_kms_provider_check(p), VMENC_OK);
+    uint8_t dek[96], wrapped[112], back[96];
+    size_t wl = 0, bl = 0;
+    assert_int_equal(vmenc_random_bytes(dek, sizeof(dek)), VMENC_OK);
+    vmenc_kms_wrap_params w = params_for(VMENC_KMS_WRAP_AES_KWP, NULL, NULL, 0);
+    assert_int_equal(vmenc_kms_provider_wrap(p, "kek", &w, dek, 96, 5000, wrapped, sizeof(wrapped), &wl), VMENC_OK);
+    assert_int_equal(vmenc_kms_provider_unwrap(p, "kek", &w, wrapped, wl, 5000, back, sizeof(back), &bl), VMENC_OK);
+    assert_memory_equal(back, dek, 96);
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_provider_get_kek(p, "kek", 5000, &k), VMENC_E_UNSUPPORTED);
+    assert_int_equal(vmenc_kms_provider_health(p, 1000), VMENC_OK);
+    vmenc_kms_provider_free(p);
+
+    /* a key manager wraps and unwraps DEKs inside the token, with each remote algorithm */
+    static const vmenc_wrap_alg algs[] = {VMENC_WRAP_AES256_KWP, VMENC_WRAP_AES256_GCM};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(algs); i++) {
+        vmenc_keymgr_options mo = {sizeof(mo), 0, 0, (uint32_t)algs[i]};
+        vmenc_keymgr *m = NULL;
+        assert_int_equal(vmenc_keymgr_new(&mo, &m), VMENC_OK);
+        assert_int_equal(vmenc_keymgr_add_cluster(m, "hsm", &e, 1, NULL), VMENC_OK);
+        char id[VMENC_KMS_KEY_ID_CAP];
+        assert_int_equal(vmenc_keymgr_create_kek(m, "hsm", "keymgr-kek", 5000, id, sizeof(id)), VMENC_OK);
+        vmenc_dek *d = NULL, *d2 = NULL;
+        vmenc_wrapped_key *wk = NULL;
+        vmenc_wrap_context ctx = {sizeof(ctx), "vm-1", "disk-0", "disk"};
+        vmenc_wrap_context other = {sizeof(other), "vm-2", "disk-0", "disk"};
+        assert_int_equal(vmenc_dek_generate(&d), VMENC_OK);
+        assert_int_equal(vmenc_keymgr_wrap_dek(m, "hsm", id, d, &ctx, 5000, &wk), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_alg(wk), algs[i]);
+        assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk, &ctx, 5000, &d2), VMENC_OK);
+        assert_int_equal(vmenc_dek_equal(d, d2), VMENC_OK);
+        vmenc_dek_free(d2);
+        d2 = NULL;
+        assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk, &other, 5000, &d2), VMENC_E_AUTH);
+        assert_null(d2);
+        vmenc_keymgr_stats st;
+        memset(&st, 0, sizeof(st));
+        st.struct_size = sizeof(st);
+        assert_int_equal(vmenc_keymgr_get_stats(m, &st), VMENC_OK);
+        assert_true(st.remote_ops >= 3);
+        assert_int_equal(st.cached, 0); /* nothing of the KEK is on the host */
+        assert_int_equal(vmenc_keymgr_destroy_kek(m, "hsm", id, 5000), VMENC_OK);
+        assert_int_not_equal(vmenc_keymgr_unwrap_dek(m, wk, &ctx, 5000, &d2), VMENC_OK);
+        assert_null(d2);
+        vmenc_wrapped_key_free(wk);
+        vmenc_dek_free(d);
+        vmenc_keymgr_free(m);
+    }
+}
+
+/* ---- injected token faults ------------------------------------------------ */
+
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static bool g_gate_entered, g_gate_open;
+static ck_rv_t (*real_wrap_key)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, ck_object_handle_t,
+                                unsigned char *, unsigned long *);
+
+/* C_WrapKey that waits at a gate: holds the provider's only session. */
+static ck_rv_t gated_wrap_key(ck_session_handle_t s, struct ck_mechanism *m, ck_object_handle_t k,
+                              ck_object_handle_t o, unsigned char *out, unsigned long *len) {
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_entered = true;
+    pthread_cond_broadcast(&g_gate_cv);
+    while (!g_gate_open)
+        pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+    return real_wrap_key(s, m, k, o, out, len);
+}
+
+static ck_rv_t failing_wrap_key(ck_session_handle_t s, struct ck_mechanism *m, ck_object_handle_t k,
+                                ck_object_handle_t o, unsigned char *out, unsigned long *len) {
+    return CKR_DEVICE_ERROR;
+}
+
+static ck_rv_t (*real_unwrap_key)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, unsigned char *,
+                                  unsigned long, struct ck_attribute *, unsigned long, ck_object_handle_t *);
+static ck_rv_t failing_unwrap_key(ck_session_handle_t s, struct ck_mechanism *m, ck_object_handle_t k,
+                                  unsigned char *in, unsigned long in_len, struct ck_attribute *t, unsigned long n,
+                                  ck_object_handle_t *out) {
+    return CKR_DEVICE_REMOVED;
+}
+
+typedef struct wrap_job {
+    vmenc_kms_provider *p;
+    vmenc_status st;
+} wrap_job;
+
+static void *wrap_job_main(void *arg) {
+    wrap_job *j = arg;
+    uint8_t in[64] = {1}, out[80];
+    size_t ol = 0;
+    j->st = prov_wrap(j->p, "kek", NULL, in, 64, 60000, out, sizeof(out), &ol);
+    return NULL;
+}
+
+static void test_session_wait_times_out(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 1);
+    roundtrip(p, "kek", VMENC_KMS_WRAP_AES_KWP, 64); /* opens the one session */
+    p11c c;
+    p11c_open(&c);
+    ck_rv_t (*fn)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, ck_object_handle_t,
+                  unsigned char *, unsigned long *) = gated_wrap_key;
+    g_gate_entered = g_gate_open = false;
+    patch_fl(c.fl, &c.fl->C_WrapKey, &fn, &real_wrap_key);
+    wrap_job job = {p, VMENC_E_INTERNAL};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wrap_job_main, &job), 0);
+    pthread_mutex_lock(&g_gate_mu);
+    while (!g_gate_entered)
+        pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+    /* the only session is inside C_WrapKey: others wait until their deadline */
+    uint8_t in[64] = {2}, out[80];
+    size_t ol = 0;
+    vmenc_status s0 = prov_wrap(p, "kek", NULL, in, 64, 0, out, sizeof(out), &ol);
+    vmenc_status s1 = prov_wrap(p, "kek", NULL, in, 64, 50, out, sizeof(out), &ol);
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_open = true;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+    pthread_join(t, NULL);
+    patch_fl(c.fl, &c.fl->C_WrapKey, &real_wrap_key, NULL);
+    assert_int_equal(s0, VMENC_E_KMS_TIMEOUT);
+    assert_int_equal(s1, VMENC_E_KMS_TIMEOUT);
+    assert_int_equal(job.st, VMENC_OK);
+    /* and the session is back for the next caller */
+    assert_int_equal(prov_wrap(p, "kek", NULL, in, 64, 0, out, sizeof(out), &ol), VMENC_OK);
+    p11c_close(&c);
+    prov_free(p);
+}
+
+static void test_token_failures_during_operations(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 0);
+    p11c c;
+    p11c_open(&c);
+    uint8_t in[64] = {3}, out[80], back[80];
+    size_t ol = 0, bl = 0;
+    assert_int_equal(prov_wrap(p, "kek", NULL, in, 64, 5000, out, sizeof(out), &ol), VMENC_OK);
+
+    ck_rv_t (*wfn)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, ck_object_handle_t,
+                   unsigned char *, unsigned long *) = failing_wrap_key;
+    patch_fl(c.fl, &c.fl->C_WrapKey, &wfn, &real_wrap_key);
+    vmenc_status st = prov_wrap(p, "kek", NULL, in, 64, 5000, back, sizeof(back), &bl);
+    unsigned long left = count_generic_secrets(&c); /* the temporary object went too */
+    patch_fl(c.fl, &c.fl->C_WrapKey, &real_wrap_key, NULL);
+    assert_int_equal(st, VMENC_E_KMS_UNAVAILABLE);
+    assert_int_equal(left, 0);
+
+    ck_rv_t (*ufn)(ck_session_handle_t, struct ck_mechanism *, ck_object_handle_t, unsigned char *, unsigned long,
+                   struct ck_attribute *, unsigned long, ck_object_handle_t *) = failing_unwrap_key;
+    patch_fl(c.fl, &c.fl->C_UnwrapKey, &ufn, &real_unwrap_key);
+    memset(back, 0x77, sizeof(back));
+    bl = 999;
+    st = prov_unwrap(p, "kek", NULL, out, ol, 5000, back, sizeof(back), &bl);
+    patch_fl(c.fl, &c.fl->C_UnwrapKey, &real_unwrap_key, NULL);
+    assert_int_equal(st, VMENC_E_KMS_UNAVAILABLE);
+    assert_int_equal(bl, 999);
+    /* the token never ran: the caller's buffer is as it was */
+    for (size_t i = 0; i < sizeof(back); i++)
+        assert_int_equal(back[i], 0x77);
+    /* and the provider works again once the token does */
+    assert_int_equal(prov_unwrap(p, "kek", NULL, out, ol, 5000, back, sizeof(back), &bl), VMENC_OK);
+    assert_memory_equal(back, in, 64);
+    p11c_close(&c);
+    prov_free(p);
+}
+
+static void test_status_mapping(void **state) {
+    static const struct {
+        unsigned long rv;
+        vmenc_p11_ctx ctx;
+        vmenc_status want;
+    } m[] = {
+        {CKR_OK, VMENC_P11_CTX_GENERIC, VMENC_OK},
+        {CKR_PIN_INCORRECT, VMENC_P11_CTX_LOGIN, VMENC_E_KMS_AUTH},
+        {CKR_PIN_LEN_RANGE, VMENC_P11_CTX_LOGIN, VMENC_E_KMS_AUTH},
+        {CKR_PIN_EXPIRED, VMENC_P11_CTX_LOGIN, VMENC_E_KMS_AUTH},
+        {CKR_PIN_LOCKED, VMENC_P11_CTX_LOGIN, VMENC_E_PIN_LOCKED},
+        {CKR_USER_NOT_LOGGED_IN, VMENC_P11_CTX_WRAP, VMENC_E_KMS_AUTH},
+        {CKR_TOKEN_NOT_PRESENT, VMENC_P11_CTX_GENERIC, VMENC_E_KMS_UNAVAILABLE},
+        {CKR_DEVICE_REMOVED, VMENC_P11_CTX_UNWRAP, VMENC_E_KMS_UNAVAILABLE},
+        {CKR_SESSION_HANDLE_INVALID, VMENC_P11_CTX_WRAP, VMENC_E_KMS_UNAVAILABLE},
+        {CKR_KEY_HANDLE_INVALID, VMENC_P11_CTX_WRAP, VMENC_E_KEY_NOT_FOUND},
+        {CKR_KEY_FUNCTION_NOT_PERMITTED, VMENC_P11_CTX_WRAP, VMENC_E_KEY_STATE},
+        {CKR_KEY_UNEXTRACTABLE, VMENC_P11_CTX_WRAP, VMENC_E_KMS_PERMISSION},
+        {CKR_MECHANISM_INVALID, VMENC_P11_CTX_WRAP, VMENC_E_UNSUPPORTED},
+        {CKR_BUFFER_TOO_SMALL, VMENC_P11_CTX_UNWRAP, VMENC_E_BUFFER_TOO_SMALL},
+        {CKR_WRAPPED_KEY_INVALID, VMENC_P11_CTX_UNWRAP, VMENC_E_AUTH},
+        {CKR_ENCRYPTED_DATA_INVALID, VMENC_P11_CTX_UNWRAP, VMENC_E_AUTH},
+        {CKR_GENERAL_ERROR, VMENC_P11_CTX_UNWRAP, VMENC_E_AUTH},
+        /* outside unwrap a general error is the token's failure, not tampering */
+        {CKR_GENERAL_ERROR, VMENC_P11_CTX_WRAP, VMENC_E_KMS},
+        {CKR_GENERAL_ERROR, VMENC_P11_CTX_GENERIC, VMENC_E_KMS},
+        {CKR_HOST_MEMORY, VMENC_P11_CTX_GENERIC, VMENC_E_NOMEM},
+        {CKR_SESSION_COUNT, VMENC_P11_CTX_GENERIC, VMENC_E_LIMIT},
+        {0x12345678UL, VMENC_P11_CTX_GENERIC, VMENC_E_KMS},
+    };
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(m); i++) {
+        if (vmenc_p11_status(m[i].rv, m[i].ctx) != m[i].want)
+            fail_msg("CKR 0x%lx in context %d -> %s, want %s", m[i].rv, (int)m[i].ctx,
+                     vmenc_status_name(vmenc_p11_status(m[i].rv, m[i].ctx)), vmenc_status_name(m[i].want));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_and_roundtrip_every_mechanism),
@@ -1080,8 +1401,14 @@ int main(void) {
         cmocka_unit_test(test_endpoint_options),
         cmocka_unit_test(test_revoke_and_destroy),
         cmocka_unit_test(test_session_loss_relogin),
+        cmocka_unit_test(test_changed_pin_is_not_retried),
         cmocka_unit_test(test_shared_module),
         cmocka_unit_test(test_concurrent_wrap_unwrap),
+        cmocka_unit_test(test_wrapped_key_records_in_token),
+        cmocka_unit_test(test_key_manager_with_token),
+        cmocka_unit_test(test_session_wait_times_out),
+        cmocka_unit_test(test_token_failures_during_operations),
+        cmocka_unit_test(test_status_mapping),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

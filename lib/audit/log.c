@@ -19,19 +19,35 @@
 
 #include "audit/record.h"
 
+/*
+ * Locking. |mu| guards the chain and the file: every record is built and
+ * written under it, so records never interleave and the chain has one
+ * order. Syncing happens outside |mu|, under |sync_mu|, so that while one
+ * thread waits in fdatasync others can write theirs and the next sync
+ * covers all of them (group commit): with FSYNC_EVERY an append still
+ * returns only once a sync that began after its write has succeeded.
+ * Lock order: sync_mu before mu. rotate and free hold both, so the fd a
+ * syncing thread uses cannot be closed under it.
+ */
 struct vmenc_audit_log {
     pthread_mutex_t mu;
+    pthread_mutex_t sync_mu;
+    /* under mu */
     int fd;
     char *path;
-    audit_key key;
+    audit_key key;       /* immutable after open */
     vmenc_audit_fsync policy;
     uint32_t every_n;
-    uint32_t unsynced;   /* records written since the last sync */
+    uint32_t unsynced;   /* records written since a sync was last due */
     uint64_t seq;        /* last record's sequence number */
     uint8_t hash[VMENC_AUDIT_HASH_BYTES];
     uint64_t size;       /* current file size: where a failed write is cut back to */
-    bool broken;         /* a sync failed: durability unknown, refuse appends */
-    vmenc_audit_log_stats stats;
+    bool broken;         /* a write could not be undone or a sync failed: refuse appends */
+    uint64_t records, bytes;
+    /* under sync_mu */
+    uint64_t synced_seq; /* every record up to this one is durable */
+    bool sync_failed;    /* after a failed fsync, never trust a later one */
+    uint64_t syncs;
 };
 
 /* ---- file helpers ------------------------------------------------------------ */
@@ -205,20 +221,14 @@ static vmenc_status check_options(const vmenc_audit_log_options *o) {
  * caller asked for recovery. */
 static vmenc_status verify_whole(vmenc_audit_log *log, const vmenc_audit_log_options *o,
                                  const tail_info *t) {
-    audit_span span;
-    VMENC_GUARD(audit_map_fd(log->fd, &span));
-    if (span.len == 0)
-        return VMENC_OK;
-    audit_span body = span;
+    audit_src src = {.fd = log->fd, .len = t->size};
     if (o->flags & VMENC_AUDIT_LOG_RECOVER)
-        body.len -= (size_t)t->torn_len;
+        src.len -= t->torn_len;
+    if (src.len == 0)
+        return VMENC_OK;
     vmenc_audit_verify_result res;
     memset(&res, 0, sizeof(res));
-    vmenc_status s = VMENC_OK;
-    if (body.len > 0)
-        s = audit_verify_spans(&log->key, o->start_seq, o->start_hash, 0, &body, 1, &res);
-    audit_unmap(&span);
-    return s;
+    return audit_verify_srcs(&log->key, o->start_seq, o->start_hash, 0, &src, 1, &res);
 }
 
 static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
@@ -226,7 +236,7 @@ static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
     VMENC_ENSURE(ftruncate(log->fd, (off_t)keep) == 0, VMENC_E_IO);
     if (log->policy != VMENC_AUDIT_FSYNC_NEVER) {
         VMENC_ENSURE(datasync(log->fd) == 0, VMENC_E_IO);
-        log->stats.syncs++;
+        log->syncs++;
     }
     log->size = keep;
     char reason[128];
@@ -250,6 +260,7 @@ static void log_destroy(vmenc_audit_log *log) {
     audit_key_cleanup(&log->key);
     free(log->path);
     pthread_mutex_destroy(&log->mu);
+    pthread_mutex_destroy(&log->sync_mu);
     sodium_memzero(log, sizeof(*log));
     free(log);
 }
@@ -265,11 +276,15 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
         free(log);
         return VMENC_E_NOMEM;
     }
+    if (pthread_mutex_init(&log->sync_mu, NULL) != 0) {
+        pthread_mutex_destroy(&log->mu);
+        free(log);
+        return VMENC_E_NOMEM;
+    }
     vmenc_status rv;
     bool created = false;
     log->policy = options->fsync;
     log->every_n = options->fsync_every_n;
-    log->stats.struct_size = sizeof(log->stats);
     VMENC_GUARD_GOTO(rv, audit_key_init(&log->key, options->key, options->key_len), fail);
     log->path = strdup(options->path);
     VMENC_ENSURE_GOTO(rv, log->path != NULL, VMENC_E_NOMEM, fail);
@@ -290,6 +305,7 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
             memcpy(log->hash, options->start_hash, sizeof(log->hash));
     }
     log->size = t.size;
+    log->synced_seq = log->seq; /* what is in the file already counts as durable */
     if (created && log->policy != VMENC_AUDIT_FSYNC_NEVER)
         VMENC_GUARD_GOTO(rv, sync_dir(options->path), fail);
     if (t.torn_len > 0)
@@ -305,16 +321,40 @@ fail:
 
 /* ---- append ------------------------------------------------------------------------ */
 
-static vmenc_status sync_locked(vmenc_audit_log *log) {
-    if (datasync(log->fd) != 0) {
+/* sync_through makes every record up to |target| durable: if a sync that
+ * started after that record was written has already succeeded, nothing to
+ * do; else fdatasync now, covering every record written so far (by any
+ * thread). |force| syncs even if nothing is pending. Takes sync_mu, then mu
+ * briefly; the caller holds neither. */
+static vmenc_status sync_through(vmenc_audit_log *log, uint64_t target, bool force) {
+    VMENC_ENSURE(pthread_mutex_lock(&log->sync_mu) == 0, VMENC_E_INTERNAL);
+    vmenc_status rv = VMENC_OK;
+    if (log->sync_failed) {
+        rv = VMENC_E_IO;
+        goto out;
+    }
+    if (!force && log->synced_seq >= target)
+        goto out;
+    pthread_mutex_lock(&log->mu);
+    int fd = log->fd;
+    uint64_t upto = log->seq;
+    pthread_mutex_unlock(&log->mu);
+    if (datasync(fd) != 0) {
         /* After a failed fsync the kernel may have dropped the dirty pages:
          * a later fsync could "succeed" without the data. Stop here. */
+        log->sync_failed = true;
+        pthread_mutex_lock(&log->mu);
         log->broken = true;
-        return VMENC_E_IO;
+        pthread_mutex_unlock(&log->mu);
+        rv = VMENC_E_IO;
+        goto out;
     }
-    log->stats.syncs++;
-    log->unsynced = 0;
-    return VMENC_OK;
+    log->syncs++;
+    if (upto > log->synced_seq)
+        log->synced_seq = upto;
+out:
+    pthread_mutex_unlock(&log->sync_mu);
+    return rv;
 }
 
 vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
@@ -323,10 +363,12 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
     VMENC_GUARD(vmenc_cbb_init(&cbb, 512));
     vmenc_cbb_set_max(&cbb, VMENC_AUDIT_MAX_LINE);
     vmenc_status rv;
+    bool need_sync = false;
+    uint64_t seq = 0;
     VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL, out);
     VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
     VMENC_ENSURE_GOTO(rv, log->seq < UINT64_MAX, VMENC_E_LIMIT, unlock);
-    uint64_t seq = log->seq + 1;
+    seq = log->seq + 1;
     audit_write_body(&cbb, seq, f, log->key.kid, log->hash);
     VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), unlock);
     uint8_t mac[VMENC_AUDIT_HASH_BYTES];
@@ -347,16 +389,20 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
     log->seq = seq;
     memcpy(log->hash, mac, sizeof(mac));
     log->size += vmenc_cbb_len(&cbb);
-    log->stats.records++;
-    log->stats.bytes += vmenc_cbb_len(&cbb);
-    log->unsynced++;
-    if (log->policy == VMENC_AUDIT_FSYNC_EVERY ||
-        (log->policy == VMENC_AUDIT_FSYNC_EVERY_N && log->unsynced >= log->every_n))
-        rv = sync_locked(log);
-    if (out_seq != NULL)
-        *out_seq = seq;
+    log->records++;
+    log->bytes += vmenc_cbb_len(&cbb);
+    if (log->policy == VMENC_AUDIT_FSYNC_EVERY) {
+        need_sync = true;
+    } else if (log->policy == VMENC_AUDIT_FSYNC_EVERY_N && ++log->unsynced >= log->every_n) {
+        need_sync = true;
+        log->unsynced = 0;
+    }
 unlock:
     pthread_mutex_unlock(&log->mu);
+    if (rv == VMENC_OK && need_sync)
+        rv = sync_through(log, seq, false);
+    if (rv == VMENC_OK && out_seq != NULL)
+        *out_seq = seq;
 out:
     vmenc_cbb_cleanup(&cbb);
     return rv;
@@ -376,9 +422,10 @@ vmenc_status vmenc_audit_log_append(vmenc_audit_log *log, const vmenc_audit_even
 vmenc_status vmenc_audit_log_sync(vmenc_audit_log *log) {
     VMENC_ENSURE_REF(log);
     VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
-    vmenc_status rv = log->broken ? VMENC_E_BAD_STATE : sync_locked(log);
+    bool broken = log->broken;
     pthread_mutex_unlock(&log->mu);
-    return rv;
+    VMENC_ENSURE(!broken, VMENC_E_BAD_STATE);
+    return sync_through(log, 0, true);
 }
 
 vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log, const char *new_path) {
@@ -389,7 +436,8 @@ vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log, const char *new_path) 
     vmenc_status rv;
     int fd = -1;
     bool created = false;
-    VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL, out);
+    VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->sync_mu) == 0, VMENC_E_INTERNAL, out);
+    pthread_mutex_lock(&log->mu);
     VMENC_ENSURE_GOTO(rv, !log->broken, VMENC_E_BAD_STATE, unlock);
     VMENC_GUARD_GOTO(rv, open_locked(path, &fd, &created), unlock);
     struct stat st;
@@ -398,8 +446,14 @@ vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log, const char *new_path) 
     if (log->policy != VMENC_AUDIT_FSYNC_NEVER) {
         if (created)
             VMENC_GUARD_GOTO(rv, sync_dir(path), unlock);
-        VMENC_GUARD_GOTO(rv, sync_locked(log), unlock);
+        if (datasync(log->fd) != 0) {
+            log->sync_failed = log->broken = true;
+            rv = VMENC_E_IO;
+            goto unlock;
+        }
+        log->syncs++;
     }
+    log->synced_seq = log->seq; /* the old file is complete */
     close(log->fd);
     log->fd = fd;
     fd = -1;
@@ -411,6 +465,7 @@ vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log, const char *new_path) 
     rv = VMENC_OK;
 unlock:
     pthread_mutex_unlock(&log->mu);
+    pthread_mutex_unlock(&log->sync_mu);
 out:
     if (fd >= 0) {
         close(fd);
@@ -437,11 +492,13 @@ vmenc_status vmenc_audit_log_get_stats(vmenc_audit_log *log, vmenc_audit_log_sta
     VMENC_ENSURE_REF(log);
     VMENC_ENSURE_REF(out);
     VMENC_ENSURE(out->struct_size >= sizeof(vmenc_audit_log_stats), VMENC_E_ABI_VERSION);
-    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
-    out->records = log->stats.records;
-    out->bytes = log->stats.bytes;
-    out->syncs = log->stats.syncs;
+    VMENC_ENSURE(pthread_mutex_lock(&log->sync_mu) == 0, VMENC_E_INTERNAL);
+    pthread_mutex_lock(&log->mu);
+    out->records = log->records;
+    out->bytes = log->bytes;
+    out->syncs = log->syncs;
     pthread_mutex_unlock(&log->mu);
+    pthread_mutex_unlock(&log->sync_mu);
     return VMENC_OK;
 }
 
@@ -449,7 +506,7 @@ void vmenc_audit_log_free(vmenc_audit_log *log) {
     if (log == NULL)
         return;
     if (!log->broken && log->fd >= 0 && log->policy != VMENC_AUDIT_FSYNC_NEVER &&
-        log->unsynced > 0)
+        log->synced_seq < log->seq)
         (void)datasync(log->fd);
     log_destroy(log);
 }

@@ -51,7 +51,8 @@ typedef struct pkcs11_provider {
     struct ck_function_list *fl;
     ck_slot_id_t slot;
 
-    vmenc_secret *pin;       /* NULL with VMENC_PKCS11_FORGET_PIN; no-access when unused */
+    vmenc_secret *pin;       /* no-access when unused; NULL with VMENC_PKCS11_FORGET_PIN
+                              * or once the token refused it */
     vmenc_kms_wrap_mech mech;
     char *key_label;
     uint32_t flags;
@@ -152,7 +153,16 @@ static vmenc_status login_locked(pkcs11_provider *pp, ck_session_handle_t s) {
     /* Another provider in this process may hold the login already. */
     if (rv == CKR_USER_ALREADY_LOGGED_IN)
         rv = CKR_OK;
-    return vmenc_p11_status(rv, VMENC_P11_CTX_LOGIN);
+    vmenc_status st = vmenc_p11_status(rv, VMENC_P11_CTX_LOGIN);
+    if (st == VMENC_E_KMS_AUTH || st == VMENC_E_PIN_LOCKED) {
+        /* The token refused this PIN (changed by an administrator, say).
+         * Trying it again on every later call would count failed logins
+         * towards the token's lock-out: forget it instead. */
+        (void)sodium_mprotect_readwrite(pp->pin->bytes);
+        vmenc_secret_free(pp->pin);
+        pp->pin = NULL;
+    }
+    return st;
 }
 
 static bool session_is_user(pkcs11_provider *pp, ck_session_handle_t s) {
