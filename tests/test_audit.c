@@ -143,13 +143,37 @@ static vmenc_audit_verify_options vopts(uint64_t expected_last_seq) {
     return o;
 }
 
+/* verify_mem_and_file verifies |len| bytes both in memory and as a file
+ * (the two read paths differ) and requires the same verdict. */
+static vmenc_status verify_mem_and_file(const vmenc_audit_verify_options *o, const char *buf,
+                                        size_t len, vmenc_audit_verify_result *res) {
+    memset(res, 0xee, sizeof(*res));
+    res->struct_size = sizeof(*res);
+    vmenc_status s = vmenc_audit_verify_buffer(o, (const uint8_t *)buf, len, res);
+
+    const char *base = getenv("TMPDIR");
+    char path[256];
+    snprintf(path, sizeof(path), "%s/vmenc-audit-file-XXXXXX", base ? base : "/tmp");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+    vmenc_audit_verify_result fres;
+    memset(&fres, 0x11, sizeof(fres));
+    fres.struct_size = sizeof(fres);
+    const char *paths[] = {path};
+    vmenc_status fs = vmenc_audit_verify_files(o, paths, 1, &fres);
+    unlink(path);
+    assert_int_equal(fs, s);
+    assert_memory_equal(&fres, res, sizeof(fres));
+    return s;
+}
+
 static vmenc_status verify_lines(const lines *ls, uint64_t expected, vmenc_audit_verify_result *res) {
     size_t len;
     char *buf = lines_join(ls, &len);
     vmenc_audit_verify_options o = vopts(expected);
-    memset(res, 0xee, sizeof(*res));
-    res->struct_size = sizeof(*res);
-    vmenc_status s = vmenc_audit_verify_buffer(&o, (const uint8_t *)buf, len, res);
+    vmenc_status s = verify_mem_and_file(&o, buf, len, res);
     free(buf);
     return s;
 }
@@ -839,9 +863,7 @@ static void test_truncate_mid_line(void **state) {
     vmenc_audit_verify_options o = vopts(10);
     for (size_t cut = start + 1; cut < start + l7; cut += 7) {
         vmenc_audit_verify_result res;
-        res.struct_size = sizeof(res);
-        assert_int_equal(vmenc_audit_verify_buffer(&o, (const uint8_t *)buf, cut, &res),
-                         VMENC_E_AUDIT_TRUNCATED);
+        assert_int_equal(verify_mem_and_file(&o, buf, cut, &res), VMENC_E_AUDIT_TRUNCATED);
         assert_int_equal(res.defect, VMENC_AUDIT_DEFECT_TORN);
         assert_int_equal(res.bad_index, 7);
         assert_int_equal(res.bad_offset, start);
@@ -860,6 +882,31 @@ static void test_truncate_mid_line(void **state) {
     assert_int_equal(res.defect, VMENC_AUDIT_DEFECT_TRUNCATED);
     assert_int_equal(res.bad_index, 8);
     free(buf);
+}
+
+/* Lines longer than any record: stepped over, never parsed, in memory and
+ * in files (where they exceed the reader's buffer). */
+static void test_oversize_lines(void **state) {
+    fixture *f = *state;
+    size_t big = 3 * VMENC_AUDIT_MAX_LINE + 123;
+    char *huge = malloc(big + 2);
+    memset(huge, 'x', big);
+    huge[big] = '\n';
+    huge[big + 1] = '\0';
+    lines_insert(&f->ls, 4, huge);
+    expect_defect(&f->ls, 10, VMENC_E_AUDIT_TAMPERED, VMENC_AUDIT_DEFECT_INSERTED, 4, 5);
+    lines_remove(&f->ls, 4);
+    char *orig = strdup(f->ls.l[4]);
+    lines_replace(&f->ls, 4, huge); /* now in place of record 5 */
+    expect_defect(&f->ls, 10, VMENC_E_AUDIT_TAMPERED, VMENC_AUDIT_DEFECT_MALFORMED, 4, 5);
+    lines_replace(&f->ls, 4, orig);
+    free(orig);
+    expect_defect(&f->ls, 10, VMENC_OK, VMENC_AUDIT_DEFECT_NONE, 0, 11);
+    /* At the end without a newline: a torn line. */
+    huge[big] = '\0';
+    lines_insert(&f->ls, 10, huge);
+    expect_defect(&f->ls, 10, VMENC_E_AUDIT_TRUNCATED, VMENC_AUDIT_DEFECT_TORN, 10, 11);
+    free(huge);
 }
 
 static void test_wrong_key(void **state) {
@@ -1048,6 +1095,7 @@ int main(void) {
         T(test_truncate_at_end),
         T(test_truncate_mid_line),
         T(test_wrong_key),
+        T(test_oversize_lines),
         cmocka_unit_test(test_rotation_chain),
         cmocka_unit_test(test_verify_args),
     };

@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "audit/record.h"
@@ -662,6 +665,77 @@ static void test_rotate(void **state) {
                      VMENC_E_NOT_FOUND);
 }
 
+/* ---- failures while writing ------------------------------------------------------------ */
+
+/* A write that fails part-way (here: the file size limit, which makes the
+ * kernel write short and then refuse) leaves no partial record behind and
+ * the chain intact; the next append continues it. */
+static void test_failed_write_leaves_no_partial_record(void **state) {
+    fixture *f = *state;
+    vmenc_audit_log *log = open_ok(f->path, VMENC_AUDIT_FSYNC_EVERY, 0);
+    append(log, 3);
+    off_t size = file_size(f->path);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = (rlim_t)size + 100; /* room for part of one record only */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    vmenc_audit_event ev = ev_of("alice", 0);
+    uint64_t seq = 99;
+    assert_int_equal(vmenc_audit_log_append(log, &ev, &seq), VMENC_E_IO);
+    assert_int_equal(seq, 99); /* untouched on failure */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    assert_int_equal(file_size(f->path), size);
+    assert_int_equal(vmenc_audit_log_append(log, &ev, &seq), VMENC_OK);
+    assert_int_equal(seq, 4);
+    vmenc_audit_log_free(log);
+    vmenc_audit_verify_result res;
+    assert_int_equal(verify(f->path, 4, &res), VMENC_OK);
+}
+
+/* A writer killed (SIGKILL) in the middle of appending: the log reopens
+ * (recovering a torn line if the kill landed inside a write) and the chain
+ * stays valid. */
+static void test_killed_writer(void **state) {
+    fixture *f = *state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        vmenc_audit_log_options o = lopts(f->path, VMENC_AUDIT_FSYNC_NEVER, 0);
+        vmenc_audit_log *log = NULL;
+        if (vmenc_audit_log_open(&o, &log) != VMENC_OK)
+            _exit(3);
+        for (int i = 0;; i++) {
+            vmenc_audit_event ev = ev_of("child", i);
+            if (vmenc_audit_log_append(log, &ev, NULL) != VMENC_OK)
+                _exit(4);
+        }
+    }
+    /* Wait until the child has written something, then kill it. */
+    for (int i = 0; i < 2000; i++) {
+        struct stat st;
+        if (stat(f->path, &st) == 0 && st.st_size > 20000)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    vmenc_audit_log *log = open_ok(f->path, VMENC_AUDIT_FSYNC_EVERY, VMENC_AUDIT_LOG_RECOVER);
+    uint64_t seq;
+    uint8_t h[32];
+    assert_int_equal(vmenc_audit_log_position(log, &seq, h), VMENC_OK);
+    assert_true(seq > 10);
+    append(log, 1);
+    vmenc_audit_log_free(log);
+    vmenc_audit_verify_result res;
+    assert_int_equal(verify(f->path, seq + 1, &res), VMENC_OK);
+    assert_int_equal(res.num_records, seq + 1);
+}
+
 /* ---- bounds ---------------------------------------------------------------------------------- */
 
 /* The worst-case event (every field at its limit, every byte escaped to six)
@@ -710,6 +784,8 @@ int main(void) {
         T(test_fsync_policies),
         T(test_rotate),
         T(test_worst_case_record),
+        T(test_failed_write_leaves_no_partial_record),
+        T(test_killed_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1167,6 +1167,65 @@ static void test_wrapped_key_records_in_token(void **state) {
     prov_free(p);
 }
 
+/* ---- through the KMS core: built-in type, guarded calls, key manager ---- */
+
+static void test_key_manager_with_token(void **state) {
+    const char *const opts[] = {"token_label=" TOKEN, NULL};
+    vmenc_kms_endpoint_config e = {sizeof(e), "pkcs11", g_module, opts, (const uint8_t *)PIN, strlen(PIN)};
+
+    /* the built-in factory and the guarded provider calls */
+    vmenc_kms_provider *p = NULL;
+    assert_int_equal(vmenc_kms_provider_new_builtin(&e, &p), VMENC_OK);
+    assert_int_equal(vmenc_kms_provider_check(p), VMENC_OK);
+    uint8_t dek[96], wrapped[112], back[96];
+    size_t wl = 0, bl = 0;
+    assert_int_equal(vmenc_random_bytes(dek, sizeof(dek)), VMENC_OK);
+    vmenc_kms_wrap_params w = params_for(VMENC_KMS_WRAP_AES_KWP, NULL, NULL, 0);
+    assert_int_equal(vmenc_kms_provider_wrap(p, "kek", &w, dek, 96, 5000, wrapped, sizeof(wrapped), &wl), VMENC_OK);
+    assert_int_equal(vmenc_kms_provider_unwrap(p, "kek", &w, wrapped, wl, 5000, back, sizeof(back), &bl), VMENC_OK);
+    assert_memory_equal(back, dek, 96);
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_provider_get_kek(p, "kek", 5000, &k), VMENC_E_UNSUPPORTED);
+    assert_int_equal(vmenc_kms_provider_health(p, 1000), VMENC_OK);
+    vmenc_kms_provider_free(p);
+
+    /* a key manager wraps and unwraps DEKs inside the token, with each remote algorithm */
+    static const vmenc_wrap_alg algs[] = {VMENC_WRAP_AES256_KWP, VMENC_WRAP_AES256_GCM};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(algs); i++) {
+        vmenc_keymgr_options mo = {sizeof(mo), 0, 0, (uint32_t)algs[i]};
+        vmenc_keymgr *m = NULL;
+        assert_int_equal(vmenc_keymgr_new(&mo, &m), VMENC_OK);
+        assert_int_equal(vmenc_keymgr_add_cluster(m, "hsm", &e, 1, NULL), VMENC_OK);
+        char id[VMENC_KMS_KEY_ID_CAP];
+        assert_int_equal(vmenc_keymgr_create_kek(m, "hsm", "keymgr-kek", 5000, id, sizeof(id)), VMENC_OK);
+        vmenc_dek *d = NULL, *d2 = NULL;
+        vmenc_wrapped_key *wk = NULL;
+        vmenc_wrap_context ctx = {sizeof(ctx), "vm-1", "disk-0", "disk"};
+        vmenc_wrap_context other = {sizeof(other), "vm-2", "disk-0", "disk"};
+        assert_int_equal(vmenc_dek_generate(&d), VMENC_OK);
+        assert_int_equal(vmenc_keymgr_wrap_dek(m, "hsm", id, d, &ctx, 5000, &wk), VMENC_OK);
+        assert_int_equal(vmenc_wrapped_key_alg(wk), algs[i]);
+        assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk, &ctx, 5000, &d2), VMENC_OK);
+        assert_int_equal(vmenc_dek_equal(d, d2), VMENC_OK);
+        vmenc_dek_free(d2);
+        d2 = NULL;
+        assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk, &other, 5000, &d2), VMENC_E_AUTH);
+        assert_null(d2);
+        vmenc_keymgr_stats st;
+        memset(&st, 0, sizeof(st));
+        st.struct_size = sizeof(st);
+        assert_int_equal(vmenc_keymgr_get_stats(m, &st), VMENC_OK);
+        assert_true(st.remote_ops >= 3);
+        assert_int_equal(st.cached, 0); /* nothing of the KEK is on the host */
+        assert_int_equal(vmenc_keymgr_destroy_kek(m, "hsm", id, 5000), VMENC_OK);
+        assert_int_not_equal(vmenc_keymgr_unwrap_dek(m, wk, &ctx, 5000, &d2), VMENC_OK);
+        assert_null(d2);
+        vmenc_wrapped_key_free(wk);
+        vmenc_dek_free(d);
+        vmenc_keymgr_free(m);
+    }
+}
+
 /* ---- injected token faults ------------------------------------------------ */
 
 static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -1346,6 +1405,7 @@ int main(void) {
         cmocka_unit_test(test_shared_module),
         cmocka_unit_test(test_concurrent_wrap_unwrap),
         cmocka_unit_test(test_wrapped_key_records_in_token),
+        cmocka_unit_test(test_key_manager_with_token),
         cmocka_unit_test(test_session_wait_times_out),
         cmocka_unit_test(test_token_failures_during_operations),
         cmocka_unit_test(test_status_mapping),

@@ -340,7 +340,11 @@ typedef struct vmenc_audit_verify_result {
  * torn line; VMENC_E_AUTH if the first record was written under another
  * key. In those cases |out| says what and where. Fails with
  * VMENC_E_INVALID_ARG, VMENC_E_ABI_VERSION, VMENC_E_IO or VMENC_E_NOMEM, and
- * |out| is then untouched. Reads the files only.
+ * |out| is then untouched. Reads the files only, with pread through a
+ * bounded buffer (memory does not grow with the log, and a file truncated
+ * meanwhile reads as cut short rather than faulting); a file still being
+ * appended to is checked up to its size when the call began. Safe to run
+ * while a writer has the log open.
  */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_verify_files(
     const vmenc_audit_verify_options *options, const char *const *paths, size_t num_paths,

@@ -221,20 +221,14 @@ static vmenc_status check_options(const vmenc_audit_log_options *o) {
  * caller asked for recovery. */
 static vmenc_status verify_whole(vmenc_audit_log *log, const vmenc_audit_log_options *o,
                                  const tail_info *t) {
-    audit_span span;
-    VMENC_GUARD(audit_map_fd(log->fd, &span));
-    if (span.len == 0)
-        return VMENC_OK;
-    audit_span body = span;
+    audit_src src = {.fd = log->fd, .len = t->size};
     if (o->flags & VMENC_AUDIT_LOG_RECOVER)
-        body.len -= (size_t)t->torn_len;
+        src.len -= t->torn_len;
+    if (src.len == 0)
+        return VMENC_OK;
     vmenc_audit_verify_result res;
     memset(&res, 0, sizeof(res));
-    vmenc_status s = VMENC_OK;
-    if (body.len > 0)
-        s = audit_verify_spans(&log->key, o->start_seq, o->start_hash, 0, &body, 1, &res);
-    audit_unmap(&span);
-    return s;
+    return audit_verify_srcs(&log->key, o->start_seq, o->start_hash, 0, &src, 1, &res);
 }
 
 static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {

@@ -119,24 +119,23 @@ VMENC_INTERNAL vmenc_status audit_check_line(const audit_key *k, const uint8_t *
 VMENC_INTERNAL vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
                                                     uint64_t *out_seq);
 
-/* A log file's bytes in memory. */
-typedef struct audit_span {
-    const uint8_t *data;
-    size_t len;
-} audit_span;
+/* One file of a chain: bytes in memory (|mem| != NULL), or an open file
+ * read with pread (|fd|), |len| bytes long. Files are read through a bounded
+ * buffer, never mapped: a file that shrinks while it is verified reads as
+ * cut short, it cannot crash the process, and memory stays bounded. */
+typedef struct audit_src {
+    const uint8_t *mem;
+    int fd;
+    uint64_t len;
+} audit_src;
 
-/* audit_verify_spans verifies |num| spans as one chain (see
- * vmenc_audit_verify_files) and always fills |out| unless it returns a
- * resource error (VMENC_E_NOMEM, VMENC_E_CRYPTO). */
-VMENC_INTERNAL vmenc_status audit_verify_spans(const audit_key *k, uint64_t start_seq,
-                                               const uint8_t start_hash[VMENC_AUDIT_HASH_BYTES],
-                                               uint64_t expected_last_seq, const audit_span *spans,
-                                               size_t num, vmenc_audit_verify_result *out);
-
-/* audit_map_file maps |fd| read-only (an empty file gives data NULL, len 0).
- * Release with audit_unmap. */
-VMENC_INTERNAL vmenc_status audit_map_fd(int fd, audit_span *out);
-VMENC_INTERNAL void audit_unmap(audit_span *s);
+/* audit_verify_srcs verifies |num| sources as one chain (see
+ * vmenc_audit_verify_files) and fills |out|, unless it returns a resource
+ * error (VMENC_E_NOMEM, VMENC_E_IO, VMENC_E_CRYPTO). */
+VMENC_INTERNAL vmenc_status audit_verify_srcs(const audit_key *k, uint64_t start_seq,
+                                              const uint8_t start_hash[VMENC_AUDIT_HASH_BYTES],
+                                              uint64_t expected_last_seq, const audit_src *srcs,
+                                              size_t num, vmenc_audit_verify_result *out);
 
 /* Time helpers (UTC, proleptic Gregorian, 1970..9999). */
 VMENC_INTERNAL void audit_format_time(uint64_t ms, char out[25]);

@@ -10,7 +10,6 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,102 +31,208 @@ const char *vmenc_audit_defect_name(vmenc_audit_defect defect) {
     return "unknown";
 }
 
-/* A position in the chain of spans. */
-typedef struct cursor {
-    const audit_span *spans;
+/* ---- a bounded line reader over the chain's sources ------------------------ */
+
+/* A position in the chain, with a buffer for reading files. Copies made
+ * for look-ahead get their own buffer, so the line a reader returned stays
+ * valid while another reads on. */
+typedef struct reader {
+    const audit_src *srcs;
     size_t num;
     size_t file;
-    size_t off;   /* byte offset of the current line in spans[file] */
-    uint64_t idx; /* line index in spans[file] */
-} cursor;
+    uint64_t off; /* byte offset of the current line in srcs[file] */
+    uint64_t idx; /* line index in srcs[file] */
+    uint8_t *buf; /* VMENC_AUDIT_MAX_LINE bytes, for fd sources */
+} reader;
 
-/* next_line finds the line at |c| (skipping exhausted spans). Returns false
- * at the end of the chain. |*complete| says whether it ends in '\n'. */
-static bool next_line(cursor *c, const uint8_t **line, size_t *len, bool *complete) {
-    /* Move to the next span only if there is one, so that at the end the
-     * cursor stays on the last span, just past its last line. */
-    while (c->off >= c->spans[c->file].len && c->file + 1 < c->num) {
-        c->file++;
-        c->off = 0;
-        c->idx = 0;
+typedef struct line {
+    const uint8_t *p; /* the line's first bytes (all of them unless oversize) */
+    uint64_t len;     /* without the newline */
+    bool complete;    /* ends in '\n' */
+    bool oversize;    /* longer than any record can be: not parsed */
+} line;
+
+static vmenc_status reader_init(reader *r, const audit_src *srcs, size_t num) {
+    memset(r, 0, sizeof(*r));
+    r->srcs = srcs;
+    r->num = num;
+    r->buf = malloc(VMENC_AUDIT_MAX_LINE);
+    VMENC_ENSURE(r->buf != NULL, VMENC_E_NOMEM);
+    return VMENC_OK;
+}
+
+static vmenc_status reader_copy(const reader *from, reader *out) {
+    VMENC_GUARD(reader_init(out, from->srcs, from->num));
+    out->file = from->file;
+    out->off = from->off;
+    out->idx = from->idx;
+    return VMENC_OK;
+}
+
+static void reader_cleanup(reader *r) {
+    free(r->buf);
+    r->buf = NULL;
+}
+
+/* read_at reads up to |want| bytes at |off| of |src|; fewer at its end or
+ * if the file shrank meanwhile (*got says how many). */
+static vmenc_status read_at(const audit_src *src, uint64_t off, uint8_t *buf, size_t want,
+                            size_t *got) {
+    size_t done = 0;
+    while (done < want) {
+        ssize_t n = pread(src->fd, buf + done, want - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        VMENC_ENSURE(n >= 0, VMENC_E_IO);
+        if (n == 0)
+            break;
+        done += (size_t)n;
     }
-    const audit_span *s = &c->spans[c->file];
-    if (c->off >= s->len)
-        return false;
-    const uint8_t *p = s->data + c->off;
-    size_t rest = s->len - c->off;
-    const uint8_t *nl = memchr(p, '\n', rest);
-    *line = p;
-    *len = nl != NULL ? (size_t)(nl - p) : rest;
-    *complete = nl != NULL;
-    return true;
+    *got = done;
+    return VMENC_OK;
 }
 
-static void advance(cursor *c, size_t len, bool complete) {
-    c->off += len + (complete ? 1 : 0);
-    c->idx++;
+/* next_line reads the line at |r| into |out| (*found false at the end of
+ * the chain). It moves to the next source only if there is one, so at the
+ * end the reader stays on the last source, just past its last line. */
+static vmenc_status next_line(reader *r, line *out, bool *found) {
+    *found = false;
+    while (r->off >= r->srcs[r->file].len && r->file + 1 < r->num) {
+        r->file++;
+        r->off = 0;
+        r->idx = 0;
+    }
+    const audit_src *s = &r->srcs[r->file];
+    if (r->off >= s->len)
+        return VMENC_OK;
+    uint64_t rest = s->len - r->off;
+    memset(out, 0, sizeof(*out));
+    if (s->mem != NULL) {
+        const uint8_t *p = s->mem + r->off;
+        const uint8_t *nl = memchr(p, '\n', (size_t)rest);
+        out->p = p;
+        out->len = nl != NULL ? (uint64_t)(nl - p) : rest;
+        out->complete = nl != NULL;
+    } else {
+        size_t want = rest < VMENC_AUDIT_MAX_LINE ? (size_t)rest : VMENC_AUDIT_MAX_LINE;
+        size_t got;
+        VMENC_GUARD(read_at(s, r->off, r->buf, want, &got));
+        const uint8_t *nl = memchr(r->buf, '\n', got);
+        out->p = r->buf;
+        if (nl != NULL) {
+            out->len = (uint64_t)(nl - r->buf);
+            out->complete = true;
+        } else if (got < want) {
+            out->len = got; /* the file shrank under us: a cut line */
+        } else if (got == rest) {
+            out->len = got;
+        } else {
+            /* No newline in a record's maximum length: find the line's end
+             * to step over it, but never hand it to the parser. */
+            uint64_t pos = r->off + got;
+            out->complete = false;
+            while (pos < s->len) {
+                size_t chunk = s->len - pos < VMENC_AUDIT_MAX_LINE ? (size_t)(s->len - pos)
+                                                                    : VMENC_AUDIT_MAX_LINE;
+                uint8_t *scratch = malloc(chunk);
+                VMENC_ENSURE(scratch != NULL, VMENC_E_NOMEM);
+                vmenc_status st = read_at(s, pos, scratch, chunk, &got);
+                const uint8_t *q = st == VMENC_OK ? memchr(scratch, '\n', got) : NULL;
+                uint64_t at = q != NULL ? pos + (uint64_t)(q - scratch) : 0;
+                free(scratch);
+                VMENC_GUARD(st);
+                if (q != NULL) {
+                    pos = at;
+                    out->complete = true;
+                    break;
+                }
+                pos += got;
+                if (got < chunk)
+                    break;
+            }
+            out->len = pos - r->off;
+        }
+    }
+    out->oversize = out->len >= VMENC_AUDIT_MAX_LINE;
+    *found = true;
+    return VMENC_OK;
 }
 
-/* check_at parses and authenticates the line at |c|. */
-static vmenc_status check_at(const audit_key *k, const cursor *c, audit_record *rec, bool *found) {
-    cursor t = *c;
-    const uint8_t *line;
-    size_t len;
-    bool complete;
-    *found = next_line(&t, &line, &len, &complete);
-    if (!*found || !complete)
-        return VMENC_E_TRUNCATED;
-    return audit_check_line(k, line, len, rec);
+static void advance(reader *r, const line *l) {
+    r->off += l->len + (l->complete ? 1 : 0);
+    r->idx++;
+}
+
+/* check parses and authenticates a complete line. Returns VMENC_OK, the
+ * parse error, VMENC_E_AUTH or VMENC_E_AUDIT_TAMPERED for a bad line. */
+static vmenc_status check(const audit_key *k, const line *l, audit_record *rec) {
+    if (l->oversize)
+        return VMENC_E_TOO_LARGE;
+    return audit_check_line(k, l->p, (size_t)l->len, rec);
 }
 
 static bool is_resource_error(vmenc_status s) {
     return s == VMENC_E_NOMEM || s == VMENC_E_CRYPTO || s == VMENC_E_INTERNAL ||
-           s == VMENC_E_INVALID_ARG;
+           s == VMENC_E_INVALID_ARG || s == VMENC_E_IO;
 }
 
-/* next_is_expected: is the line after |c| the record the chain expects
- * (so the one at |c| was inserted)? */
-static vmenc_status next_is_expected(const audit_key *k, cursor c, uint64_t exp_seq,
+/* next_is_expected: is the line after the one at |at| the record the chain
+ * expects (so the one at |at| was inserted)? */
+static vmenc_status next_is_expected(const audit_key *k, const reader *at, uint64_t exp_seq,
                                      const uint8_t *exp_prev, audit_record *tmp, bool *out) {
-    const uint8_t *line;
-    size_t len;
-    bool complete, found;
+    reader r;
+    line l;
+    bool found;
     *out = false;
-    if (!next_line(&c, &line, &len, &complete) || !complete)
-        return VMENC_OK;
-    advance(&c, len, complete);
-    vmenc_status s = check_at(k, &c, tmp, &found);
+    VMENC_GUARD(reader_copy(at, &r));
+    vmenc_status s = next_line(&r, &l, &found);
+    if (s != VMENC_OK || !found || !l.complete)
+        goto done;
+    advance(&r, &l);
+    s = next_line(&r, &l, &found);
+    if (s != VMENC_OK || !found || !l.complete)
+        goto done;
+    s = check(k, &l, tmp);
     if (is_resource_error(s))
-        return s;
+        goto done;
     *out = s == VMENC_OK && tmp->seq == exp_seq &&
            vmenc_ct_equal(tmp->prev, exp_prev, VMENC_AUDIT_HASH_BYTES);
-    return VMENC_OK;
+    s = VMENC_OK;
+done:
+    reader_cleanup(&r);
+    return s;
 }
 
-/* later_has_seq: does any authentic record after |c| carry |seq| (so
- * records were moved rather than removed)? */
-static vmenc_status later_has_seq(const audit_key *k, cursor c, uint64_t seq, audit_record *tmp,
-                                  bool *out) {
-    const uint8_t *line;
-    size_t len;
-    bool complete;
+/* later_has_seq: does any authentic record after the one at |at| carry
+ * |seq| (so records were moved rather than removed)? */
+static vmenc_status later_has_seq(const audit_key *k, const reader *at, uint64_t seq,
+                                  audit_record *tmp, bool *out) {
+    reader r;
+    line l;
+    bool found;
     *out = false;
-    if (!next_line(&c, &line, &len, &complete))
-        return VMENC_OK;
-    advance(&c, len, complete);
-    while (next_line(&c, &line, &len, &complete)) {
-        if (complete) {
-            vmenc_status s = audit_check_line(k, line, len, tmp);
-            if (is_resource_error(s))
-                return s;
-            if (s == VMENC_OK && tmp->seq == seq) {
+    VMENC_GUARD(reader_copy(at, &r));
+    vmenc_status s = next_line(&r, &l, &found);
+    if (s != VMENC_OK || !found)
+        goto done;
+    advance(&r, &l);
+    while ((s = next_line(&r, &l, &found)) == VMENC_OK && found) {
+        if (l.complete) {
+            vmenc_status c = check(k, &l, tmp);
+            if (is_resource_error(c)) {
+                s = c;
+                goto done;
+            }
+            if (c == VMENC_OK && tmp->seq == seq) {
                 *out = true;
-                return VMENC_OK;
+                break;
             }
         }
-        advance(&c, len, complete);
+        advance(&r, &l);
     }
-    return VMENC_OK;
+done:
+    reader_cleanup(&r);
+    return s;
 }
 
 typedef struct chain {
@@ -136,13 +241,13 @@ typedef struct chain {
     uint64_t num_records;
 } chain;
 
-static vmenc_status report(const chain *ch, const cursor *c, vmenc_audit_defect defect,
+static vmenc_status report(const chain *ch, const reader *r, vmenc_audit_defect defect,
                            vmenc_audit_verify_result *out) {
     out->defect = defect;
     out->num_records = ch->num_records;
-    out->bad_file = c->file;
-    out->bad_index = c->idx;
-    out->bad_offset = c->off;
+    out->bad_file = r->file;
+    out->bad_index = r->idx;
+    out->bad_offset = r->off;
     out->bad_seq = ch->seq + 1;
     out->last_seq = ch->seq;
     memcpy(out->last_hash, ch->hash, VMENC_AUDIT_HASH_BYTES);
@@ -157,16 +262,16 @@ static vmenc_status report(const chain *ch, const cursor *c, vmenc_audit_defect 
     }
 }
 
-/* classify decides what kind of defect the line at |c| is, given the
+/* classify decides what kind of defect the line at |r| is, given the
  * status of its check |s| and (if authentic) its record. */
-static vmenc_status classify(const audit_key *k, const chain *ch, const cursor *c, vmenc_status s,
+static vmenc_status classify(const audit_key *k, const chain *ch, const reader *r, vmenc_status s,
                              const audit_record *rec, audit_record *tmp,
                              vmenc_audit_defect *out) {
     uint64_t exp_seq = ch->seq + 1;
     bool yes;
     if (s != VMENC_OK) {
         /* Not an authentic record. Inserted if the expected one follows. */
-        VMENC_GUARD(next_is_expected(k, *c, exp_seq, ch->hash, tmp, &yes));
+        VMENC_GUARD(next_is_expected(k, r, exp_seq, ch->hash, tmp, &yes));
         if (yes)
             *out = VMENC_AUDIT_DEFECT_INSERTED;
         else if (s == VMENC_E_AUTH && ch->num_records == 0)
@@ -184,7 +289,7 @@ static vmenc_status classify(const audit_key *k, const chain *ch, const cursor *
     } else if (rec->seq < exp_seq) {
         *out = VMENC_AUDIT_DEFECT_REORDERED;
     } else if (rec->seq > exp_seq) {
-        VMENC_GUARD(later_has_seq(k, *c, exp_seq, tmp, &yes));
+        VMENC_GUARD(later_has_seq(k, r, exp_seq, tmp, &yes));
         *out = yes ? VMENC_AUDIT_DEFECT_REORDERED : VMENC_AUDIT_DEFECT_DELETED;
     } else {
         /* Right number, wrong predecessor: a record of another chain made
@@ -194,81 +299,59 @@ static vmenc_status classify(const audit_key *k, const chain *ch, const cursor *
     return VMENC_OK;
 }
 
-vmenc_status audit_verify_spans(const audit_key *k, uint64_t start_seq,
-                                const uint8_t start_hash[VMENC_AUDIT_HASH_BYTES],
-                                uint64_t expected_last_seq, const audit_span *spans, size_t num,
-                                vmenc_audit_verify_result *out) {
-    VMENC_ENSURE(num > 0 && spans != NULL, VMENC_E_INVALID_ARG);
+vmenc_status audit_verify_srcs(const audit_key *k, uint64_t start_seq,
+                               const uint8_t start_hash[VMENC_AUDIT_HASH_BYTES],
+                               uint64_t expected_last_seq, const audit_src *srcs, size_t num,
+                               vmenc_audit_verify_result *out) {
+    VMENC_ENSURE(num > 0 && srcs != NULL, VMENC_E_INVALID_ARG);
     audit_record *rec = malloc(2 * sizeof(*rec));
     VMENC_ENSURE(rec != NULL, VMENC_E_NOMEM);
     audit_record *tmp = rec + 1;
+    reader r;
+    vmenc_status rv = reader_init(&r, srcs, num);
+    if (rv != VMENC_OK) {
+        free(rec);
+        return rv;
+    }
     chain ch = {.seq = start_seq, .num_records = 0};
     if (start_hash != NULL)
         memcpy(ch.hash, start_hash, VMENC_AUDIT_HASH_BYTES);
     else
         memset(ch.hash, 0, sizeof(ch.hash));
-    cursor c = {.spans = spans, .num = num};
-    const uint8_t *line;
-    size_t len;
-    bool complete;
-    vmenc_status rv;
     vmenc_audit_defect defect = VMENC_AUDIT_DEFECT_NONE;
+    line l;
+    bool found;
 
-    while (next_line(&c, &line, &len, &complete)) {
-        if (!complete) {
+    for (;;) {
+        VMENC_GUARD_GOTO(rv, next_line(&r, &l, &found), out);
+        if (!found)
+            break;
+        if (!l.complete) {
             defect = VMENC_AUDIT_DEFECT_TORN;
             goto done;
         }
-        vmenc_status s = audit_check_line(k, line, len, rec);
-        if (is_resource_error(s)) {
-            rv = s;
-            goto out;
-        }
+        vmenc_status s = check(k, &l, rec);
+        VMENC_ENSURE_GOTO(rv, !is_resource_error(s), s, out);
         if (s == VMENC_OK && rec->seq == ch.seq + 1 &&
             vmenc_ct_equal(rec->prev, ch.hash, VMENC_AUDIT_HASH_BYTES)) {
             ch.seq = rec->seq;
             memcpy(ch.hash, rec->mac, VMENC_AUDIT_HASH_BYTES);
             ch.num_records++;
-            advance(&c, len, complete);
+            advance(&r, &l);
             continue;
         }
-        VMENC_GUARD_GOTO(rv, classify(k, &ch, &c, s, rec, tmp, &defect), out);
+        VMENC_GUARD_GOTO(rv, classify(k, &ch, &r, s, rec, tmp, &defect), out);
         goto done;
     }
     if (expected_last_seq != 0 && ch.seq < expected_last_seq)
         defect = VMENC_AUDIT_DEFECT_TRUNCATED;
 done:
-    rv = report(&ch, &c, defect, out);
+    rv = report(&ch, &r, defect, out);
 out:
+    reader_cleanup(&r);
     sodium_memzero(rec, 2 * sizeof(*rec));
     free(rec);
     return rv;
-}
-
-vmenc_status audit_map_fd(int fd, audit_span *out) {
-    struct stat st;
-    VMENC_ENSURE(fstat(fd, &st) == 0, VMENC_E_IO);
-    VMENC_ENSURE(S_ISREG(st.st_mode), VMENC_E_IO);
-    if (st.st_size == 0) {
-        out->data = NULL;
-        out->len = 0;
-        return VMENC_OK;
-    }
-    VMENC_ENSURE((uint64_t)st.st_size <= SIZE_MAX, VMENC_E_TOO_LARGE);
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    VMENC_ENSURE(p != MAP_FAILED, errno == ENOMEM ? VMENC_E_NOMEM : VMENC_E_IO);
-    out->data = p;
-    out->len = (size_t)st.st_size;
-    return VMENC_OK;
-}
-
-void audit_unmap(audit_span *s) {
-    if (s != NULL && s->data != NULL)
-        munmap((void *)s->data, s->len);
-    if (s != NULL) {
-        s->data = NULL;
-        s->len = 0;
-    }
 }
 
 static vmenc_status check_verify_args(const vmenc_audit_verify_options *o,
@@ -300,11 +383,12 @@ vmenc_status vmenc_audit_verify_buffer(const vmenc_audit_verify_options *options
     VMENC_ENSURE(data != NULL || len == 0, VMENC_E_INVALID_ARG);
     audit_key k;
     VMENC_GUARD(audit_key_init(&k, options->key, options->key_len));
-    audit_span span = {data, len};
+    /* An empty buffer still needs a non-NULL source to point at. */
+    audit_src src = {.mem = data != NULL ? data : (const uint8_t *)"", .fd = -1, .len = len};
     vmenc_audit_verify_result tmp;
     memset(&tmp, 0, sizeof(tmp));
-    vmenc_status s = audit_verify_spans(&k, options->start_seq, options->start_hash,
-                                        options->expected_last_seq, &span, 1, &tmp);
+    vmenc_status s = audit_verify_srcs(&k, options->start_seq, options->start_hash,
+                                       options->expected_last_seq, &src, 1, &tmp);
     audit_key_cleanup(&k);
     return finish(s, &tmp, out);
 }
@@ -319,32 +403,35 @@ vmenc_status vmenc_audit_verify_files(const vmenc_audit_verify_options *options,
         VMENC_ENSURE_REF(paths[i]);
     audit_key k;
     VMENC_GUARD(audit_key_init(&k, options->key, options->key_len));
-    audit_span *spans = calloc(num_paths, sizeof(*spans));
+    audit_src *srcs = calloc(num_paths, sizeof(*srcs));
     vmenc_status s = VMENC_E_NOMEM;
-    if (spans == NULL)
+    size_t opened = 0;
+    if (srcs == NULL)
         goto out;
-    for (size_t i = 0; i < num_paths; i++) {
-        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+    for (; opened < num_paths; opened++) {
+        int fd = open(paths[opened], O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             s = VMENC_E_IO;
             goto out;
         }
-        s = audit_map_fd(fd, &spans[i]);
-        close(fd);
-        if (s != VMENC_OK)
+        srcs[opened].fd = fd;
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            opened++;
+            s = VMENC_E_IO;
             goto out;
+        }
+        srcs[opened].len = (uint64_t)st.st_size;
     }
     vmenc_audit_verify_result tmp;
     memset(&tmp, 0, sizeof(tmp));
-    s = audit_verify_spans(&k, options->start_seq, options->start_hash,
-                           options->expected_last_seq, spans, num_paths, &tmp);
+    s = audit_verify_srcs(&k, options->start_seq, options->start_hash,
+                          options->expected_last_seq, srcs, num_paths, &tmp);
     s = finish(s, &tmp, out);
 out:
-    if (spans != NULL) {
-        for (size_t i = 0; i < num_paths; i++)
-            audit_unmap(&spans[i]);
-        free(spans);
-    }
+    for (size_t i = 0; i < opened; i++)
+        close(srcs[i].fd);
+    free(srcs);
     audit_key_cleanup(&k);
     return s;
 }

@@ -8,6 +8,7 @@
 #define VMENC_LIB_KEYS_KEYS_IMPL_H
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include "keys/keys_internal.h"
 #include "keys/slab.h"
@@ -18,16 +19,27 @@ struct vmenc_dek {
     vmenc_keyslab *slab;   /* owner of the slot when allocated from a slab, else NULL */
 };
 
+/* A KEK's AES-256-GCM contexts for one direction. |tmpl| is keyed once
+ * when the KEK is made and only ever copied; |idle| keeps up to
+ * VMENC_KEK_IDLE_CTX keyed copies that finished an operation, so a wrap or
+ * unwrap normally costs one IV reset instead of a context copy, allocation
+ * and cleanse. The pool is the only mutable part of a KEK and is guarded by
+ * |mu|, so a KEK stays shareable between threads. Expanded key schedules in
+ * these contexts live in OpenSSL's heap and are cleansed by OpenSSL when the
+ * KEK is freed (see docs/wrapped-key-format.md). */
+#define VMENC_KEK_IDLE_CTX 8u
+typedef struct vmenc_gcm_pool {
+    pthread_mutex_t mu;
+    bool mu_ready;
+    EVP_CIPHER_CTX *tmpl;
+    EVP_CIPHER_CTX *idle[VMENC_KEK_IDLE_CTX];
+    unsigned num_idle;
+} vmenc_gcm_pool;
+
 struct vmenc_kek {
     vmenc_secret *secret;  /* VMENC_KEK_BYTES, read-only after creation */
-    /* AES-256-GCM decryption context keyed with this KEK, never used
-     * directly: each unwrap copies it (EVP_CIPHER_CTX_copy reads it only),
-     * so the key schedule is computed once per KEK and the object stays
-     * immutable and shareable between threads. Its key schedule lives in
-     * OpenSSL's heap (cleansed by OpenSSL on free); see
-     * docs/wrapped-key-format.md. */
-    EVP_CIPHER_CTX *gcm_dec;
-    EVP_CIPHER_CTX *gcm_enc;
+    vmenc_gcm_pool dec;    /* for unwrapping */
+    vmenc_gcm_pool enc;    /* for wrapping */
     /* Secure-memory slab that DEKs unwrapped under this KEK come from. */
     vmenc_keyslab_pool *pool;
 };
@@ -70,6 +82,10 @@ VMENC_INTERNAL vmenc_status vmenc_wk_build_aad(const vmenc_wrapped_key *wk, cons
                                                uint8_t *buf, size_t cap, size_t *out_len);
 
 /* key.c */
+/* vmenc_gcm_pool_take returns a keyed context ready for an IV (NULL if out
+ * of memory); give it back with vmenc_gcm_pool_give, success or not. */
+VMENC_INTERNAL EVP_CIPHER_CTX *vmenc_gcm_pool_take(const vmenc_gcm_pool *pool);
+VMENC_INTERNAL void vmenc_gcm_pool_give(const vmenc_gcm_pool *pool, EVP_CIPHER_CTX *ctx);
 VMENC_INTERNAL vmenc_status vmenc_dek_check_bytes(const uint8_t *bytes, size_t len);
 /* vmenc_dek_adopt_slot makes a DEK owning |slot| of |slab| (its first
  * VMENC_DEK_BYTES are the key). On failure the caller still owns the slot. */

@@ -120,7 +120,8 @@ static vmenc_status parse_record(const uint8_t *data, size_t len, vmenc_wrapped_
     vmenc_cbs_init(&cbs, data, len);
     uint8_t version, alg;
     VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &magic, 4), VMENC_E_TRUNCATED);
-    VMENC_ENSURE(vmenc_cbs_mem_equal(&magic, (const uint8_t *)VMENC_WK_MAGIC, 4), VMENC_E_BAD_MAGIC);
+    /* Public bytes: a plain comparison is fine. */
+    VMENC_ENSURE(memcmp(vmenc_cbs_data(&magic), VMENC_WK_MAGIC, 4) == 0, VMENC_E_BAD_MAGIC);
     VMENC_ENSURE(vmenc_cbs_get_u8(&cbs, &version), VMENC_E_TRUNCATED);
     VMENC_ENSURE(version == VMENC_WK_VERSION, VMENC_E_BAD_VERSION);
     VMENC_ENSURE(vmenc_cbs_get_u8(&cbs, &alg), VMENC_E_TRUNCATED);
@@ -211,8 +212,7 @@ vmenc_status vmenc_wrapped_key_parse_text(const char *text, size_t len, vmenc_wr
     vmenc_cbs cbs, prefix;
     vmenc_cbs_init(&cbs, (const uint8_t *)text, len);
     VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &prefix, PREFIX_LEN), VMENC_E_TRUNCATED);
-    VMENC_ENSURE(vmenc_cbs_mem_equal(&prefix, (const uint8_t *)VMENC_WK_TEXT_PREFIX, PREFIX_LEN),
-                 VMENC_E_BAD_MAGIC);
+    VMENC_ENSURE(memcmp(vmenc_cbs_data(&prefix), VMENC_WK_TEXT_PREFIX, PREFIX_LEN) == 0, VMENC_E_BAD_MAGIC);
     const char *b64 = (const char *)vmenc_cbs_data(&cbs);
     size_t b64_len = vmenc_cbs_len(&cbs);
     /* Strict: padded, no whitespace or other characters (ignore = NULL),

@@ -6,7 +6,6 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "policy/policy_internal.h"
@@ -32,7 +31,9 @@ static bool in_sorted(const uint32_t *v, uint32_t n, uint32_t x) {
 void model_effective(const model *m, uint32_t u, uint32_t obj, privset *out) {
     const principal *p = u == INDEX_NONE ? NULL : &m->principals[u];
     bool self = true;
-    for (uint32_t o = obj; o != INDEX_NONE; o = m->objects[o].parent, self = false) {
+    /* After the object itself, jump straight to the ancestors that carry a
+     * propagating permission: the others cannot decide. */
+    for (uint32_t o = obj; o != INDEX_NONE; o = m->objects[o].up, self = false) {
         const object *ob = &m->objects[o];
         bool user_hit = false, group_hit = false;
         privset user_set = {{0}}, group_set = {{0}};
@@ -86,18 +87,51 @@ static vmenc_status resolve_one(const model *m, const char *name, uint32_t *out)
     *out = INDEX_NONE;
     if (name == NULL)
         return VMENC_OK;
-    VMENC_ENSURE(name_valid(name), VMENC_E_INVALID_ARG);
+    /* Every stored name is valid, so a found name needs no validation; an
+     * unknown one is reported as malformed or as absent. */
     *out = model_find_object(m, name);
-    VMENC_ENSURE(*out != INDEX_NONE, VMENC_E_NOT_FOUND);
+    if (*out == INDEX_NONE)
+        return name_valid(name) ? VMENC_E_NOT_FOUND : VMENC_E_INVALID_ARG;
     return VMENC_OK;
 }
 
+enum { F_VM = 1, F_FOLDER = 2, F_HOST = 4, F_POOL = 8, F_DS = 16 };
+
+/* fields_for says which request fields an operation reads, so a check looks
+ * up only those (the others are ignored, documented in docs/policy.md). The
+ * host matters only when the operation needs keys there. */
+static unsigned fields_for(vmenc_policy_op op, uint32_t flags) {
+    const bool enc = flags & VMENC_REQ_VM_ENCRYPTED, tgt = flags & VMENC_REQ_TARGET_ENCRYPTED;
+    switch (op) {
+    case VMENC_OP_ENCRYPT_VM:
+    case VMENC_OP_DECRYPT_VM:
+    case VMENC_OP_REKEY_SHALLOW:
+    case VMENC_OP_REKEY_DEEP: return F_VM | F_HOST;
+    case VMENC_OP_CREATE_VM: return F_FOLDER | F_POOL | F_DS | (tgt ? F_HOST : 0);
+    case VMENC_OP_CLONE_VM: return F_VM | F_FOLDER | F_POOL | F_DS | (enc || tgt ? F_HOST : 0);
+    case VMENC_OP_ADD_DISK: return F_VM | F_DS | (enc ? F_HOST : 0);
+    case VMENC_OP_MIGRATE_VM: return F_VM | F_POOL | F_DS | (enc ? F_HOST : 0);
+    case VMENC_OP_REGISTER_VM: return F_FOLDER | F_POOL | (enc ? F_HOST : 0);
+    case VMENC_OP_REGISTER_HOST: return F_POOL | F_FOLDER;
+    case VMENC_OP_ENABLE_HOST_ENCRYPTION: return F_HOST;
+    case VMENC_OP_POWER_ON:
+    case VMENC_OP_SNAPSHOT: return F_VM | (enc ? F_HOST : 0);
+    case VMENC_OP_CONSOLE:
+    case VMENC_OP_EXPORT_VM:
+    case VMENC_OP_POWER_OFF:
+    case VMENC_OP_EDIT_SETTINGS:
+    case VMENC_OP_VIEW: return F_VM;
+    default: return 0;
+    }
+}
+
 static vmenc_status resolve(const model *m, const vmenc_policy_request *rq, resolved *r) {
-    VMENC_GUARD(resolve_one(m, rq->vm, &r->vm));
-    VMENC_GUARD(resolve_one(m, rq->folder, &r->folder));
-    VMENC_GUARD(resolve_one(m, rq->host, &r->host));
-    VMENC_GUARD(resolve_one(m, rq->pool, &r->pool));
-    VMENC_GUARD(resolve_one(m, rq->datastore, &r->datastore));
+    unsigned f = fields_for(rq->op, rq->flags);
+    VMENC_GUARD(resolve_one(m, f & F_VM ? rq->vm : NULL, &r->vm));
+    VMENC_GUARD(resolve_one(m, f & F_FOLDER ? rq->folder : NULL, &r->folder));
+    VMENC_GUARD(resolve_one(m, f & F_HOST ? rq->host : NULL, &r->host));
+    VMENC_GUARD(resolve_one(m, f & F_POOL ? rq->pool : NULL, &r->pool));
+    VMENC_GUARD(resolve_one(m, f & F_DS ? rq->datastore : NULL, &r->datastore));
     if (r->vm != INDEX_NONE)
         VMENC_ENSURE(m->objects[r->vm].type == VMENC_OBJ_VM, VMENC_E_INVALID_ARG);
     if (r->host != INDEX_NONE)
@@ -295,78 +329,139 @@ static void copy_name(char *dst, const char *src) {
     dst[n] = '\0';
 }
 
-static void decision_reset(vmenc_policy_decision *d) {
-    uint32_t sz = d->struct_size;
-    memset(d, 0, sizeof(*d));
-    d->struct_size = sz;
-    d->missing_privilege = VMENC_PRIV_NONE;
+/* A sentence builder: appends, cuts at the capacity, stays terminated.
+ * Cheaper than snprintf on the hot path (every denial writes a sentence). */
+typedef struct msg {
+    char *buf;
+    size_t len;
+} msg;
+
+static void say(msg *w, const char *s) {
+    size_t n = strnlen(s, VMENC_POLICY_MESSAGE_MAX - 1 - w->len);
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
 }
 
-/* evaluate decides with the lock held and fills |d|. */
-static vmenc_status evaluate(const model *m, const char *who, const vmenc_policy_request *rq,
-                             vmenc_policy_decision *d) {
+static void say_n(msg *w, const char *s, size_t n) {
+    if (n > VMENC_POLICY_MESSAGE_MAX - 1 - w->len)
+        n = VMENC_POLICY_MESSAGE_MAX - 1 - w->len;
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+/* String literals: length known at compile time. */
+#define SAY(w, lit) say_n((w), (lit), sizeof(lit) - 1)
+
+static void say_name(msg *w, const char *s) {
+    SAY(w, "'");
+    say(w, s);
+    SAY(w, "'");
+}
+
+static void decision_reset(vmenc_policy_decision *d) {
+    d->allowed = 0;
+    d->status = VMENC_OK;
+    d->missing_privilege = VMENC_PRIV_NONE;
+    d->missing_object[0] = '\0';
+    d->enable_host_encryption = 0;
+    d->host[0] = '\0';
+    d->message[0] = '\0';
+}
+
+/* prepare resolves the request and lists what it needs; every argument
+ * error is found here, before the decision is touched. */
+static vmenc_status prepare(const model *m, const vmenc_policy_request *rq, needs *r) {
     resolved o;
-    needs r;
     VMENC_GUARD(resolve(m, rq, &o));
-    VMENC_GUARD(requirements(m, rq, &o, &r));
-    const char *opname = vmenc_policy_op_name(rq->op);
+    return requirements(m, rq, &o, r);
+}
+
+static vmenc_status deny(vmenc_policy_decision *d, vmenc_status st) {
+    d->allowed = 0;
+    d->status = st;
+    return st;
+}
+
+/* decide evaluates |r| for |who| with the lock held and fills |d|. */
+static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op, const needs *r,
+                           vmenc_policy_decision *d) {
+    const char *opname = vmenc_policy_op_name(op);
     uint32_t u = model_find_principal(m, who);
-    eff_cache cache = {.n = 0};
+    if (u == INDEX_NONE && !name_valid(who))
+        return VMENC_E_INVALID_ARG;
+    eff_cache cache;
+    cache.n = 0;
+    msg w = {d->message, 0};
 
     decision_reset(d);
-    for (int i = 0; i < r.n; i++) {
-        const privset *s = effective_cached(m, u, r.items[i].obj, &cache);
-        if (!privset_has(s, r.items[i].priv)) {
-            const char *oname = m->objects[r.items[i].obj].name;
-            d->status = VMENC_E_DENIED;
-            d->missing_privilege = (vmenc_policy_privilege)r.items[i].priv;
-            copy_name(d->missing_object, oname);
-            snprintf(d->message, sizeof(d->message),
-                     "denied: %s lacks privilege %s on %s '%s', needed to %s", who,
-                     vmenc_policy_privilege_name(r.items[i].priv),
-                     object_type_name((int)m->objects[r.items[i].obj].type), oname, opname);
-            return VMENC_E_DENIED;
+    for (int i = 0; i < r->n; i++) {
+        const privset *s = effective_cached(m, u, r->items[i].obj, &cache);
+        if (!privset_has(s, r->items[i].priv)) {
+            const object *ob = &m->objects[r->items[i].obj];
+            d->missing_privilege = (vmenc_policy_privilege)r->items[i].priv;
+            copy_name(d->missing_object, ob->name);
+            SAY(&w, "denied: ");
+            say_name(&w, who);
+            SAY(&w, " lacks privilege ");
+            say(&w, vmenc_policy_privilege_name(r->items[i].priv));
+            SAY(&w, " on ");
+            say(&w, object_type_name((int)ob->type));
+            SAY(&w, " ");
+            say_name(&w, ob->name);
+            SAY(&w, ", needed to ");
+            say(&w, opname);
+            return deny(d, VMENC_E_DENIED);
         }
     }
-    if (r.key_host != INDEX_NONE) {
-        const object *h = &m->objects[r.key_host];
-        copy_name(d->host, h->name);
+    if (r->key_host != INDEX_NONE) {
+        const object *h = &m->objects[r->key_host];
         const char *st = vmenc_host_crypto_state_name((int)h->crypto_state);
+        copy_name(d->host, h->name);
         if (h->crypto_state == VMENC_HOST_PENDING_INCAPABLE) {
-            d->status = VMENC_E_HOST_MODE;
-            snprintf(d->message, sizeof(d->message),
-                     "denied: host '%s' is %s (encryption being disabled) and must reboot "
-                     "before it can enter encryption mode again, needed to %s",
-                     h->name, st, opname);
-            return VMENC_E_HOST_MODE;
+            SAY(&w, "denied: host ");
+            say_name(&w, h->name);
+            SAY(&w, " is pendingIncapable (encryption being disabled) and must reboot before "
+                    "it can enter encryption mode again, needed to ");
+            say(&w, opname);
+            return deny(d, VMENC_E_HOST_MODE);
         }
         if (h->crypto_state != VMENC_HOST_SAFE) {
-            const privset *s = effective_cached(m, u, r.key_host, &cache);
+            const privset *s = effective_cached(m, u, r->key_host, &cache);
             if (!privset_has(s, VMENC_PRIV_CRYPTO_REGISTER_HOST)) {
-                d->status = VMENC_E_HOST_MODE;
                 d->missing_privilege = VMENC_PRIV_CRYPTO_REGISTER_HOST;
                 copy_name(d->missing_object, h->name);
-                snprintf(d->message, sizeof(d->message),
-                         "denied: host '%s' is %s, not in encryption mode, and %s lacks "
-                         "privilege Cryptographer.RegisterHost on it to switch it on, needed "
-                         "to %s",
-                         h->name, st, who, opname);
-                return VMENC_E_HOST_MODE;
+                SAY(&w, "denied: host ");
+                say_name(&w, h->name);
+                SAY(&w, " is ");
+                say(&w, st);
+                SAY(&w, ", not in encryption mode, and ");
+                say_name(&w, who);
+                SAY(&w, " lacks privilege Cryptographer.RegisterHost on it to switch it on, "
+                        "needed to ");
+                say(&w, opname);
+                return deny(d, VMENC_E_HOST_MODE);
             }
             d->enable_host_encryption = 1;
             d->allowed = 1;
-            d->status = VMENC_OK;
-            snprintf(d->message, sizeof(d->message),
-                     "allowed: %s may %s; host '%s' is %s and will first be switched to "
-                     "encryption mode (%s holds Cryptographer.RegisterHost on it)",
-                     who, opname, h->name, st, who);
+            SAY(&w, "allowed: ");
+            say_name(&w, who);
+            SAY(&w, " may ");
+            say(&w, opname);
+            SAY(&w, "; host ");
+            say_name(&w, h->name);
+            SAY(&w, " is ");
+            say(&w, st);
+            SAY(&w, " and will first be switched to encryption mode (the principal holds "
+                    "Cryptographer.RegisterHost on it)");
             return VMENC_OK;
         }
     }
     d->allowed = 1;
-    d->status = VMENC_OK;
-    snprintf(d->message, sizeof(d->message), "allowed: %s holds every privilege needed to %s",
-             who, opname);
+    SAY(&w, "allowed: ");
+    say_name(&w, who);
+    SAY(&w, " holds every privilege needed to ");
+    say(&w, opname);
     return VMENC_OK;
 }
 
@@ -376,18 +471,15 @@ vmenc_status vmenc_policy_check(vmenc_policy *policy, const char *who,
     VMENC_ENSURE_REF(policy);
     VMENC_ENSURE_REF(request);
     VMENC_ENSURE_REF(decision);
-    VMENC_ENSURE(name_valid(who), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE_REF(who); /* validated on lookup (decide) */
     VMENC_ENSURE(request->struct_size >= sizeof(vmenc_policy_request), VMENC_E_ABI_VERSION);
     VMENC_ENSURE(decision->struct_size >= sizeof(vmenc_policy_decision), VMENC_E_ABI_VERSION);
-    /* Decide into a local copy so an argument error leaves |decision| as it
-     * was, and no partial decision is ever visible to the caller. */
-    vmenc_policy_decision d;
-    d.struct_size = decision->struct_size;
     VMENC_ENSURE(pthread_rwlock_rdlock(&policy->lock) == 0, VMENC_E_INTERNAL);
-    vmenc_status rv = evaluate(policy->m, who, request, &d);
+    needs r;
+    vmenc_status rv = prepare(policy->m, request, &r);
+    if (rv == VMENC_OK)
+        rv = decide(policy->m, who, request->op, &r, decision);
     pthread_rwlock_unlock(&policy->lock);
-    if (rv == VMENC_OK || rv == VMENC_E_DENIED || rv == VMENC_E_HOST_MODE)
-        memcpy(decision, &d, sizeof(d));
     return rv;
 }
 
@@ -421,27 +513,28 @@ vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const cha
     VMENC_ENSURE(decision->struct_size >= sizeof(vmenc_policy_decision), VMENC_E_ABI_VERSION);
     vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_ENABLE_HOST_ENCRYPTION,
                                .host = host};
-    vmenc_policy_decision d;
-    d.struct_size = decision->struct_size;
     /* Decide and switch under one write lock, so no other writer can change
      * the permissions or the host state in between. */
     VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
-    vmenc_status rv = evaluate(policy->m, who, &rq, &d);
+    needs r;
+    vmenc_status rv = prepare(policy->m, &rq, &r);
+    if (rv == VMENC_OK)
+        rv = decide(policy->m, who, rq.op, &r, decision);
     if (rv == VMENC_OK) {
-        object *h = &policy->m->objects[model_find_object(policy->m, host)];
+        object *h = &policy->m->objects[r.key_host];
         if (h->crypto_state != VMENC_HOST_SAFE) {
             /* incapable -> prepared -> safe, each a legal step. */
             if (h->crypto_state == VMENC_HOST_INCAPABLE)
                 h->crypto_state = VMENC_HOST_PREPARED;
             h->crypto_state = VMENC_HOST_SAFE;
-            snprintf(d.message, sizeof(d.message),
-                     "allowed: host '%s' switched to encryption mode (safe) by %s", host,
-                     who);
+            msg w = {decision->message, 0};
+            SAY(&w, "allowed: host ");
+            say_name(&w, h->name);
+            SAY(&w, " switched to encryption mode (safe) by ");
+            say_name(&w, who);
         }
-        d.enable_host_encryption = 0;
+        decision->enable_host_encryption = 0;
     }
     pthread_rwlock_unlock(&policy->lock);
-    if (rv == VMENC_OK || rv == VMENC_E_DENIED || rv == VMENC_E_HOST_MODE)
-        memcpy(decision, &d, sizeof(d));
     return rv;
 }

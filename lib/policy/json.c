@@ -547,6 +547,11 @@ static vmenc_status load_document(jctx *c, json_object *root) {
     VMENC_GUARD(link_objects(c, inv));
     VMENC_GUARD(load_permissions(c, perms));
     VMENC_GUARD(load_storage_policies(c, sps));
+    /* While loading, parents came after some of their children: link the
+     * permission shortcuts now that the tree is known to be acyclic. */
+    vmenc_status up_rv = model_rebuild_up(c->m);
+    if (up_rv != VMENC_OK)
+        return fail(c, up_rv, "$", 0, "out of memory");
     return VMENC_OK;
 }
 
@@ -656,8 +661,11 @@ vmenc_status policy_json_parse(const uint8_t *json, size_t json_len, vmenc_polic
         if (rv != VMENC_OK)
             rv = fail(&c, rv, "$", 0, "out of memory");
     }
-    if (rv == VMENC_OK)
+    if (rv == VMENC_OK) {
+        c.m->defer_up = true;
         rv = load_document(&c, root);
+        c.m->defer_up = false;
+    }
     json_object_put(root);
     if (rv != VMENC_OK) {
         model_free(c.m);

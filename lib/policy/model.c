@@ -70,7 +70,7 @@ static uint64_t str_hash(const strmap *sm, const char *key, size_t len) {
 static vmenc_status strmap_init(strmap *sm) {
     memset(sm, 0, sizeof(*sm));
     sm->cap = 16;
-    sm->slots = calloc(sm->cap, sizeof(uint32_t));
+    sm->slots = calloc(sm->cap, sizeof(strmap_slot));
     VMENC_ENSURE(sm->slots != NULL, VMENC_E_NOMEM);
     randombytes_buf(sm->key, sizeof(sm->key));
     return VMENC_OK;
@@ -94,35 +94,61 @@ static name_at_fn map_names(const model *m, const strmap *sm) {
     return sp_name_at;
 }
 
+/* The load factor stays at or below 1/2, so probe runs are short. Keys
+ * longer than any name are never found (and never hashed past the limit). */
 static uint32_t strmap_find(const model *m, const strmap *sm, const char *key) {
-    name_at_fn at = map_names(m, sm);
-    size_t len = strlen(key);
-    uint32_t mask = sm->cap - 1;
-    uint32_t i = (uint32_t)str_hash(sm, key, len) & mask;
-    for (;;) {
-        uint32_t s = sm->slots[i];
-        if (s == 0)
+    (void)m;
+    size_t len = strnlen(key, VMENC_POLICY_NAME_MAX + 1);
+    if (len > VMENC_POLICY_NAME_MAX)
+        return INDEX_NONE;
+    uint64_t h = str_hash(sm, key, len);
+    uint32_t mask = sm->cap - 1, tag = (uint32_t)(h >> 32);
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        const strmap_slot *s = &sm->slots[i];
+        if (s->idx1 == 0)
             return INDEX_NONE;
-        if (strcmp(at(m, s - 1), key) == 0)
-            return s - 1;
-        i = (i + 1) & mask;
+        if (s->tag != tag)
+            continue;
+        if (len <= STRMAP_HEAD) {
+            if (s->len == len && memcmp(s->head, key, len) == 0)
+                return s->idx1 - 1;
+        } else if (s->len == 0xff && strcmp(s->name, key) == 0) {
+            return s->idx1 - 1;
+        }
+    }
+}
+
+static void slot_put(strmap_slot *slots, uint32_t cap, uint64_t h, uint32_t idx1,
+                     const char *name) {
+    uint32_t i = (uint32_t)h & (cap - 1);
+    while (slots[i].idx1 != 0)
+        i = (i + 1) & (cap - 1);
+    strmap_slot *s = &slots[i];
+    size_t len = strlen(name);
+    s->idx1 = idx1;
+    s->tag = (uint32_t)(h >> 32);
+    s->name = name;
+    memset(s->head, 0, sizeof(s->head));
+    if (len <= STRMAP_HEAD) {
+        memcpy(s->head, name, len);
+        s->len = (uint8_t)len;
+    } else {
+        s->len = 0xff;
     }
 }
 
 static vmenc_status strmap_grow(const model *m, strmap *sm) {
     name_at_fn at = map_names(m, sm);
+    VMENC_ENSURE(sm->cap <= UINT32_MAX / 2, VMENC_E_LIMIT);
     uint32_t ncap = sm->cap * 2;
-    uint32_t *ns = calloc(ncap, sizeof(uint32_t));
+    strmap_slot *ns = calloc(ncap, sizeof(strmap_slot));
     VMENC_ENSURE(ns != NULL, VMENC_E_NOMEM);
     for (uint32_t k = 0; k < sm->cap; k++) {
-        uint32_t s = sm->slots[k];
+        uint32_t s = sm->slots[k].idx1;
         if (s == 0)
             continue;
         const char *name = at(m, s - 1);
-        uint32_t i = (uint32_t)str_hash(sm, name, strlen(name)) & (ncap - 1);
-        while (ns[i] != 0)
-            i = (i + 1) & (ncap - 1);
-        ns[i] = s;
+        slot_put(ns, ncap, str_hash(sm, name, strlen(name)), s, name);
     }
     free(sm->slots);
     sm->slots = ns;
@@ -133,13 +159,10 @@ static vmenc_status strmap_grow(const model *m, strmap *sm) {
 /* strmap_insert records that entity |idx| (whose name the entity already
  * holds) is found under |key|. The caller has checked the key is absent. */
 static vmenc_status strmap_insert(const model *m, strmap *sm, const char *key, uint32_t idx) {
-    if ((uint64_t)(sm->count + 1) * 4 > (uint64_t)sm->cap * 3)
+    if ((uint64_t)(sm->count + 1) * 2 > sm->cap)
         VMENC_GUARD(strmap_grow(m, sm));
-    uint32_t mask = sm->cap - 1;
-    uint32_t i = (uint32_t)str_hash(sm, key, strlen(key)) & mask;
-    while (sm->slots[i] != 0)
-        i = (i + 1) & mask;
-    sm->slots[i] = idx + 1;
+    const char *name = map_names(m, sm)(m, idx);
+    slot_put(sm->slots, sm->cap, str_hash(sm, key, strlen(key)), idx + 1, name);
     sm->count++;
     return VMENC_OK;
 }
@@ -305,6 +328,8 @@ vmenc_status model_add_object(model *m, const char *name, vmenc_policy_object_ty
     VMENC_ENSURE(o->name != NULL, VMENC_E_NOMEM);
     o->type = type;
     o->parent = parent;
+    o->up = parent == INDEX_NONE ? INDEX_NONE
+            : m->objects[parent].num_prop ? parent : m->objects[parent].up;
     o->host = INDEX_NONE;
     o->encrypted = false;
     o->crypto_state = VMENC_HOST_INCAPABLE;
@@ -323,19 +348,69 @@ vmenc_status model_add_object(model *m, const char *name, vmenc_policy_object_ty
 vmenc_status model_set_perm(model *m, uint32_t obj, uint32_t principal_idx, uint32_t role_idx,
                             bool propagate, bool replace) {
     object *o = &m->objects[obj];
+    const uint32_t prop_before = o->num_prop;
+    perm *e = NULL;
+    perm saved;
     for (uint32_t i = 0; i < o->num_perms; i++) {
         if (o->perms[i].principal == principal_idx) {
             VMENC_ENSURE(replace, VMENC_E_EXISTS);
-            o->perms[i].role = role_idx;
-            o->perms[i].propagate = propagate;
-            return VMENC_OK;
+            e = &o->perms[i];
+            saved = *e;
+            o->num_prop -= e->propagate;
+            break;
         }
     }
-    VMENC_ENSURE(m->num_perms_total < VMENC_POLICY_MAX_PERMISSIONS, VMENC_E_LIMIT);
-    VMENC_GUARD(grow((void **)&o->perms, &o->cap_perms, o->num_perms + 1, sizeof(perm)));
-    o->perms[o->num_perms++] = (perm){.principal = principal_idx, .role = role_idx,
-                                      .propagate = propagate};
-    m->num_perms_total++;
+    if (e == NULL) {
+        VMENC_ENSURE(m->num_perms_total < VMENC_POLICY_MAX_PERMISSIONS, VMENC_E_LIMIT);
+        VMENC_GUARD(grow((void **)&o->perms, &o->cap_perms, o->num_perms + 1, sizeof(perm)));
+        e = &o->perms[o->num_perms++];
+        m->num_perms_total++;
+        saved = (perm){.principal = INDEX_NONE};
+    }
+    *e = (perm){.principal = principal_idx, .role = role_idx, .propagate = propagate};
+    o->num_prop += propagate;
+    if (!m->defer_up && (prop_before == 0) != (o->num_prop == 0)) {
+        vmenc_status rv = model_rebuild_up(m);
+        if (rv != VMENC_OK) {
+            /* Undo, so the links and the permissions stay consistent. */
+            o->num_prop = prop_before;
+            if (saved.principal == INDEX_NONE) {
+                o->num_perms--;
+                m->num_perms_total--;
+            } else {
+                *e = saved;
+            }
+            return rv;
+        }
+    }
+    return VMENC_OK;
+}
+
+vmenc_status model_rebuild_up(model *m) {
+    uint32_t n = m->num_objects;
+    uint8_t *done = calloc(n ? n : 1, 1);
+    uint32_t *stack = malloc((size_t)(n ? n : 1) * sizeof(uint32_t));
+    if (done == NULL || stack == NULL) {
+        free(done);
+        free(stack);
+        return VMENC_E_NOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = 0, x = i;
+        while (x != INDEX_NONE && !done[x]) {
+            stack[len++] = x;
+            x = m->objects[x].parent;
+        }
+        while (len > 0) { /* parents before children */
+            object *o = &m->objects[stack[--len]];
+            uint32_t p = o->parent;
+            o->up = p == INDEX_NONE ? INDEX_NONE
+                    : m->objects[p].num_prop ? p : m->objects[p].up;
+            done[o - m->objects] = 1;
+        }
+    }
+    free(done);
+    free(stack);
     return VMENC_OK;
 }
 

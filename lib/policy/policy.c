@@ -211,6 +211,19 @@ static vmenc_status do_revoke(model *m, const char *principal_name, const char *
     object *ob = &m->objects[o];
     for (uint32_t i = 0; i < ob->num_perms; i++) {
         if (ob->perms[i].principal == p) {
+            perm gone = ob->perms[i];
+            if (gone.propagate && ob->num_prop == 1) {
+                /* The last propagating permission: descendants' |up| links
+                 * change. Relink first so a failure changes nothing. */
+                ob->num_prop = 0;
+                vmenc_status rv = model_rebuild_up(m);
+                if (rv != VMENC_OK) {
+                    ob->num_prop = 1;
+                    return rv;
+                }
+            } else {
+                ob->num_prop -= gone.propagate;
+            }
             /* Keep the order of the others (canonical saves). */
             memmove(&ob->perms[i], &ob->perms[i + 1], (ob->num_perms - i - 1) * sizeof(perm));
             ob->num_perms--;

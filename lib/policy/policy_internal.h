@@ -32,8 +32,19 @@ static inline void privset_union(privset *d, const privset *s) {
 }
 
 /* ---- string -> index map (open addressing, SipHash with a random key) -- */
+/* 32 bytes: two slots per cache line, and a short name is compared in the
+ * slot itself, so a lookup usually touches one line. */
+#define STRMAP_HEAD 15
+typedef struct strmap_slot {
+    uint32_t idx1;     /* index+1, 0 = empty */
+    uint32_t tag;      /* high hash bits: most mismatches skip the compare */
+    const char *name;  /* the entity's name (owned by the entity) */
+    char head[STRMAP_HEAD]; /* the name, NUL-padded, if it is that short */
+    uint8_t len;       /* its length if <= STRMAP_HEAD, else 0xff */
+} strmap_slot;
+
 typedef struct strmap {
-    uint32_t *slots;   /* index+1, 0 = empty */
+    strmap_slot *slots;
     uint32_t cap;      /* power of two */
     uint32_t count;
     uint8_t key[16];
@@ -52,8 +63,12 @@ typedef struct object {
     char *name;
     vmenc_policy_object_type type;
     uint32_t parent;         /* INDEX_NONE for the root */
+    uint32_t up;             /* nearest strict ancestor with a propagating
+                                permission, or INDEX_NONE: checks skip the
+                                ancestors that cannot matter */
     perm *perms;             /* permissions set on this object */
     uint32_t num_perms, cap_perms;
+    uint32_t num_prop;       /* how many of them propagate */
     /* VMs */
     uint32_t host;           /* INDEX_NONE: not registered on a host */
     bool encrypted;
@@ -97,6 +112,7 @@ typedef struct model {
     uint32_t num_perms_total;
     uint32_t num_members_total;
     uint32_t root;
+    bool defer_up;           /* loading: |up| links are built once at the end */
     strmap obj_map, principal_map, role_map, sp_map;
 } model;
 
@@ -150,6 +166,9 @@ VMENC_INTERNAL vmenc_status model_validate_spec(const vmenc_storage_policy_spec 
  * on the cycle. */
 VMENC_INTERNAL vmenc_status model_rebuild_groups(model *m, uint32_t *cycle_group);
 VMENC_INTERNAL uint32_t model_encrypted_vms_on(const model *m, uint32_t host);
+/* model_rebuild_up recomputes every object's |up| link; the parent links
+ * must be acyclic. VMENC_E_NOMEM leaves the links as they were. */
+VMENC_INTERNAL vmenc_status model_rebuild_up(model *m);
 
 /* check.c */
 VMENC_INTERNAL void model_effective(const model *m, uint32_t principal, uint32_t object,

@@ -1,0 +1,68 @@
+/*
+ * lib/kms/kmip/kmip_conn.h - one KMIP connection: TCP with non-blocking
+ * sockets and poll() for every step (connect, handshake, write, read), so a
+ * deadline bounds each request; TLS 1.2+ through OpenSSL with memory BIOs
+ * (we do the socket I/O ourselves: MSG_NOSIGNAL, no SIGPIPE in the host
+ * process); server certificate chain and name verified; client certificate
+ * presented.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#ifndef VMENC_LIB_KMS_KMIP_CONN_H
+#define VMENC_LIB_KMS_KMIP_CONN_H
+
+#include <openssl/ssl.h>
+
+#include "core/internal.h"
+
+typedef struct vmenc_kmip_conn {
+    int fd;                 /* -1 when closed */
+    SSL *ssl;
+    int alert;              /* last TLS alert received from the peer, -1 none */
+    bool cert_requested;    /* server asked for a client certificate we lack */
+    uint32_t num_requests;  /* requests completed on this connection */
+} vmenc_kmip_conn;
+
+/* vmenc_kmip_tls_ctx_new builds the client SSL_CTX: TLS 1.2 minimum, peer
+ * verification against |ca_file| (NULL: the system trust store), client
+ * certificate chain |cert_file| and key |key_file| (PEM; NULL: none) whose
+ * passphrase, if any, is |pass| (|pass_len| bytes). Errors: VMENC_E_IO
+ * (unreadable file), VMENC_E_INVALID_ARG (key does not match certificate),
+ * VMENC_E_KMS_TLS, VMENC_E_NOMEM. */
+VMENC_INTERNAL vmenc_status vmenc_kmip_tls_ctx_new(const char *ca_file, const char *cert_file,
+                                                   const char *key_file, const uint8_t *pass,
+                                                   size_t pass_len, SSL_CTX **out);
+
+VMENC_INTERNAL void vmenc_kmip_conn_init(vmenc_kmip_conn *c);
+
+/* vmenc_kmip_conn_open connects to |host|:|port| and completes the TLS
+ * handshake verifying |server_name| (an IP literal is checked against IP
+ * SANs, anything else against DNS names) before |deadline_ms| (monotonic).
+ * Errors: VMENC_E_KMS_UNAVAILABLE (resolve/connect failed),
+ * VMENC_E_KMS_TIMEOUT, VMENC_E_KMS_CERT_VERIFY, VMENC_E_KMS_NAME_MISMATCH,
+ * VMENC_E_KMS_AUTH (server refused our certificate or we have none),
+ * VMENC_E_KMS_TLS, VMENC_E_NOMEM. On failure |c| is closed. */
+VMENC_INTERNAL vmenc_status vmenc_kmip_conn_open(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *host,
+                                                 uint16_t port, const char *server_name,
+                                                 uint64_t deadline_ms);
+
+/* vmenc_kmip_conn_roundtrip sends |req| and reads one whole TTLV message
+ * (at most VMENC_TTLV_MAX_MESSAGE bytes) into |*out| in secure memory
+ * (release with vmenc_secure_free, which wipes). |*out_got_bytes| tells
+ * whether any response byte arrived (a request that failed before may be
+ * retried on a new connection). Errors: VMENC_E_KMS_UNAVAILABLE (peer
+ * closed/reset), VMENC_E_KMS_TIMEOUT, VMENC_E_KMS_TLS, VMENC_E_KMS_PROTOCOL
+ * (not a TTLV message or too large), VMENC_E_NOMEM. After any error the
+ * stream is out of step: close the connection. */
+VMENC_INTERNAL vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, size_t req_len,
+                                                      uint64_t deadline_ms, uint8_t **out, size_t *out_len,
+                                                      bool *out_got_bytes);
+
+/* vmenc_kmip_conn_is_open / _is_stale: a connection the peer has closed
+ * (readable with EOF, or error) is stale and should be reopened before use. */
+VMENC_INTERNAL bool vmenc_kmip_conn_is_open(const vmenc_kmip_conn *c);
+VMENC_INTERNAL bool vmenc_kmip_conn_is_stale(const vmenc_kmip_conn *c);
+
+VMENC_INTERNAL void vmenc_kmip_conn_close(vmenc_kmip_conn *c);
+
+#endif /* VMENC_LIB_KMS_KMIP_CONN_H */
