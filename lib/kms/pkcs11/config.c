@@ -4,6 +4,7 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,10 +15,15 @@
 
 /* The value of option |key| if |opt| is "key=value", else NULL. */
 static const char *option_value(const char *opt, const char *key) {
+    vmenc_cbs c;
+    vmenc_cbs_init(&c, (const uint8_t *)opt, strlen(opt));
     size_t n = strlen(key);
-    if (strncmp(opt, key, n) == 0 && opt[n] == '=')
-        return opt + n + 1;
-    return NULL;
+    uint8_t eq;
+    if (vmenc_cbs_len(&c) <= n || memcmp(vmenc_cbs_data(&c), key, n) != 0)
+        return NULL;
+    if (!vmenc_cbs_skip(&c, n) || !vmenc_cbs_get_u8(&c, &eq) || eq != '=')
+        return NULL;
+    return (const char *)vmenc_cbs_data(&c);
 }
 
 static vmenc_status parse_bool(const char *v, bool *out) {
@@ -32,16 +38,23 @@ static vmenc_status parse_bool(const char *v, bool *out) {
     return VMENC_E_INVALID_ARG;
 }
 
+static const struct {
+    vmenc_kms_wrap_mech mech;
+    const char *name;
+} k_mechs[] = {
+    {VMENC_KMS_WRAP_AES_KWP, "kwp"},
+    {VMENC_KMS_WRAP_AES_KW, "kw"},
+    {VMENC_KMS_WRAP_AES_GCM, "gcm"},
+};
+
 static vmenc_status parse_mech(const char *v, vmenc_kms_wrap_mech *out) {
-    if (strcmp(v, "kwp") == 0)
-        *out = VMENC_KMS_WRAP_AES_KWP;
-    else if (strcmp(v, "kw") == 0)
-        *out = VMENC_KMS_WRAP_AES_KW;
-    else if (strcmp(v, "gcm") == 0)
-        *out = VMENC_KMS_WRAP_AES_GCM;
-    else
-        return VMENC_E_INVALID_ARG;
-    return VMENC_OK;
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(k_mechs); i++) {
+        if (strcmp(v, k_mechs[i].name) == 0) {
+            *out = k_mechs[i].mech;
+            return VMENC_OK;
+        }
+    }
+    return VMENC_E_INVALID_ARG;
 }
 
 static vmenc_status parse_sessions(const char *v, uint32_t *out) {
@@ -61,24 +74,18 @@ static const char *const option_names[OPT_COUNT] = {
     "token_label", "mechanism", "key_label", "max_sessions", "forget_pin", "allow_extractable_kek",
 };
 
-vmenc_status vmenc_pkcs11_provider_new_from_endpoint(const vmenc_kms_endpoint_config *cfg,
-                                                     vmenc_kms_provider **out) {
-    VMENC_ENSURE_REF(cfg);
+vmenc_status vmenc_p11_parse_options(const char *const *options, vmenc_pkcs11_config *out) {
     VMENC_ENSURE_REF(out);
-    VMENC_ENSURE(cfg->struct_size >= sizeof(vmenc_kms_endpoint_config), VMENC_E_ABI_VERSION);
-    VMENC_ENSURE(cfg->type == NULL || strcmp(cfg->type, "pkcs11") == 0, VMENC_E_INVALID_ARG);
-
-    vmenc_pkcs11_config pc;
-    memset(&pc, 0, sizeof(pc));
-    pc.struct_size = sizeof(pc);
-    pc.module_path = cfg->address;
-    pc.pin = cfg->secret;
-    pc.pin_len = cfg->secret_len;
-
+    vmenc_pkcs11_config pc = *out;
+    pc.token_label = NULL;
+    pc.mechanism = 0;
+    pc.key_label = NULL;
+    pc.max_sessions = 0;
+    pc.flags = 0;
     bool seen[OPT_COUNT] = {false};
-    for (size_t i = 0; cfg->options != NULL && cfg->options[i] != NULL; i++) {
+    for (size_t i = 0; options != NULL && options[i] != NULL; i++) {
         VMENC_ENSURE(i < MAX_OPTIONS, VMENC_E_INVALID_ARG);
-        const char *opt = cfg->options[i];
+        const char *opt = options[i];
         const char *v = NULL;
         int which = -1;
         for (int k = 0; k < OPT_COUNT && v == NULL; k++) {
@@ -117,6 +124,49 @@ vmenc_status vmenc_pkcs11_provider_new_from_endpoint(const vmenc_kms_endpoint_co
         }
     }
     VMENC_ENSURE(seen[OPT_TOKEN], VMENC_E_INVALID_ARG);
+    *out = pc;
+    return VMENC_OK;
+}
+
+static void add_option(vmenc_cbb *out, const char *key, const char *value) {
+    vmenc_cbb_add_bytes(out, (const uint8_t *)key, strlen(key));
+    vmenc_cbb_add_u8(out, '=');
+    vmenc_cbb_add_bytes(out, (const uint8_t *)value, strlen(value));
+    vmenc_cbb_add_u8(out, 0);
+}
+
+void vmenc_p11_format_options(const vmenc_pkcs11_config *pc, vmenc_cbb *out) {
+    if (pc->token_label != NULL)
+        add_option(out, option_names[OPT_TOKEN], pc->token_label);
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(k_mechs); i++)
+        if (pc->mechanism == k_mechs[i].mech)
+            add_option(out, option_names[OPT_MECH], k_mechs[i].name);
+    if (pc->key_label != NULL)
+        add_option(out, option_names[OPT_KEY_LABEL], pc->key_label);
+    if (pc->max_sessions != 0) {
+        char n[16];
+        snprintf(n, sizeof(n), "%u", (unsigned)pc->max_sessions);
+        add_option(out, option_names[OPT_SESSIONS], n);
+    }
+    if (pc->flags & VMENC_PKCS11_FORGET_PIN)
+        add_option(out, option_names[OPT_FORGET], "1");
+    if (pc->flags & VMENC_PKCS11_ALLOW_EXTRACTABLE_KEK)
+        add_option(out, option_names[OPT_EXTRACTABLE], "1");
+}
+
+vmenc_status vmenc_pkcs11_provider_new_from_endpoint(const vmenc_kms_endpoint_config *cfg,
+                                                     vmenc_kms_provider **out) {
+    VMENC_ENSURE_REF(cfg);
+    VMENC_ENSURE_REF(out);
+    VMENC_ENSURE(cfg->struct_size >= sizeof(vmenc_kms_endpoint_config), VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(cfg->type == NULL || strcmp(cfg->type, "pkcs11") == 0, VMENC_E_INVALID_ARG);
+    vmenc_pkcs11_config pc;
+    memset(&pc, 0, sizeof(pc));
+    pc.struct_size = sizeof(pc);
+    pc.module_path = cfg->address;
+    pc.pin = cfg->secret;
+    pc.pin_len = cfg->secret_len;
+    VMENC_GUARD(vmenc_p11_parse_options(cfg->options, &pc));
     return vmenc_pkcs11_provider_new(&pc, out);
 }
 

@@ -38,9 +38,6 @@
 
 #define DEFAULT_KEY_LABEL "vmenc-kek"
 #define KEY_LABEL_MAX 255u
-#define KEY_ID_PREFIX "id:"
-#define LABEL_PREFIX "label:"
-#define CKA_ID_MAX 64u
 #define GCM_IV_BYTES 12u
 #define GCM_TAG_BYTES 16u
 #define MAX_ATTEMPTS 2
@@ -85,59 +82,20 @@ static bool is_session_lost(ck_rv_t rv) {
     return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED || rv == CKR_USER_NOT_LOGGED_IN;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* A parsed KEK ID: which attribute to match and its bytes. */
-typedef struct kek_ref {
-    ck_attribute_type_t attr; /* CKA_ID or CKA_LABEL */
-    uint8_t id[CKA_ID_MAX];
-    const char *label;
-    size_t len;
-} kek_ref;
+typedef vmenc_p11_key_ref kek_ref;
 
 static vmenc_status parse_key_id(const char *key_id, kek_ref *out) {
     VMENC_ENSURE_REF(key_id);
-    size_t n = strnlen(key_id, VMENC_KEY_ID_MAX + 1);
-    VMENC_ENSURE(n > 0 && n <= VMENC_KEY_ID_MAX, VMENC_E_INVALID_ARG);
-    if (strncmp(key_id, KEY_ID_PREFIX, strlen(KEY_ID_PREFIX)) == 0) {
-        const char *hex = key_id + strlen(KEY_ID_PREFIX);
-        size_t hl = n - strlen(KEY_ID_PREFIX);
-        VMENC_ENSURE(hl >= 2 && hl % 2 == 0 && hl / 2 <= CKA_ID_MAX, VMENC_E_INVALID_ARG);
-        for (size_t i = 0; i < hl / 2; i++) {
-            int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-            VMENC_ENSURE(hi >= 0 && lo >= 0, VMENC_E_INVALID_ARG);
-            out->id[i] = (uint8_t)(hi << 4 | lo);
-        }
-        out->attr = CKA_ID;
-        out->len = hl / 2;
-        out->label = NULL;
-        return VMENC_OK;
-    }
-    const char *label = key_id;
-    if (strncmp(key_id, LABEL_PREFIX, strlen(LABEL_PREFIX)) == 0)
-        label += strlen(LABEL_PREFIX);
-    VMENC_ENSURE(label[0] != '\0', VMENC_E_INVALID_ARG);
-    out->attr = CKA_LABEL;
-    out->label = label;
-    out->len = strlen(label);
-    return VMENC_OK;
+    return vmenc_p11_parse_key_id((const uint8_t *)key_id, strnlen(key_id, VMENC_KEY_ID_MAX + 1), out);
 }
 
-/* A label for a new KEK: one that reads as "id:..." or "label:..." could
- * never be found again by that same string. */
+/* A label for a new KEK must be found again by that very string: it parses
+ * as a label, to itself (so no "id:" or "label:" prefix). */
 static vmenc_status check_key_label(const char *label) {
-    size_t n = strnlen(label, KEY_LABEL_MAX + 1);
-    VMENC_ENSURE(n > 0 && n <= KEY_LABEL_MAX, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(strncmp(label, KEY_ID_PREFIX, strlen(KEY_ID_PREFIX)) != 0, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(strncmp(label, LABEL_PREFIX, strlen(LABEL_PREFIX)) != 0, VMENC_E_INVALID_ARG);
+    kek_ref ref;
+    VMENC_GUARD(parse_key_id(label, &ref));
+    VMENC_ENSURE(!ref.by_id && ref.len == strlen(label) && memcmp(ref.bytes, label, ref.len) == 0,
+                 VMENC_E_INVALID_ARG);
     return VMENC_OK;
 }
 
@@ -307,7 +265,7 @@ static vmenc_status find_kek(pkcs11_provider *pp, ck_session_handle_t s, const k
     struct ck_attribute tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {ref->attr, ref->attr == CKA_ID ? (void *)ref->id : (void *)ref->label, ref->len},
+        {ref->by_id ? CKA_ID : CKA_LABEL, (void *)ref->bytes, ref->len},
     };
     *rv = pp->fl->C_FindObjectsInit(s, tmpl, VMENC_ARRAY_LEN(tmpl));
     if (*rv != CKR_OK)
@@ -389,7 +347,7 @@ static vmenc_status pkcs11_create_kek(vmenc_kms_provider *p, const char *name, u
     pkcs11_provider *pp = from_base(p);
     VMENC_ENSURE_REF(pp);
     VMENC_ENSURE_REF(out_id);
-    const size_t id_chars = strlen(KEY_ID_PREFIX) + 2 * VMENC_PKCS11_KEY_ID_BYTES;
+    const size_t id_chars = 3 + 2 * VMENC_PKCS11_KEY_ID_BYTES; /* "id:" + hex */
     VMENC_ENSURE(out_id_cap > id_chars, VMENC_E_BUFFER_TOO_SMALL);
     create_arg a;
     a.label = name != NULL ? name : pp->key_label;
@@ -397,14 +355,17 @@ static vmenc_status pkcs11_create_kek(vmenc_kms_provider *p, const char *name, u
     VMENC_GUARD(vmenc_random_bytes(a.id, sizeof(a.id)));
     VMENC_GUARD(run_op(pp, timeout_ms, op_create, &a));
 
-    static const char hex[] = "0123456789abcdef";
+    kek_ref ref;
+    memset(&ref, 0, sizeof(ref));
+    ref.by_id = true;
+    memcpy(ref.bytes, a.id, sizeof(a.id));
+    ref.len = sizeof(a.id);
     char id[64];
-    memcpy(id, KEY_ID_PREFIX, strlen(KEY_ID_PREFIX));
-    for (size_t i = 0; i < sizeof(a.id); i++) {
-        id[strlen(KEY_ID_PREFIX) + 2 * i] = hex[a.id[i] >> 4];
-        id[strlen(KEY_ID_PREFIX) + 2 * i + 1] = hex[a.id[i] & 15];
-    }
-    id[id_chars] = '\0';
+    vmenc_cbb cbb;
+    vmenc_cbb_init_fixed(&cbb, (uint8_t *)id, sizeof(id));
+    vmenc_p11_format_key_id(&ref, &cbb);
+    vmenc_cbb_add_u8(&cbb, 0);
+    VMENC_ENSURE(vmenc_cbb_ok(&cbb) && cbb.len == id_chars + 1, VMENC_E_INTERNAL);
     memcpy(out_id, id, id_chars + 1);
     return VMENC_OK;
 }
