@@ -6,14 +6,20 @@
  * serialised again; the bytes must be the line itself (the parser accepts
  * only the canonical form), and parsing them again must give an equal
  * record. Oracle 2: the verifier, run over the whole input as a log under a
- * fixed key, must return a verdict consistent with its own report. abort()
+ * fixed key, must return a verdict consistent with its own report, and the
+ * same verdict reading the input from a file (memfd) as from memory: the two
+ * read paths differ (a bounded pread buffer vs direct access). abort()
  * on any mismatch. The corpus holds logs made under that same key, so
  * mutations get past the hash and reach the chain checks.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "audit/record.h"
 #include "core/internal.h"
@@ -83,5 +89,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     default:
         abort(); /* no resource errors expected on a buffer */
     }
+
+    /* The file path must agree. */
+    int fd = memfd_create("audit_log_fuzz", MFD_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t done = 0;
+    while (done < size) {
+        ssize_t n = write(fd, data + done, size - done);
+        if (n <= 0)
+            abort();
+        done += (size_t)n;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    const char *paths[] = {path};
+    vmenc_audit_verify_result fres;
+    memset(&fres, 0, sizeof(fres));
+    fres.struct_size = sizeof(fres);
+    vmenc_status fs = vmenc_audit_verify_files(&o, paths, 1, &fres);
+    close(fd);
+    if (fs != s || memcmp(&fres, &res, sizeof(res)) != 0)
+        abort();
     return 0;
 }

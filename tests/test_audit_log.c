@@ -201,6 +201,17 @@ static void test_open_options(void **state) {
     o = lopts(bad, VMENC_AUDIT_FSYNC_EVERY, 0);
     assert_int_equal(vmenc_audit_log_open(&o, &log), VMENC_E_IO);
     assert_ptr_equal(log, (vmenc_audit_log *)0x1); /* untouched on failure */
+    char link[400], target[400];
+    snprintf(link, sizeof(link), "%s/link.log", f->dir);
+    snprintf(target, sizeof(target), "%s/target.log", f->dir);
+    assert_int_equal(symlink(target, link), 0);
+    o = lopts(link, VMENC_AUDIT_FSYNC_EVERY, 0);
+    assert_int_equal(vmenc_audit_log_open(&o, &log), VMENC_E_IO); /* dangling link */
+    append_raw(target, "", 0);
+    assert_int_equal(vmenc_audit_log_open(&o, &log), VMENC_E_IO); /* link to a file */
+    assert_ptr_equal(log, (vmenc_audit_log *)0x1);
+    unlink(link);
+    unlink(target);
     assert_int_equal(access(f->path, F_OK), -1);   /* nothing created */
     vmenc_audit_log_free(NULL);
 

@@ -23,6 +23,11 @@
  * sequence of rotated files) and reports the first record that was edited,
  * deleted, reordered, inserted or duplicated, and a log cut short.
  *
+ * Thread safety: a vmenc_audit dispatcher and a vmenc_audit_log may be used
+ * from any number of threads at once, except their _free functions, which
+ * must not race with other calls on the same object. The verifier and the
+ * event helpers keep no state.
+ *
  * The file format is described in docs/audit.md.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
@@ -159,7 +164,8 @@ typedef struct vmenc_audit_log_options {
  * chain: it reads the last record, checks it under the key, and continues
  * its sequence number and hash. The file is locked (flock, exclusive) for as
  * long as the log is open, so a second writer, in this process or another,
- * gets VMENC_E_LOCKED.
+ * gets VMENC_E_LOCKED. The last path component must not be a symbolic link
+ * (O_NOFOLLOW: VMENC_E_IO), so a planted link cannot redirect the log.
  *
  * Fails with VMENC_E_INVALID_ARG / VMENC_E_ABI_VERSION (bad options),
  * VMENC_E_IO (open/read/lock failed), VMENC_E_LOCKED, VMENC_E_INTERRUPTED

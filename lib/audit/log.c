@@ -109,10 +109,12 @@ static vmenc_status sync_dir(const char *path) {
  * exclusive flock and reports whether the file was created. */
 static vmenc_status open_locked(const char *path, int *out_fd, bool *out_created) {
     bool created = true;
+    /* O_EXCL with O_CREAT never follows a final symlink; O_NOFOLLOW makes
+     * the reopen of an existing file refuse one too. */
     int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST) {
         created = false;
-        fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+        fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
     }
     VMENC_ENSURE(fd >= 0, io_status(errno));
     struct stat st;

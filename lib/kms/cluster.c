@@ -438,9 +438,12 @@ vmenc_status vmenc_kms_cluster_check_health(vmenc_kms_cluster *c, uint32_t timeo
         if (i > 0 && now >= deadline)
             break;
         vmenc_status st = vmenc_kms_provider_health(prov[i], now >= deadline ? 0 : (uint32_t)(deadline - now));
-        pthread_mutex_lock(&c->mu);
-        record(c, c->eps[i], st, now_ms(c));
-        pthread_mutex_unlock(&c->mu);
+        /* A provider that cannot say (no health member) keeps its state. */
+        if (st != VMENC_E_UNIMPLEMENTED) {
+            pthread_mutex_lock(&c->mu);
+            record(c, c->eps[i], st, now_ms(c));
+            pthread_mutex_unlock(&c->mu);
+        }
         healthy += st == VMENC_OK;
     }
     if (out_num_healthy != NULL)
