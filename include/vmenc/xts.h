@@ -55,8 +55,10 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_new_impl(const uint8_t *key, s
  * from |in| to |out|, the first sector numbered |first_sector|; sector numbers
  * count up and wrap modulo 2^64. |in| == |out| (in place) and unaligned
  * buffers are allowed; partial overlap is not. Fails with VMENC_E_INVALID_ARG
- * or VMENC_E_BAD_LENGTH; |out| is then unspecified but |in| is untouched
- * unless in == out. */
+ * (NULL pointer, partly overlapping buffers) or VMENC_E_BAD_LENGTH, checked
+ * before anything is written; the "portable" backend can also fail with
+ * VMENC_E_NOMEM or VMENC_E_CRYPTO if OpenSSL does, and |out| is then
+ * unspecified, but |in| is untouched unless in == out. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_encrypt(const vmenc_xts *x, uint64_t first_sector,
                                                           const uint8_t *in, uint8_t *out, size_t len);
 
@@ -66,7 +68,8 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_decrypt(const vmenc_xts *x, ui
 
 /* vmenc_xts_encrypt_unit encrypts one data unit of any |len| >= 16 (up to
  * 2^24 bytes) with the raw 16-byte |tweak|, using ciphertext stealing when
- * |len| is not a multiple of 16. Fails with VMENC_E_BAD_LENGTH otherwise. */
+ * |len| is not a multiple of 16. Fails with VMENC_E_BAD_LENGTH otherwise,
+ * and like vmenc_xts_encrypt for NULL pointers or overlap. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_encrypt_unit(const vmenc_xts *x, const uint8_t tweak[16],
                                                                const uint8_t *in, uint8_t *out, size_t len);
 
@@ -82,7 +85,8 @@ VMENC_API const char *vmenc_xts_impl_name(const vmenc_xts *x);
 VMENC_API uint32_t vmenc_xts_sector_size(const vmenc_xts *x);
 
 /* vmenc_xts_impl_available reports whether backend |impl| can run on this
- * CPU/OS: VMENC_OK, VMENC_E_CPU_UNSUPPORTED or VMENC_E_UNKNOWN_IMPL. */
+ * CPU/OS: VMENC_OK, VMENC_E_CPU_UNSUPPORTED or VMENC_E_UNKNOWN_IMPL
+ * (VMENC_E_INVALID_ARG for NULL). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_impl_available(const char *impl);
 
 /* vmenc_xts_free wipes and frees |x|. NULL is allowed. */

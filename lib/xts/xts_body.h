@@ -22,11 +22,22 @@
  *   XB_LANE0(v)          lane 0 as __m128i
  *   XB_NAME              backend name string, XB_BACKEND its table symbol
  *
+ *   XB_CPU_REQUIRED      VMENC_CPU_* bits the backend needs
+ *
+ * Structure: whole sectors go through xb_sectors, which encrypts the tweaks
+ * of 8 sectors at once; a data unit's blocks go through xb_blocks: groups of
+ * XB_NV vectors (xb_groups: all rounds of the group interleaved, so
+ * XB_NV * XB_LANES blocks are in flight), then single vectors, then single
+ * blocks, then ciphertext stealing (xb_unit).
+ *
  * Tweak arithmetic: the tweak is an element of GF(2^128) mod
- * x^128 + x^7 + x^2 + x + 1, stored little-endian (IEEE 1619 5.2).
- * Multiplying by x^k (k <= 57) shifts each 64-bit half left by k, moves the
- * bits that leave the low half into the high half, and folds the k bits that
- * leave the top back in as (those bits) (x) 0x87 — one carry-less multiply.
+ * x^128 + x^7 + x^2 + x + 1, stored little-endian (IEEE 1619 5.2). Inside a
+ * group's loop it is advanced one block at a time in two 64-bit general-
+ * purpose registers (the vector units are busy with AES). Elsewhere,
+ * multiplying a vector by x^k (k <= 57) shifts each 64-bit half left by k,
+ * moves the bits that leave the low half into the high half, and folds the k
+ * bits that leave the top back in as (those bits) (x) 0x87 - one carry-less
+ * multiply. Nothing depends on secret data for a branch or an address.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
