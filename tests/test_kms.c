@@ -470,6 +470,16 @@ static void test_keymgr_registry(void **state) {
     assert_int_equal(vmenc_keymgr_add_cluster(f.m, "tenant-b", &cfg, 1, NULL), VMENC_OK);
     cfg.type = "unknown-type";
     assert_int_equal(vmenc_keymgr_add_cluster(f.m, "tenant-c", &cfg, 1, NULL), VMENC_E_NO_SUCH_PROVIDER);
+    /* Every built-in type is linked in (a bad configuration, not an unknown type). */
+    static const char *const builtins[] = {"file", "kmip", "pkcs11"};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(builtins); i++) {
+        vmenc_kms_endpoint_config bad = {.struct_size = sizeof(bad), .type = builtins[i], .address = NULL};
+        vmenc_kms_provider *p = NULL;
+        vmenc_status st = vmenc_kms_provider_new_builtin(&bad, &p);
+        assert_int_not_equal(st, VMENC_OK);
+        assert_int_not_equal(st, VMENC_E_NO_SUCH_PROVIDER);
+        assert_null(p);
+    }
     char id[VMENC_KMS_KEY_ID_CAP];
     assert_int_equal(vmenc_keymgr_create_kek(f.m, "tenant-c", NULL, 1000, id, sizeof(id)), VMENC_E_NO_SUCH_PROVIDER);
     /* Keys are addressed as (alias, ID): the same store behind two aliases

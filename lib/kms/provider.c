@@ -15,22 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kms/kms_internal.h"
-#include "vmenc/kms.h"
-
-#include "kms/pkcs11/pkcs11_provider.h"
-#define VMENC_HAVE_PKCS11_PROVIDER 1
-/* The KMIP provider is being written in parallel: until its header is in
- * the tree, "kmip" is VMENC_E_NO_SUCH_PROVIDER. A strong reference (not a
- * weak one) once it is there, so a static link pulls its objects in. Note
- * that an incremental build does not notice the header appearing: rebuild
- * this file (or from scratch) after kmip lands. */
-#if defined(__has_include)
-#if __has_include("kms/kmip/kmip_provider.h")
 #include "kms/kmip/kmip_provider.h"
-#define VMENC_HAVE_KMIP_PROVIDER 1
-#endif
-#endif
+#include "kms/kms_internal.h"
+#include "kms/pkcs11/pkcs11_provider.h"
+#include "vmenc/kms.h"
 
 /* The size of the first published ops table: every member up to free. */
 #define OPS_V1_SIZE (offsetof(vmenc_kms_provider_ops, free) + sizeof(void (*)(vmenc_kms_provider *)))
@@ -205,16 +193,8 @@ typedef struct builtin_type {
 
 static const builtin_type k_builtins[] = {
     {"file", vmenc_file_provider_factory},
-#ifdef VMENC_HAVE_KMIP_PROVIDER
     {"kmip", vmenc_kmip_provider_factory},
-#else
-    {"kmip", NULL},
-#endif
-#ifdef VMENC_HAVE_PKCS11_PROVIDER
     {"pkcs11", vmenc_pkcs11_provider_factory},
-#else
-    {"pkcs11", NULL},
-#endif
 };
 
 bool vmenc_kms_builtin_type_name(const char *name) {
@@ -235,7 +215,6 @@ vmenc_status vmenc_kms_provider_new_builtin(const vmenc_kms_endpoint_config *cfg
     for (size_t i = 0; i < VMENC_ARRAY_LEN(k_builtins); i++) {
         if (strcmp(k_builtins[i].name, cfg->type) != 0)
             continue;
-        VMENC_ENSURE(k_builtins[i].factory != NULL, VMENC_E_NO_SUCH_PROVIDER);
         vmenc_kms_provider *p = NULL;
         vmenc_status st = k_builtins[i].factory(NULL, cfg, &p);
         if (st != VMENC_OK)

@@ -29,12 +29,17 @@ static bool in_sorted(const uint32_t *v, uint32_t n, uint32_t x) {
  * one there, else the union of its groups' permissions there. Permissions on
  * ancestors apply only when they propagate. */
 void model_effective(const model *m, uint32_t u, uint32_t obj, privset *out) {
-    const principal *p = u == INDEX_NONE ? NULL : &m->principals[u];
+    const uint32_t *groups = NULL;
+    uint32_t num_groups = 0;
+    if (u != INDEX_NONE) {
+        groups = m->group_pool + m->prn_hot[u].off;
+        num_groups = m->prn_hot[u].num;
+    }
     bool self = true;
     /* After the object itself, jump straight to the ancestors that carry a
      * propagating permission: the others cannot decide. */
-    for (uint32_t o = obj; o != INDEX_NONE; o = m->objects[o].up, self = false) {
-        const object *ob = &m->objects[o];
+    for (uint32_t o = obj; o != INDEX_NONE; o = m->hot[o].up, self = false) {
+        const objhot *ob = &m->hot[o];
         bool user_hit = false, group_hit = false;
         privset user_set = {{0}}, group_set = {{0}};
         for (uint32_t i = 0; i < ob->num_perms; i++) {
@@ -44,7 +49,7 @@ void model_effective(const model *m, uint32_t u, uint32_t obj, privset *out) {
             if (e->principal == u) {
                 user_hit = true;
                 user_set = m->roles[e->role].privs;
-            } else if (p != NULL && in_sorted(p->groups, p->num_groups, e->principal)) {
+            } else if (num_groups != 0 && in_sorted(groups, num_groups, e->principal)) {
                 group_hit = true;
                 privset_union(&group_set, &m->roles[e->role].privs);
             }
@@ -78,21 +83,44 @@ static void add(needs *r, int priv, uint32_t obj) {
     r->items[r->n++] = (need){priv, obj};
 }
 
+/* The objects a request names, with their types and the caller's strings
+ * for them (equal to the stored names, and already in cache). */
 typedef struct resolved {
     uint32_t vm, folder, host, pool, datastore;
+    uint8_t type[5];
+    const char *name[5];
 } resolved;
 
-/* resolve_one looks a request field up; NULL stays INDEX_NONE. */
-static vmenc_status resolve_one(const model *m, const char *name, uint32_t *out) {
+/* resolve_one looks a request field up; NULL stays INDEX_NONE. A field that
+ * must name an object of one type (|want|, or -1 for any) is checked. */
+static vmenc_status resolve_one(const model *m, const char *name, int want, uint32_t *out,
+                                uint8_t *out_type) {
     *out = INDEX_NONE;
     if (name == NULL)
         return VMENC_OK;
     /* Every stored name is valid, so a found name needs no validation; an
      * unknown one is reported as malformed or as absent. */
-    *out = model_find_object(m, name);
+    vmenc_policy_object_type type;
+    *out = model_find_object_typed(m, name, &type);
     if (*out == INDEX_NONE)
         return name_valid(name) ? VMENC_E_NOT_FOUND : VMENC_E_INVALID_ARG;
+    VMENC_ENSURE(want < 0 || (int)type == want, VMENC_E_INVALID_ARG);
+    *out_type = (uint8_t)type;
     return VMENC_OK;
+}
+
+/* object_label finds the name and type of object |idx| for a sentence:
+ * from the request when it named it, else from the model (the root). */
+static const char *object_label(const model *m, const resolved *o, uint32_t idx, int *type) {
+    const uint32_t ids[5] = {o->vm, o->folder, o->host, o->pool, o->datastore};
+    for (int i = 0; i < 5; i++) {
+        if (ids[i] == idx) {
+            *type = o->type[i];
+            return o->name[i];
+        }
+    }
+    *type = (int)m->objects[idx].type;
+    return m->objects[idx].name;
 }
 
 enum { F_VM = 1, F_FOLDER = 2, F_HOST = 4, F_POOL = 8, F_DS = 16 };
@@ -127,17 +155,16 @@ static unsigned fields_for(vmenc_policy_op op, uint32_t flags) {
 
 static vmenc_status resolve(const model *m, const vmenc_policy_request *rq, resolved *r) {
     unsigned f = fields_for(rq->op, rq->flags);
-    VMENC_GUARD(resolve_one(m, f & F_VM ? rq->vm : NULL, &r->vm));
-    VMENC_GUARD(resolve_one(m, f & F_FOLDER ? rq->folder : NULL, &r->folder));
-    VMENC_GUARD(resolve_one(m, f & F_HOST ? rq->host : NULL, &r->host));
-    VMENC_GUARD(resolve_one(m, f & F_POOL ? rq->pool : NULL, &r->pool));
-    VMENC_GUARD(resolve_one(m, f & F_DS ? rq->datastore : NULL, &r->datastore));
-    if (r->vm != INDEX_NONE)
-        VMENC_ENSURE(m->objects[r->vm].type == VMENC_OBJ_VM, VMENC_E_INVALID_ARG);
-    if (r->host != INDEX_NONE)
-        VMENC_ENSURE(m->objects[r->host].type == VMENC_OBJ_HOST, VMENC_E_INVALID_ARG);
-    if (r->datastore != INDEX_NONE)
-        VMENC_ENSURE(m->objects[r->datastore].type == VMENC_OBJ_DATASTORE, VMENC_E_INVALID_ARG);
+    r->name[0] = f & F_VM ? rq->vm : NULL;
+    r->name[1] = f & F_FOLDER ? rq->folder : NULL;
+    r->name[2] = f & F_HOST ? rq->host : NULL;
+    r->name[3] = f & F_POOL ? rq->pool : NULL;
+    r->name[4] = f & F_DS ? rq->datastore : NULL;
+    VMENC_GUARD(resolve_one(m, r->name[0], VMENC_OBJ_VM, &r->vm, &r->type[0]));
+    VMENC_GUARD(resolve_one(m, r->name[1], -1, &r->folder, &r->type[1]));
+    VMENC_GUARD(resolve_one(m, r->name[2], VMENC_OBJ_HOST, &r->host, &r->type[2]));
+    VMENC_GUARD(resolve_one(m, r->name[3], -1, &r->pool, &r->type[3]));
+    VMENC_GUARD(resolve_one(m, r->name[4], VMENC_OBJ_DATASTORE, &r->datastore, &r->type[4]));
     return VMENC_OK;
 }
 
@@ -371,10 +398,10 @@ static void decision_reset(vmenc_policy_decision *d) {
 
 /* prepare resolves the request and lists what it needs; every argument
  * error is found here, before the decision is touched. */
-static vmenc_status prepare(const model *m, const vmenc_policy_request *rq, needs *r) {
-    resolved o;
-    VMENC_GUARD(resolve(m, rq, &o));
-    return requirements(m, rq, &o, r);
+static vmenc_status prepare(const model *m, const vmenc_policy_request *rq, resolved *o,
+                            needs *r) {
+    VMENC_GUARD(resolve(m, rq, o));
+    return requirements(m, rq, o, r);
 }
 
 static vmenc_status deny(vmenc_policy_decision *d, vmenc_status st) {
@@ -384,8 +411,8 @@ static vmenc_status deny(vmenc_policy_decision *d, vmenc_status st) {
 }
 
 /* decide evaluates |r| for |who| with the lock held and fills |d|. */
-static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op, const needs *r,
-                           vmenc_policy_decision *d) {
+static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op,
+                           const resolved *o, const needs *r, vmenc_policy_decision *d) {
     const char *opname = vmenc_policy_op_name(op);
     uint32_t u = model_find_principal(m, who);
     if (u == INDEX_NONE && !name_valid(who))
@@ -398,17 +425,18 @@ static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op, 
     for (int i = 0; i < r->n; i++) {
         const privset *s = effective_cached(m, u, r->items[i].obj, &cache);
         if (!privset_has(s, r->items[i].priv)) {
-            const object *ob = &m->objects[r->items[i].obj];
+            int type;
+            const char *oname = object_label(m, o, r->items[i].obj, &type);
             d->missing_privilege = (vmenc_policy_privilege)r->items[i].priv;
-            copy_name(d->missing_object, ob->name);
+            copy_name(d->missing_object, oname);
             SAY(&w, "denied: ");
             say_name(&w, who);
             SAY(&w, " lacks privilege ");
             say(&w, vmenc_policy_privilege_name(r->items[i].priv));
             SAY(&w, " on ");
-            say(&w, object_type_name((int)ob->type));
+            say(&w, object_type_name(type));
             SAY(&w, " ");
-            say_name(&w, ob->name);
+            say_name(&w, oname);
             SAY(&w, ", needed to ");
             say(&w, opname);
             return deny(d, VMENC_E_DENIED);
@@ -416,11 +444,13 @@ static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op, 
     }
     if (r->key_host != INDEX_NONE) {
         const object *h = &m->objects[r->key_host];
+        int htype;
+        const char *hname = object_label(m, o, r->key_host, &htype);
         const char *st = vmenc_host_crypto_state_name((int)h->crypto_state);
-        copy_name(d->host, h->name);
+        copy_name(d->host, hname);
         if (h->crypto_state == VMENC_HOST_PENDING_INCAPABLE) {
             SAY(&w, "denied: host ");
-            say_name(&w, h->name);
+            say_name(&w, hname);
             SAY(&w, " is pendingIncapable (encryption being disabled) and must reboot before "
                     "it can enter encryption mode again, needed to ");
             say(&w, opname);
@@ -430,9 +460,9 @@ static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op, 
             const privset *s = effective_cached(m, u, r->key_host, &cache);
             if (!privset_has(s, VMENC_PRIV_CRYPTO_REGISTER_HOST)) {
                 d->missing_privilege = VMENC_PRIV_CRYPTO_REGISTER_HOST;
-                copy_name(d->missing_object, h->name);
+                copy_name(d->missing_object, hname);
                 SAY(&w, "denied: host ");
-                say_name(&w, h->name);
+                say_name(&w, hname);
                 SAY(&w, " is ");
                 say(&w, st);
                 SAY(&w, ", not in encryption mode, and ");
@@ -449,7 +479,7 @@ static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op, 
             SAY(&w, " may ");
             say(&w, opname);
             SAY(&w, "; host ");
-            say_name(&w, h->name);
+            say_name(&w, hname);
             SAY(&w, " is ");
             say(&w, st);
             SAY(&w, " and will first be switched to encryption mode (the principal holds "
@@ -475,10 +505,11 @@ vmenc_status vmenc_policy_check(vmenc_policy *policy, const char *who,
     VMENC_ENSURE(request->struct_size >= sizeof(vmenc_policy_request), VMENC_E_ABI_VERSION);
     VMENC_ENSURE(decision->struct_size >= sizeof(vmenc_policy_decision), VMENC_E_ABI_VERSION);
     VMENC_ENSURE(pthread_rwlock_rdlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    resolved o;
     needs r;
-    vmenc_status rv = prepare(policy->m, request, &r);
+    vmenc_status rv = prepare(policy->m, request, &o, &r);
     if (rv == VMENC_OK)
-        rv = decide(policy->m, who, request->op, &r, decision);
+        rv = decide(policy->m, who, request->op, &o, &r, decision);
     pthread_rwlock_unlock(&policy->lock);
     return rv;
 }
@@ -516,10 +547,11 @@ vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const cha
     /* Decide and switch under one write lock, so no other writer can change
      * the permissions or the host state in between. */
     VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    resolved o;
     needs r;
-    vmenc_status rv = prepare(policy->m, &rq, &r);
+    vmenc_status rv = prepare(policy->m, &rq, &o, &r);
     if (rv == VMENC_OK)
-        rv = decide(policy->m, who, rq.op, &r, decision);
+        rv = decide(policy->m, who, rq.op, &o, &r, decision);
     if (rv == VMENC_OK) {
         object *h = &policy->m->objects[r.key_host];
         if (h->crypto_state != VMENC_HOST_SAFE) {

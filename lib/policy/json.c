@@ -795,8 +795,8 @@ static void save_model(const model *m, vmenc_cbb *b) {
     section_open(b, "permissions", &first);
     for (uint32_t i = 0; i < m->num_objects; i++) {
         const object *o = &m->objects[i];
-        for (uint32_t k = 0; k < o->num_perms; k++) {
-            const perm *e = &o->perms[k];
+        for (uint32_t k = 0; k < m->hot[i].num_perms; k++) {
+            const perm *e = &m->hot[i].perms[k];
             entry_open(b, &first);
             put_kv(b, "principal", m->principals[e->principal].name, true);
             put_kv(b, "object", o->name, false);

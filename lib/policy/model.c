@@ -96,30 +96,35 @@ static name_at_fn map_names(const model *m, const strmap *sm) {
 
 /* The load factor stays at or below 1/2, so probe runs are short. Keys
  * longer than any name are never found (and never hashed past the limit). */
-static uint32_t strmap_find(const model *m, const strmap *sm, const char *key) {
-    (void)m;
+static const strmap_slot *strmap_find_slot(const strmap *sm, const char *key) {
     size_t len = strnlen(key, VMENC_POLICY_NAME_MAX + 1);
     if (len > VMENC_POLICY_NAME_MAX)
-        return INDEX_NONE;
+        return NULL;
     uint64_t h = str_hash(sm, key, len);
     uint32_t mask = sm->cap - 1, tag = (uint32_t)(h >> 32);
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         const strmap_slot *s = &sm->slots[i];
         if (s->idx1 == 0)
-            return INDEX_NONE;
+            return NULL;
         if (s->tag != tag)
             continue;
         if (len <= STRMAP_HEAD) {
             if (s->len == len && memcmp(s->head, key, len) == 0)
-                return s->idx1 - 1;
+                return s;
         } else if (s->len == 0xff && strcmp(s->name, key) == 0) {
-            return s->idx1 - 1;
+            return s;
         }
     }
 }
 
+static uint32_t strmap_find(const model *m, const strmap *sm, const char *key) {
+    (void)m;
+    const strmap_slot *s = strmap_find_slot(sm, key);
+    return s ? s->idx1 - 1 : INDEX_NONE;
+}
+
 static void slot_put(strmap_slot *slots, uint32_t cap, uint64_t h, uint32_t idx1,
-                     const char *name) {
+                     const char *name, uint8_t aux) {
     uint32_t i = (uint32_t)h & (cap - 1);
     while (slots[i].idx1 != 0)
         i = (i + 1) & (cap - 1);
@@ -128,6 +133,7 @@ static void slot_put(strmap_slot *slots, uint32_t cap, uint64_t h, uint32_t idx1
     s->idx1 = idx1;
     s->tag = (uint32_t)(h >> 32);
     s->name = name;
+    s->aux = aux;
     memset(s->head, 0, sizeof(s->head));
     if (len <= STRMAP_HEAD) {
         memcpy(s->head, name, len);
@@ -148,7 +154,7 @@ static vmenc_status strmap_grow(const model *m, strmap *sm) {
         if (s == 0)
             continue;
         const char *name = at(m, s - 1);
-        slot_put(ns, ncap, str_hash(sm, name, strlen(name)), s, name);
+        slot_put(ns, ncap, str_hash(sm, name, strlen(name)), s, name, sm->slots[k].aux);
     }
     free(sm->slots);
     sm->slots = ns;
@@ -158,11 +164,12 @@ static vmenc_status strmap_grow(const model *m, strmap *sm) {
 
 /* strmap_insert records that entity |idx| (whose name the entity already
  * holds) is found under |key|. The caller has checked the key is absent. */
-static vmenc_status strmap_insert(const model *m, strmap *sm, const char *key, uint32_t idx) {
+static vmenc_status strmap_insert(const model *m, strmap *sm, const char *key, uint32_t idx,
+                                  uint8_t aux) {
     if ((uint64_t)(sm->count + 1) * 2 > sm->cap)
         VMENC_GUARD(strmap_grow(m, sm));
     const char *name = map_names(m, sm)(m, idx);
-    slot_put(sm->slots, sm->cap, str_hash(sm, key, strlen(key)), idx + 1, name);
+    slot_put(sm->slots, sm->cap, str_hash(sm, key, strlen(key)), idx + 1, name, aux);
     sm->count++;
     return VMENC_OK;
 }
@@ -226,12 +233,11 @@ void model_free(model *m) {
         return;
     for (uint32_t i = 0; i < m->num_objects; i++) {
         free(m->objects[i].name);
-        free(m->objects[i].perms);
+        free(m->hot[i].perms);
     }
     for (uint32_t i = 0; i < m->num_principals; i++) {
         free(m->principals[i].name);
         free(m->principals[i].members);
-        free(m->principals[i].groups);
     }
     for (uint32_t i = 0; i < m->num_roles; i++)
         free(m->roles[i].name);
@@ -240,7 +246,10 @@ void model_free(model *m) {
         free(m->spolicies[i].key_provider);
     }
     free(m->objects);
+    free(m->hot);
     free(m->principals);
+    free(m->prn_hot);
+    free(m->group_pool);
     free(m->roles);
     free(m->spolicies);
     strmap_free(&m->obj_map);
@@ -252,6 +261,14 @@ void model_free(model *m) {
 
 uint32_t model_find_object(const model *m, const char *name) {
     return strmap_find(m, &m->obj_map, name);
+}
+uint32_t model_find_object_typed(const model *m, const char *name,
+                                 vmenc_policy_object_type *type) {
+    const strmap_slot *s = strmap_find_slot(&m->obj_map, name);
+    if (s == NULL)
+        return INDEX_NONE;
+    *type = (vmenc_policy_object_type)s->aux;
+    return s->idx1 - 1;
 }
 uint32_t model_find_principal(const model *m, const char *name) {
     return strmap_find(m, &m->principal_map, name);
@@ -274,7 +291,7 @@ vmenc_status model_add_role(model *m, const char *name, const privset *privs, bo
     VMENC_ENSURE(r->name != NULL, VMENC_E_NOMEM);
     r->privs = *privs;
     r->predefined = predefined;
-    vmenc_status rv = strmap_insert(m, &m->role_map, name, m->num_roles);
+    vmenc_status rv = strmap_insert(m, &m->role_map, name, m->num_roles, 0);
     if (rv != VMENC_OK) {
         free(r->name);
         memset(r, 0, sizeof(*r));
@@ -290,11 +307,14 @@ vmenc_status model_add_principal(model *m, const char *name, bool is_group, uint
     VMENC_ENSURE(m->num_principals < VMENC_POLICY_MAX_PRINCIPALS, VMENC_E_LIMIT);
     VMENC_GUARD(grow((void **)&m->principals, &m->cap_principals, m->num_principals + 1,
                      sizeof(principal)));
+    VMENC_GUARD(grow((void **)&m->prn_hot, &m->cap_prn_hot, m->num_principals + 1,
+                     sizeof(prnhot)));
+    m->prn_hot[m->num_principals] = (prnhot){0, 0}; /* in no group yet */
     principal *p = &m->principals[m->num_principals];
     p->name = strdup(name);
     VMENC_ENSURE(p->name != NULL, VMENC_E_NOMEM);
     p->is_group = is_group;
-    vmenc_status rv = strmap_insert(m, &m->principal_map, name, m->num_principals);
+    vmenc_status rv = strmap_insert(m, &m->principal_map, name, m->num_principals, 0);
     if (rv != VMENC_OK) {
         free(p->name);
         memset(p, 0, sizeof(*p));
@@ -323,17 +343,20 @@ vmenc_status model_add_object(model *m, const char *name, vmenc_policy_object_ty
     VMENC_ENSURE(model_find_object(m, name) == INDEX_NONE, VMENC_E_EXISTS);
     VMENC_ENSURE(m->num_objects < VMENC_POLICY_MAX_OBJECTS, VMENC_E_LIMIT);
     VMENC_GUARD(grow((void **)&m->objects, &m->cap_objects, m->num_objects + 1, sizeof(object)));
+    VMENC_GUARD(grow((void **)&m->hot, &m->cap_hot, m->num_objects + 1, sizeof(objhot)));
     object *o = &m->objects[m->num_objects];
     o->name = strdup(name);
     VMENC_ENSURE(o->name != NULL, VMENC_E_NOMEM);
     o->type = type;
     o->parent = parent;
-    o->up = parent == INDEX_NONE ? INDEX_NONE
-            : m->objects[parent].num_prop ? parent : m->objects[parent].up;
+    objhot *oh = &m->hot[m->num_objects];
+    memset(oh, 0, sizeof(*oh));
+    oh->up = parent == INDEX_NONE ? INDEX_NONE
+             : m->objects[parent].num_prop ? parent : m->hot[parent].up;
     o->host = INDEX_NONE;
     o->encrypted = false;
     o->crypto_state = VMENC_HOST_INCAPABLE;
-    vmenc_status rv = strmap_insert(m, &m->obj_map, name, m->num_objects);
+    vmenc_status rv = strmap_insert(m, &m->obj_map, name, m->num_objects, (uint8_t)type);
     if (rv != VMENC_OK) {
         free(o->name);
         memset(o, 0, sizeof(*o));
@@ -348,13 +371,14 @@ vmenc_status model_add_object(model *m, const char *name, vmenc_policy_object_ty
 vmenc_status model_set_perm(model *m, uint32_t obj, uint32_t principal_idx, uint32_t role_idx,
                             bool propagate, bool replace) {
     object *o = &m->objects[obj];
+    objhot *oh = &m->hot[obj];
     const uint32_t prop_before = o->num_prop;
     perm *e = NULL;
     perm saved;
-    for (uint32_t i = 0; i < o->num_perms; i++) {
-        if (o->perms[i].principal == principal_idx) {
+    for (uint32_t i = 0; i < oh->num_perms; i++) {
+        if (oh->perms[i].principal == principal_idx) {
             VMENC_ENSURE(replace, VMENC_E_EXISTS);
-            e = &o->perms[i];
+            e = &oh->perms[i];
             saved = *e;
             o->num_prop -= e->propagate;
             break;
@@ -362,8 +386,8 @@ vmenc_status model_set_perm(model *m, uint32_t obj, uint32_t principal_idx, uint
     }
     if (e == NULL) {
         VMENC_ENSURE(m->num_perms_total < VMENC_POLICY_MAX_PERMISSIONS, VMENC_E_LIMIT);
-        VMENC_GUARD(grow((void **)&o->perms, &o->cap_perms, o->num_perms + 1, sizeof(perm)));
-        e = &o->perms[o->num_perms++];
+        VMENC_GUARD(grow((void **)&oh->perms, &o->cap_perms, oh->num_perms + 1, sizeof(perm)));
+        e = &oh->perms[oh->num_perms++];
         m->num_perms_total++;
         saved = (perm){.principal = INDEX_NONE};
     }
@@ -375,7 +399,7 @@ vmenc_status model_set_perm(model *m, uint32_t obj, uint32_t principal_idx, uint
             /* Undo, so the links and the permissions stay consistent. */
             o->num_prop = prop_before;
             if (saved.principal == INDEX_NONE) {
-                o->num_perms--;
+                oh->num_perms--;
                 m->num_perms_total--;
             } else {
                 *e = saved;
@@ -402,11 +426,11 @@ vmenc_status model_rebuild_up(model *m) {
             x = m->objects[x].parent;
         }
         while (len > 0) { /* parents before children */
-            object *o = &m->objects[stack[--len]];
-            uint32_t p = o->parent;
-            o->up = p == INDEX_NONE ? INDEX_NONE
-                    : m->objects[p].num_prop ? p : m->objects[p].up;
-            done[o - m->objects] = 1;
+            uint32_t x2 = stack[--len];
+            uint32_t p = m->objects[x2].parent;
+            m->hot[x2].up = p == INDEX_NONE ? INDEX_NONE
+                            : m->objects[p].num_prop ? p : m->hot[p].up;
+            done[x2] = 1;
         }
     }
     free(done);
@@ -453,7 +477,7 @@ vmenc_status model_set_spolicy(model *m, const vmenc_storage_policy_spec *spec) 
             free(prov);
             return VMENC_E_NOMEM;
         }
-        rv = strmap_insert(m, &m->sp_map, spec->name, m->num_spolicies);
+        rv = strmap_insert(m, &m->sp_map, spec->name, m->num_spolicies, 0);
         if (rv != VMENC_OK) {
             free(sp->name);
             sp->name = NULL;
@@ -600,16 +624,37 @@ vmenc_status model_rebuild_groups(model *m, uint32_t *cycle_group) {
                 goto out;
         }
     }
-    /* Publish: every principal's set of groups (strict ancestors). */
-    for (uint32_t x = 0; x < n; x++) {
-        uint32_t *v, vn;
-        rv = union_parents(&c, x, false, &v, &vn);
-        if (rv != VMENC_OK)
-            goto out;
-        free(m->principals[x].groups);
-        m->principals[x].groups = v;
-        m->principals[x].num_groups = vn;
+    /* Publish every principal's set of groups (strict ancestors), packed
+     * into one new pool; swap only when all of it is built. */
+    uint64_t total = 0;
+    uint32_t **sets = calloc(n ? n : 1, sizeof(uint32_t *));
+    uint32_t *nums = calloc(n ? n : 1, sizeof(uint32_t));
+    uint32_t *pool = NULL;
+    rv = (sets && nums) ? VMENC_OK : VMENC_E_NOMEM;
+    for (uint32_t x = 0; x < n && rv == VMENC_OK; x++) {
+        rv = union_parents(&c, x, false, &sets[x], &nums[x]);
+        total += nums[x];
     }
+    if (rv == VMENC_OK && total >= UINT32_MAX)
+        rv = VMENC_E_LIMIT;
+    if (rv == VMENC_OK && (pool = malloc((size_t)(total ? total : 1) * sizeof(uint32_t))) == NULL)
+        rv = VMENC_E_NOMEM;
+    if (rv == VMENC_OK) {
+        uint32_t off = 0;
+        for (uint32_t x = 0; x < n; x++) {
+            memcpy(pool + off, sets[x], nums[x] * sizeof(uint32_t));
+            m->prn_hot[x] = (prnhot){off, nums[x]};
+            off += nums[x];
+        }
+        free(m->group_pool);
+        m->group_pool = pool;
+    }
+    for (uint32_t x = 0; sets && x < n; x++)
+        free(sets[x]);
+    free(sets);
+    free(nums);
+    if (rv != VMENC_OK)
+        goto out;
     rv = VMENC_OK;
 out:
     if (c.anc)

@@ -209,9 +209,10 @@ static vmenc_status do_revoke(model *m, const char *principal_name, const char *
     uint32_t o = model_find_object(m, object_name);
     VMENC_ENSURE(p != INDEX_NONE && o != INDEX_NONE, VMENC_E_NOT_FOUND);
     object *ob = &m->objects[o];
-    for (uint32_t i = 0; i < ob->num_perms; i++) {
-        if (ob->perms[i].principal == p) {
-            perm gone = ob->perms[i];
+    objhot *oh = &m->hot[o];
+    for (uint32_t i = 0; i < oh->num_perms; i++) {
+        if (oh->perms[i].principal == p) {
+            perm gone = oh->perms[i];
             if (gone.propagate && ob->num_prop == 1) {
                 /* The last propagating permission: descendants' |up| links
                  * change. Relink first so a failure changes nothing. */
@@ -225,8 +226,8 @@ static vmenc_status do_revoke(model *m, const char *principal_name, const char *
                 ob->num_prop -= gone.propagate;
             }
             /* Keep the order of the others (canonical saves). */
-            memmove(&ob->perms[i], &ob->perms[i + 1], (ob->num_perms - i - 1) * sizeof(perm));
-            ob->num_perms--;
+            memmove(&oh->perms[i], &oh->perms[i + 1], (oh->num_perms - i - 1) * sizeof(perm));
+            oh->num_perms--;
             m->num_perms_total--;
             return VMENC_OK;
         }

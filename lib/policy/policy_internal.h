@@ -34,13 +34,14 @@ static inline void privset_union(privset *d, const privset *s) {
 /* ---- string -> index map (open addressing, SipHash with a random key) -- */
 /* 32 bytes: two slots per cache line, and a short name is compared in the
  * slot itself, so a lookup usually touches one line. */
-#define STRMAP_HEAD 15
+#define STRMAP_HEAD 14
 typedef struct strmap_slot {
     uint32_t idx1;     /* index+1, 0 = empty */
     uint32_t tag;      /* high hash bits: most mismatches skip the compare */
     const char *name;  /* the entity's name (owned by the entity) */
     char head[STRMAP_HEAD]; /* the name, NUL-padded, if it is that short */
     uint8_t len;       /* its length if <= STRMAP_HEAD, else 0xff */
+    uint8_t aux;       /* objects: the type, so a lookup needs no other line */
 } strmap_slot;
 
 typedef struct strmap {
@@ -59,16 +60,22 @@ typedef struct perm {
     bool propagate;
 } perm;
 
+/* What a check reads of an object, kept in its own dense array (16 bytes
+ * an object) so the walk towards the root stays in cache. */
+typedef struct objhot {
+    perm *perms;             /* permissions set on this object */
+    uint32_t num_perms;
+    uint32_t up;             /* nearest strict ancestor with a propagating
+                                permission, or INDEX_NONE: checks skip the
+                                ancestors that cannot matter */
+} objhot;
+
 typedef struct object {
     char *name;
     vmenc_policy_object_type type;
     uint32_t parent;         /* INDEX_NONE for the root */
-    uint32_t up;             /* nearest strict ancestor with a propagating
-                                permission, or INDEX_NONE: checks skip the
-                                ancestors that cannot matter */
-    perm *perms;             /* permissions set on this object */
-    uint32_t num_perms, cap_perms;
-    uint32_t num_prop;       /* how many of them propagate */
+    uint32_t cap_perms;
+    uint32_t num_prop;       /* how many permissions here propagate */
     /* VMs */
     uint32_t host;           /* INDEX_NONE: not registered on a host */
     bool encrypted;
@@ -81,10 +88,13 @@ typedef struct principal {
     bool is_group;
     uint32_t *members;       /* groups: direct members (principal indexes) */
     uint32_t num_members, cap_members;
-    /* closure: every group this principal belongs to, transitively, sorted */
-    uint32_t *groups;
-    uint32_t num_groups;
 } principal;
+
+/* Every group a principal belongs to, transitively, sorted: a slice of the
+ * model's group pool (dense, so checks stay in cache). */
+typedef struct prnhot {
+    uint32_t off, num;
+} prnhot;
 
 typedef struct role {
     char *name;
@@ -102,9 +112,12 @@ typedef struct storage_policy {
 
 typedef struct model {
     object *objects;
-    uint32_t num_objects, cap_objects;
+    objhot *hot;             /* parallel to objects */
+    uint32_t num_objects, cap_objects, cap_hot;
     principal *principals;
-    uint32_t num_principals, cap_principals;
+    prnhot *prn_hot;         /* parallel to principals */
+    uint32_t *group_pool;
+    uint32_t num_principals, cap_principals, cap_prn_hot;
     role *roles;
     uint32_t num_roles, cap_roles;
     storage_policy *spolicies;
@@ -140,6 +153,9 @@ VMENC_INTERNAL vmenc_status host_transition_ok(vmenc_host_crypto_state from, vme
 /* model.c */
 VMENC_INTERNAL bool name_valid(const char *s);
 VMENC_INTERNAL uint32_t model_find_object(const model *m, const char *name);
+/* model_find_object_typed also gives the type, from the hash slot. */
+VMENC_INTERNAL uint32_t model_find_object_typed(const model *m, const char *name,
+                                                vmenc_policy_object_type *type);
 VMENC_INTERNAL uint32_t model_find_principal(const model *m, const char *name);
 VMENC_INTERNAL uint32_t model_find_role(const model *m, const char *name);
 VMENC_INTERNAL uint32_t model_find_spolicy(const model *m, const char *name);
