@@ -318,6 +318,11 @@ static vmenc_status handshake_failure(const vmenc_kmip_conn *c, vmenc_status io)
         return VMENC_E_KMS_CERT_VERIFY;
     if (c->cert_requested || alert_is_about_our_certificate(c->alert))
         return VMENC_E_KMS_AUTH;
+    /* The peer closed or reset the connection without a word of TLS (no
+     * alert): a server going away, not a TLS failure - let a cluster fail
+     * over. */
+    if (io == VMENC_E_KMS_UNAVAILABLE && c->alert < 0)
+        return VMENC_E_KMS_UNAVAILABLE;
     return VMENC_E_KMS_TLS;
 }
 
