@@ -711,63 +711,119 @@ static void test_keymgr_remote_provider(void **state) {
     }
 }
 
-/* The central property: whatever a provider does, unwrap gives either the
- * right DEK or an error, never another DEK. */
+/* check_record opens |wk| with a brand-new, healthy key manager over
+ * |store| and requires exactly |dek|. */
+static void check_record(fault_store *store, bool remote, const vmenc_wrapped_key *wk, const vmenc_dek *dek) {
+    fault_provider *h0, *h1;
+    vmenc_keymgr *h = keymgr_with_cluster(store, remote, 0, 0, &h0, &h1);
+    vmenc_dek *back = NULL;
+    assert_int_equal(vmenc_keymgr_unwrap_dek(h, wk, &CTX, 1000, &back), VMENC_OK);
+    assert_int_equal(vmenc_dek_equal(dek, back), VMENC_OK);
+    vmenc_dek_free(back);
+    vmenc_keymgr_free(h);
+}
+
+/* The central property: whatever the providers do, a key-manager call gives
+ * a right answer or an error. Unwrap never yields another DEK; a wrap that
+ * succeeds makes a record that opens to the same DEK; a create that succeeds
+ * names a key that exists. Every pair of faults on a two-endpoint cluster,
+ * local and remote, in three states of the host: KEK cached ("warm"), KEK
+ * expired but its check value known ("expired"), and a new host ("fresh").
+ * One case cannot be caught and is excluded from the wrap check: a new host
+ * that is served a wrong key on first sight wraps under it (nothing to
+ * compare with; the record then fails to open with VMENC_E_AUTH — never a
+ * wrong DEK). See docs/kms.md. */
 static void test_no_fault_yields_wrong_dek(void **state) {
     static const fault_mode modes[] = {FAULT_NONE,      FAULT_DOWN,    FAULT_SLOW,   FAULT_FLAPPING,
                                        FAULT_WRONG_KEY, FAULT_CORRUPT, FAULT_REFUSE, FAULT_TIMEOUT};
-    int ok_count = 0, err_count = 0;
+    int ok_count = 0, err_count = 0, wraps_ok = 0, creates_ok = 0;
     for (int remote = 0; remote <= 1; remote++) {
         fault_store *s = fault_store_new();
-        fault_provider *e0, *e1;
-        vmenc_keymgr *m = keymgr_with_cluster(s, remote, 0, 0, &e0, &e1);
+        fault_provider *w0, *w1, *x0, *x1;
+        vmenc_keymgr *warm = keymgr_with_cluster(s, remote, 0, 0, &w0, &w1);
+        vmenc_keymgr *exp = keymgr_with_cluster(s, remote, 0, 1, &x0, &x1);
         char id[VMENC_KMS_KEY_ID_CAP];
-        assert_int_equal(vmenc_keymgr_create_kek(m, "tenant-a", NULL, 1000, id, sizeof(id)), VMENC_OK);
+        assert_int_equal(vmenc_keymgr_create_kek(warm, "tenant-a", NULL, 1000, id, sizeof(id)), VMENC_OK);
         vmenc_dek *dek = NULL;
         assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
         vmenc_wrapped_key *wk = NULL;
-        assert_int_equal(vmenc_keymgr_wrap_dek(m, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_OK);
+        assert_int_equal(vmenc_keymgr_wrap_dek(warm, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_OK);
+        vmenc_dek *seen = NULL; /* let "exp" learn the check value */
+        assert_int_equal(vmenc_keymgr_unwrap_dek(exp, wk, &CTX, 1000, &seen), VMENC_OK);
+        vmenc_dek_free(seen);
         for (size_t a = 0; a < VMENC_ARRAY_LEN(modes); a++) {
             for (size_t b = 0; b < VMENC_ARRAY_LEN(modes); b++) {
-                for (int fresh = 0; fresh <= 1; fresh++) {
-                    vmenc_keymgr *use = m;
-                    vmenc_keymgr *tmp = NULL;
-                    fault_provider *t0 = e0, *t1 = e1;
-                    if (fresh) /* a new host: no cache, no check values */
+                for (int variant = 0; variant < 3; variant++) { /* warm, expired, fresh */
+                    fault_provider *t0 = variant == 0 ? w0 : x0, *t1 = variant == 0 ? w1 : x1;
+                    vmenc_keymgr *use = variant == 0 ? warm : exp, *tmp = NULL;
+                    if (variant == 2)
                         use = tmp = keymgr_with_cluster(s, remote, 0, 0, &t0, &t1);
-                    else
-                        assert_int_equal(vmenc_keymgr_forget(m, NULL, NULL), VMENC_OK);
+                    sleep_ms(2); /* back-offs over; "exp" material expired */
                     fault_set_mode(t0, modes[a]);
                     fault_set_mode(t1, modes[b]);
                     fault_set_delay_ms(t0, 1);
                     fault_set_delay_ms(t1, 1);
+
                     vmenc_dek *back = NULL;
-                    sleep_ms(2);
                     vmenc_status st = vmenc_keymgr_unwrap_dek(use, wk, &CTX, 200, &back);
                     if (st == VMENC_OK) {
                         assert_non_null(back);
                         if (vmenc_dek_equal(dek, back) != VMENC_OK)
-                            fail_msg("remote=%d modes %d/%d fresh=%d: WRONG DEK", remote, modes[a], modes[b],
-                                     fresh);
+                            fail_msg("remote=%d modes %d/%d variant %d: WRONG DEK", remote, modes[a], modes[b],
+                                     variant);
                         ok_count++;
                     } else {
                         assert_null(back);
                         err_count++;
                     }
                     vmenc_dek_free(back);
+
+                    vmenc_dek *dek2 = NULL;
+                    assert_int_equal(vmenc_dek_generate(&dek2), VMENC_OK);
+                    vmenc_wrapped_key *wk2 = NULL;
+                    vmenc_status ws = vmenc_keymgr_wrap_dek(use, "tenant-a", id, dek2, &CTX, 200, &wk2);
+                    char nid[VMENC_KMS_KEY_ID_CAP] = "";
+                    vmenc_status cs = vmenc_keymgr_create_kek(use, "tenant-a", NULL, 200, nid, sizeof(nid));
                     fault_set_mode(t0, FAULT_NONE);
                     fault_set_mode(t1, FAULT_NONE);
+                    bool first_sight_wrong =
+                        variant == 2 && !remote && (modes[a] == FAULT_WRONG_KEY || modes[b] == FAULT_WRONG_KEY);
+                    if (ws == VMENC_OK) {
+                        assert_non_null(wk2);
+                        if (!first_sight_wrong)
+                            check_record(s, remote, wk2, dek2);
+                        wraps_ok++;
+                    } else {
+                        assert_null(wk2);
+                    }
+                    if (cs == VMENC_OK) {
+                        /* The new key exists in the KMS: a healthy host can use it. */
+                        fault_provider *h0, *h1;
+                        vmenc_keymgr *h = keymgr_with_cluster(s, remote, 0, 0, &h0, &h1);
+                        vmenc_wrapped_key *wk3 = NULL;
+                        assert_int_equal(vmenc_keymgr_wrap_dek(h, "tenant-a", nid, dek2, &CTX, 1000, &wk3), VMENC_OK);
+                        vmenc_wrapped_key_free(wk3);
+                        vmenc_keymgr_free(h);
+                        creates_ok++;
+                    } else {
+                        assert_string_equal(nid, ""); /* untouched on failure */
+                    }
+                    vmenc_wrapped_key_free(wk2);
+                    vmenc_dek_free(dek2);
                     vmenc_keymgr_free(tmp);
                 }
             }
         }
         vmenc_wrapped_key_free(wk);
         vmenc_dek_free(dek);
-        vmenc_keymgr_free(m);
+        vmenc_keymgr_free(warm);
+        vmenc_keymgr_free(exp);
         fault_store_free(s);
     }
     /* Both outcomes happened: the matrix is not vacuous. */
-    assert_true(ok_count > 0 && err_count > 0);
+    assert_true(ok_count > 0 && err_count > 0 && wraps_ok > 0 && creates_ok > 0);
+    print_message("unwrap ok %d, failed %d; wraps ok %d; creates ok %d\n", ok_count, err_count, wraps_ok,
+                  creates_ok);
 }
 
 static void test_keymgr_revoke_destroy(void **state) {

@@ -116,12 +116,22 @@ XB_INLINE void xb_rounds(XB_VEC *d, const XB_VEC *k, unsigned rounds, bool enc) 
     }
 }
 
-/* Scratch for xb_groups: two groups of tweaks. Owned by the entry point,
- * which wipes it once per call (tweaks are as sensitive as the data key for
- * their sector: with them, blocks can be moved between positions). */
-typedef struct xb_tweak_buf {
+/* Per-call scratch, owned by the entry points and wiped once per call: the
+ * round keys broadcast to every lane, and two groups of tweaks for
+ * xb_groups. Tweaks are as sensitive as a key for their sector (with them,
+ * blocks can be moved between positions undetected). Keeping the broadcast
+ * keys here rather than in a local array means the copies the compiler makes
+ * on the stack are these, and they get wiped. */
+typedef struct xb_scratch {
+    XB_VEC k[VMENC_XTS_MAX_ROUNDS + 1];
     uint64_t t[2][XB_NV * XB_LANES][2] __attribute__((aligned(64)));
-} xb_tweak_buf;
+} xb_scratch;
+
+XB_INLINE void xb_scratch_init(xb_scratch *sc, const uint8_t (*rk)[16], unsigned rounds) {
+    XB_UNROLL
+    for (unsigned r = 0; r <= rounds; r++)
+        sc->k[r] = XB_BCAST(rk[r]);
+}
 
 /* t * alpha on a tweak held as two 64-bit halves, branch-free. */
 XB_INLINE void xb_gpr_mul_alpha(uint64_t *lo, uint64_t *hi) {
@@ -139,7 +149,7 @@ XB_INLINE void xb_gpr_mul_alpha(uint64_t *lo, uint64_t *hi) {
  * 0.87 -> 1.10x OpenSSL, vaes-avx2 1.74 -> 2.0x at 64 KiB sectors). Returns
  * the tweak vector of the first block not processed. */
 XB_INLINE XB_VEC xb_groups(const XB_VEC *k, unsigned rounds, bool enc, XB_VEC tv,
-                           xb_tweak_buf *buf, const uint8_t **pin, uint8_t **pout,
+                           xb_scratch *buf, const uint8_t **pin, uint8_t **pout,
                            size_t *pnum_blocks) {
     const uint8_t *in = *pin;
     uint8_t *out = *pout;
@@ -186,13 +196,10 @@ XB_INLINE XB_VEC xb_groups(const XB_VEC *k, unsigned rounds, bool enc, XB_VEC tv
  * Returns the tweak of the block after the last one. Round keys are
  * broadcast into registers once per call. */
 XB_INLINE __m128i xb_blocks(const uint8_t (*rk)[16], unsigned rounds, bool enc, __m128i t,
-                            xb_tweak_buf *buf, const uint8_t *in, uint8_t *out,
+                            xb_scratch *buf, const uint8_t *in, uint8_t *out,
                             size_t num_blocks) {
     if (num_blocks >= XB_LANES) {
-        XB_VEC k[VMENC_XTS_MAX_ROUNDS + 1];
-        XB_UNROLL
-        for (unsigned r = 0; r <= rounds; r++)
-            k[r] = XB_BCAST(rk[r]);
+        const XB_VEC *k = buf->k;
         XB_VEC tv = XB_FROM_TWEAK(t);
         if (num_blocks >= (size_t)XB_NV * XB_LANES)
             tv = xb_groups(k, rounds, enc, tv, buf, &in, &out, &num_blocks);
@@ -237,7 +244,8 @@ XB_INLINE void xb_unit(const vmenc_xts_sched *s, unsigned rounds, bool enc,
     const uint8_t(*rk)[16] = enc ? s->ek : s->dk;
     __m128i t = xb_enc1(s->tk, rounds, _mm_loadu_si128((const __m128i *)tweak));
     size_t full = len / 16, rem = len % 16;
-    xb_tweak_buf tbuf;
+    xb_scratch tbuf;
+    xb_scratch_init(&tbuf, rk, rounds);
     if (rem == 0) {
         (void)xb_blocks(rk, rounds, enc, t, &tbuf, in, out, full);
         vmenc_memzero(&tbuf, sizeof(tbuf));
@@ -274,7 +282,8 @@ XB_INLINE void xb_sectors(const vmenc_xts_sched *s, unsigned rounds, bool enc, u
                           const uint8_t *in, uint8_t *out, size_t num_sectors, size_t sector_size) {
     const uint8_t(*rk)[16] = enc ? s->ek : s->dk;
     const size_t blocks = sector_size / 16;
-    xb_tweak_buf tbuf;
+    xb_scratch tbuf;
+    xb_scratch_init(&tbuf, rk, rounds);
     __m128i tw[8];
     while (num_sectors > 0) {
         XB_UNROLL
