@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define CRYPTOKI_GNU 1
@@ -1054,6 +1055,49 @@ static void test_shared_module(void **state) {
     p11c_close(&c);
 }
 
+/* ---- fork ------------------------------------------------------------------ */
+
+/* Runs in the child: plain checks and exit codes, no cmocka. */
+static int child_after_fork(vmenc_kms_provider *inherited) {
+    uint8_t in[64] = {9}, out[80], back[80];
+    size_t ol = 0, bl = 0;
+    /* the parent's sessions are not ours */
+    if (prov_wrap(inherited, "kek", NULL, in, 64, 1000, out, sizeof(out), &ol) != VMENC_E_BAD_STATE)
+        return 10;
+    if (prov_health(inherited, 1000) != VMENC_E_BAD_STATE)
+        return 11;
+    prov_free(inherited); /* memory only: leaves the parent's token state alone */
+    /* a provider made in the child initialises the module for the child */
+    vmenc_pkcs11_config c = base_config();
+    vmenc_kms_provider *p = NULL;
+    if (vmenc_pkcs11_provider_new(&c, &p) != VMENC_OK)
+        return 12;
+    if (prov_wrap(p, "kek", NULL, in, 64, 5000, out, sizeof(out), &ol) != VMENC_OK ||
+        prov_unwrap(p, "kek", NULL, out, ol, 5000, back, sizeof(back), &bl) != VMENC_OK || bl != 64 ||
+        memcmp(back, in, 64) != 0)
+        return 13;
+    prov_free(p);
+    return 0;
+}
+
+static void test_fork_child_cannot_use_parent_provider(void **state) {
+    vmenc_kms_provider *p = new_provider(0, 0);
+    roundtrip(p, "kek", VMENC_KMS_WRAP_AES_KWP, 64);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(child_after_fork(p));
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* and the parent carries on with its sessions */
+    roundtrip(p, "kek", VMENC_KMS_WRAP_AES_GCM, 64);
+    assert_int_equal(prov_health(p, 1000), VMENC_OK);
+    prov_free(p);
+}
+
 /* ---- concurrency ----------------------------------------------------------- */
 
 typedef struct worker {
@@ -1404,6 +1448,7 @@ int main(void) {
         cmocka_unit_test(test_changed_pin_is_not_retried),
         cmocka_unit_test(test_shared_module),
         cmocka_unit_test(test_concurrent_wrap_unwrap),
+        cmocka_unit_test(test_fork_child_cannot_use_parent_provider),
         cmocka_unit_test(test_wrapped_key_records_in_token),
         cmocka_unit_test(test_key_manager_with_token),
         cmocka_unit_test(test_session_wait_times_out),

@@ -23,7 +23,8 @@
  * VMENC_E_PIN_LOCKED; a tampered or foreign wrapped blob VMENC_E_AUTH; a key
  * whose use for the operation is switched off (see revoke_kek) VMENC_E_KEY_STATE.
  *
- * Thread safety: a provider may be used from many threads at once. It keeps
+ * Thread safety: a provider may be used from many threads at once (not from
+ * a fork()ed child: there every operation fails with VMENC_E_BAD_STATE). It keeps
  * a pool of token sessions (max_sessions) plus one session that holds the
  * login; each operation borrows a session. |timeout_ms| bounds the wait for a
  * free session (VMENC_E_KMS_TIMEOUT); a PKCS#11 call already running cannot

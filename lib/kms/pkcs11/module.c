@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kms/pkcs11/p11.h"
 #include "kms/pkcs11/pkcs11_provider.h"
@@ -24,15 +25,28 @@ struct vmenc_p11_registry_entry {
     struct ck_function_list *fl;
     unsigned refs;
     bool we_initialized;
+    pid_t pid;        /* the process that initialised it */
 };
 
 static pthread_mutex_t g_registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct vmenc_p11_registry_entry *g_registry;
 
 static struct vmenc_p11_registry_entry *registry_find(struct ck_function_list *fl) {
-    for (struct vmenc_p11_registry_entry *e = g_registry; e != NULL; e = e->next)
+    /* Entries inherited over fork() belong to the parent: PKCS#11 wants a
+     * child to C_Initialize again, so they are dropped here (the parent's
+     * providers are unusable in the child anyway). */
+    pid_t self = getpid();
+    for (struct vmenc_p11_registry_entry **pp = &g_registry; *pp != NULL;) {
+        struct vmenc_p11_registry_entry *e = *pp;
+        if (e->pid != self) {
+            *pp = e->next;
+            free(e);
+            continue;
+        }
         if (e->fl == fl)
             return e;
+        pp = &e->next;
+    }
     return NULL;
 }
 
@@ -63,6 +77,7 @@ static vmenc_status registry_acquire(struct ck_function_list *fl, struct vmenc_p
     }
     e->fl = fl;
     e->refs = 1;
+    e->pid = getpid();
     e->next = g_registry;
     g_registry = e;
     *out = e;

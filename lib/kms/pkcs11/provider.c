@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kms/pkcs11/p11.h"
 #include "kms/pkcs11/pkcs11_provider.h"
@@ -66,9 +67,22 @@ typedef struct pkcs11_provider {
     size_t num_idle;
     size_t num_open;         /* operation sessions open (idle + borrowed) */
     size_t max_sessions;
+
+    /* The process that made the provider. PKCS#11 sessions and logins do
+     * not survive fork(): a child must initialise the module afresh, so in
+     * a child every operation fails with VMENC_E_BAD_STATE and free only
+     * releases memory, leaving the parent's token state alone. */
+    pid_t pid;
 } pkcs11_provider;
 
 static const vmenc_kms_provider_ops pkcs11_ops;
+
+/* A provider of ours, used in the process that made it. */
+#define ENSURE_LIVE(pp)                                              \
+    do {                                                             \
+        VMENC_ENSURE_REF(pp);                                        \
+        VMENC_ENSURE((pp)->pid == getpid(), VMENC_E_BAD_STATE);      \
+    } while (0)
 
 static pkcs11_provider *from_base(vmenc_kms_provider *p) {
     if (p == NULL || p->ops != &pkcs11_ops)
@@ -345,7 +359,7 @@ static vmenc_status op_create(pkcs11_provider *pp, ck_session_handle_t s, void *
 static vmenc_status pkcs11_create_kek(vmenc_kms_provider *p, const char *name, uint32_t timeout_ms,
                                       char *out_id, size_t out_id_cap) {
     pkcs11_provider *pp = from_base(p);
-    VMENC_ENSURE_REF(pp);
+    ENSURE_LIVE(pp);
     VMENC_ENSURE_REF(out_id);
     const size_t id_chars = 3 + 2 * VMENC_PKCS11_KEY_ID_BYTES; /* "id:" + hex */
     VMENC_ENSURE(out_id_cap > id_chars, VMENC_E_BUFFER_TOO_SMALL);
@@ -589,7 +603,7 @@ static vmenc_status pkcs11_wrap(vmenc_kms_provider *p, const char *key_id, const
                                 const uint8_t *in, size_t in_len, uint32_t timeout_ms, uint8_t *out,
                                 size_t out_cap, size_t *out_len) {
     pkcs11_provider *pp = from_base(p);
-    VMENC_ENSURE_REF(pp);
+    ENSURE_LIVE(pp);
     VMENC_ENSURE_REF(in);
     VMENC_ENSURE_REF(out);
     VMENC_ENSURE_REF(out_len);
@@ -623,7 +637,7 @@ static vmenc_status pkcs11_unwrap(vmenc_kms_provider *p, const char *key_id, con
                                   const uint8_t *in, size_t in_len, uint32_t timeout_ms, uint8_t *out,
                                   size_t out_cap, size_t *out_len) {
     pkcs11_provider *pp = from_base(p);
-    VMENC_ENSURE_REF(pp);
+    ENSURE_LIVE(pp);
     VMENC_ENSURE_REF(in);
     VMENC_ENSURE_REF(out);
     VMENC_ENSURE_REF(out_len);
@@ -677,7 +691,7 @@ static vmenc_status op_destroy(pkcs11_provider *pp, ck_session_handle_t s, void 
 
 static vmenc_status pkcs11_revoke_kek(vmenc_kms_provider *p, const char *key_id, uint32_t timeout_ms) {
     pkcs11_provider *pp = from_base(p);
-    VMENC_ENSURE_REF(pp);
+    ENSURE_LIVE(pp);
     kek_ref ref;
     VMENC_GUARD(parse_key_id(key_id, &ref));
     return run_op(pp, timeout_ms, op_revoke, &ref);
@@ -685,7 +699,7 @@ static vmenc_status pkcs11_revoke_kek(vmenc_kms_provider *p, const char *key_id,
 
 static vmenc_status pkcs11_destroy_kek(vmenc_kms_provider *p, const char *key_id, uint32_t timeout_ms) {
     pkcs11_provider *pp = from_base(p);
-    VMENC_ENSURE_REF(pp);
+    ENSURE_LIVE(pp);
     kek_ref ref;
     VMENC_GUARD(parse_key_id(key_id, &ref));
     return run_op(pp, timeout_ms, op_destroy, &ref);
@@ -700,7 +714,7 @@ static vmenc_status pkcs11_get_kek(vmenc_kms_provider *p, const char *key_id, ui
 
 static vmenc_status pkcs11_health(vmenc_kms_provider *p, uint32_t timeout_ms) {
     pkcs11_provider *pp = from_base(p);
-    VMENC_ENSURE_REF(pp);
+    ENSURE_LIVE(pp);
     struct ck_token_info ti;
     ck_rv_t rv = pp->fl->C_GetTokenInfo(pp->slot, &ti);
     if (rv != CKR_OK)
@@ -717,7 +731,7 @@ static void pkcs11_free(vmenc_kms_provider *p) {
     pkcs11_provider *pp = from_base(p);
     if (pp == NULL)
         return;
-    if (pp->fl != NULL) {
+    if (pp->fl != NULL && pp->pid == getpid()) {
         for (size_t i = 0; i < pp->num_idle; i++)
             (void)pp->fl->C_CloseSession(pp->idle[i]);
         if (pp->anchor_open) {
@@ -815,6 +829,7 @@ vmenc_status vmenc_pkcs11_provider_new(const vmenc_pkcs11_config *cfg, vmenc_kms
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&pp->pool_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pp->pid = getpid();
     pp->mech = mech;
     pp->flags = cfg->flags;
     pp->max_sessions = max_sessions;
