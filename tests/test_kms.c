@@ -826,6 +826,72 @@ static void test_no_fault_yields_wrong_dek(void **state) {
                   creates_ok);
 }
 
+/* A check value pinned after a restart closes the first-sight gap. */
+static void test_keymgr_pinned_check_value(void **state) {
+    fault_store *s = fault_store_new();
+    fault_provider *a0, *a1;
+    vmenc_keymgr *a = keymgr_with_cluster(s, false, 0, 0, &a0, &a1);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_keymgr_create_kek(a, "tenant-a", NULL, 1000, id, sizeof(id)), VMENC_OK);
+    uint8_t kcv[VMENC_KEK_CHECK_VALUE_BYTES], kcv2[VMENC_KEK_CHECK_VALUE_BYTES];
+    assert_int_equal(vmenc_keymgr_kek_check_value(a, "tenant-a", id, kcv, sizeof(kcv)), VMENC_OK);
+    assert_int_equal(vmenc_keymgr_kek_check_value(a, "tenant-a", id, kcv2, 8), VMENC_E_BUFFER_TOO_SMALL);
+    assert_int_equal(vmenc_keymgr_kek_check_value(a, "tenant-a", "unknown", kcv2, sizeof(kcv2)),
+                     VMENC_E_KEY_NOT_FOUND);
+    vmenc_dek *dek = NULL;
+    assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+
+    /* A restarted host, endpoint 0 serving a wrong key, the pin known. */
+    fault_provider *b0, *b1;
+    vmenc_keymgr *b = keymgr_with_cluster(s, false, 0, 0, &b0, &b1);
+    assert_int_equal(vmenc_keymgr_pin_check_value(b, "tenant-a", id, kcv, sizeof(kcv)), VMENC_OK);
+    fault_set_mode(b0, FAULT_WRONG_KEY);
+    vmenc_wrapped_key *wk = NULL;
+    assert_int_equal(vmenc_keymgr_wrap_dek(b, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_OK);
+    assert_int_equal(stats(b).wrong_keys, 1);
+    check_record(s, false, wk, dek); /* wrapped under the right KEK */
+    /* Pins outlive forget. */
+    assert_int_equal(vmenc_keymgr_forget(b, NULL, NULL), VMENC_OK);
+    assert_int_equal(vmenc_keymgr_kek_check_value(b, "tenant-a", id, kcv2, sizeof(kcv2)), VMENC_OK);
+    assert_memory_equal(kcv, kcv2, sizeof(kcv));
+    fault_set_mode(b1, FAULT_WRONG_KEY);
+    vmenc_wrapped_key *wk2 = NULL;
+    sleep_ms(2);
+    assert_int_equal(vmenc_keymgr_wrap_dek(b, "tenant-a", id, dek, &CTX, 1000, &wk2), VMENC_E_KMS_WRONG_KEY);
+    assert_null(wk2);
+    vmenc_dek *back = NULL;
+    assert_int_equal(vmenc_keymgr_unwrap_dek(b, wk, &CTX, 1000, &back), VMENC_E_AUTH);
+    assert_null(back);
+
+    /* A pin that contradicts a cached KEK drops the KEK. */
+    fault_set_mode(b0, FAULT_NONE);
+    fault_set_mode(b1, FAULT_NONE);
+    sleep_ms(2);
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_keymgr_get_kek(b, "tenant-a", id, 1000, &k), VMENC_OK);
+    vmenc_kek_free(k);
+    assert_int_equal(stats(b).cached, 1);
+    uint8_t other[VMENC_KEK_CHECK_VALUE_BYTES];
+    memcpy(other, kcv, sizeof(other));
+    other[0] ^= 1;
+    assert_int_equal(vmenc_keymgr_pin_check_value(b, "tenant-a", id, other, sizeof(other)), VMENC_OK);
+    assert_int_equal(stats(b).cached, 0);
+    k = NULL;
+    assert_int_equal(vmenc_keymgr_get_kek(b, "tenant-a", id, 1000, &k), VMENC_E_KMS_WRONG_KEY);
+    assert_null(k);
+    assert_int_equal(vmenc_keymgr_pin_check_value(b, "tenant-a", id, kcv, 8), VMENC_E_INVALID_ARG);
+    assert_int_equal(vmenc_keymgr_pin_check_value(b, "tenant-z", id, kcv, sizeof(kcv)), VMENC_E_NO_SUCH_PROVIDER);
+    /* Destroying the key drops its pin. */
+    assert_int_equal(vmenc_keymgr_destroy_kek(b, "tenant-a", id, 1000), VMENC_OK);
+    assert_int_equal(vmenc_keymgr_kek_check_value(b, "tenant-a", id, kcv2, sizeof(kcv2)), VMENC_E_KEY_NOT_FOUND);
+
+    vmenc_wrapped_key_free(wk);
+    vmenc_dek_free(dek);
+    vmenc_keymgr_free(a);
+    vmenc_keymgr_free(b);
+    fault_store_free(s);
+}
+
 static void test_keymgr_revoke_destroy(void **state) {
     fault_store *s = fault_store_new();
     fault_provider *e0, *e1;
@@ -1010,6 +1076,7 @@ int main(void) {
         cmocka_unit_test(test_keymgr_wrong_key_detected),
         cmocka_unit_test(test_keymgr_remote_provider),
         cmocka_unit_test(test_no_fault_yields_wrong_dek),
+        cmocka_unit_test(test_keymgr_pinned_check_value),
         cmocka_unit_test(test_keymgr_revoke_destroy),
         cmocka_unit_test(test_keymgr_threads),
         cmocka_unit_test(test_keymgr_with_file_provider),

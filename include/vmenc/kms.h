@@ -436,6 +436,32 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_forget(vmenc_keymgr *mgr, c
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_check_health(vmenc_keymgr *mgr, const char *alias,
                                                                   uint32_t timeout_ms, size_t *out_num_healthy);
 
+#define VMENC_KEK_CHECK_VALUE_BYTES 16u
+
+/* vmenc_keymgr_kek_check_value writes the check value of KEK (|alias|,
+ * |key_id|) that this manager knows (learnt at creation or first fetch, or
+ * pinned) to |out| (|out_cap| >= VMENC_KEK_CHECK_VALUE_BYTES). It is a keyed
+ * hash that reveals nothing about the key: a host may store it beside the
+ * KEK ID (e.g. in the VM configuration) and pin it after a restart. Fails
+ * with VMENC_E_KEY_NOT_FOUND if the manager knows none (never seen, or
+ * forgotten) and VMENC_E_BUFFER_TOO_SMALL. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_kek_check_value(vmenc_keymgr *mgr, const char *alias,
+                                                                     const char *key_id, uint8_t *out,
+                                                                     size_t out_cap);
+
+/* vmenc_keymgr_pin_check_value tells the manager what KEK (|alias|,
+ * |key_id|) must hash to, so even the first fetch after a restart is checked:
+ * an endpoint serving other bytes is rejected (VMENC_E_KMS_WRONG_KEY, fail
+ * over). A cached KEK that contradicts the pin is dropped. Pins outlive
+ * vmenc_keymgr_forget and cache eviction; vmenc_keymgr_destroy_kek and
+ * vmenc_keymgr_remove_cluster drop them. |kcv_len| must be
+ * VMENC_KEK_CHECK_VALUE_BYTES. Fails with VMENC_E_INVALID_ARG,
+ * VMENC_E_NO_SUCH_PROVIDER (alias unknown), VMENC_E_LIMIT (too many pins),
+ * VMENC_E_NOMEM. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_pin_check_value(vmenc_keymgr *mgr, const char *alias,
+                                                                     const char *key_id, const uint8_t *kcv,
+                                                                     size_t kcv_len);
+
 /* vmenc_keymgr_get_stats fills |out| (a snapshot; struct_size set by the
  * caller, VMENC_E_INVALID_ARG if too small). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_get_stats(vmenc_keymgr *mgr, vmenc_keymgr_stats *out);

@@ -23,7 +23,9 @@
 
 #define DEFAULT_CAPACITY 1024u
 #define MAX_CAPACITY (1u << 20)
-#define KCV_BYTES 16u
+#define KCV_BYTES VMENC_KEK_CHECK_VALUE_BYTES
+#define PIN_BUCKETS 1024u
+#define MAX_PINS (1u << 20)
 
 static const uint8_t k_kcv_label[] = "vmenc KEK check value v1";
 
@@ -43,6 +45,14 @@ typedef struct cache_entry {
     struct cache_entry *hnext;
     struct cache_entry *prev, *next; /* LRU list, most recent first */
 } cache_entry;
+
+typedef struct pin_entry {
+    char alias[VMENC_PROVIDER_ALIAS_MAX + 1];
+    char id[VMENC_KEY_ID_MAX + 1];
+    uint64_t hash;
+    uint8_t kcv[KCV_BYTES];
+    struct pin_entry *next;
+} pin_entry;
 
 typedef enum remote_mode { MODE_UNKNOWN = 0, MODE_LOCAL = 1, MODE_REMOTE = 2 } remote_mode;
 
@@ -73,6 +83,8 @@ struct vmenc_keymgr {
     cache_entry *lru_head, *lru_tail;
     size_t count;
     uint8_t hash_key[crypto_shorthash_KEYBYTES];
+    pin_entry *pins[PIN_BUCKETS];
+    size_t num_pins;
     vmenc_keymgr_stats stats;
 };
 
@@ -205,6 +217,31 @@ static vmenc_status cache_put(vmenc_keymgr *m, const char *alias, const char *id
     return VMENC_OK;
 }
 
+/* ---- pinned check values (caller holds mu) ----------------------------------------------- */
+
+static pin_entry **pin_slot(vmenc_keymgr *m, const char *alias, const char *id, uint64_t h) {
+    pin_entry **pp = &m->pins[h % PIN_BUCKETS];
+    while (*pp != NULL && !((*pp)->hash == h && strcmp((*pp)->alias, alias) == 0 && strcmp((*pp)->id, id) == 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* unpin_locked drops pins matching (alias, id or any). */
+static void unpin_locked(vmenc_keymgr *m, const char *alias, const char *id) {
+    for (size_t b = 0; b < PIN_BUCKETS; b++) {
+        for (pin_entry **pp = &m->pins[b]; *pp != NULL;) {
+            pin_entry *p = *pp;
+            if (strcmp(p->alias, alias) == 0 && (id == NULL || strcmp(p->id, id) == 0)) {
+                *pp = p->next;
+                free(p);
+                m->num_pins--;
+            } else {
+                pp = &p->next;
+            }
+        }
+    }
+}
+
 /* ---- clusters ------------------------------------------------------------------ */
 
 static cluster_slot *slot_find(vmenc_keymgr *m, const char *alias) {
@@ -292,6 +329,12 @@ void vmenc_keymgr_free(vmenc_keymgr *m) {
     for (ptype *t = m->types, *n; t != NULL; t = n) {
         n = t->next;
         free(t);
+    }
+    for (size_t b = 0; b < PIN_BUCKETS; b++) {
+        for (pin_entry *p = m->pins[b], *n; p != NULL; p = n) {
+            n = p->next;
+            free(p);
+        }
     }
     free(m->buckets);
     pthread_mutex_destroy(&m->mu);
@@ -418,6 +461,7 @@ vmenc_status vmenc_keymgr_remove_cluster(vmenc_keymgr *m, const char *alias) {
         s->removed = true;
         free_now = s->refs == 0;
         forget_locked(m, alias, NULL);
+        unpin_locked(m, alias, NULL);
     }
     pthread_mutex_unlock(&m->mu);
     VMENC_ENSURE(s != NULL, VMENC_E_NO_SUCH_PROVIDER);
@@ -490,7 +534,12 @@ static vmenc_status acquire_kek(vmenc_keymgr *m, cluster_slot *slot, const char 
         pthread_mutex_unlock(&m->mu);
         return VMENC_OK;
     }
-    if (e != NULL) {
+    pin_entry *pin = *pin_slot(m, alias, id, h);
+    if (pin != NULL) {
+        op.have_kcv = true;
+        memcpy(op.kcv, pin->kcv, KCV_BYTES);
+        verified_hint = true;
+    } else if (e != NULL) {
         op.have_kcv = true;
         memcpy(op.kcv, e->kcv, KCV_BYTES);
     }
@@ -737,6 +786,8 @@ static vmenc_status revoke_or_destroy(vmenc_keymgr *m, const char *alias, const 
     /* Stop using it here first, whatever the KMS says. */
     pthread_mutex_lock(&m->mu);
     forget_locked(m, alias, key_id);
+    if (destroy)
+        unpin_locked(m, alias, key_id);
     pthread_mutex_unlock(&m->mu);
     vmenc_status st = destroy ? vmenc_kms_cluster_destroy_kek(slot->c, key_id, timeout_ms, NULL)
                               : vmenc_kms_cluster_revoke_kek(slot->c, key_id, timeout_ms, NULL);
@@ -768,6 +819,59 @@ vmenc_status vmenc_keymgr_check_health(vmenc_keymgr *m, const char *alias, uint3
     VMENC_GUARD(slot_acquire(m, alias, &slot));
     vmenc_status st = vmenc_kms_cluster_check_health(slot->c, timeout_ms, out_num_healthy);
     slot_release(m, slot);
+    return st;
+}
+
+vmenc_status vmenc_keymgr_kek_check_value(vmenc_keymgr *m, const char *alias, const char *key_id, uint8_t *out,
+                                          size_t out_cap) {
+    VMENC_ENSURE(m != NULL && out != NULL && vmenc_kms_alias_valid(alias) && id_valid(key_id), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(out_cap >= KCV_BYTES, VMENC_E_BUFFER_TOO_SMALL);
+    uint64_t h = hash_of(m, alias, key_id);
+    pthread_mutex_lock(&m->mu);
+    const pin_entry *pin = *pin_slot(m, alias, key_id, h);
+    const cache_entry *e = cache_find(m, alias, key_id, h);
+    vmenc_status st = VMENC_OK;
+    if (pin != NULL)
+        memcpy(out, pin->kcv, KCV_BYTES);
+    else if (e != NULL)
+        memcpy(out, e->kcv, KCV_BYTES);
+    else
+        st = VMENC_E_KEY_NOT_FOUND;
+    pthread_mutex_unlock(&m->mu);
+    return st;
+}
+
+vmenc_status vmenc_keymgr_pin_check_value(vmenc_keymgr *m, const char *alias, const char *key_id, const uint8_t *kcv,
+                                          size_t kcv_len) {
+    VMENC_ENSURE(m != NULL && kcv != NULL && kcv_len == KCV_BYTES, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(vmenc_kms_alias_valid(alias) && id_valid(key_id), VMENC_E_INVALID_ARG);
+    uint64_t h = hash_of(m, alias, key_id);
+    pthread_mutex_lock(&m->mu);
+    vmenc_status st = VMENC_OK;
+    if (slot_find(m, alias) == NULL)
+        st = VMENC_E_NO_SUCH_PROVIDER;
+    pin_entry **pp = pin_slot(m, alias, key_id, h);
+    if (st == VMENC_OK && *pp == NULL) {
+        if (m->num_pins >= MAX_PINS) {
+            st = VMENC_E_LIMIT;
+        } else if ((*pp = calloc(1, sizeof(**pp))) == NULL) {
+            st = VMENC_E_NOMEM;
+        } else {
+            memcpy((*pp)->alias, alias, strlen(alias) + 1);
+            memcpy((*pp)->id, key_id, strlen(key_id) + 1);
+            (*pp)->hash = h;
+            m->num_pins++;
+        }
+    }
+    if (st == VMENC_OK) {
+        memcpy((*pp)->kcv, kcv, KCV_BYTES);
+        cache_entry *e = cache_find(m, alias, key_id, h);
+        if (e != NULL && !vmenc_ct_equal(e->kcv, kcv, KCV_BYTES)) {
+            m->stats.wrong_keys++; /* what we hold is not the key the pin names */
+            cache_remove(m, e);
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
     return st;
 }
 
