@@ -570,7 +570,13 @@ static vmenc_status acquire_kek(vmenc_keymgr *m, cluster_slot *slot, const char 
         /* Another thread may have fetched the same KEK meanwhile: the two
          * must agree, or neither is trusted. */
         cache_entry *now = cache_find(m, alias, id, h);
-        if (now != NULL && !vmenc_ct_equal(now->kcv, op.got_kcv, KCV_BYTES)) {
+        const pin_entry *pin_now = *pin_slot(m, alias, id, h); /* may have been pinned meanwhile */
+        if (pin_now != NULL && !vmenc_ct_equal(pin_now->kcv, op.got_kcv, KCV_BYTES)) {
+            m->stats.wrong_keys++;
+            ref_release_locked(ref);
+            ref = NULL;
+            st = VMENC_E_KMS_WRONG_KEY;
+        } else if (now != NULL && !vmenc_ct_equal(now->kcv, op.got_kcv, KCV_BYTES)) {
             m->stats.wrong_keys++;
             cache_remove(m, now);
             ref_release_locked(ref);
