@@ -173,15 +173,19 @@ VMENC_API void vmenc_buffer_free(void *buf);
 
 /* vmenc_aes_kwp_wrap: AES key wrap with padding (RFC 5649, NIST SP 800-38F
  * KWP). |kek_len| 16, 24 or 32; |in_len| 1..2^31; output is
- * ceil(in_len/8)*8 + 8 bytes. Fails with VMENC_E_INVALID_ARG or
- * VMENC_E_BUFFER_TOO_SMALL. */
+ * ceil(in_len/8)*8 + 8 bytes. Fails with VMENC_E_INVALID_ARG,
+ * VMENC_E_BUFFER_TOO_SMALL or VMENC_E_CRYPTO (|out| wiped). The wrap runs in
+ * place in |out| (|in| == |out| is allowed), so |out| briefly holds the
+ * plaintext: pass secure memory when that matters. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_aes_kwp_wrap(const uint8_t *kek, size_t kek_len,
                                                            const uint8_t *in, size_t in_len, uint8_t *out,
                                                            size_t out_cap, size_t *out_len);
 
 /* vmenc_aes_kwp_unwrap: inverse; anything inauthentic (bad ICV, bad padding
- * length or bytes, wrong key) returns VMENC_E_AUTH and writes nothing the
- * caller may use (out is wiped). */
+ * length or bytes, wrong key, an |in_len| no wrap produces) returns
+ * VMENC_E_AUTH and writes nothing the caller may use (out is wiped,
+ * |*out_len| untouched). |out_cap| must be at least |in_len| - 8 (the padded
+ * length; VMENC_E_BUFFER_TOO_SMALL otherwise); |in| == |out| is allowed. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_aes_kwp_unwrap(const uint8_t *kek, size_t kek_len,
                                                              const uint8_t *in, size_t in_len, uint8_t *out,
                                                              size_t out_cap, size_t *out_len);

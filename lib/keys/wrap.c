@@ -30,13 +30,16 @@ typedef struct pt_buf {
     vmenc_secret *secret;
 } pt_buf;
 
-_Static_assert(VMENC_KEYSLAB_SLOT_BYTES >= VMENC_WRAP_MAX_PT_BYTES, "a slot holds a KWP payload");
+/* Every buffer is VMENC_KEYSLAB_SLOT_BYTES, whichever way it was allocated. */
+#define BUF_BYTES VMENC_KEYSLAB_SLOT_BYTES
+_Static_assert(BUF_BYTES >= VMENC_WRAP_MAX_PT_BYTES && BUF_BYTES >= VMENC_WRAP_MAX_CT_BYTES,
+               "a slot holds a KWP payload or its wrap");
 
 static vmenc_status pt_alloc(vmenc_keyslab_pool *pool, pt_buf *pt) {
     memset(pt, 0, sizeof(*pt));
     if (pool != NULL)
         return vmenc_keyslab_alloc(pool, &pt->bytes, &pt->slab);
-    VMENC_GUARD(vmenc_secret_new(VMENC_WRAP_MAX_PT_BYTES, &pt->secret));
+    VMENC_GUARD(vmenc_secret_new(BUF_BYTES, &pt->secret));
     pt->bytes = pt->secret->bytes;
     return VMENC_OK;
 }
@@ -51,7 +54,7 @@ static void pt_free(pt_buf *pt) {
 /* pt_to_dek turns the first VMENC_DEK_BYTES of |pt| into a DEK, consuming
  * |pt| on success. */
 static vmenc_status pt_to_dek(pt_buf *pt, vmenc_dek **out) {
-    sodium_memzero(pt->bytes + VMENC_DEK_BYTES, VMENC_WRAP_MAX_PT_BYTES - VMENC_DEK_BYTES);
+    sodium_memzero(pt->bytes + VMENC_DEK_BYTES, BUF_BYTES - VMENC_DEK_BYTES);
     if (pt->slab != NULL) {
         VMENC_GUARD(vmenc_dek_adopt_slot(pt->slab, pt->bytes, out));
         memset(pt, 0, sizeof(*pt));
@@ -80,7 +83,7 @@ static vmenc_status seal_impl(vmenc_wrap_alg alg, const char *alias, const char 
     if (wk == NULL)
         return VMENC_E_NOMEM;
     vmenc_status rv;
-    pt_buf pt = {0};
+    pt_buf pt = {0}, ctb = {0};
     wk->version = VMENC_WK_VERSION;
     wk->alg = alg;
     VMENC_GUARD_GOTO(rv, vmenc_wk_check_name(alias, VMENC_PROVIDER_ALIAS_MAX, &wk->alias_len), fail);
@@ -100,20 +103,26 @@ static vmenc_status seal_impl(vmenc_wrap_alg alg, const char *alias, const char 
         rv = seal(arg, alg, wk->nonce, wk->nonce_len, aad, aad_len, dek->bytes, VMENC_DEK_BYTES, wk->ct,
                   sizeof(wk->ct), &ct_len);
     } else {
+        /* KWP works on a copy of the plaintext in its output buffer, so the
+         * output is secure memory too; only the finished wrap is copied out. */
         VMENC_GUARD_GOTO(rv, pt_alloc(pool, &pt), fail);
+        VMENC_GUARD_GOTO(rv, pt_alloc(pool, &ctb), fail);
         memcpy(pt.bytes, dek->bytes, VMENC_DEK_BYTES);
         crypto_hash_sha256(pt.bytes + VMENC_DEK_BYTES, aad, aad_len);
-        rv = seal(arg, alg, NULL, 0, NULL, 0, pt.bytes, VMENC_WRAP_KWP_PT_BYTES, wk->ct, sizeof(wk->ct),
-                  &ct_len);
+        rv = seal(arg, alg, NULL, 0, NULL, 0, pt.bytes, VMENC_WRAP_KWP_PT_BYTES, ctb.bytes, BUF_BYTES, &ct_len);
+        if (rv == VMENC_OK && ct_len == wk->ct_len)
+            memcpy(wk->ct, ctb.bytes, ct_len);
     }
     if (rv != VMENC_OK)
         goto fail;
     VMENC_ENSURE_GOTO(rv, ct_len == wk->ct_len, VMENC_E_KMS_PROTOCOL, fail);
     pt_free(&pt);
+    pt_free(&ctb);
     *out = wk;
     return VMENC_OK;
 fail:
     pt_free(&pt);
+    pt_free(&ctb);
     vmenc_wrapped_key_free(wk);
     return rv;
 }
