@@ -84,7 +84,7 @@ VMENC_INTERNAL void audit_record_serialise(vmenc_cbb *cbb, const audit_record *r
 
 /* audit_record_parse parses one line (|len| bytes, without the newline).
  * On success fills |out| and sets |*out_body_len| to the length of the part
- * the mac covers. Fails with VMENC_E_PARSE, VMENC_E_TOO_LARGE,
+ * the mac covers; on failure |out| holds partial results. Fails with VMENC_E_PARSE, VMENC_E_TOO_LARGE,
  * VMENC_E_BAD_ENCODING, VMENC_E_BAD_VERSION or VMENC_E_TRAILING_DATA. */
 VMENC_INTERNAL vmenc_status audit_record_parse(const uint8_t *line, size_t len, audit_record *out,
                                                size_t *out_body_len);

@@ -42,8 +42,15 @@ typedef struct reader {
     size_t file;
     uint64_t off; /* byte offset of the current line in srcs[file] */
     uint64_t idx; /* line index in srcs[file] */
-    uint8_t *buf; /* VMENC_AUDIT_MAX_LINE bytes, for fd sources */
+    /* A window of an fd source: bytes [buf_off, buf_off + buf_len) of
+     * srcs[buf_file]. Lines are served from it until one crosses its end. */
+    uint8_t *buf;
+    size_t buf_file;
+    uint64_t buf_off;
+    size_t buf_len;
 } reader;
+
+#define READ_CAP (2 * (size_t)VMENC_AUDIT_MAX_LINE)
 
 typedef struct line {
     const uint8_t *p; /* the line's first bytes (all of them unless oversize) */
@@ -56,7 +63,7 @@ static vmenc_status reader_init(reader *r, const audit_src *srcs, size_t num) {
     memset(r, 0, sizeof(*r));
     r->srcs = srcs;
     r->num = num;
-    r->buf = malloc(VMENC_AUDIT_MAX_LINE);
+    r->buf = malloc(READ_CAP);
     VMENC_ENSURE(r->buf != NULL, VMENC_E_NOMEM);
     return VMENC_OK;
 }
@@ -114,22 +121,37 @@ static vmenc_status next_line(reader *r, line *out, bool *found) {
         out->len = nl != NULL ? (uint64_t)(nl - p) : rest;
         out->complete = nl != NULL;
     } else {
-        size_t want = rest < VMENC_AUDIT_MAX_LINE ? (size_t)rest : VMENC_AUDIT_MAX_LINE;
-        size_t got;
-        VMENC_GUARD(read_at(s, r->off, r->buf, want, &got));
-        const uint8_t *nl = memchr(r->buf, '\n', got);
-        out->p = r->buf;
+        const uint8_t *p = NULL, *nl = NULL;
+        size_t avail = 0, got;
+        bool in_window = r->buf_len > 0 && r->buf_file == r->file && r->off >= r->buf_off &&
+                         r->off - r->buf_off <= r->buf_len;
+        if (in_window) {
+            p = r->buf + (r->off - r->buf_off);
+            avail = r->buf_len - (size_t)(r->off - r->buf_off);
+            nl = memchr(p, '\n', avail < VMENC_AUDIT_MAX_LINE ? avail : VMENC_AUDIT_MAX_LINE);
+        }
+        if (nl == NULL && !(in_window && r->buf_off == r->off)) {
+            /* Refill the window from this line's start. */
+            size_t want = rest < READ_CAP ? (size_t)rest : READ_CAP;
+            VMENC_GUARD(read_at(s, r->off, r->buf, want, &got));
+            r->buf_file = r->file;
+            r->buf_off = r->off;
+            r->buf_len = got;
+            p = r->buf;
+            avail = got;
+            nl = memchr(p, '\n', avail < VMENC_AUDIT_MAX_LINE ? avail : VMENC_AUDIT_MAX_LINE);
+        }
+        out->p = p;
         if (nl != NULL) {
-            out->len = (uint64_t)(nl - r->buf);
+            out->len = (uint64_t)(nl - p);
             out->complete = true;
-        } else if (got < want) {
-            out->len = got; /* the file shrank under us: a cut line */
-        } else if (got == rest) {
-            out->len = got;
+        } else if (avail < VMENC_AUDIT_MAX_LINE) {
+            /* The data ends (or the file shrank under us): a cut line. */
+            out->len = avail;
         } else {
             /* No newline in a record's maximum length: find the line's end
              * to step over it, but never hand it to the parser. */
-            uint64_t pos = r->off + got;
+            uint64_t pos = r->off + VMENC_AUDIT_MAX_LINE;
             out->complete = false;
             while (pos < s->len) {
                 size_t chunk = s->len - pos < VMENC_AUDIT_MAX_LINE ? (size_t)(s->len - pos)
