@@ -134,9 +134,31 @@ typedef struct xb_scratch {
 } xb_scratch;
 
 XB_INLINE void xb_scratch_init(xb_scratch *sc, const uint8_t (*rk)[16], unsigned rounds) {
+#if XB_LANES == 1
+    /* 128-bit: the schedule in secure memory already is the vector form;
+     * xb_round_keys reads it in place. */
+    (void)sc;
+    (void)rk;
+    (void)rounds;
+#else
     XB_UNROLL
     for (unsigned r = 0; r <= rounds; r++)
         sc->k[r] = XB_BCAST(rk[r]);
+#endif
+}
+
+/* The round keys as vectors. For 128-bit vectors that is the schedule itself
+ * (16-byte aligned: xts.c checks), so no copy of a key is ever made on the
+ * stack and the rounds take their keys as memory operands from secure
+ * memory. */
+XB_INLINE const XB_VEC *xb_round_keys(const xb_scratch *sc, const uint8_t (*rk)[16]) {
+#if XB_LANES == 1
+    (void)sc;
+    return (const XB_VEC *)(const void *)rk;
+#else
+    (void)rk;
+    return sc->k;
+#endif
 }
 
 #ifdef XB_VECTOR_TWEAKS
@@ -251,7 +273,7 @@ XB_INLINE __m128i xb_blocks(const uint8_t (*rk)[16], unsigned rounds, bool enc, 
                             xb_scratch *buf, const uint8_t *in, uint8_t *out,
                             size_t num_blocks) {
     if (num_blocks >= XB_LANES) {
-        const XB_VEC *k = buf->k;
+        const XB_VEC *k = xb_round_keys(buf, rk);
         XB_VEC tv = XB_FROM_TWEAK(t);
         if (num_blocks >= (size_t)XB_NV * XB_LANES)
             tv = xb_groups(k, rounds, enc, tv, buf, &in, &out, &num_blocks);
