@@ -378,7 +378,8 @@ VMENC_API const char *vmenc_policy_op_name(int op);
 #define VMENC_REQ_POWERED_ON       (1u << 2) /* migrate: the VM runs (hot migration) */
 
 /* One operation request (struct_size first). Unused object fields are NULL;
- * which ones an operation reads and requires is in docs/policy.md. |host| is
+ * which ones an operation reads and requires is in docs/policy.md; fields an
+ * operation does not read are ignored (not even looked up). |host| is
  * the host that will hold keys for the operation (migrate: the destination);
  * when it is given and the operation needs keys there, the host must be in
  * safe mode or be switchable to it (see vmenc_policy_decision). */
@@ -425,8 +426,9 @@ typedef struct vmenc_policy_decision {
  * safe mode. In these three cases |*decision| is filled (this is the one
  * exception to "failure leaves out-params untouched": the decision explains
  * the status). Other failures leave it untouched: VMENC_E_INVALID_ARG (NULL,
- * unknown op, a field the op requires is NULL, |vm| not a VM, |host| not a
- * host), VMENC_E_ABI_VERSION (a struct_size too small), VMENC_E_NOT_FOUND
+ * malformed name, unknown op or flag, a field the op requires is NULL, |vm|
+ * not a VM, |host| not a host, |datastore| not a datastore),
+ * VMENC_E_ABI_VERSION (a struct_size too small), VMENC_E_NOT_FOUND
  * (a named object is not in the inventory). Treat anything but VMENC_OK as
  * "no". Read lock only; never blocks another reader. */
 VMENC_API VMENC_MUST_CHECK vmenc_status
