@@ -35,6 +35,13 @@ done
 ((${#real_missing[@]} == 0)) || fail "declared but not exported: ${real_missing[*]}"
 echo "ok: every VMENC_API function in include/vmenc is exported"
 
+# A sanitized library needs its runtime first in every consumer.
+SANFLAGS=
+grep -q '^VMENC_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" && SANFLAGS="-fsanitize=address,undefined"
+grep -q '^VMENC_TSAN:BOOL=ON' "$BUILD/CMakeCache.txt" && SANFLAGS="-fsanitize=thread"
+CC=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
+CC=${CC:-cc}
+
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 cmake --install "$BUILD" --prefix "$T/prefix" >/dev/null
@@ -62,11 +69,12 @@ find_package(vmenc REQUIRED)
 add_executable(consumer main.c)
 target_link_libraries(consumer PRIVATE vmenc::vmenc)
 C
-cmake -S "$T/consumer" -B "$T/cbuild" -DCMAKE_PREFIX_PATH="$T/prefix" >/dev/null
+cmake -S "$T/consumer" -B "$T/cbuild" -DCMAKE_PREFIX_PATH="$T/prefix" -DCMAKE_C_COMPILER="$CC" \
+    -DCMAKE_C_FLAGS="$SANFLAGS" -DCMAKE_EXE_LINKER_FLAGS="$SANFLAGS" >/dev/null
 cmake --build "$T/cbuild" >/dev/null
 LD_LIBRARY_PATH=$libdir "$T/cbuild/consumer" || fail "find_package consumer did not run"
 
-PKG_CONFIG_PATH=$libdir/pkgconfig cc "$T/consumer/main.c" -o "$T/pc-consumer" \
+PKG_CONFIG_PATH=$libdir/pkgconfig "$CC" $SANFLAGS "$T/consumer/main.c" -o "$T/pc-consumer" \
     $(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --cflags --libs vmenc) || fail "pkg-config build"
 LD_LIBRARY_PATH=$libdir "$T/pc-consumer" || fail "pkg-config consumer did not run"
 echo "1 passed, 0 failed"

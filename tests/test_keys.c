@@ -1004,6 +1004,18 @@ static void *unwrap_thread(void *p) {
         vmenc_dek *d = NULL;
         if (vmenc_wrapped_key_unwrap(a->wk, a->k, &k_ctx, &d) != VMENC_OK || vmenc_dek_equal(d, a->want) != VMENC_OK)
             a->bad++;
+        /* Wrap too: the KEK's encrypting contexts are shared as well. */
+        if (i % 8 == 0) {
+            vmenc_wrapped_key *w = NULL;
+            vmenc_dek *back = NULL;
+            vmenc_wrap_alg alg = (i / 8) % 2 ? VMENC_WRAP_AES256_KWP : VMENC_WRAP_AES256_GCM;
+            if (vmenc_dek_wrap(a->want, a->k, alg, "a", "b", &k_ctx, &w) != VMENC_OK ||
+                vmenc_wrapped_key_unwrap(w, a->k, &k_ctx, &back) != VMENC_OK ||
+                vmenc_dek_equal(back, a->want) != VMENC_OK)
+                a->bad++;
+            vmenc_dek_free(back);
+            vmenc_wrapped_key_free(w);
+        }
         /* Hold some for a while so slabs fill and drain out of order. */
         int slot = i % 100;
         vmenc_dek_free(keep[slot]);

@@ -539,8 +539,8 @@ static vmenc_kms_cluster *pair_cluster(const char *alias) {
 
 /* Two servers on one database are a replicated pair. A cluster of both,
  * used directly and through the key manager, keeps every operation working
- * when the primary dies mid-run (its connection open). Runs last: A stays
- * down. */
+ * when the primary dies mid-run (its connection open); when it comes back,
+ * a provider whose connection died reconnects. Runs last. */
 static void test_replicated_cluster_failover(void **state) {
     char db[PATH_MAX + 32];
     snprintf(db, sizeof(db), "%s/pykmip-%d.db", g_env.dir, g_port_a);
@@ -574,8 +574,14 @@ static void test_replicated_cluster_failover(void **state) {
     vmenc_wrapped_key *wk = NULL;
     assert_int_equal(vmenc_keymgr_wrap_dek(m, "tenant-a", mid, dek, &ctx, T_MS, &wk), VMENC_OK);
 
+    /* A lone provider with an open connection to the primary. */
+    vmenc_kms_provider *a = provider(g_port_a);
+    assert_int_equal(vmenc_kms_provider_health(a, T_MS), VMENC_OK);
+    assert_int_equal(vmenc_kmip_num_connects(a), 1);
+
     /* The primary dies mid-run. */
     assert_int_equal(pykmip_kill(&g_env, g_port_a), 0);
+    assert_int_equal(vmenc_kms_provider_health(a, T_MS), VMENC_E_KMS_UNAVAILABLE);
 
     assert_int_equal(vmenc_kms_cluster_get_kek(c, id, T_MS, &after, &ep), VMENC_OK);
     assert_int_equal(ep, 1);
@@ -605,6 +611,18 @@ static void test_replicated_cluster_failover(void **state) {
     assert_int_equal(vmenc_keymgr_get_stats(m, &st), VMENC_OK);
     assert_true(st.failovers >= 1);
     assert_int_equal(vmenc_keymgr_destroy_kek(m, "tenant-a", mid, T_MS), VMENC_OK);
+
+    /* The primary comes back on the same address: the lone provider,
+     * whose connection died with the old server, reconnects by itself and
+     * sees the keys made through B meanwhile. */
+    assert_int_equal(pykmip_start(&g_env, g_port_a, NULL), 0);
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_provider_create_kek(a, NULL, T_MS, id, sizeof(id)), VMENC_OK);
+    assert_int_equal(vmenc_kms_provider_get_kek(a, id, T_MS, &k), VMENC_OK);
+    assert_int_equal(vmenc_kmip_num_connects(a), 2);
+    assert_int_equal(vmenc_kms_provider_destroy_kek(a, id, T_MS), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_kms_provider_free(a);
 
     vmenc_dek_free(back);
     vmenc_dek_free(dek);
@@ -658,7 +676,7 @@ int main(void) {
         cmocka_unit_test(test_plaintext_peer_is_refused),
         cmocka_unit_test(test_black_hole_hits_deadline),
         cmocka_unit_test(test_cluster_fails_over_from_black_hole),
-        cmocka_unit_test(test_replicated_cluster_failover), /* last: kills A */
+        cmocka_unit_test(test_replicated_cluster_failover), /* last: kills and restarts A */
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

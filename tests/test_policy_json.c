@@ -411,6 +411,97 @@ static void test_limits_and_args(void **state) {
     vmenc_policy_free(p);
 }
 
+/* Appends to a growing document. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sadd(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        assert_true(n >= 0);
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)n + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+}
+
+static void test_model_limits(void **state) {
+    /* Inventory depth: programmatically... */
+    vmenc_policy *p = NULL;
+    assert_int_equal(vmenc_policy_new("root", &p), VMENC_OK);
+    char name[32], parent[32] = "root";
+    for (unsigned d = 1; d <= VMENC_POLICY_MAX_DEPTH; d++) {
+        snprintf(name, sizeof(name), "f%u", d);
+        assert_int_equal(vmenc_policy_add_object(p, name, VMENC_OBJ_FOLDER, parent), VMENC_OK);
+        memcpy(parent, name, sizeof(name));
+    }
+    assert_int_equal(vmenc_policy_add_object(p, "too-deep", VMENC_OBJ_VM, parent), VMENC_E_LIMIT);
+    /* ...and in a document (children listed before their parents). */
+    uint8_t *doc;
+    size_t len;
+    save(p, &doc, &len);
+    vmenc_policy *q = load_ok((const char *)doc);
+    vmenc_policy_buffer_free(doc);
+    vmenc_policy_free(q);
+    vmenc_policy_free(p);
+    sbuf b = {NULL, 0, 0};
+    sadd(&b, "{\"version\": 1, \"inventory\": [");
+    for (unsigned d = VMENC_POLICY_MAX_DEPTH + 1; d >= 1; d--)
+        sadd(&b, "{\"name\": \"f%u\", \"type\": \"folder\", \"parent\": \"f%u\"}, ", d,
+             d - 1);
+    sadd(&b, "{\"name\": \"f0\", \"type\": \"root\"}]}");
+    vmenc_policy_error err = {.struct_size = sizeof(err)};
+    assert_int_equal(vmenc_policy_load_json((const uint8_t *)b.p, b.len, &err, &q), VMENC_E_LIMIT);
+    assert_string_equal(err.path, "$.inventory[0].parent");
+
+    /* Group nesting: a chain longer than the per-principal bound. */
+    b.len = 0;
+    sadd(&b, "{\"version\": 1, \"users\": [{\"name\": \"u\"}], \"groups\": [");
+    unsigned chain = VMENC_POLICY_MAX_GROUPS_PER_PRINCIPAL + 1;
+    for (unsigned g = 0; g < chain; g++)
+        if (g == 0)
+            sadd(&b, "{\"name\": \"g0\", \"members\": [\"u\"]}");
+        else
+            sadd(&b, ", {\"name\": \"g%u\", \"members\": [\"g%u\"]}", g, g - 1);
+    sadd(&b, "], \"inventory\": [{\"name\": \"vc\", \"type\": \"root\"}]}");
+    assert_int_equal(vmenc_policy_load_json((const uint8_t *)b.p, b.len, &err, &q), VMENC_E_LIMIT);
+    assert_string_equal(err.path, "$.groups");
+    /* One group fewer is fine, and u is then in all of them. */
+    b.len = 0;
+    sadd(&b, "{\"version\": 1, \"users\": [{\"name\": \"u\"}], \"groups\": [");
+    for (unsigned g = 0; g < chain - 1; g++)
+        if (g == 0)
+            sadd(&b, "{\"name\": \"g0\", \"members\": [\"u\"]}");
+        else
+            sadd(&b, ", {\"name\": \"g%u\", \"members\": [\"g%u\"]}", g, g - 1);
+    sadd(&b, "], \"inventory\": [{\"name\": \"vc\", \"type\": \"root\"}], "
+             "\"permissions\": [{\"principal\": \"g%u\", \"object\": \"vc\", \"role\": "
+             "\"ReadOnly\"}]}",
+         chain - 2);
+    q = NULL;
+    assert_int_equal(vmenc_policy_load_json((const uint8_t *)b.p, b.len, &err, &q), VMENC_OK);
+    int v = 0;
+    assert_int_equal(vmenc_policy_has_privilege(q, "u", "vc", VMENC_PRIV_SYSTEM_READ, &v), VMENC_OK);
+    assert_int_equal(v, 1);
+    /* Programmatically the same bound holds, and a refused member changes nothing. */
+    assert_int_equal(vmenc_policy_add_group(q, "top"), VMENC_OK);
+    snprintf(name, sizeof(name), "g%u", chain - 2);
+    assert_int_equal(vmenc_policy_add_member(q, "top", name), VMENC_E_LIMIT);
+    assert_int_equal(vmenc_policy_has_privilege(q, "u", "vc", VMENC_PRIV_SYSTEM_READ, &v), VMENC_OK);
+    assert_int_equal(v, 1);
+    vmenc_policy_free(q);
+    free(b.p);
+}
+
 static void test_reload(void **state) {
     vmenc_policy *p = load_ok(k_doc);
     vmenc_policy_error err = {.struct_size = sizeof(err)};
@@ -443,6 +534,7 @@ int main(void) {
         cmocka_unit_test(test_programmatic_equals_loaded),
         cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_limits_and_args),
+        cmocka_unit_test(test_model_limits),
         cmocka_unit_test(test_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -92,6 +92,10 @@ EMU_INLINE emu512 emu_poly(void) {
 #define XB_SRLI64(v, n) emu_srli64((v), (n))
 #define XB_BSLLI8(v) EMU_BSLLI8(v)
 #define XB_CLMUL01(a, b) EMU_CLMUL((a), (b), 0x01)
+#define XB_VECTOR_TWEAKS 1 /* as vaes_avx512.c */
+#define XB_BSLLI(v, n) ((emu512){_mm256_bslli_epi128((v).lo, n), _mm256_bslli_epi128((v).hi, n)})
+#define XB_BSRLI(v, n) ((emu512){_mm256_bsrli_epi128((v).lo, n), _mm256_bsrli_epi128((v).hi, n)})
+#define XB_CLMUL00(a, b) EMU_CLMUL((a), (b), 0x00)
 #define XB_POLY() emu_poly()
 #define XB_FROM_TWEAK(t) emu_from_tweak(t)
 #define XB_LANE0(v) _mm256_castsi256_si128((v).lo)

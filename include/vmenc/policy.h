@@ -48,6 +48,12 @@ typedef struct vmenc_policy vmenc_policy;
 #define VMENC_POLICY_MAX_PERMISSIONS (1u << 22)
 #define VMENC_POLICY_MAX_STORAGE_POLICIES 4096u
 #define VMENC_POLICY_MAX_GROUP_MEMBERS (1u << 22)
+/* A principal belongs to at most this many groups, counting nesting. */
+#define VMENC_POLICY_MAX_GROUPS_PER_PRINCIPAL 1024u
+/* All principals' group sets together hold at most this many entries. */
+#define VMENC_POLICY_MAX_GROUP_CLOSURE (1u << 24)
+/* The inventory is at most this deep (the root has depth 0). */
+#define VMENC_POLICY_MAX_DEPTH 128u
 
 /* ---- privileges ----------------------------------------------------------
  * Stable numbers; new privileges are appended. Names are vSphere's. */

@@ -31,7 +31,7 @@ static bool in_sorted(const uint32_t *v, uint32_t n, uint32_t x) {
 void model_effective(const model *m, uint32_t u, uint32_t obj, privset *out) {
     const uint32_t *groups = NULL;
     uint32_t num_groups = 0;
-    if (u != INDEX_NONE) {
+    if (u != INDEX_NONE && m->prn_hot[u].num != 0) {
         groups = m->group_pool + m->prn_hot[u].off;
         num_groups = m->prn_hot[u].num;
     }

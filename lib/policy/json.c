@@ -274,7 +274,11 @@ static vmenc_status load_members(jctx *c, json_object *arr, uint32_t *json_index
                     c->m->principals[cyc].name);
     }
     if (rv != VMENC_OK)
-        return fail(c, rv, "$.groups", 0, "cannot compute group membership");
+        return fail(c, rv, "$.groups", 0,
+                    rv == VMENC_E_LIMIT
+                        ? "a principal is in more than 1024 groups (counting nesting), or all "
+                          "memberships together exceed the limit"
+                        : "cannot compute group membership");
     return VMENC_OK;
 }
 
@@ -401,6 +405,26 @@ static vmenc_status link_objects(jctx *c, json_object *arr) {
         }
         for (uint32_t k = 0; k < len; k++)
             colour[walk[k]] = 2;
+    }
+    /* Depths, parents first (colour 3: depth known). */
+    for (uint32_t i = 0; i < n && rv == VMENC_OK; i++) {
+        uint32_t len = 0, x = i;
+        while (x != INDEX_NONE && colour[x] != 3) {
+            walk[len++] = x;
+            x = m->objects[x].parent;
+        }
+        while (len > 0 && rv == VMENC_OK) {
+            object *o = &m->objects[walk[--len]];
+            o->depth = o->parent == INDEX_NONE ? 0 : m->objects[o->parent].depth + 1;
+            colour[walk[len]] = 3;
+            if (o->depth > VMENC_POLICY_MAX_DEPTH) {
+                char p[PATH_MAX_], pf[PATH_MAX_];
+                path_idx(p, "$.inventory", walk[len]);
+                path_key(pf, p, "parent");
+                rv = fail(c, VMENC_E_LIMIT, pf, 0, "the inventory is deeper than %u levels",
+                          VMENC_POLICY_MAX_DEPTH);
+            }
+        }
     }
     /* Every encrypted VM sits on a host in safe mode. */
     for (uint32_t i = 0; i < n && rv == VMENC_OK; i++) {

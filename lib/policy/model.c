@@ -342,6 +342,8 @@ vmenc_status model_add_object(model *m, const char *name, vmenc_policy_object_ty
     VMENC_ENSURE(object_type_name((int)type) != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(model_find_object(m, name) == INDEX_NONE, VMENC_E_EXISTS);
     VMENC_ENSURE(m->num_objects < VMENC_POLICY_MAX_OBJECTS, VMENC_E_LIMIT);
+    uint32_t depth = parent == INDEX_NONE ? 0 : m->objects[parent].depth + 1;
+    VMENC_ENSURE(depth <= VMENC_POLICY_MAX_DEPTH, VMENC_E_LIMIT);
     VMENC_GUARD(grow((void **)&m->objects, &m->cap_objects, m->num_objects + 1, sizeof(object)));
     VMENC_GUARD(grow((void **)&m->hot, &m->cap_hot, m->num_objects + 1, sizeof(objhot)));
     object *o = &m->objects[m->num_objects];
@@ -349,6 +351,7 @@ vmenc_status model_add_object(model *m, const char *name, vmenc_policy_object_ty
     VMENC_ENSURE(o->name != NULL, VMENC_E_NOMEM);
     o->type = type;
     o->parent = parent;
+    o->depth = depth;
     objhot *oh = &m->hot[m->num_objects];
     memset(oh, 0, sizeof(*oh));
     oh->up = parent == INDEX_NONE ? INDEX_NONE
@@ -539,10 +542,13 @@ static uint32_t sort_unique(uint32_t *v, uint32_t n) {
  * itself if |self|) into a fresh sorted array. Parents must be computed. */
 static vmenc_status union_parents(closure_ctx *c, uint32_t x, bool self, uint32_t **out,
                                   uint32_t *out_n) {
+    /* Bounded work: each direct parent is a group x is in, and each parent's
+     * set is already bounded, so the scratch is at most MAX * (MAX + 1). */
+    VMENC_ENSURE(c->parent_off[x + 1] - c->parent_off[x] <= VMENC_POLICY_MAX_GROUPS_PER_PRINCIPAL,
+                 VMENC_E_LIMIT);
     uint64_t total = self ? 1 : 0;
     for (uint32_t k = c->parent_off[x]; k < c->parent_off[x + 1]; k++)
         total += c->num_anc[c->parent_list[k]];
-    VMENC_ENSURE(total < UINT32_MAX, VMENC_E_LIMIT);
     uint32_t *v = malloc((size_t)(total ? total : 1) * sizeof(uint32_t));
     VMENC_ENSURE(v != NULL, VMENC_E_NOMEM);
     uint32_t n = 0;
@@ -553,7 +559,12 @@ static vmenc_status union_parents(closure_ctx *c, uint32_t x, bool self, uint32_
         memcpy(v + n, c->anc[p], c->num_anc[p] * sizeof(uint32_t));
         n += c->num_anc[p];
     }
-    *out_n = sort_unique(v, n);
+    n = sort_unique(v, n);
+    if (n > VMENC_POLICY_MAX_GROUPS_PER_PRINCIPAL + (self ? 1u : 0u)) {
+        free(v);
+        return VMENC_E_LIMIT;
+    }
+    *out_n = n;
     *out = v;
     return VMENC_OK;
 }
@@ -631,11 +642,11 @@ vmenc_status model_rebuild_groups(model *m, uint32_t *cycle_group) {
     uint32_t *nums = calloc(n ? n : 1, sizeof(uint32_t));
     uint32_t *pool = NULL;
     rv = (sets && nums) ? VMENC_OK : VMENC_E_NOMEM;
-    for (uint32_t x = 0; x < n && rv == VMENC_OK; x++) {
+    for (uint32_t x = 0; x < n && rv == VMENC_OK && total <= VMENC_POLICY_MAX_GROUP_CLOSURE; x++) {
         rv = union_parents(&c, x, false, &sets[x], &nums[x]);
         total += nums[x];
     }
-    if (rv == VMENC_OK && total >= UINT32_MAX)
+    if (rv == VMENC_OK && total > VMENC_POLICY_MAX_GROUP_CLOSURE)
         rv = VMENC_E_LIMIT;
     if (rv == VMENC_OK && (pool = malloc((size_t)(total ? total : 1) * sizeof(uint32_t))) == NULL)
         rv = VMENC_E_NOMEM;

@@ -74,6 +74,7 @@ typedef struct object {
     char *name;
     vmenc_policy_object_type type;
     uint32_t parent;         /* INDEX_NONE for the root */
+    uint32_t depth;          /* 0 for the root */
     uint32_t cap_perms;
     uint32_t num_prop;       /* how many permissions here propagate */
     /* VMs */

@@ -29,6 +29,12 @@ static inline __attribute__((always_inline)) __m512i xb512_from_tweak(__m128i t)
 #define XB_SRLI64(v, n) _mm512_srli_epi64((v), (unsigned)(n))
 #define XB_BSLLI8(v) _mm512_bslli_epi128((v), 8)
 #define XB_CLMUL01(a, b) _mm512_clmulepi64_epi128((a), (b), 0x01)
+/* 32 registers hold data, tweaks and round keys, and on Intel VPCLMULQDQ
+ * runs on another port than VAES: advance the tweaks in vector registers. */
+#define XB_VECTOR_TWEAKS 1
+#define XB_BSLLI(v, n) _mm512_bslli_epi128((v), (n))
+#define XB_BSRLI(v, n) _mm512_bsrli_epi128((v), (n))
+#define XB_CLMUL00(a, b) _mm512_clmulepi64_epi128((a), (b), 0x00)
 #define XB_POLY() _mm512_set_epi64(0, 0x87, 0, 0x87, 0, 0x87, 0, 0x87)
 #define XB_FROM_TWEAK(t) xb512_from_tweak(t)
 #define XB_LANE0(v) _mm512_castsi512_si128(v)

@@ -92,6 +92,14 @@ vmenc_status vmenc_xts_new_internal(const uint8_t *key, size_t key_len, uint32_t
         return rv;
     }
     vmenc_xts_sched *s = (vmenc_xts_sched *)x->secret->bytes;
+    /* The aesni backend uses the round keys in place as aligned 16-byte
+     * vectors. sodium_malloc ends the block at a page boundary, so a size
+     * that is a multiple of 16 gives a 16-byte aligned block. */
+    _Static_assert(sizeof(vmenc_xts_sched) % 16 == 0, "schedule size must keep 16-byte alignment");
+    if (((uintptr_t)s & 15u) != 0) {
+        vmenc_xts_free(x);
+        return VMENC_E_INTERNAL;
+    }
     if (backend == &vmenc_xts_backend_portable) {
         memcpy(s->raw, key, key_len);
         rv = vmenc_xts_portable_init(x);

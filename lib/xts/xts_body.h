@@ -23,6 +23,11 @@
  *   XB_NAME              backend name string, XB_BACKEND its table symbol
  *
  *   XB_CPU_REQUIRED      VMENC_CPU_* bits the backend needs
+ * Optional:
+ *   XB_VECTOR_TWEAKS     compute group tweaks with vector ops (then also
+ *                        XB_BSLLI(v, n), XB_BSRLI(v, n) byte shifts within
+ *                        128-bit lanes and XB_CLMUL00(a, b)) instead of in
+ *                        general-purpose registers
  *
  * Structure: whole sectors go through xb_sectors, which encrypts the tweaks
  * of 8 sectors at once; a data unit's blocks go through xb_blocks: groups of
@@ -33,7 +38,8 @@
  * Tweak arithmetic: the tweak is an element of GF(2^128) mod
  * x^128 + x^7 + x^2 + x + 1, stored little-endian (IEEE 1619 5.2). Inside a
  * group's loop it is advanced one block at a time in two 64-bit general-
- * purpose registers (the vector units are busy with AES). Elsewhere,
+ * purpose registers (the vector units are busy with AES), or with
+ * XB_VECTOR_TWEAKS by a whole group per step in vector registers. Elsewhere,
  * multiplying a vector by x^k (k <= 57) shifts each 64-bit half left by k,
  * moves the bits that leave the low half into the high half, and folds the k
  * bits that leave the top back in as (those bits) (x) 0x87 - one carry-less
@@ -128,11 +134,78 @@ typedef struct xb_scratch {
 } xb_scratch;
 
 XB_INLINE void xb_scratch_init(xb_scratch *sc, const uint8_t (*rk)[16], unsigned rounds) {
+#if XB_LANES == 1
+    /* 128-bit: the schedule in secure memory already is the vector form;
+     * xb_round_keys reads it in place. */
+    (void)sc;
+    (void)rk;
+    (void)rounds;
+#else
     XB_UNROLL
     for (unsigned r = 0; r <= rounds; r++)
         sc->k[r] = XB_BCAST(rk[r]);
+#endif
 }
 
+/* The round keys as vectors. For 128-bit vectors that is the schedule itself
+ * (16-byte aligned: xts.c checks), so no copy of a key is ever made on the
+ * stack and the rounds take their keys as memory operands from secure
+ * memory. */
+XB_INLINE const XB_VEC *xb_round_keys(const xb_scratch *sc, const uint8_t (*rk)[16]) {
+#if XB_LANES == 1
+    (void)sc;
+    return (const XB_VEC *)(const void *)rk;
+#else
+    (void)rk;
+    return sc->k;
+#endif
+}
+
+#ifdef XB_VECTOR_TWEAKS
+/* Whole groups of XB_NV vectors, tweaks in vector registers: each group's
+ * tweaks are the previous group's times x^(8 * XB_GROUP_BYTES_SHIFT), a byte
+ * shift and one carry-less multiply per vector, computed before the rounds
+ * so they are ready early. Used where PCLMULQDQ does not compete with AES
+ * for an execution port and registers are plentiful (AVX-512). Returns the
+ * tweak vector of the first block not processed. */
+#define XB_GROUP_BYTES_SHIFT (XB_NV * XB_LANES / 8)
+_Static_assert((XB_NV * XB_LANES) % 8 == 0 && XB_NV * XB_LANES <= 56,
+               "a group must advance the tweak by a whole number of bytes, at most 7");
+XB_INLINE XB_VEC xb_groups(const XB_VEC *k, unsigned rounds, bool enc, XB_VEC tv,
+                           xb_scratch *buf, const uint8_t **pin, uint8_t **pout,
+                           size_t *pnum_blocks) {
+    (void)buf;
+    const uint8_t *in = *pin;
+    uint8_t *out = *pout;
+    size_t num_blocks = *pnum_blocks;
+    XB_VEC tw[XB_NV];
+    XB_UNROLL
+    for (int i = 0; i < XB_NV; i++)
+        tw[i] = i == 0 ? tv : xb_mul_xk(tv, i * XB_LANES);
+    do {
+        XB_VEC d[XB_NV], tn[XB_NV];
+        XB_UNROLL
+        for (int i = 0; i < XB_NV; i++) {
+            d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), tw[i]), k[0]);
+            tn[i] = XB_XOR(XB_BSLLI(tw[i], XB_GROUP_BYTES_SHIFT),
+                           XB_CLMUL00(XB_BSRLI(tw[i], 16 - XB_GROUP_BYTES_SHIFT), XB_POLY()));
+        }
+        xb_rounds(d, k, rounds, enc);
+        XB_UNROLL
+        for (int i = 0; i < XB_NV; i++) {
+            XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], tw[i]));
+            tw[i] = tn[i];
+        }
+        in += (size_t)XB_NV * 16 * XB_LANES;
+        out += (size_t)XB_NV * 16 * XB_LANES;
+        num_blocks -= XB_NV * XB_LANES;
+    } while (num_blocks >= XB_NV * XB_LANES);
+    *pin = in;
+    *pout = out;
+    *pnum_blocks = num_blocks;
+    return tw[0];
+}
+#else
 /* t * alpha on a tweak held as two 64-bit halves, branch-free. */
 XB_INLINE void xb_gpr_mul_alpha(uint64_t *lo, uint64_t *hi) {
     uint64_t fold = (uint64_t)((int64_t)*hi >> 63) & 0x87;
@@ -191,6 +264,7 @@ XB_INLINE XB_VEC xb_groups(const XB_VEC *k, unsigned rounds, bool enc, XB_VEC tv
     *pnum_blocks = num_blocks;
     return XB_LOADU(buf->t[cur][0]);
 }
+#endif
 
 /* En/decrypt |num_blocks| whole blocks with the tweaks t, t*a, t*a^2, ...
  * Returns the tweak of the block after the last one. Round keys are
@@ -199,7 +273,7 @@ XB_INLINE __m128i xb_blocks(const uint8_t (*rk)[16], unsigned rounds, bool enc, 
                             xb_scratch *buf, const uint8_t *in, uint8_t *out,
                             size_t num_blocks) {
     if (num_blocks >= XB_LANES) {
-        const XB_VEC *k = buf->k;
+        const XB_VEC *k = xb_round_keys(buf, rk);
         XB_VEC tv = XB_FROM_TWEAK(t);
         if (num_blocks >= (size_t)XB_NV * XB_LANES)
             tv = xb_groups(k, rounds, enc, tv, buf, &in, &out, &num_blocks);

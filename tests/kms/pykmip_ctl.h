@@ -176,7 +176,12 @@ __attribute__((unused)) static int pykmip_kill(pykmip_env *e, int port) {
     }
     fclose(f);
     unlink(path);
-    return kill(-pid, SIGKILL);
+    if (kill(-pid, SIGKILL) != 0)
+        return -1;
+    /* Dead means its sockets are closed: wait until the group is gone. */
+    for (int i = 0; i < 500 && kill(-pid, 0) == 0; i++)
+        usleep(10000);
+    return 0;
 }
 
 /* pykmip_client runs kmip_interop.py against the server on |port|. */

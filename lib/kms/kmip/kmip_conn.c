@@ -58,6 +58,31 @@ static void info_cb(const SSL *ssl, int where, int ret) {
     }
 }
 
+/* key_is_encrypted: the PEM file holds an encrypted private key (so a
+ * failure to load it means a missing or wrong passphrase). */
+static bool key_is_encrypted(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    char line[128];
+    bool enc = false;
+    while (!enc && fgets(line, sizeof(line), f) != NULL)
+        enc = strstr(line, "ENCRYPTED") != NULL;
+    fclose(f);
+    return enc;
+}
+
+/* key_mismatch_error: OpenSSL refused the key because it does not belong
+ * to the certificate. */
+static bool key_mismatch_error(void) {
+    unsigned long e;
+    while ((e = ERR_get_error()) != 0)
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+            (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH || ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
+            return true;
+    return false;
+}
+
 static bool file_readable(const char *path) { return path == NULL || access(path, R_OK) == 0; }
 
 vmenc_status vmenc_kmip_tls_ctx_new(const char *ca_file, const char *cert_file, const char *key_file,
@@ -92,8 +117,13 @@ vmenc_status vmenc_kmip_tls_ctx_new(const char *ca_file, const char *cert_file, 
         int ok = SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM);
         SSL_CTX_set_default_passwd_cb(ctx, NULL);
         SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
-        if (ok != 1)
+        if (ok != 1) {
+            if (key_mismatch_error())
+                s = VMENC_E_INVALID_ARG;
+            else if (key_is_encrypted(key_file))
+                s = VMENC_E_WRONG_PASSPHRASE;
             goto fail;
+        }
         s = VMENC_E_INVALID_ARG;
         if (SSL_CTX_check_private_key(ctx) != 1)
             goto fail;
@@ -288,6 +318,11 @@ static vmenc_status handshake_failure(const vmenc_kmip_conn *c, vmenc_status io)
         return VMENC_E_KMS_CERT_VERIFY;
     if (c->cert_requested || alert_is_about_our_certificate(c->alert))
         return VMENC_E_KMS_AUTH;
+    /* The peer closed or reset the connection without a word of TLS (no
+     * alert): a server going away, not a TLS failure - let a cluster fail
+     * over. */
+    if (io == VMENC_E_KMS_UNAVAILABLE && c->alert < 0)
+        return VMENC_E_KMS_UNAVAILABLE;
     return VMENC_E_KMS_TLS;
 }
 

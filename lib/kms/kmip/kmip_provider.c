@@ -85,8 +85,8 @@ static vmenc_status ensure_connected(kmip_provider *kp, uint64_t deadline, bool 
     return VMENC_OK;
 }
 
-static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len, uint64_t deadline,
-                               exchange *ex) {
+static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len, bool read_only,
+                               uint64_t deadline, exchange *ex) {
     for (int attempt = 0;; attempt++) {
         bool reused = false, got = false;
         VMENC_GUARD(ensure_connected(kp, deadline, &reused));
@@ -96,10 +96,11 @@ static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len
             break;
         vmenc_kmip_conn_close(&kp->conn);
         /* A kept-alive connection the server dropped while idle fails
-         * before any byte of a response: the request was not processed, so
-         * it is sent once more on a fresh connection. Anything else is
-         * reported (never resend a Create that may have been executed). */
-        if (!(reused && !got && s == VMENC_E_KMS_UNAVAILABLE && attempt == 0))
+         * before any byte of a response. A read-only request is then sent
+         * once more on a fresh connection; one that changes state (Create,
+         * Activate, Revoke, Destroy) is not, since the server may have
+         * executed it before the connection died. */
+        if (!(read_only && reused && !got && s == VMENC_E_KMS_UNAVAILABLE && attempt == 0))
             return s;
     }
     vmenc_status s = vmenc_kmip_response_parse(ex->raw, ex->raw_len, &ex->resp);
@@ -112,6 +113,11 @@ static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len
 
 /* run finishes |req|, sends it and checks that the response answers each of
  * the |num_ops| operations in |ops|, in order. */
+static bool read_only_op(uint32_t op) {
+    return op == KMIP_OP_GET || op == KMIP_OP_GET_ATTRIBUTES || op == KMIP_OP_LOCATE || op == KMIP_OP_QUERY ||
+           op == KMIP_OP_DISCOVER_VERSIONS;
+}
+
 static vmenc_status run(kmip_provider *kp, vmenc_kmip_request *req, const uint32_t *ops, uint32_t num_ops,
                         uint64_t deadline, exchange *ex) {
     uint8_t *bytes = NULL;
@@ -121,7 +127,10 @@ static vmenc_status run(kmip_provider *kp, vmenc_kmip_request *req, const uint32
     if (s == VMENC_E_BAD_ENCODING || s == VMENC_E_TOO_LARGE)
         return VMENC_E_INVALID_ARG;
     VMENC_GUARD(s);
-    s = send_bytes(kp, bytes, len, deadline, ex);
+    bool read_only = true;
+    for (uint32_t i = 0; i < num_ops; i++)
+        read_only = read_only && read_only_op(ops[i]);
+    s = send_bytes(kp, bytes, len, read_only, deadline, ex);
     sodium_memzero(bytes, len);
     free(bytes);
     VMENC_GUARD(s);
