@@ -199,12 +199,21 @@ static void test_arguments_checked_before_io(void **state) {
     /* The network is reached with valid arguments, and refused. */
     assert_int_equal(vmenc_kms_provider_get_kek(p, "1", 1000, &k), VMENC_E_KMS_UNAVAILABLE);
     assert_null(k);
-    /* No remote wrap in this provider: the guarded call says so. */
-    uint8_t out[64];
+    /* Remote wrap: only AES-GCM (KMIP Encrypt/Decrypt), with a 12-byte IV. */
+    uint8_t out[64], iv[12] = {0};
     size_t out_len;
     vmenc_kms_wrap_params wp = {.struct_size = sizeof(wp), .mech = VMENC_KMS_WRAP_AES_KWP};
     assert_int_equal(vmenc_kms_provider_wrap(p, "1", &wp, out, 32, 1000, out, sizeof(out), &out_len),
-                     VMENC_E_UNIMPLEMENTED);
+                     VMENC_E_UNSUPPORTED);
+    wp.mech = VMENC_KMS_WRAP_AES_GCM;
+    assert_int_equal(vmenc_kms_provider_wrap(p, "1", &wp, out, 32, 1000, out, sizeof(out), &out_len),
+                     VMENC_E_INVALID_ARG); /* no IV */
+    wp.iv = iv;
+    wp.iv_len = sizeof(iv);
+    assert_int_equal(vmenc_kms_provider_unwrap(p, "1", &wp, out, 16, 1000, out, sizeof(out), &out_len),
+                     VMENC_E_AUTH); /* shorter than a tag */
+    assert_int_equal(vmenc_kms_provider_wrap(p, "1", &wp, out, 32, 1000, out, sizeof(out), &out_len),
+                     VMENC_E_KMS_UNAVAILABLE);
     vmenc_kms_provider_free(p);
 }
 

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "core/internal.h"
 #include "kms/kmip/kmip_msg.h"
 #include "kms/kmip/kmip_provider.h"
@@ -409,6 +411,82 @@ static void test_other_identity_gets_permission_denied(void **state) {
     vmenc_kms_provider_free(p);
 }
 
+/* ---- remote wrap (KMIP Encrypt/Decrypt, AES-256-GCM) ------------------------------------ */
+
+static void local_gcm(const uint8_t *key, const uint8_t *iv, const uint8_t *aad, size_t aad_len,
+                      const uint8_t *in, size_t in_len, uint8_t *out /* in_len + 16 */) {
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    int n = 0, f = 0;
+    assert_non_null(x);
+    assert_int_equal(EVP_EncryptInit_ex(x, EVP_aes_256_gcm(), NULL, key, iv), 1);
+    assert_int_equal(EVP_EncryptUpdate(x, NULL, &n, aad, (int)aad_len), 1);
+    assert_int_equal(EVP_EncryptUpdate(x, out, &n, in, (int)in_len), 1);
+    assert_int_equal(EVP_EncryptFinal_ex(x, out + n, &f), 1);
+    assert_int_equal(EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, 16, out + in_len), 1);
+    EVP_CIPHER_CTX_free(x);
+}
+
+static void test_remote_wrap_gcm(void **state) {
+    vmenc_kms_provider *p = provider(g_port_a);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_kms_provider_create_kek(p, NULL, T_MS, id, sizeof(id)), VMENC_OK);
+    uint8_t dek[64], iv[12], aad[] = "vm-1/disk-0/disk", wrapped[64 + 16], local[64 + 16], back[64];
+    for (size_t i = 0; i < sizeof(dek); i++)
+        dek[i] = (uint8_t)(i * 7 + 1);
+    for (size_t i = 0; i < sizeof(iv); i++)
+        iv[i] = (uint8_t)(0xA0 + i);
+    vmenc_kms_wrap_params wp = {.struct_size = sizeof(wp), .mech = VMENC_KMS_WRAP_AES_GCM, .iv = iv,
+                                .iv_len = sizeof(iv), .aad = aad, .aad_len = sizeof(aad) - 1};
+    size_t len = 0;
+    assert_int_equal(vmenc_kms_provider_wrap(p, id, &wp, dek, sizeof(dek), T_MS, wrapped, sizeof(wrapped), &len),
+                     VMENC_OK);
+    assert_int_equal(len, sizeof(wrapped));
+    /* Differential: the server's GCM equals OpenSSL's under the same key. */
+    vmenc_secret *k = NULL;
+    assert_int_equal(vmenc_kmip_get_key_secret(p, id, T_MS, &k), VMENC_OK);
+    local_gcm(k->bytes, iv, aad, sizeof(aad) - 1, dek, sizeof(dek), local);
+    vmenc_secret_free(k);
+    assert_memory_equal(wrapped, local, sizeof(local));
+
+    assert_int_equal(vmenc_kms_provider_unwrap(p, id, &wp, wrapped, len, T_MS, back, sizeof(back), &len), VMENC_OK);
+    assert_int_equal(len, sizeof(dek));
+    assert_memory_equal(back, dek, sizeof(dek));
+
+    /* Anything inauthentic: a flipped bit in ciphertext or tag, other AAD,
+     * a truncated input. */
+    uint8_t bad[sizeof(wrapped)];
+    for (size_t pos = 0; pos < sizeof(wrapped); pos += sizeof(wrapped) - 1) {
+        memcpy(bad, wrapped, sizeof(bad));
+        bad[pos] ^= 0x01;
+        assert_int_equal(vmenc_kms_provider_unwrap(p, id, &wp, bad, sizeof(bad), T_MS, back, sizeof(back), &len),
+                         VMENC_E_AUTH);
+    }
+    vmenc_kms_wrap_params other = wp;
+    other.aad = (const uint8_t *)"vm-2/disk-0/disk";
+    assert_int_equal(vmenc_kms_provider_unwrap(p, id, &other, wrapped, sizeof(wrapped), T_MS, back, sizeof(back),
+                                               &len),
+                     VMENC_E_AUTH);
+    assert_int_equal(vmenc_kms_provider_unwrap(p, id, &wp, wrapped, 16, T_MS, back, sizeof(back), &len),
+                     VMENC_E_AUTH);
+    /* Refused before any request: key wrap mechanisms, a short IV, a
+     * small output buffer. */
+    vmenc_kms_wrap_params kwp = {.struct_size = sizeof(kwp), .mech = VMENC_KMS_WRAP_AES_KWP};
+    assert_int_equal(vmenc_kms_provider_wrap(p, id, &kwp, dek, sizeof(dek), T_MS, wrapped, sizeof(wrapped), &len),
+                     VMENC_E_UNSUPPORTED);
+    other = wp;
+    other.iv_len = 8;
+    assert_int_equal(vmenc_kms_provider_wrap(p, id, &other, dek, sizeof(dek), T_MS, wrapped, sizeof(wrapped), &len),
+                     VMENC_E_INVALID_ARG);
+    assert_int_equal(vmenc_kms_provider_wrap(p, id, &wp, dek, sizeof(dek), T_MS, wrapped, sizeof(wrapped) - 1, &len),
+                     VMENC_E_BUFFER_TOO_SMALL);
+    /* Unknown key. */
+    assert_int_equal(vmenc_kms_provider_wrap(p, "no-such-key-4711", &wp, dek, sizeof(dek), T_MS, wrapped,
+                                             sizeof(wrapped), &len),
+                     VMENC_E_KEY_NOT_FOUND);
+    assert_int_equal(vmenc_kms_provider_destroy_kek(p, id, T_MS), VMENC_OK);
+    vmenc_kms_provider_free(p);
+}
+
 /* ---- refusals ---------------------------------------------------------------------------- */
 
 static vmenc_status health_with(int port, const prov_opts *o, uint32_t timeout_ms) {
@@ -669,6 +747,7 @@ int main(void) {
         cmocka_unit_test(test_interop_pykmip_creates_vmenc_reads),
         cmocka_unit_test(test_wrong_key_length_and_state),
         cmocka_unit_test(test_other_identity_gets_permission_denied),
+        cmocka_unit_test(test_remote_wrap_gcm),
         cmocka_unit_test(test_server_name_checks),
         cmocka_unit_test(test_untrusted_server_certificate),
         cmocka_unit_test(test_client_certificate_refusals),

@@ -24,12 +24,13 @@ static bool is_v2(const vmenc_kmip_request *req) { return req->version.major >= 
 
 /* ---- requests --------------------------------------------------------------- */
 
-vmenc_status vmenc_kmip_request_begin(vmenc_kmip_request *req, vmenc_kmip_version version,
-                                      uint32_t batch_count) {
+static vmenc_status request_begin(vmenc_kmip_request *req, vmenc_kmip_version version, uint32_t batch_count,
+                                  bool secure) {
     VMENC_ENSURE_REF(req);
     VMENC_ENSURE(batch_count >= 1 && batch_count <= VMENC_KMIP_MAX_BATCH, VMENC_E_INVALID_ARG);
     memset(req, 0, sizeof(*req));
-    VMENC_GUARD(vmenc_cbb_init(&req->cbb, 256));
+    req->secure = secure;
+    VMENC_GUARD(secure ? vmenc_cbb_init_secure(&req->cbb, 256) : vmenc_cbb_init(&req->cbb, 256));
     vmenc_cbb_set_max(&req->cbb, VMENC_TTLV_MAX_MESSAGE);
     req->version = version;
     req->batch_count = batch_count;
@@ -48,6 +49,16 @@ vmenc_status vmenc_kmip_request_begin(vmenc_kmip_request *req, vmenc_kmip_versio
     vmenc_ttlv_add_int(c, KMIP_TAG_BATCH_COUNT, (int32_t)batch_count);
     vmenc_ttlv_end_struct(c, hdr);
     return vmenc_cbb_status(c);
+}
+
+vmenc_status vmenc_kmip_request_begin(vmenc_kmip_request *req, vmenc_kmip_version version,
+                                      uint32_t batch_count) {
+    return request_begin(req, version, batch_count, false);
+}
+
+vmenc_status vmenc_kmip_request_begin_secure(vmenc_kmip_request *req, vmenc_kmip_version version,
+                                             uint32_t batch_count) {
+    return request_begin(req, version, batch_count, true);
 }
 
 void vmenc_kmip_request_item_begin(vmenc_kmip_request *req, uint32_t op) {

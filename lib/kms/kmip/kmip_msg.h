@@ -18,10 +18,13 @@ enum {
     KMIP_TAG_ATTRIBUTE_VALUE = 0x42000B,
     KMIP_TAG_BATCH_COUNT = 0x42000D,
     KMIP_TAG_BATCH_ITEM = 0x42000F,
+    KMIP_TAG_BLOCK_CIPHER_MODE = 0x420011,
     KMIP_TAG_COMPROMISE_OCCURRENCE_DATE = 0x420021,
     KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM = 0x420028,
     KMIP_TAG_CRYPTOGRAPHIC_LENGTH = 0x42002A,
+    KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS = 0x42002B,
     KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK = 0x42002C,
+    KMIP_TAG_IV_COUNTER_NONCE = 0x42003D,
     KMIP_TAG_KEY = 0x42003F,
     KMIP_TAG_KEY_BLOCK = 0x420040,
     KMIP_TAG_KEY_COMPRESSION_TYPE = 0x420041,
@@ -59,6 +62,10 @@ enum {
     KMIP_TAG_UNIQUE_BATCH_ITEM_ID = 0x420093,
     KMIP_TAG_UNIQUE_IDENTIFIER = 0x420094,
     KMIP_TAG_VENDOR_IDENTIFICATION = 0x42009D,
+    KMIP_TAG_DATA = 0x4200C2,
+    KMIP_TAG_TAG_LENGTH = 0x4200CE,
+    KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA = 0x4200FE,
+    KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG = 0x4200FF,
     KMIP_TAG_ATTRIBUTES = 0x420125,         /* KMIP 2.0 */
     KMIP_TAG_ATTRIBUTE_REFERENCE = 0x42013B /* KMIP 2.0 */
 };
@@ -73,8 +80,12 @@ enum {
     KMIP_OP_REVOKE = 0x13,
     KMIP_OP_DESTROY = 0x14,
     KMIP_OP_QUERY = 0x18,
-    KMIP_OP_DISCOVER_VERSIONS = 0x1E
+    KMIP_OP_DISCOVER_VERSIONS = 0x1E,
+    KMIP_OP_ENCRYPT = 0x1F, /* KMIP 1.2 */
+    KMIP_OP_DECRYPT = 0x20  /* KMIP 1.2 */
 };
+
+enum { KMIP_BLOCK_CIPHER_MODE_GCM = 0x09 };
 
 enum { KMIP_OBJECT_SYMMETRIC_KEY = 0x02 };
 enum { KMIP_ALG_AES = 0x03 };
@@ -162,6 +173,7 @@ typedef struct vmenc_kmip_request {
     size_t payload_mark;
     uint32_t num_items;
     uint32_t batch_count;
+    bool secure;       /* bytes in secure memory (the request carries a secret) */
 } vmenc_kmip_request;
 
 /* vmenc_kmip_request_begin starts a Request Message with a header naming
@@ -169,6 +181,11 @@ typedef struct vmenc_kmip_request {
  * memory (requests carry no key material); cleanup wipes them anyway. */
 VMENC_INTERNAL vmenc_status vmenc_kmip_request_begin(vmenc_kmip_request *req, vmenc_kmip_version version,
                                                      uint32_t batch_count);
+/* vmenc_kmip_request_begin_secure: the same, with the message built in
+ * secure memory (Encrypt/Decrypt carry secrets); finish's buffer is then
+ * released with vmenc_secure_free. */
+VMENC_INTERNAL vmenc_status vmenc_kmip_request_begin_secure(vmenc_kmip_request *req, vmenc_kmip_version version,
+                                                            uint32_t batch_count);
 /* vmenc_kmip_request_item_begin opens Batch Item |op| and its Request
  * Payload; the caller writes payload fields into req->cbb. With more than
  * one item, each carries Unique Batch Item ID = its 1-based index (1 byte). */
