@@ -31,8 +31,12 @@ static const uint32_t sector_sizes[] = {512, 1024, 2048, 4096, 8192, 16384, 3276
  * geometry, a "512-bit vector" emulated as two ymm halves, so the lane
  * handling, tweak steps (x^4, x^8, x^12, x^16) and tails of the avx512
  * instantiation are tested; only its intrinsic mapping is not. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("aes,pclmul,sse4.1,ssse3,avx,avx2,vaes,vpclmulqdq"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("aes,pclmul,sse4.1,ssse3,avx,avx2,vaes,vpclmulqdq")
+#endif
 #include <immintrin.h>
 
 typedef struct emu512 {
@@ -110,7 +114,11 @@ EMU_INLINE emu512 emu_from_tweak(__m128i t) {
     return (emu512){_mm256_inserti128_si256(_mm256_castsi128_si256(t), t1, 1),
                     _mm256_inserti128_si256(_mm256_castsi128_si256(t2), t3, 1)};
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 /* The pseudo-backend name the tests use for the emulated geometry. */
 #define AVX512_LOGIC "avx512-logic-on-avx2"

@@ -9,17 +9,12 @@
 #include "vmenc/common.h"
 #include "vmenc/core.h"
 #include "vmenc/xts.h"
-#if __has_include("vmenc/keys.h")
 #include "vmenc/keys.h"
-#endif
-#if __has_include("vmenc/kms.h")
 #include "vmenc/kms.h"
-#endif
-#if __has_include("vmenc/policy.h")
+#include "vmenc/kms_file.h"
+#include "vmenc/kms_kmip.h"
+#include "vmenc/kms_pkcs11.h"
 #include "vmenc/policy.h"
-#endif
-#if __has_include("vmenc/audit.h")
 #include "vmenc/audit.h"
-#endif
 
 #endif /* VMENC_VMENC_H */
