@@ -229,7 +229,17 @@ static const bad k_bad[] = {
     {"{\"inventory\": [" ROOT "]}", VMENC_E_POLICY_INVALID, "$.version"},
     {"{\"version\": 1}", VMENC_E_POLICY_INVALID, "$.inventory"},
     {DOC(", \"extra\": 1"), VMENC_E_POLICY_INVALID, "$.extra"},
-    {DOC(", \"a\\\"b\": 1"), VMENC_E_POLICY_INVALID, "$[\"a?b\"]"},
+    {DOC(", \"a\\\"b\": 1"), VMENC_E_POLICY_INVALID, "$[\"a??b\"]"},
+    {DOC(", \"ver\\u0073ion\": 1"), VMENC_E_POLICY_INVALID, "$[\"ver?u0073ion\"]"},
+    {DOC(", \"users\": [{\"name\": \"u\"}], \"permissions\": [{\"principal\": \"u\", "
+         "\"object\": \"vc\", \"role\": \"ReadOnly\", \"role\": \"Admin\"}]"),
+     VMENC_E_POLICY_INVALID, "$.permissions[0].role"},
+    {"{\"version\": 1, \"inventory\": [" ROOT "], \"version\": 1}", VMENC_E_POLICY_INVALID,
+     "$.version"},
+    {DOC(", \"users\": [{\"name\": \"u\", \"a\": 1, \"b\": 1, \"c\": 1, \"d\": 1, \"e\": 1, "
+         "\"f\": 1, \"g\": 1, \"h\": 1, \"i\": 1, \"j\": 1, \"k\": 1, \"l\": 1, \"m\": 1, "
+         "\"n\": 1, \"o\": 1, \"p\": 1}]"),
+     VMENC_E_POLICY_INVALID, "$.users[0].p"},
     {DOC(", \"roles\": {}"), VMENC_E_POLICY_INVALID, "$.roles"},
     {DOC(", \"roles\": [{\"name\": \"r\", \"privileges\": [], \"colour\": \"red\"}]"),
      VMENC_E_POLICY_INVALID, "$.roles[0].colour"},

@@ -612,6 +612,102 @@ static size_t single_quote_at(vmenc_cbs in) {
     return SIZE_MAX;
 }
 
+/* ---- duplicate keys ------------------------------------------------------
+ * json-c keeps the last of two equal keys in an object, so {"role": "ReadOnly",
+ * "role": "Admin"} would mean something other than what a reviewer reads
+ * first. After json-c has accepted the document (so it is well-formed), this
+ * scan walks it once more, finds the keys of every object and refuses
+ * duplicates and escaped keys (every key of the schema is a plain word, and an
+ * escape could hide a duplicate), reporting the JSON path. */
+
+#define SCAN_MAX_KEYS 16 /* the widest object of the schema has 7 fields */
+
+typedef struct scan_frame {
+    bool is_obj;
+    size_t idx;                     /* arrays: element index */
+    size_t key_off[SCAN_MAX_KEYS];  /* objects: keys seen (offset, length) */
+    size_t key_len[SCAN_MAX_KEYS];
+    size_t num_keys;
+    bool want_key;
+} scan_frame;
+
+static void scan_path(char *out, const uint8_t *d, const scan_frame *st, size_t depth) {
+    char cur[PATH_MAX_], key[VMENC_POLICY_NAME_MAX + 1];
+    snprintf(cur, sizeof(cur), "$");
+    for (size_t i = 0; i < depth; i++) {
+        if (st[i].is_obj) {
+            if (st[i].num_keys == 0)
+                break;
+            size_t n = st[i].key_len[st[i].num_keys - 1];
+            if (n > VMENC_POLICY_NAME_MAX)
+                n = VMENC_POLICY_NAME_MAX;
+            memcpy(key, d + st[i].key_off[st[i].num_keys - 1], n);
+            key[n] = '\0';
+            path_key(out, cur, key);
+        } else {
+            path_idx(out, cur, st[i].idx);
+        }
+        memcpy(cur, out, PATH_MAX_);
+    }
+    memcpy(out, cur, PATH_MAX_);
+}
+
+static vmenc_status scan_keys(jctx *c, vmenc_cbs in) {
+    scan_frame st[VMENC_POLICY_MAX_JSON_DEPTH + 1];
+    size_t depth = 0;
+    const uint8_t *d = vmenc_cbs_data(&in);
+    size_t len = vmenc_cbs_len(&in);
+    char path[PATH_MAX_];
+    for (size_t i = 0; i < len; i++) {
+        uint8_t ch = d[i];
+        scan_frame *top = depth ? &st[depth - 1] : NULL;
+        if (ch == '{' || ch == '[') {
+            if (depth == VMENC_ARRAY_LEN(st))
+                return VMENC_OK; /* json-c bounds depth; never here */
+            st[depth] = (scan_frame){.is_obj = ch == '{', .want_key = ch == '{'};
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (depth)
+                depth--;
+        } else if (ch == ',') {
+            if (top && top->is_obj)
+                top->want_key = true;
+            else if (top)
+                top->idx++;
+        } else if (ch == '"') {
+            size_t start = ++i;
+            bool escaped = false;
+            for (; i < len && d[i] != '"'; i++) {
+                if (d[i] == '\\') {
+                    escaped = true;
+                    i++;
+                }
+            }
+            if (!(top && top->is_obj && top->want_key))
+                continue;
+            top->want_key = false;
+            size_t klen = i - start;
+            bool dup = false;
+            for (size_t k = 0; k < top->num_keys && !dup; k++)
+                dup = top->key_len[k] == klen && memcmp(d + top->key_off[k], d + start, klen) == 0;
+            bool full = top->num_keys == SCAN_MAX_KEYS;
+            /* Record the key (a full frame reuses its last slot) so the path
+             * of an error ends in it. */
+            size_t slot = full ? SCAN_MAX_KEYS - 1 : top->num_keys++;
+            top->key_off[slot] = start;
+            top->key_len[slot] = klen;
+            if (escaped || dup || full) {
+                scan_path(path, d, st, depth);
+                return fail(c, VMENC_E_POLICY_INVALID, path, start - 1,
+                            escaped ? "escape sequence in a field name"
+                            : dup   ? "field given twice"
+                                    : "object with too many fields");
+            }
+        }
+    }
+    return VMENC_OK;
+}
+
 static vmenc_status syntax_error(jctx *c, const vmenc_cbs *in, json_tokener *tok,
                                  enum json_tokener_error e) {
     size_t off = json_tokener_get_parse_end(tok);
@@ -680,6 +776,8 @@ vmenc_status policy_json_parse(const uint8_t *json, size_t json_len, vmenc_polic
                           "bytes after the document");
     }
     json_tokener_free(tok);
+    if (rv == VMENC_OK)
+        rv = scan_keys(&c, in);
     if (rv == VMENC_OK) {
         rv = model_new(&c.m);
         if (rv != VMENC_OK)
