@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "core/internal.h"
 #include "kms/kmip/kmip_msg.h"
@@ -582,6 +583,64 @@ static void test_plaintext_peer_is_refused(void **state) {
     close(pr.lfd);
 }
 
+/* A server that offers nothing newer than TLS 1.1 (with the right
+ * certificate) is refused: TLS 1.2 is the floor. */
+typedef struct old_tls_peer {
+    int lfd;
+    SSL_CTX *ctx;
+    int accepted; /* SSL_accept result */
+} old_tls_peer;
+
+static void *old_tls_server(void *arg) {
+    old_tls_peer *o = arg;
+    int fd = accept(o->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    SSL *ssl = SSL_new(o->ctx);
+    SSL_set_fd(ssl, fd);
+    o->accepted = SSL_accept(ssl);
+    SSL_free(ssl);
+    close(fd);
+    return NULL;
+}
+
+/* old_tls_health runs health against a one-shot TLS server whose highest
+ * version is |max_version|, and reports whether its handshake completed. */
+static vmenc_status old_tls_health(int max_version, bool *handshake_ok) {
+    old_tls_peer o = {.accepted = 99};
+    char cert[PATH_MAX + 32], key[PATH_MAX + 32];
+    snprintf(cert, sizeof(cert), "%s/server.crt", g_certs);
+    snprintf(key, sizeof(key), "%s/server.key", g_certs);
+    o.ctx = SSL_CTX_new(TLS_server_method());
+    assert_non_null(o.ctx);
+    assert_int_equal(SSL_CTX_set_cipher_list(o.ctx, "DEFAULT:@SECLEVEL=0"), 1);
+    SSL_CTX_set_security_level(o.ctx, 0);
+    assert_int_equal(SSL_CTX_set_min_proto_version(o.ctx, TLS1_VERSION), 1);
+    assert_int_equal(SSL_CTX_set_max_proto_version(o.ctx, max_version), 1);
+    assert_int_equal(SSL_CTX_use_certificate_chain_file(o.ctx, cert), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(o.ctx, key, SSL_FILETYPE_PEM), 1);
+    int port;
+    o.lfd = listen_local(&port);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, old_tls_server, &o), 0);
+    vmenc_status s = health_with(port, NULL, T_MS);
+    pthread_join(t, NULL);
+    *handshake_ok = o.accepted == 1;
+    close(o.lfd);
+    SSL_CTX_free(o.ctx);
+    return s;
+}
+
+static void test_tls11_server_is_refused(void **state) {
+    bool hs = true;
+    assert_int_equal(old_tls_health(TLS1_1_VERSION, &hs), VMENC_E_KMS_TLS);
+    assert_false(hs);
+    /* Control: the same server allowed TLS 1.2 completes the handshake
+     * (then hangs up without a KMIP answer). */
+    assert_int_equal(old_tls_health(TLS1_2_VERSION, &hs), VMENC_E_KMS_UNAVAILABLE);
+    assert_true(hs);
+}
+
 static void test_black_hole_hits_deadline(void **state) {
     /* The kernel completes the TCP handshake from the listen backlog, but
      * nobody ever accepts or reads: only the deadline ends the call. */
@@ -753,6 +812,7 @@ int main(void) {
         cmocka_unit_test(test_client_certificate_refusals),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_plaintext_peer_is_refused),
+        cmocka_unit_test(test_tls11_server_is_refused),
         cmocka_unit_test(test_black_hole_hits_deadline),
         cmocka_unit_test(test_cluster_fails_over_from_black_hole),
         cmocka_unit_test(test_replicated_cluster_failover), /* last: kills and restarts A */
