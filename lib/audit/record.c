@@ -390,11 +390,14 @@ static bool get_status(vmenc_cbs *cbs, int32_t *out) {
     return true;
 }
 
-static int hex_val(uint8_t c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
+/* Lowercase hex digit values, -1 for anything else. (Record hashes are
+ * public, so a table lookup indexed by them leaks nothing.) */
+static const int8_t k_hex_val[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
+
+static int hex_val(uint8_t c) { return k_hex_val[c] - 1; }
 
 /* get_hex: "<2n lowercase hex digits>". */
 static bool get_hex(vmenc_cbs *cbs, uint8_t *out, size_t n) {
@@ -424,6 +427,20 @@ static vmenc_status get_str(vmenc_cbs *cbs, char *out, size_t max, size_t *out_l
     if (!get_lit(cbs, "\""))
         goto fail;
     for (;;) {
+        /* Fast path: a run of bytes that stand for themselves. */
+        const uint8_t *run = vmenc_cbs_data(cbs);
+        size_t avail = vmenc_cbs_len(cbs), k = 0;
+        while (k < avail && run[k] != '"' && run[k] != '\\' && !needs_u_escape(run[k]))
+            k++;
+        if (k > 0) {
+            if (k > max - n) {
+                rv = VMENC_E_TOO_LARGE;
+                goto fail;
+            }
+            memcpy(out + n, run, k);
+            n += k;
+            (void)vmenc_cbs_skip(cbs, k);
+        }
         if (!vmenc_cbs_get_u8(cbs, &c)) {
             rv = VMENC_E_PARSE;
             goto fail;
