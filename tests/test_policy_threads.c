@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,14 @@ static bool same_decision(const vmenc_policy_decision *a, const vmenc_policy_dec
            strcmp(a->message, b->message) == 0;
 }
 
+/* wait_for_readers blocks until the readers have made some checks, so the
+ * writer's updates really overlap reads however the scheduler orders the
+ * threads on a loaded machine (no timing assumption). */
+static void wait_for_readers(shared *s) {
+    while (atomic_load(&s->seen[0]) + atomic_load(&s->seen[1]) + atomic_load(&s->bad) < NUM_READERS)
+        sched_yield();
+}
+
 static void *reader_reload(void *arg) {
     shared *s = arg;
     while (!atomic_load(&s->stop)) {
@@ -93,6 +102,7 @@ static void test_readers_during_reload(void **state) {
     pthread_t t[NUM_READERS];
     for (int i = 0; i < NUM_READERS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, reader_reload, &s), 0);
+    wait_for_readers(&s);
     for (int k = 0; k < 400; k++) {
         const char *d = docs[(k + 1) & 1];
         assert_int_equal(vmenc_policy_reload_json(s.p, (const uint8_t *)d, strlen(d), NULL),
@@ -145,6 +155,7 @@ static void test_readers_during_grants(void **state) {
     pthread_t t[NUM_READERS];
     for (int i = 0; i < NUM_READERS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, reader_grants, &s), 0);
+    wait_for_readers(&s);
     char name[64];
     for (int k = 0; k < 1500; k++) {
         snprintf(name, sizeof(name), "obj%d", k);
