@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # scripts/test.sh - install dependencies, build, and run the whole vmenc test
-# suite: first a normal build (-Wall -Wextra -Werror), then the same suite
-# under ASan+UBSan. Tests start and stop their own PyKMIP server and
-# SoftHSM2 token. VMENC_TEST_MODES picks builds (default "release asan";
-# "tsan" is also available).
+# suite three times: a normal build (-Wall -Wextra -Werror), then under
+# ASan+UBSan, then under ThreadSanitizer. Tests start and stop their own
+# PyKMIP servers and SoftHSM2 tokens. VMENC_TEST_MODES picks the builds
+# (default "release asan tsan").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/deps.sh
-MODES=${VMENC_TEST_MODES:-release asan}
+MODES=${VMENC_TEST_MODES:-release asan tsan}
 JOBS=$(nproc)
 rc=0
 for mode in $MODES; do
