@@ -13,7 +13,7 @@ JOBS=$(nproc)
 rc=0
 for mode in $MODES; do
     case $mode in
-        release) opts=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+        release) opts=(-DCMAKE_BUILD_TYPE=Release) ;;
         asan)    opts=(-DCMAKE_BUILD_TYPE=Debug -DVMENC_SANITIZE=ON) ;;
         tsan)    opts=(-DCMAKE_BUILD_TYPE=Debug -DVMENC_TSAN=ON) ;;
         *) echo "unknown mode $mode" >&2; exit 2 ;;

@@ -179,7 +179,7 @@ static bool get_digits(const char *p, int n, unsigned *out) {
 
 bool audit_parse_time(const char *s, size_t len, uint64_t *out_ms) {
     static const unsigned mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    unsigned y, mo, d, h, mi, se, ms;
+    unsigned y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, ms = 0;
     if (len != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
         s[16] != ':' || s[19] != '.' || s[23] != 'Z')
         return false;

@@ -42,8 +42,13 @@ static vmenc_status fail(jctx *c, vmenc_status st, const char *path, size_t offs
 /* path_join writes |a| then |b| into |out| (PATH_MAX_ bytes), cutting what
  * does not fit: a path is a diagnostic, never parsed back. */
 static void path_join(char *out, const char *a, const char *b) {
-    size_t la = strnlen(a, PATH_MAX_ - 1);
-    size_t lb = strnlen(b, PATH_MAX_ - 1 - la);
+    /* a and b are NUL-terminated; clamp rather than bound the scan, which
+     * GCC -O3 misreads as an over-read of short literals. */
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > PATH_MAX_ - 1)
+        la = PATH_MAX_ - 1;
+    if (lb > PATH_MAX_ - 1 - la)
+        lb = PATH_MAX_ - 1 - la;
     memmove(out, a, la);
     memcpy(out + la, b, lb);
     out[la + lb] = '\0';
@@ -146,7 +151,7 @@ static vmenc_status name_of(jctx *c, json_object *v, const char *path, const cha
 
 static vmenc_status get_name(jctx *c, json_object *obj, const char *path, const char *key,
                              bool required, const char **out) {
-    json_object *v;
+    json_object *v = NULL;
     VMENC_GUARD(get_field(c, obj, path, key, json_type_string, required, &v));
     *out = NULL;
     if (v == NULL)
@@ -450,7 +455,7 @@ static vmenc_status load_permissions(jctx *c, json_object *arr) {
     for (size_t i = 0; i < n; i++) {
         char p[PATH_MAX_], pf[PATH_MAX_];
         path_idx(p, "$.permissions", i);
-        json_object *o = json_object_array_get_idx(arr, i), *prop;
+        json_object *o = json_object_array_get_idx(arr, i), *prop = NULL;
         const char *pn, *on, *rn;
         VMENC_GUARD(expect_object(c, o, p));
         VMENC_GUARD(check_keys(c, o, p, keys, VMENC_ARRAY_LEN(keys)));
@@ -494,7 +499,7 @@ static vmenc_status load_storage_policies(jctx *c, json_object *arr) {
     for (size_t i = 0; i < n; i++) {
         char p[PATH_MAX_], pf[PATH_MAX_], pe[PATH_MAX_];
         path_idx(p, "$.storage_policies", i);
-        json_object *o = json_object_array_get_idx(arr, i), *enc, *classes;
+        json_object *o = json_object_array_get_idx(arr, i), *enc = NULL, *classes = NULL;
         vmenc_storage_policy_spec spec = {.struct_size = sizeof(spec)};
         const char *mig = NULL;
         VMENC_GUARD(expect_object(c, o, p));
