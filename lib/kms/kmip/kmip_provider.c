@@ -240,32 +240,28 @@ static bool v2(const kmip_provider *kp) { return kp->version.major >= 2; }
 
 /* ---- operations (called with kp->mu held) ------------------------------------------- */
 
-static vmenc_status do_destroy_only(kmip_provider *kp, const char *key_id, uint64_t deadline) {
+/* do_uid_op runs one request whose only payload is the object's Unique
+ * Identifier (Activate, Destroy) and returns its mapped result status. */
+static vmenc_status do_uid_op(kmip_provider *kp, uint32_t op, const char *key_id, uint64_t deadline) {
     vmenc_kmip_request req;
     VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 1));
-    vmenc_kmip_request_item_begin(&req, KMIP_OP_DESTROY);
+    vmenc_kmip_request_item_begin(&req, op);
     vmenc_ttlv_add_text(&req.cbb, KMIP_TAG_UNIQUE_IDENTIFIER, key_id, strlen(key_id));
     vmenc_kmip_request_item_end(&req);
     exchange ex;
-    const uint32_t ops[] = {KMIP_OP_DESTROY};
+    const uint32_t ops[] = {op};
     VMENC_GUARD(run(kp, &req, ops, 1, deadline, &ex));
     vmenc_status s = vmenc_kmip_result_status(&ex.resp.items[0]);
     exchange_cleanup(&ex);
     return s;
 }
 
+static vmenc_status do_destroy_only(kmip_provider *kp, const char *key_id, uint64_t deadline) {
+    return do_uid_op(kp, KMIP_OP_DESTROY, key_id, deadline);
+}
+
 static vmenc_status do_activate(kmip_provider *kp, const char *key_id, uint64_t deadline) {
-    vmenc_kmip_request req;
-    VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 1));
-    vmenc_kmip_request_item_begin(&req, KMIP_OP_ACTIVATE);
-    vmenc_ttlv_add_text(&req.cbb, KMIP_TAG_UNIQUE_IDENTIFIER, key_id, strlen(key_id));
-    vmenc_kmip_request_item_end(&req);
-    exchange ex;
-    const uint32_t ops[] = {KMIP_OP_ACTIVATE};
-    VMENC_GUARD(run(kp, &req, ops, 1, deadline, &ex));
-    vmenc_status s = vmenc_kmip_result_status(&ex.resp.items[0]);
-    exchange_cleanup(&ex);
-    return s;
+    return do_uid_op(kp, KMIP_OP_ACTIVATE, key_id, deadline);
 }
 
 static vmenc_status do_create(kmip_provider *kp, const char *name, uint64_t deadline, char *out_id,
