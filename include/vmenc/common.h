@@ -63,6 +63,7 @@ typedef enum vmenc_status {
     VMENC_E_DEPTH_LIMIT = -206,      /* nesting too deep */
     VMENC_E_BAD_ALGORITHM = -207,    /* unknown algorithm identifier */
     VMENC_E_BAD_MAGIC = -208,        /* file or record magic does not match */
+    VMENC_E_BAD_PATH = -209,         /* a file name escapes its directory or is not allowed */
 
     /* crypto / authentication (-300..-399) */
     VMENC_E_AUTH = -300,             /* authentication tag / integrity check failed */
@@ -71,6 +72,8 @@ typedef enum vmenc_status {
     VMENC_E_WRONG_PASSPHRASE = -303, /* keystore passphrase wrong (or file tampered) */
     VMENC_E_KEY_MISMATCH = -304,     /* key is not the one the record names */
     VMENC_E_CONTEXT_MISMATCH = -305, /* wrapped key bound to another VM/disk/purpose */
+    VMENC_E_SELFTEST = -306,         /* an implementation failed its known-answer self-test */
+    VMENC_E_ROUNDTRIP = -307,        /* a fresh wrap did not unwrap again with a freshly fetched KEK */
 
     /* key manager / provider (-400..-499) */
     VMENC_E_KMS = -400,              /* generic provider failure */
@@ -90,6 +93,7 @@ typedef enum vmenc_status {
     VMENC_E_KMS_PERMISSION = -414,   /* authenticated but not allowed to use the object */
     VMENC_E_PIN_LOCKED = -415,       /* token PIN locked */
     VMENC_E_KMS_WRONG_KEY = -416,    /* provider returned a key other than the one asked for */
+    VMENC_E_VM_LOCKED = -417,        /* VM locked: a KEK it needs cannot be fetched (yet) */
 
     /* policy (-500..-599) */
     VMENC_E_DENIED = -500,           /* principal lacks a privilege */
@@ -111,6 +115,7 @@ typedef enum vmenc_status {
     VMENC_E_LOCKED = -702,           /* file lock held by another process */
     VMENC_E_LIMIT = -703,            /* a configured bound (cache size, count) reached */
     VMENC_E_INTERRUPTED = -704,      /* a previous operation was interrupted; recovery needed */
+    VMENC_E_NO_SPACE = -705,         /* the file system is full (ENOSPC, EDQUOT) */
 
     /* internal (-900..-999) */
     VMENC_E_INTERNAL = -900          /* a bug in vmenc: please report */
