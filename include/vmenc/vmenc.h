@@ -16,5 +16,6 @@
 #include "vmenc/kms_pkcs11.h"
 #include "vmenc/policy.h"
 #include "vmenc/audit.h"
+#include "vmenc/vm.h"
 
 #endif /* VMENC_VMENC_H */
