@@ -222,7 +222,7 @@ typedef struct vmenc_vm_info {
 typedef struct vmenc_disk_info {
     uint32_t struct_size;
     char disk_id[VMENC_DISK_ID_MAX + 1];
-    char file_name[VMENC_VM_NAME_MAX + 16];          /* descriptor file, relative to the home */
+    char file_name[256];                             /* descriptor file, relative to the home */
     uint64_t capacity;                               /* bytes */
     uint32_t sector_size;
     vmenc_disk_state state;

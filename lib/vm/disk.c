@@ -1,0 +1,268 @@
+/*
+ * lib/vm/disk.c - open virtual disks and VM state files: the handles a
+ * hypervisor's block layer and device models do I/O through.
+ *
+ * A handle keeps its VM alive (a reference) and marks its disk open, so the
+ * disk cannot be removed or converted under it. I/O never takes the VM
+ * lock: a disk's extent is immutable after open (its XTS context never
+ * changes; a shallow rekey changes only the wrapped copy of the DEK).
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm/vm_internal.h"
+
+struct vmenc_disk {
+    vmenc_vm *vm;
+    size_t index_hint; /* the disk's entry when opened (entries may move) */
+    char disk_id[VMENC_DISK_ID_MAX + 1];
+    vm_extent *ext;
+    bool readonly;
+};
+
+struct vmenc_vm_file {
+    vmenc_vm *vm;
+    vm_sf *sf;      /* AEAD or plain classes */
+    vm_extent *ext; /* VSWP */
+    bool readonly;
+};
+
+/* open_allowed authorizes and audits the opening of a disk or file. */
+static vmenc_status open_authorize(vmenc_vm *vm, vm_op *op, bool export) {
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = export ? VMENC_OP_EXPORT_VM : VMENC_OP_POWER_ON,
+                               .vm = vm->vmx.name,
+                               .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
+    return vm_op_authorize(op, &rq);
+}
+
+static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t flags, vm_op *op,
+                                     vmenc_disk **out) {
+    int i = vm_find_disk(vm, disk_id);
+    VMENC_ENSURE(i >= 0, VMENC_E_NOT_FOUND);
+    vm_disk_entry *e = &vm->disks[i];
+    VMENC_ENSURE(!e->open, VMENC_E_BAD_STATE);
+    if (e->desc.encrypted) {
+        vm_op_add_key(op, e->desc.key_provider, e->desc.kek_id);
+        VMENC_ENSURE(e->dek != NULL, VMENC_E_VM_LOCKED);
+    }
+    vmenc_disk *d = calloc(1, sizeof(*d));
+    VMENC_ENSURE(d != NULL, VMENC_E_NOMEM);
+    vmenc_xts *xts = NULL;
+    vmenc_status s = VMENC_OK;
+    if (e->desc.encrypted)
+        VMENC_GUARD_GOTO(s, vmenc_xts_new_from_dek(e->dek, e->desc.sector_size, &xts), fail);
+    bool ro = (flags & VMENC_DISK_OPEN_READONLY) != 0;
+    uint32_t xflags = (ro ? VM_EXTENT_READONLY : 0) | (vm_host_sync(vm->host) ? 0 : VM_EXTENT_NO_SYNC);
+    s = vm_extent_open(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, xts, xflags, &d->ext);
+    if (s != VMENC_OK) {
+        vmenc_xts_free(xts);
+        goto fail;
+    }
+    e->open = true;
+    vm->open_handles++;
+    vm_retain(vm);
+    d->vm = vm;
+    d->index_hint = (size_t)i;
+    d->readonly = ro;
+    snprintf(d->disk_id, sizeof(d->disk_id), "%s", disk_id);
+    *out = d;
+    return VMENC_OK;
+fail:
+    free(d);
+    return s;
+}
+
+vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *disk_id, uint32_t flags,
+                             vmenc_disk **out) {
+    VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, (flags & VMENC_DISK_OPEN_EXPORT) ? "disk.open_export" : "disk.open",
+               vm->vmx.name);
+    if (disk_id == NULL || (flags & ~(VMENC_DISK_OPEN_READONLY | VMENC_DISK_OPEN_EXPORT)) != 0)
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad arguments");
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk_id);
+    VMENC_GUARD(open_authorize(vm, &op, (flags & VMENC_DISK_OPEN_EXPORT) != 0));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_disk *d = NULL;
+    vmenc_status s = disk_open_locked(vm, disk_id, flags, &op, &d);
+    pthread_mutex_unlock(&vm->lock);
+    s = vm_op_finish(&op, s, NULL);
+    if (s != VMENC_OK) {
+        if (d != NULL) {
+            vmenc_status ignored = vmenc_disk_close(d); /* the audit failure is what counts */
+            (void)ignored;
+        }
+        return s;
+    }
+    *out = d;
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_disk_pread(vmenc_disk *disk, uint64_t offset, size_t len, uint8_t *out) {
+    VMENC_ENSURE_REF(disk);
+    return vm_extent_pread(disk->ext, offset, len, out);
+}
+
+vmenc_status vmenc_disk_pwrite(vmenc_disk *disk, uint64_t offset, const uint8_t *data, size_t len) {
+    VMENC_ENSURE_REF(disk);
+    VMENC_ENSURE(!disk->readonly, VMENC_E_BAD_STATE);
+    return vm_extent_pwrite(disk->ext, offset, data, len);
+}
+
+vmenc_status vmenc_disk_flush(vmenc_disk *disk) {
+    VMENC_ENSURE_REF(disk);
+    return vm_extent_flush(disk->ext);
+}
+
+vmenc_status vmenc_disk_get_size(const vmenc_disk *disk, uint64_t *out) {
+    VMENC_ENSURE(disk != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    *out = vm_extent_capacity(disk->ext);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_disk_get_sector_size(const vmenc_disk *disk, uint32_t *out) {
+    VMENC_ENSURE(disk != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    *out = vm_extent_sector_size(disk->ext);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_disk_is_encrypted(const vmenc_disk *disk, int *out) {
+    VMENC_ENSURE(disk != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    *out = vm_extent_encrypted(disk->ext) ? 1 : 0;
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_disk_close(vmenc_disk *disk) {
+    if (disk == NULL)
+        return VMENC_OK;
+    vmenc_status s = vm_extent_close(disk->ext, !disk->readonly);
+    vmenc_vm *vm = disk->vm;
+    pthread_mutex_lock(&vm->lock);
+    int i = vm_find_disk(vm, disk->disk_id);
+    if (i >= 0)
+        vm->disks[i].open = false;
+    vm->open_handles--;
+    pthread_mutex_unlock(&vm->lock);
+    free(disk);
+    vm_release(vm);
+    return s;
+}
+
+/* ---- state files ----------------------------------------------------------- */
+
+static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint32_t index, uint32_t flags,
+                                     vmenc_vm_file *f) {
+    VMENC_ENSURE(!vm_is_encrypted(vm) || vm->vm_key != NULL, VMENC_E_VM_LOCKED);
+    char name[VMENC_VM_NAME_MAX + 32];
+    VMENC_GUARD(vm_state_file_name(vm->vmx.name, cls, index, name, sizeof(name)));
+    bool sync = vm_host_sync(vm->host);
+    if (cls != VMENC_VM_FILE_VSWP)
+        return vm_sf_open(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, flags, sync, &f->sf);
+    /* Swap: XTS over a fixed-size file, made on first open. */
+    VMENC_ENSURE((flags & VMENC_VM_FILE_TRUNCATE) == 0, VMENC_E_INVALID_ARG);
+    uint64_t size = (vm->vmx.memory_bytes + 4095) & ~(uint64_t)4095;
+    uint32_t xflags = ((flags & VMENC_VM_FILE_READONLY) ? VM_EXTENT_READONLY : 0) | (sync ? 0 : VM_EXTENT_NO_SYNC);
+    vmenc_xts *xts = NULL;
+    if (vm->vm_key != NULL)
+        VMENC_GUARD(vm_xts_for_vswp(vm->vm_key, &xts));
+    vmenc_status s = vm_extent_open(vm->dirfd, name, size, 4096, xts, xflags, &f->ext);
+    if (s == VMENC_E_NOT_FOUND && (flags & VMENC_VM_FILE_CREATE))
+        s = vm_extent_open(vm->dirfd, name, size, 4096, xts, xflags | VM_EXTENT_CREATE, &f->ext);
+    if (s != VMENC_OK)
+        vmenc_xts_free(xts);
+    return s;
+}
+
+vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_file_class cls, uint32_t index,
+                                uint32_t flags, vmenc_vm_file **out) {
+    VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.file_open", vm->vmx.name);
+    const uint32_t known = VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE | VMENC_VM_FILE_READONLY;
+    char name[VMENC_VM_NAME_MAX + 32];
+    vmenc_status s = vm_state_file_name(vm->vmx.name, cls, index, name, sizeof(name));
+    if (s == VMENC_OK && ((flags & ~known) != 0 || ((flags & VMENC_VM_FILE_READONLY) &&
+                                                     (flags & (VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE)))))
+        s = VMENC_E_INVALID_ARG;
+    if (s == VMENC_OK && (cls == VMENC_VM_FILE_VMSS || cls == VMENC_VM_FILE_NVRAM) && index != 0)
+        s = VMENC_E_INVALID_ARG;
+    if (s != VMENC_OK)
+        return vm_op_finish(&op, s, "bad file class, index or flags");
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, name);
+    if (vm_is_encrypted(vm))
+        vm_op_add_key(&op, vmenc_wrapped_key_provider_alias(vm->vmx.key_safe),
+                      vmenc_wrapped_key_kek_id(vm->vmx.key_safe));
+    VMENC_GUARD(open_authorize(vm, &op, false));
+    vmenc_vm_file *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return vm_op_finish(&op, VMENC_E_NOMEM, NULL);
+    pthread_mutex_lock(&vm->lock);
+    s = file_open_locked(vm, cls, index, flags, f);
+    if (s == VMENC_OK) {
+        vm->open_handles++;
+        vm_retain(vm);
+        f->vm = vm;
+        f->readonly = (flags & VMENC_VM_FILE_READONLY) != 0;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    if (s != VMENC_OK) {
+        free(f);
+        return vm_op_finish(&op, s, NULL);
+    }
+    s = vm_op_finish(&op, VMENC_OK, NULL);
+    if (s != VMENC_OK) {
+        vmenc_status ignored = vmenc_vm_file_close(f);
+        (void)ignored;
+        return s;
+    }
+    *out = f;
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_vm_file_pread(vmenc_vm_file *f, uint64_t offset, size_t len, uint8_t *out, size_t *out_read) {
+    VMENC_ENSURE(f != NULL && out_read != NULL, VMENC_E_INVALID_ARG);
+    if (f->sf != NULL)
+        return vm_sf_pread(f->sf, offset, len, out, out_read);
+    uint64_t cap = vm_extent_capacity(f->ext);
+    size_t n = offset >= cap ? 0 : (size_t)(cap - offset < len ? cap - offset : len);
+    VMENC_GUARD(vm_extent_pread(f->ext, offset, n, out));
+    *out_read = n;
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_vm_file_pwrite(vmenc_vm_file *f, uint64_t offset, const uint8_t *data, size_t len) {
+    VMENC_ENSURE_REF(f);
+    VMENC_ENSURE(!f->readonly, VMENC_E_BAD_STATE);
+    return f->sf != NULL ? vm_sf_pwrite(f->sf, offset, data, len) : vm_extent_pwrite(f->ext, offset, data, len);
+}
+
+vmenc_status vmenc_vm_file_get_size(vmenc_vm_file *f, uint64_t *out) {
+    VMENC_ENSURE(f != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    if (f->sf != NULL)
+        return vm_sf_size(f->sf, out);
+    *out = vm_extent_capacity(f->ext);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_vm_file_flush(vmenc_vm_file *f) {
+    VMENC_ENSURE_REF(f);
+    return f->sf != NULL ? vm_sf_flush(f->sf) : vm_extent_flush(f->ext);
+}
+
+vmenc_status vmenc_vm_file_close(vmenc_vm_file *f) {
+    if (f == NULL)
+        return VMENC_OK;
+    vmenc_status s = f->sf != NULL ? vm_sf_close(f->sf) : vm_extent_close(f->ext, !f->readonly);
+    vmenc_vm *vm = f->vm;
+    if (vm != NULL) {
+        pthread_mutex_lock(&vm->lock);
+        vm->open_handles--;
+        pthread_mutex_unlock(&vm->lock);
+        vm_release(vm);
+    }
+    free(f);
+    return s;
+}

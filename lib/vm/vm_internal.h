@@ -1,0 +1,174 @@
+/*
+ * lib/vm/vm_internal.h - the VM layer's private objects: the host, the VM
+ * with its disks and keys, the XTS/plain extent engine under disks and swap,
+ * and the authorize -> act -> audit helper every operation goes through.
+ *
+ * Not installed; not part of the ABI.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#ifndef VMENC_LIB_VM_VM_INTERNAL_H
+#define VMENC_LIB_VM_VM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "vm/vm_format.h"
+#include "vmenc/vm.h"
+#include "vmenc/xts.h"
+
+/* ---- host ------------------------------------------------------------------ */
+
+struct vmenc_host {
+    atomic_uint refs;
+    char *host_id;
+    vmenc_keymgr *keymgr;
+    vmenc_policy *policy;
+    vmenc_audit *audit;
+    uint32_t timeout_ms;
+    uint64_t (*clock_ms)(void *);
+    void *clock_ctx;
+    uint32_t flags;
+};
+
+VMENC_INTERNAL void vm_host_retain(vmenc_host *host);
+VMENC_INTERNAL void vm_host_release(vmenc_host *host);
+static inline bool vm_host_sync(const vmenc_host *host) {
+    return (host->flags & VMENC_HOST_NO_SYNC) == 0;
+}
+
+/* ---- authorize -> act -> audit ------------------------------------------- */
+
+/* One operation in flight: what the audit event will say. Key IDs are
+ * copied (they may come from records freed before the event is emitted). */
+#define VM_OP_MAX_KEYS 8u
+typedef struct vm_op {
+    vmenc_host *host;
+    const char *principal;   /* as given (may be NULL: refused) */
+    const char *operation;   /* "vm.create", "disk.open", ... */
+    char target[VMENC_AUDIT_MAX_FIELD];
+    char provider[VMENC_PROVIDER_ALIAS_MAX + 1];
+    char key_ids[VM_OP_MAX_KEYS][VMENC_KEY_ID_MAX + 1];
+    size_t num_key_ids;
+    bool authorized;
+} vm_op;
+
+/* vm_op_init starts an operation record. |target| may be NULL. */
+VMENC_INTERNAL void vm_op_init(vm_op *op, vmenc_host *host, const char *principal, const char *operation,
+                               const char *target);
+/* vm_op_add_key notes a key ID (and the provider) the operation uses;
+ * duplicates and overflow beyond VM_OP_MAX_KEYS are dropped. */
+VMENC_INTERNAL void vm_op_add_key(vm_op *op, const char *provider, const char *kek_id);
+
+/* vm_op_authorize checks |principal| (non-empty, else VMENC_E_INVALID_ARG)
+ * and asks the policy about |req| (host defaults to this host). If the
+ * decision needs the host switched to encryption mode, it is switched on the
+ * principal's behalf (audited as "host.enable_encryption"). A denial or
+ * error is audited at once (outcome denied / failed) and returned. */
+VMENC_INTERNAL vmenc_status vm_op_authorize(vm_op *op, vmenc_policy_request *req);
+
+/* vm_op_finish audits the outcome of an authorized (or failed-before-
+ * authorization) operation: success when |s| is VMENC_OK, else failed with
+ * |s| and |reason| (NULL = vmenc_strerror(s)). Returns |s|, or
+ * VMENC_E_AUDIT_SINK if |s| was VMENC_OK and the event was not recorded. */
+VMENC_INTERNAL vmenc_status vm_op_finish(vm_op *op, vmenc_status s, const char *reason);
+
+/* ---- extents: the block engine under disks and swap (extent.c) ------------ */
+
+typedef struct vm_extent vm_extent;
+
+#define VM_EXTENT_READONLY (1u << 0)
+#define VM_EXTENT_CREATE (1u << 1)  /* create (O_EXCL) and size to |capacity|, sparse */
+#define VM_EXTENT_NO_SYNC (1u << 2)
+
+/* vm_extent_open opens data file |name| in |dirfd| of |capacity| bytes in
+ * sectors of |sector_size|. |xts| (taken over on success; NULL = plain)
+ * encrypts sector n with tweak n. A file shorter than |capacity| is
+ * VMENC_E_TRUNCATED. */
+VMENC_INTERNAL vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
+                                           vmenc_xts *xts, uint32_t flags, vm_extent **out);
+VMENC_INTERNAL vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t *out);
+VMENC_INTERNAL vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len);
+VMENC_INTERNAL vmenc_status vm_extent_flush(vm_extent *e);
+VMENC_INTERNAL uint64_t vm_extent_capacity(const vm_extent *e);
+VMENC_INTERNAL uint32_t vm_extent_sector_size(const vm_extent *e);
+VMENC_INTERNAL bool vm_extent_encrypted(const vm_extent *e);
+/* vm_extent_has_data reports whether any byte of the file was ever written
+ * (SEEK_DATA; a file system without holes reports data). */
+VMENC_INTERNAL vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out);
+/* vm_extent_close flushes (unless read-only or |flush| false), frees,
+ * wipes the cipher context. Returns the flush status. */
+VMENC_INTERNAL vmenc_status vm_extent_close(vm_extent *e, bool flush);
+
+/* ---- the VM ----------------------------------------------------------------- */
+
+typedef struct vm_disk_entry {
+    char disk_id[VMENC_DISK_ID_MAX + 1];
+    char desc_name[256];        /* DISK.vmdk */
+    vm_disk_desc desc;          /* parsed descriptor */
+    vmenc_dek *dek;             /* unwrapped DEK; NULL when plain or locked */
+    vmenc_status key_status;    /* last unwrap result (VMENC_OK when plain) */
+    bool open;                  /* a vmenc_disk handle exists */
+} vm_disk_entry;
+
+typedef struct vm_missing_key {
+    char alias[VMENC_PROVIDER_ALIAS_MAX + 1];
+    char kek_id[VMENC_KEY_ID_MAX + 1];
+    vmenc_status status;
+} vm_missing_key;
+
+struct vmenc_vm {
+    atomic_uint refs;
+    vmenc_host *host;           /* retained */
+    pthread_mutex_t lock;       /* management operations, the disk table, open counts */
+    int dirfd;
+    char *home_dir;
+    char vmx_name[VMENC_VM_NAME_MAX + 8];
+    vm_vmx vmx;                 /* parsed configuration (kv owned) */
+    vm_kv *secret;              /* opened encryption.data; NULL when plain or locked */
+    vmenc_dek *vm_key;          /* NULL when plain or locked */
+    vm_disk_entry *disks;       /* vmx.num_disks entries */
+    size_t num_disks;
+    vm_missing_key *missing;
+    size_t num_missing;
+    bool locked;
+    uint32_t open_handles;      /* disks and state files open */
+};
+
+/* vm_alloc makes an empty VM object over |dirfd| (taken over on success). */
+VMENC_INTERNAL vmenc_status vm_alloc(vmenc_host *host, const char *home_dir, int dirfd, vmenc_vm **out);
+/* vm_make_home creates directory |dir| or accepts an existing empty one
+ * (VMENC_E_EXISTS otherwise) and opens it. */
+VMENC_INTERNAL vmenc_status vm_make_home(const char *dir, bool *created, int *out_fd);
+/* vm_new_uuid writes a random (version 4) UUID in canonical text. */
+VMENC_INTERNAL vmenc_status vm_new_uuid(char out[VMENC_VM_UUID_LEN + 1]);
+VMENC_INTERNAL void vm_retain(vmenc_vm *vm);
+/* vm_release drops a reference (vmenc_vm_free is this for callers). */
+VMENC_INTERNAL void vm_release(vmenc_vm *vm);
+VMENC_INTERNAL bool vm_is_encrypted(const vmenc_vm *vm);
+/* vm_find_disk returns the index of |disk_id| or -1. Lock held. */
+VMENC_INTERNAL int vm_find_disk(const vmenc_vm *vm, const char *disk_id);
+/* vm_wrap_ctx fills a wrap context for the VM home or a disk. */
+VMENC_INTERNAL void vm_wrap_ctx(vmenc_wrap_context *ctx, const char *uuid, const char *disk_id);
+/* vm_write_config seals the secret entries (encrypted VM), syncs the vmx
+ * struct into its kv and replaces NAME.vmx atomically. Lock held. */
+VMENC_INTERNAL vmenc_status vm_write_config(vmenc_vm *vm);
+/* vm_write_descriptor replaces DISK.vmdk atomically. */
+VMENC_INTERNAL vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_name, const vm_disk_desc *d);
+/* vm_new_wrapped makes a wrapped key for |dek| under (alias, kek_id) bound
+ * to (uuid, disk_id) and proves it opens again to the same DEK. */
+VMENC_INTERNAL vmenc_status vm_new_wrapped(vmenc_host *host, const char *alias, const char *kek_id,
+                                           const vmenc_dek *dek, const char *uuid, const char *disk_id,
+                                           vmenc_wrapped_key **out);
+/* vm_xts_for_vswp derives the swap file's XTS context from the VM key. */
+VMENC_INTERNAL vmenc_status vm_xts_for_vswp(const vmenc_dek *vm_key, vmenc_xts **out);
+/* vm_state_file_name writes NAME.nvram / NAME.vmss / NAME-SnapshotN.vmsn /
+ * NAME-SnapshotN.vmem / NAME.vswp. */
+VMENC_INTERNAL vmenc_status vm_state_file_name(const char *vm_name, vmenc_vm_file_class cls, uint32_t index,
+                                               char *out, size_t out_cap);
+/* vm_copy_string copies |src| into |out| (VMENC_E_BUFFER_TOO_SMALL if it
+ * does not fit; |out| then holds ""). */
+VMENC_INTERNAL vmenc_status vm_copy_string(char *out, size_t out_cap, const char *src);
+
+#endif /* VMENC_LIB_VM_VM_INTERNAL_H */

@@ -1,0 +1,929 @@
+/*
+ * lib/vm/vm_ops.c - operations that change a VM's disks or keys: add and
+ * remove a disk, shallow rekey, apply a storage policy, clone.
+ *
+ * Crash safety comes from ordering atomic file replacements so that every
+ * intermediate state opens: new files are written before the configuration
+ * names them, the configuration forgets files before they are deleted, and
+ * each wrapped-key record names its own KEK (docs/vm-format.md).
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keys/keys_internal.h"
+#include "vm/vm_internal.h"
+
+#define ADD_DISK_OPTIONS_V1_SIZE (offsetof(vmenc_disk_create_options, flags) + sizeof(uint32_t))
+#define CLONE_OPTIONS_V1_SIZE (offsetof(vmenc_vm_clone_options, flags) + sizeof(uint32_t))
+#define COPY_CHUNK ((size_t)1 << 20)
+
+static uint32_t vm_flags(const vmenc_vm *vm) { return vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0; }
+
+static const char *vm_alias(const vmenc_vm *vm) { return vmenc_wrapped_key_provider_alias(vm->vmx.key_safe); }
+static const char *vm_kek(const vmenc_vm *vm) { return vmenc_wrapped_key_kek_id(vm->vmx.key_safe); }
+
+/* needs_keys fails a locked encrypted VM. */
+static vmenc_status needs_keys(const vmenc_vm *vm) {
+    return vm_is_encrypted(vm) && (vm->locked || vm->vm_key == NULL) ? VMENC_E_VM_LOCKED : VMENC_OK;
+}
+
+/* ---- add / remove a disk ----------------------------------------------------- */
+
+static vmenc_status next_disk_id(const vmenc_vm *vm, char *out, size_t cap) {
+    for (unsigned bus = 0; bus < 4; bus++)
+        for (unsigned unit = 0; unit < 16; unit++) {
+            char id[VMENC_DISK_ID_MAX + 1];
+            snprintf(id, sizeof(id), "scsi%u:%u", bus, unit);
+            if (vm_find_disk(vm, id) < 0)
+                return vm_copy_string(out, cap, id);
+        }
+    return VMENC_E_LIMIT;
+}
+
+static bool name_in_use(const vmenc_vm *vm, const char *desc, const char *extent) {
+    struct stat st;
+    return fstatat(vm->dirfd, desc, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+           fstatat(vm->dirfd, extent, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static vmenc_status disk_file_names(const vmenc_vm *vm, const char *base, char *desc, size_t desc_cap,
+                                    char *extent, size_t extent_cap) {
+    char b[200];
+    for (unsigned n = 0; n < 1000; n++) {
+        if (base != NULL)
+            snprintf(b, sizeof(b), "%s", base);
+        else
+            snprintf(b, sizeof(b), "%s_%u", vm->vmx.name, n);
+        VMENC_ENSURE((size_t)snprintf(desc, desc_cap, "%s.vmdk", b) < desc_cap, VMENC_E_INVALID_ARG);
+        VMENC_ENSURE((size_t)snprintf(extent, extent_cap, "%s-flat.vmdk", b) < extent_cap, VMENC_E_INVALID_ARG);
+        VMENC_GUARD(vm_file_name_check(desc));
+        VMENC_GUARD(vm_file_name_check(extent));
+        if (!name_in_use(vm, desc, extent))
+            return VMENC_OK;
+        if (base != NULL)
+            return VMENC_E_EXISTS;
+    }
+    return VMENC_E_LIMIT;
+}
+
+/* disk_policy_encrypts: does the VM's storage policy encrypt disks? An
+ * encrypted VM without a recorded policy encrypts them (the default). */
+static bool disk_policy_encrypts(const vmenc_vm *vm) {
+    if (!vm_is_encrypted(vm))
+        return false;
+    if (vm->vmx.storage_policy[0] == '\0')
+        return true;
+    vmenc_vm_disk_state ds = {.encrypted = 0};
+    vmenc_vm_crypto_state st = {.struct_size = sizeof(st), .num_disks = 1, .disks = &ds};
+    vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(1)];
+    size_t n = 0;
+    if (vmenc_policy_plan_storage_policy(vm->host->policy, vm->vmx.storage_policy, &st, acts,
+                                         VMENC_ARRAY_LEN(acts), &n) != VMENC_OK)
+        return true; /* unknown policy: keep the safe default */
+    for (size_t i = 0; i < n; i++)
+        if (acts[i].type == VMENC_ACTION_ENCRYPT_DISK)
+            return true;
+    return false;
+}
+
+/* encrypt_desc gives descriptor |d| of an empty disk a fresh DEK wrapped
+ * under the VM's KEK; the DEK goes to |*out_dek|. */
+static vmenc_status encrypt_desc(vmenc_vm *vm, vm_disk_desc *d, vmenc_dek **out_dek) {
+    vmenc_dek *dek = NULL;
+    VMENC_GUARD(vmenc_dek_generate(&dek));
+    vmenc_wrapped_key *wk = NULL;
+    vmenc_status s = vm_new_wrapped(vm->host, vm_alias(vm), vm_kek(vm), dek, vm->vmx.uuid, d->disk_id, &wk);
+    if (s != VMENC_OK) {
+        vmenc_dek_free(dek);
+        return s;
+    }
+    vmenc_wrapped_key_free(d->key_safe);
+    d->key_safe = wk;
+    d->encrypted = 1;
+    d->state = VMENC_DISK_ENCRYPTED;
+    snprintf(d->key_provider, sizeof(d->key_provider), "%s", vm_alias(vm));
+    snprintf(d->kek_id, sizeof(d->kek_id), "%s", vm_kek(vm));
+    *out_dek = dek;
+    return VMENC_OK;
+}
+
+static vmenc_status append_disk(vmenc_vm *vm, const vm_disk_entry *e) {
+    VMENC_ENSURE(vm->num_disks < VMENC_VM_MAX_DISKS, VMENC_E_LIMIT);
+    vm_disk_entry *d = realloc(vm->disks, (vm->num_disks + 1) * sizeof(*d));
+    VMENC_ENSURE(d != NULL, VMENC_E_NOMEM);
+    vm->disks = d;
+    d[vm->num_disks++] = *e;
+    return VMENC_OK;
+}
+
+static vmenc_status add_disk_locked(vmenc_vm *vm, const vmenc_disk_create_options *o, vm_op *op, char *id_out,
+                                    size_t id_cap) {
+    VMENC_GUARD(needs_keys(vm));
+    vm_disk_entry e;
+    memset(&e, 0, sizeof(e));
+    if (o->disk_id != NULL) {
+        VMENC_GUARD(vm_disk_id_check(o->disk_id));
+        VMENC_ENSURE(vm_find_disk(vm, o->disk_id) < 0, VMENC_E_EXISTS);
+        snprintf(e.disk_id, sizeof(e.disk_id), "%s", o->disk_id);
+    } else {
+        VMENC_GUARD(next_disk_id(vm, e.disk_id, sizeof(e.disk_id)));
+    }
+    snprintf(op->target, sizeof(op->target), "%s/%s", vm->vmx.name, e.disk_id);
+    vm_disk_desc *d = &e.desc;
+    VMENC_GUARD(disk_file_names(vm, o->file_base, e.desc_name, sizeof(e.desc_name), d->extent_file,
+                                sizeof(d->extent_file)));
+    snprintf(d->disk_id, sizeof(d->disk_id), "%s", e.disk_id);
+    snprintf(d->vm_uuid, sizeof(d->vm_uuid), "%s", vm->vmx.uuid);
+    d->capacity = o->capacity;
+    d->sector_size = o->sector_size != 0 ? o->sector_size : 512;
+    d->state = VMENC_DISK_PLAIN;
+    vmenc_status s = VMENC_OK;
+    if (disk_policy_encrypts(vm)) {
+        VMENC_GUARD(encrypt_desc(vm, d, &e.dek));
+        vm_op_add_key(op, d->key_provider, d->kek_id);
+    }
+    /* extent, then descriptor, then the configuration that names them */
+    vm_extent *ext = NULL;
+    uint32_t xflags = VM_EXTENT_CREATE | (vm_host_sync(vm->host) ? 0 : VM_EXTENT_NO_SYNC);
+    VMENC_GUARD_GOTO(s, vm_extent_open(vm->dirfd, d->extent_file, d->capacity, d->sector_size, NULL, xflags, &ext),
+                     fail);
+    (void)vm_extent_close(ext, false);
+    VMENC_GUARD_GOTO(s, vm_write_descriptor(vm, e.desc_name, d), fail_extent);
+    VMENC_GUARD_GOTO(s, append_disk(vm, &e), fail_desc);
+    s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        vm->num_disks--;
+        goto fail_desc;
+    }
+    if (id_out != NULL)
+        (void)vm_copy_string(id_out, id_cap, e.disk_id);
+    return VMENC_OK;
+fail_desc:
+    (void)unlinkat(vm->dirfd, e.desc_name, 0);
+fail_extent:
+    (void)unlinkat(vm->dirfd, d->extent_file, 0);
+fail:
+    vmenc_dek_free(e.dek);
+    vm_disk_desc_cleanup(d);
+    return s;
+}
+
+vmenc_status vmenc_vm_add_disk(vmenc_vm *vm, const char *principal, const vmenc_disk_create_options *opts,
+                               char *out_disk_id, size_t out_disk_id_cap) {
+    VMENC_ENSURE(vm != NULL && opts != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(opts->struct_size >= ADD_DISK_OPTIONS_V1_SIZE, VMENC_E_ABI_VERSION);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.add_disk", vm->vmx.name);
+    uint32_t ss = opts->sector_size != 0 ? opts->sector_size : 512;
+    if (opts->flags != 0 || (ss != 512 && ss != 4096) || opts->capacity == 0 || opts->capacity % ss != 0 ||
+        opts->capacity > VMENC_DISK_MAX_CAPACITY ||
+        (out_disk_id != NULL && out_disk_id_cap < VMENC_DISK_ID_MAX + 1))
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad disk options");
+    if (vm_is_encrypted(vm))
+        vm_op_add_key(&op, vm_alias(vm), vm_kek(vm));
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_ADD_DISK, .vm = vm->vmx.name,
+                               .datastore = opts->datastore, .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = add_disk_locked(vm, opts, &op, out_disk_id, out_disk_id_cap);
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
+vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const char *disk_id, uint32_t flags) {
+    VMENC_ENSURE_REF(vm);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.remove_disk", vm->vmx.name);
+    if (disk_id == NULL || (flags & ~VMENC_VM_REMOVE_DELETE_FILES) != 0)
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad arguments");
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk_id);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_EDIT_SETTINGS, .vm = vm->vmx.name,
+                               .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = needs_keys(vm);
+    int i = s == VMENC_OK ? vm_find_disk(vm, disk_id) : -1;
+    if (s == VMENC_OK && i < 0)
+        s = VMENC_E_NOT_FOUND;
+    if (s == VMENC_OK && vm->disks[i].open)
+        s = VMENC_E_BAD_STATE;
+    if (s == VMENC_OK) {
+        vm_disk_entry gone = vm->disks[i];
+        memmove(&vm->disks[i], &vm->disks[i + 1], (vm->num_disks - (size_t)i - 1) * sizeof(*vm->disks));
+        vm->num_disks--;
+        /* the configuration forgets the disk before its files go */
+        s = vm_write_config(vm);
+        if (s != VMENC_OK) {
+            memmove(&vm->disks[i + 1], &vm->disks[i], (vm->num_disks - (size_t)i) * sizeof(*vm->disks));
+            vm->disks[i] = gone;
+            vm->num_disks++;
+        } else {
+            if (gone.desc.encrypted)
+                vm_op_add_key(&op, gone.desc.key_provider, gone.desc.kek_id);
+            if (flags & VMENC_VM_REMOVE_DELETE_FILES) {
+                (void)unlinkat(vm->dirfd, gone.desc.extent_file, 0);
+                (void)unlinkat(vm->dirfd, gone.desc_name, 0);
+                if (vm_host_sync(vm->host))
+                    (void)vm_fsync_dir(vm->dirfd);
+            }
+            vmenc_dek_free(gone.dek);
+            vm_disk_desc_cleanup(&gone.desc);
+        }
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
+/* ---- shallow rekey ------------------------------------------------------------ */
+
+/* rewrap_all re-wraps every key of |vm| under (alias, kek_id): descriptors
+ * first, the configuration (VM key) last. Each record is replaced
+ * atomically and names its own KEK, so any crash point opens. */
+static vmenc_status rewrap_all(vmenc_vm *vm, const char *alias, const char *kek_id, vm_op *op) {
+    for (size_t i = 0; i < vm->num_disks; i++) {
+        vm_disk_entry *e = &vm->disks[i];
+        if (!e->desc.encrypted)
+            continue;
+        vm_op_add_key(op, e->desc.key_provider, e->desc.kek_id);
+        vmenc_wrapped_key *wk = NULL;
+        VMENC_GUARD(vm_new_wrapped(vm->host, alias, kek_id, e->dek, vm->vmx.uuid, e->disk_id, &wk));
+        vm_disk_desc d = e->desc;
+        d.key_safe = wk;
+        snprintf(d.key_provider, sizeof(d.key_provider), "%s", alias);
+        snprintf(d.kek_id, sizeof(d.kek_id), "%s", kek_id);
+        vmenc_status s = vm_write_descriptor(vm, e->desc_name, &d);
+        if (s != VMENC_OK) {
+            vmenc_wrapped_key_free(wk);
+            return s;
+        }
+        vmenc_wrapped_key_free(e->desc.key_safe);
+        e->desc = d;
+    }
+    vmenc_wrapped_key *wk = NULL;
+    VMENC_GUARD(vm_new_wrapped(vm->host, alias, kek_id, vm->vm_key, vm->vmx.uuid, NULL, &wk));
+    vmenc_wrapped_key *old = vm->vmx.key_safe;
+    vm->vmx.key_safe = wk;
+    vmenc_status s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        vm->vmx.key_safe = old;
+        vmenc_wrapped_key_free(wk);
+        return s;
+    }
+    vmenc_wrapped_key_free(old);
+    return VMENC_OK;
+}
+
+static vmenc_status rekey_locked(vmenc_vm *vm, const char *alias, const char *kek_id, vm_op *op) {
+    VMENC_ENSURE(vm_is_encrypted(vm), VMENC_E_BAD_STATE);
+    VMENC_GUARD(needs_keys(vm));
+    vm_op_add_key(op, vm_alias(vm), vm_kek(vm));
+    char a[VMENC_PROVIDER_ALIAS_MAX + 1], id[VMENC_KMS_KEY_ID_CAP];
+    VMENC_GUARD(vm_copy_string(a, sizeof(a), alias != NULL ? alias : vm_alias(vm)));
+    if (kek_id != NULL)
+        VMENC_GUARD(vm_copy_string(id, sizeof(id), kek_id));
+    else
+        VMENC_GUARD(vmenc_keymgr_create_kek(vm->host->keymgr, a, vm->vmx.name, vm->host->timeout_ms, id, sizeof(id)));
+    vm_op_add_key(op, a, id);
+    return rewrap_all(vm, a, id, op);
+}
+
+vmenc_status vmenc_vm_rekey_shallow(vmenc_vm *vm, const char *principal, const char *key_provider,
+                                    const char *kek_id) {
+    VMENC_ENSURE_REF(vm);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.rekey_shallow", vm->vmx.name);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_REKEY_SHALLOW, .vm = vm->vmx.name,
+                               .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = rekey_locked(vm, key_provider, kek_id, &op);
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
+/* ---- state files of the home -------------------------------------------------- */
+
+/* state_file_class recognises NAME.nvram, NAME.vmss, NAME-SnapshotN.vmsn/.vmem. */
+static bool state_file_class(const char *vm_name, const char *file, vmenc_vm_file_class *cls, uint32_t *index) {
+    size_t n = strlen(vm_name);
+    if (strncmp(file, vm_name, n) != 0)
+        return false;
+    const char *rest = file + n;
+    *index = 0;
+    if (strcmp(rest, ".nvram") == 0) {
+        *cls = VMENC_VM_FILE_NVRAM;
+        return true;
+    }
+    if (strcmp(rest, ".vmss") == 0) {
+        *cls = VMENC_VM_FILE_VMSS;
+        return true;
+    }
+    unsigned idx;
+    char ext[8];
+    int used = 0;
+    if (sscanf(rest, "-Snapshot%u.%5[a-z]%n", &idx, ext, &used) == 2 && rest[used] == '\0') {
+        char canon[64];
+        snprintf(canon, sizeof(canon), "-Snapshot%u.%s", idx, ext);
+        if (strcmp(canon, rest) != 0)
+            return false;
+        *index = idx;
+        if (strcmp(ext, "vmsn") == 0)
+            *cls = VMENC_VM_FILE_VMSN;
+        else if (strcmp(ext, "vmem") == 0)
+            *cls = VMENC_VM_FILE_VMEM;
+        else
+            return false;
+        return true;
+    }
+    return false;
+}
+
+typedef vmenc_status (*state_file_fn)(vmenc_vm *vm, const char *file, vmenc_vm_file_class cls, uint32_t index,
+                                      void *arg);
+
+/* for_each_state_file calls |fn| for every AEAD-class state file of |vm|. */
+static vmenc_status for_each_state_file(vmenc_vm *vm, state_file_fn fn, void *arg) {
+    int fd = dup(vm->dirfd);
+    VMENC_ENSURE(fd >= 0, VMENC_E_IO);
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return VMENC_E_IO;
+    }
+    rewinddir(d);
+    vmenc_status s = VMENC_OK;
+    struct dirent *de;
+    while (s == VMENC_OK && (de = readdir(d)) != NULL) {
+        vmenc_vm_file_class cls;
+        uint32_t index;
+        if (state_file_class(vm->vmx.name, de->d_name, &cls, &index))
+            s = fn(vm, de->d_name, cls, index, arg);
+    }
+    closedir(d);
+    return s;
+}
+
+static bool file_is_aead(int dirfd, const char *name) {
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return false;
+    uint8_t magic[8];
+    bool yes = pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) && memcmp(magic, "VMENCSF1", 8) == 0;
+    close(fd);
+    return yes;
+}
+
+typedef struct convert_arg {
+    const vmenc_dek *from;
+    const vmenc_dek *to;
+} convert_arg;
+
+/* convert_one rewrites one state file into its new form; a file already in
+ * that form (an interrupted earlier run) is skipped, so re-applying a policy
+ * finishes the job. */
+static vmenc_status convert_one(vmenc_vm *vm, const char *file, vmenc_vm_file_class cls, uint32_t index,
+                                void *arg) {
+    const convert_arg *a = arg;
+    bool aead = file_is_aead(vm->dirfd, file);
+    if ((a->to != NULL) == aead && a->from == NULL)
+        return VMENC_OK;
+    if (a->to == NULL && !aead)
+        return VMENC_OK;
+    return vm_sf_convert(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, a->from, vm->vmx.uuid, a->to,
+                         vm_host_sync(vm->host));
+}
+
+static void drop_swap(vmenc_vm *vm) {
+    char name[VMENC_VM_NAME_MAX + 16];
+    if (vm_state_file_name(vm->vmx.name, VMENC_VM_FILE_VSWP, 0, name, sizeof(name)) == VMENC_OK)
+        (void)unlinkat(vm->dirfd, name, 0); /* swap holds nothing once powered off */
+}
+
+/* ---- apply a storage policy ---------------------------------------------------- */
+
+static vmenc_status crypto_state(const vmenc_vm *vm, vmenc_vm_disk_state *disks, vmenc_vm_crypto_state *st) {
+    memset(st, 0, sizeof(*st));
+    st->struct_size = sizeof(*st);
+    st->home_encrypted = vm_is_encrypted(vm);
+    st->home_provider = st->home_encrypted ? vm_alias(vm) : NULL;
+    st->num_disks = vm->num_disks;
+    st->disks = disks;
+    for (size_t i = 0; i < vm->num_disks; i++) {
+        disks[i].encrypted = vm->disks[i].desc.encrypted;
+        disks[i].key_provider = disks[i].encrypted ? vm->disks[i].desc.key_provider : NULL;
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status authorize_plan(vmenc_vm *vm, vm_op *op, const vmenc_policy_action *acts, size_t n) {
+    bool enc = false, dec = false, rekey = false;
+    for (size_t i = 0; i < n; i++) {
+        switch (acts[i].type) {
+        case VMENC_ACTION_ENCRYPT_HOME:
+        case VMENC_ACTION_ENCRYPT_DISK: enc = true; break;
+        case VMENC_ACTION_DECRYPT_HOME:
+        case VMENC_ACTION_DECRYPT_DISK: dec = true; break;
+        case VMENC_ACTION_REKEY_HOME:
+        case VMENC_ACTION_REKEY_DISK: rekey = true; break;
+        default: break;
+        }
+    }
+    const vmenc_policy_op ops[3] = {VMENC_OP_ENCRYPT_VM, VMENC_OP_DECRYPT_VM, VMENC_OP_REKEY_SHALLOW};
+    const bool need[3] = {enc, dec, rekey};
+    /* nothing to change still needs the right to edit the VM's settings */
+    if (!enc && !dec && !rekey) {
+        vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_EDIT_SETTINGS, .vm = vm->vmx.name,
+                                   .flags = vm_flags(vm)};
+        return vm_op_authorize(op, &rq);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (!need[i])
+            continue;
+        vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = ops[i], .vm = vm->vmx.name,
+                                   .flags = vm_flags(vm)};
+        VMENC_GUARD(vm_op_authorize(op, &rq));
+    }
+    return VMENC_OK;
+}
+
+/* check_plan refuses, before anything changes, what this version cannot
+ * do: converting a disk that holds data (the conversion engine's job). */
+static vmenc_status check_plan(vmenc_vm *vm, const vmenc_policy_action *acts, size_t n) {
+    VMENC_ENSURE(vm->open_handles == 0, VMENC_E_BAD_STATE);
+    VMENC_GUARD(needs_keys(vm));
+    for (size_t i = 0; i < n; i++) {
+        if (acts[i].type != VMENC_ACTION_ENCRYPT_DISK && acts[i].type != VMENC_ACTION_DECRYPT_DISK)
+            continue;
+        VMENC_ENSURE(acts[i].disk < vm->num_disks, VMENC_E_INTERNAL);
+        bool data = true;
+        VMENC_GUARD(vm_extent_file_has_data(vm->dirfd, vm->disks[acts[i].disk].desc.extent_file, &data));
+        VMENC_ENSURE(!data, VMENC_E_UNSUPPORTED);
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status encrypt_home(vmenc_vm *vm, const char *provider, vm_op *op) {
+    char id[VMENC_KMS_KEY_ID_CAP];
+    VMENC_GUARD(vmenc_keymgr_create_kek(vm->host->keymgr, provider, vm->vmx.name, vm->host->timeout_ms, id, sizeof(id)));
+    vm_op_add_key(op, provider, id);
+    vmenc_dek *key = NULL;
+    VMENC_GUARD(vmenc_dek_generate(&key));
+    vmenc_wrapped_key *wk = NULL;
+    vm_kv *secret = NULL;
+    vmenc_status s = vm_new_wrapped(vm->host, provider, id, key, vm->vmx.uuid, NULL, &wk);
+    if (s == VMENC_OK)
+        s = vm_kv_new(&secret);
+    if (s != VMENC_OK) {
+        vmenc_dek_free(key);
+        vmenc_wrapped_key_free(wk);
+        return s;
+    }
+    vm->vmx.key_safe = wk;
+    vm->vm_key = key;
+    vm->secret = secret;
+    /* configuration first (it holds the key), then the files: a crash
+     * between leaves plain files that re-applying the policy converts */
+    s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        vm->vmx.key_safe = NULL;
+        vm->vm_key = NULL;
+        vm->secret = NULL;
+        vmenc_wrapped_key_free(wk);
+        vmenc_dek_free(key);
+        vm_kv_free(secret);
+        return s;
+    }
+    drop_swap(vm);
+    convert_arg a = {.from = NULL, .to = vm->vm_key};
+    return for_each_state_file(vm, convert_one, &a);
+}
+
+static vmenc_status decrypt_home(vmenc_vm *vm, vm_op *op) {
+    vm_op_add_key(op, vm_alias(vm), vm_kek(vm));
+    /* files first, then the configuration drops the key */
+    convert_arg a = {.from = vm->vm_key, .to = NULL};
+    VMENC_GUARD(for_each_state_file(vm, convert_one, &a));
+    drop_swap(vm);
+    for (size_t i = 0; i < vm_kv_num_entries(vm->secret); i++) {
+        const char *k, *v;
+        vm_kv_entry(vm->secret, i, &k, &v);
+        if (strncmp(k, "vmenc.", 6) != 0)
+            VMENC_GUARD(vm_kv_set(vm->vmx.kv, k, v)); /* secret entries become clear ones */
+    }
+    vmenc_wrapped_key *old = vm->vmx.key_safe;
+    vm->vmx.key_safe = NULL;
+    vmenc_status s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        vm->vmx.key_safe = old;
+        return s;
+    }
+    vmenc_wrapped_key_free(old);
+    vmenc_dek_free(vm->vm_key);
+    vm->vm_key = NULL;
+    vm_kv_free(vm->secret);
+    vm->secret = NULL;
+    return VMENC_OK;
+}
+
+static vmenc_status encrypt_disk(vmenc_vm *vm, size_t i, vm_op *op) {
+    vm_disk_entry *e = &vm->disks[i];
+    vm_disk_desc d = e->desc;
+    d.key_safe = NULL;
+    vmenc_dek *dek = NULL;
+    VMENC_GUARD(encrypt_desc(vm, &d, &dek));
+    vm_op_add_key(op, d.key_provider, d.kek_id);
+    /* descriptor first; the sealed disk list follows with the config */
+    vmenc_status s = vm_write_descriptor(vm, e->desc_name, &d);
+    if (s != VMENC_OK) {
+        vmenc_wrapped_key_free(d.key_safe);
+        vmenc_dek_free(dek);
+        return s;
+    }
+    e->desc = d;
+    e->dek = dek;
+    return vm_write_config(vm);
+}
+
+static vmenc_status decrypt_disk(vmenc_vm *vm, size_t i, vm_op *op) {
+    vm_disk_entry *e = &vm->disks[i];
+    vm_op_add_key(op, e->desc.key_provider, e->desc.kek_id);
+    vm_disk_desc d = e->desc;
+    d.key_safe = NULL;
+    d.encrypted = 0;
+    d.state = VMENC_DISK_PLAIN;
+    d.key_provider[0] = d.kek_id[0] = '\0';
+    /* the sealed list says "plain" before the descriptor does */
+    vm_disk_desc old = e->desc;
+    e->desc = d;
+    vmenc_status s = vm_write_config(vm);
+    if (s == VMENC_OK)
+        s = vm_write_descriptor(vm, e->desc_name, &d);
+    if (s != VMENC_OK) {
+        e->desc = old;
+        return s;
+    }
+    vmenc_wrapped_key_free(old.key_safe);
+    vmenc_dek_free(e->dek);
+    e->dek = NULL;
+    return VMENC_OK;
+}
+
+static vmenc_status run_plan(vmenc_vm *vm, const vmenc_policy_action *acts, size_t n, vm_op *op) {
+    for (size_t i = 0; i < n; i++) {
+        const vmenc_policy_action *a = &acts[i];
+        switch (a->type) {
+        case VMENC_ACTION_ENCRYPT_HOME: VMENC_GUARD(encrypt_home(vm, a->key_provider, op)); break;
+        case VMENC_ACTION_DECRYPT_HOME: VMENC_GUARD(decrypt_home(vm, op)); break;
+        case VMENC_ACTION_ENCRYPT_DISK: VMENC_GUARD(encrypt_disk(vm, a->disk, op)); break;
+        case VMENC_ACTION_DECRYPT_DISK: VMENC_GUARD(decrypt_disk(vm, a->disk, op)); break;
+        case VMENC_ACTION_REKEY_HOME:
+            VMENC_GUARD(rekey_locked(vm, a->key_provider, NULL, op));
+            break;
+        case VMENC_ACTION_REKEY_DISK:
+            break; /* REKEY_HOME re-wraps every disk of the VM's KEK too */
+        default:
+            break; /* core dumps and migration are recorded by the policy name */
+        }
+    }
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_vm_apply_storage_policy(vmenc_vm *vm, const char *principal, const char *name) {
+    VMENC_ENSURE_REF(vm);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.apply_storage_policy", vm->vmx.name);
+    if (name == NULL || name[0] == '\0' || strlen(name) > VMENC_POLICY_NAME_MAX)
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "no storage policy named");
+    pthread_mutex_lock(&vm->lock);
+    vmenc_vm_disk_state disks[VMENC_VM_MAX_DISKS];
+    vmenc_vm_crypto_state st;
+    vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(VMENC_VM_MAX_DISKS)];
+    size_t n = 0;
+    vmenc_status s = crypto_state(vm, disks, &st);
+    if (s == VMENC_OK)
+        s = vmenc_policy_plan_storage_policy(vm->host->policy, name, &st, acts, VMENC_ARRAY_LEN(acts), &n);
+    if (s != VMENC_OK) {
+        pthread_mutex_unlock(&vm->lock);
+        return vm_op_finish(&op, s, "cannot plan the storage policy");
+    }
+    s = authorize_plan(vm, &op, acts, n);
+    if (s != VMENC_OK) {
+        pthread_mutex_unlock(&vm->lock);
+        return s;
+    }
+    s = check_plan(vm, acts, n);
+    if (s == VMENC_OK)
+        s = run_plan(vm, acts, n, &op);
+    if (s == VMENC_OK) {
+        snprintf(vm->vmx.storage_policy, sizeof(vm->vmx.storage_policy), "%s", name);
+        s = vm_write_config(vm);
+    }
+    if (s == VMENC_OK)
+        s = vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id, vm_is_encrypted(vm));
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
+/* ---- clone ------------------------------------------------------------------------ */
+
+typedef struct clone_ctx {
+    vmenc_vm *src;
+    vmenc_vm *dst;
+} clone_ctx;
+
+/* copy_state_file re-encrypts one state file into the clone (state files
+ * are bound to their VM, so even a clone that keeps keys rewrites them). */
+static vmenc_status copy_state_file(vmenc_vm *src, const char *file, vmenc_vm_file_class cls, uint32_t index,
+                                    void *arg) {
+    clone_ctx *c = arg;
+    char dst_name[VMENC_VM_NAME_MAX + 32];
+    VMENC_GUARD(vm_state_file_name(c->dst->vmx.name, cls, index, dst_name, sizeof(dst_name)));
+    bool sync = vm_host_sync(src->host);
+    vm_sf *in = NULL, *out = NULL;
+    VMENC_GUARD(vm_sf_open(src->dirfd, file, (uint8_t)cls, index, src->vmx.uuid, src->vm_key,
+                           VMENC_VM_FILE_READONLY, sync, &in));
+    vmenc_status s = vm_sf_open(c->dst->dirfd, dst_name, (uint8_t)cls, index, c->dst->vmx.uuid, c->dst->vm_key,
+                                VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE, sync, &out);
+    uint8_t *buf = s == VMENC_OK ? malloc(COPY_CHUNK) : NULL;
+    if (s == VMENC_OK && buf == NULL)
+        s = VMENC_E_NOMEM;
+    for (uint64_t off = 0; s == VMENC_OK;) {
+        size_t got = 0;
+        s = vm_sf_pread(in, off, COPY_CHUNK, buf, &got);
+        if (s != VMENC_OK || got == 0)
+            break;
+        s = vm_sf_pwrite(out, off, buf, got);
+        off += got;
+    }
+    if (buf != NULL) {
+        vmenc_memzero(buf, COPY_CHUNK);
+        free(buf);
+    }
+    (void)vm_sf_close(in);
+    vmenc_status cs = out != NULL ? vm_sf_close(out) : VMENC_OK;
+    return s != VMENC_OK ? s : cs;
+}
+
+/* copy_extent copies a disk's data, skipping holes (both sides read zeros
+ * there), decrypting with the source's cipher and encrypting with the
+ * clone's, or byte for byte when both are NULL (raw ciphertext, kept keys). */
+static vmenc_status copy_extent(vmenc_vm *src, const vm_disk_desc *sd, vmenc_xts *sx, vmenc_vm *dst,
+                                const vm_disk_desc *dd, vmenc_xts *dx) {
+    bool sync = vm_host_sync(src->host);
+    vm_extent *in = NULL, *out = NULL;
+    VMENC_GUARD(vm_extent_open(src->dirfd, sd->extent_file, sd->capacity, sd->sector_size, sx,
+                               VM_EXTENT_READONLY, &in));
+    vmenc_status s = vm_extent_open(dst->dirfd, dd->extent_file, dd->capacity, dd->sector_size, dx,
+                                    VM_EXTENT_CREATE | (sync ? 0 : VM_EXTENT_NO_SYNC), &out);
+    if (s != VMENC_OK) {
+        (void)vm_extent_close(in, false);
+        vmenc_xts_free(dx);
+        return s;
+    }
+    int rfd = openat(src->dirfd, sd->extent_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    uint8_t *buf = malloc(COPY_CHUNK);
+    if (rfd < 0 || buf == NULL)
+        s = rfd < 0 ? vm_status_from_errno(errno) : VMENC_E_NOMEM;
+    uint64_t off = 0, cap = sd->capacity, ss = sd->sector_size;
+    while (s == VMENC_OK && off < cap) {
+        off_t data = lseek(rfd, (off_t)off, SEEK_DATA);
+        if (data < 0)
+            break; /* ENXIO: only holes remain (or no SEEK_DATA: copy all below) */
+        off = (uint64_t)data & ~(ss - 1);
+        off_t hole = lseek(rfd, (off_t)off, SEEK_HOLE);
+        uint64_t end = hole < 0 ? cap : ((uint64_t)hole + ss - 1) & ~(ss - 1);
+        if (end > cap)
+            end = cap;
+        while (s == VMENC_OK && off < end) {
+            size_t n = (size_t)(end - off < COPY_CHUNK ? end - off : COPY_CHUNK);
+            s = vm_extent_pread(in, off, n, buf);
+            if (s == VMENC_OK)
+                s = vm_extent_pwrite(out, off, buf, n);
+            off += n;
+        }
+    }
+    if (rfd >= 0)
+        close(rfd);
+    if (buf != NULL) {
+        vmenc_memzero(buf, COPY_CHUNK);
+        free(buf);
+    }
+    (void)vm_extent_close(in, false);
+    vmenc_status cs = vm_extent_close(out, true);
+    return s != VMENC_OK ? s : cs;
+}
+
+static vmenc_status clone_disk(clone_ctx *c, size_t i, bool keep_keys, vm_op *op) {
+    vmenc_vm *src = c->src, *dst = c->dst;
+    const vm_disk_entry *se = &src->disks[i];
+    vm_disk_entry e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.disk_id, sizeof(e.disk_id), "%s", se->disk_id);
+    vm_disk_desc *d = &e.desc;
+    VMENC_GUARD(disk_file_names(dst, NULL, e.desc_name, sizeof(e.desc_name), d->extent_file, sizeof(d->extent_file)));
+    snprintf(d->disk_id, sizeof(d->disk_id), "%s", e.disk_id);
+    snprintf(d->vm_uuid, sizeof(d->vm_uuid), "%s", dst->vmx.uuid);
+    d->capacity = se->desc.capacity;
+    d->sector_size = se->desc.sector_size;
+    d->state = VMENC_DISK_PLAIN;
+    vmenc_status s = VMENC_OK;
+    vmenc_xts *sx = NULL, *dx = NULL;
+    bool encrypted = vm_is_encrypted(dst) && (se->desc.encrypted || disk_policy_encrypts(dst));
+    if (encrypted && keep_keys && se->desc.encrypted) {
+        VMENC_GUARD(vmenc_dek_new_from_bytes(vmenc_dek_bytes_internal(se->dek), VMENC_DEK_BYTES, &e.dek));
+        VMENC_GUARD_GOTO(s, vm_new_wrapped(dst->host, vm_alias(dst), vm_kek(dst), e.dek, dst->vmx.uuid, e.disk_id,
+                                           &d->key_safe), fail);
+        d->encrypted = 1;
+        d->state = VMENC_DISK_ENCRYPTED;
+        snprintf(d->key_provider, sizeof(d->key_provider), "%s", vm_alias(dst));
+        snprintf(d->kek_id, sizeof(d->kek_id), "%s", vm_kek(dst));
+        /* same DEK: the ciphertext is copied as it is (sx = dx = NULL) */
+    } else {
+        if (encrypted)
+            VMENC_GUARD_GOTO(s, encrypt_desc(dst, d, &e.dek), fail);
+        if (se->desc.encrypted)
+            VMENC_GUARD_GOTO(s, vmenc_xts_new_from_dek(se->dek, se->desc.sector_size, &sx), fail);
+        if (encrypted)
+            VMENC_GUARD_GOTO(s, vmenc_xts_new_from_dek(e.dek, d->sector_size, &dx), fail);
+    }
+    if (d->encrypted)
+        vm_op_add_key(op, d->key_provider, d->kek_id);
+    s = copy_extent(src, &se->desc, sx, dst, d, dx);
+    sx = dx = NULL; /* taken over by the extents */
+    VMENC_GUARD_GOTO(s, s, fail);
+    VMENC_GUARD_GOTO(s, vm_write_descriptor(dst, e.desc_name, d), fail);
+    VMENC_GUARD_GOTO(s, append_disk(dst, &e), fail);
+    return VMENC_OK;
+fail:
+    vmenc_xts_free(sx);
+    vmenc_xts_free(dx);
+    vmenc_dek_free(e.dek);
+    vm_disk_desc_cleanup(d);
+    return s;
+}
+
+/* remove_home deletes every file vmenc may have made in a clone's home. */
+static void remove_home(vmenc_vm *dst, const char *dir, bool created) {
+    int fd = dup(dst->dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            (void)unlinkat(dst->dirfd, de->d_name, 0);
+    if (d != NULL)
+        closedir(d);
+    else if (fd >= 0)
+        close(fd);
+    if (created)
+        (void)rmdir(dir);
+}
+
+static vmenc_status clone_build(vmenc_vm *src, const vmenc_vm_clone_options *o, bool enc, const char *provider,
+                            const char *policy_name, vmenc_vm *dst, vm_op *op) {
+    bool keep = (o->flags & VMENC_VM_CLONE_KEEP_KEYS) != 0;
+    VMENC_GUARD(vm_kv_new(&dst->vmx.kv));
+    /* the clone starts from the source's clear entries */
+    for (size_t i = 0; i < vm_kv_num_entries(src->vmx.kv); i++) {
+        const char *k, *v;
+        vm_kv_entry(src->vmx.kv, i, &k, &v);
+        if (strncmp(k, "encryption.", 11) != 0 && strncmp(k, "vmenc.", 6) != 0 && strncmp(k, "scsi", 4) != 0)
+            VMENC_GUARD(vm_kv_set(dst->vmx.kv, k, v));
+    }
+    snprintf(dst->vmx.name, sizeof(dst->vmx.name), "%s", o->name);
+    snprintf(dst->vmx_name, sizeof(dst->vmx_name), "%s.vmx", o->name);
+    dst->vmx.memory_bytes = src->vmx.memory_bytes;
+    snprintf(dst->vmx.storage_policy, sizeof(dst->vmx.storage_policy), "%s", policy_name);
+    VMENC_GUARD(vm_new_uuid(dst->vmx.uuid));
+    dst->disks = calloc(1, sizeof(*dst->disks));
+    VMENC_ENSURE(dst->disks != NULL, VMENC_E_NOMEM);
+    if (enc) {
+        char id[VMENC_KMS_KEY_ID_CAP];
+        if (keep && vm_is_encrypted(src) && strcmp(provider, vm_alias(src)) == 0) {
+            VMENC_GUARD(vm_copy_string(id, sizeof(id), vm_kek(src)));
+            VMENC_GUARD(vmenc_dek_new_from_bytes(vmenc_dek_bytes_internal(src->vm_key), VMENC_DEK_BYTES, &dst->vm_key));
+        } else {
+            VMENC_GUARD(vmenc_keymgr_create_kek(dst->host->keymgr, provider, o->name, dst->host->timeout_ms, id,
+                                                sizeof(id)));
+            VMENC_GUARD(vmenc_dek_generate(&dst->vm_key));
+        }
+        vm_op_add_key(op, provider, id);
+        VMENC_GUARD(vm_new_wrapped(dst->host, provider, id, dst->vm_key, dst->vmx.uuid, NULL, &dst->vmx.key_safe));
+        VMENC_GUARD(vm_kv_new(&dst->secret));
+        if (src->secret != NULL)
+            for (size_t i = 0; i < vm_kv_num_entries(src->secret); i++) {
+                const char *k, *v;
+                vm_kv_entry(src->secret, i, &k, &v);
+                if (strncmp(k, "vmenc.", 6) != 0)
+                    VMENC_GUARD(vm_kv_set(dst->secret, k, v));
+            }
+    } else if (src->secret != NULL) {
+        for (size_t i = 0; i < vm_kv_num_entries(src->secret); i++) {
+            const char *k, *v;
+            vm_kv_entry(src->secret, i, &k, &v);
+            if (strncmp(k, "vmenc.", 6) != 0)
+                VMENC_GUARD(vm_kv_set(dst->vmx.kv, k, v));
+        }
+    }
+    for (size_t i = 0; i < src->num_disks; i++)
+        VMENC_GUARD(clone_disk(&(clone_ctx){src, dst}, i, keep, op));
+    clone_ctx c = {src, dst};
+    VMENC_GUARD(for_each_state_file(src, copy_state_file, &c));
+    return vm_write_config(dst);
+}
+
+static vmenc_status clone_target(vmenc_vm *src, const vmenc_vm_clone_options *o, bool *enc, char *provider,
+                                 size_t provider_cap, char *policy_name, size_t policy_cap) {
+    provider[0] = '\0';
+    if (o->storage_policy == NULL) {
+        *enc = vm_is_encrypted(src);
+        if (*enc)
+            VMENC_GUARD(vm_copy_string(provider, provider_cap, vm_alias(src)));
+        return vm_copy_string(policy_name, policy_cap, src->vmx.storage_policy);
+    }
+    VMENC_GUARD(vm_copy_string(policy_name, policy_cap, o->storage_policy));
+    *enc = false;
+    if (o->storage_policy[0] == '\0')
+        return VMENC_OK;
+    vmenc_vm_disk_state ds = {.encrypted = 0};
+    vmenc_vm_crypto_state st = {.struct_size = sizeof(st), .num_disks = 1, .disks = &ds};
+    vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(1)];
+    size_t n = 0;
+    VMENC_GUARD(vmenc_policy_plan_storage_policy(src->host->policy, o->storage_policy, &st, acts,
+                                                 VMENC_ARRAY_LEN(acts), &n));
+    for (size_t i = 0; i < n; i++)
+        if (acts[i].type == VMENC_ACTION_ENCRYPT_HOME) {
+            *enc = true;
+            VMENC_GUARD(vm_copy_string(provider, provider_cap, acts[i].key_provider));
+        }
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_vm_clone(vmenc_vm *vm, const vmenc_vm_clone_options *o, vmenc_vm **out) {
+    VMENC_ENSURE(vm != NULL && o != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(o->struct_size >= CLONE_OPTIONS_V1_SIZE, VMENC_E_ABI_VERSION);
+    vmenc_host *host = vm->host;
+    vm_op op;
+    vm_op_init(&op, host, o->principal, "vm.clone", vm->vmx.name);
+    vmenc_status s;
+    if ((o->flags & ~VMENC_VM_CLONE_KEEP_KEYS) != 0 || o->home_dir == NULL || o->folder == NULL)
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad clone options");
+    if ((s = vm_vm_name_check(o->name)) != VMENC_OK)
+        return vm_op_finish(&op, s, "bad VM name");
+    bool enc = false;
+    char provider[VMENC_PROVIDER_ALIAS_MAX + 1], policy_name[VMENC_POLICY_NAME_MAX + 1];
+    if ((s = clone_target(vm, o, &enc, provider, sizeof(provider), policy_name, sizeof(policy_name))) != VMENC_OK)
+        return vm_op_finish(&op, s, "storage policy");
+    if ((o->flags & VMENC_VM_CLONE_KEEP_KEYS) && (!enc || !vm_is_encrypted(vm)))
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "keep_keys needs an encrypted source and clone");
+    if (vm_is_encrypted(vm))
+        vm_op_add_key(&op, vm_alias(vm), vm_kek(vm));
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_CLONE_VM, .vm = vm->vmx.name,
+                               .folder = o->folder, .pool = o->pool, .datastore = o->datastore,
+                               .flags = vm_flags(vm) | (enc ? VMENC_REQ_TARGET_ENCRYPTED : 0)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    int has = 0;
+    s = vmenc_policy_has_privilege(host->policy, o->principal, o->name, VMENC_PRIV_SYSTEM_READ, &has);
+    if (s != VMENC_E_NOT_FOUND)
+        return vm_op_finish(&op, s == VMENC_OK ? VMENC_E_EXISTS : s, "the name is taken in the inventory");
+    pthread_mutex_lock(&vm->lock);
+    s = needs_keys(vm);
+    if (s == VMENC_OK && vm->open_handles != 0)
+        s = VMENC_E_BAD_STATE;
+    bool created = false;
+    vmenc_vm *dst = NULL;
+    int dirfd = -1;
+    if (s == VMENC_OK)
+        s = vm_make_home(o->home_dir, &created, &dirfd);
+    if (s == VMENC_OK && (s = vm_alloc(host, o->home_dir, dirfd, &dst)) != VMENC_OK)
+        close(dirfd);
+    if (s == VMENC_OK) {
+        s = clone_build(vm, o, enc, provider, policy_name, dst, &op);
+        if (s == VMENC_OK)
+            s = vmenc_policy_add_object(host->policy, o->name, VMENC_OBJ_VM, o->folder);
+        if (s == VMENC_OK)
+            s = vmenc_policy_set_vm_state(host->policy, o->name, host->host_id, enc);
+        if (s != VMENC_OK) {
+            remove_home(dst, o->home_dir, created);
+            vm_release(dst);
+            dst = NULL;
+        }
+    } else if (created) {
+        (void)rmdir(o->home_dir);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    s = vm_op_finish(&op, s, NULL);
+    if (s != VMENC_OK) {
+        vm_release(dst);
+        return s;
+    }
+    *out = dst;
+    return VMENC_OK;
+}
