@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,6 +353,514 @@ static void test_kv_edit(void **state) {
     vm_kv_free(NULL);
 }
 
+
+/* ---- disk descriptor ---------------------------------------------------------- */
+
+#define UUID1 "0f8fad5b-d9cb-469f-a165-70867728950e"
+#define UUID2 "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+static char *make_key_safe(const char *alias, const char *kek_id) {
+    uint8_t kb[32];
+    for (size_t i = 0; i < sizeof(kb); i++)
+        kb[i] = (uint8_t)(i + 1);
+    vmenc_kek *kek = NULL;
+    assert_int_equal(vmenc_kek_new_from_bytes(kb, sizeof(kb), &kek), VMENC_OK);
+    vmenc_dek *dek = make_dek(9);
+    vmenc_wrap_context ctx = {sizeof(ctx), UUID1, "scsi0:0", "disk"};
+    vmenc_wrapped_key *wk = NULL;
+    assert_int_equal(vmenc_dek_wrap(dek, kek, VMENC_WRAP_AES256_GCM, alias, kek_id, &ctx, &wk), VMENC_OK);
+    char *text = NULL;
+    assert_int_equal(vmenc_wrapped_key_to_text(wk, &text), VMENC_OK);
+    char *copy = strdup(text);
+    vmenc_buffer_free(text);
+    vmenc_wrapped_key_free(wk);
+    vmenc_dek_free(dek);
+    vmenc_kek_free(kek);
+    return copy;
+}
+
+static char *desc_text(const char *extra, const char *key_safe) {
+    char *buf = malloc(8192);
+    snprintf(buf, 8192,
+             "# Disk DescriptorFile\n"
+             "version = \"1\"\n"
+             "encoding = \"UTF-8\"\n"
+             "createType = \"vmenc-flat\"\n"
+             "# Extent description\n"
+             "RW 2048 FLAT \"disk-flat.vmdk\" 0\n"
+             "# vmenc\n"
+             "vmenc.version = \"1\"\n"
+             "vmenc.diskId = \"scsi0:0\"\n"
+             "vmenc.vmUuid = \"" UUID1 "\"\n"
+             "vmenc.capacity = \"1048576\"\n"
+             "vmenc.sectorSize = \"512\"\n"
+             "vmenc.cipher = \"aes-xts-plain64\"\n"
+             "vmenc.state = \"encrypted\"\n"
+             "vmenc.keyProvider = \"kms1\"\n"
+             "vmenc.kekId = \"kek-1\"\n"
+             "vmenc.keySafe = \"%s\"\n%s",
+             key_safe, extra);
+    return buf;
+}
+
+static vmenc_status desc_parse_str(const char *text, vm_disk_desc *d) {
+    return vm_disk_desc_parse((const uint8_t *)text, strlen(text), d);
+}
+
+/* replace returns |text| with the first |from| replaced by |to| (malloc'd). */
+static char *replace(const char *text, const char *from, const char *to) {
+    const char *at = strstr(text, from);
+    assert_non_null(at);
+    size_t a = (size_t)(at - text), fl = strlen(from), tl = strlen(to), rest = strlen(at + fl);
+    char *out = malloc(a + tl + rest + 1);
+    memcpy(out, text, a);
+    memcpy(out + a, to, tl);
+    memcpy(out + a + tl, at + fl, rest + 1);
+    return out;
+}
+
+static void test_descriptor_round_trip(void **state) {
+    (void)state;
+    char *ks = make_key_safe("kms1", "kek-1");
+    char *text = desc_text("", ks);
+    vm_disk_desc d;
+    assert_int_equal(desc_parse_str(text, &d), VMENC_OK);
+    assert_string_equal(d.disk_id, "scsi0:0");
+    assert_string_equal(d.vm_uuid, UUID1);
+    assert_int_equal(d.capacity, 1048576);
+    assert_int_equal(d.sector_size, 512);
+    assert_int_equal(d.encrypted, 1);
+    assert_int_equal(d.state, VMENC_DISK_ENCRYPTED);
+    assert_string_equal(d.extent_file, "disk-flat.vmdk");
+    assert_string_equal(d.key_provider, "kms1");
+    assert_string_equal(d.kek_id, "kek-1");
+    assert_non_null(d.key_safe);
+    uint8_t *out = NULL;
+    size_t len = 0;
+    assert_int_equal(vm_disk_desc_serialize(&d, &out, &len), VMENC_OK);
+    /* The text above is already canonical: byte-exact round trip. */
+    assert_int_equal(len, strlen(text));
+    assert_memory_equal(out, text, len);
+    free(out);
+    vm_disk_desc_cleanup(&d);
+    assert_null(d.key_safe);
+
+    /* A plain disk with 4096-byte sectors and a foreign key kept on parse. */
+    char *plain = replace(text, "vmenc.cipher = \"aes-xts-plain64\"\nvmenc.state = \"encrypted\"\n"
+                                "vmenc.keyProvider = \"kms1\"\nvmenc.kekId = \"kek-1\"\n",
+                          "vmenc.cipher = \"none\"\nvmenc.state = \"plain\"\n");
+    char *p2 = replace(plain, "vmenc.keySafe", "ddb.adapterType");
+    char *p3 = replace(p2, "vmenc.sectorSize = \"512\"", "vmenc.sectorSize = \"4096\"");
+    assert_int_equal(desc_parse_str(p3, &d), VMENC_OK);
+    assert_int_equal(d.encrypted, 0);
+    assert_int_equal(d.state, VMENC_DISK_PLAIN);
+    assert_int_equal(d.sector_size, 4096);
+    assert_null(d.key_safe);
+    assert_int_equal(vm_disk_desc_serialize(&d, &out, &len), VMENC_OK);
+    vm_disk_desc d2;
+    assert_int_equal(vm_disk_desc_parse(out, len, &d2), VMENC_OK);
+    assert_int_equal(d2.capacity, d.capacity);
+    assert_int_equal(d2.sector_size, 4096);
+    free(out);
+    vm_disk_desc_cleanup(&d);
+    vm_disk_desc_cleanup(&d2);
+    free(plain);
+    free(p2);
+    free(p3);
+    free(text);
+    free(ks);
+}
+
+static void desc_rejects(const char *text, const char *from, const char *to, vmenc_status want) {
+    char *bad = replace(text, from, to);
+    vm_disk_desc d;
+    memset(&d, 0xa5, sizeof(d));
+    vm_disk_desc before = d;
+    assert_int_equal(desc_parse_str(bad, &d), want);
+    if (want == VMENC_OK)
+        vm_disk_desc_cleanup(&d);
+    else
+        assert_memory_equal(&d, &before, sizeof(d)); /* untouched on failure */
+    free(bad);
+}
+
+static void test_descriptor_rejects(void **state) {
+    (void)state;
+    char *ks = make_key_safe("kms1", "kek-1");
+    char *text = desc_text("", ks);
+    desc_rejects(text, "\"disk-flat.vmdk\"", "\"../x\"", VMENC_E_BAD_PATH);
+    desc_rejects(text, "\"disk-flat.vmdk\"", "\"/etc/passwd\"", VMENC_E_BAD_PATH);
+    desc_rejects(text, "\"disk-flat.vmdk\" 0", "\"disk-flat.vmdk\" 1", VMENC_E_PARSE);
+    desc_rejects(text, "RW 2048", "RW 2047", VMENC_E_PARSE);
+    desc_rejects(text, "RW 2048", "RDONLY 2048", VMENC_E_PARSE);
+    desc_rejects(text, "RW 2048 FLAT \"disk-flat.vmdk\" 0\n", "", VMENC_E_PARSE);
+    desc_rejects(text, "# vmenc\n", "RW 8 FLAT \"b\" 0\n", VMENC_E_PARSE);
+    desc_rejects(text, "\"1048576\"", "\"1048577\"", VMENC_E_PARSE);
+    desc_rejects(text, "\"1048576\"", "\"01048576\"", VMENC_E_PARSE);
+    desc_rejects(text, "\"1048576\"", "\"0\"", VMENC_E_PARSE);
+    desc_rejects(text, "vmenc.sectorSize = \"512\"", "vmenc.sectorSize = \"1024\"", VMENC_E_PARSE);
+    desc_rejects(text, "vmenc.version = \"1\"", "vmenc.version = \"2\"", VMENC_E_BAD_VERSION);
+    desc_rejects(text, "# vmenc\n", "vmenc.future = \"x\"\n", VMENC_E_PARSE);
+    desc_rejects(text, "# vmenc\n", "vmenc.Version = \"1\"\n", VMENC_E_PARSE);
+    desc_rejects(text, "\"scsi0:0\"", "\"scsi4:0\"", VMENC_E_PARSE);
+    desc_rejects(text, "\"scsi0:0\"", "\"scsi0:16\"", VMENC_E_PARSE);
+    desc_rejects(text, "\"scsi0:0\"", "\"scsi0:01\"", VMENC_E_PARSE);
+    desc_rejects(text, UUID1, "0F8FAD5B-D9CB-469F-A165-70867728950E", VMENC_E_PARSE);
+    desc_rejects(text, UUID1, "0f8fad5bd9cb469fa16570867728950e", VMENC_E_PARSE);
+    desc_rejects(text, "createType = \"vmenc-flat\"", "createType = \"monolithicFlat\"", VMENC_E_PARSE);
+    desc_rejects(text, "vmenc.state = \"encrypted\"", "vmenc.state = \"plain\"", VMENC_E_PARSE);
+    desc_rejects(text, "vmenc.cipher = \"aes-xts-plain64\"", "vmenc.cipher = \"aes-cbc\"", VMENC_E_PARSE);
+    /* keySafe names another provider or KEK than the descriptor says. */
+    desc_rejects(text, "vmenc.keyProvider = \"kms1\"", "vmenc.keyProvider = \"kms2\"", VMENC_E_KEY_MISMATCH);
+    desc_rejects(text, "vmenc.kekId = \"kek-1\"", "vmenc.kekId = \"kek-2\"", VMENC_E_KEY_MISMATCH);
+    desc_rejects(text, "vmenc.kekId = \"kek-1\"\n", "", VMENC_E_PARSE);
+    desc_rejects(text, "vmenc.keySafe = \"vmwk1:", "vmenc.keySafe = \"vmwk2:", VMENC_E_BAD_MAGIC);
+    desc_rejects(text, "vmenc.keySafe = \"vmwk1:", "vmenc.keySafe = \"vmwk1: ", VMENC_E_BAD_ENCODING);
+    /* Plain disk carrying key entries. */
+    desc_rejects(text, "vmenc.cipher = \"aes-xts-plain64\"\nvmenc.state = \"encrypted\"",
+                 "vmenc.cipher = \"none\"\nvmenc.state = \"plain\"", VMENC_E_PARSE);
+    /* Capacity above the maximum, and a disk of 4096-byte sectors whose
+     * capacity is not a multiple of 4096. */
+    desc_rejects(text, "vmenc.sectorSize = \"512\"", "vmenc.sectorSize = \"4096\"", VMENC_OK);
+    char *odd = replace(text, "\"1048576\"", "\"1049088\"");
+    desc_rejects(odd, "RW 2048", "RW 2049", VMENC_OK);
+    char *odd4k = replace(odd, "RW 2048", "RW 2049");
+    desc_rejects(odd4k, "vmenc.sectorSize = \"512\"", "vmenc.sectorSize = \"4096\"", VMENC_E_PARSE);
+    free(odd);
+    free(odd4k);
+
+    /* The serialiser validates too. */
+    vm_disk_desc d;
+    assert_int_equal(desc_parse_str(text, &d), VMENC_OK);
+    uint8_t *out = NULL;
+    size_t len = 0;
+    vm_disk_desc bad = d;
+    strcpy(bad.extent_file, "../x");
+    assert_int_equal(vm_disk_desc_serialize(&bad, &out, &len), VMENC_E_BAD_PATH);
+    bad = d;
+    bad.capacity = 1000;
+    assert_int_equal(vm_disk_desc_serialize(&bad, &out, &len), VMENC_E_INVALID_ARG);
+    bad = d;
+    strcpy(bad.kek_id, "kek-9");
+    assert_int_equal(vm_disk_desc_serialize(&bad, &out, &len), VMENC_E_KEY_MISMATCH);
+    bad = d;
+    bad.encrypted = 0;
+    assert_int_equal(vm_disk_desc_serialize(&bad, &out, &len), VMENC_E_INVALID_ARG);
+    vm_disk_desc_cleanup(&d);
+    free(text);
+    free(ks);
+}
+
+static void test_ids(void **state) {
+    (void)state;
+    const char *good[] = {"scsi0:0", "scsi3:15", "scsi1:9", "scsi2:10"};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(good); i++)
+        assert_int_equal(vm_disk_id_check(good[i]), VMENC_OK);
+    const char *bad[] = {"", "scsi", "scsi0", "scsi0:", "scsi4:0", "scsi0:16", "scsi0:00", "scsi0:1x",
+                         "ide0:0", "SCSI0:0", "scsi0:0 ", "scsi-1:0", "scsi0:20"};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(bad); i++)
+        assert_int_equal(vm_disk_id_check(bad[i]), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_uuid_check(UUID1), VMENC_OK);
+    assert_int_equal(vm_uuid_check(UUID1 "0"), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_uuid_check("0f8fad5b-d9cb-469f-a165-70867728950"), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_uuid_check("0f8fad5b-d9cb-469f-a165-70867728950g"), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_uuid_check("0f8fad5b-d9cb-469f-a165+70867728950e"), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_uuid_check(NULL), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_vm_name_check("vm1"), VMENC_OK);
+    char name[80];
+    memset(name, 'n', sizeof(name));
+    name[VMENC_VM_NAME_MAX] = '\0';
+    assert_int_equal(vm_vm_name_check(name), VMENC_OK);
+    name[VMENC_VM_NAME_MAX] = 'n';
+    name[VMENC_VM_NAME_MAX + 1] = '\0';
+    assert_int_equal(vm_vm_name_check(name), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_vm_name_check("../vm"), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_vm_name_check(".vm"), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_vm_name_check(""), VMENC_E_INVALID_ARG);
+}
+
+/* ---- vmx ---------------------------------------------------------------------- */
+
+static char *vmx_text(const char *key_safe, const char *data) {
+    char *buf = malloc(16384);
+    snprintf(buf, 16384,
+             ".encoding = \"UTF-8\"\n"
+             "config.version = \"8\"\n"
+             "displayName = \"vm1\"\n"
+             "vmenc.version = \"1\"\n"
+             "vmenc.uuid = \"" UUID1 "\"\n"
+             "memSize = \"1024\"\n"
+             "vmenc.storagePolicy = \"VM Encryption Policy\"\n"
+             "scsi0.virtualDev = \"lsilogic\"\n"
+             "scsi0:0.present = \"TRUE\"\n"
+             "scsi0:0.fileName = \"vm1.vmdk\"\n"
+             "scsi0:0.deviceType = \"scsi-hardDisk\"\n"
+             "scsi0:1.present = \"FALSE\"\n"
+             "scsi0:1.fileName = \"../old.vmdk\"\n"
+             "scsi1:2.present = \"true\"\n"
+             "scsi1:2.fileName = \"vm1_1.vmdk\"\n"
+             "guestOS = \"other-64\"\n"
+             "%s%s%s%s%s%s",
+             key_safe ? "encryption.keySafe = \"" : "", key_safe ? key_safe : "", key_safe ? "\"\n" : "",
+             data ? "encryption.data = \"" : "", data ? data : "", data ? "\"\n" : "");
+    return buf;
+}
+
+static vmenc_status vmx_parse_str(const char *text, vm_vmx *v) {
+    return vm_vmx_parse((const uint8_t *)text, strlen(text), v);
+}
+
+static char *vmx_serialize(const vm_vmx *v) {
+    uint8_t *out = NULL;
+    size_t len = 0;
+    assert_int_equal(vm_kv_serialize(v->kv, &out, &len), VMENC_OK);
+    return (char *)out;
+}
+
+static char *sealed_example(const vmenc_dek *key, const char *uuid) {
+    vm_kv *secret = kv_parse_ok("guestinfo.password = \"hunter2\"\n");
+    char *sealed = NULL;
+    assert_int_equal(vm_sealed_seal(key, uuid, secret, &sealed), VMENC_OK);
+    vm_kv_free(secret);
+    return sealed;
+}
+
+static void test_vmx_parse_and_sync(void **state) {
+    (void)state;
+    char *text = vmx_text(NULL, NULL);
+    vm_vmx v;
+    assert_int_equal(vmx_parse_str(text, &v), VMENC_OK);
+    assert_string_equal(v.name, "vm1");
+    assert_string_equal(v.uuid, UUID1);
+    assert_int_equal(v.memory_bytes, (uint64_t)1024 << 20);
+    assert_string_equal(v.storage_policy, "VM Encryption Policy");
+    assert_int_equal(v.num_disks, 2);
+    assert_string_equal(v.disks[0].disk_id, "scsi0:0");
+    assert_string_equal(v.disks[0].file_name, "vm1.vmdk");
+    assert_string_equal(v.disks[1].disk_id, "scsi1:2");
+    assert_null(v.key_safe);
+    assert_null(v.sealed_data);
+    /* Unchanged sync is the identity. */
+    assert_int_equal(vm_vmx_sync(&v, NULL), VMENC_OK);
+    char *out = vmx_serialize(&v);
+    assert_string_equal(out, text);
+    free(out);
+
+    /* Remove a disk, add one, rename, encrypt. */
+    v.disks[0] = v.disks[1];
+    strcpy(v.disks[1].disk_id, "scsi0:3");
+    strcpy(v.disks[1].file_name, "vm2_3.vmdk");
+    strcpy(v.name, "vm2");
+    v.storage_policy[0] = '\0';
+    v.memory_bytes = (uint64_t)2048 << 20;
+    char *ks = make_key_safe("kms1", "kek-1");
+    assert_int_equal(vmenc_wrapped_key_parse_text(ks, strlen(ks), &v.key_safe), VMENC_OK);
+    vmenc_dek *key = make_dek(3);
+    char *sealed = sealed_example(key, UUID1);
+    assert_int_equal(vm_vmx_sync(&v, sealed), VMENC_OK);
+    assert_string_equal(v.sealed_data, sealed);
+    out = vmx_serialize(&v);
+    assert_null(strstr(out, "scsi0:0."));
+    assert_non_null(strstr(out, "scsi0:1.fileName = \"../old.vmdk\"")); /* detached: kept */
+    assert_non_null(strstr(out, "scsi0:3.present = \"TRUE\"\nscsi0:3.fileName = \"vm2_3.vmdk\"\n"));
+    assert_null(strstr(out, "storagePolicy"));
+    assert_non_null(strstr(out, "memSize = \"2048\""));
+    vm_vmx v2;
+    assert_int_equal(vmx_parse_str(out, &v2), VMENC_OK);
+    assert_string_equal(v2.name, "vm2");
+    assert_int_equal(v2.num_disks, 2);
+    assert_string_equal(v2.disks[0].disk_id, "scsi1:2");
+    assert_string_equal(v2.disks[1].disk_id, "scsi0:3");
+    assert_non_null(v2.key_safe);
+    assert_string_equal(v2.sealed_data, sealed);
+    vm_kv *opened = NULL;
+    assert_int_equal(vm_sealed_open(key, v2.uuid, v2.sealed_data, &opened), VMENC_OK);
+    assert_string_equal(vm_kv_get(opened, "guestinfo.password"), "hunter2");
+    vm_kv_free(opened);
+    /* Decrypting: drop key and data. */
+    vmenc_wrapped_key_free(v2.key_safe);
+    v2.key_safe = NULL;
+    assert_int_equal(vm_vmx_sync(&v2, sealed), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_vmx_sync(&v2, NULL), VMENC_OK);
+    assert_null(v2.sealed_data);
+    char *out2 = vmx_serialize(&v2);
+    assert_null(strstr(out2, "encryption."));
+    free(out2);
+    /* Bad fields are refused by sync. */
+    strcpy(v2.name, "../x");
+    assert_int_equal(vm_vmx_sync(&v2, NULL), VMENC_E_INVALID_ARG);
+    strcpy(v2.name, "ok");
+    v2.memory_bytes = 12345;
+    assert_int_equal(vm_vmx_sync(&v2, NULL), VMENC_E_INVALID_ARG);
+    v2.memory_bytes = 1 << 20;
+    strcpy(v2.disks[0].file_name, "/etc/passwd");
+    assert_int_equal(vm_vmx_sync(&v2, NULL), VMENC_E_BAD_PATH);
+    vm_vmx_cleanup(&v2);
+    vm_vmx_cleanup(&v);
+    vm_vmx_cleanup(NULL);
+    /* A VM built from nothing. */
+    vm_vmx n;
+    memset(&n, 0, sizeof(n));
+    strcpy(n.name, "fresh");
+    strcpy(n.uuid, UUID2);
+    n.memory_bytes = 64 << 20;
+    assert_int_equal(vm_vmx_sync(&n, NULL), VMENC_OK);
+    out2 = vmx_serialize(&n);
+    vm_vmx n2;
+    assert_int_equal(vmx_parse_str(out2, &n2), VMENC_OK);
+    assert_string_equal(n2.name, "fresh");
+    free(out2);
+    vm_vmx_cleanup(&n);
+    vm_vmx_cleanup(&n2);
+    free(out);
+    free(sealed);
+    vmenc_dek_free(key);
+    free(ks);
+    free(text);
+}
+
+static void vmx_rejects(const char *text, const char *from, const char *to, vmenc_status want) {
+    char *bad = replace(text, from, to);
+    vm_vmx v;
+    memset(&v, 0x5a, sizeof(v));
+    assert_int_equal(vmx_parse_str(bad, &v), want);
+    if (want == VMENC_OK)
+        vm_vmx_cleanup(&v);
+    free(bad);
+}
+
+static void test_vmx_rejects(void **state) {
+    (void)state;
+    char *ks = make_key_safe("kms1", "kek-1");
+    vmenc_dek *key = make_dek(3);
+    char *sealed = sealed_example(key, UUID1);
+    char *text = vmx_text(ks, sealed);
+    vm_vmx v;
+    assert_int_equal(vmx_parse_str(text, &v), VMENC_OK);
+    vm_vmx_cleanup(&v);
+    vmx_rejects(text, "\"vm1.vmdk\"", "\"../vm1.vmdk\"", VMENC_E_BAD_PATH);
+    vmx_rejects(text, "\"vm1.vmdk\"", "\"/etc/passwd\"", VMENC_E_BAD_PATH);
+    vmx_rejects(text, "scsi0:0.fileName = \"vm1.vmdk\"\n", "", VMENC_E_PARSE);
+    vmx_rejects(text, "scsi0:0.present = \"TRUE\"", "scsi0:0.present = \"yes\"", VMENC_E_PARSE);
+    vmx_rejects(text, "scsi1:2.", "scsi9:2.", VMENC_E_PARSE);
+    vmx_rejects(text, "displayName = \"vm1\"", "displayName = \"../vm1\"", VMENC_E_PARSE);
+    vmx_rejects(text, "displayName = \"vm1\"\n", "", VMENC_E_PARSE);
+    vmx_rejects(text, UUID1, "nope", VMENC_E_PARSE);
+    vmx_rejects(text, "vmenc.version = \"1\"", "vmenc.version = \"2\"", VMENC_E_BAD_VERSION);
+    vmx_rejects(text, "guestOS", "vmenc.guestOS", VMENC_E_PARSE);
+    vmx_rejects(text, "guestOS", "encryption.guestOS", VMENC_E_PARSE);
+    vmx_rejects(text, "memSize = \"1024\"", "memSize = \"0\"", VMENC_E_PARSE);
+    vmx_rejects(text, "memSize = \"1024\"", "memSize = \"1k\"", VMENC_E_PARSE);
+    vmx_rejects(text, ".encoding = \"UTF-8\"", ".encoding = \"latin1\"", VMENC_E_PARSE);
+    vmx_rejects(text, "encryption.keySafe = \"vmwk1:", "encryption.keySafe = \"vmwk9:", VMENC_E_BAD_MAGIC);
+    vmx_rejects(text, "encryption.data = \"vmsd1:", "encryption.data = \"vmsd2:", VMENC_E_BAD_MAGIC);
+    vmx_rejects(text, "encryption.data = \"vmsd1:", "encryption.data = \"vmsd1:A", VMENC_E_BAD_ENCODING);
+    vmx_rejects(text, "encryption.keySafe", "x.keySafe", VMENC_E_PARSE); /* data without key */
+    vmx_rejects(text, "displayName", "displayname = \"x\"\ndisplayName", VMENC_OK);
+    vmx_rejects(text, "guestOS", "displayName", VMENC_E_PARSE); /* duplicate */
+    free(text);
+    free(sealed);
+    vmenc_dek_free(key);
+    free(ks);
+}
+
+/* ---- sealed ----------------------------------------------------------------------- */
+
+static void test_derive_key(void **state) {
+    (void)state;
+    vmenc_dek *k1 = make_dek(1), *k2 = make_dek(2);
+    uint8_t *a = vmenc_secure_alloc(32), *b = vmenc_secure_alloc(32);
+    assert_int_equal(vm_derive_key(k1, "config-v1", (const uint8_t *)UUID1, 36, a), VMENC_OK);
+    assert_int_equal(vm_derive_key(k1, "config-v1", (const uint8_t *)UUID1, 36, b), VMENC_OK);
+    assert_memory_equal(a, b, 32);
+    /* Independent BLAKE2b computation of the documented construction. */
+    uint8_t msg[6 + 9 + 1 + 36], want[32];
+    memcpy(msg, "vmenc/config-v1", 15);
+    msg[15] = 0;
+    memcpy(msg + 16, UUID1, 36);
+    assert_int_equal(crypto_generichash(want, 32, msg, sizeof(msg), vmenc_dek_bytes_internal(k1), 64), 0);
+    assert_memory_equal(a, want, 32);
+    assert_int_equal(vm_derive_key(k2, "config-v1", (const uint8_t *)UUID1, 36, b), VMENC_OK);
+    assert_memory_not_equal(a, b, 32);
+    assert_int_equal(vm_derive_key(k1, "statefile-v1", (const uint8_t *)UUID1, 36, b), VMENC_OK);
+    assert_memory_not_equal(a, b, 32);
+    assert_int_equal(vm_derive_key(k1, "config-v1", (const uint8_t *)UUID2, 36, b), VMENC_OK);
+    assert_memory_not_equal(a, b, 32);
+    assert_int_equal(vm_derive_key(k1, "config-v1", NULL, 0, b), VMENC_OK);
+    assert_int_equal(vm_derive_key(NULL, "config-v1", NULL, 0, b), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_derive_key(k1, "", NULL, 0, b), VMENC_E_INVALID_ARG);
+    vmenc_secure_free(a);
+    vmenc_secure_free(b);
+    vmenc_dek_free(k1);
+    vmenc_dek_free(k2);
+}
+
+static void test_sealed(void **state) {
+    (void)state;
+    vmenc_dek *k1 = make_dek(1), *k2 = make_dek(2);
+    char *sealed = sealed_example(k1, UUID1);
+    assert_int_equal(vm_sealed_decode_outer(sealed, strlen(sealed)), VMENC_OK);
+    vm_kv *kv = NULL;
+    assert_int_equal(vm_sealed_open(k1, UUID1, sealed, &kv), VMENC_OK);
+    assert_string_equal(vm_kv_get(kv, "guestinfo.password"), "hunter2");
+    vm_kv_free(kv);
+    /* Two seals of the same entries differ (random nonce). */
+    char *again = sealed_example(k1, UUID1);
+    assert_string_not_equal(sealed, again);
+    free(again);
+    /* Other VM, other key. */
+    kv = NULL;
+    assert_int_equal(vm_sealed_open(k1, UUID2, sealed, &kv), VMENC_E_AUTH);
+    assert_int_equal(vm_sealed_open(k2, UUID1, sealed, &kv), VMENC_E_AUTH);
+    assert_null(kv);
+    /* Every character changed to another base64 character: never opens. */
+    size_t len = strlen(sealed);
+    for (size_t i = 6; i < len; i++) {
+        if (sealed[i] == '=')
+            continue;
+        char *t = strdup(sealed);
+        t[i] = t[i] == 'A' ? 'B' : 'A';
+        vmenc_status rv = vm_sealed_open(k1, UUID1, t, &kv);
+        assert_true(rv == VMENC_E_AUTH || rv == VMENC_E_BAD_ENCODING);
+        assert_null(kv);
+        free(t);
+    }
+    /* Truncations. */
+    for (size_t cut = 0; cut < len; cut++) {
+        char *t = strndup(sealed, cut);
+        assert_int_not_equal(vm_sealed_open(k1, UUID1, t, &kv), VMENC_OK);
+        free(t);
+    }
+    assert_int_equal(vm_sealed_decode_outer("vmsd1:", 6), VMENC_E_TRUNCATED);
+    assert_int_equal(vm_sealed_decode_outer("vmsd1:AAAA", 10), VMENC_E_TRUNCATED);
+    assert_int_equal(vm_sealed_decode_outer("vmsd", 4), VMENC_E_BAD_MAGIC);
+    assert_int_equal(vm_sealed_decode_outer("vmwk1:AAAA", 10), VMENC_E_BAD_MAGIC);
+    assert_int_equal(vm_sealed_decode_outer("vmsd1:AAB=", 10), VMENC_E_BAD_ENCODING); /* non-canonical */
+    assert_int_equal(vm_sealed_decode_outer("vmsd1:AA==\n", 11), VMENC_E_BAD_ENCODING);
+    assert_int_equal(vm_sealed_decode_outer("vmsd1:A-_A", 10), VMENC_E_BAD_ENCODING);
+    /* Empty secret set. */
+    vm_kv *empty = NULL;
+    assert_int_equal(vm_kv_new(&empty), VMENC_OK);
+    char *s2 = NULL;
+    assert_int_equal(vm_sealed_seal(k1, UUID1, empty, &s2), VMENC_OK);
+    assert_int_equal(vm_sealed_open(k1, UUID1, s2, &kv), VMENC_OK);
+    assert_int_equal(vm_kv_num_entries(kv), 0);
+    vm_kv_free(kv);
+    free(s2);
+    /* Too large for one value. */
+    char *big = malloc(60000);
+    memset(big, 'x', 59999);
+    big[59999] = '\0';
+    assert_int_equal(vm_kv_set(empty, "big", big), VMENC_OK);
+    assert_int_equal(vm_sealed_seal(k1, UUID1, empty, &s2), VMENC_E_TOO_LARGE);
+    assert_int_equal(vm_sealed_seal(k1, "not-a-uuid", empty, &s2), VMENC_E_INVALID_ARG);
+    free(big);
+    vm_kv_free(empty);
+    free(sealed);
+    vmenc_dek_free(k1);
+    vmenc_dek_free(k2);
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 int main(void) {
@@ -365,6 +874,13 @@ int main(void) {
         cmocka_unit_test(test_kv_grammar_accepts),
         cmocka_unit_test(test_kv_grammar_rejects),
         cmocka_unit_test(test_kv_edit),
+        cmocka_unit_test(test_descriptor_round_trip),
+        cmocka_unit_test(test_descriptor_rejects),
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_vmx_parse_and_sync),
+        cmocka_unit_test(test_vmx_rejects),
+        cmocka_unit_test(test_derive_key),
+        cmocka_unit_test(test_sealed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,11 +22,15 @@ typedef struct kv_item {
     vm_kv_extent extent;
 } kv_item;
 
+/* entry_pos/extent_pos index the items by kind, so iterating entries or
+ * extents in order is O(1) per step; they are rebuilt on removal. */
 struct vm_kv {
     kv_item *items;
     size_t num_items;
     size_t cap;
+    size_t *entry_pos;
     size_t num_entries;
+    size_t *extent_pos;
     size_t num_extents;
 };
 
@@ -118,9 +123,18 @@ static char *dup_n(const uint8_t *p, size_t len) {
     return s;
 }
 
+/* free_str wipes before freeing: a kv may hold the opened secret entries
+ * of encryption.data. */
+static void free_str(char *s) {
+    if (s != NULL) {
+        sodium_memzero(s, strlen(s));
+        free(s);
+    }
+}
+
 static void item_free(kv_item *it) {
-    free(it->key);
-    free(it->text);
+    free_str(it->key);
+    free_str(it->text);
 }
 
 vmenc_status vm_kv_new(vm_kv **out) {
@@ -137,6 +151,8 @@ void vm_kv_free(vm_kv *kv) {
     for (size_t i = 0; i < kv->num_items; i++)
         item_free(&kv->items[i]);
     free(kv->items);
+    free(kv->entry_pos);
+    free(kv->extent_pos);
     free(kv);
 }
 
@@ -150,13 +166,19 @@ static vmenc_status push(vm_kv *kv, const kv_item *it) {
         kv_item *items = realloc(kv->items, cap * sizeof(*items));
         VMENC_ENSURE(items != NULL, VMENC_E_NOMEM);
         kv->items = items;
+        size_t *ep = realloc(kv->entry_pos, cap * sizeof(*ep));
+        VMENC_ENSURE(ep != NULL, VMENC_E_NOMEM);
+        kv->entry_pos = ep;
+        size_t *xp = realloc(kv->extent_pos, cap * sizeof(*xp));
+        VMENC_ENSURE(xp != NULL, VMENC_E_NOMEM);
+        kv->extent_pos = xp;
         kv->cap = cap;
     }
-    kv->items[kv->num_items++] = *it;
     if (it->kind == ITEM_ENTRY)
-        kv->num_entries++;
+        kv->entry_pos[kv->num_entries++] = kv->num_items;
     else if (it->kind == ITEM_EXTENT)
-        kv->num_extents++;
+        kv->extent_pos[kv->num_extents++] = kv->num_items;
+    kv->items[kv->num_items++] = *it;
     return VMENC_OK;
 }
 
@@ -381,7 +403,7 @@ vmenc_status vm_kv_set(vm_kv *kv, const char *key, const char *value) {
     VMENC_ENSURE(copy != NULL, VMENC_E_NOMEM);
     kv_item *found = find_entry(kv, key);
     if (found != NULL) {
-        free(found->text);
+        free_str(found->text);
         found->text = copy;
         return VMENC_OK;
     }
@@ -400,7 +422,14 @@ vmenc_status vm_kv_remove(vm_kv *kv, const char *key) {
     item_free(found);
     memmove(&kv->items[i], &kv->items[i + 1], (kv->num_items - i - 1) * sizeof(kv->items[0]));
     kv->num_items--;
-    kv->num_entries--;
+    kv->num_entries = 0;
+    kv->num_extents = 0;
+    for (size_t j = 0; j < kv->num_items; j++) {
+        if (kv->items[j].kind == ITEM_ENTRY)
+            kv->entry_pos[kv->num_entries++] = j;
+        else if (kv->items[j].kind == ITEM_EXTENT)
+            kv->extent_pos[kv->num_extents++] = j;
+    }
     return VMENC_OK;
 }
 
@@ -408,10 +437,9 @@ size_t vm_kv_num_entries(const vm_kv *kv) { return kv != NULL ? kv->num_entries 
 
 /* nth returns the |i|-th item of |kind| or NULL. */
 static const kv_item *nth(const vm_kv *kv, item_kind kind, size_t i) {
-    for (size_t j = 0; j < kv->num_items; j++)
-        if (kv->items[j].kind == kind && i-- == 0)
-            return &kv->items[j];
-    return NULL;
+    if (kind == ITEM_ENTRY)
+        return i < kv->num_entries ? &kv->items[kv->entry_pos[i]] : NULL;
+    return i < kv->num_extents ? &kv->items[kv->extent_pos[i]] : NULL;
 }
 
 void vm_kv_entry(const vm_kv *kv, size_t i, const char **out_key, const char **out_value) {
