@@ -30,7 +30,7 @@
 /* ---- helpers -------------------------------------------------------------- */
 
 static uint64_t g_rng = 0x243f6a8885a308d3ull;
-static __attribute__((unused)) uint64_t rnd(void) {
+static uint64_t rnd(void) {
     g_rng ^= g_rng << 13;
     g_rng ^= g_rng >> 7;
     g_rng ^= g_rng << 17;
@@ -80,7 +80,7 @@ static int count_entries(const tmpdir *t) {
     return n;
 }
 
-static __attribute__((unused)) vmenc_dek *make_dek(uint8_t seed) {
+static vmenc_dek *make_dek(uint8_t seed) {
     uint8_t b[64];
     for (size_t i = 0; i < sizeof(b); i++)
         b[i] = (uint8_t)(seed * 31 + i * 7 + 1);
@@ -861,6 +861,476 @@ static void test_sealed(void **state) {
     vmenc_dek_free(k2);
 }
 
+
+/* ---- state files ------------------------------------------------------------------ */
+
+#define CH 65536u
+#define REC (CH + 28u)
+
+typedef struct sf_env {
+    tmpdir t;
+    vmenc_dek *key;
+    vmenc_dek *other_key;
+} sf_env;
+
+static void sf_env_make(sf_env *e) {
+    tmpdir_make(&e->t);
+    e->key = make_dek(5);
+    e->other_key = make_dek(6);
+}
+
+static void sf_env_free(sf_env *e) {
+    vmenc_dek_free(e->key);
+    vmenc_dek_free(e->other_key);
+    tmpdir_remove(&e->t);
+}
+
+static vm_sf *sf_open_ok(sf_env *e, const char *name, uint8_t cls, uint32_t index, uint32_t flags) {
+    vm_sf *f = NULL;
+    assert_int_equal(vm_sf_open(e->t.fd, name, cls, index, UUID1, e->key, flags, false, &f), VMENC_OK);
+    return f;
+}
+
+static vmenc_status sf_try_open(sf_env *e, const char *name, uint8_t cls, uint32_t index, const char *uuid,
+                                const vmenc_dek *key) {
+    vm_sf *f = (vm_sf *)0x1;
+    vmenc_status rv = vm_sf_open(e->t.fd, name, cls, index, uuid, key, 0, false, &f);
+    if (rv == VMENC_OK)
+        assert_int_equal(vm_sf_close(f), VMENC_OK);
+    else
+        assert_ptr_equal(f, (vm_sf *)0x1);
+    return rv;
+}
+
+static void fill_random(uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)rnd();
+}
+
+static void sf_check_content(vm_sf *f, const uint8_t *model, size_t size) {
+    uint64_t got_size = 0;
+    assert_int_equal(vm_sf_size(f, &got_size), VMENC_OK);
+    assert_int_equal(got_size, size);
+    uint8_t *buf = malloc(size + 100);
+    size_t n = 0;
+    assert_int_equal(vm_sf_pread(f, 0, size + 100, buf, &n), VMENC_OK);
+    assert_int_equal(n, size);
+    if (size > 0)
+        assert_memory_equal(buf, model, size);
+    free(buf);
+}
+
+static uint64_t file_size(const tmpdir *t, const char *name) {
+    struct stat st;
+    assert_int_equal(fstatat(t->fd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+    return (uint64_t)st.st_size;
+}
+
+static void test_sf_model(void **state) {
+    (void)state;
+    sf_env e;
+    sf_env_make(&e);
+    const size_t cap = 5 * CH + 1000;
+    uint8_t *model = calloc(1, cap), *buf = malloc(cap), *data = malloc(cap);
+    size_t size = 0;
+    vm_sf *f = sf_open_ok(&e, "vm1.nvram", 1, 0, VMENC_VM_FILE_CREATE);
+    for (int op = 0; op < 300; op++) {
+        uint64_t r = rnd();
+        size_t off = (size_t)(rnd() % (4 * CH));
+        size_t len = (r & 3) == 0 ? (size_t)(rnd() % (2 * CH + 5)) : (size_t)(rnd() % 5000);
+        if (off + len > cap)
+            len = cap - off;
+        if ((r >> 8) % 3 != 0) {
+            fill_random(data, len);
+            assert_int_equal(vm_sf_pwrite(f, off, data, len), VMENC_OK);
+            memcpy(model + off, data, len);
+            if (len > 0 && off + len > size)
+                size = off + len;
+        } else {
+            size_t n = 0;
+            assert_int_equal(vm_sf_pread(f, off, len, buf, &n), VMENC_OK);
+            size_t want = off >= size ? 0 : (size - off < len ? size - off : len);
+            assert_int_equal(n, want);
+            if (n > 0)
+                assert_memory_equal(buf, model + off, n);
+        }
+        if (op % 50 == 49) { /* reopen: everything came from disk */
+            assert_int_equal(vm_sf_close(f), VMENC_OK);
+            f = sf_open_ok(&e, "vm1.nvram", 1, 0, 0);
+            sf_check_content(f, model, size);
+        }
+    }
+    sf_check_content(f, model, size);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    /* On disk: header + records exactly as documented. */
+    uint64_t n = size == 0 ? 1 : (size + CH - 1) / CH;
+    assert_int_equal(file_size(&e.t, "vm1.nvram"), 64 + (n - 1) * REC + 28 + (size - (n - 1) * CH));
+    free(model);
+    free(buf);
+    free(data);
+    sf_env_free(&e);
+}
+
+static void test_sf_empty_and_exact_chunks(void **state) {
+    (void)state;
+    sf_env e;
+    sf_env_make(&e);
+    vm_sf *f = sf_open_ok(&e, "e.vmss", 2, 0, VMENC_VM_FILE_CREATE);
+    uint8_t buf[16];
+    size_t n = 99;
+    assert_int_equal(vm_sf_pread(f, 0, sizeof(buf), buf, &n), VMENC_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(vm_sf_pwrite(f, 1000, buf, 0), VMENC_OK); /* no-op: does not extend */
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    assert_int_equal(file_size(&e.t, "e.vmss"), 64 + 28);
+    f = sf_open_ok(&e, "e.vmss", 2, 0, 0);
+    uint64_t size = 1;
+    assert_int_equal(vm_sf_size(f, &size), VMENC_OK);
+    assert_int_equal(size, 0);
+    /* Exactly three chunks: the last record is full, no empty record follows. */
+    uint8_t *data = malloc(3 * CH);
+    fill_random(data, 3 * CH);
+    assert_int_equal(vm_sf_pwrite(f, 0, data, 3 * CH), VMENC_OK);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    assert_int_equal(file_size(&e.t, "e.vmss"), 64 + 3 * (uint64_t)REC);
+    f = sf_open_ok(&e, "e.vmss", 2, 0, 0);
+    sf_check_content(f, data, 3 * CH);
+    /* A gap reads as zeros. */
+    assert_int_equal(vm_sf_pwrite(f, 5 * CH + 7, data, 1), VMENC_OK);
+    uint8_t *all = calloc(1, 5 * CH + 8);
+    memcpy(all, data, 3 * CH);
+    all[5 * CH + 7] = data[0];
+    sf_check_content(f, all, 5 * CH + 8);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    /* TRUNCATE starts empty with a new file ID. */
+    f = sf_open_ok(&e, "e.vmss", 2, 0, VMENC_VM_FILE_TRUNCATE);
+    sf_check_content(f, NULL, 0);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    free(all);
+    free(data);
+    sf_env_free(&e);
+}
+
+/* make_file writes |size| random bytes into a new AEAD file and returns them. */
+static uint8_t *make_file(sf_env *e, const char *name, uint8_t cls, uint32_t index, size_t size) {
+    uint8_t *data = malloc(size + 1);
+    fill_random(data, size);
+    vm_sf *f = sf_open_ok(e, name, cls, index, VMENC_VM_FILE_CREATE);
+    assert_int_equal(vm_sf_pwrite(f, 0, data, size), VMENC_OK);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    return data;
+}
+
+static void truncate_to(sf_env *e, const char *name, uint64_t len) {
+    int fd = openat(e->t.fd, name, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    close(fd);
+}
+
+static void copy_file(sf_env *e, const char *from, const char *to) {
+    size_t len = 0;
+    uint8_t *b = get_file(&e->t, from, &len);
+    put_file(&e->t, to, b, len);
+    free(b);
+}
+
+static void test_sf_truncation(void **state) {
+    (void)state;
+    sf_env e;
+    sf_env_make(&e);
+    const size_t size = 3 * CH + 500;
+    uint8_t *data = make_file(&e, "a.nvram", 1, 0, size);
+    struct {
+        uint64_t len;
+        vmenc_status want;
+    } cuts[] = {
+        {0, VMENC_E_TRUNCATED},
+        {63, VMENC_E_TRUNCATED},
+        {64, VMENC_E_TRUNCATED},
+        {64 + 27, VMENC_E_TRUNCATED},
+        {64 + 28, VMENC_E_AUTH},                   /* record 0 read as an empty last record */
+        {64 + REC, VMENC_E_AUTH},                  /* at a boundary: record 0 is not the last */
+        {64 + 2 * (uint64_t)REC, VMENC_E_AUTH},
+        {64 + 3 * (uint64_t)REC, VMENC_E_AUTH},
+        {64 + 3 * (uint64_t)REC + 10, VMENC_E_TRUNCATED}, /* inside a nonce */
+        {64 + 3 * (uint64_t)REC + 28, VMENC_E_TRUNCATED},
+        {64 + 3 * (uint64_t)REC + 28 + 499, VMENC_E_AUTH}, /* one byte short */
+        {64 + REC + 100, VMENC_E_AUTH},
+    };
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(cuts); i++) {
+        copy_file(&e, "a.nvram", "b.nvram");
+        truncate_to(&e, "b.nvram", cuts[i].len);
+        assert_int_equal(sf_try_open(&e, "b.nvram", 1, 0, UUID1, e.key), cuts[i].want);
+    }
+    /* An appended record, or a byte appended. */
+    copy_file(&e, "a.nvram", "b.nvram");
+    int fd = openat(e.t.fd, "b.nvram", O_WRONLY | O_APPEND);
+    assert_int_equal(write(fd, "x", 1), 1);
+    close(fd);
+    assert_int_equal(sf_try_open(&e, "b.nvram", 1, 0, UUID1, e.key), VMENC_E_AUTH);
+    /* An existing empty file is a truncation even with CREATE. */
+    put_file(&e.t, "z.nvram", "", 0);
+    vm_sf *f = NULL;
+    assert_int_equal(vm_sf_open(e.t.fd, "z.nvram", 1, 0, UUID1, e.key, VMENC_VM_FILE_CREATE, false, &f),
+                     VMENC_E_TRUNCATED);
+    assert_int_equal(vm_sf_open(e.t.fd, "none.nvram", 1, 0, UUID1, e.key, 0, false, &f), VMENC_E_NOT_FOUND);
+    free(data);
+    sf_env_free(&e);
+}
+
+static void flip_byte(sf_env *e, const char *name, uint64_t off) {
+    int fd = openat(e->t.fd, name, O_RDWR);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x01;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+}
+
+/* read_chunk_status reads chunk |i| of an opened file; on failure the
+ * buffer must hold no file data. */
+static vmenc_status read_chunk_status(sf_env *e, const char *name, uint64_t i) {
+    vm_sf *f = sf_open_ok(e, name, 1, 0, VMENC_VM_FILE_READONLY);
+    uint8_t *buf = malloc(CH);
+    memset(buf, 0xee, CH);
+    size_t n = 7;
+    vmenc_status rv = vm_sf_pread(f, i * CH, CH, buf, &n);
+    if (rv != VMENC_OK) {
+        assert_int_equal(n, 0);
+        for (size_t j = 0; j < CH; j++)
+            assert_int_equal(buf[j], 0);
+    }
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    free(buf);
+    return rv;
+}
+
+static void test_sf_tamper(void **state) {
+    (void)state;
+    sf_env e;
+    sf_env_make(&e);
+    const size_t size = 3 * CH + 500;
+    uint8_t *data = make_file(&e, "a.nvram", 1, 0, size);
+    /* Header. */
+    struct {
+        uint64_t off;
+        vmenc_status want;
+    } hdr[] = {{0, VMENC_E_BAD_MAGIC}, {9, VMENC_E_BAD_VERSION}, {10, VMENC_E_PARSE}, {11, VMENC_E_PARSE},
+               {14, VMENC_E_PARSE},    {19, VMENC_E_PARSE},      {20, VMENC_E_AUTH},  {35, VMENC_E_AUTH},
+               {36, VMENC_E_PARSE},    {63, VMENC_E_PARSE}};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(hdr); i++) {
+        copy_file(&e, "a.nvram", "b.nvram");
+        flip_byte(&e, "b.nvram", hdr[i].off);
+        assert_int_equal(sf_try_open(&e, "b.nvram", 1, 0, UUID1, e.key), hdr[i].want);
+    }
+    /* Nonce, ciphertext and tag of a middle record: open works (the last
+     * record is intact), reading that chunk fails, its neighbours read. */
+    uint64_t rec1 = 64 + REC;
+    uint64_t offs[] = {rec1, rec1 + 11, rec1 + 12, rec1 + 12 + CH / 2, rec1 + 12 + CH - 1, rec1 + 12 + CH,
+                       rec1 + REC - 1};
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(offs); i++) {
+        copy_file(&e, "a.nvram", "b.nvram");
+        flip_byte(&e, "b.nvram", offs[i]);
+        assert_int_equal(read_chunk_status(&e, "b.nvram", 1), VMENC_E_AUTH);
+        assert_int_equal(read_chunk_status(&e, "b.nvram", 0), VMENC_OK);
+        assert_int_equal(read_chunk_status(&e, "b.nvram", 2), VMENC_OK);
+    }
+    /* The last record: open fails. */
+    copy_file(&e, "a.nvram", "b.nvram");
+    flip_byte(&e, "b.nvram", 64 + 3 * (uint64_t)REC + 20);
+    assert_int_equal(sf_try_open(&e, "b.nvram", 1, 0, UUID1, e.key), VMENC_E_AUTH);
+    /* Two records swapped. */
+    copy_file(&e, "a.nvram", "b.nvram");
+    {
+        int fd = openat(e.t.fd, "b.nvram", O_RDWR);
+        uint8_t *r0 = malloc(REC), *r1 = malloc(REC);
+        assert_int_equal(pread(fd, r0, REC, 64), REC);
+        assert_int_equal(pread(fd, r1, REC, 64 + REC), REC);
+        assert_int_equal(pwrite(fd, r1, REC, 64), REC);
+        assert_int_equal(pwrite(fd, r0, REC, 64 + REC), REC);
+        close(fd);
+        free(r0);
+        free(r1);
+    }
+    assert_int_equal(read_chunk_status(&e, "b.nvram", 0), VMENC_E_AUTH);
+    assert_int_equal(read_chunk_status(&e, "b.nvram", 1), VMENC_E_AUTH);
+    assert_int_equal(read_chunk_status(&e, "b.nvram", 2), VMENC_OK);
+    /* A record copied from another file of the same VM, same class and
+     * position (different file ID). */
+    uint8_t *other = make_file(&e, "o.nvram", 1, 0, size);
+    copy_file(&e, "a.nvram", "b.nvram");
+    {
+        int src = openat(e.t.fd, "o.nvram", O_RDONLY), dst = openat(e.t.fd, "b.nvram", O_RDWR);
+        uint8_t *r = malloc(REC);
+        assert_int_equal(pread(src, r, REC, 64 + REC), REC);
+        assert_int_equal(pwrite(dst, r, REC, 64 + REC), REC);
+        close(src);
+        close(dst);
+        free(r);
+    }
+    assert_int_equal(read_chunk_status(&e, "b.nvram", 1), VMENC_E_AUTH);
+    /* Even with the other file's header too: then the other records fail. */
+    {
+        int src = openat(e.t.fd, "o.nvram", O_RDONLY), dst = openat(e.t.fd, "b.nvram", O_RDWR);
+        uint8_t h[64];
+        assert_int_equal(pread(src, h, 64, 0), 64);
+        assert_int_equal(pwrite(dst, h, 64, 0), 64);
+        close(src);
+        close(dst);
+    }
+    assert_int_equal(sf_try_open(&e, "b.nvram", 1, 0, UUID1, e.key), VMENC_E_AUTH);
+    /* A whole file under another class, index, VM or key. */
+    copy_file(&e, "a.nvram", "a.vmss");
+    assert_int_equal(sf_try_open(&e, "a.vmss", 2, 0, UUID1, e.key), VMENC_E_PARSE);
+    assert_int_equal(sf_try_open(&e, "a.vmss", 1, 1, UUID1, e.key), VMENC_E_PARSE);
+    assert_int_equal(sf_try_open(&e, "a.vmss", 1, 0, UUID2, e.key), VMENC_E_AUTH);
+    assert_int_equal(sf_try_open(&e, "a.vmss", 1, 0, UUID1, e.other_key), VMENC_E_AUTH);
+    assert_int_equal(sf_try_open(&e, "a.vmss", 1, 0, UUID1, e.key), VMENC_OK); /* a copy is a copy */
+    /* The original was never harmed. */
+    vm_sf *f = sf_open_ok(&e, "a.nvram", 1, 0, VMENC_VM_FILE_READONLY);
+    sf_check_content(f, data, size);
+    assert_int_equal(vm_sf_pwrite(f, 0, data, 1), VMENC_E_BAD_STATE);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    free(other);
+    free(data);
+    sf_env_free(&e);
+}
+
+static void test_sf_header_and_args(void **state) {
+    (void)state;
+    uint8_t h[64] = "VMENCSF1";
+    h[9] = 1;
+    h[10] = 4;
+    h[13] = 0x01; /* chunk size 65536 */
+    h[19] = 7;
+    h[20] = 0xaa;
+    uint8_t cls = 0, id[16];
+    uint32_t index = 0;
+    assert_int_equal(vm_sf_parse_header(h, 64, &cls, &index, id), VMENC_OK);
+    assert_int_equal(cls, 4);
+    assert_int_equal(index, 7);
+    assert_int_equal(id[0], 0xaa);
+    assert_int_equal(vm_sf_parse_header(h, 63, NULL, NULL, NULL), VMENC_E_TRUNCATED);
+    h[10] = 5;
+    assert_int_equal(vm_sf_parse_header(h, 64, NULL, NULL, NULL), VMENC_E_PARSE);
+    h[10] = 0;
+    assert_int_equal(vm_sf_parse_header(h, 64, NULL, NULL, NULL), VMENC_E_PARSE);
+
+    sf_env e;
+    sf_env_make(&e);
+    vm_sf *f = NULL;
+    const uint32_t C = VMENC_VM_FILE_CREATE;
+    assert_int_equal(vm_sf_open(e.t.fd, "../x", 1, 0, UUID1, e.key, C, false, &f), VMENC_E_BAD_PATH);
+    assert_int_equal(vm_sf_open(e.t.fd, "x", 5, 0, UUID1, e.key, C, false, &f), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_sf_open(e.t.fd, "x", 0, 0, UUID1, e.key, C, false, &f), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_sf_open(e.t.fd, "x", 1, 0, "bad", e.key, C, false, &f), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_sf_open(e.t.fd, "x", 1, 0, UUID1, e.key, 1u << 7, false, &f), VMENC_E_INVALID_ARG);
+    assert_int_equal(vm_sf_open(e.t.fd, "x", 1, 0, UUID1, e.key, C | VMENC_VM_FILE_READONLY, false, &f),
+                     VMENC_E_INVALID_ARG);
+    assert_int_equal(symlinkat("/etc/passwd", e.t.fd, "l.nvram"), 0);
+    assert_int_equal(vm_sf_open(e.t.fd, "l.nvram", 1, 0, UUID1, e.key, C, false, &f), VMENC_E_BAD_PATH);
+    assert_int_equal(count_entries(&e.t), 1);
+    sf_env_free(&e);
+}
+
+static void test_sf_plain_and_convert(void **state) {
+    (void)state;
+    sf_env e;
+    sf_env_make(&e);
+    const size_t size = 2 * CH + 1234;
+    uint8_t *data = malloc(size);
+    fill_random(data, size);
+    vm_sf *f = NULL;
+    assert_int_equal(vm_sf_open(e.t.fd, "p.vmem", 4, 0, NULL, NULL, VMENC_VM_FILE_CREATE, true, &f), VMENC_OK);
+    assert_int_equal(vm_sf_pwrite(f, 0, data, size), VMENC_OK);
+    sf_check_content(f, data, size);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    assert_int_equal(file_size(&e.t, "p.vmem"), size); /* raw bytes */
+
+    /* plain -> AEAD */
+    assert_int_equal(vm_sf_convert(e.t.fd, "p.vmem", 4, 0, NULL, NULL, UUID1, e.key, true), VMENC_OK);
+    assert_int_equal(count_entries(&e.t), 1);
+    assert_int_equal(file_size(&e.t, "p.vmem"), 64 + 2 * (uint64_t)REC + 28 + 1234);
+    f = NULL;
+    assert_int_equal(vm_sf_open(e.t.fd, "p.vmem", 4, 0, UUID1, e.key, 0, false, &f), VMENC_OK);
+    sf_check_content(f, data, size);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    /* AEAD -> AEAD under another key and VM (a clone with new keys) */
+    assert_int_equal(vm_sf_convert(e.t.fd, "p.vmem", 4, 0, UUID1, e.key, UUID2, e.other_key, false), VMENC_OK);
+    assert_int_equal(sf_try_open(&e, "p.vmem", 4, 0, UUID1, e.key), VMENC_E_AUTH);
+    assert_int_equal(vm_sf_open(e.t.fd, "p.vmem", 4, 0, UUID2, e.other_key, 0, false, &f), VMENC_OK);
+    sf_check_content(f, data, size);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    /* Wrong source key: nothing changes, no temporary left. */
+    assert_int_equal(vm_sf_convert(e.t.fd, "p.vmem", 4, 0, UUID1, e.key, NULL, NULL, false), VMENC_E_AUTH);
+    assert_int_equal(count_entries(&e.t), 1);
+    /* A tampered middle record stops the conversion; the file is kept. */
+    flip_byte(&e, "p.vmem", 64 + REC + 100);
+    assert_int_equal(vm_sf_convert(e.t.fd, "p.vmem", 4, 0, UUID2, e.other_key, NULL, NULL, false), VMENC_E_AUTH);
+    assert_int_equal(count_entries(&e.t), 1);
+    flip_byte(&e, "p.vmem", 64 + REC + 100);
+    /* AEAD -> plain */
+    assert_int_equal(vm_sf_convert(e.t.fd, "p.vmem", 4, 0, UUID2, e.other_key, NULL, NULL, true), VMENC_OK);
+    size_t len = 0;
+    uint8_t *raw = get_file(&e.t, "p.vmem", &len);
+    assert_int_equal(len, size);
+    assert_memory_equal(raw, data, size);
+    free(raw);
+    /* Empty file both ways. */
+    assert_int_equal(vm_sf_open(e.t.fd, "q.nvram", 1, 0, NULL, NULL, VMENC_VM_FILE_CREATE, false, &f), VMENC_OK);
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    assert_int_equal(vm_sf_convert(e.t.fd, "q.nvram", 1, 0, NULL, NULL, UUID1, e.key, false), VMENC_OK);
+    assert_int_equal(file_size(&e.t, "q.nvram"), 92);
+    assert_int_equal(vm_sf_convert(e.t.fd, "q.nvram", 1, 0, UUID1, e.key, NULL, NULL, false), VMENC_OK);
+    assert_int_equal(file_size(&e.t, "q.nvram"), 0);
+    free(data);
+    sf_env_free(&e);
+}
+
+typedef struct sf_thread_arg {
+    vm_sf *f;
+    unsigned id;
+    int failures;
+} sf_thread_arg;
+
+static void *sf_thread(void *p) {
+    sf_thread_arg *a = p;
+    uint8_t buf[3000], back[3000];
+    uint64_t base = (uint64_t)a->id * 3 * CH / 2; /* regions share chunks with neighbours */
+    for (int i = 0; i < 60; i++) {
+        uint64_t off = base + (uint64_t)(i * 977) % (CH - sizeof(buf));
+        for (size_t j = 0; j < sizeof(buf); j++)
+            buf[j] = (uint8_t)(a->id * 31 + i + j);
+        size_t n = 0;
+        if (vm_sf_pwrite(a->f, off, buf, sizeof(buf)) != VMENC_OK ||
+            vm_sf_pread(a->f, off, sizeof(back), back, &n) != VMENC_OK || n != sizeof(back) ||
+            memcmp(buf, back, n) != 0)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_sf_threads(void **state) {
+    (void)state;
+    sf_env e;
+    sf_env_make(&e);
+    vm_sf *f = sf_open_ok(&e, "t.vmem", 4, 3, VMENC_VM_FILE_CREATE);
+    pthread_t th[4];
+    sf_thread_arg args[4];
+    for (unsigned i = 0; i < 4; i++) {
+        args[i] = (sf_thread_arg){f, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, sf_thread, &args[i]), 0);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    assert_int_equal(vm_sf_close(f), VMENC_OK);
+    assert_int_equal(sf_try_open(&e, "t.vmem", 4, 3, UUID1, e.key), VMENC_OK);
+    sf_env_free(&e);
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 int main(void) {
@@ -881,6 +1351,13 @@ int main(void) {
         cmocka_unit_test(test_vmx_rejects),
         cmocka_unit_test(test_derive_key),
         cmocka_unit_test(test_sealed),
+        cmocka_unit_test(test_sf_model),
+        cmocka_unit_test(test_sf_empty_and_exact_chunks),
+        cmocka_unit_test(test_sf_truncation),
+        cmocka_unit_test(test_sf_tamper),
+        cmocka_unit_test(test_sf_header_and_args),
+        cmocka_unit_test(test_sf_plain_and_convert),
+        cmocka_unit_test(test_sf_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
