@@ -1,0 +1,627 @@
+/*
+ * lib/vm/statefile.c - VM state files (NVRAM, suspend, snapshot state and
+ * memory): a chunked AES-256-GCM format with random access (layout in
+ * vm_format.h and docs/vm-format.md), or raw bytes for a plain VM.
+ *
+ * Each chunk is a record nonce || ct || tag at a fixed offset. The AAD
+ * binds a record to its file's header (hence class, index and the random
+ * file ID), to its position and to whether it is the last one; the key is
+ * derived from the VM key, the VM UUID and the file ID. So an edit, a
+ * truncation, a reordering, or a record or file moved from elsewhere fails
+ * authentication. Plaintext is only ever decrypted into one chunk buffer in
+ * secure memory, and copied to the caller only after its tag verified;
+ * memory use is one chunk whatever the file size.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keys/keys_internal.h"
+#include "vm/vm_format.h"
+
+#define SF_MAGIC "VMENCSF1"
+#define SF_VERSION 1u
+#define SF_CHUNK ((uint64_t)VMENC_VM_FILE_CHUNK_BYTES)
+#define SF_OVERHEAD (VM_SF_NONCE_BYTES + VM_SF_TAG_BYTES)
+#define SF_RECORD (SF_CHUNK + SF_OVERHEAD)
+#define SF_AAD_BYTES (32u + 8u + 1u)
+#define SF_CLASS_MAX 4u
+#define SF_PLAIN_CLASS_MAX 5u
+#define SF_FILE_ID_BYTES 16u
+/* A bound far above any VM's memory, far below offset overflow. */
+#define SF_MAX_SIZE ((uint64_t)1 << 50)
+#define SF_FLAGS (VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE | VMENC_VM_FILE_READONLY)
+
+struct vm_sf {
+    pthread_mutex_t mu;
+    int fd;
+    bool plain;
+    bool readonly;
+    bool sync;
+    bool broken;               /* a multi-record write failed half-way */
+    uint64_t size;             /* plaintext bytes */
+    uint8_t header_hash[32];   /* BLAKE2b-256 of the 64-byte header */
+    EVP_CIPHER_CTX *enc;       /* keyed once at open */
+    EVP_CIPHER_CTX *dec;
+    uint8_t *pt;               /* secure memory: one chunk of plaintext */
+    bool cache_valid;          /* pt holds the authenticated chunk cache_index */
+    uint64_t cache_index;
+    uint8_t *rec;              /* one record as stored (public) */
+};
+
+/* ---- geometry ------------------------------------------------------------------ */
+
+static uint64_t num_records(uint64_t size) { return size == 0 ? 1 : (size + SF_CHUNK - 1) / SF_CHUNK; }
+
+static uint64_t chunk_len(uint64_t size, uint64_t i) {
+    uint64_t n = num_records(size);
+    return i + 1 < n ? SF_CHUNK : size - (n - 1) * SF_CHUNK;
+}
+
+static uint64_t record_offset(uint64_t i) { return VM_SF_HEADER_BYTES + i * SF_RECORD; }
+
+static uint64_t disk_size(uint64_t size) {
+    uint64_t n = num_records(size);
+    return record_offset(n - 1) + SF_OVERHEAD + chunk_len(size, n - 1);
+}
+
+/* size_from_disk inverts disk_size: only the lengths it can produce are
+ * accepted (any other length is a truncation or an append). */
+static vmenc_status size_from_disk(uint64_t disk, uint64_t *out) {
+    VMENC_ENSURE(disk >= VM_SF_HEADER_BYTES + SF_OVERHEAD, VMENC_E_TRUNCATED);
+    uint64_t body = disk - VM_SF_HEADER_BYTES;
+    uint64_t full = body / SF_RECORD, rem = body % SF_RECORD;
+    uint64_t size;
+    if (rem == 0) {
+        size = full * SF_CHUNK;
+    } else {
+        VMENC_ENSURE(rem >= SF_OVERHEAD, VMENC_E_TRUNCATED);
+        /* An empty record after full ones is never written: the previous
+         * record would have been the last. */
+        VMENC_ENSURE(rem > SF_OVERHEAD || full == 0, VMENC_E_TRUNCATED);
+        size = full * SF_CHUNK + (rem - SF_OVERHEAD);
+    }
+    VMENC_ENSURE(size <= SF_MAX_SIZE, VMENC_E_TOO_LARGE);
+    *out = size;
+    return VMENC_OK;
+}
+
+/* ---- raw I/O --------------------------------------------------------------------- */
+
+static vmenc_status pread_all(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *out_read) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return vm_status_from_errno(errno);
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    *out_read = done;
+    return VMENC_OK;
+}
+
+static vmenc_status pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, buf + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return vm_status_from_errno(errno);
+        done += (size_t)n;
+    }
+    return VMENC_OK;
+}
+
+/* reserve allocates the blocks of an extension before any record changes,
+ * so a full file system fails the write up front with nothing modified
+ * (on file systems that support fallocate; copy-on-write ones may still
+ * fail later). */
+static vmenc_status reserve(int fd, uint64_t old_disk, uint64_t new_disk) {
+    if (new_disk <= old_disk)
+        return VMENC_OK;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)old_disk, (off_t)(new_disk - old_disk)) == 0)
+        return VMENC_OK;
+    int err = errno;
+    if (err == EOPNOTSUPP || err == ENOSYS)
+        return VMENC_OK;
+    (void)ftruncate(fd, (off_t)old_disk); /* release what was reserved */
+    return vm_status_from_errno(err);
+}
+
+/* ---- header --------------------------------------------------------------------- */
+
+static void header_build(uint8_t cls, uint32_t index, const uint8_t file_id[SF_FILE_ID_BYTES],
+                         uint8_t out[VM_SF_HEADER_BYTES]) {
+    vmenc_cbb cbb;
+    vmenc_cbb_init_fixed(&cbb, out, VM_SF_HEADER_BYTES);
+    vmenc_cbb_add_bytes(&cbb, (const uint8_t *)SF_MAGIC, 8);
+    vmenc_cbb_add_u16(&cbb, SF_VERSION);
+    vmenc_cbb_add_u8(&cbb, cls);
+    vmenc_cbb_add_u8(&cbb, 0);
+    vmenc_cbb_add_u32(&cbb, (uint32_t)SF_CHUNK);
+    vmenc_cbb_add_u32(&cbb, index);
+    vmenc_cbb_add_bytes(&cbb, file_id, SF_FILE_ID_BYTES);
+    vmenc_cbb_add_zeros(&cbb, VM_SF_HEADER_BYTES - vmenc_cbb_len(&cbb));
+}
+
+static bool all_zero(const vmenc_cbs *cbs) {
+    uint8_t acc = 0;
+    for (size_t i = 0; i < vmenc_cbs_len(cbs); i++)
+        acc |= vmenc_cbs_data(cbs)[i];
+    return acc == 0;
+}
+
+vmenc_status vm_sf_parse_header(const uint8_t *data, size_t len, uint8_t *out_cls, uint32_t *out_index,
+                                uint8_t out_file_id[16]) {
+    VMENC_ENSURE(data != NULL || len == 0, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(len >= VM_SF_HEADER_BYTES, VMENC_E_TRUNCATED);
+    vmenc_cbs cbs, magic, file_id;
+    uint16_t version;
+    uint8_t cls, reserved;
+    uint32_t chunk, index;
+    vmenc_cbs_init(&cbs, data, VM_SF_HEADER_BYTES);
+    VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &magic, 8) && memcmp(vmenc_cbs_data(&magic), SF_MAGIC, 8) == 0,
+                 VMENC_E_BAD_MAGIC);
+    VMENC_ENSURE(vmenc_cbs_get_u16(&cbs, &version), VMENC_E_TRUNCATED);
+    VMENC_ENSURE(version == SF_VERSION, VMENC_E_BAD_VERSION);
+    VMENC_ENSURE(vmenc_cbs_get_u8(&cbs, &cls) && vmenc_cbs_get_u8(&cbs, &reserved) &&
+                     vmenc_cbs_get_u32(&cbs, &chunk) && vmenc_cbs_get_u32(&cbs, &index) &&
+                     vmenc_cbs_get_bytes(&cbs, &file_id, SF_FILE_ID_BYTES),
+                 VMENC_E_TRUNCATED);
+    VMENC_ENSURE(cls >= 1 && cls <= SF_CLASS_MAX, VMENC_E_PARSE);
+    VMENC_ENSURE(reserved == 0 && all_zero(&cbs), VMENC_E_PARSE);
+    VMENC_ENSURE(chunk == SF_CHUNK, VMENC_E_PARSE);
+    if (out_cls != NULL)
+        *out_cls = cls;
+    if (out_index != NULL)
+        *out_index = index;
+    if (out_file_id != NULL)
+        memcpy(out_file_id, vmenc_cbs_data(&file_id), SF_FILE_ID_BYTES);
+    return VMENC_OK;
+}
+
+/* ---- crypto ---------------------------------------------------------------------- */
+
+static vmenc_status keys_init(vm_sf *f, const vmenc_dek *vm_key, const char *uuid,
+                              const uint8_t header[VM_SF_HEADER_BYTES], const uint8_t file_id[SF_FILE_ID_BYTES]) {
+    uint8_t ctx[VMENC_VM_UUID_LEN + SF_FILE_ID_BYTES];
+    memcpy(ctx, uuid, VMENC_VM_UUID_LEN);
+    memcpy(ctx + VMENC_VM_UUID_LEN, file_id, SF_FILE_ID_BYTES);
+    VMENC_ENSURE(crypto_generichash(f->header_hash, 32, header, VM_SF_HEADER_BYTES, NULL, 0) == 0,
+                 VMENC_E_CRYPTO);
+    uint8_t *key = vmenc_secure_alloc(32);
+    VMENC_ENSURE(key != NULL, VMENC_E_NOMEM);
+    vmenc_status rv = vm_derive_key(vm_key, "statefile-v1", ctx, sizeof(ctx), key);
+    f->enc = EVP_CIPHER_CTX_new();
+    f->dec = EVP_CIPHER_CTX_new();
+    if (rv == VMENC_OK && (f->enc == NULL || f->dec == NULL))
+        rv = VMENC_E_NOMEM;
+    /* The contexts keep the key schedule; the derived key goes at once. */
+    if (rv == VMENC_OK && (EVP_EncryptInit_ex(f->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
+                           EVP_DecryptInit_ex(f->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1))
+        rv = VMENC_E_CRYPTO;
+    vmenc_secure_free(key);
+    return rv;
+}
+
+static void record_aad(const vm_sf *f, uint64_t i, bool last, uint8_t aad[SF_AAD_BYTES]) {
+    memcpy(aad, f->header_hash, 32);
+    for (unsigned b = 0; b < 8; b++)
+        aad[32 + b] = (uint8_t)(i >> (56 - 8 * b));
+    aad[40] = last ? 1 : 0;
+}
+
+/* seal_record encrypts |len| bytes of f->pt as record |i| and writes it. */
+static vmenc_status seal_record(vm_sf *f, uint64_t i, size_t len, bool last) {
+    uint8_t aad[SF_AAD_BYTES];
+    uint8_t *nonce = f->rec, *ct = f->rec + VM_SF_NONCE_BYTES, *tag = ct + len;
+    int n = 0;
+    record_aad(f, i, last, aad);
+    randombytes_buf(nonce, VM_SF_NONCE_BYTES);
+    if (EVP_EncryptInit_ex(f->enc, NULL, NULL, NULL, nonce) != 1 ||
+        EVP_EncryptUpdate(f->enc, NULL, &n, aad, sizeof(aad)) != 1 ||
+        (len > 0 && EVP_EncryptUpdate(f->enc, ct, &n, f->pt, (int)len) != 1) ||
+        EVP_EncryptFinal_ex(f->enc, ct + len, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(f->enc, EVP_CTRL_GCM_GET_TAG, VM_SF_TAG_BYTES, tag) != 1)
+        return VMENC_E_CRYPTO;
+    return pwrite_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i));
+}
+
+/* open_record reads record |i| of |len| plaintext bytes into f->pt and
+ * authenticates it. On failure f->pt is wiped: nothing unauthenticated
+ * stays where a caller's copy could come from. */
+static vmenc_status open_record(vm_sf *f, uint64_t i, size_t len, bool last) {
+    size_t got = 0;
+    VMENC_GUARD(pread_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i), &got));
+    VMENC_ENSURE(got == len + SF_OVERHEAD, VMENC_E_TRUNCATED);
+    uint8_t aad[SF_AAD_BYTES];
+    uint8_t *nonce = f->rec, *ct = f->rec + VM_SF_NONCE_BYTES, *tag = ct + len;
+    int n = 0;
+    record_aad(f, i, last, aad);
+    int ok = EVP_DecryptInit_ex(f->dec, NULL, NULL, NULL, nonce) == 1 &&
+             EVP_DecryptUpdate(f->dec, NULL, &n, aad, sizeof(aad)) == 1 &&
+             (len == 0 || EVP_DecryptUpdate(f->dec, f->pt, &n, ct, (int)len) == 1) &&
+             EVP_CIPHER_CTX_ctrl(f->dec, EVP_CTRL_GCM_SET_TAG, VM_SF_TAG_BYTES, tag) == 1;
+    if (!ok) {
+        sodium_memzero(f->pt, SF_CHUNK);
+        return VMENC_E_CRYPTO;
+    }
+    if (EVP_DecryptFinal_ex(f->dec, f->pt + len, &n) != 1) {
+        sodium_memzero(f->pt, SF_CHUNK);
+        return VMENC_E_AUTH;
+    }
+    return VMENC_OK;
+}
+
+/* load_chunk makes f->pt hold chunk |i| of a file of |size| bytes. */
+static vmenc_status load_chunk(vm_sf *f, uint64_t size, uint64_t i) {
+    if (f->cache_valid && f->cache_index == i)
+        return VMENC_OK;
+    f->cache_valid = false;
+    VMENC_GUARD(open_record(f, i, (size_t)chunk_len(size, i), i + 1 == num_records(size)));
+    f->cache_valid = true;
+    f->cache_index = i;
+    return VMENC_OK;
+}
+
+/* ---- read / write ------------------------------------------------------------------ */
+
+static vmenc_status aead_read(vm_sf *f, uint64_t off, size_t len, uint8_t *out) {
+    size_t done = 0;
+    while (done < len) {
+        uint64_t pos = off + done, i = pos / SF_CHUNK, in = pos % SF_CHUNK;
+        size_t n = (size_t)(chunk_len(f->size, i) - in);
+        if (n > len - done)
+            n = len - done;
+        VMENC_GUARD(load_chunk(f, f->size, i));
+        memcpy(out + done, f->pt + in, n);
+        done += n;
+    }
+    return VMENC_OK;
+}
+
+/* rewrite_chunk builds chunk |i| of the grown file in f->pt - old content
+ * (authenticated) where the write does not cover it, zeros past the old
+ * end, |data| over [off, end) - and seals it with its new last flag. */
+static vmenc_status rewrite_chunk(vm_sf *f, uint64_t new_size, uint64_t i, uint64_t off, const uint8_t *data,
+                                  size_t len) {
+    uint64_t cs = i * SF_CHUNK, new_len = chunk_len(new_size, i);
+    uint64_t old_n = num_records(f->size);
+    uint64_t old_len = i < old_n ? chunk_len(f->size, i) : 0;
+    uint64_t ds = off > cs ? off : cs, de = off + len < cs + new_len ? off + len : cs + new_len;
+    bool covered = ds == cs && de == cs + new_len;
+    if (!covered && old_len > 0) {
+        VMENC_GUARD(load_chunk(f, f->size, i));
+        memset(f->pt + old_len, 0, (size_t)(SF_CHUNK - old_len));
+    } else {
+        memset(f->pt, 0, (size_t)SF_CHUNK);
+    }
+    f->cache_valid = false;
+    if (de > ds)
+        memcpy(f->pt + (ds - cs), data + (ds - off), (size_t)(de - ds));
+    VMENC_GUARD(seal_record(f, i, (size_t)new_len, i + 1 == num_records(new_size)));
+    f->cache_valid = true;
+    f->cache_index = i;
+    return VMENC_OK;
+}
+
+static vmenc_status aead_write(vm_sf *f, uint64_t off, const uint8_t *data, size_t len) {
+    uint64_t end = off + len;
+    uint64_t new_size = end > f->size ? end : f->size;
+    uint64_t first = off / SF_CHUNK, last = (end - 1) / SF_CHUNK;
+    if (end > f->size) {
+        /* Growing: the old last record loses its last flag (rewritten
+         * first), every record up to the new end is written. */
+        uint64_t old_last = num_records(f->size) - 1;
+        first = first < old_last ? first : old_last;
+        last = num_records(new_size) - 1;
+        VMENC_GUARD(reserve(f->fd, disk_size(f->size), disk_size(new_size)));
+    }
+    for (uint64_t i = first; i <= last; i++) {
+        vmenc_status rv = rewrite_chunk(f, new_size, i, off, data, len);
+        if (rv != VMENC_OK) {
+            /* After the first record, the file no longer matches f->size. */
+            if (i > first)
+                f->broken = true;
+            return rv;
+        }
+    }
+    f->size = new_size;
+    return VMENC_OK;
+}
+
+static vmenc_status plain_read(vm_sf *f, uint64_t off, size_t len, uint8_t *out, size_t *out_read) {
+    return pread_all(f->fd, out, len, off, out_read);
+}
+
+static vmenc_status plain_write(vm_sf *f, uint64_t off, const uint8_t *data, size_t len) {
+    uint64_t end = off + len;
+    if (end > f->size)
+        VMENC_GUARD(reserve(f->fd, f->size, end));
+    VMENC_GUARD(pwrite_all(f->fd, data, len, off));
+    if (end > f->size)
+        f->size = end;
+    return VMENC_OK;
+}
+
+vmenc_status vm_sf_pread(vm_sf *f, uint64_t offset, size_t len, uint8_t *out, size_t *out_read) {
+    VMENC_ENSURE(f != NULL && out_read != NULL && (out != NULL || len == 0), VMENC_E_INVALID_ARG);
+    pthread_mutex_lock(&f->mu);
+    vmenc_status rv = f->broken ? VMENC_E_IO : VMENC_OK;
+    size_t n = 0;
+    if (rv == VMENC_OK && offset < f->size) {
+        n = f->size - offset < len ? (size_t)(f->size - offset) : len;
+        rv = f->plain ? plain_read(f, offset, n, out, &n) : aead_read(f, offset, n, out);
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (rv != VMENC_OK) {
+        if (len > 0)
+            memset(out, 0, len); /* no partial result */
+        n = 0;
+    }
+    *out_read = n;
+    return rv;
+}
+
+vmenc_status vm_sf_pwrite(vm_sf *f, uint64_t offset, const uint8_t *data, size_t len) {
+    VMENC_ENSURE(f != NULL && (data != NULL || len == 0), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(offset <= SF_MAX_SIZE && len <= SF_MAX_SIZE - offset, VMENC_E_TOO_LARGE);
+    VMENC_ENSURE(!f->readonly, VMENC_E_BAD_STATE);
+    if (len == 0)
+        return VMENC_OK;
+    pthread_mutex_lock(&f->mu);
+    vmenc_status rv = f->broken ? VMENC_E_IO : VMENC_OK;
+    if (rv == VMENC_OK)
+        rv = f->plain ? plain_write(f, offset, data, len) : aead_write(f, offset, data, len);
+    pthread_mutex_unlock(&f->mu);
+    return rv;
+}
+
+vmenc_status vm_sf_size(vm_sf *f, uint64_t *out) {
+    VMENC_ENSURE(f != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    pthread_mutex_lock(&f->mu);
+    *out = f->size;
+    pthread_mutex_unlock(&f->mu);
+    return VMENC_OK;
+}
+
+vmenc_status vm_sf_flush(vm_sf *f) {
+    VMENC_ENSURE(f != NULL, VMENC_E_INVALID_ARG);
+    pthread_mutex_lock(&f->mu);
+    vmenc_status rv = f->broken ? VMENC_E_IO : VMENC_OK;
+    if (rv == VMENC_OK && f->sync && !f->readonly && fsync(f->fd) != 0)
+        rv = vm_status_from_errno(errno);
+    pthread_mutex_unlock(&f->mu);
+    return rv;
+}
+
+/* ---- open / close ------------------------------------------------------------------- */
+
+static void sf_free(vm_sf *f) {
+    if (f == NULL)
+        return;
+    if (f->fd >= 0)
+        (void)close(f->fd);
+    EVP_CIPHER_CTX_free(f->enc);
+    EVP_CIPHER_CTX_free(f->dec);
+    vmenc_secure_free(f->pt);
+    free(f->rec);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+vmenc_status vm_sf_close(vm_sf *f) {
+    if (f == NULL)
+        return VMENC_OK;
+    vmenc_status rv = f->readonly ? VMENC_OK : vm_sf_flush(f);
+    sf_free(f);
+    return rv;
+}
+
+/* init_new writes a fresh header (new file ID) and one empty last record. */
+static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *uuid, const vmenc_dek *vm_key) {
+    uint8_t header[VM_SF_HEADER_BYTES], file_id[SF_FILE_ID_BYTES];
+    randombytes_buf(file_id, sizeof(file_id));
+    header_build(cls, index, file_id, header);
+    VMENC_GUARD(keys_init(f, vm_key, uuid, header, file_id));
+    if (ftruncate(f->fd, 0) != 0)
+        return vm_status_from_errno(errno);
+    VMENC_GUARD(reserve(f->fd, 0, VM_SF_HEADER_BYTES + SF_OVERHEAD));
+    VMENC_GUARD(pwrite_all(f->fd, header, sizeof(header), 0));
+    f->size = 0;
+    memset(f->pt, 0, (size_t)SF_CHUNK);
+    VMENC_GUARD(seal_record(f, 0, 0, true));
+    if (f->sync && fsync(f->fd) != 0)
+        return vm_status_from_errno(errno);
+    return VMENC_OK;
+}
+
+/* load_existing checks the header against what the caller expects, then
+ * authenticates the final record: that proves the header and the length
+ * (a file cut at a record boundary ends in a record sealed as not last). */
+static vmenc_status load_existing(vm_sf *f, uint64_t disk, uint8_t cls, uint32_t index, const char *uuid,
+                                  const vmenc_dek *vm_key) {
+    uint8_t header[VM_SF_HEADER_BYTES], file_id[SF_FILE_ID_BYTES], got_cls = 0;
+    uint32_t got_index = 0;
+    size_t got = 0;
+    VMENC_GUARD(pread_all(f->fd, header, sizeof(header), 0, &got));
+    VMENC_GUARD(vm_sf_parse_header(header, got, &got_cls, &got_index, file_id));
+    VMENC_ENSURE(got_cls == cls && got_index == index, VMENC_E_PARSE);
+    VMENC_GUARD(size_from_disk(disk, &f->size));
+    VMENC_GUARD(keys_init(f, vm_key, uuid, header, file_id));
+    return load_chunk(f, f->size, num_records(f->size) - 1);
+}
+
+static vmenc_status open_args_check(const char *name, uint8_t cls, const char *uuid, const vmenc_dek *vm_key,
+                                    uint32_t flags) {
+    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_ENSURE((flags & ~SF_FLAGS) == 0, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(!(flags & VMENC_VM_FILE_READONLY) ||
+                     !(flags & (VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE)),
+                 VMENC_E_INVALID_ARG);
+    if (vm_key == NULL)
+        return cls >= 1 && cls <= SF_PLAIN_CLASS_MAX ? VMENC_OK : VMENC_E_INVALID_ARG;
+    VMENC_ENSURE(cls >= 1 && cls <= SF_CLASS_MAX, VMENC_E_INVALID_ARG);
+    return vm_uuid_check(uuid);
+}
+
+/* open_fd opens (and with CREATE, exclusively creates first, so that only
+ * a file made here is initialised: an existing empty file is a truncation,
+ * not a new file). */
+static vmenc_status open_fd(int dirfd, const char *name, uint32_t flags, int *out_fd, bool *out_created) {
+    int mode = (flags & VMENC_VM_FILE_READONLY) ? O_RDONLY : O_RDWR;
+    int base = mode | O_NOFOLLOW | O_CLOEXEC;
+    *out_created = false;
+    int fd = -1;
+    if (flags & VMENC_VM_FILE_CREATE) {
+        fd = openat(dirfd, name, base | O_CREAT | O_EXCL, 0600);
+        if (fd >= 0)
+            *out_created = true;
+        else if (errno != EEXIST)
+            return vm_status_from_errno(errno);
+    }
+    if (fd < 0)
+        fd = openat(dirfd, name, base | O_NONBLOCK);
+    if (fd < 0)
+        return vm_status_from_errno(errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        (void)close(fd);
+        return VMENC_E_BAD_PATH;
+    }
+    *out_fd = fd;
+    return VMENC_OK;
+}
+
+static vmenc_status sf_alloc(bool plain, vm_sf **out) {
+    vm_sf *f = calloc(1, sizeof(*f));
+    VMENC_ENSURE(f != NULL, VMENC_E_NOMEM);
+    f->fd = -1;
+    if (pthread_mutex_init(&f->mu, NULL) != 0) {
+        free(f);
+        return VMENC_E_NOMEM;
+    }
+    f->plain = plain;
+    if (!plain) {
+        f->pt = vmenc_secure_alloc((size_t)SF_CHUNK);
+        f->rec = malloc((size_t)SF_RECORD);
+        if (f->pt == NULL || f->rec == NULL) {
+            sf_free(f);
+            return VMENC_E_NOMEM;
+        }
+    }
+    *out = f;
+    return VMENC_OK;
+}
+
+static vmenc_status sf_setup(vm_sf *f, bool created, uint8_t cls, uint32_t index, const char *uuid,
+                             const vmenc_dek *vm_key, uint32_t flags) {
+    struct stat st;
+    if (fstat(f->fd, &st) != 0)
+        return vm_status_from_errno(errno);
+    bool fresh = created || (flags & VMENC_VM_FILE_TRUNCATE);
+    if (f->plain) {
+        if (fresh && ftruncate(f->fd, 0) != 0)
+            return vm_status_from_errno(errno);
+        f->size = fresh ? 0 : (uint64_t)st.st_size;
+        return VMENC_OK;
+    }
+    if (fresh)
+        return init_new(f, cls, index, uuid, vm_key);
+    return load_existing(f, (uint64_t)st.st_size, cls, index, uuid, vm_key);
+}
+
+vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
+                        const vmenc_dek *vm_key, uint32_t flags, bool sync, vm_sf **out) {
+    VMENC_ENSURE(dirfd >= 0 && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(open_args_check(name, cls, uuid, vm_key, flags));
+    vm_sf *f = NULL;
+    bool created = false;
+    VMENC_GUARD(sf_alloc(vm_key == NULL, &f));
+    f->readonly = (flags & VMENC_VM_FILE_READONLY) != 0;
+    f->sync = sync;
+    vmenc_status rv = open_fd(dirfd, name, flags, &f->fd, &created);
+    if (rv == VMENC_OK)
+        rv = sf_setup(f, created, cls, index, uuid, vm_key, flags);
+    if (rv == VMENC_OK && created && sync)
+        rv = vm_fsync_dir(dirfd);
+    if (rv != VMENC_OK) {
+        if (created)
+            (void)unlinkat(dirfd, name, 0);
+        sf_free(f);
+        return rv;
+    }
+    *out = f;
+    return VMENC_OK;
+}
+
+/* ---- conversion ----------------------------------------------------------------- */
+
+static vmenc_status copy_all(vm_sf *src, vm_sf *dst, uint8_t *buf) {
+    uint64_t size = 0;
+    VMENC_GUARD(vm_sf_size(src, &size));
+    for (uint64_t off = 0; off < size;) {
+        size_t n = 0;
+        VMENC_GUARD(vm_sf_pread(src, off, (size_t)SF_CHUNK, buf, &n));
+        VMENC_ENSURE(n > 0, VMENC_E_TRUNCATED);
+        VMENC_GUARD(vm_sf_pwrite(dst, off, buf, n));
+        off += n;
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status convert_tmp_name(const char *name, char out[256]) {
+    uint8_t rnd[8];
+    char hex[17];
+    size_t len = strlen(name);
+    VMENC_ENSURE(len + 21 <= 255, VMENC_E_BAD_PATH);
+    randombytes_buf(rnd, sizeof(rnd));
+    sodium_bin2hex(hex, sizeof(hex), rnd, sizeof(rnd));
+    memcpy(out, name, len);
+    memcpy(out + len, ".tmp-", 5);
+    memcpy(out + len + 5, hex, 17);
+    return VMENC_OK;
+}
+
+vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *from_uuid,
+                           const vmenc_dek *from_key, const char *to_uuid, const vmenc_dek *to_key, bool sync) {
+    VMENC_ENSURE(dirfd >= 0, VMENC_E_INVALID_ARG);
+    char tmp[256];
+    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_GUARD(convert_tmp_name(name, tmp));
+    vm_sf *src = NULL, *dst = NULL;
+    VMENC_GUARD(vm_sf_open(dirfd, name, cls, index, from_uuid, from_key, VMENC_VM_FILE_READONLY, false, &src));
+    vmenc_status rv = vm_sf_open(dirfd, tmp, cls, index, to_uuid, to_key, VMENC_VM_FILE_CREATE, sync, &dst);
+    uint8_t *buf = vmenc_secure_alloc((size_t)SF_CHUNK);
+    if (rv == VMENC_OK && buf == NULL)
+        rv = VMENC_E_NOMEM;
+    if (rv == VMENC_OK)
+        rv = copy_all(src, dst, buf);
+    vmenc_secure_free(buf);
+    /* Closing the temporary fsyncs it (when |sync|) before the rename. */
+    vmenc_status close_rv = vm_sf_close(dst);
+    if (rv == VMENC_OK)
+        rv = close_rv;
+    (void)vm_sf_close(src);
+    if (rv == VMENC_OK && renameat(dirfd, tmp, dirfd, name) != 0)
+        rv = vm_status_from_errno(errno);
+    if (rv != VMENC_OK) {
+        if (dst != NULL)
+            (void)unlinkat(dirfd, tmp, 0);
+        return rv;
+    }
+    return sync ? vm_fsync_dir(dirfd) : VMENC_OK;
+}
