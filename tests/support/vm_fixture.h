@@ -284,7 +284,10 @@ __attribute__((unused)) static int vmfix_write_file(const char *path, const void
 /* vmfix_contains: does |hay| contain |needle|? */
 __attribute__((unused)) static bool vmfix_contains(const uint8_t *hay, size_t hay_len, const uint8_t *needle,
                                                    size_t needle_len) {
-    return memmem(hay, hay_len, needle, needle_len) != NULL;
+    for (size_t i = 0; needle_len <= hay_len && i <= hay_len - needle_len; i++)
+        if (hay[i] == needle[0] && memcmp(hay + i, needle, needle_len) == 0)
+            return true;
+    return false;
 }
 
 #endif /* VMENC_TESTS_VM_FIXTURE_H */
