@@ -130,7 +130,7 @@ static void test_io_during_rekey(void **state) {
     pthread_t io[NUM_IO], rk;
     io_arg args[NUM_IO];
     const char *ops_env = getenv("VMENC_TEST_VM_THREAD_OPS");
-    int ops = ops_env != NULL ? atoi(ops_env) : 4000;
+    int ops = ops_env != NULL ? atoi(ops_env) : 20000;
     assert_int_equal(pthread_create(&rk, NULL, rekey_thread, NULL), 0);
     for (int i = 0; i < NUM_IO; i++) {
         args[i] = (io_arg){.id = i, .rng = 0x1234567ull * (uint64_t)(i + 1), .ops = ops};
