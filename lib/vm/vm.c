@@ -787,6 +787,28 @@ static vmenc_status user_key_check(const char *key) {
     return VMENC_OK;
 }
 
+/* save_entry copies the current value of |key| (NULL if absent). */
+static vmenc_status save_entry(const vm_kv *kv, const char *key, char **out) {
+    const char *v = vm_kv_get(kv, key);
+    *out = NULL;
+    if (v != NULL && (*out = strdup(v)) == NULL)
+        return VMENC_E_NOMEM;
+    return VMENC_OK;
+}
+
+static void restore_entry(vm_kv *kv, const char *key, const char *old) {
+    vmenc_status s = old != NULL ? vm_kv_set(kv, key, old)
+                                 : (vm_kv_get(kv, key) != NULL ? vm_kv_remove(kv, key) : VMENC_OK);
+    (void)s; /* it held this value a moment ago: setting it back cannot fail validation */
+}
+
+static void free_entry(char *v) {
+    if (v != NULL) {
+        vmenc_memzero(v, strlen(v));
+        free(v);
+    }
+}
+
 vmenc_status vmenc_vm_config_set(vmenc_vm *vm, const char *principal, const char *key, const char *value,
                                  uint32_t flags) {
     VMENC_ENSURE_REF(vm);
@@ -806,20 +828,35 @@ vmenc_status vmenc_vm_config_set(vmenc_vm *vm, const char *principal, const char
         s = VMENC_E_BAD_STATE;
     else if (vm_is_encrypted(vm) && vm->secret == NULL)
         s = VMENC_E_VM_LOCKED;
+    vm_kv *target = secret ? vm->secret : vm->vmx.kv;
+    vm_kv *other = secret ? vm->vmx.kv : vm->secret;
+    char *old_target = NULL, *old_other = NULL;
+    if (s == VMENC_OK)
+        s = save_entry(target, key, &old_target);
+    if (s == VMENC_OK && other != NULL)
+        s = save_entry(other, key, &old_other);
+    bool changed = false;
     if (s == VMENC_OK) {
-        vm_kv *target = secret ? vm->secret : vm->vmx.kv;
-        vm_kv *other = secret ? vm->vmx.kv : vm->secret;
+        changed = true;
         if (value == NULL) {
             s = vm_kv_remove(target, key);
         } else {
             s = vm_kv_set(target, key, value);
             /* an entry lives in one place: clear or sealed */
-            if (s == VMENC_OK && other != NULL && vm_kv_get(other, key) != NULL)
+            if (s == VMENC_OK && old_other != NULL)
                 s = vm_kv_remove(other, key);
         }
     }
     if (s == VMENC_OK)
         s = vm_write_config(vm);
+    if (s != VMENC_OK && changed) {
+        /* the file was not replaced: the VM must not believe it was */
+        restore_entry(target, key, old_target);
+        if (other != NULL)
+            restore_entry(other, key, old_other);
+    }
+    free_entry(old_target);
+    free_entry(old_other);
     pthread_mutex_unlock(&vm->lock);
     return vm_op_finish(&op, s, NULL);
 }
