@@ -24,21 +24,30 @@
 
 static int g_dirfd = -1;
 static vmenc_dek *g_key;
+static char g_path[] = "/tmp/vmenc-sf-fuzz-XXXXXX";
+
+/* teardown leaves no temporary behind after a run. */
+static void teardown(void) {
+    (void)unlinkat(g_dirfd, "f.nvram", 0);
+    close(g_dirfd);
+    (void)rmdir(g_path);
+    vmenc_dek_free(g_key);
+}
 
 static void setup(void) {
     if (g_dirfd >= 0)
         return;
     if (vmenc_init() != VMENC_OK)
         abort();
-    char path[] = "/tmp/vmenc-sf-fuzz-XXXXXX";
-    if (mkdtemp(path) == NULL)
+    if (mkdtemp(g_path) == NULL)
         abort();
-    g_dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    g_dirfd = open(g_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     uint8_t k[64];
     for (size_t i = 0; i < sizeof(k); i++)
         k[i] = (uint8_t)(i * 13 + 5);
     if (g_dirfd < 0 || vmenc_dek_new_from_bytes(k, sizeof(k), &g_key) != VMENC_OK)
         abort();
+    atexit(teardown);
 }
 
 static void put(const uint8_t *data, size_t size) {
