@@ -341,13 +341,14 @@ int main(int argc, char **argv) {
     uint8_t *vmx = read_all(path("vm01/vm01.vmx"), &vlen);
     char *ks = vmx ? strstr((char *)vmx, "encryption.keySafe = \"vmwk1:") : NULL;
     if (ks != NULL) {
-        ks[40] = ks[40] == 'A' ? 'B' : 'A';
+        char orig = ks[40];
+        ks[40] = orig == 'A' ? 'B' : 'A';
         write_all(path("vm01/vm01.vmx"), vmx, vlen);
         vmenc_vm *evil = NULL;
         s = vmenc_vm_open(host, "bob", path("vm01/vm01.vmx"), &evil);
         check(s != VMENC_OK && s != VMENC_E_VM_LOCKED, "one character of the wrapped VM key changed: refused");
         printf("    (%s)\n", vmenc_strerror(s));
-        ks[40] = ks[40] == 'A' ? 'B' : 'A';
+        ks[40] = orig;
         write_all(path("vm01/vm01.vmx"), vmx, vlen);
     }
     free(vmx);
