@@ -237,6 +237,30 @@ static vmenc_status write_partial(vm_extent *e, uint64_t sector, size_t in_secto
     return s;
 }
 
+/* Each writing thread keeps one bounce buffer (BOUNCE_MAX bytes) for its
+ * lifetime instead of allocating one per call: a 1 MiB malloc is an mmap. */
+static pthread_key_t g_bounce_key;
+static pthread_once_t g_bounce_once = PTHREAD_ONCE_INIT;
+static bool g_bounce_key_ok;
+
+static void bounce_free(void *p) { free(p); }
+
+static void bounce_key_init(void) { g_bounce_key_ok = pthread_key_create(&g_bounce_key, bounce_free) == 0; }
+
+/* bounce_get returns this thread's buffer (NULL if none can be had: the
+ * caller then allocates its own). */
+static uint8_t *bounce_get(void) {
+    pthread_once(&g_bounce_once, bounce_key_init);
+    if (!g_bounce_key_ok)
+        return NULL;
+    uint8_t *b = pthread_getspecific(g_bounce_key);
+    if (b == NULL && (b = aligned_alloc(4096, BOUNCE_MAX)) != NULL && pthread_setspecific(g_bounce_key, b) != 0) {
+        free(b);
+        b = NULL;
+    }
+    return b;
+}
+
 vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len) {
     VMENC_ENSURE_REF(e);
     VMENC_ENSURE(!(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
@@ -244,12 +268,17 @@ vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data
     if (e->xts == NULL)
         return io_pwrite_all(e->fd, data, len, offset);
     const uint64_t ss = e->sector_size;
-    size_t cap = len < BOUNCE_MAX ? len : BOUNCE_MAX;
-    if (cap < ss)
-        cap = (size_t)ss;
-    cap &= ~((size_t)ss - 1);
-    uint8_t *bounce = malloc(cap);
-    VMENC_ENSURE(bounce != NULL, VMENC_E_NOMEM);
+    size_t cap = BOUNCE_MAX;
+    uint8_t *bounce = bounce_get(), *own = NULL;
+    if (bounce == NULL) {
+        cap = len < BOUNCE_MAX ? len : BOUNCE_MAX;
+        if (cap < ss)
+            cap = (size_t)ss;
+        cap &= ~((size_t)ss - 1);
+        bounce = own = malloc(cap);
+        VMENC_ENSURE(bounce != NULL, VMENC_E_NOMEM);
+    }
+    bool held_plaintext = false;
     vmenc_status s = VMENC_OK;
     while (len > 0) {
         uint64_t sector = offset >> e->sector_shift;
@@ -259,6 +288,7 @@ vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data
             take = (size_t)ss - in_sector;
             if (take > len)
                 take = len;
+            held_plaintext = true;
             VMENC_GUARD_GOTO(s, write_partial(e, sector, in_sector, data, take, bounce), done);
         } else {
             take = len & ~((size_t)ss - 1);
@@ -272,9 +302,14 @@ vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data
         len -= take;
     }
 done:
-    /* the bounce buffer held ciphertext and, for partial sectors, plaintext */
-    vmenc_memzero(bounce, cap);
-    free(bounce);
+    /* A partial sector passed through the buffer as plaintext: wipe it.
+     * Whole sectors leave only ciphertext there. */
+    if (held_plaintext)
+        vmenc_memzero(bounce, ss);
+    if (own != NULL) {
+        vmenc_memzero(own, cap);
+        free(own);
+    }
     return s;
 }
 
