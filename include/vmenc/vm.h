@@ -414,7 +414,8 @@ typedef enum vmenc_vm_file_class {
  * audited). For an encrypted VM, AEAD classes verify the header and the
  * final chunk on open: a truncated, edited, foreign (another VM, another
  * file) or wrong-class file fails with VMENC_E_AUTH / VMENC_E_BAD_MAGIC /
- * VMENC_E_TRUNCATED. A plain VM's state files are plain. */
+ * VMENC_E_TRUNCATED / VMENC_E_PARSE (header of another class or index). A
+ * plain VM's state files are plain. VMENC_E_VM_LOCKED for a locked VM. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal,
                                                            vmenc_vm_file_class cls, uint32_t index,
                                                            uint32_t flags, vmenc_vm_file **out);
