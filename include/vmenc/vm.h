@@ -199,9 +199,11 @@ VMENC_API void vmenc_vm_free(vmenc_vm *vm);
 
 typedef enum vmenc_disk_state {
     VMENC_DISK_PLAIN = 0,
-    VMENC_DISK_ENCRYPTED = 1
-    /* conversion states (encrypting, decrypting, rekeying) are appended by
-       the in-place conversion engine */
+    VMENC_DISK_ENCRYPTED = 1,
+    /* an in-place conversion is in progress (docs/reencryption.md) */
+    VMENC_DISK_ENCRYPTING = 2,
+    VMENC_DISK_DECRYPTING = 3,
+    VMENC_DISK_REKEYING = 4
 } vmenc_disk_state;
 
 /* vmenc_vm_info: set struct_size; filled by vmenc_vm_get_info. */

@@ -16,10 +16,18 @@
 #define CIPHER_XTS "aes-xts-plain64"
 #define VMENC_PREFIX "vmenc."
 
+#define MAX_SHIFT ((uint64_t)1 << 30)
+#define SHIFT_UNIT ((uint64_t)1 << 20)
+
 static const char *const k_known_vmenc_keys[] = {
-    "vmenc.version",  "vmenc.diskId", "vmenc.vmUuid",      "vmenc.capacity", "vmenc.sectorSize",
-    "vmenc.cipher",   "vmenc.state",  "vmenc.keyProvider", "vmenc.kekId",    "vmenc.keySafe",
+    "vmenc.version",        "vmenc.diskId",         "vmenc.vmUuid",   "vmenc.capacity",
+    "vmenc.sectorSize",     "vmenc.cipher",         "vmenc.state",    "vmenc.keyProvider",
+    "vmenc.kekId",          "vmenc.keySafe",        "vmenc.convert.id", "vmenc.convert.segment",
+    "vmenc.convert.targetOffset", "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe",
 };
+
+/* A data offset or conversion shift: 0, or a multiple of 1 MiB up to 1 GiB. */
+static bool shift_ok(uint64_t v) { return v <= MAX_SHIFT && v % SHIFT_UNIT == 0; }
 
 /* ---- shared field checks (vm_schema.h) ------------------------------------ */
 
@@ -127,47 +135,104 @@ static vmenc_status parse_geometry(const vm_kv *kv, vm_disk_desc *d) {
     VMENC_ENSURE(d->capacity % d->sector_size == 0, VMENC_E_PARSE);
     VMENC_ENSURE(vm_kv_num_extents(kv) == 1, VMENC_E_PARSE);
     const vm_kv_extent *e = vm_kv_get_extent(kv, 0);
-    VMENC_ENSURE(strcmp(e->access, "RW") == 0 && strcmp(e->type, "FLAT") == 0 && e->offset == 0,
-                 VMENC_E_PARSE);
+    VMENC_ENSURE(strcmp(e->access, "RW") == 0 && strcmp(e->type, "FLAT") == 0, VMENC_E_PARSE);
+    VMENC_ENSURE(e->offset <= MAX_SHIFT / 512 && shift_ok(e->offset * 512), VMENC_E_PARSE);
+    d->data_offset = e->offset * 512;
     VMENC_ENSURE(e->sectors == d->capacity / 512, VMENC_E_PARSE);
     return vm_copy_field(d->extent_file, sizeof(d->extent_file), e->file);
+}
+
+static const struct {
+    const char *name;
+    vmenc_disk_state state;
+    int old_key; /* the data not yet converted is encrypted */
+    int new_key; /* the converted data is encrypted */
+} k_states[] = {
+    {"plain", VMENC_DISK_PLAIN, 0, 0},           {"encrypted", VMENC_DISK_ENCRYPTED, 1, 0},
+    {"encrypting", VMENC_DISK_ENCRYPTING, 0, 1}, {"decrypting", VMENC_DISK_DECRYPTING, 1, 0},
+    {"rekeying", VMENC_DISK_REKEYING, 1, 1},
+};
+
+static int state_index(vmenc_disk_state st) {
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(k_states); i++)
+        if (k_states[i].state == st)
+            return (int)i;
+    return -1;
 }
 
 static vmenc_status parse_cipher(const vm_kv *kv, vm_disk_desc *d) {
     const char *cipher = vm_kv_get(kv, "vmenc.cipher");
     const char *state = vm_kv_get(kv, "vmenc.state");
     VMENC_ENSURE(cipher != NULL && state != NULL, VMENC_E_PARSE);
-    if (strcmp(cipher, CIPHER_XTS) == 0 && strcmp(state, "encrypted") == 0) {
-        d->encrypted = 1;
-        d->state = VMENC_DISK_ENCRYPTED;
-    } else if (strcmp(cipher, "none") == 0 && strcmp(state, "plain") == 0) {
-        d->encrypted = 0;
-        d->state = VMENC_DISK_PLAIN;
-    } else {
-        return VMENC_E_PARSE;
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(k_states); i++) {
+        if (strcmp(state, k_states[i].name) != 0)
+            continue;
+        bool any_key = k_states[i].old_key || k_states[i].new_key;
+        VMENC_ENSURE(strcmp(cipher, any_key ? CIPHER_XTS : "none") == 0, VMENC_E_PARSE);
+        d->state = k_states[i].state;
+        d->encrypted = k_states[i].old_key;
+        return VMENC_OK;
     }
+    return VMENC_E_PARSE;
+}
+
+/* parse_conversion: the conversion fields exist exactly while one runs,
+ * and describe a shift between the two layouts 0 and S. */
+static vmenc_status parse_conversion(const vm_kv *kv, vm_disk_desc *d) {
+    const char *id = vm_kv_get(kv, "vmenc.convert.id");
+    const char *seg = vm_kv_get(kv, "vmenc.convert.segment");
+    const char *target = vm_kv_get(kv, "vmenc.convert.targetOffset");
+    if (!vm_disk_desc_converting(d)) {
+        VMENC_ENSURE(id == NULL && seg == NULL && target == NULL, VMENC_E_PARSE);
+        return VMENC_OK;
+    }
+    VMENC_GUARD(vm_parse_dec_u64(id, &d->cvt_id));
+    VMENC_GUARD(vm_parse_dec_u64(seg, &d->cvt_segment));
+    VMENC_GUARD(vm_parse_dec_u64(target, &d->cvt_target_offset));
+    VMENC_ENSURE(d->cvt_segment >= SHIFT_UNIT && shift_ok(d->cvt_segment) && d->cvt_segment % d->sector_size == 0,
+                 VMENC_E_PARSE);
+    /* one of the two layouts is at 0, the other at the shift */
+    VMENC_ENSURE((d->data_offset == 0 && d->cvt_target_offset == d->cvt_segment) ||
+                     (d->data_offset == d->cvt_segment && d->cvt_target_offset == 0),
+                 VMENC_E_PARSE);
+    return VMENC_OK;
+}
+
+/* parse_key_triple reads provider, KEK ID and wrapped key under |prefix|
+ * ("vmenc." or "vmenc.new"), present iff |want|. */
+static vmenc_status parse_key_triple(const vm_kv *kv, const char *provider_key, const char *kek_key,
+                                     const char *safe_key, bool want, char *provider, size_t provider_cap,
+                                     char *kek, size_t kek_cap, vmenc_wrapped_key **out) {
+    const char *provider_v = vm_kv_get(kv, provider_key);
+    const char *kek_v = vm_kv_get(kv, kek_key);
+    const char *safe_v = vm_kv_get(kv, safe_key);
+    if (!want) {
+        VMENC_ENSURE(provider_v == NULL && kek_v == NULL && safe_v == NULL, VMENC_E_PARSE);
+        return VMENC_OK;
+    }
+    VMENC_GUARD(vm_copy_field(provider, provider_cap, provider_v));
+    VMENC_GUARD(vm_copy_field(kek, kek_cap, kek_v));
+    VMENC_ENSURE(provider[0] != '\0' && kek[0] != '\0', VMENC_E_PARSE);
+    VMENC_GUARD(vm_key_safe_parse(safe_v, out));
+    VMENC_ENSURE(strcmp(vmenc_wrapped_key_provider_alias(*out), provider) == 0 &&
+                     strcmp(vmenc_wrapped_key_kek_id(*out), kek) == 0,
+                 VMENC_E_KEY_MISMATCH);
     return VMENC_OK;
 }
 
 /* parse_keys: an encrypted disk names its provider and KEK and carries the
  * wrapped DEK, and the plain names must be the record's own (a descriptor
- * edited to point at another KEK is refused here, before any fetch). */
+ * edited to point at another KEK is refused here, before any fetch). A
+ * conversion to an encrypted form carries the new key the same way. */
 static vmenc_status parse_keys(const vm_kv *kv, vm_disk_desc *d) {
-    const char *provider = vm_kv_get(kv, "vmenc.keyProvider");
-    const char *kek_id = vm_kv_get(kv, "vmenc.kekId");
-    const char *key_safe = vm_kv_get(kv, "vmenc.keySafe");
-    if (!d->encrypted) {
-        VMENC_ENSURE(provider == NULL && kek_id == NULL && key_safe == NULL, VMENC_E_PARSE);
-        return VMENC_OK;
-    }
-    VMENC_GUARD(vm_copy_field(d->key_provider, sizeof(d->key_provider), provider));
-    VMENC_GUARD(vm_copy_field(d->kek_id, sizeof(d->kek_id), kek_id));
-    VMENC_ENSURE(d->key_provider[0] != '\0' && d->kek_id[0] != '\0', VMENC_E_PARSE);
-    VMENC_GUARD(vm_key_safe_parse(key_safe, &d->key_safe));
-    VMENC_ENSURE(strcmp(vmenc_wrapped_key_provider_alias(d->key_safe), d->key_provider) == 0 &&
-                     strcmp(vmenc_wrapped_key_kek_id(d->key_safe), d->kek_id) == 0,
-                 VMENC_E_KEY_MISMATCH);
-    return VMENC_OK;
+    int si = state_index(d->state);
+    VMENC_ENSURE(si >= 0, VMENC_E_PARSE);
+    VMENC_GUARD(parse_key_triple(kv, "vmenc.keyProvider", "vmenc.kekId", "vmenc.keySafe", k_states[si].old_key,
+                                 d->key_provider, sizeof(d->key_provider), d->kek_id, sizeof(d->kek_id),
+                                 &d->key_safe));
+    return parse_key_triple(kv, "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe", k_states[si].new_key,
+                            d->new_key_provider, sizeof(d->new_key_provider), d->new_kek_id,
+                            sizeof(d->new_kek_id), &d->new_key_safe);
 }
 
 static vmenc_status parse_desc(const vm_kv *kv, vm_disk_desc *d) {
@@ -185,6 +250,7 @@ static vmenc_status parse_desc(const vm_kv *kv, vm_disk_desc *d) {
     VMENC_GUARD(vm_copy_field(d->vm_uuid, sizeof(d->vm_uuid), uuid));
     VMENC_GUARD(parse_geometry(kv, d));
     VMENC_GUARD(parse_cipher(kv, d));
+    VMENC_GUARD(parse_conversion(kv, d));
     return parse_keys(kv, d);
 }
 
@@ -206,6 +272,19 @@ vmenc_status vm_disk_desc_parse(const uint8_t *text, size_t len, vm_disk_desc *o
 
 /* ---- serialiser ------------------------------------------------------------------ */
 
+static vmenc_status key_triple_check(const char *provider, size_t provider_cap, const char *kek, size_t kek_cap,
+                                     const vmenc_wrapped_key *wk, bool want) {
+    if (!want)
+        return wk == NULL ? VMENC_OK : VMENC_E_INVALID_ARG;
+    VMENC_ENSURE(wk != NULL && memchr(provider, '\0', provider_cap) != NULL && memchr(kek, '\0', kek_cap) != NULL,
+                 VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(provider[0] != '\0' && kek[0] != '\0', VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(strcmp(vmenc_wrapped_key_provider_alias(wk), provider) == 0 &&
+                     strcmp(vmenc_wrapped_key_kek_id(wk), kek) == 0,
+                 VMENC_E_KEY_MISMATCH);
+    return VMENC_OK;
+}
+
 static vmenc_status desc_check(const vm_disk_desc *d) {
     VMENC_ENSURE(vm_disk_id_check(d->disk_id) == VMENC_OK && vm_uuid_check(d->vm_uuid) == VMENC_OK,
                  VMENC_E_INVALID_ARG);
@@ -214,22 +293,30 @@ static vmenc_status desc_check(const vm_disk_desc *d) {
                      d->capacity % d->sector_size == 0,
                  VMENC_E_INVALID_ARG);
     VMENC_ENSURE(vm_file_name_check(d->extent_file) == VMENC_OK, VMENC_E_BAD_PATH);
-    bool enc_state = d->state == VMENC_DISK_ENCRYPTED;
-    VMENC_ENSURE((d->encrypted != 0) == enc_state, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(d->state == VMENC_DISK_ENCRYPTED || d->state == VMENC_DISK_PLAIN, VMENC_E_INVALID_ARG);
-    if (!d->encrypted) {
-        VMENC_ENSURE(d->key_safe == NULL, VMENC_E_INVALID_ARG);
-        return VMENC_OK;
-    }
-    VMENC_ENSURE(d->key_safe != NULL && d->key_provider[0] != '\0' && d->kek_id[0] != '\0',
-                 VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(memchr(d->key_provider, '\0', sizeof(d->key_provider)) != NULL &&
-                     memchr(d->kek_id, '\0', sizeof(d->kek_id)) != NULL,
-                 VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(strcmp(vmenc_wrapped_key_provider_alias(d->key_safe), d->key_provider) == 0 &&
-                     strcmp(vmenc_wrapped_key_kek_id(d->key_safe), d->kek_id) == 0,
-                 VMENC_E_KEY_MISMATCH);
-    return VMENC_OK;
+    VMENC_ENSURE(shift_ok(d->data_offset), VMENC_E_INVALID_ARG);
+    int si = state_index(d->state);
+    VMENC_ENSURE(si >= 0 && (d->encrypted != 0) == (k_states[si].old_key != 0), VMENC_E_INVALID_ARG);
+    if (vm_disk_desc_converting(d))
+        VMENC_ENSURE(d->cvt_segment >= SHIFT_UNIT && shift_ok(d->cvt_segment) &&
+                         d->cvt_segment % d->sector_size == 0 &&
+                         ((d->data_offset == 0 && d->cvt_target_offset == d->cvt_segment) ||
+                          (d->data_offset == d->cvt_segment && d->cvt_target_offset == 0)),
+                     VMENC_E_INVALID_ARG);
+    VMENC_GUARD(key_triple_check(d->key_provider, sizeof(d->key_provider), d->kek_id, sizeof(d->kek_id),
+                                 d->key_safe, k_states[si].old_key));
+    return key_triple_check(d->new_key_provider, sizeof(d->new_key_provider), d->new_kek_id,
+                            sizeof(d->new_kek_id), d->new_key_safe, k_states[si].new_key);
+}
+
+static vmenc_status add_key_triple(vm_kv *kv, const char *provider_key, const char *kek_key, const char *safe_key,
+                                   const char *provider, const char *kek, const vmenc_wrapped_key *wk) {
+    VMENC_GUARD(vm_kv_set(kv, provider_key, provider));
+    VMENC_GUARD(vm_kv_set(kv, kek_key, kek));
+    char *text = NULL;
+    VMENC_GUARD(vmenc_wrapped_key_to_text(wk, &text));
+    vmenc_status rv = vm_kv_set(kv, safe_key, text);
+    vmenc_buffer_free(text);
+    return rv;
 }
 
 static vmenc_status build_desc(const vm_disk_desc *d, vm_kv *kv) {
@@ -239,7 +326,8 @@ static vmenc_status build_desc(const vm_disk_desc *d, vm_kv *kv) {
     VMENC_GUARD(vm_kv_set(kv, "encoding", "UTF-8"));
     VMENC_GUARD(vm_kv_set(kv, "createType", "vmenc-flat"));
     VMENC_GUARD(vm_kv_add_comment(kv, "Extent description"));
-    vm_kv_extent e = {.access = "RW", .sectors = d->capacity / 512, .type = "FLAT", .offset = 0};
+    vm_kv_extent e = {.access = "RW", .sectors = d->capacity / 512, .type = "FLAT",
+                      .offset = d->data_offset / 512};
     memcpy(e.file, d->extent_file, strlen(d->extent_file) + 1);
     VMENC_GUARD(vm_kv_add_extent(kv, &e));
     VMENC_GUARD(vm_kv_add_comment(kv, "vmenc"));
@@ -250,17 +338,25 @@ static vmenc_status build_desc(const vm_disk_desc *d, vm_kv *kv) {
     VMENC_GUARD(vm_kv_set(kv, "vmenc.capacity", num));
     vm_format_u64(d->sector_size, num);
     VMENC_GUARD(vm_kv_set(kv, "vmenc.sectorSize", num));
-    VMENC_GUARD(vm_kv_set(kv, "vmenc.cipher", d->encrypted ? CIPHER_XTS : "none"));
-    VMENC_GUARD(vm_kv_set(kv, "vmenc.state", d->encrypted ? "encrypted" : "plain"));
-    if (!d->encrypted)
-        return VMENC_OK;
-    VMENC_GUARD(vm_kv_set(kv, "vmenc.keyProvider", d->key_provider));
-    VMENC_GUARD(vm_kv_set(kv, "vmenc.kekId", d->kek_id));
-    char *text = NULL;
-    VMENC_GUARD(vmenc_wrapped_key_to_text(d->key_safe, &text));
-    vmenc_status rv = vm_kv_set(kv, "vmenc.keySafe", text);
-    vmenc_buffer_free(text);
-    return rv;
+    int si = state_index(d->state);
+    bool any_key = k_states[si].old_key || k_states[si].new_key;
+    VMENC_GUARD(vm_kv_set(kv, "vmenc.cipher", any_key ? CIPHER_XTS : "none"));
+    VMENC_GUARD(vm_kv_set(kv, "vmenc.state", k_states[si].name));
+    if (vm_disk_desc_converting(d)) {
+        vm_format_u64(d->cvt_id, num);
+        VMENC_GUARD(vm_kv_set(kv, "vmenc.convert.id", num));
+        vm_format_u64(d->cvt_segment, num);
+        VMENC_GUARD(vm_kv_set(kv, "vmenc.convert.segment", num));
+        vm_format_u64(d->cvt_target_offset, num);
+        VMENC_GUARD(vm_kv_set(kv, "vmenc.convert.targetOffset", num));
+    }
+    if (k_states[si].old_key)
+        VMENC_GUARD(add_key_triple(kv, "vmenc.keyProvider", "vmenc.kekId", "vmenc.keySafe", d->key_provider,
+                                   d->kek_id, d->key_safe));
+    if (k_states[si].new_key)
+        VMENC_GUARD(add_key_triple(kv, "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe",
+                                   d->new_key_provider, d->new_kek_id, d->new_key_safe));
+    return VMENC_OK;
 }
 
 vmenc_status vm_disk_desc_serialize(const vm_disk_desc *d, uint8_t **out, size_t *out_len) {
@@ -279,5 +375,6 @@ void vm_disk_desc_cleanup(vm_disk_desc *d) {
     if (d == NULL)
         return;
     vmenc_wrapped_key_free(d->key_safe);
+    vmenc_wrapped_key_free(d->new_key_safe);
     memset(d, 0, sizeof(*d));
 }

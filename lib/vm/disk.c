@@ -56,7 +56,8 @@ static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t
         VMENC_GUARD_GOTO(s, vmenc_xts_new_from_dek(e->dek, e->desc.sector_size, &xts), fail);
     bool ro = (flags & VMENC_DISK_OPEN_READONLY) != 0;
     uint32_t xflags = (ro ? VM_EXTENT_READONLY : 0) | (vm_host_sync(vm->host) ? 0 : VM_EXTENT_NO_SYNC);
-    s = vm_extent_open(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, xts, xflags, &d->ext);
+    s = vm_extent_open(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, e->desc.data_offset,
+                       xts, xflags, &d->ext);
     if (s != VMENC_OK) {
         vmenc_xts_free(xts);
         goto fail;
@@ -168,9 +169,9 @@ static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint
     vmenc_xts *xts = NULL;
     if (vm->vm_key != NULL)
         VMENC_GUARD(vm_xts_for_vswp(vm->vm_key, &xts));
-    vmenc_status s = vm_extent_open(vm->dirfd, name, size, 4096, xts, xflags, &f->ext);
+    vmenc_status s = vm_extent_open(vm->dirfd, name, size, 4096, 0, xts, xflags, &f->ext);
     if (s == VMENC_E_NOT_FOUND && (flags & VMENC_VM_FILE_CREATE))
-        s = vm_extent_open(vm->dirfd, name, size, 4096, xts, xflags | VM_EXTENT_CREATE, &f->ext);
+        s = vm_extent_open(vm->dirfd, name, size, 4096, 0, xts, xflags | VM_EXTENT_CREATE, &f->ext);
     if (s != VMENC_OK)
         vmenc_xts_free(xts);
     return s;

@@ -1,16 +1,30 @@
 /*
  * lib/vm/extent.c - the block engine under virtual disks and the swap file:
  * byte-granular pread/pwrite over a file of sectors, XTS-AES with tweak =
- * sector number ("plain64") or plain.
+ * sector number ("plain64") or plain, and the data path of in-place
+ * conversion (docs/reencryption.md).
  *
- * Concurrency: the XTS context is immutable, so whole-sector reads and
- * writes take no lock at all: the caller's range is read (or encrypted into
- * a private buffer and written) with positional I/O. A write that covers
- * only part of a sector must read, decrypt, patch, encrypt and write the
- * whole sector; it holds that sector's stripe lock meanwhile, so two partial
+ * Layout: sector n lives at byte data_offset + n * sector_size of the file,
+ * encrypted under the layout's XTS context (or plain). Outside a conversion
+ * there is one layout. During one there are two, old and new, and the disk
+ * is cut into segments: a segment is in one layout or the other as a whole,
+ * and moves (is rewritten in the other) under an exclusive segment lock.
+ *
+ * Concurrency: the XTS contexts are immutable, so whole-sector reads and
+ * writes take no lock of their own: the caller's range is read (or
+ * encrypted into a per-thread buffer and written) with positional I/O. A
+ * write that covers part of a sector reads, decrypts, patches, encrypts and
+ * writes the whole sector under that sector's stripe lock, so two partial
  * writers of one sector never lose each other's bytes. A whole-sector write
  * racing with a partial write of the same sector may be ordered either way,
  * as overlapping in-flight writes are on any block device.
+ *
+ * Every I/O call holds one of MODE_STRIPES reader locks (picked per thread,
+ * each on its own cache line, so threads do not bounce one lock word)
+ * while it decides which layout to use; starting or finishing a
+ * conversion takes all of them for writing. During a conversion an I/O
+ * also holds the reader side of each segment lock it touches, so it never
+ * sees a segment half moved.
  *
  * Holes: a sector whose ciphertext is all zeros reads as zeros. That is
  * what an unwritten sector of the sparse extent holds, so a new disk reads
@@ -23,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,8 +46,19 @@
 #include "vm/vm_internal.h"
 
 #define STRIPES 256u
-/* Largest bounce buffer one write call allocates; longer writes loop. */
+#define MODE_STRIPES 16u
+/* Largest bounce buffer a write uses; longer writes loop. */
 #define BOUNCE_MAX ((size_t)1 << 20)
+
+typedef struct layout {
+    uint64_t offset; /* byte offset of sector 0 in the file */
+    vmenc_xts *xts;  /* NULL = plain */
+} layout;
+
+typedef struct mode_lock {
+    pthread_rwlock_t lock;
+    char pad[64 - sizeof(pthread_rwlock_t) % 64];
+} mode_lock;
 
 struct vm_extent {
     int fd;
@@ -40,7 +66,16 @@ struct vm_extent {
     uint32_t sector_size;
     uint32_t sector_shift;
     uint32_t flags;
-    vmenc_xts *xts; /* NULL = plain */
+    layout cur; /* outside a conversion: the layout; during one: the old */
+    /* conversion (valid while |converting|) */
+    bool converting;
+    layout next;
+    uint64_t seg_bytes;
+    uint64_t num_segs;
+    bool down;          /* the new layout is below the old: segments move first to last */
+    uint64_t done_segs; /* segments in the new layout */
+    pthread_rwlock_t *seg_locks;
+    mode_lock modes[MODE_STRIPES];
     pthread_mutex_t stripes[STRIPES];
 };
 
@@ -60,7 +95,13 @@ static vmenc_status io_pread_all(int fd, uint8_t *buf, size_t len, uint64_t off)
     return VMENC_OK;
 }
 
+/* vm_extent_write_hook lets a test build put a fault injector under every
+ * data write (torn writes, lost fsyncs). NULL in the product. */
+vm_extent_io_hook vm_extent_write_hook;
+
 static vmenc_status io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
+    if (vm_extent_write_hook != NULL)
+        return vm_extent_write_hook(fd, buf, len, off);
     while (len > 0) {
         ssize_t n = pwrite(fd, buf, len, (off_t)off);
         if (n < 0 && errno == EINTR)
@@ -88,7 +129,7 @@ static bool all_zero(const uint8_t *p, size_t len) {
 
 /* decrypt_sectors decrypts |n| whole sectors in place, leaving holes (all-
  * zero ciphertext) as zeros. Runs of real sectors go to XTS in one call. */
-static vmenc_status decrypt_sectors(const vm_extent *e, uint64_t first, uint8_t *buf, size_t n) {
+static vmenc_status decrypt_sectors(const vm_extent *e, const layout *l, uint64_t first, uint8_t *buf, size_t n) {
     const size_t ss = e->sector_size;
     size_t run_start = 0;
     for (size_t i = 0; i <= n; i++) {
@@ -101,7 +142,7 @@ static vmenc_status decrypt_sectors(const vm_extent *e, uint64_t first, uint8_t 
         }
         if (i == n || hole) {
             if (i > run_start)
-                VMENC_GUARD(vmenc_xts_decrypt(e->xts, first + run_start, buf + run_start * ss,
+                VMENC_GUARD(vmenc_xts_decrypt(l->xts, first + run_start, buf + run_start * ss,
                                               buf + run_start * ss, (i - run_start) * ss));
             run_start = i + 1;
         }
@@ -110,13 +151,14 @@ static vmenc_status decrypt_sectors(const vm_extent *e, uint64_t first, uint8_t 
 }
 
 vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
-                            vmenc_xts *xts, uint32_t flags, vm_extent **out) {
+                            uint64_t data_offset, vmenc_xts *xts, uint32_t flags, vm_extent **out) {
     VMENC_ENSURE(out != NULL && name != NULL, VMENC_E_INVALID_ARG);
     VMENC_GUARD(vm_file_name_check(name));
     VMENC_ENSURE(sector_size >= 512 && sector_size <= 65536 && (sector_size & (sector_size - 1)) == 0,
                  VMENC_E_BAD_SECTOR_SIZE);
     VMENC_ENSURE(capacity > 0 && capacity % sector_size == 0 && capacity <= VMENC_DISK_MAX_CAPACITY,
                  VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(data_offset % sector_size == 0 && data_offset <= ((uint64_t)1 << 30), VMENC_E_INVALID_ARG);
     VMENC_ENSURE(xts == NULL || vmenc_xts_sector_size(xts) == sector_size, VMENC_E_INVALID_ARG);
     bool ro = (flags & VM_EXTENT_READONLY) != 0;
     int oflags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW;
@@ -133,7 +175,7 @@ vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint
     }
     VMENC_ENSURE_GOTO(s, S_ISREG(st.st_mode), VMENC_E_BAD_PATH, fail);
     if (flags & VM_EXTENT_CREATE) {
-        if (ftruncate(fd, (off_t)capacity) != 0) {
+        if (ftruncate(fd, (off_t)(data_offset + capacity)) != 0) {
             s = vm_status_from_errno(errno);
             goto fail_unlink;
         }
@@ -142,7 +184,7 @@ vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint
             goto fail_unlink;
         }
     } else {
-        VMENC_ENSURE_GOTO(s, (uint64_t)st.st_size >= capacity, VMENC_E_TRUNCATED, fail);
+        VMENC_ENSURE_GOTO(s, (uint64_t)st.st_size >= data_offset + capacity, VMENC_E_TRUNCATED, fail);
     }
     vm_extent *e = calloc(1, sizeof(*e));
     VMENC_ENSURE_GOTO(s, e != NULL, VMENC_E_NOMEM, fail_unlink);
@@ -151,9 +193,11 @@ vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint
     e->sector_size = sector_size;
     e->sector_shift = (uint32_t)__builtin_ctz(sector_size);
     e->flags = flags;
-    e->xts = xts;
+    e->cur = (layout){.offset = data_offset, .xts = xts};
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_init(&e->stripes[i], NULL);
+    for (size_t i = 0; i < MODE_STRIPES; i++)
+        pthread_rwlock_init(&e->modes[i].lock, NULL);
     *out = e;
     return VMENC_OK;
 fail_unlink:
@@ -166,7 +210,7 @@ fail:
 
 uint64_t vm_extent_capacity(const vm_extent *e) { return e->capacity; }
 uint32_t vm_extent_sector_size(const vm_extent *e) { return e->sector_size; }
-bool vm_extent_encrypted(const vm_extent *e) { return e->xts != NULL; }
+bool vm_extent_encrypted(const vm_extent *e) { return e->cur.xts != NULL; }
 
 static vmenc_status check_range(const vm_extent *e, uint64_t offset, size_t len, const void *buf) {
     VMENC_ENSURE(buf != NULL || len == 0, VMENC_E_INVALID_ARG);
@@ -174,19 +218,18 @@ static vmenc_status check_range(const vm_extent *e, uint64_t offset, size_t len,
     return VMENC_OK;
 }
 
-/* read_sectors reads whole sectors [first, first+n) into |buf|, decrypted. */
-static vmenc_status read_sectors(const vm_extent *e, uint64_t first, size_t n, uint8_t *buf) {
-    VMENC_GUARD(io_pread_all(e->fd, buf, n << e->sector_shift, first << e->sector_shift));
-    if (e->xts != NULL)
-        VMENC_GUARD(decrypt_sectors(e, first, buf, n));
+/* read_sectors reads whole sectors [first, first+n) of layout |l| into
+ * |buf|, decrypted. */
+static vmenc_status read_sectors(const vm_extent *e, const layout *l, uint64_t first, size_t n, uint8_t *buf) {
+    VMENC_GUARD(io_pread_all(e->fd, buf, n << e->sector_shift, l->offset + (first << e->sector_shift)));
+    if (l->xts != NULL)
+        VMENC_GUARD(decrypt_sectors(e, l, first, buf, n));
     return VMENC_OK;
 }
 
-vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t *out) {
-    VMENC_ENSURE_REF(e);
-    VMENC_GUARD(check_range(e, offset, len, out));
-    if (e->xts == NULL)
-        return io_pread_all(e->fd, out, len, offset);
+static vmenc_status layout_pread(vm_extent *e, const layout *l, uint64_t offset, size_t len, uint8_t *out) {
+    if (l->xts == NULL)
+        return io_pread_all(e->fd, out, len, l->offset + offset);
     const uint64_t ss = e->sector_size;
     uint8_t *bounce = NULL;
     vmenc_status s = VMENC_OK;
@@ -200,7 +243,7 @@ vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t 
             size_t take = (size_t)ss - in_sector;
             if (take > len)
                 take = len;
-            VMENC_GUARD_GOTO(s, read_sectors(e, sector, 1, bounce), done);
+            VMENC_GUARD_GOTO(s, read_sectors(e, l, sector, 1, bounce), done);
             memcpy(out, bounce + in_sector, take);
             out += take;
             offset += take;
@@ -208,7 +251,7 @@ vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t 
             continue;
         }
         size_t n = len >> e->sector_shift; /* whole sectors, straight into |out| */
-        VMENC_GUARD_GOTO(s, read_sectors(e, sector, n, out), done);
+        VMENC_GUARD_GOTO(s, read_sectors(e, l, sector, n, out), done);
         out += n << e->sector_shift;
         offset += (uint64_t)n << e->sector_shift;
         len -= n << e->sector_shift;
@@ -218,22 +261,6 @@ done:
         vmenc_memzero(bounce, ss);
         free(bounce);
     }
-    return s;
-}
-
-/* write_partial read-modify-writes one sector under its stripe lock. */
-static vmenc_status write_partial(vm_extent *e, uint64_t sector, size_t in_sector, const uint8_t *data,
-                                  size_t take, uint8_t *bounce) {
-    pthread_mutex_t *m = &e->stripes[sector % STRIPES];
-    pthread_mutex_lock(m);
-    vmenc_status s = read_sectors(e, sector, 1, bounce);
-    if (s == VMENC_OK) {
-        memcpy(bounce + in_sector, data, take);
-        s = vmenc_xts_encrypt(e->xts, sector, bounce, bounce, e->sector_size);
-    }
-    if (s == VMENC_OK)
-        s = io_pwrite_all(e->fd, bounce, e->sector_size, sector << e->sector_shift);
-    pthread_mutex_unlock(m);
     return s;
 }
 
@@ -261,12 +288,26 @@ static uint8_t *bounce_get(void) {
     return b;
 }
 
-vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len) {
-    VMENC_ENSURE_REF(e);
-    VMENC_ENSURE(!(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
-    VMENC_GUARD(check_range(e, offset, len, data));
-    if (e->xts == NULL)
-        return io_pwrite_all(e->fd, data, len, offset);
+/* write_partial read-modify-writes one sector under its stripe lock. */
+static vmenc_status write_partial(vm_extent *e, const layout *l, uint64_t sector, size_t in_sector,
+                                  const uint8_t *data, size_t take, uint8_t *bounce) {
+    pthread_mutex_t *m = &e->stripes[sector % STRIPES];
+    pthread_mutex_lock(m);
+    vmenc_status s = read_sectors(e, l, sector, 1, bounce);
+    if (s == VMENC_OK) {
+        memcpy(bounce + in_sector, data, take);
+        s = vmenc_xts_encrypt(l->xts, sector, bounce, bounce, e->sector_size);
+    }
+    if (s == VMENC_OK)
+        s = io_pwrite_all(e->fd, bounce, e->sector_size, l->offset + (sector << e->sector_shift));
+    pthread_mutex_unlock(m);
+    return s;
+}
+
+static vmenc_status layout_pwrite(vm_extent *e, const layout *l, uint64_t offset, const uint8_t *data,
+                                  size_t len) {
+    if (l->xts == NULL)
+        return io_pwrite_all(e->fd, data, len, l->offset + offset);
     const uint64_t ss = e->sector_size;
     size_t cap = BOUNCE_MAX;
     uint8_t *bounce = bounce_get(), *own = NULL;
@@ -289,13 +330,13 @@ vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data
             if (take > len)
                 take = len;
             held_plaintext = true;
-            VMENC_GUARD_GOTO(s, write_partial(e, sector, in_sector, data, take, bounce), done);
+            VMENC_GUARD_GOTO(s, write_partial(e, l, sector, in_sector, data, take, bounce), done);
         } else {
             take = len & ~((size_t)ss - 1);
             if (take > cap)
                 take = cap;
-            VMENC_GUARD_GOTO(s, vmenc_xts_encrypt(e->xts, sector, data, bounce, take), done);
-            VMENC_GUARD_GOTO(s, io_pwrite_all(e->fd, bounce, take, offset), done);
+            VMENC_GUARD_GOTO(s, vmenc_xts_encrypt(l->xts, sector, data, bounce, take), done);
+            VMENC_GUARD_GOTO(s, io_pwrite_all(e->fd, bounce, take, l->offset + offset), done);
         }
         data += take;
         offset += take;
@@ -313,6 +354,69 @@ done:
     return s;
 }
 
+/* ---- routing ------------------------------------------------------------------ */
+
+static pthread_rwlock_t *my_mode_lock(vm_extent *e) {
+    static _Thread_local uint8_t anchor;
+    uintptr_t a = (uintptr_t)&anchor;
+    return &e->modes[(a >> 12 ^ a >> 6) % MODE_STRIPES].lock;
+}
+
+/* seg_is_new: is segment |k| in the new layout? Segments move in the
+ * order that never overwrites data not yet moved: towards offset 0 from the
+ * first segment, towards the shift from the last (docs/reencryption.md). */
+static bool seg_is_new(const vm_extent *e, uint64_t k) {
+    return e->down ? k < e->done_segs : k >= e->num_segs - e->done_segs;
+}
+
+typedef vmenc_status (*piece_fn)(vm_extent *e, const layout *l, uint64_t off, size_t len, void *buf);
+
+static vmenc_status piece_read(vm_extent *e, const layout *l, uint64_t off, size_t len, void *buf) {
+    return layout_pread(e, l, off, len, buf);
+}
+
+static vmenc_status piece_write(vm_extent *e, const layout *l, uint64_t off, size_t len, void *buf) {
+    return layout_pwrite(e, l, off, buf, len);
+}
+
+/* route runs |fn| over [offset, offset+len) in the right layout(s). */
+static vmenc_status route(vm_extent *e, uint64_t offset, size_t len, uint8_t *buf, piece_fn fn) {
+    pthread_rwlock_t *mode = my_mode_lock(e);
+    pthread_rwlock_rdlock(mode);
+    vmenc_status s = VMENC_OK;
+    if (!e->converting) {
+        s = fn(e, &e->cur, offset, len, buf);
+        pthread_rwlock_unlock(mode);
+        return s;
+    }
+    while (s == VMENC_OK && len > 0) {
+        uint64_t k = offset / e->seg_bytes;
+        uint64_t seg_end = (k + 1) * e->seg_bytes;
+        size_t take = seg_end - offset < len ? (size_t)(seg_end - offset) : len;
+        pthread_rwlock_rdlock(&e->seg_locks[k]);
+        s = fn(e, seg_is_new(e, k) ? &e->next : &e->cur, offset, take, buf);
+        pthread_rwlock_unlock(&e->seg_locks[k]);
+        offset += take;
+        buf += take;
+        len -= take;
+    }
+    pthread_rwlock_unlock(mode);
+    return s;
+}
+
+vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t *out) {
+    VMENC_ENSURE_REF(e);
+    VMENC_GUARD(check_range(e, offset, len, out));
+    return route(e, offset, len, out, piece_read);
+}
+
+vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len) {
+    VMENC_ENSURE_REF(e);
+    VMENC_ENSURE(!(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
+    VMENC_GUARD(check_range(e, offset, len, data));
+    return route(e, offset, len, (uint8_t *)(uintptr_t)data, piece_write);
+}
+
 vmenc_status vm_extent_flush(vm_extent *e) {
     VMENC_ENSURE_REF(e);
     if ((e->flags & (VM_EXTENT_READONLY | VM_EXTENT_NO_SYNC)) != 0)
@@ -320,6 +424,148 @@ vmenc_status vm_extent_flush(vm_extent *e) {
     if (fdatasync(e->fd) != 0)
         return vm_status_from_errno(errno);
     return VMENC_OK;
+}
+
+/* ---- conversion ---------------------------------------------------------------- */
+
+static void lock_all_modes(vm_extent *e) {
+    for (size_t i = 0; i < MODE_STRIPES; i++)
+        pthread_rwlock_wrlock(&e->modes[i].lock);
+}
+
+static void unlock_all_modes(vm_extent *e) {
+    for (size_t i = 0; i < MODE_STRIPES; i++)
+        pthread_rwlock_unlock(&e->modes[i].lock);
+}
+
+vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t new_offset, vmenc_xts *new_xts, uint64_t seg_bytes,
+                                     uint64_t done_segs) {
+    VMENC_ENSURE(e != NULL && !e->converting && !(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
+    VMENC_ENSURE(seg_bytes > 0 && seg_bytes % e->sector_size == 0, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(new_xts == NULL || vmenc_xts_sector_size(new_xts) == e->sector_size, VMENC_E_INVALID_ARG);
+    /* the two layouts are |seg_bytes| apart, one at 0 */
+    VMENC_ENSURE((e->cur.offset == 0 && new_offset == seg_bytes) || (e->cur.offset == seg_bytes && new_offset == 0),
+                 VMENC_E_INVALID_ARG);
+    uint64_t n = (e->capacity + seg_bytes - 1) / seg_bytes;
+    VMENC_ENSURE(done_segs <= n, VMENC_E_INVALID_ARG);
+    struct stat st;
+    VMENC_ENSURE(fstat(e->fd, &st) == 0, VMENC_E_IO);
+    VMENC_ENSURE((uint64_t)st.st_size >= seg_bytes + e->capacity || done_segs == n, VMENC_E_TRUNCATED);
+    pthread_rwlock_t *locks = calloc(n, sizeof(*locks));
+    VMENC_ENSURE(locks != NULL, VMENC_E_NOMEM);
+    for (uint64_t i = 0; i < n; i++)
+        pthread_rwlock_init(&locks[i], NULL);
+    lock_all_modes(e);
+    e->next = (layout){.offset = new_offset, .xts = new_xts};
+    e->seg_bytes = seg_bytes;
+    e->num_segs = n;
+    e->down = new_offset < e->cur.offset;
+    e->done_segs = done_segs;
+    e->seg_locks = locks;
+    e->converting = true;
+    unlock_all_modes(e);
+    return VMENC_OK;
+}
+
+/* segment_was_hole: has the old layout's segment |k| never been written
+ * (no data in the file there)? Then its new copy can be a hole too, which
+ * reads as zeros in either form, and costs no write. */
+static bool segment_was_hole(const vm_extent *e, uint64_t start, uint64_t len) {
+    off_t next = lseek(e->fd, (off_t)start, SEEK_DATA);
+    return next < 0 ? errno == ENXIO : (uint64_t)next >= start + len;
+}
+
+static vmenc_status punch(vm_extent *e, uint64_t off, uint64_t len, uint8_t *zeros_buf, size_t buf_len) {
+    if (fallocate(e->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        return VMENC_OK;
+    /* no hole punching here: write zeros (they read as zeros in either form) */
+    memset(zeros_buf, 0, buf_len);
+    for (uint64_t done = 0; done < len;) {
+        size_t n = len - done < buf_len ? (size_t)(len - done) : buf_len;
+        VMENC_GUARD(io_pwrite_all(e->fd, zeros_buf, n, off + done));
+        done += n;
+    }
+    return VMENC_OK;
+}
+
+vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_persist_fn persist, void *arg,
+                                       uint64_t *out_bytes) {
+    VMENC_ENSURE(e != NULL && e->converting, VMENC_E_BAD_STATE);
+    VMENC_ENSURE(e->done_segs < e->num_segs, VMENC_E_BAD_STATE);
+    uint64_t k = e->down ? e->done_segs : e->num_segs - 1 - e->done_segs;
+    uint64_t start = k * e->seg_bytes;
+    uint64_t len = e->capacity - start < e->seg_bytes ? e->capacity - start : e->seg_bytes;
+    uint64_t first = start >> e->sector_shift, n = len >> e->sector_shift;
+    pthread_rwlock_wrlock(&e->seg_locks[k]);
+    vmenc_status s = VMENC_OK;
+    if (segment_was_hole(e, e->cur.offset + start, len)) {
+        s = punch(e, e->next.offset + start, len, buf, (size_t)e->seg_bytes);
+    } else {
+        s = read_sectors(e, &e->cur, first, (size_t)n, buf);
+        if (s == VMENC_OK && e->next.xts != NULL)
+            s = vmenc_xts_encrypt(e->next.xts, first, buf, buf, (size_t)len);
+        if (s == VMENC_OK)
+            s = io_pwrite_all(e->fd, buf, (size_t)len, e->next.offset + start);
+    }
+    /* 1st fsync point: the moved segment is durable before the state says
+     * so, and before the next segment overwrites this one's old place. */
+    if (s == VMENC_OK && !(e->flags & VM_EXTENT_NO_SYNC) && fdatasync(e->fd) != 0)
+        s = vm_status_from_errno(errno);
+    /* 2nd: the caller makes the new count durable; only then do guests see
+     * the segment in its new place (their writes there would be lost if a
+     * crash made us move it again from the old place). */
+    if (s == VMENC_OK)
+        s = persist(arg, e->done_segs + 1);
+    if (s == VMENC_OK)
+        e->done_segs++;
+    pthread_rwlock_unlock(&e->seg_locks[k]);
+    vmenc_memzero(buf, (size_t)len);
+    if (s == VMENC_OK && out_bytes != NULL)
+        *out_bytes = len;
+    return s;
+}
+
+bool vm_extent_convert_done(const vm_extent *e) { return e->converting && e->done_segs == e->num_segs; }
+
+void vm_extent_convert_position(const vm_extent *e, uint64_t *out_done, uint64_t *out_total) {
+    *out_done = e->converting ? e->done_segs : 0;
+    *out_total = e->converting ? e->num_segs : 0;
+}
+
+vmenc_status vm_extent_convert_cleanup(vm_extent *e) {
+    VMENC_ENSURE(vm_extent_convert_done(e), VMENC_E_BAD_STATE);
+    /* The old layout's leftover: the shift at the start (moved up) or at
+     * the end (moved down) still holds old-form data, plaintext after an
+     * encryption. Remove it before the conversion is declared finished. */
+    vmenc_status s = VMENC_OK;
+    if (e->down) {
+        if (ftruncate(e->fd, (off_t)e->capacity) != 0)
+            s = vm_status_from_errno(errno);
+    } else {
+        uint8_t *zeros = malloc(BOUNCE_MAX);
+        s = zeros != NULL ? punch(e, 0, e->seg_bytes, zeros, BOUNCE_MAX) : VMENC_E_NOMEM;
+        free(zeros);
+    }
+    if (s == VMENC_OK && !(e->flags & VM_EXTENT_NO_SYNC) && fsync(e->fd) != 0)
+        s = vm_status_from_errno(errno);
+    return s;
+}
+
+vmenc_xts *vm_extent_convert_finish(vm_extent *e) {
+    lock_all_modes(e);
+    vmenc_xts *old = e->cur.xts;
+    e->cur = e->next;
+    e->next = (layout){0};
+    e->converting = false;
+    pthread_rwlock_t *locks = e->seg_locks;
+    uint64_t n = e->num_segs;
+    e->seg_locks = NULL;
+    e->num_segs = e->done_segs = 0;
+    unlock_all_modes(e);
+    for (uint64_t i = 0; i < n; i++)
+        pthread_rwlock_destroy(&locks[i]);
+    free(locks);
+    return old;
 }
 
 vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
@@ -349,7 +595,15 @@ vmenc_status vm_extent_close(vm_extent *e, bool flush) {
     close(e->fd);
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_destroy(&e->stripes[i]);
-    vmenc_xts_free(e->xts);
+    for (size_t i = 0; i < MODE_STRIPES; i++)
+        pthread_rwlock_destroy(&e->modes[i].lock);
+    if (e->seg_locks != NULL) {
+        for (uint64_t i = 0; i < e->num_segs; i++)
+            pthread_rwlock_destroy(&e->seg_locks[i]);
+        free(e->seg_locks);
+    }
+    vmenc_xts_free(e->cur.xts);
+    vmenc_xts_free(e->next.xts);
     free(e);
     return s;
 }

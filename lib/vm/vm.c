@@ -186,7 +186,11 @@ const char *vmenc_vm_uuid(const vmenc_vm *vm) { return vm != NULL ? vm->vmx.uuid
 
 /* sealed_disk_value: "<descriptor file> <encrypted|plain>". */
 static void sealed_disk_value(const vm_disk_entry *d, char *out, size_t cap) {
-    snprintf(out, cap, "%s %s", d->desc_name, d->desc.encrypted ? "encrypted" : "plain");
+    snprintf(out, cap, "%s %s", d->desc_name, vm_sealed_encrypted(&d->desc) ? "encrypted" : "plain");
+}
+
+bool vm_sealed_encrypted(const vm_disk_desc *d) {
+    return d->state == VMENC_DISK_ENCRYPTED || d->state == VMENC_DISK_REKEYING;
 }
 
 /* refresh_sealed_disks rewrites the vmenc.disk.* entries of the sealed data
@@ -324,7 +328,7 @@ static vmenc_status check_sealed_disks(const vmenc_vm *vm) {
          * says "plain" before a disk is decrypted, so a crash between the
          * two writes leaves exactly this state. */
         if (strcmp(got, name_enc) == 0)
-            VMENC_ENSURE(d->desc.encrypted, VMENC_E_AUTH);
+            VMENC_ENSURE(vm_sealed_encrypted(&d->desc), VMENC_E_AUTH);
         else
             VMENC_ENSURE(strcmp(got, name_plain) == 0, VMENC_E_AUTH);
     }

@@ -128,21 +128,47 @@ VMENC_INTERNAL vmenc_status vm_kv_serialize(const vm_kv *kv, uint8_t **out, size
  *   vmenc.keyProvider = "<alias>"      (encrypted only)
  *   vmenc.kekId = "<id>"               (encrypted only)
  *   vmenc.keySafe = "vmwk1:..."        (encrypted only)
+ * During an in-place conversion (docs/reencryption.md):
+ *   vmenc.state = "encrypting" | "decrypting" | "rekeying"
+ *   vmenc.convert.id = "<u64>"; vmenc.convert.segment = "<bytes>";
+ *   vmenc.convert.targetOffset = "<bytes>"
+ *   vmenc.newKeyProvider / vmenc.newKekId / vmenc.newKeySafe (encrypting, rekeying)
  * Unknown vmenc.* keys are VMENC_E_PARSE (a newer writer: refuse rather
- * than ignore); other keys are kept. Exactly one extent, FLAT, offset 0,
- * sectors*512 == capacity. keyProvider/kekId must equal the record's. */
+ * than ignore); other keys are kept. Exactly one extent, FLAT, offset 0 or
+ * the conversion shift (a multiple of 1 MiB up to 1 GiB), sectors*512 ==
+ * capacity. keyProvider/kekId must equal the record's. */
 typedef struct vm_disk_desc {
     char disk_id[VMENC_DISK_ID_MAX + 1];
     char vm_uuid[VMENC_VM_UUID_LEN + 1];
     uint64_t capacity;
     uint32_t sector_size;                       /* 512 or 4096 */
-    int encrypted;                              /* cipher aes-xts-plain64 */
+    int encrypted;                              /* the current data key exists (state encrypted,
+                                                   decrypting or rekeying): key_safe set */
     vmenc_disk_state state;
     char extent_file[256];                      /* checked name, same directory */
     char key_provider[VMENC_PROVIDER_ALIAS_MAX + 1];
     char kek_id[VMENC_KEY_ID_MAX + 1];
     vmenc_wrapped_key *key_safe;                /* owned; NULL when plain */
+    /* Where sector 0 lives in the extent (bytes; the extent line's offset
+     * counts 512-byte units). 0, or the conversion shift after an odd
+     * number of in-place conversions (docs/reencryption.md). */
+    uint64_t data_offset;
+    /* In-place conversion (state encrypting, decrypting, rekeying): the
+     * target layout and key. |data_offset| and |key_safe| are the old
+     * layout and key; |new_key_safe| is set for encrypting and rekeying. */
+    uint64_t cvt_id;                            /* random; binds the .cvt state file */
+    uint64_t cvt_segment;                       /* segment = shift, bytes */
+    uint64_t cvt_target_offset;                 /* 0 or cvt_segment, != data_offset */
+    char new_key_provider[VMENC_PROVIDER_ALIAS_MAX + 1];
+    char new_kek_id[VMENC_KEY_ID_MAX + 1];
+    vmenc_wrapped_key *new_key_safe;            /* owned */
 } vm_disk_desc;
+
+/* vm_disk_desc_converting: is an in-place conversion in progress? */
+static inline bool vm_disk_desc_converting(const vm_disk_desc *d) {
+    return d->state == VMENC_DISK_ENCRYPTING || d->state == VMENC_DISK_DECRYPTING ||
+           d->state == VMENC_DISK_REKEYING;
+}
 
 /* vm_disk_id_check accepts "scsiB:U", B 0..3, U 0..15 (VMENC_E_INVALID_ARG). */
 VMENC_INTERNAL vmenc_status vm_disk_id_check(const char *disk_id);

@@ -83,11 +83,12 @@ typedef struct vm_extent vm_extent;
 #define VM_EXTENT_NO_SYNC (1u << 2)
 
 /* vm_extent_open opens data file |name| in |dirfd| of |capacity| bytes in
- * sectors of |sector_size|. |xts| (taken over on success; NULL = plain)
- * encrypts sector n with tweak n. A file shorter than |capacity| is
- * VMENC_E_TRUNCATED. */
+ * sectors of |sector_size|, sector 0 at byte |data_offset|. |xts| (taken
+ * over on success; NULL = plain) encrypts sector n with tweak n. A file
+ * shorter than data_offset + capacity is VMENC_E_TRUNCATED. */
 VMENC_INTERNAL vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
-                                           vmenc_xts *xts, uint32_t flags, vm_extent **out);
+                                           uint64_t data_offset, vmenc_xts *xts, uint32_t flags,
+                                           vm_extent **out);
 VMENC_INTERNAL vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t *out);
 VMENC_INTERNAL vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len);
 VMENC_INTERNAL vmenc_status vm_extent_flush(vm_extent *e);
@@ -97,6 +98,35 @@ VMENC_INTERNAL bool vm_extent_encrypted(const vm_extent *e);
 /* vm_extent_has_data reports whether any byte of the file was ever written
  * (SEEK_DATA; a file system without holes reports data). */
 VMENC_INTERNAL vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out);
+/* In-place conversion (convert.c drives it; docs/reencryption.md).
+ * vm_extent_convert_start adds the new layout (|new_offset|, |new_xts|
+ * taken over on success; NULL = plain) with |done_segs| segments of
+ * |seg_bytes| already moved; the two layouts must be |seg_bytes| apart
+ * with one at 0. */
+VMENC_INTERNAL vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t new_offset, vmenc_xts *new_xts,
+                                                    uint64_t seg_bytes, uint64_t done_segs);
+/* vm_extent_persist_fn makes "|done_segs| segments moved" durable. */
+typedef vmenc_status (*vm_extent_persist_fn)(void *arg, uint64_t done_segs);
+/* vm_extent_convert_segment moves the next segment under its exclusive
+ * lock: read + decrypt the old form, encrypt + write the new (|buf| holds
+ * one segment), fdatasync, |persist|, then guests see it moved. Writes the
+ * segment's length to |*out_bytes|. On failure nothing has moved. */
+VMENC_INTERNAL vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_persist_fn persist,
+                                                      void *arg, uint64_t *out_bytes);
+VMENC_INTERNAL bool vm_extent_convert_done(const vm_extent *e);
+VMENC_INTERNAL void vm_extent_convert_position(const vm_extent *e, uint64_t *out_done, uint64_t *out_total);
+/* vm_extent_convert_cleanup removes the old layout's leftover (truncate or
+ * punch) and fsyncs, once every segment moved. Idempotent. */
+VMENC_INTERNAL vmenc_status vm_extent_convert_cleanup(vm_extent *e);
+/* vm_extent_convert_finish makes the new layout the only one and returns
+ * the old XTS context for the caller to free. */
+VMENC_INTERNAL vmenc_xts *vm_extent_convert_finish(vm_extent *e);
+
+/* Test hook: when set, every data write of an extent goes through it (a
+ * fault injector for torn writes and lost fsyncs). NULL in the product. */
+typedef vmenc_status (*vm_extent_io_hook)(int fd, const uint8_t *buf, size_t len, uint64_t off);
+extern vm_extent_io_hook vm_extent_write_hook;
+
 /* vm_extent_close flushes (unless read-only or |flush| false), frees,
  * wipes the cipher context. Returns the flush status. */
 VMENC_INTERNAL vmenc_status vm_extent_close(vm_extent *e, bool flush);
@@ -147,6 +177,9 @@ VMENC_INTERNAL void vm_retain(vmenc_vm *vm);
 /* vm_release drops a reference (vmenc_vm_free is this for callers). */
 VMENC_INTERNAL void vm_release(vmenc_vm *vm);
 VMENC_INTERNAL bool vm_is_encrypted(const vmenc_vm *vm);
+/* vm_sealed_encrypted: does the sealed disk list call this disk encrypted
+ * (state encrypted or rekeying: every byte is under a key, and will be)? */
+VMENC_INTERNAL bool vm_sealed_encrypted(const vm_disk_desc *d);
 /* vm_find_disk returns the index of |disk_id| or -1. Lock held. */
 VMENC_INTERNAL int vm_find_disk(const vmenc_vm *vm, const char *disk_id);
 /* vm_wrap_ctx fills a wrap context for the VM home or a disk. */

@@ -153,7 +153,7 @@ static vmenc_status add_disk_locked(vmenc_vm *vm, const vmenc_disk_create_option
     /* extent, then descriptor, then the configuration that names them */
     vm_extent *ext = NULL;
     uint32_t xflags = VM_EXTENT_CREATE | (vm_host_sync(vm->host) ? 0 : VM_EXTENT_NO_SYNC);
-    VMENC_GUARD_GOTO(s, vm_extent_open(vm->dirfd, d->extent_file, d->capacity, d->sector_size, NULL, xflags, &ext),
+    VMENC_GUARD_GOTO(s, vm_extent_open(vm->dirfd, d->extent_file, d->capacity, d->sector_size, 0, NULL, xflags, &ext),
                      fail);
     (void)vm_extent_close(ext, false);
     VMENC_GUARD_GOTO(s, vm_write_descriptor(vm, e.desc_name, d), fail_extent);
@@ -679,9 +679,9 @@ static vmenc_status copy_extent(vmenc_vm *src, const vm_disk_desc *sd, vmenc_xts
                                 const vm_disk_desc *dd, vmenc_xts *dx) {
     bool sync = vm_host_sync(src->host);
     vm_extent *in = NULL, *out = NULL;
-    VMENC_GUARD(vm_extent_open(src->dirfd, sd->extent_file, sd->capacity, sd->sector_size, sx,
+    VMENC_GUARD(vm_extent_open(src->dirfd, sd->extent_file, sd->capacity, sd->sector_size, sd->data_offset, sx,
                                VM_EXTENT_READONLY, &in));
-    vmenc_status s = vm_extent_open(dst->dirfd, dd->extent_file, dd->capacity, dd->sector_size, dx,
+    vmenc_status s = vm_extent_open(dst->dirfd, dd->extent_file, dd->capacity, dd->sector_size, 0, dx,
                                     VM_EXTENT_CREATE | (sync ? 0 : VM_EXTENT_NO_SYNC), &out);
     if (s != VMENC_OK) {
         (void)vm_extent_close(in, false);
@@ -692,14 +692,15 @@ static vmenc_status copy_extent(vmenc_vm *src, const vm_disk_desc *sd, vmenc_xts
     uint8_t *buf = malloc(COPY_CHUNK);
     if (rfd < 0 || buf == NULL)
         s = rfd < 0 ? vm_status_from_errno(errno) : VMENC_E_NOMEM;
-    uint64_t off = 0, cap = sd->capacity, ss = sd->sector_size;
+    uint64_t off = 0, cap = sd->capacity, ss = sd->sector_size, base = sd->data_offset;
     while (s == VMENC_OK && off < cap) {
-        off_t data = lseek(rfd, (off_t)off, SEEK_DATA);
-        if (data < 0)
-            break; /* ENXIO: only holes remain (or no SEEK_DATA: copy all below) */
-        off = (uint64_t)data & ~(ss - 1);
-        off_t hole = lseek(rfd, (off_t)off, SEEK_HOLE);
-        uint64_t end = hole < 0 ? cap : ((uint64_t)hole + ss - 1) & ~(ss - 1);
+        off_t data = lseek(rfd, (off_t)(base + off), SEEK_DATA);
+        if (data < 0 && errno == ENXIO)
+            break; /* only holes remain */
+        if (data >= 0) /* (no SEEK_DATA at all: copy everything from here) */
+            off = ((uint64_t)data - base) & ~(ss - 1);
+        off_t hole = lseek(rfd, (off_t)(base + off), SEEK_HOLE);
+        uint64_t end = hole < 0 ? cap : ((uint64_t)hole - base + ss - 1) & ~(ss - 1);
         if (end > cap)
             end = cap;
         while (s == VMENC_OK && off < end) {
