@@ -277,7 +277,7 @@ vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 ata0-master: type=cdrom, path=$G/boot.iso, status=inserted
 boot: cdrom
 com1: enabled=1, mode=file, dev=$SERIAL
-display_library: nogui
+display_library: rfb, options="timeout=0"
 log: $G/bochs.log
 panic: action=fatal
 error: action=report
