@@ -285,8 +285,11 @@ info: action=ignore
 debug: action=ignore
 clock: sync=none, time0=local
 speaker: enabled=0
+sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
 EOF
-# Debian's bochs has its debugger built in: "c" continues, and stdin at EOF
+# The dummy sound drivers matter: with the default (ALSA) one, Debian's
+# bochs 2.7 aborts in its mixer thread ("buffer overflow detected") on a
+# machine without a sound card. Debian's bochs has its debugger built in: "c" continues, and stdin at EOF
 # lets it quit should it ever stop at its prompt.
 echo c >"$G/dbg.rc"
 log "booting under Bochs ($CPU_MODEL), limit ${TIMEOUT}s"

@@ -167,7 +167,7 @@ vmenc_status vmenc_xts_new_internal(const uint8_t *key, size_t key_len, uint32_t
 
     /* One zeroed block of secure memory holds the context and its key
      * schedule: one pool slot, no ordinary heap. */
-    vmenc_xts_block *blk = vmenc_secure_alloc(sizeof(*blk));
+    vmenc_xts_block *blk = vmenc_secure_alloc_pooled(sizeof(*blk));
     if (blk == NULL)
         return VMENC_E_NOMEM;
     /* The aesni backend reads the round keys in place as aligned vectors. */
