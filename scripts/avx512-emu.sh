@@ -16,8 +16,8 @@
 # skip). The last line printed is the verdict:
 #   AVX512EMU RESULT: PASS (...)   or   AVX512EMU RESULT: FAIL: reasons
 #
-# Slow (about 9 minutes the first time, of which ~6.5 building the kernel;
-# about 2.5-4 minutes afterwards), so not part of the CI suite: run it after
+# Slow (measured on 2 cores: ~3 min building the kernel the first time;
+# then ~3.5 min per run, ~3 of them in Bochs), so not part of CI: run it after
 # any change to lib/xts. Needs root for apt-get (bochs is not a CI dependency:
 # this script installs what it needs).
 #
