@@ -37,6 +37,7 @@ static const uint32_t sector_sizes[] = {512, 1024, 2048, 4096, 8192, 16384, 3276
 #pragma GCC push_options
 #pragma GCC target("aes,pclmul,sse4.1,ssse3,avx,avx2,vaes,vpclmulqdq")
 #endif
+#include <cpuid.h>
 #include <immintrin.h>
 
 typedef struct emu512 {
@@ -193,12 +194,37 @@ static void ossl_xts(const uint8_t *key, size_t key_len, const uint8_t tweak[16]
     EVP_CIPHER_CTX_free(ctx);
 }
 
-/* Returns true (and reports a visible skip) if |impl| cannot run here. */
+/* Whether |impl| is named in the comma list |list|. */
+static bool in_list(const char *list, const char *impl) {
+    size_t n = strlen(impl);
+    for (const char *p = list; *p != '\0';) {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, impl, n) == 0)
+            return true;
+        p += len + (end != NULL);
+    }
+    return false;
+}
+
+/* Returns true (and reports a visible skip) if |impl| cannot run here.
+ * Environment (for scripts/avx512-emu.sh, where every test costs minutes of
+ * emulation): VMENC_TEST_XTS_IMPLS=a,b runs only those backends;
+ * VMENC_TEST_XTS_REQUIRE=a,b makes an unavailable one a failure, not a skip. */
 static bool skip_if_unavailable(const char *impl) {
+    const char *only = getenv("VMENC_TEST_XTS_IMPLS");
+    if (only != NULL && only[0] != '\0' && !in_list(only, impl)) {
+        print_message("skipped: backend %s not in VMENC_TEST_XTS_IMPLS\n", impl);
+        return true;
+    }
     vmenc_status st =
         vmenc_xts_impl_available(strcmp(impl, AVX512_LOGIC) == 0 ? "vaes-avx2" : impl);
     if (st == VMENC_OK)
         return false;
+    const char *req = getenv("VMENC_TEST_XTS_REQUIRE");
+    if (req != NULL && in_list(req, impl))
+        fail_msg("backend %s is required here (VMENC_TEST_XTS_REQUIRE) but unavailable: %s", impl,
+                 vmenc_strerror(st));
     assert_int_equal(st, VMENC_E_CPU_UNSUPPORTED);
     if (strcmp(impl, "vaes-avx512") == 0)
         print_message("skipped: CPU lacks AVX-512 (backend %s not executed)\n", impl);
@@ -723,9 +749,35 @@ static void test_key_sizes_differ(void **state) {
         cmocka_unit_test_prestate(fn, (void *)"aesni"),                           \
         cmocka_unit_test_prestate(fn, (void *)"portable")
 
+/* What the CPU and the OS report, as the picker sees it: CPUID leaves 1 and
+ * 7 and XCR0 (XGETBV), and the backends available. scripts/avx512-emu.sh
+ * reads this line to prove that the guest really offered AVX-512. */
+static void report_cpu(void) {
+    unsigned a = 0, b = 0, c1 = 0, d = 0, b7 = 0, c7 = 0;
+    unsigned long long xcr0 = 0;
+#if defined(__x86_64__)
+    __cpuid(1, a, b, c1, d);
+    if (__get_cpuid_max(0, NULL) >= 7)
+        __cpuid_count(7, 0, a, b7, c7, d);
+    if ((c1 >> 27) & 1) { /* OSXSAVE: XGETBV is allowed */
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = ((unsigned long long)hi << 32) | lo;
+    }
+#endif
+    printf("test_xts: cpuid1.ecx=%08x cpuid7.ebx=%08x cpuid7.ecx=%08x xcr0=%llx features=%08x\n",
+           c1, b7, c7, xcr0, vmenc_cpu_features());
+    printf("test_xts: backends available:");
+    for (size_t i = 0; i < VMENC_ARRAY_LEN(impls); i++)
+        printf(" %s=%s", impls[i], vmenc_xts_impl_available(impls[i]) == VMENC_OK ? "yes" : "no");
+    printf("\n");
+    fflush(stdout);
+}
+
 int main(void) {
     if (vmenc_init() != VMENC_OK)
         return 1;
+    report_cpu();
     const struct CMUnitTest tests[] = {
         PER_IMPL(test_ieee1619_vectors),
         PER_IMPL(test_diff_sectors),

@@ -144,8 +144,10 @@ VMENC_INTERNAL vmenc_status vmenc_cbb_finish(vmenc_cbb *cbb, uint8_t **out, size
 VMENC_INTERNAL void vmenc_cbb_cleanup(vmenc_cbb *cbb);
 
 /* ---- secure memory ---------------------------------------------------- */
-/* vmenc_secure_alloc: libsodium sodium_malloc (guard pages, canary, mlock,
- * MADV_DONTDUMP). vmenc_secure_free wipes and frees; NULL is fine. */
+/* vmenc_secure_alloc: zeroed libsodium sodium_malloc region (guard pages,
+ * canary, mlock, MADV_DONTDUMP; sodium_mprotect_* work on it).
+ * vmenc_secure_free wipes and frees it, or a block from
+ * vmenc_secure_alloc_pooled; NULL is fine. */
 VMENC_INTERNAL void *vmenc_secure_alloc(size_t len);
 VMENC_INTERNAL void vmenc_secure_free(void *p);
 
@@ -195,5 +197,50 @@ static inline void vmenc_store_u32_be(uint8_t *p, uint32_t v) {
 static inline uint32_t vmenc_load_u32_be(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
+
+/* ---- pooled secure memory ---------------------------------------------------
+ * For the many small long-lived secrets (XTS contexts, DEKs, KEKs): a slot
+ * of the pooled allocator below when len <= VMENC_SECPOOL_MAX_SLOT, else (or
+ * when the pool cannot grow) a sodium_malloc region. Free with
+ * vmenc_secure_free / vmenc_secret_free. Never pass pooled bytes to
+ * sodium_mprotect_*: a slot shares its pages with other keys. */
+VMENC_INTERNAL void *vmenc_secure_alloc_pooled(size_t len);
+/* vmenc_secret_new_pooled is vmenc_secret_new with pooled bytes;
+ * vmenc_secret_readonly does nothing to them. */
+VMENC_INTERNAL vmenc_status vmenc_secret_new_pooled(size_t len, vmenc_secret **out);
+
+/* ---- pooled secure allocator (secpool.c) ---------------------------------
+ * vmenc_secure_alloc takes blocks of up to VMENC_SECPOOL_MAX_SLOT bytes from
+ * here: slots in mlocked (where RLIMIT_MEMLOCK allows), MADV_DONTDUMP slabs
+ * with guard pages around each slab, wiped on free and poisoned for ASan
+ * while free. Pooled bytes cannot be made read-only per allocation. All
+ * functions are thread-safe; callers normally use vmenc_secure_alloc_pooled
+ * and vmenc_secure_free, not these. */
+#define VMENC_SECPOOL_MAX_SLOT 4096u
+
+/* vmenc_secpool_alloc returns a zeroed slot of at least |len| bytes (16-byte
+ * aligned; 64-byte aligned for len >= 64), or NULL if len is 0 or too large
+ * or the pool cannot grow. */
+VMENC_INTERNAL void *vmenc_secpool_alloc(size_t len);
+/* vmenc_secpool_free wipes and releases |p| if it is pool memory and
+ * returns true; returns false (doing nothing) for any other pointer. */
+VMENC_INTERNAL bool vmenc_secpool_free(void *p);
+/* vmenc_secpool_owns tells whether |p| lies in a slab of the pool. */
+VMENC_INTERNAL bool vmenc_secpool_owns(const void *p);
+
+typedef struct vmenc_secpool_stats {
+    size_t reserved_bytes;  /* address space reserved for slabs (not memory) */
+    size_t slab_bytes;      /* usable bytes per slab (guard pages excluded) */
+    size_t num_slabs;       /* slabs mapped now */
+    size_t bytes_locked;    /* slab bytes mlocked */
+    size_t bytes_unlocked;  /* slab bytes mlock refused (RLIMIT_MEMLOCK) */
+    size_t live_slots;      /* slots handed out */
+    size_t live_bytes;      /* their slot sizes added up */
+    uint64_t num_fallbacks; /* allocations the pool could not serve */
+} vmenc_secpool_stats;
+
+/* vmenc_secpool_stats_get fills |out| with a snapshot (counters may be
+ * mutually inconsistent while other threads allocate). */
+VMENC_INTERNAL void vmenc_secpool_stats_get(vmenc_secpool_stats *out);
 
 #endif /* VMENC_LIB_CORE_INTERNAL_H */

@@ -1,6 +1,7 @@
 /*
- * lib/core/secmem.c - secure memory for every secret byte (libsodium
- * sodium_malloc: guard pages, canary, mlock, excluded from core dumps).
+ * lib/core/secmem.c - secure memory for every secret byte: small blocks from
+ * the pooled allocator (secpool.c), large ones from libsodium's
+ * sodium_malloc (guard pages, canary, mlock, excluded from core dumps).
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -19,19 +20,28 @@ void *vmenc_secure_alloc(size_t len) {
     return p;
 }
 
-void vmenc_secure_free(void *p) {
-    /* sodium_free wipes the region before unmapping it. */
-    if (p != NULL)
-        sodium_free(p);
+void *vmenc_secure_alloc_pooled(size_t len) {
+    if (len == 0 || vmenc_ensure_init() != VMENC_OK)
+        return NULL;
+    void *p = len <= VMENC_SECPOOL_MAX_SLOT ? vmenc_secpool_alloc(len) : NULL;
+    /* Large, or the pool cannot grow (its reserved range used up, or the
+     * system refused memory): a sodium_malloc region of its own. */
+    return p != NULL ? p : vmenc_secure_alloc(len);
 }
 
-vmenc_status vmenc_secret_new(size_t len, vmenc_secret **out) {
+void vmenc_secure_free(void *p) {
+    if (p == NULL || vmenc_secpool_free(p)) /* the pool wipes its slot */
+        return;
+    sodium_free(p); /* sodium_free wipes the region before unmapping it */
+}
+
+static vmenc_status secret_new(size_t len, bool pooled, vmenc_secret **out) {
     VMENC_ENSURE_REF(out);
     VMENC_ENSURE(len > 0, VMENC_E_INVALID_ARG);
     vmenc_secret *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return VMENC_E_NOMEM;
-    s->bytes = vmenc_secure_alloc(len);
+    s->bytes = pooled ? vmenc_secure_alloc_pooled(len) : vmenc_secure_alloc(len);
     if (s->bytes == NULL) {
         free(s);
         return VMENC_E_NOMEM;
@@ -39,6 +49,14 @@ vmenc_status vmenc_secret_new(size_t len, vmenc_secret **out) {
     s->len = len;
     *out = s;
     return VMENC_OK;
+}
+
+vmenc_status vmenc_secret_new(size_t len, vmenc_secret **out) {
+    return secret_new(len, false, out);
+}
+
+vmenc_status vmenc_secret_new_pooled(size_t len, vmenc_secret **out) {
+    return secret_new(len, true, out);
 }
 
 vmenc_status vmenc_secret_from(const uint8_t *data, size_t len, vmenc_secret **out) {
@@ -56,7 +74,8 @@ vmenc_status vmenc_secret_dup(const vmenc_secret *src, vmenc_secret **out) {
 }
 
 void vmenc_secret_readonly(vmenc_secret *s) {
-    if (s != NULL && s->bytes != NULL)
+    /* Only a sodium_malloc region has its own pages to protect. */
+    if (s != NULL && s->bytes != NULL && !vmenc_secpool_owns(s->bytes))
         (void)sodium_mprotect_readonly(s->bytes);
 }
 
@@ -64,7 +83,8 @@ void vmenc_secret_free(vmenc_secret *s) {
     if (s == NULL)
         return;
     if (s->bytes != NULL) {
-        (void)sodium_mprotect_readwrite(s->bytes);
+        if (!vmenc_secpool_owns(s->bytes))
+            (void)sodium_mprotect_readwrite(s->bytes);
         vmenc_secure_free(s->bytes);
     }
     free(s);

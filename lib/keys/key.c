@@ -41,6 +41,22 @@ vmenc_status vmenc_dek_check_bytes(const uint8_t *bytes, size_t len) {
     return VMENC_OK;
 }
 
+/* pooled_copy gives the bytes of |src| a home in the pooled secure
+ * allocator: |src| itself when it is there already (*out_copy = NULL), else
+ * a pooled copy in *out_copy. Callers free the copy on failure and the
+ * original on success, so ownership moves only on success. DEKs and KEKs
+ * (and so the key manager's cached KEKs) live in the pool because a host
+ * holds hundreds of thousands of them; a sodium_malloc region each would
+ * run out of memory mappings at about 16k. */
+static vmenc_status pooled_copy(vmenc_secret *src, vmenc_secret **out_copy) {
+    *out_copy = NULL;
+    if (vmenc_secpool_owns(src->bytes))
+        return VMENC_OK;
+    VMENC_GUARD(vmenc_secret_new_pooled(src->len, out_copy));
+    memcpy((*out_copy)->bytes, src->bytes, src->len);
+    return VMENC_OK;
+}
+
 vmenc_status vmenc_dek_new_take_secret(vmenc_secret **secret, vmenc_dek **out) {
     VMENC_ENSURE(secret != NULL && *secret != NULL && out != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE((*secret)->len == VMENC_DEK_BYTES, VMENC_E_INVALID_ARG);
@@ -48,9 +64,19 @@ vmenc_status vmenc_dek_new_take_secret(vmenc_secret **secret, vmenc_dek **out) {
     vmenc_dek *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return VMENC_E_NOMEM;
+    vmenc_secret *copy = NULL;
+    vmenc_status rv = pooled_copy(*secret, &copy);
+    if (rv != VMENC_OK) {
+        free(d);
+        return rv;
+    }
+    if (copy != NULL) {
+        vmenc_secret_free(*secret); /* wipes the caller's region */
+        *secret = copy;
+    }
     d->secret = *secret;
     d->bytes = d->secret->bytes;
-    vmenc_secret_readonly(d->secret);
+    vmenc_secret_readonly(d->secret); /* protects it when it is not pooled */
     *secret = NULL;
     *out = d;
     return VMENC_OK;
@@ -60,7 +86,8 @@ vmenc_status vmenc_dek_new_from_bytes(const uint8_t *bytes, size_t len, vmenc_de
     VMENC_ENSURE_REF(out);
     VMENC_GUARD(vmenc_dek_check_bytes(bytes, len));
     vmenc_secret *s = NULL;
-    VMENC_GUARD(vmenc_secret_from(bytes, len, &s));
+    VMENC_GUARD(vmenc_secret_new_pooled(len, &s));
+    memcpy(s->bytes, bytes, len);
     vmenc_status rv = vmenc_dek_new_take_secret(&s, out);
     vmenc_secret_free(s);
     return rv;
@@ -70,7 +97,7 @@ vmenc_status vmenc_dek_generate(vmenc_dek **out) {
     VMENC_ENSURE_REF(out);
     VMENC_GUARD(vmenc_ensure_init());
     vmenc_secret *s = NULL;
-    VMENC_GUARD(vmenc_secret_new(VMENC_DEK_BYTES, &s));
+    VMENC_GUARD(vmenc_secret_new_pooled(VMENC_DEK_BYTES, &s));
     /* Equal halves have probability 2^-256; draw again rather than ever
      * hand out a weak key. */
     vmenc_status rv = VMENC_E_RANDOM;
@@ -200,13 +227,19 @@ vmenc_status vmenc_kek_new_take_secret(vmenc_secret **secret, vmenc_kek **out) {
     vmenc_kek *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return VMENC_E_NOMEM;
-    k->secret = *secret;
-    vmenc_status rv = kek_prepare(k);
+    vmenc_secret *copy = NULL;
+    vmenc_status rv = pooled_copy(*secret, &copy);
+    k->secret = copy != NULL ? copy : *secret;
+    if (rv == VMENC_OK)
+        rv = kek_prepare(k);
     if (rv != VMENC_OK) {
-        k->secret = NULL; /* the caller keeps ownership on failure */
-        kek_destroy(k);
+        if (copy == NULL)
+            k->secret = NULL; /* the caller keeps ownership on failure */
+        kek_destroy(k);   /* frees the copy, if any */
         return rv;
     }
+    if (copy != NULL)
+        vmenc_secret_free(*secret); /* wipes the caller's region */
     vmenc_secret_readonly(k->secret);
     *secret = NULL;
     *out = k;
@@ -216,7 +249,8 @@ vmenc_status vmenc_kek_new_take_secret(vmenc_secret **secret, vmenc_kek **out) {
 vmenc_status vmenc_kek_new_from_bytes(const uint8_t *bytes, size_t len, vmenc_kek **out) {
     VMENC_ENSURE(bytes != NULL && out != NULL && len == VMENC_KEK_BYTES, VMENC_E_INVALID_ARG);
     vmenc_secret *s = NULL;
-    VMENC_GUARD(vmenc_secret_from(bytes, len, &s));
+    VMENC_GUARD(vmenc_secret_new_pooled(len, &s));
+    memcpy(s->bytes, bytes, len);
     vmenc_status rv = vmenc_kek_new_take_secret(&s, out);
     vmenc_secret_free(s);
     return rv;
@@ -226,7 +260,7 @@ vmenc_status vmenc_kek_generate(vmenc_kek **out) {
     VMENC_ENSURE_REF(out);
     VMENC_GUARD(vmenc_ensure_init());
     vmenc_secret *s = NULL;
-    VMENC_GUARD(vmenc_secret_new(VMENC_KEK_BYTES, &s));
+    VMENC_GUARD(vmenc_secret_new_pooled(VMENC_KEK_BYTES, &s));
     randombytes_buf(s->bytes, s->len);
     vmenc_status rv = vmenc_kek_new_take_secret(&s, out);
     vmenc_secret_free(s);

@@ -4,16 +4,15 @@
  *
  * Why: sodium_malloc costs an mmap, two mprotects and an mlock per call
  * (measured ~40 us here), which would make DEK unwrap 60x slower than the
- * AES-GCM it performs. A slab is one sodium_malloc region (guard pages
- * before and after, canary, mlock, MADV_DONTDUMP) cut into
- * VMENC_KEYSLAB_SLOT_BYTES slots; every property but "a guard page around
- * each key" holds per slot, and a slot is wiped when it is released. Slabs
- * are not made read-only (that would cost the syscalls again).
+ * AES-GCM it performs. The slots come from the library's pooled secure
+ * allocator (lib/core/secpool.c: mlocked slabs with guard pages, excluded
+ * from core dumps, every slot wiped when released), which began as this
+ * file's per-KEK slabs. Slots are not made read-only (that would cost the
+ * syscalls again).
  *
- * A pool (one per KEK) hands out slots from its current slab and starts a
- * new slab when that one is full. Each slab is reference counted by its live
- * slots and by the pool, so a DEK may outlive the KEK that unwrapped it.
- * Both types are thread safe.
+ * The pool and slab handles are kept so callers stay as they were; a slot
+ * is independent of the pool it came from, so a DEK may outlive the KEK
+ * that unwrapped it. Both types are thread safe.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -23,7 +22,6 @@
 #include "core/internal.h"
 
 #define VMENC_KEYSLAB_SLOT_BYTES 128u /* a DEK, or the 96-byte KWP payload */
-#define VMENC_KEYSLAB_SLOTS 64u       /* 8 KiB per slab */
 
 typedef struct vmenc_keyslab vmenc_keyslab;
 typedef struct vmenc_keyslab_pool vmenc_keyslab_pool;

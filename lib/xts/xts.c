@@ -5,18 +5,37 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "xts/xts_impl.h"
 
-/* Best first: the automatic choice is the first one the CPU can run. */
-static const vmenc_xts_backend *const backends[] = {
+/* Best first: the automatic choice is the first one the CPU can run that
+ * passed its self-test. Mutable only through the test hook below. */
+static const vmenc_xts_backend *const builtin[] = {
     &vmenc_xts_backend_vaes_avx512,
     &vmenc_xts_backend_vaes_avx2,
     &vmenc_xts_backend_aesni,
     &vmenc_xts_backend_portable,
 };
+#define NUM_BACKENDS VMENC_ARRAY_LEN(builtin)
+static const vmenc_xts_backend *backends[NUM_BACKENDS] = {
+    &vmenc_xts_backend_vaes_avx512,
+    &vmenc_xts_backend_vaes_avx2,
+    &vmenc_xts_backend_aesni,
+    &vmenc_xts_backend_portable,
+};
+
+/* Self-test state per table slot: a backend is trusted only after its
+ * known-answer test passed in this process. The first caller runs the test
+ * under |selftest_mu|; everyone after reads the published result with one
+ * acquire load. */
+enum { SELFTEST_UNTESTED = 0, SELFTEST_PASSED = 1, SELFTEST_FAILED = 2 };
+static _Atomic int selftest_state[NUM_BACKENDS];
+static _Atomic uint64_t selftest_ns[NUM_BACKENDS];
+static pthread_mutex_t selftest_mu = PTHREAD_MUTEX_INITIALIZER;
 
 size_t vmenc_xts_keybytes_256(void) { return VMENC_XTS_KEYBYTES_256; }
 size_t vmenc_xts_keybytes_128(void) { return VMENC_XTS_KEYBYTES_128; }
@@ -25,43 +44,110 @@ static bool runnable(const vmenc_xts_backend *b) {
     return (vmenc_cpu_features() & b->cpu_required) == b->cpu_required;
 }
 
-/* find_backend resolves |impl| (NULL = automatic) to a runnable backend. */
+/* selftest_passed runs slot |i|'s self-test once per process (callers have
+ * checked that the CPU can run it). */
+static bool selftest_passed(size_t i) {
+    int st = atomic_load_explicit(&selftest_state[i], memory_order_acquire);
+    if (st != SELFTEST_UNTESTED)
+        return st == SELFTEST_PASSED;
+    pthread_mutex_lock(&selftest_mu);
+    st = atomic_load_explicit(&selftest_state[i], memory_order_relaxed);
+    if (st == SELFTEST_UNTESTED) {
+        uint64_t t0 = vmenc_now_monotonic_ns();
+        st = vmenc_xts_selftest_run(backends[i]) == VMENC_OK ? SELFTEST_PASSED : SELFTEST_FAILED;
+        atomic_store_explicit(&selftest_ns[i], vmenc_now_monotonic_ns() - t0, memory_order_relaxed);
+        atomic_store_explicit(&selftest_state[i], st, memory_order_release);
+    }
+    pthread_mutex_unlock(&selftest_mu);
+    return st == SELFTEST_PASSED;
+}
+
+/* find_backend resolves |impl| (NULL = automatic) to a runnable backend that
+ * passed its self-test. Automatic choice skips a failing backend; a named
+ * one that fails is VMENC_E_SELFTEST, never a silent substitute. */
 static vmenc_status find_backend(const char *impl, const vmenc_xts_backend **out) {
-    for (size_t i = 0; i < VMENC_ARRAY_LEN(backends); i++) {
+    for (size_t i = 0; i < NUM_BACKENDS; i++) {
         const vmenc_xts_backend *b = backends[i];
         if (impl == NULL) {
-            if (runnable(b)) {
+            if (runnable(b) && selftest_passed(i)) {
                 *out = b;
                 return VMENC_OK;
             }
         } else if (strcmp(impl, b->name) == 0) {
             VMENC_ENSURE(runnable(b), VMENC_E_CPU_UNSUPPORTED);
+            VMENC_ENSURE(selftest_passed(i), VMENC_E_SELFTEST);
             *out = b;
             return VMENC_OK;
         }
     }
-    /* The portable backend always runs, so only a named lookup gets here. */
-    return VMENC_E_UNKNOWN_IMPL;
+    /* Only a named lookup, or every backend failing its self-test (the
+     * portable one included: OpenSSL itself is broken), gets here. */
+    return impl == NULL ? VMENC_E_SELFTEST : VMENC_E_UNKNOWN_IMPL;
 }
 
 vmenc_status vmenc_xts_impl_available(const char *impl) {
     VMENC_ENSURE_REF(impl);
+    VMENC_GUARD(vmenc_ensure_init());
     const vmenc_xts_backend *b = NULL;
     return find_backend(impl, &b);
+}
+
+bool vmenc_xts_test_replace_backend(const char *name, const vmenc_xts_backend *replacement) {
+    for (size_t i = 0; i < NUM_BACKENDS; i++) {
+        if (strcmp(builtin[i]->name, name) != 0)
+            continue;
+        pthread_mutex_lock(&selftest_mu);
+        backends[i] = replacement != NULL ? replacement : builtin[i];
+        atomic_store_explicit(&selftest_ns[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&selftest_state[i], SELFTEST_UNTESTED, memory_order_release);
+        pthread_mutex_unlock(&selftest_mu);
+        return true;
+    }
+    return false;
+}
+
+uint64_t vmenc_xts_selftest_cost_ns(const char *name) {
+    for (size_t i = 0; i < NUM_BACKENDS; i++)
+        if (strcmp(builtin[i]->name, name) == 0)
+            return atomic_load_explicit(&selftest_ns[i], memory_order_relaxed);
+    return 0;
 }
 
 static bool valid_sector_size(uint32_t s) {
     return s >= VMENC_XTS_MIN_SECTOR && s <= VMENC_XTS_MAX_SECTOR && (s & (s - 1)) == 0;
 }
 
+vmenc_status vmenc_xts_setup(vmenc_xts_block *blk, const vmenc_xts_backend *backend,
+                             const uint8_t *key, size_t key_len, uint32_t sector_size) {
+    vmenc_xts *x = &blk->x;
+    vmenc_xts_sched *s = &blk->sched;
+    const size_t half = key_len / 2;
+    x->backend = backend;
+    x->sector_size = sector_size;
+    x->key_len = (uint32_t)key_len;
+    x->rounds = key_len == VMENC_XTS_KEYBYTES_256 ? 14 : 10;
+    x->sched = s;
+    if (backend->cpu_required == 0) { /* portable: OpenSSL expands the raw key */
+        memcpy(s->raw, key, key_len);
+        return vmenc_xts_portable_init(x);
+    }
+    vmenc_aesni_expand_key(key, half, s->ek);
+    vmenc_aesni_invert_key(s->ek, x->rounds, s->dk);
+    vmenc_aesni_expand_key(key + half, half, s->tk);
+    return VMENC_OK;
+}
+
+void vmenc_xts_teardown(vmenc_xts_block *blk) {
+    if (blk->x.evp_cipher != NULL)
+        vmenc_xts_portable_cleanup(&blk->x);
+    vmenc_memzero(blk, sizeof(*blk));
+}
+
 void vmenc_xts_free(vmenc_xts *x) {
     if (x == NULL)
         return;
-    if (x->evp_cipher != NULL)
-        vmenc_xts_portable_cleanup(x);
-    vmenc_secret_free(x->secret); /* wipes the round keys */
-    vmenc_memzero(x, sizeof(*x));
-    free(x);
+    vmenc_xts_teardown((vmenc_xts_block *)x);
+    vmenc_secure_free(x); /* wipes the slot again and returns it to the pool */
 }
 
 vmenc_status vmenc_xts_new_internal(const uint8_t *key, size_t key_len, uint32_t sector_size,
@@ -79,43 +165,22 @@ vmenc_status vmenc_xts_new_internal(const uint8_t *key, size_t key_len, uint32_t
     const vmenc_xts_backend *backend = NULL;
     VMENC_GUARD(find_backend(impl, &backend));
 
-    vmenc_xts *x = calloc(1, sizeof(*x));
-    if (x == NULL)
+    /* One zeroed block of secure memory holds the context and its key
+     * schedule: one pool slot, no ordinary heap. */
+    vmenc_xts_block *blk = vmenc_secure_alloc_pooled(sizeof(*blk));
+    if (blk == NULL)
         return VMENC_E_NOMEM;
-    x->backend = backend;
-    x->sector_size = sector_size;
-    x->key_len = (uint32_t)key_len;
-    x->rounds = key_len == VMENC_XTS_KEYBYTES_256 ? 14 : 10;
-    vmenc_status rv = vmenc_secret_new(sizeof(vmenc_xts_sched), &x->secret);
-    if (rv != VMENC_OK) {
-        free(x);
-        return rv;
-    }
-    vmenc_xts_sched *s = (vmenc_xts_sched *)x->secret->bytes;
-    /* The aesni backend uses the round keys in place as aligned 16-byte
-     * vectors. sodium_malloc ends the block at a page boundary, so a size
-     * that is a multiple of 16 gives a 16-byte aligned block. */
-    _Static_assert(sizeof(vmenc_xts_sched) % 16 == 0, "schedule size must keep 16-byte alignment");
-    if (((uintptr_t)s & 15u) != 0) {
-        vmenc_xts_free(x);
+    /* The aesni backend reads the round keys in place as aligned vectors. */
+    if (((uintptr_t)&blk->sched & 15u) != 0) {
+        vmenc_secure_free(blk);
         return VMENC_E_INTERNAL;
     }
-    if (backend == &vmenc_xts_backend_portable) {
-        memcpy(s->raw, key, key_len);
-        rv = vmenc_xts_portable_init(x);
-    } else {
-        vmenc_aesni_expand_key(key, half, s->ek);
-        vmenc_aesni_invert_key(s->ek, x->rounds, s->dk);
-        vmenc_aesni_expand_key(key + half, half, s->tk);
-    }
+    vmenc_status rv = vmenc_xts_setup(blk, backend, key, key_len, sector_size);
     if (rv != VMENC_OK) {
-        vmenc_xts_free(x);
+        vmenc_xts_free(&blk->x);
         return rv;
     }
-    /* From here on nobody writes the key schedule: a stray write faults. */
-    vmenc_secret_readonly(x->secret);
-    x->sched = s;
-    *out = x;
+    *out = &blk->x;
     return VMENC_OK;
 }
 

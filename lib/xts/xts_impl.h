@@ -21,15 +21,19 @@
 #define VMENC_XTS_MAX_ROUNDS 14
 #define VMENC_XTS_MAX_UNIT (1u << 24) /* largest data unit for the _unit calls */
 
-/* The secret part of a context: lives in libsodium secure memory and is made
- * read-only once filled. The hardware backends use the expanded round keys;
- * the portable backend uses |raw| (OpenSSL expands it per call). Whatever a
- * backend does not use stays zero. */
+/* The secret part of a context. The hardware backends use the expanded round
+ * keys; the portable backend uses |raw| (OpenSSL expands it per call), which
+ * shares their storage: 720 bytes either way, so a context and its schedule
+ * fit one 768-byte slot of the secure pool. */
 typedef struct vmenc_xts_sched {
-    uint8_t ek[VMENC_XTS_MAX_ROUNDS + 1][16]; /* data key, encryption order */
-    uint8_t dk[VMENC_XTS_MAX_ROUNDS + 1][16]; /* data key, equivalent inverse cipher */
-    uint8_t tk[VMENC_XTS_MAX_ROUNDS + 1][16]; /* tweak key, encryption order */
-    uint8_t raw[VMENC_XTS_KEYBYTES_256];      /* key1 || key2 (portable only) */
+    union {
+        struct {
+            uint8_t ek[VMENC_XTS_MAX_ROUNDS + 1][16]; /* data key, encryption order */
+            uint8_t dk[VMENC_XTS_MAX_ROUNDS + 1][16]; /* data key, equivalent inverse cipher */
+            uint8_t tk[VMENC_XTS_MAX_ROUNDS + 1][16]; /* tweak key, encryption order */
+        };
+        uint8_t raw[VMENC_XTS_KEYBYTES_256]; /* key1 || key2 (portable only) */
+    };
 } vmenc_xts_sched;
 
 typedef struct vmenc_xts_backend {
@@ -46,15 +50,23 @@ typedef struct vmenc_xts_backend {
                          const uint8_t *in, uint8_t *out, size_t len);
 } vmenc_xts_backend;
 
+/* A context is one block of secure memory (vmenc_secure_alloc: a slot of
+ * the pooled allocator): this header, then the key schedule. Nothing in it
+ * changes after vmenc_xts_new. */
 struct vmenc_xts {
     const vmenc_xts_backend *backend;
-    vmenc_secret *secret;         /* owns *sched */
-    const vmenc_xts_sched *sched; /* read-only after vmenc_xts_new */
+    const vmenc_xts_sched *sched; /* &((vmenc_xts_block *)x)->sched */
     void *evp_cipher;             /* EVP_CIPHER * (portable backend only) */
     uint32_t sector_size;
     uint32_t rounds;              /* 10 (XTS-AES-128) or 14 (XTS-AES-256) */
     uint32_t key_len;             /* 32 or 64 */
 };
+
+typedef struct vmenc_xts_block {
+    struct vmenc_xts x;
+    vmenc_xts_sched sched __attribute__((aligned(16))); /* aesni reads round keys as vectors */
+} vmenc_xts_block;
+_Static_assert(sizeof(vmenc_xts_block) <= 768, "a context must fit a 768-byte pool slot");
 
 /* Backends, best first in vmenc_xts_backends[] (xts.c). */
 VMENC_INTERNAL extern const vmenc_xts_backend vmenc_xts_backend_vaes_avx512;
@@ -80,5 +92,32 @@ VMENC_INTERNAL void vmenc_xts_portable_cleanup(struct vmenc_xts *x);
 VMENC_INTERNAL vmenc_status vmenc_xts_new_internal(const uint8_t *key, size_t key_len,
                                                    uint32_t sector_size, const char *impl,
                                                    bool allow_equal_halves, vmenc_xts **out);
+
+/* vmenc_xts_setup fills a caller-provided block for |backend| (no
+ * argument checks, no self-test): shared by vmenc_xts_new_internal and the
+ * self-test, which runs on a stack block with a public test key. Undo with
+ * vmenc_xts_teardown (wipes). */
+VMENC_INTERNAL vmenc_status vmenc_xts_setup(vmenc_xts_block *blk, const vmenc_xts_backend *backend,
+                                            const uint8_t *key, size_t key_len,
+                                            uint32_t sector_size);
+VMENC_INTERNAL void vmenc_xts_teardown(vmenc_xts_block *blk);
+
+/* ---- self-test (selftest.c) ----------------------------------------------
+ * vmenc_xts_selftest_run runs the known-answer test on |backend| (both key
+ * sizes, both directions, a multi-sector call across sector 2^64-1, a
+ * ciphertext-stealing unit): VMENC_OK or VMENC_E_SELFTEST. */
+VMENC_INTERNAL vmenc_status vmenc_xts_selftest_run(const vmenc_xts_backend *backend);
+
+/* ---- test-only hooks (xts.c) ----------------------------------------------
+ * For tests/test_xts_selftest.c, to inject a faulty backend; not thread-safe
+ * against concurrent context creation, and not exported from the shared
+ * library. vmenc_xts_test_replace_backend puts |replacement| in the table
+ * slot of the backend named |name| (NULL restores the original) and forgets
+ * that slot's self-test result; returns false for an unknown name.
+ * vmenc_xts_selftest_cost_ns reports what the self-test of |name| cost in
+ * this process (0 if it has not run). */
+VMENC_INTERNAL bool vmenc_xts_test_replace_backend(const char *name,
+                                                   const vmenc_xts_backend *replacement);
+VMENC_INTERNAL uint64_t vmenc_xts_selftest_cost_ns(const char *name);
 
 #endif /* VMENC_LIB_XTS_IMPL_H */
