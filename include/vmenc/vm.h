@@ -397,6 +397,110 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_is_encrypted(const vmenc_disk
  * status; the handle is freed either way. NULL is allowed (VMENC_OK). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_close(vmenc_disk *disk);
 
+/* ---- in-place conversion: encrypt, decrypt, deep rekey (docs/reencryption.md)
+ *
+ * One engine for the three cases, run on an open disk that stays open for
+ * I/O throughout: the disk is cut into segments that move one at a time
+ * between two layouts of the extent (data offset 0 and S, S = the segment
+ * size), each written in its new form where no data that has not moved yet
+ * lives, fdatasync'd, then recorded in a small state file (two checksummed
+ * slots, fdatasync'd) before guests see it in its new form. A kill or power
+ * loss at any instant leaves every segment readable in its old or new place;
+ * opening the disk again resumes. I/O to the segment being moved waits for
+ * it (never longer than one segment); all other I/O goes on. */
+
+typedef enum vmenc_convert_kind {
+    VMENC_CONVERT_ENCRYPT = 1, /* plain -> encrypted (new DEK under the VM's KEK); policy ENCRYPT_VM */
+    VMENC_CONVERT_DECRYPT = 2, /* encrypted -> plain; policy DECRYPT_VM */
+    VMENC_CONVERT_REKEY = 3    /* deep rekey: old DEK -> new DEK; policy REKEY_DEEP */
+} vmenc_convert_kind;
+
+/* Default segment size (the unit of progress, locking and durability). */
+#define VMENC_CONVERT_DEFAULT_SEGMENT ((uint64_t)8 << 20)
+
+/* vmenc_convert_options: set struct_size. segment_bytes: 0 = default; a
+ * multiple of 1 MiB from 1 MiB to 1 GiB. A disk converted before keeps its
+ * first segment size (its data sits at that offset). flags: none yet. */
+typedef struct vmenc_convert_options {
+    uint32_t struct_size;
+    uint64_t segment_bytes;
+    uint32_t flags;
+} vmenc_convert_options;
+
+/* vmenc_convert_progress: set struct_size; filled by the calls below. */
+typedef struct vmenc_convert_progress {
+    uint32_t struct_size;
+    vmenc_disk_state state;     /* converting state, or the final state once done */
+    uint64_t bytes_done;
+    uint64_t bytes_total;       /* the capacity */
+    uint64_t segments_done;
+    uint64_t segments_total;
+    uint64_t bytes_per_second;  /* since this process began or resumed it */
+    int done;                   /* 1: finished (descriptor final, old key wiped) */
+} vmenc_convert_progress;
+
+/* vmenc_disk_convert_begin starts converting an open, writable disk (policy
+ * and audit "disk.convert_begin"). ENCRYPT needs a plain disk in an
+ * encrypted VM home; DECRYPT and REKEY an encrypted disk. The new DEK is
+ * made and proven to unwrap, the state file and the descriptor (both keys,
+ * the target layout) written durably; then the disk converts as the caller
+ * drives vmenc_disk_convert_step. Fails with VMENC_E_BAD_STATE (already
+ * converting, wrong state, read-only), VMENC_E_DENIED, key-manager,
+ * VMENC_E_IO / VMENC_E_NO_SPACE statuses (nothing changed). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_begin(vmenc_disk *disk, const char *principal,
+                                                                 vmenc_convert_kind kind,
+                                                                 const vmenc_convert_options *opts);
+
+/* vmenc_disk_convert_step moves segments until about |max_bytes| (at least
+ * one segment) have moved or the conversion is complete, then fills |out|
+ * (may be NULL). When the last segment has moved it finishes: the old
+ * layout's leftover is removed, the descriptor names only the new key, the
+ * state file goes, the old DEK is wiped ("disk.convert_end" audited). A
+ * failure (VMENC_E_IO, VMENC_E_NO_SPACE) stops the conversion with nothing
+ * lost; call again (or reopen) to resume. VMENC_E_BAD_STATE if no
+ * conversion runs. Only one thread may step a disk at a time; any number
+ * may do I/O meanwhile. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes,
+                                                                vmenc_convert_progress *out);
+
+/* vmenc_disk_convert_get_progress fills |out| (done = 1 and the final
+ * state if no conversion runs). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_get_progress(vmenc_disk *disk,
+                                                                        vmenc_convert_progress *out);
+
+/* A progress callback for VM-level conversions: return 0 to go on, nonzero
+ * to stop (the call then returns VMENC_E_INTERRUPTED; the conversion is
+ * resumable by re-applying or vmenc_vm_resume). */
+typedef int (*vmenc_progress_fn)(void *ctx, const char *disk_id, const vmenc_convert_progress *progress);
+
+/* vmenc_apply_options: set struct_size. */
+typedef struct vmenc_apply_options {
+    uint32_t struct_size;
+    vmenc_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+    uint64_t segment_bytes;     /* as vmenc_convert_options */
+    uint32_t flags;             /* none yet */
+} vmenc_apply_options;
+
+/* vmenc_vm_apply_storage_policy_ex is vmenc_vm_apply_storage_policy that
+ * also converts disks holding data in place (the VM powered off: no disk
+ * open), reporting progress; it first finishes any interrupted conversion
+ * of the VM's disks. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principal,
+                                                                         const char *name,
+                                                                         const vmenc_apply_options *opts);
+
+/* vmenc_vm_rekey_deep gives every encrypted disk of a powered-off VM a new
+ * DEK and re-encrypts it in place (policy VMENC_OP_REKEY_DEEP). The VM
+ * home's key is not changed by this version (docs/reencryption.md). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal,
+                                                            const vmenc_apply_options *opts);
+
+/* vmenc_vm_resume finishes every interrupted conversion of a powered-off
+ * VM's disks (each authorized as its kind). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal,
+                                                        const vmenc_apply_options *opts);
+
 /* ---- VM state files ------------------------------------------------------ */
 
 typedef enum vmenc_vm_file_class {

@@ -15,14 +15,6 @@
 
 #include "vm/vm_internal.h"
 
-struct vmenc_disk {
-    vmenc_vm *vm;
-    size_t index_hint; /* the disk's entry when opened (entries may move) */
-    char disk_id[VMENC_DISK_ID_MAX + 1];
-    vm_extent *ext;
-    bool readonly;
-};
-
 struct vmenc_vm_file {
     vmenc_vm *vm;
     vm_sf *sf;      /* AEAD or plain classes */

@@ -131,6 +131,55 @@ extern vm_extent_io_hook vm_extent_write_hook;
  * wipes the cipher context. Returns the flush status. */
 VMENC_INTERNAL vmenc_status vm_extent_close(vm_extent *e, bool flush);
 
+/* ---- in-place conversion (convert.c) ------------------------------------------ */
+
+/* The state file "<extent>.cvt": two 64-byte slots at offsets 0 and 4096,
+ * each magic "VMENCCV1" || u64 id || u64 seq || u64 done segments || u64
+ * segments || u64 segment bytes || BLAKE2b-128 of the 48 bytes before
+ * (big-endian). Slot seq % 2 is written; the valid slot with the right id
+ * and the highest seq wins, so a torn slot write falls back to the other. */
+#define VM_CVT_SLOT_BYTES 64u
+#define VM_CVT_SLOT_STRIDE 4096u
+
+typedef struct vm_cvt_slot {
+    uint64_t id, seq, done_segs, num_segs, seg_bytes;
+} vm_cvt_slot;
+
+/* vm_cvt_slot_parse checks one slot (fuzz entry point): VMENC_E_TRUNCATED,
+ * VMENC_E_BAD_MAGIC, VMENC_E_AUTH (checksum), VMENC_E_PARSE (done > total,
+ * segment size). */
+VMENC_INTERNAL vmenc_status vm_cvt_slot_parse(const uint8_t *data, size_t len, vm_cvt_slot *out);
+VMENC_INTERNAL void vm_cvt_slot_serialize(const vm_cvt_slot *slot, uint8_t out[VM_CVT_SLOT_BYTES]);
+/* vm_cvt_pick chooses from two slot images (either may be invalid) the one
+ * with id |id| and the highest seq: VMENC_E_INTERRUPTED if neither. */
+VMENC_INTERNAL vmenc_status vm_cvt_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1,
+                                        uint64_t id, vm_cvt_slot *out);
+
+typedef struct vm_cvt {
+    int fd;                     /* the state file */
+    char name[300];
+    vm_cvt_slot slot;           /* the last one made durable */
+    uint8_t *buf;               /* one segment */
+    vmenc_convert_kind kind;
+    uint64_t t0_ns, done_at_t0; /* for the rate */
+    bool sync;
+} vm_cvt;
+
+struct vmenc_disk {
+    vmenc_vm *vm;
+    size_t index_hint; /* the disk's entry when opened (entries may move) */
+    char disk_id[VMENC_DISK_ID_MAX + 1];
+    vm_extent *ext;
+    bool readonly;
+    vm_cvt *cvt;       /* an in-place conversion runs */
+};
+
+/* vm_cvt_resume sets up the interrupted conversion of disk entry |i| on a
+ * freshly opened |disk| (VM lock held): reads the state file, starts the
+ * extent's second layout, finishes at once if every segment had moved. */
+VMENC_INTERNAL vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op);
+VMENC_INTERNAL void vm_cvt_free(vm_cvt *c);
+
 /* ---- the VM ----------------------------------------------------------------- */
 
 typedef struct vm_disk_entry {
@@ -138,6 +187,7 @@ typedef struct vm_disk_entry {
     char desc_name[256];        /* DISK.vmdk */
     vm_disk_desc desc;          /* parsed descriptor */
     vmenc_dek *dek;             /* unwrapped DEK; NULL when plain or locked */
+    vmenc_dek *new_dek;         /* during a conversion to an encrypted form: the new DEK */
     vmenc_status key_status;    /* last unwrap result (VMENC_OK when plain) */
     bool open;                  /* a vmenc_disk handle exists */
 } vm_disk_entry;

@@ -1,0 +1,522 @@
+/*
+ * lib/vm/convert.c - in-place conversion of an open disk: encrypt, decrypt,
+ * deep rekey. The protocol and why each step is where it is are in
+ * docs/reencryption.md; the data path is in extent.c.
+ *
+ * Durable state, in the order it changes:
+ *   begin:  extent grown for the new layout (fsync) -> state file with 0
+ *           segments done (fsync file + directory) -> [decrypt: configuration
+ *           says the disk is plain] -> descriptor with both keys and the
+ *           target layout (atomic replace). The descriptor is the commit
+ *           point: before it, nothing changed; after it, opening resumes.
+ *   step:   segment moved (fdatasync extent) -> slot "k+1 done" (fdatasync
+ *           state file) -> guests see it moved.
+ *   finish: old layout's leftover removed (fsync) -> descriptor with the new
+ *           key and layout only (atomic) -> state file unlinked (fsync dir)
+ *           -> configuration's sealed disk list updated.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vm/vm_internal.h"
+
+#define SLOT_MAGIC "VMENCCV1"
+#define SLOT_BODY 48u
+#define SLOT_HASH 16u
+#define MIN_SEGMENT ((uint64_t)1 << 20)
+#define MAX_SEGMENT ((uint64_t)1 << 30)
+#define BEGIN_OPTIONS_V1_SIZE (offsetof(vmenc_convert_options, flags) + sizeof(uint32_t))
+#define PROGRESS_V1_SIZE (offsetof(vmenc_convert_progress, done) + sizeof(int))
+
+/* ---- the state file ------------------------------------------------------------- */
+
+static void slot_hash(const uint8_t *body, uint8_t out[SLOT_HASH]) {
+    crypto_generichash(out, SLOT_HASH, body, SLOT_BODY, (const uint8_t *)"vmenc-cvt-slot-v1", 17);
+}
+
+void vm_cvt_slot_serialize(const vm_cvt_slot *slot, uint8_t out[VM_CVT_SLOT_BYTES]) {
+    vmenc_cbb cbb;
+    vmenc_cbb_init_fixed(&cbb, out, VM_CVT_SLOT_BYTES);
+    vmenc_cbb_add_bytes(&cbb, (const uint8_t *)SLOT_MAGIC, 8);
+    vmenc_cbb_add_u64(&cbb, slot->id);
+    vmenc_cbb_add_u64(&cbb, slot->seq);
+    vmenc_cbb_add_u64(&cbb, slot->done_segs);
+    vmenc_cbb_add_u64(&cbb, slot->num_segs);
+    vmenc_cbb_add_u64(&cbb, slot->seg_bytes);
+    slot_hash(out, out + SLOT_BODY);
+}
+
+vmenc_status vm_cvt_slot_parse(const uint8_t *data, size_t len, vm_cvt_slot *out) {
+    VMENC_ENSURE(data != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    vmenc_cbs cbs;
+    vmenc_cbs_init(&cbs, data, len);
+    vmenc_cbs magic;
+    vm_cvt_slot s;
+    VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &magic, 8), VMENC_E_TRUNCATED);
+    VMENC_ENSURE(vmenc_cbs_mem_equal(&magic, (const uint8_t *)SLOT_MAGIC, 8), VMENC_E_BAD_MAGIC);
+    VMENC_ENSURE(vmenc_cbs_get_u64(&cbs, &s.id) && vmenc_cbs_get_u64(&cbs, &s.seq) &&
+                     vmenc_cbs_get_u64(&cbs, &s.done_segs) && vmenc_cbs_get_u64(&cbs, &s.num_segs) &&
+                     vmenc_cbs_get_u64(&cbs, &s.seg_bytes),
+                 VMENC_E_TRUNCATED);
+    uint8_t want[SLOT_HASH];
+    VMENC_ENSURE(vmenc_cbs_len(&cbs) >= SLOT_HASH, VMENC_E_TRUNCATED);
+    slot_hash(data, want);
+    vmenc_cbs hash;
+    VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &hash, SLOT_HASH), VMENC_E_TRUNCATED);
+    VMENC_ENSURE(vmenc_cbs_mem_equal(&hash, want, SLOT_HASH), VMENC_E_AUTH);
+    VMENC_ENSURE(s.seq > 0 && s.num_segs > 0 && s.done_segs <= s.num_segs, VMENC_E_PARSE);
+    VMENC_ENSURE(s.seg_bytes >= MIN_SEGMENT && s.seg_bytes <= MAX_SEGMENT && s.seg_bytes % MIN_SEGMENT == 0,
+                 VMENC_E_PARSE);
+    *out = s;
+    return VMENC_OK;
+}
+
+vmenc_status vm_cvt_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1, uint64_t id,
+                         vm_cvt_slot *out) {
+    vm_cvt_slot a, b;
+    bool ok_a = slot0 != NULL && vm_cvt_slot_parse(slot0, len0, &a) == VMENC_OK && a.id == id && a.seq % 2 == 1;
+    bool ok_b = slot1 != NULL && vm_cvt_slot_parse(slot1, len1, &b) == VMENC_OK && b.id == id && b.seq % 2 == 0;
+    VMENC_ENSURE(ok_a || ok_b, VMENC_E_INTERRUPTED);
+    *out = ok_a && (!ok_b || a.seq > b.seq) ? a : b;
+    return VMENC_OK;
+}
+
+static vmenc_status write_slot(vm_cvt *c, const vm_cvt_slot *slot) {
+    uint8_t img[VM_CVT_SLOT_BYTES];
+    vm_cvt_slot_serialize(slot, img);
+    /* slot seq % 2 is the one we overwrite: the other keeps the last
+     * durable state if this write tears */
+    uint64_t off = (slot->seq % 2 == 1) ? 0 : VM_CVT_SLOT_STRIDE;
+    vmenc_status s = vm_extent_write_hook != NULL ? vm_extent_write_hook(c->fd, img, sizeof(img), off) : VMENC_OK;
+    if (vm_extent_write_hook == NULL && pwrite(c->fd, img, sizeof(img), (off_t)off) != (ssize_t)sizeof(img))
+        s = vm_status_from_errno(errno != 0 ? errno : EIO);
+    if (s == VMENC_OK && c->sync && fdatasync(c->fd) != 0)
+        s = vm_status_from_errno(errno);
+    return s;
+}
+
+static vmenc_status state_name(const char *extent, char *out, size_t cap) {
+    VMENC_ENSURE((size_t)snprintf(out, cap, "%s.cvt", extent) < cap, VMENC_E_INVALID_ARG);
+    return vm_file_name_check(out);
+}
+
+/* create_state writes a new state file: slot 0 = |first|, slot 1 empty. */
+static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first) {
+    int fd = openat(dirfd, c->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return vm_status_from_errno(errno);
+    c->fd = fd;
+    vmenc_status s = VMENC_OK;
+    if (ftruncate(fd, 2 * VM_CVT_SLOT_STRIDE) != 0)
+        s = vm_status_from_errno(errno);
+    if (s == VMENC_OK)
+        s = write_slot(c, first);
+    if (s == VMENC_OK && c->sync && (fsync(fd) != 0 || vm_fsync_dir(dirfd) != VMENC_OK))
+        s = VMENC_E_IO;
+    if (s != VMENC_OK) {
+        close(fd);
+        c->fd = -1;
+        (void)unlinkat(dirfd, c->name, 0);
+        return s;
+    }
+    c->slot = *first;
+    return VMENC_OK;
+}
+
+static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id) {
+    int fd = openat(dirfd, c->name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? VMENC_E_INTERRUPTED : vm_status_from_errno(errno);
+    uint8_t s0[VM_CVT_SLOT_BYTES], s1[VM_CVT_SLOT_BYTES];
+    ssize_t n0 = pread(fd, s0, sizeof(s0), 0), n1 = pread(fd, s1, sizeof(s1), VM_CVT_SLOT_STRIDE);
+    vmenc_status s = vm_cvt_pick(s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id, &c->slot);
+    if (s != VMENC_OK) {
+        close(fd);
+        return s;
+    }
+    c->fd = fd;
+    return VMENC_OK;
+}
+
+static vmenc_status persist(void *arg, uint64_t done_segs) {
+    vm_cvt *c = arg;
+    vm_cvt_slot next = c->slot;
+    next.seq++;
+    next.done_segs = done_segs;
+    VMENC_GUARD(write_slot(c, &next));
+    c->slot = next;
+    return VMENC_OK;
+}
+
+void vm_cvt_free(vm_cvt *c) {
+    if (c == NULL)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->buf != NULL) {
+        vmenc_memzero(c->buf, (size_t)c->slot.seg_bytes);
+        free(c->buf);
+    }
+    free(c);
+}
+
+static vmenc_status cvt_new(const char *extent, uint64_t seg_bytes, bool sync, vm_cvt **out) {
+    vm_cvt *c = calloc(1, sizeof(*c));
+    VMENC_ENSURE(c != NULL, VMENC_E_NOMEM);
+    c->fd = -1;
+    c->sync = sync;
+    c->slot.seg_bytes = seg_bytes;
+    vmenc_status s = state_name(extent, c->name, sizeof(c->name));
+    if (s == VMENC_OK && (c->buf = aligned_alloc(4096, (size_t)seg_bytes)) == NULL)
+        s = VMENC_E_NOMEM;
+    if (s != VMENC_OK) {
+        vm_cvt_free(c);
+        return s;
+    }
+    c->t0_ns = vmenc_now_monotonic_ns();
+    *out = c;
+    return VMENC_OK;
+}
+
+/* ---- descriptors of the phases -------------------------------------------------- */
+
+static vmenc_disk_state converting_state(vmenc_convert_kind kind) {
+    return kind == VMENC_CONVERT_ENCRYPT ? VMENC_DISK_ENCRYPTING
+           : kind == VMENC_CONVERT_DECRYPT ? VMENC_DISK_DECRYPTING
+                                           : VMENC_DISK_REKEYING;
+}
+
+static vmenc_convert_kind kind_of(vmenc_disk_state st) {
+    return st == VMENC_DISK_ENCRYPTING ? VMENC_CONVERT_ENCRYPT
+           : st == VMENC_DISK_DECRYPTING ? VMENC_CONVERT_DECRYPT
+                                         : VMENC_CONVERT_REKEY;
+}
+
+/* final_desc turns a converting descriptor into its end state (the new
+ * key and layout); takes the wrapped keys it keeps, frees the rest. */
+static void final_desc(vm_disk_desc *d) {
+    bool to_plain = d->state == VMENC_DISK_DECRYPTING;
+    vmenc_wrapped_key_free(d->key_safe);
+    d->key_safe = d->new_key_safe;
+    d->new_key_safe = NULL;
+    memcpy(d->key_provider, d->new_key_provider, sizeof(d->key_provider));
+    memcpy(d->kek_id, d->new_kek_id, sizeof(d->kek_id));
+    memset(d->new_key_provider, 0, sizeof(d->new_key_provider));
+    memset(d->new_kek_id, 0, sizeof(d->new_kek_id));
+    d->state = to_plain ? VMENC_DISK_PLAIN : VMENC_DISK_ENCRYPTED;
+    d->encrypted = !to_plain;
+    d->data_offset = d->cvt_target_offset;
+    d->cvt_id = d->cvt_segment = d->cvt_target_offset = 0;
+}
+
+/* copy_desc deep-copies |src| (the wrapped keys included). */
+static vmenc_status copy_desc(const vm_disk_desc *src, vm_disk_desc *dst) {
+    *dst = *src;
+    dst->key_safe = dst->new_key_safe = NULL;
+    uint8_t *bin = NULL;
+    size_t len = 0;
+    vmenc_status s = VMENC_OK;
+    if (src->key_safe != NULL && (s = vmenc_wrapped_key_serialize(src->key_safe, &bin, &len)) == VMENC_OK) {
+        s = vmenc_wrapped_key_parse(bin, len, &dst->key_safe);
+        vmenc_buffer_free(bin);
+    }
+    if (s == VMENC_OK && src->new_key_safe != NULL &&
+        (s = vmenc_wrapped_key_serialize(src->new_key_safe, &bin, &len)) == VMENC_OK) {
+        s = vmenc_wrapped_key_parse(bin, len, &dst->new_key_safe);
+        vmenc_buffer_free(bin);
+    }
+    if (s != VMENC_OK)
+        vm_disk_desc_cleanup(dst);
+    return s;
+}
+
+static vm_disk_entry *entry_of(vmenc_disk *disk) {
+    int i = vm_find_disk(disk->vm, disk->disk_id);
+    return i >= 0 ? &disk->vm->disks[i] : NULL;
+}
+
+/* ---- finish ------------------------------------------------------------------------ */
+
+static vmenc_status finish(vmenc_disk *disk, vm_op *op) {
+    vmenc_vm *vm = disk->vm;
+    vm_cvt *c = disk->cvt;
+    VMENC_GUARD(vm_extent_convert_cleanup(disk->ext));
+    pthread_mutex_lock(&vm->lock);
+    vm_disk_entry *e = entry_of(disk);
+    vmenc_status s = e != NULL ? VMENC_OK : VMENC_E_INTERNAL;
+    vm_disk_desc d;
+    memset(&d, 0, sizeof(d));
+    if (s == VMENC_OK)
+        s = copy_desc(&e->desc, &d);
+    if (s == VMENC_OK) {
+        vm_op_add_key(op, d.key_provider, d.kek_id);
+        vm_op_add_key(op, d.new_key_provider, d.new_kek_id);
+        final_desc(&d);
+        s = vm_write_descriptor(vm, e->desc_name, &d); /* the commit point of the end */
+    }
+    if (s == VMENC_OK) {
+        vm_disk_desc_cleanup(&e->desc);
+        e->desc = d;
+        vmenc_dek_free(e->dek); /* the old DEK is wiped now, not before */
+        e->dek = e->new_dek;
+        e->new_dek = NULL;
+        (void)unlinkat(vm->dirfd, c->name, 0);
+        if (c->sync)
+            (void)vm_fsync_dir(vm->dirfd);
+        vmenc_xts_free(vm_extent_convert_finish(disk->ext));
+        /* the sealed list may now say "encrypted"; a failure here leaves it
+         * saying "plain" for an encrypted disk, which opens */
+        if (vm_is_encrypted(vm) && vm->vm_key != NULL)
+            (void)vm_write_config(vm);
+    } else {
+        vm_disk_desc_cleanup(&d);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    if (s == VMENC_OK) {
+        vm_cvt_free(c);
+        disk->cvt = NULL;
+    }
+    return s;
+}
+
+/* ---- begin -------------------------------------------------------------------------- */
+
+static vmenc_policy_op policy_op_of(vmenc_convert_kind kind) {
+    return kind == VMENC_CONVERT_ENCRYPT ? VMENC_OP_ENCRYPT_VM
+           : kind == VMENC_CONVERT_DECRYPT ? VMENC_OP_DECRYPT_VM
+                                           : VMENC_OP_REKEY_DEEP;
+}
+
+static vmenc_status check_begin(const vmenc_disk *disk, const vm_disk_entry *e, vmenc_convert_kind kind) {
+    const vmenc_vm *vm = disk->vm;
+    VMENC_ENSURE(!disk->readonly && disk->cvt == NULL && !vm_disk_desc_converting(&e->desc), VMENC_E_BAD_STATE);
+    switch (kind) {
+    case VMENC_CONVERT_ENCRYPT:
+        VMENC_ENSURE(e->desc.state == VMENC_DISK_PLAIN, VMENC_E_BAD_STATE);
+        /* disks are encrypted only inside an encrypted VM home */
+        VMENC_ENSURE(vm_is_encrypted(vm), VMENC_E_BAD_STATE);
+        VMENC_ENSURE(vm->vm_key != NULL, VMENC_E_VM_LOCKED);
+        return VMENC_OK;
+    case VMENC_CONVERT_DECRYPT:
+    case VMENC_CONVERT_REKEY:
+        VMENC_ENSURE(e->desc.state == VMENC_DISK_ENCRYPTED, VMENC_E_BAD_STATE);
+        VMENC_ENSURE(e->dek != NULL, VMENC_E_VM_LOCKED);
+        VMENC_ENSURE(kind == VMENC_CONVERT_DECRYPT || vm->vm_key != NULL, VMENC_E_VM_LOCKED);
+        return VMENC_OK;
+    }
+    return VMENC_E_INVALID_ARG;
+}
+
+static uint64_t pick_segment(const vm_disk_desc *d, const vmenc_convert_options *o) {
+    if (d->data_offset != 0)
+        return d->data_offset; /* the data sits one shift up: keep that shift */
+    return o != NULL && o->segment_bytes != 0 ? o->segment_bytes : VMENC_CONVERT_DEFAULT_SEGMENT;
+}
+
+/* begin_locked writes everything that makes the conversion exist. */
+static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_convert_kind kind,
+                                 const vmenc_convert_options *o, vm_op *op) {
+    vmenc_vm *vm = disk->vm;
+    VMENC_GUARD(check_begin(disk, e, kind));
+    uint64_t seg = pick_segment(&e->desc, o);
+    VMENC_ENSURE(seg >= MIN_SEGMENT && seg <= MAX_SEGMENT && seg % MIN_SEGMENT == 0, VMENC_E_INVALID_ARG);
+    vm_disk_desc d;
+    VMENC_GUARD(copy_desc(&e->desc, &d));
+    vmenc_dek *new_dek = NULL;
+    vmenc_xts *new_xts = NULL;
+    vm_cvt *c = NULL;
+    vmenc_status s = VMENC_OK;
+    d.state = converting_state(kind);
+    d.cvt_segment = seg;
+    d.cvt_target_offset = d.data_offset == 0 ? seg : 0;
+    VMENC_GUARD_GOTO(s, vmenc_random_bytes((uint8_t *)&d.cvt_id, sizeof(d.cvt_id)), fail);
+    d.cvt_id &= ((uint64_t)1 << 62) - 1; /* a canonical positive decimal */
+    if (kind != VMENC_CONVERT_DECRYPT) {
+        const char *alias = vmenc_wrapped_key_provider_alias(vm->vmx.key_safe);
+        const char *kek = vmenc_wrapped_key_kek_id(vm->vmx.key_safe);
+        VMENC_GUARD_GOTO(s, vmenc_dek_generate(&new_dek), fail);
+        VMENC_GUARD_GOTO(s, vm_new_wrapped(vm->host, alias, kek, new_dek, vm->vmx.uuid, e->disk_id, &d.new_key_safe),
+                         fail);
+        snprintf(d.new_key_provider, sizeof(d.new_key_provider), "%s", alias);
+        snprintf(d.new_kek_id, sizeof(d.new_kek_id), "%s", kek);
+        VMENC_GUARD_GOTO(s, vmenc_xts_new_from_dek(new_dek, d.sector_size, &new_xts), fail);
+    }
+    vm_op_add_key(op, d.key_provider, d.kek_id);
+    vm_op_add_key(op, d.new_key_provider, d.new_kek_id);
+    /* room for the layout one shift up (sparse: no space used yet) */
+    VMENC_GUARD_GOTO(s, vm_extent_reserve(disk->ext, seg + d.capacity, vm_host_sync(vm->host)), fail);
+    VMENC_GUARD_GOTO(s, cvt_new(d.extent_file, seg, vm_host_sync(vm->host), &c), fail);
+    c->kind = kind;
+    vm_cvt_slot first = {.id = d.cvt_id, .seq = 1, .done_segs = 0,
+                         .num_segs = (d.capacity + seg - 1) / seg, .seg_bytes = seg};
+    VMENC_GUARD_GOTO(s, create_state(vm->dirfd, c, &first), fail);
+    vm_disk_desc old = e->desc;
+    e->desc = d; /* the sealed list follows the table */
+    if (kind == VMENC_CONVERT_DECRYPT) {
+        s = vm_write_config(vm); /* "plain" in the sealed list before the descriptor says decrypting */
+        if (s != VMENC_OK) {
+            e->desc = old;
+            goto fail_state;
+        }
+    }
+    s = vm_write_descriptor(vm, e->desc_name, &d);
+    if (s != VMENC_OK) {
+        e->desc = old;
+        if (kind == VMENC_CONVERT_DECRYPT)
+            (void)vm_write_config(vm);
+        goto fail_state;
+    }
+    vm_disk_desc_cleanup(&old);
+    s = vm_extent_convert_start(disk->ext, d.cvt_target_offset, new_xts, seg, 0);
+    if (s != VMENC_OK) {
+        /* durable and resumable: a reopen picks it up */
+        vmenc_xts_free(new_xts);
+        e->new_dek = new_dek;
+        vm_cvt_free(c);
+        return s;
+    }
+    e->new_dek = new_dek;
+    disk->cvt = c;
+    return VMENC_OK;
+fail_state:
+    (void)unlinkat(vm->dirfd, c->name, 0);
+fail:
+    vm_cvt_free(c);
+    vmenc_xts_free(new_xts);
+    vmenc_dek_free(new_dek);
+    vm_disk_desc_cleanup(&d);
+    return s;
+}
+
+vmenc_status vmenc_disk_convert_begin(vmenc_disk *disk, const char *principal, vmenc_convert_kind kind,
+                                      const vmenc_convert_options *opts) {
+    VMENC_ENSURE_REF(disk);
+    vmenc_vm *vm = disk->vm;
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "disk.convert_begin", NULL);
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk->disk_id);
+    if ((kind != VMENC_CONVERT_ENCRYPT && kind != VMENC_CONVERT_DECRYPT && kind != VMENC_CONVERT_REKEY) ||
+        (opts != NULL && (opts->struct_size < BEGIN_OPTIONS_V1_SIZE || opts->flags != 0)))
+        return vm_op_finish(&op, opts != NULL && opts->struct_size < BEGIN_OPTIONS_V1_SIZE ? VMENC_E_ABI_VERSION
+                                                                                         : VMENC_E_INVALID_ARG,
+                            "bad conversion kind or options");
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = policy_op_of(kind), .vm = vm->vmx.name,
+                               .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vm_disk_entry *e = entry_of(disk);
+    vmenc_status s = e != NULL ? begin_locked(disk, e, kind, opts, &op) : VMENC_E_INTERNAL;
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
+/* ---- step and progress ---------------------------------------------------------------- */
+
+static void fill_progress(vmenc_disk *disk, vmenc_convert_progress *out) {
+    vmenc_convert_progress p;
+    memset(&p, 0, sizeof(p));
+    p.struct_size = out->struct_size;
+    uint64_t cap = vm_extent_capacity(disk->ext);
+    p.bytes_total = cap;
+    if (disk->cvt == NULL) {
+        pthread_mutex_lock(&disk->vm->lock);
+        vm_disk_entry *e = entry_of(disk);
+        p.state = e != NULL ? e->desc.state : VMENC_DISK_PLAIN;
+        pthread_mutex_unlock(&disk->vm->lock);
+        p.bytes_done = cap;
+        p.done = 1;
+    } else {
+        const vm_cvt *c = disk->cvt;
+        p.state = converting_state(c->kind);
+        vm_extent_convert_position(disk->ext, &p.segments_done, &p.segments_total);
+        uint64_t done = p.segments_done * c->slot.seg_bytes;
+        p.bytes_done = done < cap ? done : cap;
+        uint64_t dt = vmenc_now_monotonic_ns() - c->t0_ns;
+        uint64_t moved = (p.segments_done - c->done_at_t0) * c->slot.seg_bytes;
+        p.bytes_per_second = dt > 0 ? (uint64_t)((double)moved * 1e9 / (double)dt) : 0;
+    }
+    memcpy(out, &p, PROGRESS_V1_SIZE);
+}
+
+vmenc_status vmenc_disk_convert_get_progress(vmenc_disk *disk, vmenc_convert_progress *out) {
+    VMENC_ENSURE(disk != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(out->struct_size >= PROGRESS_V1_SIZE, VMENC_E_ABI_VERSION);
+    fill_progress(disk, out);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc_convert_progress *out) {
+    VMENC_ENSURE_REF(disk);
+    VMENC_ENSURE(out == NULL || out->struct_size >= PROGRESS_V1_SIZE, VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(disk->cvt != NULL && !disk->readonly, VMENC_E_BAD_STATE);
+    vmenc_status s = VMENC_OK;
+    for (uint64_t moved = 0; s == VMENC_OK && !vm_extent_convert_done(disk->ext) && (moved == 0 || moved < max_bytes);) {
+        uint64_t n = 0;
+        s = vm_extent_convert_segment(disk->ext, disk->cvt->buf, persist, disk->cvt, &n);
+        moved += n;
+    }
+    vm_op op;
+    vm_op_init(&op, disk->vm->host, "(conversion)", "disk.convert_end", NULL);
+    snprintf(op.target, sizeof(op.target), "%s/%s", disk->vm->vmx.name, disk->disk_id);
+    if (s != VMENC_OK) {
+        /* stopped, resumable: say so once, with the reason */
+        op.operation = "disk.convert_step";
+        return vm_op_finish(&op, s, "conversion stopped; it resumes from the last durable segment");
+    }
+    if (vm_extent_convert_done(disk->ext)) {
+        s = finish(disk, &op);
+        s = vm_op_finish(&op, s, NULL);
+    }
+    if (out != NULL)
+        fill_progress(disk, out);
+    return s;
+}
+
+/* ---- resume on open ------------------------------------------------------------------- */
+
+vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
+    vmenc_vm *vm = disk->vm;
+    vm_disk_entry *e = &vm->disks[i];
+    const vm_disk_desc *d = &e->desc;
+    vm_cvt *c = NULL;
+    VMENC_GUARD(cvt_new(d->extent_file, d->cvt_segment, vm_host_sync(vm->host), &c));
+    c->kind = kind_of(d->state);
+    vmenc_status s = read_state(vm->dirfd, c, d->cvt_id);
+    if (s == VMENC_OK && (c->slot.seg_bytes != d->cvt_segment ||
+                          c->slot.num_segs != (d->capacity + d->cvt_segment - 1) / d->cvt_segment))
+        s = VMENC_E_PARSE; /* a state file of another geometry */
+    vmenc_xts *new_xts = NULL;
+    if (s == VMENC_OK && e->new_dek != NULL)
+        s = vmenc_xts_new_from_dek(e->new_dek, d->sector_size, &new_xts);
+    if (s == VMENC_OK)
+        s = vm_extent_convert_start(disk->ext, d->cvt_target_offset, new_xts, d->cvt_segment, c->slot.done_segs);
+    if (s != VMENC_OK) {
+        vmenc_xts_free(new_xts);
+        vm_cvt_free(c);
+        return s;
+    }
+    c->done_at_t0 = c->slot.done_segs;
+    disk->cvt = c;
+    vm_op_add_key(op, d->key_provider, d->kek_id);
+    vm_op_add_key(op, d->new_key_provider, d->new_kek_id);
+    return VMENC_OK;
+}
+
+/* vm_cvt_finish_if_done finishes a resumed conversion whose every segment
+ * had moved (a crash during the finish). Called without the VM lock. */
+vmenc_status vm_cvt_finish_if_done(vmenc_disk *disk) {
+    if (disk->cvt == NULL || disk->readonly || !vm_extent_convert_done(disk->ext))
+        return VMENC_OK;
+    vm_op op;
+    vm_op_init(&op, disk->vm->host, "(conversion)", "disk.convert_end", NULL);
+    snprintf(op.target, sizeof(op.target), "%s/%s", disk->vm->vmx.name, disk->disk_id);
+    return vm_op_finish(&op, finish(disk, &op), NULL);
+}
