@@ -232,6 +232,8 @@ static void test_field_naming_a_vm_is_refused(void **state) {
     assert_int_equal(vmenc_policy_check(p, "vmowner", &create, &d), VMENC_E_INVALID_ARG);
     assert_int_equal(d.allowed, 0);
     assert_non_null(strstr(d.message, "field 'folder'"));
+    assert_non_null(strstr(d.message, "it must name a root or datacenter or folder"));
+    assert_int_equal(strlen(d.message), strlen(strstr(d.message, "invalid: ")));
 
     vmenc_policy_request reg = req(VMENC_OP_REGISTER_VM, E);
     assert_int_equal(vmenc_policy_check(p, "vmowner", &reg, &d), VMENC_E_DENIED);

@@ -487,7 +487,7 @@ static void explain_wrong_type(const vmenc_policy_request *rq, const resolved *o
     for (int t = 0; t < 32; t++) {
         if ((allowed & TBIT(t)) == 0)
             continue;
-        SAY(&w, first ? " " : " or ");
+        say(&w, first ? " " : " or ");
         say(&w, object_type_name(t));
         first = false;
     }

@@ -286,6 +286,9 @@ static vmenc_status do_create(kmip_provider *kp, const char *name, uint64_t dead
     char id[VMENC_KMS_KEY_ID_CAP];
     uint32_t payload;
     vmenc_status s = item_payload(&ex, 0, &payload);
+    /* One new object, one identifier: with two, which key was made? */
+    if (s == VMENC_OK && vmenc_ttlv_count(&ex.resp.doc, payload, KMIP_TAG_UNIQUE_IDENTIFIER) != 1)
+        s = VMENC_E_KMS_PROTOCOL;
     if (s == VMENC_OK)
         s = copy_uid(&ex.resp.doc, payload, id, sizeof(id));
     exchange_cleanup(&ex);
