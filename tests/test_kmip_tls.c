@@ -171,7 +171,7 @@ typedef struct server {
     SSL_CTX *ctx;
     answer_fn answer;  /* NULL: complete the handshake, then hang up */
     void *arg;
-    int accepted;      /* SSL_accept result of the last connection */
+    int accepted;      /* SSL_accept result of the last connection (atomic) */
     int connections;
     pthread_t thread;
 } server;
@@ -205,8 +205,9 @@ static bool ssl_read_all(SSL *ssl, uint8_t *buf, size_t len) {
 static void serve_one(server *sv, int fd) {
     SSL *ssl = SSL_new(sv->ctx);
     SSL_set_fd(ssl, fd);
-    sv->accepted = SSL_accept(ssl);
-    for (int n = 0; sv->accepted == 1 && sv->answer != NULL; n++) {
+    int accepted = SSL_accept(ssl);
+    __atomic_store_n(&sv->accepted, accepted, __ATOMIC_RELEASE);
+    for (int n = 0; accepted == 1 && sv->answer != NULL; n++) {
         uint8_t hdr[8];
         if (!ssl_read_all(ssl, hdr, sizeof(hdr)))
             break;
@@ -229,7 +230,7 @@ static void serve_one(server *sv, int fd) {
         if (!ok)
             break;
     }
-    if (sv->accepted == 1) {
+    if (accepted == 1) {
         /* Handshake done but nothing (more) to say: in TLS 1.3 a server
          * that rejects the client certificate never gets here (SSL_accept
          * fails and the alert is already sent). This one has accepted the
@@ -256,7 +257,7 @@ static void *server_main(void *arg) {
         int fd = accept(sv->lfd, NULL, NULL);
         if (fd < 0)
             return NULL;
-        sv->connections++;
+        __atomic_add_fetch(&sv->connections, 1, __ATOMIC_RELAXED);
         serve_one(sv, fd);
     }
 }
@@ -347,13 +348,13 @@ static void test_tls13_rejected_client_certificate_is_auth(void **state) {
         vmenc_status s = health(sv.port, &o, T_MS);
         print_message("TLS 1.3, %s: %s\n", what[i], vmenc_status_name(s));
         assert_int_equal(s, VMENC_E_KMS_AUTH);
-        assert_int_not_equal(sv.accepted, 1); /* the server did refuse it */
+        assert_int_not_equal(__atomic_load_n(&sv.accepted, __ATOMIC_ACQUIRE), 1); /* the server did refuse it */
     }
     /* Control: the right certificate passes the server's check; the server
      * then hangs up without a KMIP answer, which is "unavailable". */
     client_opts good = {.cert = "client"};
     assert_int_equal(health(sv.port, &good, T_MS), VMENC_E_KMS_UNAVAILABLE);
-    assert_int_equal(sv.accepted, 1);
+    assert_int_equal(__atomic_load_n(&sv.accepted, __ATOMIC_ACQUIRE), 1);
     server_stop(&sv);
 }
 
@@ -403,7 +404,7 @@ static void test_cn_only_server_certificate_is_refused(void **state) {
         server ok = {0};
         server_start(&ok, "server", ver, ver);
         assert_int_equal(health(ok.port, &o, T_MS), VMENC_E_KMS_UNAVAILABLE);
-        assert_int_equal(ok.accepted, 1);
+        assert_int_equal(__atomic_load_n(&ok.accepted, __ATOMIC_ACQUIRE), 1);
         server_stop(&ok);
     }
 }
@@ -595,7 +596,7 @@ static void test_resolution_is_bounded_by_the_deadline(void **state) {
     server_start(&sv, "server", TLS1_2_VERSION, TLS1_3_VERSION);
     client_opts by_name = {.cert = "client", .host = "localhost"};
     assert_int_equal(health(sv.port, &by_name, T_MS), VMENC_E_KMS_UNAVAILABLE);
-    assert_int_equal(sv.accepted, 1); /* resolved and connected */
+    assert_int_equal(__atomic_load_n(&sv.accepted, __ATOMIC_ACQUIRE), 1); /* resolved and connected */
     server_stop(&sv);
     close(lfd);
 }
