@@ -4,7 +4,10 @@
  *     unless VMENC_BENCH_KDF=fast),
  *   - file provider create_kek (lock, re-read, decrypt, seal, write, fsync,
  *     rename, fsync dir) and get_kek (file unchanged: stat + lookup),
- *   - key manager get_kek and unwrap, cached vs uncached (forget first).
+ *   - key manager get_kek and unwrap, cached vs uncached (forget first),
+ *   - key manager wrap_dek (KEK cached) with the round-trip proof (the
+ *     default: a fresh fetch + unwrap + compare) and without it
+ *     (VMENC_KEYMGR_NO_ROUNDTRIP_PROOF): the proof's cost.
  *
  * usage: bench_kms [NUM_CREATES] [NUM_GETS]
  */
@@ -121,6 +124,26 @@ int main(int argc, char **argv) {
         }
         report(uncached ? "keymgr_unwrap_uncached" : "keymgr_unwrap_cached", ns, num_gets);
     }
+    /* wrap_dek with and without the round-trip proof, KEK cached. */
+    vmenc_keymgr *nop = NULL;
+    vmenc_keymgr_options no_proof = {.struct_size = sizeof(no_proof), .flags = VMENC_KEYMGR_NO_ROUNDTRIP_PROOF};
+    CHECK(vmenc_keymgr_new(&no_proof, &nop));
+    CHECK(vmenc_keymgr_add_cluster(nop, "native", &cfg, 1, NULL));
+    for (int proof = 1; proof >= 0; proof--) {
+        vmenc_keymgr *w = proof ? m : nop;
+        vmenc_wrapped_key *warm = NULL;
+        CHECK(vmenc_keymgr_wrap_dek(w, "native", ids[0], dek, &ctx, 10000, &warm)); /* caches the KEK */
+        vmenc_wrapped_key_free(warm);
+        for (size_t i = 0; i < num_gets; i++) {
+            vmenc_wrapped_key *x = NULL;
+            uint64_t a = vmenc_now_monotonic_ns();
+            CHECK(vmenc_keymgr_wrap_dek(w, "native", ids[0], dek, &ctx, 10000, &x));
+            ns[i] = vmenc_now_monotonic_ns() - a;
+            vmenc_wrapped_key_free(x);
+        }
+        report(proof ? "keymgr_wrap_dek_with_roundtrip_proof" : "keymgr_wrap_dek_no_proof", ns, num_gets);
+    }
+    vmenc_keymgr_free(nop);
     vmenc_keymgr_stats st = {.struct_size = sizeof(st)};
     CHECK(vmenc_keymgr_get_stats(m, &st));
     printf("{\"bench\":\"kms\",\"op\":\"keymgr_stats\",\"hits\":%llu,\"misses\":%llu,\"errors\":%llu}\n",

@@ -413,7 +413,14 @@ static void test_golden_record(void **state) {
     tmpdir_make(&t);
     char path[512];
     join(path, sizeof(path), &t, "g.log");
-    vmenc_audit_log *log = open_log(path, VMENC_AUDIT_FSYNC_NEVER, 0);
+    /* Version 1 (no chain ID), as written before chain IDs and still
+     * written when a chain is continued without one (start_hash only). */
+    static const uint8_t zero_hash[32];
+    vmenc_audit_log_options lo = {.struct_size = sizeof(lo), .path = path, .key = k_key,
+                                  .key_len = sizeof(k_key), .fsync = VMENC_AUDIT_FSYNC_NEVER,
+                                  .start_hash = zero_hash};
+    vmenc_audit_log *log = NULL;
+    assert_int_equal(vmenc_audit_log_open(&lo, &log), VMENC_OK);
     const char *ids[] = {"kek-1", "dek-2"};
     vmenc_audit_event ev = {.struct_size = sizeof(ev), .time_ms = 1700000000123ull,
                             .principal = "alice", .operation = "vm.encrypt", .target = "vm-42",
@@ -541,8 +548,11 @@ static void test_parser_rejects_noncanonical(void **state) {
         const char *from, *to;
         vmenc_status want;
     } edits[] = {
-        {"{\"v\":1,", "{\"v\":2,", VMENC_E_BAD_VERSION},
-        {"{\"v\":1,", "{ \"v\":1,", VMENC_E_PARSE},
+        {"{\"v\":2,", "{\"v\":3,", VMENC_E_BAD_VERSION},
+        {"{\"v\":2,", "{\"v\":1,", VMENC_E_PARSE}, /* version 1 has no chain ID */
+        {"{\"v\":2,", "{ \"v\":2,", VMENC_E_PARSE},
+        {"\"chain\":\"", "\"chain\":\"0", VMENC_E_PARSE},
+        {"\"chain\":\"", "\"chainid\":\"", VMENC_E_PARSE},
         {"\"seq\":1,", "\"seq\":01,", VMENC_E_PARSE},
         {"\"seq\":1,", "\"seq\":0,", VMENC_E_PARSE},
         {"\"seq\":1,", "\"seq\":99999999999999999999,", VMENC_E_PARSE},
@@ -793,6 +803,55 @@ static void test_insert_garbage_and_blank(void **state) {
     expect_defect(&f->ls, 10, VMENC_E_AUDIT_TAMPERED, VMENC_AUDIT_DEFECT_INSERTED, 7, 8);
 }
 
+/* Issue 9 #7: a record of another chain written under the same key is
+ * "inserted" (audit.h: a record that does not belong to this chain), not
+ * "reordered" (a valid record of this chain out of place), whatever its
+ * sequence number: every record carries its chain's ID under the mac. */
+static void test_foreign_record_is_inserted_whatever_its_seq(void **state) {
+    fixture *f = *state;
+    char other[600];
+    join(other, sizeof(other), &f->t, "chain-b.log");
+    make_log(other, 10); /* same key, same events: only the chain ID differs */
+    lines o;
+    lines_load(&o, other);
+    /* Their seq 3 (lower than expected) and seq 9 (higher) after our seq 6. */
+    static const int theirs[] = {2, 8};
+    for (size_t i = 0; i < 2; i++) {
+        lines_insert(&f->ls, 6, o.l[theirs[i]]);
+        expect_defect(&f->ls, 10, VMENC_E_AUDIT_TAMPERED, VMENC_AUDIT_DEFECT_INSERTED, 6, 7);
+        lines_remove(&f->ls, 6);
+    }
+    /* Control: our own seq 3 there is reordered. */
+    lines_insert(&f->ls, 6, f->ls.l[2]);
+    expect_defect(&f->ls, 10, VMENC_E_AUDIT_TAMPERED, VMENC_AUDIT_DEFECT_REORDERED, 6, 7);
+    lines_remove(&f->ls, 6);
+    lines_free(&o);
+
+    /* The chain ID is carried into the next file of a rotated chain. */
+    uint8_t id_a[VMENC_AUDIT_CHAIN_ID_BYTES], id_next[VMENC_AUDIT_CHAIN_ID_BYTES];
+    assert_int_equal(vmenc_audit_log_file_chain_id(k_key, sizeof(k_key), f->path, id_a), VMENC_OK);
+    char next[600];
+    join(next, sizeof(next), &f->t, "audit.log.2");
+    uint64_t tail_seq;
+    uint8_t tail[VMENC_AUDIT_HASH_BYTES];
+    assert_int_equal(vmenc_audit_log_file_tail(k_key, sizeof(k_key), f->path, &tail_seq, tail), VMENC_OK);
+    vmenc_audit_log_options lo = {.struct_size = sizeof(lo), .path = next, .key = k_key,
+                                  .key_len = sizeof(k_key), .fsync = VMENC_AUDIT_FSYNC_NEVER,
+                                  .start_seq = tail_seq, .start_hash = tail, .start_chain_id = id_a};
+    vmenc_audit_log *log = NULL;
+    assert_int_equal(vmenc_audit_log_open(&lo, &log), VMENC_OK);
+    append_n(log, 2, "n");
+    vmenc_audit_log_free(log);
+    assert_int_equal(vmenc_audit_log_file_chain_id(k_key, sizeof(k_key), next, id_next), VMENC_OK);
+    assert_memory_equal(id_a, id_next, sizeof(id_a));
+    vmenc_audit_verify_options vo = {.struct_size = sizeof(vo), .key = k_key, .key_len = sizeof(k_key),
+                                     .expected_last_seq = 12};
+    vmenc_audit_verify_result res = {.struct_size = sizeof(res)};
+    const char *both[] = {f->path, next};
+    assert_int_equal(vmenc_audit_verify_files(&vo, both, 2, &res), VMENC_OK);
+    assert_int_equal(res.num_records, 12);
+}
+
 static void test_insert_from_other_chain(void **state) {
     fixture *f = *state;
     /* A genuine record, same key, same sequence number, other log. */
@@ -811,9 +870,10 @@ static void test_insert_from_other_chain(void **state) {
     /* Replace our record 7 (seq 7) by theirs... they are identical chains
      * up to seq 10 (same events, same key), so take their seq 11 and splice
      * it after our seq 10. */
+    /* Same events and key, but another chain (its own chain ID): its
+     * record 11 does not continue ours. */
     lines_insert(&f->ls, 10, o.l[10]);
-    vmenc_audit_verify_result res;
-    assert_int_equal(verify_lines(&f->ls, 0, &res), VMENC_OK); /* identical chains: legitimate */
+    expect_defect(&f->ls, 0, VMENC_E_AUDIT_TAMPERED, VMENC_AUDIT_DEFECT_INSERTED, 10, 11);
     lines_free(&o);
 
     /* Now a truly different chain: other events from the start. */
@@ -1093,6 +1153,7 @@ int main(void) {
         T(test_insert_forged),
         T(test_insert_garbage_and_blank),
         T(test_insert_from_other_chain),
+        T(test_foreign_record_is_inserted_whatever_its_seq),
         T(test_insert_other_key),
         T(test_duplicate),
         T(test_duplicate_older),

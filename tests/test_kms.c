@@ -428,9 +428,10 @@ static void make_keymgr(km_fixture *f, bool remote, uint32_t capacity, uint64_t 
     assert_int_equal(vmenc_keymgr_add_cluster(f->m, "tenant-a", cfg, 2, &co), VMENC_OK);
 }
 
-static vmenc_keymgr *keymgr_with_cluster(fault_store *store, bool remote, uint32_t capacity, uint64_t ttl_ms,
-                                         fault_provider **ep0, fault_provider **ep1) {
-    vmenc_keymgr_options o = {.struct_size = sizeof(o), .cache_capacity = capacity, .cache_ttl_ms = ttl_ms};
+static vmenc_keymgr *keymgr_with_cluster_flags(fault_store *store, bool remote, uint32_t capacity, uint64_t ttl_ms,
+                                               uint32_t flags, fault_provider **ep0, fault_provider **ep1) {
+    vmenc_keymgr_options o = {.struct_size = sizeof(o), .cache_capacity = capacity, .cache_ttl_ms = ttl_ms,
+                              .flags = flags};
     vmenc_keymgr *m = NULL;
     assert_int_equal(vmenc_keymgr_new(&o, &m), VMENC_OK);
     vmenc_kms_cluster_options co = {.struct_size = sizeof(co), .backoff_initial_ms = 1, .backoff_max_ms = 1,
@@ -446,6 +447,11 @@ static vmenc_keymgr *keymgr_with_cluster(fault_store *store, bool remote, uint32
     *ep1 = as_fault(p);
     assert_int_equal(vmenc_keymgr_take_cluster(m, c), VMENC_OK);
     return m;
+}
+
+static vmenc_keymgr *keymgr_with_cluster(fault_store *store, bool remote, uint32_t capacity, uint64_t ttl_ms,
+                                         fault_provider **ep0, fault_provider **ep1) {
+    return keymgr_with_cluster_flags(store, remote, capacity, ttl_ms, 0, ep0, ep1);
 }
 
 static vmenc_keymgr_stats stats(vmenc_keymgr *m) {
@@ -561,9 +567,14 @@ static void test_keymgr_cache_while_kms_down(void **state) {
     assert_int_equal(vmenc_dek_equal(dek, back), VMENC_OK);
     vmenc_dek_free(back);
     back = NULL;
-    /* ...and wrapping under a cached KEK, but cannot create keys. */
+    /* ...but cannot wrap (the round-trip proof needs the KMS: a new
+     * record is proven with a fresh fetch before any data goes under it)
+     * nor create keys. */
     vmenc_wrapped_key *wk2 = NULL;
-    assert_int_equal(vmenc_keymgr_wrap_dek(m, "tenant-a", id, dek, &CTX, 1000, &wk2), VMENC_OK);
+    assert_int_equal(vmenc_keymgr_wrap_dek(m, "tenant-a", id, dek, &CTX, 1000, &wk2), VMENC_E_KMS_UNAVAILABLE);
+    assert_null(wk2);
+    wk2 = wk;
+    wk = NULL;
     char id2[VMENC_KMS_KEY_ID_CAP];
     assert_int_equal(vmenc_keymgr_create_kek(m, "tenant-a", NULL, 1000, id2, sizeof(id2)),
                      VMENC_E_KMS_UNAVAILABLE);
@@ -572,8 +583,8 @@ static void test_keymgr_cache_while_kms_down(void **state) {
     assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk2, &CTX, 1000, &back), VMENC_E_KMS_UNAVAILABLE);
     assert_null(back);
     vmenc_keymgr_stats st = stats(m);
-    assert_int_equal(st.errors, 2);
-    assert_true(st.failovers >= 2);
+    assert_int_equal(st.errors, 3);
+    assert_true(st.failovers >= 3);
     fault_set_mode(e1, FAULT_NONE);
     sleep_ms(3); /* 1 ms back-off */
     assert_int_equal(vmenc_keymgr_unwrap_dek(m, wk2, &CTX, 1000, &back), VMENC_OK);
@@ -703,12 +714,100 @@ static void test_keymgr_remote_provider(void **state) {
         assert_int_equal(vmenc_keymgr_unwrap_dek(f.m, wk, &other, 1000, &back), VMENC_E_AUTH);
         vmenc_keymgr_stats st = stats(f.m);
         assert_int_equal(st.cached, 0); /* nothing of a remote KEK is kept */
-        assert_int_equal(st.remote_ops, 3);
+        assert_int_equal(st.remote_ops, 4); /* wrap, its proof, two unwraps */
         vmenc_wrapped_key_free(wk);
         vmenc_dek_free(dek);
         vmenc_keymgr_free(f.m);
         fault_store_free(f.store);
     }
+}
+
+/* Issue 9 #5: a KMS that served a host wrong bytes for a KEK on first
+ * sight (cached since) must not get a wrap the host can never open: the
+ * round-trip proof, with the KEK fetched afresh, refuses it with
+ * VMENC_E_ROUNDTRIP and hands out nothing. */
+static void test_keymgr_roundtrip_proof(void **state) {
+    for (int proof = 1; proof >= 0; proof--) {
+        fault_store *s = fault_store_new();
+        fault_provider *a0, *a1, *h0, *h1;
+        vmenc_keymgr *admin = keymgr_with_cluster(s, false, 0, 0, &a0, &a1);
+        char id[VMENC_KMS_KEY_ID_CAP];
+        assert_int_equal(vmenc_keymgr_create_kek(admin, "tenant-a", NULL, 1000, id, sizeof(id)), VMENC_OK);
+        /* A host sees the KEK for the first time while both replicas serve
+         * wrong bytes (a restored old backup, say); it caches them. */
+        vmenc_keymgr *host = keymgr_with_cluster_flags(s, false, 0, 0, proof ? 0 : VMENC_KEYMGR_NO_ROUNDTRIP_PROOF,
+                                                       &h0, &h1);
+        fault_set_mode(h0, FAULT_WRONG_KEY);
+        fault_set_mode(h1, FAULT_WRONG_KEY);
+        vmenc_kek *k = NULL;
+        assert_int_equal(vmenc_keymgr_get_kek(host, "tenant-a", id, 1000, &k), VMENC_OK);
+        vmenc_kek_free(k);
+        /* The replicas are repaired; the host still holds the wrong KEK. */
+        fault_set_mode(h0, FAULT_NONE);
+        fault_set_mode(h1, FAULT_NONE);
+        vmenc_dek *dek = NULL;
+        assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+        vmenc_wrapped_key *wk = NULL;
+        vmenc_status st = vmenc_keymgr_wrap_dek(host, "tenant-a", id, dek, &CTX, 1000, &wk);
+        if (proof) {
+            assert_int_equal(st, VMENC_E_ROUNDTRIP);
+            assert_null(wk);
+            assert_int_equal(stats(host).roundtrip_failures, 1);
+            /* The unproven KEK left the cache: the next wrap fetches the
+             * right one, proves it, and its record opens anywhere. */
+            assert_int_equal(vmenc_keymgr_wrap_dek(host, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_OK);
+            vmenc_dek *back = NULL;
+            assert_int_equal(vmenc_keymgr_unwrap_dek(admin, wk, &CTX, 1000, &back), VMENC_OK);
+            assert_int_equal(vmenc_dek_equal(dek, back), VMENC_OK);
+            vmenc_dek_free(back);
+        } else {
+            /* Opted out (benchmarks): the wrap "succeeds", and what it made
+             * can never be opened - the loss the proof prevents. */
+            assert_int_equal(st, VMENC_OK);
+            vmenc_dek *back = NULL;
+            assert_int_equal(vmenc_keymgr_unwrap_dek(admin, wk, &CTX, 1000, &back), VMENC_E_AUTH);
+            assert_null(back);
+            assert_int_equal(stats(host).roundtrip_failures, 0);
+        }
+        vmenc_wrapped_key_free(wk);
+        vmenc_dek_free(dek);
+        vmenc_keymgr_free(host);
+        vmenc_keymgr_free(admin);
+        fault_store_free(s);
+    }
+}
+
+/* The same for a provider that keeps its KEKs (an HSM): the proof is a
+ * remote unwrap, and an HSM that "decrypts" to other bytes is caught. */
+static void test_keymgr_roundtrip_proof_remote(void **state) {
+    fault_store *s = fault_store_new();
+    fault_provider *e0, *e1;
+    vmenc_keymgr *m = keymgr_with_cluster(s, true, 0, 0, &e0, &e1);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_keymgr_create_kek(m, "tenant-a", NULL, 1000, id, sizeof(id)), VMENC_OK);
+    vmenc_dek *dek = NULL;
+    assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+    fault_set_mode(e0, FAULT_WRONG_KEY);
+    fault_set_mode(e1, FAULT_WRONG_KEY);
+    vmenc_wrapped_key *wk = NULL;
+    assert_int_equal(vmenc_keymgr_wrap_dek(m, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_E_ROUNDTRIP);
+    assert_null(wk);
+    assert_int_equal(stats(m).roundtrip_failures, 1);
+    fault_set_mode(e0, FAULT_NONE);
+    fault_set_mode(e1, FAULT_NONE);
+    assert_int_equal(vmenc_keymgr_wrap_dek(m, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_OK);
+    vmenc_wrapped_key_free(wk);
+    /* Options: an unknown flag is refused; a caller built before the flags
+     * field existed (smaller struct_size) gets the proof. */
+    vmenc_keymgr *x = NULL;
+    vmenc_keymgr_options o = {.struct_size = sizeof(o), .flags = 1u << 5};
+    assert_int_equal(vmenc_keymgr_new(&o, &x), VMENC_E_INVALID_ARG);
+    o.struct_size = (uint32_t)offsetof(vmenc_keymgr_options, flags);
+    assert_int_equal(vmenc_keymgr_new(&o, &x), VMENC_OK);
+    vmenc_keymgr_free(x);
+    vmenc_dek_free(dek);
+    vmenc_keymgr_free(m);
+    fault_store_free(s);
 }
 
 /* check_record opens |wk| with a brand-new, healthy key manager over
@@ -1075,6 +1174,8 @@ int main(void) {
         cmocka_unit_test(test_keymgr_lru_and_ttl),
         cmocka_unit_test(test_keymgr_wrong_key_detected),
         cmocka_unit_test(test_keymgr_remote_provider),
+        cmocka_unit_test(test_keymgr_roundtrip_proof),
+        cmocka_unit_test(test_keymgr_roundtrip_proof_remote),
         cmocka_unit_test(test_no_fault_yields_wrong_dek),
         cmocka_unit_test(test_keymgr_pinned_check_value),
         cmocka_unit_test(test_keymgr_revoke_destroy),

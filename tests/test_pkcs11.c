@@ -1236,7 +1236,7 @@ static void test_key_manager_with_token(void **state) {
     /* a key manager wraps and unwraps DEKs inside the token, with each remote algorithm */
     static const vmenc_wrap_alg algs[] = {VMENC_WRAP_AES256_KWP, VMENC_WRAP_AES256_GCM};
     for (size_t i = 0; i < VMENC_ARRAY_LEN(algs); i++) {
-        vmenc_keymgr_options mo = {sizeof(mo), 0, 0, (uint32_t)algs[i]};
+        vmenc_keymgr_options mo = {.struct_size = sizeof(mo), .remote_wrap_alg = (uint32_t)algs[i]};
         vmenc_keymgr *m = NULL;
         assert_int_equal(vmenc_keymgr_new(&mo, &m), VMENC_OK);
         assert_int_equal(vmenc_keymgr_add_cluster(m, "hsm", &e, 1, NULL), VMENC_OK);

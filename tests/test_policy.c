@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +123,8 @@ static const row k_matrix[] = {
     {VMENC_OP_CONSOLE, E, NULL, {OK_, D(CRYPTO_ACCESS, "vm1"), D(VM_CONSOLE, "vm1"), OK_}},
     {VMENC_OP_EXPORT_VM, 0, NULL, {OK_, OK_, D(VM_GET_FILES, "vm1"), OK_}},
     {VMENC_OP_EXPORT_VM, E, NULL, {OK_, D(CRYPTO_ACCESS, "vm1"), D(VM_GET_FILES, "vm1"), OK_}},
+    {VMENC_OP_UPLOAD_FILES, 0, NULL, {OK_, OK_, D(VM_PUT_FILES, "vm1"), OK_}},
+    {VMENC_OP_UPLOAD_FILES, E, NULL, {OK_, D(CRYPTO_ACCESS, "vm1"), D(VM_PUT_FILES, "vm1"), OK_}},
     {VMENC_OP_MANAGE_KEYS, 0, NULL,
      {OK_, D(CRYPTO_MANAGE_KEYS, "vc"), D(CRYPTO_MANAGE_KEYS, "vc"), OK_}},
     {VMENC_OP_MANAGE_KEY_SERVERS, 0, NULL,
@@ -205,6 +208,363 @@ static void test_no_crypto_admin_whitepaper(void **state) {
         assert_non_null(strstr(vmenc_policy_privilege_name(d.missing_privilege),
                                "Cryptographer."));
     }
+    vmenc_policy_free(p);
+}
+
+/* ---- object types of request fields ------------------------------------------
+ * Every request field must name an object of a type the rules allow for it;
+ * otherwise a principal holding privileges on one object could name it in
+ * place of the folder or pool the rules put the privilege on. */
+
+/* Issue 9 #1: Admin on one VM only, NoCryptoAdmin everywhere else. Naming
+ * that VM as the folder or the pool must not let the principal create or
+ * register an encrypted VM or add a host to an encrypting cluster. */
+static void test_field_naming_a_vm_is_refused(void **state) {
+    vmenc_policy *p = make_fixture();
+    assert_int_equal(vmenc_policy_add_user(p, "vmowner"), VMENC_OK);
+    assert_int_equal(vmenc_policy_grant(p, "vmowner", "vc", VMENC_ROLE_NO_CRYPTO_ADMIN, 1), VMENC_OK);
+    assert_int_equal(vmenc_policy_grant(p, "vmowner", "vm1", VMENC_ROLE_ADMIN, 0), VMENC_OK);
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+
+    vmenc_policy_request create = req(VMENC_OP_CREATE_VM, T);
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &create, &d), VMENC_E_DENIED); /* control */
+    create.folder = "vm1";
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &create, &d), VMENC_E_INVALID_ARG);
+    assert_int_equal(d.allowed, 0);
+    assert_non_null(strstr(d.message, "field 'folder'"));
+    assert_non_null(strstr(d.message, "it must name a root or datacenter or folder"));
+    assert_int_equal(strlen(d.message), strlen(strstr(d.message, "invalid: ")));
+
+    vmenc_policy_request reg = req(VMENC_OP_REGISTER_VM, E);
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &reg, &d), VMENC_E_DENIED);
+    reg.folder = "vm1";
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &reg, &d), VMENC_E_INVALID_ARG);
+    assert_non_null(strstr(d.message, "field 'folder'"));
+
+    vmenc_policy_request host = req(VMENC_OP_REGISTER_HOST, T);
+    host.pool = "cl1";
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &host, &d), VMENC_E_DENIED);
+    host.pool = "vm1";
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &host, &d), VMENC_E_INVALID_ARG);
+    assert_non_null(strstr(d.message, "field 'pool'"));
+    /* Standalone into a folder: the same. */
+    host.pool = NULL;
+    host.folder = "vm1";
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &host, &d), VMENC_E_INVALID_ARG);
+    assert_non_null(strstr(d.message, "field 'folder'"));
+
+    vmenc_policy_request clone = req(VMENC_OP_CLONE_VM, T);
+    clone.folder = "vm1";
+    assert_int_equal(vmenc_policy_check(p, "vmowner", &clone, &d), VMENC_E_INVALID_ARG);
+    vmenc_policy_free(p);
+}
+
+static const char *tname(vmenc_policy_object_type t) {
+    static const char *const n[] = {"root", "datacenter", "folder", "cluster", "host",
+                                    "resource_pool", "datastore", "vm"};
+    return (unsigned)t < 8 ? n[t] : "?";
+}
+
+enum { FV = 0, FF, FH, FP, FD, NF }; /* vm, folder, host, pool, datastore */
+static const char *const k_fname[NF] = {"vm", "folder", "host", "pool", "datastore"};
+
+/* The specification, written out independently of lib/policy/check.c:
+ * which fields |op| reads with flags E|T (docs/policy.md), and which object
+ * types each may name. */
+static unsigned spec_reads(vmenc_policy_op op) {
+    const unsigned V = 1u << FV, F = 1u << FF, H = 1u << FH, P = 1u << FP, S = 1u << FD;
+    switch (op) {
+    case VMENC_OP_ENCRYPT_VM: case VMENC_OP_DECRYPT_VM: case VMENC_OP_REKEY_SHALLOW:
+    case VMENC_OP_REKEY_DEEP: case VMENC_OP_POWER_ON: case VMENC_OP_SNAPSHOT: return V | H;
+    case VMENC_OP_CREATE_VM: return F | P | S | H;
+    case VMENC_OP_CLONE_VM: return V | F | P | S | H;
+    case VMENC_OP_ADD_DISK: return V | S | H;
+    case VMENC_OP_MIGRATE_VM: return V | P | S | H;
+    case VMENC_OP_REGISTER_VM: return F | P | H;
+    case VMENC_OP_REGISTER_HOST: return P | F;
+    case VMENC_OP_ENABLE_HOST_ENCRYPTION: return H;
+    case VMENC_OP_CONSOLE: case VMENC_OP_EXPORT_VM: case VMENC_OP_UPLOAD_FILES:
+    case VMENC_OP_POWER_OFF: case VMENC_OP_EDIT_SETTINGS: case VMENC_OP_VIEW: return V;
+    default: return 0;
+    }
+}
+
+static bool spec_type_ok(vmenc_policy_op op, int field, vmenc_policy_object_type t) {
+    switch (field) {
+    case FV: return t == VMENC_OBJ_VM;
+    case FH: return t == VMENC_OBJ_HOST;
+    case FD: return t == VMENC_OBJ_DATASTORE;
+    case FF: return t == VMENC_OBJ_ROOT || t == VMENC_OBJ_DATACENTER || t == VMENC_OBJ_FOLDER;
+    case FP:
+        if (op == VMENC_OP_REGISTER_HOST)
+            return t == VMENC_OBJ_CLUSTER;
+        return t == VMENC_OBJ_RESOURCE_POOL || t == VMENC_OBJ_CLUSTER || t == VMENC_OBJ_HOST;
+    default: return false;
+    }
+}
+
+static const char **field_ref(vmenc_policy_request *rq, int f) {
+    switch (f) {
+    case FV: return &rq->vm;
+    case FF: return &rq->folder;
+    case FH: return &rq->host;
+    case FP: return &rq->pool;
+    default: return &rq->datastore;
+    }
+}
+
+/* Every operation x every field x every object type, as Admin (who holds
+ * every privilege, so a type check is the only thing that can refuse). */
+static void test_field_type_matrix(void **state) {
+    vmenc_policy *p = make_fixture();
+    static const struct { const char *name; vmenc_policy_object_type type; } objs[] = {
+        {"vc", VMENC_OBJ_ROOT}, {"dc1", VMENC_OBJ_DATACENTER}, {"vmfolder", VMENC_OBJ_FOLDER},
+        {"cl1", VMENC_OBJ_CLUSTER}, {"h1", VMENC_OBJ_HOST}, {"rp1", VMENC_OBJ_RESOURCE_POOL},
+        {"ds1", VMENC_OBJ_DATASTORE}, {"vm1", VMENC_OBJ_VM}};
+    size_t refused = 0, accepted = 0;
+    for (int op = 1; op < VMENC_OP_COUNT_; op++) {
+        for (int f = 0; f < NF; f++) {
+            for (size_t t = 0; t < VMENC_ARRAY_LEN(objs); t++) {
+                vmenc_policy_request rq = req((vmenc_policy_op)op, E | T);
+                if (op == VMENC_OP_REGISTER_HOST)
+                    rq.pool = "cl1";
+                *field_ref(&rq, f) = objs[t].name;
+                bool read = (spec_reads((vmenc_policy_op)op) >> f) & 1;
+                bool ok = !read || spec_type_ok((vmenc_policy_op)op, f, objs[t].type);
+                vmenc_policy_decision d = {.struct_size = sizeof(d)};
+                vmenc_status st = vmenc_policy_check(p, "admin", &rq, &d);
+                if (ok && st != VMENC_OK)
+                    fail_msg("%s: field %s = %s '%s': expected allowed, got %s: %s",
+                             vmenc_policy_op_name(op), k_fname[f],
+                             tname(objs[t].type), objs[t].name,
+                             vmenc_status_name(st), d.message);
+                if (!ok) {
+                    char want[32];
+                    snprintf(want, sizeof(want), "field '%s'", k_fname[f]);
+                    if (st != VMENC_E_INVALID_ARG || d.allowed != 0 || strstr(d.message, want) == NULL)
+                        fail_msg("%s: field %s = %s '%s': expected refused, got %s: %s",
+                                 vmenc_policy_op_name(op), k_fname[f],
+                                 tname(objs[t].type), objs[t].name,
+                                 vmenc_status_name(st), d.message);
+                }
+                ok ? accepted++ : refused++;
+            }
+        }
+    }
+    print_message("field type matrix: %zu accepted, %zu refused\n", accepted, refused);
+    vmenc_policy_free(p);
+}
+
+/* ---- property: an allowed decision implies the privileges the rules name ------ */
+
+typedef struct need_spec {
+    vmenc_policy_privilege priv;
+    const char *object;
+} need_spec;
+
+/* spec_needs lists what docs/policy.md's table requires of |rq| (fields not
+ * read are not consulted). Returns the count. */
+static int spec_needs(const vmenc_policy_request *rq, const char *root, need_spec *out) {
+    const bool e = rq->flags & E, t = rq->flags & T, on = rq->flags & ON;
+    int n = 0;
+#define NEED(pv, obj) out[n++] = (need_spec){VMENC_PRIV_##pv, (obj)}
+    switch (rq->op) {
+    case VMENC_OP_ENCRYPT_VM: NEED(VM_SETTINGS, rq->vm); NEED(CRYPTO_ENCRYPT, rq->vm); break;
+    case VMENC_OP_DECRYPT_VM: NEED(VM_SETTINGS, rq->vm); NEED(CRYPTO_DECRYPT, rq->vm); break;
+    case VMENC_OP_CREATE_VM:
+        NEED(VM_CREATE, rq->folder);
+        if (t) NEED(CRYPTO_ENCRYPT_NEW, rq->folder);
+        if (rq->pool) NEED(RESOURCE_ASSIGN_VM_TO_POOL, rq->pool);
+        if (rq->datastore) NEED(DATASTORE_ALLOCATE_SPACE, rq->datastore);
+        break;
+    case VMENC_OP_CLONE_VM:
+        NEED(VM_CLONE, rq->vm);
+        if (e) NEED(CRYPTO_CLONE, rq->vm);
+        if (e && !t) NEED(CRYPTO_DECRYPT, rq->vm);
+        NEED(VM_CREATE, rq->folder);
+        if (t && !e) NEED(CRYPTO_ENCRYPT_NEW, rq->folder);
+        if (rq->pool) NEED(RESOURCE_ASSIGN_VM_TO_POOL, rq->pool);
+        if (rq->datastore) NEED(DATASTORE_ALLOCATE_SPACE, rq->datastore);
+        break;
+    case VMENC_OP_ADD_DISK:
+        NEED(VM_ADD_NEW_DISK, rq->vm);
+        if (e) NEED(CRYPTO_ADD_DISK, rq->vm);
+        if (rq->datastore) NEED(DATASTORE_ALLOCATE_SPACE, rq->datastore);
+        break;
+    case VMENC_OP_REKEY_SHALLOW: case VMENC_OP_REKEY_DEEP: NEED(CRYPTO_RECRYPT, rq->vm); break;
+    case VMENC_OP_MIGRATE_VM:
+        if (on) NEED(RESOURCE_HOT_MIGRATE, rq->vm); else NEED(RESOURCE_COLD_MIGRATE, rq->vm);
+        if (e) NEED(CRYPTO_MIGRATE, rq->vm);
+        if (rq->pool) NEED(RESOURCE_ASSIGN_VM_TO_POOL, rq->pool);
+        if (rq->datastore) NEED(DATASTORE_ALLOCATE_SPACE, rq->datastore);
+        break;
+    case VMENC_OP_REGISTER_VM:
+        NEED(VM_REGISTER, rq->folder);
+        if (e) NEED(CRYPTO_REGISTER_VM, rq->folder);
+        if (rq->pool) NEED(RESOURCE_ASSIGN_VM_TO_POOL, rq->pool);
+        break;
+    case VMENC_OP_REGISTER_HOST: {
+        const char *into = rq->pool ? rq->pool : rq->folder;
+        if (rq->pool) NEED(HOST_ADD_TO_CLUSTER, into); else NEED(HOST_ADD_STANDALONE, into);
+        if (t) NEED(CRYPTO_REGISTER_HOST, into);
+        break;
+    }
+    case VMENC_OP_ENABLE_HOST_ENCRYPTION: NEED(CRYPTO_REGISTER_HOST, rq->host); break;
+    case VMENC_OP_CONSOLE: NEED(VM_CONSOLE, rq->vm); if (e) NEED(CRYPTO_ACCESS, rq->vm); break;
+    case VMENC_OP_EXPORT_VM: NEED(VM_GET_FILES, rq->vm); if (e) NEED(CRYPTO_ACCESS, rq->vm); break;
+    case VMENC_OP_UPLOAD_FILES: NEED(VM_PUT_FILES, rq->vm); if (e) NEED(CRYPTO_ACCESS, rq->vm); break;
+    case VMENC_OP_MANAGE_KEYS: NEED(CRYPTO_MANAGE_KEYS, root); break;
+    case VMENC_OP_MANAGE_KEY_SERVERS: NEED(CRYPTO_MANAGE_KEY_SERVERS, root); break;
+    case VMENC_OP_MANAGE_ENCRYPTION_POLICIES:
+        NEED(STORAGE_PROFILE_UPDATE, root); NEED(CRYPTO_MANAGE_ENCRYPTION_POLICY, root); break;
+    case VMENC_OP_READ_KEY_SERVERS: NEED(CRYPTO_READ_KEY_SERVERS_INFO, root); break;
+    case VMENC_OP_POWER_ON: NEED(VM_POWER_ON, rq->vm); break;
+    case VMENC_OP_POWER_OFF: NEED(VM_POWER_OFF, rq->vm); break;
+    case VMENC_OP_EDIT_SETTINGS: NEED(VM_SETTINGS, rq->vm); break;
+    case VMENC_OP_SNAPSHOT: NEED(VM_SNAPSHOT, rq->vm); break;
+    case VMENC_OP_VIEW: NEED(SYSTEM_READ, rq->vm); break;
+    default: break;
+    }
+#undef NEED
+    return n;
+}
+
+static uint64_t g_rng;
+static uint32_t rnd(uint32_t n) { /* xorshift64*, reproducible from the seed */
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (uint32_t)((g_rng * 2685821657736338717ull) >> 33) % n;
+}
+
+/* For random inventories, roles, groups and permissions, and random
+ * requests whose fields name objects of any type: every allowed decision
+ * names fields of the right types and the principal holds every privilege
+ * the rules name, on the object they name. */
+static void test_property_allowed_implies_privileges(void **state) {
+    const char *env = getenv("VMENC_TEST_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 0) : 0x9e3779b97f4a7c15ull;
+    g_rng = seed;
+    print_message("property seed 0x%llx (set VMENC_TEST_SEED to replay)\n", (unsigned long long)seed);
+    size_t allowed = 0, checked = 0;
+    for (int round = 0; round < 40; round++) {
+        vmenc_policy *p = NULL;
+        assert_int_equal(vmenc_policy_new("root", &p), VMENC_OK);
+        enum { NOBJ = 24, NUSR = 4, NROLE = 4 };
+        char names[NOBJ][16];
+        vmenc_policy_object_type types[NOBJ];
+        int num = 1;
+        snprintf(names[0], sizeof(names[0]), "root");
+        types[0] = VMENC_OBJ_ROOT;
+        for (int i = 1; i < NOBJ; i++) {
+            int parent;
+            do parent = (int)rnd((uint32_t)num); while (types[parent] == VMENC_OBJ_VM);
+            types[num] = (vmenc_policy_object_type)(1 + rnd(7));
+            snprintf(names[num], sizeof(names[num]), "o%d", num);
+            assert_int_equal(vmenc_policy_add_object(p, names[num], types[num], names[parent]), VMENC_OK);
+            if (types[num] == VMENC_OBJ_HOST && rnd(2)) {
+                assert_int_equal(vmenc_policy_set_host_state(p, names[num], VMENC_HOST_PREPARED), VMENC_OK);
+                assert_int_equal(vmenc_policy_set_host_state(p, names[num], VMENC_HOST_SAFE), VMENC_OK);
+            }
+            num++;
+        }
+        char rname[NROLE][16];
+        for (int r = 0; r < NROLE; r++) {
+            vmenc_policy_privilege privs[VMENC_PRIV_COUNT_];
+            size_t k = 0;
+            for (int pv = 0; pv < VMENC_PRIV_COUNT_; pv++)
+                if (rnd(3) != 0)
+                    privs[k++] = (vmenc_policy_privilege)pv;
+            snprintf(rname[r], sizeof(rname[r]), "role%d", r);
+            assert_int_equal(vmenc_policy_add_role(p, rname[r], privs, k), VMENC_OK);
+        }
+        static const char *const predefined[] = {VMENC_ROLE_ADMIN, VMENC_ROLE_NO_CRYPTO_ADMIN,
+                                                  VMENC_ROLE_READ_ONLY, VMENC_ROLE_NO_ACCESS};
+        char uname[NUSR][16];
+        assert_int_equal(vmenc_policy_add_group(p, "grp"), VMENC_OK);
+        for (int u = 0; u < NUSR; u++) {
+            snprintf(uname[u], sizeof(uname[u]), "user%d", u);
+            assert_int_equal(vmenc_policy_add_user(p, uname[u]), VMENC_OK);
+            if (rnd(2))
+                assert_int_equal(vmenc_policy_add_member(p, "grp", uname[u]), VMENC_OK);
+        }
+        for (int g = 0; g < 10; g++) {
+            const char *who = rnd(5) == 0 ? "grp" : uname[rnd(NUSR)];
+            const char *role = rnd(2) ? rname[rnd(NROLE)] : predefined[rnd(4)];
+            assert_int_equal(vmenc_policy_grant(p, who, names[rnd((uint32_t)num)], role, (int)rnd(2)),
+                             VMENC_OK);
+        }
+        for (int q = 0; q < 400; q++) {
+            vmenc_policy_request rq = {.struct_size = sizeof(rq),
+                                       .op = (vmenc_policy_op)(1 + rnd(VMENC_OP_COUNT_ - 1)),
+                                       .flags = rnd(8)};
+            for (int f = 0; f < NF; f++)
+                *field_ref(&rq, f) = rnd(4) == 0 ? NULL : names[rnd((uint32_t)num)];
+            const char *who = uname[rnd(NUSR)];
+            vmenc_policy_decision d = {.struct_size = sizeof(d)};
+            vmenc_status st = vmenc_policy_check(p, who, &rq, &d);
+            checked++;
+            if (st != VMENC_OK)
+                continue;
+            allowed++;
+            assert_int_equal(d.allowed, 1);
+            unsigned reads = spec_reads(rq.op);
+            for (int f = 0; f < NF; f++) {
+                const char *nm = *field_ref(&rq, f);
+                if (nm == NULL || !((reads >> f) & 1))
+                    continue;
+                /* Fields read only with some flags (host) may be ignored;
+                 * a field that is read must have the right type. */
+                int idx = atoi(nm + 1);
+                vmenc_policy_object_type ty = strcmp(nm, "root") == 0 ? VMENC_OBJ_ROOT : types[idx];
+                if (f == FH && ty != VMENC_OBJ_HOST) {
+                    /* allowed with a non-host only where the host is not read */
+                    bool host_read = (rq.op == VMENC_OP_ENCRYPT_VM || rq.op == VMENC_OP_DECRYPT_VM ||
+                                      rq.op == VMENC_OP_REKEY_SHALLOW || rq.op == VMENC_OP_REKEY_DEEP ||
+                                      rq.op == VMENC_OP_ENABLE_HOST_ENCRYPTION);
+                    if (host_read)
+                        fail_msg("%s allowed with host = %s", vmenc_policy_op_name(rq.op), nm);
+                    continue;
+                }
+                if (!spec_type_ok(rq.op, f, ty))
+                    fail_msg("%s allowed with %s = '%s' (%s)", vmenc_policy_op_name(rq.op), k_fname[f],
+                             nm, tname(ty));
+            }
+            need_spec needs[16];
+            int n = spec_needs(&rq, "root", needs);
+            for (int i = 0; i < n; i++) {
+                assert_non_null(needs[i].object); /* a required field was given */
+                int has_it = -1;
+                assert_int_equal(vmenc_policy_has_privilege(p, who, needs[i].object, needs[i].priv, &has_it),
+                                 VMENC_OK);
+                if (has_it != 1)
+                    fail_msg("%s allowed for %s without %s on '%s'", vmenc_policy_op_name(rq.op), who,
+                             vmenc_policy_privilege_name(needs[i].priv), needs[i].object);
+            }
+        }
+        vmenc_policy_free(p);
+    }
+    print_message("property: %zu decisions, %zu allowed\n", checked, allowed);
+    assert_true(allowed > 0); /* the property was exercised */
+}
+
+/* Issue 9 #8: uploading into an encrypted VM's home (PutVmFiles) needs
+ * Cryptographer.Access like downloading; into a plain VM it does not. */
+static void test_upload_files(void **state) {
+    vmenc_policy *p = make_fixture();
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_policy_request rq = req(VMENC_OP_UPLOAD_FILES, E);
+    assert_int_equal(vmenc_policy_check(p, "nocrypto", &rq, &d), VMENC_E_DENIED);
+    assert_int_equal(d.missing_privilege, VMENC_PRIV_CRYPTO_ACCESS);
+    assert_string_equal(d.missing_object, "vm1");
+    assert_non_null(strstr(d.message, "upload_files"));
+    assert_int_equal(vmenc_policy_check(p, "admin", &rq, &d), VMENC_OK);
+    rq.flags = 0;
+    assert_int_equal(vmenc_policy_check(p, "nocrypto", &rq, &d), VMENC_OK);
+    assert_int_equal(vmenc_policy_check(p, "ro", &rq, &d), VMENC_E_DENIED);
+    assert_int_equal(d.missing_privilege, VMENC_PRIV_VM_PUT_FILES);
+    assert_string_equal(vmenc_policy_op_name(VMENC_OP_UPLOAD_FILES), "upload_files");
+    assert_null(vmenc_policy_op_name(VMENC_OP_COUNT_));
     vmenc_policy_free(p);
 }
 
@@ -329,8 +689,6 @@ static void test_unknown_and_bad_arguments(void **state) {
     vmenc_policy_decision before = d;
     rq.vm = "nosuchvm";
     assert_int_equal(vmenc_policy_check(p, "admin", &rq, &d), VMENC_E_NOT_FOUND);
-    rq.vm = "h1"; /* not a VM */
-    assert_int_equal(vmenc_policy_check(p, "admin", &rq, &d), VMENC_E_INVALID_ARG);
     rq.vm = NULL;
     assert_int_equal(vmenc_policy_check(p, "admin", &rq, &d), VMENC_E_INVALID_ARG);
     rq = req((vmenc_policy_op)999, 0);
@@ -345,6 +703,16 @@ static void test_unknown_and_bad_arguments(void **state) {
     assert_int_equal(vmenc_policy_check(p, NULL, &rq, &d), VMENC_E_INVALID_ARG);
     assert_int_equal(vmenc_policy_check(NULL, "admin", &rq, &d), VMENC_E_INVALID_ARG);
     assert_memory_equal(&before, &d, sizeof(d));
+    /* A field naming an object of the wrong type is a bad request too, and
+     * the decision's sentence names the field. */
+    rq = req(VMENC_OP_POWER_ON, 0);
+    rq.vm = "h1";
+    assert_int_equal(vmenc_policy_check(p, "admin", &rq, &d), VMENC_E_INVALID_ARG);
+    assert_int_equal(d.allowed, 0);
+    assert_int_equal(d.status, VMENC_E_INVALID_ARG);
+    assert_non_null(strstr(d.message, "field 'vm'"));
+    assert_non_null(strstr(d.message, "'h1'"));
+    rq = req(VMENC_OP_POWER_ON, 0);
     vmenc_policy_decision small = {.struct_size = 4};
     assert_int_equal(vmenc_policy_check(p, "admin", &rq, &small), VMENC_E_ABI_VERSION);
 
@@ -637,6 +1005,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_privilege_matrix),
         cmocka_unit_test(test_no_crypto_admin_whitepaper),
+        cmocka_unit_test(test_field_naming_a_vm_is_refused),
+        cmocka_unit_test(test_field_type_matrix),
+        cmocka_unit_test(test_property_allowed_implies_privileges),
+        cmocka_unit_test(test_upload_files),
         cmocka_unit_test(test_explicit_overrides_inherited),
         cmocka_unit_test(test_user_overrides_group_same_object),
         cmocka_unit_test(test_group_on_child_beats_user_on_parent),

@@ -55,6 +55,10 @@ typedef struct vmenc_audit_log vmenc_audit_log;
 
 /* The chain hash: keyed BLAKE2b with a 32-byte output. */
 #define VMENC_AUDIT_HASH_BYTES 32u
+/* Bytes of a chain ID: a random value fixed when a chain is created and
+ * carried (under the mac) by every record of it, across rotations, so the
+ * verifier reports a record of another chain as inserted. */
+#define VMENC_AUDIT_CHAIN_ID_BYTES 16u
 /* Key length for the chain hash: 16 to 64 bytes, 32 recommended. */
 #define VMENC_AUDIT_KEY_BYTES 32u
 #define VMENC_AUDIT_KEY_MIN_BYTES 16u
@@ -146,7 +150,13 @@ typedef enum vmenc_audit_fsync {
  *   empty: the last sequence number and hash of the previous file after a
  *   rotation (see vmenc_audit_log_file_tail). start_hash NULL means the
  *   start of a new chain (start_seq must then be 0); ignored for a file that
- *   already holds records, which is resumed from its own last record. */
+ *   already holds records, which is resumed from its own last record.
+ * - start_chain_id (appended; read if struct_size covers it): with
+ *   start_hash, the chain ID the previous file's records carry
+ *   (vmenc_audit_log_file_chain_id), so the new file continues the same
+ *   chain identity. A new chain (start_hash NULL) gets a random chain ID.
+ *   Continuing from start_hash without a chain ID (older callers) writes
+ *   records without one (format version 1), as before. */
 typedef struct vmenc_audit_log_options {
     uint32_t struct_size;
     const char *path;
@@ -157,6 +167,7 @@ typedef struct vmenc_audit_log_options {
     uint32_t flags;
     uint64_t start_seq;
     const uint8_t *start_hash; /* VMENC_AUDIT_HASH_BYTES or NULL */
+    const uint8_t *start_chain_id; /* VMENC_AUDIT_CHAIN_ID_BYTES or NULL (appended) */
 } vmenc_audit_log_options;
 
 /*
@@ -247,6 +258,15 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_file_tail(const uint8_t 
                                                                   const char *path,
                                                                   uint64_t *out_seq,
                                                                   uint8_t *out_hash);
+
+/* vmenc_audit_log_file_chain_id reads the last record of the log at |path|,
+ * checks it under |key|, and writes its chain ID (VMENC_AUDIT_CHAIN_ID_BYTES)
+ * to |out|: with vmenc_audit_log_file_tail, what the next file of a rotated
+ * chain continues from (start_chain_id). VMENC_E_UNSUPPORTED if the record
+ * has none (a log written before chain IDs, format version 1), other
+ * failures as vmenc_audit_log_file_tail. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_file_chain_id(const uint8_t *key, size_t key_len,
+                                                                      const char *path, uint8_t *out);
 
 /* ---- the dispatcher: callbacks and logs ---------------------------------- */
 

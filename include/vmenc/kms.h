@@ -328,7 +328,15 @@ typedef struct vmenc_keymgr_options {
     uint32_t cache_capacity;   /* KEKs cached at most; 0 = 1024 */
     uint64_t cache_ttl_ms;     /* lifetime of a cached KEK; 0 = until evicted or forgotten */
     uint32_t remote_wrap_alg;  /* vmenc_wrap_alg for providers without get_kek; 0 = AES-256-KWP */
+    /* Appended (issue 9): read only if struct_size covers it. */
+    uint32_t flags;            /* VMENC_KEYMGR_* */
 } vmenc_keymgr_options;
+
+/* vmenc_keymgr_options.flags: turn off the round-trip proof of
+ * vmenc_keymgr_wrap_dek (see there). For benchmarks and tests only: without
+ * it a KMS that served wrong bytes for a KEK on first sight yields wrapped
+ * keys that can never be opened, and the data encrypted under them is lost. */
+#define VMENC_KEYMGR_NO_ROUNDTRIP_PROOF (1u << 0)
 
 typedef struct vmenc_keymgr_stats {
     uint32_t struct_size;      /* caller sets sizeof(vmenc_keymgr_stats) */
@@ -341,10 +349,12 @@ typedef struct vmenc_keymgr_stats {
     uint64_t wrong_keys;       /* KMS answers rejected by the key check value */
     uint64_t remote_ops;       /* wraps/unwraps done inside a KMS */
     uint64_t cached;           /* KEKs in the cache now */
+    /* Appended (issue 9): copied only if struct_size covers it. */
+    uint64_t roundtrip_failures; /* wraps refused with VMENC_E_ROUNDTRIP */
 } vmenc_keymgr_stats;
 
 /* vmenc_keymgr_new makes an empty key manager. |opts| may be NULL. Fails
- * with VMENC_E_INVALID_ARG or VMENC_E_NOMEM. */
+ * with VMENC_E_INVALID_ARG (bad option, unknown flag) or VMENC_E_NOMEM. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_new(const vmenc_keymgr_options *opts, vmenc_keymgr **out);
 
 /* vmenc_keymgr_free frees the manager, its clusters and their providers,
@@ -405,7 +415,17 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_get_kek(vmenc_keymgr *mgr, 
 /* vmenc_keymgr_wrap_dek wraps |dek| for KEK (|alias|, |kek_id|) bound to
  * |ctx|: locally with the (cached or fetched) KEK as AES-256-GCM, or, when
  * the provider keeps its KEKs, inside the KMS with the remote algorithm
- * (options). The record names |alias| and |kek_id|. */
+ * (options). The record names |alias| and |kek_id|.
+ *
+ * Round-trip proof (on unless VMENC_KEYMGR_NO_ROUNDTRIP_PROOF): before the
+ * record is returned - so before the caller can commit it or encrypt any
+ * data under |dek| - it is opened again with the KEK fetched afresh from
+ * the cluster (bypassing the cache), or, for a provider that keeps its
+ * KEKs, unwrapped by the KMS, and the DEK compared. A mismatch fails with
+ * VMENC_E_ROUNDTRIP (counted in roundtrip_failures; the unproven cached KEK
+ * is dropped); a failed fresh fetch fails with the cluster's status. So
+ * wrapping needs the KMS, and costs one more KMS round trip. |*out| is set
+ * only on success. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_keymgr_wrap_dek(vmenc_keymgr *mgr, const char *alias,
                                                               const char *kek_id, const vmenc_dek *dek,
                                                               const vmenc_wrap_context *ctx,

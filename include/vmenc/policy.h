@@ -366,7 +366,9 @@ typedef enum vmenc_policy_op {
     VMENC_OP_EDIT_SETTINGS = 20,
     VMENC_OP_SNAPSHOT = 21,
     VMENC_OP_VIEW = 22,               /* read the VM's configuration */
-    VMENC_OP_COUNT_ = 23              /* one past the last operation */
+    VMENC_OP_UPLOAD_FILES = 23,       /* upload files into the VM's home (vSphere PutVmFiles, NFC) */
+    VMENC_OP_COUNT_ = 24              /* one past the last operation; grows as operations are
+                                         appended: never size stored data or a wire format by it */
 } vmenc_policy_op;
 
 /* vmenc_policy_op_name returns a short name ("clone_vm") or NULL. Static. */
@@ -425,12 +427,17 @@ typedef struct vmenc_policy_decision {
  * be (or may not be, without Cryptographer.RegisterHost on it) switched to
  * safe mode. In these three cases |*decision| is filled (this is the one
  * exception to "failure leaves out-params untouched": the decision explains
- * the status). Other failures leave it untouched: VMENC_E_INVALID_ARG (NULL,
- * malformed name, unknown op or flag, a field the op requires is NULL, |vm|
- * not a VM, |host| not a host, |datastore| not a datastore),
- * VMENC_E_ABI_VERSION (a struct_size too small), VMENC_E_NOT_FOUND
- * (a named object is not in the inventory). Treat anything but VMENC_OK as
- * "no". Read lock only; never blocks another reader. */
+ * the status). Every object field must name an object of a type it may
+ * name: |vm| a VM, |host| a host, |datastore| a datastore, |folder| a
+ * folder, datacenter or the root, |pool| a resource pool, cluster or host
+ * (for VMENC_OP_REGISTER_HOST: a cluster). A field naming another type is
+ * VMENC_E_INVALID_ARG with |*decision| filled too (allowed 0, status
+ * VMENC_E_INVALID_ARG, a message naming the field). Other failures leave it
+ * untouched: VMENC_E_INVALID_ARG (NULL, malformed name, unknown op or flag,
+ * a field the op requires is NULL), VMENC_E_ABI_VERSION (a struct_size too
+ * small), VMENC_E_NOT_FOUND (a named object is not in the inventory). Treat
+ * anything but VMENC_OK as "no". Read lock only; never blocks another
+ * reader. */
 VMENC_API VMENC_MUST_CHECK vmenc_status
 vmenc_policy_check(vmenc_policy *policy, const char *principal, const vmenc_policy_request *request,
                    vmenc_policy_decision *decision);

@@ -41,6 +41,8 @@ struct vmenc_audit_log {
     uint32_t unsynced;   /* records written since a sync was last due */
     uint64_t seq;        /* last record's sequence number */
     uint8_t hash[VMENC_AUDIT_HASH_BYTES];
+    bool has_chain;      /* false: a chain from before chain IDs (version 1) */
+    uint8_t chain[AUDIT_CHAIN_BYTES];
     uint64_t size;       /* current file size: where a failed write is cut back to */
     bool broken;         /* a write could not be undone or a sync failed: refuse appends */
     uint64_t records, bytes;
@@ -142,6 +144,8 @@ typedef struct tail_info {
     bool has_record;     /* a complete last record exists */
     uint64_t seq;        /* its sequence number */
     uint8_t hash[VMENC_AUDIT_HASH_BYTES];
+    bool has_chain;      /* its chain ID */
+    uint8_t chain[AUDIT_CHAIN_BYTES];
 } tail_info;
 
 /* read_tail finds and checks the last complete record of |fd| and measures
@@ -196,6 +200,8 @@ static vmenc_status read_tail(int fd, const audit_key *k, tail_info *out) {
     t.has_record = true;
     t.seq = rec->seq;
     memcpy(t.hash, rec->mac, VMENC_AUDIT_HASH_BYTES);
+    t.has_chain = rec->has_chain;
+    memcpy(t.chain, rec->chain, AUDIT_CHAIN_BYTES);
 done:
     *out = t;
 out:
@@ -208,7 +214,9 @@ out:
 
 static vmenc_status check_options(const vmenc_audit_log_options *o) {
     VMENC_ENSURE_REF(o);
-    VMENC_ENSURE(o->struct_size >= sizeof(vmenc_audit_log_options), VMENC_E_ABI_VERSION);
+    /* The first version ends with start_hash; start_chain_id was appended. */
+    VMENC_ENSURE(o->struct_size >= offsetof(vmenc_audit_log_options, start_hash) + sizeof(const uint8_t *),
+                 VMENC_E_ABI_VERSION);
     VMENC_ENSURE(o->path != NULL && o->path[0] != '\0', VMENC_E_INVALID_ARG);
     VMENC_ENSURE(o->fsync == VMENC_AUDIT_FSYNC_EVERY || o->fsync == VMENC_AUDIT_FSYNC_NEVER ||
                      (o->fsync == VMENC_AUDIT_FSYNC_EVERY_N && o->fsync_every_n >= 1),
@@ -301,10 +309,23 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
     if (t.has_record) {
         log->seq = t.seq;
         memcpy(log->hash, t.hash, sizeof(log->hash));
+        log->has_chain = t.has_chain; /* a version 1 chain goes on as one */
+        memcpy(log->chain, t.chain, sizeof(log->chain));
     } else {
         log->seq = options->start_seq;
+        const uint8_t *cid = options->struct_size >= offsetof(vmenc_audit_log_options, start_chain_id) +
+                                                          sizeof(const uint8_t *)
+                                 ? options->start_chain_id
+                                 : NULL;
         if (options->start_hash != NULL)
             memcpy(log->hash, options->start_hash, sizeof(log->hash));
+        if (cid != NULL) {
+            log->has_chain = true;
+            memcpy(log->chain, cid, sizeof(log->chain));
+        } else if (options->start_hash == NULL) {
+            log->has_chain = true; /* a new chain: a new identity */
+            randombytes_buf(log->chain, sizeof(log->chain));
+        }
     }
     log->size = t.size;
     log->synced_seq = log->seq; /* what is in the file already counts as durable */
@@ -371,7 +392,7 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
     VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
     VMENC_ENSURE_GOTO(rv, log->seq < UINT64_MAX, VMENC_E_LIMIT, unlock);
     seq = log->seq + 1;
-    audit_write_body(&cbb, seq, f, log->key.kid, log->hash);
+    audit_write_body(&cbb, seq, log->has_chain ? log->chain : NULL, f, log->key.kid, log->hash);
     VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), unlock);
     uint8_t mac[VMENC_AUDIT_HASH_BYTES];
     VMENC_GUARD_GOTO(rv, audit_mac(&log->key, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb), mac),
@@ -532,6 +553,29 @@ vmenc_status vmenc_audit_log_file_tail(const uint8_t *key, size_t key_len, const
     VMENC_ENSURE_GOTO(rv, t.has_record, VMENC_E_NOT_FOUND, out);
     *out_seq = t.seq;
     memcpy(out_hash, t.hash, VMENC_AUDIT_HASH_BYTES);
+out:
+    audit_key_cleanup(&k);
+    return rv;
+}
+
+vmenc_status vmenc_audit_log_file_chain_id(const uint8_t *key, size_t key_len, const char *path,
+                                           uint8_t *out) {
+    VMENC_ENSURE_REF(path);
+    VMENC_ENSURE_REF(out);
+    audit_key k;
+    VMENC_GUARD(audit_key_init(&k, key, key_len));
+    vmenc_status rv;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VMENC_ENSURE_GOTO(rv, fd >= 0, VMENC_E_IO, out);
+    tail_info t;
+    rv = read_tail(fd, &k, &t);
+    close(fd);
+    if (rv != VMENC_OK)
+        goto out;
+    VMENC_ENSURE_GOTO(rv, t.torn_len == 0, VMENC_E_INTERRUPTED, out);
+    VMENC_ENSURE_GOTO(rv, t.has_record, VMENC_E_NOT_FOUND, out);
+    VMENC_ENSURE_GOTO(rv, t.has_chain, VMENC_E_UNSUPPORTED, out);
+    memcpy(out, t.chain, AUDIT_CHAIN_BYTES);
 out:
     audit_key_cleanup(&k);
     return rv;

@@ -306,11 +306,15 @@ void audit_write_fields(vmenc_cbb *cbb, const audit_fields *f) {
     add_str(cbb, f->reason);
 }
 
-void audit_write_body(vmenc_cbb *cbb, uint64_t seq, const audit_fields *f,
+void audit_write_body(vmenc_cbb *cbb, uint64_t seq, const uint8_t *chain, const audit_fields *f,
                       const uint8_t kid[AUDIT_KID_BYTES],
                       const uint8_t prev[VMENC_AUDIT_HASH_BYTES]) {
-    add_lit(cbb, "{\"v\":1,\"seq\":");
+    add_lit(cbb, chain != NULL ? "{\"v\":2,\"seq\":" : "{\"v\":1,\"seq\":");
     add_u64(cbb, seq);
+    if (chain != NULL) {
+        add_lit(cbb, ",\"chain\":");
+        add_hex(cbb, chain, AUDIT_CHAIN_BYTES);
+    }
     vmenc_cbb_add_u8(cbb, ',');
     audit_write_fields(cbb, f);
     add_lit(cbb, ",\"kid\":");
@@ -328,7 +332,7 @@ void audit_write_mac_tail(vmenc_cbb *cbb, const uint8_t mac[VMENC_AUDIT_HASH_BYT
 void audit_record_serialise(vmenc_cbb *cbb, const audit_record *r) {
     audit_fields f;
     audit_fields_of_record(r, &f);
-    audit_write_body(cbb, r->seq, &f, r->kid, r->prev);
+    audit_write_body(cbb, r->seq, r->has_chain ? r->chain : NULL, &f, r->kid, r->prev);
     audit_write_mac_tail(cbb, r->mac);
 }
 
@@ -538,9 +542,15 @@ vmenc_status audit_record_parse(const uint8_t *line, size_t len, audit_record *o
     size_t ts_len;
 
     VMENC_ENSURE_GOTO(rv, get_lit(&cbs, "{\"v\":") && get_u64(&cbs, &v), VMENC_E_PARSE, out);
-    VMENC_ENSURE_GOTO(rv, v == AUDIT_FORMAT_VERSION, VMENC_E_BAD_VERSION, out);
+    VMENC_ENSURE_GOTO(rv, v == AUDIT_FORMAT_VERSION || v == AUDIT_FORMAT_VERSION_CHAIN,
+                      VMENC_E_BAD_VERSION, out);
     VMENC_ENSURE_GOTO(rv, get_lit(&cbs, ",\"seq\":") && get_u64(&cbs, &r->seq) && r->seq > 0,
                       VMENC_E_PARSE, out);
+    r->has_chain = v == AUDIT_FORMAT_VERSION_CHAIN;
+    memset(r->chain, 0, sizeof(r->chain));
+    if (r->has_chain)
+        VMENC_ENSURE_GOTO(rv, get_lit(&cbs, ",\"chain\":") && get_hex(&cbs, r->chain, AUDIT_CHAIN_BYTES),
+                          VMENC_E_PARSE, out);
     VMENC_ENSURE_GOTO(rv, get_lit(&cbs, ",\"time\":"), VMENC_E_PARSE, out);
     VMENC_GUARD_GOTO(rv, get_str(&cbs, ts, 24, &ts_len), out);
     VMENC_ENSURE_GOTO(rv, audit_parse_time(ts, ts_len, &r->time_ms), VMENC_E_PARSE, out);
@@ -591,6 +601,7 @@ bool audit_record_equal(const audit_record *a, const audit_record *b) {
         a->reason_len != b->reason_len || memcmp(a->reason, b->reason, a->reason_len) != 0 ||
         !field_eq(&a->principal, &b->principal) || !field_eq(&a->operation, &b->operation) ||
         !field_eq(&a->target, &b->target) || !field_eq(&a->provider, &b->provider) ||
+        a->has_chain != b->has_chain || memcmp(a->chain, b->chain, sizeof(a->chain)) != 0 ||
         memcmp(a->kid, b->kid, sizeof(a->kid)) != 0 ||
         memcmp(a->prev, b->prev, sizeof(a->prev)) != 0 ||
         memcmp(a->mac, b->mac, sizeof(a->mac)) != 0)

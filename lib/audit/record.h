@@ -11,6 +11,14 @@
  * mac = BLAKE2b-256(key, "vmenc-audit-v1 record\n" || body) where body is the
  * line up to (not including) ,"mac":
  *
+ * Version 2 (issue 9) adds the chain ID, right after the sequence number:
+ *   {"v":2,"seq":N,"chain":"<32 hex>","time":...}
+ * a random 128-bit value fixed when a chain is created and carried by every
+ * record of it (across rotations), inside the mac, so a record of another
+ * chain written under the same key is told apart whatever its number.
+ * Version 1 records (no chain ID) are still read and verified; a chain
+ * started as version 1 goes on as version 1.
+ *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #ifndef VMENC_LIB_AUDIT_RECORD_H
@@ -21,6 +29,8 @@
 
 #define AUDIT_FORMAT_VERSION 1u
 #define AUDIT_KID_BYTES 8u
+#define AUDIT_FORMAT_VERSION_CHAIN 2u
+#define AUDIT_CHAIN_BYTES VMENC_AUDIT_CHAIN_ID_BYTES
 
 /* A borrowed string. */
 typedef struct audit_strv {
@@ -56,6 +66,8 @@ typedef struct audit_record {
     int32_t status;
     size_t reason_len;
     char reason[VMENC_AUDIT_MAX_REASON + 1];
+    bool has_chain;                  /* version 2 */
+    uint8_t chain[AUDIT_CHAIN_BYTES];  /* zero in version 1 */
     uint8_t kid[AUDIT_KID_BYTES];
     uint8_t prev[VMENC_AUDIT_HASH_BYTES];
     uint8_t mac[VMENC_AUDIT_HASH_BYTES];
@@ -73,8 +85,10 @@ VMENC_INTERNAL void audit_fields_of_record(const audit_record *r, audit_fields *
 
 /* audit_write_fields writes "time":...,"reason":"..." (no braces). */
 VMENC_INTERNAL void audit_write_fields(vmenc_cbb *cbb, const audit_fields *f);
-/* audit_write_body writes {"v":1,"seq":N,<fields>,"kid":"..","prev":".." */
-VMENC_INTERNAL void audit_write_body(vmenc_cbb *cbb, uint64_t seq, const audit_fields *f,
+/* audit_write_body writes {"v":1,"seq":N,<fields>,"kid":"..","prev":"..
+ * or, with a |chain| ID, {"v":2,"seq":N,"chain":"..",<fields>,... */
+VMENC_INTERNAL void audit_write_body(vmenc_cbb *cbb, uint64_t seq, const uint8_t *chain,
+                                     const audit_fields *f,
                                      const uint8_t kid[AUDIT_KID_BYTES],
                                      const uint8_t prev[VMENC_AUDIT_HASH_BYTES]);
 /* audit_write_mac_tail writes ,"mac":"<hex>"}\n */

@@ -261,7 +261,18 @@ typedef struct chain {
     uint64_t seq;
     uint8_t hash[VMENC_AUDIT_HASH_BYTES];
     uint64_t num_records;
+    bool has_chain;              /* chain ID of the last record verified */
+    uint8_t id[AUDIT_CHAIN_BYTES];
 } chain;
+
+/* foreign_chain: |rec| names another chain than the records verified so
+ * far. Only for classifying: a record joins the chain by its prev hash
+ * alone, which a record of another chain cannot have (so a chain that went
+ * on without IDs after a rotation by an older caller still verifies). */
+static bool foreign_chain(const chain *ch, const audit_record *rec) {
+    return ch->num_records > 0 && ch->has_chain && rec->has_chain &&
+           sodium_memcmp(rec->chain, ch->id, AUDIT_CHAIN_BYTES) != 0;
+}
 
 static vmenc_status report(const chain *ch, const reader *r, vmenc_audit_defect defect,
                            vmenc_audit_verify_result *out) {
@@ -302,6 +313,12 @@ static vmenc_status classify(const audit_key *k, const chain *ch, const reader *
             *out = VMENC_AUDIT_DEFECT_EDITED;
         else
             *out = VMENC_AUDIT_DEFECT_MALFORMED;
+        return VMENC_OK;
+    }
+    /* Authentic, but of another chain (same key): inserted, whatever its
+     * number. */
+    if (foreign_chain(ch, rec)) {
+        *out = VMENC_AUDIT_DEFECT_INSERTED;
         return VMENC_OK;
     }
     /* Authentic, but not where it belongs. */
@@ -356,6 +373,8 @@ vmenc_status audit_verify_srcs(const audit_key *k, uint64_t start_seq,
         VMENC_ENSURE_GOTO(rv, !is_resource_error(s), s, out);
         if (s == VMENC_OK && rec->seq == ch.seq + 1 &&
             vmenc_ct_equal(rec->prev, ch.hash, VMENC_AUDIT_HASH_BYTES)) {
+            ch.has_chain = rec->has_chain;
+            memcpy(ch.id, rec->chain, AUDIT_CHAIN_BYTES);
             ch.seq = rec->seq;
             memcpy(ch.hash, rec->mac, VMENC_AUDIT_HASH_BYTES);
             ch.num_records++;

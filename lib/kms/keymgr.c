@@ -76,6 +76,7 @@ struct vmenc_keymgr {
     uint32_t capacity;
     uint64_t ttl_ms;
     vmenc_wrap_alg remote_alg;
+    bool roundtrip_proof;    /* prove every wrap (VMENC_KEYMGR_NO_ROUNDTRIP_PROOF clears) */
     cluster_slot *clusters;
     ptype *types;
     cache_entry **buckets;
@@ -280,6 +281,7 @@ vmenc_status vmenc_keymgr_new(const vmenc_keymgr_options *opts, vmenc_keymgr **o
     uint32_t cap = DEFAULT_CAPACITY;
     uint64_t ttl = 0;
     vmenc_wrap_alg ralg = VMENC_WRAP_AES256_KWP;
+    uint32_t flags = 0;
     if (opts != NULL) {
         VMENC_ENSURE(opts->struct_size >= offsetof(vmenc_keymgr_options, remote_wrap_alg) + sizeof(uint32_t),
                      VMENC_E_INVALID_ARG);
@@ -292,7 +294,10 @@ vmenc_status vmenc_keymgr_new(const vmenc_keymgr_options *opts, vmenc_keymgr **o
                          VMENC_E_INVALID_ARG);
             ralg = (vmenc_wrap_alg)opts->remote_wrap_alg;
         }
+        if (opts->struct_size >= offsetof(vmenc_keymgr_options, flags) + sizeof(uint32_t))
+            flags = opts->flags;
     }
+    VMENC_ENSURE((flags & ~VMENC_KEYMGR_NO_ROUNDTRIP_PROOF) == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(cap <= MAX_CAPACITY, VMENC_E_INVALID_ARG);
     VMENC_GUARD(vmenc_ensure_init());
     vmenc_keymgr *m = calloc(1, sizeof(*m));
@@ -310,6 +315,7 @@ vmenc_status vmenc_keymgr_new(const vmenc_keymgr_options *opts, vmenc_keymgr **o
     m->capacity = cap;
     m->ttl_ms = ttl;
     m->remote_alg = ralg;
+    m->roundtrip_proof = (flags & VMENC_KEYMGR_NO_ROUNDTRIP_PROOF) == 0;
     randombytes_buf(m->hash_key, sizeof(m->hash_key));
     m->stats.struct_size = sizeof(m->stats);
     *out = m;
@@ -740,19 +746,96 @@ vmenc_status vmenc_keymgr_get_kek(vmenc_keymgr *m, const char *alias, const char
     return count_error(m, st);
 }
 
+/* ---- round-trip proof ------------------------------------------------------------- */
+
+static uint32_t time_left(uint64_t start, uint32_t timeout_ms) {
+    uint64_t spent = vmenc_now_monotonic_ms() - start;
+    return spent >= timeout_ms ? 0 : (uint32_t)(timeout_ms - spent);
+}
+
+/* roundtrip_failed records a failed proof: the KEK the wrap used is not the
+ * one the KMS serves now, so unless a record has already opened with it
+ * (then it is the fresh answer that is suspect) it leaves the cache. */
+static vmenc_status roundtrip_failed(vmenc_keymgr *m, const char *alias, const char *id) {
+    pthread_mutex_lock(&m->mu);
+    m->stats.roundtrip_failures++;
+    cache_entry *e = cache_find(m, alias, id, hash_of(m, alias, id));
+    if (e != NULL && !e->verified)
+        cache_remove(m, e);
+    pthread_mutex_unlock(&m->mu);
+    return VMENC_E_ROUNDTRIP;
+}
+
+/* prove_local opens |wk| with the KEK fetched afresh through the cluster
+ * (not from the cache, and without vetting it against the cached check
+ * value: the question is what the KMS serves now) and compares the DEK. */
+static vmenc_status prove_local(vmenc_keymgr *m, cluster_slot *slot, const char *alias, const char *id,
+                                const vmenc_dek *dek, const vmenc_wrap_context *ctx, const vmenc_wrapped_key *wk,
+                                uint32_t timeout_ms) {
+    fetch_op op = {.id = id};
+    uint32_t failovers = 0;
+    vmenc_status st = vmenc_kms_cluster_run(slot->c, run_fetch, &op, timeout_ms, NULL, &failovers);
+    pthread_mutex_lock(&m->mu);
+    m->stats.failovers += failovers;
+    pthread_mutex_unlock(&m->mu);
+    if (st == VMENC_E_KMS_WRONG_KEY)
+        return roundtrip_failed(m, alias, id);
+    VMENC_GUARD(st);
+    vmenc_dek *back = NULL;
+    st = vmenc_wrapped_key_unwrap(wk, op.kek, ctx, &back);
+    vmenc_kek_free(op.kek);
+    if (st == VMENC_OK)
+        st = vmenc_dek_equal(dek, back) == VMENC_OK ? VMENC_OK : VMENC_E_ROUNDTRIP;
+    else if (st == VMENC_E_AUTH)
+        st = VMENC_E_ROUNDTRIP;
+    vmenc_dek_free(back);
+    return st == VMENC_E_ROUNDTRIP ? roundtrip_failed(m, alias, id) : st;
+}
+
+/* prove_remote has the KMS unwrap |wk| and compares the DEK. */
+static vmenc_status prove_remote(vmenc_keymgr *m, remote_ctx *rc, const vmenc_dek *dek,
+                                 const vmenc_wrap_context *ctx, const vmenc_wrapped_key *wk) {
+    vmenc_dek *back = NULL;
+    vmenc_status st = vmenc_wrapped_key_open_with(wk, ctx, remote_open, rc, &back);
+    if (st == VMENC_OK)
+        st = vmenc_dek_equal(dek, back) == VMENC_OK ? VMENC_OK : VMENC_E_ROUNDTRIP;
+    else if (st == VMENC_E_AUTH)
+        st = VMENC_E_ROUNDTRIP;
+    vmenc_dek_free(back);
+    if (st == VMENC_E_ROUNDTRIP) {
+        pthread_mutex_lock(&m->mu);
+        m->stats.roundtrip_failures++;
+        pthread_mutex_unlock(&m->mu);
+    }
+    return st;
+}
+
 vmenc_status vmenc_keymgr_wrap_dek(vmenc_keymgr *m, const char *alias, const char *kek_id, const vmenc_dek *dek,
                                    const vmenc_wrap_context *ctx, uint32_t timeout_ms, vmenc_wrapped_key **out) {
     VMENC_ENSURE(m != NULL && dek != NULL && out != NULL, VMENC_E_INVALID_ARG);
     cluster_slot *slot = NULL;
     VMENC_GUARD(count_error(m, slot_acquire(m, alias, &slot)));
+    uint64_t start = vmenc_now_monotonic_ms();
     kek_ref *ref = NULL;
+    vmenc_wrapped_key *wk = NULL;
     vmenc_status st = acquire_kek(m, slot, alias, kek_id, timeout_ms, false, &ref);
     if (st == VMENC_OK) {
-        st = vmenc_dek_wrap(dek, ref->kek, VMENC_WRAP_AES256_GCM, alias, kek_id, ctx, out);
+        st = vmenc_dek_wrap(dek, ref->kek, VMENC_WRAP_AES256_GCM, alias, kek_id, ctx, &wk);
         ref_release(m, ref);
+        if (st == VMENC_OK && m->roundtrip_proof)
+            st = prove_local(m, slot, alias, kek_id, dek, ctx, wk, time_left(start, timeout_ms));
     } else if (st == VMENC_E_UNSUPPORTED) {
         remote_ctx rc = {m, slot, kek_id, timeout_ms};
-        st = vmenc_wrapped_key_seal_with(m->remote_alg, alias, kek_id, ctx, dek, remote_seal, &rc, out);
+        st = vmenc_wrapped_key_seal_with(m->remote_alg, alias, kek_id, ctx, dek, remote_seal, &rc, &wk);
+        if (st == VMENC_OK && m->roundtrip_proof) {
+            rc.timeout_ms = time_left(start, timeout_ms);
+            st = prove_remote(m, &rc, dek, ctx, wk);
+        }
+    }
+    if (st == VMENC_OK) {
+        *out = wk;
+    } else {
+        vmenc_wrapped_key_free(wk); /* unproven: never handed out */
     }
     slot_release(m, slot);
     return count_error(m, st);

@@ -84,18 +84,53 @@ static void add(needs *r, int priv, uint32_t obj) {
 }
 
 /* The objects a request names, with their types and the caller's strings
- * for them (equal to the stored names, and already in cache). */
+ * for them (equal to the stored names, and already in cache). When a field
+ * names an object of a type it may not name, |bad_field| says which (else
+ * -1) and |bad_type| what it named. */
 typedef struct resolved {
     uint32_t vm, folder, host, pool, datastore;
     uint8_t type[5];
     const char *name[5];
+    int bad_field;
+    uint8_t bad_type;
 } resolved;
 
-/* resolve_one looks a request field up; NULL stays INDEX_NONE. A field that
- * must name an object of one type (|want|, or -1 for any) is checked. */
-static vmenc_status resolve_one(const model *m, const char *name, int want, uint32_t *out,
-                                uint8_t *out_type) {
+enum { FIELD_VM = 0, FIELD_FOLDER, FIELD_HOST, FIELD_POOL, FIELD_DATASTORE, NUM_FIELDS };
+
+static const char *const k_field_names[NUM_FIELDS] = {"vm", "folder", "host", "pool", "datastore"};
+
+#define TBIT(t) (1u << (t))
+/* Where a VM or a standalone host is put: vSphere's VM folders, whose
+ * ancestors the datacenter and the root folder are folders too. */
+#define TYPES_FOLDER (TBIT(VMENC_OBJ_ROOT) | TBIT(VMENC_OBJ_DATACENTER) | TBIT(VMENC_OBJ_FOLDER))
+/* Where a VM takes its resources from: a resource pool, or a compute
+ * resource (a cluster, or a standalone host) whose root pool it is. */
+#define TYPES_VM_POOL (TBIT(VMENC_OBJ_RESOURCE_POOL) | TBIT(VMENC_OBJ_CLUSTER) | TBIT(VMENC_OBJ_HOST))
+/* A host joins a cluster (Host.Inventory.AddHostToCluster); nothing else. */
+#define TYPES_HOST_POOL TBIT(VMENC_OBJ_CLUSTER)
+
+/* field_types gives the object types request field |field| may name for
+ * |op|. Every field has a type set: the privileges an operation needs are
+ * granted per object, so a field that accepted any object would let a
+ * principal holding privileges on one object (a VM it administers) stand it
+ * in for the folder or pool the rules name. */
+static unsigned field_types(vmenc_policy_op op, int field) {
+    switch (field) {
+    case FIELD_VM: return TBIT(VMENC_OBJ_VM);
+    case FIELD_FOLDER: return TYPES_FOLDER;
+    case FIELD_HOST: return TBIT(VMENC_OBJ_HOST);
+    case FIELD_POOL: return op == VMENC_OP_REGISTER_HOST ? TYPES_HOST_POOL : TYPES_VM_POOL;
+    case FIELD_DATASTORE: return TBIT(VMENC_OBJ_DATASTORE);
+    default: return 0;
+    }
+}
+
+/* resolve_one looks a request field up; NULL stays INDEX_NONE. The object
+ * it names must have one of the types in |allowed|. */
+static vmenc_status resolve_one(const model *m, const char *name, unsigned allowed, uint32_t *out,
+                                uint8_t *out_type, bool *wrong_type) {
     *out = INDEX_NONE;
+    *wrong_type = false;
     if (name == NULL)
         return VMENC_OK;
     /* Every stored name is valid, so a found name needs no validation; an
@@ -104,8 +139,11 @@ static vmenc_status resolve_one(const model *m, const char *name, int want, uint
     *out = model_find_object_typed(m, name, &type);
     if (*out == INDEX_NONE)
         return name_valid(name) ? VMENC_E_NOT_FOUND : VMENC_E_INVALID_ARG;
-    VMENC_ENSURE(want < 0 || (int)type == want, VMENC_E_INVALID_ARG);
     *out_type = (uint8_t)type;
+    if ((allowed & TBIT(type)) == 0) {
+        *wrong_type = true;
+        return VMENC_E_INVALID_ARG;
+    }
     return VMENC_OK;
 }
 
@@ -146,6 +184,7 @@ static unsigned fields_for(vmenc_policy_op op, uint32_t flags) {
     case VMENC_OP_SNAPSHOT: return F_VM | (enc ? F_HOST : 0);
     case VMENC_OP_CONSOLE:
     case VMENC_OP_EXPORT_VM:
+    case VMENC_OP_UPLOAD_FILES:
     case VMENC_OP_POWER_OFF:
     case VMENC_OP_EDIT_SETTINGS:
     case VMENC_OP_VIEW: return F_VM;
@@ -155,16 +194,23 @@ static unsigned fields_for(vmenc_policy_op op, uint32_t flags) {
 
 static vmenc_status resolve(const model *m, const vmenc_policy_request *rq, resolved *r) {
     unsigned f = fields_for(rq->op, rq->flags);
-    r->name[0] = f & F_VM ? rq->vm : NULL;
-    r->name[1] = f & F_FOLDER ? rq->folder : NULL;
-    r->name[2] = f & F_HOST ? rq->host : NULL;
-    r->name[3] = f & F_POOL ? rq->pool : NULL;
-    r->name[4] = f & F_DS ? rq->datastore : NULL;
-    VMENC_GUARD(resolve_one(m, r->name[0], VMENC_OBJ_VM, &r->vm, &r->type[0]));
-    VMENC_GUARD(resolve_one(m, r->name[1], -1, &r->folder, &r->type[1]));
-    VMENC_GUARD(resolve_one(m, r->name[2], VMENC_OBJ_HOST, &r->host, &r->type[2]));
-    VMENC_GUARD(resolve_one(m, r->name[3], -1, &r->pool, &r->type[3]));
-    VMENC_GUARD(resolve_one(m, r->name[4], VMENC_OBJ_DATASTORE, &r->datastore, &r->type[4]));
+    r->name[FIELD_VM] = f & F_VM ? rq->vm : NULL;
+    r->name[FIELD_FOLDER] = f & F_FOLDER ? rq->folder : NULL;
+    r->name[FIELD_HOST] = f & F_HOST ? rq->host : NULL;
+    r->name[FIELD_POOL] = f & F_POOL ? rq->pool : NULL;
+    r->name[FIELD_DATASTORE] = f & F_DS ? rq->datastore : NULL;
+    uint32_t *const idx[NUM_FIELDS] = {&r->vm, &r->folder, &r->host, &r->pool, &r->datastore};
+    r->bad_field = -1;
+    for (int i = 0; i < NUM_FIELDS; i++) {
+        bool wrong_type = false;
+        vmenc_status st = resolve_one(m, r->name[i], field_types(rq->op, i), idx[i], &r->type[i],
+                                      &wrong_type);
+        if (wrong_type) {
+            r->bad_field = i;
+            r->bad_type = r->type[i];
+        }
+        VMENC_GUARD(st);
+    }
     return VMENC_OK;
 }
 
@@ -284,6 +330,15 @@ static vmenc_status requirements(const model *m, const vmenc_policy_request *rq,
     case VMENC_OP_EXPORT_VM:
         NEED_VM();
         add(r, VMENC_PRIV_VM_GET_FILES, o->vm);
+        if (enc)
+            add(r, VMENC_PRIV_CRYPTO_ACCESS, o->vm);
+        break;
+    case VMENC_OP_UPLOAD_FILES:
+        /* PutVmFiles: what is uploaded into an encrypted VM's home lands
+         * beside its encrypted files and wrapped keys, so it needs the same
+         * crypto privilege as downloading them. */
+        NEED_VM();
+        add(r, VMENC_PRIV_VM_PUT_FILES, o->vm);
         if (enc)
             add(r, VMENC_PRIV_CRYPTO_ACCESS, o->vm);
         break;
@@ -410,6 +465,34 @@ static vmenc_status deny(vmenc_policy_decision *d, vmenc_status st) {
     return st;
 }
 
+/* explain_wrong_type fills |d| for a request a field of which names an
+ * object of a type it may not name: the status stays VMENC_E_INVALID_ARG
+ * (a malformed request, not a denial), and the sentence names the field. */
+static void explain_wrong_type(const vmenc_policy_request *rq, const resolved *o,
+                               vmenc_policy_decision *d) {
+    decision_reset(d);
+    d->status = VMENC_E_INVALID_ARG;
+    msg w = {d->message, 0};
+    SAY(&w, "invalid: field '");
+    say(&w, k_field_names[o->bad_field]);
+    SAY(&w, "' names ");
+    say(&w, object_type_name(o->bad_type));
+    SAY(&w, " ");
+    say_name(&w, o->name[o->bad_field]);
+    SAY(&w, ", but for ");
+    say(&w, vmenc_policy_op_name(rq->op));
+    SAY(&w, " it must name a");
+    unsigned allowed = field_types(rq->op, o->bad_field);
+    bool first = true;
+    for (int t = 0; t < 32; t++) {
+        if ((allowed & TBIT(t)) == 0)
+            continue;
+        say(&w, first ? " " : " or ");
+        say(&w, object_type_name(t));
+        first = false;
+    }
+}
+
 /* decide evaluates |r| for |who| with the lock held and fills |d|. */
 static vmenc_status decide(const model *m, const char *who, vmenc_policy_op op,
                            const resolved *o, const needs *r, vmenc_policy_decision *d) {
@@ -510,6 +593,8 @@ vmenc_status vmenc_policy_check(vmenc_policy *policy, const char *who,
     vmenc_status rv = prepare(policy->m, request, &o, &r);
     if (rv == VMENC_OK)
         rv = decide(policy->m, who, request->op, &o, &r, decision);
+    else if (o.bad_field >= 0)
+        explain_wrong_type(request, &o, decision);
     pthread_rwlock_unlock(&policy->lock);
     return rv;
 }
@@ -552,6 +637,8 @@ vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const cha
     vmenc_status rv = prepare(policy->m, &rq, &o, &r);
     if (rv == VMENC_OK)
         rv = decide(policy->m, who, rq.op, &o, &r, decision);
+    else if (o.bad_field >= 0)
+        explain_wrong_type(&rq, &o, decision);
     if (rv == VMENC_OK) {
         object *h = &policy->m->objects[r.key_host];
         if (h->crypto_state != VMENC_HOST_SAFE) {

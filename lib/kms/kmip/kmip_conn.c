@@ -12,6 +12,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,6 +51,16 @@ static int client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey) {
     if (c != NULL)
         c->cert_requested = true;
     return 0;
+}
+
+/* cert_cb runs whenever the server asks for a client certificate (with or
+ * without one configured): under TLS 1.3 that tells a reset right after
+ * the handshake apart from one on a server that checks no certificate. */
+static int cert_cb(SSL *ssl, void *arg) {
+    vmenc_kmip_conn *c = SSL_get_app_data(ssl);
+    if (c != NULL)
+        c->cert_asked = true;
+    return 1;
 }
 
 static void info_cb(const SSL *ssl, int where, int ret) {
@@ -104,6 +117,7 @@ vmenc_status vmenc_kmip_tls_ctx_new(const char *ca_file, const char *cert_file, 
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_verify_depth(ctx, 8);
     SSL_CTX_set_info_callback(ctx, info_cb);
+    SSL_CTX_set_cert_cb(ctx, cert_cb, NULL);
     s = VMENC_E_IO;
     if (ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1
                         : SSL_CTX_set_default_verify_paths(ctx) != 1)
@@ -210,6 +224,120 @@ static vmenc_status connect_one(const struct addrinfo *ai, uint64_t deadline_ms,
     return VMENC_OK;
 }
 
+/* ---- name resolution bounded by the deadline ---------------------------------- *
+ * getaddrinfo cannot be cancelled and a dead DNS server blocks it for its
+ * own timeouts (seconds, times retries, times search domains). It runs in a
+ * detached thread; the caller waits on a condition variable until the
+ * deadline and, if the answer is late, leaves it to the thread, which frees
+ * it when it finishes. IP literals need no thread. */
+
+static vmenc_kmip_resolver_fn g_resolver = getaddrinfo;
+
+void vmenc_kmip_set_resolver_for_testing(vmenc_kmip_resolver_fn fn) {
+    g_resolver = fn != NULL ? fn : getaddrinfo;
+}
+
+typedef struct resolve_job {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;                /* caller + thread, under mu */
+    bool done;
+    int rc;
+    vmenc_kmip_resolver_fn fn;
+    struct addrinfo hints;
+    struct addrinfo *res;
+    char port[8];
+    char host[];             /* NUL-terminated */
+} resolve_job;
+
+static void job_release(resolve_job *j) {
+    pthread_mutex_lock(&j->mu);
+    bool last = --j->refs == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last)
+        return;
+    if (j->res != NULL)
+        freeaddrinfo(j->res);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void *resolve_thread(void *arg) {
+    resolve_job *j = arg;
+    struct addrinfo *res = NULL;
+    int rc = j->fn(j->host, j->port, &j->hints, &res);
+    pthread_mutex_lock(&j->mu);
+    j->rc = rc;
+    j->res = res;
+    j->done = true;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    job_release(j);
+    return NULL;
+}
+
+/* resolve runs getaddrinfo for |host| within |deadline_ms|. On success the
+ * caller frees |*out| with freeaddrinfo. VMENC_E_KMS_TIMEOUT if the
+ * resolver has not answered by the deadline, VMENC_E_KMS_UNAVAILABLE if it
+ * failed, VMENC_E_NOMEM. */
+static vmenc_status resolve(const char *host, const char *port, const struct addrinfo *hints,
+                            uint64_t deadline_ms, struct addrinfo **out) {
+    VMENC_ENSURE(vmenc_now_monotonic_ms() < deadline_ms, VMENC_E_KMS_TIMEOUT);
+    uint8_t lit[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, lit) == 1 || inet_pton(AF_INET6, host, lit) == 1) {
+        struct addrinfo h = *hints;
+        h.ai_flags |= AI_NUMERICHOST; /* answered without a lookup: no thread */
+        VMENC_ENSURE(getaddrinfo(host, port, &h, out) == 0 && *out != NULL, VMENC_E_KMS_UNAVAILABLE);
+        return VMENC_OK;
+    }
+    size_t hl = strlen(host);
+    resolve_job *j = calloc(1, sizeof(*j) + hl + 1);
+    VMENC_ENSURE(j != NULL, VMENC_E_NOMEM);
+    memcpy(j->host, host, hl + 1);
+    snprintf(j->port, sizeof(j->port), "%s", port);
+    j->hints = *hints;
+    j->fn = g_resolver;
+    j->refs = 2;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_attr_t ta;
+    pthread_t t;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &ta, resolve_thread, j);
+    pthread_attr_destroy(&ta);
+    if (rc != 0) {
+        j->refs = 1;
+        job_release(j);
+        return VMENC_E_NOMEM;
+    }
+    /* vmenc_now_monotonic_ms is CLOCK_MONOTONIC in milliseconds. */
+    struct timespec until = {.tv_sec = (time_t)(deadline_ms / 1000),
+                             .tv_nsec = (long)(deadline_ms % 1000) * 1000000L};
+    vmenc_status s = VMENC_E_KMS_TIMEOUT;
+    pthread_mutex_lock(&j->mu);
+    while (!j->done) {
+        int w = pthread_cond_timedwait(&j->cv, &j->mu, &until);
+        if (w == ETIMEDOUT && !j->done)
+            break;
+    }
+    if (j->done) {
+        s = j->rc == 0 && j->res != NULL ? VMENC_OK : VMENC_E_KMS_UNAVAILABLE;
+        if (s == VMENC_OK) {
+            *out = j->res;
+            j->res = NULL; /* ours now */
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    job_release(j);
+    return s;
+}
+
 static vmenc_status tcp_connect(const char *host, uint16_t port, uint64_t deadline_ms, int *out_fd) {
     char port_str[8];
     snprintf(port_str, sizeof(port_str), "%u", (unsigned)port);
@@ -219,9 +347,7 @@ static vmenc_status tcp_connect(const char *host, uint16_t port, uint64_t deadli
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
     struct addrinfo *res = NULL;
-    /* Name resolution is the one step the deadline cannot bound (getaddrinfo
-     * blocks); configure KMS endpoints by address to avoid it. */
-    VMENC_ENSURE(getaddrinfo(host, port_str, &hints, &res) == 0 && res != NULL, VMENC_E_KMS_UNAVAILABLE);
+    VMENC_GUARD(resolve(host, port_str, &hints, deadline_ms, &res));
     vmenc_status s = VMENC_E_KMS_UNAVAILABLE;
     for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
         s = connect_one(ai, deadline_ms, out_fd);
@@ -348,7 +474,11 @@ static vmenc_status tls_setup(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *serv
     if (is_ip_literal(server_name)) {
         VMENC_ENSURE(X509_VERIFY_PARAM_set1_ip_asc(param, server_name) == 1, VMENC_E_INVALID_ARG);
     } else {
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        /* DNS SANs only (RFC 6125 6.4.4): never fall back to the subject
+         * CN, which OpenSSL otherwise does for a certificate without DNS
+         * SANs. */
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                                   X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
         VMENC_ENSURE(SSL_set1_host(c->ssl, server_name) == 1, VMENC_E_INVALID_ARG);
         VMENC_ENSURE(SSL_set_tlsext_host_name(c->ssl, server_name) == 1, VMENC_E_INVALID_ARG);
     }
@@ -435,6 +565,32 @@ static vmenc_status read_exact(vmenc_kmip_conn *c, uint8_t *buf, size_t len, uin
     return VMENC_OK;
 }
 
+/* after_handshake_failure maps an I/O failure after the handshake. Under
+ * TLS 1.3 the client's handshake is over before the server has looked at
+ * the client certificate, so the server's verdict (certificate_required,
+ * unknown_ca, bad_certificate, certificate_expired, ...) arrives as an alert
+ * on our first read, and the connection then ends. That is "our certificate
+ * is rejected" (VMENC_E_KMS_AUTH, which a cluster does not fail over on),
+ * not "KMS down". A server that closes with our request unread resets the
+ * connection, and the reset can overtake its alert: so on a TLS 1.3
+ * connection whose server asked for a client certificate, a reset or EOF
+ * before any byte of the first answer, with no alert at all (a clean
+ * close_notify is one), counts as the same rejection. A server that truly
+ * died at that instant refuses the next connection, which fails over. */
+static vmenc_status after_handshake_failure(const vmenc_kmip_conn *c, vmenc_status s, bool got_bytes) {
+    if (s == VMENC_OK || s == VMENC_E_NOMEM || s == VMENC_E_KMS_TIMEOUT)
+        return s;
+    if (alert_is_about_our_certificate(c->alert))
+        return VMENC_E_KMS_AUTH;
+    bool first = c->num_requests == 0 && !got_bytes;
+    if (first && c->cert_requested && (s == VMENC_E_KMS_UNAVAILABLE || s == VMENC_E_KMS_TLS))
+        return VMENC_E_KMS_AUTH;
+    if (first && c->cert_asked && c->alert < 0 && s == VMENC_E_KMS_UNAVAILABLE &&
+        SSL_version(c->ssl) >= TLS1_3_VERSION)
+        return VMENC_E_KMS_AUTH;
+    return s;
+}
+
 vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, size_t req_len,
                                        uint64_t deadline_ms, uint8_t **out, size_t *out_len,
                                        bool *out_got_bytes) {
@@ -449,7 +605,7 @@ vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, s
         s = read_exact(c, hdr, sizeof(hdr), deadline_ms, &got);
     *out_got_bytes = got;
     ERR_clear_error();
-    VMENC_GUARD(s);
+    VMENC_GUARD(after_handshake_failure(c, s, got));
 
     size_t total = 0;
     s = vmenc_ttlv_message_len(hdr, sizeof(hdr), VMENC_TTLV_MAX_MESSAGE, &total);
@@ -465,7 +621,7 @@ vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, s
     ERR_clear_error();
     if (s != VMENC_OK) {
         vmenc_secure_free(buf);
-        return s;
+        return after_handshake_failure(c, s, true);
     }
     c->num_requests++;
     *out = buf;

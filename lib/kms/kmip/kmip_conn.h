@@ -11,6 +11,7 @@
 #ifndef VMENC_LIB_KMS_KMIP_CONN_H
 #define VMENC_LIB_KMS_KMIP_CONN_H
 
+#include <netdb.h>
 #include <openssl/ssl.h>
 
 #include "core/internal.h"
@@ -20,6 +21,7 @@ typedef struct vmenc_kmip_conn {
     SSL *ssl;
     int alert;              /* last TLS alert received from the peer, -1 none */
     bool cert_requested;    /* server asked for a client certificate we lack */
+    bool cert_asked;        /* server asked for a client certificate */
     uint32_t num_requests;  /* requests completed on this connection */
 } vmenc_kmip_conn;
 
@@ -64,5 +66,14 @@ VMENC_INTERNAL bool vmenc_kmip_conn_is_open(const vmenc_kmip_conn *c);
 VMENC_INTERNAL bool vmenc_kmip_conn_is_stale(const vmenc_kmip_conn *c);
 
 VMENC_INTERNAL void vmenc_kmip_conn_close(vmenc_kmip_conn *c);
+
+/* The resolver vmenc_kmip_conn_open uses for names (getaddrinfo's
+ * signature). Name resolution runs in a helper thread so the deadline bounds
+ * it; vmenc_kmip_set_resolver_for_testing swaps in another resolver (e.g. a
+ * slow one) for tests; NULL restores getaddrinfo. Not thread-safe against
+ * concurrent connects. */
+typedef int (*vmenc_kmip_resolver_fn)(const char *node, const char *service, const struct addrinfo *hints,
+                                      struct addrinfo **res);
+VMENC_INTERNAL void vmenc_kmip_set_resolver_for_testing(vmenc_kmip_resolver_fn fn);
 
 #endif /* VMENC_LIB_KMS_KMIP_CONN_H */

@@ -286,6 +286,9 @@ static vmenc_status do_create(kmip_provider *kp, const char *name, uint64_t dead
     char id[VMENC_KMS_KEY_ID_CAP];
     uint32_t payload;
     vmenc_status s = item_payload(&ex, 0, &payload);
+    /* One new object, one identifier: with two, which key was made? */
+    if (s == VMENC_OK && vmenc_ttlv_count(&ex.resp.doc, payload, KMIP_TAG_UNIQUE_IDENTIFIER) != 1)
+        s = VMENC_E_KMS_PROTOCOL;
     if (s == VMENC_OK)
         s = copy_uid(&ex.resp.doc, payload, id, sizeof(id));
     exchange_cleanup(&ex);
@@ -312,6 +315,12 @@ static vmenc_status parse_key(const vmenc_ttlv_doc *d, uint32_t payload, const c
     int32_t bits;
     const char *uid;
     size_t uid_len;
+    /* One of each: with two, the checks would read the first and a server
+     * could slip another object's material in beside it. */
+    VMENC_ENSURE(vmenc_ttlv_count(d, payload, KMIP_TAG_UNIQUE_IDENTIFIER) == 1 &&
+                     vmenc_ttlv_count(d, payload, KMIP_TAG_OBJECT_TYPE) == 1 &&
+                     vmenc_ttlv_count(d, payload, KMIP_TAG_SYMMETRIC_KEY) == 1,
+                 VMENC_E_KMS_PROTOCOL);
     VMENC_GUARD(vmenc_ttlv_get_enum(d, payload, KMIP_TAG_OBJECT_TYPE, &ot));
     VMENC_GUARD(vmenc_ttlv_get_text(d, payload, KMIP_TAG_UNIQUE_IDENTIFIER, &uid, &uid_len));
     VMENC_ENSURE(uid_len == strlen(key_id) && memcmp(uid, key_id, uid_len) == 0, VMENC_E_KMS_WRONG_KEY);
@@ -343,23 +352,40 @@ static vmenc_status parse_key(const vmenc_ttlv_doc *d, uint32_t payload, const c
 }
 
 /* parse_state reads State from a GetAttributes payload (1.x: Attribute
- * {Name "State", Value}; 2.0: Attributes {State}). */
+ * {Name "State", Value}; 2.0: Attributes {State}). The reply must be about
+ * |key_id| and carry exactly one State: otherwise a buggy or hostile server
+ * could pair a revoked key's bytes with another object's Active state, or
+ * add an Active State before the real one, and defeat the revoked-key
+ * check. Both are VMENC_E_KMS_PROTOCOL. */
 static vmenc_status parse_state(const kmip_provider *kp, const vmenc_ttlv_doc *d, uint32_t payload,
-                                uint32_t *state) {
+                                const char *key_id, uint32_t *state) {
+    const char *uid;
+    size_t uid_len;
+    VMENC_ENSURE(vmenc_ttlv_count(d, payload, KMIP_TAG_UNIQUE_IDENTIFIER) == 1, VMENC_E_KMS_PROTOCOL);
+    VMENC_ENSURE(vmenc_ttlv_get_text(d, payload, KMIP_TAG_UNIQUE_IDENTIFIER, &uid, &uid_len) == VMENC_OK,
+                 VMENC_E_KMS_PROTOCOL);
+    VMENC_ENSURE(uid_len == strlen(key_id) && memcmp(uid, key_id, uid_len) == 0, VMENC_E_KMS_PROTOCOL);
     if (v2(kp)) {
         uint32_t attrs;
+        VMENC_ENSURE(vmenc_ttlv_count(d, payload, KMIP_TAG_ATTRIBUTES) == 1, VMENC_E_KMS_PROTOCOL);
         VMENC_GUARD(vmenc_ttlv_get_struct(d, payload, KMIP_TAG_ATTRIBUTES, &attrs));
+        VMENC_ENSURE(vmenc_ttlv_count(d, attrs, KMIP_TAG_STATE) == 1, VMENC_E_KMS_PROTOCOL);
         return vmenc_ttlv_get_enum(d, attrs, KMIP_TAG_STATE, state);
     }
+    uint32_t found = VMENC_TTLV_NONE;
     for (uint32_t a = vmenc_ttlv_child(d, payload, KMIP_TAG_ATTRIBUTE, VMENC_TTLV_NONE); a != VMENC_TTLV_NONE;
          a = vmenc_ttlv_child(d, payload, KMIP_TAG_ATTRIBUTE, a)) {
         const char *n;
         size_t n_len;
         if (vmenc_ttlv_get_text(d, a, KMIP_TAG_ATTRIBUTE_NAME, &n, &n_len) == VMENC_OK && n_len == 5 &&
-            memcmp(n, "State", 5) == 0)
-            return vmenc_ttlv_get_enum(d, a, KMIP_TAG_ATTRIBUTE_VALUE, state);
+            memcmp(n, "State", 5) == 0) {
+            VMENC_ENSURE(found == VMENC_TTLV_NONE, VMENC_E_KMS_PROTOCOL); /* a second State */
+            found = a;
+        }
     }
-    return VMENC_E_KMS_PROTOCOL;
+    VMENC_ENSURE(found != VMENC_TTLV_NONE, VMENC_E_KMS_PROTOCOL);
+    VMENC_ENSURE(vmenc_ttlv_count(d, found, KMIP_TAG_ATTRIBUTE_VALUE) == 1, VMENC_E_KMS_PROTOCOL);
+    return vmenc_ttlv_get_enum(d, found, KMIP_TAG_ATTRIBUTE_VALUE, state);
 }
 
 static vmenc_status do_get(kmip_provider *kp, const char *key_id, uint64_t deadline, vmenc_secret **out) {
@@ -393,7 +419,7 @@ static vmenc_status do_get(kmip_provider *kp, const char *key_id, uint64_t deadl
     if (s == VMENC_OK)
         s = item_payload(&ex, 1, &payload);
     if (s == VMENC_OK)
-        s = parse_state(kp, &ex.resp.doc, payload, &state);
+        s = parse_state(kp, &ex.resp.doc, payload, key_id, &state);
     if (s == VMENC_OK && state != KMIP_STATE_ACTIVE)
         s = VMENC_E_KEY_STATE;
     if (s == VMENC_OK)
@@ -549,6 +575,9 @@ static vmenc_status do_crypt(kmip_provider *kp, bool enc, const char *key_id, co
      * error. */
     if (!enc && (s == VMENC_E_CRYPTO || s == VMENC_E_KMS))
         s = VMENC_E_AUTH;
+    if (s == VMENC_OK && (vmenc_ttlv_count(&ex.resp.doc, payload, KMIP_TAG_UNIQUE_IDENTIFIER) != 1 ||
+                          vmenc_ttlv_count(&ex.resp.doc, payload, KMIP_TAG_DATA) != 1))
+        s = VMENC_E_KMS_PROTOCOL;
     if (s == VMENC_OK)
         s = vmenc_ttlv_get_text(&ex.resp.doc, payload, KMIP_TAG_UNIQUE_IDENTIFIER, &uid, &uid_len);
     if (s == VMENC_OK && (uid_len != strlen(key_id) || memcmp(uid, key_id, uid_len) != 0))
