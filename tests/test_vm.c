@@ -615,12 +615,19 @@ static void test_storage_policy_apply(void **state) {
     OK(vmenc_vm_file_pread(f, 0, sizeof(back), back, &got));
     assert_memory_equal(back, nv, sizeof(nv));
     OK(vmenc_vm_file_close(f));
-    /* a disk with data cannot be converted by this version: nothing changes */
+    /* a disk with data is converted in place (tests/test_vm_convert.c has
+     * the engine's own tests): decrypt, then encrypt again */
     uint8_t *model = calloc(1, CAP);
     fill_disk(vm, id, model, CAP);
-    assert_int_equal(vmenc_vm_apply_storage_policy(vm, "alice", "plain"), VMENC_E_UNSUPPORTED);
+    OK(vmenc_vm_apply_storage_policy(vm, "alice", "plain"));
+    OK(vmenc_vm_get_info(vm, &info));
+    assert_int_equal(info.encrypted, 0);
+    verify_disk(vm, "alice", id, model, CAP);
+    OK(vmenc_vm_apply_storage_policy(vm, "alice", "encrypted"));
     OK(vmenc_vm_get_info(vm, &info));
     assert_int_equal(info.encrypted, 1);
+    OK(vmenc_vm_get_disk_info(vm, 0, &di));
+    assert_int_equal(di.state, VMENC_DISK_ENCRYPTED);
     verify_disk(vm, "alice", id, model, CAP);
     /* the same policy with another provider: a shallow rekey */
     OK(vmenc_vm_apply_storage_policy(vm, "alice", "encrypted-b"));

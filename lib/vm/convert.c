@@ -95,11 +95,9 @@ static vmenc_status write_slot(vm_cvt *c, const vm_cvt_slot *slot) {
     /* slot seq % 2 is the one we overwrite: the other keeps the last
      * durable state if this write tears */
     uint64_t off = (slot->seq % 2 == 1) ? 0 : VM_CVT_SLOT_STRIDE;
-    vmenc_status s = vm_extent_write_hook != NULL ? vm_extent_write_hook(c->fd, img, sizeof(img), off) : VMENC_OK;
-    if (vm_extent_write_hook == NULL && pwrite(c->fd, img, sizeof(img), (off_t)off) != (ssize_t)sizeof(img))
-        s = vm_status_from_errno(errno != 0 ? errno : EIO);
-    if (s == VMENC_OK && c->sync && fdatasync(c->fd) != 0)
-        s = vm_status_from_errno(errno);
+    vmenc_status s = vm_io_pwrite_all(c->fd, img, sizeof(img), off);
+    if (s == VMENC_OK && c->sync)
+        s = vm_io_sync(c->fd);
     return s;
 }
 

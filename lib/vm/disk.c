@@ -40,6 +40,8 @@ static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t
         vm_op_add_key(op, e->desc.key_provider, e->desc.kek_id);
         VMENC_ENSURE(e->dek != NULL, VMENC_E_VM_LOCKED);
     }
+    if (e->desc.new_key_safe != NULL)
+        VMENC_ENSURE(e->new_dek != NULL, VMENC_E_VM_LOCKED);
     vmenc_disk *d = calloc(1, sizeof(*d));
     VMENC_ENSURE(d != NULL, VMENC_E_NOMEM);
     vmenc_xts *xts = NULL;
@@ -54,13 +56,17 @@ static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t
         vmenc_xts_free(xts);
         goto fail;
     }
-    e->open = true;
-    vm->open_handles++;
-    vm_retain(vm);
     d->vm = vm;
     d->index_hint = (size_t)i;
     d->readonly = ro;
     snprintf(d->disk_id, sizeof(d->disk_id), "%s", disk_id);
+    if (vm_disk_desc_converting(&e->desc) && (s = vm_cvt_resume(d, (size_t)i, op)) != VMENC_OK) {
+        (void)vm_extent_close(d->ext, false);
+        goto fail;
+    }
+    e->open = true;
+    vm->open_handles++;
+    vm_retain(vm);
     *out = d;
     return VMENC_OK;
 fail:
@@ -80,9 +86,16 @@ vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *di
     VMENC_GUARD(open_authorize(vm, &op, (flags & VMENC_DISK_OPEN_EXPORT) != 0));
     pthread_mutex_lock(&vm->lock);
     vmenc_disk *d = NULL;
+    bool resumed = false;
     vmenc_status s = disk_open_locked(vm, disk_id, flags, &op, &d);
+    if (s == VMENC_OK && d->cvt != NULL) {
+        resumed = true;
+        op.operation = "disk.open_convert_resume";
+    }
     pthread_mutex_unlock(&vm->lock);
-    s = vm_op_finish(&op, s, NULL);
+    s = vm_op_finish(&op, s, resumed ? "an interrupted in-place conversion resumes" : NULL);
+    if (s == VMENC_OK && resumed)
+        s = vm_cvt_finish_if_done(d);
     if (s != VMENC_OK) {
         if (d != NULL) {
             vmenc_status ignored = vmenc_disk_close(d); /* the audit failure is what counts */
@@ -132,6 +145,7 @@ vmenc_status vmenc_disk_close(vmenc_disk *disk) {
     if (disk == NULL)
         return VMENC_OK;
     vmenc_status s = vm_extent_close(disk->ext, !disk->readonly);
+    vm_cvt_free(disk->cvt);
     vmenc_vm *vm = disk->vm;
     pthread_mutex_lock(&vm->lock);
     int i = vm_find_disk(vm, disk->disk_id);

@@ -95,13 +95,19 @@ static vmenc_status io_pread_all(int fd, uint8_t *buf, size_t len, uint64_t off)
     return VMENC_OK;
 }
 
-/* vm_extent_write_hook lets a test build put a fault injector under every
- * data write (torn writes, lost fsyncs). NULL in the product. */
-vm_extent_io_hook vm_extent_write_hook;
+/* vm_io_hook lets a test put a fault injector under every data write and
+ * sync (torn writes, lost fsyncs). NULL in the product. */
+const vm_io_hooks *vm_io_hook;
 
-static vmenc_status io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
-    if (vm_extent_write_hook != NULL)
-        return vm_extent_write_hook(fd, buf, len, off);
+vmenc_status vm_io_sync(int fd) {
+    if (vm_io_hook != NULL && vm_io_hook->sync != NULL)
+        return vm_io_hook->sync(fd);
+    return fdatasync(fd) == 0 ? VMENC_OK : vm_status_from_errno(errno);
+}
+
+vmenc_status vm_io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
+    if (vm_io_hook != NULL && vm_io_hook->pwrite != NULL)
+        return vm_io_hook->pwrite(fd, buf, len, off);
     while (len > 0) {
         ssize_t n = pwrite(fd, buf, len, (off_t)off);
         if (n < 0 && errno == EINTR)
@@ -299,7 +305,7 @@ static vmenc_status write_partial(vm_extent *e, const layout *l, uint64_t sector
         s = vmenc_xts_encrypt(l->xts, sector, bounce, bounce, e->sector_size);
     }
     if (s == VMENC_OK)
-        s = io_pwrite_all(e->fd, bounce, e->sector_size, l->offset + (sector << e->sector_shift));
+        s = vm_io_pwrite_all(e->fd, bounce, e->sector_size, l->offset + (sector << e->sector_shift));
     pthread_mutex_unlock(m);
     return s;
 }
@@ -307,7 +313,7 @@ static vmenc_status write_partial(vm_extent *e, const layout *l, uint64_t sector
 static vmenc_status layout_pwrite(vm_extent *e, const layout *l, uint64_t offset, const uint8_t *data,
                                   size_t len) {
     if (l->xts == NULL)
-        return io_pwrite_all(e->fd, data, len, l->offset + offset);
+        return vm_io_pwrite_all(e->fd, data, len, l->offset + offset);
     const uint64_t ss = e->sector_size;
     size_t cap = BOUNCE_MAX;
     uint8_t *bounce = bounce_get(), *own = NULL;
@@ -336,7 +342,7 @@ static vmenc_status layout_pwrite(vm_extent *e, const layout *l, uint64_t offset
             if (take > cap)
                 take = cap;
             VMENC_GUARD_GOTO(s, vmenc_xts_encrypt(l->xts, sector, data, bounce, take), done);
-            VMENC_GUARD_GOTO(s, io_pwrite_all(e->fd, bounce, take, l->offset + offset), done);
+            VMENC_GUARD_GOTO(s, vm_io_pwrite_all(e->fd, bounce, take, l->offset + offset), done);
         }
         data += take;
         offset += take;
@@ -421,9 +427,7 @@ vmenc_status vm_extent_flush(vm_extent *e) {
     VMENC_ENSURE_REF(e);
     if ((e->flags & (VM_EXTENT_READONLY | VM_EXTENT_NO_SYNC)) != 0)
         return VMENC_OK;
-    if (fdatasync(e->fd) != 0)
-        return vm_status_from_errno(errno);
-    return VMENC_OK;
+    return vm_io_sync(e->fd);
 }
 
 /* ---- conversion ---------------------------------------------------------------- */
@@ -440,7 +444,7 @@ static void unlock_all_modes(vm_extent *e) {
 
 vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t new_offset, vmenc_xts *new_xts, uint64_t seg_bytes,
                                      uint64_t done_segs) {
-    VMENC_ENSURE(e != NULL && !e->converting && !(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
+    VMENC_ENSURE(e != NULL && !e->converting, VMENC_E_BAD_STATE);
     VMENC_ENSURE(seg_bytes > 0 && seg_bytes % e->sector_size == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(new_xts == NULL || vmenc_xts_sector_size(new_xts) == e->sector_size, VMENC_E_INVALID_ARG);
     /* the two layouts are |seg_bytes| apart, one at 0 */
@@ -482,7 +486,7 @@ static vmenc_status punch(vm_extent *e, uint64_t off, uint64_t len, uint8_t *zer
     memset(zeros_buf, 0, buf_len);
     for (uint64_t done = 0; done < len;) {
         size_t n = len - done < buf_len ? (size_t)(len - done) : buf_len;
-        VMENC_GUARD(io_pwrite_all(e->fd, zeros_buf, n, off + done));
+        VMENC_GUARD(vm_io_pwrite_all(e->fd, zeros_buf, n, off + done));
         done += n;
     }
     return VMENC_OK;
@@ -505,12 +509,12 @@ vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_per
         if (s == VMENC_OK && e->next.xts != NULL)
             s = vmenc_xts_encrypt(e->next.xts, first, buf, buf, (size_t)len);
         if (s == VMENC_OK)
-            s = io_pwrite_all(e->fd, buf, (size_t)len, e->next.offset + start);
+            s = vm_io_pwrite_all(e->fd, buf, (size_t)len, e->next.offset + start);
     }
     /* 1st fsync point: the moved segment is durable before the state says
      * so, and before the next segment overwrites this one's old place. */
-    if (s == VMENC_OK && !(e->flags & VM_EXTENT_NO_SYNC) && fdatasync(e->fd) != 0)
-        s = vm_status_from_errno(errno);
+    if (s == VMENC_OK && !(e->flags & VM_EXTENT_NO_SYNC))
+        s = vm_io_sync(e->fd);
     /* 2nd: the caller makes the new count durable; only then do guests see
      * the segment in its new place (their writes there would be lost if a
      * crash made us move it again from the old place). */
@@ -546,8 +550,8 @@ vmenc_status vm_extent_convert_cleanup(vm_extent *e) {
         s = zeros != NULL ? punch(e, 0, e->seg_bytes, zeros, BOUNCE_MAX) : VMENC_E_NOMEM;
         free(zeros);
     }
-    if (s == VMENC_OK && !(e->flags & VM_EXTENT_NO_SYNC) && fsync(e->fd) != 0)
-        s = vm_status_from_errno(errno);
+    if (s == VMENC_OK && !(e->flags & VM_EXTENT_NO_SYNC))
+        s = vm_io_sync(e->fd);
     return s;
 }
 
@@ -566,6 +570,18 @@ vmenc_xts *vm_extent_convert_finish(vm_extent *e) {
         pthread_rwlock_destroy(&locks[i]);
     free(locks);
     return old;
+}
+
+vmenc_status vm_extent_reserve(vm_extent *e, uint64_t size, bool sync) {
+    VMENC_ENSURE(e != NULL && !(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
+    struct stat st;
+    if (fstat(e->fd, &st) != 0)
+        return vm_status_from_errno(errno);
+    if ((uint64_t)st.st_size >= size)
+        return VMENC_OK;
+    if (ftruncate(e->fd, (off_t)size) != 0 || (sync && fsync(e->fd) != 0))
+        return vm_status_from_errno(errno);
+    return VMENC_OK;
 }
 
 vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {

@@ -137,12 +137,15 @@ static void vm_drop_keys(vmenc_vm *vm) {
     for (size_t i = 0; i < vm->num_disks; i++) {
         vmenc_dek_free(vm->disks[i].dek);
         vm->disks[i].dek = NULL;
+        vmenc_dek_free(vm->disks[i].new_dek);
+        vm->disks[i].new_dek = NULL;
     }
 }
 
 static void vm_drop_disks(vmenc_vm *vm) {
     for (size_t i = 0; i < vm->num_disks; i++) {
         vmenc_dek_free(vm->disks[i].dek);
+        vmenc_dek_free(vm->disks[i].new_dek);
         vm_disk_desc_cleanup(&vm->disks[i].desc);
     }
     free(vm->disks);
@@ -367,17 +370,23 @@ static vmenc_status load_keys(vmenc_vm *vm, vm_op *op) {
     for (size_t i = 0; i < vm->num_disks; i++) {
         vm_disk_entry *d = &vm->disks[i];
         d->key_status = VMENC_OK;
-        if (!d->desc.encrypted || d->dek != NULL)
-            continue;
-        vm_op_add_key(op, d->desc.key_provider, d->desc.kek_id);
-        vmenc_wrap_context ctx;
-        vm_wrap_ctx(&ctx, vm->vmx.uuid, d->disk_id);
-        vmenc_status s = vmenc_keymgr_unwrap_dek(h->keymgr, d->desc.key_safe, &ctx, h->timeout_ms, &d->dek);
-        d->key_status = s;
-        if (key_unavailable(s))
-            VMENC_GUARD(note_missing(vm, d->desc.key_safe, s));
-        else if (s != VMENC_OK)
-            return s;
+        /* a disk in conversion may hold two keys: the old and the new */
+        const vmenc_wrapped_key *wks[2] = {d->desc.key_safe, d->desc.new_key_safe};
+        vmenc_dek **deks[2] = {&d->dek, &d->new_dek};
+        for (size_t k = 0; k < 2; k++) {
+            if (wks[k] == NULL || *deks[k] != NULL)
+                continue;
+            vm_op_add_key(op, vmenc_wrapped_key_provider_alias(wks[k]), vmenc_wrapped_key_kek_id(wks[k]));
+            vmenc_wrap_context ctx;
+            vm_wrap_ctx(&ctx, vm->vmx.uuid, d->disk_id);
+            vmenc_status s = vmenc_keymgr_unwrap_dek(h->keymgr, wks[k], &ctx, h->timeout_ms, deks[k]);
+            if (s != VMENC_OK)
+                d->key_status = s;
+            if (key_unavailable(s))
+                VMENC_GUARD(note_missing(vm, wks[k], s));
+            else if (s != VMENC_OK)
+                return s;
+        }
     }
     vm->locked = vm->num_missing > 0;
     return VMENC_OK;
@@ -750,7 +759,7 @@ vmenc_status vmenc_vm_get_disk_info(vmenc_vm *vm, uint32_t index, vmenc_disk_inf
     i.state = d->desc.state;
     snprintf(i.key_provider, sizeof(i.key_provider), "%s", d->desc.key_provider);
     snprintf(i.kek_id, sizeof(i.kek_id), "%s", d->desc.kek_id);
-    i.locked = d->desc.encrypted && d->dek == NULL;
+    i.locked = (d->desc.key_safe != NULL && d->dek == NULL) || (d->desc.new_key_safe != NULL && d->new_dek == NULL);
     pthread_mutex_unlock(&vm->lock);
     memcpy(out, &i, DISK_INFO_V1_SIZE);
     return VMENC_OK;

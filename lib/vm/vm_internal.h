@@ -114,6 +114,8 @@ typedef vmenc_status (*vm_extent_persist_fn)(void *arg, uint64_t done_segs);
 VMENC_INTERNAL vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_persist_fn persist,
                                                       void *arg, uint64_t *out_bytes);
 VMENC_INTERNAL bool vm_extent_convert_done(const vm_extent *e);
+/* vm_extent_reserve grows the file (sparse) to at least |size| bytes. */
+VMENC_INTERNAL vmenc_status vm_extent_reserve(vm_extent *e, uint64_t size, bool sync);
 VMENC_INTERNAL void vm_extent_convert_position(const vm_extent *e, uint64_t *out_done, uint64_t *out_total);
 /* vm_extent_convert_cleanup removes the old layout's leftover (truncate or
  * punch) and fsyncs, once every segment moved. Idempotent. */
@@ -122,10 +124,18 @@ VMENC_INTERNAL vmenc_status vm_extent_convert_cleanup(vm_extent *e);
  * the old XTS context for the caller to free. */
 VMENC_INTERNAL vmenc_xts *vm_extent_convert_finish(vm_extent *e);
 
-/* Test hook: when set, every data write of an extent goes through it (a
- * fault injector for torn writes and lost fsyncs). NULL in the product. */
-typedef vmenc_status (*vm_extent_io_hook)(int fd, const uint8_t *buf, size_t len, uint64_t off);
-extern vm_extent_io_hook vm_extent_write_hook;
+/* Test hooks: when set, every data write and data sync of an extent and of
+ * a conversion state file goes through them (a fault injector for torn
+ * writes, lost fsyncs, ENOSPC and EIO). NULL in the product. */
+typedef struct vm_io_hooks {
+    vmenc_status (*pwrite)(int fd, const uint8_t *buf, size_t len, uint64_t off);
+    vmenc_status (*sync)(int fd);
+} vm_io_hooks;
+extern const vm_io_hooks *vm_io_hook;
+/* vm_io_pwrite_all writes every byte (EINTR and short writes retried);
+ * vm_io_sync is fdatasync. Both go through the hooks when set. */
+VMENC_INTERNAL vmenc_status vm_io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
+VMENC_INTERNAL vmenc_status vm_io_sync(int fd);
 
 /* vm_extent_close flushes (unless read-only or |flush| false), frees,
  * wipes the cipher context. Returns the flush status. */
@@ -179,6 +189,9 @@ struct vmenc_disk {
  * extent's second layout, finishes at once if every segment had moved. */
 VMENC_INTERNAL vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op);
 VMENC_INTERNAL void vm_cvt_free(vm_cvt *c);
+/* vm_cvt_finish_if_done finishes a resumed conversion whose segments had
+ * all moved (a crash during the finish). Without the VM lock. */
+VMENC_INTERNAL vmenc_status vm_cvt_finish_if_done(vmenc_disk *disk);
 
 /* ---- the VM ----------------------------------------------------------------- */
 

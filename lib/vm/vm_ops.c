@@ -281,8 +281,18 @@ static vmenc_status rewrap_all(vmenc_vm *vm, const char *alias, const char *kek_
     return VMENC_OK;
 }
 
+/* any_converting: does a disk have an in-place conversion in progress? A
+ * shallow rekey or a clone then waits for it: the descriptor holds two
+ * keys and the extent two layouts (docs/reencryption.md). */
+static bool any_converting(const vmenc_vm *vm) {
+    for (size_t i = 0; i < vm->num_disks; i++)
+        if (vm_disk_desc_converting(&vm->disks[i].desc))
+            return true;
+    return false;
+}
+
 static vmenc_status rekey_locked(vmenc_vm *vm, const char *alias, const char *kek_id, vm_op *op) {
-    VMENC_ENSURE(vm_is_encrypted(vm), VMENC_E_BAD_STATE);
+    VMENC_ENSURE(vm_is_encrypted(vm) && !any_converting(vm), VMENC_E_BAD_STATE);
     VMENC_GUARD(needs_keys(vm));
     vm_op_add_key(op, vm_alias(vm), vm_kek(vm));
     char a[VMENC_PROVIDER_ALIAS_MAX + 1], id[VMENC_KMS_KEY_ID_CAP];
@@ -454,20 +464,10 @@ static vmenc_status authorize_plan(vmenc_vm *vm, vm_op *op, const vmenc_policy_a
     return VMENC_OK;
 }
 
-/* check_plan refuses, before anything changes, what this version cannot
- * do: converting a disk that holds data (the conversion engine's job). */
-static vmenc_status check_plan(vmenc_vm *vm, const vmenc_policy_action *acts, size_t n) {
+/* check_plan: the VM is powered off (nothing open) and its keys are here. */
+static vmenc_status check_plan(vmenc_vm *vm) {
     VMENC_ENSURE(vm->open_handles == 0, VMENC_E_BAD_STATE);
-    VMENC_GUARD(needs_keys(vm));
-    for (size_t i = 0; i < n; i++) {
-        if (acts[i].type != VMENC_ACTION_ENCRYPT_DISK && acts[i].type != VMENC_ACTION_DECRYPT_DISK)
-            continue;
-        VMENC_ENSURE(acts[i].disk < vm->num_disks, VMENC_E_INTERNAL);
-        bool data = true;
-        VMENC_GUARD(vm_extent_file_has_data(vm->dirfd, vm->disks[acts[i].disk].desc.extent_file, &data));
-        VMENC_ENSURE(!data, VMENC_E_UNSUPPORTED);
-    }
-    return VMENC_OK;
+    return needs_keys(vm);
 }
 
 static vmenc_status encrypt_home(vmenc_vm *vm, const char *provider, vm_op *op) {
@@ -576,38 +576,142 @@ static vmenc_status decrypt_disk(vmenc_vm *vm, size_t i, vm_op *op) {
     return VMENC_OK;
 }
 
-static vmenc_status run_plan(vmenc_vm *vm, const vmenc_policy_action *acts, size_t n, vm_op *op) {
-    for (size_t i = 0; i < n; i++) {
-        const vmenc_policy_action *a = &acts[i];
-        switch (a->type) {
-        case VMENC_ACTION_ENCRYPT_HOME: VMENC_GUARD(encrypt_home(vm, a->key_provider, op)); break;
-        case VMENC_ACTION_DECRYPT_HOME: VMENC_GUARD(decrypt_home(vm, op)); break;
-        case VMENC_ACTION_ENCRYPT_DISK: VMENC_GUARD(encrypt_disk(vm, a->disk, op)); break;
-        case VMENC_ACTION_DECRYPT_DISK: VMENC_GUARD(decrypt_disk(vm, a->disk, op)); break;
-        case VMENC_ACTION_REKEY_HOME:
-            VMENC_GUARD(rekey_locked(vm, a->key_provider, NULL, op));
-            break;
-        case VMENC_ACTION_REKEY_DISK:
-            break; /* REKEY_HOME re-wraps every disk of the VM's KEK too */
-        default:
-            break; /* core dumps and migration are recorded by the policy name */
-        }
+/* run_action runs one planned action whose disk (if any) holds no data or
+ * needs no data moved. VM lock held. */
+static vmenc_status run_action(vmenc_vm *vm, const vmenc_policy_action *a, vm_op *op) {
+    switch (a->type) {
+    case VMENC_ACTION_ENCRYPT_HOME: return encrypt_home(vm, a->key_provider, op);
+    case VMENC_ACTION_DECRYPT_HOME: return decrypt_home(vm, op);
+    case VMENC_ACTION_ENCRYPT_DISK: return encrypt_disk(vm, a->disk, op);
+    case VMENC_ACTION_DECRYPT_DISK: return decrypt_disk(vm, a->disk, op);
+    case VMENC_ACTION_REKEY_HOME: return rekey_locked(vm, a->key_provider, NULL, op);
+    case VMENC_ACTION_REKEY_DISK: return VMENC_OK; /* REKEY_HOME re-wraps every disk of the VM's KEK too */
+    default: return VMENC_OK; /* core dumps and migration are recorded by the policy name */
     }
+}
+
+/* ---- in-place conversions of a powered-off VM's disks ------------------------------ */
+
+#define CONVERT_STEP_BYTES ((uint64_t)64 << 20)
+#define APPLY_OPTIONS_V1_SIZE (offsetof(vmenc_apply_options, flags) + sizeof(uint32_t))
+
+static const vmenc_apply_options k_no_apply_options = {.struct_size = sizeof(vmenc_apply_options)};
+
+/* convert_disk runs (or, with |kind| 0, resumes) the conversion of disk
+ * |disk_id| to the end through the public disk API, so it is authorized and
+ * audited like any caller's. */
+static vmenc_status convert_disk(vmenc_vm *vm, const char *principal, const char *disk_id, vmenc_convert_kind kind,
+                                 const vmenc_apply_options *o) {
+    vmenc_disk *d = NULL;
+    VMENC_GUARD(vmenc_disk_open(vm, principal, disk_id, 0, &d));
+    vmenc_convert_progress p = {.struct_size = sizeof(p)};
+    vmenc_status s = vmenc_disk_convert_get_progress(d, &p);
+    if (s == VMENC_OK && p.done && kind != 0) {
+        vmenc_convert_options co = {.struct_size = sizeof(co), .segment_bytes = o->segment_bytes};
+        s = vmenc_disk_convert_begin(d, principal, kind, &co);
+    }
+    while (s == VMENC_OK) {
+        s = vmenc_disk_convert_step(d, CONVERT_STEP_BYTES, &p);
+        if (s == VMENC_OK && o->progress != NULL && o->progress(o->progress_ctx, disk_id, &p) != 0 && !p.done)
+            s = VMENC_E_INTERRUPTED;
+        if (s == VMENC_OK && p.done)
+            break;
+    }
+    vmenc_status cs = vmenc_disk_close(d);
+    return s != VMENC_OK ? s : cs;
+}
+
+/* disk_ids_where copies the IDs of the disks matching |want| (VM lock
+ * taken inside): the disk table may change while the lock is dropped. */
+static size_t disk_ids_where(vmenc_vm *vm, bool (*want)(const vm_disk_desc *),
+                             char ids[VMENC_VM_MAX_DISKS][VMENC_DISK_ID_MAX + 1]) {
+    size_t n = 0;
+    pthread_mutex_lock(&vm->lock);
+    for (size_t i = 0; i < vm->num_disks && n < VMENC_VM_MAX_DISKS; i++)
+        if (want(&vm->disks[i].desc))
+            snprintf(ids[n++], VMENC_DISK_ID_MAX + 1, "%s", vm->disks[i].disk_id);
+    pthread_mutex_unlock(&vm->lock);
+    return n;
+}
+
+static bool is_converting(const vm_disk_desc *d) { return vm_disk_desc_converting(d); }
+static bool is_encrypted_disk(const vm_disk_desc *d) { return d->state == VMENC_DISK_ENCRYPTED; }
+
+static vmenc_status resume_all(vmenc_vm *vm, const char *principal, const vmenc_apply_options *o) {
+    char ids[VMENC_VM_MAX_DISKS][VMENC_DISK_ID_MAX + 1];
+    size_t n = disk_ids_where(vm, is_converting, ids);
+    for (size_t i = 0; i < n; i++)
+        VMENC_GUARD(convert_disk(vm, principal, ids[i], 0, o));
     return VMENC_OK;
 }
 
-vmenc_status vmenc_vm_apply_storage_policy(vmenc_vm *vm, const char *principal, const char *name) {
+static vmenc_status check_apply_options(const vmenc_apply_options **o) {
+    if (*o == NULL) {
+        *o = &k_no_apply_options;
+        return VMENC_OK;
+    }
+    VMENC_ENSURE((*o)->struct_size >= APPLY_OPTIONS_V1_SIZE, VMENC_E_ABI_VERSION);
+    VMENC_ENSURE((*o)->flags == 0, VMENC_E_INVALID_ARG);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
+    VMENC_ENSURE_REF(vm);
+    VMENC_GUARD(check_apply_options(&opts));
+    return resume_all(vm, principal, opts);
+}
+
+vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
+    VMENC_ENSURE_REF(vm);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.rekey_deep", vm->vmx.name);
+    vmenc_status s = check_apply_options(&opts);
+    if (s != VMENC_OK)
+        return vm_op_finish(&op, s, "bad options");
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_REKEY_DEEP, .vm = vm->vmx.name,
+                               .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    s = vm_is_encrypted(vm) ? check_plan(vm) : VMENC_E_BAD_STATE;
+    pthread_mutex_unlock(&vm->lock);
+    if (s == VMENC_OK)
+        s = resume_all(vm, principal, opts);
+    char ids[VMENC_VM_MAX_DISKS][VMENC_DISK_ID_MAX + 1];
+    size_t n = s == VMENC_OK ? disk_ids_where(vm, is_encrypted_disk, ids) : 0;
+    for (size_t i = 0; i < n && s == VMENC_OK; i++)
+        s = convert_disk(vm, principal, ids[i], VMENC_CONVERT_REKEY, opts);
+    return vm_op_finish(&op, s, NULL);
+}
+
+/* disk_needs_move: a disk action whose disk holds data moves it in place. */
+static vmenc_status disk_needs_move(vmenc_vm *vm, const vmenc_policy_action *a, bool *out) {
+    *out = false;
+    if (a->type != VMENC_ACTION_ENCRYPT_DISK && a->type != VMENC_ACTION_DECRYPT_DISK)
+        return VMENC_OK;
+    VMENC_ENSURE(a->disk < vm->num_disks, VMENC_E_INTERNAL);
+    return vm_extent_file_has_data(vm->dirfd, vm->disks[a->disk].desc.extent_file, out);
+}
+
+vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principal, const char *name,
+                                              const vmenc_apply_options *opts) {
     VMENC_ENSURE_REF(vm);
     vm_op op;
     vm_op_init(&op, vm->host, principal, "vm.apply_storage_policy", vm->vmx.name);
     if (name == NULL || name[0] == '\0' || strlen(name) > VMENC_POLICY_NAME_MAX)
         return vm_op_finish(&op, VMENC_E_INVALID_ARG, "no storage policy named");
+    vmenc_status s = check_apply_options(&opts);
+    if (s != VMENC_OK)
+        return vm_op_finish(&op, s, "bad options");
+    /* an interrupted conversion is finished first: the plan needs to know
+     * each disk's state */
+    if ((s = resume_all(vm, principal, opts)) != VMENC_OK)
+        return vm_op_finish(&op, s, "an interrupted conversion could not be finished");
     pthread_mutex_lock(&vm->lock);
     vmenc_vm_disk_state disks[VMENC_VM_MAX_DISKS];
     vmenc_vm_crypto_state st;
     vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(VMENC_VM_MAX_DISKS)];
     size_t n = 0;
-    vmenc_status s = crypto_state(vm, disks, &st);
+    s = crypto_state(vm, disks, &st);
     if (s == VMENC_OK)
         s = vmenc_policy_plan_storage_policy(vm->host->policy, name, &st, acts, VMENC_ARRAY_LEN(acts), &n);
     if (s != VMENC_OK) {
@@ -619,9 +723,24 @@ vmenc_status vmenc_vm_apply_storage_policy(vmenc_vm *vm, const char *principal, 
         pthread_mutex_unlock(&vm->lock);
         return s;
     }
-    s = check_plan(vm, acts, n);
-    if (s == VMENC_OK)
-        s = run_plan(vm, acts, n, &op);
+    s = check_plan(vm);
+    for (size_t i = 0; i < n && s == VMENC_OK; i++) {
+        bool move = false;
+        s = disk_needs_move(vm, &acts[i], &move);
+        if (s != VMENC_OK)
+            break;
+        if (!move) {
+            s = run_action(vm, &acts[i], &op);
+            continue;
+        }
+        char id[VMENC_DISK_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%s", vm->disks[acts[i].disk].disk_id);
+        vmenc_convert_kind kind =
+            acts[i].type == VMENC_ACTION_ENCRYPT_DISK ? VMENC_CONVERT_ENCRYPT : VMENC_CONVERT_DECRYPT;
+        pthread_mutex_unlock(&vm->lock); /* the disk API takes it itself */
+        s = convert_disk(vm, principal, id, kind, opts);
+        pthread_mutex_lock(&vm->lock);
+    }
     if (s == VMENC_OK) {
         snprintf(vm->vmx.storage_policy, sizeof(vm->vmx.storage_policy), "%s", name);
         s = vm_write_config(vm);
@@ -630,6 +749,10 @@ vmenc_status vmenc_vm_apply_storage_policy(vmenc_vm *vm, const char *principal, 
         s = vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id, vm_is_encrypted(vm));
     pthread_mutex_unlock(&vm->lock);
     return vm_op_finish(&op, s, NULL);
+}
+
+vmenc_status vmenc_vm_apply_storage_policy(vmenc_vm *vm, const char *principal, const char *name) {
+    return vmenc_vm_apply_storage_policy_ex(vm, principal, name, NULL);
 }
 
 /* ---- clone ------------------------------------------------------------------------ */
@@ -896,7 +1019,7 @@ vmenc_status vmenc_vm_clone(vmenc_vm *vm, const vmenc_vm_clone_options *o, vmenc
         return vm_op_finish(&op, s == VMENC_OK ? VMENC_E_EXISTS : s, "the name is taken in the inventory");
     pthread_mutex_lock(&vm->lock);
     s = needs_keys(vm);
-    if (s == VMENC_OK && vm->open_handles != 0)
+    if (s == VMENC_OK && (vm->open_handles != 0 || any_converting(vm)))
         s = VMENC_E_BAD_STATE;
     bool created = false;
     vmenc_vm *dst = NULL;
