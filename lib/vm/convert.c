@@ -373,7 +373,7 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
         goto fail_state;
     }
     vm_disk_desc_cleanup(&old);
-    s = vm_extent_convert_start(disk->ext, d.cvt_target_offset, new_xts, seg, 0);
+    s = vm_extent_convert_start(disk->ext, d.data_offset, d.cvt_target_offset, new_xts, seg, 0);
     if (s != VMENC_OK) {
         /* durable and resumable: a reopen picks it up */
         vmenc_xts_free(new_xts);
@@ -495,7 +495,8 @@ vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
     if (s == VMENC_OK && e->new_dek != NULL)
         s = vmenc_xts_new_from_dek(e->new_dek, d->sector_size, &new_xts);
     if (s == VMENC_OK)
-        s = vm_extent_convert_start(disk->ext, d->cvt_target_offset, new_xts, d->cvt_segment, c->slot.done_segs);
+        s = vm_extent_convert_start(disk->ext, d->data_offset, d->cvt_target_offset, new_xts, d->cvt_segment,
+                                    c->slot.done_segs);
     if (s != VMENC_OK) {
         vmenc_xts_free(new_xts);
         vm_cvt_free(c);

@@ -50,8 +50,9 @@ static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t
         VMENC_GUARD_GOTO(s, vmenc_xts_new_from_dek(e->dek, e->desc.sector_size, &xts), fail);
     bool ro = (flags & VMENC_DISK_OPEN_READONLY) != 0;
     uint32_t xflags = (ro ? VM_EXTENT_READONLY : 0) | (vm_host_sync(vm->host) ? 0 : VM_EXTENT_NO_SYNC);
-    s = vm_extent_open(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, e->desc.data_offset,
-                       xts, xflags, &d->ext);
+    uint64_t at = vm_disk_desc_converting(&e->desc) ? 0 : e->desc.data_offset; /* see vm_extent_convert_start */
+    s = vm_extent_open(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, at, xts, xflags,
+                       &d->ext);
     if (s != VMENC_OK) {
         vmenc_xts_free(xts);
         goto fail;

@@ -442,13 +442,14 @@ static void unlock_all_modes(vm_extent *e) {
         pthread_rwlock_unlock(&e->modes[i].lock);
 }
 
-vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t new_offset, vmenc_xts *new_xts, uint64_t seg_bytes,
-                                     uint64_t done_segs) {
+vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t old_offset, uint64_t new_offset, vmenc_xts *new_xts,
+                                     uint64_t seg_bytes, uint64_t done_segs) {
     VMENC_ENSURE(e != NULL && !e->converting, VMENC_E_BAD_STATE);
+    VMENC_ENSURE(old_offset == e->cur.offset || e->cur.offset == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(seg_bytes > 0 && seg_bytes % e->sector_size == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(new_xts == NULL || vmenc_xts_sector_size(new_xts) == e->sector_size, VMENC_E_INVALID_ARG);
     /* the two layouts are |seg_bytes| apart, one at 0 */
-    VMENC_ENSURE((e->cur.offset == 0 && new_offset == seg_bytes) || (e->cur.offset == seg_bytes && new_offset == 0),
+    VMENC_ENSURE((old_offset == 0 && new_offset == seg_bytes) || (old_offset == seg_bytes && new_offset == 0),
                  VMENC_E_INVALID_ARG);
     uint64_t n = (e->capacity + seg_bytes - 1) / seg_bytes;
     VMENC_ENSURE(done_segs <= n, VMENC_E_INVALID_ARG);
@@ -460,6 +461,7 @@ vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t new_offset, vmenc_xt
     for (uint64_t i = 0; i < n; i++)
         pthread_rwlock_init(&locks[i], NULL);
     lock_all_modes(e);
+    e->cur.offset = old_offset;
     e->next = (layout){.offset = new_offset, .xts = new_xts};
     e->seg_bytes = seg_bytes;
     e->num_segs = n;

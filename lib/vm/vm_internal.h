@@ -99,12 +99,15 @@ VMENC_INTERNAL bool vm_extent_encrypted(const vm_extent *e);
  * (SEEK_DATA; a file system without holes reports data). */
 VMENC_INTERNAL vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out);
 /* In-place conversion (convert.c drives it; docs/reencryption.md).
- * vm_extent_convert_start adds the new layout (|new_offset|, |new_xts|
+ * vm_extent_convert_start sets the old layout at |old_offset| (with the
+ * extent's own context) and adds the new layout (|new_offset|, |new_xts|
  * taken over on success; NULL = plain) with |done_segs| segments of
  * |seg_bytes| already moved; the two layouts must be |seg_bytes| apart
- * with one at 0. */
-VMENC_INTERNAL vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t new_offset, vmenc_xts *new_xts,
-                                                    uint64_t seg_bytes, uint64_t done_segs);
+ * with one at 0. An extent resumed mid-conversion is opened at offset 0
+ * (its size checked for that), since after the last segment moved down the
+ * old layout's end may already be cut off. */
+VMENC_INTERNAL vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t old_offset, uint64_t new_offset,
+                                                    vmenc_xts *new_xts, uint64_t seg_bytes, uint64_t done_segs);
 /* vm_extent_persist_fn makes "|done_segs| segments moved" durable. */
 typedef vmenc_status (*vm_extent_persist_fn)(void *arg, uint64_t done_segs);
 /* vm_extent_convert_segment moves the next segment under its exclusive
