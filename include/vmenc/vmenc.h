@@ -17,5 +17,6 @@
 #include "vmenc/policy.h"
 #include "vmenc/audit.h"
 #include "vmenc/vm.h"
+#include "vmenc/coredump.h"
 
 #endif /* VMENC_VMENC_H */
