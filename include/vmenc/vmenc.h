@@ -18,5 +18,6 @@
 #include "vmenc/audit.h"
 #include "vmenc/vm.h"
 #include "vmenc/coredump.h"
+#include "vmenc/migration.h"
 
 #endif /* VMENC_VMENC_H */
