@@ -17,5 +17,7 @@
 #include "vmenc/policy.h"
 #include "vmenc/audit.h"
 #include "vmenc/vm.h"
+#include "vmenc/coredump.h"
+#include "vmenc/migration.h"
 
 #endif /* VMENC_VMENC_H */

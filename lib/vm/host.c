@@ -152,3 +152,10 @@ vmenc_status vm_op_finish(vm_op *op, vmenc_status s, const char *reason) {
         return VMENC_E_AUDIT_SINK;
     return s;
 }
+
+vmenc_status vm_op_deny(vm_op *op, vmenc_status s, const char *reason) {
+    (void)emit(op, op->operation, VMENC_AUDIT_DENIED, s, reason != NULL ? reason : vmenc_strerror(s));
+    return s;
+}
+
+bool vm_principal_ok(const char *principal) { return principal_ok(principal); }

@@ -157,6 +157,11 @@ static void header_build(uint8_t cls, uint32_t index, const uint8_t file_id[SF_F
     vmenc_cbb_add_zeros(&cbb, VM_SF_HEADER_BYTES - vmenc_cbb_len(&cbb));
 }
 
+/* The AEAD classes: the four VM state classes and the host core dump. */
+static bool class_is_aead(uint8_t cls) {
+    return (cls >= 1 && cls <= SF_CLASS_MAX) || cls == VM_SF_CLASS_COREDUMP;
+}
+
 static bool all_zero(const vmenc_cbs *cbs) {
     uint8_t acc = 0;
     for (size_t i = 0; i < vmenc_cbs_len(cbs); i++)
@@ -181,7 +186,7 @@ vmenc_status vm_sf_parse_header(const uint8_t *data, size_t len, uint8_t *out_cl
                      vmenc_cbs_get_u32(&cbs, &chunk) && vmenc_cbs_get_u32(&cbs, &index) &&
                      vmenc_cbs_get_bytes(&cbs, &file_id, SF_FILE_ID_BYTES),
                  VMENC_E_TRUNCATED);
-    VMENC_ENSURE(cls >= 1 && cls <= SF_CLASS_MAX, VMENC_E_PARSE);
+    VMENC_ENSURE(class_is_aead(cls), VMENC_E_PARSE);
     VMENC_ENSURE(reserved == 0 && all_zero(&cbs), VMENC_E_PARSE);
     VMENC_ENSURE(chunk == SF_CHUNK, VMENC_E_PARSE);
     if (out_cls != NULL)
@@ -474,7 +479,7 @@ static vmenc_status open_args_check(const char *name, uint8_t cls, const char *u
                  VMENC_E_INVALID_ARG);
     if (vm_key == NULL)
         return cls >= 1 && cls <= SF_PLAIN_CLASS_MAX ? VMENC_OK : VMENC_E_INVALID_ARG;
-    VMENC_ENSURE(cls >= 1 && cls <= SF_CLASS_MAX, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(class_is_aead(cls), VMENC_E_INVALID_ARG);
     return vm_uuid_check(uuid);
 }
 
@@ -624,4 +629,95 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
         return rv;
     }
     return sync ? vm_fsync_dir(dirfd) : VMENC_OK;
+}
+
+/* ---- streaming writer ------------------------------------------------------------ */
+
+/* A writer is a vm_sf used append-only: f->pt collects the chunk being
+ * filled; a full chunk is sealed (not last) only when more data arrives, so
+ * the final record - full or not - is sealed as last by finish. Memory is one
+ * chunk and one record whatever the stream's length. */
+struct vm_sf_writer {
+    vm_sf *f;
+    uint64_t next_index; /* record the pending chunk will become */
+    size_t fill;         /* bytes of f->pt in use */
+    bool done;
+};
+
+vmenc_status vm_sf_writer_new(int fd, uint8_t cls, uint32_t index, const char *uuid, const vmenc_dek *key,
+                              bool sync, vm_sf_writer **out) {
+    VMENC_ENSURE(fd >= 0 && key != NULL && out != NULL && class_is_aead(cls), VMENC_E_INVALID_ARG);
+    VMENC_GUARD(vm_uuid_check(uuid));
+    vm_sf_writer *w = calloc(1, sizeof(*w));
+    VMENC_ENSURE(w != NULL, VMENC_E_NOMEM);
+    vmenc_status rv = sf_alloc(false, &w->f);
+    if (rv != VMENC_OK) {
+        free(w);
+        return rv;
+    }
+    w->f->sync = sync;
+    uint8_t header[VM_SF_HEADER_BYTES], file_id[SF_FILE_ID_BYTES];
+    randombytes_buf(file_id, sizeof(file_id));
+    header_build(cls, index, file_id, header);
+    rv = keys_init(w->f, key, uuid, header, file_id);
+    if (rv == VMENC_OK && ftruncate(fd, 0) != 0)
+        rv = vm_status_from_errno(errno);
+    if (rv == VMENC_OK)
+        rv = pwrite_all(fd, header, sizeof(header), 0);
+    if (rv != VMENC_OK) {
+        sf_free(w->f);
+        free(w);
+        return rv;
+    }
+    w->f->fd = fd; /* taken over only on success */
+    *out = w;
+    return VMENC_OK;
+}
+
+vmenc_status vm_sf_writer_write(vm_sf_writer *w, const uint8_t *data, size_t len) {
+    VMENC_ENSURE(w != NULL && (data != NULL || len == 0), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(!w->done && !w->f->broken, VMENC_E_BAD_STATE);
+    while (len > 0) {
+        if (w->fill == SF_CHUNK) {
+            vmenc_status rv = seal_record(w->f, w->next_index, (size_t)SF_CHUNK, false);
+            if (rv != VMENC_OK) {
+                w->f->broken = true;
+                return rv;
+            }
+            w->next_index++;
+            w->fill = 0;
+        }
+        size_t n = (size_t)SF_CHUNK - w->fill;
+        if (n > len)
+            n = len;
+        memcpy(w->f->pt + w->fill, data, n);
+        w->fill += n;
+        data += n;
+        len -= n;
+    }
+    w->f->size = w->next_index * SF_CHUNK + w->fill;
+    return VMENC_OK;
+}
+
+vmenc_status vm_sf_writer_finish(vm_sf_writer *w) {
+    VMENC_ENSURE(w != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(!w->done && !w->f->broken, VMENC_E_BAD_STATE);
+    vmenc_status rv = seal_record(w->f, w->next_index, w->fill, true);
+    if (rv == VMENC_OK && w->f->sync && fsync(w->f->fd) != 0)
+        rv = vm_status_from_errno(errno);
+    if (rv != VMENC_OK) {
+        w->f->broken = true;
+        return rv;
+    }
+    w->done = true;
+    return VMENC_OK;
+}
+
+uint64_t vm_sf_writer_size(const vm_sf_writer *w) { return w != NULL ? w->f->size : 0; }
+
+void vm_sf_writer_free(vm_sf_writer *w) {
+    if (w == NULL)
+        return;
+    sf_free(w->f); /* wipes the pending plaintext; closes the fd */
+    free(w);
 }

@@ -300,4 +300,27 @@ VMENC_INTERNAL vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t c
                                           const char *from_uuid, const vmenc_dek *from_key,
                                           const char *to_uuid, const vmenc_dek *to_key, bool sync);
 
+/* Class of a host core dump (lib/vm/coredump.c): the same format, |uuid|
+ * being the dump ID. Not a VM file class; accepted wherever an AEAD class
+ * is. */
+#define VM_SF_CLASS_COREDUMP 6u
+
+/* A streaming writer of the same AEAD format for files written once, front
+ * to back (core dumps): constant memory, each record sealed once.
+ * vm_sf_writer_new takes over |fd| on success (truncates it and writes the
+ * header); the result opens with vm_sf_open(cls, index, uuid, key) once
+ * vm_sf_writer_finish has sealed the final record (before that, the file
+ * fails to open: VMENC_E_AUTH or VMENC_E_TRUNCATED). A failed write or
+ * finish leaves the writer unusable (VMENC_E_BAD_STATE after).
+ * vm_sf_writer_free wipes the pending chunk and closes the fd (NULL ok). */
+typedef struct vm_sf_writer vm_sf_writer;
+VMENC_INTERNAL vmenc_status vm_sf_writer_new(int fd, uint8_t cls, uint32_t index, const char *uuid,
+                                             const vmenc_dek *key, bool sync, vm_sf_writer **out);
+VMENC_INTERNAL vmenc_status vm_sf_writer_write(vm_sf_writer *w, const uint8_t *data, size_t len);
+/* vm_sf_writer_finish seals the final record and fsyncs (when |sync|). */
+VMENC_INTERNAL vmenc_status vm_sf_writer_finish(vm_sf_writer *w);
+/* vm_sf_writer_size: plaintext bytes written so far. */
+VMENC_INTERNAL uint64_t vm_sf_writer_size(const vm_sf_writer *w);
+VMENC_INTERNAL void vm_sf_writer_free(vm_sf_writer *w);
+
 #endif /* VMENC_LIB_VM_VM_FORMAT_H */

@@ -74,6 +74,15 @@ VMENC_INTERNAL vmenc_status vm_op_authorize(vm_op *op, vmenc_policy_request *req
  * VMENC_E_AUDIT_SINK if |s| was VMENC_OK and the event was not recorded. */
 VMENC_INTERNAL vmenc_status vm_op_finish(vm_op *op, vmenc_status s, const char *reason);
 
+/* vm_op_deny audits a refusal decided outside the policy's privilege check
+ * (a host not in encryption mode for a host-internal action, a migration
+ * mode the policy forbids): outcome denied with |s| and |reason|. Returns
+ * |s|. */
+VMENC_INTERNAL vmenc_status vm_op_deny(vm_op *op, vmenc_status s, const char *reason);
+
+/* vm_principal_ok: non-empty, at most VMENC_POLICY_NAME_MAX bytes. */
+VMENC_INTERNAL bool vm_principal_ok(const char *principal);
+
 /* ---- extents: the block engine under disks and swap (extent.c) ------------ */
 
 typedef struct vm_extent vm_extent;
