@@ -463,6 +463,18 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_begin(vmenc_disk *dis
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes,
                                                                 vmenc_convert_progress *out);
 
+/* vmenc_disk_convert_rollback turns a running conversion around: the
+ * segments already moved go back to their old form and layout, as the
+ * caller keeps calling vmenc_disk_convert_step, and the disk ends as it was
+ * before the conversion began (an encryption rolled back ends plain, with
+ * the new DEK discarded). Needs the privilege of the reverse conversion
+ * (decrypt for an encryption, encrypt for a decryption, deep rekey for a
+ * rekey); audited "disk.convert_rollback". Crash-safe like the rest: the
+ * reverse run's state is durable before its descriptor commits it. Not
+ * concurrently with vmenc_disk_convert_step. VMENC_E_BAD_STATE if no
+ * conversion runs or it has already moved every segment. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_rollback(vmenc_disk *disk, const char *principal);
+
 /* vmenc_disk_convert_get_progress fills |out| (done = 1 and the final
  * state if no conversion runs). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_get_progress(vmenc_disk *disk,

@@ -101,8 +101,11 @@ static vmenc_status write_slot(vm_cvt *c, const vm_cvt_slot *slot) {
     return s;
 }
 
-static vmenc_status state_name(const char *extent, char *out, size_t cap) {
-    VMENC_ENSURE((size_t)snprintf(out, cap, "%s.cvt", extent) < cap, VMENC_E_INVALID_ARG);
+/* state_name: "<extent>.<conversion ID>.cvt". The ID in the name lets a
+ * rollback write its own state file before its descriptor commits it. */
+static vmenc_status state_name(const char *extent, uint64_t id, char *out, size_t cap) {
+    VMENC_ENSURE((size_t)snprintf(out, cap, "%s.%llu.cvt", extent, (unsigned long long)id) < cap,
+                 VMENC_E_INVALID_ARG);
     return vm_file_name_check(out);
 }
 
@@ -166,13 +169,13 @@ void vm_cvt_free(vm_cvt *c) {
     free(c);
 }
 
-static vmenc_status cvt_new(const char *extent, uint64_t seg_bytes, bool sync, vm_cvt **out) {
+static vmenc_status cvt_new(const char *extent, uint64_t id, uint64_t seg_bytes, bool sync, vm_cvt **out) {
     vm_cvt *c = calloc(1, sizeof(*c));
     VMENC_ENSURE(c != NULL, VMENC_E_NOMEM);
     c->fd = -1;
     c->sync = sync;
     c->slot.seg_bytes = seg_bytes;
-    vmenc_status s = state_name(extent, c->name, sizeof(c->name));
+    vmenc_status s = state_name(extent, id, c->name, sizeof(c->name));
     if (s == VMENC_OK && (c->buf = aligned_alloc(4096, (size_t)seg_bytes)) == NULL)
         s = VMENC_E_NOMEM;
     if (s != VMENC_OK) {
@@ -351,7 +354,7 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
     vm_op_add_key(op, d.new_key_provider, d.new_kek_id);
     /* room for the layout one shift up (sparse: no space used yet) */
     VMENC_GUARD_GOTO(s, vm_extent_reserve(disk->ext, seg + d.capacity, vm_host_sync(vm->host)), fail);
-    VMENC_GUARD_GOTO(s, cvt_new(d.extent_file, seg, vm_host_sync(vm->host), &c), fail);
+    VMENC_GUARD_GOTO(s, cvt_new(d.extent_file, d.cvt_id, seg, vm_host_sync(vm->host), &c), fail);
     c->kind = kind;
     vm_cvt_slot first = {.id = d.cvt_id, .seq = 1, .done_segs = 0,
                          .num_segs = (d.capacity + seg - 1) / seg, .seg_bytes = seg};
@@ -478,6 +481,104 @@ vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc
     return s;
 }
 
+/* ---- rollback ---------------------------------------------------------------------------- */
+
+/* reversed_desc is the descriptor of the same conversion run backwards:
+ * layouts, keys and direction swapped. */
+static void reversed_desc(vm_disk_desc *d, uint64_t new_id) {
+    vmenc_wrapped_key *k = d->key_safe;
+    d->key_safe = d->new_key_safe;
+    d->new_key_safe = k;
+    char provider[sizeof(d->key_provider)], kek[sizeof(d->kek_id)];
+    memcpy(provider, d->key_provider, sizeof(provider));
+    memcpy(kek, d->kek_id, sizeof(kek));
+    memcpy(d->key_provider, d->new_key_provider, sizeof(provider));
+    memcpy(d->kek_id, d->new_kek_id, sizeof(kek));
+    memcpy(d->new_key_provider, provider, sizeof(provider));
+    memcpy(d->new_kek_id, kek, sizeof(kek));
+    if (d->state == VMENC_DISK_ENCRYPTING)
+        d->state = VMENC_DISK_DECRYPTING;
+    else if (d->state == VMENC_DISK_DECRYPTING)
+        d->state = VMENC_DISK_ENCRYPTING;
+    d->encrypted = d->key_safe != NULL;
+    uint64_t off = d->data_offset;
+    d->data_offset = d->cvt_target_offset;
+    d->cvt_target_offset = off;
+    d->cvt_id = new_id;
+}
+
+static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *op) {
+    vmenc_vm *vm = disk->vm;
+    vm_cvt *old = disk->cvt;
+    uint64_t done = 0, total = 0;
+    vm_extent_convert_position(disk->ext, &done, &total);
+    VMENC_ENSURE(done < total, VMENC_E_BAD_STATE); /* finished: nothing to roll back */
+    vm_disk_desc d;
+    VMENC_GUARD(copy_desc(&e->desc, &d));
+    vm_op_add_key(op, d.key_provider, d.kek_id);
+    vm_op_add_key(op, d.new_key_provider, d.new_kek_id);
+    uint64_t id = 0;
+    vmenc_status s = vmenc_random_bytes((uint8_t *)&id, sizeof(id));
+    id &= ((uint64_t)1 << 62) - 1;
+    reversed_desc(&d, id);
+    vm_cvt *c = NULL;
+    if (s == VMENC_OK)
+        s = cvt_new(d.extent_file, id, d.cvt_segment, old->sync, &c);
+    if (s != VMENC_OK) {
+        vm_disk_desc_cleanup(&d);
+        return s;
+    }
+    c->kind = kind_of(d.state);
+    /* the reverse run's own state file first, then the descriptor (the
+     * commit point); a crash between leaves the forward run intact */
+    vm_cvt_slot first = {.id = id, .seq = 1, .done_segs = total - done, .num_segs = total,
+                         .seg_bytes = d.cvt_segment};
+    s = create_state(vm->dirfd, c, &first);
+    if (s == VMENC_OK) {
+        s = vm_write_descriptor(vm, e->desc_name, &d);
+        if (s != VMENC_OK)
+            (void)unlinkat(vm->dirfd, c->name, 0);
+    }
+    if (s != VMENC_OK) {
+        vm_cvt_free(c);
+        vm_disk_desc_cleanup(&d);
+        return s;
+    }
+    (void)unlinkat(vm->dirfd, old->name, 0);
+    vm_disk_desc_cleanup(&e->desc);
+    e->desc = d;
+    vmenc_dek *k = e->dek;
+    e->dek = e->new_dek;
+    e->new_dek = k;
+    vm_extent_convert_reverse(disk->ext);
+    c->done_at_t0 = first.done_segs;
+    vm_cvt_free(old);
+    disk->cvt = c;
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_disk_convert_rollback(vmenc_disk *disk, const char *principal) {
+    VMENC_ENSURE_REF(disk);
+    vmenc_vm *vm = disk->vm;
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "disk.convert_rollback", NULL);
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk->disk_id);
+    if (disk->cvt == NULL || disk->readonly)
+        return vm_op_finish(&op, VMENC_E_BAD_STATE, "no conversion to roll back");
+    /* rolling back is converting the other way: that kind's privilege */
+    vmenc_convert_kind back = disk->cvt->kind == VMENC_CONVERT_ENCRYPT   ? VMENC_CONVERT_DECRYPT
+                              : disk->cvt->kind == VMENC_CONVERT_DECRYPT ? VMENC_CONVERT_ENCRYPT
+                                                                         : VMENC_CONVERT_REKEY;
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = policy_op_of(back), .vm = vm->vmx.name,
+                               .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vm_disk_entry *e = entry_of(disk);
+    vmenc_status s = e != NULL ? rollback_locked(disk, e, &op) : VMENC_E_INTERNAL;
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
 /* ---- resume on open ------------------------------------------------------------------- */
 
 vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
@@ -485,7 +586,7 @@ vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
     vm_disk_entry *e = &vm->disks[i];
     const vm_disk_desc *d = &e->desc;
     vm_cvt *c = NULL;
-    VMENC_GUARD(cvt_new(d->extent_file, d->cvt_segment, vm_host_sync(vm->host), &c));
+    VMENC_GUARD(cvt_new(d->extent_file, d->cvt_id, d->cvt_segment, vm_host_sync(vm->host), &c));
     c->kind = kind_of(d->state);
     vmenc_status s = read_state(vm->dirfd, c, d->cvt_id);
     if (s == VMENC_OK && (c->slot.seg_bytes != d->cvt_segment ||

@@ -557,6 +557,16 @@ vmenc_status vm_extent_convert_cleanup(vm_extent *e) {
     return s;
 }
 
+void vm_extent_convert_reverse(vm_extent *e) {
+    lock_all_modes(e);
+    layout t = e->cur;
+    e->cur = e->next;
+    e->next = t;
+    e->down = !e->down;
+    e->done_segs = e->num_segs - e->done_segs;
+    unlock_all_modes(e);
+}
+
 vmenc_xts *vm_extent_convert_finish(vm_extent *e) {
     lock_all_modes(e);
     vmenc_xts *old = e->cur.xts;

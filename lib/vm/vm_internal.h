@@ -132,6 +132,10 @@ VMENC_INTERNAL void vm_extent_convert_position(const vm_extent *e, uint64_t *out
 /* vm_extent_convert_cleanup removes the old layout's leftover (truncate or
  * punch) and fsyncs, once every segment moved. Idempotent. */
 VMENC_INTERNAL vmenc_status vm_extent_convert_cleanup(vm_extent *e);
+/* vm_extent_convert_reverse turns the conversion around (a rollback): the
+ * layouts swap, the direction flips, and the segments not yet moved become
+ * the ones moved. */
+VMENC_INTERNAL void vm_extent_convert_reverse(vm_extent *e);
 /* vm_extent_convert_finish makes the new layout the only one and returns
  * the old XTS context for the caller to free. */
 VMENC_INTERNAL vmenc_xts *vm_extent_convert_finish(vm_extent *e);
