@@ -17,5 +17,6 @@
 #include "vmenc/policy.h"
 #include "vmenc/audit.h"
 #include "vmenc/vm.h"
+#include "vmenc/workspace.h"
 
 #endif /* VMENC_VMENC_H */
