@@ -86,6 +86,8 @@ void json_escape(FILE *f, const char *s);
  * stderr (and, with --json, an error object on stdout). Returns the exit
  * code for |st|. */
 int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* cli_fail_stderr: the message on stderr only (a result object was printed already). */
+int cli_fail_stderr(cli *c, vmenc_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int cli_usage(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int exit_code_for(vmenc_status st);
 void cli_info(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))); /* stderr unless --quiet */

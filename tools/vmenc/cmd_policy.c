@@ -352,7 +352,7 @@ static int audit_verify(cli *c, args *a) {
     }
     out_end(o);
     if (st != VMENC_OK)
-        return cli_fail(c, st, "the audit log is not intact: %s at line %llu", vmenc_audit_defect_name(r.defect),
+        return cli_fail_stderr(c, st, "the audit log is not intact: %s at line %llu", vmenc_audit_defect_name(r.defect),
                         (unsigned long long)r.bad_index + 1);
     return EXIT_OK;
 }
@@ -408,35 +408,17 @@ static int audit_tail(cli *c, args *a) {
     const char *lim = "10";
     if (!arg_value(c, a, "-n", &lim))
         (void)arg_value(c, a, "--lines", &lim);
-    bool follow = arg_flag(a, "--follow") | arg_flag(a, "-f");
     uint64_t limit = 0;
     if (!parse_size(lim, &limit) || !arg_done(c, a))
-        return cli_usage(c, "audit tail [-n N] [--follow]");
+        return cli_usage(c, "audit tail [-n N]");
     int rc = cli_open(c);
-    if (rc != EXIT_OK || (rc = show_records(c, limit ? limit : 1)) != EXIT_OK || !follow)
-        return rc;
-    FILE *f = fopen(vmenc_workspace_audit_log_path(c->ws), "r");
-    if (f == NULL)
-        return cli_fail(c, VMENC_E_IO, "cannot read the audit log");
-    fseek(f, 0, SEEK_END);
-    char buf[VMENC_AUDIT_MAX_LINE];
-    while (!g_interrupted) {
-        if (fgets(buf, sizeof(buf), f) != NULL) {
-            fputs(buf, stdout);
-            fflush(stdout);
-        } else {
-            clearerr(f);
-            usleep(200 * 1000);
-        }
-    }
-    fclose(f);
-    return EXIT_OK;
+    return rc != EXIT_OK ? rc : show_records(c, limit ? limit : 1);
 }
 
 const verb_def audit_verbs[] = {
     {"show", audit_show, "[--limit N]", "print the audit records (JSON lines)", ""},
     {"verify", audit_verify, "[FILE]", "verify the hash chain (default: this workspace's log)",
      "Finds edited, deleted, reordered, inserted and cut-off records. Exit 4 if not intact.\n"},
-    {"tail", audit_tail, "[-n N] [--follow]", "print the last records (and follow until Ctrl-C)", ""},
+    {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", ""},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -217,7 +217,7 @@ static int vm_unlock(cli *c, args *a) {
     out_vm_status(o, vm);
     out_end(o);
     vmenc_vm_free(vm);
-    return st == VMENC_OK ? EXIT_OK : cli_fail(c, st, "VM '%s' is still locked", name);
+    return st == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, st, "VM '%s' is still locked", name);
 }
 
 static int apply_policy(cli *c, args *a, const char *def, const char *what) {
@@ -404,7 +404,7 @@ static int vm_register(cli *c, args *a) {
     out_end(o);
     vmenc_vm_free(vm);
     if (st == VMENC_E_VM_LOCKED)
-        return cli_fail(c, st, "registered '%s', but it is locked", what);
+        return cli_fail_stderr(c, st, "registered '%s', but it is locked", what);
     return rc;
 }
 

@@ -236,7 +236,13 @@ void out_raw(out_t *o, const char *k, const char *json) {
     if (o == NULL)
         return;
     key(o, k);
-    fprintf(o->mem, o->c->json ? "%s" : "%s\n", json);
+    /* One result per line: JSON whitespace outside strings can go, and a
+     * newline inside a string is always escaped. */
+    for (const char *p = json; *p; p++)
+        if (*p != '\n' || !o->c->json)
+            fputc(*p, o->mem);
+    if (!o->c->json)
+        fputc('\n', o->mem);
 }
 static void open_nested(out_t *o, const char *k, bool arr) {
     if (o == NULL || o->depth + 1 >= OUT_DEPTH)
@@ -329,6 +335,17 @@ int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) {
     int code = exit_code_for(st);
     json_error(c, vmenc_status_name(st), st, code, full);
     return code;
+}
+
+int cli_fail_stderr(cli *c, vmenc_status st, const char *fmt, ...) {
+    (void)c;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "vmenc: %s: %s (%s)\n", msg, vmenc_strerror(st), vmenc_status_name(st));
+    return exit_code_for(st);
 }
 
 int cli_usage(cli *c, const char *fmt, ...) {
