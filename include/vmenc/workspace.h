@@ -154,7 +154,7 @@ typedef struct vmenc_workspace_open_options {
  * for "no passphrase, defaults"). Fails with:
  *   VMENC_E_NOT_FOUND          no vmenc.conf in |dir|
  *   VMENC_E_PARSE / _TOO_LARGE / _BAD_VERSION / _BAD_ENCODING / _LIMIT /
- *   _EXISTS                    a bad configuration (|err|: file, line, reason)
+ *   _EXISTS / _NOT_FOUND       a bad configuration (|err|: file, line, reason)
  *   VMENC_E_POLICY_INVALID ... the policy document (|err|: file, reason and
  *                              the JSON path)
  *   VMENC_E_WRONG_PASSPHRASE   the keystore's passphrase
@@ -370,7 +370,8 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_works
  * vmenc_buffer_free; both may be NULL to only check). A canonical text
  * parses to itself. On failure returns the status and fills |err| (may be
  * NULL; |err->file| is ""): VMENC_E_PARSE (grammar, unknown section or key,
- * missing key, bad value), VMENC_E_EXISTS (duplicate key, section or alias),
+ * missing key, bad value), VMENC_E_NOT_FOUND (the audit key provider has no
+ * [kms] section), VMENC_E_EXISTS (duplicate key, section or alias),
  * VMENC_E_TOO_LARGE (file or line), VMENC_E_BAD_ENCODING (not UTF-8, NUL),
  * VMENC_E_BAD_VERSION, VMENC_E_LIMIT, VMENC_E_NOMEM. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_config_check(const uint8_t *text, size_t len,
