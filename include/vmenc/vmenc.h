@@ -19,5 +19,6 @@
 #include "vmenc/vm.h"
 #include "vmenc/coredump.h"
 #include "vmenc/migration.h"
+#include "vmenc/workspace.h"
 
 #endif /* VMENC_VMENC_H */

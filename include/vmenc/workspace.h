@@ -1,0 +1,384 @@
+/*
+ * vmenc/workspace.h - a workspace: one directory that holds everything a
+ * host needs to run encrypted VMs, loaded in one call. The CLI, the nbdkit
+ * plugin and the language bindings all start here.
+ *
+ * A workspace directory holds:
+ *   vmenc.conf      the configuration (text; format: docs/workspace.md):
+ *                   key-provider clusters and their endpoints (file, KMIP,
+ *                   PKCS#11), host identity, datastore, policy document,
+ *                   audit log and its wrapped chain key. Never a secret in
+ *                   clear: passphrases and PINs come from the caller or from
+ *                   secret files the configuration names.
+ *   keystore.vks    the embedded file key provider (created by
+ *                   vmenc_workspace_create; passphrase from the caller)
+ *   policy.json     the policy document (docs/policy.md)
+ *   audit.log       the hash-chained audit log (docs/audit.md)
+ *   datastore/      one folder per VM: datastore/NAME/NAME.vmx ...
+ *
+ * The audit chain key is a random 64-byte secret, wrapped (AES-256-GCM)
+ * under a KEK of the audit key provider and bound to the workspace ID and
+ * the purpose "audit-chain"; only the wrapped record is stored (in the
+ * configuration). Opening the workspace unwraps it through the key manager,
+ * so whoever can verify or extend the log needs the key provider, exactly
+ * like whoever can read a VM.
+ *
+ * vmenc_workspace_open builds, in order: the key manager with one cluster
+ * per [kms] section, the policy (vmenc_policy_load_json), the audit log and
+ * dispatcher, and the vmenc_host. The objects it hands out through the
+ * accessors are owned by the workspace and live until vmenc_workspace_free.
+ *
+ * One process at a time has a given audit log open (the log is locked,
+ * see vmenc_audit_log_open); a second long-running process on the same
+ * workspace (e.g. an nbdkit plugin) names its own log with
+ * vmenc_workspace_open_options.audit_log, chained under the same key.
+ *
+ * Thread safety: the accessors and every object they return are as safe as
+ * their own headers say (host, policy, key manager and audit dispatcher are
+ * safe to share). vmenc_workspace_save_policy, _add_kms and _remove_kms
+ * serialise on an internal mutex. vmenc_workspace_free must not race with
+ * anything.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#ifndef VMENC_WORKSPACE_H
+#define VMENC_WORKSPACE_H
+
+#include "vmenc/common.h"
+#include "vmenc/audit.h"
+#include "vmenc/kms.h"
+#include "vmenc/kms_file.h"
+#include "vmenc/policy.h"
+#include "vmenc/vm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vmenc_workspace vmenc_workspace;
+
+/* File names inside a workspace directory. */
+#define VMENC_WORKSPACE_CONFIG_NAME "vmenc.conf"
+/* Largest configuration file accepted (VMENC_E_TOO_LARGE above). */
+#define VMENC_WORKSPACE_MAX_CONFIG ((size_t)1 << 20)
+/* Longest configuration line, LF excluded (VMENC_E_TOO_LARGE above). */
+#define VMENC_WORKSPACE_MAX_LINE 4096u
+/* At most this many [kms] sections, endpoints per section, options per
+ * section (VMENC_E_LIMIT above). */
+#define VMENC_WORKSPACE_MAX_KMS 64u
+#define VMENC_WORKSPACE_MAX_ENDPOINTS 16u
+#define VMENC_WORKSPACE_MAX_OPTIONS 32u
+/* Size of the path and message buffers in vmenc_workspace_error. */
+#define VMENC_WORKSPACE_PATH_MAX 1024u
+#define VMENC_WORKSPACE_MESSAGE_MAX 512u
+
+/* Where a workspace was rejected (caller memory; struct_size first). */
+typedef struct vmenc_workspace_error {
+    uint32_t struct_size;                   /* sizeof(vmenc_workspace_error) */
+    vmenc_status status;                    /* the status the call returned */
+    char file[VMENC_WORKSPACE_PATH_MAX];    /* the file at fault, "" if none */
+    uint32_t line;                          /* 1-based line in |file|, 0 if not about a line */
+    char message[VMENC_WORKSPACE_MESSAGE_MAX]; /* one sentence: the reason */
+} vmenc_workspace_error;
+
+/* ---- create --------------------------------------------------------------- */
+
+/* vmenc_workspace_create_options: set struct_size.
+ * - passphrase, passphrase_len: the embedded file keystore's passphrase
+ *   (1..1024 bytes; required). Never stored.
+ * - admin: the user granted the Admin role on the inventory root (required).
+ * - host_id: the host's inventory name; NULL = "host1".
+ * - key_provider: alias of the embedded file provider; NULL = "native".
+ * - folder: the VM folder new VMs go to; NULL = "vms".
+ * - kdf_opslimit, kdf_memlimit_kib: Argon2id cost of the keystore; 0 = the
+ *   keystore defaults (3 passes, 64 MiB). Lower values are for tests.
+ * - flags: VMENC_WORKSPACE_CREATE_* below. */
+typedef struct vmenc_workspace_create_options {
+    uint32_t struct_size;
+    const uint8_t *passphrase;
+    size_t passphrase_len;
+    const char *admin;
+    const char *host_id;
+    const char *key_provider;
+    const char *folder;
+    uint32_t kdf_opslimit;
+    uint32_t kdf_memlimit_kib;
+    uint32_t flags;
+} vmenc_workspace_create_options;
+
+/* Also add the storage policies vSphere ships: "VM Encryption Policy" (VM
+ * home and disks, the embedded provider, migration encryption required)
+ * and the plain "Datastore Default". */
+#define VMENC_WORKSPACE_CREATE_DEFAULT_POLICY (1u << 0)
+
+/* vmenc_workspace_create makes a new workspace in |dir| (created if
+ * missing; if it exists it must be empty): the keystore, a KEK for the
+ * audit chain key, the policy document (root "root", a datacenter "dc",
+ * the host, the VM folder, the admin user with Admin on the root), the
+ * configuration, an empty audit log whose first record is
+ * "workspace.create", and the datastore folder. Fails with
+ * VMENC_E_INVALID_ARG / VMENC_E_ABI_VERSION (bad options), VMENC_E_EXISTS
+ * (|dir| not empty), VMENC_E_IO / VMENC_E_NO_SPACE, VMENC_E_NOMEM; |err|
+ * (may be NULL) then says which file and why. A failure leaves |dir| as
+ * it was only if the call created it (it is removed again). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_create(const char *dir,
+                                                               const vmenc_workspace_create_options *opts,
+                                                               vmenc_workspace_error *err);
+
+/* ---- open ------------------------------------------------------------------- */
+
+/* vmenc_workspace_open_options: set struct_size.
+ * - passphrase, passphrase_len: the passphrase of every file key provider
+ *   whose section has no secret_file (the embedded one); may be NULL if
+ *   there is none. Copied to secure memory by the providers; the caller may
+ *   wipe its copy when the call returns.
+ * - audit_log: NULL = the configuration's log; else a file name (no '/')
+ *   in the workspace directory, for a second process that runs alongside
+ *   (its own chain, same key).
+ * - lock_timeout_ms: how long to wait for the audit log's lock when
+ *   another process holds it; 0 = fail at once with VMENC_E_LOCKED.
+ * - flags: VMENC_WORKSPACE_OPEN_* below. */
+typedef struct vmenc_workspace_open_options {
+    uint32_t struct_size;
+    const uint8_t *passphrase;
+    size_t passphrase_len;
+    const char *audit_log;
+    uint32_t lock_timeout_ms;
+    uint32_t flags;
+} vmenc_workspace_open_options;
+
+/* Skip fsync on VM data and audit records (tests and benchmarks only). */
+#define VMENC_WORKSPACE_OPEN_NO_SYNC (1u << 0)
+
+/* vmenc_workspace_open loads the workspace in |dir| (|opts| may be NULL
+ * for "no passphrase, defaults"). Fails with:
+ *   VMENC_E_NOT_FOUND          no vmenc.conf in |dir|
+ *   VMENC_E_PARSE / _TOO_LARGE / _BAD_VERSION / _BAD_ENCODING / _LIMIT /
+ *   _EXISTS / _NOT_FOUND       a bad configuration (|err|: file, line, reason)
+ *   VMENC_E_POLICY_INVALID ... the policy document (|err|: file, reason and
+ *                              the JSON path)
+ *   VMENC_E_WRONG_PASSPHRASE   the keystore's passphrase
+ *   VMENC_E_AUTH               the audit key record or a keystore tampered
+ *   VMENC_E_KMS_UNAVAILABLE... the audit key's provider cannot be reached
+ *   VMENC_E_LOCKED             the audit log is held by another process
+ *   VMENC_E_AUDIT_TAMPERED     the audit log's last record is damaged
+ *   VMENC_E_IO, VMENC_E_NOMEM
+ * A key provider other than the audit key's that cannot be built (a
+ * keystore file missing, a PKCS#11 module absent) does not fail the open:
+ * its cluster is added without that endpoint, VMs that need it open locked
+ * (VMENC_E_VM_LOCKED), and vmenc_workspace_get_kms_info reports it. On failure
+ * |*out| is untouched. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_open(const char *dir,
+                                                             const vmenc_workspace_open_options *opts,
+                                                             vmenc_workspace_error *err,
+                                                             vmenc_workspace **out);
+
+/* vmenc_workspace_free saves nothing (call vmenc_workspace_save_policy
+ * first), frees the host, the audit dispatcher and log, the policy and the
+ * key manager, and wipes the audit key and the passphrase. VMs, disks and
+ * state files opened through the host must be freed first. NULL is allowed. */
+VMENC_API void vmenc_workspace_free(vmenc_workspace *ws);
+
+/* ---- accessors (borrowed; they live as long as |ws|; NULL for a NULL |ws|) -- */
+
+/* vmenc_workspace_host returns the host every VM operation goes through. */
+VMENC_API vmenc_host *vmenc_workspace_host(const vmenc_workspace *ws);
+/* vmenc_workspace_policy returns the policy loaded from the document. */
+VMENC_API vmenc_policy *vmenc_workspace_policy(const vmenc_workspace *ws);
+/* vmenc_workspace_keymgr returns the key manager (one cluster per [kms]). */
+VMENC_API vmenc_keymgr *vmenc_workspace_keymgr(const vmenc_workspace *ws);
+/* vmenc_workspace_audit returns the audit dispatcher (the log is its sink). */
+VMENC_API vmenc_audit *vmenc_workspace_audit(const vmenc_workspace *ws);
+/* vmenc_workspace_dir returns the workspace directory as given to open. */
+VMENC_API const char *vmenc_workspace_dir(const vmenc_workspace *ws);
+/* vmenc_workspace_datastore_dir returns the datastore directory (absolute
+ * or relative to the working directory, as resolved from the config). */
+VMENC_API const char *vmenc_workspace_datastore_dir(const vmenc_workspace *ws);
+/* vmenc_workspace_folder returns the inventory folder new VMs go to. */
+VMENC_API const char *vmenc_workspace_folder(const vmenc_workspace *ws);
+/* vmenc_workspace_id returns the workspace's UUID (from the config). */
+VMENC_API const char *vmenc_workspace_id(const vmenc_workspace *ws);
+/* vmenc_workspace_audit_log_path returns the path of the log this
+ * workspace appends to. */
+VMENC_API const char *vmenc_workspace_audit_log_path(const vmenc_workspace *ws);
+/* vmenc_workspace_audit_key_provider returns the alias of the cluster
+ * whose KEK wraps the audit chain key. */
+VMENC_API const char *vmenc_workspace_audit_key_provider(const vmenc_workspace *ws);
+
+/* ---- VMs -------------------------------------------------------------------- */
+
+/* vmenc_workspace_vm_home writes the home directory of VM |name|
+ * (datastore/NAME) and vmenc_workspace_vm_path its configuration
+ * (datastore/NAME/NAME.vmx) to |out| (NUL-terminated, capacity |out_cap|).
+ * Neither checks that the VM exists. VMENC_E_BAD_PATH for a name that is
+ * not a VM name (vm.h), VMENC_E_BUFFER_TOO_SMALL. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_vm_home(const vmenc_workspace *ws, const char *name,
+                                                                char *out, size_t out_cap);
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_vm_path(const vmenc_workspace *ws, const char *name,
+                                                                char *out, size_t out_cap);
+
+/* vmenc_workspace_open_vm opens VM |name| of the datastore for |principal|
+ * (vmenc_vm_open, including the locked case: VMENC_E_VM_LOCKED with |*out|
+ * set to a locked VM the caller frees). VMENC_E_NOT_FOUND if there is no
+ * such VM in the datastore. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_open_vm(vmenc_workspace *ws, const char *principal,
+                                                                const char *name, vmenc_vm **out);
+
+/* vmenc_workspace_vm_callback receives each VM name (valid during the call);
+ * a nonzero return stops the walk. */
+typedef int (*vmenc_workspace_vm_callback)(void *ctx, const char *name);
+
+/* vmenc_workspace_foreach_vm calls |cb| for every VM in the datastore (a
+ * folder NAME holding NAME.vmx), in name order. No policy check: it reads
+ * directory names only. VMENC_E_IO, VMENC_E_NOMEM. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_foreach_vm(vmenc_workspace *ws,
+                                                                   vmenc_workspace_vm_callback cb,
+                                                                   void *ctx);
+
+/* ---- policy ----------------------------------------------------------------- */
+
+/* vmenc_workspace_save_policy writes the policy (canonical JSON) back to
+ * its document atomically (temporary file, fsync, rename). Call it after
+ * anything that changed the policy: VM create/clone/register (inventory),
+ * host encryption mode, grants. VMENC_E_IO / VMENC_E_NO_SPACE / NOMEM. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_save_policy(vmenc_workspace *ws);
+
+/* vmenc_workspace_authorize decides |rq| for |principal| like
+ * vmenc_policy_check (filling |decision|), for operations the workspace's
+ * caller carries out itself through lower layers (policy edits, key
+ * creation). A denial is audited at once as |operation| on |target| (may be
+ * NULL); an allowed call must be followed by vmenc_workspace_audit_result.
+ * Returns VMENC_OK, VMENC_E_DENIED, VMENC_E_HOST_MODE or the check's
+ * failure. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_authorize(vmenc_workspace *ws, const char *principal,
+                                                                  const vmenc_policy_request *rq,
+                                                                  const char *operation, const char *target,
+                                                                  vmenc_policy_decision *decision);
+
+/* vmenc_workspace_audit_result records the outcome of an operation
+ * authorized with vmenc_workspace_authorize: success if |status| is
+ * VMENC_OK, else failed with |status|. |key_provider|, |key_id|, |reason|
+ * may be NULL. Returns the audit dispatcher's status. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_result(vmenc_workspace *ws, const char *principal,
+                                                                     const char *operation, const char *target,
+                                                                     const char *key_provider, const char *key_id,
+                                                                     vmenc_status status, const char *reason);
+
+/* ---- key providers ---------------------------------------------------------- */
+
+/* What the workspace knows about one [kms] section (a snapshot). */
+typedef struct vmenc_workspace_kms_info {
+    uint32_t struct_size;                           /* caller sets sizeof(vmenc_workspace_kms_info) */
+    char alias[VMENC_PROVIDER_ALIAS_MAX + 1];
+    char type[64];                                  /* "file", "kmip", "pkcs11", or a vendor's */
+    uint32_t num_endpoints;                         /* configured */
+    uint32_t num_loaded;                            /* built at open (the others failed) */
+    vmenc_status load_status;                       /* first endpoint failure at open, else VMENC_OK */
+    int embedded;                                   /* the workspace's own keystore */
+    int audit_key;                                  /* holds the audit chain key's KEK */
+} vmenc_workspace_kms_info;
+
+/* vmenc_workspace_num_kms returns the number of [kms] sections. */
+VMENC_API size_t vmenc_workspace_num_kms(const vmenc_workspace *ws);
+
+/* vmenc_workspace_get_kms_info fills |out| for section |index| (configuration
+ * order). VMENC_E_INVALID_ARG for a bad index, VMENC_E_ABI_VERSION. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_get_kms_info(const vmenc_workspace *ws, size_t index,
+                                                                 vmenc_workspace_kms_info *out);
+
+/* vmenc_workspace_kms_endpoint writes endpoint |ep| of section |index| (its
+ * address as configured) to |out|. VMENC_E_INVALID_ARG for a bad index,
+ * VMENC_E_BUFFER_TOO_SMALL. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_kms_endpoint(const vmenc_workspace *ws, size_t index,
+                                                                     size_t ep, char *out, size_t out_cap);
+
+/* vmenc_workspace_kms_spec describes a key provider to add: set struct_size.
+ * - alias: the cluster alias (1..63 printable bytes, no '"').
+ * - type: "file", "kmip" or "pkcs11".
+ * - endpoints: |num_endpoints| addresses (file: keystore path, relative to
+ *   the workspace or absolute; kmip: host:port; pkcs11: module path).
+ * - options: NULL-terminated "key=value" list given to every endpoint (the
+ *   provider's documented options), or NULL.
+ * - secret_file: a file whose content (one line) is the passphrase / PIN /
+ *   client key passphrase, or NULL: a file provider then uses the
+ *   workspace passphrase.
+ * - flags: VMENC_WORKSPACE_KMS_CREATE: create a file keystore that does not
+ *   exist yet. */
+typedef struct vmenc_workspace_kms_spec {
+    uint32_t struct_size;
+    const char *alias;
+    const char *type;
+    const char *const *endpoints;
+    size_t num_endpoints;
+    const char *const *options;
+    const char *secret_file;
+    uint32_t flags;
+} vmenc_workspace_kms_spec;
+
+#define VMENC_WORKSPACE_KMS_CREATE (1u << 0)
+
+/* vmenc_workspace_add_kms adds a key provider on behalf of |principal|
+ * (policy VMENC_OP_MANAGE_KEY_SERVERS; audited): the cluster is built and
+ * added to the key manager, then the configuration is rewritten atomically
+ * (canonical form: comments are not kept). Fails with VMENC_E_DENIED,
+ * VMENC_E_PROVIDER_EXISTS (alias taken), VMENC_E_INVALID_ARG, the
+ * provider's construction failures (nothing is added then), VMENC_E_IO. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_add_kms(vmenc_workspace *ws, const char *principal,
+                                                                const vmenc_workspace_kms_spec *spec);
+
+/* vmenc_workspace_remove_kms removes key provider |alias| (policy
+ * VMENC_OP_MANAGE_KEY_SERVERS; audited) from the key manager and the
+ * configuration. Keys in it are not destroyed. VMENC_E_BAD_STATE for the
+ * provider holding the audit key's KEK, VMENC_E_NO_SUCH_PROVIDER. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_remove_kms(vmenc_workspace *ws, const char *principal,
+                                                                   const char *alias);
+
+/* vmenc_workspace_kms_backup exports the keystore of file provider |alias|
+ * (vmenc_kms_file_export; policy VMENC_OP_MANAGE_KEYS; audited) to
+ * |backup_path| under |backup_pass|. VMENC_E_UNSUPPORTED for a provider that
+ * is not a file keystore, VMENC_E_EXISTS if |backup_path| exists. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_kms_backup(vmenc_workspace *ws, const char *principal,
+                                                                   const char *alias, const char *backup_path,
+                                                                   const uint8_t *backup_pass,
+                                                                   size_t backup_pass_len);
+
+/* vmenc_workspace_kms_restore restores |backup_path| into the keystore of
+ * file provider |alias| (vmenc_kms_file_restore with |mode|; policy
+ * VMENC_OP_MANAGE_KEYS; audited); |out_num_added| may be NULL. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_kms_restore(vmenc_workspace *ws, const char *principal,
+                                                                    const char *alias, const char *backup_path,
+                                                                    const uint8_t *backup_pass,
+                                                                    size_t backup_pass_len,
+                                                                    vmenc_kms_file_restore_mode mode,
+                                                                    size_t *out_num_added);
+
+/* ---- audit ---------------------------------------------------------------- */
+
+/* vmenc_workspace_audit_verify verifies the audit log file |path| (NULL =
+ * this workspace's log) under the workspace's chain key
+ * (vmenc_audit_verify_files; for this workspace's own log the expected
+ * last sequence number is the open log's position, so records cut off the
+ * end are found). Returns and fills |out| as the verifier does. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_workspace *ws, const char *path,
+                                                                     vmenc_audit_verify_result *out);
+
+/* ---- the configuration parser (exposed for tools and fuzzing) ------------- */
+
+/* vmenc_workspace_config_check parses |len| bytes of configuration text
+ * (no NUL needed) and, if it is valid, writes its canonical form to a new
+ * buffer |*out_canonical| of |*out_len| bytes plus a NUL (release with
+ * vmenc_buffer_free; both may be NULL to only check). A canonical text
+ * parses to itself. On failure returns the status and fills |err| (may be
+ * NULL; |err->file| is ""): VMENC_E_PARSE (grammar, unknown section or key,
+ * missing key, bad value), VMENC_E_NOT_FOUND (the audit key provider has no
+ * [kms] section), VMENC_E_EXISTS (duplicate key, section or alias),
+ * VMENC_E_TOO_LARGE (file or line), VMENC_E_BAD_ENCODING (not UTF-8, NUL),
+ * VMENC_E_BAD_VERSION, VMENC_E_LIMIT, VMENC_E_NOMEM. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_config_check(const uint8_t *text, size_t len,
+                                                                     vmenc_workspace_error *err,
+                                                                     char **out_canonical, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMENC_WORKSPACE_H */

@@ -1,0 +1,424 @@
+/*
+ * tools/vmenc/cmd_policy.c - `vmenc policy ...` and `vmenc audit ...`.
+ *
+ * Policy edits are authorized here (Authorization.ModifyPermissions /
+ * ModifyRoles, the encryption-policy privileges) and audited through the
+ * workspace, then the document is saved.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const struct { const char *name; vmenc_policy_op op; } k_ops[] = {
+    {"encrypt_vm", VMENC_OP_ENCRYPT_VM}, {"create_vm", VMENC_OP_CREATE_VM}, {"decrypt_vm", VMENC_OP_DECRYPT_VM},
+    {"clone_vm", VMENC_OP_CLONE_VM}, {"add_disk", VMENC_OP_ADD_DISK}, {"rekey_shallow", VMENC_OP_REKEY_SHALLOW},
+    {"rekey_deep", VMENC_OP_REKEY_DEEP}, {"migrate_vm", VMENC_OP_MIGRATE_VM}, {"register_vm", VMENC_OP_REGISTER_VM},
+    {"register_host", VMENC_OP_REGISTER_HOST}, {"enable_host_encryption", VMENC_OP_ENABLE_HOST_ENCRYPTION},
+    {"console", VMENC_OP_CONSOLE}, {"export_vm", VMENC_OP_EXPORT_VM}, {"manage_keys", VMENC_OP_MANAGE_KEYS},
+    {"manage_key_servers", VMENC_OP_MANAGE_KEY_SERVERS},
+    {"manage_encryption_policies", VMENC_OP_MANAGE_ENCRYPTION_POLICIES},
+    {"read_key_servers", VMENC_OP_READ_KEY_SERVERS}, {"power_on", VMENC_OP_POWER_ON},
+    {"power_off", VMENC_OP_POWER_OFF}, {"edit_settings", VMENC_OP_EDIT_SETTINGS}, {"snapshot", VMENC_OP_SNAPSHOT},
+    {"view", VMENC_OP_VIEW},
+};
+
+/* edit_allowed: may the acting user change the policy this way? Audits a denial. */
+static int edit_allowed(cli *c, vmenc_policy_privilege priv, const char *operation, const char *target) {
+    int has = 0;
+    vmenc_status st = vmenc_policy_has_privilege(vmenc_workspace_policy(c->ws), cli_principal(c), "root", priv, &has);
+    if (st == VMENC_OK && has)
+        return EXIT_OK;
+    char reason[512];
+    snprintf(reason, sizeof(reason), "denied: '%s' lacks privilege %s on root, needed to %s", cli_principal(c),
+             vmenc_policy_privilege_name(priv), operation);
+    vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = cli_principal(c), .operation = operation,
+                            .target = target, .outcome = VMENC_AUDIT_DENIED, .status = VMENC_E_DENIED, .reason = reason};
+    vmenc_status as = vmenc_audit_emit(vmenc_workspace_audit(c->ws), &ev);
+    (void)as;
+    return cli_fail(c, st != VMENC_OK ? st : VMENC_E_DENIED, "%s", reason);
+}
+
+/* finish_edit audits the edit's outcome, saves the policy, prints. */
+static int finish_edit(cli *c, vmenc_status st, const char *operation, const char *target) {
+    vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), operation, target, NULL, NULL, st, NULL);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "%s %s", operation, target);
+    int rc = cli_save_policy(c);
+    if (rc != EXIT_OK)
+        return rc;
+    if (as != VMENC_OK)
+        return cli_fail(c, as, "audit");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "operation", operation);
+    out_str(o, "target", target);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int policy_show(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    vmenc_status st = vmenc_policy_save_json(vmenc_workspace_policy(c->ws), &doc, &len);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot serialise the policy");
+    if (c->json) {
+        out_t *o = out_begin(c);
+        out_bool(o, "ok", true);
+        out_raw(o, "policy", (const char *)doc);
+        out_end(o);
+    } else {
+        fwrite(doc, 1, len, stdout);
+        fputc('\n', stdout);
+    }
+    vmenc_policy_buffer_free(doc);
+    return EXIT_OK;
+}
+
+static int policy_check(cli *c, args *a) {
+    const char *op = NULL, *on = NULL, *host = NULL, *folder = NULL, *pool = NULL, *ds = NULL;
+    (void)arg_value(c, a, "--op", &op);
+    (void)arg_value(c, a, "--on", &on);
+    (void)arg_value(c, a, "--host", &host);
+    (void)arg_value(c, a, "--folder", &folder);
+    (void)arg_value(c, a, "--pool", &pool);
+    (void)arg_value(c, a, "--datastore", &ds);
+    uint32_t flags = (arg_flag(a, "--encrypted") ? VMENC_REQ_VM_ENCRYPTED : 0) |
+                     (arg_flag(a, "--target-encrypted") ? VMENC_REQ_TARGET_ENCRYPTED : 0) |
+                     (arg_flag(a, "--powered-on") ? VMENC_REQ_POWERED_ON : 0);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    vmenc_policy_op o = 0;
+    for (size_t i = 0; op && i < sizeof(k_ops) / sizeof(k_ops[0]); i++)
+        if (strcmp(op, k_ops[i].name) == 0)
+            o = k_ops[i].op;
+    if (o == 0)
+        return cli_usage(c, "policy check needs --op OP (encrypt_vm, decrypt_vm, console, export_vm, power_on, ...)");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = o, .vm = on, .folder = folder ? folder : on,
+                               .host = host, .pool = pool, .datastore = ds, .flags = flags};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_status st = vmenc_policy_check(vmenc_workspace_policy(c->ws), cli_principal(c), &rq, &d);
+    if (st != VMENC_OK && st != VMENC_E_DENIED && st != VMENC_E_HOST_MODE)
+        return cli_fail(c, st, "cannot decide %s for '%s'", op, cli_principal(c));
+    out_t *r = out_begin(c);
+    out_bool(r, "ok", true);
+    out_str(r, "user", cli_principal(c));
+    out_str(r, "op", op);
+    out_str(r, "on", on ? on : "");
+    out_bool(r, "allowed", d.allowed);
+    out_str(r, "status", vmenc_status_name(st));
+    out_str(r, "missing_privilege", d.missing_privilege == VMENC_PRIV_NONE ? "" : vmenc_policy_privilege_name(d.missing_privilege));
+    out_str(r, "missing_on", d.missing_object);
+    out_bool(r, "enable_host_encryption", d.enable_host_encryption);
+    out_str(r, "reason", d.message);
+    out_end(r);
+    return st == VMENC_OK ? EXIT_OK : EXIT_DENIED;
+}
+
+static int policy_user(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "policy user needs NAME");
+    int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.add_user", name);
+    return rc != EXIT_OK ? rc
+                         : finish_edit(c, vmenc_policy_add_user(vmenc_workspace_policy(c->ws), name), "policy.add_user", name);
+}
+
+static int policy_group(cli *c, args *a) {
+    const char *members[64];
+    size_t nm = arg_values(c, a, "--member", members, 64);
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "policy group needs NAME");
+    int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.add_group", name);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy *p = vmenc_workspace_policy(c->ws);
+    vmenc_status st = vmenc_policy_add_group(p, name);
+    if (st == VMENC_E_EXISTS && nm > 0)
+        st = VMENC_OK; /* adding members to an existing group */
+    for (size_t i = 0; st == VMENC_OK && i < nm; i++)
+        st = vmenc_policy_add_member(p, name, members[i]);
+    return finish_edit(c, st, "policy.add_group", name);
+}
+
+static int policy_role(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    const char *privs_s[VMENC_PRIV_COUNT_];
+    size_t np = 0;
+    const char *s;
+    while (np < VMENC_PRIV_COUNT_ && (s = arg_positional(a)) != NULL)
+        privs_s[np++] = s;
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "policy role needs NAME and privileges (e.g. Cryptographer.Encrypt System.Read)");
+    vmenc_policy_privilege privs[VMENC_PRIV_COUNT_];
+    for (size_t i = 0; i < np; i++)
+        if (vmenc_policy_privilege_from_name(privs_s[i], &privs[i]) != VMENC_OK)
+            return cli_usage(c, "unknown privilege '%s'", privs_s[i]);
+    int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_ROLES, "policy.add_role", name);
+    return rc != EXIT_OK ? rc
+                         : finish_edit(c, vmenc_policy_add_role(vmenc_workspace_policy(c->ws), name, privs, np),
+                                       "policy.add_role", name);
+}
+
+static int policy_grant(cli *c, args *a) {
+    const char *on = "root";
+    (void)arg_value(c, a, "--on", &on);
+    bool nopro = arg_flag(a, "--no-propagate");
+    const char *who = arg_positional(a), *role = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (who == NULL || role == NULL)
+        return cli_usage(c, "policy grant needs PRINCIPAL and ROLE (Admin, NoCryptoAdmin, ReadOnly, NoAccess, custom)");
+    int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.grant", who);
+    return rc != EXIT_OK ? rc
+                         : finish_edit(c, vmenc_policy_grant(vmenc_workspace_policy(c->ws), who, on, role, !nopro),
+                                       "policy.grant", who);
+}
+
+static int policy_revoke(cli *c, args *a) {
+    const char *on = "root";
+    (void)arg_value(c, a, "--on", &on);
+    const char *who = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (who == NULL)
+        return cli_usage(c, "policy revoke needs PRINCIPAL");
+    int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.revoke", who);
+    return rc != EXIT_OK ? rc
+                         : finish_edit(c, vmenc_policy_revoke(vmenc_workspace_policy(c->ws), who, on), "policy.revoke", who);
+}
+
+static int policy_host_mode(cli *c, args *a) {
+    bool enable = arg_flag(a, "--enable"), disable = arg_flag(a, "--disable");
+    const char *host = NULL;
+    (void)arg_value(c, a, "--host", &host);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy *p = vmenc_workspace_policy(c->ws);
+    if (host == NULL)
+        host = vmenc_host_id(vmenc_workspace_host(c->ws));
+    vmenc_status st = VMENC_OK;
+    if (enable) {
+        vmenc_policy_decision d = {.struct_size = sizeof(d)};
+        st = vmenc_policy_enable_host_encryption(p, cli_principal(c), host, &d);
+        vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), "host.enable_encryption", host, NULL,
+                                                       NULL, st, st == VMENC_OK ? NULL : d.message);
+        (void)as;
+        if (st != VMENC_OK)
+            return cli_fail(c, st, "%s", d.message);
+    } else if (disable) {
+        rc = edit_allowed(c, VMENC_PRIV_CRYPTO_REGISTER_HOST, "host.disable_encryption", host);
+        if (rc != EXIT_OK)
+            return rc;
+        vmenc_host_crypto_state cur;
+        st = vmenc_policy_get_host_state(p, host, &cur);
+        if (st == VMENC_OK)
+            st = vmenc_policy_set_host_state(p, host, cur == VMENC_HOST_PREPARED ? VMENC_HOST_INCAPABLE
+                                                                                 : VMENC_HOST_PENDING_INCAPABLE);
+        vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), "host.disable_encryption", host, NULL,
+                                                       NULL, st, NULL);
+        (void)as;
+        if (st != VMENC_OK)
+            return cli_fail(c, st, "cannot leave encryption mode on '%s'", host);
+    }
+    if ((enable || disable) && (rc = cli_save_policy(c)) != EXIT_OK)
+        return rc;
+    vmenc_host_crypto_state s;
+    st = vmenc_policy_get_host_state(p, host, &s);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "host '%s'", host);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "host", host);
+    out_str(o, "crypto_state", vmenc_host_crypto_state_name(s));
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int policy_storage(cli *c, args *a) {
+    const char *classes = NULL, *provider = NULL, *mig = NULL;
+    bool enc = arg_flag(a, "--encrypt");
+    (void)arg_value(c, a, "--classes", &classes);
+    (void)arg_value(c, a, "--provider", &provider);
+    (void)arg_value(c, a, "--migration", &mig);
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "policy storage-policy needs NAME");
+    vmenc_storage_policy_spec sp = {.struct_size = sizeof(sp), .name = name, .encrypt = enc,
+                                    .key_provider = provider, .migration = VMENC_MIGRATION_OPPORTUNISTIC};
+    if (enc) {
+        char buf[128];
+        snprintf(buf, sizeof(buf), "%s", classes ? classes : "vm_home,disks");
+        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
+            sp.file_classes |= strcmp(t, "vm_home") == 0 ? VMENC_FILE_VM_HOME
+                               : strcmp(t, "disks") == 0 ? VMENC_FILE_DISKS
+                               : strcmp(t, "core_dumps") == 0 ? VMENC_FILE_CORE_DUMPS
+                                                               : 0x80000000u;
+    }
+    if (mig)
+        sp.migration = strcmp(mig, "disabled") == 0 ? VMENC_MIGRATION_DISABLED
+                       : strcmp(mig, "required") == 0 ? VMENC_MIGRATION_REQUIRED
+                                                      : VMENC_MIGRATION_OPPORTUNISTIC;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_MANAGE_ENCRYPTION_POLICIES};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_status st = vmenc_workspace_authorize(c->ws, cli_principal(c), &rq, "policy.set_storage_policy", name, &d);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "%s", d.message[0] ? d.message : "policy.set_storage_policy");
+    return finish_edit(c, vmenc_policy_set_storage_policy(vmenc_workspace_policy(c->ws), &sp),
+                       "policy.set_storage_policy", name);
+}
+
+const verb_def policy_verbs[] = {
+    {"show", policy_show, "", "print the policy document (canonical JSON)", ""},
+    {"check", policy_check, "--op OP [--on VM] [--host H] [--folder F] [--encrypted] [--target-encrypted]",
+     "decide whether --user may do OP, and say why",
+     "OP: encrypt_vm create_vm decrypt_vm clone_vm add_disk rekey_shallow rekey_deep migrate_vm\n"
+     "register_vm register_host enable_host_encryption console export_vm manage_keys\n"
+     "manage_key_servers manage_encryption_policies read_key_servers power_on power_off\n"
+     "edit_settings snapshot view. Exit 3 when denied.\n"},
+    {"user", policy_user, "NAME", "add a user", "Needs Authorization.ModifyPermissions on the root.\n"},
+    {"group", policy_group, "NAME [--member P]...", "add a group or members to it", ""},
+    {"role", policy_role, "NAME PRIVILEGE...", "add a custom role", "Needs Authorization.ModifyRoles.\n"},
+    {"grant", policy_grant, "PRINCIPAL ROLE [--on OBJECT] [--no-propagate]", "give a principal a role on an object (default root)", ""},
+    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT]", "remove a principal's permission on an object", ""},
+    {"host-mode", policy_host_mode, "[--enable | --disable] [--host H]", "show or change host encryption mode",
+     "--enable needs Cryptographer.RegisterHost; --disable is refused while encrypted VMs are on the host.\n"},
+    {"storage-policy", policy_storage, "NAME [--encrypt [--classes vm_home,disks,core_dumps] --provider ALIAS] [--migration M]",
+     "add or replace a storage policy", "Needs Cryptographer.ManageEncryptionPolicy and StorageProfile.Update.\n"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+/* ---- audit ------------------------------------------------------------------------- */
+
+static int audit_verify(cli *c, args *a) {
+    const char *file = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_audit_verify_result r = {.struct_size = sizeof(r)};
+    vmenc_status st = vmenc_workspace_audit_verify(c->ws, file, &r);
+    if (st != VMENC_OK && st != VMENC_E_AUDIT_TAMPERED && st != VMENC_E_AUDIT_TRUNCATED && st != VMENC_E_AUTH)
+        return cli_fail(c, st, "cannot verify the audit log");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", st == VMENC_OK);
+    out_str(o, "log", file ? file : vmenc_workspace_audit_log_path(c->ws));
+    out_bool(o, "intact", st == VMENC_OK);
+    out_u64(o, "records", r.num_records);
+    out_u64(o, "last_seq", r.last_seq);
+    out_str(o, "defect", vmenc_audit_defect_name(r.defect));
+    if (st != VMENC_OK) {
+        out_u64(o, "bad_line", r.bad_index + 1);
+        out_u64(o, "bad_offset", r.bad_offset);
+        out_u64(o, "bad_seq", r.bad_seq);
+    }
+    out_end(o);
+    if (st != VMENC_OK)
+        return cli_fail_stderr(c, st, "the audit log is not intact: %s at line %llu", vmenc_audit_defect_name(r.defect),
+                        (unsigned long long)r.bad_index + 1);
+    return EXIT_OK;
+}
+
+/* show_records prints the last |limit| lines (0 = all) of the log. */
+static int show_records(cli *c, uint64_t limit) {
+    FILE *f = fopen(vmenc_workspace_audit_log_path(c->ws), "r");
+    if (f == NULL)
+        return cli_fail(c, VMENC_E_IO, "cannot read the audit log");
+    char **lines = NULL;
+    size_t n = 0, cap = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &lcap, f)) > 0) {
+        if (line[len - 1] == '\n')
+            line[len - 1] = '\0';
+        if (limit && n == limit) {
+            free(lines[0]);
+            memmove(lines, lines + 1, (n - 1) * sizeof(*lines));
+            n--;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            lines = realloc(lines, cap * sizeof(*lines));
+        }
+        lines[n++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    for (size_t i = 0; i < n; i++) {
+        if (c->json)
+            printf("%s\n", lines[i]); /* each record is already one JSON object */
+        else if (!c->quiet)
+            printf("%s\n", lines[i]);
+        free(lines[i]);
+    }
+    free(lines);
+    return EXIT_OK;
+}
+
+static int audit_show(cli *c, args *a) {
+    const char *lim = NULL;
+    (void)arg_value(c, a, "--limit", &lim);
+    uint64_t limit = 0;
+    if ((lim && !parse_size(lim, &limit)) || !arg_done(c, a))
+        return cli_usage(c, "audit show [--limit N]");
+    int rc = cli_open(c);
+    return rc != EXIT_OK ? rc : show_records(c, limit);
+}
+
+static int audit_tail(cli *c, args *a) {
+    const char *lim = "10";
+    if (!arg_value(c, a, "-n", &lim))
+        (void)arg_value(c, a, "--lines", &lim);
+    uint64_t limit = 0;
+    if (!parse_size(lim, &limit) || !arg_done(c, a))
+        return cli_usage(c, "audit tail [-n N]");
+    int rc = cli_open(c);
+    return rc != EXIT_OK ? rc : show_records(c, limit ? limit : 1);
+}
+
+const verb_def audit_verbs[] = {
+    {"show", audit_show, "[--limit N]", "print the audit records (JSON lines)", ""},
+    {"verify", audit_verify, "[FILE]", "verify the hash chain (default: this workspace's log)",
+     "Finds edited, deleted, reordered, inserted and cut-off records. Exit 4 if not intact.\n"},
+    {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", ""},
+    {NULL, NULL, NULL, NULL, NULL},
+};

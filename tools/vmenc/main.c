@@ -1,0 +1,167 @@
+/*
+ * tools/vmenc/main.c - `vmenc [global options] <noun> <verb> [args]`: global
+ * options, help at every level, dispatch, Ctrl-C. The command reference
+ * is docs/cli.md.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* New nouns (coredump, migrate) and verbs (vm resume, rekey --deep) drop
+ * into this table when their library part lands. */
+static const noun_def nouns[] = {
+    {"init", NULL, cmd_init, "init [DIR] --admin NAME [options]", "create a workspace", NULL},
+    {"kms", kms_verbs, NULL, "kms <verb>", "key providers: list, add, remove, create-key, health, backup, restore", NULL},
+    {"vm", vm_verbs, NULL, "vm <verb>", "VMs: create, list, status, encrypt, decrypt, rekey, clone, disks, register, unlock", NULL},
+    {"disk", disk_verbs, NULL, "disk <verb>", "raw decrypted disk access: read, write", NULL},
+    {"file", file_verbs, NULL, "file <verb>", "VM state files (NVRAM, suspend, snapshot, swap): read, write", NULL},
+    {"policy", policy_verbs, NULL, "policy <verb>", "who may do what: show, check, user, group, role, grant, revoke, host-mode, storage-policy", NULL},
+    {"audit", audit_verbs, NULL, "audit <verb>", "the hash-chained audit log: show, verify, tail", NULL},
+    {"bench", NULL, cmd_bench, "bench [--size MiB] [--sector N]", "XTS backends against OpenSSL, one table", NULL},
+    {"demo", NULL, cmd_demo, "demo [--disk-mib N] [--keep DIR]", "the whole story in a temporary workspace, checked", NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char global_help[] =
+    "Global options (before or after the command):\n"
+    "  --workspace DIR        the workspace (default: $VMENC_WORKSPACE)\n"
+    "  --user NAME            the acting principal (default: $VMENC_USER, then $USER)\n"
+    "  --passphrase-file FILE the workspace passphrase (else $VMENC_PASSPHRASE, else a prompt)\n"
+    "  --json                 one JSON object per result on stdout\n"
+    "  --quiet                no informational messages\n"
+    "  --progress=auto|always|never  progress bars on stderr (auto: on a terminal)\n"
+    "  --help, -h             help for the command;  --version  the version\n";
+
+static void print_top_help(void) {
+    printf("usage: vmenc [global options] <command> [<verb>] [args]\n\nCommands:\n");
+    for (const noun_def *n = nouns; n->name; n++)
+        printf("  %-8s %s\n", n->name, n->summary);
+    printf("\n%s\nExit codes: 0 ok, 1 a check failed, 2 usage, 3 denied by policy, 4 authentication/crypto,\n"
+           "5 key provider unavailable or VM locked, 6 not found, 7 I/O, 8 bad configuration,\n"
+           "10 internal, 130 interrupted. Reference: docs/cli.md\n",
+           global_help);
+}
+
+static void print_noun_help(const noun_def *n) {
+    if (n->verbs == NULL) {
+        const char *h = n->fn == cmd_init ? cmd_init_help : n->fn == cmd_bench ? cmd_bench_help : cmd_demo_help;
+        printf("usage: vmenc %s\n\n%s.\n\n%s\n%s", n->usage, n->summary, h, global_help);
+        return;
+    }
+    printf("usage: vmenc %s <verb> [args]\n\n%s.\n\nVerbs:\n", n->name, n->summary);
+    for (const verb_def *v = n->verbs; v->name; v++)
+        printf("  %-14s %s\n", v->name, v->summary);
+    printf("\n'vmenc %s <verb> --help' for a verb's options.\n", n->name);
+}
+
+static void print_verb_help(const noun_def *n, const verb_def *v) {
+    printf("usage: vmenc %s %s %s\n\n%s.\n", n->name, v->name, v->usage, v->summary);
+    if (v->help && v->help[0])
+        printf("\n%s", v->help);
+    printf("\n%s", global_help);
+}
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (g_interrupted) /* a second Ctrl-C: leave now */
+        _exit(EXIT_INTERRUPTED);
+    g_interrupted = 1;
+}
+
+int main(int argc, char **argv) {
+    cli c = {.progress = PROGRESS_AUTO};
+    args a = {.argc = argc - 1, .argv = argv + 1};
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (arg_flag(&a, "--version")) {
+        printf("vmenc %s (library %s)\n", VMENC_VERSION_STRING, vmenc_version_string());
+        return EXIT_OK;
+    }
+    bool help = arg_flag(&a, "--help") | arg_flag(&a, "-h");
+    c.json = arg_flag(&a, "--json");
+    c.quiet = arg_flag(&a, "--quiet") | arg_flag(&a, "-q");
+    const char *prog = NULL;
+    if (arg_value(&c, &a, "--progress", &prog)) {
+        if (strcmp(prog, "auto") == 0)
+            c.progress = PROGRESS_AUTO;
+        else if (strcmp(prog, "always") == 0)
+            c.progress = PROGRESS_ALWAYS;
+        else if (strcmp(prog, "never") == 0)
+            c.progress = PROGRESS_NEVER;
+        else
+            return cli_usage(&c, "--progress takes auto, always or never");
+    }
+    if (!arg_value(&c, &a, "--workspace", &c.workspace))
+        c.workspace = getenv("VMENC_WORKSPACE");
+    if (!arg_value(&c, &a, "--user", &c.user)) {
+        c.user = getenv("VMENC_USER");
+        if (c.user == NULL || c.user[0] == '\0')
+            c.user = getenv("USER");
+        if (c.user == NULL || c.user[0] == '\0')
+            c.user = "root";
+    }
+    (void)arg_value(&c, &a, "--passphrase-file", &c.passphrase_file);
+
+    const char *noun = arg_positional(&a);
+    if (noun == NULL || strcmp(noun, "help") == 0) {
+        const char *what = noun ? arg_positional(&a) : NULL;
+        if (what == NULL) {
+            if (noun == NULL && !help) {
+                print_top_help();
+                return a.argc > 0 ? cli_usage(&c, "unknown option '%s'", a.argv[0] ? a.argv[0] : "") : EXIT_USAGE;
+            }
+            print_top_help();
+            return EXIT_OK;
+        }
+        noun = what;
+        help = true;
+    }
+    const noun_def *n = nouns;
+    while (n->name && strcmp(n->name, noun) != 0)
+        n++;
+    if (n->name == NULL) {
+        c.noun = NULL;
+        return cli_usage(&c, "unknown command '%s'", noun);
+    }
+    c.noun = n->name;
+    int rc;
+    if (n->verbs == NULL) {
+        if (help) {
+            print_noun_help(n);
+            return EXIT_OK;
+        }
+        rc = n->fn(&c, &a);
+    } else {
+        const char *verb = arg_positional(&a);
+        if (verb == NULL) {
+            print_noun_help(n);
+            return help ? EXIT_OK : cli_usage(&c, "'%s' needs a verb", n->name);
+        }
+        const verb_def *v = n->verbs;
+        while (v->name && strcmp(v->name, verb) != 0)
+            v++;
+        if (v->name == NULL) {
+            print_noun_help(n);
+            return cli_usage(&c, "unknown verb '%s %s'", n->name, verb);
+        }
+        c.verb = v->name;
+        if (help) {
+            print_verb_help(n, v);
+            return EXIT_OK;
+        }
+        rc = v->fn(&c, &a);
+    }
+    vmenc_workspace_free(c.ws);
+    if (g_interrupted && rc == EXIT_OK)
+        rc = EXIT_INTERRUPTED;
+    return rc;
+}
