@@ -73,7 +73,12 @@ struct vm_extent {
     uint64_t seg_bytes;
     uint64_t num_segs;
     bool down;          /* the new layout is below the old: segments move first to last */
-    uint64_t done_segs; /* segments in the new layout */
+    /* segments in the new layout. Only the converting thread changes it,
+     * under the moving segment's exclusive lock; I/O threads read it under
+     * other segments' shared locks, where its change does not matter
+     * (seg_is_new of any other segment is the same before and after), so
+     * relaxed atomics suffice: the segment locks order what does. */
+    _Atomic uint64_t done_segs;
     pthread_rwlock_t *seg_locks;
     mode_lock modes[MODE_STRIPES];
     pthread_mutex_t stripes[STRIPES];
@@ -372,7 +377,8 @@ static pthread_rwlock_t *my_mode_lock(vm_extent *e) {
  * order that never overwrites data not yet moved: towards offset 0 from the
  * first segment, towards the shift from the last (docs/reencryption.md). */
 static bool seg_is_new(const vm_extent *e, uint64_t k) {
-    return e->down ? k < e->done_segs : k >= e->num_segs - e->done_segs;
+    uint64_t done = atomic_load_explicit(&e->done_segs, memory_order_relaxed);
+    return e->down ? k < done : k >= e->num_segs - done;
 }
 
 typedef vmenc_status (*piece_fn)(vm_extent *e, const layout *l, uint64_t off, size_t len, void *buf);
@@ -466,7 +472,7 @@ vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t old_offset, uint64_t
     e->seg_bytes = seg_bytes;
     e->num_segs = n;
     e->down = new_offset < e->cur.offset;
-    e->done_segs = done_segs;
+    atomic_store_explicit(&e->done_segs, done_segs, memory_order_relaxed);
     e->seg_locks = locks;
     e->converting = true;
     unlock_all_modes(e);
@@ -497,8 +503,9 @@ static vmenc_status punch(vm_extent *e, uint64_t off, uint64_t len, uint8_t *zer
 vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_persist_fn persist, void *arg,
                                        uint64_t *out_bytes) {
     VMENC_ENSURE(e != NULL && e->converting, VMENC_E_BAD_STATE);
-    VMENC_ENSURE(e->done_segs < e->num_segs, VMENC_E_BAD_STATE);
-    uint64_t k = e->down ? e->done_segs : e->num_segs - 1 - e->done_segs;
+    uint64_t done = atomic_load_explicit(&e->done_segs, memory_order_relaxed);
+    VMENC_ENSURE(done < e->num_segs, VMENC_E_BAD_STATE);
+    uint64_t k = e->down ? done : e->num_segs - 1 - done;
     uint64_t start = k * e->seg_bytes;
     uint64_t len = e->capacity - start < e->seg_bytes ? e->capacity - start : e->seg_bytes;
     uint64_t first = start >> e->sector_shift, n = len >> e->sector_shift;
@@ -521,9 +528,9 @@ vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_per
      * the segment in its new place (their writes there would be lost if a
      * crash made us move it again from the old place). */
     if (s == VMENC_OK)
-        s = persist(arg, e->done_segs + 1);
+        s = persist(arg, done + 1);
     if (s == VMENC_OK)
-        e->done_segs++;
+        atomic_store_explicit(&e->done_segs, done + 1, memory_order_relaxed);
     pthread_rwlock_unlock(&e->seg_locks[k]);
     vmenc_memzero(buf, (size_t)len);
     if (s == VMENC_OK && out_bytes != NULL)
@@ -531,10 +538,12 @@ vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_per
     return s;
 }
 
-bool vm_extent_convert_done(const vm_extent *e) { return e->converting && e->done_segs == e->num_segs; }
+bool vm_extent_convert_done(const vm_extent *e) {
+    return e->converting && atomic_load_explicit(&e->done_segs, memory_order_relaxed) == e->num_segs;
+}
 
 void vm_extent_convert_position(const vm_extent *e, uint64_t *out_done, uint64_t *out_total) {
-    *out_done = e->converting ? e->done_segs : 0;
+    *out_done = e->converting ? atomic_load_explicit(&e->done_segs, memory_order_relaxed) : 0;
     *out_total = e->converting ? e->num_segs : 0;
 }
 
@@ -563,7 +572,8 @@ void vm_extent_convert_reverse(vm_extent *e) {
     e->cur = e->next;
     e->next = t;
     e->down = !e->down;
-    e->done_segs = e->num_segs - e->done_segs;
+    atomic_store_explicit(&e->done_segs, e->num_segs - atomic_load_explicit(&e->done_segs, memory_order_relaxed),
+                          memory_order_relaxed);
     unlock_all_modes(e);
 }
 
@@ -576,7 +586,8 @@ vmenc_xts *vm_extent_convert_finish(vm_extent *e) {
     pthread_rwlock_t *locks = e->seg_locks;
     uint64_t n = e->num_segs;
     e->seg_locks = NULL;
-    e->num_segs = e->done_segs = 0;
+    e->num_segs = 0;
+    atomic_store_explicit(&e->done_segs, 0, memory_order_relaxed);
     unlock_all_modes(e);
     for (uint64_t i = 0; i < n; i++)
         pthread_rwlock_destroy(&locks[i]);
