@@ -4,7 +4,7 @@
  * tweak set per sector with EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1),
  * then EVP_CipherUpdate).
  *
- *   bench_xts [--rounds R] [--threads [N]] [--key 256|128]
+ *   bench_xts [--rounds R] [--threads [N]] [--impl NAME] [--key 256|128]
  *
  * Encrypts a 256 KiB buffer (fits in L2) at sector sizes 512, 4096 and
  * 65536. Contenders are interleaved round-robin within each round so load
@@ -37,6 +37,7 @@
 #define MAX_ROUNDS 256
 #define MAX_CONTENDERS 6
 #define CEILING_LEN (16u * 1024u) /* held in L1 */
+#define THREAD_PASS_FACTOR 4 /* threaded samples: 4x the bytes per thread */
 
 static const char *const impls[] = {"vaes-avx512", "vaes-avx2", "aesni", "portable"};
 static const uint32_t sectors[] = {512, 4096, 65536};
@@ -115,6 +116,7 @@ typedef struct worker {
     uint8_t *buf;
     size_t passes;
     int failed;
+    uint64_t t0, t1; /* this worker's own start and end (threaded samples) */
 } worker;
 
 static uint8_t g_key[64];
@@ -154,6 +156,7 @@ static void run_passes(worker *w) {
         unsigned rounds = w->key_len == 64 ? 14 : 10;
         for (size_t p = 0; p < w->passes * (BUF_LEN / CEILING_LEN); p++)
             g_ceil_fn(w->buf, CEILING_LEN, rounds);
+        EVP_CIPHER_CTX_free(ctx);
         return;
     }
     for (size_t p = 0; p < w->passes; p++) {
@@ -168,13 +171,19 @@ static void run_passes(worker *w) {
     EVP_CIPHER_CTX_free(ctx);
 }
 
-static pthread_barrier_t g_start, g_done;
+static pthread_barrier_t g_start;
 
+/* Each worker reads the clock itself, right after the start barrier and
+ * right after its last pass. The main thread must not time the threads: with
+ * as many workers as CPUs it is itself waiting for a CPU, so it could read
+ * "start" after the workers had already finished (this is what made earlier
+ * runs report 632 GB/s, or a scaling of 0.97). */
 static void *thread_main(void *p) {
     worker *w = p;
     pthread_barrier_wait(&g_start);
+    w->t0 = vmenc_now_monotonic_ns();
     run_passes(w);
-    pthread_barrier_wait(&g_done);
+    w->t1 = vmenc_now_monotonic_ns();
     return NULL;
 }
 
@@ -183,7 +192,7 @@ static double sample(const contender *c, uint32_t sector, int num_threads, uint8
     size_t passes = MIN_BYTES_PER_SAMPLE / BUF_LEN;
     worker w[64];
     if (num_threads == 1) {
-        w[0] = (worker){c, g_key, g_key_len, sector, bufs[0], passes, 0};
+        w[0] = (worker){c, g_key, g_key_len, sector, bufs[0], passes, 0, 0, 0};
         uint64_t t0 = vmenc_now_monotonic_ns();
         run_passes(&w[0]);
         uint64_t t1 = vmenc_now_monotonic_ns();
@@ -193,29 +202,30 @@ static double sample(const contender *c, uint32_t sector, int num_threads, uint8
         }
         return (double)passes * BUF_LEN / (double)(t1 - t0);
     }
+    /* Threads do more passes each, so that thread start-up skew is small
+     * against the sample. The rate is all bytes over the span from the
+     * first worker's start to the last one's end. */
+    passes *= THREAD_PASS_FACTOR;
     pthread_t t[64];
-    pthread_barrier_init(&g_start, NULL, (unsigned)num_threads + 1);
-    pthread_barrier_init(&g_done, NULL, (unsigned)num_threads + 1);
+    pthread_barrier_init(&g_start, NULL, (unsigned)num_threads);
     for (int i = 0; i < num_threads; i++) {
-        w[i] = (worker){c, g_key, g_key_len, sector, bufs[i], passes, 0};
+        w[i] = (worker){c, g_key, g_key_len, sector, bufs[i], passes, 0, 0, 0};
         if (pthread_create(&t[i], NULL, thread_main, &w[i]) != 0) {
             fprintf(stderr, "bench_xts: pthread_create failed\n");
             exit(1);
         }
     }
-    pthread_barrier_wait(&g_start);
-    uint64_t t0 = vmenc_now_monotonic_ns();
-    pthread_barrier_wait(&g_done);
-    uint64_t t1 = vmenc_now_monotonic_ns();
+    uint64_t t0 = UINT64_MAX, t1 = 0;
     for (int i = 0; i < num_threads; i++) {
         pthread_join(t[i], NULL);
         if (w[i].failed) {
             fprintf(stderr, "bench_xts: %s failed\n", c->name);
             exit(1);
         }
+        t0 = w[i].t0 < t0 ? w[i].t0 : t0;
+        t1 = w[i].t1 > t1 ? w[i].t1 : t1;
     }
     pthread_barrier_destroy(&g_start);
-    pthread_barrier_destroy(&g_done);
     return (double)num_threads * (double)passes * BUF_LEN / (double)(t1 - t0);
 }
 
@@ -235,14 +245,20 @@ static double median(double *v, int n) {
  * busy machine disturbs much less than absolute rates. */
 static void measure(contender *cs, int num_cs, uint32_t sector, int rounds, int num_threads,
                     uint8_t **bufs, double *out, double *out_ratio, int ceil_idx,
-                    double *out_frac) {
+                    double *out_frac, double *out_scaling) {
     static double samples[MAX_CONTENDERS][MAX_ROUNDS], ratios[MAX_CONTENDERS][MAX_ROUNDS];
-    static double fracs[MAX_CONTENDERS][MAX_ROUNDS];
+    static double fracs[MAX_CONTENDERS][MAX_ROUNDS], scalings[MAX_CONTENDERS][MAX_ROUNDS];
     for (int i = 0; i < num_cs; i++) /* warm up: caches, frequency, lazy init */
         (void)sample(&cs[i], sector, num_threads, bufs);
     for (int r = 0; r < rounds; r++) {
-        for (int i = 0; i < num_cs; i++)
+        for (int i = 0; i < num_cs; i++) {
             samples[i][r] = sample(&cs[i], sector, num_threads, bufs);
+            /* Scaling is the ratio to a one-thread sample of the same
+             * contender taken right after, so both see the same load from
+             * whatever else shares the machine. */
+            scalings[i][r] =
+                num_threads > 1 ? samples[i][r] / sample(&cs[i], sector, 1, bufs) : 1.0;
+        }
         for (int i = 0; i < num_cs; i++) {
             ratios[i][r] = samples[i][r] / samples[num_cs - 1][r];
             fracs[i][r] = ceil_idx >= 0 ? samples[i][r] / samples[ceil_idx][r] : 0;
@@ -252,11 +268,13 @@ static void measure(contender *cs, int num_cs, uint32_t sector, int rounds, int 
         out[i] = median(samples[i], rounds);
         out_ratio[i] = median(ratios[i], rounds);
         out_frac[i] = median(fracs[i], rounds);
+        out_scaling[i] = median(scalings[i], rounds);
     }
 }
 
 int main(int argc, char **argv) {
     int rounds = 101, num_threads = 0;
+    const char *only_impl = NULL; /* --impl: measure one backend (and the baselines) */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
             rounds = atoi(argv[++i]);
@@ -264,10 +282,12 @@ int main(int argc, char **argv) {
             num_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
             if (i + 1 < argc && argv[i + 1][0] != '-')
                 num_threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--impl") == 0 && i + 1 < argc) {
+            only_impl = argv[++i];
         } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
             g_key_len = atoi(argv[++i]) == 128 ? 32 : 64;
         } else {
-            fprintf(stderr, "usage: %s [--rounds R] [--threads [N]] [--key 256|128]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--rounds R] [--threads [N]] [--impl NAME] [--key 256|128]\n", argv[0]);
             return 2;
         }
     }
@@ -303,6 +323,7 @@ int main(int argc, char **argv) {
     double single[3][MAX_CONTENDERS], multi[3][MAX_CONTENDERS];
     double single_ratio[3][MAX_CONTENDERS], multi_ratio[3][MAX_CONTENDERS];
     double single_frac[3][MAX_CONTENDERS], multi_frac[3][MAX_CONTENDERS];
+    double single_scaling[3][MAX_CONTENDERS], multi_scaling[3][MAX_CONTENDERS];
     pick_ceiling();
     vmenc_random_bytes(&g_rk[0][0], sizeof(g_rk)) == VMENC_OK ? (void)0 : exit(1);
     int ceil_idx = -1;
@@ -313,7 +334,8 @@ int main(int argc, char **argv) {
         num_cs = 0;
         for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
             vmenc_xts *x = NULL;
-            if (vmenc_xts_impl_available(impls[i]) != VMENC_OK)
+            if (vmenc_xts_impl_available(impls[i]) != VMENC_OK ||
+                (only_impl != NULL && strcmp(only_impl, impls[i]) != 0))
                 continue;
             if (vmenc_xts_new_impl(g_key, g_key_len, sectors[s], impls[i], &x) != VMENC_OK)
                 return 1;
@@ -326,10 +348,10 @@ int main(int argc, char **argv) {
         }
         cs[num_cs++] = (contender){"openssl", NULL, false};
         measure(cs, num_cs, sectors[s], rounds, 1, bufs, single[s], single_ratio[s], ceil_idx,
-                single_frac[s]);
+                single_frac[s], single_scaling[s]);
         if (num_threads > 1)
             measure(cs, num_cs, sectors[s], rounds, num_threads, bufs, multi[s], multi_ratio[s],
-                    ceil_idx, multi_frac[s]);
+                    ceil_idx, multi_frac[s], multi_scaling[s]);
         memcpy(cs_by_sector[s], cs, sizeof(cs));
     }
 
@@ -353,7 +375,7 @@ int main(int argc, char **argv) {
                        "\"gbps\":%.3f,\"openssl_gbps\":%.3f,\"ratio_vs_openssl\":%.3f,"
                        "\"fraction_of_ceiling\":%.3f,\"threads\":%d,\"scaling\":%.2f}\n",
                        cs_by_sector[s][i].name, sectors[s], multi[s][i], ossl, multi_ratio[s][i],
-                       multi_frac[s][i], num_threads, multi[s][i] / single[s][i]);
+                       multi_frac[s][i], num_threads, multi_scaling[s][i]);
         }
     }
 
@@ -367,7 +389,7 @@ int main(int argc, char **argv) {
             printf("%-12s %7u %10.2f %10.2f %8.2f %8.2f", cs_by_sector[s][i].name, sectors[s],
                    single[s][i], single[s][num_cs - 1], single_ratio[s][i], single_frac[s][i]);
             if (num_threads > 1)
-                printf(" %10.2f %8.2f", multi[s][i], multi[s][i] / single[s][i]);
+                printf(" %10.2f %8.2f", multi[s][i], multi_scaling[s][i]);
             printf("\n");
         }
     if (num_threads > 1)

@@ -20,6 +20,11 @@ static inline __attribute__((always_inline)) __m512i xb512_from_tweak(__m128i t)
 #define XB_LOADU(p) _mm512_loadu_si512((const void *)(p))
 #define XB_STOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
 #define XB_XOR(a, b) _mm512_xor_si512((a), (b))
+#define XB_XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
+/* lanes (base + j + lane, 0): sector numbers for the tweak batch, mod 2^64 */
+#define XB_SECTOR_VEC(base, j)                                                          \
+    _mm512_add_epi64(_mm512_maskz_set1_epi64(0x55, (long long)(base)),                   \
+                     _mm512_set_epi64(0, (j) + 3, 0, (j) + 2, 0, (j) + 1, 0, (j)))
 #define XB_AESENC(v, k) _mm512_aesenc_epi128((v), (k))
 #define XB_AESENCLAST(v, k) _mm512_aesenclast_epi128((v), (k))
 #define XB_AESDEC(v, k) _mm512_aesdec_epi128((v), (k))
