@@ -385,6 +385,7 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
         return s;
     }
     e->new_dek = new_dek;
+    snprintf(c->principal, sizeof(c->principal), "%s", op->principal);
     disk->cvt = c;
     return VMENC_OK;
 fail_state:
@@ -465,7 +466,9 @@ vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc
         moved += n;
     }
     vm_op op;
-    vm_op_init(&op, disk->vm->host, "(conversion)", "disk.convert_end", NULL);
+    char who[VMENC_POLICY_NAME_MAX + 1]; /* the conversion (and its copy of the name) ends in finish */
+    snprintf(who, sizeof(who), "%s", disk->cvt->principal);
+    vm_op_init(&op, disk->vm->host, who, "disk.convert_end", NULL);
     snprintf(op.target, sizeof(op.target), "%s/%s", disk->vm->vmx.name, disk->disk_id);
     if (s != VMENC_OK) {
         /* stopped, resumable: say so once, with the reason */
@@ -552,6 +555,7 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     e->new_dek = k;
     vm_extent_convert_reverse(disk->ext);
     c->done_at_t0 = first.done_segs;
+    snprintf(c->principal, sizeof(c->principal), "%s", op->principal);
     vm_cvt_free(old);
     disk->cvt = c;
     return VMENC_OK;
@@ -604,6 +608,7 @@ vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
         return s;
     }
     c->done_at_t0 = c->slot.done_segs;
+    snprintf(c->principal, sizeof(c->principal), "%s", op->principal);
     disk->cvt = c;
     vm_op_add_key(op, d->key_provider, d->kek_id);
     vm_op_add_key(op, d->new_key_provider, d->new_kek_id);
@@ -616,7 +621,9 @@ vmenc_status vm_cvt_finish_if_done(vmenc_disk *disk) {
     if (disk->cvt == NULL || disk->readonly || !vm_extent_convert_done(disk->ext))
         return VMENC_OK;
     vm_op op;
-    vm_op_init(&op, disk->vm->host, "(conversion)", "disk.convert_end", NULL);
+    char who[VMENC_POLICY_NAME_MAX + 1]; /* the conversion (and its copy of the name) ends in finish */
+    snprintf(who, sizeof(who), "%s", disk->cvt->principal);
+    vm_op_init(&op, disk->vm->host, who, "disk.convert_end", NULL);
     snprintf(op.target, sizeof(op.target), "%s/%s", disk->vm->vmx.name, disk->disk_id);
     return vm_op_finish(&op, finish(disk, &op), NULL);
 }

@@ -188,6 +188,7 @@ typedef struct vm_cvt {
     uint8_t *buf;               /* one segment */
     vmenc_convert_kind kind;
     uint64_t t0_ns, done_at_t0; /* for the rate */
+    char principal[VMENC_POLICY_NAME_MAX + 1]; /* who began or resumed it: the audit events name them */
     bool sync;
 } vm_cvt;
 

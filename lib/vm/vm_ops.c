@@ -229,6 +229,12 @@ vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const cha
             if (gone.desc.encrypted)
                 vm_op_add_key(&op, gone.desc.key_provider, gone.desc.kek_id);
             if (flags & VMENC_VM_REMOVE_DELETE_FILES) {
+                if (vm_disk_desc_converting(&gone.desc)) {
+                    char cvt[300];
+                    snprintf(cvt, sizeof(cvt), "%s.%llu.cvt", gone.desc.extent_file,
+                             (unsigned long long)gone.desc.cvt_id);
+                    (void)unlinkat(vm->dirfd, cvt, 0);
+                }
                 (void)unlinkat(vm->dirfd, gone.desc.extent_file, 0);
                 (void)unlinkat(vm->dirfd, gone.desc_name, 0);
                 if (vm_host_sync(vm->host))
