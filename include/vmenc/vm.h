@@ -312,9 +312,10 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_rekey_shallow(vmenc_vm *vm, con
  * VMENC_OP_ENCRYPT_VM, a plain one VMENC_OP_DECRYPT_VM, a change of key
  * provider VMENC_OP_REKEY_SHALLOW. The VM home's state files are rewritten
  * atomically in their new form. A disk that holds no data yet is switched at
- * once; a disk with data needs the in-place conversion engine and fails with
- * VMENC_E_UNSUPPORTED in this version (nothing changed). No disk may be open
- * (VMENC_E_BAD_STATE). */
+ * once; a disk with data is converted in place (see "in-place conversion"
+ * below; vmenc_vm_apply_storage_policy_ex reports progress and can stop).
+ * An interrupted conversion of the VM's disks is finished first. No disk may
+ * be open (VMENC_E_BAD_STATE). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_apply_storage_policy(vmenc_vm *vm, const char *principal,
                                                                       const char *name);
 
