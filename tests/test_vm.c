@@ -725,6 +725,41 @@ static void test_locked_vm(void **state) {
     free(model);
 }
 
+/* A slow KMS (past the host's deadline) and one that serves the wrong
+ * bytes for a KEK: the VM opens locked with the provider's status, and
+ * unlocks once the KMS behaves. */
+static void test_slow_and_lying_kms(void **state) {
+    vmenc_vm *vm = NULL;
+    OK(vmfix_create(&g_f, "alice", "kms1", "encrypted", &vm));
+    char id[VMENC_DISK_ID_MAX + 1];
+    OK(vmfix_add_disk(&g_f, vm, "alice", CAP, 512, id));
+    uint8_t *model = calloc(1, CAP);
+    fill_disk(vm, id, model, CAP);
+    vmenc_vm_free(vm);
+    char vmx[PATH_MAX + 64];
+    vmfix_vmx_path(&g_f, "kms1", vmx, sizeof(vmx));
+    fault_mode modes[2] = {FAULT_SLOW, FAULT_WRONG_KEY};
+    for (int m = 0; m < 2; m++) {
+        OK(vmfix_new_keymgr(&g_f));
+        OK(vmfix_new_host(&g_f, "esx01"));
+        fault_set_mode(g_f.fault_a, modes[m]);
+        fault_set_delay_ms(g_f.fault_a, 8000); /* the host's deadline is 5000 ms */
+        vm = NULL;
+        vmenc_status s = vmenc_vm_open(g_f.host, "bob", vmx, &vm);
+        fprintf(stderr, "KMS %s: open -> %s\n", m == 0 ? "slow" : "lying", vmenc_status_name(s));
+        assert_int_equal(s, VMENC_E_VM_LOCKED);
+        char alias[64], kek[VMENC_KMS_KEY_ID_CAP];
+        vmenc_status why = VMENC_OK;
+        OK(vmenc_vm_get_missing_key(vm, 0, alias, sizeof(alias), kek, sizeof(kek), &why));
+        assert_int_equal(why, m == 0 ? VMENC_E_KMS_TIMEOUT : VMENC_E_KMS_WRONG_KEY);
+        fault_set_mode(g_f.fault_a, FAULT_NONE);
+        OK(vmenc_vm_unlock(vm, "bob"));
+        verify_disk(vm, "bob", id, model, CAP);
+        vmenc_vm_free(vm);
+    }
+    free(model);
+}
+
 static void test_disk_add_remove_and_config(void **state) {
     vmenc_vm *vm = NULL;
     OK(vmfix_create(&g_f, "alice", "dk1", "home-only", &vm));
@@ -829,6 +864,7 @@ int main(void) {
         cmocka_unit_test(test_storage_policy_apply),
         cmocka_unit_test(test_register_on_another_host),
         cmocka_unit_test(test_locked_vm),
+        cmocka_unit_test(test_slow_and_lying_kms),
         cmocka_unit_test(test_disk_add_remove_and_config),
         cmocka_unit_test(test_bad_arguments),
     };

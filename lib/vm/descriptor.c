@@ -24,6 +24,7 @@ static const char *const k_known_vmenc_keys[] = {
     "vmenc.sectorSize",     "vmenc.cipher",         "vmenc.state",    "vmenc.keyProvider",
     "vmenc.kekId",          "vmenc.keySafe",        "vmenc.convert.id", "vmenc.convert.segment",
     "vmenc.convert.targetOffset", "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe",
+    "vmenc.kekCheck",       "vmenc.newKekCheck",
 };
 
 /* A data offset or conversion shift: 0, or a multiple of 1 MiB up to 1 GiB. */
@@ -107,6 +108,41 @@ vmenc_status vm_known_keys_check(const vm_kv *kv, const char *prefix, const char
             found = strcmp(key, known[j]) == 0;
         VMENC_ENSURE(found, VMENC_E_PARSE);
     }
+    return VMENC_OK;
+}
+
+vmenc_status vm_kcv_parse(const char *hex, uint8_t out[VMENC_KEK_CHECK_VALUE_BYTES]) {
+    VMENC_ENSURE(hex != NULL && strlen(hex) == 2 * VMENC_KEK_CHECK_VALUE_BYTES, VMENC_E_PARSE);
+    for (size_t i = 0; i < VMENC_KEK_CHECK_VALUE_BYTES; i++) {
+        int v = 0;
+        for (size_t j = 0; j < 2; j++) {
+            char c = hex[2 * i + j];
+            VMENC_ENSURE((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'), VMENC_E_PARSE);
+            v = v * 16 + (c <= '9' ? c - '0' : c - 'a' + 10);
+        }
+        out[i] = (uint8_t)v;
+    }
+    return VMENC_OK;
+}
+
+void vm_kcv_format(const uint8_t kcv[VMENC_KEK_CHECK_VALUE_BYTES], char out[2 * VMENC_KEK_CHECK_VALUE_BYTES + 1]) {
+    static const char hexd[] = "0123456789abcdef";
+    for (size_t i = 0; i < VMENC_KEK_CHECK_VALUE_BYTES; i++) {
+        out[2 * i] = hexd[kcv[i] >> 4];
+        out[2 * i + 1] = hexd[kcv[i] & 15];
+    }
+    out[2 * VMENC_KEK_CHECK_VALUE_BYTES] = '\0';
+}
+
+/* parse_kcv reads an optional check value, allowed only beside its key. */
+static vmenc_status parse_kcv(const vm_kv *kv, const char *key, bool allowed, bool *has, uint8_t *out) {
+    const char *v = vm_kv_get(kv, key);
+    *has = false;
+    if (v == NULL)
+        return VMENC_OK;
+    VMENC_ENSURE(allowed, VMENC_E_PARSE);
+    VMENC_GUARD(vm_kcv_parse(v, out));
+    *has = true;
     return VMENC_OK;
 }
 
@@ -230,9 +266,11 @@ static vmenc_status parse_keys(const vm_kv *kv, vm_disk_desc *d) {
     VMENC_GUARD(parse_key_triple(kv, "vmenc.keyProvider", "vmenc.kekId", "vmenc.keySafe", k_states[si].old_key,
                                  d->key_provider, sizeof(d->key_provider), d->kek_id, sizeof(d->kek_id),
                                  &d->key_safe));
-    return parse_key_triple(kv, "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe", k_states[si].new_key,
-                            d->new_key_provider, sizeof(d->new_key_provider), d->new_kek_id,
-                            sizeof(d->new_kek_id), &d->new_key_safe);
+    VMENC_GUARD(parse_key_triple(kv, "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe",
+                                 k_states[si].new_key, d->new_key_provider, sizeof(d->new_key_provider),
+                                 d->new_kek_id, sizeof(d->new_kek_id), &d->new_key_safe));
+    VMENC_GUARD(parse_kcv(kv, "vmenc.kekCheck", k_states[si].old_key, &d->has_kek_check, d->kek_check));
+    return parse_kcv(kv, "vmenc.newKekCheck", k_states[si].new_key, &d->has_new_kek_check, d->new_kek_check);
 }
 
 static vmenc_status parse_desc(const vm_kv *kv, vm_disk_desc *d) {
@@ -350,12 +388,23 @@ static vmenc_status build_desc(const vm_disk_desc *d, vm_kv *kv) {
         vm_format_u64(d->cvt_target_offset, num);
         VMENC_GUARD(vm_kv_set(kv, "vmenc.convert.targetOffset", num));
     }
-    if (k_states[si].old_key)
+    char hex[2 * VMENC_KEK_CHECK_VALUE_BYTES + 1];
+    if (k_states[si].old_key) {
         VMENC_GUARD(add_key_triple(kv, "vmenc.keyProvider", "vmenc.kekId", "vmenc.keySafe", d->key_provider,
                                    d->kek_id, d->key_safe));
-    if (k_states[si].new_key)
+        if (d->has_kek_check) {
+            vm_kcv_format(d->kek_check, hex);
+            VMENC_GUARD(vm_kv_set(kv, "vmenc.kekCheck", hex));
+        }
+    }
+    if (k_states[si].new_key) {
         VMENC_GUARD(add_key_triple(kv, "vmenc.newKeyProvider", "vmenc.newKekId", "vmenc.newKeySafe",
                                    d->new_key_provider, d->new_kek_id, d->new_key_safe));
+        if (d->has_new_kek_check) {
+            vm_kcv_format(d->new_kek_check, hex);
+            VMENC_GUARD(vm_kv_set(kv, "vmenc.newKekCheck", hex));
+        }
+    }
     return VMENC_OK;
 }
 

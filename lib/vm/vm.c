@@ -235,8 +235,34 @@ static vmenc_status sync_vmx_disks(vmenc_vm *vm) {
     return VMENC_OK;
 }
 
+/* kcv_of sets |*has| and |out| to the check value this host knows for the
+ * record's KEK; unknown (a KEK that never leaves its HSM, or never fetched
+ * here) clears it rather than keep one that may belong to another KEK. */
+static void kcv_of(const vmenc_vm *vm, const vmenc_wrapped_key *wk, bool *has, uint8_t *out) {
+    *has = wk != NULL && vmenc_keymgr_kek_check_value(vm->host->keymgr, vmenc_wrapped_key_provider_alias(wk),
+                                                      vmenc_wrapped_key_kek_id(wk), out,
+                                                      VMENC_KEK_CHECK_VALUE_BYTES) == VMENC_OK;
+}
+
+/* pin_kcv tells the key manager what a record's KEK must hash to, from the
+ * file, so even the first fetch after a restart is checked: a KMS serving
+ * other bytes is then VMENC_E_KMS_WRONG_KEY (the VM opens locked) instead of
+ * a record that fails to open. A value the manager already knows wins: a
+ * file must not override what this host has seen. */
+static void pin_kcv(const vmenc_vm *vm, const vmenc_wrapped_key *wk, bool has, const uint8_t *kcv) {
+    uint8_t known[VMENC_KEK_CHECK_VALUE_BYTES];
+    if (wk == NULL || !has)
+        return;
+    const char *alias = vmenc_wrapped_key_provider_alias(wk), *id = vmenc_wrapped_key_kek_id(wk);
+    if (vmenc_keymgr_kek_check_value(vm->host->keymgr, alias, id, known, sizeof(known)) == VMENC_OK)
+        return;
+    vmenc_status s = vmenc_keymgr_pin_check_value(vm->host->keymgr, alias, id, kcv, VMENC_KEK_CHECK_VALUE_BYTES);
+    (void)s; /* an unknown provider or a full pin table: the fetch goes unpinned, as before */
+}
+
 vmenc_status vm_write_config(vmenc_vm *vm) {
     VMENC_GUARD(sync_vmx_disks(vm));
+    kcv_of(vm, vm->vmx.key_safe, &vm->vmx.has_kek_check, vm->vmx.kek_check);
     char *sealed = NULL;
     if (vm_is_encrypted(vm)) {
         VMENC_ENSURE(vm->vm_key != NULL && vm->secret != NULL, VMENC_E_VM_LOCKED);
@@ -257,7 +283,10 @@ vmenc_status vm_write_config(vmenc_vm *vm) {
 vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_name, const vm_disk_desc *d) {
     uint8_t *text = NULL;
     size_t len = 0;
-    VMENC_GUARD(vm_disk_desc_serialize(d, &text, &len));
+    vm_disk_desc with_kcv = *d; /* shallow: only the check values change */
+    kcv_of(vm, d->key_safe, &with_kcv.has_kek_check, with_kcv.kek_check);
+    kcv_of(vm, d->new_key_safe, &with_kcv.has_new_kek_check, with_kcv.new_kek_check);
+    VMENC_GUARD(vm_disk_desc_serialize(&with_kcv, &text, &len));
     vmenc_status s = vm_atomic_write(vm->dirfd, desc_name, text, len, vm_host_sync(vm->host));
     free(text);
     return s;
@@ -338,19 +367,42 @@ static vmenc_status check_sealed_disks(const vmenc_vm *vm) {
     return VMENC_OK;
 }
 
+/* unwrap_record opens one record. The key manager reports any wrong key as
+ * VMENC_E_AUTH (it never returns a wrong DEK); when the KEK's check value is
+ * pinned, asking for the KEK itself tells a KMS that serves other bytes
+ * (VMENC_E_KMS_WRONG_KEY: the VM opens locked, to unlock when the KMS is
+ * fixed) from a record that is bad (VMENC_E_AUTH: an error). */
+static vmenc_status unwrap_record(vmenc_vm *vm, const vmenc_wrapped_key *wk, const vmenc_wrap_context *ctx,
+                                  vmenc_dek **out) {
+    vmenc_host *h = vm->host;
+    vmenc_status s = vmenc_keymgr_unwrap_dek(h->keymgr, wk, ctx, h->timeout_ms, out);
+    if (s != VMENC_E_AUTH)
+        return s;
+    vmenc_kek *kek = NULL;
+    vmenc_status g = vmenc_keymgr_get_kek(h->keymgr, vmenc_wrapped_key_provider_alias(wk),
+                                          vmenc_wrapped_key_kek_id(wk), h->timeout_ms, &kek);
+    vmenc_kek_free(kek);
+    return g == VMENC_E_KMS_WRONG_KEY ? g : s;
+}
+
 /* load_keys unwraps every key not yet held. A key provider that cannot give
  * a KEK leaves the VM locked; a record that does not open (tampered, bound
  * elsewhere) is an error. Records each KEK used in |op|. */
 static vmenc_status load_keys(vmenc_vm *vm, vm_op *op) {
-    vmenc_host *h = vm->host;
     vm->num_missing = 0;
+    pin_kcv(vm, vm->vmx.key_safe, vm->vmx.has_kek_check, vm->vmx.kek_check);
+    for (size_t i = 0; i < vm->num_disks; i++) {
+        pin_kcv(vm, vm->disks[i].desc.key_safe, vm->disks[i].desc.has_kek_check, vm->disks[i].desc.kek_check);
+        pin_kcv(vm, vm->disks[i].desc.new_key_safe, vm->disks[i].desc.has_new_kek_check,
+                vm->disks[i].desc.new_kek_check);
+    }
     if (vm->vmx.key_safe != NULL) {
         vm_op_add_key(op, vmenc_wrapped_key_provider_alias(vm->vmx.key_safe),
                       vmenc_wrapped_key_kek_id(vm->vmx.key_safe));
         if (vm->vm_key == NULL) {
             vmenc_wrap_context ctx;
             vm_wrap_ctx(&ctx, vm->vmx.uuid, NULL);
-            vmenc_status s = vmenc_keymgr_unwrap_dek(h->keymgr, vm->vmx.key_safe, &ctx, h->timeout_ms, &vm->vm_key);
+            vmenc_status s = unwrap_record(vm, vm->vmx.key_safe, &ctx, &vm->vm_key);
             if (key_unavailable(s))
                 VMENC_GUARD(note_missing(vm, vm->vmx.key_safe, s));
             else if (s != VMENC_OK)
@@ -379,7 +431,7 @@ static vmenc_status load_keys(vmenc_vm *vm, vm_op *op) {
             vm_op_add_key(op, vmenc_wrapped_key_provider_alias(wks[k]), vmenc_wrapped_key_kek_id(wks[k]));
             vmenc_wrap_context ctx;
             vm_wrap_ctx(&ctx, vm->vmx.uuid, d->disk_id);
-            vmenc_status s = vmenc_keymgr_unwrap_dek(h->keymgr, wks[k], &ctx, h->timeout_ms, deks[k]);
+            vmenc_status s = unwrap_record(vm, wks[k], &ctx, deks[k]);
             if (s != VMENC_OK)
                 d->key_status = s;
             if (key_unavailable(s))

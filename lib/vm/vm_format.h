@@ -17,6 +17,7 @@
 
 #include "core/internal.h"
 #include "vmenc/keys.h"
+#include "vmenc/kms.h"
 #include "vmenc/vm.h"
 
 /* ---- file-system helpers (fsutil.c) ------------------------------------ */
@@ -162,6 +163,12 @@ typedef struct vm_disk_desc {
     char new_key_provider[VMENC_PROVIDER_ALIAS_MAX + 1];
     char new_kek_id[VMENC_KEY_ID_MAX + 1];
     vmenc_wrapped_key *new_key_safe;            /* owned */
+    /* Key check values of the records' KEKs (vmenc.kekCheck,
+     * vmenc.newKekCheck: 32 hex digits), so a restarted host can pin them
+     * and tell "the KMS served other bytes" from "the record is bad". */
+    bool has_kek_check, has_new_kek_check;
+    uint8_t kek_check[VMENC_KEK_CHECK_VALUE_BYTES];
+    uint8_t new_kek_check[VMENC_KEK_CHECK_VALUE_BYTES];
 } vm_disk_desc;
 
 /* vm_disk_desc_converting: is an in-place conversion in progress? */
@@ -193,6 +200,7 @@ VMENC_INTERNAL void vm_disk_desc_cleanup(vm_disk_desc *d);
  *   scsiB:U.fileName = "<base>.vmdk"        (checked file name)
  *   encryption.keySafe = "vmwk1:..."        (encrypted VM only)
  *   encryption.data = "vmsd1:..."           (encrypted VM only)
+ *   encryption.kekCheck = "<32 hex>"         (optional: the KEK's check value)
  *   ... any other entries, kept as they are
  * Unknown "encryption.*" or "vmenc.*" keys are VMENC_E_PARSE. */
 typedef struct vm_vmx_disk {
@@ -210,6 +218,8 @@ typedef struct vm_vmx {
     vm_vmx_disk disks[VMENC_VM_MAX_DISKS];
     vmenc_wrapped_key *key_safe;                /* owned; NULL for a plain VM */
     const char *sealed_data;                    /* points into kv, NULL for a plain VM */
+    bool has_kek_check;                         /* encryption.kekCheck (32 hex digits) */
+    uint8_t kek_check[VMENC_KEK_CHECK_VALUE_BYTES];
 } vm_vmx;
 
 /* vm_vm_name_check applies VMENC_VM_NAME_MAX's rule (VMENC_E_INVALID_ARG). */

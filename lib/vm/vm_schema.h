@@ -25,4 +25,10 @@ VMENC_INTERNAL vmenc_status vm_known_keys_check(const vm_kv *kv, const char *pre
 /* vm_key_safe_parse parses a vmwk1 text value (NULL: VMENC_E_PARSE). */
 VMENC_INTERNAL vmenc_status vm_key_safe_parse(const char *text, vmenc_wrapped_key **out);
 
+/* vm_kcv_parse reads a key check value: exactly 32 lower-case hex digits
+ * (VMENC_E_PARSE otherwise). vm_kcv_format writes one. */
+VMENC_INTERNAL vmenc_status vm_kcv_parse(const char *hex, uint8_t out[VMENC_KEK_CHECK_VALUE_BYTES]);
+VMENC_INTERNAL void vm_kcv_format(const uint8_t kcv[VMENC_KEK_CHECK_VALUE_BYTES],
+                                  char out[2 * VMENC_KEK_CHECK_VALUE_BYTES + 1]);
+
 #endif /* VMENC_LIB_VM_VM_SCHEMA_H */

@@ -20,7 +20,7 @@
 #define DISK_KEY_MAX 32u
 
 static const char *const k_vmenc_keys[] = {"vmenc.version", "vmenc.uuid", "vmenc.storagePolicy"};
-static const char *const k_encryption_keys[] = {"encryption.keySafe", "encryption.data"};
+static const char *const k_encryption_keys[] = {"encryption.keySafe", "encryption.data", "encryption.kekCheck"};
 
 vmenc_status vm_vm_name_check(const char *name) {
     VMENC_ENSURE(name != NULL && strlen(name) <= VMENC_VM_NAME_MAX, VMENC_E_INVALID_ARG);
@@ -167,11 +167,16 @@ static vmenc_status parse_identity(vm_vmx *v) {
 static vmenc_status parse_encryption(vm_vmx *v) {
     const char *key_safe = vm_kv_get(v->kv, "encryption.keySafe");
     const char *data = vm_kv_get(v->kv, "encryption.data");
+    const char *kcv = vm_kv_get(v->kv, "encryption.kekCheck");
     if (key_safe == NULL) {
-        VMENC_ENSURE(data == NULL, VMENC_E_PARSE);
+        VMENC_ENSURE(data == NULL && kcv == NULL, VMENC_E_PARSE);
         return VMENC_OK;
     }
     VMENC_GUARD(vm_key_safe_parse(key_safe, &v->key_safe));
+    if (kcv != NULL) {
+        VMENC_GUARD(vm_kcv_parse(kcv, v->kek_check));
+        v->has_kek_check = true;
+    }
     if (data != NULL) {
         VMENC_GUARD(vm_sealed_decode_outer(data, strlen(data)));
         v->sealed_data = data;
@@ -295,6 +300,13 @@ static vmenc_status sync_encryption(vm_vmx *v, const char *sealed_data_text) {
         VMENC_ENSURE(v->key_safe != NULL, VMENC_E_INVALID_ARG);
         VMENC_ENSURE(vm_sealed_decode_outer(sealed_data_text, strlen(sealed_data_text)) == VMENC_OK,
                      VMENC_E_INVALID_ARG);
+    }
+    if (v->key_safe == NULL || !v->has_kek_check) {
+        VMENC_GUARD(remove_if_present(v->kv, "encryption.kekCheck"));
+    } else {
+        char hex[2 * VMENC_KEK_CHECK_VALUE_BYTES + 1];
+        vm_kcv_format(v->kek_check, hex);
+        VMENC_GUARD(vm_kv_set(v->kv, "encryption.kekCheck", hex));
     }
     if (v->key_safe == NULL) {
         VMENC_GUARD(remove_if_present(v->kv, "encryption.keySafe"));
