@@ -293,6 +293,11 @@ static void test_resume_after_close(void **state) {
     verify(d);
     assert_int_equal(vmenc_disk_convert_step(d, SEG, &p), VMENC_E_BAD_STATE); /* read-only */
     OK(vmenc_disk_close(d));
+    /* bob may run the VM (and so open the half-converted disk) but may not
+     * move its data on: that is encrypting it */
+    assert_int_equal(vmenc_vm_resume(vm, "bob", NULL), VMENC_E_DENIED);
+    const char *denied[] = {"disk.convert_step", "\"bob\"", "denied", NULL};
+    assert_true(vmfix_count_events(&g_f, denied) >= 1);
     /* the VM-level call finishes it */
     OK(vmenc_vm_resume(vm, "alice", NULL));
     OK(vmenc_vm_get_disk_info(vm, 0, &di));

@@ -386,6 +386,7 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
     }
     e->new_dek = new_dek;
     snprintf(c->principal, sizeof(c->principal), "%s", op->principal);
+    c->may_step = true; /* authorized by the caller of begin */
     disk->cvt = c;
     return VMENC_OK;
 fail_state:
@@ -459,6 +460,18 @@ vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc
     VMENC_ENSURE_REF(disk);
     VMENC_ENSURE(out == NULL || out->struct_size >= PROGRESS_V1_SIZE, VMENC_E_ABI_VERSION);
     VMENC_ENSURE(disk->cvt != NULL && !disk->readonly, VMENC_E_BAD_STATE);
+    if (!disk->cvt->may_step) {
+        vm_op op;
+        vm_op_init(&op, disk->vm->host, disk->cvt->principal, "disk.convert_step", NULL);
+        snprintf(op.target, sizeof(op.target), "%s/%s", disk->vm->vmx.name, disk->disk_id);
+        vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = policy_op_of(disk->cvt->kind),
+                                   .vm = disk->vm->vmx.name,
+                                   .flags = vm_is_encrypted(disk->vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
+        /* asked again, with the event: a denial is recorded, and a
+         * privilege granted since the open is honoured */
+        VMENC_GUARD(vm_op_authorize(&op, &rq));
+        disk->cvt->may_step = true;
+    }
     vmenc_status s = VMENC_OK;
     for (uint64_t moved = 0; s == VMENC_OK && !vm_extent_convert_done(disk->ext) && (moved == 0 || moved < max_bytes);) {
         uint64_t n = 0;
@@ -556,6 +569,7 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     vm_extent_convert_reverse(disk->ext);
     c->done_at_t0 = first.done_segs;
     snprintf(c->principal, sizeof(c->principal), "%s", op->principal);
+    c->may_step = true; /* authorized for the reverse kind by the rollback */
     vm_cvt_free(old);
     disk->cvt = c;
     return VMENC_OK;
@@ -609,6 +623,15 @@ vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
     }
     c->done_at_t0 = c->slot.done_segs;
     snprintf(c->principal, sizeof(c->principal), "%s", op->principal);
+    /* Opening the disk routes I/O through the two layouts (anyone who may
+     * run the VM needs that); moving more segments is the conversion
+     * itself, so it needs its own privilege. Asked here without an event:
+     * a step without it is refused and audited as denied. */
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = policy_op_of(c->kind), .vm = vm->vmx.name,
+                               .host = vm->host->host_id,
+                               .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
+    vmenc_policy_decision dd = {.struct_size = sizeof(dd)};
+    c->may_step = op->principal != NULL && vmenc_policy_check(vm->host->policy, op->principal, &rq, &dd) == VMENC_OK;
     disk->cvt = c;
     vm_op_add_key(op, d->key_provider, d->kek_id);
     vm_op_add_key(op, d->new_key_provider, d->new_kek_id);

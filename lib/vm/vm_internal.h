@@ -189,6 +189,7 @@ typedef struct vm_cvt {
     vmenc_convert_kind kind;
     uint64_t t0_ns, done_at_t0; /* for the rate */
     char principal[VMENC_POLICY_NAME_MAX + 1]; /* who began or resumed it: the audit events name them */
+    bool may_step;              /* that principal holds this kind of conversion's privilege */
     bool sync;
 } vm_cvt;
 

@@ -598,7 +598,9 @@ static vmenc_status run_action(vmenc_vm *vm, const vmenc_policy_action *a, vm_op
 
 /* ---- in-place conversions of a powered-off VM's disks ------------------------------ */
 
-#define CONVERT_STEP_BYTES ((uint64_t)64 << 20)
+/* one segment per step: the progress callback (and so a caller's Ctrl-C)
+ * is heard after every segment */
+#define CONVERT_STEP_BYTES 1u
 #define APPLY_OPTIONS_V1_SIZE (offsetof(vmenc_apply_options, flags) + sizeof(uint32_t))
 
 static const vmenc_apply_options k_no_apply_options = {.struct_size = sizeof(vmenc_apply_options)};
