@@ -282,6 +282,19 @@ static vmenc_status send_files(cli *c, vmenc_migration_sender *s, const char *ho
     return st;
 }
 
+vmenc_status mig_send_home(cli *c, vmenc_migration_sender *s, vmenc_vm *vm, uint64_t *out_files) {
+    static mig_file files[MIG_MAX_FILES];
+    size_t nf = 0;
+    uint64_t total = 0;
+    vmenc_status st = home_files(vmenc_vm_home_dir(vm), files, MIG_MAX_FILES, &nf, &total);
+    if (st == VMENC_OK)
+        st = send_files(c, s, vmenc_vm_home_dir(vm), vmenc_vm_name(vm), files, nf, total);
+    if (st == VMENC_OK)
+        st = vmenc_migration_sender_finish(s);
+    *out_files = nf;
+    return st;
+}
+
 static const char *mode_name(vmenc_migration_encryption m) {
     return m == VMENC_MIGRATION_REQUIRED ? "required" : m == VMENC_MIGRATION_DISABLED ? "disabled" : "opportunistic";
 }
@@ -332,21 +345,13 @@ static int mig_send(cli *c, args *a) {
                             name, disk_state_name(di.state), name);
         }
     }
-    static mig_file files[MIG_MAX_FILES];
-    size_t nf = 0;
-    uint64_t total = 0;
-    if (st == VMENC_OK)
-        st = home_files(vmenc_vm_home_dir(vm), files, MIG_MAX_FILES, &nf, &total);
-    if (st != VMENC_OK) {
-        vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot read the home of '%s'", name);
-    }
     io x = {.fd = -1};
     vmenc_migration_sender_options so = {.struct_size = sizeof(so), .principal = cli_principal(c), .dest_host = to,
                                          .flags = no_peer ? VMENC_MIGRATION_PEER_NO_ENCRYPTION : 0, .fd = -1,
                                          .write_fn = io_write, .io_ctx = &x};
     vmenc_migration_sender *s = NULL;
-    st = vmenc_migration_sender_new(vm, &so, &s);
+    if (st == VMENC_OK)
+        st = vmenc_migration_sender_new(vm, &so, &s);
     rc = cli_save_policy(c);
     if (st != VMENC_OK) {
         vmenc_vm_free(vm);
@@ -386,10 +391,9 @@ static int mig_send(cli *c, args *a) {
     }
     if (st == VMENC_OK)
         st = vmenc_migration_sender_begin(s, tok, tok_len);
+    uint64_t nf = 0;
     if (st == VMENC_OK)
-        st = send_files(c, s, vmenc_vm_home_dir(vm), name, files, nf, total);
-    if (st == VMENC_OK)
-        st = vmenc_migration_sender_finish(s);
+        st = mig_send_home(c, s, vm, &nf);
     vmenc_migration_info mi = {.struct_size = sizeof(mi)};
     vmenc_status is = vmenc_migration_sender_get_info(s, &mi);
     vmenc_migration_sender_free(s);
@@ -428,7 +432,6 @@ static bool safe_name(const char *s) {
 
 typedef struct rx {
     char home[1024];
-    bool made_home;
     int fd;          /* the file being written */
     uint64_t size;   /* its announced size */
     char file[256];
@@ -478,6 +481,30 @@ static vmenc_status rx_chunk(rx *r, const char *vm_name, const vmenc_migration_c
         return VMENC_E_IO;
     r->bytes += ch->len;
     return VMENC_OK;
+}
+
+vmenc_status mig_receive_home(vmenc_migration_receiver *recv, const char *home, const char *name, uint64_t *out_files) {
+    rx r = {.fd = -1};
+    snprintf(r.home, sizeof(r.home), "%s", home);
+    vmenc_status st = VMENC_OK;
+    bool manifest = false, end = false;
+    while (st == VMENC_OK && !end && !g_interrupted) {
+        vmenc_migration_chunk ch = {.struct_size = sizeof(ch)};
+        st = vmenc_migration_receive(recv, &ch);
+        if (st == VMENC_OK && ch.end)
+            end = true;
+        else if (st == VMENC_OK)
+            st = rx_chunk(&r, name, &ch, &manifest);
+    }
+    if (st == VMENC_OK && (g_interrupted || r.files != r.num_files || !manifest))
+        st = g_interrupted ? VMENC_E_INTERRUPTED : VMENC_E_TRUNCATED;
+    if (r.fd >= 0) {
+        if (st == VMENC_OK && (ftruncate(r.fd, (off_t)r.size) != 0 || fsync(r.fd) != 0))
+            st = VMENC_E_IO;
+        close(r.fd);
+    }
+    *out_files = r.files;
+    return st;
 }
 
 static void rm_home(rx *r) {
@@ -540,7 +567,6 @@ static int mig_receive(cli *c, args *a) {
         st = errno == EEXIST ? VMENC_E_EXISTS : VMENC_E_IO;
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot receive '%s' (%s)", name, r.home);
-    r.made_home = true;
     int lfd = -1;
     if (lst != NULL && (lfd = sock_open(lst, true, 0)) < 0) {
         rm_home(&r);
@@ -577,24 +603,9 @@ static int mig_receive(cli *c, args *a) {
             st = VMENC_E_IO;
     }
     double t0 = mono();
-    bool manifest = false, end = false;
-    while (st == VMENC_OK && !end && !g_interrupted) {
-        vmenc_migration_chunk ch = {.struct_size = sizeof(ch)};
-        st = vmenc_migration_receive(recv, &ch);
-        if (st == VMENC_OK && ch.end)
-            end = true;
-        else if (st == VMENC_OK)
-            st = rx_chunk(&r, name, &ch, &manifest);
-    }
-    if (st == VMENC_OK && g_interrupted)
-        st = VMENC_E_INTERRUPTED;
-    if (st == VMENC_OK && (r.files != r.num_files || !manifest))
-        st = VMENC_E_TRUNCATED;
-    if (r.fd >= 0) {
-        if (st == VMENC_OK && (ftruncate(r.fd, (off_t)r.size) != 0 || fsync(r.fd) != 0))
-            st = VMENC_E_IO;
-        close(r.fd);
-    }
+    uint64_t nfiles = 0;
+    if (st == VMENC_OK)
+        st = mig_receive_home(recv, r.home, name, &nfiles);
     vmenc_migration_info mi = {.struct_size = sizeof(mi)};
     vmenc_status is = recv ? vmenc_migration_receiver_get_info(recv, &mi) : VMENC_E_INVALID_ARG;
     vmenc_migration_receiver_free(recv);
@@ -636,7 +647,7 @@ static int mig_receive(cli *c, args *a) {
     out_t *o = out_begin(c);
     out_bool(o, "ok", st == VMENC_OK);
     out_str(o, "host", vmenc_host_id(vmenc_workspace_host(c->ws)));
-    out_u64(o, "files", r.files);
+    out_u64(o, "files", nfiles);
     if (is == VMENC_OK)
         out_info(o, &mi);
     out_double(o, "seconds", mono() - t0);
