@@ -95,6 +95,10 @@ void cli_info(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 /* ---- workspace --------------------------------------------------------------------- */
 /* cli_passphrase reads the workspace passphrase (--passphrase-file,
  * VMENC_PASSPHRASE, or a prompt on the terminal) into |buf|. */
+/* cli_secret reads a password that is not the workspace passphrase: from
+ * |file| (one line) or a prompt on the terminal (twice when |confirm|);
+ * never from the command line or the environment. */
+bool cli_secret(cli *c, const char *what, const char *file, bool confirm, char *buf, size_t cap, size_t *out_len);
 bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *env, bool confirm, char *buf,
                     size_t cap, size_t *out_len);
 /* cli_open opens the workspace (once); on failure reports it and returns the exit code. */
@@ -106,6 +110,10 @@ int cli_save_policy(cli *c);
 typedef struct progress progress;
 progress *progress_start(cli *c, const char *label, uint64_t total);
 void progress_update(progress *p, uint64_t done);
+/* progress_set_base: |done| bytes were done before this run (rate and ETA count from there). */
+void progress_set_base(progress *p, uint64_t done);
+/* progress_set_rate: use the rate the library measured (bytes per second). */
+void progress_set_rate(progress *p, double bytes_per_second);
 void progress_end(progress *p);
 
 /* ---- commands ---------------------------------------------------------------------- */
@@ -126,15 +134,49 @@ typedef struct noun_def {
     const char *help;
 } noun_def;
 
-extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], policy_verbs[], audit_verbs[];
+extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], policy_verbs[], audit_verbs[],
+    coredump_verbs[], migrate_verbs[];
 int cmd_init(cli *c, args *a);
 int cmd_bench(cli *c, args *a);
 int cmd_demo(cli *c, args *a);
 extern const char *const cmd_init_help, *const cmd_bench_help, *const cmd_demo_help;
 
 /* helpers shared by commands */
+/* cli_interrupted_fail reports a conversion stopped by Ctrl-C (exit 130). */
+int cli_interrupted(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *cli_principal(cli *c);
 int open_vm(cli *c, const char *name, vmenc_vm **out, bool allow_locked);
 void out_vm_status(out_t *o, vmenc_vm *vm);
+const char *disk_state_name(vmenc_disk_state s);
+
+/* In-place conversions (cmd_vm.c): the library's progress callback draws one
+ * bar per disk and returns nonzero after Ctrl-C, which stops the conversion
+ * between steps (VMENC_E_INTERRUPTED; resumable). */
+typedef struct conv_disk {
+    char id[VMENC_DISK_ID_MAX + 1];
+    char kind[16];
+    uint64_t bytes_done, bytes_total;
+    bool done;
+    double t0, seconds;
+} conv_disk;
+typedef struct conv_ctx {
+    cli *c;
+    const char *what;
+    progress *p;
+    size_t n;
+    conv_disk d[VMENC_VM_MAX_DISKS];
+    unsigned delay_ms;
+    double t_last;
+} conv_ctx;
+void conv_init(conv_ctx *x, cli *c, const char *what);
+int conv_progress(void *ctx, const char *disk_id, const vmenc_convert_progress *pr);
+void conv_end(conv_ctx *x);
+void conv_out(out_t *o, const conv_ctx *x);
+
+/* Migration streams (cmd_migrate.c): the VM home's files through a sender
+ * (manifest, headers, contents; then the end of stream), and into the
+ * directory |home| from a receiver. */
+vmenc_status mig_send_home(cli *c, vmenc_migration_sender *s, vmenc_vm *vm, uint64_t *out_files);
+vmenc_status mig_receive_home(vmenc_migration_receiver *recv, const char *home, const char *name, uint64_t *out_files);
 
 #endif

@@ -140,6 +140,24 @@ static int policy_user(cli *c, args *a) {
                          : finish_edit(c, vmenc_policy_add_user(vmenc_workspace_policy(c->ws), name), "policy.add_user", name);
 }
 
+/* policy host NAME: another host in the inventory (a migration's
+ * destination). Host.Inventory.AddStandaloneHost on the root. */
+static int policy_host(cli *c, args *a) {
+    const char *parent = "dc";
+    (void)arg_value(c, a, "--parent", &parent);
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "policy host needs NAME");
+    int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = edit_allowed(c, VMENC_PRIV_HOST_ADD_STANDALONE, "policy.add_host", name);
+    return rc != EXIT_OK ? rc
+                         : finish_edit(c, vmenc_policy_add_object(vmenc_workspace_policy(c->ws), name, VMENC_OBJ_HOST, parent),
+                                       "policy.add_host", name);
+}
+
 static int policy_group(cli *c, args *a) {
     const char *members[64];
     size_t nm = arg_values(c, a, "--member", members, 64);
@@ -314,6 +332,8 @@ const verb_def policy_verbs[] = {
      "manage_key_servers manage_encryption_policies read_key_servers power_on power_off\n"
      "edit_settings snapshot view. Exit 3 when denied.\n"},
     {"user", policy_user, "NAME", "add a user", "Needs Authorization.ModifyPermissions on the root.\n"},
+    {"host", policy_host, "NAME [--parent OBJECT]", "add a host to the inventory (e.g. a migration's destination)",
+     "Under OBJECT (default the datacenter 'dc'). Needs Host.Inventory.AddStandaloneHost on the root.\n"},
     {"group", policy_group, "NAME [--member P]...", "add a group or members to it", ""},
     {"role", policy_role, "NAME PRIVILEGE...", "add a custom role", "Needs Authorization.ModifyRoles.\n"},
     {"grant", policy_grant, "PRINCIPAL ROLE [--on OBJECT] [--no-propagate]", "give a principal a role on an object (default root)", ""},

@@ -1,13 +1,16 @@
 /*
  * tools/vmenc/cmd_vm.c - `vmenc vm ...`, `vmenc disk ...`, `vmenc file ...`.
  *
- * Conversion verbs (vm resume, rekey --deep, encrypt of a disk holding
- * data) arrive with the conversion engine; they go into vm_verbs below.
+ * Disks that hold data are converted in place by the library
+ * (vmenc_vm_apply_storage_policy_ex, vmenc_vm_rekey_deep, vmenc_vm_resume);
+ * the progress callback draws the bar and stops the conversion cleanly on
+ * Ctrl-C (the conversion stays resumable).
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -33,7 +36,103 @@ int open_vm(cli *c, const char *name, vmenc_vm **out, bool allow_locked) {
     return EXIT_OK;
 }
 
-static const char *disk_state_name(vmenc_disk_state s) { return s == VMENC_DISK_ENCRYPTED ? "encrypted" : "plain"; }
+const char *disk_state_name(vmenc_disk_state s) {
+    switch (s) {
+    case VMENC_DISK_ENCRYPTED: return "encrypted";
+    case VMENC_DISK_ENCRYPTING: return "encrypting";
+    case VMENC_DISK_DECRYPTING: return "decrypting";
+    case VMENC_DISK_REKEYING: return "rekeying";
+    default: return "plain";
+    }
+}
+
+/* ---- in-place conversions: progress, Ctrl-C, JSON ------------------------------------ */
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void conv_init(conv_ctx *x, cli *c, const char *what) {
+    memset(x, 0, sizeof(*x));
+    x->c = c;
+    x->what = what;
+    x->t_last = mono_s();
+    const char *d = getenv("VMENC_TEST_PROGRESS_DELAY_MS"); /* tests only: a slow conversion to interrupt */
+    x->delay_ms = d ? (unsigned)strtoul(d, NULL, 10) : 0;
+}
+
+static const char *conv_verb(vmenc_disk_state s, const char *fallback) {
+    switch (s) {
+    case VMENC_DISK_ENCRYPTING: return "encrypt";
+    case VMENC_DISK_DECRYPTING: return "decrypt";
+    case VMENC_DISK_REKEYING: return "rekey";
+    default: return fallback;
+    }
+}
+
+/* conv_progress is the library's progress callback: one bar per disk; a
+ * nonzero return (after Ctrl-C) stops the conversion between steps. */
+int conv_progress(void *ctx, const char *disk_id, const vmenc_convert_progress *pr) {
+    conv_ctx *x = ctx;
+    conv_disk *d = x->n ? &x->d[x->n - 1] : NULL;
+    if (d == NULL || strcmp(d->id, disk_id) != 0) {
+        progress_end(x->p);
+        x->p = NULL;
+        if (x->n == sizeof(x->d) / sizeof(x->d[0]))
+            return g_interrupted ? 1 : 0;
+        d = &x->d[x->n++];
+        snprintf(d->id, sizeof(d->id), "%s", disk_id);
+        d->t0 = x->t_last; /* the first callback comes after the first step */
+        char label[48];
+        snprintf(label, sizeof(label), "%s %s", conv_verb(pr->state, x->what), disk_id);
+        x->p = progress_start(x->c, label, pr->bytes_total);
+    }
+    d->bytes_total = pr->bytes_total;
+    d->bytes_done = pr->bytes_done;
+    d->done = pr->done != 0;
+    x->t_last = mono_s();
+    d->seconds = x->t_last - d->t0;
+    snprintf(d->kind, sizeof(d->kind), "%s", conv_verb(pr->state, x->what));
+    progress_set_rate(x->p, (double)pr->bytes_per_second);
+    progress_update(x->p, pr->bytes_done);
+    if (x->delay_ms && !pr->done && !g_interrupted) {
+        struct timespec ts = {.tv_sec = x->delay_ms / 1000, .tv_nsec = (long)(x->delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* a signal cuts it short */
+    }
+    return g_interrupted ? 1 : 0;
+}
+
+void conv_end(conv_ctx *x) {
+    progress_end(x->p);
+    x->p = NULL;
+}
+
+void conv_out(out_t *o, const conv_ctx *x) {
+    out_arr(o, "conversions");
+    for (size_t i = 0; i < x->n; i++) {
+        out_obj(o, NULL);
+        out_str(o, "disk", x->d[i].id);
+        out_str(o, "kind", x->d[i].kind);
+        out_u64(o, "bytes_done", x->d[i].bytes_done);
+        out_u64(o, "bytes_total", x->d[i].bytes_total);
+        out_bool(o, "done", x->d[i].done);
+        out_double(o, "seconds", x->d[i].seconds);
+        out_close(o);
+    }
+    out_close(o);
+}
+
+static bool parse_segment(cli *c, args *a, uint64_t *out) {
+    const char *seg = NULL;
+    *out = 0;
+    if (arg_value(c, a, "--segment", &seg) && (!parse_size(seg, out) || *out == 0)) {
+        cli_usage(c, "bad --segment size '%s' (a multiple of 1M, 1M..1G)", seg);
+        return false;
+    }
+    return true;
+}
 
 void out_vm_status(out_t *o, vmenc_vm *vm) {
     vmenc_vm_info info = {.struct_size = sizeof(info)};
@@ -222,7 +321,10 @@ static int vm_unlock(cli *c, args *a) {
 
 static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     const char *policy = NULL;
+    uint64_t seg = 0;
     (void)arg_value(c, a, "--policy", &policy);
+    if (!parse_segment(c, a, &seg))
+        return EXIT_USAGE;
     const char *name = arg_positional(a);
     if (!arg_done(c, a))
         return EXIT_USAGE;
@@ -232,16 +334,27 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
-    vmenc_status st = vmenc_vm_apply_storage_policy(vm, cli_principal(c), policy ? policy : def);
+    conv_ctx x;
+    conv_init(&x, c, what);
+    vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x,
+                              .segment_bytes = seg};
+    vmenc_status st = vmenc_vm_apply_storage_policy_ex(vm, cli_principal(c), policy ? policy : def, &ao);
+    conv_end(&x);
     rc = cli_save_policy(c);
+    if (st == VMENC_E_INTERRUPTED && g_interrupted) {
+        vmenc_vm_free(vm);
+        return cli_interrupted(c, "interrupted: the conversion of '%s' stopped cleanly and is resumable: "
+                                  "'vmenc vm %s %s' again finishes it and the rest of the policy "
+                                  "('vmenc vm resume %s' the disks alone)", name, what, name, name);
+    }
     if (st != VMENC_OK) {
         vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def,
-                        st == VMENC_E_UNSUPPORTED ? ": a disk holds data and in-place conversion is not available yet" : "");
+        return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')", what, name, policy ? policy : def);
     }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_vm_status(o, vm);
+    conv_out(o, &x);
     out_end(o);
     vmenc_vm_free(vm);
     return rc;
@@ -252,34 +365,91 @@ static int vm_decrypt(cli *c, args *a) { return apply_policy(c, a, "Datastore De
 
 static int vm_rekey(cli *c, args *a) {
     const char *provider = NULL, *kek = NULL;
+    uint64_t seg = 0;
     (void)arg_value(c, a, "--provider", &provider);
     (void)arg_value(c, a, "--kek", &kek);
+    bool deep = arg_flag(a, "--deep");
+    if (!parse_segment(c, a, &seg))
+        return EXIT_USAGE;
     const char *name = arg_positional(a);
     if (!arg_done(c, a))
         return EXIT_USAGE;
     if (name == NULL)
         return cli_usage(c, "vm rekey needs NAME");
+    if (deep && (provider || kek))
+        return cli_usage(c, "vm rekey --deep keeps the KEK: --provider and --kek are for the shallow rekey");
     vmenc_vm *vm = NULL;
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
     vmenc_vm_info before = {.struct_size = sizeof(before)};
+    conv_ctx x;
+    conv_init(&x, c, "rekey");
+    vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x,
+                              .segment_bytes = seg};
     vmenc_status st = vmenc_vm_get_info(vm, &before);
     if (st == VMENC_OK)
-        st = vmenc_vm_rekey_shallow(vm, cli_principal(c), provider, kek);
+        st = deep ? vmenc_vm_rekey_deep(vm, cli_principal(c), &ao) : vmenc_vm_rekey_shallow(vm, cli_principal(c), provider, kek);
+    conv_end(&x);
     rc = cli_save_policy(c);
+    if (st == VMENC_E_INTERRUPTED && g_interrupted) {
+        vmenc_vm_free(vm);
+        return cli_interrupted(c, "interrupted: the deep rekey of '%s' stopped cleanly and is resumable "
+                                  "('vmenc vm resume %s')", name, name);
+    }
     if (st != VMENC_OK) {
         vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot rekey VM '%s'", name);
+        return cli_fail(c, st, "cannot %s rekey VM '%s'", deep ? "deep" : "shallow", name);
     }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
-    out_str(o, "mode", "shallow");
+    out_str(o, "mode", deep ? "deep" : "shallow");
     out_str(o, "old_kek_id", before.kek_id);
     out_vm_status(o, vm);
+    if (deep)
+        conv_out(o, &x);
     out_end(o);
     vmenc_vm_free(vm);
     return rc;
+}
+
+static int vm_resume(cli *c, args *a) {
+    uint64_t seg = 0;
+    if (!parse_segment(c, a, &seg))
+        return EXIT_USAGE;
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm resume needs NAME");
+    vmenc_vm *vm = NULL;
+    int rc = open_vm(c, name, &vm, false);
+    if (rc != EXIT_OK)
+        return rc;
+    conv_ctx x;
+    conv_init(&x, c, "resume");
+    vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x,
+                              .segment_bytes = seg};
+    vmenc_status st = vmenc_vm_resume(vm, cli_principal(c), &ao);
+    conv_end(&x);
+    if (st == VMENC_E_INTERRUPTED && g_interrupted) {
+        vmenc_vm_free(vm);
+        return cli_interrupted(c, "interrupted again: 'vmenc vm resume %s' goes on from here", name);
+    }
+    if (st != VMENC_OK) {
+        vmenc_vm_free(vm);
+        return cli_fail(c, st, "cannot resume the conversions of VM '%s'", name);
+    }
+    if (x.n == 0)
+        cli_info(c, "vm %s: no interrupted conversion", name);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_u64(o, "resumed", x.n);
+    out_vm_status(o, vm);
+    conv_out(o, &x);
+    out_end(o);
+    vmenc_vm_free(vm);
+    return EXIT_OK;
 }
 
 static int vm_clone(cli *c, args *a) {
@@ -417,13 +587,19 @@ const verb_def vm_verbs[] = {
      "Needs VirtualMachine.Inventory.Create (+ Cryptographer.EncryptNew when encrypted).\n"},
     {"list", vm_list, "", "list the VMs of the datastore", ""},
     {"status", vm_status, "NAME", "show a VM, its disks, keys and missing keys", "Exit 5 if the VM is locked.\n"},
-    {"encrypt", vm_encrypt, "NAME [--policy SP]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
-     "The host is switched to encryption mode when the user may. Disks that hold data need the\n"
-     "in-place conversion engine (not in this version: VMENC_E_UNSUPPORTED, nothing changed).\n"},
-    {"decrypt", vm_decrypt, "NAME [--policy SP]", "apply a plain storage policy (default 'Datastore Default')",
-     "Needs Cryptographer.Decrypt.\n"},
-    {"rekey", vm_rekey, "NAME [--provider ALIAS] [--kek ID]", "shallow rekey: re-wrap every key under a new KEK",
-     "Data is not re-encrypted. Needs Cryptographer.Recrypt.\n"},
+    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
+     "The host is switched to encryption mode when the user may. Disks that hold data are\n"
+     "encrypted in place (VM powered off), with a progress bar; Ctrl-C stops cleanly (exit 130)\n"
+     "and 'vmenc vm resume NAME' finishes. --segment: unit of the conversion (default 8M;\n"
+     "a multiple of 1M, 1M..1G; a disk converted before keeps its first one).\n"},
+    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE]", "apply a plain storage policy (default 'Datastore Default')",
+     "Needs Cryptographer.Decrypt. Disks that hold data are decrypted in place, as encrypt.\n"},
+    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] | --provider ALIAS] [--kek ID]", "rekey: shallow (new KEK) or --deep (new data keys)",
+     "Shallow (default): every wrapped key re-wrapped under a new KEK, data not re-encrypted;\n"
+     "needs Cryptographer.Recrypt. --deep: every encrypted disk gets a new DEK and is re-encrypted\n"
+     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C and resume as encrypt.\n"},
+    {"resume", vm_resume, "NAME [--segment SIZE]", "finish every interrupted conversion of a VM's disks",
+     "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"},
     {"clone", vm_clone, "SOURCE NAME [--policy SP | --plain] [--keep-keys]", "clone a powered-off VM",
      "Default: the source's policy, new keys. --keep-keys keeps the DEKs (ciphertext copied).\n"},
     {"add-disk", vm_add_disk, "NAME --size SIZE [--sector N] [--id scsiB:U]", "add a zero-filled disk", ""},
@@ -558,12 +734,128 @@ static int disk_write(cli *c, args *a) {
     return EXIT_OK;
 }
 
+/* disk convert-status VM [DISK]: where each conversion stands. Opening a
+ * converting disk resumes its I/O routing (audited disk.open_convert_resume);
+ * nothing moves until a step runs. */
+static int disk_convert_status(cli *c, args *a) {
+    const char *name = arg_positional(a), *only = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "disk convert-status needs VM [DISK]");
+    vmenc_vm *vm = NULL;
+    int rc = open_vm(c, name, &vm, false);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    vmenc_status st = vmenc_vm_get_info(vm, &info);
+    static vmenc_disk_info di[VMENC_VM_MAX_DISKS];
+    static vmenc_convert_progress pr[VMENC_VM_MAX_DISKS];
+    uint32_t n = 0, converting = 0;
+    for (uint32_t i = 0; st == VMENC_OK && i < info.num_disks && n < VMENC_VM_MAX_DISKS; i++) {
+        di[n] = (vmenc_disk_info){.struct_size = sizeof(di[n])};
+        if (vmenc_vm_get_disk_info(vm, i, &di[n]) != VMENC_OK || (only && strcmp(only, di[n].disk_id) != 0))
+            continue;
+        pr[n] = (vmenc_convert_progress){.struct_size = sizeof(pr[n]), .state = di[n].state,
+                                         .bytes_done = di[n].capacity, .bytes_total = di[n].capacity, .done = 1};
+        if (di[n].state == VMENC_DISK_ENCRYPTING || di[n].state == VMENC_DISK_DECRYPTING ||
+            di[n].state == VMENC_DISK_REKEYING) {
+            converting++;
+            vmenc_disk *d = NULL;
+            st = vmenc_disk_open(vm, cli_principal(c), di[n].disk_id, VMENC_DISK_OPEN_READONLY, &d);
+            if (st == VMENC_OK)
+                st = vmenc_disk_convert_get_progress(d, &pr[n]);
+            vmenc_status cs = vmenc_disk_close(d);
+            if (st == VMENC_OK)
+                st = cs;
+            if (st != VMENC_OK) {
+                vmenc_vm_free(vm);
+                return cli_fail(c, st, "cannot read the conversion state of disk %s of '%s'", di[n].disk_id, name);
+            }
+        }
+        n++;
+    }
+    vmenc_vm_free(vm);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot read VM '%s'", name);
+    if (only && n == 0)
+        return cli_fail(c, VMENC_E_NOT_FOUND, "VM '%s' has no disk %s", name, only);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_u64(o, "converting", converting);
+    out_arr(o, "disks");
+    for (uint32_t i = 0; i < n; i++) {
+        bool conv = !pr[i].done;
+        out_obj(o, NULL);
+        out_str(o, "id", di[i].disk_id);
+        out_str(o, "state", disk_state_name(di[i].state));
+        out_bool(o, "converting", conv);
+        out_u64(o, "bytes_done", pr[i].bytes_done);
+        out_u64(o, "bytes_total", di[i].capacity);
+        out_u64(o, "segments_done", pr[i].segments_done);
+        out_u64(o, "segments_total", pr[i].segments_total);
+        out_close(o);
+    }
+    out_end(o);
+    return EXIT_OK;
+}
+
+/* disk convert-rollback VM DISK: turn an interrupted conversion around and
+ * drive it back to where the disk started. */
+static int disk_convert_rollback(cli *c, args *a) {
+    const char *name = arg_positional(a), *disk = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL || disk == NULL)
+        return cli_usage(c, "disk convert-rollback needs VM and DISK");
+    vmenc_vm *vm = NULL;
+    int rc = open_vm(c, name, &vm, false);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_disk *d = NULL;
+    vmenc_status st = vmenc_disk_open(vm, cli_principal(c), disk, 0, &d);
+    if (st == VMENC_OK)
+        st = vmenc_disk_convert_rollback(d, cli_principal(c));
+    conv_ctx x;
+    conv_init(&x, c, "rollback");
+    vmenc_convert_progress pr = {.struct_size = sizeof(pr)};
+    while (st == VMENC_OK) {
+        st = vmenc_disk_convert_step(d, VMENC_CONVERT_DEFAULT_SEGMENT, &pr);
+        if (st == VMENC_OK && conv_progress(&x, disk, &pr) != 0 && !pr.done)
+            st = VMENC_E_INTERRUPTED;
+        if (st == VMENC_OK && pr.done)
+            break;
+    }
+    conv_end(&x);
+    vmenc_status cs = vmenc_disk_close(d);
+    if (st == VMENC_OK)
+        st = cs;
+    vmenc_vm_free(vm);
+    if (st == VMENC_E_INTERRUPTED && g_interrupted)
+        return cli_interrupted(c, "interrupted: the rollback of disk %s stopped cleanly; run it again to go on", disk);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot roll back the conversion of disk %s of '%s'", disk, name);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "disk", disk);
+    out_str(o, "state", disk_state_name(pr.state));
+    out_u64(o, "bytes_total", pr.bytes_total);
+    out_end(o);
+    return EXIT_OK;
+}
+
 const verb_def disk_verbs[] = {
     {"read", disk_read, "VM DISK [--offset N] [--length N] > FILE", "write decrypted bytes to stdout",
      "Raw access is an export: needs VirtualMachine.Provisioning.GetVmFiles, and\n"
      "Cryptographer.Access on an encrypted VM. Not with --json.\n"},
     {"write", disk_write, "VM DISK [--offset N] [--length N] < FILE", "write bytes from stdin, encrypted",
      "Same privileges as read.\n"},
+    {"convert-status", disk_convert_status, "VM [DISK]", "where each disk's in-place conversion stands",
+     "Opens converting disks read-only (PowerOn) to read their durable progress.\n"},
+    {"convert-rollback", disk_convert_rollback, "VM DISK", "turn an interrupted conversion around, back to the start",
+     "Needs the privilege of the reverse conversion. Progress and Ctrl-C as 'vm encrypt'.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -4,14 +4,17 @@
  * outcome checked. Only the public API (the same calls the other verbs
  * make).
  *
- * Steps that wait for later library parts slot in where marked: in-place
- * encryption of a disk that already holds data and the deep rekey (the
- * conversion engine), core dumps and migration. Until then the disk is
- * encrypted while empty, then filled with the known data.
+ * The story of issue 11: a plain VM whose disk holds known data is
+ * encrypted in place by applying a storage policy, rekeyed shallow and deep,
+ * checked byte for byte, its host's core dump encrypted and exported, and the
+ * VM migrated to a second host through an encrypted stream.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#define _GNU_SOURCE /* memmem */
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,16 +27,21 @@
 
 const char *const cmd_demo_help =
     "Runs in a new temporary workspace (removed afterwards unless --keep DIR is given):\n"
-    "an administrator (alice) and a No cryptography administrator (bob); a VM with a disk of\n"
-    "known data (--disk-mib, default 256); bob denied; alice applies 'VM Encryption Policy'\n"
-    "(host encryption mode switched on automatically); bob powers the VM on but is denied\n"
-    "decrypt, console and export; a shallow rekey; a host restart; every byte checked; the\n"
-    "audit log verified. Ends with one line saying whether every check passed (exit 1 if not).\n";
+    "an administrator (alice) and a No cryptography administrator (bob); a plain VM whose disk\n"
+    "(--disk-mib, default 256) and NVRAM hold known data; bob denied; alice applies 'VM\n"
+    "Encryption Policy' (host encryption mode switched on automatically) and the disk and NVRAM\n"
+    "are encrypted in place, with progress; bob powers the VM on but is denied decrypt, console\n"
+    "and export; a shallow and a deep rekey; a host restart; every byte checked; a host core\n"
+    "dump encrypted and exported under a password; the VM migrated to a second host through\n"
+    "an encrypted stream; the audit logs verified. Ends with one line saying whether every\n"
+    "check passed (exit 1 if not).\n";
 
 #define SECTOR 512u
 #define CHUNK (4u << 20)
 #define NVRAM_BYTES (128u * 1024u)
 #define DISK "scsi0:0"
+#define DUMP_BYTES (16u << 20)
+static const char *const PASS = "vmenc demo passphrase (a deployment reads it from its secret store)";
 
 typedef struct demo {
     cli *c;
@@ -140,8 +148,6 @@ static uint64_t plaintext_on_disk(demo *d, uint64_t salt) {
     char home[1024], path[1600];
     if (vmenc_workspace_vm_home(d->ws, "vm01", home, sizeof(home)) != VMENC_OK)
         return UINT64_MAX;
-    vmenc_vm_info info;
-    (void)info;
     snprintf(path, sizeof(path), "%s/vm01_0-flat.vmdk", home);
     int fd = open(path, O_RDONLY);
     if (fd < 0) { /* the extent name is the VM layer's business: find it */
@@ -182,16 +188,110 @@ static vmenc_status decide(demo *d, const char *who, vmenc_policy_op op, const c
     return st;
 }
 
+static vmenc_status ws_open(const char *dir, vmenc_workspace **out) {
+    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)PASS,
+                                       .passphrase_len = strlen(PASS)};
+    vmenc_workspace_error err = {.struct_size = sizeof(err)};
+    return vmenc_workspace_open(dir, &oo, &err, out);
+}
+
 static int reopen(demo *d) {
     vmenc_workspace_free(d->ws);
     d->ws = NULL;
-    const char *pass = "vmenc demo passphrase (a deployment reads it from its secret store)";
-    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)pass,
-                                       .passphrase_len = strlen(pass)};
-    vmenc_workspace_error err = {.struct_size = sizeof(err)};
-    vmenc_status st = vmenc_workspace_open(d->dir, &oo, &err, &d->ws);
-    return check(d, st == VMENC_OK, "workspace opened (%s%s%s)", vmenc_strerror(st), err.message[0] ? ": " : "",
-                 err.message) ? 0 : -1;
+    vmenc_status st = ws_open(d->dir, &d->ws);
+    return check(d, st == VMENC_OK, "workspace opened (%s)", vmenc_strerror(st)) ? 0 : -1;
+}
+
+/* file_holds: does file |path| contain |needle| anywhere (read in chunks)? */
+static bool file_holds(const char *path, const uint8_t *needle, size_t n) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return false;
+    uint8_t *buf = malloc(CHUNK + n);
+    bool found = false;
+    size_t keep = 0;
+    ssize_t r;
+    while (!found && buf && (r = read(fd, buf + keep, CHUNK)) > 0) {
+        size_t len = keep + (size_t)r;
+        found = memmem(buf, len, needle, n) != NULL;
+        keep = len < n - 1 ? len : n - 1;
+        memmove(buf, buf + len - keep, keep);
+    }
+    free(buf);
+    close(fd);
+    return found;
+}
+
+/* raw_sample reads |len| bytes of the disk's extent at file offset |off|. */
+static bool raw_sample(demo *d, uint64_t off, uint8_t *out, size_t len) {
+    char home[1024], path[1600];
+    if (vmenc_workspace_vm_home(d->ws, "vm01", home, sizeof(home)) != VMENC_OK)
+        return false;
+    snprintf(path, sizeof(path), "%s/vm01_0-flat.vmdk", home);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return false;
+    ssize_t n = pread(fd, out, len, (off_t)off);
+    close(fd);
+    if (n < 0)
+        return false;
+    memset(out + n, 0, len - (size_t)n); /* past the end: zeros, which are not compared */
+    return true;
+}
+
+static bool zero_sector(const uint8_t *p) {
+    for (unsigned i = 0; i < SECTOR; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+/* convert_line prints what an in-place conversion did. */
+static void convert_line(demo *d, const conv_ctx *x, const char *what) {
+    for (size_t i = 0; i < x->n; i++)
+        say(d, "  %s %s in place: %llu MiB in %.2f s (%.0f MiB/s), each segment durable before the next",
+            what, x->d[i].id, (unsigned long long)(x->d[i].bytes_total >> 20), x->d[i].seconds,
+            x->d[i].seconds > 0 ? (double)(x->d[i].bytes_total >> 20) / x->d[i].seconds : 0.0);
+}
+
+/* ---- migration: a receiver thread on the destination host ---------------------------- */
+
+typedef struct demo_pipe_io {
+    int fd;
+} demo_pipe_io;
+
+static vmenc_status pipe_write(void *ctx, const uint8_t *data, size_t len) {
+    demo_pipe_io *x = ctx;
+    while (len > 0) {
+        ssize_t n = write(x->fd, data, len);
+        if (n <= 0)
+            return VMENC_E_IO;
+        data += n;
+        len -= (size_t)n;
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status pipe_read(void *ctx, uint8_t *buf, size_t cap, size_t *out_len) {
+    demo_pipe_io *x = ctx;
+    ssize_t n = read(x->fd, buf, cap);
+    if (n < 0)
+        return VMENC_E_IO;
+    *out_len = (size_t)n;
+    return VMENC_OK;
+}
+
+typedef struct rx_job {
+    vmenc_migration_receiver *recv;
+    char home[1024];
+    uint64_t files;
+    vmenc_status st;
+} rx_job;
+
+static void *rx_thread(void *arg) {
+    rx_job *j = arg;
+    j->st = mig_receive_home(j->recv, j->home, "vm01", &j->files);
+    return NULL;
 }
 
 static void rm_rf(const char *path) {
@@ -218,13 +318,12 @@ static void rm_rf(const char *path) {
 
 static void story(demo *d) {
     const uint64_t salt = 0x5eed;
-    vmenc_status st;
+    vmenc_status st, cs;
     vmenc_policy_decision dec;
 
     step(d, "1. a workspace: embedded file key provider 'native', policy, audit log");
-    const char *pass = "vmenc demo passphrase (a deployment reads it from its secret store)";
-    vmenc_workspace_create_options co = {.struct_size = sizeof(co), .passphrase = (const uint8_t *)pass,
-                                         .passphrase_len = strlen(pass), .admin = ALICE, .host_id = "esx01",
+    vmenc_workspace_create_options co = {.struct_size = sizeof(co), .passphrase = (const uint8_t *)PASS,
+                                         .passphrase_len = strlen(PASS), .admin = ALICE, .host_id = "esx01",
                                          .kdf_opslimit = 1, .kdf_memlimit_kib = 8192,
                                          .flags = VMENC_WORKSPACE_CREATE_DEFAULT_POLICY};
     vmenc_workspace_error err = {.struct_size = sizeof(err)};
@@ -240,7 +339,7 @@ static void story(demo *d) {
     check(d, st == VMENC_OK, "alice is Administrator; bob is No cryptography administrator");
     say(d, "  (the audit chain key is wrapped under a KEK of 'native'; the passphrase is never stored)");
 
-    step(d, "2. a VM with a disk of known data");
+    step(d, "2. a plain VM; the guest writes known data to its disk and NVRAM");
     char home[1024];
     vmenc_vm *vm = NULL;
     st = vmenc_workspace_vm_home(d->ws, "vm01", home, sizeof(home));
@@ -256,6 +355,23 @@ static void story(demo *d) {
     if (!check(d, st == VMENC_OK, "vm01 created (plain) with a %llu MiB disk %s (%s)",
                (unsigned long long)(d->disk_bytes >> 20), DISK, vmenc_strerror(st)))
         return;
+    double t = now_s();
+    if (!fill(d, vm, salt))
+        return;
+    say(d, "  %.0f MiB/s", (double)(d->disk_bytes >> 20) / (now_s() - t));
+    static uint8_t nvram[NVRAM_BYTES], back[NVRAM_BYTES];
+    pattern(nvram, 0, sizeof(nvram), salt ^ 1);
+    vmenc_vm_file *nv = NULL;
+    st = vmenc_vm_file_open(vm, ALICE, VMENC_VM_FILE_NVRAM, 0, VMENC_VM_FILE_CREATE, &nv);
+    if (st == VMENC_OK)
+        st = vmenc_vm_file_pwrite(nv, 0, nvram, sizeof(nvram));
+    cs = vmenc_vm_file_close(nv);
+    check(d, st == VMENC_OK && cs == VMENC_OK, "NVRAM written (%u KiB)", NVRAM_BYTES / 1024);
+    uint64_t plain = plaintext_on_disk(d, salt);
+    char nvpath[1200];
+    snprintf(nvpath, sizeof(nvpath), "%s/vm01.nvram", home);
+    check(d, plain == d->disk_bytes / SECTOR && file_holds(nvpath, nvram + 4096, 64),
+          "as expected the datastore holds it all in clear (%llu plaintext sectors)", (unsigned long long)plain);
     vmenc_host_crypto_state hs = VMENC_HOST_SAFE;
     if (vmenc_policy_get_host_state(p, "esx01", &hs) != VMENC_OK)
         hs = VMENC_HOST_INCAPABLE;
@@ -270,36 +386,31 @@ static void story(demo *d) {
         say(d, "  %s", dec.message);
     check(d, st == VMENC_E_DENIED, "bob is denied (%s)", vmenc_status_name(st));
 
-    step(d, "4. alice applies 'VM Encryption Policy'");
-    /* Here the in-place conversion engine will encrypt a disk that already
-     * holds data (with progress); until it lands the policy is applied
-     * while the disk is empty and the data is written afterwards. */
-    double t = now_s();
-    st = vmenc_vm_apply_storage_policy(vm, ALICE, "VM Encryption Policy");
+    step(d, "4. alice applies 'VM Encryption Policy': disk and NVRAM encrypted in place");
+    conv_ctx x;
+    conv_init(&x, d->c, "encrypt");
+    x.delay_ms = 0;
+    vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x};
+    t = now_s();
+    st = vmenc_vm_apply_storage_policy_ex(vm, ALICE, "VM Encryption Policy", &ao);
+    conv_end(&x);
     vmenc_status ss = vmenc_workspace_save_policy(d->ws);
     vmenc_vm_info info = {.struct_size = sizeof(info)};
-    if (vmenc_vm_get_info(vm, &info) != VMENC_OK)
+    vmenc_disk_info di = {.struct_size = sizeof(di)};
+    if (vmenc_vm_get_info(vm, &info) != VMENC_OK || vmenc_vm_get_disk_info(vm, 0, &di) != VMENC_OK)
         info.encrypted = 0;
-    check(d, st == VMENC_OK && ss == VMENC_OK && info.encrypted, "vm01 encrypted under KEK %s/%s (%.0f ms)",
-          info.key_provider, info.kek_id, (now_s() - t) * 1e3);
+    check(d, st == VMENC_OK && ss == VMENC_OK && info.encrypted && di.state == VMENC_DISK_ENCRYPTED,
+          "vm01 and its disk encrypted under KEK %s/%s (%.2f s, %s)", info.key_provider, info.kek_id, now_s() - t,
+          vmenc_status_name(st));
+    convert_line(d, &x, "encrypted");
     if (vmenc_policy_get_host_state(p, "esx01", &hs) != VMENC_OK)
         hs = VMENC_HOST_INCAPABLE;
     check(d, hs == VMENC_HOST_SAFE, "host esx01 switched to encryption mode automatically (now %s)",
           vmenc_host_crypto_state_name(hs));
-    t = now_s();
-    if (!fill(d, vm, salt))
-        return;
-    say(d, "  %.0f MiB/s through XTS-AES-256", (double)(d->disk_bytes >> 20) / (now_s() - t));
-    vmenc_vm_file *nv = NULL;
-    uint8_t nvram[NVRAM_BYTES];
-    pattern(nvram, 0, sizeof(nvram), salt ^ 1);
-    st = vmenc_vm_file_open(vm, ALICE, VMENC_VM_FILE_NVRAM, 0, VMENC_VM_FILE_CREATE, &nv);
-    if (st == VMENC_OK)
-        st = vmenc_vm_file_pwrite(nv, 0, nvram, sizeof(nvram));
-    vmenc_status cs = vmenc_vm_file_close(nv);
-    check(d, st == VMENC_OK && cs == VMENC_OK, "NVRAM written (chunked AES-256-GCM)");
-    uint64_t plain = plaintext_on_disk(d, salt);
+    plain = plaintext_on_disk(d, salt);
     check(d, plain == 0, "the datastore holds no plaintext sector of the disk (%llu found)", (unsigned long long)plain);
+    check(d, !file_holds(nvpath, nvram + 4096, 64), "the NVRAM file on the datastore is ciphertext");
+    verify(d, vm, salt, "after the encryption");
 
     step(d, "5. bob powers vm01 on, then asks to decrypt it, open its console, export its disk");
     vmenc_vm *bvm = NULL;
@@ -321,42 +432,251 @@ static void story(demo *d) {
     check(d, st == VMENC_E_DENIED, "bob may not export (download) its disk (%s)", vmenc_status_name(st));
     vmenc_vm_free(bvm);
 
-    step(d, "6. alice rekeys vm01 (shallow: new KEK, same data keys)");
+    step(d, "6. alice rekeys vm01: shallow (new KEK, same data keys), then deep (new data keys)");
     char old_kek[VMENC_KMS_KEY_ID_CAP];
     snprintf(old_kek, sizeof(old_kek), "%s", info.kek_id);
     st = vmenc_vm_rekey_shallow(vm, ALICE, NULL, NULL);
     if (vmenc_vm_get_info(vm, &info) != VMENC_OK)
         info.encrypted = 0;
-    check(d, st == VMENC_OK && strcmp(old_kek, info.kek_id) != 0, "every wrapped key now names KEK %s (was %s)",
+    check(d, st == VMENC_OK && strcmp(old_kek, info.kek_id) != 0, "shallow: every wrapped key now names KEK %s (was %s)",
           info.kek_id, old_kek);
-    /* The deep rekey (new DEKs, data re-encrypted) goes here with the
-     * conversion engine; core dump and migration steps follow it. */
+    const size_t sample = d->disk_bytes < (1u << 20) ? (size_t)d->disk_bytes : 1u << 20,
+                 seg = (size_t)VMENC_CONVERT_DEFAULT_SEGMENT;
+    uint8_t *before = malloc(sample + seg), *after = malloc(sample + seg);
+    uint64_t at = 0;
+    bool sampled = before && after && raw_sample(d, at, before, sample + seg);
+    conv_init(&x, d->c, "rekey");
+    x.delay_ms = 0;
+    t = now_s();
+    st = vmenc_vm_rekey_deep(vm, ALICE, &ao);
+    conv_end(&x);
+    check(d, st == VMENC_OK && x.n == 1 && x.d[0].done, "deep: disk %s re-encrypted under a new DEK (%.2f s, %s)", DISK,
+          now_s() - t, vmenc_status_name(st));
+    convert_line(d, &x, "rekeyed");
+    /* the data moved by one segment (layout shift) and changed key: no
+     * 512-byte ciphertext sector of the sample may survive at any shift */
+    uint64_t same = 0, compared = 0;
+    sampled = sampled && raw_sample(d, at, after, sample + seg);
+    for (size_t shift = 0; sampled && shift <= seg; shift += seg)
+        for (size_t s = 0; s + SECTOR <= sample; s += SECTOR) {
+            const uint8_t *pairs[2][2] = {{before + s + shift, after + s}, {before + s, after + s + shift}};
+            for (int k = 0; k < 2; k++) {
+                if (zero_sector(pairs[k][0]) || zero_sector(pairs[k][1]))
+                    continue;
+                compared++;
+                same += memcmp(pairs[k][0], pairs[k][1], SECTOR) == 0;
+            }
+        }
+    sampled = sampled && compared > 0;
+    check(d, sampled && same == 0, "no ciphertext sector of the old data key is left (%llu found in a %zu MiB sample)",
+          (unsigned long long)same, sample >> 20);
+    free(before);
+    free(after);
     vmenc_vm_free(vm);
     vm = NULL;
 
     step(d, "7. the host restarts: keys are dropped from memory and fetched again by ID");
     if (reopen(d) != 0)
         return;
+    p = vmenc_workspace_policy(d->ws);
     st = open_as(d, ALICE, &vm);
     if (!check(d, st == VMENC_OK, "vm01 opens: KEK %s fetched from 'native', keys unwrapped", info.kek_id))
         return;
-    verify(d, vm, salt, "after the rekey and restart");
+    verify(d, vm, salt, "after both rekeys and the restart");
     nv = NULL;
     size_t got = 0;
-    uint8_t back[NVRAM_BYTES];
     st = vmenc_vm_file_open(vm, ALICE, VMENC_VM_FILE_NVRAM, 0, VMENC_VM_FILE_READONLY, &nv);
     if (st == VMENC_OK)
         st = vmenc_vm_file_pread(nv, 0, sizeof(back), back, &got);
     cs = vmenc_vm_file_close(nv);
     check(d, st == VMENC_OK && got == sizeof(back) && memcmp(back, nvram, sizeof(back)) == 0,
           "NVRAM reads back right and authenticates");
-    vmenc_vm_free(vm);
 
-    step(d, "8. the audit trail");
-    vmenc_audit_verify_result vr = {.struct_size = sizeof(vr)};
+    step(d, "8. the host crashes: its core dump is written encrypted, then exported for support");
+    char cddir[1200], bundle[1200];
+    snprintf(cddir, sizeof(cddir), "%s/coredumps", d->dir);
+    snprintf(bundle, sizeof(bundle), "%s-support-bundle", d->dir);
+    vmenc_coredump_store *cd = NULL;
+    st = mkdir(cddir, 0700) == 0 && mkdir(bundle, 0700) == 0 ? VMENC_OK : VMENC_E_IO;
+    if (st == VMENC_OK)
+        st = vmenc_coredump_store_open(vmenc_workspace_host(d->ws), cddir, &cd);
+    if (st == VMENC_OK)
+        st = vmenc_coredump_set_host_key(cd, ALICE, "native", NULL);
+    vmenc_coredump_store_info ci = {.struct_size = sizeof(ci)};
+    if (st == VMENC_OK)
+        st = vmenc_coredump_store_get_info(cd, &ci);
+    check(d, st == VMENC_OK && ci.has_host_key, "esx01 has a host key for its dumps: KEK %s/%s", ci.key_provider, ci.kek_id);
+    vmenc_coredump_writer *w = NULL;
+    char dump_id[VMENC_COREDUMP_ID_LEN + 1] = "";
+    uint8_t *mem = malloc(CHUNK), *mem2 = malloc(CHUNK);
+    if (st == VMENC_OK)
+        st = vmenc_coredump_writer_new(cd, "vmkernel", "esx01", &w);
+    if (st == VMENC_OK)
+        snprintf(dump_id, sizeof(dump_id), "%s", vmenc_coredump_writer_id(w));
+    for (uint64_t off = 0; st == VMENC_OK && mem && off < DUMP_BYTES; off += CHUNK) {
+        pattern(mem, off, CHUNK, salt ^ 2);
+        st = vmenc_coredump_write(w, mem, CHUNK);
+    }
+    if (st == VMENC_OK) {
+        st = vmenc_coredump_writer_finish(w);
+    } else {
+        vmenc_coredump_writer_free(w);
+    }
+    char dpath[1400];
+    snprintf(dpath, sizeof(dpath), "%s/%s.vmcore", cddir, dump_id);
+    if (mem)
+        pattern(mem, 4096, 64, salt ^ 2);
+    check(d, st == VMENC_OK && mem && !file_holds(dpath, mem, 64), "a %u MiB dump written encrypted (%s) with its own key",
+          DUMP_BYTES >> 20, dump_id);
+    vmenc_coredump_reader *rd = NULL;
+    st = vmenc_coredump_open(cd, BOB, dump_id, &rd);
+    vmenc_coredump_reader_free(rd);
+    check(d, st == VMENC_E_DENIED, "bob may not read it: a host dump may hold every key (%s)", vmenc_status_name(st));
+    const char *pw = "support ticket 4711: correct horse battery staple";
+    vmenc_coredump_export_options eo = {.struct_size = sizeof(eo), .principal = ALICE, .dump_id = dump_id,
+                                        .out_dir = bundle, .password = (const uint8_t *)pw, .password_len = strlen(pw),
+                                        .kdf_ops = 2, .kdf_mem_bytes = 64u << 20};
+    st = vmenc_coredump_export(cd, &eo);
+    check(d, st == VMENC_OK, "alice exports it under a password (Argon2id) for the support bundle");
+    rd = NULL;
+    st = vmenc_coredump_open_exported(bundle, dump_id, (const uint8_t *)"a guess", 7, &rd);
+    vmenc_coredump_reader_free(rd);
+    check(d, st == VMENC_E_WRONG_PASSPHRASE, "a wrong password opens nothing (%s)", vmenc_status_name(st));
+    rd = NULL;
+    st = vmenc_coredump_open_exported(bundle, dump_id, (const uint8_t *)pw, strlen(pw), &rd);
+    uint64_t dbad = 0, dgot = 0;
+    while (st == VMENC_OK && mem && mem2) {
+        size_t n = 0;
+        st = vmenc_coredump_read(rd, mem, CHUNK, &n);
+        if (st != VMENC_OK || n == 0)
+            break;
+        pattern(mem2, dgot, n, salt ^ 2);
+        dbad += memcmp(mem, mem2, n) != 0;
+        dgot += n;
+    }
+    vmenc_coredump_reader_free(rd);
+    check(d, st == VMENC_OK && dgot == DUMP_BYTES && dbad == 0,
+          "support opens it with the password alone (no key provider, no policy): every byte right");
+    free(mem);
+    free(mem2);
+    vmenc_coredump_store_free(cd);
+
+    step(d, "9. vm01 migrates to host esx02 through an encrypted stream");
+    char dst[1200], keystore[PATH_MAX + 32], absdir[PATH_MAX];
+    snprintf(dst, sizeof(dst), "%s-esx02", d->dir);
+    snprintf(keystore, sizeof(keystore), "%s/keystore.vks", realpath(d->dir, absdir) ? absdir : d->dir);
+    vmenc_workspace_create_options co2 = co;
+    co2.host_id = "esx02";
+    co2.key_provider = "esx02-local";
+    vmenc_workspace *ws2 = NULL;
+    st = vmenc_workspace_create(dst, &co2, &err);
+    if (st == VMENC_OK)
+        st = ws_open(dst, &ws2);
+    const char *eps[] = {keystore};
+    vmenc_workspace_kms_spec ks = {.struct_size = sizeof(ks), .alias = "native", .type = "file", .endpoints = eps,
+                                   .num_endpoints = 1};
+    if (st == VMENC_OK)
+        st = vmenc_workspace_add_kms(ws2, ALICE, &ks);
+    if (st == VMENC_OK)
+        st = vmenc_policy_add_object(p, "esx02", VMENC_OBJ_HOST, "dc");
+    if (st == VMENC_OK)
+        st = vmenc_workspace_save_policy(d->ws);
+    if (!check(d, st == VMENC_OK, "host esx02: its own workspace, reaching the same key provider 'native' (%s)",
+               vmenc_status_name(st))) {
+        vmenc_vm_free(vm);
+        vmenc_workspace_free(ws2);
+        return;
+    }
+    /* the destination's inventory learns the VM (the policy decides on it) */
+    char home2[1024];
+    vmenc_policy_request rr = {.struct_size = sizeof(rr), .op = VMENC_OP_REGISTER_VM,
+                               .folder = vmenc_workspace_folder(ws2)};
+    vmenc_policy_decision dec2 = {.struct_size = sizeof(dec2)};
+    st = vmenc_workspace_authorize(ws2, ALICE, &rr, "migration.receive_register", "vm01", &dec2);
+    if (st == VMENC_OK)
+        st = vmenc_policy_add_object(vmenc_workspace_policy(ws2), "vm01", VMENC_OBJ_VM, vmenc_workspace_folder(ws2));
+    if (st == VMENC_OK)
+        st = vmenc_workspace_audit_result(ws2, ALICE, "migration.receive_register", "vm01", NULL, NULL, VMENC_OK, NULL);
+    if (st == VMENC_OK)
+        st = vmenc_workspace_vm_home(ws2, "vm01", home2, sizeof(home2));
+    if (st == VMENC_OK && mkdir(home2, 0700) != 0)
+        st = VMENC_E_IO;
+    int fds[2] = {-1, -1};
+    if (st == VMENC_OK && pipe(fds) != 0)
+        st = VMENC_E_IO;
+    demo_pipe_io wio = {.fd = fds[1]}, rio = {.fd = fds[0]};
+    vmenc_migration_sender *snd = NULL;
+    vmenc_migration_sender_options so = {.struct_size = sizeof(so), .principal = ALICE, .dest_host = "esx02",
+                                         .fd = -1, .write_fn = pipe_write, .io_ctx = &wio};
+    if (st == VMENC_OK)
+        st = vmenc_migration_sender_new(vm, &so, &snd);
+    uint8_t ho[VMENC_MIGRATION_HANDOVER_MAX], ready[VMENC_MIGRATION_READY_BYTES];
+    size_t ho_len = 0;
+    if (st == VMENC_OK)
+        st = vmenc_migration_sender_get_handover(snd, ho, sizeof(ho), &ho_len);
+    rx_job job = {.st = VMENC_E_INTERNAL};
+    snprintf(job.home, sizeof(job.home), "%s", home2);
+    vmenc_migration_receiver_options ro = {.struct_size = sizeof(ro), .principal = ALICE, .handover = ho,
+                                           .handover_len = ho_len, .fd = -1, .read_fn = pipe_read, .io_ctx = &rio};
+    if (st == VMENC_OK)
+        st = vmenc_migration_receiver_new(vmenc_workspace_host(ws2), &ro, &job.recv);
+    vmenc_memzero(ho, sizeof(ho));
+    if (st == VMENC_OK)
+        st = vmenc_migration_receiver_get_ready(job.recv, ready, sizeof(ready));
+    check(d, st == VMENC_OK, "esx02 checked it may and can run vm01 (policy, key 'native'/%s) before any byte moved",
+          info.kek_id);
+    if (st == VMENC_OK)
+        st = vmenc_migration_sender_begin(snd, ready, sizeof(ready));
+    pthread_t th;
+    bool started = st == VMENC_OK && pthread_create(&th, NULL, rx_thread, &job) == 0;
+    uint64_t nfiles = 0;
+    t = now_s();
+    if (started)
+        st = mig_send_home(d->c, snd, vm, &nfiles);
+    if (fds[1] >= 0)
+        close(fds[1]);
+    if (started)
+        pthread_join(th, NULL);
+    if (fds[0] >= 0)
+        close(fds[0]);
+    vmenc_migration_info mi = {.struct_size = sizeof(mi)};
+    vmenc_status is = snd ? vmenc_migration_sender_get_info(snd, &mi) : VMENC_E_INVALID_ARG;
+    vmenc_migration_sender_free(snd);
+    vmenc_migration_receiver_free(job.recv);
+    check(d, started && st == VMENC_OK && job.st == VMENC_OK && is == VMENC_OK && mi.encrypted,
+          "%llu files, %llu MiB streamed in %.2f s: AES-256-GCM frames under a one-time key, in order, authenticated",
+          (unsigned long long)nfiles, (unsigned long long)(mi.num_bytes >> 20), now_s() - t);
+    vmenc_vm_free(vm);
+    vm = NULL;
+    char vmx2[1400];
+    snprintf(vmx2, sizeof(vmx2), "%s/vm01.vmx", home2);
+    vmenc_vm *vm2 = NULL;
+    st = job.st == VMENC_OK ? vmenc_vm_register(vmenc_workspace_host(ws2), ALICE, vmx2, vmenc_workspace_folder(ws2),
+                                                NULL, &vm2)
+                            : job.st;
+    ss = vmenc_workspace_save_policy(ws2);
+    check(d, st == VMENC_OK && ss == VMENC_OK, "vm01 registered on esx02: its keys fetched by ID from 'native'");
+    if (vm2 != NULL) {
+        verify(d, vm2, salt, "on esx02");
+        nv = NULL;
+        got = 0;
+        st = vmenc_vm_file_open(vm2, ALICE, VMENC_VM_FILE_NVRAM, 0, VMENC_VM_FILE_READONLY, &nv);
+        if (st == VMENC_OK)
+            st = vmenc_vm_file_pread(nv, 0, sizeof(back), back, &got);
+        cs = vmenc_vm_file_close(nv);
+        check(d, st == VMENC_OK && got == sizeof(back) && memcmp(back, nvram, sizeof(back)) == 0,
+              "the NVRAM arrived intact on esx02");
+    }
+    vmenc_vm_free(vm2);
+
+    step(d, "10. the audit trail");
+    vmenc_audit_verify_result vr = {.struct_size = sizeof(vr)}, vr2 = {.struct_size = sizeof(vr2)};
     st = vmenc_workspace_audit_verify(d->ws, NULL, &vr);
-    check(d, st == VMENC_OK, "audit log verifies: %llu records, every one present, in order, unedited",
+    check(d, st == VMENC_OK, "esx01's audit log verifies: %llu records, every one present, in order, unedited",
           (unsigned long long)vr.num_records);
+    st = vmenc_workspace_audit_verify(ws2, NULL, &vr2);
+    check(d, st == VMENC_OK, "esx02's audit log verifies: %llu records", (unsigned long long)vr2.num_records);
+    vmenc_workspace_free(ws2);
     FILE *f = fopen(vmenc_workspace_audit_log_path(d->ws), "r");
     char line[4096];
     while (f && fgets(line, sizeof(line), f))
@@ -392,9 +712,8 @@ int cmd_demo(cli *c, args *a) {
     story(&d);
     vmenc_workspace_free(d.ws);
     double secs = now_s() - d.t0;
-    if (keep == NULL) {
+    if (keep == NULL)
         rm_rf(tmpl);
-    }
     bool ok = d.failures == 0 && !g_interrupted && d.checks > 0;
     if (c->json) {
         out_t *o = out_begin(c);

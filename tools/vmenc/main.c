@@ -11,15 +11,15 @@
 
 #include "cli.h"
 
-/* New nouns (coredump, migrate) and verbs (vm resume, rekey --deep) drop
- * into this table when their library part lands. */
 static const noun_def nouns[] = {
     {"init", NULL, cmd_init, "init [DIR] --admin NAME [options]", "create a workspace", NULL},
     {"kms", kms_verbs, NULL, "kms <verb>", "key providers: list, add, remove, create-key, health, backup, restore", NULL},
-    {"vm", vm_verbs, NULL, "vm <verb>", "VMs: create, list, status, encrypt, decrypt, rekey, clone, disks, register, unlock", NULL},
-    {"disk", disk_verbs, NULL, "disk <verb>", "raw decrypted disk access: read, write", NULL},
+    {"vm", vm_verbs, NULL, "vm <verb>", "VMs: create, list, status, encrypt, decrypt, rekey, resume, clone, disks, register, unlock", NULL},
+    {"disk", disk_verbs, NULL, "disk <verb>", "raw decrypted disk access (read, write) and conversion state", NULL},
     {"file", file_verbs, NULL, "file <verb>", "VM state files (NVRAM, suspend, snapshot, swap): read, write", NULL},
     {"policy", policy_verbs, NULL, "policy <verb>", "who may do what: show, check, user, group, role, grant, revoke, host-mode, storage-policy", NULL},
+    {"coredump", coredump_verbs, NULL, "coredump <verb>", "encrypted host core dumps: host key, write, list, read, export, open", NULL},
+    {"migrate", migrate_verbs, NULL, "migrate <verb>", "encrypted migration of a VM to another host: send, receive", NULL},
     {"audit", audit_verbs, NULL, "audit <verb>", "the hash-chained audit log: show, verify, tail", NULL},
     {"bench", NULL, cmd_bench, "bench [--size MiB] [--sector N]", "XTS backends against OpenSSL, one table", NULL},
     {"demo", NULL, cmd_demo, "demo [--disk-mib N] [--keep DIR]", "the whole story in a temporary workspace, checked", NULL},
@@ -39,7 +39,7 @@ static const char global_help[] =
 static void print_top_help(void) {
     printf("usage: vmenc [global options] <command> [<verb>] [args]\n\nCommands:\n");
     for (const noun_def *n = nouns; n->name; n++)
-        printf("  %-8s %s\n", n->name, n->summary);
+        printf("  %-9s %s\n", n->name, n->summary);
     printf("\n%s\nExit codes: 0 ok, 1 a check failed, 2 usage, 3 denied by policy, 4 authentication/crypto,\n"
            "5 key provider unavailable or VM locked, 6 not found, 7 I/O, 8 bad configuration,\n"
            "10 internal, 130 interrupted. Reference: docs/cli.md\n",

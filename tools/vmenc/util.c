@@ -457,6 +457,56 @@ bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *en
     return true;
 }
 
+bool cli_secret(cli *c, const char *what, const char *file, bool confirm, char *buf, size_t cap, size_t *out_len) {
+    if (file != NULL) {
+        if (!read_file_line(file, buf, cap, out_len)) {
+            cli_usage(c, "cannot read the %s from '%s'", what, file);
+            return false;
+        }
+        return true;
+    }
+    char prompt[128];
+    snprintf(prompt, sizeof(prompt), "%c%s: ", what[0] >= 'a' && what[0] <= 'z' ? what[0] - 32 : what[0], what + 1);
+    if (!prompt_tty(prompt, buf, cap, out_len)) {
+        cli_usage(c, "no %s: use its --...-file option or run on a terminal", what);
+        return false;
+    }
+    if (confirm) {
+        char again[1024];
+        size_t n2 = 0;
+        snprintf(prompt, sizeof(prompt), "Repeat the %s: ", what);
+        bool same = prompt_tty(prompt, again, sizeof(again), &n2) && n2 == *out_len && memcmp(again, buf, n2) == 0;
+        vmenc_memzero(again, sizeof(again));
+        if (!same) {
+            vmenc_memzero(buf, cap);
+            cli_usage(c, "the %ss differ", what);
+            return false;
+        }
+    }
+    return true;
+}
+
+int cli_interrupted(cli *c, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "vmenc: %s\n", msg);
+    if (c->json) {
+        out_t *o = out_begin(c);
+        out_bool(o, "ok", false);
+        out_bool(o, "interrupted", true);
+        out_obj(o, "error");
+        out_str(o, "status", vmenc_status_name(VMENC_E_INTERRUPTED));
+        out_int(o, "code", VMENC_E_INTERRUPTED);
+        out_int(o, "exit", EXIT_INTERRUPTED);
+        out_str(o, "message", msg);
+        out_end(o);
+    }
+    return EXIT_INTERRUPTED;
+}
+
 int cli_open(cli *c) {
     if (c->ws != NULL)
         return EXIT_OK;
@@ -493,10 +543,11 @@ const char *cli_principal(cli *c) { return c->user; }
 /* ---- progress ------------------------------------------------------------------------------ */
 
 struct progress {
-    bool show;
-    const char *label;
-    uint64_t total;
+    bool show, shown;
+    char label[48];
+    uint64_t total, base, done; /* base: bytes already done when this run began (a resumed conversion) */
     double t0, last;
+    double rate;          /* > 0: the caller's measured rate, in bytes per second */
 };
 
 static double now_s(void) {
@@ -510,7 +561,7 @@ progress *progress_start(cli *c, const char *label, uint64_t total) {
     if (p == NULL)
         return NULL;
     p->show = !c->quiet && (c->progress == PROGRESS_ALWAYS || (c->progress == PROGRESS_AUTO && isatty(2)));
-    p->label = label;
+    snprintf(p->label, sizeof(p->label), "%s", label);
     p->total = total;
     p->t0 = p->last = now_s();
     return p;
@@ -519,11 +570,14 @@ progress *progress_start(cli *c, const char *label, uint64_t total) {
 void progress_update(progress *p, uint64_t done) {
     if (p == NULL || !p->show)
         return;
+    p->done = done;
     double t = now_s();
-    if (t - p->last < 0.1 && done < p->total)
+    if (p->shown && t - p->last < 0.1 && done < p->total)
         return;
+    p->shown = true;
     p->last = t;
-    double el = t - p->t0, rate = el > 0 ? (double)done / el : 0;
+    uint64_t moved = done > p->base ? done - p->base : 0;
+    double el = t - p->t0, rate = p->rate > 0 ? p->rate : el > 0 ? (double)moved / el : 0;
     double frac = p->total ? (double)done / (double)p->total : 1;
     int width = 30, fill = (int)(frac * width);
     char bar[64];
@@ -531,15 +585,26 @@ void progress_update(progress *p, uint64_t done) {
         bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
     double eta = rate > 0 ? (double)(p->total - done) / rate : 0;
-    fprintf(stderr, "\r  %-12s [%s] %3.0f%% %7.1f MiB/s ETA %3.0fs", p->label, bar, frac * 100, rate / 1048576.0, eta);
+    fprintf(stderr, "\r  %-16s [%s] %3.0f%% %7.1f MiB/s ETA %3.0fs", p->label, bar, frac * 100, rate / 1048576.0, eta);
     fflush(stderr);
+}
+
+void progress_set_base(progress *p, uint64_t done) {
+    if (p != NULL)
+        p->base = done;
+}
+
+void progress_set_rate(progress *p, double bytes_per_second) {
+    if (p != NULL)
+        p->rate = bytes_per_second;
 }
 
 void progress_end(progress *p) {
     if (p == NULL)
         return;
     if (p->show) {
-        progress_update(p, p->total);
+        p->shown = false; /* draw where it stopped: the total unless interrupted */
+        progress_update(p, p->done);
         fputc('\n', stderr);
     }
     free(p);
