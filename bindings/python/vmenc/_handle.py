@@ -56,10 +56,11 @@ class Handle:
 
     @property
     def _as_parameter_(self) -> int:
+        # A closed handle is passed as NULL, which every vmenc function
+        # refuses with VMENC_E_INVALID_ARG (raised as UsageError); ctypes
+        # would wrap an exception raised here in ctypes.ArgumentError.
         p = self._ptr
-        if self._closed or p is None:
-            raise UsageError(Status.E_BAD_STATE, f"{type(self).__name__} is closed")
-        return p
+        return 0 if (self._closed or p is None) else p
 
     def _destroy(self) -> Any:
         p, self._ptr = self._ptr, None
