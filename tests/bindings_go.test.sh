@@ -10,8 +10,9 @@ skip_if_sanitized "a Go binary"
 command -v go >/dev/null || fail "go is not installed (golang-go, scripts/deps.sh)"
 install_prefix
 export GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-# A private cache when HOME is not usable (CI sandboxes).
-[[ -w ${HOME:-/nonexistent} ]] || export GOCACHE=$T/gocache GOPATH=$T/gopath
+# A private build cache: the cgo flags pkg-config gives name this run's
+# temporary prefix, and a shared cache could link against an older one.
+export GOCACHE=$T/gocache GOPATH=$T/gopath
 
 cd "$SRC/bindings/go"
 go vet ./... || fail "go vet"

@@ -1,7 +1,7 @@
 """XTS-AES sector encryption (IEEE 1619; tweak = sector number, "plain64")."""
 from __future__ import annotations
 
-from ctypes import c_void_p, create_string_buffer, byref
+from ctypes import c_char, c_void_p, create_string_buffer, byref
 from typing import Optional
 
 from . import _lib
@@ -10,6 +10,7 @@ from .errors import check
 
 KEYBYTES_256 = 64
 KEYBYTES_128 = 32
+_ARRAYS: dict = {}
 IMPLEMENTATIONS = ("vaes-avx512", "vaes-avx2", "aesni", "portable")
 
 
@@ -85,6 +86,21 @@ class XTS(Handle):
         self._into(_lib.lib.vmenc_xts_decrypt, first_sector, data, out)
 
     def _into(self, fn, first_sector, data, out) -> None:
+        if type(out) is bytearray and (data is out or type(data) is bytes):
+            # Fast path (the common hypervisor loop): no memoryview, cached array type.
+            on = len(out)
+            t = _ARRAYS.get(on)
+            if t is None:
+                t = _ARRAYS.setdefault(on, c_char * on)
+            o = t.from_buffer(out) if on else None
+            if data is out:
+                p, n = o, on
+            else:
+                p, n = data, len(data)
+            if n != on:
+                raise ValueError("input and output lengths differ")
+            check(fn(self._ptr if not self._closed else 0, first_sector, p, o, n))
+            return
         o, on = _lib.outbuf(out)
         if data is out:
             p, n = o, on
