@@ -1,0 +1,3 @@
+module vmenc
+
+go 1.19

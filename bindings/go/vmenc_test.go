@@ -1,0 +1,470 @@
+package vmenc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVersionAndErrors(t *testing.T) {
+	must(t, Init())
+	if Version() != "0.1.0" {
+		t.Fatalf("version %s", Version())
+	}
+	var err error = &Error{Status: StatusAuth, Op: "x"}
+	if !errors.Is(err, ErrAuth) || !errors.Is(err, ErrCrypto) || errors.Is(err, ErrKMS) {
+		t.Fatal("errors.Is on categories")
+	}
+	if !errors.Is(err, StatusAuth) || errors.Is(err, StatusKeyNotFound) {
+		t.Fatal("errors.Is on Status")
+	}
+	var ve *Error
+	if !errors.As(fmt.Errorf("wrapped: %w", err), &ve) || ve.Status.Name() != "VMENC_E_AUTH" {
+		t.Fatal("errors.As")
+	}
+	if !errors.Is(&Error{Status: StatusKMSTimeout}, ErrKMSUnavailable) || !errors.Is(&Error{Status: StatusDenied}, ErrPolicy) {
+		t.Fatal("finer sentinels")
+	}
+}
+
+// xtsRef builds bindings/testdata/xts_ref (OpenSSL, and libvmenc from C via pkg-config).
+func xtsRef(t *testing.T) string {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skip("no C compiler")
+	}
+	exe := filepath.Join(t.TempDir(), "xts_ref")
+	flags, err := exec.Command("pkg-config", "--cflags", "--libs", "vmenc").Output()
+	must(t, err)
+	libdir, _ := exec.Command("pkg-config", "--variable=libdir", "vmenc").Output()
+	args := []string{"../testdata/xts_ref.c", "-o", exe, "-DWITH_VMENC", "-lcrypto", "-Wl,-rpath," + strings.TrimSpace(string(libdir))}
+	args = append(args, strings.Fields(string(flags))...)
+	if out, err := exec.Command(cc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("build xts_ref: %v\n%s", err, out)
+	}
+	return exe
+}
+
+func TestXTSMatchesCLibraryAndOpenSSL(t *testing.T) {
+	exe := xtsRef(t)
+	key := make([]byte, 64)
+	for i := range key {
+		key[i] = byte(i*7 + 3)
+	}
+	for _, impl := range []string{"", "portable", "aesni"} {
+		if impl != "" {
+			if ok, _ := XTSImplAvailable(impl); !ok {
+				continue
+			}
+		}
+		for _, ss := range []uint32{512, 4096} {
+			data := make([]byte, 4*ss)
+			for i := range data {
+				data[i] = byte(i * 13)
+			}
+			first := uint64(1<<40 + 1000)
+			x, err := NewXTS(key, ss, impl)
+			must(t, err)
+			ct := make([]byte, len(data))
+			must(t, x.Encrypt(first, ct, data))
+			pt := make([]byte, len(data))
+			must(t, x.Decrypt(first, pt, ct))
+			must(t, x.Close())
+			if !bytes.Equal(pt, data) {
+				t.Fatal("roundtrip")
+			}
+			for _, ref := range []string{"openssl", "vmenc"} {
+				cmd := exec.Command(exe, ref, fmt.Sprintf("%x", key), strconv.FormatUint(first, 10), strconv.Itoa(int(ss)))
+				cmd.Stdin = bytes.NewReader(data)
+				out, err := cmd.Output()
+				must(t, err)
+				if !bytes.Equal(out, ct) {
+					t.Fatalf("impl %q sector %d: binding differs from %s", impl, ss, ref)
+				}
+			}
+		}
+	}
+}
+
+func TestXTSErrorsAndConcurrency(t *testing.T) {
+	_, err := NewXTS(bytes.Repeat([]byte{1}, 64), 512, "")
+	if !errors.Is(err, StatusWeakKey) || !errors.Is(err, ErrUsage) {
+		t.Fatalf("weak key: %v", err)
+	}
+	key, _ := RandomBytes(64)
+	x, err := NewXTS(key, 512, "")
+	must(t, err)
+	Wipe(key)
+	if err := x.Encrypt(0, make([]byte, 100), make([]byte, 100)); !errors.Is(err, StatusBadLength) {
+		t.Fatalf("bad length: %v", err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	want := make([]byte, len(data))
+	must(t, x.Encrypt(9, want, data))
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := make([]byte, len(data))
+			for i := 0; i < 50; i++ {
+				if err := x.Encrypt(9, out, data); err != nil || !bytes.Equal(out, want) {
+					t.Error("concurrent encrypt")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	must(t, x.Close())
+	must(t, x.Close())
+	if err := x.Encrypt(0, data, data); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed: %v", err)
+	}
+}
+
+func TestKeysAndRecords(t *testing.T) {
+	dek, err := GenerateDEK()
+	must(t, err)
+	defer dek.Close()
+	kek, err := GenerateKEK()
+	must(t, err)
+	defer kek.Close()
+	ctx := WrapContext{VMUUID: "u1", DiskID: "scsi0:0", Purpose: "disk"}
+	wk, err := dek.Wrap(kek, WrapAES256GCM, "kp", "kek-1", ctx)
+	must(t, err)
+	b, err := wk.Bytes()
+	must(t, err)
+	wk2, err := ParseWrappedKey(b)
+	must(t, err)
+	text, _ := wk2.Text()
+	wk3, err := ParseWrappedKeyText(text)
+	must(t, err)
+	got, err := wk3.Unwrap(kek, ctx)
+	must(t, err)
+	if eq, _ := got.Equal(dek); !eq || wk3.KEKID() != "kek-1" {
+		t.Fatal("unwrap")
+	}
+	if _, err := wk3.Unwrap(kek, WrapContext{VMUUID: "u2"}); !errors.Is(err, ErrAuth) {
+		t.Fatalf("wrong context: %v", err)
+	}
+	b[len(b)-1] ^= 1
+	wk4, _ := ParseWrappedKey(b)
+	if _, err := wk4.Unwrap(kek, ctx); !errors.Is(err, ErrAuth) {
+		t.Fatalf("tampered: %v", err)
+	}
+	if _, err := ParseWrappedKey([]byte("junk")); !errors.Is(err, ErrParse) {
+		t.Fatalf("parse: %v", err)
+	}
+	if s := fmt.Sprintf("%v %#v %v", dek, kek, FileEndpoint{Passphrase: []byte("hunter2")}); strings.Contains(s, "hunter2") || !strings.Contains(s, "secure memory") {
+		t.Fatalf("String leaks: %s", s)
+	}
+}
+
+type env struct {
+	dir    string
+	mgr    *KeyManager
+	policy *Policy
+	log    *AuditLog
+	audit  *Audit
+	host   *Host
+	key    []byte
+}
+
+const alias = "native-kp"
+const encPolicy = "VM Encryption Policy"
+
+func newEnv(t *testing.T) *env {
+	e := &env{dir: t.TempDir()}
+	var err error
+	e.mgr, err = NewKeyManager(nil)
+	must(t, err)
+	must(t, e.mgr.AddCluster(alias, []Endpoint{FileEndpoint{Path: filepath.Join(e.dir, "ks.vks"), Passphrase: []byte("pw"), Create: true, KDFOps: 1, KDFMemKiB: 8}}, nil))
+	e.policy, err = NewPolicy("vcenter")
+	must(t, err)
+	p := e.policy
+	must(t, p.AddObject("dc1", ObjectDatacenter, "vcenter"))
+	must(t, p.AddObject("esx01", ObjectHost, "dc1"))
+	must(t, p.AddObject("vms", ObjectFolder, "dc1"))
+	must(t, p.AddUser("alice"))
+	must(t, p.AddUser("bob"))
+	must(t, p.Grant("alice", "vcenter", RoleAdmin, true))
+	must(t, p.Grant("bob", "vcenter", RoleNoCryptoAdmin, true))
+	must(t, p.SetStoragePolicy(StoragePolicy{Name: encPolicy, Encrypt: true, FileClasses: FileVMHome | FileDisks, KeyProvider: alias, Migration: 2}))
+	e.key, _ = RandomBytes(32)
+	e.log, err = OpenAuditLog(AuditLogOptions{Path: filepath.Join(e.dir, "audit.log"), Key: e.key, NoSync: true})
+	must(t, err)
+	e.audit, err = NewAudit()
+	must(t, err)
+	must(t, e.audit.AddLog(e.log))
+	e.host, err = NewHost(HostOptions{HostID: "esx01", KeyManager: e.mgr, Policy: e.policy, Audit: e.audit, NoSync: true})
+	must(t, err)
+	// Close everything at once, in the "wrong" order: borrowers keep parents alive.
+	t.Cleanup(func() {
+		for _, c := range []io.Closer{e.mgr, e.policy, e.log, e.audit, e.host} {
+			c.Close()
+		}
+	})
+	return e
+}
+
+func TestKeyManagerFileProvider(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := e.mgr.CreateKEK(ctx, alias, "")
+	must(t, err)
+	dek, _ := GenerateDEK()
+	wctx := WrapContext{VMUUID: "u", Purpose: "vm-home"}
+	wk, err := e.mgr.WrapDEK(ctx, alias, id, dek, wctx)
+	must(t, err)
+	must(t, e.mgr.Forget("", ""))
+	got, err := e.mgr.UnwrapDEK(ctx, wk, wctx)
+	must(t, err)
+	if eq, _ := got.Equal(dek); !eq {
+		t.Fatal("unwrap")
+	}
+	if _, err := e.mgr.GetKEK(ctx, alias, "00000000-0000-4000-8000-000000000000"); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("not found: %v", err)
+	}
+	if _, err := e.mgr.CreateKEK(ctx, "nope", ""); !errors.Is(err, StatusNoSuchProvider) {
+		t.Fatalf("no such provider: %v", err)
+	}
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	if _, err := e.mgr.GetKEK(expired, alias, id); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+	st, err := e.mgr.Stats()
+	must(t, err)
+	if st.Misses == 0 {
+		t.Fatal("stats")
+	}
+}
+
+func TestPolicyAndAudit(t *testing.T) {
+	e := newEnv(t)
+	must(t, e.policy.AddObject("vm9", ObjectVM, "vms"))
+	d, err := e.policy.Check("bob", Request{Op: OpEncryptVM, VM: "vm9"})
+	must(t, err)
+	if d.Allowed || !errors.Is(d.Err(), ErrDenied) || !strings.HasPrefix(d.MissingPrivilege, "Cryptographer.") {
+		t.Fatalf("decision %+v", d)
+	}
+	if d, _ := e.policy.Check("alice", Request{Op: OpEncryptVM, VM: "vm9"}); !d.Allowed {
+		t.Fatal("alice")
+	}
+	doc, err := e.policy.JSON()
+	must(t, err)
+	p2, err := LoadPolicyJSON(doc)
+	must(t, err)
+	doc2, _ := p2.JSON()
+	if !bytes.Equal(doc, doc2) {
+		t.Fatal("json round trip")
+	}
+	p2.Close()
+	if _, err := LoadPolicyJSON([]byte(`{"version":1,"bogus":1}`)); err == nil || !strings.Contains(err.Error(), "$") {
+		t.Fatalf("bad doc: %v", err)
+	}
+	seq, err := e.log.Append(Event{Principal: "alice", Operation: "test.op", KeyIDs: []string{"k1"}})
+	must(t, err)
+	must(t, e.audit.Emit(Event{Principal: "bob", Operation: "test.denied", Outcome: OutcomeDenied, Status: StatusDenied}))
+	res, err := VerifyAuditFiles(e.key, []string{filepath.Join(e.dir, "audit.log")}, seq+1)
+	must(t, err)
+	if res.NumRecords != seq+1 {
+		t.Fatalf("verify %+v", res)
+	}
+	res, err = VerifyAuditFiles(e.key, []string{filepath.Join(e.dir, "audit.log")}, seq+5)
+	if !errors.Is(err, ErrAudit) || res.Defect != DefectTruncated {
+		t.Fatalf("truncated: %v %v", err, res.Defect)
+	}
+}
+
+func TestVMDiskEndToEnd(t *testing.T) {
+	e := newEnv(t)
+	home := filepath.Join(e.dir, "vm01")
+	vm, err := e.host.CreateVM(VMCreateOptions{Principal: "alice", HomeDir: home, Name: "vm01", Folder: "vms", StoragePolicy: encPolicy})
+	must(t, err)
+	id, err := vm.AddDisk("alice", 4<<20, 4096)
+	must(t, err)
+	disks, err := vm.Disks()
+	must(t, err)
+	if len(disks) != 1 || disks[0].State != DiskEncrypted {
+		t.Fatalf("disks %+v", disks)
+	}
+	d, err := vm.OpenDisk("alice", id, 0)
+	must(t, err)
+	pattern := bytes.Repeat([]byte("guest data 0123"), 70000)[:1<<20]
+	if _, err := d.WriteAt(pattern, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	// io.SectionReader over the io.ReaderAt
+	got, err := io.ReadAll(io.NewSectionReader(d, 1<<20, 1<<20))
+	must(t, err)
+	if !bytes.Equal(got, pattern) {
+		t.Fatal("read back")
+	}
+	buf := make([]byte, 10)
+	if n, err := d.ReadAt(buf, (4<<20)-4); n != 4 || err != io.EOF {
+		t.Fatalf("ReadAt at end: %d %v", n, err)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			blob := bytes.Repeat([]byte{byte(g)}, 65536)
+			off := int64(2<<20 + g*65536)
+			if _, err := d.WriteAt(blob, off); err != nil {
+				t.Error(err)
+			}
+			back := make([]byte, 65536)
+			if _, err := d.ReadAt(back, off); err != nil || !bytes.Equal(back, blob) {
+				t.Error("concurrent I/O")
+			}
+		}(g)
+	}
+	wg.Wait()
+	if _, err := vm.OpenDisk("bob", id, DiskExport); !errors.Is(err, ErrDenied) {
+		t.Fatalf("export by bob: %v", err)
+	}
+	// Closing the VM and host first is safe: the disk keeps them alive.
+	must(t, vm.Close())
+	must(t, e.host.Close())
+	must(t, d.Close())
+	raw, err := os.ReadFile(filepath.Join(home, strings.Replace(disks[0].FileName, ".vmdk", "-flat.vmdk", 1)))
+	must(t, err)
+	if bytes.Contains(raw, pattern[:4096]) {
+		t.Fatal("plaintext on the datastore")
+	}
+}
+
+func TestConversion(t *testing.T) {
+	e := newEnv(t)
+	vm, err := e.host.CreateVM(VMCreateOptions{Principal: "alice", HomeDir: filepath.Join(e.dir, "vm02"), Name: "vm02", Folder: "vms"})
+	must(t, err)
+	defer vm.Close()
+	id, err := vm.AddDisk("alice", 4<<20, 512)
+	must(t, err)
+	data, _ := RandomBytes(4 << 20)
+	d, err := vm.OpenDisk("alice", id, 0)
+	must(t, err)
+	_, err = d.WriteAt(data, 0)
+	must(t, err)
+	must(t, d.Close())
+	if err := vm.ApplyStoragePolicy("bob", encPolicy, 1<<20); !errors.Is(err, ErrDenied) {
+		t.Fatalf("bob: %v", err)
+	}
+	must(t, vm.ApplyStoragePolicy("alice", encPolicy, 1<<20))
+	d, err = vm.OpenDisk("alice", id, 0)
+	must(t, err)
+	defer d.Close()
+	if enc, _ := d.Encrypted(); !enc {
+		t.Fatal("not encrypted")
+	}
+	must(t, d.ConvertBegin("alice", ConvertRekey, 1<<20))
+	for {
+		p, err := d.ConvertStep(1 << 20)
+		must(t, err)
+		if p.Done {
+			break
+		}
+	}
+	got := make([]byte, len(data))
+	_, err = d.ReadAt(got, 0)
+	must(t, err)
+	if !bytes.Equal(got, data) {
+		t.Fatal("data after conversions")
+	}
+}
+
+func TestWorkspace(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ws")
+	pw := []byte("workspace passphrase")
+	must(t, CreateWorkspace(dir, WorkspaceCreateOptions{Passphrase: pw, Admin: "admin", KDFOps: 1, KDFMemKiB: 8}))
+	if _, err := OpenWorkspace(dir, []byte("wrong"), true); !errors.Is(err, ErrAuth) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	ws, err := OpenWorkspace(dir, pw, true)
+	must(t, err)
+	defer ws.Close()
+	host, err := ws.Host()
+	must(t, err)
+	defer host.Close()
+	vm, err := host.CreateVM(VMCreateOptions{Principal: "admin", HomeDir: filepath.Join(ws.DatastoreDir(), "web01"), Name: "web01", Folder: ws.Folder(), StoragePolicy: encPolicy})
+	must(t, err)
+	defer vm.Close()
+	must(t, ws.SavePolicy())
+	info, err := vm.Info()
+	must(t, err)
+	if !info.Encrypted || info.Name != "web01" {
+		t.Fatalf("info %+v", info)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestKMIPAgainstPyKMIP(t *testing.T) {
+	if os.Getenv("VMENC_SKIP_KMIP") != "" {
+		t.Skip("VMENC_SKIP_KMIP is set")
+	}
+	if exec.Command("/usr/bin/python3", "-c", "import kmip").Run() != nil {
+		t.Skip("python3-pykmip not installed")
+	}
+	dir := t.TempDir()
+	port := strconv.Itoa(freePort(t))
+	script := "../../tests/kms/pykmip.sh"
+	if out, err := exec.Command("bash", script, dir, port).CombinedOutput(); err != nil {
+		t.Fatalf("start pykmip: %v\n%s", err, out)
+	}
+	defer exec.Command("bash", script, "--stop", dir, port).Run()
+	certs := filepath.Join(dir, "certs")
+	mgr, err := NewKeyManager(nil)
+	must(t, err)
+	defer mgr.Close()
+	must(t, mgr.AddCluster("kmip", []Endpoint{KMIPEndpoint{Address: "127.0.0.1:" + port, CA: filepath.Join(certs, "ca.crt"),
+		Cert: filepath.Join(certs, "client.crt"), Key: filepath.Join(certs, "client.key")}}, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	id, err := mgr.CreateKEK(ctx, "kmip", "vmenc-go-test")
+	must(t, err)
+	dek, _ := GenerateDEK()
+	wctx := WrapContext{VMUUID: "go", Purpose: "disk"}
+	wk, err := mgr.WrapDEK(ctx, "kmip", id, dek, wctx)
+	must(t, err)
+	must(t, mgr.Forget("", ""))
+	got, err := mgr.UnwrapDEK(ctx, wk, wctx)
+	must(t, err)
+	if eq, _ := got.Equal(dek); !eq {
+		t.Fatal("unwrap through KMIP")
+	}
+	must(t, mgr.RevokeKEK(ctx, "kmip", id))
+	must(t, mgr.Forget("", ""))
+	if _, err := mgr.GetKEK(ctx, "kmip", id); !errors.Is(err, StatusKeyState) {
+		t.Fatalf("revoked: %v", err)
+	}
+	must(t, mgr.DestroyKEK(ctx, "kmip", id))
+}

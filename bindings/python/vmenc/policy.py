@@ -1,0 +1,268 @@
+"""Who may do what to which VM: privileges, roles, principals, inventory,
+permissions, storage policies, host encryption mode, and decisions."""
+from __future__ import annotations
+
+import enum
+from ctypes import byref, c_int, c_size_t, c_void_p, sizeof, string_at
+from dataclasses import dataclass
+from typing import Iterable, Optional, Union
+
+from . import _lib
+from ._handle import Handle
+from .errors import Error, check, error_for
+
+ROLE_ADMIN = "Admin"
+ROLE_NO_CRYPTO_ADMIN = "NoCryptoAdmin"
+ROLE_READ_ONLY = "ReadOnly"
+ROLE_NO_ACCESS = "NoAccess"
+
+
+class ObjectType(enum.IntEnum):
+    ROOT = 0
+    DATACENTER = 1
+    FOLDER = 2
+    CLUSTER = 3
+    HOST = 4
+    RESOURCE_POOL = 5
+    DATASTORE = 6
+    VM = 7
+
+
+class HostState(enum.IntEnum):
+    INCAPABLE = 0
+    PREPARED = 1
+    SAFE = 2
+    PENDING_INCAPABLE = 3
+
+
+class Op(enum.IntEnum):
+    ENCRYPT_VM = 1
+    CREATE_VM = 2
+    DECRYPT_VM = 3
+    CLONE_VM = 4
+    ADD_DISK = 5
+    REKEY_SHALLOW = 6
+    REKEY_DEEP = 7
+    MIGRATE_VM = 8
+    REGISTER_VM = 9
+    REGISTER_HOST = 10
+    ENABLE_HOST_ENCRYPTION = 11
+    CONSOLE = 12
+    EXPORT_VM = 13
+    MANAGE_KEYS = 14
+    MANAGE_KEY_SERVERS = 15
+    MANAGE_ENCRYPTION_POLICIES = 16
+    READ_KEY_SERVERS = 17
+    POWER_ON = 18
+    POWER_OFF = 19
+    EDIT_SETTINGS = 20
+    SNAPSHOT = 21
+    VIEW = 22
+    UPLOAD_FILES = 23
+
+
+class Migration(enum.IntEnum):
+    DISABLED = 0
+    OPPORTUNISTIC = 1
+    REQUIRED = 2
+
+
+# Storage policy file classes.
+FILE_VM_HOME = 1 << 0
+FILE_DISKS = 1 << 1
+FILE_CORE_DUMPS = 1 << 2
+
+# Request flags.
+REQ_VM_ENCRYPTED = 1 << 0
+REQ_TARGET_ENCRYPTED = 1 << 1
+REQ_POWERED_ON = 1 << 2
+
+
+def privilege_name(priv: int) -> Optional[str]:
+    """vSphere name of privilege number ``priv`` ("Cryptographer.Decrypt"), or None."""
+    n = _lib.lib.vmenc_policy_privilege_name(priv)
+    return n.decode() if n else None
+
+
+def privilege_from_name(name: str) -> int:
+    out = c_int()
+    check(_lib.lib.vmenc_policy_privilege_from_name(_lib.enc(name), byref(out)))
+    return out.value
+
+
+def privileges() -> list:
+    """Every privilege name of this library build, in enum order."""
+    return [privilege_name(i) for i in range(_lib.lib.vmenc_policy_privilege_count())]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer of :meth:`Policy.check`: allowed or why not."""
+    allowed: bool
+    status: int
+    missing_privilege: Optional[str]
+    missing_object: str
+    enable_host_encryption: bool
+    host: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`vmenc.DeniedError` (or the matching error) unless allowed."""
+        check(self.status, self.message)
+
+    @classmethod
+    def _from_c(cls, d: _lib.PolicyDecision) -> "Decision":
+        return cls(bool(d.allowed), int(d.status), privilege_name(d.missing_privilege),
+                   _lib.dec(d.missing_object), bool(d.enable_host_encryption), _lib.dec(d.host),
+                   _lib.dec(d.message))
+
+
+def _decision() -> _lib.PolicyDecision:
+    return _lib.PolicyDecision(sizeof(_lib.PolicyDecision))
+
+
+def _doc_error(status: int, e: _lib.PolicyError) -> Error:
+    detail = _lib.dec(e.message)
+    path = _lib.dec(e.path)
+    if path:
+        detail = f"{path}: {detail}"
+    err = error_for(status, detail)
+    err.path = path  # type: ignore[attr-defined]
+    err.offset = int(e.offset)  # type: ignore[attr-defined]
+    return err
+
+
+def _jsonbytes(doc: Union[str, bytes, bytearray]) -> bytes:
+    return doc.encode("utf-8") if isinstance(doc, str) else bytes(doc)
+
+
+class Policy(Handle):
+    """A policy model. Thread-safe (readers share a read lock, writers are atomic).
+
+    Build one programmatically (``Policy("vcenter")`` then ``add_*``/``grant``)
+    or load a JSON document (:meth:`from_json`, format: docs/policy.md).
+    """
+
+    _free = _lib.lib.vmenc_policy_free
+
+    def __init__(self, root_name: str = "root") -> None:
+        out = c_void_p()
+        check(_lib.lib.vmenc_policy_new(_lib.enc(root_name), byref(out)))
+        super().__init__(out)
+
+    @classmethod
+    def _adopt(cls, ptr, owner: Optional[Handle] = None) -> "Policy":
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr, owner=owner)
+        return self
+
+    @classmethod
+    def _borrowed(cls, ptr, owner: Handle) -> "Policy":
+        return cls._adopt(ptr, owner=owner)
+
+    @classmethod
+    def from_json(cls, document: Union[str, bytes]) -> "Policy":
+        """Load a policy document. A rejected document raises an :class:`vmenc.Error`
+        whose ``path`` attribute is the JSON path of the offending value."""
+        b = _jsonbytes(document)
+        e = _lib.PolicyError(sizeof(_lib.PolicyError))
+        out = c_void_p()
+        s = _lib.lib.vmenc_policy_load_json(b, len(b), byref(e), byref(out))
+        if s:
+            raise _doc_error(s, e)
+        return cls._adopt(out)
+
+    def reload_json(self, document: Union[str, bytes]) -> None:
+        """Replace the whole content atomically (unchanged on failure)."""
+        b = _jsonbytes(document)
+        e = _lib.PolicyError(sizeof(_lib.PolicyError))
+        s = _lib.lib.vmenc_policy_reload_json(self, b, len(b), byref(e))
+        if s:
+            raise _doc_error(s, e)
+
+    def to_json(self) -> bytes:
+        """The canonical JSON document."""
+        out, n = c_void_p(), c_size_t()
+        check(_lib.lib.vmenc_policy_save_json(self, byref(out), byref(n)))
+        try:
+            return string_at(out, n.value)
+        finally:
+            _lib.lib.vmenc_policy_buffer_free(out)
+
+    # -- construction
+    def add_role(self, name: str, privileges: Iterable[Union[str, int]]) -> None:
+        ps = [privilege_from_name(p) if isinstance(p, str) else int(p) for p in privileges]
+        arr = (c_int * max(len(ps), 1))(*ps)
+        check(_lib.lib.vmenc_policy_add_role(self, _lib.enc(name), arr, len(ps)))
+
+    def add_user(self, name: str) -> None:
+        check(_lib.lib.vmenc_policy_add_user(self, _lib.enc(name)))
+
+    def add_group(self, name: str) -> None:
+        check(_lib.lib.vmenc_policy_add_group(self, _lib.enc(name)))
+
+    def add_member(self, group: str, member: str) -> None:
+        check(_lib.lib.vmenc_policy_add_member(self, _lib.enc(group), _lib.enc(member)))
+
+    def add_object(self, name: str, type: ObjectType, parent: str) -> None:
+        check(_lib.lib.vmenc_policy_add_object(self, _lib.enc(name), int(type), _lib.enc(parent)))
+
+    def set_vm_state(self, vm: str, host: Optional[str], encrypted: bool) -> None:
+        check(_lib.lib.vmenc_policy_set_vm_state(self, _lib.enc(vm), _lib.enc(host), int(encrypted)))
+
+    def grant(self, principal: str, obj: str, role: str, propagate: bool = True) -> None:
+        check(_lib.lib.vmenc_policy_grant(self, _lib.enc(principal), _lib.enc(obj), _lib.enc(role),
+                                          int(propagate)))
+
+    def revoke(self, principal: str, obj: str) -> None:
+        check(_lib.lib.vmenc_policy_revoke(self, _lib.enc(principal), _lib.enc(obj)))
+
+    def set_host_state(self, host: str, state: HostState) -> None:
+        check(_lib.lib.vmenc_policy_set_host_state(self, _lib.enc(host), int(state)))
+
+    def host_state(self, host: str) -> HostState:
+        out = c_int()
+        check(_lib.lib.vmenc_policy_get_host_state(self, _lib.enc(host), byref(out)))
+        return HostState(out.value)
+
+    def set_storage_policy(self, name: str, *, encrypt: bool, file_classes: int = 0,
+                           key_provider: Optional[str] = None,
+                           migration: Migration = Migration.OPPORTUNISTIC) -> None:
+        spec = _lib.StoragePolicySpec(sizeof(_lib.StoragePolicySpec), _lib.enc(name), int(encrypt),
+                                      file_classes, _lib.enc(key_provider), int(migration))
+        check(_lib.lib.vmenc_policy_set_storage_policy(self, byref(spec)))
+
+    # -- decisions
+    def check(self, principal: str, op: Op, *, vm: Optional[str] = None, folder: Optional[str] = None,
+              host: Optional[str] = None, pool: Optional[str] = None, datastore: Optional[str] = None,
+              flags: int = 0) -> Decision:
+        """Decide whether ``principal`` may perform ``op``. Returns a :class:`Decision`
+        for allowed, denied and host-mode answers; raises for malformed requests."""
+        req = _lib.PolicyRequest(sizeof(_lib.PolicyRequest), int(op), _lib.enc(vm), _lib.enc(folder),
+                                 _lib.enc(host), _lib.enc(pool), _lib.enc(datastore), flags)
+        d = _decision()
+        s = _lib.lib.vmenc_policy_check(self, _lib.enc(principal), byref(req), byref(d))
+        if s in (0, -500, -501):
+            return Decision._from_c(d)
+        check(s, _lib.dec(d.message))
+        raise AssertionError("unreachable")
+
+    def has_privilege(self, principal: str, obj: str, privilege: Union[str, int]) -> bool:
+        p = privilege_from_name(privilege) if isinstance(privilege, str) else int(privilege)
+        out = c_int()
+        check(_lib.lib.vmenc_policy_has_privilege(self, _lib.enc(principal), _lib.enc(obj), p, byref(out)))
+        return bool(out.value)
+
+    def enable_host_encryption(self, principal: str, host: str) -> Decision:
+        d = _decision()
+        s = _lib.lib.vmenc_policy_enable_host_encryption(self, _lib.enc(principal), _lib.enc(host), byref(d))
+        if s in (0, -500, -501):
+            return Decision._from_c(d)
+        check(s)
+        raise AssertionError("unreachable")
+
+    def __repr__(self) -> str:
+        return f"<vmenc.Policy{' closed' if self.closed else ''}>"

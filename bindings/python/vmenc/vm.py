@@ -1,0 +1,434 @@
+"""Hosts, VMs, virtual disks, VM state files and in-place conversion.
+
+Every operation that touches keys takes the acting ``principal``; the
+library authorizes it against the policy, runs it, and audits it.
+"""
+from __future__ import annotations
+
+import enum
+from ctypes import (byref, c_int, c_size_t, c_uint32, c_uint64, c_void_p, create_string_buffer,
+                    sizeof)
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from . import _lib
+from ._handle import Handle
+from .audit import Audit
+from .errors import check, error_for
+from .kms import KeyManager
+from .policy import Policy
+
+DEFAULT_KMS_TIMEOUT = 10.0
+
+
+class DiskState(enum.IntEnum):
+    PLAIN = 0
+    ENCRYPTED = 1
+    ENCRYPTING = 2
+    DECRYPTING = 3
+    REKEYING = 4
+
+
+class ConvertKind(enum.IntEnum):
+    ENCRYPT = 1
+    DECRYPT = 2
+    REKEY = 3
+
+
+class FileClass(enum.IntEnum):
+    NVRAM = 1
+    VMSS = 2
+    VMSN = 3
+    VMEM = 4
+    VSWP = 5
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    name: str
+    uuid: str
+    encrypted: bool
+    locked: bool
+    key_provider: str
+    kek_id: str
+    num_disks: int
+    num_missing_keys: int
+    storage_policy: str
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    disk_id: str
+    file_name: str
+    capacity: int
+    sector_size: int
+    state: DiskState
+    key_provider: str
+    kek_id: str
+    locked: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: DiskState
+    bytes_done: int
+    bytes_total: int
+    segments_done: int
+    segments_total: int
+    bytes_per_second: int
+    done: bool
+
+    @classmethod
+    def _from_c(cls, p: _lib.ConvertProgress) -> "Progress":
+        return cls(DiskState(p.state), p.bytes_done, p.bytes_total, p.segments_done, p.segments_total,
+                   p.bytes_per_second, bool(p.done))
+
+
+class Host(Handle):
+    """One hypervisor host. Borrows a key manager, a policy and an audit
+    dispatcher (with at least one sink), which stay alive while it lives."""
+
+    _free = _lib.lib.vmenc_host_free
+
+    def __init__(self, host_id: str, keymgr: KeyManager, policy: Policy, audit: Audit, *,
+                 kms_timeout: float = DEFAULT_KMS_TIMEOUT, no_sync: bool = False) -> None:
+        o = _lib.HostOptions(sizeof(_lib.HostOptions), _lib.enc(host_id), keymgr._as_parameter_,
+                             policy._as_parameter_, audit._as_parameter_, int(kms_timeout * 1000),
+                             _lib.CLOCK_FN(), None, 1 if no_sync else 0)
+        out = c_void_p()
+        check(_lib.lib.vmenc_host_new(byref(o), byref(out)))
+        super().__init__(out)
+        for parent in (keymgr, policy, audit):
+            self._borrow(parent)
+
+    @classmethod
+    def _borrowed(cls, ptr: int, owner: Handle) -> "Host":
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr, owner=owner)
+        return self
+
+    @property
+    def host_id(self) -> str:
+        return _lib.dec(_lib.lib.vmenc_host_id(self))
+
+    def create_vm(self, principal: str, home_dir: str, name: str, folder: str, *,
+                  pool: Optional[str] = None, datastore: Optional[str] = None,
+                  storage_policy: Optional[str] = None, kek_id: Optional[str] = None,
+                  memory_bytes: int = 0) -> "VM":
+        o = _lib.VMCreateOptions(sizeof(_lib.VMCreateOptions), _lib.enc(principal), _lib.enc(home_dir),
+                                 _lib.enc(name), _lib.enc(folder), _lib.enc(pool), _lib.enc(datastore),
+                                 _lib.enc(storage_policy), _lib.enc(kek_id), memory_bytes, 0)
+        out = c_void_p()
+        check(_lib.lib.vmenc_vm_create(self, byref(o), byref(out)))
+        return VM._adopt(out, self)
+
+    def open_vm(self, principal: str, vmx_path: str, *, allow_locked: bool = False) -> "VM":
+        """Open a VM. If a KEK cannot be fetched the VM is locked: with
+        ``allow_locked`` it is returned anyway (see :meth:`VM.unlock`), else
+        :class:`vmenc.VMLockedError` is raised."""
+        out = c_void_p()
+        return VM._opened(_lib.lib.vmenc_vm_open(self, _lib.enc(principal), _lib.enc(vmx_path), byref(out)),
+                          out, self, allow_locked)
+
+    def register_vm(self, principal: str, vmx_path: str, folder: str, pool: Optional[str] = None, *,
+                    allow_locked: bool = False) -> "VM":
+        out = c_void_p()
+        s = _lib.lib.vmenc_vm_register(self, _lib.enc(principal), _lib.enc(vmx_path), _lib.enc(folder),
+                                       _lib.enc(pool), byref(out))
+        return VM._opened(s, out, self, allow_locked)
+
+    def __repr__(self) -> str:
+        return f"<vmenc.Host{' closed' if self.closed else ' ' + repr(self.host_id)}>"
+
+
+def _apply_opts(progress, segment_bytes):
+    if progress is None:
+        fn = _lib.PROGRESS_FN()
+    else:
+        def tramp(_ctx, disk_id, p):
+            try:
+                return 1 if progress(_lib.dec(disk_id), Progress._from_c(p.contents)) is False else 0
+            except BaseException:  # noqa: BLE001 - stop the conversion; it is resumable
+                return 1
+        fn = _lib.PROGRESS_FN(tramp)
+    return _lib.ApplyOptions(sizeof(_lib.ApplyOptions), fn, None, segment_bytes, 0), fn
+
+
+class VM(Handle):
+    """One VM. Thread-safe; management calls on one VM are serialised in C.
+    Disks and state files opened from it keep it alive."""
+
+    _free = _lib.lib.vmenc_vm_free
+
+    @classmethod
+    def _adopt(cls, ptr, host: Host) -> "VM":
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr)
+        self._borrow(host)
+        return self
+
+    @classmethod
+    def _opened(cls, status, out, host, allow_locked) -> "VM":
+        if status == -417 and out.value:  # VMENC_E_VM_LOCKED: a locked VM we own
+            vm = cls._adopt(out, host)
+            if allow_locked:
+                return vm
+            vm.close()
+        check(status)
+        return cls._adopt(out, host)
+
+    @property
+    def name(self) -> str:
+        return _lib.dec(_lib.lib.vmenc_vm_name(self))
+
+    @property
+    def uuid(self) -> str:
+        return _lib.dec(_lib.lib.vmenc_vm_uuid(self))
+
+    @property
+    def home_dir(self) -> str:
+        return _lib.dec(_lib.lib.vmenc_vm_home_dir(self))
+
+    def info(self) -> VMInfo:
+        i = _lib.VMInfo(sizeof(_lib.VMInfo))
+        check(_lib.lib.vmenc_vm_get_info(self, byref(i)))
+        return VMInfo(_lib.dec(i.name), _lib.dec(i.uuid), bool(i.encrypted), bool(i.locked),
+                      _lib.dec(i.key_provider), _lib.dec(i.kek_id), i.num_disks, i.num_missing_keys,
+                      _lib.dec(i.storage_policy))
+
+    def disks(self) -> list:
+        out = []
+        for idx in range(self.info().num_disks):
+            d = _lib.DiskInfo(sizeof(_lib.DiskInfo))
+            check(_lib.lib.vmenc_vm_get_disk_info(self, idx, byref(d)))
+            out.append(DiskInfo(_lib.dec(d.disk_id), _lib.dec(d.file_name), d.capacity, d.sector_size,
+                                DiskState(d.state), _lib.dec(d.key_provider), _lib.dec(d.kek_id),
+                                bool(d.locked)))
+        return out
+
+    def missing_keys(self) -> list:
+        """[(provider alias, KEK ID, last status)] of a locked VM."""
+        res = []
+        for idx in range(self.info().num_missing_keys):
+            a, k, s = create_string_buffer(64), create_string_buffer(_lib.KMS_KEY_ID_CAP), c_int()
+            check(_lib.lib.vmenc_vm_get_missing_key(self, idx, a, len(a), k, len(k), byref(s)))
+            res.append((a.value.decode(), k.value.decode(), s.value))
+        return res
+
+    def unlock(self, principal: str) -> None:
+        check(_lib.lib.vmenc_vm_unlock(self, _lib.enc(principal)))
+
+    def add_disk(self, principal: str, capacity: int, *, sector_size: int = 512,
+                 disk_id: Optional[str] = None, file_base: Optional[str] = None,
+                 datastore: Optional[str] = None) -> str:
+        """Add a zero-filled disk (encrypted if the VM's policy says so); return its ID."""
+        o = _lib.DiskCreateOptions(sizeof(_lib.DiskCreateOptions), _lib.enc(disk_id), capacity, sector_size,
+                                   _lib.enc(file_base), _lib.enc(datastore), 0)
+        buf = create_string_buffer(_lib.DISK_ID_MAX + 1)
+        check(_lib.lib.vmenc_vm_add_disk(self, _lib.enc(principal), byref(o), buf, len(buf)))
+        return buf.value.decode()
+
+    def remove_disk(self, principal: str, disk_id: str, *, delete_files: bool = False) -> None:
+        check(_lib.lib.vmenc_vm_remove_disk(self, _lib.enc(principal), _lib.enc(disk_id),
+                                            1 if delete_files else 0))
+
+    def rekey_shallow(self, principal: str, key_provider: Optional[str] = None,
+                      kek_id: Optional[str] = None) -> None:
+        """Re-wrap every key under a new KEK (data not re-encrypted)."""
+        check(_lib.lib.vmenc_vm_rekey_shallow(self, _lib.enc(principal), _lib.enc(key_provider),
+                                              _lib.enc(kek_id)))
+
+    def apply_storage_policy(self, principal: str, name: str, *,
+                             progress: Optional[Callable[[str, Progress], Optional[bool]]] = None,
+                             segment_bytes: int = 0) -> None:
+        """Bring the VM to storage policy ``name``, converting disks in place.
+        ``progress(disk_id, Progress)`` may return False to stop (resumable);
+        the call then raises :class:`vmenc.ResourceError` (INTERRUPTED)."""
+        o, _keep = _apply_opts(progress, segment_bytes)
+        check(_lib.lib.vmenc_vm_apply_storage_policy_ex(self, _lib.enc(principal), _lib.enc(name), byref(o)))
+
+    def rekey_deep(self, principal: str, *, progress=None, segment_bytes: int = 0) -> None:
+        o, _keep = _apply_opts(progress, segment_bytes)
+        check(_lib.lib.vmenc_vm_rekey_deep(self, _lib.enc(principal), byref(o)))
+
+    def resume(self, principal: str, *, progress=None, segment_bytes: int = 0) -> None:
+        o, _keep = _apply_opts(progress, segment_bytes)
+        check(_lib.lib.vmenc_vm_resume(self, _lib.enc(principal), byref(o)))
+
+    def clone(self, principal: str, home_dir: str, name: str, folder: str, *, pool: Optional[str] = None,
+              datastore: Optional[str] = None, storage_policy: Optional[str] = None,
+              keep_keys: bool = False) -> "VM":
+        o = _lib.VMCloneOptions(sizeof(_lib.VMCloneOptions), _lib.enc(principal), _lib.enc(home_dir),
+                                _lib.enc(name), _lib.enc(folder), _lib.enc(pool), _lib.enc(datastore),
+                                _lib.enc(storage_policy), 1 if keep_keys else 0)
+        out = c_void_p()
+        check(_lib.lib.vmenc_vm_clone(self, byref(o), byref(out)))
+        return VM._adopt(out, self._parents[0])
+
+    def open_disk(self, principal: str, disk_id: str, *, readonly: bool = False,
+                  export: bool = False) -> "Disk":
+        flags = (1 if readonly else 0) | (2 if export else 0)
+        out = c_void_p()
+        check(_lib.lib.vmenc_disk_open(self, _lib.enc(principal), _lib.enc(disk_id), flags, byref(out)))
+        return Disk._adopt(out, self)
+
+    def open_file(self, principal: str, cls: FileClass, index: int = 0, *, create: bool = False,
+                  truncate: bool = False, readonly: bool = False) -> "VMFile":
+        flags = (1 if create else 0) | (2 if truncate else 0) | (4 if readonly else 0)
+        out = c_void_p()
+        check(_lib.lib.vmenc_vm_file_open(self, _lib.enc(principal), int(cls), index, flags, byref(out)))
+        return VMFile._adopt(out, self)
+
+    def config_set(self, principal: str, key: str, value: Optional[str], *, secret: bool = False) -> None:
+        check(_lib.lib.vmenc_vm_config_set(self, _lib.enc(principal), _lib.enc(key), _lib.enc(value),
+                                           1 if secret else 0))
+
+    def config_get(self, principal: str, key: str) -> str:
+        n = c_size_t()
+        buf = create_string_buffer(4097)
+        s = _lib.lib.vmenc_vm_config_get(self, _lib.enc(principal), _lib.enc(key), buf, len(buf), byref(n))
+        if s == -101:
+            buf = create_string_buffer(n.value + 1)
+            s = _lib.lib.vmenc_vm_config_get(self, _lib.enc(principal), _lib.enc(key), buf, len(buf), byref(n))
+        check(s)
+        return buf.value.decode()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<vmenc.VM closed>"
+        return f"<vmenc.VM name={self.name!r} uuid={self.uuid!r}>"
+
+
+class Disk(Handle):
+    """One open virtual disk: decrypted reads, encrypted writes, at any offset.
+    Any number of threads may read and write at once (the GIL is released)."""
+
+    @classmethod
+    def _adopt(cls, ptr, vm: VM) -> "Disk":
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr)
+        self._borrow(vm)
+        return self
+
+    def close(self) -> None:
+        """Flush (unless read-only) and release the disk. Raises if the flush failed
+        (the handle is released either way)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            p, self._ptr = self._ptr, None
+        s = _lib.lib.vmenc_disk_close(p)
+        Handle._destroy(self)
+        check(s)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        buf = create_string_buffer(length)
+        check(_lib.lib.vmenc_disk_pread(self, offset, length, buf))
+        return buf.raw
+
+    def readinto(self, offset: int, buf) -> int:
+        o, n = _lib.outbuf(buf)
+        check(_lib.lib.vmenc_disk_pread(self, offset, n, o))
+        return n
+
+    def pwrite(self, offset: int, data) -> int:
+        p, n = _lib.inbuf(data)
+        check(_lib.lib.vmenc_disk_pwrite(self, offset, p, n))
+        return n
+
+    def flush(self) -> None:
+        check(_lib.lib.vmenc_disk_flush(self))
+
+    @property
+    def size(self) -> int:
+        v = c_uint64()
+        check(_lib.lib.vmenc_disk_get_size(self, byref(v)))
+        return v.value
+
+    @property
+    def sector_size(self) -> int:
+        v = c_uint32()
+        check(_lib.lib.vmenc_disk_get_sector_size(self, byref(v)))
+        return v.value
+
+    @property
+    def encrypted(self) -> bool:
+        v = c_int()
+        check(_lib.lib.vmenc_disk_is_encrypted(self, byref(v)))
+        return bool(v.value)
+
+    def convert_begin(self, principal: str, kind: ConvertKind, *, segment_bytes: int = 0) -> None:
+        o = _lib.ConvertOptions(sizeof(_lib.ConvertOptions), segment_bytes, 0)
+        check(_lib.lib.vmenc_disk_convert_begin(self, _lib.enc(principal), int(kind), byref(o)))
+
+    def convert_step(self, max_bytes: int = 0) -> Progress:
+        p = _lib.ConvertProgress(sizeof(_lib.ConvertProgress))
+        check(_lib.lib.vmenc_disk_convert_step(self, max_bytes, byref(p)))
+        return Progress._from_c(p)
+
+    def convert_rollback(self, principal: str) -> None:
+        check(_lib.lib.vmenc_disk_convert_rollback(self, _lib.enc(principal)))
+
+    def convert_progress(self) -> Progress:
+        p = _lib.ConvertProgress(sizeof(_lib.ConvertProgress))
+        check(_lib.lib.vmenc_disk_convert_get_progress(self, byref(p)))
+        return Progress._from_c(p)
+
+    def convert(self, principal: str, kind: ConvertKind, *, segment_bytes: int = 0,
+                step_bytes: int = 64 << 20) -> Progress:
+        """convert_begin + convert_step until done."""
+        self.convert_begin(principal, kind, segment_bytes=segment_bytes)
+        while True:
+            p = self.convert_step(step_bytes)
+            if p.done:
+                return p
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<vmenc.Disk closed>"
+        return f"<vmenc.Disk size={self.size} encrypted={self.encrypted}>"
+
+
+class VMFile(Handle):
+    """One open VM state file (NVRAM, suspend/snapshot state: authenticated; swap: XTS)."""
+
+    @classmethod
+    def _adopt(cls, ptr, vm: VM) -> "VMFile":
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr)
+        self._borrow(vm)
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            p, self._ptr = self._ptr, None
+        s = _lib.lib.vmenc_vm_file_close(p)
+        Handle._destroy(self)
+        check(s)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes (short only at end of file); every chunk authenticated first."""
+        buf, n = create_string_buffer(length), c_size_t()
+        check(_lib.lib.vmenc_vm_file_pread(self, offset, length, buf, byref(n)))
+        return buf.raw[:n.value]
+
+    def pwrite(self, offset: int, data) -> int:
+        p, n = _lib.inbuf(data)
+        check(_lib.lib.vmenc_vm_file_pwrite(self, offset, p, n))
+        return n
+
+    @property
+    def size(self) -> int:
+        v = c_uint64()
+        check(_lib.lib.vmenc_vm_file_get_size(self, byref(v)))
+        return v.value
+
+    def flush(self) -> None:
+        check(_lib.lib.vmenc_vm_file_flush(self))
+
+    def __repr__(self) -> str:
+        return f"<vmenc.VMFile{' closed' if self.closed else ''}>"
