@@ -92,21 +92,7 @@ static vmenc_status cd_wrap(vmenc_host *host, const char *alias, const char *kek
                             const char *dump_id, vmenc_wrapped_key **out) {
     vmenc_wrap_context ctx;
     wrap_ctx(&ctx, host->host_id, dump_id);
-    vmenc_wrapped_key *wk = NULL;
-    VMENC_GUARD(vmenc_keymgr_wrap_dek(host->keymgr, alias, kek_id, dek, &ctx, host->timeout_ms, &wk));
-    vmenc_dek *back = NULL;
-    vmenc_status s = vmenc_keymgr_unwrap_dek(host->keymgr, wk, &ctx, host->timeout_ms, &back);
-    if (s == VMENC_OK)
-        s = vmenc_dek_equal(dek, back) == VMENC_OK ? VMENC_OK : VMENC_E_ROUNDTRIP;
-    else if (s == VMENC_E_AUTH)
-        s = VMENC_E_ROUNDTRIP;
-    vmenc_dek_free(back);
-    if (s != VMENC_OK) {
-        vmenc_wrapped_key_free(wk);
-        return s;
-    }
-    *out = wk;
-    return VMENC_OK;
+    return vm_new_wrapped_ctx(host, alias, kek_id, dek, &ctx, out);
 }
 
 static vmenc_status write_keyfile(int dirfd, const char *name, const cd_keyfile *k, bool sync) {

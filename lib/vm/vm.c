@@ -65,13 +65,18 @@ vmenc_status vm_new_wrapped(vmenc_host *host, const char *alias, const char *kek
                             const char *uuid, const char *disk_id, vmenc_wrapped_key **out) {
     vmenc_wrap_context ctx;
     vm_wrap_ctx(&ctx, uuid, disk_id);
+    return vm_new_wrapped_ctx(host, alias, kek_id, dek, &ctx, out);
+}
+
+vmenc_status vm_new_wrapped_ctx(vmenc_host *host, const char *alias, const char *kek_id, const vmenc_dek *dek,
+                                const vmenc_wrap_context *ctx, vmenc_wrapped_key **out) {
     vmenc_wrapped_key *wk = NULL;
-    VMENC_GUARD(vmenc_keymgr_wrap_dek(host->keymgr, alias, kek_id, dek, &ctx, host->timeout_ms, &wk));
+    VMENC_GUARD(vmenc_keymgr_wrap_dek(host->keymgr, alias, kek_id, dek, ctx, host->timeout_ms, &wk));
     /* Never commit a record that does not open again to the same DEK: data
      * written under it would be lost. (The key manager also proves the
      * KEK against a fresh fetch; this checks the record end to end.) */
     vmenc_dek *back = NULL;
-    vmenc_status s = vmenc_keymgr_unwrap_dek(host->keymgr, wk, &ctx, host->timeout_ms, &back);
+    vmenc_status s = vmenc_keymgr_unwrap_dek(host->keymgr, wk, ctx, host->timeout_ms, &back);
     if (s == VMENC_OK)
         s = vmenc_dek_equal(dek, back) == VMENC_OK ? VMENC_OK : VMENC_E_ROUNDTRIP;
     else if (s == VMENC_E_AUTH)

@@ -275,6 +275,10 @@ VMENC_INTERNAL vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_n
 VMENC_INTERNAL vmenc_status vm_new_wrapped(vmenc_host *host, const char *alias, const char *kek_id,
                                            const vmenc_dek *dek, const char *uuid, const char *disk_id,
                                            vmenc_wrapped_key **out);
+/* vm_new_wrapped_ctx is the same for any wrap context (core dumps, ...). */
+VMENC_INTERNAL vmenc_status vm_new_wrapped_ctx(vmenc_host *host, const char *alias, const char *kek_id,
+                                               const vmenc_dek *dek, const vmenc_wrap_context *ctx,
+                                               vmenc_wrapped_key **out);
 /* vm_xts_for_vswp derives the swap file's XTS context from the VM key. */
 VMENC_INTERNAL vmenc_status vm_xts_for_vswp(const vmenc_dek *vm_key, vmenc_xts **out);
 /* vm_state_file_name writes NAME.nvram / NAME.vmss / NAME-SnapshotN.vmsn /
