@@ -16,40 +16,6 @@ static const char k_kid_domain[] = "vmenc-audit-v1 key check";
 
 /* ---- UTF-8 ----------------------------------------------------------------- */
 
-/* utf8_valid: strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-static bool utf8_valid(const uint8_t *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t n;
-        uint8_t lo = 0x80, hi = 0xbf;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            if (c == 0xe0) lo = 0xa0;
-            if (c == 0xed) hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            if (c == 0xf0) lo = 0x90;
-            if (c == 0xf4) hi = 0x8f;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k <= n; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
-                return false;
-        i += n + 1;
-    }
-    return true;
-}
 
 /* ---- event validation -------------------------------------------------------- */
 
@@ -63,7 +29,7 @@ static vmenc_status check_str(const char *s, size_t max, bool required, audit_st
     size_t len = strnlen(s, max + 1);
     VMENC_ENSURE(len <= max, VMENC_E_TOO_LARGE);
     VMENC_ENSURE(!required || len > 0, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(utf8_valid((const uint8_t *)s, len), VMENC_E_BAD_ENCODING);
+    VMENC_ENSURE(vmenc_utf8_valid((const uint8_t *)s, len), VMENC_E_BAD_ENCODING);
     out->p = s;
     out->len = len;
     return VMENC_OK;
@@ -492,7 +458,7 @@ static vmenc_status get_str(vmenc_cbs *cbs, char *out, size_t max, size_t *out_l
         }
         out[n++] = (char)c;
     }
-    if (!utf8_valid((const uint8_t *)out, n)) {
+    if (!vmenc_utf8_valid((const uint8_t *)out, n)) {
         rv = VMENC_E_BAD_ENCODING;
         goto fail;
     }

@@ -179,6 +179,14 @@ VMENC_INTERNAL uint64_t vmenc_now_realtime_ms(void);
 /* vmenc_cpu_detect runs CPUID/XGETBV; vmenc_cpu_features() caches it. */
 VMENC_INTERNAL uint32_t vmenc_cpu_detect(void);
 
+/* ---- UTF-8 (utf8.c) -------------------------------------------------------- */
+/* vmenc_utf8_seq_len returns the length (1..4) of the well-formed UTF-8
+ * sequence at |p| (at most |len| bytes), or 0: strict RFC 3629, no overlong
+ * forms, no surrogates, nothing above U+10FFFF. */
+VMENC_INTERNAL size_t vmenc_utf8_seq_len(const uint8_t *p, size_t len);
+/* vmenc_utf8_valid: is all of |s| strict UTF-8? */
+VMENC_INTERNAL bool vmenc_utf8_valid(const uint8_t *s, size_t len);
+
 /* ---- encoding helpers ---------------------------------------------------- */
 static inline void vmenc_store_u32_le(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);

@@ -45,39 +45,6 @@ static bool is_key_char(uint8_t c) {
 
 static bool is_control(uint8_t c) { return c < 0x20 || c == 0x7f; }
 
-/* utf8_seq_len returns the length of the well-formed UTF-8 sequence at |p|
- * (at most |len| bytes), or 0: no overlong forms, no surrogates, nothing
- * above U+10FFFF (RFC 3629 table). */
-static size_t utf8_seq_len(const uint8_t *p, size_t len) {
-    uint8_t c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (len < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return n;
-}
 
 /* text_check: valid UTF-8, and no control byte but TAB (and LF, the line
  * end, when |allow_lf|). */
@@ -89,7 +56,7 @@ static vmenc_status text_check(const uint8_t *p, size_t len, bool allow_lf, bool
             i++;
             continue;
         }
-        size_t n = utf8_seq_len(p + i, len - i);
+        size_t n = vmenc_utf8_seq_len(p + i, len - i);
         VMENC_ENSURE(n > 0, VMENC_E_BAD_ENCODING);
         i += n;
     }

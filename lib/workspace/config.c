@@ -93,40 +93,13 @@ long ws_config_find_kms(const ws_config *cfg, const char *alias) {
 
 static bool is_wsp(uint8_t c) { return c == ' ' || c == '\t'; }
 
-/* utf8_len: length of the well-formed UTF-8 sequence at |p| (RFC 3629), or 0. */
-static size_t utf8_len(const uint8_t *p, size_t len) {
-    uint8_t c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else {
-        return 0;
-    }
-    if (len < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return n;
-}
 
 /* text_ok: printable UTF-8 (no control bytes), optionally without '"'. */
 static bool text_ok(const uint8_t *p, size_t len, bool allow_quote) {
     for (size_t i = 0; i < len;) {
         if (p[i] < 0x20 || p[i] == 0x7f || (!allow_quote && p[i] == '"'))
             return false;
-        size_t n = utf8_len(p + i, len - i);
+        size_t n = vmenc_utf8_seq_len(p + i, len - i);
         if (n == 0)
             return false;
         i += n;

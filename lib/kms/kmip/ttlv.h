@@ -122,7 +122,6 @@ VMENC_INTERNAL void vmenc_ttlv_add_bytes(vmenc_cbb *cbb, uint32_t tag, const uin
  * big-endian, already sign-extended). */
 VMENC_INTERNAL void vmenc_ttlv_add_bigint(vmenc_cbb *cbb, uint32_t tag, const uint8_t *b, size_t len);
 
-/* vmenc_utf8_valid: strict UTF-8 (no overlongs, surrogates, > U+10FFFF). */
-VMENC_INTERNAL bool vmenc_utf8_valid(const uint8_t *s, size_t len);
+/* vmenc_utf8_valid (strict UTF-8) is in core/internal.h. */
 
 #endif /* VMENC_LIB_KMS_KMIP_TTLV_H */
