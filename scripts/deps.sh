@@ -6,6 +6,10 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libsodium-dev libssl-dev openssl libcmocka-dev libjson-c-dev
       libp11-kit-dev softhsm2 opensc python3-pykmip python3-cffi python3-pytest
       golang-go)
+# >>> nbdkit plugin and its hypervisor tests (issue 12, docs/nbdkit.md)
+PKGS+=(nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils qemu-system-x86
+       busybox-static linux-image-amd64 kmod cpio e2fsprogs)
+# <<< nbdkit
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
