@@ -15,8 +15,12 @@
 #     there and reads the file.
 # Skips (exit 77) only when the plugin is not built or nbdkit / qemu-img cannot
 # start; part 2 and 3 skip when qemu-system-x86_64 cannot start.
-# Sanitizer builds: nbdkit itself is not sanitized, so the plugin (and
-# libvmenc) are loaded with the sanitizer runtime LD_PRELOADed into nbdkit.
+# Sanitizer builds (ASan, TSan) skip: nbdkit is not instrumented, and loading
+# an instrumented plugin into it needs the sanitizer runtime LD_PRELOADed,
+# which was tried and deadlocks in the first json-c call (glibc's setlocale
+# lock, ASan interposed). The I/O path the plugin calls (vmenc_disk_* from many
+# threads) runs under both sanitizers in the library's own tests
+# (test_vm_threads); the plugin itself is tested in the release build.
 set -uo pipefail
 BUILD=$(cd "${1:?build dir}" && pwd)
 SRC=$(cd "${2:?source dir}" && pwd)
@@ -42,14 +46,8 @@ trap 'exit 130' INT TERM
 
 # The sanitizer runtime libvmenc was linked with (none in a release build).
 SAN_RT=$(ldd "$BUILD/libvmenc.so" | awk '/lib(a|t)san\.so/ {print $3; exit}')
+[[ -z $SAN_RT ]] || skip "sanitizer build ($(basename "$SAN_RT")): nbdkit is not instrumented and an instrumented plugin deadlocks in it under LD_PRELOAD; the plugin is tested in the release build"
 NBDKIT=(nbdkit)
-if [[ -n $SAN_RT ]]; then
-    # nbdkit's own allocations are not ours to judge: leaks are checked by the
-    # library's unit tests, not here.
-    NBDKIT=(env LD_PRELOAD="$SAN_RT" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
-            TSAN_OPTIONS=halt_on_error=1 nbdkit)
-    echo "# sanitizer build: nbdkit runs with LD_PRELOAD=$SAN_RT"
-fi
 "${NBDKIT[@]}" -U - null --run true >/dev/null 2>&1 || skip "nbdkit cannot start here"
 
 fails=0 n=0
@@ -98,7 +96,7 @@ check "extents exist" test -f "$ENC_EXTENT" -a -f "$PLAIN_EXTENT"
 # ---- refusals -------------------------------------------------------------------------------
 refused() { # refused WHAT PATTERN ARGS...: nbdkit must exit non-zero with PATTERN on stderr
     local what=$1 pat=$2; shift 2
-    if "${NBDKIT[@]}" -U - "$PLUGIN" "$@" --run 'true' >"$T/r.out" 2>"$T/r.err"; then
+    if timeout 60 "${NBDKIT[@]}" -U - "$PLUGIN" "$@" --run 'true' >"$T/r.out" 2>"$T/r.err"; then
         bad "$what: nbdkit started"
     elif grep -q -- "$pat" "$T/r.err"; then
         ok "$what: $(grep -m1 -- "$pat" "$T/r.err" | cut -c1-150)"
