@@ -37,7 +37,7 @@ V vm create vm1 --policy "VM Encryption Policy" --disk "${MIB}M" >/dev/null
 
 # the same random data everywhere: reading holes would skip the cipher
 head -c "$((MIB << 20))" /dev/urandom >"$T/plain.img"
-qemu-img create -q -f luks --object secret,id=s0,file="$T/pass" -o key-secret=s0,iter-time=10 \
+qemu-img create -q -f luks --object secret,id=s0,file="$T/pass" -o key-secret=s0,iter-time=250 \
     "$T/luks.img" "${MIB}M"
 
 S_PLAIN=$T/plain.sock S_VMENC=$T/vmenc.sock S_LUKS=$T/luks.sock
