@@ -6,10 +6,11 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libsodium-dev libssl-dev openssl libcmocka-dev libjson-c-dev
       libp11-kit-dev softhsm2 opensc python3-pykmip python3-cffi python3-pytest
       golang-go
-      # --- issue 14: Python/Go bindings (bindings/, tests/bindings_*.test.sh) ---
+      # Python/Go bindings (bindings/, tests/bindings_*.test.sh)
       python3-venv python3-pip python3-setuptools
-      # --- end issue 14 ---
-      )
+      # the nbdkit plugin and its hypervisor tests (docs/nbdkit.md)
+      nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils qemu-system-x86
+      busybox-static linux-image-amd64 kmod cpio e2fsprogs)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
