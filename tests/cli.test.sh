@@ -316,10 +316,12 @@ expect 0 "disk read on esx02" -- bash -c "\"$VMENC\" --workspace \"$W2\" disk re
 cmp -s "$T/data" "$T/back" && ok "the data arrived on esx02" || bad "the data arrived on esx02"
 expect 0 "file read nvram on esx02" -- "$VMENC" --workspace "$W2" file read enc1 nvram
 [[ $(cat "$T/out") == "nvram contents" ]] && ok "the NVRAM arrived on esx02" || bad "the NVRAM arrived on esx02"
-"$VMENC" --workspace "$W2" --json migrate receive plain1 --handover "$T/ho" --ready "$T/rdy" --listen "unix:$T/sock" >"$T/out" 2>"$T/err" &
+# the receiver writes to its own files: expect() below reuses $T/out and $T/err for the sender
+"$VMENC" --workspace "$W2" --json migrate receive plain1 --handover "$T/ho" --ready "$T/rdy" --listen "unix:$T/sock" >"$T/rout" 2>"$T/rerr" &
 pid=$!
 expect 0 "migrate send over a unix socket" -- "$VMENC" migrate send plain1 --to esx02 --handover "$T/ho" --ready "$T/rdy" --connect "unix:$T/sock"
-wait $pid && ok "migrate receive over a unix socket" || bad "migrate receive over a unix socket: $(cat "$T/err")"
+wait $pid && ok "migrate receive over a unix socket" || bad "migrate receive over a unix socket: $(cat "$T/rerr")"
+cp "$T/rout" "$T/out"
 json "j['vm']['name'] == 'plain1' and not j['vm']['encrypted'] and j['encrypted']" "plain VM, opportunistic: encrypted stream"
 expect 0 "vm create mig3" -- "$VMENC" vm create mig3 --policy "VM Encryption Policy" --disk 1M
 expect 4 "a tampered stream is refused" -- bash -c "\"$VMENC\" migrate send mig3 --to esx02 --handover \"$T/ho\" --ready \"$T/rdy\" 2>/dev/null | python3 -c 'import sys; d=bytearray(sys.stdin.buffer.read()); d[100]^=1; sys.stdout.buffer.write(d)' | \"$VMENC\" --workspace \"$W2\" --json migrate receive mig3 --handover \"$T/ho\" --ready \"$T/rdy\""
