@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 from ctypes import addressof, c_char, c_void_p, create_string_buffer, byref, sizeof
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from . import _lib
 from ._handle import Handle
@@ -27,6 +27,8 @@ if struct.calcsize("@" + _IOV_FMT * 2) != 2 * sizeof(_lib.XTSIov):
     raise _lib.LibraryError("vmenc_xts_iov layout differs from struct '@QPPN'")
 _IOV_STRUCTS: dict = {}
 _from_buffer = c_void_p.from_buffer  # an 8-byte view: the cheapest way to a buffer's address
+_PAIRS = {2}
+_BYTEARRAYS = {bytearray}
 
 
 def impl_available(impl: str) -> bool:
@@ -144,39 +146,32 @@ class XTS(Handle):
         """Inverse of :meth:`encrypt_iov`, with the same checks."""
         self._iov(_lib.lib.vmenc_xts_decrypt_iov, iov)
 
-    def _iov(self, fn, iov: Iterable[IOV]) -> None:
+    def _iov(self, fn, iov: Sequence[IOV]) -> None:
         # |keep| holds the buffer views until the call returns: they keep
         # every buffer exported (no bytearray resize, no free) while C runs
         # without the GIL.
-        keep: list = []
-        flat: list = []
-        hold = keep.append
-        put = flat.extend
-        for entry in iov:
-            if len(entry) == 2:
-                sector, buf = entry
-                if type(buf) is bytearray and len(buf) >= 8:
-                    v = _from_buffer(buf)
-                    hold(v)
-                    a = addressof(v)
-                    put((sector, a, a, len(buf)))
-                    continue
-                o, n = _lib.outbuf(buf)
-                hold(o)
-                a = _lib.addr(o) or 0
-                put((sector, a, a, n))
-            elif len(entry) == 3:
-                sector, data, out = entry
-                o, n = _lib.outbuf(out)
-                p, pn = _lib.inbuf(data)
-                if pn != n:
-                    raise ValueError("input and output lengths differ")
-                hold(o)
-                hold(p)
-                put((sector, _lib.addr(p) or 0, _lib.addr(o) or 0, n))
-            else:
-                raise ValueError("an I/O is (first_sector, buffer) or (first_sector, data, out)")
-        num = len(flat) >> 2
+        if not isinstance(iov, (list, tuple)):
+            iov = list(iov)
+        num = len(iov)
+        flat = None
+        if num and set(map(len, iov)) == _PAIRS:
+            # Fast path, all (sector, bytearray) in place: the per-entry work
+            # is done by map/slice assignment in C, not by bytecode.
+            sectors, bufs = zip(*iov)
+            if set(map(type, bufs)) == _BYTEARRAYS:
+                try:
+                    keep = list(map(_from_buffer, bufs))
+                except ValueError:  # a buffer under 8 bytes: the general path reports it
+                    keep = None
+                if keep is not None:
+                    addrs = list(map(addressof, keep))
+                    flat = [0] * (4 * num)
+                    flat[0::4] = sectors
+                    flat[1::4] = addrs
+                    flat[2::4] = addrs
+                    flat[3::4] = map(len, bufs)
+        if flat is None:
+            keep, flat = self._iov_general(iov)
         packer = _IOV_STRUCTS.get(num)
         if packer is None:
             packer = _IOV_STRUCTS.setdefault(num, struct.Struct("@" + _IOV_FMT * num))
@@ -186,6 +181,29 @@ class XTS(Handle):
             raise ValueError(f"bad first_sector in I/O vector: {e}") from None
         check(fn(self._ptr if not self._closed else 0, packed if num else None, num))
         del keep
+
+    @staticmethod
+    def _iov_general(iov: Sequence[IOV]) -> Tuple[list, list]:
+        keep: list = []
+        flat: list = []
+        for entry in iov:
+            if len(entry) == 2:
+                sector, buf = entry
+                o, n = _lib.outbuf(buf)
+                keep.append(o)
+                a = _lib.addr(o) or 0
+                flat += (sector, a, a, n)
+            elif len(entry) == 3:
+                sector, data, out = entry
+                o, n = _lib.outbuf(out)
+                p, pn = _lib.inbuf(data)
+                if pn != n:
+                    raise ValueError("input and output lengths differ")
+                keep += (o, p)
+                flat += (sector, _lib.addr(p) or 0, _lib.addr(o) or 0, n)
+            else:
+                raise ValueError("an I/O is (first_sector, buffer) or (first_sector, data, out)")
+        return keep, flat
 
     def encrypt_unit(self, tweak: bytes, data) -> bytes:
         """Encrypt one data unit (>= 16 bytes, ciphertext stealing) with a raw 16-byte tweak."""
