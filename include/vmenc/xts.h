@@ -92,6 +92,41 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_impl_available(const char *imp
 /* vmenc_xts_free wipes and frees |x|. NULL is allowed. */
 VMENC_API void vmenc_xts_free(vmenc_xts *x);
 
+/* vmenc_xts_iov is one entry of a vectored call: |len| bytes (a whole number
+ * of sectors) from |in| to |out|, the first sector numbered |first_sector|,
+ * exactly as the arguments of one vmenc_xts_encrypt call. */
+typedef struct vmenc_xts_iov {
+    uint64_t first_sector;
+    const uint8_t *in;
+    uint8_t *out;
+    size_t len;
+} vmenc_xts_iov;
+
+/* vmenc_xts_encrypt_iov encrypts |num_iov| independent runs of sectors in
+ * one call (an I/O vector, as a block layer submits it): the same as calling
+ * vmenc_xts_encrypt(x, iov[i].first_sector, iov[i].in, iov[i].out,
+ * iov[i].len) for i = 0, 1, ... in order, so where one entry's |out|
+ * overlaps a later entry's |in| the later entry sees the earlier one's
+ * output. |num_iov| == 0 does nothing and returns VMENC_OK (|iov| may then be
+ * NULL). Every entry is checked before anything is written: a NULL |x|, a
+ * NULL |iov| with |num_iov| > 0, or any entry vmenc_xts_encrypt would refuse
+ * (NULL |in|/|out|, partly overlapping |in| and |out|: VMENC_E_INVALID_ARG;
+ * |len| 0 or not a whole number of sectors: VMENC_E_BAD_LENGTH) fails the
+ * whole call with that status and no output written. Only the "portable"
+ * backend can fail after that (VMENC_E_NOMEM or VMENC_E_CRYPTO from
+ * OpenSSL): entries before the failing one are then complete, the failing
+ * entry's |out| is unspecified, later entries are untouched. The library
+ * keeps no pointer from |iov| after the call returns. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_encrypt_iov(const vmenc_xts *x,
+                                                              const vmenc_xts_iov *iov,
+                                                              size_t num_iov);
+
+/* vmenc_xts_decrypt_iov is the inverse of vmenc_xts_encrypt_iov, with the
+ * same checks and failure semantics. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_xts_decrypt_iov(const vmenc_xts *x,
+                                                              const vmenc_xts_iov *iov,
+                                                              size_t num_iov);
+
 #ifdef __cplusplus
 }
 #endif

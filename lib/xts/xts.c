@@ -205,14 +205,46 @@ static bool bad_overlap(const uint8_t *in, const uint8_t *out, size_t len) {
     return a != b && (a < b ? b - a < len : a - b < len);
 }
 
-static vmenc_status crypt_sectors(const vmenc_xts *x, bool enc, uint64_t first_sector,
-                                  const uint8_t *in, uint8_t *out, size_t len) {
-    VMENC_ENSURE_REF(x);
+/* check_sectors is every check of a sector call after |x| itself. */
+static vmenc_status check_sectors(const vmenc_xts *x, const uint8_t *in, const uint8_t *out,
+                                  size_t len) {
     VMENC_ENSURE_REF(in);
     VMENC_ENSURE_REF(out);
     VMENC_ENSURE(len > 0 && len % x->sector_size == 0, VMENC_E_BAD_LENGTH);
     VMENC_ENSURE(!bad_overlap(in, out, len), VMENC_E_INVALID_ARG);
+    return VMENC_OK;
+}
+
+static vmenc_status crypt_sectors(const vmenc_xts *x, bool enc, uint64_t first_sector,
+                                  const uint8_t *in, uint8_t *out, size_t len) {
+    VMENC_ENSURE_REF(x);
+    VMENC_GUARD(check_sectors(x, in, out, len));
     return x->backend->sectors(x, enc, first_sector, in, out, len / x->sector_size);
+}
+
+/* crypt_iov checks every entry first, so a bad entry anywhere fails the call
+ * before any output is written; then runs each entry through the same
+ * backend call as a single vmenc_xts_encrypt/decrypt. The point of the
+ * vectored call is one crossing of a language boundary (ctypes, cgo) per
+ * batch of I/Os, not a different crypto path. */
+static vmenc_status crypt_iov(const vmenc_xts *x, bool enc, const vmenc_xts_iov *iov,
+                              size_t num_iov) {
+    VMENC_ENSURE_REF(x);
+    VMENC_ENSURE(iov != NULL || num_iov == 0, VMENC_E_INVALID_ARG);
+    for (size_t i = 0; i < num_iov; i++)
+        VMENC_GUARD(check_sectors(x, iov[i].in, iov[i].out, iov[i].len));
+    for (size_t i = 0; i < num_iov; i++)
+        VMENC_GUARD(x->backend->sectors(x, enc, iov[i].first_sector, iov[i].in, iov[i].out,
+                                        iov[i].len / x->sector_size));
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_xts_encrypt_iov(const vmenc_xts *x, const vmenc_xts_iov *iov, size_t num_iov) {
+    return crypt_iov(x, true, iov, num_iov);
+}
+
+vmenc_status vmenc_xts_decrypt_iov(const vmenc_xts *x, const vmenc_xts_iov *iov, size_t num_iov) {
+    return crypt_iov(x, false, iov, num_iov);
 }
 
 vmenc_status vmenc_xts_encrypt(const vmenc_xts *x, uint64_t first_sector, const uint8_t *in,

@@ -54,6 +54,68 @@ def test_xts_roundtrip_and_errors():
     assert vmenc.impl_available("portable")
 
 
+def test_xts_iov_equals_single_calls():
+    with vmenc.XTS(os.urandom(64), 512) as x:
+        sectors = [0, 5, 2**40, 2**64 - 1, 77]
+        plain = [os.urandom(512 * (i % 3 + 1)) for i in range(len(sectors))]
+        want = [x.encrypt(s, p) for s, p in zip(sectors, plain)]
+        # In place, over bytearrays and writable memoryviews of one arena.
+        arena = bytearray(b"".join(plain))
+        views, off = [], 0
+        for p in plain:
+            views.append(memoryview(arena)[off:off + len(p)])
+            off += len(p)
+        bufs = [bytearray(p) for p in plain]
+        x.encrypt_iov(list(zip(sectors, bufs)))
+        assert [bytes(b) for b in bufs] == want
+        x.encrypt_iov(list(zip(sectors, views)))
+        assert bytes(arena) == b"".join(want)
+        x.decrypt_iov(list(zip(sectors, views)))
+        assert bytes(arena) == b"".join(plain)
+        # Out of place, bytes in.
+        outs = [bytearray(len(p)) for p in plain]
+        x.encrypt_iov([(s, p, o) for s, p, o in zip(sectors, plain, outs)])
+        assert [bytes(o) for o in outs] == want
+        x.decrypt_iov([(s, bytes(o), o) for s, o in zip(sectors, outs)])
+        assert [bytes(o) for o in outs] == plain
+        # Empty vector: nothing to do.
+        x.encrypt_iov([])
+        x.decrypt_iov(())
+
+
+def test_xts_iov_bad_entry_writes_nothing():
+    with vmenc.XTS(os.urandom(64), 512) as x:
+        bufs = [bytearray(os.urandom(512)) for _ in range(4)]
+        orig = [bytes(b) for b in bufs]
+        for bad, exc, name in [(bytearray(100), vmenc.UsageError, "VMENC_E_BAD_LENGTH"),
+                               (bytearray(), vmenc.UsageError, "VMENC_E_INVALID_ARG")]:
+            with pytest.raises(exc) as ei:
+                x.encrypt_iov([(i, b) for i, b in enumerate(bufs)] + [(9, bad)])
+            assert ei.value.name == name
+            assert [bytes(b) for b in bufs] == orig
+        with pytest.raises(ValueError):  # read-only buffer to write into
+            x.encrypt_iov([(0, bufs[0]), (1, b"\0" * 512)])
+        with pytest.raises(ValueError):
+            x.encrypt_iov([(0, bufs[0]), (-1, bufs[1])])
+        with pytest.raises(ValueError):
+            x.encrypt_iov([(0, bytes(512), bytearray(1024))])
+        with pytest.raises(ValueError):
+            x.encrypt_iov([(0,)])
+        assert [bytes(b) for b in bufs] == orig
+    with pytest.raises(vmenc.UsageError):
+        x.encrypt_iov([(0, bufs[0])])
+
+
+def test_xts_iov_holds_buffers_during_call():
+    # A bytearray in a vector cannot be resized while C may write to it:
+    # the binding keeps it exported until the call returns, then releases it.
+    with vmenc.XTS(os.urandom(64), 512) as x:
+        b = bytearray(512)
+        x.encrypt_iov([(0, b)])
+        b.extend(b"x")  # released afterwards
+        assert len(b) == 513
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF_SRC = os.path.join(HERE, "..", "..", "testdata", "xts_ref.c")
 

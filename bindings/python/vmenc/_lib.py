@@ -162,6 +162,10 @@ class AuditVerifyResult(Structure):
                 ("bad_seq", c_uint64), ("last_seq", c_uint64), ("last_hash", c_uint8 * 32)]
 
 
+class XTSIov(Structure):
+    _fields_ = [("first_sector", c_uint64), ("in_", c_void_p), ("out", c_void_p), ("len", c_size_t)]
+
+
 AUDIT_CALLBACK = CFUNCTYPE(c_int, c_void_p, POINTER(AuditEvent), c_char_p, c_size_t)
 
 VM_NAME_MAX = 64
@@ -283,6 +287,9 @@ _PROTOS = {
     "vmenc_xts_sector_size": (u32, [vp]),
     "vmenc_xts_impl_available": (S, [cs]),
     "vmenc_xts_free": (None, [vp]),
+    # The vector is passed as a packed buffer (see xts.py), hence void*.
+    "vmenc_xts_encrypt_iov": (S, [vp, vp, sz]),
+    "vmenc_xts_decrypt_iov": (S, [vp, vp, sz]),
     # keys
     "vmenc_dek_generate": (S, [P(vp)]),
     "vmenc_dek_new_from_bytes": (S, [vp, sz, P(vp)]),

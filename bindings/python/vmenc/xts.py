@@ -1,8 +1,9 @@
 """XTS-AES sector encryption (IEEE 1619; tweak = sector number, "plain64")."""
 from __future__ import annotations
 
-from ctypes import c_char, c_void_p, create_string_buffer, byref
-from typing import Optional
+import struct
+from ctypes import addressof, c_char, c_void_p, create_string_buffer, byref, sizeof
+from typing import Optional, Sequence, Tuple, Union
 
 from . import _lib
 from ._handle import Handle
@@ -10,8 +11,24 @@ from .errors import check
 
 KEYBYTES_256 = 64
 KEYBYTES_128 = 32
-_ARRAYS: dict = {}
 IMPLEMENTATIONS = ("vaes-avx512", "vaes-avx2", "aesni", "portable")
+
+# One I/O of a vector: (first_sector, buffer) in place, or
+# (first_sector, data, out).
+IOV = Union[Tuple[int, object], Tuple[int, object, object]]
+
+# vmenc_xts_iov is {uint64_t, const uint8_t *, uint8_t *, size_t}: the
+# struct module's native mode lays "QPPN" out exactly as the C compiler
+# does, padding between entries included, which the check below confirms.
+# Packing all entries with one cached Struct is several times cheaper than
+# setting ctypes Structure fields one by one.
+_IOV_FMT = "QPPN"
+if struct.calcsize("@" + _IOV_FMT * 2) != 2 * sizeof(_lib.XTSIov):
+    raise _lib.LibraryError("vmenc_xts_iov layout differs from struct '@QPPN'")
+_IOV_STRUCTS: dict = {}
+_from_buffer = c_void_p.from_buffer  # an 8-byte view: the cheapest way to a buffer's address
+_PAIRS = {2}
+_BYTEARRAYS = {bytearray}
 
 
 def impl_available(impl: str) -> bool:
@@ -60,7 +77,7 @@ class XTS(Handle):
 
     @property
     def sector_size(self) -> int:
-        return int(_lib.lib.vmenc_xts_sector_size(self))
+        return _lib.lib.vmenc_xts_sector_size(self._ptr if not self._closed else 0)
 
     def _run(self, fn, first_sector: int, data) -> bytes:
         p, n = _lib.inbuf(data)
@@ -86,20 +103,20 @@ class XTS(Handle):
         self._into(_lib.lib.vmenc_xts_decrypt, first_sector, data, out)
 
     def _into(self, fn, first_sector, data, out) -> None:
-        if type(out) is bytearray and (data is out or type(data) is bytes):
-            # Fast path (the common hypervisor loop): no memoryview, cached array type.
+        if type(out) is bytearray and len(out) >= 8 and (data is out or type(data) is bytes):
+            # Fast path (the common hypervisor loop). The view exports |out|'s
+            # buffer until it dies after the call, so another thread cannot
+            # resize the bytearray while C (without the GIL) writes to it.
+            view = _from_buffer(out)
+            o = addressof(view)
             on = len(out)
-            t = _ARRAYS.get(on)
-            if t is None:
-                t = _ARRAYS.setdefault(on, c_char * on)
-            o = t.from_buffer(out) if on else None
             if data is out:
-                p, n = o, on
+                p = o
             else:
-                p, n = data, len(data)
-            if n != on:
-                raise ValueError("input and output lengths differ")
-            check(fn(self._ptr if not self._closed else 0, first_sector, p, o, n))
+                p = data
+                if len(data) != on:
+                    raise ValueError("input and output lengths differ")
+            check(fn(self._ptr if not self._closed else 0, first_sector, p, o, on))
             return
         o, on = _lib.outbuf(out)
         if data is out:
@@ -109,6 +126,84 @@ class XTS(Handle):
         if n != on:
             raise ValueError("input and output lengths differ")
         check(fn(self, first_sector, p, o, n))
+
+    def encrypt_iov(self, iov: Sequence[IOV]) -> None:
+        """Encrypt a vector of I/Os in one C call (``vmenc_xts_encrypt_iov``).
+
+        Each entry is ``(first_sector, buffer)`` to encrypt a writable buffer
+        (``bytearray``, writable ``memoryview``, ...) in place, or
+        ``(first_sector, data, out)`` to encrypt ``data`` into ``out`` (same
+        length; ``data`` may be ``bytes``). Entries are whole sectors and are
+        processed in order, exactly as that many :meth:`encrypt_into` calls,
+        but every entry is checked before anything is written: one bad entry
+        raises and leaves every buffer untouched. An empty vector does
+        nothing. The point is speed: one ctypes call (~1 µs) per batch
+        instead of per I/O, with no copy of the data.
+        """
+        self._iov(_lib.lib.vmenc_xts_encrypt_iov, iov)
+
+    def decrypt_iov(self, iov: Sequence[IOV]) -> None:
+        """Inverse of :meth:`encrypt_iov`, with the same checks."""
+        self._iov(_lib.lib.vmenc_xts_decrypt_iov, iov)
+
+    def _iov(self, fn, iov: Sequence[IOV]) -> None:
+        # |keep| holds the buffer views until the call returns: they keep
+        # every buffer exported (no bytearray resize, no free) while C runs
+        # without the GIL.
+        if not isinstance(iov, (list, tuple)):
+            iov = list(iov)
+        num = len(iov)
+        flat = None
+        if num and set(map(len, iov)) == _PAIRS:
+            # Fast path, all (sector, bytearray) in place: the per-entry work
+            # is done by map/slice assignment in C, not by bytecode.
+            sectors, bufs = zip(*iov)
+            if set(map(type, bufs)) == _BYTEARRAYS:
+                try:
+                    keep = list(map(_from_buffer, bufs))
+                except ValueError:  # a buffer under 8 bytes: the general path reports it
+                    keep = None
+                if keep is not None:
+                    addrs = list(map(addressof, keep))
+                    flat = [0] * (4 * num)
+                    flat[0::4] = sectors
+                    flat[1::4] = addrs
+                    flat[2::4] = addrs
+                    flat[3::4] = map(len, bufs)
+        if flat is None:
+            keep, flat = self._iov_general(iov)
+        packer = _IOV_STRUCTS.get(num)
+        if packer is None:
+            packer = _IOV_STRUCTS.setdefault(num, struct.Struct("@" + _IOV_FMT * num))
+        try:
+            packed = packer.pack(*flat)
+        except struct.error as e:  # a sector number outside 0..2^64-1, or not an int
+            raise ValueError(f"bad first_sector in I/O vector: {e}") from None
+        check(fn(self._ptr if not self._closed else 0, packed if num else None, num))
+        del keep
+
+    @staticmethod
+    def _iov_general(iov: Sequence[IOV]) -> Tuple[list, list]:
+        keep: list = []
+        flat: list = []
+        for entry in iov:
+            if len(entry) == 2:
+                sector, buf = entry
+                o, n = _lib.outbuf(buf)
+                keep.append(o)
+                a = _lib.addr(o) or 0
+                flat += (sector, a, a, n)
+            elif len(entry) == 3:
+                sector, data, out = entry
+                o, n = _lib.outbuf(out)
+                p, pn = _lib.inbuf(data)
+                if pn != n:
+                    raise ValueError("input and output lengths differ")
+                keep += (o, p)
+                flat += (sector, _lib.addr(p) or 0, _lib.addr(o) or 0, n)
+            else:
+                raise ValueError("an I/O is (first_sector, buffer) or (first_sector, data, out)")
+        return keep, flat
 
     def encrypt_unit(self, tweak: bytes, data) -> bytes:
         """Encrypt one data unit (>= 16 bytes, ciphertext stealing) with a raw 16-byte tweak."""
