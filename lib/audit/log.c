@@ -534,49 +534,44 @@ void vmenc_audit_log_free(vmenc_audit_log *log) {
     log_destroy(log);
 }
 
-vmenc_status vmenc_audit_log_file_tail(const uint8_t *key, size_t key_len, const char *path,
-                                       uint64_t *out_seq, uint8_t *out_hash) {
-    VMENC_ENSURE_REF(path);
-    VMENC_ENSURE_REF(out_seq);
-    VMENC_ENSURE_REF(out_hash);
+/* file_tail reads and checks the last record of the log at |path|: an
+ * empty file is VMENC_E_NOT_FOUND, a torn one VMENC_E_INTERRUPTED. */
+static vmenc_status file_tail(const uint8_t *key, size_t key_len, const char *path, tail_info *t) {
     audit_key k;
     VMENC_GUARD(audit_key_init(&k, key, key_len));
     vmenc_status rv;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     VMENC_ENSURE_GOTO(rv, fd >= 0, VMENC_E_IO, out);
-    tail_info t;
-    rv = read_tail(fd, &k, &t);
+    rv = read_tail(fd, &k, t);
     close(fd);
     if (rv != VMENC_OK)
         goto out;
-    VMENC_ENSURE_GOTO(rv, t.torn_len == 0, VMENC_E_INTERRUPTED, out);
-    VMENC_ENSURE_GOTO(rv, t.has_record, VMENC_E_NOT_FOUND, out);
-    *out_seq = t.seq;
-    memcpy(out_hash, t.hash, VMENC_AUDIT_HASH_BYTES);
+    VMENC_ENSURE_GOTO(rv, t->torn_len == 0, VMENC_E_INTERRUPTED, out);
+    VMENC_ENSURE_GOTO(rv, t->has_record, VMENC_E_NOT_FOUND, out);
 out:
     audit_key_cleanup(&k);
     return rv;
+}
+
+vmenc_status vmenc_audit_log_file_tail(const uint8_t *key, size_t key_len, const char *path,
+                                       uint64_t *out_seq, uint8_t *out_hash) {
+    VMENC_ENSURE_REF(path);
+    VMENC_ENSURE_REF(out_seq);
+    VMENC_ENSURE_REF(out_hash);
+    tail_info t;
+    VMENC_GUARD(file_tail(key, key_len, path, &t));
+    *out_seq = t.seq;
+    memcpy(out_hash, t.hash, VMENC_AUDIT_HASH_BYTES);
+    return VMENC_OK;
 }
 
 vmenc_status vmenc_audit_log_file_chain_id(const uint8_t *key, size_t key_len, const char *path,
                                            uint8_t *out) {
     VMENC_ENSURE_REF(path);
     VMENC_ENSURE_REF(out);
-    audit_key k;
-    VMENC_GUARD(audit_key_init(&k, key, key_len));
-    vmenc_status rv;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    VMENC_ENSURE_GOTO(rv, fd >= 0, VMENC_E_IO, out);
     tail_info t;
-    rv = read_tail(fd, &k, &t);
-    close(fd);
-    if (rv != VMENC_OK)
-        goto out;
-    VMENC_ENSURE_GOTO(rv, t.torn_len == 0, VMENC_E_INTERRUPTED, out);
-    VMENC_ENSURE_GOTO(rv, t.has_record, VMENC_E_NOT_FOUND, out);
-    VMENC_ENSURE_GOTO(rv, t.has_chain, VMENC_E_UNSUPPORTED, out);
+    VMENC_GUARD(file_tail(key, key_len, path, &t));
+    VMENC_ENSURE(t.has_chain, VMENC_E_UNSUPPORTED);
     memcpy(out, t.chain, AUDIT_CHAIN_BYTES);
-out:
-    audit_key_cleanup(&k);
-    return rv;
+    return VMENC_OK;
 }

@@ -100,34 +100,6 @@ static vmenc_status io_pread_all(int fd, uint8_t *buf, size_t len, uint64_t off)
     return VMENC_OK;
 }
 
-/* vm_io_hook lets a test put a fault injector under every data write and
- * sync (torn writes, lost fsyncs). NULL in the product. */
-const vm_io_hooks *vm_io_hook;
-
-vmenc_status vm_io_sync(int fd) {
-    if (vm_io_hook != NULL && vm_io_hook->sync != NULL)
-        return vm_io_hook->sync(fd);
-    return fdatasync(fd) == 0 ? VMENC_OK : vm_status_from_errno(errno);
-}
-
-vmenc_status vm_io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
-    if (vm_io_hook != NULL && vm_io_hook->pwrite != NULL)
-        return vm_io_hook->pwrite(fd, buf, len, off);
-    while (len > 0) {
-        ssize_t n = pwrite(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return vm_status_from_errno(errno);
-        if (n == 0)
-            return VMENC_E_IO;
-        buf += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return VMENC_OK;
-}
-
 static bool all_zero(const uint8_t *p, size_t len) {
     uint64_t acc = 0;
     for (size_t i = 0; i + 8 <= len; i += 8) {

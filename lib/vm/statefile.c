@@ -112,18 +112,6 @@ static vmenc_status pread_all(int fd, uint8_t *buf, size_t len, uint64_t off, si
     return VMENC_OK;
 }
 
-static vmenc_status pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(fd, buf + done, len - done, (off_t)(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return vm_status_from_errno(errno);
-        done += (size_t)n;
-    }
-    return VMENC_OK;
-}
 
 /* reserve allocates the blocks of an extension before any record changes,
  * so a full file system fails the write up front with nothing modified
@@ -242,7 +230,7 @@ static vmenc_status seal_record(vm_sf *f, uint64_t i, size_t len, bool last) {
         EVP_EncryptFinal_ex(f->enc, ct + len, &n) != 1 ||
         EVP_CIPHER_CTX_ctrl(f->enc, EVP_CTRL_GCM_GET_TAG, VM_SF_TAG_BYTES, tag) != 1)
         return VMENC_E_CRYPTO;
-    return pwrite_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i));
+    return vm_io_pwrite_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i));
 }
 
 /* open_record reads record |i| of |len| plaintext bytes into f->pt and
@@ -356,7 +344,7 @@ static vmenc_status plain_write(vm_sf *f, uint64_t off, const uint8_t *data, siz
     uint64_t end = off + len;
     if (end > f->size)
         VMENC_GUARD(reserve(f->fd, f->size, end));
-    VMENC_GUARD(pwrite_all(f->fd, data, len, off));
+    VMENC_GUARD(vm_io_pwrite_all(f->fd, data, len, off));
     if (end > f->size)
         f->size = end;
     return VMENC_OK;
@@ -445,7 +433,7 @@ static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *
     if (ftruncate(f->fd, 0) != 0)
         return vm_status_from_errno(errno);
     VMENC_GUARD(reserve(f->fd, 0, VM_SF_HEADER_BYTES + SF_OVERHEAD));
-    VMENC_GUARD(pwrite_all(f->fd, header, sizeof(header), 0));
+    VMENC_GUARD(vm_io_pwrite_all(f->fd, header, sizeof(header), 0));
     f->size = 0;
     memset(f->pt, 0, (size_t)SF_CHUNK);
     VMENC_GUARD(seal_record(f, 0, 0, true));
@@ -663,7 +651,7 @@ vmenc_status vm_sf_writer_new(int fd, uint8_t cls, uint32_t index, const char *u
     if (rv == VMENC_OK && ftruncate(fd, 0) != 0)
         rv = vm_status_from_errno(errno);
     if (rv == VMENC_OK)
-        rv = pwrite_all(fd, header, sizeof(header), 0);
+        rv = vm_io_pwrite_all(fd, header, sizeof(header), 0);
     if (rv != VMENC_OK) {
         sf_free(w->f);
         free(w);

@@ -51,6 +51,21 @@ VMENC_INTERNAL vmenc_status vm_read_file(int dirfd, const char *name, size_t max
 /* vm_fsync_dir fsyncs a directory descriptor (VMENC_E_IO on failure). */
 VMENC_INTERNAL vmenc_status vm_fsync_dir(int dirfd);
 
+/* Test hooks: when set, every data write and data sync of an extent, a
+ * state file and a conversion state file goes through them (a fault
+ * injector for torn writes, lost fsyncs, ENOSPC and EIO). NULL in the
+ * product. */
+typedef struct vm_io_hooks {
+    vmenc_status (*pwrite)(int fd, const uint8_t *buf, size_t len, uint64_t off);
+    vmenc_status (*sync)(int fd);
+} vm_io_hooks;
+extern const vm_io_hooks *vm_io_hook;
+/* vm_io_pwrite_all writes every byte at |off| (EINTR and short writes
+ * retried; a write of 0 bytes is VMENC_E_IO); vm_io_sync is fdatasync.
+ * Both go through the hooks when set. */
+VMENC_INTERNAL vmenc_status vm_io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
+VMENC_INTERNAL vmenc_status vm_io_sync(int fd);
+
 /* ---- key = "value" text (kv.c) ------------------------------------------------
  *
  * Grammar (one item per line, LF line ends; a final line without LF is

@@ -140,18 +140,6 @@ VMENC_INTERNAL void vm_extent_convert_reverse(vm_extent *e);
  * the old XTS context for the caller to free. */
 VMENC_INTERNAL vmenc_xts *vm_extent_convert_finish(vm_extent *e);
 
-/* Test hooks: when set, every data write and data sync of an extent and of
- * a conversion state file goes through them (a fault injector for torn
- * writes, lost fsyncs, ENOSPC and EIO). NULL in the product. */
-typedef struct vm_io_hooks {
-    vmenc_status (*pwrite)(int fd, const uint8_t *buf, size_t len, uint64_t off);
-    vmenc_status (*sync)(int fd);
-} vm_io_hooks;
-extern const vm_io_hooks *vm_io_hook;
-/* vm_io_pwrite_all writes every byte (EINTR and short writes retried);
- * vm_io_sync is fdatasync. Both go through the hooks when set. */
-VMENC_INTERNAL vmenc_status vm_io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
-VMENC_INTERNAL vmenc_status vm_io_sync(int fd);
 
 /* vm_extent_close flushes (unless read-only or |flush| false), frees,
  * wipes the cipher context. Returns the flush status. */
