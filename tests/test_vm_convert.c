@@ -470,6 +470,82 @@ static void test_power_cuts(void **state) {
     vmenc_vm_free(vm);
 }
 
+static char *vmx_key_safe(const char *vm) {
+    char p[PATH_MAX + 64];
+    size_t len = 0;
+    char *t = (char *)vmfix_read_file(vmfix_vmx_path(&g_f, vm, p, sizeof(p)), &len);
+    char *k = t != NULL ? strstr(t, "encryption.keySafe = \"") : NULL;
+    char *out = k != NULL ? strndup(k, 200) : NULL;
+    free(t);
+    return out;
+}
+
+static void write_state_file(vmenc_vm *vm, vmenc_vm_file_class cls, uint32_t index, const uint8_t *data,
+                             size_t len) {
+    vmenc_vm_file *f = NULL;
+    OK(vmenc_vm_file_open(vm, "alice", cls, index, VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE, &f));
+    OK(vmenc_vm_file_pwrite(f, 0, data, len));
+    OK(vmenc_vm_file_close(f));
+}
+
+static void check_state_file(vmenc_vm *vm, vmenc_vm_file_class cls, uint32_t index, const uint8_t *data,
+                             size_t len) {
+    vmenc_vm_file *f = NULL;
+    uint8_t *back = malloc(len);
+    size_t got = 0;
+    OK(vmenc_vm_file_open(vm, "bob", cls, index, VMENC_VM_FILE_READONLY, &f));
+    OK(vmenc_vm_file_pread(f, 0, len, back, &got));
+    assert_int_equal(got, len);
+    assert_memory_equal(back, data, len);
+    OK(vmenc_vm_file_close(f));
+    free(back);
+}
+
+/* A deep rekey renews the VM home's key too: NVRAM and snapshot files are
+ * re-sealed, the sealed configuration re-sealed; interrupted half way (a
+ * write fails during the second file), the VM still opens and reads every
+ * file, and resuming finishes it. */
+static void test_deep_rekey_of_the_home(void **state) {
+    char id[VMENC_DISK_ID_MAX + 1];
+    vmenc_vm *vm = make_vm("cv8", id);
+    uint8_t nv[5000], sn[200000];
+    for (size_t i = 0; i < sizeof(nv); i++)
+        nv[i] = (uint8_t)(i * 3);
+    for (size_t i = 0; i < sizeof(sn); i++)
+        sn[i] = (uint8_t)(i * 7 + 1);
+    write_state_file(vm, VMENC_VM_FILE_NVRAM, 0, nv, sizeof(nv));
+    write_state_file(vm, VMENC_VM_FILE_VMSN, 1, sn, sizeof(sn));
+    OK(vmenc_vm_config_set(vm, "alice", "guestinfo.secret", "kept across the rekey", VMENC_VM_CONFIG_SECRET));
+    char *before = vmx_key_safe("cv8");
+    assert_int_equal(vmenc_vm_rekey_deep(vm, "bob", NULL), VMENC_E_DENIED);
+    /* interrupted: the 3rd data write of the run fails (inside the second file's conversion) */
+    faults_on(0, 3, VMENC_E_IO);
+    vmenc_status s = vmenc_vm_rekey_deep(vm, "alice", NULL);
+    faults_off();
+    assert_int_equal(s, VMENC_E_IO);
+    vmenc_vm_free(vm);
+    vm = reopen("cv8");
+    check_state_file(vm, VMENC_VM_FILE_NVRAM, 0, nv, sizeof(nv)); /* one key or the other, authenticated */
+    check_state_file(vm, VMENC_VM_FILE_VMSN, 1, sn, sizeof(sn));
+    assert_int_equal(vmenc_vm_rekey_shallow(vm, "alice", NULL, NULL), VMENC_E_BAD_STATE);
+    OK(vmenc_vm_resume(vm, "alice", NULL));
+    char *after = vmx_key_safe("cv8");
+    assert_non_null(before);
+    assert_non_null(after);
+    assert_string_not_equal(before, after); /* a new VM key */
+    vmenc_vm_free(vm);
+    vm = reopen("cv8");
+    check_state_file(vm, VMENC_VM_FILE_NVRAM, 0, nv, sizeof(nv));
+    check_state_file(vm, VMENC_VM_FILE_VMSN, 1, sn, sizeof(sn));
+    char buf[64];
+    OK(vmenc_vm_config_get(vm, "alice", "guestinfo.secret", buf, sizeof(buf), NULL));
+    assert_string_equal(buf, "kept across the rekey");
+    OK(vmenc_vm_rekey_shallow(vm, "alice", NULL, NULL)); /* no longer refused */
+    free(before);
+    free(after);
+    vmenc_vm_free(vm);
+}
+
 /* rollback: each kind turned around half way (once after a reopen), then
  * a rollback interrupted by a power cut; the disk ends as it began. */
 static void test_rollback(void **state) {
@@ -715,6 +791,7 @@ int main(void) {
         cmocka_unit_test(test_enospc_and_eio_resume),
         cmocka_unit_test(test_power_cuts),
         cmocka_unit_test(test_rollback),
+        cmocka_unit_test(test_deep_rekey_of_the_home),
         cmocka_unit_test(test_kill_campaign),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -504,13 +504,18 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_v
                                                                          const vmenc_apply_options *opts);
 
 /* vmenc_vm_rekey_deep gives every encrypted disk of a powered-off VM a new
- * DEK and re-encrypts it in place (policy VMENC_OP_REKEY_DEEP). The VM
- * home's key is not changed by this version (docs/reencryption.md). */
+ * DEK and re-encrypts it in place, then gives the VM home a new VM key: its
+ * state files and sealed configuration are re-sealed under it (policy
+ * VMENC_OP_REKEY_DEEP; docs/reencryption.md). Interrupted, the VM still
+ * opens (each state file under one key or the other, the AEAD telling
+ * which), shallow rekey and clone wait, and vmenc_vm_resume (or calling
+ * this again) finishes it. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal,
                                                             const vmenc_apply_options *opts);
 
 /* vmenc_vm_resume finishes every interrupted conversion of a powered-off
- * VM's disks (each authorized as its kind). */
+ * VM's disks (each authorized as its kind) and an interrupted deep rekey of
+ * its home (as VMENC_OP_REKEY_DEEP). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal,
                                                         const vmenc_apply_options *opts);
 

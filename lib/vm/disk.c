@@ -164,11 +164,23 @@ vmenc_status vmenc_disk_close(vmenc_disk *disk) {
 static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint32_t index, uint32_t flags,
                                      vmenc_vm_file *f) {
     VMENC_ENSURE(!vm_is_encrypted(vm) || vm->vm_key != NULL, VMENC_E_VM_LOCKED);
+    VMENC_ENSURE(vm->vmx.new_key_safe == NULL || vm->new_vm_key != NULL, VMENC_E_VM_LOCKED);
     char name[VMENC_VM_NAME_MAX + 32];
     VMENC_GUARD(vm_state_file_name(vm->vmx.name, cls, index, name, sizeof(name)));
     bool sync = vm_host_sync(vm->host);
-    if (cls != VMENC_VM_FILE_VSWP)
+    if (cls != VMENC_VM_FILE_VSWP) {
+        /* During an interrupted deep rekey of the home each file is wholly
+         * under the next key (converted) or the current one (not yet): the
+         * AEAD tells which; nothing unauthenticated is ever accepted. */
+        if (vm->new_vm_key != NULL) {
+            vmenc_status s = vm_sf_open(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->new_vm_key,
+                                        flags & ~(uint32_t)(VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE), sync,
+                                        &f->sf);
+            if (s != VMENC_E_AUTH && s != VMENC_E_NOT_FOUND)
+                return s; /* (a file made now is made under the current key; finishing converts it) */
+        }
         return vm_sf_open(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, flags, sync, &f->sf);
+    }
     /* Swap: XTS over a fixed-size file, made on first open. */
     VMENC_ENSURE((flags & VMENC_VM_FILE_TRUNCATE) == 0, VMENC_E_INVALID_ARG);
     uint64_t size = (vm->vmx.memory_bytes + 4095) & ~(uint64_t)4095;

@@ -137,6 +137,8 @@ vmenc_status vm_alloc(vmenc_host *host, const char *home_dir, int dirfd, vmenc_v
 static void vm_drop_keys(vmenc_vm *vm) {
     vmenc_dek_free(vm->vm_key);
     vm->vm_key = NULL;
+    vmenc_dek_free(vm->new_vm_key);
+    vm->new_vm_key = NULL;
     vm_kv_free(vm->secret);
     vm->secret = NULL;
     for (size_t i = 0; i < vm->num_disks; i++) {
@@ -410,6 +412,18 @@ static vmenc_status load_keys(vmenc_vm *vm, vm_op *op) {
             vmenc_status s = unwrap_record(vm, vm->vmx.key_safe, &ctx, &vm->vm_key);
             if (key_unavailable(s))
                 VMENC_GUARD(note_missing(vm, vm->vmx.key_safe, s));
+            else if (s != VMENC_OK)
+                return s;
+        }
+        if (vm->vmx.new_key_safe != NULL && vm->new_vm_key == NULL) {
+            /* a deep rekey of the home was interrupted: the next VM key too */
+            vm_op_add_key(op, vmenc_wrapped_key_provider_alias(vm->vmx.new_key_safe),
+                          vmenc_wrapped_key_kek_id(vm->vmx.new_key_safe));
+            vmenc_wrap_context ctx;
+            vm_wrap_ctx(&ctx, vm->vmx.uuid, NULL);
+            vmenc_status s = unwrap_record(vm, vm->vmx.new_key_safe, &ctx, &vm->new_vm_key);
+            if (key_unavailable(s))
+                VMENC_GUARD(note_missing(vm, vm->vmx.new_key_safe, s));
             else if (s != VMENC_OK)
                 return s;
         }

@@ -216,6 +216,7 @@ VMENC_INTERNAL void vm_disk_desc_cleanup(vm_disk_desc *d);
  *   encryption.keySafe = "vmwk1:..."        (encrypted VM only)
  *   encryption.data = "vmsd1:..."           (encrypted VM only)
  *   encryption.kekCheck = "<32 hex>"         (optional: the KEK's check value)
+ *   encryption.newKeySafe = "vmwk1:..."      (only during a deep rekey of the home)
  *   ... any other entries, kept as they are
  * Unknown "encryption.*" or "vmenc.*" keys are VMENC_E_PARSE. */
 typedef struct vm_vmx_disk {
@@ -235,6 +236,9 @@ typedef struct vm_vmx {
     const char *sealed_data;                    /* points into kv, NULL for a plain VM */
     bool has_kek_check;                         /* encryption.kekCheck (32 hex digits) */
     uint8_t kek_check[VMENC_KEK_CHECK_VALUE_BYTES];
+    /* encryption.newKeySafe: during a deep rekey of the VM home, the next
+     * VM key (same binding as keySafe); owned, NULL otherwise */
+    vmenc_wrapped_key *new_key_safe;
 } vm_vmx;
 
 /* vm_vm_name_check applies VMENC_VM_NAME_MAX's rule (VMENC_E_INVALID_ARG). */

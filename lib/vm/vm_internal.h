@@ -227,6 +227,7 @@ struct vmenc_vm {
     vm_vmx vmx;                 /* parsed configuration (kv owned) */
     vm_kv *secret;              /* opened encryption.data; NULL when plain or locked */
     vmenc_dek *vm_key;          /* NULL when plain or locked */
+    vmenc_dek *new_vm_key;      /* during a deep rekey of the home: the next VM key */
     vm_disk_entry *disks;       /* vmx.num_disks entries */
     size_t num_disks;
     vm_missing_key *missing;

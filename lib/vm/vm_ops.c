@@ -291,6 +291,8 @@ static vmenc_status rewrap_all(vmenc_vm *vm, const char *alias, const char *kek_
  * shallow rekey or a clone then waits for it: the descriptor holds two
  * keys and the extent two layouts (docs/reencryption.md). */
 static bool any_converting(const vmenc_vm *vm) {
+    if (vm->vmx.new_key_safe != NULL)
+        return true; /* a deep rekey of the home is under way */
     for (size_t i = 0; i < vm->num_disks; i++)
         if (vm_disk_desc_converting(&vm->disks[i].desc))
             return true;
@@ -415,6 +417,76 @@ static vmenc_status convert_one(vmenc_vm *vm, const char *file, vmenc_vm_file_cl
         return VMENC_OK;
     return vm_sf_convert(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, a->from, vm->vmx.uuid, a->to,
                          vm_host_sync(vm->host));
+}
+
+/* rekey_one re-seals one state file of the home under the next VM key; a
+ * file that already opens under it (an interrupted earlier run) is left. */
+static vmenc_status rekey_one(vmenc_vm *vm, const char *file, vmenc_vm_file_class cls, uint32_t index, void *arg) {
+    (void)arg;
+    vm_sf *probe = NULL;
+    vmenc_status s = vm_sf_open(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, vm->new_vm_key,
+                                VMENC_VM_FILE_READONLY, false, &probe);
+    if (s == VMENC_OK)
+        return vm_sf_close(probe);
+    if (s != VMENC_E_AUTH)
+        return s;
+    return vm_sf_convert(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, vm->vmx.uuid,
+                         vm->new_vm_key, vm_host_sync(vm->host));
+}
+
+static void drop_swap(vmenc_vm *vm);
+
+/* rekey_home_deep gives the VM home a new VM key (a deep rekey of the home:
+ * NVRAM, suspend and snapshot files re-sealed, the sealed configuration
+ * too). Crash-safe by ordering, each step atomic: (1) the next key, proven,
+ * is written beside the current one (encryption.newKeySafe); (2) each
+ * state file is converted (temp + rename) - meanwhile every file opens under
+ * one key or the other, the AEAD telling which; (3) the configuration names
+ * only the new key and is re-sealed under it. Re-running finishes an
+ * interrupted run. VM lock held; the VM powered off. */
+static vmenc_status rekey_home_deep(vmenc_vm *vm, vm_op *op) {
+    const char *alias = vm_alias(vm), *kek = vm_kek(vm);
+    vm_op_add_key(op, alias, kek);
+    if (vm->vmx.new_key_safe == NULL) {
+        vmenc_dek *next = NULL;
+        vmenc_wrapped_key *wk = NULL;
+        VMENC_GUARD(vmenc_dek_generate(&next));
+        vmenc_status s = vm_new_wrapped(vm->host, alias, kek, next, vm->vmx.uuid, NULL, &wk);
+        if (s == VMENC_OK) {
+            vm->vmx.new_key_safe = wk;
+            vm->new_vm_key = next;
+            s = vm_write_config(vm);
+            if (s != VMENC_OK) {
+                vm->vmx.new_key_safe = NULL;
+                vm->new_vm_key = NULL;
+            }
+        }
+        if (s != VMENC_OK) {
+            vmenc_wrapped_key_free(wk);
+            vmenc_dek_free(next);
+            return s;
+        }
+    }
+    VMENC_ENSURE(vm->new_vm_key != NULL, VMENC_E_VM_LOCKED);
+    drop_swap(vm);
+    VMENC_GUARD(for_each_state_file(vm, rekey_one, NULL));
+    vmenc_wrapped_key *old_wk = vm->vmx.key_safe;
+    vmenc_dek *old_key = vm->vm_key;
+    vm->vmx.key_safe = vm->vmx.new_key_safe;
+    vm->vm_key = vm->new_vm_key;
+    vm->vmx.new_key_safe = NULL;
+    vm->new_vm_key = NULL;
+    vmenc_status s = vm_write_config(vm); /* re-sealed under the new key */
+    if (s != VMENC_OK) {
+        vm->vmx.new_key_safe = vm->vmx.key_safe;
+        vm->new_vm_key = vm->vm_key;
+        vm->vmx.key_safe = old_wk;
+        vm->vm_key = old_key;
+        return s;
+    }
+    vmenc_wrapped_key_free(old_wk);
+    vmenc_dek_free(old_key); /* wiped */
+    return VMENC_OK;
 }
 
 static void drop_swap(vmenc_vm *vm) {
@@ -645,12 +717,33 @@ static size_t disk_ids_where(vmenc_vm *vm, bool (*want)(const vm_disk_desc *),
 static bool is_converting(const vm_disk_desc *d) { return vm_disk_desc_converting(d); }
 static bool is_encrypted_disk(const vm_disk_desc *d) { return d->state == VMENC_DISK_ENCRYPTED; }
 
+/* finish_home_rekey completes an interrupted deep rekey of the home, as a
+ * deep rekey (policy REKEY_DEEP, audited). */
+static vmenc_status finish_home_rekey(vmenc_vm *vm, const char *principal) {
+    pthread_mutex_lock(&vm->lock);
+    bool pending = vm->vmx.new_key_safe != NULL;
+    pthread_mutex_unlock(&vm->lock);
+    if (!pending)
+        return VMENC_OK;
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.rekey_deep_home", vm->vmx.name);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_REKEY_DEEP, .vm = vm->vmx.name,
+                               .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = check_plan(vm);
+    if (s == VMENC_OK && vm->vmx.new_key_safe != NULL)
+        s = rekey_home_deep(vm, &op);
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
 static vmenc_status resume_all(vmenc_vm *vm, const char *principal, const vmenc_apply_options *o) {
     char ids[VMENC_VM_MAX_DISKS][VMENC_DISK_ID_MAX + 1];
     size_t n = disk_ids_where(vm, is_converting, ids);
     for (size_t i = 0; i < n; i++)
         VMENC_GUARD(convert_disk(vm, principal, ids[i], 0, o));
-    return VMENC_OK;
+    return finish_home_rekey(vm, principal);
 }
 
 static vmenc_status check_apply_options(const vmenc_apply_options **o) {
@@ -688,6 +781,13 @@ vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmen
     size_t n = s == VMENC_OK ? disk_ids_where(vm, is_encrypted_disk, ids) : 0;
     for (size_t i = 0; i < n && s == VMENC_OK; i++)
         s = convert_disk(vm, principal, ids[i], VMENC_CONVERT_REKEY, opts);
+    if (s == VMENC_OK) { /* then the home: a new VM key for its files and sealed entries */
+        pthread_mutex_lock(&vm->lock);
+        s = check_plan(vm);
+        if (s == VMENC_OK)
+            s = rekey_home_deep(vm, &op);
+        pthread_mutex_unlock(&vm->lock);
+    }
     return vm_op_finish(&op, s, NULL);
 }
 

@@ -20,7 +20,8 @@
 #define DISK_KEY_MAX 32u
 
 static const char *const k_vmenc_keys[] = {"vmenc.version", "vmenc.uuid", "vmenc.storagePolicy"};
-static const char *const k_encryption_keys[] = {"encryption.keySafe", "encryption.data", "encryption.kekCheck"};
+static const char *const k_encryption_keys[] = {"encryption.keySafe", "encryption.data", "encryption.kekCheck",
+                                                "encryption.newKeySafe"};
 
 vmenc_status vm_vm_name_check(const char *name) {
     VMENC_ENSURE(name != NULL && strlen(name) <= VMENC_VM_NAME_MAX, VMENC_E_INVALID_ARG);
@@ -168,11 +169,14 @@ static vmenc_status parse_encryption(vm_vmx *v) {
     const char *key_safe = vm_kv_get(v->kv, "encryption.keySafe");
     const char *data = vm_kv_get(v->kv, "encryption.data");
     const char *kcv = vm_kv_get(v->kv, "encryption.kekCheck");
+    const char *new_key_safe = vm_kv_get(v->kv, "encryption.newKeySafe");
     if (key_safe == NULL) {
-        VMENC_ENSURE(data == NULL && kcv == NULL, VMENC_E_PARSE);
+        VMENC_ENSURE(data == NULL && kcv == NULL && new_key_safe == NULL, VMENC_E_PARSE);
         return VMENC_OK;
     }
     VMENC_GUARD(vm_key_safe_parse(key_safe, &v->key_safe));
+    if (new_key_safe != NULL)
+        VMENC_GUARD(vm_key_safe_parse(new_key_safe, &v->new_key_safe));
     if (kcv != NULL) {
         VMENC_GUARD(vm_kcv_parse(kcv, v->kek_check));
         v->has_kek_check = true;
@@ -317,6 +321,15 @@ static vmenc_status sync_encryption(vm_vmx *v, const char *sealed_data_text) {
         vmenc_buffer_free(text);
         VMENC_GUARD(rv);
     }
+    if (v->new_key_safe == NULL || v->key_safe == NULL) {
+        VMENC_GUARD(remove_if_present(v->kv, "encryption.newKeySafe"));
+    } else {
+        char *text = NULL;
+        VMENC_GUARD(vmenc_wrapped_key_to_text(v->new_key_safe, &text));
+        vmenc_status rv = vm_kv_set(v->kv, "encryption.newKeySafe", text);
+        vmenc_buffer_free(text);
+        VMENC_GUARD(rv);
+    }
     v->sealed_data = NULL; /* the old value may be freed below */
     if (sealed_data_text == NULL)
         return remove_if_present(v->kv, "encryption.data");
@@ -339,5 +352,6 @@ void vm_vmx_cleanup(vm_vmx *v) {
         return;
     vm_kv_free(v->kv);
     vmenc_wrapped_key_free(v->key_safe);
+    vmenc_wrapped_key_free(v->new_key_safe);
     memset(v, 0, sizeof(*v));
 }
