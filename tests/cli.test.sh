@@ -229,7 +229,9 @@ json "j['resumed'] == 1 and j['disks'][0]['state'] == 'encrypted' and j['convers
 expect 0 "disk read after the resume" -- bash -c "\"$VMENC\" disk read big scsi0:0 > \"$T/back\""
 cmp -s "$T/big" "$T/back" && ok "every byte right after Ctrl-C and resume" || bad "every byte right after Ctrl-C and resume"
 [[ $(plain_left big) == 0 ]] && ok "no plaintext sector left in big's extent" || bad "plaintext left in big's extent: $(plain_left big)"
-expect 0 "vm encrypt again completes the policy" -- "$VMENC" --json vm encrypt big
+expect 0 "vm status after the resume" -- "$VMENC" --json vm status big
+json "j['storage_policy'] == 'VM Encryption Policy' and j['encrypted']" "resume finished the storage policy too"
+expect 0 "vm encrypt again (nothing left)" -- "$VMENC" --json vm encrypt big
 json "j['encrypted'] and j['storage_policy'] == 'VM Encryption Policy' and j['conversions'] == []" "nothing left to convert"
 expect 0 "vm resume with nothing to resume" -- "$VMENC" --json vm resume big
 json "j['resumed'] == 0" "resume JSON: nothing"

@@ -546,6 +546,55 @@ static void test_deep_rekey_of_the_home(void **state) {
     vmenc_vm_free(vm);
 }
 
+static int stop_after_two(void *ctx, const char *disk_id, const vmenc_convert_progress *p) {
+    (void)disk_id;
+    int *calls = ctx;
+    return ++*calls >= 2 && !p->done;
+}
+
+/* A storage policy stopped half way (the progress callback says stop): the
+ * configuration records which policy was being applied, and resume finishes
+ * the disk's conversion and then the rest of the policy. */
+static void test_resume_finishes_the_policy(void **state) {
+    char id[VMENC_DISK_ID_MAX + 1];
+    vmenc_vm *vm = NULL;
+    OK(vmfix_create(&g_f, "alice", "cv9", NULL, &vm));
+    OK(vmfix_add_disk(&g_f, vm, "alice", CAP, 512, id));
+    vmenc_disk *d = NULL;
+    OK(vmenc_disk_open(vm, "alice", id, 0, &d));
+    fill(d);
+    OK(vmenc_disk_close(d));
+    int calls = 0;
+    vmenc_apply_options o = {.struct_size = sizeof(o), .progress = stop_after_two, .progress_ctx = &calls,
+                             .segment_bytes = SEG};
+    assert_int_equal(vmenc_vm_apply_storage_policy_ex(vm, "alice", "encrypted", &o), VMENC_E_INTERRUPTED);
+    vmenc_vm_free(vm);
+    vm = reopen("cv9");
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    OK(vmenc_vm_get_info(vm, &info));
+    assert_string_equal(info.storage_policy, ""); /* not applied yet */
+    vmenc_disk_info di = {.struct_size = sizeof(di)};
+    OK(vmenc_vm_get_disk_info(vm, 0, &di));
+    assert_int_equal(di.state, VMENC_DISK_ENCRYPTING);
+    assert_int_equal(vmenc_vm_resume(vm, "bob", NULL), VMENC_E_DENIED);
+    OK(vmenc_vm_resume(vm, "alice", NULL));
+    OK(vmenc_vm_get_info(vm, &info));
+    assert_string_equal(info.storage_policy, "encrypted");
+    assert_int_equal(info.encrypted, 1);
+    OK(vmenc_vm_get_disk_info(vm, 0, &di));
+    assert_int_equal(di.state, VMENC_DISK_ENCRYPTED);
+    OK(vmenc_disk_open(vm, "bob", id, VMENC_DISK_OPEN_READONLY, &d));
+    verify(d);
+    OK(vmenc_disk_close(d));
+    char p[PATH_MAX + 64];
+    size_t len = 0;
+    char *t = (char *)vmfix_read_file(vmfix_vmx_path(&g_f, "cv9", p, sizeof(p)), &len);
+    assert_null(strstr(t, "applyingPolicy")); /* cleared once done */
+    free(t);
+    OK(vmenc_vm_resume(vm, "alice", NULL)); /* nothing left: a no-op */
+    vmenc_vm_free(vm);
+}
+
 /* rollback: each kind turned around half way (once after a reopen), then
  * a rollback interrupted by a power cut; the disk ends as it began. */
 static void test_rollback(void **state) {
@@ -792,6 +841,7 @@ int main(void) {
         cmocka_unit_test(test_power_cuts),
         cmocka_unit_test(test_rollback),
         cmocka_unit_test(test_deep_rekey_of_the_home),
+        cmocka_unit_test(test_resume_finishes_the_policy),
         cmocka_unit_test(test_kill_campaign),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -514,8 +514,10 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const 
                                                             const vmenc_apply_options *opts);
 
 /* vmenc_vm_resume finishes every interrupted conversion of a powered-off
- * VM's disks (each authorized as its kind) and an interrupted deep rekey of
- * its home (as VMENC_OP_REKEY_DEEP). */
+ * VM's disks (each authorized as its kind), an interrupted deep rekey of its
+ * home (as VMENC_OP_REKEY_DEEP), and then the storage policy whose
+ * application was interrupted, if any (the configuration records it:
+ * vmenc.applyingPolicy), as vmenc_vm_apply_storage_policy_ex would. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal,
                                                         const vmenc_apply_options *opts);
 

@@ -211,6 +211,7 @@ VMENC_INTERNAL void vm_disk_desc_cleanup(vm_disk_desc *d);
  *   vmenc.uuid = "<uuid>"
  *   memSize = "<MiB>"                       (swap size)
  *   vmenc.storagePolicy = "<name>"          (optional)
+ *   vmenc.applyingPolicy = "<name>"         (only while a policy's application is unfinished)
  *   scsiB:U.present = "TRUE"
  *   scsiB:U.fileName = "<base>.vmdk"        (checked file name)
  *   encryption.keySafe = "vmwk1:..."        (encrypted VM only)
@@ -230,6 +231,9 @@ typedef struct vm_vmx {
     char uuid[VMENC_VM_UUID_LEN + 1];
     uint64_t memory_bytes;
     char storage_policy[VMENC_POLICY_NAME_MAX + 1];
+    /* vmenc.applyingPolicy: a storage policy whose application was begun and
+     * not finished (vmenc_vm_resume finishes it); "" if none */
+    char applying_policy[VMENC_POLICY_NAME_MAX + 1];
     size_t num_disks;                           /* present disks, in kv order */
     vm_vmx_disk disks[VMENC_VM_MAX_DISKS];
     vmenc_wrapped_key *key_safe;                /* owned; NULL for a plain VM */

@@ -759,7 +759,14 @@ static vmenc_status check_apply_options(const vmenc_apply_options **o) {
 vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
     VMENC_ENSURE_REF(vm);
     VMENC_GUARD(check_apply_options(&opts));
-    return resume_all(vm, principal, opts);
+    VMENC_GUARD(resume_all(vm, principal, opts));
+    /* a storage policy whose application was interrupted is applied again:
+     * what is done is skipped, the rest done (authorized as usual) */
+    char pending[VMENC_POLICY_NAME_MAX + 1];
+    pthread_mutex_lock(&vm->lock);
+    snprintf(pending, sizeof(pending), "%s", vm->vmx.applying_policy);
+    pthread_mutex_unlock(&vm->lock);
+    return pending[0] != '\0' ? vmenc_vm_apply_storage_policy_ex(vm, principal, pending, opts) : VMENC_OK;
 }
 
 vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
@@ -832,6 +839,17 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
         return s;
     }
     s = check_plan(vm);
+    if (s == VMENC_OK && n > 0 && strcmp(vm->vmx.applying_policy, name) != 0) {
+        /* Say durably which policy is being applied, so an interruption
+         * (a crash, a stop from the progress callback) can be finished by
+         * vmenc_vm_resume without the caller remembering it. */
+        char before[sizeof(vm->vmx.applying_policy)];
+        memcpy(before, vm->vmx.applying_policy, sizeof(before));
+        snprintf(vm->vmx.applying_policy, sizeof(vm->vmx.applying_policy), "%s", name);
+        s = vm_write_config(vm);
+        if (s != VMENC_OK)
+            memcpy(vm->vmx.applying_policy, before, sizeof(before));
+    }
     for (size_t i = 0; i < n && s == VMENC_OK; i++) {
         bool move = false;
         s = disk_needs_move(vm, &acts[i], &move);
@@ -851,6 +869,7 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
     }
     if (s == VMENC_OK) {
         snprintf(vm->vmx.storage_policy, sizeof(vm->vmx.storage_policy), "%s", name);
+        vm->vmx.applying_policy[0] = '\0';
         s = vm_write_config(vm);
     }
     if (s == VMENC_OK)

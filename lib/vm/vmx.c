@@ -19,7 +19,8 @@
 #define MEM_MIB_MAX ((uint64_t)1 << 24)
 #define DISK_KEY_MAX 32u
 
-static const char *const k_vmenc_keys[] = {"vmenc.version", "vmenc.uuid", "vmenc.storagePolicy"};
+static const char *const k_vmenc_keys[] = {"vmenc.version", "vmenc.uuid", "vmenc.storagePolicy",
+                                           "vmenc.applyingPolicy"};
 static const char *const k_encryption_keys[] = {"encryption.keySafe", "encryption.data", "encryption.kekCheck",
                                                 "encryption.newKeySafe"};
 
@@ -160,6 +161,11 @@ static vmenc_status parse_identity(vm_vmx *v) {
         VMENC_ENSURE(policy[0] != '\0', VMENC_E_PARSE);
         VMENC_GUARD(vm_copy_field(v->storage_policy, sizeof(v->storage_policy), policy));
     }
+    const char *applying = vm_kv_get(v->kv, "vmenc.applyingPolicy");
+    if (applying != NULL) {
+        VMENC_ENSURE(applying[0] != '\0', VMENC_E_PARSE);
+        VMENC_GUARD(vm_copy_field(v->applying_policy, sizeof(v->applying_policy), applying));
+    }
     return VMENC_OK;
 }
 
@@ -294,6 +300,11 @@ static vmenc_status sync_identity(vm_vmx *v) {
     char num[21];
     vm_format_u64(v->memory_bytes / MIB, num);
     VMENC_GUARD(vm_kv_set(v->kv, "memSize", num));
+    VMENC_ENSURE(memchr(v->applying_policy, '\0', sizeof(v->applying_policy)) != NULL, VMENC_E_INVALID_ARG);
+    if (v->applying_policy[0] == '\0')
+        VMENC_GUARD(remove_if_present(v->kv, "vmenc.applyingPolicy"));
+    else
+        VMENC_GUARD(vm_kv_set(v->kv, "vmenc.applyingPolicy", v->applying_policy));
     if (v->storage_policy[0] == '\0')
         return remove_if_present(v->kv, "vmenc.storagePolicy");
     return vm_kv_set(v->kv, "vmenc.storagePolicy", v->storage_policy);

@@ -344,8 +344,8 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     if (st == VMENC_E_INTERRUPTED && g_interrupted) {
         vmenc_vm_free(vm);
         return cli_interrupted(c, "interrupted: the conversion of '%s' stopped cleanly and is resumable: "
-                                  "'vmenc vm %s %s' again finishes it and the rest of the policy "
-                                  "('vmenc vm resume %s' the disks alone)", name, what, name, name);
+                                  "'vmenc vm resume %s' (or 'vmenc vm %s %s' again) finishes it and the rest "
+                                  "of the policy", name, name, what, name);
     }
     if (st != VMENC_OK) {
         vmenc_vm_free(vm);
