@@ -926,6 +926,40 @@ static void test_no_fault_yields_wrong_dek(void **state) {
 }
 
 /* A check value pinned after a restart closes the first-sight gap. */
+/* The round-trip proof's fresh fetch is vetted against a pinned check
+ * value: an endpoint serving other bytes fails over there too, instead of
+ * failing the proof. Endpoint b is made 3 ms slow so that endpoint a's 1 ms
+ * back-off has run out when the proof fetches, and a is asked again. (Seen
+ * as a flake of test_keymgr_pinned_check_value under ASan.) */
+static void test_keymgr_roundtrip_proof_respects_pin(void **state) {
+    fault_store *s = fault_store_new();
+    fault_provider *a0, *a1, *b0, *b1;
+    vmenc_keymgr *a = keymgr_with_cluster(s, false, 0, 0, &a0, &a1);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_keymgr_create_kek(a, "tenant-a", NULL, 1000, id, sizeof(id)), VMENC_OK);
+    uint8_t kcv[VMENC_KEK_CHECK_VALUE_BYTES];
+    assert_int_equal(vmenc_keymgr_kek_check_value(a, "tenant-a", id, kcv, sizeof(kcv)), VMENC_OK);
+    vmenc_dek *dek = NULL;
+    assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+    vmenc_keymgr *b = keymgr_with_cluster(s, false, 0, 0, &b0, &b1);
+    assert_int_equal(vmenc_keymgr_pin_check_value(b, "tenant-a", id, kcv, sizeof(kcv)), VMENC_OK);
+    fault_set_mode(b0, FAULT_WRONG_KEY);
+    fault_set_mode(b1, FAULT_SLOW);
+    fault_set_delay_ms(b1, 3);
+    for (int i = 0; i < 5; i++) {
+        vmenc_wrapped_key *wk = NULL;
+        assert_int_equal(vmenc_keymgr_wrap_dek(b, "tenant-a", id, dek, &CTX, 1000, &wk), VMENC_OK);
+        check_record(s, false, wk, dek);
+        vmenc_wrapped_key_free(wk);
+        assert_int_equal(vmenc_keymgr_forget(b, NULL, NULL), VMENC_OK); /* the pin stays */
+    }
+    assert_int_equal(stats(b).roundtrip_failures, 0);
+    vmenc_dek_free(dek);
+    vmenc_keymgr_free(a);
+    vmenc_keymgr_free(b);
+    fault_store_free(s);
+}
+
 static void test_keymgr_pinned_check_value(void **state) {
     fault_store *s = fault_store_new();
     fault_provider *a0, *a1;
@@ -1178,6 +1212,7 @@ int main(void) {
         cmocka_unit_test(test_keymgr_roundtrip_proof_remote),
         cmocka_unit_test(test_no_fault_yields_wrong_dek),
         cmocka_unit_test(test_keymgr_pinned_check_value),
+        cmocka_unit_test(test_keymgr_roundtrip_proof_respects_pin),
         cmocka_unit_test(test_keymgr_revoke_destroy),
         cmocka_unit_test(test_keymgr_threads),
         cmocka_unit_test(test_keymgr_with_file_provider),

@@ -768,11 +768,21 @@ static vmenc_status roundtrip_failed(vmenc_keymgr *m, const char *alias, const c
 
 /* prove_local opens |wk| with the KEK fetched afresh through the cluster
  * (not from the cache, and without vetting it against the cached check
- * value: the question is what the KMS serves now) and compares the DEK. */
+ * value: the question is what the KMS serves now) and compares the DEK. A
+ * pinned check value is the operator's word on what the key is, so the
+ * fresh fetch is vetted against it: an endpoint serving other bytes fails
+ * over, as every other fetch would, instead of failing the proof. */
 static vmenc_status prove_local(vmenc_keymgr *m, cluster_slot *slot, const char *alias, const char *id,
                                 const vmenc_dek *dek, const vmenc_wrap_context *ctx, const vmenc_wrapped_key *wk,
                                 uint32_t timeout_ms) {
     fetch_op op = {.id = id};
+    pthread_mutex_lock(&m->mu);
+    const pin_entry *pin = *pin_slot(m, alias, id, hash_of(m, alias, id));
+    if (pin != NULL) {
+        op.have_kcv = true;
+        memcpy(op.kcv, pin->kcv, KCV_BYTES);
+    }
+    pthread_mutex_unlock(&m->mu);
     uint32_t failovers = 0;
     vmenc_status st = vmenc_kms_cluster_run(slot->c, run_fetch, &op, timeout_ms, NULL, &failovers);
     pthread_mutex_lock(&m->mu);
