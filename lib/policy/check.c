@@ -6,8 +6,10 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <stdio.h>
 #include <string.h>
 
+#include "policy/policy_commit.h"
 #include "policy/policy_internal.h"
 
 static bool in_sorted(const uint32_t *v, uint32_t n, uint32_t x) {
@@ -651,6 +653,14 @@ vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const cha
             say_name(&w, h->name);
             SAY(&w, " switched to encryption mode (safe) by ");
             say_name(&w, who);
+            /* |h| points into the model, which a failed commit replaces. */
+            rv = policy_commit_locked(policy);
+            if (rv != VMENC_OK) {
+                decision->allowed = 0;
+                decision->status = rv;
+                snprintf(decision->message, sizeof(decision->message),
+                         "the switch to encryption mode could not be saved: %s", vmenc_strerror(rv));
+            }
         }
         decision->enable_host_encryption = 0;
     }

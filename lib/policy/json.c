@@ -959,6 +959,19 @@ static void save_model(const model *m, vmenc_cbb *b) {
     put(b, "\n}\n");
 }
 
+vmenc_status policy_json_serialise(const model *m, uint8_t **out, size_t *out_len) {
+    vmenc_cbb b;
+    VMENC_GUARD(vmenc_cbb_init(&b, 4096));
+    save_model(m, &b);
+    vmenc_cbb_add_u8(&b, 0);
+    uint8_t *buf;
+    size_t len;
+    VMENC_GUARD(vmenc_cbb_finish(&b, &buf, &len));
+    *out = buf;
+    *out_len = len - 1;
+    return VMENC_OK;
+}
+
 vmenc_status vmenc_policy_save_json(vmenc_policy *policy, uint8_t **out, size_t *out_len) {
     VMENC_ENSURE_REF(policy);
     VMENC_ENSURE_REF(out);

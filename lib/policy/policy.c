@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy/policy_commit.h"
 #include "policy/policy_internal.h"
 
 static vmenc_status policy_wrap(model *m, vmenc_policy **out) {
@@ -49,6 +50,7 @@ vmenc_status vmenc_policy_new(const char *root_name, vmenc_policy **out) {
 void vmenc_policy_free(vmenc_policy *policy) {
     if (policy == NULL)
         return;
+    free(policy->committed);
     model_free(policy->m);
     pthread_rwlock_destroy(&policy->lock);
     free(policy);
@@ -71,12 +73,64 @@ vmenc_status vmenc_policy_reload_json(vmenc_policy *policy, const uint8_t *json,
     VMENC_ENSURE_REF(policy);
     model *m;
     VMENC_GUARD(policy_json_parse(json, json_len, err, &m));
-    VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    if (pthread_rwlock_wrlock(&policy->lock) != 0) {
+        model_free(m);
+        return VMENC_E_INTERNAL;
+    }
     model *old = policy->m;
     policy->m = m;
+    vmenc_status rv = policy_commit_locked(policy);
     pthread_rwlock_unlock(&policy->lock);
+    /* On a failed commit policy->m is the rolled-back model and |m| was
+     * freed by the rollback; |old| is ours to free either way. */
     model_free(old);
+    return rv;
+}
+
+/* ---- the commit hook (policy_commit.h) ------------------------------------ */
+
+vmenc_status policy_set_commit_hook(vmenc_policy *policy, policy_commit_fn fn, void *ctx) {
+    VMENC_ENSURE_REF(policy);
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    if (fn != NULL) {
+        VMENC_ENSURE(pthread_rwlock_rdlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+        vmenc_status rv = policy_json_serialise(policy->m, &doc, &len);
+        pthread_rwlock_unlock(&policy->lock);
+        VMENC_GUARD(rv);
+    }
+    free(policy->committed);
+    policy->committed = doc;
+    policy->committed_len = len;
+    policy->commit = fn;
+    policy->commit_ctx = ctx;
     return VMENC_OK;
+}
+
+vmenc_status policy_commit_locked(vmenc_policy *policy) {
+    if (policy->commit == NULL)
+        return VMENC_OK;
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    vmenc_status rv = policy_json_serialise(policy->m, &doc, &len);
+    if (rv == VMENC_OK)
+        rv = policy->commit(policy->commit_ctx, doc, len);
+    if (rv == VMENC_OK) {
+        free(policy->committed);
+        policy->committed = doc;
+        policy->committed_len = len;
+        return VMENC_OK;
+    }
+    free(doc);
+    /* Back to what is on disk: the change never happened. The committed
+     * document was produced by this code, so it parses; if memory runs out
+     * here the change stays in memory only and the status says so. */
+    model *back;
+    if (policy_json_parse(policy->committed, policy->committed_len, NULL, &back) == VMENC_OK) {
+        model_free(policy->m);
+        policy->m = back;
+    }
+    return rv;
 }
 
 /* ---- writers ------------------------------------------------------------- */
@@ -86,6 +140,8 @@ vmenc_status vmenc_policy_reload_json(vmenc_policy *policy, const uint8_t *json,
         VMENC_ENSURE_REF(policy);                                             \
         VMENC_ENSURE(pthread_rwlock_wrlock(&(policy)->lock) == 0, VMENC_E_INTERNAL); \
         vmenc_status wl_rv_ = (body);                                         \
+        if (wl_rv_ == VMENC_OK)                                               \
+            wl_rv_ = policy_commit_locked(policy);                            \
         pthread_rwlock_unlock(&(policy)->lock);                               \
         return wl_rv_;                                                        \
     } while (0)

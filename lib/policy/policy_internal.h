@@ -133,6 +133,12 @@ typedef struct model {
 struct vmenc_policy {
     pthread_rwlock_t lock;
     model *m;
+    /* policy_commit.h: the storage owner's hook and the document it last
+     * accepted (what a failed commit rolls back to). */
+    vmenc_status (*commit)(void *ctx, const uint8_t *json, size_t json_len);
+    void *commit_ctx;
+    uint8_t *committed;
+    size_t committed_len;
 };
 
 /* Number of predefined roles; they occupy role indexes 0..3. */
@@ -194,5 +200,8 @@ VMENC_INTERNAL void model_effective(const model *m, uint32_t principal, uint32_t
 /* json.c */
 VMENC_INTERNAL vmenc_status policy_json_parse(const uint8_t *json, size_t json_len,
                                               vmenc_policy_error *err, model **out);
+/* policy_json_serialise writes the canonical document of |m| (no NUL) to a
+ * new heap buffer. VMENC_E_NOMEM. */
+VMENC_INTERNAL vmenc_status policy_json_serialise(const model *m, uint8_t **out, size_t *out_len);
 
 #endif /* VMENC_LIB_POLICY_INTERNAL_H */
