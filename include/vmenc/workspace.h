@@ -12,7 +12,10 @@
  *                   secret files the configuration names.
  *   keystore.vks    the embedded file key provider (created by
  *                   vmenc_workspace_create; passphrase from the caller)
- *   policy.json     the policy document (docs/policy.md)
+ *   policy.json     the policy document (docs/policy.md), sealed: the
+ *                   canonical JSON, then one "#vmenc-seal v1 ..." line
+ *                   carrying a MAC under a key derived from the audit
+ *                   chain key, bound to the workspace ID (docs/workspace.md)
  *   audit.log       the hash-chained audit log (docs/audit.md)
  *   datastore/      one folder per VM: datastore/NAME/NAME.vmx ...
  *
@@ -24,9 +27,21 @@
  * like whoever can read a VM.
  *
  * vmenc_workspace_open builds, in order: the key manager with one cluster
- * per [kms] section, the policy (vmenc_policy_load_json), the audit log and
- * dispatcher, and the vmenc_host. The objects it hands out through the
- * accessors are owned by the workspace and live until vmenc_workspace_free.
+ * per [kms] section, the audit chain key (unwrapped), the policy (its seal
+ * verified, then vmenc_policy_load_json), the audit log and dispatcher, and
+ * the vmenc_host. The objects it hands out through the accessors are owned
+ * by the workspace and live until vmenc_workspace_free.
+ *
+ * Persistence: every change to the workspace's policy - a VM created,
+ * cloned, registered or removed, a disk added, a grant, a role, a host
+ * encryption mode switch - is sealed and written to policy.json atomically
+ * (temporary file, fsync, rename, fsync of the directory; no fsync under
+ * VMENC_WORKSPACE_OPEN_NO_SYNC) by the call that makes it, before that
+ * call returns, whichever front end made it. If the write fails, the call
+ * fails and the policy in memory is as it was before. There is nothing to
+ * save (vmenc_workspace_save_policy is kept for compatibility only). Two
+ * processes that change the policy of one workspace at the same time still
+ * keep the last writer's document.
  *
  * One process at a time has a given audit log open (the log is locked,
  * see vmenc_audit_log_open); a second long-running process on the same
@@ -35,8 +50,8 @@
  *
  * Thread safety: the accessors and every object they return are as safe as
  * their own headers say (host, policy, key manager and audit dispatcher are
- * safe to share). vmenc_workspace_save_policy, _add_kms and _remove_kms
- * serialise on an internal mutex. vmenc_workspace_free must not race with
+ * safe to share). vmenc_workspace_add_kms and _remove_kms serialise on an
+ * internal mutex; policy changes serialise on the policy's write lock. vmenc_workspace_free must not race with
  * anything.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
@@ -158,7 +173,13 @@ typedef struct vmenc_workspace_open_options {
  *   VMENC_E_POLICY_INVALID ... the policy document (|err|: file, reason and
  *                              the JSON path)
  *   VMENC_E_WRONG_PASSPHRASE   the keystore's passphrase
- *   VMENC_E_AUTH               the audit key record or a keystore tampered
+ *   VMENC_E_AUTH               the audit key record or a keystore tampered;
+ *                              or the policy document was not written by
+ *                              this workspace's library (a changed byte, a
+ *                              document of another workspace, no seal):
+ *                              |err->file| names it, |err->message| says how
+ *                              to recover (vmenc_workspace_reseal_policy),
+ *                              and the refusal is audited ("policy.verify")
  *   VMENC_E_KMS_UNAVAILABLE... the audit key's provider cannot be reached
  *   VMENC_E_LOCKED             the audit log is held by another process
  *   VMENC_E_AUDIT_TAMPERED     the audit log's last record is damaged
@@ -173,8 +194,8 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_open(const char *dir,
                                                              vmenc_workspace_error *err,
                                                              vmenc_workspace **out);
 
-/* vmenc_workspace_free saves nothing (call vmenc_workspace_save_policy
- * first), frees the host, the audit dispatcher and log, the policy and the
+/* vmenc_workspace_free has nothing to save (policy changes were written
+ * when they were made), frees the host, the audit dispatcher and log, the policy and the
  * key manager, and wipes the audit key and the passphrase. VMs, disks and
  * state files opened through the host must be freed first. NULL is allowed. */
 VMENC_API void vmenc_workspace_free(vmenc_workspace *ws);
@@ -237,11 +258,43 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_foreach_vm(vmenc_workspa
 
 /* ---- policy ----------------------------------------------------------------- */
 
-/* vmenc_workspace_save_policy writes the policy (canonical JSON) back to
- * its document atomically (temporary file, fsync, rename). Call it after
- * anything that changed the policy: VM create/clone/register (inventory),
- * host encryption mode, grants. VMENC_E_IO / VMENC_E_NO_SPACE / NOMEM. */
+/* vmenc_workspace_save_policy is no longer needed and does nothing: every
+ * change to the workspace's policy is written by the call that makes it
+ * (see "Persistence" above). Kept for ABI and source compatibility; returns
+ * VMENC_OK (VMENC_E_INVALID_ARG for NULL). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_save_policy(vmenc_workspace *ws);
+
+/* What vmenc_workspace_reseal_policy did (caller memory; set struct_size). */
+typedef struct vmenc_workspace_reseal_result {
+    uint32_t struct_size;   /* sizeof(vmenc_workspace_reseal_result) */
+    char old_sha256[65];    /* SHA-256 (hex) of policy.json as it was on disk */
+    char new_sha256[65];    /* ... and as written */
+    uint64_t generation;    /* the new seal's generation */
+    int was_sealed;         /* the old file carried a seal line */
+    int seal_was_valid;     /* ... which verified */
+} vmenc_workspace_reseal_result;
+
+/* vmenc_workspace_reseal_policy is the recovery for a policy document that
+ * vmenc_workspace_open refuses with VMENC_E_AUTH (edited by hand, restored
+ * from elsewhere, written before sealing): the operator vouches for the
+ * document as it is, and an administrator of that document seals it again.
+ * It opens the workspace in |dir| like vmenc_workspace_open with |opts| -
+ * so the caller must be able to open the key providers (the passphrase) -
+ * but takes the policy JSON whatever its seal (a seal line, valid or not,
+ * is dropped; the JSON must still load). |principal| must hold every
+ * privilege on the root object of that document (the Admin role there);
+ * the document is then written in canonical form with a new seal at the
+ * next generation. Audited as "policy.reseal" either way, with the SHA-256
+ * of the old document (and of the new one on success). |out| may be NULL.
+ * Fails with VMENC_E_DENIED (not an administrator of the document; nothing
+ * is written), every failure of vmenc_workspace_open except the seal's
+ * VMENC_E_AUTH, VMENC_E_IO / VMENC_E_NO_SPACE (the document is unchanged);
+ * |err| (may be NULL) names the file and says why. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_reseal_policy(const char *dir,
+                                                                      const vmenc_workspace_open_options *opts,
+                                                                      const char *principal,
+                                                                      vmenc_workspace_error *err,
+                                                                      vmenc_workspace_reseal_result *out);
 
 /* vmenc_workspace_authorize decides |rq| for |principal| like
  * vmenc_policy_check (filling |decision|), for operations the workspace's

@@ -352,7 +352,6 @@ static int mig_send(cli *c, args *a) {
     vmenc_migration_sender *s = NULL;
     if (st == VMENC_OK)
         st = vmenc_migration_sender_new(vm, &so, &s);
-    rc = cli_save_policy(c);
     if (st != VMENC_OK) {
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot migrate '%s' to %s", name, to);
@@ -586,7 +585,7 @@ static int mig_receive(cli *c, args *a) {
         st = vmenc_migration_receiver_new(vmenc_workspace_host(c->ws), &ro, &recv);
     }
     vmenc_memzero(blob, sizeof(blob));
-    int src = cli_save_policy(c); /* host mode and inventory */
+    int src = EXIT_OK;
     uint8_t tok[VMENC_MIGRATION_READY_BYTES];
     if (st == VMENC_OK)
         st = vmenc_migration_receiver_get_ready(recv, tok, sizeof(tok));
@@ -626,9 +625,6 @@ static int mig_receive(cli *c, args *a) {
             close(dfd);
         }
         st = vmenc_vm_register(vmenc_workspace_host(c->ws), cli_principal(c), vmx, folder, NULL, &vm);
-        int s2 = cli_save_policy(c);
-        if (src == EXIT_OK)
-            src = s2;
     }
     if (st != VMENC_OK && st != VMENC_E_VM_LOCKED) {
         vmenc_vm_free(vm);

@@ -334,8 +334,6 @@ static void story(demo *d) {
     st = vmenc_policy_add_user(p, BOB);
     if (st == VMENC_OK)
         st = vmenc_policy_grant(p, BOB, "root", VMENC_ROLE_NO_CRYPTO_ADMIN, 1);
-    if (st == VMENC_OK)
-        st = vmenc_workspace_save_policy(d->ws);
     check(d, st == VMENC_OK, "alice is Administrator; bob is No cryptography administrator");
     say(d, "  (the audit chain key is wrapped under a KEK of 'native'; the passphrase is never stored)");
 
@@ -350,8 +348,6 @@ static void story(demo *d) {
     vmenc_disk_create_options dco = {.struct_size = sizeof(dco), .capacity = d->disk_bytes, .sector_size = SECTOR};
     if (st == VMENC_OK)
         st = vmenc_vm_add_disk(vm, ALICE, &dco, NULL, 0);
-    if (st == VMENC_OK)
-        st = vmenc_workspace_save_policy(d->ws);
     if (!check(d, st == VMENC_OK, "vm01 created (plain) with a %llu MiB disk %s (%s)",
                (unsigned long long)(d->disk_bytes >> 20), DISK, vmenc_strerror(st)))
         return;
@@ -394,12 +390,11 @@ static void story(demo *d) {
     t = now_s();
     st = vmenc_vm_apply_storage_policy_ex(vm, ALICE, "VM Encryption Policy", &ao);
     conv_end(&x);
-    vmenc_status ss = vmenc_workspace_save_policy(d->ws);
     vmenc_vm_info info = {.struct_size = sizeof(info)};
     vmenc_disk_info di = {.struct_size = sizeof(di)};
     if (vmenc_vm_get_info(vm, &info) != VMENC_OK || vmenc_vm_get_disk_info(vm, 0, &di) != VMENC_OK)
         info.encrypted = 0;
-    check(d, st == VMENC_OK && ss == VMENC_OK && info.encrypted && di.state == VMENC_DISK_ENCRYPTED,
+    check(d, st == VMENC_OK && info.encrypted && di.state == VMENC_DISK_ENCRYPTED,
           "vm01 and its disk encrypted under KEK %s/%s (%.2f s, %s)", info.key_provider, info.kek_id, now_s() - t,
           vmenc_status_name(st));
     convert_line(d, &x, "encrypted");
@@ -579,8 +574,6 @@ static void story(demo *d) {
         st = vmenc_workspace_add_kms(ws2, ALICE, &ks);
     if (st == VMENC_OK)
         st = vmenc_policy_add_object(p, "esx02", VMENC_OBJ_HOST, "dc");
-    if (st == VMENC_OK)
-        st = vmenc_workspace_save_policy(d->ws);
     if (!check(d, st == VMENC_OK, "host esx02: its own workspace, reaching the same key provider 'native' (%s)",
                vmenc_status_name(st))) {
         vmenc_vm_free(vm);
@@ -654,8 +647,7 @@ static void story(demo *d) {
     st = job.st == VMENC_OK ? vmenc_vm_register(vmenc_workspace_host(ws2), ALICE, vmx2, vmenc_workspace_folder(ws2),
                                                 NULL, &vm2)
                             : job.st;
-    ss = vmenc_workspace_save_policy(ws2);
-    check(d, st == VMENC_OK && ss == VMENC_OK, "vm01 registered on esx02: its keys fetched by ID from 'native'");
+    check(d, st == VMENC_OK, "vm01 registered on esx02: its keys fetched by ID from 'native'");
     if (vm2 != NULL) {
         verify(d, vm2, salt, "on esx02");
         nv = NULL;
