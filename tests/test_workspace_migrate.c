@@ -392,6 +392,64 @@ static void test_ready_failure_leaves_nothing(void **state) {
     vmenc_vm_free(src);
 }
 
+typedef struct late_handover {
+    const uint8_t *blob;   /* NULL: no handover comes */
+    size_t len;
+    bool home_was_there;   /* the home existed when the blob was asked for */
+} late_handover;
+
+static vmenc_status take_handover(void *ctx, uint8_t *buf, size_t cap, size_t *out_len) {
+    late_handover *h = ctx;
+    h->home_was_there = home_exists("wm9") || home_exists("wm10");
+    if (h->blob == NULL)
+        return VMENC_E_KMS_TIMEOUT;
+    assert_true(h->len <= cap);
+    memcpy(buf, h->blob, h->len);
+    *out_len = h->len;
+    return VMENC_OK;
+}
+
+static vmenc_status receive_late(sender *x, late_handover *h, vmenc_vm **out) {
+    vmenc_workspace_migrate_receive_options ro = {.struct_size = sizeof(ro), .handover_fn = take_handover,
+                                                  .handover_ctx = h, .fd = -1, .read_fn = wire_read,
+                                                  .io_ctx = &x->w, .ready_fn = on_ready, .ready_ctx = x};
+    return vmenc_workspace_migrate_receive(g_dst, ALICE, vmenc_vm_name(x->vm), &ro, NULL, out);
+}
+
+static void test_handover_asked_for_after_the_home(void **state) {
+    (void)state;
+    vmenc_vm *src = source_vm("wm9");
+    sender x;
+    uint8_t ho[VMENC_MIGRATION_HANDOVER_MAX];
+    size_t ho_len = 0;
+    sender_start(&x, src, MANGLE_NONE, ho, &ho_len);
+    late_handover h = {.blob = ho, .len = ho_len};
+    vmenc_vm *vm = NULL;
+    OK(receive_late(&x, &h, &vm));
+    assert_true(h.home_was_there);
+    assert_string_equal(vmenc_vm_name(vm), "wm9");
+    vmenc_vm_free(vm);
+    sender_end(&x);
+    vmenc_vm_free(src);
+}
+
+static void test_no_handover_leaves_nothing(void **state) {
+    (void)state;
+    vmenc_vm *src = source_vm("wm10");
+    sender x;
+    uint8_t ho[VMENC_MIGRATION_HANDOVER_MAX];
+    size_t ho_len = 0;
+    sender_start(&x, src, MANGLE_NONE, ho, &ho_len);
+    late_handover h = {.blob = NULL};
+    assert_int_equal(receive_late(&x, &h, NULL), VMENC_E_KMS_TIMEOUT);
+    assert_true(h.home_was_there);
+    assert_int_equal(x.ready_calls, 0);
+    assert_nothing_left("wm10");
+    assert_int_equal(audit_count("migration.receive_rollback", "wm10", "success", ALICE), 1);
+    sender_end(&x);
+    vmenc_vm_free(src);
+}
+
 static void test_denied_principal_creates_nothing(void **state) {
     (void)state;
     vmenc_vm *src = source_vm("wm6");
@@ -607,6 +665,8 @@ int main(void) {
         cmocka_unit_test(test_truncated_stream_leaves_nothing),
         cmocka_unit_test(test_stream_of_another_vm_leaves_nothing),
         cmocka_unit_test(test_ready_failure_leaves_nothing),
+        cmocka_unit_test(test_handover_asked_for_after_the_home),
+        cmocka_unit_test(test_no_handover_leaves_nothing),
         cmocka_unit_test(test_denied_principal_creates_nothing),
         cmocka_unit_test(test_existing_home_is_not_touched),
         cmocka_unit_test(test_object_known_before_is_kept),

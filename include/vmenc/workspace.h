@@ -373,9 +373,17 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_works
  * up like any failure) with that status. */
 typedef vmenc_status (*vmenc_workspace_migrate_ready_fn)(void *ctx, const uint8_t *ready, size_t ready_len);
 
+/* vmenc_workspace_migrate_handover_fn fetches the sender's handover blob
+ * (at most |cap| = VMENC_MIGRATION_HANDOVER_MAX bytes) into |buf| and sets
+ * |*out_len|; for a caller that waits for the blob only once the VM's
+ * entry is authorized and its home made. The library wipes |buf| after
+ * use. A status other than VMENC_OK fails the receive with that status. */
+typedef vmenc_status (*vmenc_workspace_migrate_handover_fn)(void *ctx, uint8_t *buf, size_t cap, size_t *out_len);
+
 /* vmenc_workspace_migrate_receive_options: set struct_size.
  * - handover / handover_len: the sender's handover blob (copied; the caller
- *   wipes its copy, which holds the one-time key).
+ *   wipes its copy, which holds the one-time key); or, with handover NULL,
+ *   handover_fn + handover_ctx, called after step 2 below.
  * - folder: the inventory folder the VM joins; NULL = the workspace's.
  *   pool: optional resource pool the policy checks.
  * - flags: VMENC_MIGRATION_NO_ENCRYPTION (migration.h).
@@ -387,6 +395,8 @@ typedef struct vmenc_workspace_migrate_receive_options {
     uint32_t struct_size;
     const uint8_t *handover;
     size_t handover_len;
+    vmenc_workspace_migrate_handover_fn handover_fn;
+    void *handover_ctx;
     const char *folder;
     const char *pool;
     uint32_t flags;
@@ -413,7 +423,8 @@ typedef struct vmenc_workspace_migrate_receive_result {
  *     into the folder; audited "migration.receive_register") and adds its
  *     object under the folder (kept if it is already there);
  *  2. makes the VM home datastore/NAME (it must not exist);
- *  3. opens the receiver (vmenc_migration_receiver_new: policy
+ *  3. takes the handover (from the options or handover_fn) and opens the
+ *     receiver (vmenc_migration_receiver_new: policy
  *     VMENC_OP_MIGRATE_VM on this host, the KEK from this host's key
  *     provider, the mode; audited "migration.receive") and hands the ready
  *     token to ready_fn;

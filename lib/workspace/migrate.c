@@ -198,8 +198,20 @@ static vmenc_status stream_in(receive *x) {
                                            .handover = o->handover, .handover_len = o->handover_len,
                                            .flags = o->flags, .fd = o->fd, .read_fn = o->read_fn,
                                            .io_ctx = o->io_ctx};
+    uint8_t blob[VMENC_MIGRATION_HANDOVER_MAX];
+    vmenc_status st = VMENC_OK;
+    if (o->handover == NULL) {
+        size_t len = 0;
+        st = o->handover_fn(o->handover_ctx, blob, sizeof(blob), &len);
+        if (st == VMENC_OK && (len == 0 || len > sizeof(blob)))
+            st = VMENC_E_PARSE;
+        ro.handover = blob;
+        ro.handover_len = len;
+    }
     vmenc_migration_receiver *recv = NULL;
-    vmenc_status st = vmenc_migration_receiver_new(vmenc_workspace_host(x->ws), &ro, &recv);
+    if (st == VMENC_OK)
+        st = vmenc_migration_receiver_new(vmenc_workspace_host(x->ws), &ro, &recv);
+    vmenc_memzero(blob, sizeof(blob)); /* the one-time key */
     uint8_t tok[VMENC_MIGRATION_READY_BYTES];
     if (st == VMENC_OK)
         st = vmenc_migration_receiver_get_ready(recv, tok, sizeof(tok));
@@ -256,7 +268,8 @@ vmenc_status vmenc_workspace_migrate_receive(vmenc_workspace *ws, const char *pr
                                              vmenc_workspace_migrate_receive_result *out_result, vmenc_vm **out_vm) {
     VMENC_ENSURE(ws != NULL && principal != NULL && name != NULL && opts != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(opts->struct_size >= sizeof(*opts), VMENC_E_ABI_VERSION);
-    VMENC_ENSURE(opts->ready_fn != NULL && opts->handover != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(opts->ready_fn != NULL && (opts->handover != NULL || opts->handover_fn != NULL),
+                 VMENC_E_INVALID_ARG);
     vmenc_workspace_migrate_receive_result scratch = {.struct_size = sizeof(scratch)};
     if (out_result != NULL)
         VMENC_ENSURE(out_result->struct_size >= sizeof(*out_result), VMENC_E_ABI_VERSION);
