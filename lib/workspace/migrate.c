@@ -222,11 +222,9 @@ static vmenc_status stream_in(receive *x) {
     home_rx r = {.dirfd = x->dirfd, .vm_name = x->name, .fd = -1};
     if (st == VMENC_OK)
         st = receive_home(recv, &r);
-    else
-        (void)close_file(&r);
     x->res->num_files = r.files;
-    if (recv != NULL && vmenc_migration_receiver_get_info(recv, &x->res->migration) != VMENC_OK)
-        x->res->migration.failure = VMENC_MIGRATION_FAIL_NONE; /* nothing more to say */
+    vmenc_status is = recv != NULL ? vmenc_migration_receiver_get_info(recv, &x->res->migration) : VMENC_OK;
+    (void)is; /* the result is informative; the receive's status is what counts */
     vmenc_migration_receiver_free(recv); /* a stream not completed is audited as failed */
     return st;
 }
