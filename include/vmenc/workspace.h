@@ -63,6 +63,7 @@
 #include "vmenc/audit.h"
 #include "vmenc/kms.h"
 #include "vmenc/kms_file.h"
+#include "vmenc/migration.h"
 #include "vmenc/policy.h"
 #include "vmenc/vm.h"
 
@@ -414,6 +415,95 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_kms_restore(vmenc_worksp
  * end are found). Returns and fills |out| as the verifier does. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_workspace *ws, const char *path,
                                                                      vmenc_audit_verify_result *out);
+
+/* ---- receiving a migrated VM ---------------------------------------------- */
+
+/* vmenc_workspace_migrate_ready_fn delivers the receiver's ready token
+ * (|ready_len| = VMENC_MIGRATION_READY_BYTES; valid during the call) to the
+ * sender over the management channel and, if the transport is opened
+ * lazily, opens it. It runs after every check and before any byte of the
+ * stream is read. A status other than VMENC_OK fails the receive (cleaned
+ * up like any failure) with that status. */
+typedef vmenc_status (*vmenc_workspace_migrate_ready_fn)(void *ctx, const uint8_t *ready, size_t ready_len);
+
+/* vmenc_workspace_migrate_handover_fn fetches the sender's handover blob
+ * (at most |cap| = VMENC_MIGRATION_HANDOVER_MAX bytes) into |buf| and sets
+ * |*out_len|; for a caller that waits for the blob only once the VM's
+ * entry is authorized and its home made. The library wipes |buf| after
+ * use. A status other than VMENC_OK fails the receive with that status. */
+typedef vmenc_status (*vmenc_workspace_migrate_handover_fn)(void *ctx, uint8_t *buf, size_t cap, size_t *out_len);
+
+/* vmenc_workspace_migrate_receive_options: set struct_size.
+ * - handover / handover_len: the sender's handover blob (copied; the caller
+ *   wipes its copy, which holds the one-time key); or, with handover NULL,
+ *   handover_fn + handover_ctx, called after step 2 below.
+ * - folder: the inventory folder the VM joins; NULL = the workspace's.
+ *   pool: optional resource pool the policy checks.
+ * - flags: VMENC_MIGRATION_NO_ENCRYPTION (migration.h).
+ * - transport: read_fn + io_ctx, or (read_fn NULL) the descriptor fd; read
+ *   only between ready_fn and the end of the stream. A read_fn that
+ *   returns VMENC_E_INTERRUPTED cancels the receive.
+ * - ready_fn + ready_ctx (required). */
+typedef struct vmenc_workspace_migrate_receive_options {
+    uint32_t struct_size;
+    const uint8_t *handover;
+    size_t handover_len;
+    vmenc_workspace_migrate_handover_fn handover_fn;
+    void *handover_ctx;
+    const char *folder;
+    const char *pool;
+    uint32_t flags;
+    int fd;
+    vmenc_migration_read_fn read_fn;
+    void *io_ctx;
+    vmenc_workspace_migrate_ready_fn ready_fn;
+    void *ready_ctx;
+} vmenc_workspace_migrate_receive_options;
+
+/* vmenc_workspace_migrate_receive_result: set struct_size; filled as far
+ * as the receive got, on failure too. |migration| is the receiver's
+ * vmenc_migration_info (its own struct_size is set by the library). */
+typedef struct vmenc_workspace_migrate_receive_result {
+    uint32_t struct_size;
+    uint64_t num_files;                 /* files written into the VM home */
+    int stream_started;                 /* the ready token was delivered */
+    vmenc_migration_info migration;     /* the stream: mode, counts, why it failed */
+} vmenc_workspace_migrate_receive_result;
+
+/* vmenc_workspace_migrate_receive receives VM |name| from another host and
+ * registers it here, in one call (docs/migration.md, "Receiving a VM"):
+ *  1. authorizes the VM's entry into the inventory (VMENC_OP_REGISTER_VM
+ *     into the folder; audited "migration.receive_register") and adds its
+ *     object under the folder (kept if it is already there);
+ *  2. makes the VM home datastore/NAME (it must not exist);
+ *  3. takes the handover (from the options or handover_fn) and opens the
+ *     receiver (vmenc_migration_receiver_new: policy
+ *     VMENC_OP_MIGRATE_VM on this host, the KEK from this host's key
+ *     provider, the mode; audited "migration.receive") and hands the ready
+ *     token to ready_fn;
+ *  4. writes the home stream (docs/migration.md) into the home - plain
+ *     files only, names checked, each file synced;
+ *  5. registers the VM on this host (vmenc_vm_register).
+ * On success *out_vm (may be NULL) is the registered VM. On any failure it
+ * removes what it created - the files, the home, the inventory object it
+ * added - records the rollback in the audit log
+ * ("migration.receive_rollback") and returns the first failure: the
+ * argument checks (VMENC_E_INVALID_ARG, VMENC_E_ABI_VERSION), VMENC_E_BAD_PATH
+ * (|name| is not a VM name), the policy (VMENC_E_DENIED, VMENC_E_HOST_MODE;
+ * nothing is created), VMENC_E_EXISTS (the home exists), the receiver's and
+ * the stream's statuses (VMENC_E_AUTH, VMENC_E_TRUNCATED, parse statuses,
+ * the transport's), VMENC_E_CONTEXT_MISMATCH (the stream carries another
+ * VM), VMENC_E_PARSE (a malformed home stream), VMENC_E_IO /
+ * VMENC_E_NO_SPACE, the registration's. The one exception is
+ * VMENC_E_VM_LOCKED: the VM arrived and is registered but a key it needs
+ * cannot be fetched now; everything is kept and *out_vm (if not NULL) is
+ * the locked VM, as vmenc_vm_register does. A host switched to encryption
+ * mode by step 3 stays in it. Changes to the policy are committed by the
+ * policy itself. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_migrate_receive(
+    vmenc_workspace *ws, const char *principal, const char *name,
+    const vmenc_workspace_migrate_receive_options *opts, vmenc_workspace_migrate_receive_result *out_result,
+    vmenc_vm **out_vm);
 
 /* ---- the configuration parser (exposed for tools and fuzzing) ------------- */
 

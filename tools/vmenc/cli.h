@@ -174,9 +174,8 @@ void conv_end(conv_ctx *x);
 void conv_out(out_t *o, const conv_ctx *x);
 
 /* Migration streams (cmd_migrate.c): the VM home's files through a sender
- * (manifest, headers, contents; then the end of stream), and into the
- * directory |home| from a receiver. */
+ * (manifest, headers, contents; then the end of stream). The receiving side
+ * is vmenc_workspace_migrate_receive. */
 vmenc_status mig_send_home(cli *c, vmenc_migration_sender *s, vmenc_vm *vm, uint64_t *out_files);
-vmenc_status mig_receive_home(vmenc_migration_receiver *recv, const char *home, const char *name, uint64_t *out_files);
 
 #endif
