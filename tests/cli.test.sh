@@ -284,9 +284,9 @@ mkdir -p "$T/bundle"
 echo "support bundle pw" > "$T/dpw"
 expect 2 "export without a password or a terminal" -- setsid "$VMENC" coredump export $DUMP "$T/bundle" </dev/null
 expect 3 "bob may not export a dump" -- "$VMENC" --user bob coredump export $DUMP "$T/bundle" --password-file "$T/dpw"
-expect 0 "coredump export" -- "$VMENC" --json coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 8M
+expect 0 "coredump export" -- "$VMENC" --json coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
 json "j['files'] == ['$DUMP.vmcore', '$DUMP.vmcore-pw']" "export JSON"
-expect 2 "export never overwrites" -- "$VMENC" coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 8M
+expect 2 "export never overwrites" -- "$VMENC" coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
 grep -rq "support bundle pw" "$W" "$T/bundle" && bad "the export password is stored" || ok "the export password is stored nowhere"
 expect 0 "coredump open (no workspace)" -- bash -c "VMENC_WORKSPACE= \"$VMENC\" coredump open \"$T/bundle\" $DUMP --password-file \"$T/dpw\" > \"$T/back\""
 cmp -s "$T/dump" "$T/back" && ok "the exported dump opens with the password alone" || bad "the exported dump opens with the password alone"
@@ -435,7 +435,20 @@ expect 3 "i18: bob may not read an encrypted disk" -- "$VMENC" --user bob disk r
 expect 0 "i18: bob reads a plain disk" -- "$VMENC" --user bob disk read xplain scsi0:0 --length 512
 expect 0 "i18: bob writes a plain disk" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob disk write xplain scsi0:0"
 expect 0 "i18: audit verify" -- "$VMENC" audit verify
-# ==== end of issue 18 (state files) ===============================================================
+# core-dump export strength: a password >= 12 characters, Argon2id >= 2 passes x 64 MiB
+mkdir -p "$T/bundle18"
+printf 'short pw' > "$T/dpw18"
+expect 2 "i18: a short export password is refused" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw18"
+grep -q "at least 12 characters" "$T/err" && ok "i18: the refusal says what is needed" || bad "i18: unclear refusal: $(cat "$T/err")"
+expect 2 "i18: --kdf-ops 1 is refused" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 64M
+grep -q "2 passes" "$T/err" && ok "i18: the KDF refusal says what is needed" || bad "i18: unclear KDF refusal: $(cat "$T/err")"
+expect 2 "i18: --kdf-memory 8M is refused" -- "$VMENC" --json coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 4 --kdf-memory 8M
+json "j['ok'] is False and j['error']['status'] == 'VMENC_E_WEAK_KEY'" "i18: weak export JSON"
+[[ -z $(ls -A "$T/bundle18") ]] && ok "i18: a refused export writes nothing" || bad "i18: a refused export wrote $(ls "$T/bundle18")"
+grep -q '"op":"coredump.export".*"outcome":"failed".*shorter than 12 characters' "$W/audit.log" \
+    && ok "i18: the weak export is audited" || bad "i18: the weak export is not audited"
+expect 0 "i18: the bounds themselves are accepted" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
+# ==== end of issue 18 ===============================================================================
 
 echo "1..$n"
 if ((fails)); then echo "$fails of $n failed"; exit 1; fi
