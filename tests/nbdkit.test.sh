@@ -154,6 +154,31 @@ if qemu-img info "$(uri "$SR")" >"$T/ro.out" 2>&1; then bad "nbdkit -r without e
 else ok "nbdkit -r without export=true: the client is refused"; fi
 check "... with a line saying why" grep -q "nbdkit -r without export=true is refused" "$T/ro.log"
 stop_nbdkit "$PR"
+# End to end, as the whitepaper says: bob (No cryptography administrator) gets the decrypted disk
+# of an encrypted VM through the plugin only as a power-on on a Unix socket - the hypervisor's path
+# - and by no combination of readonly / export / -r / listener as a copy.
+served_to_bob() { # served_to_bob NBDKIT-OPTIONS... -- PLUGIN-ARGS...: 0 if a client read the disk
+    local opts=(); while [[ $1 != -- ]]; do opts+=("$1"); shift; done; shift
+    timeout 60 "${NBDKIT[@]}" "${opts[@]}" "$PLUGIN" workspace="$A" vm=enc user=bob passphrase-file="$T/pass" \
+        audit-log=matrix.audit.log "$@" --run 'qemu-io -r -f raw -c "read 0 512" "$uri"' >"$T/m.out" 2>"$T/m.err" &&
+        grep -q "^read 512/512" "$T/m.out"
+}
+m_ok=0 m_bad=()
+for listener in unix tcp; do
+    for ro in "" readonly=true; do
+        for ex in "" export=true; do
+            for rflag in "" -r; do
+                lopts=(-U -); [[ $listener == tcp ]] && lopts=(-i 127.0.0.1 -p "$PORT")
+                args=(); [[ -n $ro ]] && args+=("$ro"); [[ -n $ex ]] && args+=("$ex")
+                want=1; [[ $listener == unix && -z $ro && -z $ex && -z $rflag ]] && want=0
+                served_to_bob "${lopts[@]}" $rflag -- "${args[@]}"; got=$?; [[ $got != 0 ]] && got=1
+                if [[ $got == "$want" ]]; then m_ok=$((m_ok+1)); else m_bad+=("$listener ${ro:-rw} ${ex:-power-on} ${rflag:-no-r}: $( [[ $got == 0 ]] && echo served || echo refused)"); fi
+            done
+        done
+    done
+done
+[[ ${#m_bad[@]} == 0 ]] && ok "bob x {unix,tcp} x {rw,readonly} x {power-on,export} x {,-r}: only the hypervisor path serves ($m_ok cases)" \
+    || bad "bob's matrix: ${m_bad[*]}"
 # TLS with client certificates: a power-on over TCP is allowed, only to a client holding a certificate
 if command -v openssl >/dev/null; then
     PKI=$T/pki; mkdir -p "$PKI/client"
