@@ -95,7 +95,10 @@ vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *di
                              vmenc_disk **out) {
     VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
     vm_op op;
-    vm_op_init(&op, vm->host, principal, (flags & VMENC_DISK_OPEN_EXPORT) ? "disk.open_export" : "disk.open",
+    vm_op_init(&op, vm->host, principal,
+               !(flags & VMENC_DISK_OPEN_EXPORT)    ? "disk.open"
+               : (flags & VMENC_DISK_OPEN_READONLY) ? "disk.open_export"
+                                                    : "disk.open_upload",
                vm->vmx.name);
     if (disk_id == NULL || (flags & ~(VMENC_DISK_OPEN_READONLY | VMENC_DISK_OPEN_EXPORT)) != 0)
         return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad arguments");
@@ -217,7 +220,11 @@ vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_fi
                                 uint32_t flags, vmenc_vm_file **out) {
     VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
     vm_op op;
-    vm_op_init(&op, vm->host, principal, "vm.file_open", vm->vmx.name);
+    vm_op_init(&op, vm->host, principal,
+               !(flags & VMENC_VM_FILE_EXPORT)    ? "vm.file_open"
+               : (flags & VMENC_VM_FILE_READONLY) ? "vm.file_export"
+                                                  : "vm.file_upload",
+               vm->vmx.name);
     const uint32_t known = VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE | VMENC_VM_FILE_READONLY |
                            VMENC_VM_FILE_EXPORT;
     char name[VMENC_VM_NAME_MAX + 32];
