@@ -284,9 +284,9 @@ mkdir -p "$T/bundle"
 echo "support bundle pw" > "$T/dpw"
 expect 2 "export without a password or a terminal" -- setsid "$VMENC" coredump export $DUMP "$T/bundle" </dev/null
 expect 3 "bob may not export a dump" -- "$VMENC" --user bob coredump export $DUMP "$T/bundle" --password-file "$T/dpw"
-expect 0 "coredump export" -- "$VMENC" --json coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 8M
+expect 0 "coredump export" -- "$VMENC" --json coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
 json "j['files'] == ['$DUMP.vmcore', '$DUMP.vmcore-pw']" "export JSON"
-expect 2 "export never overwrites" -- "$VMENC" coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 8M
+expect 2 "export never overwrites" -- "$VMENC" coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
 grep -rq "support bundle pw" "$W" "$T/bundle" && bad "the export password is stored" || ok "the export password is stored nowhere"
 expect 0 "coredump open (no workspace)" -- bash -c "VMENC_WORKSPACE= \"$VMENC\" coredump open \"$T/bundle\" $DUMP --password-file \"$T/dpw\" > \"$T/back\""
 cmp -s "$T/dump" "$T/back" && ok "the exported dump opens with the password alone" || bad "the exported dump opens with the password alone"
@@ -374,6 +374,81 @@ expect 0 "bench" -- "$VMENC" --json bench --size 4 --seconds 0.05
 json "j['results'][-1]['backend'] == 'openssl' and all(r['enc_gbps'] > 0 for r in j['results'])" "bench JSON"
 expect 0 "demo" -- "$VMENC" --json demo --disk-mib 16
 json "j['ok'] and j['failures'] == 0 and j['checks'] >= 35" "demo JSON summary"
+
+# ==== issue 18: out-of-band state-file access is an export / an upload =============================
+# `file read|write` copies a state file out of the library or into it: EXPORT_VM / UPLOAD_FILES,
+# both Cryptographer.Access on an encrypted VM - not the hypervisor's power-on, which bob holds.
+# audit_denied PRINCIPAL OPERATION TARGET: a denied record with those fields is in the host's log.
+audit_denied() {
+    /usr/bin/python3 - "$W/audit.log" "$1" "$2" "$3" <<'PY'
+import json, sys
+log, who, op, target = sys.argv[1:]
+for line in open(log):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    r = r.get("event", r)
+    if r.get("principal") == who and r.get("op", r.get("operation")) == op and r.get("outcome") == "denied" and r.get("target") == target:
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+expect 0 "i18: vm create xenc (encrypted)" -- "$VMENC" vm create xenc --policy "VM Encryption Policy" --disk 1M
+expect 0 "i18: vm create xplain" -- "$VMENC" vm create xplain --disk 1M
+printf 'SUSPENDED-GUEST-MEMORY-SECRET' > "$T/x18"
+for vm in xenc xplain; do
+    for cls in nvram vmss vmem; do
+        idx=(); [[ $cls == vmem ]] && idx=(--index 1)
+        expect 0 "i18: alice uploads $vm $cls" -- bash -c "\"$VMENC\" file write $vm $cls ${idx[*]} --truncate < \"$T/x18\""
+    done
+done
+expect 0 "i18: alice writes xenc vswp" -- bash -c "\"$VMENC\" file write xenc vswp < \"$T/x18\""
+for cls in nvram vmss vmem; do
+    idx=(); file="xenc.$cls"
+    [[ $cls == vmem ]] && idx=(--index 1) && file="xenc-Snapshot1.vmem"
+    expect 3 "i18: bob may not read xenc $cls out of band" -- "$VMENC" --user bob file read xenc $cls "${idx[@]}"
+    [[ ! -s "$T/out" ]] && ok "i18: nothing of xenc $cls printed for bob" || bad "i18: bob got $(wc -c < "$T/out") bytes of xenc $cls"
+    grep -q "SUSPENDED-GUEST" "$T/out" "$T/err" && bad "i18: the plaintext of xenc $cls leaked" || ok "i18: no plaintext of xenc $cls"
+    audit_denied bob vm.file_export "xenc/$file" && ok "i18: bob's read of xenc $cls is audited as denied" \
+        || bad "i18: no denied vm.file_export record for bob on xenc/$file"
+    expect 3 "i18: bob may not write xenc $cls" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob file write xenc $cls ${idx[*]}"
+    audit_denied bob vm.file_upload "xenc/$file" && ok "i18: bob's write of xenc $cls is audited as denied" \
+        || bad "i18: no denied vm.file_upload record for bob on xenc/$file"
+    expect 3 "i18: bob may not truncate xenc $cls" -- bash -c "\"$VMENC\" --user bob file write xenc $cls ${idx[*]} --truncate < /dev/null"
+    expect 0 "i18: alice reads xenc $cls" -- "$VMENC" file read xenc $cls "${idx[@]}"
+    cmp -s "$T/out" "$T/x18" && ok "i18: xenc $cls is unchanged and reads for alice" || bad "i18: xenc $cls changed or unreadable"
+    if grep -q "SUSPENDED-GUEST" "$W/datastore/xenc/$file"; then bad "i18: $file holds ciphertext"; else ok "i18: $file holds ciphertext"; fi
+    # a plain VM: the ordinary VM privileges (GetVmFiles / PutVmFiles) are enough
+    pfile=${file/xenc/xplain}
+    expect 0 "i18: bob reads xplain $cls" -- "$VMENC" --user bob file read xplain $cls "${idx[@]}"
+    cmp -s "$T/out" "$T/x18" && ok "i18: bob gets xplain $cls" || bad "i18: bob gets xplain $cls"
+    expect 0 "i18: bob writes xplain $cls" -- bash -c "\"$VMENC\" --user bob file write xplain $cls ${idx[*]} < \"$T/x18\""
+done
+expect 3 "i18: bob may not read xenc vswp" -- "$VMENC" --user bob file read xenc vswp --length 4096
+[[ ! -s "$T/out" ]] && ok "i18: nothing of xenc vswp printed for bob" || bad "i18: bob got bytes of xenc vswp"
+expect 3 "i18: bob may not write an encrypted disk" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob disk write xenc scsi0:0"
+audit_denied bob disk.open_upload "xenc/scsi0:0" && ok "i18: bob's disk write is audited as an upload" \
+    || bad "i18: no denied disk.open_upload record for bob on xenc/scsi0:0"
+expect 3 "i18: bob may not read an encrypted disk" -- "$VMENC" --user bob disk read xenc scsi0:0 --length 512
+[[ ! -s "$T/out" ]] && ok "i18: nothing of the disk printed for bob" || bad "i18: bob got bytes of the disk"
+expect 0 "i18: bob reads a plain disk" -- "$VMENC" --user bob disk read xplain scsi0:0 --length 512
+expect 0 "i18: bob writes a plain disk" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob disk write xplain scsi0:0"
+expect 0 "i18: audit verify" -- "$VMENC" audit verify
+# core-dump export strength: a password >= 12 characters, Argon2id >= 2 passes x 64 MiB
+mkdir -p "$T/bundle18"
+printf 'short pw' > "$T/dpw18"
+expect 2 "i18: a short export password is refused" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw18"
+grep -q "at least 12 characters" "$T/err" && ok "i18: the refusal says what is needed" || bad "i18: unclear refusal: $(cat "$T/err")"
+expect 2 "i18: --kdf-ops 1 is refused" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 64M
+grep -q "2 passes" "$T/err" && ok "i18: the KDF refusal says what is needed" || bad "i18: unclear KDF refusal: $(cat "$T/err")"
+expect 2 "i18: --kdf-memory 8M is refused" -- "$VMENC" --json coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 4 --kdf-memory 8M
+json "j['ok'] is False and j['error']['status'] == 'VMENC_E_WEAK_KEY'" "i18: weak export JSON"
+[[ -z $(ls -A "$T/bundle18") ]] && ok "i18: a refused export writes nothing" || bad "i18: a refused export wrote $(ls "$T/bundle18")"
+grep -q '"op":"coredump.export".*"outcome":"failed".*shorter than 12 characters' "$W/audit.log" \
+    && ok "i18: the weak export is audited" || bad "i18: the weak export is not audited"
+expect 0 "i18: the bounds themselves are accepted" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
+# ==== end of issue 18 ===============================================================================
 
 echo "1..$n"
 if ((fails)); then echo "$fails of $n failed"; exit 1; fi
