@@ -369,6 +369,82 @@ cp "$T/conf.orig" "$W/vmenc.conf"
 expect 6 "no workspace" -- "$VMENC" --workspace "$T/nothing" vm list
 expect 0 "workspace fine again" -- "$VMENC" vm list
 
+# ==== issue 18: authorization that cannot be escalated (policy edits, truthful checks, read privilege) ====
+# bob holds NoCryptoAdmin on the root; each edit below used to be accepted.
+# jsonok RC DESCRIPTION -- command...: the exit code, and "ok" in the last
+# JSON line says the same thing (true exactly when the exit code is 0).
+jsonok() {
+    local want=$1 what=$2; shift 3
+    expect "$want" "$what" -- "$@"
+    json "j['ok'] == ($want == 0)" "$what: JSON ok agrees with exit $want"
+}
+# audited OPERATION PRINCIPAL OUTCOME TEXT: the log has such a record whose
+# reason contains TEXT.
+audited() {
+    /usr/bin/python3 - "$W/audit.log" "$@" <<'PY'
+import json, sys
+log, op, who, outcome, text = sys.argv[1:6]
+for line in open(log):
+    r = json.loads(line)
+    if r.get("op") == op and r.get("principal") == who and r.get("outcome") == outcome \
+            and text in (r.get("reason") or ""):
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+jsonok 3 "i18: bob may not grant himself Admin" -- "$VMENC" --json --user bob policy grant bob Admin
+grep -q "Cryptographer\." "$T/out" && ok "i18: the denial names the missing Cryptographer privilege" \
+    || bad "i18: missing privilege in the denial: $(cat "$T/out")"
+audited policy.grant bob denied "Cryptographer." && ok "i18: the denied grant is audited with the privilege" \
+    || bad "i18: denied grant audited"
+jsonok 3 "i18: bob may not define a role with Cryptographer.Access" -- \
+    "$VMENC" --json --user bob policy role R18 Cryptographer.Access
+audited policy.add_role bob denied "Cryptographer.Access" && ok "i18: the denied role is audited" \
+    || bad "i18: denied role audited"
+expect 0 "i18: bob may define a role of privileges he holds" -- "$VMENC" --user bob policy role R18 System.Read
+expect 0 "i18: alice makes a crypto group" -- "$VMENC" policy group cryptos18
+expect 0 "i18: ... with Admin on the root" -- "$VMENC" policy grant cryptos18 Admin
+jsonok 3 "i18: bob may not join the crypto group" -- "$VMENC" --json --user bob policy group cryptos18 --member bob
+jsonok 3 "i18: bob may not revoke alice (no locking crypto admins out)" -- \
+    "$VMENC" --json --user bob policy revoke alice
+jsonok 3 "i18: bob may not replace alice's Admin" -- "$VMENC" --json --user bob policy grant alice ReadOnly
+expect 0 "i18: alice still has Admin" -- "$VMENC" --json policy check --op manage_keys
+expect 0 "i18: bob may grant what he holds" -- "$VMENC" --user bob policy user dave18
+expect 0 "i18: ... NoCryptoAdmin to dave18" -- "$VMENC" --user bob policy grant dave18 NoCryptoAdmin
+jsonok 3 "i18: bob may not take a host out of encryption mode" -- \
+    "$VMENC" --json --user bob policy host-mode --disable
+expect 0 "i18: an encrypted VM" -- "$VMENC" vm create enc18 --policy "VM Encryption Policy" --disk 1M
+# policy check uses the inventory's record, with or without --encrypted
+jsonok 3 "i18: policy check export_vm on an encrypted VM, no --encrypted" -- \
+    "$VMENC" --json --user bob policy check --op export_vm --on enc18
+json "j['allowed'] is False and j['missing_privilege'] == 'Cryptographer.Access'" "i18: check names Cryptographer.Access"
+jsonok 3 "i18: ... console too" -- "$VMENC" --json --user bob policy check --op console --on enc18
+jsonok 0 "i18: alice may export it" -- "$VMENC" --json policy check --op export_vm --on enc18
+jsonok 0 "i18: bob may power it on" -- "$VMENC" --json --user bob policy check --op power_on --on enc18
+# the read privilege: System.Read on the root for policy show and audit show|tail|verify
+expect 0 "i18: a user with no permission" -- "$VMENC" policy user nobody18
+jsonok 3 "i18: nobody18 may not show the policy" -- "$VMENC" --json --user nobody18 policy show
+grep -q "System.Read" "$T/out" && ok "i18: the denial names System.Read" || bad "i18: System.Read named"
+jsonok 3 "i18: nobody18 may not show the audit log" -- "$VMENC" --json --user nobody18 audit show
+jsonok 3 "i18: nobody18 may not tail the audit log" -- "$VMENC" --json --user nobody18 audit tail
+jsonok 3 "i18: nobody18 may not verify the audit log" -- "$VMENC" --json --user nobody18 audit verify
+audited policy.show nobody18 denied "System.Read" && ok "i18: the denied policy show is audited" \
+    || bad "i18: denied policy show audited"
+audited audit.verify nobody18 denied "System.Read" && ok "i18: the denied audit verify is audited" \
+    || bad "i18: denied audit verify audited"
+jsonok 0 "i18: dave18 (NoCryptoAdmin) may show the policy" -- "$VMENC" --json --user dave18 policy show
+jsonok 0 "i18: dave18 may verify the audit log" -- "$VMENC" --json --user dave18 audit verify
+expect 0 "i18: bob may read the audit log" -- "$VMENC" --user bob audit tail -n 3
+# "ok" agrees with the exit code for the policy verbs, allowed or not
+jsonok 0 "i18: policy check allowed" -- "$VMENC" --json policy check --op power_on --on enc18
+jsonok 3 "i18: policy check denied" -- "$VMENC" --json --user nobody18 policy check --op power_on --on enc18
+jsonok 0 "i18: policy user" -- "$VMENC" --json policy user erin18
+jsonok 3 "i18: policy user denied" -- "$VMENC" --json --user nobody18 policy user erin19
+jsonok 6 "i18: policy revoke of nothing" -- "$VMENC" --json policy revoke erin18
+jsonok 0 "i18: policy host-mode" -- "$VMENC" --json policy host-mode
+jsonok 3 "i18: storage policy denied" -- "$VMENC" --json --user bob policy storage-policy X18
+# ==== end of issue 18 ====
+
 # ---- bench and demo ---------------------------------------------------------------------------------------
 expect 0 "bench" -- "$VMENC" --json bench --size 4 --seconds 0.05
 json "j['results'][-1]['backend'] == 'openssl' and all(r['enc_gbps'] > 0 for r in j['results'])" "bench JSON"
