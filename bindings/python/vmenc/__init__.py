@@ -22,7 +22,7 @@ from .policy import (Decision, EditOp, HostState, Migration, ObjectType, Op, Pol
 from .audit import (Audit, AuditEventView, AuditLog, Defect, Outcome, VerifyResult, event_to_json,
                     log_file_tail, verify_buffer, verify_files)
 from .vm import ConvertKind, Disk, DiskInfo, DiskState, FileClass, Host, Progress, VM, VMFile, VMInfo
-from .workspace import Workspace
+from .workspace import ResealResult, Workspace
 from . import policy
 
 __version__ = "0.1.0"

@@ -264,6 +264,20 @@ class WorkspaceOpenOptions(Structure):
                 ("audit_log", c_char_p), ("lock_timeout_ms", c_uint32), ("flags", c_uint32)]
 
 
+class WorkspaceResealResult(Structure):
+    _fields_ = [("struct_size", c_uint32), ("old_sha256", c_char * 65), ("new_sha256", c_char * 65),
+                ("generation", c_uint64), ("was_sealed", c_int), ("seal_was_valid", c_int)]
+
+
+class WorkspaceKMSSpec(Structure):
+    _fields_ = [("struct_size", c_uint32), ("alias", c_char_p), ("type", c_char_p),
+                ("endpoints", POINTER(c_char_p)), ("num_endpoints", c_size_t),
+                ("options", POINTER(c_char_p)), ("secret_file", c_char_p), ("flags", c_uint32)]
+
+
+WORKSPACE_KMS_CREATE = 1 << 0
+VM_FILE_EXPORT = 1 << 3  # vm.h VMENC_VM_FILE_EXPORT
+
 WORKSPACE_VM_FN = CFUNCTYPE(c_int, c_void_p, c_char_p)
 
 # ---------------------------------------------------------------- functions
@@ -472,6 +486,13 @@ _PROTOS = {
     "vmenc_workspace_policy_edit": (S, [vp, cs, P(PolicyEdit), P(PolicyDecision)]),
     "vmenc_workspace_policy_show": (S, [vp, cs, P(vp), P(sz), P(PolicyDecision)]),
     "vmenc_workspace_audit_read": (S, [vp, cs, cs, P(PolicyDecision)]),
+    "vmenc_workspace_reseal_policy": (S, [cs, P(WorkspaceOpenOptions), cs, P(WorkspaceError),
+                                          P(WorkspaceResealResult)]),
+    "vmenc_workspace_authorize": (S, [vp, cs, P(PolicyRequest), cs, cs, P(PolicyDecision)]),
+    "vmenc_workspace_audit_result": (S, [vp, cs, cs, cs, cs, cs, c_int, cs]),
+    "vmenc_workspace_add_kms": (S, [vp, cs, P(WorkspaceKMSSpec)]),
+    "vmenc_workspace_remove_kms": (S, [vp, cs, cs]),
+    "vmenc_workspace_kms_backup": (S, [vp, cs, cs, cs, vp, sz]),
 }
 
 _missing = []

@@ -267,14 +267,26 @@ class VM(Handle):
 
     def open_disk(self, principal: str, disk_id: str, *, readonly: bool = False,
                   export: bool = False) -> "Disk":
+        """Open a disk for I/O. Without ``export`` this is the hypervisor's own
+        path (power-on); with it, out-of-band access: read-only is a download
+        (EXPORT_VM), writable an upload and a download (UPLOAD_FILES and
+        EXPORT_VM), each needing Cryptographer.Access on an encrypted VM.
+        DeniedError when the policy refuses."""
         flags = (1 if readonly else 0) | (2 if export else 0)
         out = c_void_p()
         check(_lib.lib.vmenc_disk_open(self, _lib.enc(principal), _lib.enc(disk_id), flags, byref(out)))
         return Disk._adopt(out, self)
 
     def open_file(self, principal: str, cls: FileClass, index: int = 0, *, create: bool = False,
-                  truncate: bool = False, readonly: bool = False) -> "VMFile":
-        flags = (1 if create else 0) | (2 if truncate else 0) | (4 if readonly else 0)
+                  truncate: bool = False, readonly: bool = False, export: bool = False) -> "VMFile":
+        """Open state file ``cls`` (``index``: the snapshot number for VMSN/VMEM).
+        ``export`` as for :meth:`open_disk`: without it the open is the
+        hypervisor's power-on path; with it a tool copying the file out
+        (``readonly``: EXPORT_VM) or in (UPLOAD_FILES and EXPORT_VM), each
+        needing Cryptographer.Access on an encrypted VM. DeniedError when the
+        policy refuses."""
+        flags = ((1 if create else 0) | (2 if truncate else 0) | (4 if readonly else 0)
+                 | (_lib.VM_FILE_EXPORT if export else 0))
         out = c_void_p()
         check(_lib.lib.vmenc_vm_file_open(self, _lib.enc(principal), int(cls), index, flags, byref(out)))
         return VMFile._adopt(out, self)

@@ -2,15 +2,16 @@
 policy, audit log, datastore), loaded in one call. See docs/workspace.md."""
 from __future__ import annotations
 
-from ctypes import byref, c_size_t, c_void_p, create_string_buffer, sizeof, string_at
-from typing import Optional
+from ctypes import byref, c_char_p, c_size_t, c_void_p, create_string_buffer, sizeof, string_at
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
 
 from . import _lib
 from ._handle import Handle
 from .audit import Audit
 from .errors import Error, check, error_for
 from .kms import KeyManager
-from .policy import Decision, EditOp, Policy, _decision, _edit_result, _edit_struct
+from .policy import Decision, EditOp, Op, Policy, _decision, _edit_result, _edit_struct
 from .vm import VM, Host
 
 
@@ -23,6 +24,21 @@ def _ws_error(status: int, e: _lib.WorkspaceError) -> Error:
     err.file = f  # type: ignore[attr-defined]
     err.line = int(e.line)  # type: ignore[attr-defined]
     return err
+
+
+@dataclass(frozen=True)
+class ResealResult:
+    """What :meth:`Workspace.reseal_policy` did."""
+    old_sha256: str      # policy.json as it was on disk
+    new_sha256: str      # ... and as written
+    generation: int      # the new seal's generation
+    was_sealed: bool     # the old file carried a seal line
+    seal_was_valid: bool  # ... which verified
+
+
+def _cstr_array(items: Sequence[str], terminate: bool):
+    arr = (c_char_p * (len(items) + (1 if terminate else 0) or 1))(*[_lib.enc(i) for i in items])
+    return arr
 
 
 class Workspace(Handle):
@@ -58,6 +74,26 @@ class Workspace(Handle):
         s = _lib.lib.vmenc_workspace_create(_lib.enc(directory), byref(o), byref(e))
         if s:
             raise _ws_error(s, e)
+
+    @staticmethod
+    def reseal_policy(directory: str, passphrase, principal: str, *,
+                      audit_log: Optional[str] = None, no_sync: bool = False) -> ResealResult:
+        """Re-seal the policy document of the workspace in ``directory`` as it is
+        on disk (the recovery for one edited outside the library, which
+        opening refuses with AuthError). ``principal`` must hold the Admin role
+        on the root of that document (DeniedError otherwise, nothing written);
+        audited as "policy.reseal" either way. Other failures as opening."""
+        pp, pn = _lib.inbuf(passphrase) if passphrase is not None else (None, 0)
+        o = _lib.WorkspaceOpenOptions(sizeof(_lib.WorkspaceOpenOptions), _lib.addr(pp), pn,
+                                      _lib.enc(audit_log), 0, 1 if no_sync else 0)
+        e = _lib.WorkspaceError(sizeof(_lib.WorkspaceError))
+        r = _lib.WorkspaceResealResult(sizeof(_lib.WorkspaceResealResult))
+        s = _lib.lib.vmenc_workspace_reseal_policy(_lib.enc(directory), byref(o), _lib.enc(principal),
+                                                   byref(e), byref(r))
+        if s:
+            raise _ws_error(s, e)
+        return ResealResult(_lib.dec(r.old_sha256), _lib.dec(r.new_sha256), int(r.generation),
+                            bool(r.was_sealed), bool(r.seal_was_valid))
 
     def _view(self, key, fn, cls):
         v = self._views.get(key)
@@ -164,6 +200,69 @@ class Workspace(Handle):
         d = _decision()
         _edit_result(_lib.lib.vmenc_workspace_audit_read(self, _lib.enc(principal), _lib.enc(operation),
                                                          byref(d)), d)
+
+    def authorize(self, principal: str, op: Op, operation: str, target: Optional[str] = None, *,
+                  vm: Optional[str] = None, folder: Optional[str] = None, host: Optional[str] = None,
+                  pool: Optional[str] = None, datastore: Optional[str] = None, flags: int = 0) -> Decision:
+        """Authorize an operation the caller carries out itself through lower
+        layers (e.g. creating a key with :attr:`keymgr`: ``Op.MANAGE_KEYS``).
+        A denial is audited at once as ``operation`` on ``target`` and raises
+        DeniedError (``.decision`` set); an allowed call must be followed by
+        :meth:`audit_result` once the operation has run."""
+        req = _lib.PolicyRequest(sizeof(_lib.PolicyRequest), int(op), _lib.enc(vm), _lib.enc(folder),
+                                 _lib.enc(host), _lib.enc(pool), _lib.enc(datastore), flags)
+        d = _decision()
+        s = _lib.lib.vmenc_workspace_authorize(self, _lib.enc(principal), byref(req), _lib.enc(operation),
+                                               _lib.enc(target), byref(d))
+        return _edit_result(s, d)
+
+    def audit_result(self, principal: str, operation: str, target: Optional[str] = None, *,
+                     status: int = 0, key_provider: Optional[str] = None, key_id: Optional[str] = None,
+                     reason: Optional[str] = None) -> None:
+        """Record the outcome of an operation allowed by :meth:`authorize`."""
+        check(_lib.lib.vmenc_workspace_audit_result(self, _lib.enc(principal), _lib.enc(operation),
+                                                    _lib.enc(target), _lib.enc(key_provider),
+                                                    _lib.enc(key_id), int(status), _lib.enc(reason)))
+
+    # -- key providers (policy MANAGE_KEY_SERVERS / MANAGE_KEYS; audited)
+    def add_kms(self, principal: str, alias: str, type: str, endpoints: Sequence[str], *,
+                options: Iterable[str] = (), secret_file: Optional[str] = None,
+                create: bool = False) -> None:
+        """Add a key provider (a [kms] section) on behalf of ``principal``
+        (MANAGE_KEY_SERVERS; DeniedError otherwise)."""
+        eps = _cstr_array(list(endpoints), False)
+        opts = list(options)
+        oa = _cstr_array(opts, True) if opts else None
+        spec = _lib.WorkspaceKMSSpec(sizeof(_lib.WorkspaceKMSSpec), _lib.enc(alias), _lib.enc(type), eps,
+                                     len(endpoints), oa, _lib.enc(secret_file),
+                                     _lib.WORKSPACE_KMS_CREATE if create else 0)
+        check(_lib.lib.vmenc_workspace_add_kms(self, _lib.enc(principal), byref(spec)))
+
+    def create_key(self, principal: str, alias: str, name: Optional[str] = None,
+                   timeout: Optional[float] = None) -> str:
+        """Create a KEK in key provider ``alias`` on behalf of ``principal``
+        (MANAGE_KEYS, as ``vmenc kms create-key``): authorized, created with
+        :attr:`keymgr`, and audited as "kms.create_key"; return its ID.
+        DeniedError (audited, nothing created) when refused."""
+        self.authorize(principal, Op.MANAGE_KEYS, "kms.create_key", alias)
+        try:
+            kid = self.keymgr.create_kek(alias, name, timeout)
+        except Error as e:
+            self.audit_result(principal, "kms.create_key", alias, status=e.status, key_provider=alias)
+            raise
+        self.audit_result(principal, "kms.create_key", alias, key_provider=alias, key_id=kid)
+        return kid
+
+    def remove_kms(self, principal: str, alias: str) -> None:
+        """Remove key provider ``alias`` (MANAGE_KEY_SERVERS); its keys are not destroyed."""
+        check(_lib.lib.vmenc_workspace_remove_kms(self, _lib.enc(principal), _lib.enc(alias)))
+
+    def kms_backup(self, principal: str, alias: str, backup_path: str, backup_passphrase) -> None:
+        """Export file keystore ``alias`` to ``backup_path`` (MANAGE_KEYS). Keep the
+        passphrase in a bytearray and wipe it afterwards."""
+        pp, pn = _lib.inbuf(backup_passphrase)
+        check(_lib.lib.vmenc_workspace_kms_backup(self, _lib.enc(principal), _lib.enc(alias),
+                                                  _lib.enc(backup_path), _lib.addr(pp), pn))
 
     def close(self) -> None:
         for v in list(getattr(self, "_views", {}).values()):
