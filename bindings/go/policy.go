@@ -472,3 +472,27 @@ func (p *Policy) AddRoleAs(actor, name string, privileges []string) (Decision, e
 func (p *Policy) AddMemberAs(actor, group, member string) (Decision, error) {
 	return p.EditAs(actor, Edit{Op: EditAddMember, Name: group, Member: member})
 }
+
+// HasPrivilege reports whether principal holds privilege (a vSphere name,
+// "Cryptographer.Access") on object, directly, through a group or inherited.
+func (p *Policy) HasPrivilege(principal, object, privilege string) (bool, error) {
+	var held C.int
+	err := p.do(func(c *C.vmenc_policy, cs *cstrings) C.vmenc_status {
+		var priv C.vmenc_policy_privilege
+		if s := C.vmenc_policy_privilege_from_name(cs.str(privilege, false), &priv); s != 0 {
+			return s
+		}
+		return C.vmenc_policy_has_privilege(c, cs.str(principal, false), cs.str(object, false), priv, &held)
+	}, "vmenc_policy_has_privilege")
+	return held != 0, err
+}
+
+// Privileges returns every privilege name of this library build, in enum order.
+func Privileges() []string {
+	n := int(C.vmenc_policy_privilege_count())
+	out := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		out = append(out, goStr(C.vmenc_policy_privilege_name(C.int(i))))
+	}
+	return out
+}

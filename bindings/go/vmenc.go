@@ -239,6 +239,20 @@ func (h *handle) retain() error {
 	return nil
 }
 
+// share takes a reference for a new borrower on behalf of an existing one:
+// unlike retain it succeeds on a handle closed by its owner but still kept
+// alive by borrowers (a VM's host view after the view was closed). The
+// caller must itself hold a reference, so the C object cannot go away.
+func (h *handle) share() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.p == nil {
+		return ErrClosed
+	}
+	h.refs++
+	return nil
+}
+
 func (h *handle) release() {
 	h.mu.Lock()
 	h.refs--

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -674,5 +675,432 @@ func TestWorkspacePolicyEditsAudited(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("the denied grant is not in the audit log")
+	}
+}
+
+// ---- issue 18: a NoCryptoAdmin cannot encrypt, decrypt, open a console,
+// download an encrypted VM (disk or any state file) or configure key
+// managers, by any sequence of calls through this binding. alice (Admin)
+// writes markers into an encrypted VM through the hypervisor's power-on
+// path; bob (NoCryptoAdmin on the root) tries every crypto operation, by
+// name and then in a seeded random sequence mixed with edits he may make
+// (users he creates act too). Non-export opens are the hypervisor's own
+// path and, as in vSphere, allowed to whoever may power the VM on.
+
+const ncMark = "ALICE-SECRET-MARKER-"
+
+type ncFile struct {
+	class FileClass
+	index uint32
+	name  string
+}
+
+var ncFiles = []ncFile{{FileNVRAM, 0, "NVRAM"}, {FileVMSS, 0, "VMSS"}, {FileVMSN, 1, "VMSN"}, {FileVMEM, 1, "VMEM"}, {FileVSWP, 0, "VSWP"}}
+
+func ncMarker(tag string) []byte { return []byte(ncMark + tag + "-END") }
+
+type ncWorld struct {
+	t             *testing.T
+	dir           string
+	ws            *Workspace
+	p             *Policy
+	secret, plain *VM
+	disk, pdisk   string
+	objects       []string
+	bobs          []string
+	got           [][]byte
+	crypto        []string
+}
+
+var ncPass = []byte("nocrypto workspace passphrase")
+
+func newNCWorld(t *testing.T) *ncWorld {
+	w := &ncWorld{t: t, dir: filepath.Join(t.TempDir(), "ws"), bobs: []string{"bob"}}
+	must(t, CreateWorkspace(w.dir, WorkspaceCreateOptions{Passphrase: ncPass, Admin: "alice", KDFOps: 1, KDFMemKiB: 8}))
+	var err error
+	w.ws, err = OpenWorkspace(w.dir, ncPass, true)
+	must(t, err)
+	w.p, err = w.ws.Policy()
+	must(t, err)
+	t.Cleanup(w.close)
+	// trusted bootstrap (the unchecked calls)
+	must(t, w.p.AddUser("bob"))
+	must(t, w.p.Grant("bob", "root", RoleNoCryptoAdmin, true))
+	must(t, w.p.AddGroup("cryptos"))
+	must(t, w.p.Grant("cryptos", "root", RoleAdmin, true))
+	for _, p := range Privileges() {
+		if strings.HasPrefix(p, "Cryptographer.") {
+			w.crypto = append(w.crypto, p)
+		}
+	}
+	host, err := w.ws.Host()
+	must(t, err)
+	defer host.Close()
+	mk := func(name, sp string, mem uint64) *VM {
+		vm, err := host.CreateVM(VMCreateOptions{Principal: "alice", HomeDir: filepath.Join(w.ws.DatastoreDir(), name), Name: name,
+			Folder: w.ws.Folder(), StoragePolicy: sp, MemoryBytes: mem})
+		must(t, err)
+		return vm
+	}
+	w.secret = mk("secret", encPolicy, 1<<20)
+	w.plain = mk("plainvm", "Datastore Default", 0)
+	w.disk, err = w.secret.AddDisk("alice", 1<<20, 512)
+	must(t, err)
+	w.pdisk, err = w.plain.AddDisk("alice", 1<<20, 512)
+	must(t, err)
+	d, err := w.secret.OpenDisk("alice", w.disk, 0)
+	must(t, err)
+	_, err = d.WriteAt(ncMarker("disk"), 4096)
+	must(t, err)
+	must(t, d.Close())
+	for _, f := range ncFiles {
+		h, err := w.secret.OpenFile("alice", f.class, f.index, FileCreate)
+		must(t, err)
+		_, err = h.WriteAt(ncMarker(f.name), 512)
+		must(t, err)
+		must(t, h.Close())
+	}
+	must(t, w.secret.ConfigSet("alice", "guestinfo.secret", string(ncMarker("config")), true))
+	w.objects = []string{"root", "dc", "vms", "secret", "plainvm"}
+	if info, _ := w.secret.Info(); !info.Encrypted {
+		t.Fatal("the secret VM is not encrypted")
+	}
+	return w
+}
+
+func (w *ncWorld) close() {
+	w.secret.Close()
+	w.plain.Close()
+	w.p.Close()
+	w.ws.Close()
+}
+
+// denied fails unless err is a policy refusal.
+func (w *ncWorld) denied(what string, err error) {
+	w.t.Helper()
+	if !errors.Is(err, ErrDenied) {
+		w.t.Fatalf("%s was not refused: %v", what, err)
+	}
+}
+
+func (w *ncWorld) pick(rng *rand.Rand, s []string) string { return s[rng.Intn(len(s))] }
+
+type ncAttempt struct {
+	name string
+	do   func(w *ncWorld, who string, rng *rand.Rand)
+}
+
+var ncAttempts = []ncAttempt{
+	{"grant_admin_root", func(w *ncWorld, who string, rng *rand.Rand) {
+		_, err := w.ws.EditPolicy(who, Edit{Op: EditGrant, Name: w.pick(rng, w.bobs), Object: "root", Role: RoleAdmin, Propagate: true})
+		w.denied(who+" grants Admin on the root", err)
+	}},
+	{"grant_admin_vm", func(w *ncWorld, who string, rng *rand.Rand) {
+		_, err := w.p.GrantAs(who, w.pick(rng, w.bobs), w.pick(rng, []string{"secret", "plainvm", "dc"}), RoleAdmin, true)
+		w.denied(who+" grants Admin on an object", err)
+	}},
+	{"crypto_role", func(w *ncWorld, who string, rng *rand.Rand) {
+		_, err := w.p.AddRoleAs(who, fmt.Sprintf("R%d", rng.Intn(1000)), []string{"System.Read", w.pick(rng, w.crypto)})
+		w.denied(who+" defines a Cryptographer role", err)
+	}},
+	{"join_admin_group", func(w *ncWorld, who string, rng *rand.Rand) {
+		_, err := w.p.AddMemberAs(who, "cryptos", w.pick(rng, w.bobs))
+		w.denied(who+" joins the Admin group", err)
+	}},
+	{"weaken_alice", func(w *ncWorld, who string, rng *rand.Rand) {
+		var err error
+		if rng.Intn(2) == 0 {
+			_, err = w.p.RevokeAs(who, "alice", "root")
+		} else {
+			_, err = w.p.GrantAs(who, "alice", w.pick(rng, w.objects), w.pick(rng, []string{RoleNoAccess, RoleReadOnly, RoleNoCryptoAdmin}), true)
+		}
+		w.denied(who+" weakens alice", err)
+	}},
+	{"storage_policy_def", func(w *ncWorld, who string, rng *rand.Rand) {
+		sp := StoragePolicy{Name: fmt.Sprintf("sp%d", rng.Intn(100)), Encrypt: true, FileClasses: FileVMHome | FileDisks, KeyProvider: "native"}
+		_, err := w.p.EditAs(who, Edit{Op: EditSetStoragePolicy, StoragePolicy: &sp})
+		w.denied(who+" defines an encrypting storage policy", err)
+	}},
+	{"encrypt", func(w *ncWorld, who string, rng *rand.Rand) {
+		w.denied(who+" encrypts", w.plain.ApplyStoragePolicy(who, encPolicy, 0))
+	}},
+	{"decrypt", func(w *ncWorld, who string, rng *rand.Rand) {
+		w.denied(who+" decrypts", w.secret.ApplyStoragePolicy(who, "Datastore Default", 0))
+	}},
+	{"rekey", func(w *ncWorld, who string, rng *rand.Rand) {
+		if rng.Intn(2) == 0 {
+			w.denied(who+" rekeys shallow", w.secret.RekeyShallow(who, "", ""))
+		} else {
+			w.denied(who+" rekeys deep", w.secret.RekeyDeep(who, 0))
+		}
+	}},
+	{"clone", func(w *ncWorld, who string, rng *rand.Rand) {
+		n := fmt.Sprintf("c%d", rng.Intn(1000000))
+		home := filepath.Join(w.ws.DatastoreDir(), n)
+		src, sp := w.secret, ""
+		if rng.Intn(2) == 0 {
+			src, sp = w.plain, encPolicy
+		}
+		vm, err := src.Clone(VMCloneOptions{Principal: who, HomeDir: home, Name: n, Folder: w.ws.Folder(), StoragePolicy: sp})
+		if err == nil {
+			vm.Close()
+		}
+		w.denied(who+" clones", err)
+		if _, err := os.Stat(home); err == nil {
+			w.t.Fatalf("a refused clone left %s", home)
+		}
+	}},
+	{"disk_export", func(w *ncWorld, who string, rng *rand.Rand) {
+		fl := DiskExport
+		if rng.Intn(2) == 0 {
+			fl |= DiskReadOnly
+		}
+		d, err := w.secret.OpenDisk(who, w.disk, fl)
+		if err == nil {
+			b := make([]byte, 1<<20)
+			d.ReadAt(b, 0)
+			w.got = append(w.got, b)
+			d.Close()
+		}
+		w.denied(fmt.Sprintf("%s opens the encrypted disk for export (flags %d)", who, fl), err)
+	}},
+	{"file_export", func(w *ncWorld, who string, rng *rand.Rand) {
+		f := ncFiles[rng.Intn(len(ncFiles))]
+		fl := FileExport
+		if rng.Intn(2) == 0 {
+			fl |= FileReadOnly
+		}
+		h, err := w.secret.OpenFile(who, f.class, f.index, fl)
+		if err == nil {
+			b := make([]byte, 1<<20)
+			n, _ := h.ReadAt(b, 0)
+			w.got = append(w.got, b[:n])
+			h.Close()
+		}
+		w.denied(fmt.Sprintf("%s opens %s for export (flags %d)", who, f.name, fl), err)
+	}},
+	{"console", func(w *ncWorld, who string, rng *rand.Rand) {
+		d, err := w.p.Check(who, Request{Op: OpConsole, VM: "secret"})
+		must(w.t, err)
+		if d.Allowed {
+			w.t.Fatalf("%s may open the console: %+v", who, d)
+		}
+		if held, _ := w.p.HasPrivilege(who, "secret", "VirtualMachine.Interact.ConsoleInteract"); held && d.MissingPrivilege != "Cryptographer.Access" {
+			w.t.Fatalf("console refused for the wrong reason: %+v", d)
+		}
+		v, err := w.secret.ConfigGet(who, "guestinfo.secret")
+		w.got = append(w.got, []byte(v))
+		w.denied(who+" reads a secret configuration entry", err)
+	}},
+	{"checks", func(w *ncWorld, who string, rng *rand.Rand) {
+		for _, op := range []Op{OpExportVM, OpUploadFiles, OpEncryptVM, OpDecryptVM, OpRekeyDeep, OpManageKeys, OpManageKeyServers, OpManageEncryptionPolicies} {
+			if d, err := w.p.Check(who, Request{Op: op, VM: "secret"}); err != nil || d.Allowed {
+				w.t.Fatalf("%s: check of op %d: %v %+v", who, op, err, d)
+			}
+		}
+	}},
+	{"add_kms", func(w *ncWorld, who string, rng *rand.Rand) {
+		n := fmt.Sprintf("kp%d", rng.Intn(1000))
+		path := filepath.Join(w.dir, n+".vks")
+		w.denied(who+" adds a key provider", w.ws.AddKMS(who, KMSSpec{Alias: n, Type: "file", Endpoints: []string{path}, Create: true}))
+		if _, err := os.Stat(path); err == nil {
+			w.t.Fatalf("a refused add_kms created %s", path)
+		}
+	}},
+	{"remove_kms", func(w *ncWorld, who string, rng *rand.Rand) {
+		w.denied(who+" removes the key provider", w.ws.RemoveKMS(who, "native"))
+	}},
+	{"create_key", func(w *ncWorld, who string, rng *rand.Rand) {
+		_, err := w.ws.CreateKey(context.Background(), who, "native", "")
+		w.denied(who+" creates a key", err)
+	}},
+	{"backup", func(w *ncWorld, who string, rng *rand.Rand) {
+		path := filepath.Join(w.dir, fmt.Sprintf("backup%d.vkb", rng.Intn(1000)))
+		w.denied(who+" backs up the keystore", w.ws.KMSBackup(who, "native", path, []byte("a long backup passphrase")))
+		if _, err := os.Stat(path); err == nil {
+			w.t.Fatalf("a refused backup wrote %s", path)
+		}
+	}},
+}
+
+// allowedEdit makes an edit bob may make (errors ignored: not the point).
+func (w *ncWorld) allowedEdit(who string, rng *rand.Rand) {
+	k := rng.Intn(4)
+	if len(w.bobs) < 3 && rng.Intn(2) == 0 {
+		k = 0
+	}
+	switch {
+	case k == 0 && len(w.bobs) < 4:
+		n := fmt.Sprintf("m%d", len(w.bobs))
+		if _, err := w.p.EditAs(who, Edit{Op: EditAddUser, Name: n}); err != nil {
+			return
+		}
+		if _, err := w.p.GrantAs(who, n, w.pick(rng, w.objects), RoleNoCryptoAdmin, true); err == nil {
+			w.bobs = append(w.bobs, n)
+		}
+	case k == 1:
+		_, _ = w.p.AddRoleAs(who, fmt.Sprintf("ok%d", rng.Intn(1000)), []string{"System.Read", "VirtualMachine.Interact.PowerOn"})
+	case k == 2:
+		g := fmt.Sprintf("g%d", rng.Intn(3))
+		_, _ = w.p.EditAs(who, Edit{Op: EditAddGroup, Name: g})
+		_, _ = w.p.AddMemberAs(who, g, w.pick(rng, w.bobs))
+		_, _ = w.p.GrantAs(who, g, w.pick(rng, w.objects), RoleNoCryptoAdmin, true)
+	case len(w.bobs) > 1: // never bob's own root permission
+		_, _ = w.p.GrantAs(who, w.pick(rng, w.bobs[1:]), w.pick(rng, w.objects), w.pick(rng, []string{RoleNoCryptoAdmin, RoleReadOnly}), true)
+	}
+}
+
+func (w *ncWorld) invariants() {
+	t := w.t
+	t.Helper()
+	for _, who := range w.bobs {
+		for _, obj := range w.objects {
+			for _, p := range w.crypto {
+				if held, err := w.p.HasPrivilege(who, obj, p); err != nil || held {
+					t.Fatalf("%s holds %s on %s (%v)", who, p, obj, err)
+				}
+			}
+		}
+	}
+	for _, obj := range w.objects {
+		for _, p := range Privileges() {
+			if held, err := w.p.HasPrivilege("alice", obj, p); err != nil || !held {
+				t.Fatalf("alice lost %s on %s (%v)", p, obj, err)
+			}
+		}
+	}
+	d, err := w.secret.OpenDisk("alice", w.disk, DiskReadOnly)
+	must(t, err)
+	b := make([]byte, len(ncMarker("disk")))
+	_, err = d.ReadAt(b, 4096)
+	must(t, err)
+	must(t, d.Close())
+	if !bytes.Equal(b, ncMarker("disk")) {
+		t.Fatalf("alice's disk reads %q", b)
+	}
+	for _, f := range ncFiles {
+		h, err := w.secret.OpenFile("alice", f.class, f.index, FileReadOnly)
+		must(t, err)
+		b := make([]byte, len(ncMarker(f.name)))
+		_, err = h.ReadAt(b, 512)
+		must(t, err)
+		must(t, h.Close())
+		if !bytes.Equal(b, ncMarker(f.name)) {
+			t.Fatalf("alice's %s reads %q", f.name, b)
+		}
+	}
+	if v, err := w.secret.ConfigGet("alice", "guestinfo.secret"); err != nil || v != string(ncMarker("config")) {
+		t.Fatalf("alice's secret entry: %q %v", v, err)
+	}
+	if i, _ := w.secret.Info(); !i.Encrypted {
+		t.Fatal("the secret VM was decrypted")
+	}
+	if i, _ := w.plain.Info(); i.Encrypted {
+		t.Fatal("the plain VM was encrypted")
+	}
+	for _, g := range w.got {
+		if bytes.Contains(g, []byte(ncMark)) {
+			t.Fatal("bob obtained alice's secret bytes")
+		}
+	}
+	// the refusals are not vacuous: alice may export
+	h, err := w.secret.OpenFile("alice", FileNVRAM, 0, FileExport|FileReadOnly)
+	must(t, err)
+	all := make([]byte, 4096)
+	n, _ := h.ReadAt(all, 0)
+	must(t, h.Close())
+	if !bytes.Contains(all[:n], ncMarker("NVRAM")) {
+		t.Fatal("alice's export of NVRAM lacks her marker")
+	}
+}
+
+func TestNoCryptoEachAttemptRefused(t *testing.T) {
+	for _, a := range ncAttempts {
+		a := a
+		t.Run(a.name, func(t *testing.T) {
+			w := newNCWorld(t)
+			a.do(w, "bob", rand.New(rand.NewSource(int64(len(a.name)))))
+			w.invariants()
+		})
+	}
+}
+
+func TestNoCryptoRandomSequence(t *testing.T) {
+	seed := int64(18)
+	if s := os.Getenv("VMENC_NOCRYPTO_SEED"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		must(t, err)
+		seed = v
+	}
+	w := newNCWorld(t)
+	rng := rand.New(rand.NewSource(seed))
+	for step := 0; step < 200; step++ {
+		who := w.pick(rng, w.bobs)
+		if rng.Intn(4) == 0 {
+			w.allowedEdit(who, rng)
+			continue
+		}
+		a := ncAttempts[rng.Intn(len(ncAttempts))]
+		t.Logf("seed %d step %d: %s %s", seed, step, who, a.name)
+		a.do(w, who, rng)
+	}
+	if len(w.bobs) < 2 {
+		t.Fatal("the sequence never acted through a principal bob made")
+	}
+	w.invariants()
+}
+
+func TestNoCryptoReseal(t *testing.T) {
+	w := newNCWorld(t)
+	w.secret.Close()
+	w.plain.Close()
+	w.p.Close()
+	must(t, w.ws.Close())
+	path := filepath.Join(w.dir, "policy.json")
+	raw, err := os.ReadFile(path)
+	must(t, err)
+	lines := bytes.SplitAfter(raw, []byte("\n"))
+	for len(lines) > 0 && len(lines[len(lines)-1]) == 0 {
+		lines = lines[:len(lines)-1]
+	}
+	if !bytes.HasPrefix(lines[len(lines)-1], []byte("#vmenc-seal v1 ")) {
+		t.Fatalf("no seal line: %q", lines[len(lines)-1])
+	}
+	doc := bytes.Replace(bytes.Join(lines[:len(lines)-1], nil), []byte(`{"name": "bob"}`), []byte(`{"name": "bob"}, {"name": "carol"}`), 1)
+	must(t, os.WriteFile(path, doc, 0o600))
+	if _, err := OpenWorkspace(w.dir, ncPass, true); !errors.Is(err, ErrAuth) {
+		t.Fatalf("a hand-edited document opened: %v", err)
+	}
+	if _, err := ResealPolicy(w.dir, ncPass, "bob", true); !errors.Is(err, ErrDenied) {
+		t.Fatalf("bob resealed: %v", err)
+	}
+	if now, _ := os.ReadFile(path); !bytes.Equal(now, doc) {
+		t.Fatal("a refused reseal wrote the document")
+	}
+	r, err := ResealPolicy(w.dir, ncPass, "alice", true)
+	if err != nil || r.WasSealed || len(r.NewSHA256) != 64 || r.Generation == 0 {
+		t.Fatalf("alice's reseal: %+v %v", r, err)
+	}
+	ws, err := OpenWorkspace(w.dir, ncPass, true)
+	must(t, err)
+	defer ws.Close()
+	p, err := ws.Policy()
+	must(t, err)
+	defer p.Close()
+	if held, _ := p.HasPrivilege("carol", "root", "System.Read"); held {
+		t.Fatal("carol holds privileges")
+	}
+	if held, _ := p.HasPrivilege("bob", "root", "Cryptographer.Access"); held {
+		t.Fatal("bob holds Cryptographer.Access after the reseal")
+	}
+	vm, err := ws.OpenVM("alice", "secret")
+	must(t, err)
+	defer vm.Close()
+	h, err := vm.OpenFile("bob", FileVMSS, 0, FileExport|FileReadOnly)
+	if err == nil {
+		h.Close()
+	}
+	if !errors.Is(err, ErrDenied) {
+		t.Fatalf("bob exported the suspend state after the reseal: %v", err)
 	}
 }

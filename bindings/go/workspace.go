@@ -7,6 +7,7 @@ package vmenc
 import "C"
 
 import (
+	"context"
 	"fmt"
 	"unsafe"
 )
@@ -206,4 +207,211 @@ func (w *Workspace) AuthorizeAuditRead(principal, operation string) error {
 	s := C.vmenc_workspace_audit_read((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(operation, false), &d)
 	_, err = editResult(s, &d, "vmenc_workspace_audit_read")
 	return err
+}
+
+// OpenVM opens VM name of the datastore for principal (a locked VM comes
+// back with an error matching ErrVMLocked, as Host.OpenVM).
+func (w *Workspace) OpenVM(principal, name string) (*VM, error) {
+	h, err := w.Host()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	if err := h.h.retain(); err != nil {
+		return nil, err
+	}
+	p, err := w.h.use()
+	if err != nil {
+		h.h.release()
+		return nil, err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	var out *C.vmenc_vm
+	s := C.vmenc_workspace_open_vm((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(name, false), &out)
+	if s != 0 && out == nil {
+		h.h.release()
+		return nil, check(s, "vmenc_workspace_open_vm")
+	}
+	return newVM(out, &h.h), check(s, "vmenc_workspace_open_vm")
+}
+
+// ResealResult is what ResealPolicy did.
+type ResealResult struct {
+	OldSHA256, NewSHA256 string // policy.json as it was on disk, and as written
+	Generation           uint64 // the new seal's generation
+	WasSealed            bool   // the old file carried a seal line
+	SealWasValid         bool   // ... which verified
+}
+
+// ResealPolicy re-seals the policy document of the workspace in dir as it
+// is on disk: the recovery for a document edited outside the library, which
+// OpenWorkspace refuses with ErrAuth. principal must hold the Admin role on
+// the root of that document (ErrDenied otherwise; nothing is written).
+// Audited as "policy.reseal" either way. Other failures as OpenWorkspace.
+func ResealPolicy(dir string, passphrase []byte, principal string, noSync bool) (ResealResult, error) {
+	if initErr != nil {
+		return ResealResult{}, initErr
+	}
+	var cs cstrings
+	defer cs.free()
+	var c C.vmenc_workspace_open_options
+	c.struct_size = C.uint32_t(unsafe.Sizeof(c))
+	pp, pn := cs.secret(passphrase)
+	c.passphrase, c.passphrase_len = (*C.uint8_t)(pp), pn
+	if noSync {
+		c.flags = C.VMENC_WORKSPACE_OPEN_NO_SYNC
+	}
+	var e C.vmenc_workspace_error
+	e.struct_size = C.uint32_t(unsafe.Sizeof(e))
+	var r C.vmenc_workspace_reseal_result
+	r.struct_size = C.uint32_t(unsafe.Sizeof(r))
+	s := C.vmenc_workspace_reseal_policy(cs.str(dir, false), &c, cs.str(principal, false), &e, &r)
+	if err := wsError(s, &e, "vmenc_workspace_reseal_policy"); err != nil {
+		return ResealResult{}, err
+	}
+	return ResealResult{C.GoString(&r.old_sha256[0]), C.GoString(&r.new_sha256[0]), uint64(r.generation),
+		r.was_sealed != 0, r.seal_was_valid != 0}, nil
+}
+
+// Authorize decides req for principal, for an operation the caller carries
+// out itself through lower layers (a key created with the key manager:
+// OpManageKeys). A denial is audited at once as operation on target and
+// returned as an error matching ErrDenied; an allowed call must be
+// followed by AuditResult.
+func (w *Workspace) Authorize(principal string, req Request, operation, target string) (Decision, error) {
+	p, err := w.h.use()
+	if err != nil {
+		return Decision{}, err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	var r C.vmenc_policy_request
+	r.struct_size = C.uint32_t(unsafe.Sizeof(r))
+	r.op = C.vmenc_policy_op(req.Op)
+	r.vm = cs.str(req.VM, true)
+	r.folder = cs.str(req.Folder, true)
+	r.host = cs.str(req.Host, true)
+	r.pool = cs.str(req.Pool, true)
+	r.datastore = cs.str(req.Datastore, true)
+	r.flags = C.uint32_t(req.Flags)
+	var d C.vmenc_policy_decision
+	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
+	s := C.vmenc_workspace_authorize((*C.vmenc_workspace)(p), cs.str(principal, false), &r, cs.str(operation, false),
+		cs.str(target, true), &d)
+	return editResult(s, &d, "vmenc_workspace_authorize")
+}
+
+// AuditResult records the outcome (status 0: success) of an operation
+// allowed by Authorize; keyProvider, keyID and reason may be "".
+func (w *Workspace) AuditResult(principal, operation, target, keyProvider, keyID string, status Status, reason string) error {
+	p, err := w.h.use()
+	if err != nil {
+		return err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	return check(C.vmenc_workspace_audit_result((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(operation, false),
+		cs.str(target, true), cs.str(keyProvider, true), cs.str(keyID, true), C.vmenc_status(status), cs.str(reason, true)),
+		"vmenc_workspace_audit_result")
+}
+
+// CreateKey creates a KEK in key provider alias on behalf of principal
+// (OpManageKeys, as "vmenc kms create-key"): authorized, created, and
+// audited as "kms.create_key". A refusal matches ErrDenied and creates nothing.
+func (w *Workspace) CreateKey(ctx context.Context, principal, alias, name string) (string, error) {
+	if _, err := w.Authorize(principal, Request{Op: OpManageKeys}, "kms.create_key", alias); err != nil {
+		return "", err
+	}
+	ms, err := timeoutMs(ctx)
+	if err != nil {
+		return "", err
+	}
+	p, err := w.h.use()
+	if err != nil {
+		return "", err
+	}
+	var cs cstrings
+	var buf [C.VMENC_KMS_KEY_ID_CAP]C.char
+	s := C.vmenc_keymgr_create_kek(C.vmenc_workspace_keymgr((*C.vmenc_workspace)(p)), cs.str(alias, false), cs.str(name, true), ms,
+		&buf[0], C.size_t(len(buf)))
+	cs.free()
+	w.h.done()
+	id := ""
+	if s == 0 {
+		id = C.GoString(&buf[0])
+	}
+	aerr := w.AuditResult(principal, "kms.create_key", alias, alias, id, Status(s), "")
+	if err := check(s, "vmenc_keymgr_create_kek"); err != nil {
+		return "", err
+	}
+	return id, aerr
+}
+
+// KMSSpec describes a key provider to add (vmenc_workspace_kms_spec).
+type KMSSpec struct {
+	Alias, Type string   // type: "file", "kmip", "pkcs11"
+	Endpoints   []string // file: keystore path; kmip: host:port; pkcs11: module path
+	Options     []string // "key=value", given to every endpoint
+	SecretFile  string   // passphrase / PIN file; "" = the workspace passphrase (file)
+	Create      bool     // create a file keystore that does not exist yet
+}
+
+// AddKMS adds a key provider on behalf of principal (OpManageKeyServers;
+// audited; ErrDenied when refused).
+func (w *Workspace) AddKMS(principal string, spec KMSSpec) error {
+	p, err := w.h.use()
+	if err != nil {
+		return err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	var c C.vmenc_workspace_kms_spec
+	c.struct_size = C.uint32_t(unsafe.Sizeof(c))
+	c.alias = cs.str(spec.Alias, false)
+	c._type = cs.str(spec.Type, false)
+	c.endpoints = cs.array(spec.Endpoints)
+	c.num_endpoints = C.size_t(len(spec.Endpoints))
+	if len(spec.Options) > 0 {
+		c.options = cs.array(spec.Options)
+	}
+	c.secret_file = cs.str(spec.SecretFile, true)
+	if spec.Create {
+		c.flags = C.VMENC_WORKSPACE_KMS_CREATE
+	}
+	return check(C.vmenc_workspace_add_kms((*C.vmenc_workspace)(p), cs.str(principal, false), &c), "vmenc_workspace_add_kms")
+}
+
+// RemoveKMS removes key provider alias on behalf of principal
+// (OpManageKeyServers; audited). Its keys are not destroyed.
+func (w *Workspace) RemoveKMS(principal, alias string) error {
+	p, err := w.h.use()
+	if err != nil {
+		return err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	return check(C.vmenc_workspace_remove_kms((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(alias, false)),
+		"vmenc_workspace_remove_kms")
+}
+
+// KMSBackup exports file keystore alias to backupPath under passphrase, on
+// behalf of principal (OpManageKeys; audited). The passphrase is copied to
+// C memory and wiped there; Wipe yours afterwards.
+func (w *Workspace) KMSBackup(principal, alias, backupPath string, passphrase []byte) error {
+	p, err := w.h.use()
+	if err != nil {
+		return err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	pp, pn := cs.secret(passphrase)
+	return check(C.vmenc_workspace_kms_backup((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(alias, false),
+		cs.str(backupPath, false), (*C.uint8_t)(pp), pn), "vmenc_workspace_kms_backup")
 }
