@@ -5,7 +5,7 @@
  * (vmenc_workspace_policy_edit: the edit rule of vmenc/policy.h, decided
  * and audited there, so every front end gets the same answer); the policy
  * and audit views need System.Read on the root (vmenc_workspace_policy_show,
- * vmenc_workspace_audit_read). Then the document is saved.
+ * vmenc_workspace_audit_read). The library makes every change durable.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
