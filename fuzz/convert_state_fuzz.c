@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_internal.h"
+#include "vm/format/cvt_slot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

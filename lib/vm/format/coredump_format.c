@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/coredump_internal.h"
+#include "vm/format/coredump_format.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/kv.h"
+#include "vm/format/schema.h"
 
 #define CD_VERSION "1"
 #define CD_KDF_NAME "argon2id13"

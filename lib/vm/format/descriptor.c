@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_format.h"
-#include "vm/vm_schema.h"
+#include "core/fs.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/schema.h"
+#include "vm/format/vmx.h"
 
 #define CIPHER_XTS "aes-xts-plain64"
 #define VMENC_PREFIX "vmenc."
@@ -330,7 +332,7 @@ static vmenc_status desc_check(const vm_disk_desc *d) {
     VMENC_ENSURE(d->capacity > 0 && d->capacity <= VMENC_DISK_MAX_CAPACITY &&
                      d->capacity % d->sector_size == 0,
                  VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(vm_file_name_check(d->extent_file) == VMENC_OK, VMENC_E_BAD_PATH);
+    VMENC_ENSURE(vmenc_fs_name_check(d->extent_file) == VMENC_OK, VMENC_E_BAD_PATH);
     VMENC_ENSURE(shift_ok(d->data_offset), VMENC_E_INVALID_ARG);
     int si = state_index(d->state);
     VMENC_ENSURE(si >= 0 && (d->encrypted != 0) == (k_states[si].old_key != 0), VMENC_E_INVALID_ARG);

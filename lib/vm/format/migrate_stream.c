@@ -17,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/migrate_internal.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/migrate_stream.h"
 
 #define HO_MAGIC "VMENCMH1"
 #define HO_VERSION 1u

@@ -13,7 +13,8 @@
 #include <string.h>
 
 #include "keys/keys_internal.h"
-#include "vm/vm_format.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/sealed.h"
 
 #define SEALED_PREFIX "vmsd1:"
 #define SEALED_PREFIX_LEN (sizeof(SEALED_PREFIX) - 1u)
