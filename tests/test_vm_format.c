@@ -94,7 +94,7 @@ static vmenc_dek *make_dek(uint8_t seed) {
     return dek;
 }
 
-/* ---- fsutil --------------------------------------------------------------- */
+/* ---- core/fs ---------------------------------------------------------------- */
 
 static void test_errno_map(void **state) {
     (void)state;

@@ -85,7 +85,7 @@ static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id) {
         return errno == ENOENT ? VMENC_E_INTERRUPTED : vmenc_status_from_errno(errno);
     uint8_t s0[VM_CVT_SLOT_BYTES], s1[VM_CVT_SLOT_BYTES];
     ssize_t n0 = pread(fd, s0, sizeof(s0), 0), n1 = pread(fd, s1, sizeof(s1), VM_CVT_SLOT_STRIDE);
-    vmenc_status s = vm_cvt_pick(s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id, &c->slot);
+    vmenc_status s = vm_cvt_slot_pick(s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id, &c->slot);
     if (s != VMENC_OK) {
         close(fd);
         return s;

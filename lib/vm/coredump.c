@@ -7,7 +7,7 @@
  * every host-key rotation) is small and replaced atomically, while the part
  * that is large (the dump, tens of GiB) is written once and never touched
  * again - VMware's descriptor-beside-extent split, for the same reason. The
- * data file reuses the VM state-file format (statefile.c) with the dump ID
+ * data file reuses the VM state-file format (io/statefile.c) with the dump ID
  * in place of the VM UUID, so truncation, edits, reordering and swaps are
  * detected by code that already has its own tests and fuzzer.
  *

@@ -2,7 +2,7 @@
  * lib/vm/migrate.c - encrypted migration (vmenc/migration.h): who may
  * migrate, which mode the stream takes, the one-time key and its handover,
  * the receiver's checks before anything streams, and the audit trail on
- * both sides. The byte formats are in migrate_stream.c.
+ * both sides. The byte formats are in format/migrate_stream.c.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */

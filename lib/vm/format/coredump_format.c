@@ -1,7 +1,7 @@
 /*
- * lib/vm/coredump_format.c - the core-dump key file and coredump.cfg: the
- * `key = "value"` text of vm_kv with a strict schema on top (layouts in
- * coredump_internal.h and docs/coredump.md). Both files are read from the
+ * lib/vm/format/coredump_format.c - the core-dump key file and coredump.cfg:
+ * the `key = "value"` text of vm_kv with a strict schema on top (layouts in
+ * coredump_format.h and docs/coredump.md). Both files are read from the
  * datastore, so both are hostile input: every field is checked, nothing
  * unknown is kept, and serialise(parse(x)) is the canonical form of x.
  *

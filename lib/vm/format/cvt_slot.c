@@ -59,8 +59,8 @@ vmenc_status vm_cvt_slot_parse(const uint8_t *data, size_t len, vm_cvt_slot *out
     return VMENC_OK;
 }
 
-vmenc_status vm_cvt_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1, uint64_t id,
-                         vm_cvt_slot *out) {
+vmenc_status vm_cvt_slot_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1, uint64_t id,
+                              vm_cvt_slot *out) {
     vm_cvt_slot a, b;
     bool ok_a = slot0 != NULL && vm_cvt_slot_parse(slot0, len0, &a) == VMENC_OK && a.id == id && a.seq % 2 == 1;
     bool ok_b = slot1 != NULL && vm_cvt_slot_parse(slot1, len1, &b) == VMENC_OK && b.id == id && b.seq % 2 == 0;

@@ -33,10 +33,10 @@ typedef struct vm_cvt_slot {
  * segment size). */
 VMENC_INTERNAL vmenc_status vm_cvt_slot_parse(const uint8_t *data, size_t len, vm_cvt_slot *out);
 VMENC_INTERNAL void vm_cvt_slot_serialize(const vm_cvt_slot *slot, uint8_t out[VM_CVT_SLOT_BYTES]);
-/* vm_cvt_pick chooses from two slot images (either may be invalid) the one
- * with id |id| and the highest seq: VMENC_E_INTERRUPTED if neither. */
-VMENC_INTERNAL vmenc_status vm_cvt_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1,
-                                        uint64_t id, vm_cvt_slot *out);
+/* vm_cvt_slot_pick chooses from two slot images (either may be invalid) the
+ * one with id |id| and the highest seq: VMENC_E_INTERRUPTED if neither. */
+VMENC_INTERNAL vmenc_status vm_cvt_slot_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1,
+                                             size_t len1, uint64_t id, vm_cvt_slot *out);
 
 /* Segment sizes a slot may name: a multiple of 1 MiB, 1 MiB .. 1 GiB. */
 #define VM_CVT_SEGMENT_MIN ((uint64_t)1 << 20)

@@ -1,6 +1,6 @@
 /*
- * lib/vm/descriptor.c - the disk descriptor DISK.vmdk (schema in
- * vm_format.h): VMware's descriptor style with one FLAT extent and vmenc's
+ * lib/vm/format/descriptor.c - the disk descriptor DISK.vmdk (schema in
+ * descriptor.h): VMware's descriptor style with one FLAT extent and vmenc's
  * own vmenc.* entries, including the disk's DEK as a vmwk1 record. The
  * schema is checked field by field on top of the kv parser; an unknown
  * vmenc.* key means a newer writer, so it is refused rather than dropped.
@@ -32,7 +32,7 @@ static const char *const k_known_vmenc_keys[] = {
 /* A data offset or conversion shift: 0, or a multiple of 1 MiB up to 1 GiB. */
 static bool shift_ok(uint64_t v) { return v <= MAX_SHIFT && v % SHIFT_UNIT == 0; }
 
-/* ---- shared field checks (vm_schema.h) ------------------------------------ */
+/* ---- shared field checks (schema.h) ------------------------------------ */
 
 vmenc_status vm_disk_id_check(const char *disk_id) {
     VMENC_ENSURE(disk_id != NULL, VMENC_E_INVALID_ARG);

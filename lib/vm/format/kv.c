@@ -1,6 +1,6 @@
 /*
- * lib/vm/kv.c - the `key = "value"` text of .vmx files and disk
- * descriptors (grammar in vm_format.h). The parser walks the text with the
+ * lib/vm/format/kv.c - the `key = "value"` text of .vmx files and disk
+ * descriptors (grammar in kv.h). The parser walks the text with the
  * bounded cursor one line at a time; it is strict (anything outside the
  * grammar is an error, never skipped) and keeps every line in order, so
  * serialising a parsed text gives its canonical form.

@@ -1,5 +1,5 @@
 /*
- * lib/vm/vmx.c - the VM configuration NAME.vmx (schema in vm_format.h).
+ * lib/vm/format/vmx.c - the VM configuration NAME.vmx (schema in vmx.h).
  * Every entry stays in the kv, so entries vmenc does not know survive a
  * rewrite; the struct holds the fields vmenc acts on, and vm_vmx_sync
  * writes them back. The encryption.* and vmenc.* namespaces belong to

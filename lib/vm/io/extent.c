@@ -1,5 +1,5 @@
 /*
- * lib/vm/extent.c - the block engine under virtual disks and the swap file:
+ * lib/vm/io/extent.c - the block engine under virtual disks and the swap file:
  * byte-granular pread/pwrite over a file of sectors, XTS-AES with tweak =
  * sector number ("plain64") or plain, and the data path of in-place
  * conversion (docs/reencryption.md).
