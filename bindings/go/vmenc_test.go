@@ -412,7 +412,6 @@ func TestWorkspace(t *testing.T) {
 	vm, err := host.CreateVM(VMCreateOptions{Principal: "admin", HomeDir: filepath.Join(ws.DatastoreDir(), "web01"), Name: "web01", Folder: ws.Folder(), StoragePolicy: encPolicy})
 	must(t, err)
 	defer vm.Close()
-	must(t, ws.SavePolicy())
 	info, err := vm.Info()
 	must(t, err)
 	if !info.Encrypted || info.Name != "web01" {

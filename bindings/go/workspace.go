@@ -136,7 +136,9 @@ func (w *Workspace) DatastoreDir() string {
 	return goStr(C.vmenc_workspace_datastore_dir((*C.vmenc_workspace)(p)))
 }
 
-// SavePolicy writes the policy back to its document.
+// SavePolicy does nothing and is kept for compatibility: every change to the
+// policy (a VM created, a grant, a disk added...) is written to the
+// workspace's sealed policy document by the call that makes it.
 func (w *Workspace) SavePolicy() error {
 	p, err := w.h.use()
 	if err != nil {

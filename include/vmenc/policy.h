@@ -220,6 +220,17 @@ VMENC_API VMENC_MUST_CHECK vmenc_status
 vmenc_policy_add_object(vmenc_policy *policy, const char *name, vmenc_policy_object_type type,
                         const char *parent);
 
+/* vmenc_policy_remove_object takes VM |name| out of the inventory, with the
+ * permissions set on it: the undo of vmenc_policy_add_object for an
+ * operation that added a VM and then failed. Only a VM can be removed
+ * (VMENC_E_INVALID_ARG for any other type or a bad name) and only one
+ * without children (VMENC_E_BAD_STATE); VMENC_E_NOT_FOUND if there is no
+ * such object. The change is committed like every other (VMENC_E_NOMEM or
+ * the commit's failure leave the policy as it was). It removes nothing on
+ * the datastore. */
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_remove_object(vmenc_policy *policy, const char *name);
+
 /* vmenc_policy_set_vm_state records which host a VM is registered on (NULL:
  * none) and whether it is encrypted. Encrypted VMs may only be placed on a
  * host in safe mode (VMENC_E_HOST_MODE otherwise; enable it first with

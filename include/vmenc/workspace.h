@@ -12,7 +12,10 @@
  *                   secret files the configuration names.
  *   keystore.vks    the embedded file key provider (created by
  *                   vmenc_workspace_create; passphrase from the caller)
- *   policy.json     the policy document (docs/policy.md)
+ *   policy.json     the policy document (docs/policy.md), sealed: the
+ *                   canonical JSON, then one "#vmenc-seal v1 ..." line
+ *                   carrying a MAC under a key derived from the audit
+ *                   chain key, bound to the workspace ID (docs/workspace.md)
  *   audit.log       the hash-chained audit log (docs/audit.md)
  *   datastore/      one folder per VM: datastore/NAME/NAME.vmx ...
  *
@@ -24,9 +27,21 @@
  * like whoever can read a VM.
  *
  * vmenc_workspace_open builds, in order: the key manager with one cluster
- * per [kms] section, the policy (vmenc_policy_load_json), the audit log and
- * dispatcher, and the vmenc_host. The objects it hands out through the
- * accessors are owned by the workspace and live until vmenc_workspace_free.
+ * per [kms] section, the audit chain key (unwrapped), the policy (its seal
+ * verified, then vmenc_policy_load_json), the audit log and dispatcher, and
+ * the vmenc_host. The objects it hands out through the accessors are owned
+ * by the workspace and live until vmenc_workspace_free.
+ *
+ * Persistence: every change to the workspace's policy - a VM created,
+ * cloned, registered or removed, a disk added, a grant, a role, a host
+ * encryption mode switch - is sealed and written to policy.json atomically
+ * (temporary file, fsync, rename, fsync of the directory; no fsync under
+ * VMENC_WORKSPACE_OPEN_NO_SYNC) by the call that makes it, before that
+ * call returns, whichever front end made it. If the write fails, the call
+ * fails and the policy in memory is as it was before. There is nothing to
+ * save (vmenc_workspace_save_policy is kept for compatibility only). Two
+ * processes that change the policy of one workspace at the same time still
+ * keep the last writer's document.
  *
  * One process at a time has a given audit log open (the log is locked,
  * see vmenc_audit_log_open); a second long-running process on the same
@@ -35,8 +50,8 @@
  *
  * Thread safety: the accessors and every object they return are as safe as
  * their own headers say (host, policy, key manager and audit dispatcher are
- * safe to share). vmenc_workspace_save_policy, _add_kms and _remove_kms
- * serialise on an internal mutex. vmenc_workspace_free must not race with
+ * safe to share). vmenc_workspace_add_kms and _remove_kms serialise on an
+ * internal mutex; policy changes serialise on the policy's write lock. vmenc_workspace_free must not race with
  * anything.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
@@ -48,6 +63,7 @@
 #include "vmenc/audit.h"
 #include "vmenc/kms.h"
 #include "vmenc/kms_file.h"
+#include "vmenc/migration.h"
 #include "vmenc/policy.h"
 #include "vmenc/vm.h"
 
@@ -158,7 +174,13 @@ typedef struct vmenc_workspace_open_options {
  *   VMENC_E_POLICY_INVALID ... the policy document (|err|: file, reason and
  *                              the JSON path)
  *   VMENC_E_WRONG_PASSPHRASE   the keystore's passphrase
- *   VMENC_E_AUTH               the audit key record or a keystore tampered
+ *   VMENC_E_AUTH               the audit key record or a keystore tampered;
+ *                              or the policy document was not written by
+ *                              this workspace's library (a changed byte, a
+ *                              document of another workspace, no seal):
+ *                              |err->file| names it, |err->message| says how
+ *                              to recover (vmenc_workspace_reseal_policy),
+ *                              and the refusal is audited ("policy.verify")
  *   VMENC_E_KMS_UNAVAILABLE... the audit key's provider cannot be reached
  *   VMENC_E_LOCKED             the audit log is held by another process
  *   VMENC_E_AUDIT_TAMPERED     the audit log's last record is damaged
@@ -173,8 +195,8 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_open(const char *dir,
                                                              vmenc_workspace_error *err,
                                                              vmenc_workspace **out);
 
-/* vmenc_workspace_free saves nothing (call vmenc_workspace_save_policy
- * first), frees the host, the audit dispatcher and log, the policy and the
+/* vmenc_workspace_free has nothing to save (policy changes were written
+ * when they were made), frees the host, the audit dispatcher and log, the policy and the
  * key manager, and wipes the audit key and the passphrase. VMs, disks and
  * state files opened through the host must be freed first. NULL is allowed. */
 VMENC_API void vmenc_workspace_free(vmenc_workspace *ws);
@@ -237,11 +259,43 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_foreach_vm(vmenc_workspa
 
 /* ---- policy ----------------------------------------------------------------- */
 
-/* vmenc_workspace_save_policy writes the policy (canonical JSON) back to
- * its document atomically (temporary file, fsync, rename). Call it after
- * anything that changed the policy: VM create/clone/register (inventory),
- * host encryption mode, grants. VMENC_E_IO / VMENC_E_NO_SPACE / NOMEM. */
+/* vmenc_workspace_save_policy is no longer needed and does nothing: every
+ * change to the workspace's policy is written by the call that makes it
+ * (see "Persistence" above). Kept for ABI and source compatibility; returns
+ * VMENC_OK (VMENC_E_INVALID_ARG for NULL). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_save_policy(vmenc_workspace *ws);
+
+/* What vmenc_workspace_reseal_policy did (caller memory; set struct_size). */
+typedef struct vmenc_workspace_reseal_result {
+    uint32_t struct_size;   /* sizeof(vmenc_workspace_reseal_result) */
+    char old_sha256[65];    /* SHA-256 (hex) of policy.json as it was on disk */
+    char new_sha256[65];    /* ... and as written */
+    uint64_t generation;    /* the new seal's generation */
+    int was_sealed;         /* the old file carried a seal line */
+    int seal_was_valid;     /* ... which verified */
+} vmenc_workspace_reseal_result;
+
+/* vmenc_workspace_reseal_policy is the recovery for a policy document that
+ * vmenc_workspace_open refuses with VMENC_E_AUTH (edited by hand, restored
+ * from elsewhere, written before sealing): the operator vouches for the
+ * document as it is, and an administrator of that document seals it again.
+ * It opens the workspace in |dir| like vmenc_workspace_open with |opts| -
+ * so the caller must be able to open the key providers (the passphrase) -
+ * but takes the policy JSON whatever its seal (a seal line, valid or not,
+ * is dropped; the JSON must still load). |principal| must hold every
+ * privilege on the root object of that document (the Admin role there);
+ * the document is then written in canonical form with a new seal at the
+ * next generation. Audited as "policy.reseal" either way, with the SHA-256
+ * of the old document (and of the new one on success). |out| may be NULL.
+ * Fails with VMENC_E_DENIED (not an administrator of the document; nothing
+ * is written), every failure of vmenc_workspace_open except the seal's
+ * VMENC_E_AUTH, VMENC_E_IO / VMENC_E_NO_SPACE (the document is unchanged);
+ * |err| (may be NULL) names the file and says why. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_reseal_policy(const char *dir,
+                                                                      const vmenc_workspace_open_options *opts,
+                                                                      const char *principal,
+                                                                      vmenc_workspace_error *err,
+                                                                      vmenc_workspace_reseal_result *out);
 
 /* vmenc_workspace_authorize decides |rq| for |principal| like
  * vmenc_policy_check (filling |decision|), for operations the workspace's
@@ -361,6 +415,95 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_kms_restore(vmenc_worksp
  * end are found). Returns and fills |out| as the verifier does. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_workspace *ws, const char *path,
                                                                      vmenc_audit_verify_result *out);
+
+/* ---- receiving a migrated VM ---------------------------------------------- */
+
+/* vmenc_workspace_migrate_ready_fn delivers the receiver's ready token
+ * (|ready_len| = VMENC_MIGRATION_READY_BYTES; valid during the call) to the
+ * sender over the management channel and, if the transport is opened
+ * lazily, opens it. It runs after every check and before any byte of the
+ * stream is read. A status other than VMENC_OK fails the receive (cleaned
+ * up like any failure) with that status. */
+typedef vmenc_status (*vmenc_workspace_migrate_ready_fn)(void *ctx, const uint8_t *ready, size_t ready_len);
+
+/* vmenc_workspace_migrate_handover_fn fetches the sender's handover blob
+ * (at most |cap| = VMENC_MIGRATION_HANDOVER_MAX bytes) into |buf| and sets
+ * |*out_len|; for a caller that waits for the blob only once the VM's
+ * entry is authorized and its home made. The library wipes |buf| after
+ * use. A status other than VMENC_OK fails the receive with that status. */
+typedef vmenc_status (*vmenc_workspace_migrate_handover_fn)(void *ctx, uint8_t *buf, size_t cap, size_t *out_len);
+
+/* vmenc_workspace_migrate_receive_options: set struct_size.
+ * - handover / handover_len: the sender's handover blob (copied; the caller
+ *   wipes its copy, which holds the one-time key); or, with handover NULL,
+ *   handover_fn + handover_ctx, called after step 2 below.
+ * - folder: the inventory folder the VM joins; NULL = the workspace's.
+ *   pool: optional resource pool the policy checks.
+ * - flags: VMENC_MIGRATION_NO_ENCRYPTION (migration.h).
+ * - transport: read_fn + io_ctx, or (read_fn NULL) the descriptor fd; read
+ *   only between ready_fn and the end of the stream. A read_fn that
+ *   returns VMENC_E_INTERRUPTED cancels the receive.
+ * - ready_fn + ready_ctx (required). */
+typedef struct vmenc_workspace_migrate_receive_options {
+    uint32_t struct_size;
+    const uint8_t *handover;
+    size_t handover_len;
+    vmenc_workspace_migrate_handover_fn handover_fn;
+    void *handover_ctx;
+    const char *folder;
+    const char *pool;
+    uint32_t flags;
+    int fd;
+    vmenc_migration_read_fn read_fn;
+    void *io_ctx;
+    vmenc_workspace_migrate_ready_fn ready_fn;
+    void *ready_ctx;
+} vmenc_workspace_migrate_receive_options;
+
+/* vmenc_workspace_migrate_receive_result: set struct_size; filled as far
+ * as the receive got, on failure too. |migration| is the receiver's
+ * vmenc_migration_info (its own struct_size is set by the library). */
+typedef struct vmenc_workspace_migrate_receive_result {
+    uint32_t struct_size;
+    uint64_t num_files;                 /* files written into the VM home */
+    int stream_started;                 /* the ready token was delivered */
+    vmenc_migration_info migration;     /* the stream: mode, counts, why it failed */
+} vmenc_workspace_migrate_receive_result;
+
+/* vmenc_workspace_migrate_receive receives VM |name| from another host and
+ * registers it here, in one call (docs/migration.md, "Receiving a VM"):
+ *  1. authorizes the VM's entry into the inventory (VMENC_OP_REGISTER_VM
+ *     into the folder; audited "migration.receive_register") and adds its
+ *     object under the folder (kept if it is already there);
+ *  2. makes the VM home datastore/NAME (it must not exist);
+ *  3. takes the handover (from the options or handover_fn) and opens the
+ *     receiver (vmenc_migration_receiver_new: policy
+ *     VMENC_OP_MIGRATE_VM on this host, the KEK from this host's key
+ *     provider, the mode; audited "migration.receive") and hands the ready
+ *     token to ready_fn;
+ *  4. writes the home stream (docs/migration.md) into the home - plain
+ *     files only, names checked, each file synced;
+ *  5. registers the VM on this host (vmenc_vm_register).
+ * On success *out_vm (may be NULL) is the registered VM. On any failure it
+ * removes what it created - the files, the home, the inventory object it
+ * added - records the rollback in the audit log
+ * ("migration.receive_rollback") and returns the first failure: the
+ * argument checks (VMENC_E_INVALID_ARG, VMENC_E_ABI_VERSION), VMENC_E_BAD_PATH
+ * (|name| is not a VM name), the policy (VMENC_E_DENIED, VMENC_E_HOST_MODE;
+ * nothing is created), VMENC_E_EXISTS (the home exists), the receiver's and
+ * the stream's statuses (VMENC_E_AUTH, VMENC_E_TRUNCATED, parse statuses,
+ * the transport's), VMENC_E_CONTEXT_MISMATCH (the stream carries another
+ * VM), VMENC_E_PARSE (a malformed home stream), VMENC_E_IO /
+ * VMENC_E_NO_SPACE, the registration's. The one exception is
+ * VMENC_E_VM_LOCKED: the VM arrived and is registered but a key it needs
+ * cannot be fetched now; everything is kept and *out_vm (if not NULL) is
+ * the locked VM, as vmenc_vm_register does. A host switched to encryption
+ * mode by step 3 stays in it. Changes to the policy are committed by the
+ * policy itself. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_migrate_receive(
+    vmenc_workspace *ws, const char *principal, const char *name,
+    const vmenc_workspace_migrate_receive_options *opts, vmenc_workspace_migrate_receive_result *out_result,
+    vmenc_vm **out_vm);
 
 /* ---- the configuration parser (exposed for tools and fuzzing) ------------- */
 

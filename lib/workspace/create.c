@@ -1,7 +1,9 @@
 /*
  * lib/workspace/create.c - vmenc_workspace_create: a new workspace
- * directory with its keystore, policy, configuration, audit log and
- * datastore, ready for vmenc_workspace_open.
+ * directory with its keystore, sealed policy document, configuration,
+ * audit log and datastore, ready for vmenc_workspace_open. The audit chain
+ * key exists in clear only inside wrap_audit_key, which also seals the
+ * first policy document under the key derived from it (policy_seal.c).
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "keys/keys_internal.h"
 #include "vmenc/kms_file.h"
 #include "workspace/ws_internal.h"
 
@@ -78,9 +81,11 @@ static vmenc_status build_policy(const vmenc_workspace_create_options *o, const 
 }
 
 /* wrap_audit_key makes the audit chain key and returns only its wrapped
- * text: the key itself never leaves this function. */
+ * text and the policy document |doc| sealed under the key derived from it
+ * (generation 1): the key itself never leaves this function. */
 static vmenc_status wrap_audit_key(const char *keystore, const vmenc_workspace_create_options *o,
-                                   const char *const *kopts, const char *alias, const char *ws_id, char **out_text) {
+                                   const char *const *kopts, const char *alias, const char *ws_id, const uint8_t *doc,
+                                   size_t doc_len, char **out_text, uint8_t **out_sealed, size_t *out_sealed_len) {
     vmenc_kms_endpoint_config ec = {
         .struct_size = sizeof(ec),
         .type = "file",
@@ -104,12 +109,25 @@ static vmenc_status wrap_audit_key(const char *keystore, const vmenc_workspace_c
     if (rv == VMENC_OK)
         rv = vmenc_keymgr_wrap_dek(mgr, alias, kek_id, key, &ctx, KMS_TIMEOUT_MS, &wk);
     char *text = NULL;
+    vmenc_secret *chain = NULL, *seal = NULL;
+    if (rv == VMENC_OK)
+        rv = vmenc_secret_from(vmenc_dek_bytes_internal(key), VMENC_DEK_BYTES, &chain);
+    if (rv == VMENC_OK)
+        rv = ws_seal_derive_key(chain, &seal);
+    if (rv == VMENC_OK)
+        rv = ws_seal_build(seal, ws_id, 1, doc, doc_len, out_sealed, out_sealed_len);
     if (rv == VMENC_OK)
         rv = vmenc_wrapped_key_to_text(wk, &text);
     if (rv == VMENC_OK) {
         *out_text = strdup(text);
         rv = *out_text ? VMENC_OK : VMENC_E_NOMEM;
     }
+    if (rv != VMENC_OK && *out_sealed != NULL) {
+        free(*out_sealed);
+        *out_sealed = NULL;
+    }
+    vmenc_secret_free(seal);
+    vmenc_secret_free(chain);
     vmenc_buffer_free(text);
     vmenc_wrapped_key_free(wk);
     vmenc_dek_free(key);
@@ -165,26 +183,25 @@ static vmenc_status create_in(const char *dir, const vmenc_workspace_create_opti
     cfg.audit_provider = (char *)alias;
     cfg.kms = &k;
     cfg.num_kms = 1;
-    rv = wrap_audit_key(path, o, kopts, alias, ws_id, &cfg.audit_key);
+    uint8_t *doc = NULL, *sealed = NULL;
+    size_t doc_len = 0, sealed_len = 0;
+    rv = build_policy(o, host, folder, alias, &doc, &doc_len);
+    if (rv != VMENC_OK)
+        return ws_set_error(err, rv, "", 0, "cannot build the policy: %s", vmenc_strerror(rv));
+    rv = wrap_audit_key(path, o, kopts, alias, ws_id, doc, doc_len, &cfg.audit_key, &sealed, &sealed_len);
+    vmenc_policy_buffer_free(doc);
     if (rv != VMENC_OK)
         return ws_set_error(err, rv, path, 0, "cannot make the audit chain key: %s", vmenc_strerror(rv));
 
-    uint8_t *doc = NULL;
-    size_t doc_len = 0;
     char *text = NULL;
     size_t text_len = 0;
     int dfd = -1;
-    rv = build_policy(o, host, folder, alias, &doc, &doc_len);
-    if (rv != VMENC_OK)
-        ws_set_error(err, rv, "", 0, "cannot build the policy: %s", vmenc_strerror(rv));
-    if (rv == VMENC_OK) {
-        rv = ws_config_serialize(&cfg, &text, &text_len);
-        dfd = rv == VMENC_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-        if (rv == VMENC_OK && dfd < 0)
-            rv = vmenc_status_from_errno(errno);
-    }
+    rv = ws_config_serialize(&cfg, &text, &text_len);
+    dfd = rv == VMENC_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (rv == VMENC_OK && dfd < 0)
+        rv = vmenc_status_from_errno(errno);
     if (rv == VMENC_OK)
-        rv = vmenc_fs_atomic_write(dfd, WS_DEFAULT_POLICY, doc, doc_len, true);
+        rv = vmenc_fs_atomic_write(dfd, WS_DEFAULT_POLICY, sealed, sealed_len, true);
     if (rv == VMENC_OK)
         rv = vmenc_fs_atomic_write(dfd, VMENC_WORKSPACE_CONFIG_NAME, (const uint8_t *)text, text_len, true);
     if (rv == VMENC_OK && mkdirat(dfd, WS_DEFAULT_DATASTORE, 0700) != 0)
@@ -193,7 +210,7 @@ static vmenc_status create_in(const char *dir, const vmenc_workspace_create_opti
         ws_set_error(err, rv, dir, 0, "cannot write the workspace: %s", vmenc_strerror(rv));
     if (dfd >= 0)
         close(dfd);
-    vmenc_policy_buffer_free(doc);
+    free(sealed);
     free(text);
     free(cfg.audit_key);
     if (rv != VMENC_OK)

@@ -9,7 +9,9 @@
  * the workspace ID and the purpose "audit-chain" (docs/workspace.md says
  * why: it is never in clear on disk, it follows the key provider rather
  * than a passphrase, so a KMIP- or HSM-only workspace works the same, and
- * a record copied from another workspace does not open).
+ * a record copied from another workspace does not open). The policy seal
+ * key is derived from it, so the chain key is unwrapped before the policy
+ * document is read (policy_store.c verifies and commits the document).
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -24,38 +26,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keys/keys_internal.h"
 #include "core/fs.h"
+#include "keys/keys_internal.h"
 #include "vmenc/kms_file.h"
 #include "workspace/ws_internal.h"
 
 #define KMS_TIMEOUT_MS 10000u
 #define SECRET_FILE_MAX 4096u
-
-typedef struct ws_kms_state {
-    uint32_t num_loaded;
-    vmenc_status load_status;
-    vmenc_kms_provider *file_provider; /* borrowed from the cluster: first file endpoint */
-} ws_kms_state;
-
-struct vmenc_workspace {
-    pthread_mutex_t mu;
-    char *dir;
-    char *config_path;
-    char *datastore;
-    char *policy_path;
-    char *audit_path;
-    ws_config *cfg;
-    ws_kms_state *kms_state;     /* parallel to cfg->kms */
-    vmenc_secret *passphrase;    /* NULL if none was given */
-    vmenc_secret *audit_key;
-    vmenc_keymgr *keymgr;
-    vmenc_policy *policy;
-    vmenc_audit_log *log;
-    vmenc_audit *audit;
-    vmenc_host *host;
-    bool sync;
-};
 
 /* ---- small helpers ------------------------------------------------------------ */
 
@@ -93,7 +70,7 @@ static vmenc_status open_parent(const char *path, int *out_fd, const char **out_
     return VMENC_OK;
 }
 
-static vmenc_status write_path(const char *path, const uint8_t *data, size_t len, bool sync) {
+vmenc_status ws_write_path(const char *path, const uint8_t *data, size_t len, bool sync) {
     int dfd = -1;
     const char *name = NULL;
     VMENC_GUARD(open_parent(path, &dfd, &name));
@@ -102,7 +79,7 @@ static vmenc_status write_path(const char *path, const uint8_t *data, size_t len
     return rv;
 }
 
-static vmenc_status read_path(const char *path, size_t max, uint8_t **out, size_t *out_len) {
+vmenc_status ws_read_path(const char *path, size_t max, uint8_t **out, size_t *out_len) {
     int dfd = -1;
     const char *name = NULL;
     VMENC_GUARD(open_parent(path, &dfd, &name));
@@ -116,7 +93,7 @@ static vmenc_status read_path(const char *path, size_t max, uint8_t **out, size_
 static vmenc_status read_secret_file(const char *path, vmenc_secret **out) {
     uint8_t *buf = NULL;
     size_t len = 0;
-    VMENC_GUARD(read_path(path, SECRET_FILE_MAX, &buf, &len));
+    VMENC_GUARD(ws_read_path(path, SECRET_FILE_MAX, &buf, &len));
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
     vmenc_status rv = len > 0 ? vmenc_secret_from(buf, len, out) : VMENC_E_INVALID_ARG;
@@ -220,20 +197,6 @@ static vmenc_status build_cluster(vmenc_workspace *ws, const ws_kms *k, const ch
 
 /* ---- open ------------------------------------------------------------------- */
 
-static vmenc_status load_policy(vmenc_workspace *ws, vmenc_workspace_error *err) {
-    uint8_t *doc = NULL;
-    size_t len = 0;
-    vmenc_status rv = read_path(ws->policy_path, VMENC_POLICY_MAX_DOCUMENT, &doc, &len);
-    if (rv != VMENC_OK)
-        return ws_set_error(err, rv, ws->policy_path, 0, "cannot read the policy document: %s", vmenc_strerror(rv));
-    vmenc_policy_error pe = {.struct_size = sizeof(pe)};
-    rv = vmenc_policy_load_json(doc, len, &pe, &ws->policy);
-    free(doc);
-    if (rv != VMENC_OK)
-        return ws_set_error(err, rv, ws->policy_path, 0, "%s: %s", pe.path, pe.message);
-    return VMENC_OK;
-}
-
 static vmenc_status unwrap_audit_key(vmenc_workspace *ws, vmenc_workspace_error *err) {
     const ws_config *c = ws->cfg;
     vmenc_wrapped_key *wk = NULL;
@@ -286,7 +249,7 @@ static vmenc_status open_audit(vmenc_workspace *ws, uint32_t lock_timeout_ms, vm
 static vmenc_status read_config(vmenc_workspace *ws, vmenc_workspace_error *err) {
     uint8_t *text = NULL;
     size_t len = 0;
-    vmenc_status rv = read_path(ws->config_path, VMENC_WORKSPACE_MAX_CONFIG, &text, &len);
+    vmenc_status rv = ws_read_path(ws->config_path, VMENC_WORKSPACE_MAX_CONFIG, &text, &len);
     if (rv != VMENC_OK)
         return ws_set_error(err, rv, ws->config_path, 0,
                             rv == VMENC_E_NOT_FOUND ? "no workspace here (vmenc.conf is missing)"
@@ -308,8 +271,32 @@ static vmenc_status resolve_paths(vmenc_workspace *ws, const char *audit_log) {
     return VMENC_OK;
 }
 
+/* audit_refusal records a policy document refused at open (best effort:
+ * the refusal, not the log, is what the caller must see). The principal is
+ * unknown at open. */
+static void audit_refusal(vmenc_workspace *ws, uint32_t lock_timeout_ms, const vmenc_workspace_error *err) {
+    if (ws->audit == NULL && open_audit(ws, lock_timeout_ms, NULL) != VMENC_OK)
+        return;
+    vmenc_audit_event ev = {
+        .struct_size = sizeof(ev),
+        .principal = "(none)",
+        .operation = "policy.verify",
+        .target = ws->policy_path,
+        .outcome = VMENC_AUDIT_FAILED,
+        .status = VMENC_E_AUTH,
+        .reason = err != NULL && err->struct_size >= sizeof(*err) ? err->message : "the policy seal does not verify",
+    };
+    vmenc_status as = vmenc_audit_emit(ws->audit, &ev);
+    (void)as;
+}
+
 vmenc_status vmenc_workspace_open(const char *dir, const vmenc_workspace_open_options *opts,
                                   vmenc_workspace_error *err, vmenc_workspace **out) {
+    return ws_open(dir, opts, WS_OPEN_NORMAL, err, out);
+}
+
+vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, ws_open_mode mode,
+                     vmenc_workspace_error *err, vmenc_workspace **out) {
     VMENC_ENSURE(dir != NULL && dir[0] != '\0' && out != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(opts == NULL || opts->struct_size >= sizeof(*opts), VMENC_E_ABI_VERSION);
     VMENC_ENSURE(opts == NULL || (opts->flags & ~VMENC_WORKSPACE_OPEN_NO_SYNC) == 0, VMENC_E_INVALID_ARG);
@@ -341,10 +328,20 @@ vmenc_status vmenc_workspace_open(const char *dir, const vmenc_workspace_open_op
         const ws_kms *k = &ws->cfg->kms[i];
         rv = build_cluster(ws, k, NULL, strcmp(k->alias, ws->cfg->audit_provider) == 0, &ws->kms_state[i], err);
     }
-    if (rv == VMENC_OK)
-        rv = load_policy(ws, err);
+    /* The chain key first: the policy's seal key is derived from it. */
     if (rv == VMENC_OK)
         rv = unwrap_audit_key(ws, err);
+    if (rv == VMENC_OK) {
+        rv = ws_seal_derive_key(ws->audit_key, &ws->seal_key);
+        if (rv != VMENC_OK)
+            ws_set_error(err, rv, ws->config_path, ws->cfg->audit_key_line, "cannot derive the policy seal key: %s",
+                         vmenc_strerror(rv));
+    }
+    if (rv == VMENC_OK) {
+        rv = ws_policy_load(ws, mode, err);
+        if (rv == VMENC_E_AUTH)
+            audit_refusal(ws, opts ? opts->lock_timeout_ms : 0, err);
+    }
     if (rv == VMENC_OK)
         rv = open_audit(ws, opts ? opts->lock_timeout_ms : 0, err);
     if (rv == VMENC_OK) {
@@ -361,6 +358,12 @@ vmenc_status vmenc_workspace_open(const char *dir, const vmenc_workspace_open_op
         if (rv != VMENC_OK)
             ws_set_error(err, rv, ws->policy_path, 0, "host '%s' is not a host of the policy: %s", ws->cfg->host_id,
                          vmenc_strerror(rv));
+    }
+    /* From here every change of the policy is durable when its call returns. */
+    if (rv == VMENC_OK && mode == WS_OPEN_NORMAL) {
+        rv = ws_policy_attach(ws);
+        if (rv != VMENC_OK)
+            ws_set_error(err, rv, ws->policy_path, 0, "cannot attach the policy document: %s", vmenc_strerror(rv));
     }
     if (rv != VMENC_OK) {
         if (err != NULL && err->struct_size >= sizeof(*err) && err->status == VMENC_OK)
@@ -380,6 +383,7 @@ void vmenc_workspace_free(vmenc_workspace *ws) {
     vmenc_audit_log_free(ws->log);
     vmenc_policy_free(ws->policy);
     vmenc_keymgr_free(ws->keymgr);
+    vmenc_secret_free(ws->seal_key);
     vmenc_secret_free(ws->audit_key);
     vmenc_secret_free(ws->passphrase);
     ws_config_free(ws->cfg);
@@ -485,19 +489,6 @@ vmenc_status vmenc_workspace_foreach_vm(vmenc_workspace *ws, vmenc_workspace_vm_
 
 /* ---- policy ---------------------------------------------------------------------- */
 
-vmenc_status vmenc_workspace_save_policy(vmenc_workspace *ws) {
-    VMENC_ENSURE_REF(ws);
-    uint8_t *doc = NULL;
-    size_t len = 0;
-    pthread_mutex_lock(&ws->mu);
-    vmenc_status rv = vmenc_policy_save_json(ws->policy, &doc, &len);
-    if (rv == VMENC_OK)
-        rv = write_path(ws->policy_path, doc, len, ws->sync);
-    pthread_mutex_unlock(&ws->mu);
-    vmenc_policy_buffer_free(doc);
-    return rv;
-}
-
 vmenc_status vmenc_workspace_audit_result(vmenc_workspace *ws, const char *principal, const char *operation,
                                           const char *target, const char *key_provider, const char *key_id,
                                           vmenc_status status, const char *reason) {
@@ -585,7 +576,7 @@ static vmenc_status write_config(vmenc_workspace *ws) {
     char *text = NULL;
     size_t len = 0;
     VMENC_GUARD(ws_config_serialize(ws->cfg, &text, &len));
-    vmenc_status rv = write_path(ws->config_path, (const uint8_t *)text, len, ws->sync);
+    vmenc_status rv = ws_write_path(ws->config_path, (const uint8_t *)text, len, ws->sync);
     free(text);
     return rv;
 }

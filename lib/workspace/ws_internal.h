@@ -1,12 +1,17 @@
 /*
  * lib/workspace/ws_internal.h - the workspace's private model: the parsed
  * configuration (config.c reads and writes it; workspace.c builds the
- * objects from it). Not installed; not part of the ABI.
+ * objects from it), the workspace object itself, and the sealed policy
+ * document (policy_seal.c: its bytes; policy_store.c: loading, the commit
+ * hook that makes every policy change durable, re-sealing). Not installed;
+ * not part of the ABI.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #ifndef VMENC_LIB_WORKSPACE_WS_INTERNAL_H
 #define VMENC_LIB_WORKSPACE_WS_INTERNAL_H
+
+#include <pthread.h>
 
 #include "core/internal.h"
 #include "vmenc/workspace.h"
@@ -64,6 +69,116 @@ VMENC_INTERNAL long ws_config_find_kms(const ws_config *cfg, const char *alias);
 VMENC_INTERNAL vmenc_status ws_config_check_kms(const ws_kms *k, char *msg, size_t msg_cap);
 /* ws_value_ok: a value the grammar can carry (printable UTF-8, no '"'). */
 VMENC_INTERNAL bool ws_value_ok(const char *v);
+
+/* ---- the workspace object (workspace.c, policy_store.c) ------------------- */
+
+typedef struct ws_kms_state {
+    uint32_t num_loaded;
+    vmenc_status load_status;
+    vmenc_kms_provider *file_provider; /* borrowed from the cluster: first file endpoint */
+} ws_kms_state;
+
+/* What open found in the policy document (policy_store.c). */
+typedef struct ws_policy_found {
+    uint8_t sha256[32];      /* of the file's bytes as read */
+    int sealed;              /* it carried a trailer */
+    int seal_valid;          /* ... and the MAC checked out */
+    uint64_t generation;     /* the trailer's generation (0 if none or malformed) */
+} ws_policy_found;
+
+struct vmenc_workspace {
+    pthread_mutex_t mu;
+    char *dir;
+    char *config_path;
+    char *datastore;
+    char *policy_path;
+    char *audit_path;
+    ws_config *cfg;
+    ws_kms_state *kms_state;     /* parallel to cfg->kms */
+    vmenc_secret *passphrase;    /* NULL if none was given */
+    vmenc_secret *audit_key;
+    vmenc_secret *seal_key;      /* derived from audit_key (policy_seal.c) */
+    vmenc_keymgr *keymgr;
+    vmenc_policy *policy;
+    vmenc_audit_log *log;
+    vmenc_audit *audit;
+    vmenc_host *host;
+    bool sync;
+    /* The generation of the sealed document on disk; written only by the
+     * commit hook, under the policy's write lock. */
+    uint64_t policy_gen;
+    ws_policy_found policy_found;
+};
+
+/* How ws_open treats the policy document. */
+typedef enum ws_open_mode {
+    WS_OPEN_NORMAL = 0,  /* the seal must verify; every change is committed to disk */
+    WS_OPEN_VOUCH,       /* re-seal: load the JSON whatever its seal; no commit hook */
+} ws_open_mode;
+
+/* ws_open is vmenc_workspace_open with a mode (after argument checks). */
+VMENC_INTERNAL vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, ws_open_mode mode,
+                                    vmenc_workspace_error *err, vmenc_workspace **out);
+
+/* ws_read_path / ws_write_path: a whole file by path (vmenc_fs_read_file;
+ * vmenc_fs_atomic_write: temporary, fsync, rename, fsync of the directory, the
+ * fsyncs only when |sync|). */
+VMENC_INTERNAL vmenc_status ws_read_path(const char *path, size_t max, uint8_t **out, size_t *out_len);
+VMENC_INTERNAL vmenc_status ws_write_path(const char *path, const uint8_t *data, size_t len, bool sync);
+
+/* ---- the sealed policy document (policy_seal.c; docs/workspace.md) -------- */
+
+#define WS_SEAL_PREFIX "#vmenc-seal "
+#define WS_SEAL_VERSION "v1"
+#define WS_SEAL_KEY_BYTES 32u
+#define WS_SEAL_MAC_BYTES 32u
+/* The longest trailer line, LF and a NUL included. */
+#define WS_SEAL_TRAILER_MAX 160u
+
+/* A document split into its JSON and its trailer (pointers into the
+ * caller's bytes). */
+typedef struct ws_seal_view {
+    const uint8_t *json;     /* everything before the trailer (all of it if none) */
+    size_t json_len;
+    int has_seal;            /* the last line starts with WS_SEAL_PREFIX */
+    int well_formed;         /* ... and parsed */
+    uint64_t generation;
+    uint8_t mac[WS_SEAL_MAC_BYTES];
+} ws_seal_view;
+
+/* ws_seal_split finds the trailer. VMENC_OK with has_seal = 0 for a document
+ * without one; VMENC_E_PARSE for a trailer that is not canonical (json and
+ * json_len are still set, to the part before it). Pure. */
+VMENC_INTERNAL vmenc_status ws_seal_split(const uint8_t *doc, size_t len, ws_seal_view *out);
+/* ws_seal_trailer writes the canonical trailer line (LF included, NUL
+ * appended) and returns its length, 0 if |out_cap| is too small. */
+VMENC_INTERNAL size_t ws_seal_trailer(uint64_t generation, const uint8_t mac[WS_SEAL_MAC_BYTES], char *out,
+                                      size_t out_cap);
+/* ws_seal_derive_key derives the policy seal key from the audit chain key
+ * into secure memory. */
+VMENC_INTERNAL vmenc_status ws_seal_derive_key(const vmenc_secret *chain_key, vmenc_secret **out);
+/* ws_seal_mac: BLAKE2b-256 under |key| of the domain, the workspace ID, the
+ * generation (u64 LE) and the JSON. */
+VMENC_INTERNAL vmenc_status ws_seal_mac(const vmenc_secret *key, const char *ws_id, uint64_t generation,
+                                        const uint8_t *json, size_t json_len, uint8_t out[WS_SEAL_MAC_BYTES]);
+/* ws_seal_verify: VMENC_OK if |v| carries a well-formed trailer whose MAC
+ * matches, else VMENC_E_AUTH (constant-time comparison). */
+VMENC_INTERNAL vmenc_status ws_seal_verify(const vmenc_secret *key, const char *ws_id, const ws_seal_view *v);
+/* ws_seal_build returns |json| (which must end in LF) followed by its
+ * trailer, in a new malloc'd buffer (NUL appended, not counted). */
+VMENC_INTERNAL vmenc_status ws_seal_build(const vmenc_secret *key, const char *ws_id, uint64_t generation,
+                                          const uint8_t *json, size_t json_len, uint8_t **out, size_t *out_len);
+
+/* ---- the policy document on disk (policy_store.c) -------------------------- */
+
+/* ws_policy_load reads the document, records what it found in
+ * ws->policy_found, and (WS_OPEN_NORMAL) refuses it with VMENC_E_AUTH unless
+ * its seal verifies under ws->seal_key; then builds ws->policy. |err| names
+ * the file and says how to recover. */
+VMENC_INTERNAL vmenc_status ws_policy_load(vmenc_workspace *ws, ws_open_mode mode, vmenc_workspace_error *err);
+/* ws_policy_attach installs the commit hook: from now on every change of
+ * ws->policy is sealed and written before the writer returns. */
+VMENC_INTERNAL vmenc_status ws_policy_attach(vmenc_workspace *ws);
 
 /* ws_set_error fills |err| (may be NULL) and returns |status|. */
 VMENC_INTERNAL vmenc_status ws_set_error(vmenc_workspace_error *err, vmenc_status status, const char *file,

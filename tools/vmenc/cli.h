@@ -103,8 +103,6 @@ bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *en
                     size_t cap, size_t *out_len);
 /* cli_open opens the workspace (once); on failure reports it and returns the exit code. */
 int cli_open(cli *c);
-/* cli_save_policy writes the policy back; reports a failure. */
-int cli_save_policy(cli *c);
 
 /* ---- progress ----------------------------------------------------------------------- */
 typedef struct progress progress;
@@ -136,6 +134,8 @@ typedef struct noun_def {
 
 extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], policy_verbs[], audit_verbs[],
     coredump_verbs[], migrate_verbs[];
+/* `vmenc policy reseal` (cmd_reseal.c): re-seal a vouched policy document. */
+int policy_reseal(cli *c, args *a);
 int cmd_init(cli *c, args *a);
 int cmd_bench(cli *c, args *a);
 int cmd_demo(cli *c, args *a);
@@ -174,9 +174,8 @@ void conv_end(conv_ctx *x);
 void conv_out(out_t *o, const conv_ctx *x);
 
 /* Migration streams (cmd_migrate.c): the VM home's files through a sender
- * (manifest, headers, contents; then the end of stream), and into the
- * directory |home| from a receiver. */
+ * (manifest, headers, contents; then the end of stream). The receiving side
+ * is vmenc_workspace_migrate_receive. */
 vmenc_status mig_send_home(cli *c, vmenc_migration_sender *s, vmenc_vm *vm, uint64_t *out_files);
-vmenc_status mig_receive_home(vmenc_migration_receiver *recv, const char *home, const char *name, uint64_t *out_files);
 
 #endif

@@ -86,7 +86,6 @@ static int host_key(cli *c, args *a, bool rotate) {
     else if (st == VMENC_OK)
         st = vmenc_coredump_set_host_key(s, cli_principal(c), provider ? provider : vmenc_workspace_audit_key_provider(c->ws),
                                          kek);
-    rc = cli_save_policy(c); /* the host may have been switched to encryption mode */
     if (st != VMENC_OK) {
         vmenc_coredump_store_free(s);
         return cli_fail(c, st, "cannot %s the host key", rotate ? "rotate" : "set");

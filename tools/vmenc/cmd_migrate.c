@@ -16,7 +16,13 @@
  * offset in the file; all-zero blocks are skipped and stay holes). The files
  * are sent as they are on the datastore: an encrypted VM's disks stay
  * ciphertext under their own keys, which the destination fetches by ID from
- * the shared key provider when it registers the VM.
+ * the shared key provider when it registers the VM (the format is
+ * docs/migration.md's "home stream"; lib/workspace/migrate_home.c reads it).
+ *
+ * Receiving is one library call, vmenc_workspace_migrate_receive: it
+ * authorizes, makes the home, receives, registers and undoes everything on
+ * failure. This file only carries the bytes: the handover and ready files,
+ * the socket, FIFO or standard input.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -352,7 +358,6 @@ static int mig_send(cli *c, args *a) {
     vmenc_migration_sender *s = NULL;
     if (st == VMENC_OK)
         st = vmenc_migration_sender_new(vm, &so, &s);
-    rc = cli_save_policy(c);
     if (st != VMENC_OK) {
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot migrate '%s' to %s", name, to);
@@ -420,106 +425,53 @@ static int mig_send(cli *c, args *a) {
 
 /* ---- receive ------------------------------------------------------------------------- */
 
-static bool safe_name(const char *s) {
-    if (s[0] == '\0' || s[0] == '.' || strlen(s) > 255)
-        return false;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-              *p == '_' || *p == '-'))
-            return false;
-    return true;
-}
+/* What the library asks the CLI for while it receives: the handover file
+ * (once the VM's home is made), then - with the ready token - the ready
+ * file and the stream's descriptor. The sequence itself is
+ * vmenc_workspace_migrate_receive. */
+typedef struct rx_plumbing {
+    cli *c;
+    const char *handover, *ready, *input;
+    unsigned timeout;
+    int lfd;        /* listening socket, or -1 */
+    io x;           /* the stream */
+    bool waited;    /* the handover wait ran out */
+} rx_plumbing;
 
-typedef struct rx {
-    char home[1024];
-    int fd;          /* the file being written */
-    uint64_t size;   /* its announced size */
-    char file[256];
-    size_t files, num_files;
-    uint64_t bytes;
-} rx;
-
-/* rx_chunk applies one received chunk to the new VM home. */
-static vmenc_status rx_chunk(rx *r, const char *vm_name, const vmenc_migration_chunk *ch, bool *seen_manifest) {
-    if (ch->kind == VMENC_MIGRATION_DEVICE_STATE) {
-        char text[512];
-        if (ch->len >= sizeof(text))
-            return VMENC_E_PARSE;
-        memcpy(text, ch->data, ch->len);
-        text[ch->len] = '\0';
-        if (ch->address == 0) {
-            char vm[128];
-            unsigned long long bytes = 0;
-            if (*seen_manifest || sscanf(text, "vmenc-migrate 1\nvm %127s\nfiles %zu\nbytes %llu\n", vm, &r->num_files,
-                                         &bytes) != 3)
-                return VMENC_E_PARSE;
-            if (strcmp(vm, vm_name) != 0)
-                return VMENC_E_CONTEXT_MISMATCH; /* the stream is for another VM */
-            *seen_manifest = true;
-            return VMENC_OK;
-        }
-        char name[256];
-        unsigned long long size = 0;
-        if (!*seen_manifest || ch->address != 1 + r->files || sscanf(text, "file %255s %llu\n", name, &size) != 2 ||
-            !safe_name(name) || r->files >= r->num_files)
-            return VMENC_E_PARSE;
-        if (r->fd >= 0 && (ftruncate(r->fd, (off_t)r->size) != 0 || fsync(r->fd) != 0 || close(r->fd) != 0))
-            return VMENC_E_IO;
-        char path[1400];
-        snprintf(path, sizeof(path), "%s/%s", r->home, name);
-        r->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (r->fd < 0)
-            return errno == EEXIST ? VMENC_E_PARSE : VMENC_E_IO;
-        snprintf(r->file, sizeof(r->file), "%s", name);
-        r->size = size;
-        r->files++;
-        return VMENC_OK;
-    }
-    if (ch->kind != VMENC_MIGRATION_DISK || r->fd < 0 || ch->address > r->size || ch->len > r->size - ch->address)
-        return VMENC_E_PARSE;
-    if (pwrite(r->fd, ch->data, ch->len, (off_t)ch->address) != (ssize_t)ch->len)
-        return VMENC_E_IO;
-    r->bytes += ch->len;
-    return VMENC_OK;
-}
-
-vmenc_status mig_receive_home(vmenc_migration_receiver *recv, const char *home, const char *name, uint64_t *out_files) {
-    rx r = {.fd = -1};
-    snprintf(r.home, sizeof(r.home), "%s", home);
-    vmenc_status st = VMENC_OK;
-    bool manifest = false, end = false;
-    while (st == VMENC_OK && !end && !g_interrupted) {
-        vmenc_migration_chunk ch = {.struct_size = sizeof(ch)};
-        st = vmenc_migration_receive(recv, &ch);
-        if (st == VMENC_OK && ch.end)
-            end = true;
-        else if (st == VMENC_OK)
-            st = rx_chunk(&r, name, &ch, &manifest);
-    }
-    if (st == VMENC_OK && (g_interrupted || r.files != r.num_files || !manifest))
-        st = g_interrupted ? VMENC_E_INTERRUPTED : VMENC_E_TRUNCATED;
-    if (r.fd >= 0) {
-        if (st == VMENC_OK && (ftruncate(r.fd, (off_t)r.size) != 0 || fsync(r.fd) != 0))
-            st = VMENC_E_IO;
-        close(r.fd);
-    }
-    *out_files = r.files;
+static vmenc_status rx_handover(void *ctx, uint8_t *buf, size_t cap, size_t *out_len) {
+    rx_plumbing *p = ctx;
+    cli_info(p->c, "migrate: waiting for the handover file %s", p->handover);
+    vmenc_status st = take_file(p->handover, p->timeout, buf, cap, out_len);
+    p->waited = st == VMENC_E_KMS_TIMEOUT;
     return st;
 }
 
-static void rm_home(rx *r) {
-    DIR *d = opendir(r->home);
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char p[1400];
-        snprintf(p, sizeof(p), "%s/%s", r->home, e->d_name);
-        unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(r->home);
+static vmenc_status rx_ready(void *ctx, const uint8_t *tok, size_t tok_len) {
+    rx_plumbing *p = ctx;
+    vmenc_status st = put_file(p->ready, tok, tok_len);
+    if (st != VMENC_OK)
+        return st;
+    if (p->lfd >= 0)
+        p->x.fd = accept(p->lfd, NULL, NULL);
+    else if (p->input != NULL && strcmp(p->input, "-") != 0)
+        p->x.fd = open(p->input, O_RDONLY | O_CLOEXEC);
+    else
+        p->x.fd = dup(STDIN_FILENO);
+    return p->x.fd < 0 ? VMENC_E_IO : VMENC_OK;
+}
+
+/* rx_read is io_read that gives up when Ctrl-C was pressed. */
+static vmenc_status rx_read(void *ctx, uint8_t *buf, size_t cap, size_t *out_len) {
+    if (g_interrupted)
+        return VMENC_E_INTERRUPTED;
+    vmenc_status st = io_read(ctx, buf, cap, out_len);
+    return g_interrupted ? VMENC_E_INTERRUPTED : st;
+}
+
+static const char *failure_name(vmenc_migration_failure f) {
+    static const char *const names[] = {"", "tampered", "replayed", "gap", "truncated", "malformed", "counts",
+                                        "transport"};
+    return (unsigned)f < sizeof(names) / sizeof(names[0]) ? names[f] : "";
 }
 
 static int mig_receive(cli *c, args *a) {
@@ -542,114 +494,46 @@ static int mig_receive(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
-    if (folder == NULL)
-        folder = vmenc_workspace_folder(c->ws);
-    rx r = {.fd = -1};
-    vmenc_status st = vmenc_workspace_vm_home(c->ws, name, r.home, sizeof(r.home));
+    char home[1024];
+    vmenc_status st = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
     if (st != VMENC_OK)
         return cli_fail(c, st, "bad VM name '%s'", name);
-    /* The policy decides on the VM object (MIGRATE_VM on this host): like a
-     * vCenter that knows the VM before it moves, the VM enters this
-     * inventory first - authorized as a registration into the folder. */
-    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_REGISTER_VM, .folder = folder};
-    vmenc_policy_decision dec = {.struct_size = sizeof(dec)};
-    st = vmenc_workspace_authorize(c->ws, cli_principal(c), &rq, "migration.receive_register", name, &dec);
-    if (st != VMENC_OK)
-        return cli_fail(c, st, "may not receive '%s' into folder %s", name, folder);
-    st = vmenc_policy_add_object(vmenc_workspace_policy(c->ws), name, VMENC_OBJ_VM, folder);
-    if (st == VMENC_E_EXISTS)
-        st = VMENC_OK;
-    vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), "migration.receive_register", name, NULL,
-                                                   NULL, st, NULL);
-    if (st == VMENC_OK)
-        st = as;
-    if (st == VMENC_OK && mkdir(r.home, 0700) != 0)
-        st = errno == EEXIST ? VMENC_E_EXISTS : VMENC_E_IO;
-    if (st != VMENC_OK)
-        return cli_fail(c, st, "cannot receive '%s' (%s)", name, r.home);
-    int lfd = -1;
-    if (lst != NULL && (lfd = sock_open(lst, true, 0)) < 0) {
-        rm_home(&r);
+    rx_plumbing p = {.c = c, .handover = handover, .ready = ready, .input = input, .timeout = (unsigned)timeout, .lfd = -1,
+                     .x = {.fd = -1}};
+    if (lst != NULL && (p.lfd = sock_open(lst, true, 0)) < 0)
         return cli_fail(c, VMENC_E_IO, "cannot listen on %s", lst);
-    }
-    cli_info(c, "migrate: waiting for the handover file %s", handover);
-    uint8_t blob[VMENC_MIGRATION_HANDOVER_MAX];
-    size_t blob_len = 0;
-    st = take_file(handover, (unsigned)timeout, blob, sizeof(blob), &blob_len);
-    io x = {.fd = -1};
-    vmenc_migration_receiver *recv = NULL;
-    if (st == VMENC_OK) {
-        vmenc_migration_receiver_options ro = {.struct_size = sizeof(ro), .principal = cli_principal(c),
-                                               .handover = blob, .handover_len = blob_len,
-                                               .flags = no_enc ? VMENC_MIGRATION_NO_ENCRYPTION : 0, .fd = -1,
-                                               .read_fn = io_read, .io_ctx = &x};
-        st = vmenc_migration_receiver_new(vmenc_workspace_host(c->ws), &ro, &recv);
-    }
-    vmenc_memzero(blob, sizeof(blob));
-    int src = cli_save_policy(c); /* host mode and inventory */
-    uint8_t tok[VMENC_MIGRATION_READY_BYTES];
-    if (st == VMENC_OK)
-        st = vmenc_migration_receiver_get_ready(recv, tok, sizeof(tok));
-    if (st == VMENC_OK)
-        st = put_file(ready, tok, sizeof(tok));
-    if (st == VMENC_OK) {
-        if (lfd >= 0)
-            x.fd = accept(lfd, NULL, NULL);
-        else if (input != NULL && strcmp(input, "-") != 0)
-            x.fd = open(input, O_RDONLY | O_CLOEXEC);
-        else
-            x.fd = dup(STDIN_FILENO);
-        if (x.fd < 0)
-            st = VMENC_E_IO;
-    }
+    vmenc_workspace_migrate_receive_options ro = {.struct_size = sizeof(ro), .handover_fn = rx_handover,
+                                                  .handover_ctx = &p, .folder = folder,
+                                                  .flags = no_enc ? VMENC_MIGRATION_NO_ENCRYPTION : 0, .fd = -1,
+                                                  .read_fn = rx_read, .io_ctx = &p.x, .ready_fn = rx_ready,
+                                                  .ready_ctx = &p};
+    vmenc_workspace_migrate_receive_result res = {.struct_size = sizeof(res)};
+    vmenc_vm *vm = NULL;
     double t0 = mono();
-    uint64_t nfiles = 0;
-    if (st == VMENC_OK)
-        st = mig_receive_home(recv, r.home, name, &nfiles);
-    vmenc_migration_info mi = {.struct_size = sizeof(mi)};
-    vmenc_status is = recv ? vmenc_migration_receiver_get_info(recv, &mi) : VMENC_E_INVALID_ARG;
-    vmenc_migration_receiver_free(recv);
-    if (x.fd >= 0)
-        close(x.fd);
-    if (lfd >= 0) {
-        close(lfd);
+    st = vmenc_workspace_migrate_receive(c->ws, cli_principal(c), name, &ro, &res, &vm);
+    if (p.x.fd >= 0)
+        close(p.x.fd);
+    if (p.lfd >= 0) {
+        close(p.lfd);
         if (strncmp(lst, "unix:", 5) == 0)
             unlink(lst + 5);
     }
-    vmenc_vm *vm = NULL;
-    if (st == VMENC_OK) {
-        char vmx[1400];
-        snprintf(vmx, sizeof(vmx), "%s/%s.vmx", r.home, name);
-        int dfd = open(r.home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        st = vmenc_vm_register(vmenc_workspace_host(c->ws), cli_principal(c), vmx, folder, NULL, &vm);
-        int s2 = cli_save_policy(c);
-        if (src == EXIT_OK)
-            src = s2;
-    }
     if (st != VMENC_OK && st != VMENC_E_VM_LOCKED) {
-        vmenc_vm_free(vm);
-        rm_home(&r);
         if (st == VMENC_E_INTERRUPTED)
             return cli_interrupted(c, "interrupted: nothing of '%s' was kept", name);
-        if (st == VMENC_E_KMS_TIMEOUT)
+        if (st == VMENC_E_KMS_TIMEOUT && p.waited)
             return cli_fail(c, st, "no handover file %s within %llu s", handover, (unsigned long long)timeout);
-        return cli_fail(c, st, "receiving '%s' failed (nothing kept)%s%s", name,
-                        is == VMENC_OK && mi.failure != VMENC_MIGRATION_FAIL_NONE ? ": stream " : "",
-                        is == VMENC_OK && mi.failure != VMENC_MIGRATION_FAIL_NONE
-                            ? (const char *[]){"", "tampered", "replayed", "gap", "truncated", "malformed", "counts",
-                                               "transport"}[mi.failure <= 7 ? mi.failure : 0]
-                            : "");
+        if (st == VMENC_E_EXISTS || st == VMENC_E_DENIED || st == VMENC_E_HOST_MODE)
+            return cli_fail(c, st, "cannot receive '%s' (%s)", name, home);
+        const char *why = failure_name(res.migration.failure);
+        return cli_fail(c, st, "receiving '%s' failed (nothing kept)%s%s", name, why[0] ? ": stream " : "", why);
     }
     out_t *o = out_begin(c);
     out_bool(o, "ok", st == VMENC_OK);
     out_str(o, "host", vmenc_host_id(vmenc_workspace_host(c->ws)));
-    out_u64(o, "files", nfiles);
-    if (is == VMENC_OK)
-        out_info(o, &mi);
+    out_u64(o, "files", res.num_files);
+    if (res.stream_started)
+        out_info(o, &res.migration);
     out_double(o, "seconds", mono() - t0);
     out_obj(o, "vm");
     out_vm_status(o, vm);
@@ -658,7 +542,7 @@ static int mig_receive(cli *c, args *a) {
     vmenc_vm_free(vm);
     if (st == VMENC_E_VM_LOCKED)
         return cli_fail_stderr(c, st, "'%s' arrived but is locked here", name);
-    return src;
+    return EXIT_OK;
 }
 
 const verb_def migrate_verbs[] = {

@@ -42,14 +42,11 @@ static int edit_allowed(cli *c, vmenc_policy_privilege priv, const char *operati
     return cli_fail(c, st != VMENC_OK ? st : VMENC_E_DENIED, "%s", reason);
 }
 
-/* finish_edit audits the edit's outcome, saves the policy, prints. */
+/* finish_edit audits the edit's outcome, prints. */
 static int finish_edit(cli *c, vmenc_status st, const char *operation, const char *target) {
     vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), operation, target, NULL, NULL, st, NULL);
     if (st != VMENC_OK)
         return cli_fail(c, st, "%s %s", operation, target);
-    int rc = cli_save_policy(c);
-    if (rc != EXIT_OK)
-        return rc;
     if (as != VMENC_OK)
         return cli_fail(c, as, "audit");
     out_t *o = out_begin(c);
@@ -271,8 +268,6 @@ static int policy_host_mode(cli *c, args *a) {
         if (st != VMENC_OK)
             return cli_fail(c, st, "cannot leave encryption mode on '%s'", host);
     }
-    if ((enable || disable) && (rc = cli_save_policy(c)) != EXIT_OK)
-        return rc;
     vmenc_host_crypto_state s;
     st = vmenc_policy_get_host_state(p, host, &s);
     if (st != VMENC_OK)
@@ -342,6 +337,7 @@ const verb_def policy_verbs[] = {
      "--enable needs Cryptographer.RegisterHost; --disable is refused while encrypted VMs are on the host.\n"},
     {"storage-policy", policy_storage, "NAME [--encrypt [--classes vm_home,disks,core_dumps] --provider ALIAS] [--migration M]",
      "add or replace a storage policy", "Needs Cryptographer.ManageEncryptionPolicy and StorageProfile.Update.\n"},
+    {"reseal", policy_reseal, "", "re-seal a policy document you vouch for (after an edit outside vmenc)", "Needs every privilege on the document's root (Admin); audited with the old and new SHA-256.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -210,8 +210,6 @@ static int vm_create(cli *c, args *a) {
                                  .storage_policy = policy, .kek_id = kek, .memory_bytes = memory};
     vmenc_vm *vm = NULL;
     st = vmenc_vm_create(vmenc_workspace_host(c->ws), &o, &vm);
-    /* The inventory changed (and maybe the host mode) even if a later step fails. */
-    rc = cli_save_policy(c);
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot create VM '%s'", name);
     for (size_t i = 0; rc == EXIT_OK && i < nd; i++) {
@@ -340,7 +338,6 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
                               .segment_bytes = seg};
     vmenc_status st = vmenc_vm_apply_storage_policy_ex(vm, cli_principal(c), policy ? policy : def, &ao);
     conv_end(&x);
-    rc = cli_save_policy(c);
     if (st == VMENC_E_INTERRUPTED && g_interrupted) {
         vmenc_vm_free(vm);
         return cli_interrupted(c, "interrupted: the conversion of '%s' stopped cleanly and is resumable: "
@@ -391,7 +388,6 @@ static int vm_rekey(cli *c, args *a) {
     if (st == VMENC_OK)
         st = deep ? vmenc_vm_rekey_deep(vm, cli_principal(c), &ao) : vmenc_vm_rekey_shallow(vm, cli_principal(c), provider, kek);
     conv_end(&x);
-    rc = cli_save_policy(c);
     if (st == VMENC_E_INTERRUPTED && g_interrupted) {
         vmenc_vm_free(vm);
         return cli_interrupted(c, "interrupted: the deep rekey of '%s' stopped cleanly and is resumable "
@@ -475,7 +471,6 @@ static int vm_clone(cli *c, args *a) {
                                 .flags = keep ? VMENC_VM_CLONE_KEEP_KEYS : 0};
     if (st == VMENC_OK)
         st = vmenc_vm_clone(vm, &o, &out_vm);
-    rc = cli_save_policy(c);
     vmenc_vm_free(vm);
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot clone '%s' to '%s'", src, dst);
@@ -563,7 +558,6 @@ static int vm_register(cli *c, args *a) {
     if (st == VMENC_OK)
         st = vmenc_vm_register(vmenc_workspace_host(c->ws), cli_principal(c), path,
                                folder ? folder : vmenc_workspace_folder(c->ws), NULL, &vm);
-    rc = cli_save_policy(c);
     if (st != VMENC_OK && st != VMENC_E_VM_LOCKED) {
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot register '%s'", what);

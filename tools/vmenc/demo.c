@@ -281,16 +281,46 @@ static vmenc_status pipe_read(void *ctx, uint8_t *buf, size_t cap, size_t *out_l
     return VMENC_OK;
 }
 
+/* The destination's side runs vmenc_workspace_migrate_receive on its own
+ * thread; its ready callback hands the token to the source's thread. */
 typedef struct rx_job {
-    vmenc_migration_receiver *recv;
-    char home[1024];
-    uint64_t files;
+    vmenc_workspace *ws;
+    const uint8_t *handover;
+    size_t handover_len;
+    int fd;                              /* the pipe's read end; closed when the receive ends */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool have_token, done;
+    uint8_t token[VMENC_MIGRATION_READY_BYTES];
+    vmenc_workspace_migrate_receive_result res;
+    vmenc_vm *vm;
     vmenc_status st;
 } rx_job;
 
+static vmenc_status rx_ready(void *ctx, const uint8_t *tok, size_t len) {
+    rx_job *j = ctx;
+    pthread_mutex_lock(&j->mu);
+    memcpy(j->token, tok, len < sizeof(j->token) ? len : sizeof(j->token));
+    j->have_token = true;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return VMENC_OK;
+}
+
 static void *rx_thread(void *arg) {
     rx_job *j = arg;
-    j->st = mig_receive_home(j->recv, j->home, "vm01", &j->files);
+    demo_pipe_io rio = {.fd = j->fd};
+    vmenc_workspace_migrate_receive_options ro = {.struct_size = sizeof(ro), .handover = j->handover,
+                                                  .handover_len = j->handover_len, .fd = -1, .read_fn = pipe_read,
+                                                  .io_ctx = &rio, .ready_fn = rx_ready, .ready_ctx = j};
+    j->res.struct_size = sizeof(j->res);
+    vmenc_status st = vmenc_workspace_migrate_receive(j->ws, ALICE, "vm01", &ro, &j->res, &j->vm);
+    close(j->fd); /* a sender still writing gets EPIPE instead of blocking */
+    pthread_mutex_lock(&j->mu);
+    j->st = st;
+    j->done = true;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
     return NULL;
 }
 
@@ -334,8 +364,6 @@ static void story(demo *d) {
     st = vmenc_policy_add_user(p, BOB);
     if (st == VMENC_OK)
         st = vmenc_policy_grant(p, BOB, "root", VMENC_ROLE_NO_CRYPTO_ADMIN, 1);
-    if (st == VMENC_OK)
-        st = vmenc_workspace_save_policy(d->ws);
     check(d, st == VMENC_OK, "alice is Administrator; bob is No cryptography administrator");
     say(d, "  (the audit chain key is wrapped under a KEK of 'native'; the passphrase is never stored)");
 
@@ -350,8 +378,6 @@ static void story(demo *d) {
     vmenc_disk_create_options dco = {.struct_size = sizeof(dco), .capacity = d->disk_bytes, .sector_size = SECTOR};
     if (st == VMENC_OK)
         st = vmenc_vm_add_disk(vm, ALICE, &dco, NULL, 0);
-    if (st == VMENC_OK)
-        st = vmenc_workspace_save_policy(d->ws);
     if (!check(d, st == VMENC_OK, "vm01 created (plain) with a %llu MiB disk %s (%s)",
                (unsigned long long)(d->disk_bytes >> 20), DISK, vmenc_strerror(st)))
         return;
@@ -394,12 +420,11 @@ static void story(demo *d) {
     t = now_s();
     st = vmenc_vm_apply_storage_policy_ex(vm, ALICE, "VM Encryption Policy", &ao);
     conv_end(&x);
-    vmenc_status ss = vmenc_workspace_save_policy(d->ws);
     vmenc_vm_info info = {.struct_size = sizeof(info)};
     vmenc_disk_info di = {.struct_size = sizeof(di)};
     if (vmenc_vm_get_info(vm, &info) != VMENC_OK || vmenc_vm_get_disk_info(vm, 0, &di) != VMENC_OK)
         info.encrypted = 0;
-    check(d, st == VMENC_OK && ss == VMENC_OK && info.encrypted && di.state == VMENC_DISK_ENCRYPTED,
+    check(d, st == VMENC_OK && info.encrypted && di.state == VMENC_DISK_ENCRYPTED,
           "vm01 and its disk encrypted under KEK %s/%s (%.2f s, %s)", info.key_provider, info.kek_id, now_s() - t,
           vmenc_status_name(st));
     convert_line(d, &x, "encrypted");
@@ -579,59 +604,46 @@ static void story(demo *d) {
         st = vmenc_workspace_add_kms(ws2, ALICE, &ks);
     if (st == VMENC_OK)
         st = vmenc_policy_add_object(p, "esx02", VMENC_OBJ_HOST, "dc");
-    if (st == VMENC_OK)
-        st = vmenc_workspace_save_policy(d->ws);
     if (!check(d, st == VMENC_OK, "host esx02: its own workspace, reaching the same key provider 'native' (%s)",
                vmenc_status_name(st))) {
         vmenc_vm_free(vm);
         vmenc_workspace_free(ws2);
         return;
     }
-    /* the destination's inventory learns the VM (the policy decides on it) */
-    char home2[1024];
-    vmenc_policy_request rr = {.struct_size = sizeof(rr), .op = VMENC_OP_REGISTER_VM,
-                               .folder = vmenc_workspace_folder(ws2)};
-    vmenc_policy_decision dec2 = {.struct_size = sizeof(dec2)};
-    st = vmenc_workspace_authorize(ws2, ALICE, &rr, "migration.receive_register", "vm01", &dec2);
-    if (st == VMENC_OK)
-        st = vmenc_policy_add_object(vmenc_workspace_policy(ws2), "vm01", VMENC_OBJ_VM, vmenc_workspace_folder(ws2));
-    if (st == VMENC_OK)
-        st = vmenc_workspace_audit_result(ws2, ALICE, "migration.receive_register", "vm01", NULL, NULL, VMENC_OK, NULL);
-    if (st == VMENC_OK)
-        st = vmenc_workspace_vm_home(ws2, "vm01", home2, sizeof(home2));
-    if (st == VMENC_OK && mkdir(home2, 0700) != 0)
-        st = VMENC_E_IO;
+    /* esx02 receives in one library call: authorize, inventory, home, stream, register */
     int fds[2] = {-1, -1};
     if (st == VMENC_OK && pipe(fds) != 0)
         st = VMENC_E_IO;
-    demo_pipe_io wio = {.fd = fds[1]}, rio = {.fd = fds[0]};
+    demo_pipe_io wio = {.fd = fds[1]};
     vmenc_migration_sender *snd = NULL;
     vmenc_migration_sender_options so = {.struct_size = sizeof(so), .principal = ALICE, .dest_host = "esx02",
                                          .fd = -1, .write_fn = pipe_write, .io_ctx = &wio};
     if (st == VMENC_OK)
         st = vmenc_migration_sender_new(vm, &so, &snd);
-    uint8_t ho[VMENC_MIGRATION_HANDOVER_MAX], ready[VMENC_MIGRATION_READY_BYTES];
+    uint8_t ho[VMENC_MIGRATION_HANDOVER_MAX];
     size_t ho_len = 0;
     if (st == VMENC_OK)
         st = vmenc_migration_sender_get_handover(snd, ho, sizeof(ho), &ho_len);
-    rx_job job = {.st = VMENC_E_INTERNAL};
-    snprintf(job.home, sizeof(job.home), "%s", home2);
-    vmenc_migration_receiver_options ro = {.struct_size = sizeof(ro), .principal = ALICE, .handover = ho,
-                                           .handover_len = ho_len, .fd = -1, .read_fn = pipe_read, .io_ctx = &rio};
-    if (st == VMENC_OK)
-        st = vmenc_migration_receiver_new(vmenc_workspace_host(ws2), &ro, &job.recv);
-    vmenc_memzero(ho, sizeof(ho));
-    if (st == VMENC_OK)
-        st = vmenc_migration_receiver_get_ready(job.recv, ready, sizeof(ready));
-    check(d, st == VMENC_OK, "esx02 checked it may and can run vm01 (policy, key 'native'/%s) before any byte moved",
-          info.kek_id);
-    if (st == VMENC_OK)
-        st = vmenc_migration_sender_begin(snd, ready, sizeof(ready));
+    rx_job job = {.ws = ws2, .handover = ho, .handover_len = ho_len, .fd = fds[0], .st = VMENC_E_INTERNAL};
+    pthread_mutex_init(&job.mu, NULL);
+    pthread_cond_init(&job.cv, NULL);
     pthread_t th;
     bool started = st == VMENC_OK && pthread_create(&th, NULL, rx_thread, &job) == 0;
+    if (started)
+        fds[0] = -1; /* the receiving thread closes it */
+    pthread_mutex_lock(&job.mu);
+    while (started && !job.have_token && !job.done)
+        pthread_cond_wait(&job.cv, &job.mu);
+    bool token = job.have_token;
+    pthread_mutex_unlock(&job.mu);
+    check(d, token, "esx02 checked it may and can run vm01 (policy, key 'native'/%s) before any byte moved",
+          info.kek_id);
+    if (token)
+        st = vmenc_migration_sender_begin(snd, job.token, sizeof(job.token));
+    vmenc_memzero(ho, sizeof(ho)); /* the receiver copied it by now */
     uint64_t nfiles = 0;
     t = now_s();
-    if (started)
+    if (token && st == VMENC_OK)
         st = mig_send_home(d->c, snd, vm, &nfiles);
     if (fds[1] >= 0)
         close(fds[1]);
@@ -639,23 +651,19 @@ static void story(demo *d) {
         pthread_join(th, NULL);
     if (fds[0] >= 0)
         close(fds[0]);
+    pthread_cond_destroy(&job.cv);
+    pthread_mutex_destroy(&job.mu);
     vmenc_migration_info mi = {.struct_size = sizeof(mi)};
     vmenc_status is = snd ? vmenc_migration_sender_get_info(snd, &mi) : VMENC_E_INVALID_ARG;
     vmenc_migration_sender_free(snd);
-    vmenc_migration_receiver_free(job.recv);
     check(d, started && st == VMENC_OK && job.st == VMENC_OK && is == VMENC_OK && mi.encrypted,
           "%llu files, %llu MiB streamed in %.2f s: AES-256-GCM frames under a one-time key, in order, authenticated",
           (unsigned long long)nfiles, (unsigned long long)(mi.num_bytes >> 20), now_s() - t);
     vmenc_vm_free(vm);
     vm = NULL;
-    char vmx2[1400];
-    snprintf(vmx2, sizeof(vmx2), "%s/vm01.vmx", home2);
-    vmenc_vm *vm2 = NULL;
-    st = job.st == VMENC_OK ? vmenc_vm_register(vmenc_workspace_host(ws2), ALICE, vmx2, vmenc_workspace_folder(ws2),
-                                                NULL, &vm2)
-                            : job.st;
-    ss = vmenc_workspace_save_policy(ws2);
-    check(d, st == VMENC_OK && ss == VMENC_OK, "vm01 registered on esx02: its keys fetched by ID from 'native'");
+    vmenc_vm *vm2 = job.vm;
+    check(d, job.st == VMENC_OK && vm2 != NULL,
+          "vm01 registered on esx02: its keys fetched by ID from 'native'");
     if (vm2 != NULL) {
         verify(d, vm2, salt, "on esx02");
         nv = NULL;

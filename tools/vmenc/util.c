@@ -533,11 +533,6 @@ int cli_open(cli *c) {
     return EXIT_OK;
 }
 
-int cli_save_policy(cli *c) {
-    vmenc_status st = vmenc_workspace_save_policy(c->ws);
-    return st == VMENC_OK ? EXIT_OK : cli_fail(c, st, "cannot save the policy document");
-}
-
 const char *cli_principal(cli *c) { return c->user; }
 
 /* ---- progress ------------------------------------------------------------------------------ */

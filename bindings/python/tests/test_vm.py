@@ -135,7 +135,6 @@ def test_workspace(tmp_path):
         assert ws.folder and ws.id and ws.host.host_id
         with ws.create_vm("admin", "web01", storage_policy="VM Encryption Policy") as vm:
             did = vm.add_disk("admin", MIB)
-        ws.save_policy()
         assert ws.vms() == ["web01"]
         with ws.open_vm("admin", "web01") as vm, vm.open_disk("admin", did) as disk:
             disk.pwrite(0, b"hello")

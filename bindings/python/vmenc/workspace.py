@@ -130,6 +130,9 @@ class Workspace(Handle):
         return names
 
     def save_policy(self) -> None:
+        """Does nothing; kept for compatibility. Every change to the policy
+        (a VM created, a grant, a disk added...) is written to the
+        workspace's sealed policy document by the call that makes it."""
         check(_lib.lib.vmenc_workspace_save_policy(self))
 
     def close(self) -> None:
