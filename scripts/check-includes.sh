@@ -2,8 +2,10 @@
 # scripts/check-includes.sh [SOURCE_DIR] - the layer rule over the #include
 # lines of lib/ (DESIGN.md §2): a file includes only its own layer and the
 # layers below it,
-#     core < xts < keys < kms < {policy, audit} < control < vm < workspace
-# (policy and audit sit side by side and include neither each other), and
+#     core < net < xts < keys < kms < {policy, audit} < control < vm < workspace
+# (net, the TLS client under the KMIP provider and the etcd client, sits
+# just above core; policy and audit sit side by side and include neither
+# each other), and
 # inside lib/vm the codecs (format/) and the I/O engine (io/) never include
 # the layer's root (objects and operations), and format/ includes nothing
 # from io/. Both private headers ("vm/io/extent.h") and the public headers
@@ -17,8 +19,8 @@ import os, re, sys
 
 src = sys.argv[1]
 lib = os.path.join(src, "lib")
-RANK = {"core": 0, "xts": 1, "keys": 2, "kms": 3, "policy": 4, "audit": 4,
-        "control": 5, "vm": 6, "workspace": 7}
+RANK = {"core": 0, "net": 1, "xts": 2, "keys": 3, "kms": 4, "policy": 5, "audit": 5,
+        "control": 6, "vm": 7, "workspace": 8}
 # public headers (include/vmenc/<name>.h) -> the layer they belong to
 PUBLIC = {"common": "core", "core": "core", "xts": "xts", "keys": "keys",
           "kms": "kms", "kms_file": "kms", "kms_kmip": "kms", "kms_pkcs11": "kms",

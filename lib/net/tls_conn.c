@@ -1,7 +1,9 @@
 /*
- * lib/kms/kmip/kmip_conn.c - KMIP transport: non-blocking TCP + poll, TLS
- * through OpenSSL memory BIOs, certificate/name verification and the
- * mapping of transport failures to vmenc statuses (see kmip_conn.h).
+ * lib/net/tls_conn.c - a TLS client connection: non-blocking TCP + poll,
+ * name resolution bounded by the deadline, TLS through OpenSSL memory BIOs,
+ * certificate/name verification and the mapping of transport failures to
+ * vmenc statuses (see tls_conn.h). Its first user is the KMIP provider
+ * (lib/kms/kmip/kmip_conn.c); the etcd client and the key broker are next.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -23,8 +25,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "kms/kmip/kmip_conn.h"
-#include "kms/kmip/kmip_msg.h"
+#include "net/tls_conn.h"
 
 #define IO_CHUNK 16384
 
@@ -47,7 +48,7 @@ static int pass_cb(char *buf, int size, int rwflag, void *u) {
  * is configured: remember that, so the handshake failure that follows is
  * reported as an authentication failure rather than a generic TLS error. */
 static int client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey) {
-    vmenc_kmip_conn *c = SSL_get_app_data(ssl);
+    vmenc_tls_conn *c = SSL_get_app_data(ssl);
     if (c != NULL)
         c->cert_requested = true;
     return 0;
@@ -57,7 +58,7 @@ static int client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey) {
  * without one configured): under TLS 1.3 that tells a reset right after
  * the handshake apart from one on a server that checks no certificate. */
 static int cert_cb(SSL *ssl, void *arg) {
-    vmenc_kmip_conn *c = SSL_get_app_data(ssl);
+    vmenc_tls_conn *c = SSL_get_app_data(ssl);
     if (c != NULL)
         c->cert_asked = true;
     return 1;
@@ -65,7 +66,7 @@ static int cert_cb(SSL *ssl, void *arg) {
 
 static void info_cb(const SSL *ssl, int where, int ret) {
     if ((where & SSL_CB_READ_ALERT) != 0) {
-        vmenc_kmip_conn *c = SSL_get_app_data(ssl);
+        vmenc_tls_conn *c = SSL_get_app_data(ssl);
         if (c != NULL)
             c->alert = ret & 0xff;
     }
@@ -98,7 +99,7 @@ static bool key_mismatch_error(void) {
 
 static bool file_readable(const char *path) { return path == NULL || access(path, R_OK) == 0; }
 
-vmenc_status vmenc_kmip_tls_ctx_new(const char *ca_file, const char *cert_file, const char *key_file,
+vmenc_status vmenc_tls_ctx_new(const char *ca_file, const char *cert_file, const char *key_file,
                                     const uint8_t *pass, size_t pass_len, SSL_CTX **out) {
     VMENC_ENSURE_REF(out);
     VMENC_ENSURE((cert_file == NULL) == (key_file == NULL), VMENC_E_INVALID_ARG);
@@ -155,16 +156,16 @@ fail:
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-void vmenc_kmip_conn_init(vmenc_kmip_conn *c) {
+void vmenc_tls_conn_init(vmenc_tls_conn *c) {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
     c->alert = -1;
 }
 
-bool vmenc_kmip_conn_is_open(const vmenc_kmip_conn *c) { return c->fd >= 0 && c->ssl != NULL; }
+bool vmenc_tls_conn_is_open(const vmenc_tls_conn *c) { return c->fd >= 0 && c->ssl != NULL; }
 
-bool vmenc_kmip_conn_is_stale(const vmenc_kmip_conn *c) {
-    if (!vmenc_kmip_conn_is_open(c))
+bool vmenc_tls_conn_is_stale(const vmenc_tls_conn *c) {
+    if (!vmenc_tls_conn_is_open(c))
         return true;
     struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
     int r = poll(&pfd, 1, 0);
@@ -175,12 +176,12 @@ bool vmenc_kmip_conn_is_stale(const vmenc_kmip_conn *c) {
     return true;
 }
 
-void vmenc_kmip_conn_close(vmenc_kmip_conn *c) {
+void vmenc_tls_conn_close(vmenc_tls_conn *c) {
     if (c->ssl != NULL)
         SSL_free(c->ssl); /* frees both memory BIOs */
     if (c->fd >= 0)
         close(c->fd);
-    vmenc_kmip_conn_init(c);
+    vmenc_tls_conn_init(c);
 }
 
 static vmenc_status wait_fd(int fd, short events, uint64_t deadline_ms) {
@@ -231,9 +232,9 @@ static vmenc_status connect_one(const struct addrinfo *ai, uint64_t deadline_ms,
  * deadline and, if the answer is late, leaves it to the thread, which frees
  * it when it finishes. IP literals need no thread. */
 
-static vmenc_kmip_resolver_fn g_resolver = getaddrinfo;
+static vmenc_net_resolver_fn g_resolver = getaddrinfo;
 
-void vmenc_kmip_set_resolver_for_testing(vmenc_kmip_resolver_fn fn) {
+void vmenc_net_set_resolver_for_testing(vmenc_net_resolver_fn fn) {
     g_resolver = fn != NULL ? fn : getaddrinfo;
 }
 
@@ -243,7 +244,7 @@ typedef struct resolve_job {
     int refs;                /* caller + thread, under mu */
     bool done;
     int rc;
-    vmenc_kmip_resolver_fn fn;
+    vmenc_net_resolver_fn fn;
     struct addrinfo hints;
     struct addrinfo *res;
     char port[8];
@@ -360,7 +361,7 @@ static vmenc_status tcp_connect(const char *host, uint16_t port, uint64_t deadli
 
 /* ---- moving TLS records between the memory BIOs and the socket --------------- */
 
-static vmenc_status flush_out(vmenc_kmip_conn *c, uint64_t deadline_ms) {
+static vmenc_status flush_out(vmenc_tls_conn *c, uint64_t deadline_ms) {
     BIO *wbio = SSL_get_wbio(c->ssl);
     uint8_t buf[IO_CHUNK];
     size_t pending;
@@ -384,7 +385,7 @@ static vmenc_status flush_out(vmenc_kmip_conn *c, uint64_t deadline_ms) {
     return VMENC_OK;
 }
 
-static vmenc_status fill_in(vmenc_kmip_conn *c, uint64_t deadline_ms) {
+static vmenc_status fill_in(vmenc_tls_conn *c, uint64_t deadline_ms) {
     uint8_t buf[IO_CHUNK];
     for (;;) {
         VMENC_GUARD(wait_fd(c->fd, POLLIN, deadline_ms));
@@ -401,7 +402,7 @@ static vmenc_status fill_in(vmenc_kmip_conn *c, uint64_t deadline_ms) {
 }
 
 /* step handles an SSL_* call that did not complete. */
-static vmenc_status step(vmenc_kmip_conn *c, int ssl_err, uint64_t deadline_ms) {
+static vmenc_status step(vmenc_tls_conn *c, int ssl_err, uint64_t deadline_ms) {
     switch (ssl_err) {
     case SSL_ERROR_WANT_READ:
         VMENC_GUARD(flush_out(c, deadline_ms));
@@ -417,7 +418,7 @@ static vmenc_status step(vmenc_kmip_conn *c, int ssl_err, uint64_t deadline_ms) 
 
 /* ---- handshake ------------------------------------------------------------------ */
 
-static bool alert_is_about_our_certificate(int alert) {
+bool vmenc_tls_alert_is_about_our_certificate(int alert) {
     switch (alert) {
     case 42:  /* bad_certificate */
     case 43:  /* unsupported_certificate */
@@ -433,7 +434,7 @@ static bool alert_is_about_our_certificate(int alert) {
     }
 }
 
-static vmenc_status handshake_failure(const vmenc_kmip_conn *c, vmenc_status io) {
+static vmenc_status handshake_failure(const vmenc_tls_conn *c, vmenc_status io) {
     if (io == VMENC_E_KMS_TIMEOUT || io == VMENC_E_NOMEM)
         return io;
     long vr = SSL_get_verify_result(c->ssl);
@@ -442,7 +443,7 @@ static vmenc_status handshake_failure(const vmenc_kmip_conn *c, vmenc_status io)
         return VMENC_E_KMS_NAME_MISMATCH;
     if (vr != X509_V_OK)
         return VMENC_E_KMS_CERT_VERIFY;
-    if (c->cert_requested || alert_is_about_our_certificate(c->alert))
+    if (c->cert_requested || vmenc_tls_alert_is_about_our_certificate(c->alert))
         return VMENC_E_KMS_AUTH;
     /* The peer closed or reset the connection without a word of TLS (no
      * alert): a server going away, not a TLS failure - let a cluster fail
@@ -457,7 +458,7 @@ static bool is_ip_literal(const char *s) {
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-static vmenc_status tls_setup(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *server_name) {
+static vmenc_status tls_setup(vmenc_tls_conn *c, SSL_CTX *ctx, const char *server_name) {
     c->ssl = SSL_new(ctx);
     VMENC_ENSURE(c->ssl != NULL, VMENC_E_NOMEM);
     SSL_set_app_data(c->ssl, c);
@@ -486,7 +487,7 @@ static vmenc_status tls_setup(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *serv
     return VMENC_OK;
 }
 
-static vmenc_status handshake(vmenc_kmip_conn *c, uint64_t deadline_ms) {
+static vmenc_status handshake(vmenc_tls_conn *c, uint64_t deadline_ms) {
     for (;;) {
         ERR_clear_error();
         int r = SSL_do_handshake(c->ssl);
@@ -515,13 +516,13 @@ static vmenc_status handshake(vmenc_kmip_conn *c, uint64_t deadline_ms) {
     return VMENC_OK;
 }
 
-vmenc_status vmenc_kmip_conn_open(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *host, uint16_t port,
+vmenc_status vmenc_tls_conn_open(vmenc_tls_conn *c, SSL_CTX *ctx, const char *host, uint16_t port,
                                   const char *server_name, uint64_t deadline_ms) {
     VMENC_ENSURE_REF(c);
     VMENC_ENSURE_REF(ctx);
     VMENC_ENSURE_REF(host);
     VMENC_ENSURE_REF(server_name);
-    vmenc_kmip_conn_close(c);
+    vmenc_tls_conn_close(c);
     vmenc_status s = tcp_connect(host, port, deadline_ms, &c->fd);
     if (s == VMENC_OK)
         s = tls_setup(c, ctx, server_name);
@@ -529,13 +530,13 @@ vmenc_status vmenc_kmip_conn_open(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *
         s = handshake(c, deadline_ms);
     ERR_clear_error();
     if (s != VMENC_OK)
-        vmenc_kmip_conn_close(c);
+        vmenc_tls_conn_close(c);
     return s;
 }
 
-/* ---- request / response ----------------------------------------------------------- */
+/* ---- reading and writing ----------------------------------------------------------- */
 
-static vmenc_status write_all(vmenc_kmip_conn *c, const uint8_t *buf, size_t len, uint64_t deadline_ms) {
+vmenc_status vmenc_tls_conn_write(vmenc_tls_conn *c, const uint8_t *buf, size_t len, uint64_t deadline_ms) {
     size_t off = 0;
     while (off < len) {
         size_t n = 0;
@@ -549,8 +550,8 @@ static vmenc_status write_all(vmenc_kmip_conn *c, const uint8_t *buf, size_t len
     return flush_out(c, deadline_ms);
 }
 
-static vmenc_status read_exact(vmenc_kmip_conn *c, uint8_t *buf, size_t len, uint64_t deadline_ms,
-                               bool *got_bytes) {
+vmenc_status vmenc_tls_conn_read(vmenc_tls_conn *c, uint8_t *buf, size_t len, uint64_t deadline_ms,
+                                 bool *got_bytes) {
     size_t off = 0;
     while (off < len) {
         size_t n = 0;
@@ -562,69 +563,5 @@ static vmenc_status read_exact(vmenc_kmip_conn *c, uint8_t *buf, size_t len, uin
         }
         VMENC_GUARD(step(c, SSL_get_error(c->ssl, 0), deadline_ms));
     }
-    return VMENC_OK;
-}
-
-/* after_handshake_failure maps an I/O failure after the handshake. Under
- * TLS 1.3 the client's handshake is over before the server has looked at
- * the client certificate, so the server's verdict (certificate_required,
- * unknown_ca, bad_certificate, certificate_expired, ...) arrives as an alert
- * on our first read, and the connection then ends. That is "our certificate
- * is rejected" (VMENC_E_KMS_AUTH, which a cluster does not fail over on),
- * not "KMS down". A server that closes with our request unread resets the
- * connection, and the reset can overtake its alert: so on a TLS 1.3
- * connection whose server asked for a client certificate, a reset or EOF
- * before any byte of the first answer, with no alert at all (a clean
- * close_notify is one), counts as the same rejection. A server that truly
- * died at that instant refuses the next connection, which fails over. */
-static vmenc_status after_handshake_failure(const vmenc_kmip_conn *c, vmenc_status s, bool got_bytes) {
-    if (s == VMENC_OK || s == VMENC_E_NOMEM || s == VMENC_E_KMS_TIMEOUT)
-        return s;
-    if (alert_is_about_our_certificate(c->alert))
-        return VMENC_E_KMS_AUTH;
-    bool first = c->num_requests == 0 && !got_bytes;
-    if (first && c->cert_requested && (s == VMENC_E_KMS_UNAVAILABLE || s == VMENC_E_KMS_TLS))
-        return VMENC_E_KMS_AUTH;
-    if (first && c->cert_asked && c->alert < 0 && s == VMENC_E_KMS_UNAVAILABLE &&
-        SSL_version(c->ssl) >= TLS1_3_VERSION)
-        return VMENC_E_KMS_AUTH;
-    return s;
-}
-
-vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, size_t req_len,
-                                       uint64_t deadline_ms, uint8_t **out, size_t *out_len,
-                                       bool *out_got_bytes) {
-    VMENC_ENSURE(c != NULL && req != NULL && out != NULL && out_len != NULL && out_got_bytes != NULL,
-                 VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(vmenc_kmip_conn_is_open(c), VMENC_E_BAD_STATE);
-    bool got = false;
-    *out_got_bytes = false;
-    vmenc_status s = write_all(c, req, req_len, deadline_ms);
-    uint8_t hdr[VMENC_TTLV_HEADER_LEN];
-    if (s == VMENC_OK)
-        s = read_exact(c, hdr, sizeof(hdr), deadline_ms, &got);
-    *out_got_bytes = got;
-    ERR_clear_error();
-    VMENC_GUARD(after_handshake_failure(c, s, got));
-
-    size_t total = 0;
-    s = vmenc_ttlv_message_len(hdr, sizeof(hdr), VMENC_TTLV_MAX_MESSAGE, &total);
-    VMENC_ENSURE(s == VMENC_OK, VMENC_E_KMS_PROTOCOL);
-    VMENC_ENSURE(vmenc_load_u32_be(hdr) >> 8 == KMIP_TAG_RESPONSE_MESSAGE && hdr[3] == VMENC_TTLV_STRUCTURE,
-                 VMENC_E_KMS_PROTOCOL);
-    /* The response may carry key material: receive it straight into
-     * secure memory. */
-    uint8_t *buf = vmenc_secure_alloc(total);
-    VMENC_ENSURE(buf != NULL, VMENC_E_NOMEM);
-    memcpy(buf, hdr, sizeof(hdr));
-    s = read_exact(c, buf + sizeof(hdr), total - sizeof(hdr), deadline_ms, &got);
-    ERR_clear_error();
-    if (s != VMENC_OK) {
-        vmenc_secure_free(buf);
-        return after_handshake_failure(c, s, true);
-    }
-    c->num_requests++;
-    *out = buf;
-    *out_len = total;
     return VMENC_OK;
 }
