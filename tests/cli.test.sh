@@ -284,9 +284,9 @@ mkdir -p "$T/bundle"
 echo "support bundle pw" > "$T/dpw"
 expect 2 "export without a password or a terminal" -- setsid "$VMENC" coredump export $DUMP "$T/bundle" </dev/null
 expect 3 "bob may not export a dump" -- "$VMENC" --user bob coredump export $DUMP "$T/bundle" --password-file "$T/dpw"
-expect 0 "coredump export" -- "$VMENC" --json coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 8M
+expect 0 "coredump export" -- "$VMENC" --json coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
 json "j['files'] == ['$DUMP.vmcore', '$DUMP.vmcore-pw']" "export JSON"
-expect 2 "export never overwrites" -- "$VMENC" coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 8M
+expect 2 "export never overwrites" -- "$VMENC" coredump export $DUMP "$T/bundle" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
 grep -rq "support bundle pw" "$W" "$T/bundle" && bad "the export password is stored" || ok "the export password is stored nowhere"
 expect 0 "coredump open (no workspace)" -- bash -c "VMENC_WORKSPACE= \"$VMENC\" coredump open \"$T/bundle\" $DUMP --password-file \"$T/dpw\" > \"$T/back\""
 cmp -s "$T/dump" "$T/back" && ok "the exported dump opens with the password alone" || bad "the exported dump opens with the password alone"
@@ -369,11 +369,162 @@ cp "$T/conf.orig" "$W/vmenc.conf"
 expect 6 "no workspace" -- "$VMENC" --workspace "$T/nothing" vm list
 expect 0 "workspace fine again" -- "$VMENC" vm list
 
+# ==== issue 18: authorization that cannot be escalated (policy edits, truthful checks, read privilege) ====
+# bob holds NoCryptoAdmin on the root; each edit below used to be accepted.
+# jsonok RC DESCRIPTION -- command...: the exit code, and "ok" in the last
+# JSON line says the same thing (true exactly when the exit code is 0).
+jsonok() {
+    local want=$1 what=$2; shift 3
+    expect "$want" "$what" -- "$@"
+    json "j['ok'] == ($want == 0)" "$what: JSON ok agrees with exit $want"
+}
+# audited OPERATION PRINCIPAL OUTCOME TEXT: the log has such a record whose
+# reason contains TEXT.
+audited() {
+    /usr/bin/python3 - "$W/audit.log" "$@" <<'PY'
+import json, sys
+log, op, who, outcome, text = sys.argv[1:6]
+for line in open(log):
+    r = json.loads(line)
+    if r.get("op") == op and r.get("principal") == who and r.get("outcome") == outcome \
+            and text in (r.get("reason") or ""):
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+jsonok 3 "i18: bob may not grant himself Admin" -- "$VMENC" --json --user bob policy grant bob Admin
+grep -q "Cryptographer\." "$T/out" && ok "i18: the denial names the missing Cryptographer privilege" \
+    || bad "i18: missing privilege in the denial: $(cat "$T/out")"
+audited policy.grant bob denied "Cryptographer." && ok "i18: the denied grant is audited with the privilege" \
+    || bad "i18: denied grant audited"
+jsonok 3 "i18: bob may not define a role with Cryptographer.Access" -- \
+    "$VMENC" --json --user bob policy role R18 Cryptographer.Access
+audited policy.add_role bob denied "Cryptographer.Access" && ok "i18: the denied role is audited" \
+    || bad "i18: denied role audited"
+expect 0 "i18: bob may define a role of privileges he holds" -- "$VMENC" --user bob policy role R18 System.Read
+expect 0 "i18: alice makes a crypto group" -- "$VMENC" policy group cryptos18
+expect 0 "i18: ... with Admin on the root" -- "$VMENC" policy grant cryptos18 Admin
+jsonok 3 "i18: bob may not join the crypto group" -- "$VMENC" --json --user bob policy group cryptos18 --member bob
+jsonok 3 "i18: bob may not revoke alice (no locking crypto admins out)" -- \
+    "$VMENC" --json --user bob policy revoke alice
+jsonok 3 "i18: bob may not replace alice's Admin" -- "$VMENC" --json --user bob policy grant alice ReadOnly
+expect 0 "i18: alice still has Admin" -- "$VMENC" --json policy check --op manage_keys
+expect 0 "i18: bob may grant what he holds" -- "$VMENC" --user bob policy user dave18
+expect 0 "i18: ... NoCryptoAdmin to dave18" -- "$VMENC" --user bob policy grant dave18 NoCryptoAdmin
+jsonok 3 "i18: bob may not take a host out of encryption mode" -- \
+    "$VMENC" --json --user bob policy host-mode --disable
+expect 0 "i18: an encrypted VM" -- "$VMENC" vm create enc18 --policy "VM Encryption Policy" --disk 1M
+# policy check uses the inventory's record, with or without --encrypted
+jsonok 3 "i18: policy check export_vm on an encrypted VM, no --encrypted" -- \
+    "$VMENC" --json --user bob policy check --op export_vm --on enc18
+json "j['allowed'] is False and j['missing_privilege'] == 'Cryptographer.Access'" "i18: check names Cryptographer.Access"
+jsonok 3 "i18: ... console too" -- "$VMENC" --json --user bob policy check --op console --on enc18
+jsonok 0 "i18: alice may export it" -- "$VMENC" --json policy check --op export_vm --on enc18
+jsonok 0 "i18: bob may power it on" -- "$VMENC" --json --user bob policy check --op power_on --on enc18
+# the read privilege: System.Read on the root for policy show and audit show|tail|verify
+expect 0 "i18: a user with no permission" -- "$VMENC" policy user nobody18
+jsonok 3 "i18: nobody18 may not show the policy" -- "$VMENC" --json --user nobody18 policy show
+grep -q "System.Read" "$T/out" && ok "i18: the denial names System.Read" || bad "i18: System.Read named"
+jsonok 3 "i18: nobody18 may not show the audit log" -- "$VMENC" --json --user nobody18 audit show
+jsonok 3 "i18: nobody18 may not tail the audit log" -- "$VMENC" --json --user nobody18 audit tail
+jsonok 3 "i18: nobody18 may not verify the audit log" -- "$VMENC" --json --user nobody18 audit verify
+audited policy.show nobody18 denied "System.Read" && ok "i18: the denied policy show is audited" \
+    || bad "i18: denied policy show audited"
+audited audit.verify nobody18 denied "System.Read" && ok "i18: the denied audit verify is audited" \
+    || bad "i18: denied audit verify audited"
+jsonok 0 "i18: dave18 (NoCryptoAdmin) may show the policy" -- "$VMENC" --json --user dave18 policy show
+jsonok 0 "i18: dave18 may verify the audit log" -- "$VMENC" --json --user dave18 audit verify
+expect 0 "i18: bob may read the audit log" -- "$VMENC" --user bob audit tail -n 3
+# "ok" agrees with the exit code for the policy verbs, allowed or not
+jsonok 0 "i18: policy check allowed" -- "$VMENC" --json policy check --op power_on --on enc18
+jsonok 3 "i18: policy check denied" -- "$VMENC" --json --user nobody18 policy check --op power_on --on enc18
+jsonok 0 "i18: policy user" -- "$VMENC" --json policy user erin18
+jsonok 3 "i18: policy user denied" -- "$VMENC" --json --user nobody18 policy user erin19
+jsonok 6 "i18: policy revoke of nothing" -- "$VMENC" --json policy revoke erin18
+jsonok 0 "i18: policy host-mode" -- "$VMENC" --json policy host-mode
+jsonok 3 "i18: storage policy denied" -- "$VMENC" --json --user bob policy storage-policy X18
+# ==== end of issue 18 ====
+
 # ---- bench and demo ---------------------------------------------------------------------------------------
 expect 0 "bench" -- "$VMENC" --json bench --size 4 --seconds 0.05
 json "j['results'][-1]['backend'] == 'openssl' and all(r['enc_gbps'] > 0 for r in j['results'])" "bench JSON"
 expect 0 "demo" -- "$VMENC" --json demo --disk-mib 16
 json "j['ok'] and j['failures'] == 0 and j['checks'] >= 35" "demo JSON summary"
+
+# ==== issue 18: out-of-band state-file access is an export / an upload =============================
+# `file read|write` copies a state file out of the library or into it: EXPORT_VM / UPLOAD_FILES,
+# both Cryptographer.Access on an encrypted VM - not the hypervisor's power-on, which bob holds.
+# audit_denied PRINCIPAL OPERATION TARGET: a denied record with those fields is in the host's log.
+audit_denied() {
+    /usr/bin/python3 - "$W/audit.log" "$1" "$2" "$3" <<'PY'
+import json, sys
+log, who, op, target = sys.argv[1:]
+for line in open(log):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    r = r.get("event", r)
+    if r.get("principal") == who and r.get("op", r.get("operation")) == op and r.get("outcome") == "denied" and r.get("target") == target:
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+expect 0 "i18: vm create xenc (encrypted)" -- "$VMENC" vm create xenc --policy "VM Encryption Policy" --disk 1M
+expect 0 "i18: vm create xplain" -- "$VMENC" vm create xplain --disk 1M
+printf 'SUSPENDED-GUEST-MEMORY-SECRET' > "$T/x18"
+for vm in xenc xplain; do
+    for cls in nvram vmss vmem; do
+        idx=(); [[ $cls == vmem ]] && idx=(--index 1)
+        expect 0 "i18: alice uploads $vm $cls" -- bash -c "\"$VMENC\" file write $vm $cls ${idx[*]} --truncate < \"$T/x18\""
+    done
+done
+expect 0 "i18: alice writes xenc vswp" -- bash -c "\"$VMENC\" file write xenc vswp < \"$T/x18\""
+for cls in nvram vmss vmem; do
+    idx=(); file="xenc.$cls"
+    [[ $cls == vmem ]] && idx=(--index 1) && file="xenc-Snapshot1.vmem"
+    expect 3 "i18: bob may not read xenc $cls out of band" -- "$VMENC" --user bob file read xenc $cls "${idx[@]}"
+    [[ ! -s "$T/out" ]] && ok "i18: nothing of xenc $cls printed for bob" || bad "i18: bob got $(wc -c < "$T/out") bytes of xenc $cls"
+    grep -q "SUSPENDED-GUEST" "$T/out" "$T/err" && bad "i18: the plaintext of xenc $cls leaked" || ok "i18: no plaintext of xenc $cls"
+    audit_denied bob vm.file_export "xenc/$file" && ok "i18: bob's read of xenc $cls is audited as denied" \
+        || bad "i18: no denied vm.file_export record for bob on xenc/$file"
+    expect 3 "i18: bob may not write xenc $cls" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob file write xenc $cls ${idx[*]}"
+    audit_denied bob vm.file_upload "xenc/$file" && ok "i18: bob's write of xenc $cls is audited as denied" \
+        || bad "i18: no denied vm.file_upload record for bob on xenc/$file"
+    expect 3 "i18: bob may not truncate xenc $cls" -- bash -c "\"$VMENC\" --user bob file write xenc $cls ${idx[*]} --truncate < /dev/null"
+    expect 0 "i18: alice reads xenc $cls" -- "$VMENC" file read xenc $cls "${idx[@]}"
+    cmp -s "$T/out" "$T/x18" && ok "i18: xenc $cls is unchanged and reads for alice" || bad "i18: xenc $cls changed or unreadable"
+    if grep -q "SUSPENDED-GUEST" "$W/datastore/xenc/$file"; then bad "i18: $file holds ciphertext"; else ok "i18: $file holds ciphertext"; fi
+    # a plain VM: the ordinary VM privileges (GetVmFiles / PutVmFiles) are enough
+    pfile=${file/xenc/xplain}
+    expect 0 "i18: bob reads xplain $cls" -- "$VMENC" --user bob file read xplain $cls "${idx[@]}"
+    cmp -s "$T/out" "$T/x18" && ok "i18: bob gets xplain $cls" || bad "i18: bob gets xplain $cls"
+    expect 0 "i18: bob writes xplain $cls" -- bash -c "\"$VMENC\" --user bob file write xplain $cls ${idx[*]} < \"$T/x18\""
+done
+expect 3 "i18: bob may not read xenc vswp" -- "$VMENC" --user bob file read xenc vswp --length 4096
+[[ ! -s "$T/out" ]] && ok "i18: nothing of xenc vswp printed for bob" || bad "i18: bob got bytes of xenc vswp"
+expect 3 "i18: bob may not write an encrypted disk" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob disk write xenc scsi0:0"
+audit_denied bob disk.open_upload "xenc/scsi0:0" && ok "i18: bob's disk write is audited as an upload" \
+    || bad "i18: no denied disk.open_upload record for bob on xenc/scsi0:0"
+expect 3 "i18: bob may not read an encrypted disk" -- "$VMENC" --user bob disk read xenc scsi0:0 --length 512
+[[ ! -s "$T/out" ]] && ok "i18: nothing of the disk printed for bob" || bad "i18: bob got bytes of the disk"
+expect 0 "i18: bob reads a plain disk" -- "$VMENC" --user bob disk read xplain scsi0:0 --length 512
+expect 0 "i18: bob writes a plain disk" -- bash -c "printf 'bob was here' | \"$VMENC\" --user bob disk write xplain scsi0:0"
+expect 0 "i18: audit verify" -- "$VMENC" audit verify
+# core-dump export strength: a password >= 12 characters, Argon2id >= 2 passes x 64 MiB
+mkdir -p "$T/bundle18"
+printf 'short pw' > "$T/dpw18"
+expect 2 "i18: a short export password is refused" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw18"
+grep -q "at least 12 characters" "$T/err" && ok "i18: the refusal says what is needed" || bad "i18: unclear refusal: $(cat "$T/err")"
+expect 2 "i18: --kdf-ops 1 is refused" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 1 --kdf-memory 64M
+grep -q "2 passes" "$T/err" && ok "i18: the KDF refusal says what is needed" || bad "i18: unclear KDF refusal: $(cat "$T/err")"
+expect 2 "i18: --kdf-memory 8M is refused" -- "$VMENC" --json coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 4 --kdf-memory 8M
+json "j['ok'] is False and j['error']['status'] == 'VMENC_E_WEAK_KEY'" "i18: weak export JSON"
+[[ -z $(ls -A "$T/bundle18") ]] && ok "i18: a refused export writes nothing" || bad "i18: a refused export wrote $(ls "$T/bundle18")"
+grep -q '"op":"coredump.export".*"outcome":"failed".*shorter than 12 characters' "$W/audit.log" \
+    && ok "i18: the weak export is audited" || bad "i18: the weak export is not audited"
+expect 0 "i18: the bounds themselves are accepted" -- "$VMENC" coredump export $DUMP "$T/bundle18" --password-file "$T/dpw" --kdf-ops 2 --kdf-memory 64M
+# ==== end of issue 18 ===============================================================================
 
 echo "1..$n"
 if ((fails)); then echo "$fails of $n failed"; exit 1; fi

@@ -116,6 +116,102 @@ refused "wrong passphrase" "wrong passphrase" workspace="$A" vm=enc user=alice p
 refused "missing user" "user=... is required" workspace="$A" vm=enc passphrase-file="$T/pass"
 refused "no such disk" "VM 'enc' has 1 disk" workspace="$A" vm=enc user=alice disk=3 passphrase-file="$T/pass"
 
+# ==== issue 18: a copy is an export; the socket is the boundary ====================================
+refused "readonly=true without export=true (a copy by a power-on user)" "readonly=true without export=true is refused" \
+    workspace="$A" vm=enc user=bob readonly=true passphrase-file="$T/pass"
+refused "... for alice too (the open's kind, not the user, is wrong)" "readonly=true without export=true is refused" \
+    workspace="$A" vm=plain user=alice readonly=true passphrase-file="$T/pass"
+refused "bob may not upload (export=true, writable)" "may not upload.*Cryptographer.Access" \
+    workspace="$A" vm=enc user=bob export=true passphrase-file="$T/pass"
+PORT=$(( 20000 + RANDOM % 20000 ))
+tcp_refused() { # tcp_refused WHAT PATTERN NBDKIT-OPTIONS... -- PLUGIN-ARGS...: nbdkit must not serve
+    local what=$1 pat=$2; shift 2
+    local opts=(); while [[ $1 != -- ]]; do opts+=("$1"); shift; done; shift
+    if timeout 60 "${NBDKIT[@]}" "${opts[@]}" "$PLUGIN" "$@" --run 'qemu-img info "$uri"' >"$T/r.out" 2>"$T/r.err"; then
+        bad "$what: nbdkit served: $(head -c 200 "$T/r.out")"
+    elif grep -q -- "$pat" "$T/r.err"; then
+        ok "$what: $(grep -m1 -- "$pat" "$T/r.err" | cut -c1-150)"
+    else
+        bad "$what: no '$pat' in: $(head -c 300 "$T/r.err")"
+    fi
+}
+tcp_refused "a TCP listener for a power-on (-p)" "on a network listener" -i 127.0.0.1 -p "$PORT" -- \
+    workspace="$A" vm=enc user=bob passphrase-file="$T/pass" audit-log=tcp0.audit.log
+tcp_refused "the default listener is TCP (no -U)" "on a network listener" --port="$PORT" -- \
+    workspace="$A" vm=plain user=alice passphrase-file="$T/pass" audit-log=tcp1.audit.log
+[[ ! -s $A/tcp0.audit.log ]] && ok "a refused listener opened nothing (no power-on audited)" \
+    || bad "a refused listener opened the VM: $(head -c 200 "$A/tcp0.audit.log")"
+if timeout 60 "${NBDKIT[@]}" -i 127.0.0.1 -p "$PORT" "$PLUGIN" workspace="$A" vm=enc user=alice export=true readonly=true \
+        passphrase-file="$T/pass" audit-log=tcp.audit.log --run 'qemu-img info --output=json "$uri"' >"$T/r.out" 2>"$T/r.err" \
+        && grep -q '"virtual-size": 67108864' "$T/r.out"; then
+    ok "TCP with export=true: alice's copy is served"
+else bad "TCP with export=true: $(head -c 300 "$T/r.err")"; fi
+check "... audited as disk.open_export by alice" grep -q '"principal":"alice","op":"disk.open_export"' "$A/tcp.audit.log"
+SR=$T/ro.sock
+start_nbdkit "$SR" "$T/ro.log" workspace="$A" vm=plain user=alice passphrase-file="$T/pass" audit-log=ro.audit.log -r
+PR=$NBD_PID
+if qemu-img info "$(uri "$SR")" >"$T/ro.out" 2>&1; then bad "nbdkit -r without export=true served a client"
+else ok "nbdkit -r without export=true: the client is refused"; fi
+check "... with a line saying why" grep -q "nbdkit -r without export=true is refused" "$T/ro.log"
+stop_nbdkit "$PR"
+# End to end, as the whitepaper says: bob (No cryptography administrator) gets the decrypted disk
+# of an encrypted VM through the plugin only as a power-on on a Unix socket - the hypervisor's path
+# - and by no combination of readonly / export / -r / listener as a copy.
+served_to_bob() { # served_to_bob NBDKIT-OPTIONS... -- PLUGIN-ARGS...: 0 if a client read the disk
+    local opts=(); while [[ $1 != -- ]]; do opts+=("$1"); shift; done; shift
+    timeout 60 "${NBDKIT[@]}" "${opts[@]}" "$PLUGIN" workspace="$A" vm=enc user=bob passphrase-file="$T/pass" \
+        audit-log=matrix.audit.log "$@" --run 'qemu-io -r -f raw -c "read 0 512" "$uri"' >"$T/m.out" 2>"$T/m.err" &&
+        grep -q "^read 512/512" "$T/m.out"
+}
+m_ok=0 m_bad=()
+for listener in unix tcp; do
+    for ro in "" readonly=true; do
+        for ex in "" export=true; do
+            for rflag in "" -r; do
+                lopts=(-U -); [[ $listener == tcp ]] && lopts=(-i 127.0.0.1 -p "$PORT")
+                args=(); [[ -n $ro ]] && args+=("$ro"); [[ -n $ex ]] && args+=("$ex")
+                want=1; [[ $listener == unix && -z $ro && -z $ex && -z $rflag ]] && want=0
+                served_to_bob "${lopts[@]}" $rflag -- "${args[@]}"; got=$?; [[ $got != 0 ]] && got=1
+                if [[ $got == "$want" ]]; then m_ok=$((m_ok+1)); else m_bad+=("$listener ${ro:-rw} ${ex:-power-on} ${rflag:-no-r}: $( [[ $got == 0 ]] && echo served || echo refused)"); fi
+            done
+        done
+    done
+done
+[[ ${#m_bad[@]} == 0 ]] && ok "bob x {unix,tcp} x {rw,readonly} x {power-on,export} x {,-r}: only the hypervisor path serves ($m_ok cases)" \
+    || bad "bob's matrix: ${m_bad[*]}"
+# TLS with client certificates: a power-on over TCP is allowed, only to a client holding a certificate
+if command -v openssl >/dev/null; then
+    PKI=$T/pki; mkdir -p "$PKI/client"
+    (cd "$PKI" &&
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca-cert.pem -days 2 -subj "/CN=vmenc test CA" &&
+        openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj "/CN=localhost" &&
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext &&
+        openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 2 -extfile server.ext &&
+        openssl req -newkey rsa:2048 -nodes -keyout client/client-key.pem -out client.csr -subj "/CN=hypervisor" &&
+        printf 'extendedKeyUsage=clientAuth\n' > client.ext &&
+        openssl x509 -req -in client.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -out client/client-cert.pem -days 2 -extfile client.ext &&
+        cp ca-cert.pem client/ ) >"$T/pki.log" 2>&1
+    check "a test PKI (CA, server and client certificates)" test $? = 0
+    tcp_refused "--tls=require without --tls-verify-peer is not enough" "on a network listener" \
+        -i 127.0.0.1 -p "$PORT" --tls=require --tls-certificates="$PKI" -- \
+        workspace="$A" vm=enc user=bob passphrase-file="$T/pass" audit-log=tcp2.audit.log
+    cat > "$T/tlsrun.sh" <<TLSEOF
+qemu-img info -U --output=json --object tls-creds-x509,id=tls0,endpoint=client,dir=$PKI/client \
+    --image-opts driver=nbd,host=127.0.0.1,port=$PORT,tls-creds=tls0 > "$T/tls.out" 2>"$T/tls.err" || exit 11
+qemu-img info --output=json "nbd://127.0.0.1:$PORT" > "$T/plain.out" 2>&1 && exit 12
+exit 0
+TLSEOF
+    timeout 60 "${NBDKIT[@]}" -i 127.0.0.1 -p "$PORT" --tls=require --tls-verify-peer --tls-certificates="$PKI" \
+        "$PLUGIN" workspace="$A" vm=enc user=bob passphrase-file="$T/pass" audit-log=tls.audit.log \
+        --run "bash $T/tlsrun.sh" >"$T/r.out" 2>"$T/r.err"
+    rc=$?
+    if [[ $rc == 0 ]] && grep -q '"virtual-size": 67108864' "$T/tls.out"; then
+        ok "--tls=require --tls-verify-peer: bob's power-on is served to a client with a certificate"
+        ok "... and a client without TLS is turned away"
+    else bad "TLS with client certificates (rc $rc): $(head -c 300 "$T/r.err") $(head -c 300 "$T/tls.err" 2>/dev/null)"; fi
+fi
+# ==== end of issue 18 ==============================================================================
+
 # ---- 1. qemu-img / qemu-io -------------------------------------------------------------------
 t1=$(date +%s)
 SE=$T/enc.sock SP=$T/plain.sock
@@ -299,7 +395,7 @@ EOF
     check "vmenc disk read: the decrypted disk holds an ext4 file system" grep -q "Filesystem features:.*extent" "$T/stats"
     debugfs -R "cat /f" "$T/guest.dec" >"$T/f.debugfs" 2>/dev/null
     check "debugfs cat /f on the decrypted bytes == the guest's file" cmp -s "$T/f.expected" "$T/f.debugfs"
-    start_nbdkit "$SG" "$T/guest2.log" workspace="$A" vm=guest user=alice passphrase-file="$T/pass" readonly=true
+    start_nbdkit "$SG" "$T/guest2.log" workspace="$A" vm=guest user=alice passphrase-file="$T/pass" readonly=true export=true
     PG=$NBD_PID
     boot "$SG" read "$T/boot2.log" ro
     check "guest 2nd boot (read-only disk) reads /f back" grep -q "VMENC-GUEST read $WANT" "$T/boot2.log"

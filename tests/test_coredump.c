@@ -434,7 +434,8 @@ static void test_password_export(void **state) {
     const char *pw = "correct horse battery staple";
     vmenc_coredump_export_options eo = {.struct_size = sizeof(eo), .principal = "alice", .dump_id = id,
                                         .out_dir = out, .password = (const uint8_t *)pw,
-                                        .password_len = strlen(pw), .kdf_ops = 1, .kdf_mem_bytes = 8 * MiB};
+                                        .password_len = strlen(pw), .kdf_ops = VMENC_COREDUMP_KDF_OPS_MIN,
+                                        .kdf_mem_bytes = VMENC_COREDUMP_KDF_MEM_MIN};
     OK(vmenc_coredump_export(st, &eo));
     assert_int_equal(vmenc_coredump_export(st, &eo), VMENC_E_EXISTS);
     assert_int_equal(count("coredump.export", "success"), 1);
@@ -462,13 +463,13 @@ static void test_password_export(void **state) {
     file_path(out, id, ".vmcore-pw", p2, sizeof(p2));
     char *text = (char *)vmfix_read_file(p2, &l2);
     assert_null(strstr(text, pw));
-    char *ops = strstr(text, "vmenc.kdfOps = \"1\"");
+    char *ops = strstr(text, "vmenc.kdfOps = \"2\"");
     assert_non_null(ops);
-    ops[strlen("vmenc.kdfOps = \"")] = '2';
+    ops[strlen("vmenc.kdfOps = \"")] = '1';
     assert_int_equal(vmfix_write_file(p2, text, l2), 0);
     assert_int_equal(vmenc_coredump_open_exported(out, id, (const uint8_t *)pw, strlen(pw), &r),
                      VMENC_E_WRONG_PASSPHRASE);
-    ops[strlen("vmenc.kdfOps = \"")] = '1';
+    ops[strlen("vmenc.kdfOps = \"")] = '2';
     assert_int_equal(vmfix_write_file(p2, text, l2), 0);
     free(text);
     /* The exported dump is authenticated like the original. */
@@ -478,6 +479,62 @@ static void test_password_export(void **state) {
     corrupt_at(p2, 64 + 12 + 5);
     OK(vmenc_coredump_open_exported(out, id, (const uint8_t *)pw, strlen(pw), &r));
     assert_int_equal(read_all(r, 150000), VMENC_E_AUTH);
+    vmenc_coredump_reader_free(r);
+    vmenc_coredump_store_free(st);
+}
+
+/* A support bundle leaves the host: its password is all that protects a
+ * dump that may hold every key. Too short a password or too cheap an
+ * Argon2id is refused (VMENC_E_WEAK_KEY), audited, and writes nothing. */
+static void test_export_strength(void **state) {
+    (void)state;
+    char dir[DIRCAP], out[PATH_MAX], id[VMENC_COREDUMP_ID_LEN + 1];
+    vmenc_coredump_store *st = keyed_store(dir, sizeof(dir));
+    write_dump(st, 5000, id);
+    tmp_path("weakbundle", out, sizeof(out));
+    assert_int_equal(mkdir(out, 0700), 0);
+    const uint64_t ops = VMENC_COREDUMP_KDF_OPS_MIN, mem = VMENC_COREDUMP_KDF_MEM_MIN;
+    assert_true(VMENC_COREDUMP_PASSWORD_MIN >= 12 && ops >= 2 && mem >= 64 * MiB);
+    static const struct {
+        const char *pw;
+        uint64_t ops, mem;
+    } weak[] = {
+        {"x", 0, 0},                                 /* the one-character password of the report */
+        {"x", 1, 8192},                              /* ... with 1 pass, 8 KiB */
+        {"elevenchars", 0, 0},                       /* 11 characters */
+        {"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 0, 0}, /* 12 bytes, 6 characters */
+        {"twelve chars", 1, 64 * MiB},               /* one pass */
+        {"twelve chars", 2, 64 * MiB - 1024},        /* just under 64 MiB */
+        {"twelve chars", 16, 8 * MiB},               /* many passes do not buy back memory */
+    };
+    for (size_t i = 0; i < sizeof(weak) / sizeof(weak[0]); i++) {
+        size_t failed = count("coredump.export", "failed");
+        vmenc_coredump_export_options eo = {.struct_size = sizeof(eo), .principal = "alice", .dump_id = id,
+                                            .out_dir = out, .password = (const uint8_t *)weak[i].pw,
+                                            .password_len = strlen(weak[i].pw), .kdf_ops = weak[i].ops,
+                                            .kdf_mem_bytes = weak[i].mem};
+        if (vmenc_coredump_export(st, &eo) != VMENC_E_WEAK_KEY)
+            fail_msg("case %zu was not refused as weak", i);
+        assert_int_equal(count("coredump.export", "failed"), failed + 1);
+        char p[PCAP];
+        file_path(out, id, ".vmcore", p, sizeof(p));
+        assert_int_equal(access(p, F_OK), -1);
+        file_path(out, id, ".vmcore-pw", p, sizeof(p));
+        assert_int_equal(access(p, F_OK), -1);
+    }
+    /* bob is refused for the privilege before anything about the password */
+    vmenc_coredump_export_options eb = {.struct_size = sizeof(eb), .principal = "bob", .dump_id = id,
+                                        .out_dir = out, .password = (const uint8_t *)"x", .password_len = 1};
+    assert_int_equal(vmenc_coredump_export(st, &eb), VMENC_E_DENIED);
+    /* exactly at the bounds: accepted, and opens */
+    const char *pw = "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9twelve"; /* 12 characters */
+    vmenc_coredump_export_options eo = {.struct_size = sizeof(eo), .principal = "alice", .dump_id = id,
+                                        .out_dir = out, .password = (const uint8_t *)pw,
+                                        .password_len = strlen(pw), .kdf_ops = ops, .kdf_mem_bytes = mem};
+    OK(vmenc_coredump_export(st, &eo));
+    vmenc_coredump_reader *r = NULL;
+    OK(vmenc_coredump_open_exported(out, id, (const uint8_t *)pw, strlen(pw), &r));
+    OK(read_all(r, 5000));
     vmenc_coredump_reader_free(r);
     vmenc_coredump_store_free(st);
 }
@@ -613,6 +670,7 @@ int main(void) {
         cmocka_unit_test(test_truncated_dump_detected),
         cmocka_unit_test(test_swapped_and_foreign_dumps_detected),
         cmocka_unit_test(test_password_export),
+        cmocka_unit_test(test_export_strength),
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_rotation_crash_and_resume),
         cmocka_unit_test(test_bad_arguments),

@@ -139,6 +139,10 @@ static const row k_matrix[] = {
     {VMENC_OP_EDIT_SETTINGS, E, NULL, {OK_, OK_, D(VM_SETTINGS, "vm1"), OK_}},
     {VMENC_OP_SNAPSHOT, E, NULL, {OK_, OK_, D(VM_SNAPSHOT, "vm1"), OK_}},
     {VMENC_OP_VIEW, E, NULL, {OK_, OK_, OK_, OK_}},
+    /* Reading the policy or the audit log: System.Read on the root, which
+     * every role of the fixture holds (test_policy_edit.c has a user
+     * without it). */
+    {VMENC_OP_READ_POLICY, 0, NULL, {OK_, OK_, OK_, OK_}},
 };
 
 static void test_privilege_matrix(void **state) {
@@ -423,6 +427,7 @@ static int spec_needs(const vmenc_policy_request *rq, const char *root, need_spe
     case VMENC_OP_EDIT_SETTINGS: NEED(VM_SETTINGS, rq->vm); break;
     case VMENC_OP_SNAPSHOT: NEED(VM_SNAPSHOT, rq->vm); break;
     case VMENC_OP_VIEW: NEED(SYSTEM_READ, rq->vm); break;
+    case VMENC_OP_READ_POLICY: NEED(SYSTEM_READ, root); break;
     default: break;
     }
 #undef NEED

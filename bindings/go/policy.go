@@ -53,6 +53,7 @@ const (
 	OpSnapshot
 	OpView
 	OpUploadFiles
+	OpReadPolicy // read the policy document or the audit log: System.Read on the root
 )
 
 // Predefined roles.
@@ -235,6 +236,22 @@ func (p *Policy) SetStoragePolicy(sp StoragePolicy) error {
 	}, "vmenc_policy_set_storage_policy")
 }
 
+// SetHostState moves host to state if the transition is legal (the
+// unchecked administrative path; vmenc_policy_set_host_state).
+func (p *Policy) SetHostState(host string, state HostState) error {
+	return p.do(func(c *C.vmenc_policy, cs *cstrings) C.vmenc_status {
+		return C.vmenc_policy_set_host_state(c, cs.str(host, false), C.vmenc_host_crypto_state(state))
+	}, "vmenc_policy_set_host_state")
+}
+
+// SetVMState records the host a VM is registered on ("" for none) and
+// whether it is encrypted (vmenc_policy_set_vm_state).
+func (p *Policy) SetVMState(vm, host string, encrypted bool) error {
+	return p.do(func(c *C.vmenc_policy, cs *cstrings) C.vmenc_status {
+		return C.vmenc_policy_set_vm_state(c, cs.str(vm, false), cs.str(host, true), boolInt(encrypted))
+	}, "vmenc_policy_set_vm_state")
+}
+
 // HostState reads the encryption mode of host.
 func (p *Policy) HostState(host string) (HostState, error) {
 	var st C.vmenc_host_crypto_state
@@ -301,4 +318,157 @@ func (p *Policy) Check(principal string, req Request) (Decision, error) {
 	}
 	return Decision{d.allowed != 0, Status(d.status), priv, C.GoString(&d.missing_object[0]),
 		d.enable_host_encryption != 0, C.GoString(&d.host[0]), C.GoString(&d.message[0])}, nil
+}
+
+// EditOp is an authorized policy edit (vmenc_policy_edit_op).
+type EditOp int
+
+// Policy edits (docs/policy.md, "Editing the policy").
+const (
+	EditAddRole EditOp = iota + 1
+	EditAddUser
+	EditAddGroup
+	EditAddMember
+	EditAddObject
+	EditGrant
+	EditRevoke
+	EditSetStoragePolicy
+	EditDisableHostEncryption
+)
+
+// Edit describes one policy edit; fields an edit does not read are ignored.
+//   - AddRole: Name, Privileges
+//   - AddUser, AddGroup: Name
+//   - AddMember: Member into group Name
+//   - AddObject: Name of ObjectType under Object
+//   - Grant: principal Name gets Role on Object, Propagate
+//   - Revoke: principal Name loses its permission on Object
+//   - SetStoragePolicy: StoragePolicy
+//   - DisableHostEncryption: host Name
+type Edit struct {
+	Op            EditOp
+	Name          string
+	Object        string
+	Role          string
+	Member        string
+	Propagate     bool
+	ObjectType    ObjectType
+	Privileges    []string
+	StoragePolicy *StoragePolicy
+}
+
+// cEdit is a vmenc_policy_edit whose pointers all point to C memory (the
+// cgo rules forbid Go pointers inside memory passed to C).
+type cEdit struct {
+	e    C.vmenc_policy_edit
+	cs   cstrings
+	mems []unsafe.Pointer
+}
+
+func (c *cEdit) free() {
+	c.cs.free()
+	for _, m := range c.mems {
+		C.free(m)
+	}
+}
+
+func newCEdit(ed Edit) (*cEdit, error) {
+	c := &cEdit{}
+	c.e.struct_size = C.uint32_t(unsafe.Sizeof(c.e))
+	c.e.op = C.vmenc_policy_edit_op(ed.Op)
+	c.e.name = c.cs.str(ed.Name, true)
+	c.e.object = c.cs.str(ed.Object, true)
+	c.e.role = c.cs.str(ed.Role, true)
+	c.e.member = c.cs.str(ed.Member, true)
+	c.e.propagate = boolInt(ed.Propagate)
+	c.e.object_type = C.vmenc_policy_object_type(ed.ObjectType)
+	if n := len(ed.Privileges); n > 0 {
+		m := C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.vmenc_policy_privilege(0))))
+		c.mems = append(c.mems, m)
+		ids := unsafe.Slice((*C.vmenc_policy_privilege)(m), n)
+		for i, name := range ed.Privileges {
+			if err := check(C.vmenc_policy_privilege_from_name(c.cs.str(name, false), &ids[i]), "vmenc_policy_privilege_from_name"); err != nil {
+				c.free()
+				return nil, err
+			}
+		}
+		c.e.privs = (*C.vmenc_policy_privilege)(m)
+		c.e.num_privs = C.size_t(n)
+	}
+	if sp := ed.StoragePolicy; sp != nil {
+		m := C.malloc(C.size_t(unsafe.Sizeof(C.vmenc_storage_policy_spec{})))
+		c.mems = append(c.mems, m)
+		s := (*C.vmenc_storage_policy_spec)(m)
+		*s = C.vmenc_storage_policy_spec{}
+		s.struct_size = C.uint32_t(unsafe.Sizeof(*s))
+		s.name = c.cs.str(sp.Name, false)
+		s.encrypt = boolInt(sp.Encrypt)
+		s.file_classes = C.uint32_t(sp.FileClasses)
+		s.key_provider = c.cs.str(sp.KeyProvider, true)
+		s.migration = C.vmenc_migration_encryption(sp.Migration)
+		c.e.storage_policy = s
+	}
+	return c, nil
+}
+
+func decisionOf(d *C.vmenc_policy_decision) Decision {
+	var priv string
+	if d.missing_privilege >= 0 {
+		priv = goStr(C.vmenc_policy_privilege_name(C.int(d.missing_privilege)))
+	}
+	return Decision{d.allowed != 0, Status(d.status), priv, C.GoString(&d.missing_object[0]),
+		d.enable_host_encryption != 0, C.GoString(&d.host[0]), C.GoString(&d.message[0])}
+}
+
+// editResult is the Decision and, unless the edit was applied, an *Error
+// (errors.Is(err, ErrDenied) for a denial) carrying the decision's sentence.
+func editResult(s C.vmenc_status, d *C.vmenc_policy_decision, op string) (Decision, error) {
+	dec := decisionOf(d)
+	if s != 0 {
+		return dec, &Error{Status: Status(s), Op: op, Detail: dec.Message}
+	}
+	return dec, nil
+}
+
+// EditAs applies one edit on behalf of actor if the edit rule allows it
+// (vmenc_policy_edit_as): the actor needs the edit's privilege and every
+// privilege the edit would give or take, where it would. A refused edit
+// changes nothing and returns the Decision (missing privilege and object)
+// with an error. The unchecked calls (Grant, AddRole, ...) are the trusted
+// bootstrap path.
+func (p *Policy) EditAs(actor string, ed Edit) (Decision, error) {
+	ptr, err := p.h.use()
+	if err != nil {
+		return Decision{}, err
+	}
+	defer p.h.done()
+	ce, err := newCEdit(ed)
+	if err != nil {
+		return Decision{}, err
+	}
+	defer ce.free()
+	var d C.vmenc_policy_decision
+	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
+	s := C.vmenc_policy_edit_as((*C.vmenc_policy)(ptr), ce.cs.str(actor, false), &ce.e, &d)
+	return editResult(s, &d, "vmenc_policy_edit_as")
+}
+
+// GrantAs is EditAs of a grant.
+func (p *Policy) GrantAs(actor, principal, object, role string, propagate bool) (Decision, error) {
+	return p.EditAs(actor, Edit{Op: EditGrant, Name: principal, Object: object, Role: role, Propagate: propagate})
+}
+
+// RevokeAs is EditAs of a revoke.
+func (p *Policy) RevokeAs(actor, principal, object string) (Decision, error) {
+	return p.EditAs(actor, Edit{Op: EditRevoke, Name: principal, Object: object})
+}
+
+// AddRoleAs is EditAs of a role definition.
+func (p *Policy) AddRoleAs(actor, name string, privileges []string) (Decision, error) {
+	return p.EditAs(actor, Edit{Op: EditAddRole, Name: name, Privileges: privileges})
+}
+
+// AddMemberAs is EditAs of a group membership.
+func (p *Policy) AddMemberAs(actor, group, member string) (Decision, error) {
+	return p.EditAs(actor, Edit{Op: EditAddMember, Name: group, Member: member})
 }

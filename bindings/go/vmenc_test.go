@@ -581,3 +581,98 @@ func TestXTSIOVBadEntries(t *testing.T) {
 		t.Fatalf("closed: %v", err)
 	}
 }
+
+// Issue 18: bob (NoCryptoAdmin) cannot escalate through the binding.
+func TestAuthorizedPolicyEdits(t *testing.T) {
+	e := newEnv(t)
+	p := e.policy
+	d, err := p.GrantAs("bob", "bob", "vcenter", RoleAdmin, true)
+	if !errors.Is(err, ErrDenied) || d.Allowed || !strings.HasPrefix(d.MissingPrivilege, "Cryptographer.") || d.MissingObject != "vcenter" {
+		t.Fatalf("bob granted himself Admin: %v %+v", err, d)
+	}
+	if d, _ := p.Check("bob", Request{Op: OpManageKeys}); d.Allowed {
+		t.Fatal("bob holds Cryptographer.ManageKeys after a refused grant")
+	}
+	d, err = p.AddRoleAs("bob", "R", []string{"System.Read", "Cryptographer.Access"})
+	if !errors.Is(err, ErrDenied) || d.MissingPrivilege != "Cryptographer.Access" {
+		t.Fatalf("bob defined a Cryptographer role: %v %+v", err, d)
+	}
+	var ve *Error
+	if err := p.Grant("bob", "vcenter", "R", true); !errors.As(err, &ve) || ve.Status != StatusNotFound {
+		t.Fatalf("the refused role exists: %v", err)
+	}
+	if _, err := p.AddRoleAs("bob", "R", []string{"System.Read"}); err != nil {
+		t.Fatalf("a role of privileges bob holds: %v", err)
+	}
+	if _, err := p.RevokeAs("bob", "alice", "vcenter"); !errors.Is(err, ErrDenied) {
+		t.Fatalf("bob revoked alice: %v", err)
+	}
+	must(t, p.AddUser("dave"))
+	if d, err := p.GrantAs("bob", "dave", "vms", RoleNoCryptoAdmin, true); err != nil || !d.Allowed {
+		t.Fatalf("bob grants what he holds: %v %+v", err, d)
+	}
+	must(t, p.AddGroup("cryptos"))
+	must(t, p.Grant("cryptos", "vcenter", RoleAdmin, true))
+	if _, err := p.AddMemberAs("bob", "cryptos", "bob"); !errors.Is(err, ErrDenied) {
+		t.Fatalf("bob joined a crypto group: %v", err)
+	}
+	sp := StoragePolicy{Name: "plain"}
+	if _, err := p.EditAs("bob", Edit{Op: EditSetStoragePolicy, StoragePolicy: &sp}); !errors.Is(err, ErrDenied) {
+		t.Fatalf("bob set a storage policy: %v", err)
+	}
+	if _, err := p.EditAs("alice", Edit{Op: EditSetStoragePolicy, StoragePolicy: &sp}); err != nil {
+		t.Fatalf("alice sets a storage policy: %v", err)
+	}
+	// policy check uses the inventory's record of the VM's encryption
+	must(t, p.AddObject("vm1", ObjectVM, "vms"))
+	must(t, p.SetHostState("esx01", HostPrepared))
+	must(t, p.SetHostState("esx01", HostSafe))
+	must(t, p.SetVMState("vm1", "esx01", true))
+	if d, _ := p.Check("bob", Request{Op: OpExportVM, VM: "vm1"}); d.Allowed || d.MissingPrivilege != "Cryptographer.Access" {
+		t.Fatalf("export of an encrypted VM without the flag: %+v", d)
+	}
+}
+
+func TestWorkspacePolicyEditsAudited(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ws")
+	pw := []byte("workspace passphrase")
+	must(t, CreateWorkspace(dir, WorkspaceCreateOptions{Passphrase: pw, Admin: "alice", KDFOps: 1, KDFMemKiB: 8}))
+	ws, err := OpenWorkspace(dir, pw, true)
+	must(t, err)
+	defer ws.Close()
+	p, err := ws.Policy()
+	must(t, err)
+	defer p.Close()
+	must(t, p.AddUser("bob"))
+	must(t, p.Grant("bob", "root", RoleNoCryptoAdmin, true))
+	must(t, p.AddUser("nobody"))
+	d, err := ws.EditPolicy("bob", Edit{Op: EditGrant, Name: "bob", Object: "root", Role: RoleAdmin, Propagate: true})
+	if !errors.Is(err, ErrDenied) || !strings.HasPrefix(d.MissingPrivilege, "Cryptographer.") {
+		t.Fatalf("bob through the workspace: %v %+v", err, d)
+	}
+	if _, err := ws.EditPolicy("alice", Edit{Op: EditAddUser, Name: "erin"}); err != nil {
+		t.Fatal(err)
+	}
+	if doc, err := ws.PolicyShow("alice"); err != nil || !bytes.Contains(doc, []byte(`"erin"`)) {
+		t.Fatalf("policy show: %v", err)
+	}
+	if _, err := ws.PolicyShow("nobody"); !errors.Is(err, ErrDenied) {
+		t.Fatalf("nobody read the policy: %v", err)
+	}
+	if err := ws.AuthorizeAuditRead("nobody", "audit.show"); !errors.Is(err, ErrDenied) {
+		t.Fatalf("nobody read the audit log: %v", err)
+	}
+	must(t, ws.AuthorizeAuditRead("bob", "audit.show"))
+	log, err := os.ReadFile(filepath.Join(dir, "audit.log"))
+	must(t, err)
+	found := false
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, `"op":"policy.grant"`) && strings.Contains(line, `"principal":"bob"`) &&
+			strings.Contains(line, `"outcome":"denied"`) && strings.Contains(line, "Cryptographer.") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the denied grant is not in the audit log")
+	}
+}

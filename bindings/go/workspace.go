@@ -147,3 +147,63 @@ func (w *Workspace) SavePolicy() error {
 	defer w.h.done()
 	return check(C.vmenc_workspace_save_policy((*C.vmenc_workspace)(p)), "vmenc_workspace_save_policy")
 }
+
+// EditPolicy applies one policy edit on behalf of actor through the library
+// (the edit rule of Policy.EditAs) and audits the outcome: applied, denied
+// with the missing privilege, or failed.
+func (w *Workspace) EditPolicy(actor string, ed Edit) (Decision, error) {
+	p, err := w.h.use()
+	if err != nil {
+		return Decision{}, err
+	}
+	defer w.h.done()
+	ce, err := newCEdit(ed)
+	if err != nil {
+		return Decision{}, err
+	}
+	defer ce.free()
+	var d C.vmenc_policy_decision
+	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
+	s := C.vmenc_workspace_policy_edit((*C.vmenc_workspace)(p), ce.cs.str(actor, false), &ce.e, &d)
+	return editResult(s, &d, "vmenc_workspace_policy_edit")
+}
+
+// PolicyShow returns the policy document if principal holds System.Read on
+// the root (audited; an *Error with ErrDenied otherwise).
+func (w *Workspace) PolicyShow(principal string) ([]byte, error) {
+	p, err := w.h.use()
+	if err != nil {
+		return nil, err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	var d C.vmenc_policy_decision
+	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
+	var out *C.uint8_t
+	var n C.size_t
+	s := C.vmenc_workspace_policy_show((*C.vmenc_workspace)(p), cs.str(principal, false), &out, &n, &d)
+	if _, err := editResult(s, &d, "vmenc_workspace_policy_show"); err != nil {
+		return nil, err
+	}
+	defer C.vmenc_policy_buffer_free(out)
+	return C.GoBytes(unsafe.Pointer(out), C.int(n)), nil
+}
+
+// AuthorizeAuditRead returns nil if principal may read the audit log
+// (System.Read on the root); the read or its denial is audited as operation
+// ("audit.show", "audit.tail", "audit.verify").
+func (w *Workspace) AuthorizeAuditRead(principal, operation string) error {
+	p, err := w.h.use()
+	if err != nil {
+		return err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	var d C.vmenc_policy_decision
+	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
+	s := C.vmenc_workspace_audit_read((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(operation, false), &d)
+	_, err = editResult(s, &d, "vmenc_workspace_audit_read")
+	return err
+}

@@ -53,6 +53,14 @@ typedef struct vmenc_coredump_reader vmenc_coredump_reader;
 #define VMENC_COREDUMP_ID_LEN 36u
 /* Longest password accepted for export, in bytes. */
 #define VMENC_COREDUMP_PASSWORD_MAX 1024u
+/* The weakest export vmenc_coredump_export accepts (VMENC_E_WEAK_KEY
+ * below): a password of at least VMENC_COREDUMP_PASSWORD_MIN characters
+ * (UTF-8 code points), and Argon2id of at least VMENC_COREDUMP_KDF_OPS_MIN
+ * passes over VMENC_COREDUMP_KDF_MEM_MIN bytes. A bundle leaves the host
+ * and its password is all that guards a dump that may hold every key. */
+#define VMENC_COREDUMP_PASSWORD_MIN 12u
+#define VMENC_COREDUMP_KDF_OPS_MIN 2u
+#define VMENC_COREDUMP_KDF_MEM_MIN ((uint64_t)64 << 20)
 
 /* vmenc_coredump_store_open opens dump directory |dir| (which must exist)
  * for |host|. Reads coredump.cfg if present: it must name this host
@@ -197,9 +205,12 @@ VMENC_API void vmenc_coredump_reader_free(vmenc_coredump_reader *r);
 /* vmenc_coredump_export_options: set struct_size.
  * - principal: who exports (policy VMENC_OP_MANAGE_KEYS).
  * - dump_id: the dump; out_dir: an existing directory for the bundle.
- * - password / password_len: 1..VMENC_COREDUMP_PASSWORD_MAX bytes.
+ * - password / password_len: at most VMENC_COREDUMP_PASSWORD_MAX bytes,
+ *   at least VMENC_COREDUMP_PASSWORD_MIN characters (VMENC_E_WEAK_KEY).
  * - kdf_ops / kdf_mem_bytes: Argon2id cost (0 = libsodium's "moderate":
- *   3 passes, 256 MiB); bounds as crypto_pwhash's, and at most 4 GiB.
+ *   3 passes, 256 MiB); at least VMENC_COREDUMP_KDF_OPS_MIN passes and
+ *   VMENC_COREDUMP_KDF_MEM_MIN bytes (VMENC_E_WEAK_KEY below), at most 16
+ *   passes and 1 GiB (VMENC_E_INVALID_ARG above).
  * - flags: none yet (0). */
 typedef struct vmenc_coredump_export_options {
     uint32_t struct_size;
@@ -218,8 +229,11 @@ typedef struct vmenc_coredump_export_options {
  * <id>.vmcore-pw, the dump's DEK re-wrapped under a key derived from the
  * password with Argon2id (XChaCha20-Poly1305; the password is never
  * stored). The dump is authenticated in full first, so a damaged dump is
- * not exported. Audited. VMENC_E_EXISTS if the bundle files exist, plus
- * vmenc_coredump_open's failures. */
+ * not exported. Audited. VMENC_E_WEAK_KEY for too short a password or
+ * too cheap a KDF (checked after the privilege; nothing is written),
+ * VMENC_E_EXISTS if the bundle files exist, plus vmenc_coredump_open's
+ * failures. vmenc_coredump_open_exported still opens bundles made with
+ * weaker settings before these bounds. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_coredump_export(vmenc_coredump_store *store,
                                                               const vmenc_coredump_export_options *opts);
 

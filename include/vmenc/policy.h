@@ -378,7 +378,8 @@ typedef enum vmenc_policy_op {
     VMENC_OP_SNAPSHOT = 21,
     VMENC_OP_VIEW = 22,               /* read the VM's configuration */
     VMENC_OP_UPLOAD_FILES = 23,       /* upload files into the VM's home (vSphere PutVmFiles, NFC) */
-    VMENC_OP_COUNT_ = 24              /* one past the last operation; grows as operations are
+    VMENC_OP_READ_POLICY = 24,        /* read the policy document or the audit log: System.Read on the root */
+    VMENC_OP_COUNT_ = 25              /* one past the last operation; grows as operations are
                                          appended: never size stored data or a wire format by it */
 } vmenc_policy_op;
 
@@ -469,6 +470,131 @@ vmenc_policy_has_privilege(vmenc_policy *policy, const char *principal, const ch
 VMENC_API VMENC_MUST_CHECK vmenc_status
 vmenc_policy_enable_host_encryption(vmenc_policy *policy, const char *principal, const char *host,
                                     vmenc_policy_decision *decision);
+
+/* ---- authorized edits --------------------------------------------------
+ * The construction calls above (vmenc_policy_add_role, _grant, _revoke, ...)
+ * check no privileges: they are the trusted bootstrap path, for the code
+ * that builds a policy on its own authority (workspace creation, a loader,
+ * tests) before anyone acts through it. Every edit made on behalf of a
+ * principal goes through vmenc_policy_edit_as (or one of the _as calls
+ * below, which fill a vmenc_policy_edit and call it), which decides and
+ * applies under one write lock.
+ *
+ * The edit rule (vSphere's, made complete; docs/policy.md "Editing the
+ * policy"): the actor needs the edit's privilege on the object it concerns
+ * (the table below) AND
+ *   - grant: every privilege of the granted role on that object, and of the
+ *     role it replaces there if any (Authorization.ModifyPermissions);
+ *   - revoke: every privilege of the removed permission's role there;
+ *   - add a role (roles are global, so "there" is the root): every
+ *     privilege of the role (Authorization.ModifyRoles);
+ *   - add a member to a group: for every permission the group, or a group
+ *     it is in (transitively), holds, every privilege of its role on that
+ *     permission's object (Authorization.ModifyPermissions on the root);
+ * and, whatever the edit, no principal may gain or lose a privilege on an
+ * existing object that the actor does not hold there itself (an edit that
+ * would, through inheritance, group membership or an explicit permission
+ * overriding another, is refused naming that privilege and object). So no
+ * one reaches a privilege that no holder of it granted, and no one strips
+ * privileges (e.g. a crypto administrator's) that they lack.
+ *
+ *   edit                      needs (besides the above)
+ *   ADD_ROLE                  Authorization.ModifyRoles on the root
+ *   ADD_USER, ADD_GROUP,
+ *   ADD_MEMBER                Authorization.ModifyPermissions on the root
+ *   GRANT, REVOKE             Authorization.ModifyPermissions on the object
+ *   ADD_OBJECT                on the parent: a VM VirtualMachine.Inventory.Create,
+ *                             a host Host.Inventory.AddHostToCluster (parent
+ *                             a cluster) or Host.Inventory.AddStandaloneHost,
+ *                             any other object Authorization.ModifyPermissions
+ *   SET_STORAGE_POLICY        StorageProfile.Update and
+ *                             Cryptographer.ManageEncryptionPolicy on the root
+ *   DISABLE_HOST_ENCRYPTION   Cryptographer.RegisterHost on the host
+ *
+ * (Enabling host encryption is vmenc_policy_enable_host_encryption, checked
+ * the same way.) */
+typedef enum vmenc_policy_edit_op {
+    VMENC_EDIT_ADD_ROLE = 1,          /* |name|, |privs|, |num_privs| */
+    VMENC_EDIT_ADD_USER = 2,          /* |name| */
+    VMENC_EDIT_ADD_GROUP = 3,         /* |name| */
+    VMENC_EDIT_ADD_MEMBER = 4,        /* |member| into group |name| */
+    VMENC_EDIT_ADD_OBJECT = 5,        /* |name| of |object_type| under |object| */
+    VMENC_EDIT_GRANT = 6,             /* |name| (principal) gets |role| on |object|, |propagate| */
+    VMENC_EDIT_REVOKE = 7,            /* |name| (principal) loses its permission on |object| */
+    VMENC_EDIT_SET_STORAGE_POLICY = 8, /* |storage_policy| */
+    VMENC_EDIT_DISABLE_HOST_ENCRYPTION = 9, /* host |name|: prepared -> incapable,
+                                             safe -> pendingIncapable */
+    VMENC_EDIT_COUNT_ = 10            /* one past the last; grows */
+} vmenc_policy_edit_op;
+
+/* One edit (struct_size first); fields an op does not read are ignored. */
+typedef struct vmenc_policy_edit {
+    uint32_t struct_size;             /* sizeof(vmenc_policy_edit) */
+    vmenc_policy_edit_op op;
+    const char *name;                 /* see vmenc_policy_edit_op */
+    const char *object;               /* grant/revoke: the object; add_object: the parent */
+    const char *role;                 /* grant */
+    const char *member;               /* add_member */
+    int propagate;                    /* grant */
+    vmenc_policy_object_type object_type; /* add_object */
+    const vmenc_policy_privilege *privs;  /* add_role */
+    size_t num_privs;
+    const vmenc_storage_policy_spec *storage_policy; /* set_storage_policy */
+} vmenc_policy_edit;
+
+/* vmenc_policy_edit_op_name returns a short name for an edit ("grant",
+ * "add_role", ...; audit operations use "policy." + it), or NULL. Static. */
+VMENC_API const char *vmenc_policy_edit_op_name(int op);
+
+/* vmenc_policy_edit_as applies |edit| on behalf of |actor| if the edit rule
+ * above allows it, deciding and applying under one write lock (nothing can
+ * change in between), then commits the change (the policy's storage hook).
+ * |*decision| is filled whenever the edit was decided: allowed 1 and
+ * VMENC_OK when applied; VMENC_E_DENIED with the first missing privilege,
+ * the object it is missing on and a sentence; VMENC_E_INVALID_ARG /
+ * VMENC_E_NOT_FOUND / VMENC_E_EXISTS / VMENC_E_CYCLE / VMENC_E_HOST_MODE /
+ * VMENC_E_ILLEGAL_TRANSITION / VMENC_E_POLICY_INVALID / VMENC_E_LIMIT /
+ * VMENC_E_NOMEM (allowed 0, a sentence) when the edit itself failed or the
+ * commit failed (then nothing changed). A denied or failed edit changes
+ * nothing. An actor the policy does not know holds nothing and is denied.
+ * VMENC_E_ABI_VERSION for a too-small struct_size (decision untouched). */
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_edit_as(vmenc_policy *policy, const char *actor, const vmenc_policy_edit *edit,
+                     vmenc_policy_decision *decision);
+
+/* The same edits as calls (each fills a vmenc_policy_edit and calls
+ * vmenc_policy_edit_as; same rule, returns and decision). */
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_add_role_as(vmenc_policy *policy, const char *actor, const char *name,
+                         const vmenc_policy_privilege *privs, size_t num_privs,
+                         vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_add_user_as(vmenc_policy *policy, const char *actor, const char *name,
+                         vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_add_group_as(vmenc_policy *policy, const char *actor, const char *name,
+                          vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_add_member_as(vmenc_policy *policy, const char *actor, const char *group,
+                           const char *member, vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_add_object_as(vmenc_policy *policy, const char *actor, const char *name,
+                           vmenc_policy_object_type type, const char *parent,
+                           vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_grant_as(vmenc_policy *policy, const char *actor, const char *principal,
+                      const char *object, const char *role, int propagate,
+                      vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_revoke_as(vmenc_policy *policy, const char *actor, const char *principal,
+                       const char *object, vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_set_storage_policy_as(vmenc_policy *policy, const char *actor,
+                                   const vmenc_storage_policy_spec *spec,
+                                   vmenc_policy_decision *decision);
+VMENC_API VMENC_MUST_CHECK vmenc_status
+vmenc_policy_disable_host_encryption_as(vmenc_policy *policy, const char *actor,
+                                        const char *host, vmenc_policy_decision *decision);
 
 /* ---- JSON document ---------------------------------------------------- */
 

@@ -29,7 +29,9 @@
  *   register -> REGISTER_VM, clone -> CLONE_VM, add disk -> ADD_DISK,
  *   remove disk -> EDIT_SETTINGS, shallow rekey -> REKEY_SHALLOW,
  *   apply an encrypting policy -> ENCRYPT_VM, a plain one -> DECRYPT_VM,
- *   raw disk access (VMENC_DISK_OPEN_EXPORT) -> EXPORT_VM, status -> VIEW.
+ *   out-of-band access (VMENC_DISK_OPEN_EXPORT, VMENC_VM_FILE_EXPORT) ->
+ *   EXPORT_VM when read-only, UPLOAD_FILES and EXPORT_VM when writable,
+ *   status -> VIEW.
  *
  * Thread safety: a vmenc_host is safe to share. A vmenc_vm may be used from
  * many threads: management operations on one VM are serialised by a VM
@@ -353,7 +355,9 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_clone(vmenc_vm *vm, const vmenc
 #define VMENC_DISK_OPEN_READONLY (1u << 0)
 /* Out-of-band access to the decrypted view (a CLI read, an export):
  * policy VMENC_OP_EXPORT_VM (Cryptographer.Access on an encrypted VM)
- * instead of VMENC_OP_POWER_ON. */
+ * instead of VMENC_OP_POWER_ON; without VMENC_DISK_OPEN_READONLY the
+ * handle writes too, so it is also VMENC_OP_UPLOAD_FILES (audited as
+ * "disk.open_upload"). */
 #define VMENC_DISK_OPEN_EXPORT (1u << 1)
 
 /* vmenc_disk_open opens disk |disk_id| of |vm| for I/O (policy as the flags
@@ -534,10 +538,19 @@ typedef enum vmenc_vm_file_class {
 #define VMENC_VM_FILE_CREATE (1u << 0)   /* create if missing */
 #define VMENC_VM_FILE_TRUNCATE (1u << 1) /* start empty (not for VSWP) */
 #define VMENC_VM_FILE_READONLY (1u << 2)
+/* Out-of-band access (a tool copying a state file out or in, not the
+ * hypervisor running the VM): with VMENC_VM_FILE_READONLY the open is a
+ * download, policy VMENC_OP_EXPORT_VM (VirtualMachine.Provisioning.
+ * GetVmFiles); without it the handle can write and read, so it is an
+ * upload, VMENC_OP_UPLOAD_FILES (PutVmFiles), and a download too. On an
+ * encrypted VM each also needs Cryptographer.Access. Audited as
+ * "vm.file_export" / "vm.file_upload". */
+#define VMENC_VM_FILE_EXPORT (1u << 3)
 
 /* vmenc_vm_file_open opens state file |cls| (|index| is the snapshot
- * number for VMSN/VMEM, else 0) of |vm| (policy VMENC_OP_POWER_ON;
- * audited). For an encrypted VM, AEAD classes verify the header and the
+ * number for VMSN/VMEM, else 0) of |vm| (policy VMENC_OP_POWER_ON - the
+ * hypervisor's own path - or, with VMENC_VM_FILE_EXPORT, as that flag
+ * says; audited). For an encrypted VM, AEAD classes verify the header and the
  * final chunk on open: a truncated, edited, foreign (another VM, another
  * file) or wrong-class file fails with VMENC_E_AUTH / VMENC_E_BAD_MAGIC /
  * VMENC_E_TRUNCATED / VMENC_E_PARSE (header of another class or index). A

@@ -318,6 +318,34 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_result(vmenc_works
                                                                      const char *key_provider, const char *key_id,
                                                                      vmenc_status status, const char *reason);
 
+/* vmenc_workspace_policy_edit applies |edit| on behalf of |actor| through
+ * vmenc_policy_edit_as (the edit rule, vmenc/policy.h) and audits the
+ * outcome as "policy.<edit>" ("policy.grant", ...) on the edit's name:
+ * success, denied (the reason names the missing privilege and object) or
+ * failed. Returns the edit's status, or the audit's if the edit succeeded
+ * and the record could not be written; |*decision| as vmenc_policy_edit_as
+ * fills it. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_policy_edit(vmenc_workspace *ws, const char *actor,
+                                                                    const vmenc_policy_edit *edit,
+                                                                    vmenc_policy_decision *decision);
+
+/* vmenc_workspace_policy_show serialises the policy (vmenc_policy_save_json;
+ * release |*out| with vmenc_policy_buffer_free) for |principal| if it holds
+ * System.Read on the root (VMENC_OP_READ_POLICY). The read is audited as
+ * "policy.show", a denial too. VMENC_E_DENIED with |*decision| filled. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_policy_show(vmenc_workspace *ws, const char *principal,
+                                                                    uint8_t **out, size_t *out_len,
+                                                                    vmenc_policy_decision *decision);
+
+/* vmenc_workspace_audit_read authorizes |principal| to read this
+ * workspace's audit log (System.Read on the root, VMENC_OP_READ_POLICY) for
+ * |operation| ("audit.show", "audit.tail", "audit.verify"), and audits the
+ * read or its denial. VMENC_OK: the caller may read the log;
+ * VMENC_E_DENIED with |*decision| filled. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_read(vmenc_workspace *ws, const char *principal,
+                                                                   const char *operation,
+                                                                   vmenc_policy_decision *decision);
+
 /* ---- key providers ---------------------------------------------------------- */
 
 /* What the workspace knows about one [kms] section (a snapshot). */

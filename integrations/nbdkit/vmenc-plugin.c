@@ -27,6 +27,19 @@
  * whose flush is fdatasync of the one extent, a flush on any connection
  * covers writes completed on all of them: multi-conn is safe.
  *
+ * Who may connect. The served socket's permissions are the boundary: NBD
+ * has no authentication, and whoever connects reads (and writes) the
+ * decrypted disk with |user|'s rights. So a power-on open (no export=true)
+ * is for the hypervisor running the VM, on a Unix socket only it can
+ * reach: readonly=true (or nbdkit -r) without export=true is refused - a
+ * read-only open by a power-on user is a copy of the decrypted disk, an
+ * export - and so is a network listener or client (TCP, vsock) unless
+ * nbdkit was told --tls=require --tls-verify-peer (client certificates).
+ * The listener is judged at start-up from nbdkit's command line
+ * (/proc/self/cmdline; nbdkit gives a plugin no call for it) and every
+ * connection again from its peer address (.preconnect) and TLS state
+ * (.open, nbdkit_is_tls), so a misread command line fails closed.
+ *
  * Commands. FUA = write then flush. WRITE_ZEROES writes zeros through
  * the cipher (reads then return zeros; nothing is deallocated, so it leaks
  * no allocation map). TRIM is not offered: punching a hole would reveal
@@ -39,6 +52,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -63,6 +77,8 @@ static struct {
     char *audit_log;
     bool readonly;
     bool export_access;
+    /* read from nbdkit's command line in .get_ready (see check_listener) */
+    bool tls_client_certs; /* --tls=require and --tls-verify-peer */
     /* opened in .get_ready, closed in .cleanup */
     vmenc_workspace *ws;
     vmenc_vm *vm;
@@ -171,6 +187,13 @@ static int vmenc_config_complete(void) {
                      missing);
         return -1;
     }
+    if (g.readonly && !g.export_access) {
+        nbdkit_error("vmenc: readonly=true without export=true is refused: a read-only open of the decrypted disk "
+                     "is a copy of it, an export (needs VirtualMachine.Provisioning.GetVmFiles, and "
+                     "Cryptographer.Access on an encrypted VM); add export=true, or serve it read-write to the "
+                     "hypervisor that runs the VM");
+        return -1;
+    }
     if (g.audit_log == NULL && (g.audit_log = default_audit_log()) == NULL) {
         nbdkit_error("vmenc: out of memory");
         return -1;
@@ -187,8 +210,10 @@ static int vmenc_config_complete(void) {
     "vm=NAME                (required) the VM in the workspace's datastore\n"                                   \
     "user=NAME              (required) the acting principal: authorized and audited\n"                          \
     "disk=N|scsiB:U         the disk: index in the VM's configuration or disk ID (default 0)\n"                 \
-    "readonly=true          open the disk read-only\n"                                                          \
-    "export=true            open as an export (Cryptographer.Access) instead of a power-on\n"                   \
+    "readonly=true          open the disk read-only (only with export=true)\n"                                 \
+    "export=true            open as an export/upload (GetVmFiles/PutVmFiles, Cryptographer.Access on an\n"     \
+    "                       encrypted VM) instead of a power-on; needed for readonly=true, nbdkit -r and\n"    \
+    "                       a TCP listener without --tls=require --tls-verify-peer\n"                         \
     "passphrase-file=FILE   the workspace passphrase (else $VMENC_PASSPHRASE; never a parameter)\n"             \
     "audit-log=NAME         this process's audit log in the workspace (default nbdkit-VM-DISK.audit.log)"
 
@@ -261,16 +286,23 @@ static int open_workspace(void) {
 }
 
 /* explain_denial says which privilege |g.user| lacks for |op| (the check
- * itself is not audited; the refused operation already was). */
+ * itself is not audited; the refused operation already was). A writable
+ * export is an upload and a download: the first one refused is named. */
 static void explain_denial(vmenc_policy_op op, bool encrypted, vmenc_status st) {
     vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = op, .vm = g.vm_name,
                                .host = vmenc_host_id(vmenc_workspace_host(g.ws)),
                                .flags = encrypted ? VMENC_REQ_VM_ENCRYPTED : 0};
     vmenc_policy_decision d = {.struct_size = sizeof(d)};
     vmenc_status cs = vmenc_policy_check(vmenc_workspace_policy(g.ws), g.user, &rq, &d);
+    if (cs == VMENC_OK && op == VMENC_OP_UPLOAD_FILES) {
+        explain_denial(VMENC_OP_EXPORT_VM, encrypted, st);
+        return;
+    }
     nbdkit_error("vmenc: user '%s' may not %s VM '%s': %s%s%s", g.user,
-                 op == VMENC_OP_EXPORT_VM ? "export the disks of" : "power on", g.vm_name, vmenc_strerror(st),
-                 (cs == VMENC_E_DENIED || cs == VMENC_E_HOST_MODE) && d.message[0] ? ": " : "",
+                 op == VMENC_OP_EXPORT_VM     ? "export the disks of"
+                 : op == VMENC_OP_UPLOAD_FILES ? "upload to (export=true without readonly=true) the disks of"
+                                               : "power on",
+                 g.vm_name, vmenc_strerror(st), (cs == VMENC_E_DENIED || cs == VMENC_E_HOST_MODE) && d.message[0] ? ": " : "",
                  (cs == VMENC_E_DENIED || cs == VMENC_E_HOST_MODE) ? d.message : "");
 }
 
@@ -335,7 +367,7 @@ static int open_disk(void) {
     st = vmenc_disk_open(g.vm, g.user, g.disk_id, flags, &g.disk);
     if (st == VMENC_E_DENIED || st == VMENC_E_HOST_MODE) {
         vmenc_vm_info info = {.struct_size = sizeof(info)};
-        explain_denial(g.export_access ? VMENC_OP_EXPORT_VM : VMENC_OP_POWER_ON,
+        explain_denial(!g.export_access ? VMENC_OP_POWER_ON : g.readonly ? VMENC_OP_EXPORT_VM : VMENC_OP_UPLOAD_FILES,
                        vmenc_vm_get_info(g.vm, &info) == VMENC_OK && info.encrypted, st);
         return -1;
     }
@@ -379,7 +411,161 @@ static int check_paths(void) {
     return 0;
 }
 
+/* ---- who may connect --------------------------------------------------------- */
+
+/* nbdkit's options that take a value in the next argument when not given
+ * as --opt=VALUE (nbdkit 1.32, getopt_long: options may follow the plugin's
+ * parameters). A value must not be mistaken for an option. */
+static bool takes_value(const char *opt) {
+    static const char *const longs[] = {"--debug", "--export-name", "--exportname", "--export", "--filter",
+                                        "--group", "--ipaddr", "--log", "--mask-handshake", "--pidfile",
+                                        "--port", "--run", "--selinux-label", "--threads", "--tls",
+                                        "--tls-certificates", "--tls-psk", "--unix", "--user", NULL};
+    for (size_t i = 0; longs[i] != NULL; i++)
+        if (strcmp(opt, longs[i]) == 0)
+            return true;
+    return false;
+}
+
+typedef struct {
+    bool unix_sock, single, tcp, vsock, tls_require, verify_peer;
+} listen_opts;
+
+/* note_short walks a cluster of short options ("-fU", "-p", "-U/x"):
+ * returns true if the next argument is the value of the last one. */
+static bool note_short(const char *arg, listen_opts *o) {
+    for (const char *c = arg + 1; *c != '\0'; c++) {
+        if (*c == 's')
+            o->single = true;
+        if (strchr("DegiPptUu", *c) != NULL) {
+            if (*c == 'U')
+                o->unix_sock = true;
+            if (*c == 'p' || *c == 'i')
+                o->tcp = true;
+            return c[1] == '\0'; /* else the value is the rest of this argument */
+        }
+    }
+    return false;
+}
+
+static void note_long(const char *arg, const char *next, listen_opts *o) {
+    const char *eq = strchr(arg, '=');
+    size_t n = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+    const char *val = eq != NULL ? eq + 1 : next;
+#define IS(name) (n == strlen(name) && strncmp(arg, name, n) == 0)
+    if (IS("--unix"))
+        o->unix_sock = true;
+    else if (IS("--single") || IS("--stdin"))
+        o->single = true;
+    else if (IS("--port") || IS("--ipaddr"))
+        o->tcp = true;
+    else if (IS("--vsock"))
+        o->vsock = true;
+    else if (IS("--tls-verify-peer"))
+        o->verify_peer = true;
+    else if (IS("--tls") && val != NULL)
+        o->tls_require = strcmp(val, "require") == 0;
+#undef IS
+}
+
+/* read_cmdline parses nbdkit's own command line. -1 if it cannot be read. */
+static int read_cmdline(listen_opts *o) {
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    static char buf[65536];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof(buf) - 1 && (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+        len += (size_t)r;
+    close(fd);
+    if (len == 0 || len >= sizeof(buf) - 1)
+        return -1;
+    buf[len] = '\0';
+    const char *args[4096];
+    size_t num = 0;
+    for (size_t i = 0; i < len && num < sizeof(args) / sizeof(args[0]); i += strlen(buf + i) + 1)
+        args[num++] = buf + i;
+    for (size_t i = 1; i < num; i++) {
+        const char *a = args[i], *next = i + 1 < num ? args[i + 1] : NULL;
+        if (strcmp(a, "--") == 0)
+            break;
+        if (strncmp(a, "--", 2) == 0) {
+            note_long(a, strchr(a, '=') == NULL && takes_value(a) ? next : NULL, o);
+            if (strchr(a, '=') == NULL && takes_value(a))
+                i++;
+        } else if (a[0] == '-' && a[1] != '\0' && note_short(a, o)) {
+            i++;
+        }
+    }
+    return 0;
+}
+
+/* socket_activated_network: under systemd socket activation (LISTEN_FDS)
+ * whether any passed socket is not a Unix socket. */
+static bool socket_activated(bool *network) {
+    const char *fds = getenv("LISTEN_FDS");
+    if (fds == NULL)
+        return false;
+    int n = atoi(fds);
+    *network = n <= 0;
+    for (int fd = 3; fd < 3 + n; fd++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 || ss.ss_family != AF_UNIX)
+            *network = true;
+    }
+    return true;
+}
+
+/* check_listener refuses, at start-up, a network listener serving a
+ * power-on open unless nbdkit requires TLS with client certificates. */
+static int check_listener(void) {
+    listen_opts o = {0};
+    bool readable = read_cmdline(&o) == 0, network = false;
+    g.tls_client_certs = readable && o.tls_require && o.verify_peer;
+    if (g.export_access)
+        return 0;
+    if (!readable)
+        network = true; /* cannot tell: fail closed */
+    else if (!socket_activated(&network))
+        network = o.tcp || o.vsock || !(o.unix_sock || o.single);
+    if (!network || g.tls_client_certs)
+        return 0;
+    nbdkit_error("vmenc: refusing to serve VM '%s' as a power-on (no export=true) on a network listener%s: NBD "
+                 "has no authentication, so whoever connects reads the decrypted disk. Serve it on a Unix socket "
+                 "only the hypervisor can reach (-U PATH), or require client certificates (--tls=require "
+                 "--tls-verify-peer), or, for a copy, use export=true",
+                 g.vm_name, readable ? " (TCP, the default without -U, or vsock)" : " (cannot read nbdkit's command line)");
+    return -1;
+}
+
+/* vmenc_preconnect: per connection, before the NBD and TLS handshakes. A
+ * network peer of a power-on open is refused unless client certificates
+ * are required; nbdkit -r without export=true is refused as readonly=true
+ * is. nbdkit_peer_name fails only for -s (stdin: the parent process). */
+static int vmenc_preconnect(int readonly) {
+    if (g.export_access)
+        return 0;
+    if (readonly) {
+        nbdkit_error("vmenc: nbdkit -r without export=true is refused: a read-only view of the decrypted disk is "
+                     "a copy of it, an export; add export=true");
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (nbdkit_peer_name((struct sockaddr *)&ss, &sl) != 0 || ss.ss_family == AF_UNIX)
+        return 0;
+    if (g.tls_client_certs)
+        return 0; /* .open checks the session is TLS */
+    nbdkit_error("vmenc: refused a network client of VM '%s' (no export=true, and nbdkit does not require client "
+                 "certificates: --tls=require --tls-verify-peer)", g.vm_name);
+    return -1;
+}
+
 static int vmenc_get_ready(void) {
+    if (check_listener() < 0)
+        return -1;
     if (check_paths() < 0)
         return -1;
     vmenc_status st = vmenc_init();
@@ -422,6 +608,16 @@ static void *vmenc_open(int readonly) {
     if (g.disk == NULL) { /* cannot happen: .get_ready failed and nbdkit stopped */
         nbdkit_error("vmenc: disk not open");
         return NULL;
+    }
+    if (!g.export_access) {
+        /* the TLS session, now that it is made: a network peer must have one */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (nbdkit_peer_name((struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX &&
+            nbdkit_is_tls() != 1) {
+            nbdkit_error("vmenc: refused a network client of VM '%s' without TLS (no export=true)", g.vm_name);
+            return NULL;
+        }
     }
     return NBDKIT_HANDLE_NOT_NEEDED;
 }
@@ -485,6 +681,7 @@ static struct nbdkit_plugin plugin = {
     .magic_config_key = "vm",
     .get_ready = vmenc_get_ready,
     .cleanup = vmenc_cleanup,
+    .preconnect = vmenc_preconnect,
     .open = vmenc_open,
     .get_size = vmenc_get_size,
     .block_size = vmenc_block_size,

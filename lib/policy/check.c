@@ -91,6 +91,8 @@ static void add(needs *r, int priv, uint32_t obj) {
  * -1) and |bad_type| what it named. */
 typedef struct resolved {
     uint32_t vm, folder, host, pool, datastore;
+    uint32_t flags;      /* the request's flags, plus VMENC_REQ_VM_ENCRYPTED
+                            when the inventory records |vm| as encrypted */
     uint8_t type[5];
     const char *name[5];
     int bad_field;
@@ -194,8 +196,24 @@ static unsigned fields_for(vmenc_policy_op op, uint32_t flags) {
     }
 }
 
+/* effective_flags adds VMENC_REQ_VM_ENCRYPTED to the request's flags when
+ * the operation reads |vm| and the inventory records that VM as encrypted:
+ * the caller's flag may make a check stricter, never laxer, so a caller
+ * that forgets (or omits) it cannot be told "allowed" for an encrypted VM. */
+static uint32_t effective_flags(const model *m, const vmenc_policy_request *rq) {
+    uint32_t flags = rq->flags;
+    if ((fields_for(rq->op, flags | VMENC_REQ_VM_ENCRYPTED) & F_VM) && rq->vm != NULL) {
+        vmenc_policy_object_type type;
+        uint32_t v = model_find_object_typed(m, rq->vm, &type);
+        if (v != INDEX_NONE && type == VMENC_OBJ_VM && m->objects[v].encrypted)
+            flags |= VMENC_REQ_VM_ENCRYPTED;
+    }
+    return flags;
+}
+
 static vmenc_status resolve(const model *m, const vmenc_policy_request *rq, resolved *r) {
-    unsigned f = fields_for(rq->op, rq->flags);
+    r->flags = effective_flags(m, rq);
+    unsigned f = fields_for(rq->op, r->flags);
     r->name[FIELD_VM] = f & F_VM ? rq->vm : NULL;
     r->name[FIELD_FOLDER] = f & F_FOLDER ? rq->folder : NULL;
     r->name[FIELD_HOST] = f & F_HOST ? rq->host : NULL;
@@ -220,9 +238,9 @@ static vmenc_status resolve(const model *m, const vmenc_policy_request *rq, reso
  * and the vSphere "Required On" column each row follows. */
 static vmenc_status requirements(const model *m, const vmenc_policy_request *rq,
                                  const resolved *o, needs *r) {
-    const bool enc = rq->flags & VMENC_REQ_VM_ENCRYPTED;
-    const bool tgt = rq->flags & VMENC_REQ_TARGET_ENCRYPTED;
-    const bool on = rq->flags & VMENC_REQ_POWERED_ON;
+    const bool enc = o->flags & VMENC_REQ_VM_ENCRYPTED;
+    const bool tgt = o->flags & VMENC_REQ_TARGET_ENCRYPTED;
+    const bool on = o->flags & VMENC_REQ_POWERED_ON;
     r->n = 0;
     r->key_host = INDEX_NONE;
     VMENC_ENSURE((rq->flags & ~(uint32_t)7) == 0, VMENC_E_INVALID_ARG);
@@ -380,6 +398,9 @@ static vmenc_status requirements(const model *m, const vmenc_policy_request *rq,
     case VMENC_OP_VIEW:
         NEED_VM();
         add(r, VMENC_PRIV_SYSTEM_READ, o->vm);
+        break;
+    case VMENC_OP_READ_POLICY:
+        add(r, VMENC_PRIV_SYSTEM_READ, m->root);
         break;
     default:
         return VMENC_E_INVALID_ARG;

@@ -146,7 +146,7 @@ vmenc_status policy_commit_locked(vmenc_policy *policy) {
         return wl_rv_;                                                        \
     } while (0)
 
-static vmenc_status do_add_role(model *m, const char *name, const vmenc_policy_privilege *privs,
+vmenc_status policy_do_add_role(model *m, const char *name, const vmenc_policy_privilege *privs,
                                 size_t num_privs) {
     privset s = {{0}};
     VMENC_ENSURE(privs != NULL || num_privs == 0, VMENC_E_INVALID_ARG);
@@ -161,10 +161,10 @@ static vmenc_status do_add_role(model *m, const char *name, const vmenc_policy_p
 
 vmenc_status vmenc_policy_add_role(vmenc_policy *policy, const char *name,
                                    const vmenc_policy_privilege *privs, size_t num_privs) {
-    WRITE_LOCKED(policy, do_add_role(policy->m, name, privs, num_privs));
+    WRITE_LOCKED(policy, policy_do_add_role(policy->m, name, privs, num_privs));
 }
 
-static vmenc_status do_add_principal(model *m, const char *name, bool is_group) {
+vmenc_status policy_do_add_principal(model *m, const char *name, bool is_group) {
     uint32_t idx;
     VMENC_GUARD(model_add_principal(m, name, is_group, &idx));
     /* A new principal belongs to no group yet; its closure is empty. */
@@ -172,14 +172,14 @@ static vmenc_status do_add_principal(model *m, const char *name, bool is_group) 
 }
 
 vmenc_status vmenc_policy_add_user(vmenc_policy *policy, const char *name) {
-    WRITE_LOCKED(policy, do_add_principal(policy->m, name, false));
+    WRITE_LOCKED(policy, policy_do_add_principal(policy->m, name, false));
 }
 
 vmenc_status vmenc_policy_add_group(vmenc_policy *policy, const char *name) {
-    WRITE_LOCKED(policy, do_add_principal(policy->m, name, true));
+    WRITE_LOCKED(policy, policy_do_add_principal(policy->m, name, true));
 }
 
-static vmenc_status do_add_member(model *m, const char *group, const char *member) {
+vmenc_status policy_do_add_member(model *m, const char *group, const char *member) {
     VMENC_ENSURE(name_valid(group) && name_valid(member), VMENC_E_INVALID_ARG);
     uint32_t g = model_find_principal(m, group);
     uint32_t x = model_find_principal(m, member);
@@ -200,10 +200,10 @@ static vmenc_status do_add_member(model *m, const char *group, const char *membe
 }
 
 vmenc_status vmenc_policy_add_member(vmenc_policy *policy, const char *group, const char *member) {
-    WRITE_LOCKED(policy, do_add_member(policy->m, group, member));
+    WRITE_LOCKED(policy, policy_do_add_member(policy->m, group, member));
 }
 
-static vmenc_status do_add_object(model *m, const char *name, vmenc_policy_object_type type,
+vmenc_status policy_do_add_object(model *m, const char *name, vmenc_policy_object_type type,
                                   const char *parent) {
     VMENC_ENSURE(type != VMENC_OBJ_ROOT, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(name_valid(parent), VMENC_E_INVALID_ARG);
@@ -216,7 +216,7 @@ static vmenc_status do_add_object(model *m, const char *name, vmenc_policy_objec
 
 vmenc_status vmenc_policy_add_object(vmenc_policy *policy, const char *name,
                                      vmenc_policy_object_type type, const char *parent) {
-    WRITE_LOCKED(policy, do_add_object(policy->m, name, type, parent));
+    WRITE_LOCKED(policy, policy_do_add_object(policy->m, name, type, parent));
 }
 
 static vmenc_status do_set_vm_state(model *m, const char *vm, const char *host, int encrypted) {
@@ -243,7 +243,7 @@ vmenc_status vmenc_policy_set_vm_state(vmenc_policy *policy, const char *vm, con
     WRITE_LOCKED(policy, do_set_vm_state(policy->m, vm, host, encrypted));
 }
 
-static vmenc_status do_grant(model *m, const char *principal_name, const char *object_name,
+vmenc_status policy_do_grant(model *m, const char *principal_name, const char *object_name,
                              const char *role_name, int propagate) {
     VMENC_ENSURE(name_valid(principal_name) && name_valid(object_name) && name_valid(role_name),
                  VMENC_E_INVALID_ARG);
@@ -256,10 +256,10 @@ static vmenc_status do_grant(model *m, const char *principal_name, const char *o
 
 vmenc_status vmenc_policy_grant(vmenc_policy *policy, const char *who, const char *obj_name,
                                 const char *role_name, int propagate) {
-    WRITE_LOCKED(policy, do_grant(policy->m, who, obj_name, role_name, propagate));
+    WRITE_LOCKED(policy, policy_do_grant(policy->m, who, obj_name, role_name, propagate));
 }
 
-static vmenc_status do_revoke(model *m, const char *principal_name, const char *object_name) {
+vmenc_status policy_do_revoke(model *m, const char *principal_name, const char *object_name) {
     VMENC_ENSURE(name_valid(principal_name) && name_valid(object_name), VMENC_E_INVALID_ARG);
     uint32_t p = model_find_principal(m, principal_name);
     uint32_t o = model_find_object(m, object_name);
@@ -292,7 +292,7 @@ static vmenc_status do_revoke(model *m, const char *principal_name, const char *
 }
 
 vmenc_status vmenc_policy_revoke(vmenc_policy *policy, const char *who, const char *obj_name) {
-    WRITE_LOCKED(policy, do_revoke(policy->m, who, obj_name));
+    WRITE_LOCKED(policy, policy_do_revoke(policy->m, who, obj_name));
 }
 
 static vmenc_status find_host(const model *m, const char *host, uint32_t *out) {
@@ -304,7 +304,7 @@ static vmenc_status find_host(const model *m, const char *host, uint32_t *out) {
     return VMENC_OK;
 }
 
-static vmenc_status do_set_host_state(model *m, const char *host, vmenc_host_crypto_state to) {
+vmenc_status policy_do_set_host_state(model *m, const char *host, vmenc_host_crypto_state to) {
     VMENC_ENSURE(vmenc_host_crypto_state_name((int)to) != NULL, VMENC_E_INVALID_ARG);
     uint32_t h;
     VMENC_GUARD(find_host(m, host, &h));
@@ -318,7 +318,7 @@ static vmenc_status do_set_host_state(model *m, const char *host, vmenc_host_cry
 
 vmenc_status vmenc_policy_set_host_state(vmenc_policy *policy, const char *host,
                                          vmenc_host_crypto_state state) {
-    WRITE_LOCKED(policy, do_set_host_state(policy->m, host, state));
+    WRITE_LOCKED(policy, policy_do_set_host_state(policy->m, host, state));
 }
 
 vmenc_status vmenc_policy_get_host_state(vmenc_policy *policy, const char *host,
@@ -334,7 +334,7 @@ vmenc_status vmenc_policy_get_host_state(vmenc_policy *policy, const char *host,
     return rv;
 }
 
-static vmenc_status do_set_spolicy(model *m, const vmenc_storage_policy_spec *spec) {
+vmenc_status policy_do_set_spolicy(model *m, const vmenc_storage_policy_spec *spec) {
     VMENC_ENSURE_REF(spec);
     VMENC_ENSURE(spec->struct_size >= sizeof(vmenc_storage_policy_spec), VMENC_E_ABI_VERSION);
     return model_set_spolicy(m, spec);
@@ -342,7 +342,7 @@ static vmenc_status do_set_spolicy(model *m, const vmenc_storage_policy_spec *sp
 
 vmenc_status vmenc_policy_set_storage_policy(vmenc_policy *policy,
                                              const vmenc_storage_policy_spec *spec) {
-    WRITE_LOCKED(policy, do_set_spolicy(policy->m, spec));
+    WRITE_LOCKED(policy, policy_do_set_spolicy(policy->m, spec));
 }
 
 /* ---- storage policy planning ------------------------------------------- */

@@ -197,6 +197,22 @@ VMENC_INTERNAL vmenc_status model_rebuild_up(model *m);
 VMENC_INTERNAL void model_effective(const model *m, uint32_t principal, uint32_t object,
                                     privset *out);
 
+/* policy.c: the unchecked edits, on the model, with the write lock held
+ * (vmenc_policy_add_role etc. and the authorized edits in edit.c both call
+ * them, then policy_commit_locked). A failed one changes nothing. */
+VMENC_INTERNAL vmenc_status policy_do_add_role(model *m, const char *name,
+                                               const vmenc_policy_privilege *privs, size_t num_privs);
+VMENC_INTERNAL vmenc_status policy_do_add_principal(model *m, const char *name, bool is_group);
+VMENC_INTERNAL vmenc_status policy_do_add_member(model *m, const char *group, const char *member);
+VMENC_INTERNAL vmenc_status policy_do_add_object(model *m, const char *name,
+                                                 vmenc_policy_object_type type, const char *parent);
+VMENC_INTERNAL vmenc_status policy_do_grant(model *m, const char *principal, const char *object,
+                                            const char *role, int propagate);
+VMENC_INTERNAL vmenc_status policy_do_revoke(model *m, const char *principal, const char *object);
+VMENC_INTERNAL vmenc_status policy_do_set_host_state(model *m, const char *host,
+                                                     vmenc_host_crypto_state to);
+VMENC_INTERNAL vmenc_status policy_do_set_spolicy(model *m, const vmenc_storage_policy_spec *spec);
+
 /* json.c */
 VMENC_INTERNAL vmenc_status policy_json_parse(const uint8_t *json, size_t json_len,
                                               vmenc_policy_error *err, model **out);

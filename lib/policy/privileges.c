@@ -104,6 +104,7 @@ static const char *const k_op_names[VMENC_OP_COUNT_] = {
     [VMENC_OP_SNAPSHOT] = "snapshot",
     [VMENC_OP_VIEW] = "view",
     [VMENC_OP_UPLOAD_FILES] = "upload_files",
+    [VMENC_OP_READ_POLICY] = "read_policy",
 };
 
 const char *vmenc_policy_op_name(int op) {

@@ -825,6 +825,39 @@ static vmenc_status export_options_check(const vmenc_coredump_export_options *o)
     return VMENC_OK;
 }
 
+/* The audit reasons below spell these bounds out. */
+_Static_assert(VMENC_COREDUMP_PASSWORD_MIN == 12 && VMENC_COREDUMP_KDF_OPS_MIN == 2 &&
+                   VMENC_COREDUMP_KDF_MEM_MIN == ((uint64_t)64 << 20),
+               "update the export_strength_check reasons");
+
+/* utf8_chars counts the code points of |s| (bytes that do not continue a
+ * sequence), so a password is measured in characters, not bytes. Invalid
+ * UTF-8 counts each stray byte: it is a password, not text to validate. */
+static size_t utf8_chars(const uint8_t *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += (s[i] & 0xc0) != 0x80;
+    return n;
+}
+
+/* export_strength_check refuses a bundle its password guards too weakly:
+ * too short a password, or an Argon2id cheap enough to guess through
+ * (the defaults, libsodium's "moderate", are above the bounds). Sets
+ * |*why| for the audit record. */
+static vmenc_status export_strength_check(const vmenc_coredump_export_options *o, const char **why) {
+    if (utf8_chars(o->password, o->password_len) < VMENC_COREDUMP_PASSWORD_MIN) {
+        *why = "export password shorter than 12 characters"; /* VMENC_COREDUMP_PASSWORD_MIN */
+        return VMENC_E_WEAK_KEY;
+    }
+    uint64_t ops = o->kdf_ops != 0 ? o->kdf_ops : crypto_pwhash_OPSLIMIT_MODERATE;
+    uint64_t mem = o->kdf_mem_bytes != 0 ? o->kdf_mem_bytes : crypto_pwhash_MEMLIMIT_MODERATE;
+    if (ops < VMENC_COREDUMP_KDF_OPS_MIN || mem < VMENC_COREDUMP_KDF_MEM_MIN) {
+        *why = "Argon2id below 2 passes x 64 MiB"; /* VMENC_COREDUMP_KDF_OPS_MIN, _MEM_MIN */
+        return VMENC_E_WEAK_KEY;
+    }
+    return VMENC_OK;
+}
+
 /* export_into writes the bundle: the data copy (verified in full from the
  * copy itself), then the password key file. */
 static vmenc_status export_into(vmenc_coredump_store *st, const vmenc_coredump_export_options *o, int out_dirfd,
@@ -866,6 +899,9 @@ vmenc_status vmenc_coredump_export(vmenc_coredump_store *store, const vmenc_core
     vmenc_status s = export_options_check(opts);
     if (s != VMENC_OK)
         return vm_op_finish(&op, s, "bad export options");
+    const char *why = NULL;
+    if ((s = export_strength_check(opts, &why)) != VMENC_OK)
+        return vm_op_finish(&op, s, why);
     int out_dirfd = -1;
     if ((s = open_dir(opts->out_dir, &out_dirfd)) != VMENC_OK)
         return vm_op_finish(&op, s, "output directory");

@@ -22,12 +22,28 @@ struct vmenc_vm_file {
     bool readonly;
 };
 
-/* open_allowed authorizes and audits the opening of a disk or file. */
-static vmenc_status open_authorize(vmenc_vm *vm, vm_op *op, bool export) {
-    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = export ? VMENC_OP_EXPORT_VM : VMENC_OP_POWER_ON,
-                               .vm = vm->vmx.name,
+static vmenc_status authorize_as(vmenc_vm *vm, vm_op *op, vmenc_policy_op what) {
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = what, .vm = vm->vmx.name,
                                .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
     return vm_op_authorize(op, &rq);
+}
+
+/* open_authorize authorizes and audits the opening of a disk or file. The
+ * hypervisor's own path is a power-on. Out-of-band access is a download
+ * (EXPORT_VM) and, when the handle can write, an upload (UPLOAD_FILES) as
+ * well: a read-write handle reads too, so it needs both (audited as the
+ * upload; the refusal's reason names the missing privilege). */
+static vmenc_status open_authorize(vmenc_vm *vm, vm_op *op, bool export, bool writable,
+                                   const char *export_name, const char *upload_name) {
+    if (!export)
+        return authorize_as(vm, op, VMENC_OP_POWER_ON);
+    if (writable) {
+        op->operation = upload_name;
+        VMENC_GUARD(authorize_as(vm, op, VMENC_OP_UPLOAD_FILES));
+        return authorize_as(vm, op, VMENC_OP_EXPORT_VM);
+    }
+    op->operation = export_name;
+    return authorize_as(vm, op, VMENC_OP_EXPORT_VM);
 }
 
 static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t flags, vm_op *op,
@@ -79,12 +95,16 @@ vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *di
                              vmenc_disk **out) {
     VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
     vm_op op;
-    vm_op_init(&op, vm->host, principal, (flags & VMENC_DISK_OPEN_EXPORT) ? "disk.open_export" : "disk.open",
+    vm_op_init(&op, vm->host, principal,
+               !(flags & VMENC_DISK_OPEN_EXPORT)    ? "disk.open"
+               : (flags & VMENC_DISK_OPEN_READONLY) ? "disk.open_export"
+                                                    : "disk.open_upload",
                vm->vmx.name);
     if (disk_id == NULL || (flags & ~(VMENC_DISK_OPEN_READONLY | VMENC_DISK_OPEN_EXPORT)) != 0)
         return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad arguments");
     snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk_id);
-    VMENC_GUARD(open_authorize(vm, &op, (flags & VMENC_DISK_OPEN_EXPORT) != 0));
+    VMENC_GUARD(open_authorize(vm, &op, (flags & VMENC_DISK_OPEN_EXPORT) != 0,
+                               (flags & VMENC_DISK_OPEN_READONLY) == 0, "disk.open_export", "disk.open_upload"));
     pthread_mutex_lock(&vm->lock);
     vmenc_disk *d = NULL;
     bool resumed = false;
@@ -200,8 +220,13 @@ vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_fi
                                 uint32_t flags, vmenc_vm_file **out) {
     VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
     vm_op op;
-    vm_op_init(&op, vm->host, principal, "vm.file_open", vm->vmx.name);
-    const uint32_t known = VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE | VMENC_VM_FILE_READONLY;
+    vm_op_init(&op, vm->host, principal,
+               !(flags & VMENC_VM_FILE_EXPORT)    ? "vm.file_open"
+               : (flags & VMENC_VM_FILE_READONLY) ? "vm.file_export"
+                                                  : "vm.file_upload",
+               vm->vmx.name);
+    const uint32_t known = VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE | VMENC_VM_FILE_READONLY |
+                           VMENC_VM_FILE_EXPORT;
     char name[VMENC_VM_NAME_MAX + 32];
     vmenc_status s = vm_state_file_name(vm->vmx.name, cls, index, name, sizeof(name));
     if (s == VMENC_OK && ((flags & ~known) != 0 || ((flags & VMENC_VM_FILE_READONLY) &&
@@ -215,12 +240,13 @@ vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_fi
     if (vm_is_encrypted(vm))
         vm_op_add_key(&op, vmenc_wrapped_key_provider_alias(vm->vmx.key_safe),
                       vmenc_wrapped_key_kek_id(vm->vmx.key_safe));
-    VMENC_GUARD(open_authorize(vm, &op, false));
+    VMENC_GUARD(open_authorize(vm, &op, (flags & VMENC_VM_FILE_EXPORT) != 0,
+                               (flags & VMENC_VM_FILE_READONLY) == 0, "vm.file_export", "vm.file_upload"));
     vmenc_vm_file *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return vm_op_finish(&op, VMENC_E_NOMEM, NULL);
     pthread_mutex_lock(&vm->lock);
-    s = file_open_locked(vm, cls, index, flags, f);
+    s = file_open_locked(vm, cls, index, flags & ~(uint32_t)VMENC_VM_FILE_EXPORT, f); /* policy only */
     if (s == VMENC_OK) {
         vm->open_handles++;
         vm_retain(vm);

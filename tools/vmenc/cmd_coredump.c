@@ -277,6 +277,12 @@ static int cd_export(cli *c, args *a) {
     vmenc_status st = vmenc_coredump_export(s, &eo);
     vmenc_memzero(pw, sizeof(pw));
     vmenc_coredump_store_free(s);
+    if (st == VMENC_E_WEAK_KEY)
+        return cli_fail(c, st,
+                        "cannot export core dump %s: the export password must be at least %u characters and "
+                        "Argon2id at least %u passes x %llu MiB (--kdf-ops, --kdf-memory; default 3 x 256M)",
+                        id, VMENC_COREDUMP_PASSWORD_MIN, VMENC_COREDUMP_KDF_OPS_MIN,
+                        (unsigned long long)(VMENC_COREDUMP_KDF_MEM_MIN >> 20));
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot export core dump %s to %s", id, out_dir);
     out_t *o = out_begin(c);
@@ -340,7 +346,8 @@ const verb_def coredump_verbs[] = {
     {"export", cd_export, "ID DIR [--password-file F] [--kdf-ops N --kdf-memory SIZE]", "a support-bundle copy under a password",
      "Writes DIR/ID.vmcore (as is) and DIR/ID.vmcore-pw (the dump key under Argon2id(password)).\n"
      "Password from --password-file or a prompt (asked twice); never on the command line.\n"
-     "Argon2id default: 3 passes, 256M. Needs Cryptographer.ManageKeys.\n"},
+     "Argon2id default: 3 passes, 256M. Needs Cryptographer.ManageKeys.\n"
+     "Refused (exit 2) below a 12-character password or 2 passes x 64M of Argon2id.\n"},
     {"open", cd_open, "DIR ID [--password-file F] > FILE", "decrypt an exported dump with its password",
      "Needs no workspace: the password is the authorization.\n"},
     {NULL, NULL, NULL, NULL, NULL},

@@ -1,9 +1,11 @@
 /*
  * tools/vmenc/cmd_policy.c - `vmenc policy ...` and `vmenc audit ...`.
  *
- * Policy edits are authorized here (Authorization.ModifyPermissions /
- * ModifyRoles, the encryption-policy privileges) and audited through the
- * workspace, then the document is saved.
+ * Policy edits go through the library's authorized edits
+ * (vmenc_workspace_policy_edit: the edit rule of vmenc/policy.h, decided
+ * and audited there, so every front end gets the same answer); the policy
+ * and audit views need System.Read on the root (vmenc_workspace_policy_show,
+ * vmenc_workspace_audit_read). Then the document is saved.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -26,32 +28,17 @@ static const struct { const char *name; vmenc_policy_op op; } k_ops[] = {
     {"view", VMENC_OP_VIEW},
 };
 
-/* edit_allowed: may the acting user change the policy this way? Audits a denial. */
-static int edit_allowed(cli *c, vmenc_policy_privilege priv, const char *operation, const char *target) {
-    int has = 0;
-    vmenc_status st = vmenc_policy_has_privilege(vmenc_workspace_policy(c->ws), cli_principal(c), "root", priv, &has);
-    if (st == VMENC_OK && has)
-        return EXIT_OK;
-    char reason[512];
-    snprintf(reason, sizeof(reason), "denied: '%s' lacks privilege %s on root, needed to %s", cli_principal(c),
-             vmenc_policy_privilege_name(priv), operation);
-    vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = cli_principal(c), .operation = operation,
-                            .target = target, .outcome = VMENC_AUDIT_DENIED, .status = VMENC_E_DENIED, .reason = reason};
-    vmenc_status as = vmenc_audit_emit(vmenc_workspace_audit(c->ws), &ev);
-    (void)as;
-    return cli_fail(c, st != VMENC_OK ? st : VMENC_E_DENIED, "%s", reason);
-}
-
-/* finish_edit audits the edit's outcome, prints. */
-static int finish_edit(cli *c, vmenc_status st, const char *operation, const char *target) {
-    vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), operation, target, NULL, NULL, st, NULL);
+/* run_edit applies |e| as the acting user through the library (authorized
+ * and audited there), and prints |label| (the verb's
+ * operation name) and |target|. */
+static int run_edit(cli *c, const vmenc_policy_edit *e, const char *label, const char *target) {
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_status st = vmenc_workspace_policy_edit(c->ws, cli_principal(c), e, &d);
     if (st != VMENC_OK)
-        return cli_fail(c, st, "%s %s", operation, target);
-    if (as != VMENC_OK)
-        return cli_fail(c, as, "audit");
+        return cli_fail(c, st, "%s", d.message[0] ? d.message : label);
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
-    out_str(o, "operation", operation);
+    out_str(o, "operation", label);
     out_str(o, "target", target);
     out_end(o);
     return EXIT_OK;
@@ -65,9 +52,10 @@ static int policy_show(cli *c, args *a) {
         return rc;
     uint8_t *doc = NULL;
     size_t len = 0;
-    vmenc_status st = vmenc_policy_save_json(vmenc_workspace_policy(c->ws), &doc, &len);
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_status st = vmenc_workspace_policy_show(c->ws, cli_principal(c), &doc, &len, &d);
     if (st != VMENC_OK)
-        return cli_fail(c, st, "cannot serialise the policy");
+        return cli_fail(c, st, "%s", d.message[0] ? d.message : "cannot serialise the policy");
     if (c->json) {
         out_t *o = out_begin(c);
         out_bool(o, "ok", true);
@@ -109,8 +97,9 @@ static int policy_check(cli *c, args *a) {
     vmenc_status st = vmenc_policy_check(vmenc_workspace_policy(c->ws), cli_principal(c), &rq, &d);
     if (st != VMENC_OK && st != VMENC_E_DENIED && st != VMENC_E_HOST_MODE)
         return cli_fail(c, st, "cannot decide %s for '%s'", op, cli_principal(c));
+    /* "ok" says what the exit code says: a denial is exit 3 and ok false. */
     out_t *r = out_begin(c);
-    out_bool(r, "ok", true);
+    out_bool(r, "ok", st == VMENC_OK);
     out_str(r, "user", cli_principal(c));
     out_str(r, "op", op);
     out_str(r, "on", on ? on : "");
@@ -131,14 +120,15 @@ static int policy_user(cli *c, args *a) {
     if (name == NULL)
         return cli_usage(c, "policy user needs NAME");
     int rc = cli_open(c);
-    if (rc == EXIT_OK)
-        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.add_user", name);
-    return rc != EXIT_OK ? rc
-                         : finish_edit(c, vmenc_policy_add_user(vmenc_workspace_policy(c->ws), name), "policy.add_user", name);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_ADD_USER, .name = name};
+    return run_edit(c, &e, "policy.add_user", name);
 }
 
 /* policy host NAME: another host in the inventory (a migration's
- * destination). Host.Inventory.AddStandaloneHost on the root. */
+ * destination). Host.Inventory.AddStandaloneHost on the parent
+ * (AddHostToCluster for a cluster). */
 static int policy_host(cli *c, args *a) {
     const char *parent = "dc";
     (void)arg_value(c, a, "--parent", &parent);
@@ -148,13 +138,16 @@ static int policy_host(cli *c, args *a) {
     if (name == NULL)
         return cli_usage(c, "policy host needs NAME");
     int rc = cli_open(c);
-    if (rc == EXIT_OK)
-        rc = edit_allowed(c, VMENC_PRIV_HOST_ADD_STANDALONE, "policy.add_host", name);
-    return rc != EXIT_OK ? rc
-                         : finish_edit(c, vmenc_policy_add_object(vmenc_workspace_policy(c->ws), name, VMENC_OBJ_HOST, parent),
-                                       "policy.add_host", name);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_ADD_OBJECT, .name = name,
+                           .object_type = VMENC_OBJ_HOST, .object = parent};
+    return run_edit(c, &e, "policy.add_host", name);
 }
 
+/* policy group NAME [--member P]...: the group (if new), then each member;
+ * a member receives the group's permissions, so each addition is decided
+ * on its own (the actor must hold what the group holds, where it holds it). */
 static int policy_group(cli *c, args *a) {
     const char *members[64];
     size_t nm = arg_values(c, a, "--member", members, 64);
@@ -164,17 +157,26 @@ static int policy_group(cli *c, args *a) {
     if (name == NULL)
         return cli_usage(c, "policy group needs NAME");
     int rc = cli_open(c);
-    if (rc == EXIT_OK)
-        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.add_group", name);
     if (rc != EXIT_OK)
         return rc;
-    vmenc_policy *p = vmenc_workspace_policy(c->ws);
-    vmenc_status st = vmenc_policy_add_group(p, name);
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_ADD_GROUP, .name = name};
+    vmenc_status st = vmenc_workspace_policy_edit(c->ws, cli_principal(c), &e, &d);
     if (st == VMENC_E_EXISTS && nm > 0)
         st = VMENC_OK; /* adding members to an existing group */
-    for (size_t i = 0; st == VMENC_OK && i < nm; i++)
-        st = vmenc_policy_add_member(p, name, members[i]);
-    return finish_edit(c, st, "policy.add_group", name);
+    for (size_t i = 0; st == VMENC_OK && i < nm; i++) {
+        e = (vmenc_policy_edit){.struct_size = sizeof(e), .op = VMENC_EDIT_ADD_MEMBER, .name = name,
+                                .member = members[i]};
+        st = vmenc_workspace_policy_edit(c->ws, cli_principal(c), &e, &d);
+    }
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "%s", d.message[0] ? d.message : "policy.add_group");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "operation", "policy.add_group");
+    out_str(o, "target", name);
+    out_end(o);
+    return EXIT_OK;
 }
 
 static int policy_role(cli *c, args *a) {
@@ -193,11 +195,11 @@ static int policy_role(cli *c, args *a) {
         if (vmenc_policy_privilege_from_name(privs_s[i], &privs[i]) != VMENC_OK)
             return cli_usage(c, "unknown privilege '%s'", privs_s[i]);
     int rc = cli_open(c);
-    if (rc == EXIT_OK)
-        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_ROLES, "policy.add_role", name);
-    return rc != EXIT_OK ? rc
-                         : finish_edit(c, vmenc_policy_add_role(vmenc_workspace_policy(c->ws), name, privs, np),
-                                       "policy.add_role", name);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_ADD_ROLE, .name = name, .privs = privs,
+                           .num_privs = np};
+    return run_edit(c, &e, "policy.add_role", name);
 }
 
 static int policy_grant(cli *c, args *a) {
@@ -210,11 +212,11 @@ static int policy_grant(cli *c, args *a) {
     if (who == NULL || role == NULL)
         return cli_usage(c, "policy grant needs PRINCIPAL and ROLE (Admin, NoCryptoAdmin, ReadOnly, NoAccess, custom)");
     int rc = cli_open(c);
-    if (rc == EXIT_OK)
-        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.grant", who);
-    return rc != EXIT_OK ? rc
-                         : finish_edit(c, vmenc_policy_grant(vmenc_workspace_policy(c->ws), who, on, role, !nopro),
-                                       "policy.grant", who);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_GRANT, .name = who, .object = on,
+                           .role = role, .propagate = !nopro};
+    return run_edit(c, &e, "policy.grant", who);
 }
 
 static int policy_revoke(cli *c, args *a) {
@@ -226,10 +228,10 @@ static int policy_revoke(cli *c, args *a) {
     if (who == NULL)
         return cli_usage(c, "policy revoke needs PRINCIPAL");
     int rc = cli_open(c);
-    if (rc == EXIT_OK)
-        rc = edit_allowed(c, VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, "policy.revoke", who);
-    return rc != EXIT_OK ? rc
-                         : finish_edit(c, vmenc_policy_revoke(vmenc_workspace_policy(c->ws), who, on), "policy.revoke", who);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_REVOKE, .name = who, .object = on};
+    return run_edit(c, &e, "policy.revoke", who);
 }
 
 static int policy_host_mode(cli *c, args *a) {
@@ -254,19 +256,13 @@ static int policy_host_mode(cli *c, args *a) {
         if (st != VMENC_OK)
             return cli_fail(c, st, "%s", d.message);
     } else if (disable) {
-        rc = edit_allowed(c, VMENC_PRIV_CRYPTO_REGISTER_HOST, "host.disable_encryption", host);
-        if (rc != EXIT_OK)
-            return rc;
-        vmenc_host_crypto_state cur;
-        st = vmenc_policy_get_host_state(p, host, &cur);
-        if (st == VMENC_OK)
-            st = vmenc_policy_set_host_state(p, host, cur == VMENC_HOST_PREPARED ? VMENC_HOST_INCAPABLE
-                                                                                 : VMENC_HOST_PENDING_INCAPABLE);
-        vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), "host.disable_encryption", host, NULL,
-                                                       NULL, st, NULL);
-        (void)as;
+        /* Cryptographer.RegisterHost on the host, decided and audited by
+         * the library (policy.disable_host_encryption). */
+        vmenc_policy_decision d = {.struct_size = sizeof(d)};
+        vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_DISABLE_HOST_ENCRYPTION, .name = host};
+        st = vmenc_workspace_policy_edit(c->ws, cli_principal(c), &e, &d);
         if (st != VMENC_OK)
-            return cli_fail(c, st, "cannot leave encryption mode on '%s'", host);
+            return cli_fail(c, st, "%s", d.message[0] ? d.message : "cannot leave encryption mode");
     }
     vmenc_host_crypto_state s;
     st = vmenc_policy_get_host_state(p, host, &s);
@@ -309,17 +305,12 @@ static int policy_storage(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
-    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_MANAGE_ENCRYPTION_POLICIES};
-    vmenc_policy_decision d = {.struct_size = sizeof(d)};
-    vmenc_status st = vmenc_workspace_authorize(c->ws, cli_principal(c), &rq, "policy.set_storage_policy", name, &d);
-    if (st != VMENC_OK)
-        return cli_fail(c, st, "%s", d.message[0] ? d.message : "policy.set_storage_policy");
-    return finish_edit(c, vmenc_policy_set_storage_policy(vmenc_workspace_policy(c->ws), &sp),
-                       "policy.set_storage_policy", name);
+    vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_SET_STORAGE_POLICY, .storage_policy = &sp};
+    return run_edit(c, &e, "policy.set_storage_policy", name);
 }
 
 const verb_def policy_verbs[] = {
-    {"show", policy_show, "", "print the policy document (canonical JSON)", ""},
+    {"show", policy_show, "", "print the policy document (canonical JSON)", "Needs System.Read on the root.\n"},
     {"check", policy_check, "--op OP [--on VM] [--host H] [--folder F] [--encrypted] [--target-encrypted]",
      "decide whether --user may do OP, and say why",
      "OP: encrypt_vm create_vm decrypt_vm clone_vm add_disk rekey_shallow rekey_deep migrate_vm\n"
@@ -328,13 +319,21 @@ const verb_def policy_verbs[] = {
      "edit_settings snapshot view. Exit 3 when denied.\n"},
     {"user", policy_user, "NAME", "add a user", "Needs Authorization.ModifyPermissions on the root.\n"},
     {"host", policy_host, "NAME [--parent OBJECT]", "add a host to the inventory (e.g. a migration's destination)",
-     "Under OBJECT (default the datacenter 'dc'). Needs Host.Inventory.AddStandaloneHost on the root.\n"},
-    {"group", policy_group, "NAME [--member P]...", "add a group or members to it", ""},
-    {"role", policy_role, "NAME PRIVILEGE...", "add a custom role", "Needs Authorization.ModifyRoles.\n"},
-    {"grant", policy_grant, "PRINCIPAL ROLE [--on OBJECT] [--no-propagate]", "give a principal a role on an object (default root)", ""},
-    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT]", "remove a principal's permission on an object", ""},
+     "Under OBJECT (default the datacenter 'dc'). Needs Host.Inventory.AddStandaloneHost on OBJECT\n"
+     "(AddHostToCluster if OBJECT is a cluster).\n"},
+    {"group", policy_group, "NAME [--member P]...", "add a group or members to it",
+     "Needs Authorization.ModifyPermissions on the root and, for each member, every privilege of\n"
+     "every permission the group (and the groups it is in) holds, on that permission's object.\n"},
+    {"role", policy_role, "NAME PRIVILEGE...", "add a custom role",
+     "Needs Authorization.ModifyRoles and every privilege of the role, on the root.\n"},
+    {"grant", policy_grant, "PRINCIPAL ROLE [--on OBJECT] [--no-propagate]", "give a principal a role on an object (default root)",
+     "Needs Authorization.ModifyPermissions and every privilege of ROLE (and of the role it replaces)\n"
+     "on OBJECT; refused if anyone would gain or lose a privilege the acting user lacks somewhere.\n"},
+    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT]", "remove a principal's permission on an object",
+     "Needs Authorization.ModifyPermissions and every privilege of the removed role on OBJECT.\n"},
     {"host-mode", policy_host_mode, "[--enable | --disable] [--host H]", "show or change host encryption mode",
-     "--enable needs Cryptographer.RegisterHost; --disable is refused while encrypted VMs are on the host.\n"},
+     "--enable and --disable need Cryptographer.RegisterHost on the host; --disable is refused while\n"
+     "encrypted VMs are on the host.\n"},
     {"storage-policy", policy_storage, "NAME [--encrypt [--classes vm_home,disks,core_dumps] --provider ALIAS] [--migration M]",
      "add or replace a storage policy", "Needs Cryptographer.ManageEncryptionPolicy and StorageProfile.Update.\n"},
     {"reseal", policy_reseal, "", "re-seal a policy document you vouch for (after an edit outside vmenc)", "Needs every privilege on the document's root (Admin); audited with the old and new SHA-256.\n"},
@@ -343,11 +342,21 @@ const verb_def policy_verbs[] = {
 
 /* ---- audit ------------------------------------------------------------------------- */
 
+/* audit_allowed: reading the log needs System.Read on the root; the
+ * library decides and audits the read (or its denial). */
+static int audit_allowed(cli *c, const char *operation) {
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_status st = vmenc_workspace_audit_read(c->ws, cli_principal(c), operation, &d);
+    return st == VMENC_OK ? EXIT_OK : cli_fail(c, st, "%s", d.message[0] ? d.message : operation);
+}
+
 static int audit_verify(cli *c, args *a) {
     const char *file = arg_positional(a);
     if (!arg_done(c, a))
         return EXIT_USAGE;
     int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = audit_allowed(c, "audit.verify");
     if (rc != EXIT_OK)
         return rc;
     vmenc_audit_verify_result r = {.struct_size = sizeof(r)};
@@ -417,6 +426,8 @@ static int audit_show(cli *c, args *a) {
     if ((lim && !parse_size(lim, &limit)) || !arg_done(c, a))
         return cli_usage(c, "audit show [--limit N]");
     int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = audit_allowed(c, "audit.show");
     return rc != EXIT_OK ? rc : show_records(c, limit);
 }
 
@@ -428,13 +439,16 @@ static int audit_tail(cli *c, args *a) {
     if (!parse_size(lim, &limit) || !arg_done(c, a))
         return cli_usage(c, "audit tail [-n N]");
     int rc = cli_open(c);
+    if (rc == EXIT_OK)
+        rc = audit_allowed(c, "audit.tail");
     return rc != EXIT_OK ? rc : show_records(c, limit ? limit : 1);
 }
 
 const verb_def audit_verbs[] = {
-    {"show", audit_show, "[--limit N]", "print the audit records (JSON lines)", ""},
+    {"show", audit_show, "[--limit N]", "print the audit records (JSON lines)", "Needs System.Read on the root.\n"},
     {"verify", audit_verify, "[FILE]", "verify the hash chain (default: this workspace's log)",
-     "Finds edited, deleted, reordered, inserted and cut-off records. Exit 4 if not intact.\n"},
-    {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", ""},
+     "Finds edited, deleted, reordered, inserted and cut-off records. Exit 4 if not intact.\n"
+     "Needs System.Read on the root.\n"},
+    {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", "Needs System.Read on the root.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -845,7 +845,8 @@ const verb_def disk_verbs[] = {
      "Raw access is an export: needs VirtualMachine.Provisioning.GetVmFiles, and\n"
      "Cryptographer.Access on an encrypted VM. Not with --json.\n"},
     {"write", disk_write, "VM DISK [--offset N] [--length N] < FILE", "write bytes from stdin, encrypted",
-     "Same privileges as read.\n"},
+     "Raw writing is an upload: needs VirtualMachine.Provisioning.PutVmFiles and\n"
+     "GetVmFiles (the handle reads too), and Cryptographer.Access on an encrypted VM.\n"},
     {"convert-status", disk_convert_status, "VM [DISK]", "where each disk's in-place conversion stands",
      "Opens converting disks read-only (PowerOn) to read their durable progress.\n"},
     {"convert-rollback", disk_convert_rollback, "VM DISK", "turn an interrupted conversion around, back to the start",
@@ -888,7 +889,10 @@ static int file_io(cli *c, args *a, bool write) {
     if (rc != EXIT_OK)
         return rc;
     vmenc_vm_file *f = NULL;
-    uint32_t flags = write ? VMENC_VM_FILE_CREATE | (truncate ? VMENC_VM_FILE_TRUNCATE : 0) : VMENC_VM_FILE_READONLY;
+    /* The CLI copies a state file out of the library or into it: an export
+     * or an upload, never the hypervisor's power-on path. */
+    uint32_t flags = VMENC_VM_FILE_EXPORT |
+                     (write ? VMENC_VM_FILE_CREATE | (truncate ? VMENC_VM_FILE_TRUNCATE : 0) : VMENC_VM_FILE_READONLY);
     vmenc_status st = vmenc_vm_file_open(vm, cli_principal(c), cls, (uint32_t)index, flags, &f);
     uint8_t *buf = st == VMENC_OK ? malloc(IO_CHUNK) : NULL;
     uint64_t done = 0, size = 0;
@@ -941,7 +945,12 @@ static int file_write(cli *c, args *a) { return file_io(c, a, true); }
 
 const verb_def file_verbs[] = {
     {"read", file_read, "VM CLASS [--index N] [--offset N] [--length N] > FILE", "read a state file (decrypted, authenticated)",
-     "CLASS: nvram, vmss, vmsn, vmem (--index: snapshot number), vswp. Needs PowerOn.\n"},
-    {"write", file_write, "VM CLASS [--index N] [--offset N] [--truncate] < FILE", "write a state file (encrypted)", ""},
+     "CLASS: nvram, vmss, vmsn, vmem (--index: snapshot number), vswp.\n"
+     "Copying a state file out is an export: needs VirtualMachine.Provisioning.GetVmFiles,\n"
+     "and Cryptographer.Access on an encrypted VM (suspend memory and NVRAM are as\n"
+     "secret as the disks). Not with --json.\n"},
+    {"write", file_write, "VM CLASS [--index N] [--offset N] [--truncate] < FILE", "write a state file (encrypted)",
+     "Writing a state file in is an upload: needs VirtualMachine.Provisioning.PutVmFiles\n"
+     "and GetVmFiles (the handle reads too), and Cryptographer.Access on an encrypted VM.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -119,3 +119,80 @@ def test_audit_log_verify_and_callbacks(tmp_path):
         with pytest.raises(vmenc.AuditError):
             audit.emit("alice", "x")
         assert isinstance(audit.callback_errors[-1], ZeroDivisionError)
+
+
+# ---- authorized edits (issue 18): bob, a NoCryptoAdmin, cannot escalate ----
+
+def test_bob_cannot_grant_himself_admin():
+    p = make_policy()
+    with pytest.raises(vmenc.DeniedError) as ei:
+        p.grant_as("bob", "bob", "vcenter", vmenc.policy.ROLE_ADMIN)
+    d = ei.value.decision
+    assert not d.allowed and d.missing_privilege.startswith("Cryptographer.")
+    assert d.missing_object == "vcenter" and "bob" in d.message
+    assert not p.has_privilege("bob", "vms", "Cryptographer.Decrypt")
+    # what he holds he may grant; alice may grant anything
+    p.add_user("dave")
+    assert p.grant_as("bob", "dave", "vms", vmenc.policy.ROLE_NO_CRYPTO_ADMIN).allowed
+    assert p.grant_as("alice", "dave", "vms", vmenc.policy.ROLE_ADMIN).allowed
+    # nor may he revoke alice (no locking crypto administrators out)
+    with pytest.raises(vmenc.DeniedError):
+        p.revoke_as("bob", "alice", "vcenter")
+    assert p.has_privilege("alice", "vms", "Cryptographer.Decrypt")
+
+
+def test_bob_cannot_define_a_crypto_role():
+    p = make_policy()
+    with pytest.raises(vmenc.DeniedError) as ei:
+        p.add_role_as("bob", "R", ["System.Read", "Cryptographer.Access"])
+    assert ei.value.decision.missing_privilege == "Cryptographer.Access"
+    with pytest.raises(vmenc.PolicyError) as ei:
+        p.grant("bob", "vcenter", "R")  # the role was not added
+    assert ei.value.name == "VMENC_E_NOT_FOUND"
+    assert p.add_role_as("bob", "R", ["System.Read"]).allowed
+    # nor join a group that holds crypto privileges
+    p.add_group("cryptos")
+    p.grant("cryptos", "vcenter", vmenc.policy.ROLE_ADMIN)
+    with pytest.raises(vmenc.DeniedError):
+        p.add_member_as("bob", "cryptos", "bob")
+    with pytest.raises(vmenc.DeniedError):
+        p.edit_as("bob", vmenc.EditOp.ADD_MEMBER, name="cryptos", member="bob")
+
+
+def test_check_uses_the_recorded_encryption():
+    p = make_policy()
+    p.add_object("vm1", vmenc.ObjectType.VM, "vms")
+    p.set_host_state("esx01", vmenc.HostState.PREPARED)
+    p.set_host_state("esx01", vmenc.HostState.SAFE)
+    p.set_vm_state("vm1", "esx01", True)
+    d = p.check("bob", vmenc.Op.EXPORT_VM, vm="vm1")  # no VM_ENCRYPTED flag
+    assert not d.allowed and d.missing_privilege == "Cryptographer.Access"
+
+
+def test_workspace_edits_are_audited(tmp_path):
+    d = str(tmp_path / "ws")
+    pw = bytearray(b"test passphrase")
+    vmenc.Workspace.create(d, pw, "alice", kdf_ops=1, kdf_mem_kib=8)
+    with vmenc.Workspace(d, pw, no_sync=True) as ws:
+        ws.policy.add_user("bob")  # the trusted bootstrap path
+        ws.policy.grant("bob", "root", vmenc.policy.ROLE_NO_CRYPTO_ADMIN)
+        ws.policy.add_user("nobody")
+        with pytest.raises(vmenc.DeniedError) as ei:
+            ws.edit_policy("bob", vmenc.EditOp.GRANT, name="bob", obj="root", role="Admin")
+        assert ei.value.decision.missing_privilege.startswith("Cryptographer.")
+        assert ws.edit_policy("alice", vmenc.EditOp.ADD_USER, name="erin").allowed
+        assert b'"version"' in ws.policy_show("alice")
+        with pytest.raises(vmenc.DeniedError) as ei:
+            ws.policy_show("nobody")
+        assert ei.value.decision.missing_privilege == "System.Read"
+        ws.authorize_audit_read("bob")
+        with pytest.raises(vmenc.DeniedError):
+            ws.authorize_audit_read("nobody", "audit.verify")
+        log = ws.audit_log_path
+    import json
+    recs = [json.loads(line) for line in open(log)]
+    denied = [r for r in recs if r["op"] == "policy.grant" and r["outcome"] == "denied"]
+    assert len(denied) == 1 and denied[0]["principal"] == "bob" and "Cryptographer." in denied[0]["reason"]
+    assert any(r["op"] == "policy.add_user" and r["outcome"] == "success" for r in recs)
+    assert any(r["op"] == "policy.show" and r["principal"] == "nobody" and r["outcome"] == "denied" for r in recs)
+    assert any(r["op"] == "audit.verify" and r["principal"] == "nobody" for r in recs)

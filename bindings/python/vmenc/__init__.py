@@ -17,7 +17,7 @@ from .xts import XTS, impl_available
 from .keys import DEK, KEK, WrapContext, WrappedKey, aes_kwp_unwrap, aes_kwp_wrap
 from .kms import (Cluster, EndpointInfo, FileEndpoint, KeyManager, KeyManagerStats, KMIPEndpoint,
                   PKCS11Endpoint, create_keystore)
-from .policy import (Decision, HostState, Migration, ObjectType, Op, Policy, privilege_from_name,
+from .policy import (Decision, EditOp, HostState, Migration, ObjectType, Op, Policy, privilege_from_name,
                      privilege_name, privileges)
 from .audit import (Audit, AuditEventView, AuditLog, Defect, Outcome, VerifyResult, event_to_json,
                     log_file_tail, verify_buffer, verify_files)

@@ -117,6 +117,13 @@ class StoragePolicySpec(Structure):
                 ("file_classes", c_uint32), ("key_provider", c_char_p), ("migration", c_int)]
 
 
+class PolicyEdit(Structure):
+    _fields_ = [("struct_size", c_uint32), ("op", c_int), ("name", c_char_p), ("object", c_char_p),
+                ("role", c_char_p), ("member", c_char_p), ("propagate", c_int), ("object_type", c_int),
+                ("privs", POINTER(c_int)), ("num_privs", c_size_t),
+                ("storage_policy", POINTER(StoragePolicySpec))]
+
+
 class PolicyRequest(Structure):
     _fields_ = [("struct_size", c_uint32), ("op", c_int), ("vm", c_char_p), ("folder", c_char_p),
                 ("host", c_char_p), ("pool", c_char_p), ("datastore", c_char_p), ("flags", c_uint32)]
@@ -381,6 +388,8 @@ _PROTOS = {
     "vmenc_policy_reload_json": (S, [vp, vp, sz, P(PolicyError)]),
     "vmenc_policy_save_json": (S, [vp, P(vp), P(sz)]),
     "vmenc_policy_buffer_free": (None, [vp]),
+    "vmenc_policy_edit_op_name": (cs, [c_int]),
+    "vmenc_policy_edit_as": (S, [vp, cs, P(PolicyEdit), P(PolicyDecision)]),
     # audit
     "vmenc_audit_outcome_name": (cs, [c_int]),
     "vmenc_audit_defect_name": (cs, [c_int]),
@@ -460,6 +469,9 @@ _PROTOS = {
     "vmenc_workspace_open_vm": (S, [vp, cs, cs, P(vp)]),
     "vmenc_workspace_foreach_vm": (S, [vp, WORKSPACE_VM_FN, vp]),
     "vmenc_workspace_save_policy": (S, [vp]),
+    "vmenc_workspace_policy_edit": (S, [vp, cs, P(PolicyEdit), P(PolicyDecision)]),
+    "vmenc_workspace_policy_show": (S, [vp, cs, P(vp), P(sz), P(PolicyDecision)]),
+    "vmenc_workspace_audit_read": (S, [vp, cs, cs, P(PolicyDecision)]),
 }
 
 _missing = []

@@ -3,7 +3,7 @@ permissions, storage policies, host encryption mode, and decisions."""
 from __future__ import annotations
 
 import enum
-from ctypes import byref, c_int, c_size_t, c_void_p, sizeof, string_at
+from ctypes import byref, c_int, c_size_t, c_void_p, pointer, sizeof, string_at
 from dataclasses import dataclass
 from typing import Iterable, Optional, Union
 
@@ -59,6 +59,20 @@ class Op(enum.IntEnum):
     SNAPSHOT = 21
     VIEW = 22
     UPLOAD_FILES = 23
+    READ_POLICY = 24
+
+
+class EditOp(enum.IntEnum):
+    """An authorized policy edit (vmenc_policy_edit_op)."""
+    ADD_ROLE = 1
+    ADD_USER = 2
+    ADD_GROUP = 3
+    ADD_MEMBER = 4
+    ADD_OBJECT = 5
+    GRANT = 6
+    REVOKE = 7
+    SET_STORAGE_POLICY = 8
+    DISABLE_HOST_ENCRYPTION = 9
 
 
 class Migration(enum.IntEnum):
@@ -122,6 +136,35 @@ class Decision:
 
 def _decision() -> _lib.PolicyDecision:
     return _lib.PolicyDecision(sizeof(_lib.PolicyDecision))
+
+
+def _edit_struct(op: EditOp, *, name: Optional[str] = None, obj: Optional[str] = None,
+                 role: Optional[str] = None, member: Optional[str] = None, propagate: bool = True,
+                 object_type: int = 0, privileges: Iterable[Union[str, int]] = (),
+                 storage_policy: Optional[_lib.StoragePolicySpec] = None) -> tuple:
+    """A vmenc_policy_edit and the objects its pointers refer to (keep both alive)."""
+    ps = [privilege_from_name(p) if isinstance(p, str) else int(p) for p in privileges]
+    arr = (c_int * max(len(ps), 1))(*ps)
+    e = _lib.PolicyEdit(sizeof(_lib.PolicyEdit), int(op), _lib.enc(name), _lib.enc(obj), _lib.enc(role),
+                        _lib.enc(member), int(propagate), int(object_type), arr, len(ps),
+                        pointer(storage_policy) if storage_policy is not None else None)
+    return e, (arr, storage_policy)
+
+
+def _edit_result(status: int, d: _lib.PolicyDecision) -> "Decision":
+    """The decision of an applied edit; raise (with ``.decision``) otherwise."""
+    decision = Decision._from_c(d)
+    if status:
+        err = error_for(status, decision.message)
+        err.decision = decision  # type: ignore[attr-defined]
+        raise err
+    return decision
+
+
+def _storage_spec(name: str, encrypt: bool, file_classes: int, key_provider: Optional[str],
+                  migration: "Migration") -> _lib.StoragePolicySpec:
+    return _lib.StoragePolicySpec(sizeof(_lib.StoragePolicySpec), _lib.enc(name), int(encrypt),
+                                  file_classes, _lib.enc(key_provider), int(migration))
 
 
 def _doc_error(status: int, e: _lib.PolicyError) -> Error:
@@ -234,6 +277,49 @@ class Policy(Handle):
         spec = _lib.StoragePolicySpec(sizeof(_lib.StoragePolicySpec), _lib.enc(name), int(encrypt),
                                       file_classes, _lib.enc(key_provider), int(migration))
         check(_lib.lib.vmenc_policy_set_storage_policy(self, byref(spec)))
+
+    # -- authorized edits (the edit rule, docs/policy.md): each returns the
+    # Decision when applied and raises DeniedError (or the edit's error) with
+    # the Decision as ``.decision`` otherwise; nothing changes then. The
+    # construction calls above are the trusted bootstrap path.
+    def edit_as(self, actor: str, op: EditOp, **fields) -> Decision:
+        """Apply one edit on behalf of ``actor`` (fields: name, obj, role, member,
+        propagate, object_type, privileges, storage_policy)."""
+        e, keep = _edit_struct(op, **fields)
+        d = _decision()
+        s = _lib.lib.vmenc_policy_edit_as(self, _lib.enc(actor), byref(e), byref(d))
+        del keep
+        return _edit_result(s, d)
+
+    def add_role_as(self, actor: str, name: str, privileges: Iterable[Union[str, int]]) -> Decision:
+        return self.edit_as(actor, EditOp.ADD_ROLE, name=name, privileges=privileges)
+
+    def add_user_as(self, actor: str, name: str) -> Decision:
+        return self.edit_as(actor, EditOp.ADD_USER, name=name)
+
+    def add_group_as(self, actor: str, name: str) -> Decision:
+        return self.edit_as(actor, EditOp.ADD_GROUP, name=name)
+
+    def add_member_as(self, actor: str, group: str, member: str) -> Decision:
+        return self.edit_as(actor, EditOp.ADD_MEMBER, name=group, member=member)
+
+    def add_object_as(self, actor: str, name: str, type: ObjectType, parent: str) -> Decision:
+        return self.edit_as(actor, EditOp.ADD_OBJECT, name=name, object_type=int(type), obj=parent)
+
+    def grant_as(self, actor: str, principal: str, obj: str, role: str, propagate: bool = True) -> Decision:
+        return self.edit_as(actor, EditOp.GRANT, name=principal, obj=obj, role=role, propagate=propagate)
+
+    def revoke_as(self, actor: str, principal: str, obj: str) -> Decision:
+        return self.edit_as(actor, EditOp.REVOKE, name=principal, obj=obj)
+
+    def set_storage_policy_as(self, actor: str, name: str, *, encrypt: bool, file_classes: int = 0,
+                              key_provider: Optional[str] = None,
+                              migration: Migration = Migration.OPPORTUNISTIC) -> Decision:
+        spec = _storage_spec(name, encrypt, file_classes, key_provider, migration)
+        return self.edit_as(actor, EditOp.SET_STORAGE_POLICY, storage_policy=spec)
+
+    def disable_host_encryption_as(self, actor: str, host: str) -> Decision:
+        return self.edit_as(actor, EditOp.DISABLE_HOST_ENCRYPTION, name=host)
 
     # -- decisions
     def check(self, principal: str, op: Op, *, vm: Optional[str] = None, folder: Optional[str] = None,

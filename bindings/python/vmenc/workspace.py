@@ -2,7 +2,7 @@
 policy, audit log, datastore), loaded in one call. See docs/workspace.md."""
 from __future__ import annotations
 
-from ctypes import byref, c_void_p, create_string_buffer, sizeof
+from ctypes import byref, c_size_t, c_void_p, create_string_buffer, sizeof, string_at
 from typing import Optional
 
 from . import _lib
@@ -10,7 +10,7 @@ from ._handle import Handle
 from .audit import Audit
 from .errors import Error, check, error_for
 from .kms import KeyManager
-from .policy import Policy
+from .policy import Decision, EditOp, Policy, _decision, _edit_result, _edit_struct
 from .vm import VM, Host
 
 
@@ -134,6 +134,36 @@ class Workspace(Handle):
         (a VM created, a grant, a disk added...) is written to the
         workspace's sealed policy document by the call that makes it."""
         check(_lib.lib.vmenc_workspace_save_policy(self))
+
+    # -- audited policy edits and views (the edit rule: docs/policy.md)
+    def edit_policy(self, actor: str, op: EditOp, **fields) -> Decision:
+        """Apply one policy edit on behalf of ``actor``, decided by the library and
+        audited (applied, denied with the missing privilege, or failed). Fields as
+        :meth:`Policy.edit_as`. Raises DeniedError with ``.decision`` when refused."""
+        e, keep = _edit_struct(op, **fields)
+        d = _decision()
+        s = _lib.lib.vmenc_workspace_policy_edit(self, _lib.enc(actor), byref(e), byref(d))
+        del keep
+        return _edit_result(s, d)
+
+    def policy_show(self, principal: str) -> bytes:
+        """The policy document, for a ``principal`` holding System.Read on the root
+        (audited; DeniedError otherwise)."""
+        out, n = c_void_p(), c_size_t()
+        d = _decision()
+        s = _lib.lib.vmenc_workspace_policy_show(self, _lib.enc(principal), byref(out), byref(n), byref(d))
+        _edit_result(s, d)
+        try:
+            return string_at(out, n.value)
+        finally:
+            _lib.lib.vmenc_policy_buffer_free(out)
+
+    def authorize_audit_read(self, principal: str, operation: str = "audit.show") -> None:
+        """Raise DeniedError unless ``principal`` may read the audit log (System.Read on
+        the root); the read or its denial is audited as ``operation``."""
+        d = _decision()
+        _edit_result(_lib.lib.vmenc_workspace_audit_read(self, _lib.enc(principal), _lib.enc(operation),
+                                                         byref(d)), d)
 
     def close(self) -> None:
         for v in list(getattr(self, "_views", {}).values()):
