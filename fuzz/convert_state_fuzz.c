@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_internal.h"
+#include "vm/format/cvt_slot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool ok_b = vm_cvt_slot_parse(data + cut, size - cut, &b) == VMENC_OK;
     uint64_t id = ok_a ? a.id : ok_b ? b.id : 7;
     vm_cvt_slot pick;
-    vmenc_status s = vm_cvt_pick(data, cut, data + cut, size - cut, id, &pick);
+    vmenc_status s = vm_cvt_slot_pick(data, cut, data + cut, size - cut, id, &pick);
     bool a_eligible = ok_a && a.id == id && a.seq % 2 == 1;
     bool b_eligible = ok_b && b.id == id && b.seq % 2 == 0;
     if ((s == VMENC_OK) != (a_eligible || b_eligible))

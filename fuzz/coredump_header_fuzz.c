@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/coredump_internal.h"
+#include "vm/format/coredump_format.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/statefile_header.h"
 
 static void keyfile(const uint8_t *data, size_t size) {
     cd_keyfile k, again;

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vm/vm_format.h"
+#include "vm/io/statefile.h"
 
 #define FUZZ_UUID "0f8fad5b-d9cb-469f-a165-70867728950e"
 /* Files bigger than this are cut: the format's cost is per chunk. */

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_format.h"
+#include "vm/format/descriptor.h"
 
 static void same_fields(const vm_disk_desc *a, const vm_disk_desc *b) {
     if (strcmp(a->disk_id, b->disk_id) != 0 || strcmp(a->vm_uuid, b->vm_uuid) != 0 || a->capacity != b->capacity ||

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_format.h"
+#include "vm/format/sealed.h"
+#include "vm/format/vmx.h"
 
 static uint8_t *serialize_or_die(const vm_kv *kv, size_t *len) {
     uint8_t *out = NULL;

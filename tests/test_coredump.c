@@ -22,7 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vm/coredump_internal.h"
+#include "vm/format/coredump_format.h"
+#include "vm/vm_internal.h"
 #include "vm_fixture.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -36,6 +36,7 @@
 
 #include "core/internal.h"
 #include "kms/kmip/kmip_conn.h"
+#include "net/tls_conn.h"
 #include "kms/kmip/kmip_msg.h"
 #include "kms/kmip/ttlv.h"
 #include "vmenc/kms_kmip.h"
@@ -562,7 +563,7 @@ static int hanging_getaddrinfo(const char *node, const char *service, const stru
 static void test_resolution_is_bounded_by_the_deadline(void **state) {
     int port;
     int lfd = listen_local(&port); /* never reached */
-    vmenc_kmip_set_resolver_for_testing(hanging_getaddrinfo);
+    vmenc_net_set_resolver_for_testing(hanging_getaddrinfo);
     client_opts o = {.cert = "client", .host = "kms.example.invalid"};
     vmenc_status s = health(port, &o, 300);
     pthread_mutex_lock(&g_slow.mu);
@@ -589,7 +590,7 @@ static void test_resolution_is_bounded_by_the_deadline(void **state) {
     /* A resolver that answers in time and fails: unavailable. */
     s = health(port, &o, T_MS);
     assert_int_equal(s, VMENC_E_KMS_UNAVAILABLE);
-    vmenc_kmip_set_resolver_for_testing(NULL);
+    vmenc_net_set_resolver_for_testing(NULL);
     usleep(50000);
     /* The real resolver, through the thread, finds localhost. */
     server sv = {0};

@@ -17,7 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vm/migrate_internal.h"
+#include "vm/format/migrate_stream.h"
+#include "vm/vm_internal.h"
 #include "vm_fixture.h"
 
 #define OK(call) assert_int_equal((call), VMENC_OK)

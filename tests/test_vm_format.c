@@ -1,5 +1,5 @@
 /*
- * tests/test_vm_format.c - the VM layer's file formats (lib/vm/vm_format.h):
+ * tests/test_vm_format.c - the VM layer's file formats (lib/vm/format/, lib/vm/io/statefile.h):
  * file-system helpers, the key = "value" grammar, disk descriptor and .vmx
  * schemas, sealed configuration entries and chunked AEAD state files.
  *
@@ -24,7 +24,12 @@
 
 #include "core/internal.h"
 #include "keys/keys_internal.h"
-#include "vm/vm_format.h"
+#include "core/fs.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/sealed.h"
+#include "vm/format/vmx.h"
+#include "vm/io/io.h"
+#include "vm/io/statefile.h"
 #include "vmenc/vmenc.h"
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -65,7 +70,7 @@ static void put_file(const tmpdir *t, const char *name, const void *data, size_t
 
 static uint8_t *get_file(const tmpdir *t, const char *name, size_t *out_len) {
     uint8_t *buf = NULL;
-    assert_int_equal(vm_read_file(t->fd, name, (size_t)1 << 30, &buf, out_len), VMENC_OK);
+    assert_int_equal(vmenc_fs_read_file(t->fd, name, (size_t)1 << 30, &buf, out_len), VMENC_OK);
     return buf;
 }
 
@@ -89,38 +94,38 @@ static vmenc_dek *make_dek(uint8_t seed) {
     return dek;
 }
 
-/* ---- fsutil --------------------------------------------------------------- */
+/* ---- core/fs ---------------------------------------------------------------- */
 
 static void test_errno_map(void **state) {
     (void)state;
-    assert_int_equal(vm_status_from_errno(ENOSPC), VMENC_E_NO_SPACE);
-    assert_int_equal(vm_status_from_errno(EDQUOT), VMENC_E_NO_SPACE);
-    assert_int_equal(vm_status_from_errno(ENOENT), VMENC_E_NOT_FOUND);
-    assert_int_equal(vm_status_from_errno(EEXIST), VMENC_E_EXISTS);
-    assert_int_equal(vm_status_from_errno(ENOTEMPTY), VMENC_E_EXISTS);
-    assert_int_equal(vm_status_from_errno(ENOMEM), VMENC_E_NOMEM);
-    assert_int_equal(vm_status_from_errno(ELOOP), VMENC_E_BAD_PATH);
-    assert_int_equal(vm_status_from_errno(EIO), VMENC_E_IO);
-    assert_int_equal(vm_status_from_errno(EACCES), VMENC_E_IO);
+    assert_int_equal(vmenc_status_from_errno(ENOSPC), VMENC_E_NO_SPACE);
+    assert_int_equal(vmenc_status_from_errno(EDQUOT), VMENC_E_NO_SPACE);
+    assert_int_equal(vmenc_status_from_errno(ENOENT), VMENC_E_NOT_FOUND);
+    assert_int_equal(vmenc_status_from_errno(EEXIST), VMENC_E_EXISTS);
+    assert_int_equal(vmenc_status_from_errno(ENOTEMPTY), VMENC_E_EXISTS);
+    assert_int_equal(vmenc_status_from_errno(ENOMEM), VMENC_E_NOMEM);
+    assert_int_equal(vmenc_status_from_errno(ELOOP), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_status_from_errno(EIO), VMENC_E_IO);
+    assert_int_equal(vmenc_status_from_errno(EACCES), VMENC_E_IO);
 }
 
 static void test_file_name_check(void **state) {
     (void)state;
     const char *good[] = {"a", "vm1.vmx", "My_VM-2.vmdk", "x-flat.vmdk", "A.b.c"};
     for (size_t i = 0; i < VMENC_ARRAY_LEN(good); i++)
-        assert_int_equal(vm_file_name_check(good[i]), VMENC_OK);
+        assert_int_equal(vmenc_fs_name_check(good[i]), VMENC_OK);
     const char *bad[] = {"", ".", "..", "../x", "/etc/passwd", "a/b", ".hidden", "-rf", "a b", "a\nb",
                          "a\\b", "caf\xc3\xa9", "x\x01"};
     for (size_t i = 0; i < VMENC_ARRAY_LEN(bad); i++)
-        assert_int_equal(vm_file_name_check(bad[i]), VMENC_E_BAD_PATH);
-    assert_int_equal(vm_file_name_check(NULL), VMENC_E_BAD_PATH);
+        assert_int_equal(vmenc_fs_name_check(bad[i]), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_name_check(NULL), VMENC_E_BAD_PATH);
     char name[257];
     memset(name, 'a', sizeof(name));
     name[255] = '\0';
-    assert_int_equal(vm_file_name_check(name), VMENC_OK);
+    assert_int_equal(vmenc_fs_name_check(name), VMENC_OK);
     name[255] = 'a';
     name[256] = '\0';
-    assert_int_equal(vm_file_name_check(name), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_name_check(name), VMENC_E_BAD_PATH);
 }
 
 static void test_atomic_write_and_read(void **state) {
@@ -128,7 +133,7 @@ static void test_atomic_write_and_read(void **state) {
     tmpdir t;
     tmpdir_make(&t);
     const char *text = "hello = \"world\"\n";
-    assert_int_equal(vm_atomic_write(t.fd, "a.vmx", (const uint8_t *)text, strlen(text), true), VMENC_OK);
+    assert_int_equal(vmenc_fs_atomic_write(t.fd, "a.vmx", (const uint8_t *)text, strlen(text), true), VMENC_OK);
     size_t len = 0;
     uint8_t *buf = get_file(&t, "a.vmx", &len);
     assert_int_equal(len, strlen(text));
@@ -136,7 +141,7 @@ static void test_atomic_write_and_read(void **state) {
     assert_int_equal(buf[len], 0);
     free(buf);
     /* Replace: the old content is gone, no temporary is left. */
-    assert_int_equal(vm_atomic_write(t.fd, "a.vmx", (const uint8_t *)"x", 1, false), VMENC_OK);
+    assert_int_equal(vmenc_fs_atomic_write(t.fd, "a.vmx", (const uint8_t *)"x", 1, false), VMENC_OK);
     buf = get_file(&t, "a.vmx", &len);
     assert_int_equal(len, 1);
     free(buf);
@@ -145,15 +150,15 @@ static void test_atomic_write_and_read(void **state) {
     assert_int_equal(fstatat(t.fd, "a.vmx", &st, 0), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     /* Empty content, bad names. */
-    assert_int_equal(vm_atomic_write(t.fd, "empty", NULL, 0, true), VMENC_OK);
+    assert_int_equal(vmenc_fs_atomic_write(t.fd, "empty", NULL, 0, true), VMENC_OK);
     buf = get_file(&t, "empty", &len);
     assert_int_equal(len, 0);
     free(buf);
-    assert_int_equal(vm_atomic_write(t.fd, "../x", (const uint8_t *)"x", 1, true), VMENC_E_BAD_PATH);
-    assert_int_equal(vm_atomic_write(t.fd, "/etc/passwd", (const uint8_t *)"x", 1, true), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_atomic_write(t.fd, "../x", (const uint8_t *)"x", 1, true), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_atomic_write(t.fd, "/etc/passwd", (const uint8_t *)"x", 1, true), VMENC_E_BAD_PATH);
     /* A directory in the way: rename fails, nothing is left behind. */
     assert_int_equal(mkdirat(t.fd, "dir", 0700), 0);
-    assert_int_not_equal(vm_atomic_write(t.fd, "dir", (const uint8_t *)"x", 1, true), VMENC_OK);
+    assert_int_not_equal(vmenc_fs_atomic_write(t.fd, "dir", (const uint8_t *)"x", 1, true), VMENC_OK);
     assert_int_equal(count_entries(&t), 3);
     tmpdir_remove(&t);
 }
@@ -165,22 +170,22 @@ static void test_read_file_rejects(void **state) {
     uint8_t *buf = NULL;
     size_t len = 0;
     put_file(&t, "big", "0123456789", 10);
-    assert_int_equal(vm_read_file(t.fd, "big", 9, &buf, &len), VMENC_E_TOO_LARGE);
-    assert_int_equal(vm_read_file(t.fd, "big", 10, &buf, &len), VMENC_OK);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "big", 9, &buf, &len), VMENC_E_TOO_LARGE);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "big", 10, &buf, &len), VMENC_OK);
     free(buf);
-    assert_int_equal(vm_read_file(t.fd, "missing", 10, &buf, &len), VMENC_E_NOT_FOUND);
-    assert_int_equal(vm_read_file(t.fd, "../big", 10, &buf, &len), VMENC_E_BAD_PATH);
-    assert_int_equal(vm_read_file(t.fd, "/etc/passwd", 1 << 20, &buf, &len), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "missing", 10, &buf, &len), VMENC_E_NOT_FOUND);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "../big", 10, &buf, &len), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "/etc/passwd", 1 << 20, &buf, &len), VMENC_E_BAD_PATH);
     /* A symbolic link, even to a file in the same directory, is refused. */
     assert_int_equal(symlinkat("/etc/passwd", t.fd, "link-flat.vmdk"), 0);
-    assert_int_equal(vm_read_file(t.fd, "link-flat.vmdk", 1 << 20, &buf, &len), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "link-flat.vmdk", 1 << 20, &buf, &len), VMENC_E_BAD_PATH);
     assert_int_equal(symlinkat("big", t.fd, "link2"), 0);
-    assert_int_equal(vm_read_file(t.fd, "link2", 1 << 20, &buf, &len), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "link2", 1 << 20, &buf, &len), VMENC_E_BAD_PATH);
     /* Not a regular file. */
     assert_int_equal(mkfifoat(t.fd, "fifo", 0600), 0);
-    assert_int_equal(vm_read_file(t.fd, "fifo", 10, &buf, &len), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "fifo", 10, &buf, &len), VMENC_E_BAD_PATH);
     assert_int_equal(mkdirat(t.fd, "d", 0700), 0);
-    assert_int_equal(vm_read_file(t.fd, "d", 10, &buf, &len), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_fs_read_file(t.fd, "d", 10, &buf, &len), VMENC_E_BAD_PATH);
     tmpdir_remove(&t);
 }
 

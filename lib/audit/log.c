@@ -13,11 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "audit/record.h"
+#include "core/lock.h"
 
 /*
  * Locking. |mu| guards the chain and the file: every record is built and
@@ -108,7 +108,8 @@ static vmenc_status sync_dir(const char *path) {
 }
 
 /* open_locked opens |path| for appending (creating it 0600), takes an
- * exclusive flock and reports whether the file was created. */
+ * exclusive flock (lib/core/lock.h, no waiting) and reports whether the
+ * file was created. */
 static vmenc_status open_locked(const char *path, int *out_fd, bool *out_created) {
     bool created = true;
     /* O_EXCL with O_CREAT never follows a final symlink; O_NOFOLLOW makes
@@ -124,8 +125,8 @@ static vmenc_status open_locked(const char *path, int *out_fd, bool *out_created
         close(fd);
         return VMENC_E_IO;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        vmenc_status s = errno == EWOULDBLOCK ? VMENC_E_LOCKED : VMENC_E_IO;
+    vmenc_status s = vmenc_lock_fd(fd, 0); /* one try: VMENC_E_LOCKED or VMENC_E_IO */
+    if (s != VMENC_OK) {
         close(fd);
         if (created)
             (void)unlink(path);

@@ -1,7 +1,8 @@
 /*
  * lib/vm/convert.c - in-place conversion of an open disk: encrypt, decrypt,
  * deep rekey. The protocol and why each step is where it is are in
- * docs/reencryption.md; the data path is in extent.c.
+ * docs/reencryption.md; the data path is in io/extent.c, the state file's
+ * slot codec in format/cvt_slot.c.
  *
  * Durable state, in the order it changes:
  *   begin:  extent grown for the new layout (fsync) -> state file with 0
@@ -28,66 +29,12 @@
 
 #include "vm/vm_internal.h"
 
-#define SLOT_MAGIC "VMENCCV1"
-#define SLOT_BODY 48u
-#define SLOT_HASH 16u
-#define MIN_SEGMENT ((uint64_t)1 << 20)
-#define MAX_SEGMENT ((uint64_t)1 << 30)
+#define MIN_SEGMENT VM_CVT_SEGMENT_MIN
+#define MAX_SEGMENT VM_CVT_SEGMENT_MAX
 #define BEGIN_OPTIONS_V1_SIZE (offsetof(vmenc_convert_options, flags) + sizeof(uint32_t))
 #define PROGRESS_V1_SIZE (offsetof(vmenc_convert_progress, done) + sizeof(int))
 
 /* ---- the state file ------------------------------------------------------------- */
-
-static void slot_hash(const uint8_t *body, uint8_t out[SLOT_HASH]) {
-    crypto_generichash(out, SLOT_HASH, body, SLOT_BODY, (const uint8_t *)"vmenc-cvt-slot-v1", 17);
-}
-
-void vm_cvt_slot_serialize(const vm_cvt_slot *slot, uint8_t out[VM_CVT_SLOT_BYTES]) {
-    vmenc_cbb cbb;
-    vmenc_cbb_init_fixed(&cbb, out, VM_CVT_SLOT_BYTES);
-    vmenc_cbb_add_bytes(&cbb, (const uint8_t *)SLOT_MAGIC, 8);
-    vmenc_cbb_add_u64(&cbb, slot->id);
-    vmenc_cbb_add_u64(&cbb, slot->seq);
-    vmenc_cbb_add_u64(&cbb, slot->done_segs);
-    vmenc_cbb_add_u64(&cbb, slot->num_segs);
-    vmenc_cbb_add_u64(&cbb, slot->seg_bytes);
-    slot_hash(out, out + SLOT_BODY);
-}
-
-vmenc_status vm_cvt_slot_parse(const uint8_t *data, size_t len, vm_cvt_slot *out) {
-    VMENC_ENSURE(data != NULL && out != NULL, VMENC_E_INVALID_ARG);
-    vmenc_cbs cbs;
-    vmenc_cbs_init(&cbs, data, len);
-    vmenc_cbs magic;
-    vm_cvt_slot s;
-    VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &magic, 8), VMENC_E_TRUNCATED);
-    VMENC_ENSURE(vmenc_cbs_mem_equal(&magic, (const uint8_t *)SLOT_MAGIC, 8), VMENC_E_BAD_MAGIC);
-    VMENC_ENSURE(vmenc_cbs_get_u64(&cbs, &s.id) && vmenc_cbs_get_u64(&cbs, &s.seq) &&
-                     vmenc_cbs_get_u64(&cbs, &s.done_segs) && vmenc_cbs_get_u64(&cbs, &s.num_segs) &&
-                     vmenc_cbs_get_u64(&cbs, &s.seg_bytes),
-                 VMENC_E_TRUNCATED);
-    uint8_t want[SLOT_HASH];
-    VMENC_ENSURE(vmenc_cbs_len(&cbs) >= SLOT_HASH, VMENC_E_TRUNCATED);
-    slot_hash(data, want);
-    vmenc_cbs hash;
-    VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &hash, SLOT_HASH), VMENC_E_TRUNCATED);
-    VMENC_ENSURE(vmenc_cbs_mem_equal(&hash, want, SLOT_HASH), VMENC_E_AUTH);
-    VMENC_ENSURE(s.seq > 0 && s.num_segs > 0 && s.done_segs <= s.num_segs, VMENC_E_PARSE);
-    VMENC_ENSURE(s.seg_bytes >= MIN_SEGMENT && s.seg_bytes <= MAX_SEGMENT && s.seg_bytes % MIN_SEGMENT == 0,
-                 VMENC_E_PARSE);
-    *out = s;
-    return VMENC_OK;
-}
-
-vmenc_status vm_cvt_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1, uint64_t id,
-                         vm_cvt_slot *out) {
-    vm_cvt_slot a, b;
-    bool ok_a = slot0 != NULL && vm_cvt_slot_parse(slot0, len0, &a) == VMENC_OK && a.id == id && a.seq % 2 == 1;
-    bool ok_b = slot1 != NULL && vm_cvt_slot_parse(slot1, len1, &b) == VMENC_OK && b.id == id && b.seq % 2 == 0;
-    VMENC_ENSURE(ok_a || ok_b, VMENC_E_INTERRUPTED);
-    *out = ok_a && (!ok_b || a.seq > b.seq) ? a : b;
-    return VMENC_OK;
-}
 
 static vmenc_status write_slot(vm_cvt *c, const vm_cvt_slot *slot) {
     uint8_t img[VM_CVT_SLOT_BYTES];
@@ -106,21 +53,21 @@ static vmenc_status write_slot(vm_cvt *c, const vm_cvt_slot *slot) {
 static vmenc_status state_name(const char *extent, uint64_t id, char *out, size_t cap) {
     VMENC_ENSURE((size_t)snprintf(out, cap, "%s.%llu.cvt", extent, (unsigned long long)id) < cap,
                  VMENC_E_INVALID_ARG);
-    return vm_file_name_check(out);
+    return vmenc_fs_name_check(out);
 }
 
 /* create_state writes a new state file: slot 0 = |first|, slot 1 empty. */
 static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first) {
     int fd = openat(dirfd, c->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     c->fd = fd;
     vmenc_status s = VMENC_OK;
     if (ftruncate(fd, 2 * VM_CVT_SLOT_STRIDE) != 0)
-        s = vm_status_from_errno(errno);
+        s = vmenc_status_from_errno(errno);
     if (s == VMENC_OK)
         s = write_slot(c, first);
-    if (s == VMENC_OK && c->sync && (fsync(fd) != 0 || vm_fsync_dir(dirfd) != VMENC_OK))
+    if (s == VMENC_OK && c->sync && (fsync(fd) != 0 || vmenc_fs_fsync_dir(dirfd) != VMENC_OK))
         s = VMENC_E_IO;
     if (s != VMENC_OK) {
         close(fd);
@@ -135,10 +82,10 @@ static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first)
 static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id) {
     int fd = openat(dirfd, c->name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
-        return errno == ENOENT ? VMENC_E_INTERRUPTED : vm_status_from_errno(errno);
+        return errno == ENOENT ? VMENC_E_INTERRUPTED : vmenc_status_from_errno(errno);
     uint8_t s0[VM_CVT_SLOT_BYTES], s1[VM_CVT_SLOT_BYTES];
     ssize_t n0 = pread(fd, s0, sizeof(s0), 0), n1 = pread(fd, s1, sizeof(s1), VM_CVT_SLOT_STRIDE);
-    vmenc_status s = vm_cvt_pick(s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id, &c->slot);
+    vmenc_status s = vm_cvt_slot_pick(s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id, &c->slot);
     if (s != VMENC_OK) {
         close(fd);
         return s;
@@ -271,7 +218,7 @@ static vmenc_status finish(vmenc_disk *disk, vm_op *op) {
         e->new_dek = NULL;
         (void)unlinkat(vm->dirfd, c->name, 0);
         if (c->sync)
-            (void)vm_fsync_dir(vm->dirfd);
+            (void)vmenc_fs_fsync_dir(vm->dirfd);
         vmenc_xts_free(vm_extent_convert_finish(disk->ext));
         /* the sealed list may now say "encrypted"; a failure here leaves it
          * saying "plain" for an encrypted disk, which opens */

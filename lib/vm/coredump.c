@@ -7,7 +7,7 @@
  * every host-key rotation) is small and replaced atomically, while the part
  * that is large (the dump, tens of GiB) is written once and never touched
  * again - VMware's descriptor-beside-extent split, for the same reason. The
- * data file reuses the VM state-file format (statefile.c) with the dump ID
+ * data file reuses the VM state-file format (io/statefile.c) with the dump ID
  * in place of the VM UUID, so truncation, edits, reordering and swaps are
  * detected by code that already has its own tests and fuzzer.
  *
@@ -24,7 +24,8 @@
 #include <unistd.h>
 
 #include "keys/keys_internal.h"
-#include "vm/coredump_internal.h"
+#include "vm/format/coredump_format.h"
+#include "vm/vm_internal.h"
 
 #define CFG_NAME "coredump.cfg"
 #define DATA_SUFFIX ".vmcore"
@@ -81,7 +82,7 @@ static vmenc_status open_dir(const char *dir, int *out) {
     VMENC_ENSURE(dir != NULL && dir[0] != '\0', VMENC_E_INVALID_ARG);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOTDIR ? VMENC_E_BAD_PATH : vm_status_from_errno(errno);
+        return errno == ENOTDIR ? VMENC_E_BAD_PATH : vmenc_status_from_errno(errno);
     *out = fd;
     return VMENC_OK;
 }
@@ -99,7 +100,7 @@ static vmenc_status write_keyfile(int dirfd, const char *name, const cd_keyfile 
     uint8_t *text = NULL;
     size_t len = 0;
     VMENC_GUARD(cd_keyfile_serialize(k, &text, &len));
-    vmenc_status s = vm_atomic_write(dirfd, name, text, len, sync);
+    vmenc_status s = vmenc_fs_atomic_write(dirfd, name, text, len, sync);
     free(text);
     return s;
 }
@@ -113,7 +114,7 @@ static vmenc_status read_keyfile(int dirfd, const char *dump_id, const char *suf
     uint8_t *text = NULL;
     size_t len = 0;
     VMENC_GUARD(file_name(dump_id, suffix, name));
-    VMENC_GUARD(vm_read_file(dirfd, name, CD_KEYFILE_MAX, &text, &len));
+    VMENC_GUARD(vmenc_fs_read_file(dirfd, name, CD_KEYFILE_MAX, &text, &len));
     vmenc_status s = cd_keyfile_parse(text, len, out);
     free(text);
     VMENC_GUARD(s);
@@ -128,7 +129,7 @@ static vmenc_status save_config(vmenc_coredump_store *st) {
     uint8_t *text = NULL;
     size_t len = 0;
     VMENC_GUARD(cd_config_serialize(&st->cfg, &text, &len));
-    vmenc_status s = vm_atomic_write(st->dirfd, CFG_NAME, text, len, sync_on(st->host));
+    vmenc_status s = vmenc_fs_atomic_write(st->dirfd, CFG_NAME, text, len, sync_on(st->host));
     free(text);
     return s;
 }
@@ -138,7 +139,7 @@ static vmenc_status save_config(vmenc_coredump_store *st) {
 static vmenc_status load_config(vmenc_coredump_store *st) {
     uint8_t *text = NULL;
     size_t len = 0;
-    vmenc_status s = vm_read_file(st->dirfd, CFG_NAME, CD_KEYFILE_MAX, &text, &len);
+    vmenc_status s = vmenc_fs_read_file(st->dirfd, CFG_NAME, CD_KEYFILE_MAX, &text, &len);
     if (s == VMENC_E_NOT_FOUND) {
         snprintf(st->cfg.host_id, sizeof(st->cfg.host_id), "%s", st->host->host_id);
         return VMENC_OK;
@@ -199,11 +200,11 @@ static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
 static vmenc_status list_ids(int dirfd, const char *suffix, char (**out)[VMENC_COREDUMP_ID_LEN + 1],
                              size_t *out_num) {
     int fd = dup(dirfd);
-    VMENC_ENSURE(fd >= 0, vm_status_from_errno(errno));
+    VMENC_ENSURE(fd >= 0, vmenc_status_from_errno(errno));
     DIR *d = fdopendir(fd);
     if (d == NULL) {
         (void)close(fd);
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     }
     rewinddir(d);
     char (*ids)[VMENC_COREDUMP_ID_LEN + 1] = NULL;
@@ -482,7 +483,7 @@ static vmenc_status start_dump(vmenc_coredump_store *st, vmenc_coredump_writer *
     if (s == VMENC_OK) {
         fd = openat(w->dirfd, part_name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
-            s = vm_status_from_errno(errno);
+            s = vmenc_status_from_errno(errno);
     }
     if (s == VMENC_OK)
         s = vm_sf_writer_new(fd, VM_SF_CLASS_COREDUMP, 0, w->id, dek, sync_on(st->host), &w->sf);
@@ -537,7 +538,7 @@ vmenc_status vmenc_coredump_writer_new(vmenc_coredump_store *store, const char *
         snprintf(w->source, sizeof(w->source), "%s", source);
         snprintf(w->provider, sizeof(w->provider), "%s", store->cfg.provider);
         snprintf(w->kek_id, sizeof(w->kek_id), "%s", store->cfg.kek_id);
-        s = w->dirfd >= 0 ? start_dump(store, w) : vm_status_from_errno(errno);
+        s = w->dirfd >= 0 ? start_dump(store, w) : vmenc_status_from_errno(errno);
         if (s != VMENC_OK)
             s = vm_op_finish(&op, s, "could not start the dump");
     }
@@ -594,9 +595,9 @@ vmenc_status vmenc_coredump_writer_finish(vmenc_coredump_writer *w) {
     if (s == VMENC_OK)
         s = file_name(w->id, DATA_SUFFIX, final);
     if (s == VMENC_OK && renameat(w->dirfd, part, w->dirfd, final) != 0)
-        s = vm_status_from_errno(errno);
+        s = vmenc_status_from_errno(errno);
     if (s == VMENC_OK && vm_host_sync(w->host))
-        s = vm_fsync_dir(w->dirfd);
+        s = vmenc_fs_fsync_dir(w->dirfd);
     return writer_end(w, s, NULL);
 }
 
@@ -763,13 +764,13 @@ static vmenc_status copy_fd(int from, int to) {
             continue;
         if (n <= 0) {
             if (n < 0)
-                s = vm_status_from_errno(errno);
+                s = vmenc_status_from_errno(errno);
             break;
         }
         for (ssize_t done = 0; done < n && s == VMENC_OK;) {
             ssize_t w = write(to, buf + done, (size_t)(n - done));
             if (w < 0 && errno != EINTR)
-                s = vm_status_from_errno(errno);
+                s = vmenc_status_from_errno(errno);
             else if (w > 0)
                 done += w;
         }
@@ -785,16 +786,16 @@ static vmenc_status copy_data(int dirfd, int out_dirfd, const char *id, bool syn
     char name[128];
     VMENC_GUARD(file_name(id, DATA_SUFFIX, name));
     int in = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    VMENC_ENSURE(in >= 0, vm_status_from_errno(errno));
+    VMENC_ENSURE(in >= 0, vmenc_status_from_errno(errno));
     int outfd = openat(out_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (outfd < 0) {
-        vmenc_status s = vm_status_from_errno(errno);
+        vmenc_status s = vmenc_status_from_errno(errno);
         (void)close(in);
         return s;
     }
     vmenc_status s = copy_fd(in, outfd);
     if (s == VMENC_OK && sync && fsync(outfd) != 0)
-        s = vm_status_from_errno(errno);
+        s = vmenc_status_from_errno(errno);
     (void)close(in);
     if (close(outfd) != 0 && s == VMENC_OK)
         s = VMENC_E_IO;

@@ -2,7 +2,7 @@
  * lib/vm/migrate.c - encrypted migration (vmenc/migration.h): who may
  * migrate, which mode the stream takes, the one-time key and its handover,
  * the receiver's checks before anything streams, and the audit trail on
- * both sides. The byte formats are in migrate_stream.c.
+ * both sides. The byte formats are in format/migrate_stream.c.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -14,7 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vm/migrate_internal.h"
+#include "vm/format/migrate_stream.h"
+#include "vm/vm_internal.h"
 
 #define SENDER_OPTIONS_V1_SIZE (offsetof(vmenc_migration_sender_options, io_ctx) + sizeof(void *))
 #define RECEIVER_OPTIONS_V1_SIZE (offsetof(vmenc_migration_receiver_options, io_ctx) + sizeof(void *))
@@ -65,7 +66,7 @@ static vmenc_status fd_write(void *ctx, const uint8_t *data, size_t len) {
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
         done += (size_t)n;
     }
     return VMENC_OK;
@@ -78,7 +79,7 @@ static vmenc_status fd_read(void *ctx, uint8_t *buf, size_t cap, size_t *out_len
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
         *out_len = (size_t)n;
         return VMENC_OK;
     }

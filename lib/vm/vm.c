@@ -282,7 +282,7 @@ vmenc_status vm_write_config(vmenc_vm *vm) {
     uint8_t *text = NULL;
     size_t len = 0;
     VMENC_GUARD(vm_kv_serialize(vm->vmx.kv, &text, &len));
-    s = vm_atomic_write(vm->dirfd, vm->vmx_name, text, len, vm_host_sync(vm->host));
+    s = vmenc_fs_atomic_write(vm->dirfd, vm->vmx_name, text, len, vm_host_sync(vm->host));
     free(text);
     return s;
 }
@@ -294,7 +294,7 @@ vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_name, const vm_d
     kcv_of(vm, d->key_safe, &with_kcv.has_kek_check, with_kcv.kek_check);
     kcv_of(vm, d->new_key_safe, &with_kcv.has_new_kek_check, with_kcv.new_kek_check);
     VMENC_GUARD(vm_disk_desc_serialize(&with_kcv, &text, &len));
-    vmenc_status s = vm_atomic_write(vm->dirfd, desc_name, text, len, vm_host_sync(vm->host));
+    vmenc_status s = vmenc_fs_atomic_write(vm->dirfd, desc_name, text, len, vm_host_sync(vm->host));
     free(text);
     return s;
 }
@@ -311,7 +311,7 @@ static vmenc_status load_descriptors(vmenc_vm *vm) {
         snprintf(d->desc_name, sizeof(d->desc_name), "%s", vm->vmx.disks[i].file_name);
         uint8_t *text = NULL;
         size_t len = 0;
-        VMENC_GUARD(vm_read_file(vm->dirfd, d->desc_name, DESC_MAX_BYTES, &text, &len));
+        VMENC_GUARD(vmenc_fs_read_file(vm->dirfd, d->desc_name, DESC_MAX_BYTES, &text, &len));
         vmenc_status s = vm_disk_desc_parse(text, len, &d->desc);
         free(text);
         VMENC_GUARD(s);
@@ -488,13 +488,13 @@ static vmenc_status split_vmx_path(const char *path, char *dir, size_t dir_cap, 
         memcpy(dir, path, dlen);
         dir[dlen] = '\0';
     }
-    VMENC_GUARD(vm_file_name_check(base));
+    VMENC_GUARD(vmenc_fs_name_check(base));
     size_t blen = strlen(base);
     VMENC_ENSURE(blen > 4 && strcmp(base + blen - 4, ".vmx") == 0 && blen < file_cap, VMENC_E_BAD_PATH);
     memcpy(file, base, blen + 1);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     *out_dirfd = fd;
     return VMENC_OK;
 }
@@ -514,7 +514,7 @@ static vmenc_status read_config(vmenc_host *host, const char *vmx_path, vmenc_vm
     snprintf(vm->vmx_name, sizeof(vm->vmx_name), "%s", file);
     uint8_t *text = NULL;
     size_t len = 0;
-    VMENC_GUARD_GOTO(s, vm_read_file(dirfd, file, VMX_MAX_BYTES, &text, &len), fail);
+    VMENC_GUARD_GOTO(s, vmenc_fs_read_file(dirfd, file, VMX_MAX_BYTES, &text, &len), fail);
     s = vm_vmx_parse(text, len, &vm->vmx);
     free(text);
     VMENC_GUARD_GOTO(s, s, fail);
@@ -661,10 +661,10 @@ vmenc_status vm_make_home(const char *dir, bool *created, int *out_fd) {
     if (mkdir(dir, 0700) == 0)
         *created = true;
     else if (errno != EEXIST)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     if (!*created) {
         int probe = dup(fd);
         DIR *d = probe >= 0 ? fdopendir(probe) : NULL;

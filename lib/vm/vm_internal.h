@@ -1,7 +1,9 @@
 /*
  * lib/vm/vm_internal.h - the VM layer's private objects: the host, the VM
- * with its disks and keys, the XTS/plain extent engine under disks and swap,
- * and the authorize -> act -> audit helper every operation goes through.
+ * with its disks and keys, the in-place conversion's state, and the
+ * authorize -> act -> audit helper every operation goes through. The byte
+ * formats are lib/vm/format/, the I/O engine (extents, state files)
+ * lib/vm/io/; both sit below this header and never include it.
  *
  * Not installed; not part of the ABI.
  *
@@ -14,7 +16,17 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "vm/vm_format.h"
+#include "core/fs.h"
+#include "vm/format/coredump_format.h"
+#include "vm/format/cvt_slot.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/kv.h"
+#include "vm/format/sealed.h"
+#include "vm/format/vmx.h"
+#include "vm/io/extent.h"
+#include "vm/io/io.h"
+#include "vm/io/statefile.h"
+#include "vmenc/coredump.h"
 #include "vmenc/vm.h"
 #include "vmenc/xts.h"
 
@@ -83,91 +95,7 @@ VMENC_INTERNAL vmenc_status vm_op_deny(vm_op *op, vmenc_status s, const char *re
 /* vm_principal_ok: non-empty, at most VMENC_POLICY_NAME_MAX bytes. */
 VMENC_INTERNAL bool vm_principal_ok(const char *principal);
 
-/* ---- extents: the block engine under disks and swap (extent.c) ------------ */
-
-typedef struct vm_extent vm_extent;
-
-#define VM_EXTENT_READONLY (1u << 0)
-#define VM_EXTENT_CREATE (1u << 1)  /* create (O_EXCL) and size to |capacity|, sparse */
-#define VM_EXTENT_NO_SYNC (1u << 2)
-
-/* vm_extent_open opens data file |name| in |dirfd| of |capacity| bytes in
- * sectors of |sector_size|, sector 0 at byte |data_offset|. |xts| (taken
- * over on success; NULL = plain) encrypts sector n with tweak n. A file
- * shorter than data_offset + capacity is VMENC_E_TRUNCATED. */
-VMENC_INTERNAL vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
-                                           uint64_t data_offset, vmenc_xts *xts, uint32_t flags,
-                                           vm_extent **out);
-VMENC_INTERNAL vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t *out);
-VMENC_INTERNAL vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len);
-VMENC_INTERNAL vmenc_status vm_extent_flush(vm_extent *e);
-VMENC_INTERNAL uint64_t vm_extent_capacity(const vm_extent *e);
-VMENC_INTERNAL uint32_t vm_extent_sector_size(const vm_extent *e);
-VMENC_INTERNAL bool vm_extent_encrypted(const vm_extent *e);
-/* vm_extent_has_data reports whether any byte of the file was ever written
- * (SEEK_DATA; a file system without holes reports data). */
-VMENC_INTERNAL vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out);
-/* In-place conversion (convert.c drives it; docs/reencryption.md).
- * vm_extent_convert_start sets the old layout at |old_offset| (with the
- * extent's own context) and adds the new layout (|new_offset|, |new_xts|
- * taken over on success; NULL = plain) with |done_segs| segments of
- * |seg_bytes| already moved; the two layouts must be |seg_bytes| apart
- * with one at 0. An extent resumed mid-conversion is opened at offset 0
- * (its size checked for that), since after the last segment moved down the
- * old layout's end may already be cut off. */
-VMENC_INTERNAL vmenc_status vm_extent_convert_start(vm_extent *e, uint64_t old_offset, uint64_t new_offset,
-                                                    vmenc_xts *new_xts, uint64_t seg_bytes, uint64_t done_segs);
-/* vm_extent_persist_fn makes "|done_segs| segments moved" durable. */
-typedef vmenc_status (*vm_extent_persist_fn)(void *arg, uint64_t done_segs);
-/* vm_extent_convert_segment moves the next segment under its exclusive
- * lock: read + decrypt the old form, encrypt + write the new (|buf| holds
- * one segment), fdatasync, |persist|, then guests see it moved. Writes the
- * segment's length to |*out_bytes|. On failure nothing has moved. */
-VMENC_INTERNAL vmenc_status vm_extent_convert_segment(vm_extent *e, uint8_t *buf, vm_extent_persist_fn persist,
-                                                      void *arg, uint64_t *out_bytes);
-VMENC_INTERNAL bool vm_extent_convert_done(const vm_extent *e);
-/* vm_extent_reserve grows the file (sparse) to at least |size| bytes. */
-VMENC_INTERNAL vmenc_status vm_extent_reserve(vm_extent *e, uint64_t size, bool sync);
-VMENC_INTERNAL void vm_extent_convert_position(const vm_extent *e, uint64_t *out_done, uint64_t *out_total);
-/* vm_extent_convert_cleanup removes the old layout's leftover (truncate or
- * punch) and fsyncs, once every segment moved. Idempotent. */
-VMENC_INTERNAL vmenc_status vm_extent_convert_cleanup(vm_extent *e);
-/* vm_extent_convert_reverse turns the conversion around (a rollback): the
- * layouts swap, the direction flips, and the segments not yet moved become
- * the ones moved. */
-VMENC_INTERNAL void vm_extent_convert_reverse(vm_extent *e);
-/* vm_extent_convert_finish makes the new layout the only one and returns
- * the old XTS context for the caller to free. */
-VMENC_INTERNAL vmenc_xts *vm_extent_convert_finish(vm_extent *e);
-
-
-/* vm_extent_close flushes (unless read-only or |flush| false), frees,
- * wipes the cipher context. Returns the flush status. */
-VMENC_INTERNAL vmenc_status vm_extent_close(vm_extent *e, bool flush);
-
 /* ---- in-place conversion (convert.c) ------------------------------------------ */
-
-/* The state file "<extent>.cvt": two 64-byte slots at offsets 0 and 4096,
- * each magic "VMENCCV1" || u64 id || u64 seq || u64 done segments || u64
- * segments || u64 segment bytes || BLAKE2b-128 of the 48 bytes before
- * (big-endian). Slot seq % 2 is written; the valid slot with the right id
- * and the highest seq wins, so a torn slot write falls back to the other. */
-#define VM_CVT_SLOT_BYTES 64u
-#define VM_CVT_SLOT_STRIDE 4096u
-
-typedef struct vm_cvt_slot {
-    uint64_t id, seq, done_segs, num_segs, seg_bytes;
-} vm_cvt_slot;
-
-/* vm_cvt_slot_parse checks one slot (fuzz entry point): VMENC_E_TRUNCATED,
- * VMENC_E_BAD_MAGIC, VMENC_E_AUTH (checksum), VMENC_E_PARSE (done > total,
- * segment size). */
-VMENC_INTERNAL vmenc_status vm_cvt_slot_parse(const uint8_t *data, size_t len, vm_cvt_slot *out);
-VMENC_INTERNAL void vm_cvt_slot_serialize(const vm_cvt_slot *slot, uint8_t out[VM_CVT_SLOT_BYTES]);
-/* vm_cvt_pick chooses from two slot images (either may be invalid) the one
- * with id |id| and the highest seq: VMENC_E_INTERRUPTED if neither. */
-VMENC_INTERNAL vmenc_status vm_cvt_pick(const uint8_t *slot0, size_t len0, const uint8_t *slot1, size_t len1,
-                                        uint64_t id, vm_cvt_slot *out);
 
 typedef struct vm_cvt {
     int fd;                     /* the state file */
@@ -277,5 +205,14 @@ VMENC_INTERNAL vmenc_status vm_state_file_name(const char *vm_name, vmenc_vm_fil
 /* vm_copy_string copies |src| into |out| (VMENC_E_BUFFER_TOO_SMALL if it
  * does not fit; |out| then holds ""). */
 VMENC_INTERNAL vmenc_status vm_copy_string(char *out, size_t out_cap, const char *src);
+
+/* ---- core dumps (coredump.c) ------------------------------------------------ */
+
+/* cd_rotate is vmenc_coredump_rotate_host_key with a fault hook for the
+ * crash tests: after |fail_after| dumps have been re-wrapped, it stops as a
+ * crash would (VMENC_E_INTERRUPTED, rotation left pending). UINT32_MAX =
+ * never. */
+VMENC_INTERNAL vmenc_status cd_rotate(vmenc_coredump_store *store, const char *principal, const char *provider,
+                                      const char *kek_id, uint32_t fail_after, uint32_t *out_num);
 
 #endif /* VMENC_LIB_VM_VM_INTERNAL_H */

@@ -64,8 +64,8 @@ static vmenc_status disk_file_names(const vmenc_vm *vm, const char *base, char *
             snprintf(b, sizeof(b), "%s_%u", vm->vmx.name, n);
         VMENC_ENSURE((size_t)snprintf(desc, desc_cap, "%s.vmdk", b) < desc_cap, VMENC_E_INVALID_ARG);
         VMENC_ENSURE((size_t)snprintf(extent, extent_cap, "%s-flat.vmdk", b) < extent_cap, VMENC_E_INVALID_ARG);
-        VMENC_GUARD(vm_file_name_check(desc));
-        VMENC_GUARD(vm_file_name_check(extent));
+        VMENC_GUARD(vmenc_fs_name_check(desc));
+        VMENC_GUARD(vmenc_fs_name_check(extent));
         if (!name_in_use(vm, desc, extent))
             return VMENC_OK;
         if (base != NULL)
@@ -238,7 +238,7 @@ vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const cha
                 (void)unlinkat(vm->dirfd, gone.desc.extent_file, 0);
                 (void)unlinkat(vm->dirfd, gone.desc_name, 0);
                 if (vm_host_sync(vm->host))
-                    (void)vm_fsync_dir(vm->dirfd);
+                    (void)vmenc_fs_fsync_dir(vm->dirfd);
             }
             vmenc_dek_free(gone.dek);
             vm_disk_desc_cleanup(&gone.desc);
@@ -941,7 +941,7 @@ static vmenc_status copy_extent(vmenc_vm *src, const vm_disk_desc *sd, vmenc_xts
     int rfd = openat(src->dirfd, sd->extent_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     uint8_t *buf = malloc(COPY_CHUNK);
     if (rfd < 0 || buf == NULL)
-        s = rfd < 0 ? vm_status_from_errno(errno) : VMENC_E_NOMEM;
+        s = rfd < 0 ? vmenc_status_from_errno(errno) : VMENC_E_NOMEM;
     uint64_t off = 0, cap = sd->capacity, ss = sd->sector_size, base = sd->data_offset;
     while (s == VMENC_OK && off < cap) {
         off_t data = lseek(rfd, (off_t)(base + off), SEEK_DATA);

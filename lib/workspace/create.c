@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "keys/keys_internal.h"
-#include "vm/vm_format.h"
 #include "vmenc/kms_file.h"
 #include "workspace/ws_internal.h"
 
@@ -199,13 +199,13 @@ static vmenc_status create_in(const char *dir, const vmenc_workspace_create_opti
     rv = ws_config_serialize(&cfg, &text, &text_len);
     dfd = rv == VMENC_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     if (rv == VMENC_OK && dfd < 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
     if (rv == VMENC_OK)
-        rv = vm_atomic_write(dfd, WS_DEFAULT_POLICY, sealed, sealed_len, true);
+        rv = vmenc_fs_atomic_write(dfd, WS_DEFAULT_POLICY, sealed, sealed_len, true);
     if (rv == VMENC_OK)
-        rv = vm_atomic_write(dfd, VMENC_WORKSPACE_CONFIG_NAME, (const uint8_t *)text, text_len, true);
+        rv = vmenc_fs_atomic_write(dfd, VMENC_WORKSPACE_CONFIG_NAME, (const uint8_t *)text, text_len, true);
     if (rv == VMENC_OK && mkdirat(dfd, WS_DEFAULT_DATASTORE, 0700) != 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
     if (rv != VMENC_OK && (err == NULL || err->status == VMENC_OK))
         ws_set_error(err, rv, dir, 0, "cannot write the workspace: %s", vmenc_strerror(rv));
     if (dfd >= 0)
@@ -265,7 +265,7 @@ vmenc_status vmenc_workspace_create(const char *dir, const vmenc_workspace_creat
     if (mkdir(dir, 0700) == 0) {
         made = true;
     } else if (errno != EEXIST) {
-        return ws_set_error(err, vm_status_from_errno(errno), dir, 0, "cannot create the directory: %s",
+        return ws_set_error(err, vmenc_status_from_errno(errno), dir, 0, "cannot create the directory: %s",
                             strerror(errno));
     } else if (!dir_empty(dir)) {
         return ws_set_error(err, VMENC_E_EXISTS, dir, 0, "the directory exists and is not empty");

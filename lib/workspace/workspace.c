@@ -26,8 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "keys/keys_internal.h"
-#include "vm/vm_format.h"
 #include "vmenc/kms_file.h"
 #include "workspace/ws_internal.h"
 
@@ -65,7 +65,7 @@ static vmenc_status open_parent(const char *path, int *out_fd, const char **out_
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     *out_fd = fd;
     return VMENC_OK;
 }
@@ -74,7 +74,7 @@ vmenc_status ws_write_path(const char *path, const uint8_t *data, size_t len, bo
     int dfd = -1;
     const char *name = NULL;
     VMENC_GUARD(open_parent(path, &dfd, &name));
-    vmenc_status rv = vm_atomic_write(dfd, name, data, len, sync);
+    vmenc_status rv = vmenc_fs_atomic_write(dfd, name, data, len, sync);
     close(dfd);
     return rv;
 }
@@ -83,7 +83,7 @@ vmenc_status ws_read_path(const char *path, size_t max, uint8_t **out, size_t *o
     int dfd = -1;
     const char *name = NULL;
     VMENC_GUARD(open_parent(path, &dfd, &name));
-    vmenc_status rv = vm_read_file(dfd, name, max, out, out_len);
+    vmenc_status rv = vmenc_fs_read_file(dfd, name, max, out, out_len);
     close(dfd);
     return rv;
 }
@@ -302,7 +302,7 @@ vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, 
     VMENC_ENSURE(opts == NULL || (opts->flags & ~VMENC_WORKSPACE_OPEN_NO_SYNC) == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(opts == NULL || opts->passphrase != NULL || opts->passphrase_len == 0, VMENC_E_INVALID_ARG);
     if (opts != NULL && opts->audit_log != NULL)
-        VMENC_ENSURE(vm_file_name_check(opts->audit_log) == VMENC_OK, VMENC_E_BAD_PATH);
+        VMENC_ENSURE(vmenc_fs_name_check(opts->audit_log) == VMENC_OK, VMENC_E_BAD_PATH);
     if (err != NULL && err->struct_size >= sizeof(*err)) {
         err->status = VMENC_OK;
         err->file[0] = err->message[0] = '\0';
@@ -417,7 +417,7 @@ const char *vmenc_workspace_audit_key_provider(const vmenc_workspace *ws) {
 static vmenc_status vm_name_check(const char *name) {
     VMENC_ENSURE(name != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(strlen(name) <= VMENC_VM_NAME_MAX, VMENC_E_BAD_PATH);
-    return vm_file_name_check(name);
+    return vmenc_fs_name_check(name);
 }
 
 vmenc_status vmenc_workspace_vm_home(const vmenc_workspace *ws, const char *name, char *out, size_t out_cap) {

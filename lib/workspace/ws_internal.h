@@ -120,8 +120,8 @@ typedef enum ws_open_mode {
 VMENC_INTERNAL vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, ws_open_mode mode,
                                     vmenc_workspace_error *err, vmenc_workspace **out);
 
-/* ws_read_path / ws_write_path: a whole file by path (vm_read_file;
- * vm_atomic_write: temporary, fsync, rename, fsync of the directory, the
+/* ws_read_path / ws_write_path: a whole file by path (vmenc_fs_read_file;
+ * vmenc_fs_atomic_write: temporary, fsync, rename, fsync of the directory, the
  * fsyncs only when |sync|). */
 VMENC_INTERNAL vmenc_status ws_read_path(const char *path, size_t max, uint8_t **out, size_t *out_len);
 VMENC_INTERNAL vmenc_status ws_write_path(const char *path, const uint8_t *data, size_t len, bool sync);

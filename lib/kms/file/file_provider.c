@@ -3,7 +3,7 @@
  * locking, atomic replacement, and the provider operations (kms_file.h).
  *
  * Concurrency model. Writers (create, revoke, destroy, restore, passphrase
- * change) take the provider's mutex, then an exclusive flock on
+ * change) take the provider's mutex, then an exclusive flock (core/lock.h) on
  * "<path>.lock" (a separate file, so the keystore itself can be replaced
  * by rename while the lock is held), re-read and decrypt the keystore, apply
  * their change to a copy, and replace the file: write "<path>.tmp", fsync,
@@ -25,11 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/fs.h"
+#include "core/lock.h"
 #include "kms/file/keystore.h"
 #include "kms/kms_internal.h"
 #include "vmenc/kms_file.h"
@@ -205,133 +205,47 @@ static vmenc_status read_whole(const char *path, const file_id *known, uint8_t *
     return VMENC_OK;
 }
 
-static vmenc_status fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return VMENC_E_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? VMENC_OK : VMENC_E_IO;
-}
-
-static bool hook_says_stop(const file_provider *fp, int step) {
-    return fp != NULL && fp->hook != NULL && fp->hook(fp->hook_arg, step) != 0;
-}
-
 /* atomic_write puts |data| at |path| through |tmp|: write, fsync, then
  * rename (or, with |noreplace|, link + unlink so an existing |path| is never
- * replaced: VMENC_E_EXISTS), then fsync the directory. */
+ * replaced: VMENC_E_EXISTS), then fsync the directory; the test hook sees
+ * each step (lib/core/fs.c's engine numbers them as VMENC_KMS_FILE_STEP_*).
+ * The provider reports every other failure as VMENC_E_IO. */
+_Static_assert((int)VMENC_FS_STEP_TMP_OPEN == (int)VMENC_KMS_FILE_STEP_TMP_OPEN &&
+                   (int)VMENC_FS_STEP_HALF_WRITTEN == (int)VMENC_KMS_FILE_STEP_HALF_WRITTEN &&
+                   (int)VMENC_FS_STEP_WRITTEN == (int)VMENC_KMS_FILE_STEP_WRITTEN &&
+                   (int)VMENC_FS_STEP_SYNCED == (int)VMENC_KMS_FILE_STEP_SYNCED &&
+                   (int)VMENC_FS_STEP_RENAMED == (int)VMENC_KMS_FILE_STEP_RENAMED &&
+                   (int)VMENC_FS_STEP_DONE == (int)VMENC_KMS_FILE_STEP_DONE,
+               "the key store's crash steps are core/fs.h's");
 static vmenc_status atomic_write(const file_provider *fp, const char *path, const char *tmp, const char *dir,
                                  const uint8_t *data, size_t len, bool noreplace) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC | (noreplace ? O_EXCL : O_TRUNC), 0600);
-    if (fd < 0)
-        return VMENC_E_IO;
-    if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_TMP_OPEN)) {
-        close(fd);
-        return VMENC_E_IO;
+    vmenc_fs_replace r = {.dirfd = AT_FDCWD, .tmp = tmp, .name = path, .sync_dirfd = -1, .sync_dir = dir,
+                          .sync = true, .exclusive_tmp = noreplace, .noreplace = noreplace};
+    if (fp != NULL && fp->hook != NULL) {
+        r.step = fp->hook;
+        r.step_arg = fp->hook_arg;
     }
-    size_t done = 0;
-    bool half_reported = false;
-    while (done < len) {
-        size_t chunk = len - done;
-        if (!half_reported && done < len / 2)
-            chunk = len / 2 - done;
-        if (chunk == 0)
-            chunk = len - done;
-        ssize_t n = write(fd, data + done, chunk);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            close(fd);
-            unlink(tmp);
-            return VMENC_E_IO;
-        }
-        done += (size_t)n;
-        if (!half_reported && done >= len / 2) {
-            half_reported = true;
-            if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_HALF_WRITTEN)) {
-                close(fd);
-                return VMENC_E_IO;
-            }
-        }
-    }
-    if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_WRITTEN)) {
-        close(fd);
-        return VMENC_E_IO;
-    }
-    if (fsync(fd) != 0) {
-        close(fd);
-        unlink(tmp);
-        return VMENC_E_IO;
-    }
-    if (close(fd) != 0) {
-        unlink(tmp);
-        return VMENC_E_IO;
-    }
-    if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_SYNCED))
-        return VMENC_E_IO;
-    if (noreplace) {
-        if (link(tmp, path) != 0) {
-            int e = errno;
-            unlink(tmp);
-            return e == EEXIST ? VMENC_E_EXISTS : VMENC_E_IO;
-        }
-        unlink(tmp);
-    } else if (rename(tmp, path) != 0) {
-        unlink(tmp);
-        return VMENC_E_IO;
-    }
-    if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_RENAMED))
-        return VMENC_E_IO;
-    VMENC_GUARD(fsync_dir(dir));
-    if (hook_says_stop(fp, VMENC_KMS_FILE_STEP_DONE))
-        return VMENC_E_IO;
-    return VMENC_OK;
+    vmenc_status st = vmenc_fs_replace_file(&r, data, len);
+    return st == VMENC_OK || (noreplace && st == VMENC_E_EXISTS) ? st : VMENC_E_IO;
 }
 
 /* ---- the lock ----------------------------------------------------------------- */
 
-static void sleep_ms(unsigned ms) {
-    struct timespec ts = {ms / 1000u, (long)(ms % 1000u) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-/* lock_acquire takes an exclusive flock on |lock_path|, waiting at most
- * |timeout_ms|. Returns the descriptor in |*out_fd| (close to unlock). */
+/* lock_acquire takes an exclusive lock on |lock_path| (lib/core/lock.h),
+ * waiting at most |timeout_ms|: VMENC_E_KMS_TIMEOUT when it is not free in
+ * time, VMENC_E_KMS_UNAVAILABLE when the directory is gone. Returns the
+ * descriptor in |*out_fd| (lock_release to unlock). */
 static vmenc_status lock_acquire(const char *lock_path, uint32_t timeout_ms, int *out_fd) {
-    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return errno == ENOENT ? VMENC_E_KMS_UNAVAILABLE : VMENC_E_IO;
-    uint64_t deadline = vmenc_now_monotonic_ms() + timeout_ms;
-    unsigned wait = 1;
-    for (;;) {
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            *out_fd = fd;
-            return VMENC_OK;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EWOULDBLOCK) {
-            close(fd);
-            return VMENC_E_IO;
-        }
-        uint64_t now = vmenc_now_monotonic_ms();
-        if (now >= deadline) {
-            close(fd);
-            return VMENC_E_KMS_TIMEOUT;
-        }
-        uint64_t left = deadline - now;
-        sleep_ms((unsigned)(left < wait ? left : wait));
-        if (wait < 16)
-            wait *= 2;
+    vmenc_status st = vmenc_lock_file(lock_path, timeout_ms, out_fd);
+    switch (st) {
+    case VMENC_OK: return VMENC_OK;
+    case VMENC_E_LOCKED: return VMENC_E_KMS_TIMEOUT;
+    case VMENC_E_NOT_FOUND: return VMENC_E_KMS_UNAVAILABLE;
+    default: return VMENC_E_IO;
     }
 }
 
-static void lock_release(int fd) {
-    if (fd >= 0)
-        close(fd); /* closing the last descriptor drops the flock */
-}
+static void lock_release(int fd) { vmenc_lock_release(fd); }
 
 /* ---- loading ---------------------------------------------------------------------- */
 

@@ -1,10 +1,8 @@
 /*
- * lib/kms/kmip/kmip_conn.h - one KMIP connection: TCP with non-blocking
- * sockets and poll() for every step (connect, handshake, write, read), so a
- * deadline bounds each request; TLS 1.2+ through OpenSSL with memory BIOs
- * (we do the socket I/O ourselves: MSG_NOSIGNAL, no SIGPIPE in the host
- * process); server certificate chain and name verified; client certificate
- * presented.
+ * lib/kms/kmip/kmip_conn.h - one KMIP connection: a TLS client connection
+ * (lib/net/tls_conn.h: non-blocking TCP, a deadline on every step, TLS 1.2+,
+ * chain and name verified, client certificate presented) carrying one TTLV
+ * request and its response at a time.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -15,25 +13,12 @@
 #include <openssl/ssl.h>
 
 #include "core/internal.h"
+#include "net/tls_conn.h"
 
 typedef struct vmenc_kmip_conn {
-    int fd;                 /* -1 when closed */
-    SSL *ssl;
-    int alert;              /* last TLS alert received from the peer, -1 none */
-    bool cert_requested;    /* server asked for a client certificate we lack */
-    bool cert_asked;        /* server asked for a client certificate */
+    vmenc_tls_conn tls;     /* the transport (lib/net/tls_conn.h) */
     uint32_t num_requests;  /* requests completed on this connection */
 } vmenc_kmip_conn;
-
-/* vmenc_kmip_tls_ctx_new builds the client SSL_CTX: TLS 1.2 minimum, peer
- * verification against |ca_file| (NULL: the system trust store), client
- * certificate chain |cert_file| and key |key_file| (PEM; NULL: none) whose
- * passphrase, if any, is |pass| (|pass_len| bytes). Errors: VMENC_E_IO
- * (unreadable file), VMENC_E_INVALID_ARG (key does not match certificate),
- * VMENC_E_KMS_TLS, VMENC_E_NOMEM. */
-VMENC_INTERNAL vmenc_status vmenc_kmip_tls_ctx_new(const char *ca_file, const char *cert_file,
-                                                   const char *key_file, const uint8_t *pass,
-                                                   size_t pass_len, SSL_CTX **out);
 
 VMENC_INTERNAL void vmenc_kmip_conn_init(vmenc_kmip_conn *c);
 
@@ -66,14 +51,5 @@ VMENC_INTERNAL bool vmenc_kmip_conn_is_open(const vmenc_kmip_conn *c);
 VMENC_INTERNAL bool vmenc_kmip_conn_is_stale(const vmenc_kmip_conn *c);
 
 VMENC_INTERNAL void vmenc_kmip_conn_close(vmenc_kmip_conn *c);
-
-/* The resolver vmenc_kmip_conn_open uses for names (getaddrinfo's
- * signature). Name resolution runs in a helper thread so the deadline bounds
- * it; vmenc_kmip_set_resolver_for_testing swaps in another resolver (e.g. a
- * slow one) for tests; NULL restores getaddrinfo. Not thread-safe against
- * concurrent connects. */
-typedef int (*vmenc_kmip_resolver_fn)(const char *node, const char *service, const struct addrinfo *hints,
-                                      struct addrinfo **res);
-VMENC_INTERNAL void vmenc_kmip_set_resolver_for_testing(vmenc_kmip_resolver_fn fn);
 
 #endif /* VMENC_LIB_KMS_KMIP_CONN_H */

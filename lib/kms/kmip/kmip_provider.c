@@ -750,7 +750,7 @@ vmenc_status vmenc_kmip_provider_new(const vmenc_kmip_config *cfg, vmenc_kms_pro
         free(kp);
         return s;
     }
-    s = vmenc_kmip_tls_ctx_new(cfg->ca_file, cfg->cert_file, cfg->key_file, cfg->key_passphrase,
+    s = vmenc_tls_ctx_new(cfg->ca_file, cfg->cert_file, cfg->key_file, cfg->key_passphrase,
                                cfg->key_passphrase_len, &kp->ctx);
     if (s != VMENC_OK) {
         kp->base.ops = &k_ops;

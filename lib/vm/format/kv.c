@@ -1,6 +1,6 @@
 /*
- * lib/vm/kv.c - the `key = "value"` text of .vmx files and disk
- * descriptors (grammar in vm_format.h). The parser walks the text with the
+ * lib/vm/format/kv.c - the `key = "value"` text of .vmx files and disk
+ * descriptors (grammar in kv.h). The parser walks the text with the
  * bounded cursor one line at a time; it is strict (anything outside the
  * grammar is an error, never skipped) and keeps every line in order, so
  * serialising a parsed text gives its canonical form.
@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_format.h"
+#include "core/fs.h"
+#include "vm/format/kv.h"
 
 typedef enum { ITEM_BLANK, ITEM_COMMENT, ITEM_ENTRY, ITEM_EXTENT } item_kind;
 
@@ -210,7 +211,7 @@ static vmenc_status extent_check(const vm_kv_extent *e) {
                  VMENC_E_PARSE);
     VMENC_ENSURE(strcmp(e->type, "FLAT") == 0, VMENC_E_PARSE);
     VMENC_ENSURE(memchr(e->file, '\0', sizeof(e->file)) != NULL, VMENC_E_BAD_PATH);
-    return vm_file_name_check(e->file);
+    return vmenc_fs_name_check(e->file);
 }
 
 /* is_extent_line: an access word, one SP and a digit. Anything else is an

@@ -1,5 +1,5 @@
 /*
- * lib/vm/sealed.c - subkeys of the VM key, and the sealed configuration
+ * lib/vm/format/sealed.c - subkeys of the VM key, and the sealed configuration
  * entries of encryption.data ("vmsd1:" + base64(nonce || ct || tag),
  * AES-256-GCM under a subkey bound to the VM's UUID). Subkeys and
  * plaintext live only in secure memory; the base64 is strict and canonical
@@ -13,7 +13,8 @@
 #include <string.h>
 
 #include "keys/keys_internal.h"
-#include "vm/vm_format.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/sealed.h"
 
 #define SEALED_PREFIX "vmsd1:"
 #define SEALED_PREFIX_LEN (sizeof(SEALED_PREFIX) - 1u)

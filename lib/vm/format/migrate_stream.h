@@ -1,20 +1,26 @@
 /*
- * lib/vm/migrate_internal.h - the migration stream's pieces below the API:
- * the handover blob, the frame header, and the codec that seals and opens
- * frames (used by migrate.c, the fuzz harness and the tests).
+ * lib/vm/format/migrate_stream.h - the migration stream's pieces below the
+ * API: the handover blob, the frame header, and the codec that seals and
+ * opens frames (used by lib/vm/migrate.c, the fuzz harness and the tests).
+ * Pure: the codec reads through the caller's read function, never a file.
  * Formats: docs/migration.md.
  *
  * Not installed; not part of the ABI.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
-#ifndef VMENC_LIB_VM_MIGRATE_INTERNAL_H
-#define VMENC_LIB_VM_MIGRATE_INTERNAL_H
+#ifndef VMENC_LIB_VM_FORMAT_MIGRATE_STREAM_H
+#define VMENC_LIB_VM_FORMAT_MIGRATE_STREAM_H
 
 #include <openssl/evp.h>
 
-#include "vm/vm_internal.h"
+#include <stdbool.h>
+
+#include "core/internal.h"
 #include "vmenc/migration.h"
+#include "vmenc/kms.h"
+#include "vmenc/policy.h"
+#include "vmenc/vm.h"
 
 #define MIG_KEY_BYTES 32u
 #define MIG_NONCE_BYTES 12u
@@ -112,4 +118,4 @@ VMENC_INTERNAL vmenc_status mig_codec_next(mig_codec *c, vmenc_migration_read_fn
 VMENC_INTERNAL vmenc_status mig_ready_token(const uint8_t *key, const uint8_t id[VMENC_MIGRATION_ID_BYTES],
                                             uint8_t out[VMENC_MIGRATION_READY_BYTES]);
 
-#endif /* VMENC_LIB_VM_MIGRATE_INTERNAL_H */
+#endif /* VMENC_LIB_VM_FORMAT_MIGRATE_STREAM_H */

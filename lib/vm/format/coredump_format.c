@@ -1,7 +1,7 @@
 /*
- * lib/vm/coredump_format.c - the core-dump key file and coredump.cfg: the
- * `key = "value"` text of vm_kv with a strict schema on top (layouts in
- * coredump_internal.h and docs/coredump.md). Both files are read from the
+ * lib/vm/format/coredump_format.c - the core-dump key file and coredump.cfg:
+ * the `key = "value"` text of vm_kv with a strict schema on top (layouts in
+ * coredump_format.h and docs/coredump.md). Both files are read from the
  * datastore, so both are hostile input: every field is checked, nothing
  * unknown is kept, and serialise(parse(x)) is the canonical form of x.
  *
@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/coredump_internal.h"
+#include "vm/format/coredump_format.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/kv.h"
+#include "vm/format/schema.h"
 
 #define CD_VERSION "1"
 #define CD_KDF_NAME "argon2id13"

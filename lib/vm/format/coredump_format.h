@@ -1,17 +1,23 @@
 /*
- * lib/vm/coredump_internal.h - the core-dump files' text formats (the
- * per-dump key file and the host's coredump.cfg) and the rotation entry
- * point with its test-only fault hook. Formats: docs/coredump.md.
+ * lib/vm/format/coredump_format.h - the core-dump files' text formats (the
+ * per-dump key file and the host's coredump.cfg): pure codecs with a fuzz
+ * harness. The dump store and rotation are lib/vm/coredump.c. Formats:
+ * docs/coredump.md.
  *
  * Not installed; not part of the ABI.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
-#ifndef VMENC_LIB_VM_COREDUMP_INTERNAL_H
-#define VMENC_LIB_VM_COREDUMP_INTERNAL_H
+#ifndef VMENC_LIB_VM_FORMAT_COREDUMP_FORMAT_H
+#define VMENC_LIB_VM_FORMAT_COREDUMP_FORMAT_H
 
-#include "vm/vm_internal.h"
+#include <stdbool.h>
+
+#include "core/internal.h"
 #include "vmenc/coredump.h"
+#include "vmenc/keys.h"
+#include "vmenc/kms.h"
+#include "vmenc/policy.h"
 
 #define CD_SOURCE_MAX 128u
 #define CD_SALT_BYTES 16u
@@ -84,11 +90,4 @@ typedef struct cd_config {
 VMENC_INTERNAL vmenc_status cd_config_parse(const uint8_t *text, size_t len, cd_config *out);
 VMENC_INTERNAL vmenc_status cd_config_serialize(const cd_config *c, uint8_t **out, size_t *out_len);
 
-/* cd_rotate is vmenc_coredump_rotate_host_key with a fault hook for the
- * crash tests: after |fail_after| dumps have been re-wrapped, it stops as a
- * crash would (VMENC_E_INTERRUPTED, rotation left pending). UINT32_MAX =
- * never. */
-VMENC_INTERNAL vmenc_status cd_rotate(vmenc_coredump_store *store, const char *principal, const char *provider,
-                                      const char *kek_id, uint32_t fail_after, uint32_t *out_num);
-
-#endif /* VMENC_LIB_VM_COREDUMP_INTERNAL_H */
+#endif /* VMENC_LIB_VM_FORMAT_COREDUMP_FORMAT_H */

@@ -1,5 +1,5 @@
 /*
- * lib/vm/vmx.c - the VM configuration NAME.vmx (schema in vm_format.h).
+ * lib/vm/format/vmx.c - the VM configuration NAME.vmx (schema in vmx.h).
  * Every entry stays in the kv, so entries vmenc does not know survive a
  * rewrite; the struct holds the fields vmenc acts on, and vm_vmx_sync
  * writes them back. The encryption.* and vmenc.* namespaces belong to
@@ -11,8 +11,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "vm/vm_format.h"
-#include "vm/vm_schema.h"
+#include "core/fs.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/schema.h"
+#include "vm/format/sealed.h"
+#include "vm/format/vmx.h"
 
 #define MIB ((uint64_t)1 << 20)
 /* 16 TiB of guest memory: far above any host, far below overflow. */
@@ -26,7 +29,7 @@ static const char *const k_encryption_keys[] = {"encryption.keySafe", "encryptio
 
 vmenc_status vm_vm_name_check(const char *name) {
     VMENC_ENSURE(name != NULL && strlen(name) <= VMENC_VM_NAME_MAX, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(vm_file_name_check(name) == VMENC_OK, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(vmenc_fs_name_check(name) == VMENC_OK, VMENC_E_INVALID_ARG);
     return VMENC_OK;
 }
 
@@ -102,7 +105,7 @@ static vmenc_status add_disk(vm_vmx *v, const char *id) {
     VMENC_GUARD(disk_key(id, "fileName", key));
     const char *file = vm_kv_get(v->kv, key);
     VMENC_ENSURE(file != NULL, VMENC_E_PARSE);
-    VMENC_GUARD(vm_file_name_check(file));
+    VMENC_GUARD(vmenc_fs_name_check(file));
     vm_vmx_disk *d = &v->disks[v->num_disks];
     VMENC_GUARD(vm_copy_field(d->disk_id, sizeof(d->disk_id), id));
     VMENC_GUARD(vm_copy_field(d->file_name, sizeof(d->file_name), file));
@@ -266,7 +269,7 @@ static vmenc_status sync_disks(vm_vmx *v) {
         const vm_vmx_disk *d = &v->disks[i];
         VMENC_ENSURE(memchr(d->disk_id, '\0', sizeof(d->disk_id)) != NULL, VMENC_E_INVALID_ARG);
         VMENC_ENSURE(vm_disk_id_check(d->disk_id) == VMENC_OK, VMENC_E_INVALID_ARG);
-        VMENC_ENSURE(vm_file_name_check(d->file_name) == VMENC_OK, VMENC_E_BAD_PATH);
+        VMENC_ENSURE(vmenc_fs_name_check(d->file_name) == VMENC_OK, VMENC_E_BAD_PATH);
         for (size_t j = 0; j < i; j++)
             VMENC_ENSURE(strcmp(v->disks[j].disk_id, d->disk_id) != 0, VMENC_E_INVALID_ARG);
     }

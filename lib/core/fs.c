@@ -1,8 +1,10 @@
 /*
- * lib/vm/fsutil.c - the file-system helpers of the VM layer: errno to
+ * lib/core/fs.c - the file-system plumbing of every layer: errno to
  * status, the file-name rule that keeps every VM file inside its home
  * directory, atomic replacement (temp + fsync + rename + directory fsync)
- * and bounded whole-file reads that refuse symbolic links.
+ * and bounded whole-file reads that refuse symbolic links. Used by the VM
+ * layer, the workspace and the file key store; one replacement engine
+ * (vmenc_fs_replace_file) under all of them.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -14,13 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vm/vm_format.h"
+#include "core/fs.h"
 
 #define NAME_MAX_BYTES 255u
 /* ".tmp-" + 16 hex digits */
 #define TMP_SUFFIX_BYTES 21u
 
-vmenc_status vm_status_from_errno(int err) {
+vmenc_status vmenc_status_from_errno(int err) {
     switch (err) {
     case ENOSPC:
     case EDQUOT:
@@ -44,7 +46,7 @@ static bool name_char_ok(char c) {
            c == '_' || c == '-';
 }
 
-vmenc_status vm_file_name_check(const char *name) {
+vmenc_status vmenc_fs_name_check(const char *name) {
     VMENC_ENSURE(name != NULL, VMENC_E_BAD_PATH);
     /* A leading '.' rules out "." and ".." (and hidden files); a leading
      * '-' keeps names from reading as options in tools a user may run. */
@@ -65,7 +67,7 @@ static vmenc_status write_all(int fd, const uint8_t *data, size_t len) {
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
         }
         data += n;
         len -= (size_t)n;
@@ -73,7 +75,7 @@ static vmenc_status write_all(int fd, const uint8_t *data, size_t len) {
     return VMENC_OK;
 }
 
-vmenc_status vm_fsync_dir(int dirfd) {
+vmenc_status vmenc_fs_fsync_dir(int dirfd) {
     VMENC_ENSURE(dirfd >= 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(fsync(dirfd) == 0, VMENC_E_IO);
     return VMENC_OK;
@@ -97,39 +99,94 @@ static vmenc_status tmp_name(const char *name, char *out, size_t cap) {
     return VMENC_OK;
 }
 
-static vmenc_status write_tmp(int fd, const uint8_t *data, size_t len, bool sync) {
-    VMENC_GUARD(write_all(fd, data, len));
-    if (sync && fsync(fd) != 0)
-        return vm_status_from_errno(errno);
+static bool step_stop(const vmenc_fs_replace *r, int step) {
+    return r->step != NULL && r->step(r->step_arg, step) != 0;
+}
+
+/* write_tmp writes the temporary; with a step hook, in two halves so the
+ * hook sees a half-written file. A hook stop leaves the temporary behind
+ * (*out_keep_tmp), as a crash would. */
+static vmenc_status write_tmp(const vmenc_fs_replace *r, int fd, const uint8_t *data, size_t len,
+                              bool *out_keep_tmp) {
+    if (step_stop(r, VMENC_FS_STEP_TMP_OPEN))
+        return *out_keep_tmp = true, VMENC_E_IO;
+    size_t half = r->step != NULL ? len / 2 : 0;
+    VMENC_GUARD(write_all(fd, data, half));
+    if (r->step != NULL && step_stop(r, VMENC_FS_STEP_HALF_WRITTEN))
+        return *out_keep_tmp = true, VMENC_E_IO;
+    VMENC_GUARD(write_all(fd, data + half, len - half));
+    if (step_stop(r, VMENC_FS_STEP_WRITTEN))
+        return *out_keep_tmp = true, VMENC_E_IO;
+    if (r->sync && fsync(fd) != 0)
+        return vmenc_status_from_errno(errno);
     return VMENC_OK;
 }
 
-vmenc_status vm_atomic_write(int dirfd, const char *name, const uint8_t *data, size_t len, bool sync) {
-    VMENC_ENSURE(dirfd >= 0 && (data != NULL || len == 0), VMENC_E_INVALID_ARG);
-    VMENC_GUARD(vm_file_name_check(name));
-    char tmp[NAME_MAX_BYTES + 1];
-    VMENC_GUARD(tmp_name(name, tmp, sizeof(tmp)));
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+static vmenc_status sync_dir(const vmenc_fs_replace *r) {
+    if (r->sync_dirfd >= 0)
+        return vmenc_fs_fsync_dir(r->sync_dirfd);
+    int fd = open(r->sync_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    VMENC_ENSURE(fd >= 0, VMENC_E_IO);
+    vmenc_status rv = vmenc_fs_fsync_dir(fd);
+    (void)close(fd);
+    return rv;
+}
+
+/* put_in_place renames the temporary over |name|, or links it (never
+ * replacing) and drops the temporary's name. */
+static vmenc_status put_in_place(const vmenc_fs_replace *r) {
+    if (!r->noreplace)
+        return renameat(r->dirfd, r->tmp, r->dirfd, r->name) == 0 ? VMENC_OK : vmenc_status_from_errno(errno);
+    if (linkat(r->dirfd, r->tmp, r->dirfd, r->name, 0) != 0)
+        return vmenc_status_from_errno(errno);
+    (void)unlinkat(r->dirfd, r->tmp, 0);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_fs_replace_file(const vmenc_fs_replace *r, const uint8_t *data, size_t len) {
+    VMENC_ENSURE(r != NULL && r->tmp != NULL && r->name != NULL && (data != NULL || len == 0),
+                 VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(!r->sync || r->sync_dirfd >= 0 || r->sync_dir != NULL, VMENC_E_INVALID_ARG);
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (r->exclusive_tmp ? O_EXCL | O_NOFOLLOW : O_TRUNC);
+    int fd = openat(r->dirfd, r->tmp, flags, 0600);
     if (fd < 0)
-        return vm_status_from_errno(errno);
-    vmenc_status rv = write_tmp(fd, data, len, sync);
+        return vmenc_status_from_errno(errno);
+    bool keep_tmp = false;
+    vmenc_status rv = write_tmp(r, fd, data, len, &keep_tmp);
     if (close(fd) != 0 && rv == VMENC_OK)
-        rv = vm_status_from_errno(errno);
-    if (rv == VMENC_OK && renameat(dirfd, tmp, dirfd, name) != 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
+    if (rv == VMENC_OK && step_stop(r, VMENC_FS_STEP_SYNCED))
+        rv = VMENC_E_IO, keep_tmp = true;
+    if (rv == VMENC_OK)
+        rv = put_in_place(r);
     if (rv != VMENC_OK) {
-        (void)unlinkat(dirfd, tmp, 0);
+        if (!keep_tmp)
+            (void)unlinkat(r->dirfd, r->tmp, 0);
         return rv;
     }
+    VMENC_ENSURE(!step_stop(r, VMENC_FS_STEP_RENAMED), VMENC_E_IO);
     /* The rename is only durable once the directory entry is. */
-    return sync ? vm_fsync_dir(dirfd) : VMENC_OK;
+    if (r->sync)
+        VMENC_GUARD(sync_dir(r));
+    VMENC_ENSURE(!step_stop(r, VMENC_FS_STEP_DONE), VMENC_E_IO);
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_fs_atomic_write(int dirfd, const char *name, const uint8_t *data, size_t len, bool sync) {
+    VMENC_ENSURE(dirfd >= 0 && (data != NULL || len == 0), VMENC_E_INVALID_ARG);
+    VMENC_GUARD(vmenc_fs_name_check(name));
+    char tmp[NAME_MAX_BYTES + 1];
+    VMENC_GUARD(tmp_name(name, tmp, sizeof(tmp)));
+    vmenc_fs_replace r = {.dirfd = dirfd, .tmp = tmp, .name = name, .sync_dirfd = dirfd, .sync = sync,
+                          .exclusive_tmp = true};
+    return vmenc_fs_replace_file(&r, data, len);
 }
 
 /* read_fd reads to EOF, at most |max| bytes; one byte more is TOO_LARGE. */
 static vmenc_status read_fd(int fd, size_t max, uint8_t **out, size_t *out_len) {
     struct stat st;
     if (fstat(fd, &st) != 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     /* A FIFO, device or directory is never a VM file (and a FIFO would
      * block the reader). */
     VMENC_ENSURE(S_ISREG(st.st_mode), VMENC_E_BAD_PATH);
@@ -147,7 +204,7 @@ static vmenc_status read_fd(int fd, size_t max, uint8_t **out, size_t *out_len) 
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            vmenc_status rv = vm_status_from_errno(errno);
+            vmenc_status rv = vmenc_status_from_errno(errno);
             free(buf);
             return rv;
         }
@@ -165,44 +222,14 @@ static vmenc_status read_fd(int fd, size_t max, uint8_t **out, size_t *out_len) 
     return VMENC_OK;
 }
 
-vmenc_status vm_read_file(int dirfd, const char *name, size_t max, uint8_t **out, size_t *out_len) {
+vmenc_status vmenc_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **out, size_t *out_len) {
     VMENC_ENSURE(dirfd >= 0 && out != NULL && out_len != NULL, VMENC_E_INVALID_ARG);
-    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_GUARD(vmenc_fs_name_check(name));
     /* O_NONBLOCK so a FIFO planted under the name cannot hang the open. */
     int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     vmenc_status rv = read_fd(fd, max, out, out_len);
     (void)close(fd);
     return rv;
-}
-
-/* ---- data I/O under the test hooks ---------------------------------------------- */
-
-/* vm_io_hook lets a test put a fault injector under every data write and
- * sync (torn writes, lost fsyncs). NULL in the product. */
-const vm_io_hooks *vm_io_hook;
-
-vmenc_status vm_io_sync(int fd) {
-    if (vm_io_hook != NULL && vm_io_hook->sync != NULL)
-        return vm_io_hook->sync(fd);
-    return fdatasync(fd) == 0 ? VMENC_OK : vm_status_from_errno(errno);
-}
-
-vmenc_status vm_io_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
-    if (vm_io_hook != NULL && vm_io_hook->pwrite != NULL)
-        return vm_io_hook->pwrite(fd, buf, len, off);
-    while (len > 0) {
-        ssize_t n = pwrite(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return vm_status_from_errno(errno);
-        if (n == 0)
-            return VMENC_E_IO;
-        buf += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return VMENC_OK;
 }

@@ -1,6 +1,6 @@
 /*
- * lib/vm/descriptor.c - the disk descriptor DISK.vmdk (schema in
- * vm_format.h): VMware's descriptor style with one FLAT extent and vmenc's
+ * lib/vm/format/descriptor.c - the disk descriptor DISK.vmdk (schema in
+ * descriptor.h): VMware's descriptor style with one FLAT extent and vmenc's
  * own vmenc.* entries, including the disk's DEK as a vmwk1 record. The
  * schema is checked field by field on top of the kv parser; an unknown
  * vmenc.* key means a newer writer, so it is refused rather than dropped.
@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm_format.h"
-#include "vm/vm_schema.h"
+#include "core/fs.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/schema.h"
+#include "vm/format/vmx.h"
 
 #define CIPHER_XTS "aes-xts-plain64"
 #define VMENC_PREFIX "vmenc."
@@ -30,7 +32,7 @@ static const char *const k_known_vmenc_keys[] = {
 /* A data offset or conversion shift: 0, or a multiple of 1 MiB up to 1 GiB. */
 static bool shift_ok(uint64_t v) { return v <= MAX_SHIFT && v % SHIFT_UNIT == 0; }
 
-/* ---- shared field checks (vm_schema.h) ------------------------------------ */
+/* ---- shared field checks (schema.h) ------------------------------------ */
 
 vmenc_status vm_disk_id_check(const char *disk_id) {
     VMENC_ENSURE(disk_id != NULL, VMENC_E_INVALID_ARG);
@@ -330,7 +332,7 @@ static vmenc_status desc_check(const vm_disk_desc *d) {
     VMENC_ENSURE(d->capacity > 0 && d->capacity <= VMENC_DISK_MAX_CAPACITY &&
                      d->capacity % d->sector_size == 0,
                  VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(vm_file_name_check(d->extent_file) == VMENC_OK, VMENC_E_BAD_PATH);
+    VMENC_ENSURE(vmenc_fs_name_check(d->extent_file) == VMENC_OK, VMENC_E_BAD_PATH);
     VMENC_ENSURE(shift_ok(d->data_offset), VMENC_E_INVALID_ARG);
     int si = state_index(d->state);
     VMENC_ENSURE(si >= 0 && (d->encrypted != 0) == (k_states[si].old_key != 0), VMENC_E_INVALID_ARG);

@@ -1,6 +1,6 @@
 /*
- * lib/vm/migrate_stream.c - the migration stream's formats: the handover
- * blob and the frame codec (layouts in migrate_internal.h and
+ * lib/vm/format/migrate_stream.c - the migration stream's formats: the
+ * handover blob and the frame codec (layouts in migrate_stream.h and
  * docs/migration.md). Everything here parses bytes from the network or the
  * management plane, so it goes through the bounded cursor and is fuzzed
  * (fuzz/migration_stream_fuzz.c).
@@ -17,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/migrate_internal.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/migrate_stream.h"
 
 #define HO_MAGIC "VMENCMH1"
 #define HO_VERSION 1u

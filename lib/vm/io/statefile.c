@@ -1,7 +1,9 @@
 /*
- * lib/vm/statefile.c - VM state files (NVRAM, suspend, snapshot state and
+ * lib/vm/io/statefile.c - VM state files (NVRAM, suspend, snapshot state and
  * memory): a chunked AES-256-GCM format with random access (layout in
- * vm_format.h and docs/vm-format.md), or raw bytes for a plain VM.
+ * lib/vm/format/statefile_header.h and docs/vm-format.md), or raw bytes for
+ * a plain VM. This is the engine; the header codec is
+ * lib/vm/format/statefile_header.c.
  *
  * Each chunk is a record nonce || ct || tag at a fixed offset. The AAD
  * binds a record to its file's header (hence class, index and the random
@@ -24,18 +26,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "keys/keys_internal.h"
-#include "vm/vm_format.h"
+#include "vm/format/descriptor.h"
+#include "vm/format/sealed.h"
+#include "vm/io/io.h"
+#include "vm/io/statefile.h"
 
-#define SF_MAGIC "VMENCSF1"
-#define SF_VERSION 1u
 #define SF_CHUNK ((uint64_t)VMENC_VM_FILE_CHUNK_BYTES)
 #define SF_OVERHEAD (VM_SF_NONCE_BYTES + VM_SF_TAG_BYTES)
 #define SF_RECORD (SF_CHUNK + SF_OVERHEAD)
 #define SF_AAD_BYTES (32u + 8u + 1u)
-#define SF_CLASS_MAX 4u
-#define SF_PLAIN_CLASS_MAX 5u
-#define SF_FILE_ID_BYTES 16u
 /* A bound far above any VM's memory, far below offset overflow. */
 #define SF_MAX_SIZE ((uint64_t)1 << 50)
 #define SF_FLAGS (VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE | VMENC_VM_FILE_READONLY)
@@ -107,7 +108,7 @@ static vmenc_status pread_all(int fd, uint8_t *buf, size_t len, uint64_t off, si
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
         if (n == 0)
             break;
         done += (size_t)n;
@@ -130,73 +131,16 @@ static vmenc_status reserve(int fd, uint64_t old_disk, uint64_t new_disk) {
     if (err == EOPNOTSUPP || err == ENOSYS)
         return VMENC_OK;
     (void)ftruncate(fd, (off_t)old_disk); /* release what was reserved */
-    return vm_status_from_errno(err);
-}
-
-/* ---- header --------------------------------------------------------------------- */
-
-static void header_build(uint8_t cls, uint32_t index, const uint8_t file_id[SF_FILE_ID_BYTES],
-                         uint8_t out[VM_SF_HEADER_BYTES]) {
-    vmenc_cbb cbb;
-    vmenc_cbb_init_fixed(&cbb, out, VM_SF_HEADER_BYTES);
-    vmenc_cbb_add_bytes(&cbb, (const uint8_t *)SF_MAGIC, 8);
-    vmenc_cbb_add_u16(&cbb, SF_VERSION);
-    vmenc_cbb_add_u8(&cbb, cls);
-    vmenc_cbb_add_u8(&cbb, 0);
-    vmenc_cbb_add_u32(&cbb, (uint32_t)SF_CHUNK);
-    vmenc_cbb_add_u32(&cbb, index);
-    vmenc_cbb_add_bytes(&cbb, file_id, SF_FILE_ID_BYTES);
-    vmenc_cbb_add_zeros(&cbb, VM_SF_HEADER_BYTES - vmenc_cbb_len(&cbb));
-}
-
-/* The AEAD classes: the four VM state classes and the host core dump. */
-static bool class_is_aead(uint8_t cls) {
-    return (cls >= 1 && cls <= SF_CLASS_MAX) || cls == VM_SF_CLASS_COREDUMP;
-}
-
-static bool all_zero(const vmenc_cbs *cbs) {
-    uint8_t acc = 0;
-    for (size_t i = 0; i < vmenc_cbs_len(cbs); i++)
-        acc |= vmenc_cbs_data(cbs)[i];
-    return acc == 0;
-}
-
-vmenc_status vm_sf_parse_header(const uint8_t *data, size_t len, uint8_t *out_cls, uint32_t *out_index,
-                                uint8_t out_file_id[16]) {
-    VMENC_ENSURE(data != NULL || len == 0, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(len >= VM_SF_HEADER_BYTES, VMENC_E_TRUNCATED);
-    vmenc_cbs cbs, magic, file_id;
-    uint16_t version;
-    uint8_t cls, reserved;
-    uint32_t chunk, index;
-    vmenc_cbs_init(&cbs, data, VM_SF_HEADER_BYTES);
-    VMENC_ENSURE(vmenc_cbs_get_bytes(&cbs, &magic, 8) && memcmp(vmenc_cbs_data(&magic), SF_MAGIC, 8) == 0,
-                 VMENC_E_BAD_MAGIC);
-    VMENC_ENSURE(vmenc_cbs_get_u16(&cbs, &version), VMENC_E_TRUNCATED);
-    VMENC_ENSURE(version == SF_VERSION, VMENC_E_BAD_VERSION);
-    VMENC_ENSURE(vmenc_cbs_get_u8(&cbs, &cls) && vmenc_cbs_get_u8(&cbs, &reserved) &&
-                     vmenc_cbs_get_u32(&cbs, &chunk) && vmenc_cbs_get_u32(&cbs, &index) &&
-                     vmenc_cbs_get_bytes(&cbs, &file_id, SF_FILE_ID_BYTES),
-                 VMENC_E_TRUNCATED);
-    VMENC_ENSURE(class_is_aead(cls), VMENC_E_PARSE);
-    VMENC_ENSURE(reserved == 0 && all_zero(&cbs), VMENC_E_PARSE);
-    VMENC_ENSURE(chunk == SF_CHUNK, VMENC_E_PARSE);
-    if (out_cls != NULL)
-        *out_cls = cls;
-    if (out_index != NULL)
-        *out_index = index;
-    if (out_file_id != NULL)
-        memcpy(out_file_id, vmenc_cbs_data(&file_id), SF_FILE_ID_BYTES);
-    return VMENC_OK;
+    return vmenc_status_from_errno(err);
 }
 
 /* ---- crypto ---------------------------------------------------------------------- */
 
 static vmenc_status keys_init(vm_sf *f, const vmenc_dek *vm_key, const char *uuid,
-                              const uint8_t header[VM_SF_HEADER_BYTES], const uint8_t file_id[SF_FILE_ID_BYTES]) {
-    uint8_t ctx[VMENC_VM_UUID_LEN + SF_FILE_ID_BYTES];
+                              const uint8_t header[VM_SF_HEADER_BYTES], const uint8_t file_id[VM_SF_FILE_ID_BYTES]) {
+    uint8_t ctx[VMENC_VM_UUID_LEN + VM_SF_FILE_ID_BYTES];
     memcpy(ctx, uuid, VMENC_VM_UUID_LEN);
-    memcpy(ctx + VMENC_VM_UUID_LEN, file_id, SF_FILE_ID_BYTES);
+    memcpy(ctx + VMENC_VM_UUID_LEN, file_id, VM_SF_FILE_ID_BYTES);
     VMENC_ENSURE(crypto_generichash(f->header_hash, 32, header, VM_SF_HEADER_BYTES, NULL, 0) == 0,
                  VMENC_E_CRYPTO);
     uint8_t *key = vmenc_secure_alloc(32);
@@ -423,7 +367,7 @@ vmenc_status vm_sf_flush(vm_sf *f) {
     pthread_mutex_lock(&f->mu);
     vmenc_status rv = f->broken ? VMENC_E_IO : VMENC_OK;
     if (rv == VMENC_OK && f->sync && !f->readonly && fsync(f->fd) != 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
     pthread_mutex_unlock(&f->mu);
     return rv;
 }
@@ -454,19 +398,19 @@ vmenc_status vm_sf_close(vm_sf *f) {
 
 /* init_new writes a fresh header (new file ID) and one empty last record. */
 static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *uuid, const vmenc_dek *vm_key) {
-    uint8_t header[VM_SF_HEADER_BYTES], file_id[SF_FILE_ID_BYTES];
+    uint8_t header[VM_SF_HEADER_BYTES], file_id[VM_SF_FILE_ID_BYTES];
     randombytes_buf(file_id, sizeof(file_id));
-    header_build(cls, index, file_id, header);
+    vm_sf_header_build(cls, index, file_id, header);
     VMENC_GUARD(keys_init(f, vm_key, uuid, header, file_id));
     if (ftruncate(f->fd, 0) != 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     VMENC_GUARD(reserve(f->fd, 0, VM_SF_HEADER_BYTES + SF_OVERHEAD));
     VMENC_GUARD(vm_io_pwrite_all(f->fd, header, sizeof(header), 0));
     f->size = 0;
     memset(f->pt, 0, (size_t)SF_CHUNK);
     VMENC_GUARD(seal_record(f, 0, 0, true));
     if (f->sync && fsync(f->fd) != 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     return VMENC_OK;
 }
 
@@ -475,7 +419,7 @@ static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *
  * (a file cut at a record boundary ends in a record sealed as not last). */
 static vmenc_status load_existing(vm_sf *f, uint64_t disk, uint8_t cls, uint32_t index, const char *uuid,
                                   const vmenc_dek *vm_key) {
-    uint8_t header[VM_SF_HEADER_BYTES], file_id[SF_FILE_ID_BYTES], got_cls = 0;
+    uint8_t header[VM_SF_HEADER_BYTES], file_id[VM_SF_FILE_ID_BYTES], got_cls = 0;
     uint32_t got_index = 0;
     size_t got = 0;
     VMENC_GUARD(pread_all(f->fd, header, sizeof(header), 0, &got));
@@ -488,14 +432,14 @@ static vmenc_status load_existing(vm_sf *f, uint64_t disk, uint8_t cls, uint32_t
 
 static vmenc_status open_args_check(const char *name, uint8_t cls, const char *uuid, const vmenc_dek *vm_key,
                                     uint32_t flags) {
-    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_GUARD(vmenc_fs_name_check(name));
     VMENC_ENSURE((flags & ~SF_FLAGS) == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(!(flags & VMENC_VM_FILE_READONLY) ||
                      !(flags & (VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE)),
                  VMENC_E_INVALID_ARG);
     if (vm_key == NULL)
-        return cls >= 1 && cls <= SF_PLAIN_CLASS_MAX ? VMENC_OK : VMENC_E_INVALID_ARG;
-    VMENC_ENSURE(class_is_aead(cls), VMENC_E_INVALID_ARG);
+        return cls >= 1 && cls <= VM_SF_PLAIN_CLASS_MAX ? VMENC_OK : VMENC_E_INVALID_ARG;
+    VMENC_ENSURE(vm_sf_class_is_aead(cls), VMENC_E_INVALID_ARG);
     return vm_uuid_check(uuid);
 }
 
@@ -512,12 +456,12 @@ static vmenc_status open_fd(int dirfd, const char *name, uint32_t flags, int *ou
         if (fd >= 0)
             *out_created = true;
         else if (errno != EEXIST)
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
     }
     if (fd < 0)
         fd = openat(dirfd, name, base | O_NONBLOCK);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         (void)close(fd);
@@ -552,11 +496,11 @@ static vmenc_status sf_setup(vm_sf *f, bool created, uint8_t cls, uint32_t index
                              const vmenc_dek *vm_key, uint32_t flags) {
     struct stat st;
     if (fstat(f->fd, &st) != 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     bool fresh = created || (flags & VMENC_VM_FILE_TRUNCATE);
     if (f->plain) {
         if (fresh && ftruncate(f->fd, 0) != 0)
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
         f->size = fresh ? 0 : (uint64_t)st.st_size;
         return VMENC_OK;
     }
@@ -578,7 +522,7 @@ vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index
     if (rv == VMENC_OK)
         rv = sf_setup(f, created, cls, index, uuid, vm_key, flags);
     if (rv == VMENC_OK && created && sync)
-        rv = vm_fsync_dir(dirfd);
+        rv = vmenc_fs_fsync_dir(dirfd);
     if (rv != VMENC_OK) {
         if (created)
             (void)unlinkat(dirfd, name, 0);
@@ -621,7 +565,7 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
                            const vmenc_dek *from_key, const char *to_uuid, const vmenc_dek *to_key, bool sync) {
     VMENC_ENSURE(dirfd >= 0, VMENC_E_INVALID_ARG);
     char tmp[256];
-    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_GUARD(vmenc_fs_name_check(name));
     VMENC_GUARD(convert_tmp_name(name, tmp));
     vm_sf *src = NULL, *dst = NULL;
     VMENC_GUARD(vm_sf_open(dirfd, name, cls, index, from_uuid, from_key, VMENC_VM_FILE_READONLY, false, &src));
@@ -638,13 +582,13 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
         rv = close_rv;
     (void)vm_sf_close(src);
     if (rv == VMENC_OK && renameat(dirfd, tmp, dirfd, name) != 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
     if (rv != VMENC_OK) {
         if (dst != NULL)
             (void)unlinkat(dirfd, tmp, 0);
         return rv;
     }
-    return sync ? vm_fsync_dir(dirfd) : VMENC_OK;
+    return sync ? vmenc_fs_fsync_dir(dirfd) : VMENC_OK;
 }
 
 /* ---- streaming writer ------------------------------------------------------------ */
@@ -662,7 +606,7 @@ struct vm_sf_writer {
 
 vmenc_status vm_sf_writer_new(int fd, uint8_t cls, uint32_t index, const char *uuid, const vmenc_dek *key,
                               bool sync, vm_sf_writer **out) {
-    VMENC_ENSURE(fd >= 0 && key != NULL && out != NULL && class_is_aead(cls), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(fd >= 0 && key != NULL && out != NULL && vm_sf_class_is_aead(cls), VMENC_E_INVALID_ARG);
     VMENC_GUARD(vm_uuid_check(uuid));
     vm_sf_writer *w = calloc(1, sizeof(*w));
     VMENC_ENSURE(w != NULL, VMENC_E_NOMEM);
@@ -672,12 +616,12 @@ vmenc_status vm_sf_writer_new(int fd, uint8_t cls, uint32_t index, const char *u
         return rv;
     }
     w->f->sync = sync;
-    uint8_t header[VM_SF_HEADER_BYTES], file_id[SF_FILE_ID_BYTES];
+    uint8_t header[VM_SF_HEADER_BYTES], file_id[VM_SF_FILE_ID_BYTES];
     randombytes_buf(file_id, sizeof(file_id));
-    header_build(cls, index, file_id, header);
+    vm_sf_header_build(cls, index, file_id, header);
     rv = keys_init(w->f, key, uuid, header, file_id);
     if (rv == VMENC_OK && ftruncate(fd, 0) != 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
     if (rv == VMENC_OK)
         rv = vm_io_pwrite_all(fd, header, sizeof(header), 0);
     if (rv != VMENC_OK) {
@@ -720,7 +664,7 @@ vmenc_status vm_sf_writer_finish(vm_sf_writer *w) {
     VMENC_ENSURE(!w->done && !w->f->broken, VMENC_E_BAD_STATE);
     vmenc_status rv = seal_record(w->f, w->next_index, w->fill, true);
     if (rv == VMENC_OK && w->f->sync && fsync(w->f->fd) != 0)
-        rv = vm_status_from_errno(errno);
+        rv = vmenc_status_from_errno(errno);
     if (rv != VMENC_OK) {
         w->f->broken = true;
         return rv;

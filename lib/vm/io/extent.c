@@ -1,5 +1,5 @@
 /*
- * lib/vm/extent.c - the block engine under virtual disks and the swap file:
+ * lib/vm/io/extent.c - the block engine under virtual disks and the swap file:
  * byte-granular pread/pwrite over a file of sectors, XTS-AES with tweak =
  * sector number ("plain64") or plain, and the data path of in-place
  * conversion (docs/reencryption.md).
@@ -38,12 +38,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vm/vm_internal.h"
+#include "core/fs.h"
+#include "vm/io/extent.h"
+#include "vm/io/io.h"
+#include "vmenc/vm.h"
 
 #define STRIPES 256u
 #define MODE_STRIPES 16u
@@ -90,7 +95,7 @@ static vmenc_status io_pread_all(int fd, uint8_t *buf, size_t len, uint64_t off)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return vm_status_from_errno(errno);
+            return vmenc_status_from_errno(errno);
         if (n == 0)
             return VMENC_E_IO; /* the extent ends before its capacity */
         buf += n;
@@ -136,7 +141,7 @@ static vmenc_status decrypt_sectors(const vm_extent *e, const layout *l, uint64_
 vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
                             uint64_t data_offset, vmenc_xts *xts, uint32_t flags, vm_extent **out) {
     VMENC_ENSURE(out != NULL && name != NULL, VMENC_E_INVALID_ARG);
-    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_GUARD(vmenc_fs_name_check(name));
     VMENC_ENSURE(sector_size >= 512 && sector_size <= 65536 && (sector_size & (sector_size - 1)) == 0,
                  VMENC_E_BAD_SECTOR_SIZE);
     VMENC_ENSURE(capacity > 0 && capacity % sector_size == 0 && capacity <= VMENC_DISK_MAX_CAPACITY,
@@ -149,21 +154,21 @@ vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint
         oflags |= O_CREAT | O_EXCL;
     int fd = openat(dirfd, name, oflags, 0600);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     vmenc_status s = VMENC_OK;
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        s = vm_status_from_errno(errno);
+        s = vmenc_status_from_errno(errno);
         goto fail;
     }
     VMENC_ENSURE_GOTO(s, S_ISREG(st.st_mode), VMENC_E_BAD_PATH, fail);
     if (flags & VM_EXTENT_CREATE) {
         if (ftruncate(fd, (off_t)(data_offset + capacity)) != 0) {
-            s = vm_status_from_errno(errno);
+            s = vmenc_status_from_errno(errno);
             goto fail_unlink;
         }
         if (!(flags & VM_EXTENT_NO_SYNC) && fsync(fd) != 0) {
-            s = vm_status_from_errno(errno);
+            s = vmenc_status_from_errno(errno);
             goto fail_unlink;
         }
     } else {
@@ -527,7 +532,7 @@ vmenc_status vm_extent_convert_cleanup(vm_extent *e) {
     vmenc_status s = VMENC_OK;
     if (e->down) {
         if (ftruncate(e->fd, (off_t)e->capacity) != 0)
-            s = vm_status_from_errno(errno);
+            s = vmenc_status_from_errno(errno);
     } else {
         uint8_t *zeros = malloc(BOUNCE_MAX);
         s = zeros != NULL ? punch(e, 0, e->seg_bytes, zeros, BOUNCE_MAX) : VMENC_E_NOMEM;
@@ -571,19 +576,19 @@ vmenc_status vm_extent_reserve(vm_extent *e, uint64_t size, bool sync) {
     VMENC_ENSURE(e != NULL && !(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
     struct stat st;
     if (fstat(e->fd, &st) != 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     if ((uint64_t)st.st_size >= size)
         return VMENC_OK;
     if (ftruncate(e->fd, (off_t)size) != 0 || (sync && fsync(e->fd) != 0))
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     return VMENC_OK;
 }
 
 vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
-    VMENC_GUARD(vm_file_name_check(name));
+    VMENC_GUARD(vmenc_fs_name_check(name));
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
-        return vm_status_from_errno(errno);
+        return vmenc_status_from_errno(errno);
     off_t pos = lseek(fd, 0, SEEK_DATA);
     int err = errno;
     close(fd);

@@ -1,14 +1,14 @@
 /*
- * lib/vm/vm_schema.h - small field helpers shared by the descriptor and
- * .vmx schemas (descriptor.c defines them). Private to lib/vm's format
- * files.
+ * lib/vm/format/schema.h - small field helpers shared by the descriptor and
+ * .vmx schemas (descriptor.c defines them). Private to lib/vm/format/.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
-#ifndef VMENC_LIB_VM_VM_SCHEMA_H
-#define VMENC_LIB_VM_VM_SCHEMA_H
+#ifndef VMENC_LIB_VM_FORMAT_SCHEMA_H
+#define VMENC_LIB_VM_FORMAT_SCHEMA_H
 
-#include "vm/vm_format.h"
+#include "vm/format/kv.h"
+#include "vmenc/keys.h"
 
 /* vm_parse_dec_u64 parses canonical decimal (no sign, no leading zero but
  * "0", no overflow); NULL or anything else is VMENC_E_PARSE. */
@@ -31,4 +31,4 @@ VMENC_INTERNAL vmenc_status vm_kcv_parse(const char *hex, uint8_t out[VMENC_KEK_
 VMENC_INTERNAL void vm_kcv_format(const uint8_t kcv[VMENC_KEK_CHECK_VALUE_BYTES],
                                   char out[2 * VMENC_KEK_CHECK_VALUE_BYTES + 1]);
 
-#endif /* VMENC_LIB_VM_VM_SCHEMA_H */
+#endif /* VMENC_LIB_VM_FORMAT_SCHEMA_H */
