@@ -12,7 +12,7 @@
 #include "policy/policy_commit.h"
 #include "policy/policy_internal.h"
 
-static bool in_sorted(const uint32_t *v, uint32_t n, uint32_t x) {
+bool policy_sorted_has(const uint32_t *v, uint32_t n, uint32_t x) {
     uint32_t lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -51,7 +51,7 @@ void model_effective(const model *m, uint32_t u, uint32_t obj, privset *out) {
             if (e->principal == u) {
                 user_hit = true;
                 user_set = m->roles[e->role].privs;
-            } else if (num_groups != 0 && in_sorted(groups, num_groups, e->principal)) {
+            } else if (num_groups != 0 && policy_sorted_has(groups, num_groups, e->principal)) {
                 group_hit = true;
                 privset_union(&group_set, &m->roles[e->role].privs);
             }

@@ -61,25 +61,11 @@ typedef struct overlay {
 
 static const overlay k_no_overlay = {INDEX_NONE, INDEX_NONE, false, 0, false, INDEX_NONE, INDEX_NONE};
 
-static bool sorted_has(const uint32_t *v, uint32_t n, uint32_t x) {
-    uint32_t lo = 0, hi = n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x)
-            lo = mid + 1;
-        else if (v[mid] > x)
-            hi = mid;
-        else
-            return true;
-    }
-    return false;
-}
-
 /* in_group: is |g| one of the groups |u| belongs to (transitively)? */
 static bool in_group(const model *m, uint32_t u, uint32_t g) {
     if (u == INDEX_NONE || m->prn_hot[u].num == 0)
         return false;
-    return sorted_has(m->group_pool + m->prn_hot[u].off, m->prn_hot[u].num, g);
+    return policy_sorted_has(m->group_pool + m->prn_hot[u].off, m->prn_hot[u].num, g);
 }
 
 /* in_group_after: the same, with the overlay's membership edge added. */

@@ -194,6 +194,8 @@ VMENC_INTERNAL uint32_t model_encrypted_vms_on(const model *m, uint32_t host);
 VMENC_INTERNAL vmenc_status model_rebuild_up(model *m);
 
 /* check.c */
+/* policy_sorted_has: is |x| in the ascending array |v| of |n| entries. */
+VMENC_INTERNAL bool policy_sorted_has(const uint32_t *v, uint32_t n, uint32_t x);
 VMENC_INTERNAL void model_effective(const model *m, uint32_t principal, uint32_t object,
                                     privset *out);
 

@@ -101,6 +101,12 @@ void cli_info(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 bool cli_secret(cli *c, const char *what, const char *file, bool confirm, char *buf, size_t cap, size_t *out_len);
 bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *env, bool confirm, char *buf,
                     size_t cap, size_t *out_len);
+/* cli_open_options checks --workspace, reads the passphrase into |pass| and
+ * fills |oo| from the global options (the caller wipes |pass|). */
+int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_options *oo);
+/* cli_workspace_fail reports a failed open (or re-seal) of the workspace:
+ * the file, line and reason in |err|, prefixed with |what|. */
+int cli_workspace_fail(cli *c, vmenc_status st, const char *what, const vmenc_workspace_error *err);
 /* cli_open opens the workspace (once); on failure reports it and returns the exit code. */
 int cli_open(cli *c);
 

@@ -18,27 +18,17 @@
 int policy_reseal(cli *c, args *a) {
     if (!arg_done(c, a))
         return EXIT_USAGE;
-    if (c->workspace == NULL)
-        return cli_usage(c, "no workspace: use --workspace DIR or VMENC_WORKSPACE");
     char pass[1024];
-    size_t pass_len = 0;
-    if (!cli_passphrase(c, "Workspace passphrase: ", c->passphrase_file, "VMENC_PASSPHRASE", false, pass,
-                        sizeof(pass), &pass_len))
-        return EXIT_USAGE;
-    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)pass,
-                                       .passphrase_len = pass_len, .lock_timeout_ms = 5000};
-    if (getenv("VMENC_NO_SYNC") != NULL)
-        oo.flags |= VMENC_WORKSPACE_OPEN_NO_SYNC;
+    vmenc_workspace_open_options oo;
+    int rc = cli_open_options(c, pass, sizeof(pass), &oo);
+    if (rc != EXIT_OK)
+        return rc;
     vmenc_workspace_error err = {.struct_size = sizeof(err)};
     vmenc_workspace_reseal_result r = {.struct_size = sizeof(r)};
     vmenc_status st = vmenc_workspace_reseal_policy(c->workspace, &oo, cli_principal(c), &err, &r);
     vmenc_memzero(pass, sizeof(pass));
-    if (st != VMENC_OK) {
-        if (err.line > 0)
-            return cli_fail(c, st, "workspace %s:%u: %s", err.file, err.line, err.message);
-        return cli_fail(c, st, "policy reseal: %s%s%s", err.file[0] ? err.file : c->workspace,
-                        err.message[0] ? ": " : "", err.message);
-    }
+    if (st != VMENC_OK)
+        return cli_workspace_fail(c, st, "policy reseal:", &err);
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "user", cli_principal(c));

@@ -507,30 +507,39 @@ int cli_interrupted(cli *c, const char *fmt, ...) {
     return EXIT_INTERRUPTED;
 }
 
+int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_options *oo) {
+    if (c->workspace == NULL)
+        return cli_usage(c, "no workspace: use --workspace DIR or VMENC_WORKSPACE");
+    size_t pass_len = 0;
+    if (!cli_passphrase(c, "Workspace passphrase: ", c->passphrase_file, "VMENC_PASSPHRASE", false, pass, pass_cap,
+                        &pass_len))
+        return EXIT_USAGE;
+    *oo = (vmenc_workspace_open_options){.struct_size = sizeof(*oo), .passphrase = (const uint8_t *)pass,
+                                         .passphrase_len = pass_len, .lock_timeout_ms = 5000};
+    if (getenv("VMENC_NO_SYNC") != NULL)
+        oo->flags |= VMENC_WORKSPACE_OPEN_NO_SYNC;
+    return EXIT_OK;
+}
+
+int cli_workspace_fail(cli *c, vmenc_status st, const char *what, const vmenc_workspace_error *err) {
+    if (err->line > 0)
+        return cli_fail(c, st, "workspace %s:%u: %s", err->file, err->line, err->message);
+    return cli_fail(c, st, "%s %s%s%s", what, err->file[0] ? err->file : c->workspace, err->message[0] ? ": " : "",
+                    err->message);
+}
+
 int cli_open(cli *c) {
     if (c->ws != NULL)
         return EXIT_OK;
-    if (c->workspace == NULL)
-        return cli_usage(c, "no workspace: use --workspace DIR or VMENC_WORKSPACE");
     char pass[1024];
-    size_t pass_len = 0;
-    if (!cli_passphrase(c, "Workspace passphrase: ", c->passphrase_file, "VMENC_PASSPHRASE", false, pass,
-                        sizeof(pass), &pass_len))
-        return EXIT_USAGE;
-    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)pass,
-                                       .passphrase_len = pass_len, .lock_timeout_ms = 5000};
-    if (getenv("VMENC_NO_SYNC") != NULL)
-        oo.flags |= VMENC_WORKSPACE_OPEN_NO_SYNC;
+    vmenc_workspace_open_options oo;
+    int rc = cli_open_options(c, pass, sizeof(pass), &oo);
+    if (rc != EXIT_OK)
+        return rc;
     vmenc_workspace_error err = {.struct_size = sizeof(err)};
     vmenc_status st = vmenc_workspace_open(c->workspace, &oo, &err, &c->ws);
     vmenc_memzero(pass, sizeof(pass));
-    if (st != VMENC_OK) {
-        if (err.line > 0)
-            return cli_fail(c, st, "workspace %s:%u: %s", err.file, err.line, err.message);
-        return cli_fail(c, st, "workspace %s%s%s", err.file[0] ? err.file : c->workspace,
-                        err.message[0] ? ": " : "", err.message);
-    }
-    return EXIT_OK;
+    return st == VMENC_OK ? EXIT_OK : cli_workspace_fail(c, st, "workspace", &err);
 }
 
 const char *cli_principal(cli *c) { return c->user; }
