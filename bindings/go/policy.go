@@ -287,6 +287,20 @@ func (d Decision) Err() error {
 	return &Error{Status: d.Status, Op: "vmenc_policy_check", Detail: d.Message}
 }
 
+// cRequest converts req; its strings live as long as cs.
+func cRequest(cs *cstrings, req Request) C.vmenc_policy_request {
+	var r C.vmenc_policy_request
+	r.struct_size = C.uint32_t(unsafe.Sizeof(r))
+	r.op = C.vmenc_policy_op(req.Op)
+	r.vm = cs.str(req.VM, true)
+	r.folder = cs.str(req.Folder, true)
+	r.host = cs.str(req.Host, true)
+	r.pool = cs.str(req.Pool, true)
+	r.datastore = cs.str(req.Datastore, true)
+	r.flags = C.uint32_t(req.Flags)
+	return r
+}
+
 // Check decides whether principal may perform req. Allowed, denied and
 // host-mode answers come back as a Decision with a nil error.
 func (p *Policy) Check(principal string, req Request) (Decision, error) {
@@ -297,15 +311,7 @@ func (p *Policy) Check(principal string, req Request) (Decision, error) {
 	defer p.h.done()
 	var cs cstrings
 	defer cs.free()
-	var r C.vmenc_policy_request
-	r.struct_size = C.uint32_t(unsafe.Sizeof(r))
-	r.op = C.vmenc_policy_op(req.Op)
-	r.vm = cs.str(req.VM, true)
-	r.folder = cs.str(req.Folder, true)
-	r.host = cs.str(req.Host, true)
-	r.pool = cs.str(req.Pool, true)
-	r.datastore = cs.str(req.Datastore, true)
-	r.flags = C.uint32_t(req.Flags)
+	r := cRequest(&cs, req)
 	var d C.vmenc_policy_decision
 	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
 	s := C.vmenc_policy_check((*C.vmenc_policy)(ptr), cs.str(principal, false), &r, &d)

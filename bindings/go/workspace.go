@@ -65,13 +65,8 @@ func CreateWorkspace(dir string, o WorkspaceCreateOptions) error {
 	return wsError(C.vmenc_workspace_create(cs.str(dir, false), &c, &e), &e, "vmenc_workspace_create")
 }
 
-// OpenWorkspace loads the workspace in dir (passphrase may be nil).
-func OpenWorkspace(dir string, passphrase []byte, noSync bool) (*Workspace, error) {
-	if initErr != nil {
-		return nil, initErr
-	}
-	var cs cstrings
-	defer cs.free()
+// openOptions builds the open options; the passphrase copy lives as long as cs.
+func openOptions(cs *cstrings, passphrase []byte, noSync bool) C.vmenc_workspace_open_options {
 	var c C.vmenc_workspace_open_options
 	c.struct_size = C.uint32_t(unsafe.Sizeof(c))
 	pp, pn := cs.secret(passphrase)
@@ -79,6 +74,17 @@ func OpenWorkspace(dir string, passphrase []byte, noSync bool) (*Workspace, erro
 	if noSync {
 		c.flags = C.VMENC_WORKSPACE_OPEN_NO_SYNC
 	}
+	return c
+}
+
+// OpenWorkspace loads the workspace in dir (passphrase may be nil).
+func OpenWorkspace(dir string, passphrase []byte, noSync bool) (*Workspace, error) {
+	if initErr != nil {
+		return nil, initErr
+	}
+	var cs cstrings
+	defer cs.free()
+	c := openOptions(&cs, passphrase, noSync)
 	var e C.vmenc_workspace_error
 	e.struct_size = C.uint32_t(unsafe.Sizeof(e))
 	var out *C.vmenc_workspace
@@ -256,13 +262,7 @@ func ResealPolicy(dir string, passphrase []byte, principal string, noSync bool) 
 	}
 	var cs cstrings
 	defer cs.free()
-	var c C.vmenc_workspace_open_options
-	c.struct_size = C.uint32_t(unsafe.Sizeof(c))
-	pp, pn := cs.secret(passphrase)
-	c.passphrase, c.passphrase_len = (*C.uint8_t)(pp), pn
-	if noSync {
-		c.flags = C.VMENC_WORKSPACE_OPEN_NO_SYNC
-	}
+	c := openOptions(&cs, passphrase, noSync)
 	var e C.vmenc_workspace_error
 	e.struct_size = C.uint32_t(unsafe.Sizeof(e))
 	var r C.vmenc_workspace_reseal_result
@@ -288,15 +288,7 @@ func (w *Workspace) Authorize(principal string, req Request, operation, target s
 	defer w.h.done()
 	var cs cstrings
 	defer cs.free()
-	var r C.vmenc_policy_request
-	r.struct_size = C.uint32_t(unsafe.Sizeof(r))
-	r.op = C.vmenc_policy_op(req.Op)
-	r.vm = cs.str(req.VM, true)
-	r.folder = cs.str(req.Folder, true)
-	r.host = cs.str(req.Host, true)
-	r.pool = cs.str(req.Pool, true)
-	r.datastore = cs.str(req.Datastore, true)
-	r.flags = C.uint32_t(req.Flags)
+	r := cRequest(&cs, req)
 	var d C.vmenc_policy_decision
 	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
 	s := C.vmenc_workspace_authorize((*C.vmenc_workspace)(p), cs.str(principal, false), &r, cs.str(operation, false),
