@@ -69,5 +69,6 @@ const (
 	StatusLimit             Status = -703 // VMENC_E_LIMIT
 	StatusInterrupted       Status = -704 // VMENC_E_INTERRUPTED
 	StatusNoSpace           Status = -705 // VMENC_E_NO_SPACE
+	StatusConflict          Status = -706 // VMENC_E_CONFLICT
 	StatusInternal          Status = -900 // VMENC_E_INTERNAL
 )

@@ -116,6 +116,7 @@ typedef enum vmenc_status {
     VMENC_E_LIMIT = -703,            /* a configured bound (cache size, count) reached */
     VMENC_E_INTERRUPTED = -704,      /* a previous operation was interrupted; recovery needed */
     VMENC_E_NO_SPACE = -705,         /* the file system is full (ENOSPC, EDQUOT) */
+    VMENC_E_CONFLICT = -706,         /* the document changed since it was read (compare-and-swap lost) */
 
     /* internal (-900..-999) */
     VMENC_E_INTERNAL = -900          /* a bug in vmenc: please report */

@@ -78,6 +78,7 @@ static const status_entry k_status[] = {
     E(VMENC_E_LIMIT, "configured limit reached"),
     E(VMENC_E_INTERRUPTED, "an earlier operation was interrupted; recovery needed"),
     E(VMENC_E_NO_SPACE, "no space left on the file system"),
+    E(VMENC_E_CONFLICT, "changed by another writer since it was read"),
     E(VMENC_E_INTERNAL, "internal error (bug in vmenc)"),
 };
 #undef E

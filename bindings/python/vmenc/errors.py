@@ -88,6 +88,7 @@ class Status(enum.IntEnum):
     E_LIMIT = -703
     E_INTERRUPTED = -704
     E_NO_SPACE = -705
+    E_CONFLICT = -706
     E_INTERNAL = -900
 
 class Category(enum.IntEnum):
