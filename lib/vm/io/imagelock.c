@@ -244,7 +244,8 @@ static void copy_field(char *dst, size_t cap, const char *src) { snprintf(dst, c
  * are bounded but their sum is not worth a bigger public buffer. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-truncation"
-void vm_imagelock_describe(int dirfd, const char *name, uint32_t perm, bool other_uses, vmenc_lock_holder *h) {
+void vm_imagelock_describe(int dirfd, const char *name, uint32_t perm, bool other_uses, uint64_t self_since,
+                           vmenc_lock_holder *h) {
     if (h == NULL)
         return;
     uint32_t size = h->struct_size;
@@ -261,7 +262,11 @@ void vm_imagelock_describe(int dirfd, const char *name, uint32_t perm, bool othe
     char what[160];
     snprintf(what, sizeof(what), "cannot get the %s\"%s\" lock of %s", other_uses ? "shared " : "",
              vmenc_lock_perm_name(perm), name);
-    if (record_read(dirfd, rec_name, &r) && record_live(&r)) {
+    /* our own record (a writer asking to convert, refused by a reader) names
+     * nobody else: say only what the lock says */
+    bool known = record_read(dirfd, rec_name, &r) && record_live(&r) &&
+                 !(self_since != 0 && r.pid == (int64_t)getpid() && r.since_ms == self_since);
+    if (known) {
         h->flags |= VMENC_LOCK_HOLDER_KNOWN;
         h->pid = r.pid;
         h->since_ms = r.since_ms;
@@ -299,7 +304,7 @@ static vmenc_status change(vm_imagelock *l, vm_lock_mode mode, vmenc_lock_holder
     vmenc_lock_conflict c = {0};
     vmenc_status s = vmenc_lock_bytes_set(l->fd, ou, od, nu, nd, &c);
     if (s == VMENC_E_LOCKED)
-        vm_imagelock_describe(l->dirfd, l->name, c.perm, c.other_uses, holder);
+        vm_imagelock_describe(l->dirfd, l->name, c.perm, c.other_uses, l->since_ms, holder);
     if (s == VMENC_OK)
         l->mode = mode;
     return s;

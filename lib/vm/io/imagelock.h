@@ -75,10 +75,11 @@ VMENC_INTERNAL vm_lock_mode vm_imagelock_mode(const vm_imagelock *l);
  * frees |l| (NULL allowed). The byte locks go when the file is closed. */
 VMENC_INTERNAL void vm_imagelock_release(vm_imagelock *l);
 
-/* vm_imagelock_describe fills |*holder| for a refusal of |mode| on file
- * |name| in |dirfd| (owner record + the conflicting permission) and its
- * message. Exposed for the tests. */
+/* vm_imagelock_describe fills |*holder| for a refusal on file |name| in
+ * |dirfd| (owner record + the conflicting permission |perm|, used by
+ * another holder when |other_uses|) and its message. A record written by
+ * the refused lock itself (|self_since|, 0 = none) names nobody. */
 VMENC_INTERNAL void vm_imagelock_describe(int dirfd, const char *name, uint32_t perm, bool other_uses,
-                                          vmenc_lock_holder *holder);
+                                          uint64_t self_since, vmenc_lock_holder *holder);
 
 #endif /* VMENC_LIB_VM_IO_IMAGELOCK_H */
