@@ -77,6 +77,18 @@ vmenc_status vm_disk_set_lock(vmenc_disk *disk, vm_lock_mode mode, const char *o
     return s;
 }
 
+vmenc_status vm_disk_file_has_data(vmenc_vm *vm, size_t i, bool *out) {
+    VMENC_ENSURE(i < vm->num_disks, VMENC_E_INTERNAL);
+    const vm_disk_entry *e = &vm->disks[i];
+    if (e->open)
+        return vm_extent_file_has_data(vm->dirfd, e->desc.extent_file, out);
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    vmenc_status s = vm_extent_file_has_data_idle(vm->dirfd, e->desc.extent_file, &h, out);
+    if (s == VMENC_E_LOCKED)
+        note_holder(vm, &h, NULL, 0);
+    return s;
+}
+
 vmenc_status vmenc_vm_get_lock_holder(vmenc_vm *vm, vmenc_lock_holder *out) {
     VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(out->struct_size >= sizeof(vmenc_lock_holder), VMENC_E_ABI_VERSION);

@@ -126,6 +126,13 @@ struct vmenc_disk {
 VMENC_INTERNAL vmenc_status vm_disk_set_lock(vmenc_disk *disk, vm_lock_mode mode, const char *operation, char *why,
                                              size_t why_cap);
 
+/* vm_disk_file_has_data: does disk entry |i|'s extent hold data? For a
+ * key change without a data move: unless this VM has the disk open (then
+ * its handle's lock speaks for it), VMENC_E_LOCKED while any other opener
+ * has the extent open, the holder noted for vmenc_vm_get_lock_holder. VM
+ * lock held. */
+VMENC_INTERNAL vmenc_status vm_disk_file_has_data(vmenc_vm *vm, size_t i, bool *out);
+
 /* vm_cvt_resume sets up the interrupted conversion of disk entry |i| on a
  * freshly opened |disk| (VM lock held): reads the state file, starts the
  * extent's second layout, finishes at once if every segment had moved. */

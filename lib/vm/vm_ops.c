@@ -804,7 +804,7 @@ static vmenc_status disk_needs_move(vmenc_vm *vm, const vmenc_policy_action *a, 
     if (a->type != VMENC_ACTION_ENCRYPT_DISK && a->type != VMENC_ACTION_DECRYPT_DISK)
         return VMENC_OK;
     VMENC_ENSURE(a->disk < vm->num_disks, VMENC_E_INTERNAL);
-    return vm_extent_file_has_data(vm->dirfd, vm->disks[a->disk].desc.extent_file, out);
+    return vm_disk_file_has_data(vm, a->disk, out); /* refused while another process has it open */
 }
 
 vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principal, const char *name,

@@ -603,10 +603,15 @@ vmenc_status vm_extent_reserve(vm_extent *e, uint64_t size, bool sync) {
     return VMENC_OK;
 }
 
-vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
+static vmenc_status has_data(int dirfd, const char *name, bool idle, vmenc_lock_holder *holder, bool *out) {
     VMENC_GUARD(vmenc_fs_name_check(name));
     int fd = -1;
     VMENC_GUARD(vm_imagelock_openat(dirfd, name, O_RDONLY, 0, &fd)); /* a FIFO: refused, not waited on */
+    vmenc_status s = idle ? vm_imagelock_probe(fd, dirfd, name, VM_LOCK_CONVERT, holder) : VMENC_OK;
+    if (s != VMENC_OK) {
+        close(fd);
+        return s;
+    }
     off_t pos = lseek(fd, 0, SEEK_DATA);
     int err = errno;
     close(fd);
@@ -620,6 +625,14 @@ vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
     }
     *out = true; /* SEEK_DATA unsupported: assume data, the safe answer */
     return VMENC_OK;
+}
+
+vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
+    return has_data(dirfd, name, false, NULL, out);
+}
+
+vmenc_status vm_extent_file_has_data_idle(int dirfd, const char *name, vmenc_lock_holder *holder, bool *out) {
+    return has_data(dirfd, name, true, holder, out);
 }
 
 vmenc_status vm_extent_close(vm_extent *e, bool flush) {

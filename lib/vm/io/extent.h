@@ -56,6 +56,13 @@ VMENC_INTERNAL bool vm_extent_encrypted(const vm_extent *e);
 /* vm_extent_has_data reports whether any byte of the file was ever written
  * (SEEK_DATA; a file system without holes reports data). */
 VMENC_INTERNAL vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out);
+/* vm_extent_file_has_data_idle is vm_extent_file_has_data for a decision
+ * that changes the file's key without moving data (an empty disk encrypted
+ * or decrypted by its descriptor alone): VMENC_E_LOCKED, |*holder| (may be
+ * NULL) filled, when any other opener has the file open - a server writing
+ * plaintext into a disk just declared encrypted is what this refuses. */
+VMENC_INTERNAL vmenc_status vm_extent_file_has_data_idle(int dirfd, const char *name, vmenc_lock_holder *holder,
+                                                         bool *out);
 /* In-place conversion (convert.c drives it; docs/reencryption.md).
  * vm_extent_convert_start sets the old layout at |old_offset| (with the
  * extent's own context) and adds the new layout (|new_offset|, |new_xts|

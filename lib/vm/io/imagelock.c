@@ -310,6 +310,16 @@ static vmenc_status change(vm_imagelock *l, vm_lock_mode mode, vmenc_lock_holder
     return s;
 }
 
+vmenc_status vm_imagelock_probe(int fd, int dirfd, const char *name, vm_lock_mode mode, vmenc_lock_holder *holder) {
+    uint32_t uses, denies;
+    mode_bits(mode, &uses, &denies);
+    vmenc_lock_conflict c = {0};
+    vmenc_status s = vmenc_lock_bytes_probe(fd, uses, denies, &c);
+    if (s == VMENC_E_LOCKED)
+        vm_imagelock_describe(dirfd, name, c.perm, c.other_uses, 0, holder);
+    return s;
+}
+
 vmenc_status vm_imagelock_take(int fd, int dirfd, const char *name, vm_lock_mode mode, const vm_lock_owner *owner,
                                vmenc_lock_holder *holder, vm_imagelock **out) {
     VMENC_ENSURE(fd >= 0 && name != NULL && out != NULL && mode != VM_LOCK_NONE, VMENC_E_INVALID_ARG);

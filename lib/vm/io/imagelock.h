@@ -63,6 +63,12 @@ VMENC_INTERNAL vmenc_status vm_imagelock_take(int fd, int dirfd, const char *nam
                                               const vm_lock_owner *owner, vmenc_lock_holder *holder,
                                               vm_imagelock **out);
 
+/* vm_imagelock_probe: would an opener of the open file |fd| (|name| in
+ * |dirfd|) in |mode| be refused by another holder? VMENC_OK (no),
+ * VMENC_E_LOCKED (yes; |*holder| filled), VMENC_E_IO. Locks nothing. */
+VMENC_INTERNAL vmenc_status vm_imagelock_probe(int fd, int dirfd, const char *name, vm_lock_mode mode,
+                                               vmenc_lock_holder *holder);
+
 /* vm_imagelock_set_mode moves a held lock to |mode| (an upgrade to
  * CONVERT when a conversion starts or resumes, back to WRITE after it):
  * VMENC_E_LOCKED (|*holder| filled, the old mode kept) if another holder
