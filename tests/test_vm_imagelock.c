@@ -428,6 +428,9 @@ static void test_fifo_state_files(void **state) {
                      VMENC_E_BAD_PATH);
     assert_int_equal(vmenc_vm_file_open(vm, "alice", VMENC_VM_FILE_VSWP, 0, VMENC_VM_FILE_CREATE, &f),
                      VMENC_E_BAD_PATH);
+    /* operations that walk the home's state files refuse it too */
+    assert_int_equal(vmenc_vm_rekey_deep(vm, "alice", NULL), VMENC_E_BAD_PATH);
+    assert_int_equal(vmenc_vm_apply_storage_policy(vm, "alice", "plain"), VMENC_E_BAD_PATH);
     alarm(0);
     vmenc_vm_free(vm);
 }

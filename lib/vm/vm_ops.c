@@ -390,8 +390,8 @@ static vmenc_status for_each_state_file(vmenc_vm *vm, state_file_fn fn, void *ar
 }
 
 static bool file_is_aead(int dirfd, const char *name) {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
+    int fd = -1; /* never a blocking open: a FIFO planted under a state file's name is not waited on */
+    if (vm_imagelock_openat(dirfd, name, O_RDONLY, 0, &fd) != VMENC_OK)
         return false;
     uint8_t magic[8];
     bool yes = pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) && memcmp(magic, "VMENCSF1", 8) == 0;
