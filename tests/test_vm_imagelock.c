@@ -311,6 +311,11 @@ static void test_rekey_deep_of_served_disk(void **state) {
     vmenc_status s = vmenc_vm_rekey_deep(vm, "alice", NULL);
     assert_int_equal(s, VMENC_E_LOCKED);
     expect_holder(vm, h.pid, "writing", "write");
+    /* nor is a served disk removed from under its server */
+    assert_int_equal(vmenc_vm_remove_disk(vm, "alice", id, VMENC_VM_REMOVE_DELETE_FILES), VMENC_E_LOCKED);
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    OK(vmenc_vm_get_info(vm, &info));
+    assert_int_equal(info.num_disks, 1);
     release(&h);
     vmenc_vm_free(vm);
 }
