@@ -3,7 +3,10 @@
  * entries of encryption.data ("vmsd1:" + base64(nonce || ct || tag),
  * AES-256-GCM under a subkey bound to the VM's UUID). Subkeys and
  * plaintext live only in secure memory; the base64 is strict and canonical
- * (one text per sealed value), as for vmwk1 records.
+ * (one text per sealed value), as for vmwk1 records. Also the steering facts
+ * kept inside the sealed entries (pending policy, next key records, disk
+ * geometry: docs/vm-format.md "Sealed steering facts"), whose one rule is
+ * that the plain copies are hints: they must agree or the open is refused.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -268,20 +271,40 @@ static vmenc_status hex_parse(const char *s, size_t len, uint8_t out[VM_RECORD_H
     return VMENC_OK;
 }
 
+vmenc_status vm_sealed_disk_format(const vm_sealed_disk *d, char *out, size_t cap) {
+    VMENC_ENSURE(d != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    int n;
+    if (!d->has_geometry) {
+        n = snprintf(out, cap, "%s %s", d->desc_name, d->encrypted ? "encrypted" : "plain");
+    } else {
+        char next[6 + HEX_LEN + 1] = "";
+        if (d->has_next) {
+            memcpy(next, " next=", 6);
+            hex_of(d->next_record, next + 6);
+        }
+        n = snprintf(out, cap, "%s %s %u %llu%s", d->desc_name, d->encrypted ? "encrypted" : "plain",
+                     (unsigned)d->sector_size, (unsigned long long)d->capacity, next);
+    }
+    VMENC_ENSURE(n > 0 && (size_t)n < cap, VMENC_E_BUFFER_TOO_SMALL);
+    return VMENC_OK;
+}
+
 vmenc_status vm_sealed_disk_value(const char *desc_name, const vm_disk_desc *d, bool encrypted, char *out,
                                   size_t cap) {
     VMENC_ENSURE(desc_name != NULL && d != NULL && out != NULL, VMENC_E_INVALID_ARG);
-    char next[6 + HEX_LEN + 1] = "";
+    vm_sealed_disk v;
+    memset(&v, 0, sizeof(v));
+    VMENC_ENSURE(strlen(desc_name) < sizeof(v.desc_name) && strchr(desc_name, ' ') == NULL, VMENC_E_INVALID_ARG);
+    memcpy(v.desc_name, desc_name, strlen(desc_name) + 1);
+    v.encrypted = encrypted;
+    v.has_geometry = true;
+    v.sector_size = d->sector_size;
+    v.capacity = d->capacity;
     if (d->new_key_safe != NULL) {
-        uint8_t h[VM_RECORD_HASH_BYTES];
-        VMENC_GUARD(vm_record_hash(d->new_key_safe, h));
-        memcpy(next, " next=", 6);
-        hex_of(h, next + 6);
+        VMENC_GUARD(vm_record_hash(d->new_key_safe, v.next_record));
+        v.has_next = true;
     }
-    int n = snprintf(out, cap, "%s %s %u %llu%s", desc_name, encrypted ? "encrypted" : "plain",
-                     (unsigned)d->sector_size, (unsigned long long)d->capacity, next);
-    VMENC_ENSURE(n > 0 && (size_t)n < cap, VMENC_E_BUFFER_TOO_SMALL);
-    return VMENC_OK;
+    return vm_sealed_disk_format(&v, out, cap);
 }
 
 /* next_field splits off the next space-separated field of |*p|. */
@@ -307,6 +330,9 @@ static vmenc_status field_u64(const char *s, size_t len, uint64_t *out) {
 
 vmenc_status vm_sealed_disk_parse(const char *value, vm_sealed_disk *out) {
     VMENC_ENSURE(value != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    size_t len = strlen(value);
+    /* one spelling per value: single spaces between fields, none around */
+    VMENC_ENSURE(len > 0 && value[0] != ' ' && value[len - 1] != ' ' && strstr(value, "  ") == NULL, VMENC_E_PARSE);
     vm_sealed_disk d;
     memset(&d, 0, sizeof(d));
     const char *p = value, *f = NULL;

@@ -75,6 +75,9 @@ typedef struct vm_sealed_disk {
  * (see vm_sealed_encrypted in vm.c). */
 VMENC_INTERNAL vmenc_status vm_sealed_disk_value(const char *desc_name, const vm_disk_desc *d, bool encrypted,
                                                  char *out, size_t cap);
+/* vm_sealed_disk_format writes |d| as a value (VMENC_E_BUFFER_TOO_SMALL);
+ * the inverse of vm_sealed_disk_parse, byte for byte. */
+VMENC_INTERNAL vmenc_status vm_sealed_disk_format(const vm_sealed_disk *d, char *out, size_t cap);
 /* vm_sealed_disk_parse reads one value (VMENC_E_PARSE if malformed). */
 VMENC_INTERNAL vmenc_status vm_sealed_disk_parse(const char *value, vm_sealed_disk *out);
 /* vm_sealed_disk_geometry reads the sealed sector size and capacity of
