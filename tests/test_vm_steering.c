@@ -493,8 +493,71 @@ static void test_lost_state_unknown_segment_reported(void **state) {
     vmenc_vm_free(vm);
 }
 
+/* ---- the codecs on their own ------------------------------------------------------------ */
+
+static void test_slot_codec(void **state) {
+    (void)state;
+    uint8_t k1[VM_CVT_SLOT_KEY_BYTES], k2[VM_CVT_SLOT_KEY_BYTES];
+    memset(k1, 1, sizeof(k1));
+    memset(k2, 2, sizeof(k2));
+    vm_cvt_slot a = {.id = 5, .seq = 3, .done_segs = 2, .num_segs = 7, .seg_bytes = SEG}, got;
+    uint8_t img[2 * VM_CVT_SLOT_STRIDE];
+    memset(img, 0, sizeof(img));
+    vm_cvt_slot_serialize(k1, &a, img);
+    OK(vm_cvt_slot_parse(k1, img, VM_CVT_SLOT_BYTES, &got));
+    assert_int_equal(got.done_segs, 2);
+    assert_int_equal(vm_cvt_slot_parse(k2, img, VM_CVT_SLOT_BYTES, &got), VMENC_E_AUTH); /* another key */
+    unsigned nv = 9;
+    OK(vm_cvt_slot_pick(k1, img, 64, img + VM_CVT_SLOT_STRIDE, 64, 5, &got, &nv));
+    assert_int_equal(nv, 1); /* slot 1 never written: all zeros */
+    assert_int_equal(vm_cvt_slot_pick(k2, img, 64, img + VM_CVT_SLOT_STRIDE, 64, 5, &got, &nv), VMENC_E_AUTH);
+    assert_int_equal(vm_cvt_slot_pick(k1, img, 64, img + VM_CVT_SLOT_STRIDE, 64, 6, &got, &nv), VMENC_E_AUTH);
+    uint8_t v1[64];
+    old_slot(v1, "VMENCCV1", 5, 3, 7, 7, SEG);
+    assert_int_equal(vm_cvt_slot_parse(k1, v1, 64, &got), VMENC_E_BAD_VERSION);
+    assert_int_equal(vm_cvt_slot_pick(k1, v1, 64, NULL, 0, 5, &got, &nv), VMENC_E_BAD_VERSION);
+    memset(img, 0, sizeof(img));
+    assert_int_equal(vm_cvt_slot_pick(k1, img, 64, img + VM_CVT_SLOT_STRIDE, 64, 5, &got, &nv),
+                     VMENC_E_INTERRUPTED);
+    assert_int_equal(nv, 0);
+}
+
+static void test_sealed_disk_codec(void **state) {
+    (void)state;
+    vm_disk_desc d;
+    memset(&d, 0, sizeof(d));
+    d.state = VMENC_DISK_ENCRYPTED;
+    d.sector_size = 512;
+    d.capacity = CAP;
+    char v[512];
+    OK(vm_sealed_disk_value("x_0.vmdk", &d, true, v, sizeof(v)));
+    assert_string_equal(v, "x_0.vmdk encrypted 512 6303744");
+    OK(vm_sealed_disk_check(v, "x_0.vmdk", &d));
+    assert_int_equal(vm_sealed_disk_check(v, "y_0.vmdk", &d), VMENC_E_AUTH);
+    d.sector_size = 4096;
+    assert_int_equal(vm_sealed_disk_check(v, "x_0.vmdk", &d), VMENC_E_AUTH); /* geometry */
+    d.capacity = CAP + 4096;
+    d.sector_size = 512;
+    assert_int_equal(vm_sealed_disk_check(v, "x_0.vmdk", &d), VMENC_E_AUTH);
+    d.capacity = CAP;
+    d.state = VMENC_DISK_PLAIN;
+    assert_int_equal(vm_sealed_disk_check(v, "x_0.vmdk", &d), VMENC_E_AUTH); /* downgrade */
+    /* version 1 values still read, geometry unchecked */
+    OK(vm_sealed_disk_check("x_0.vmdk plain", "x_0.vmdk", &d));
+    vm_sealed_disk sd;
+    OK(vm_sealed_disk_parse("x_0.vmdk plain", &sd));
+    assert_false(sd.has_geometry);
+    const char *bad[] = {"", "x_0.vmdk", "x_0.vmdk maybe", "x_0.vmdk plain 512", "x_0.vmdk plain 513 1",
+                         "x_0.vmdk plain 512 01", "x_0.vmdk plain 512 1 next=00", "x_0.vmdk plain 512 1 ",
+                         "x_0.vmdk  plain", " x_0.vmdk plain", "x_0.vmdk plain 512 1 next=" "0000000000000000000000000000000000000000000000000000000000000000 z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(vm_sealed_disk_parse(bad[i], &sd), VMENC_E_PARSE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_slot_codec),
+        cmocka_unit_test(test_sealed_disk_codec),
         cmocka_unit_test(test_forged_done_slot_refused),
         cmocka_unit_test(test_state_from_another_vm_refused),
         cmocka_unit_test(test_sector_size_edit_refused),
