@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vm/vm_internal.h"
 #include "vm_fixture.h"
@@ -493,6 +494,66 @@ static void test_lost_state_unknown_segment_reported(void **state) {
     vmenc_vm_free(vm);
 }
 
+/* A segment write torn in half by a failing device: the segment is in
+ * flight when the state file is then lost. */
+static bool g_tear_armed;
+
+static vmenc_status write_all(int fd, const uint8_t *buf, size_t len, uint64_t off) {
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)off);
+        if (n <= 0)
+            return VMENC_E_IO;
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status tear_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off) {
+    if (g_tear_armed && len == SEG) {
+        g_tear_armed = false;
+        (void)write_all(fd, buf, len / 2, off);
+        return VMENC_E_IO;
+    }
+    return write_all(fd, buf, len, off);
+}
+
+static vmenc_status plain_sync(int fd) { return fdatasync(fd) == 0 ? VMENC_OK : VMENC_E_IO; }
+
+static const vm_io_hooks k_tear_hooks = {.pwrite = tear_pwrite, .sync = plain_sync};
+
+static void test_lost_state_with_segment_in_flight_recovered(void **state) {
+    (void)state;
+    char id[VMENC_DISK_ID_MAX + 1], cvt[256], p[2 * PATH_MAX];
+    vmenc_vm *vm = make_vm("st9", "home-only", id);
+    begin_encrypt(vm, id, 3); /* moving up: segments 6, 5, 4 moved */
+    vmenc_disk *d = NULL;
+    OK(vmenc_disk_open(vm, "alice", id, 0, &d));
+    vmenc_convert_progress pr = {.struct_size = sizeof(pr)};
+    g_tear_armed = true;
+    vm_io_hook = &k_tear_hooks;
+    vmenc_status s = vmenc_disk_convert_step(d, 1, &pr); /* segment 3: half its new copy written over 4's old */
+    vm_io_hook = NULL;
+    assert_int_equal(s, VMENC_E_IO);
+    assert_false(g_tear_armed);
+    OK(vmenc_disk_close(d));
+    vmenc_vm_free(vm);
+    find_suffix("st9", ".cvt", cvt, sizeof(cvt));
+    assert_int_equal(unlink(home_file("st9", cvt, p, sizeof(p))), 0);
+    vm = reopen("st9");
+#ifdef VMENC_RECOVERY_REBUILT
+    vmenc_convert_recovery r;
+    OK(recover(vm, "alice", id, &r));
+    assert_int_equal(r.segments_done, 3);
+    OK(vmenc_vm_resume(vm, "alice", NULL));
+    verify_disk(vm, id);
+#else
+    fail_msg("no verb recovers a disk whose conversion state file is lost");
+#endif
+    vmenc_vm_free(vm);
+}
+
 /* ---- the codecs on their own ------------------------------------------------------------ */
 
 static void test_slot_codec(void **state) {
@@ -566,6 +627,7 @@ int main(void) {
         cmocka_unit_test(test_forged_applying_policy_refused),
         cmocka_unit_test(test_lost_state_named_and_recovered),
         cmocka_unit_test(test_lost_state_unknown_segment_reported),
+        cmocka_unit_test(test_lost_state_with_segment_in_flight_recovered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

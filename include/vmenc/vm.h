@@ -500,7 +500,8 @@ typedef struct vmenc_convert_recovery {
  * version (the disk's open then fails, naming it in the audit log). The
  * disk must not be open. It reads both layouts of every segment through
  * the descriptor's two keys: the one segment whose two copies hold the same
- * data is the last one moved, which gives the progress exactly; the new
+ * data is the last one moved (with a segment in flight, two neighbours that
+ * each agree in part), which gives the progress exactly; the new
  * state file is written and the disk opens and resumes as usual. Needs the
  * conversion's privilege (as vmenc_disk_convert_begin); audited
  * "disk.convert_recover". A readable state file is left as it is (VMENC_OK,

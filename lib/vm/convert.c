@@ -691,10 +691,13 @@ vmenc_status vm_cvt_finish_if_done(vmenc_disk *disk) {
 
 /* What one segment's two copies say, sector by sector: the copies hold the
  * same data in a sector that is not zero ("anchor": only the last segment
- * moved can, since every other segment's old place already holds its
- * neighbour's new copy, and the reverse), or differ somewhere. */
+ * moved, or the one in flight, can, since every other segment's old place
+ * already holds its neighbour's new copy, and the reverse), or differ
+ * somewhere. |agree| (if not NULL, one byte per sector) marks the sectors
+ * whose two views are equal. */
 typedef struct seg_view {
     bool anchor, differs;
+    size_t num_sectors;
 } seg_view;
 
 typedef struct scan {
@@ -704,15 +707,20 @@ typedef struct scan {
     uint32_t sector_size;
 } scan;
 
-static vmenc_status view_segment(scan *sc, uint64_t index, seg_view *out) {
+static vmenc_status view_segment(scan *sc, uint64_t index, seg_view *out, uint8_t *agree) {
     out->anchor = out->differs = false;
     uint64_t start = index * sc->seg, end = start + sc->seg < sc->capacity ? start + sc->seg : sc->capacity;
+    out->num_sectors = (size_t)((end - start) / sc->sector_size);
+    size_t sector = 0;
     for (uint64_t off = start; off < end;) {
         size_t n = end - off < SCAN_CHUNK ? (size_t)(end - off) : SCAN_CHUNK;
         VMENC_GUARD(vm_extent_pread(sc->old_l, off, n, sc->a));
         VMENC_GUARD(vm_extent_pread(sc->new_l, off, n, sc->b));
-        for (size_t i = 0; i < n; i += sc->sector_size) {
-            if (memcmp(sc->a + i, sc->b + i, sc->sector_size) != 0) {
+        for (size_t i = 0; i < n; i += sc->sector_size, sector++) {
+            bool same = memcmp(sc->a + i, sc->b + i, sc->sector_size) == 0;
+            if (agree != NULL)
+                agree[sector] = same;
+            if (!same) {
                 out->differs = true;
                 continue;
             }
@@ -723,7 +731,6 @@ static vmenc_status view_segment(scan *sc, uint64_t index, seg_view *out) {
     }
     return VMENC_OK;
 }
-
 static vmenc_status scan_open(vmenc_vm *vm, const vm_disk_entry *e, scan *sc) {
     const vm_disk_desc *d = &e->desc;
     memset(sc, 0, sizeof(*sc));
@@ -764,45 +771,72 @@ static void scan_close(scan *sc) {
     }
 }
 
+/* complementary: with position |q| moved and |q|+1 in flight, each sector
+ * of q's old place is still q's (q's views agree) or already q+1's new copy
+ * (q+1's views agree there): every sector agrees in one of the two. */
+static bool complementary(const uint8_t *aq, size_t nq, const uint8_t *aq1, size_t nq1) {
+    size_t n = nq > nq1 ? nq : nq1;
+    for (size_t s = 0; s < n; s++)
+        if (!((s < nq && aq[s]) || (s < nq1 && aq1[s])))
+            return false;
+    return true;
+}
+
 /* infer_done works out how many segments had moved from the data alone.
  * Segments are taken in the order they move (positions): down = disk
- * order, up = reverse. With exactly one anchor at position p whose copies
- * agree everywhere, p was the last segment moved and position p+1 had not
- * begun: progress p+1, exact. Anything else (no anchor, a partial one, more
- * than one) leaves the positions in |*out_lo..*out_hi| in doubt:
- * VMENC_E_INTERRUPTED. */
+ * order, up = reverse. Exactly one anchor p whose copies agree everywhere:
+ * p was the last moved and p+1 had not begun, progress p+1. Exactly two
+ * anchors q, q+1, both partial and complementary: q+1 was in flight over
+ * q's old place, progress q+1 (q read from its complete new copy, q+1 from
+ * its intact old one). Anything else leaves the positions |*out_lo..*out_hi|
+ * in doubt: VMENC_E_INTERRUPTED. */
 static vmenc_status infer_done(scan *sc, bool down, uint64_t num, uint64_t *out_done, uint64_t *out_lo,
                                uint64_t *out_hi) {
-    uint64_t anchors = 0, anchor = 0, first_diff = UINT64_MAX, last_diff = 0;
-    bool anchor_differs = false;
-    for (uint64_t p = 0; p < num; p++) {
+    size_t per_seg = (size_t)(sc->seg / sc->sector_size);
+    uint8_t *maps[3] = {calloc(per_seg, 1), calloc(per_seg, 1), calloc(per_seg, 1)};
+    vmenc_status s = maps[0] != NULL && maps[1] != NULL && maps[2] != NULL ? VMENC_OK : VMENC_E_NOMEM;
+    uint64_t anchors = 0, at[2] = {0, 0}, first_diff = UINT64_MAX, last_diff = 0;
+    seg_view kept[2];
+    for (uint64_t p = 0; s == VMENC_OK && p < num; p++) {
         seg_view v;
-        VMENC_GUARD(view_segment(sc, down ? p : num - 1 - p, &v));
+        uint8_t *map = anchors < 2 ? maps[anchors] : maps[2];
+        s = view_segment(sc, down ? p : num - 1 - p, &v, map);
+        if (s != VMENC_OK)
+            break;
         if (v.anchor) {
+            if (anchors < 2) {
+                at[anchors] = p;
+                kept[anchors] = v;
+            }
             anchors++;
-            anchor = p;
-            anchor_differs = v.differs;
         }
         if (v.differs) {
             first_diff = first_diff == UINT64_MAX ? p : first_diff;
             last_diff = p;
         }
     }
-    if (first_diff == UINT64_MAX) { /* both layouts read the same everywhere */
-        *out_done = 0;
-        return VMENC_OK;
+    if (s == VMENC_OK) {
+        if (first_diff == UINT64_MAX) { /* both layouts read the same everywhere */
+            *out_done = 0;
+        } else if (anchors == 1 && !kept[0].differs) {
+            *out_done = at[0] + 1;
+        } else if (anchors == 2 && at[1] == at[0] + 1 && kept[0].differs && kept[1].differs &&
+                   complementary(maps[0], kept[0].num_sectors, maps[1], kept[1].num_sectors)) {
+            *out_done = at[1];
+        } else {
+            s = VMENC_E_INTERRUPTED;
+            if (anchors == 1 || (anchors == 2 && at[1] == at[0] + 1)) { /* the moved and the in-flight one */
+                *out_lo = at[0];
+                *out_hi = anchors == 2 ? at[1] : at[0];
+            } else {
+                *out_lo = first_diff;
+                *out_hi = last_diff;
+            }
+        }
     }
-    if (anchors == 1 && !anchor_differs) {
-        *out_done = anchor + 1;
-        return VMENC_OK;
-    }
-    if (anchors == 1) { /* the last moved, or the one in flight: this segment */
-        *out_lo = *out_hi = anchor;
-    } else {
-        *out_lo = first_diff;
-        *out_hi = last_diff;
-    }
-    return VMENC_E_INTERRUPTED;
+    for (size_t i = 0; i < 3; i++)
+        free(maps[i]);
+    return s;
 }
 
 static void report_unknown(const vm_disk_desc *d, bool down, uint64_t num, uint64_t lo, uint64_t hi,
