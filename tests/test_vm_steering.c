@@ -556,6 +556,11 @@ static void test_lost_state_with_segment_in_flight_recovered(void **state) {
 
 /* ---- the codecs on their own ------------------------------------------------------------ */
 
+/* (New functions: compiled only where the recovery verb exists, so this file
+ * still builds against a library without them and its attacker tests can
+ * be seen failing there.) */
+#ifdef VMENC_RECOVERY_REBUILT
+
 static void test_slot_codec(void **state) {
     (void)state;
     uint8_t k1[VM_CVT_SLOT_KEY_BYTES], k2[VM_CVT_SLOT_KEY_BYTES];
@@ -615,10 +620,14 @@ static void test_sealed_disk_codec(void **state) {
         assert_int_equal(vm_sealed_disk_parse(bad[i], &sd), VMENC_E_PARSE);
 }
 
+#endif /* VMENC_RECOVERY_REBUILT */
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+#ifdef VMENC_RECOVERY_REBUILT
         cmocka_unit_test(test_slot_codec),
         cmocka_unit_test(test_sealed_disk_codec),
+#endif
         cmocka_unit_test(test_forged_done_slot_refused),
         cmocka_unit_test(test_state_from_another_vm_refused),
         cmocka_unit_test(test_sector_size_edit_refused),
