@@ -141,7 +141,8 @@ VMENC_INTERNAL const char *ctl_op_kind_name(ctl_op_kind kind);
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_record_encode(const ctl_vm_record *rec, uint8_t **out,
                                                                size_t *out_len);
 /* ctl_record_decode parses |len| bytes (bounded cursor; pure) into |out|.
- * VMENC_E_PARSE / VMENC_E_TRUNCATED / VMENC_E_BAD_VERSION for
+ * VMENC_E_PARSE / VMENC_E_TRUNCATED / VMENC_E_BAD_MAGIC /
+ * VMENC_E_BAD_VERSION / VMENC_E_TRAILING_DATA / VMENC_E_TOO_LARGE for
  * anything not canonical; |out| is then zeroed. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_record_decode(const uint8_t *data, size_t len,
                                                                ctl_vm_record *out);
