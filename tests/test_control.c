@@ -139,10 +139,17 @@ static void test_codec_rules(void **state) {
     /* an encrypted one names its KEK */
     r.facts.encrypted = true;
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
-    /* no operation: nothing else of one */
+    /* no operation: no direction (targets alone are a write in flight) */
     assert_int_equal(ctl_vm_record_init(&r, k_uuid, "plain"), VMENC_OK);
-    r.op.num_disks = 1;
-    snprintf(r.op.disks[0].disk_id, sizeof(r.op.disks[0].disk_id), "scsi0:0");
+    r.op.direction = CTL_DIR_ROLLBACK;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    r.op.direction = CTL_DIR_FORWARD;
+    r.op.has_target_key = true;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
+    free(bin);
+    /* a target generation without a target key */
+    r.op.has_target_key = false;
+    r.op.target_generation = 1;
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
     /* duplicate disks */
     full_record(&r, k_uuid);

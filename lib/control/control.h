@@ -94,7 +94,11 @@ typedef struct ctl_disk_op {
     uint64_t cvt_id;                             /* the in-place conversion's ID (0: none) */
 } ctl_disk_op;
 
-/* The operation in progress (kind CTL_OP_NONE: none, the rest is zero). */
+/* The operation in progress. Kind CTL_OP_NONE with targets set is a single
+ * file write in flight: the VM layer announces the key record, policy or
+ * disk state a file is about to hold before it replaces the file, and
+ * clears the announcement after (lib/vm/authority.c). Kind CTL_OP_NONE has
+ * no direction. */
 typedef struct ctl_vm_op {
     ctl_op_kind kind;
     ctl_op_dir direction;

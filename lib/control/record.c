@@ -125,8 +125,9 @@ static bool op_ok(const ctl_vm_op *op) {
         return false;
     if (op->num_disks > CTL_MAX_DISKS)
         return false;
-    if (op->kind == CTL_OP_NONE && (op->direction != CTL_DIR_FORWARD || op->has_target_key ||
-                                    op->has_target_policy || op->num_disks != 0))
+    /* No kind with targets is a single write in flight (the VM layer's
+     * announcement before it replaces a file); it has no direction. */
+    if (op->kind == CTL_OP_NONE && op->direction != CTL_DIR_FORWARD)
         return false;
     for (size_t i = 0; i < op->num_disks; i++) {
         const ctl_disk_op *d = &op->disks[i];
