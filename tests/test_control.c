@@ -163,7 +163,7 @@ static void test_codec_rules(void **state) {
     /* an unknown flag bit in stored bytes is refused */
     full_record(&r, k_uuid);
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
-    size_t flags_at = 4 + 1 + 1 + VMENC_VM_UUID_LEN + 8 + 1 + strlen("web-01");
+    size_t flags_at = 4 + 1 + 1 + CTL_UUID_LEN + 8 + 1 + strlen("web-01");
     assert_int_equal(bin[flags_at], 1);
     bin[flags_at] = 3;
     ctl_vm_record tmp;

@@ -29,7 +29,7 @@ static vmenc_status check_store(const ctl_store *s) {
     return VMENC_OK;
 }
 
-static bool uuid_arg_ok(const char *uuid) { return uuid != NULL && strlen(uuid) == VMENC_VM_UUID_LEN; }
+static bool uuid_arg_ok(const char *uuid) { return uuid != NULL && strlen(uuid) == CTL_UUID_LEN; }
 
 vmenc_status ctl_store_get_vm(ctl_store *s, const char *uuid, ctl_vm_record *out) {
     VMENC_GUARD(check_store(s));

@@ -30,12 +30,16 @@
 #include "core/internal.h"
 #include "vmenc/keys.h"
 #include "vmenc/policy.h"
-#include "vmenc/vm.h"
 
 #define CTL_STORE_ABI_VERSION 1u
 #define CTL_HASH_BYTES 32u                 /* BLAKE2b-256 */
 #define CTL_MAC_KEY_BYTES 32u
-#define CTL_MAX_DISKS VMENC_VM_MAX_DISKS
+/* The VM layer's limits (include/vmenc/vm.h), repeated here because the
+ * control layer sits below it; lib/vm/authority.c checks they agree. */
+#define CTL_UUID_LEN 36u                   /* VMENC_VM_UUID_LEN */
+#define CTL_VM_NAME_MAX 64u                /* VMENC_VM_NAME_MAX */
+#define CTL_DISK_ID_MAX 16u                /* VMENC_DISK_ID_MAX */
+#define CTL_MAX_DISKS 64u                  /* VMENC_VM_MAX_DISKS */
 
 /* ---- the authority record -------------------------------------------------- */
 
@@ -67,7 +71,7 @@ typedef enum ctl_op_dir {
  * the descriptor's vmenc.keySafe (all zero and has_dek_hash false for a
  * plain disk or when the operation that made it did not record it). */
 typedef struct ctl_disk_fact {
-    char disk_id[VMENC_DISK_ID_MAX + 1];
+    char disk_id[CTL_DISK_ID_MAX + 1];
     bool encrypted;
     bool has_dek_hash;
     uint8_t dek_hash[CTL_HASH_BYTES];
@@ -75,7 +79,7 @@ typedef struct ctl_disk_fact {
 
 /* The facts: what the VM is now. */
 typedef struct ctl_vm_facts {
-    char name[VMENC_VM_NAME_MAX + 1];
+    char name[CTL_VM_NAME_MAX + 1];
     bool encrypted;                              /* the home is encrypted (has a VM key) */
     uint8_t key_hash[CTL_HASH_BYTES];            /* ctl_key_record_hash(encryption.keySafe); zero when plain */
     uint64_t key_generation;                     /* +1 at every home rekey, shallow or deep */
@@ -88,7 +92,7 @@ typedef struct ctl_vm_facts {
 
 /* One disk's part of an operation in progress. */
 typedef struct ctl_disk_op {
-    char disk_id[VMENC_DISK_ID_MAX + 1];
+    char disk_id[CTL_DISK_ID_MAX + 1];
     bool has_target_dek;                         /* the disk gets a new DEK record */
     uint8_t target_dek_hash[CTL_HASH_BYTES];     /* ctl_key_record_hash of its vmenc.newKeySafe / next keySafe */
     uint64_t cvt_id;                             /* the in-place conversion's ID (0: none) */
@@ -114,7 +118,7 @@ typedef struct ctl_vm_op {
 /* ctl_vm_record: one VM's authority record. |revision| is the store's
  * revision of the record as read (0: never stored); a put must name it. */
 typedef struct ctl_vm_record {
-    char uuid[VMENC_VM_UUID_LEN + 1];
+    char uuid[CTL_UUID_LEN + 1];
     ctl_vm_facts facts;
     ctl_vm_op op;
     uint64_t revision;

@@ -54,7 +54,7 @@ static bool text_ok(const char *s, size_t len, size_t max, bool may_be_empty) {
 }
 
 static bool uuid_ok(const char *s, size_t len) {
-    if (len != VMENC_VM_UUID_LEN)
+    if (len != CTL_UUID_LEN)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
@@ -68,9 +68,9 @@ static bool uuid_ok(const char *s, size_t len) {
     return true;
 }
 
-/* disk_id_ok: 1..VMENC_DISK_ID_MAX bytes of [A-Za-z0-9:_.-]. */
+/* disk_id_ok: 1..CTL_DISK_ID_MAX bytes of [A-Za-z0-9:_.-]. */
 static bool disk_id_ok(const char *s, size_t len) {
-    if (len == 0 || len > VMENC_DISK_ID_MAX)
+    if (len == 0 || len > CTL_DISK_ID_MAX)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
@@ -82,7 +82,7 @@ static bool disk_id_ok(const char *s, size_t len) {
 }
 
 static bool facts_ok(const ctl_vm_facts *f) {
-    if (!text_ok(f->name, strnlen(f->name, sizeof(f->name)), VMENC_VM_NAME_MAX, false) ||
+    if (!text_ok(f->name, strnlen(f->name, sizeof(f->name)), CTL_VM_NAME_MAX, false) ||
         !text_ok(f->kek_provider, strnlen(f->kek_provider, sizeof(f->kek_provider)), VMENC_PROVIDER_ALIAS_MAX,
                  true) ||
         !text_ok(f->kek_id, strnlen(f->kek_id, sizeof(f->kek_id)), VMENC_KEY_ID_MAX, true) ||
@@ -150,7 +150,7 @@ static bool record_ok(const ctl_vm_record *r) {
 
 vmenc_status ctl_vm_record_init(ctl_vm_record *rec, const char *uuid, const char *name) {
     VMENC_ENSURE(rec != NULL && uuid != NULL && name != NULL, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(uuid_ok(uuid, strlen(uuid)) && text_ok(name, strlen(name), VMENC_VM_NAME_MAX, false),
+    VMENC_ENSURE(uuid_ok(uuid, strlen(uuid)) && text_ok(name, strlen(name), CTL_VM_NAME_MAX, false),
                  VMENC_E_INVALID_ARG);
     memset(rec, 0, sizeof(*rec));
     memcpy(rec->uuid, uuid, strlen(uuid) + 1);
@@ -281,9 +281,9 @@ static bool get_text(vmenc_cbs *c, unsigned width, char *out, size_t cap, size_t
     return text_ok(out, n, max, may_be_empty);
 }
 
-static bool get_disk_id(vmenc_cbs *c, char out[VMENC_DISK_ID_MAX + 1]) {
+static bool get_disk_id(vmenc_cbs *c, char out[CTL_DISK_ID_MAX + 1]) {
     vmenc_cbs s;
-    if (!vmenc_cbs_get_u8_length_prefixed(c, &s) || vmenc_cbs_len(&s) > VMENC_DISK_ID_MAX)
+    if (!vmenc_cbs_get_u8_length_prefixed(c, &s) || vmenc_cbs_len(&s) > CTL_DISK_ID_MAX)
         return false;
     size_t n = vmenc_cbs_len(&s);
     memcpy(out, vmenc_cbs_data(&s), n);
@@ -293,7 +293,7 @@ static bool get_disk_id(vmenc_cbs *c, char out[VMENC_DISK_ID_MAX + 1]) {
 
 static vmenc_status parse_facts(vmenc_cbs *c, ctl_vm_facts *f) {
     uint8_t flags, n;
-    VMENC_ENSURE(get_text(c, 1, f->name, sizeof(f->name), VMENC_VM_NAME_MAX, false), VMENC_E_PARSE);
+    VMENC_ENSURE(get_text(c, 1, f->name, sizeof(f->name), CTL_VM_NAME_MAX, false), VMENC_E_PARSE);
     VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) && (flags & ~FACT_ENCRYPTED) == 0, VMENC_E_PARSE);
     f->encrypted = (flags & FACT_ENCRYPTED) != 0;
     VMENC_ENSURE(vmenc_cbs_copy_bytes(c, f->key_hash, CTL_HASH_BYTES), VMENC_E_TRUNCATED);
@@ -354,11 +354,11 @@ static vmenc_status parse_record(const uint8_t *data, size_t len, ctl_vm_record 
     VMENC_ENSURE(vmenc_cbs_get_u8(&c, &version), VMENC_E_TRUNCATED);
     VMENC_ENSURE(version == RECORD_VERSION, VMENC_E_BAD_VERSION);
     vmenc_cbs u;
-    VMENC_ENSURE(vmenc_cbs_get_u8_length_prefixed(&c, &u) && vmenc_cbs_len(&u) == VMENC_VM_UUID_LEN,
+    VMENC_ENSURE(vmenc_cbs_get_u8_length_prefixed(&c, &u) && vmenc_cbs_len(&u) == CTL_UUID_LEN,
                  VMENC_E_PARSE);
-    memcpy(r->uuid, vmenc_cbs_data(&u), VMENC_VM_UUID_LEN);
-    r->uuid[VMENC_VM_UUID_LEN] = '\0';
-    VMENC_ENSURE(uuid_ok(r->uuid, VMENC_VM_UUID_LEN), VMENC_E_PARSE);
+    memcpy(r->uuid, vmenc_cbs_data(&u), CTL_UUID_LEN);
+    r->uuid[CTL_UUID_LEN] = '\0';
+    VMENC_ENSURE(uuid_ok(r->uuid, CTL_UUID_LEN), VMENC_E_PARSE);
     VMENC_ENSURE(vmenc_cbs_get_u64(&c, &r->revision), VMENC_E_TRUNCATED);
     VMENC_GUARD(parse_facts(&c, &r->facts));
     VMENC_GUARD(parse_op(&c, &r->op));

@@ -25,6 +25,10 @@
 
 #include "vm/vm_internal.h"
 
+_Static_assert(CTL_UUID_LEN == VMENC_VM_UUID_LEN && CTL_VM_NAME_MAX == VMENC_VM_NAME_MAX &&
+                   CTL_DISK_ID_MAX == VMENC_DISK_ID_MAX && CTL_MAX_DISKS == VMENC_VM_MAX_DISKS,
+               "the control record's limits are the VM layer's");
+
 static const uint8_t k_zero[CTL_HASH_BYTES];
 
 /* ---- small helpers ----------------------------------------------------------- */

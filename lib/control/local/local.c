@@ -164,7 +164,7 @@ static vmenc_status local_list_vms(ctl_store *s, ctl_list_fn fn, void *arg) {
     struct dirent *de;
     while (st == VMENC_OK && (de = readdir(d)) != NULL) {
         /* only record names: a temporary of an interrupted write is not one */
-        if (strlen(de->d_name) != VMENC_VM_UUID_LEN || strchr(de->d_name, '.') != NULL)
+        if (strlen(de->d_name) != CTL_UUID_LEN || strchr(de->d_name, '.') != NULL)
             continue;
         ctl_vm_record r;
         st = local_get_vm(s, de->d_name, &r);
