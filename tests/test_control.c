@@ -81,6 +81,10 @@ static void full_record(ctl_vm_record *r, const char *uuid) {
     r->op.disks[0].has_target_dek = true;
     memset(r->op.disks[0].target_dek_hash, 0x44, CTL_HASH_BYTES);
     r->op.disks[0].cvt_id = 0x0123456789abcdefULL;
+    r->op.disks[0].has_prev = true;
+    r->op.disks[0].prev_cvt_id = 42;
+    r->op.has_prev_target_key = true;
+    memset(r->op.prev_target_key_hash, 0x55, CTL_HASH_BYTES);
     r->revision = 5;
 }
 
@@ -109,6 +113,11 @@ static void test_codec_round_trip(void **state) {
     assert_int_equal(back.op.target_generation, 8);
     assert_string_equal(back.op.target_policy, "Datastore Default");
     assert_int_equal(back.op.disks[0].cvt_id, 0x0123456789abcdefULL);
+    assert_true(back.op.disks[0].has_prev);
+    assert_false(back.op.disks[0].prev_has_target_dek);
+    assert_int_equal(back.op.disks[0].prev_cvt_id, 42);
+    assert_true(back.op.has_prev_target_key);
+    assert_memory_equal(back.op.prev_target_key_hash, r.op.prev_target_key_hash, CTL_HASH_BYTES);
     assert_int_equal(back.revision, 5);
     assert_int_equal(ctl_record_encode(&back, &again, &len2), VMENC_OK);
     assert_int_equal(len, len2);
@@ -150,6 +159,10 @@ static void test_codec_rules(void **state) {
     /* a target generation without a target key */
     r.op.has_target_key = false;
     r.op.target_generation = 1;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    /* a previous target hash without its flag */
+    full_record(&r, k_uuid);
+    r.op.disks[0].prev_target_dek_hash[3] = 1;
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
     /* duplicate disks */
     full_record(&r, k_uuid);

@@ -96,6 +96,13 @@ typedef struct ctl_disk_op {
     bool has_target_dek;                         /* the disk gets a new DEK record */
     uint8_t target_dek_hash[CTL_HASH_BYTES];     /* ctl_key_record_hash of its vmenc.newKeySafe / next keySafe */
     uint64_t cvt_id;                             /* the in-place conversion's ID (0: none) */
+    /* While one descriptor write is in flight: what the entry allowed
+     * before it (the old file may still be the one on disk after a
+     * crash). Cleared when the write is done. */
+    bool has_prev;
+    bool prev_has_target_dek;
+    uint8_t prev_target_dek_hash[CTL_HASH_BYTES];
+    uint64_t prev_cvt_id;
 } ctl_disk_op;
 
 /* The operation in progress. Kind CTL_OP_NONE with targets set is a single
@@ -113,6 +120,10 @@ typedef struct ctl_vm_op {
     char target_policy[VMENC_POLICY_NAME_MAX + 1];
     size_t num_disks;
     ctl_disk_op disks[CTL_MAX_DISKS];
+    /* While one .vmx write is in flight: the target key record it
+     * replaced (the old file may still name it after a crash). */
+    bool has_prev_target_key;
+    uint8_t prev_target_key_hash[CTL_HASH_BYTES];
 } ctl_vm_op;
 
 /* ctl_vm_record: one VM's authority record. |revision| is the store's

@@ -28,7 +28,10 @@ static const uint8_t k_magic[4] = {'V', 'M', 'C', 'R'};
 #define DISK_HAS_DEK_HASH 0x02u
 #define OP_HAS_TARGET_KEY 0x01u
 #define OP_HAS_TARGET_POLICY 0x02u
+#define OP_HAS_PREV_TARGET_KEY 0x04u
 #define DOP_HAS_TARGET_DEK 0x01u
+#define DOP_HAS_PREV 0x02u
+#define DOP_PREV_HAS_TARGET_DEK 0x04u
 
 static const char k_hash_domain[] = "vmenc-control-v1 key record hash\n";
 
@@ -123,6 +126,8 @@ static bool op_ok(const ctl_vm_op *op) {
         return false;
     if (!op->has_target_policy && op->target_policy[0] != '\0')
         return false;
+    if (!op->has_prev_target_key && !is_zero(op->prev_target_key_hash, CTL_HASH_BYTES))
+        return false;
     if (op->num_disks > CTL_MAX_DISKS)
         return false;
     /* No kind with targets is a single write in flight (the VM layer's
@@ -134,6 +139,10 @@ static bool op_ok(const ctl_vm_op *op) {
         if (!disk_id_ok(d->disk_id, strnlen(d->disk_id, sizeof(d->disk_id))))
             return false;
         if (!d->has_target_dek && !is_zero(d->target_dek_hash, CTL_HASH_BYTES))
+            return false;
+        if ((!d->has_prev || !d->prev_has_target_dek) && !is_zero(d->prev_target_dek_hash, CTL_HASH_BYTES))
+            return false;
+        if (!d->has_prev && (d->prev_has_target_dek || d->prev_cvt_id != 0))
             return false;
         for (size_t j = 0; j < i; j++)
             if (strcmp(op->disks[j].disk_id, d->disk_id) == 0)
@@ -249,17 +258,22 @@ vmenc_status ctl_record_encode(const ctl_vm_record *rec, uint8_t **out, size_t *
     vmenc_cbb_add_u8(&b, (uint8_t)op->kind);
     vmenc_cbb_add_u8(&b, (uint8_t)op->direction);
     vmenc_cbb_add_u8(&b, (uint8_t)((op->has_target_key ? OP_HAS_TARGET_KEY : 0) |
-                                   (op->has_target_policy ? OP_HAS_TARGET_POLICY : 0)));
+                                   (op->has_target_policy ? OP_HAS_TARGET_POLICY : 0) |
+                                   (op->has_prev_target_key ? OP_HAS_PREV_TARGET_KEY : 0)));
     vmenc_cbb_add_bytes(&b, op->target_key_hash, CTL_HASH_BYTES);
+    vmenc_cbb_add_bytes(&b, op->prev_target_key_hash, CTL_HASH_BYTES);
     vmenc_cbb_add_u64(&b, op->target_generation);
     add_str16(&b, op->target_policy);
     vmenc_cbb_add_u8(&b, (uint8_t)op->num_disks);
     for (size_t i = 0; i < op->num_disks; i++) {
         const ctl_disk_op *d = &op->disks[i];
         add_str8(&b, d->disk_id);
-        vmenc_cbb_add_u8(&b, d->has_target_dek ? DOP_HAS_TARGET_DEK : 0);
+        vmenc_cbb_add_u8(&b, (uint8_t)((d->has_target_dek ? DOP_HAS_TARGET_DEK : 0) | (d->has_prev ? DOP_HAS_PREV : 0) |
+                                       (d->prev_has_target_dek ? DOP_PREV_HAS_TARGET_DEK : 0)));
         vmenc_cbb_add_bytes(&b, d->target_dek_hash, CTL_HASH_BYTES);
         vmenc_cbb_add_u64(&b, d->cvt_id);
+        vmenc_cbb_add_bytes(&b, d->prev_target_dek_hash, CTL_HASH_BYTES);
+        vmenc_cbb_add_u64(&b, d->prev_cvt_id);
     }
     return vmenc_cbb_finish(&b, out, out_len);
 }
@@ -321,13 +335,16 @@ static vmenc_status parse_op(vmenc_cbs *c, ctl_vm_op *op) {
     uint8_t kind, dir, flags, n;
     VMENC_ENSURE(vmenc_cbs_get_u8(c, &kind) && kind <= CTL_OP_KIND_MAX, VMENC_E_PARSE);
     VMENC_ENSURE(vmenc_cbs_get_u8(c, &dir) && dir <= CTL_DIR_ROLLBACK, VMENC_E_PARSE);
-    VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) && (flags & ~(OP_HAS_TARGET_KEY | OP_HAS_TARGET_POLICY)) == 0,
+    VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) &&
+                     (flags & ~(OP_HAS_TARGET_KEY | OP_HAS_TARGET_POLICY | OP_HAS_PREV_TARGET_KEY)) == 0,
                  VMENC_E_PARSE);
     op->kind = (ctl_op_kind)kind;
     op->direction = (ctl_op_dir)dir;
     op->has_target_key = (flags & OP_HAS_TARGET_KEY) != 0;
     op->has_target_policy = (flags & OP_HAS_TARGET_POLICY) != 0;
+    op->has_prev_target_key = (flags & OP_HAS_PREV_TARGET_KEY) != 0;
     VMENC_ENSURE(vmenc_cbs_copy_bytes(c, op->target_key_hash, CTL_HASH_BYTES), VMENC_E_TRUNCATED);
+    VMENC_ENSURE(vmenc_cbs_copy_bytes(c, op->prev_target_key_hash, CTL_HASH_BYTES), VMENC_E_TRUNCATED);
     VMENC_ENSURE(vmenc_cbs_get_u64(c, &op->target_generation), VMENC_E_TRUNCATED);
     VMENC_ENSURE(get_text(c, 2, op->target_policy, sizeof(op->target_policy), VMENC_POLICY_NAME_MAX, true),
                  VMENC_E_PARSE);
@@ -336,10 +353,16 @@ static vmenc_status parse_op(vmenc_cbs *c, ctl_vm_op *op) {
     for (size_t i = 0; i < n; i++) {
         ctl_disk_op *d = &op->disks[i];
         VMENC_ENSURE(get_disk_id(c, d->disk_id), VMENC_E_PARSE);
-        VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) && (flags & ~DOP_HAS_TARGET_DEK) == 0, VMENC_E_PARSE);
+        VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) &&
+                         (flags & ~(DOP_HAS_TARGET_DEK | DOP_HAS_PREV | DOP_PREV_HAS_TARGET_DEK)) == 0,
+                     VMENC_E_PARSE);
         d->has_target_dek = (flags & DOP_HAS_TARGET_DEK) != 0;
+        d->has_prev = (flags & DOP_HAS_PREV) != 0;
+        d->prev_has_target_dek = (flags & DOP_PREV_HAS_TARGET_DEK) != 0;
         VMENC_ENSURE(vmenc_cbs_copy_bytes(c, d->target_dek_hash, CTL_HASH_BYTES), VMENC_E_TRUNCATED);
         VMENC_ENSURE(vmenc_cbs_get_u64(c, &d->cvt_id), VMENC_E_TRUNCATED);
+        VMENC_ENSURE(vmenc_cbs_copy_bytes(c, d->prev_target_dek_hash, CTL_HASH_BYTES), VMENC_E_TRUNCATED);
+        VMENC_ENSURE(vmenc_cbs_get_u64(c, &d->prev_cvt_id), VMENC_E_TRUNCATED);
     }
     return VMENC_OK;
 }

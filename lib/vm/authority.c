@@ -51,6 +51,8 @@ static const uint8_t *facts_key(const ctl_vm_facts *f) { return f->encrypted ? f
  * key record: its target DEK record, or (no target) a plain disk. */
 static const uint8_t *disk_target(const ctl_disk_op *e) { return e->has_target_dek ? e->target_dek_hash : k_zero; }
 
+static const uint8_t *disk_prev(const ctl_disk_op *e) { return e->prev_has_target_dek ? e->prev_target_dek_hash : k_zero; }
+
 static const uint8_t *disk_fact_key(const ctl_disk_fact *f) { return f->has_dek_hash ? f->dek_hash : k_zero; }
 
 static bool records_equal(const ctl_vm_record *a, const ctl_vm_record *b) {
@@ -167,6 +169,11 @@ static vmenc_status config_targets(const vmenc_vm *vm, ctl_vm_record *next) {
     const vmenc_wrapped_key *want = vm->vmx.new_key_safe != NULL ? vm->vmx.new_key_safe : vm->vmx.key_safe;
     VMENC_GUARD(key_hash(want, h));
     if (vm->vmx.new_key_safe != NULL || !hash_eq(h, facts_key(&next->facts))) {
+        if (op->has_target_key && !hash_eq(op->target_key_hash, h)) {
+            /* the file on disk may still name the target it replaces */
+            op->has_prev_target_key = true;
+            memcpy(op->prev_target_key_hash, op->target_key_hash, CTL_HASH_BYTES);
+        }
         op->has_target_key = true;
         memcpy(op->target_key_hash, h, CTL_HASH_BYTES);
         op->target_generation = next->facts.key_generation + 1;
@@ -233,6 +240,8 @@ vmenc_status vm_authority_after_config(vmenc_vm *vm) {
     VMENC_GUARD(fresh(vm, &base));
     next = base;
     VMENC_GUARD(fold_facts(vm, &next));
+    next.op.has_prev_target_key = false; /* the write is done: the old file is gone */
+    memset(next.op.prev_target_key_hash, 0, CTL_HASH_BYTES);
     if (next.op.kind == CTL_OP_NONE) {
         /* no operation recorded: the targets are exactly what is pending */
         ctl_vm_op disks = next.op;
@@ -259,21 +268,26 @@ vmenc_status vm_authority_before_descriptor(vmenc_vm *vm, const vm_disk_desc *d)
     bool cur_known = fi >= 0 && hash_eq(cur, disk_fact_key(&next.facts.disks[fi]));
     int ei = ctl_vm_op_find_disk(&next.op, d->disk_id);
     bool converting = vm_disk_desc_converting(d);
-    if (converting || !cur_known || ei >= 0) {
+    if (converting || !cur_known) {
         ctl_disk_op *e = op_disk_entry(&next.op, d->disk_id);
         VMENC_ENSURE(e != NULL, VMENC_E_LIMIT);
+        ctl_disk_op was = *e;
         if (converting) {
             e->cvt_id = d->cvt_id;
             e->has_target_dek = d->new_key_safe != NULL;
             VMENC_GUARD(key_hash(d->new_key_safe, e->target_dek_hash));
-        } else if (!cur_known) {
-            e->cvt_id = 0;
+        } else {
             e->has_target_dek = d->key_safe != NULL;
             memcpy(e->target_dek_hash, cur, CTL_HASH_BYTES);
         }
-        if (next.op.kind == CTL_OP_NONE && !converting && cur_known) {
-            /* a finished conversion's entry that nothing needs any more */
-            op_remove_disk(&next.op, d->disk_id);
+        bool changed = e->cvt_id != was.cvt_id || e->has_target_dek != was.has_target_dek ||
+                       !hash_eq(e->target_dek_hash, was.target_dek_hash);
+        if (ei >= 0 && changed) {
+            /* the file on disk may still be the one this entry allowed */
+            e->has_prev = true;
+            e->prev_has_target_dek = was.has_target_dek;
+            memcpy(e->prev_target_dek_hash, was.has_target_dek ? was.target_dek_hash : k_zero, CTL_HASH_BYTES);
+            e->prev_cvt_id = was.cvt_id;
         }
     }
     return commit(vm, &base, &next);
@@ -293,6 +307,13 @@ vmenc_status vm_authority_after_descriptor(vmenc_vm *vm, const vm_disk_desc *d) 
     } else {
         VMENC_ENSURE(next.facts.num_disks < CTL_MAX_DISKS, VMENC_E_LIMIT);
         next.facts.disks[next.facts.num_disks++] = f;
+    }
+    int ei = ctl_vm_op_find_disk(&next.op, d->disk_id);
+    if (ei >= 0) {
+        ctl_disk_op *e = &next.op.disks[ei];
+        e->has_prev = e->prev_has_target_dek = false; /* the write is done: the old file is gone */
+        memset(e->prev_target_dek_hash, 0, CTL_HASH_BYTES);
+        e->prev_cvt_id = 0;
     }
     if (next.op.kind == CTL_OP_NONE && !vm_disk_desc_converting(d))
         op_remove_disk(&next.op, d->disk_id);
@@ -391,7 +412,8 @@ static vmenc_status check_home(const vmenc_vm *vm, const ctl_vm_record *r, char 
     uint8_t cur[CTL_HASH_BYTES];
     VMENC_GUARD(key_hash(vm->vmx.key_safe, cur));
     bool by_facts = hash_eq(cur, facts_key(&r->facts));
-    bool by_target = op->has_target_key && hash_eq(cur, op->target_key_hash);
+    bool by_target = (op->has_target_key && hash_eq(cur, op->target_key_hash)) ||
+                     (op->has_prev_target_key && hash_eq(cur, op->prev_target_key_hash));
     if (!by_facts && !by_target) {
         if (r->facts.encrypted && vm->vmx.key_safe == NULL)
             REFUSE("%s: the VM is recorded encrypted but its configuration is plain (encryption.* removed)",
@@ -404,7 +426,8 @@ static vmenc_status check_home(const vmenc_vm *vm, const ctl_vm_record *r, char 
     if (vm->vmx.new_key_safe != NULL) {
         uint8_t nxt[CTL_HASH_BYTES];
         VMENC_GUARD(key_hash(vm->vmx.new_key_safe, nxt));
-        if (!op->has_target_key || !hash_eq(nxt, op->target_key_hash))
+        if (!(op->has_target_key && hash_eq(nxt, op->target_key_hash)) &&
+            !(op->has_prev_target_key && hash_eq(nxt, op->prev_target_key_hash)))
             REFUSE("%s: encryption.newKeySafe names a key record no recorded operation announced", vm->vmx_name);
     }
     if (vm->vmx.applying_policy[0] != '\0' &&
@@ -426,7 +449,7 @@ static vmenc_status check_disk(const vm_disk_entry *d, const ctl_vm_record *r, c
     uint8_t cur[CTL_HASH_BYTES];
     VMENC_GUARD(key_hash(d->desc.key_safe, cur));
     bool by_facts = fi >= 0 && hash_eq(cur, disk_fact_key(&r->facts.disks[fi]));
-    bool by_target = e != NULL && hash_eq(cur, disk_target(e));
+    bool by_target = e != NULL && (hash_eq(cur, disk_target(e)) || (e->has_prev && hash_eq(cur, disk_prev(e))));
     if (fi < 0 && e == NULL)
         REFUSE("%s: disk %s is not a disk of the recorded VM", d->desc_name, d->disk_id);
     if (!by_facts && !by_target) {
@@ -436,19 +459,22 @@ static vmenc_status check_disk(const vm_disk_entry *d, const ctl_vm_record *r, c
                d->disk_id);
     }
     if (vm_disk_desc_converting(&d->desc)) {
-        if (e == NULL || e->cvt_id != d->desc.cvt_id)
+        if (e == NULL || (e->cvt_id != d->desc.cvt_id && !(e->has_prev && e->prev_cvt_id == d->desc.cvt_id)))
             REFUSE("%s: disk %s says it is in conversion %llu, which the record does not announce", d->desc_name,
                    d->disk_id, (unsigned long long)d->desc.cvt_id);
-        if (d->desc.new_key_safe != NULL) {
-            uint8_t nxt[CTL_HASH_BYTES];
-            VMENC_GUARD(key_hash(d->desc.new_key_safe, nxt));
-            if (!e->has_target_dek || !hash_eq(nxt, e->target_dek_hash))
-                REFUSE("%s: vmenc.newKeySafe of disk %s is not the key record the record announced", d->desc_name,
-                       d->disk_id);
-        } else if (e->has_target_dek) {
-            REFUSE("%s: disk %s says it is being decrypted; the record announced a new key", d->desc_name,
-                   d->disk_id);
-        }
+        /* the next key the descriptor names (none: decrypting) must be the
+         * announced target of that conversion */
+        uint8_t nxt[CTL_HASH_BYTES];
+        VMENC_GUARD(key_hash(d->desc.new_key_safe, nxt));
+        bool now = e->cvt_id == d->desc.cvt_id && e->has_target_dek == (d->desc.new_key_safe != NULL) &&
+                   hash_eq(nxt, disk_target(e));
+        bool before = e->has_prev && e->prev_cvt_id == d->desc.cvt_id &&
+                      e->prev_has_target_dek == (d->desc.new_key_safe != NULL) && hash_eq(nxt, disk_prev(e));
+        if (!now && !before)
+            REFUSE(d->desc.new_key_safe != NULL
+                       ? "%s: vmenc.newKeySafe of disk %s is not the key record the record announced"
+                       : "%s: disk %s says it is being decrypted; the record announced no such thing",
+                   d->desc_name, d->disk_id);
     }
     return VMENC_OK;
 }
