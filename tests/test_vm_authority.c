@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vm/vm_internal.h"
 #include "vmenc/vmenc.h"
 #include "workspace/migrate_home.h"
 
@@ -443,6 +444,45 @@ static void test_honest_changes_keep_opening(void **state) {
     vmenc_vm_free(vm);
 }
 
+/* ---- intent first: a write cut off after its announcement ------------------------------ */
+
+/* The record announces a descriptor write (a decryption starting) and the
+ * write never happens, as after a crash between the two: the announcement
+ * is durable, the old descriptor still opens, and the next write of the
+ * VM drops the stale announcement. */
+static void test_announced_write_cut_off_still_opens(void **state) {
+    (void)state;
+    vmenc_vm *vm = make_vm(g_ws, "cw1");
+    pthread_mutex_lock(&vm->lock);
+    vm_disk_desc d = vm->disks[0].desc; /* shallow: only state and ID change */
+    d.state = VMENC_DISK_DECRYPTING;
+    d.cvt_id = 4242;
+    OK(vm_authority_before_descriptor(vm, &d));
+    pthread_mutex_unlock(&vm->lock);
+    /* durable: another handle on the store reads the announcement */
+    ctl_vm_record stored;
+    OK(ctl_store_get_vm(vmenc_workspace_host(g_ws)->control, vmenc_vm_uuid(vm), &stored));
+    assert_int_equal(stored.op.kind, CTL_OP_NONE);
+    assert_int_equal(stored.op.num_disks, 1);
+    assert_int_equal(stored.op.disks[0].cvt_id, 4242);
+    assert_false(stored.op.disks[0].has_target_dek); /* target: plain */
+    assert_true(stored.facts.disks[0].encrypted);
+    char uuid[64];
+    snprintf(uuid, sizeof(uuid), "%s", vmenc_vm_uuid(vm));
+    vmenc_vm_free(vm);
+
+    /* the descriptor on disk is the old one: it opens, and the open drops
+     * the announcement nothing on disk needs */
+    OK(open_vm("cw1", &vm));
+    OK(ctl_store_get_vm(vmenc_workspace_host(g_ws)->control, uuid, &stored));
+    assert_int_equal(stored.op.num_disks, 0);
+    assert_true(stored.facts.disks[0].encrypted);
+    OK(vmenc_vm_rekey_shallow(vm, ALICE, NULL, NULL));
+    vmenc_vm_free(vm);
+    OK(open_vm("cw1", &vm));
+    vmenc_vm_free(vm);
+}
+
 /* ---- point 11: the migration receiver compares the stream with the handover ------------- */
 
 typedef struct wire {
@@ -636,6 +676,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retired_disk_record_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uuid_swap_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_honest_changes_keep_opening, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_announced_write_cut_off_still_opens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_stripped_vmx_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_uuid_mismatch_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_moves_the_record, setup, teardown),
