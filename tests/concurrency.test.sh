@@ -49,7 +49,7 @@ count_rc() { grep -lx "$1" "$T/rc/$2"* 2>/dev/null | wc -l; }
 expect 0 "init" -- "$VMENC" init "$W" --admin alice --host esx01 --kdf-memory 8192 --kdf-passes 1
 
 # ---- 1. 20 parallel vm create ------------------------------------------------------
-for i in $(seq -w 1 20); do run_bg "create$i" "$VMENC" vm create "p$i"; done
+for i in $(seq -w 1 20); do run_bg "create$i" "$VMENC" --wait 300 vm create "p$i"; done
 wait
 good=$(count_rc 0 create)
 [[ $good == 20 ]] && ok "20 parallel vm create: all exit 0" || {
@@ -62,12 +62,12 @@ for i in $(seq -w 1 20); do "$VMENC" vm status "p$i" >/dev/null 2>&1 || missing=
 [[ $missing == 0 ]] && ok "vm status finds all 20" || bad "vm status: $missing of 20 not found"
 
 # ---- 2. 20 parallel policy user, then 20 parallel grant -----------------------------
-for i in $(seq -w 1 20); do run_bg "user$i" "$VMENC" policy user "u$i"; done
+for i in $(seq -w 1 20); do run_bg "user$i" "$VMENC" --wait 300 policy user "u$i"; done
 wait
 good=$(count_rc 0 user)
 [[ $good == 20 ]] && ok "20 parallel policy user: all exit 0" || {
     bad "20 parallel policy user: $good exit 0"; cat "$T"/log/user*.err | sort | uniq -c | head -5; }
-for i in $(seq -w 1 20); do run_bg "grant$i" "$VMENC" policy grant "u$i" ReadOnly --on "p$i"; done
+for i in $(seq -w 1 20); do run_bg "grant$i" "$VMENC" --wait 300 policy grant "u$i" ReadOnly --on "p$i"; done
 wait
 good=$(count_rc 0 grant)
 [[ $good == 20 ]] && ok "20 parallel policy grant: all exit 0" || {
@@ -83,11 +83,11 @@ pyjson "set(('u%02d' % i, 'p%02d' % i) for i in range(1, 21)) <= set((p['princip
 # expected here); "locked" (exit 7 VMENC_E_LOCKED) and I/O are failures.
 for i in $(seq -w 1 100); do
     case $((10#$i % 5)) in
-        0) run_bg "mix$i" "$VMENC" kms create-key native ;;
-        1) run_bg "mix$i" "$VMENC" vm create "m$i" ;;
-        2) run_bg "mix$i" "$VMENC" vm status "p$(printf %02d $(( (10#$i % 20) + 1 )))" ;;
-        3) run_bg "mix$i" "$VMENC" policy grant "u$(printf %02d $(( (10#$i % 20) + 1 )))" ReadOnly --on "m$(printf %03d $((10#$i - 2)))" ;;
-        4) run_bg "mix$i" "$VMENC" audit show ;;
+        0) run_bg "mix$i" "$VMENC" --wait 300 kms create-key native ;;
+        1) run_bg "mix$i" "$VMENC" --wait 300 vm create "m$i" ;;
+        2) run_bg "mix$i" "$VMENC" --wait 300 vm status "p$(printf %02d $(( (10#$i % 20) + 1 )))" ;;
+        3) run_bg "mix$i" "$VMENC" --wait 300 policy grant "u$(printf %02d $(( (10#$i % 20) + 1 )))" ReadOnly --on "m$(printf %03d $((10#$i - 2)))" ;;
+        4) run_bg "mix$i" "$VMENC" --wait 300 audit show ;;
     esac
 done
 wait
@@ -124,6 +124,20 @@ expect 2 "vm create with a 1000-byte disk: refused" -- "$VMENC" vm create bad1 -
 expect 0 "policy show" -- "$VMENC" --json policy show
 pyjson "not any(o['name'] == 'bad1' for o in j['policy']['inventory'])" "no inventory entry for the failed create"
 expect 0 "the name is free again" -- "$VMENC" vm create bad1 --disk 1M
+
+# ---- 4b. a held lock: readers go on, a writer names the holder, kill -9 frees it -----------
+expect 2 "--wait takes seconds" -- "$VMENC" --wait soon policy show
+( exec 9>>"$W/policy.json.lock"; flock 9; echo "host esx01, pid $BASHPID (lock-test), policy change, since now" >"$W/policy.json.lock"
+  echo held >"$T/held"; exec sleep 300 ) &
+HOLDER=$!
+for _ in $(seq 1 200); do [[ -e "$T/held" ]] && break; sleep 0.05; done
+expect 0 "policy show while another process holds the policy lock" -- "$VMENC" policy show
+expect 0 "vm status while another process holds the policy lock" -- "$VMENC" vm status p01
+expect 7 "a policy change gives up after --wait 1" -- "$VMENC" --wait 1 policy user waiter
+grep -q "held by host esx01, pid [0-9]* (lock-test), policy change" "$T/err" && grep -q -- "--wait SECONDS" "$T/err" &&
+    ok "the refusal names the holder and the way out" || { bad "the refusal names the holder"; cat "$T/err"; }
+kill -9 "$HOLDER"; wait "$HOLDER" 2>/dev/null
+expect 0 "after kill -9 of the holder the change goes through at once (--wait 0)" -- "$VMENC" --wait 0 policy user waiter
 
 # ---- 5. read-only commands during a long conversion ---------------------------------------
 # The conversion is caught in the middle and frozen there (SIGSTOP) while

@@ -294,8 +294,28 @@ static vmenc_status do_set_vm_state(model *m, const char *vm, const char *host, 
     return VMENC_OK;
 }
 
+/* vm_state_is: the model already says so (read lock). */
+static bool vm_state_is(vmenc_policy *policy, const char *vm, const char *host, int encrypted) {
+    if (!name_valid(vm) || (host != NULL && !name_valid(host)) ||
+        pthread_rwlock_rdlock(&policy->lock) != 0)
+        return false;
+    const model *m = policy->m;
+    uint32_t v = model_find_object(m, vm);
+    uint32_t h = host != NULL ? model_find_object(m, host) : INDEX_NONE;
+    bool same = v != INDEX_NONE && m->objects[v].type == VMENC_OBJ_VM && (host == NULL || h != INDEX_NONE) &&
+                m->objects[v].host == h && m->objects[v].encrypted == (encrypted != 0);
+    pthread_rwlock_unlock(&policy->lock);
+    return same;
+}
+
 vmenc_status vmenc_policy_set_vm_state(vmenc_policy *policy, const char *vm, const char *host,
                                        int encrypted) {
+    VMENC_ENSURE_REF(policy);
+    /* Every VM open places the VM on its host: when the model already says
+     * so, there is nothing to write and no writer to wait for (a read-only
+     * command never waits; docs/workspace.md "Many processes"). */
+    if (vm_state_is(policy, vm, host, encrypted))
+        return VMENC_OK;
     WRITE_LOCKED(policy, do_set_vm_state(policy->m, vm, host, encrypted));
 }
 
