@@ -778,10 +778,10 @@ vmenc_status vmenc_vm_create(vmenc_host *host, const vmenc_vm_create_options *op
     *out = vm;
     return VMENC_OK;
 fail:
-    if (wrote)
-        (void)unlinkat(vm->dirfd, vm->vmx_name, 0);
     if (added && vmenc_policy_remove_object(host->policy, vm->vmx.name) != VMENC_OK)
         (void)0; /* the audit record below says the create failed; the entry is an orphan */
+    if (wrote)
+        (void)unlinkat(vm->dirfd, vm->vmx_name, 0);
     vm_release(vm);
 undo_dir:
     if (created)
