@@ -159,8 +159,9 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_create(const char *dir,
  *   there is none. Copied to secure memory by the providers; the caller may
  *   wipe its copy when the call returns.
  * - audit_log: NULL = the configuration's log; else a file name (no '/')
- *   in the workspace directory, for a second process that runs alongside
- *   (its own chain, same key).
+ *   in the workspace directory: a chain of its own under the same key
+ *   (no longer needed to run alongside other processes: the log is shared,
+ *   see "Many processes" above).
  * - lock_timeout_ms: how long a write waits for another process's lock
  *   (an audit append, a policy change, a configuration change); 0 = one
  *   try, VMENC_E_LOCKED at once.
