@@ -207,8 +207,8 @@ static int check_against_model(const char *dir, const char *logdir, unsigned pro
             continue;
         }
         while (fgets(line, sizeof(line), f) != NULL) {
-            char x[64] = "", y[64] = "", z[256] = "";
-            int n = sscanf(line, "%63s %63s %255s", x, y, z);
+            char x[64] = "", y[64] = "", z[64] = "";
+            int n = sscanf(line, "%63s %63s %63s", x, y, z);
             int has = 0;
             if (n >= 2 && strcmp(x, "vm") == 0) {
                 vms++;
