@@ -42,6 +42,7 @@
 #include "workspace/ws_internal.h"
 
 #define KMS_TIMEOUT_MS 10000u
+#define WS_AUDIT_MIN_WAIT_MS 2000u
 #define SECRET_FILE_MAX 4096u
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -299,7 +300,10 @@ static vmenc_status open_audit(vmenc_workspace *ws, uint32_t lock_timeout_ms, vm
         .key_len = ws->audit_key->len,
         .fsync = ws->sync ? VMENC_AUDIT_FSYNC_EVERY : VMENC_AUDIT_FSYNC_NEVER,
         .flags = VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_SHARED,
-        .lock_timeout_ms = lock_timeout_ms,
+        /* The shared log's lock is held for one append at a time: even a
+         * caller that will not wait for another writer's change (0) waits
+         * out someone else's record rather than fail on it. */
+        .lock_timeout_ms = lock_timeout_ms > WS_AUDIT_MIN_WAIT_MS ? lock_timeout_ms : WS_AUDIT_MIN_WAIT_MS,
     };
     uint64_t deadline = vmenc_now_monotonic_ms() + lock_timeout_ms;
     vmenc_status rv;
