@@ -254,10 +254,10 @@ static vmenc_status verify_whole(vmenc_audit_log *log, const vmenc_audit_log_opt
 static vmenc_status write_record_locked(vmenc_audit_log *log, const audit_fields *f, uint64_t *out_seq,
                                         bool *out_need_sync);
 
-/* recover cuts a torn final line off and records that it did. The caller
- * holds |mu| (or owns the log alone, at open) and, in shared mode, the file
- * lock. */
-static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
+/* recover cuts a torn final line off and records that it did; the record
+ * still needs the sync |*out_need_sync| says. The caller holds |mu| (or
+ * owns the log alone, at open) and, in shared mode, the file lock. */
+static vmenc_status recover(vmenc_audit_log *log, const tail_info *t, bool *out_need_sync) {
     uint64_t keep = t->size - t->torn_len;
     VMENC_ENSURE(ftruncate(log->fd, (off_t)keep) == 0, VMENC_E_IO);
     if (log->policy != VMENC_AUDIT_FSYNC_NEVER) {
@@ -278,14 +278,7 @@ static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
     audit_fields f;
     VMENC_GUARD(audit_fields_from_event(&ev, vmenc_now_realtime_ms(), &f));
     uint64_t seq = 0;
-    bool need_sync = false;
-    VMENC_GUARD(write_record_locked(log, &f, &seq, &need_sync));
-    if (need_sync && log->policy != VMENC_AUDIT_FSYNC_NEVER) {
-        VMENC_ENSURE(datasync(log->fd) == 0, VMENC_E_IO);
-        log->syncs++;
-        log->synced_seq = log->seq;
-    }
-    return VMENC_OK;
+    return write_record_locked(log, &f, &seq, out_need_sync);
 }
 
 /* ---- the shared mode ------------------------------------------------------------ */
@@ -315,7 +308,7 @@ static void adopt_tail(vmenc_audit_log *log, const tail_info *t) {
 /* catch_up: under the file lock, if another writer changed the file since
  * this handle last wrote, continue from the file's real last record (and
  * cut off a torn one that writer left, if recovery is on). */
-static vmenc_status catch_up(vmenc_audit_log *log) {
+static vmenc_status catch_up(vmenc_audit_log *log, bool *out_need_sync) {
     struct stat st;
     VMENC_ENSURE(fstat(log->fd, &st) == 0, VMENC_E_IO);
     if ((uint64_t)st.st_size == log->size)
@@ -327,7 +320,7 @@ static vmenc_status catch_up(vmenc_audit_log *log) {
     log->size = t.size;
     if (t.torn_len > 0) {
         VMENC_ENSURE(log->recover, VMENC_E_INTERRUPTED);
-        VMENC_GUARD(recover(log, &t));
+        VMENC_GUARD(recover(log, &t, out_need_sync));
     }
     return VMENC_OK;
 }
@@ -406,8 +399,15 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
     log->synced_seq = log->seq; /* what is in the file already counts as durable */
     if (created && log->policy != VMENC_AUDIT_FSYNC_NEVER)
         VMENC_GUARD_GOTO(rv, sync_dir(options->path), fail);
-    if (t.torn_len > 0)
-        VMENC_GUARD_GOTO(rv, recover(log, &t), fail);
+    if (t.torn_len > 0) {
+        bool need_sync = false;
+        VMENC_GUARD_GOTO(rv, recover(log, &t, &need_sync), fail);
+        if (need_sync) { /* alone with the log: no group commit to join */
+            VMENC_ENSURE_GOTO(rv, datasync(log->fd) == 0, VMENC_E_IO, fail);
+            log->syncs++;
+            log->synced_seq = log->seq;
+        }
+    }
     vmenc_lock_release(lfd);
     *out = log;
     return VMENC_OK;
@@ -511,7 +511,7 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
     VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
     if (log->shared) {
         VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), unlock);
-        VMENC_GUARD_GOTO(rv, catch_up(log), unlock);
+        VMENC_GUARD_GOTO(rv, catch_up(log, &need_sync), unlock);
     }
     rv = write_record_locked(log, f, &seq, &need_sync);
 unlock:
