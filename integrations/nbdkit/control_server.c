@@ -69,6 +69,7 @@ struct ctl_server {
     bool has_result;
     int32_t result;
     char message[CTL_MESSAGE_CAP];
+    unsigned delay_ms;          /* tests only: VMENC_TEST_PROGRESS_DELAY_MS, a slow conversion */
 };
 
 /* ---- the worker ---------------------------------------------------------------- */
@@ -85,6 +86,10 @@ static int on_progress(void *ctx, const char *disk_id, const vmenc_convert_progr
     bool stop = s->cancel || s->stopping;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (s->delay_ms && !stop && !p->done) { /* as the CLI's knob of the same name: tests only */
+        struct timespec ts = {.tv_sec = s->delay_ms / 1000, .tv_nsec = (long)(s->delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     return stop ? 1 : 0;
 }
 
@@ -407,6 +412,8 @@ int ctl_server_open(vmenc_workspace *ws, vmenc_vm *vm, const char *workspace_dir
     s->dirfd = s->listen_fd = s->stop_pipe[0] = s->stop_pipe[1] = -1;
     ctl_set(s->vm_name, sizeof(s->vm_name), vmenc_vm_name(vm));
     ctl_set(s->uuid, sizeof(s->uuid), vmenc_vm_uuid(vm));
+    const char *d = getenv("VMENC_TEST_PROGRESS_DELAY_MS");
+    s->delay_ms = d != NULL ? (unsigned)strtoul(d, NULL, 10) : 0;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     char err[512];
