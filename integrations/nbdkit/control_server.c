@@ -348,6 +348,13 @@ static void *conn_main(void *arg) {
     default: reply_result(c, VMENC_E_PARSE, "not a request"); break;
     }
 out:
+    /* say we are done and let the caller read the reply: closing with its
+     * request unread would reset the connection and lose the reply */
+    (void)shutdown(a.fd, SHUT_WR);
+    struct pollfd p = {.fd = a.fd, .events = POLLIN};
+    char sink[512];
+    while (poll(&p, 1, 200) > 0 && recv(a.fd, sink, sizeof(sink), 0) > 0) {
+    }
     close(a.fd);
     free(c);
     pthread_mutex_lock(&s->mu);
