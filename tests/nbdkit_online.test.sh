@@ -13,7 +13,9 @@
 # conversion runs, Ctrl-C of the CLI (cancel: resumable, then finished), a
 # principal the policy denies (refused, and audited in the plugin's log), a
 # caller of another uid (refused by SO_PEERCRED), the VM's UUID checked, and a
-# dead plugin's socket (removed; the CLI converts locally).
+# dead plugin's socket (removed; the CLI converts locally). With --offline the
+# CLI converts in its own process, which the image lock (docs/vm.md "Locks")
+# refuses while nbdkit has the disk, naming nbdkit.
 #
 # Before this endpoint, the CLI converted the served disk itself, in a second
 # process: acknowledged writes made during and after the conversion were lost
@@ -206,6 +208,11 @@ VMENC_USER=bob va vm rekey --deep enc >"$T/bob.out" 2>"$T/bob.err"
 rc=$?
 check "bob (no Cryptographer.*) through the endpoint: exit 3 denied (rc $rc)" test $rc = 3
 check "... saying which privilege ($(head -c 200 "$T/bob.err"))" grep -q "Cryptographer" "$T/bob.err"
+# --offline: the CLI converts in its own process, which the image lock refuses while nbdkit has the disk
+va vm rekey --deep enc --offline >"$T/off.out" 2>"$T/off.err"
+rc=$?
+check "--offline while nbdkit serves the disk: refused (rc $rc: $(head -c 250 "$T/off.err"))" test $rc != 0
+check "... naming nbdkit as the holder" grep -q "in use by another process: nbdkit" "$T/off.err"
 # the VM's identity is checked: a request naming another VM (or UUID) is refused
 ctl "$CTL" convert plain "$PLAIN_UUID" >"$T/wrong.out" 2>&1
 check "a conversion request for another VM is refused ($(head -c 120 "$T/wrong.out"))" \
@@ -273,6 +280,9 @@ check "vm encrypt of the served plain VM: exit 0 online (rc $rc: $(head -c 300 "
     grep -q '"online":true' "$T/en.json"
 check "... the guest kept writing during it ($during writes acknowledged)" test "$during" -ge 3
 check "... the disk is now encrypted" grep -q '"state":"encrypted"' "$T/en.json"
+va vm decrypt plain --offline >"$T/off2.out" 2>"$T/off2.err"
+rc=$?
+check "vm decrypt --offline while served: refused, naming nbdkit (rc $rc)" grep -q "in use by another process: nbdkit" "$T/off2.err"
 writes "$S" "$W" 12 $P5 $P6
 stop_nbdkit "$PP"
 va disk read plain scsi0:0 >"$T/plain.dec" 2>/dev/null
