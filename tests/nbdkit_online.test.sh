@@ -190,10 +190,37 @@ writes "$S" "$W" 12 $P1
 DESC_BEFORE=$(sha256sum <"$A/datastore/enc/enc_0.vmdk")
 rm -f "$T/stop"; writer "$S" "$W" "$T/stop" $P2 $P3 & WP=$!
 before=$(wc -l <"$W")
+# a status poller, started (python is slow to start on a loaded machine)
+# before the conversion: it asks every 50 ms until it sees one running
+rm -f "$T/poller.ready" "$T/cli.done"
+python3 - "$CTL" "$T/poller.ready" "$T/cli.done" >"$T/st1" 2>&1 <<'EOF' & SP=$!
+import os, socket, struct, sys, time
+path, ready, done = sys.argv[1:4]
+open(ready, "w").close()
+body = bytes([2, 5]) + b"alice"
+while not os.path.exists(done):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(path)
+    s.sendall(b"VCTL" + bytes([1, 2]) + struct.pack(">H", len(body)) + body)
+    buf = b""
+    while True:
+        d = s.recv(4096)
+        if not d: break
+        buf += d
+    s.close()
+    if len(buf) > 8 and buf[5] == 16:
+        f, i, b = {}, 0, buf[8:8 + struct.unpack(">H", buf[6:8])[0]]
+        while i < len(b):
+            f[b[i]] = b[i + 2:i + 2 + b[i + 1]]; i += 2 + b[i + 1]
+        if f[7][0] == 1 and f[8]:
+            print("progress running=1 kind=%d disk=%s done=%d" % (f[1][0], f[8].decode(), int.from_bytes(f[9], "big")))
+            sys.exit(0)
+    time.sleep(0.05)
+print("never saw a conversion running")
+EOF
+for _ in $(seq 1200); do [[ -e $T/poller.ready ]] && break; sleep 0.05; done
 va vm rekey --deep enc --segment 1M --json >"$T/rk.json" 2>"$T/rk.err" & CP=$!
-: >"$T/st1"
-while kill -0 $CP 2>/dev/null && ! grep -q "running=1" "$T/st1"; do ctl "$CTL" status >"$T/st1" 2>&1; done
 wait $CP; rc=$?
+touch "$T/cli.done"; wait $SP
 touch "$T/stop"; wait $WP
 during=$(( $(wc -l <"$W") - before ))
 check "vm rekey --deep of the served VM: exit 0 (rc $rc: $(head -c 300 "$T/rk.err"))" test $rc = 0
@@ -213,6 +240,7 @@ va vm rekey --deep enc --offline >"$T/off.out" 2>"$T/off.err"
 rc=$?
 check "--offline while nbdkit serves the disk: refused (rc $rc: $(head -c 250 "$T/off.err"))" test $rc != 0
 check "... naming nbdkit as the holder" grep -q "in use by another process: nbdkit" "$T/off.err"
+check "... with a hint to drop --offline" grep -q "hint: VM 'enc' is served by nbdkit .*without --offline" "$T/off.err"
 # the VM's identity is checked: a request naming another VM (or UUID) is refused
 ctl "$CTL" convert plain "$PLAIN_UUID" >"$T/wrong.out" 2>&1
 check "a conversion request for another VM is refused ($(head -c 120 "$T/wrong.out"))" \

@@ -377,8 +377,11 @@ static void *acceptor_main(void *arg) {
         if (p[1].revents != 0)
             return NULL;
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno != EINTR && errno != ECONNABORTED)
+                poll(NULL, 0, 100); /* out of descriptors or memory: do not spin */
             continue;
+        }
         conn_arg *a = malloc(sizeof(*a));
         pthread_t t;
         pthread_attr_t at;

@@ -365,6 +365,18 @@ static int ctl_find(cli *c, vmenc_vm *vm, pid_t *out_pid) {
     return fd;
 }
 
+/* served_hint: after a local conversion refused because nbdkit holds the
+ * disk, say how to convert it through that process instead. */
+static void served_hint(cli *c, vmenc_vm *vm, vmenc_status st, bool offline, const char *name) {
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    if (st != VMENC_E_LOCKED || vm == NULL || vmenc_vm_get_lock_holder(vm, &h) != VMENC_OK ||
+        strcmp(h.program, "nbdkit") != 0)
+        return;
+    cli_info(c, "hint: VM '%s' is served by nbdkit (pid %lld); %s", name, (long long)h.pid,
+             offline ? "without --offline the conversion runs online in that process, through its control endpoint"
+                     : "it offers no control endpoint here (started with control=off or control=PATH?)");
+}
+
 static vmenc_disk_state converting_state(uint8_t kind) {
     return kind == CTL_KIND_ENCRYPT ? VMENC_DISK_ENCRYPTING
            : kind == CTL_KIND_DECRYPT ? VMENC_DISK_DECRYPTING
@@ -481,6 +493,7 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     if (st != VMENC_OK) {
         char why[VMENC_LOCK_MESSAGE_MAX + 2];
         lock_why(vm, st, why, sizeof(why));
+        served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def, why);
     }
@@ -541,6 +554,8 @@ static int vm_rekey(cli *c, args *a) {
     if (st != VMENC_OK) {
         char why[VMENC_LOCK_MESSAGE_MAX + 2];
         lock_why(vm, st, why, sizeof(why));
+        if (deep)
+            served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot %s rekey VM '%s'%s", deep ? "deep" : "shallow", name, why);
     }
