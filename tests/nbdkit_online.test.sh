@@ -274,8 +274,10 @@ sleep 1
 kill -INT $CP; wait $CP; rc=$?
 check "Ctrl-C of an online deep rekey: exit 130 (rc $rc)" test $rc = 130
 check "... stopped cleanly, resumable ($(tail -1 "$T/int.err" | head -c 150))" grep -q "resumable" "$T/int.err"
-va vm rekey --deep enc >/dev/null 2>"$T/res.err"
-check "... asking again finishes it (rc $?)" test $? = 0
+va vm resume enc --json >"$T/res.json" 2>"$T/res.err"
+rc=$?
+check "... vm resume finishes it, online too (rc $rc)" grep -q '"online":true' "$T/res.json"
+check "... the disk is encrypted, no conversion left" bash -c "grep -q '\"state\":\"encrypted\"' '$T/res.json' && ! grep -q rekeying '$T/res.json'"
 touch "$T/stop"; wait $WP
 writes "$S" "$W" 6 $P6
 stop_nbdkit "$PE"

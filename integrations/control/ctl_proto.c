@@ -118,7 +118,7 @@ static void put_be(wr *w, uint64_t v, size_t n) {
 }
 
 static int bool_ok(const ctl_msg *m) {
-    return m->running <= 1 && m->done <= 1 && m->kind <= CTL_KIND_REKEY_DEEP;
+    return m->running <= 1 && m->done <= 1 && m->kind <= CTL_KIND_RESUME;
 }
 
 /* ---- encode ----------------------------------------------------------------------- */
@@ -255,6 +255,7 @@ const char *ctl_kind_name(uint8_t kind) {
     case CTL_KIND_ENCRYPT: return "encrypt";
     case CTL_KIND_DECRYPT: return "decrypt";
     case CTL_KIND_REKEY_DEEP: return "rekey-deep";
+    case CTL_KIND_RESUME: return "resume";
     default: return "none";
     }
 }

@@ -50,13 +50,14 @@ typedef enum ctl_kind {
     CTL_KIND_NONE = 0,
     CTL_KIND_ENCRYPT = 1,   /* vmenc vm encrypt: apply an encrypting storage policy */
     CTL_KIND_DECRYPT = 2,   /* vmenc vm decrypt: apply a plain storage policy */
-    CTL_KIND_REKEY_DEEP = 3 /* vmenc vm rekey --deep */
+    CTL_KIND_REKEY_DEEP = 3, /* vmenc vm rekey --deep */
+    CTL_KIND_RESUME = 4      /* vmenc vm resume: finish interrupted conversions (and the policy being applied) */
 } ctl_kind;
 
 /* ctl_msg: one frame, decoded. Fields a type does not carry are zero. */
 typedef struct ctl_msg {
     uint8_t type;                   /* ctl_type */
-    uint8_t kind;                   /* ctl_kind: CONVERT, PROGRESS */
+    uint8_t kind;                   /* ctl_kind: CONVERT, PROGRESS (RESUME reports the kind of each disk's conversion) */
     char principal[CTL_NAME_CAP];   /* requests: the acting user (authorized and audited) */
     char vm[CTL_NAME_CAP];          /* CONVERT: the VM the caller means; the server checks it is its own */
     char uuid[CTL_UUID_CAP];        /* CONVERT: its UUID, checked the same way */
@@ -85,7 +86,7 @@ vmenc_status ctl_encode(const ctl_msg *m, uint8_t *out, size_t cap, size_t *out_
  * On failure |*out| is unspecified. */
 vmenc_status ctl_decode(const uint8_t *in, size_t len, ctl_msg *out, size_t *out_used);
 
-/* ctl_kind_name: "encrypt", "decrypt", "rekey-deep", or "none". */
+/* ctl_kind_name: "encrypt", "decrypt", "rekey-deep", "resume", or "none". */
 const char *ctl_kind_name(uint8_t kind);
 
 /* ctl_set copies |s| into a field of capacity |cap| (truncating at a

@@ -111,7 +111,7 @@ static void explain(ctl_server *s, const ctl_msg *r, vmenc_status st, bool cance
         return;
     }
     char why[VMENC_POLICY_NAME_MAX * 2 + 256] = "";
-    if (st == VMENC_E_DENIED || st == VMENC_E_HOST_MODE) {
+    if ((st == VMENC_E_DENIED || st == VMENC_E_HOST_MODE) && r->kind != CTL_KIND_RESUME) {
         vmenc_vm_info info = {.struct_size = sizeof(info)};
         int enc = vmenc_vm_get_info(s->vm, &info) == VMENC_OK && info.encrypted;
         vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = op_of(r->kind), .vm = s->vm_name,
@@ -141,8 +141,11 @@ static void *worker_main(void *arg) {
     case CTL_KIND_DECRYPT:
         st = vmenc_vm_apply_storage_policy_ex(s->vm, r.principal, r.policy[0] ? r.policy : "Datastore Default", &ao);
         break;
-    default:
+    case CTL_KIND_REKEY_DEEP:
         st = vmenc_vm_rekey_deep(s->vm, r.principal, &ao);
+        break;
+    default: /* each interrupted conversion is authorized as its kind */
+        st = vmenc_vm_resume(s->vm, r.principal, &ao);
         break;
     }
     pthread_mutex_lock(&s->mu);
@@ -255,8 +258,8 @@ static void stream(ctl_server *s, ctl_conn *c, uint64_t job) {
 }
 
 static void handle_convert(ctl_server *s, ctl_conn *c, const ctl_msg *r) {
-    if (r->kind < CTL_KIND_ENCRYPT || r->kind > CTL_KIND_REKEY_DEEP || r->principal[0] == '\0' ||
-        (r->kind == CTL_KIND_REKEY_DEEP && r->policy[0] != '\0')) {
+    if (r->kind < CTL_KIND_ENCRYPT || r->kind > CTL_KIND_RESUME || r->principal[0] == '\0' ||
+        (r->kind >= CTL_KIND_REKEY_DEEP && r->policy[0] != '\0')) {
         reply_result(c, VMENC_E_INVALID_ARG, "bad conversion request");
         return;
     }

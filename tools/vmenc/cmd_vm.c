@@ -378,7 +378,8 @@ static void served_hint(cli *c, vmenc_vm *vm, vmenc_status st, bool offline, con
 }
 
 static vmenc_disk_state converting_state(uint8_t kind) {
-    return kind == CTL_KIND_ENCRYPT ? VMENC_DISK_ENCRYPTING
+    return kind == CTL_KIND_RESUME    ? VMENC_DISK_PLAIN /* the bar says "resume" */
+           : kind == CTL_KIND_ENCRYPT ? VMENC_DISK_ENCRYPTING
            : kind == CTL_KIND_DECRYPT ? VMENC_DISK_DECRYPTING
                                       : VMENC_DISK_REKEYING;
 }
@@ -573,6 +574,7 @@ static int vm_rekey(cli *c, args *a) {
 
 static int vm_resume(cli *c, args *a) {
     uint64_t seg = 0;
+    bool offline = arg_flag(a, "--offline");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -584,6 +586,14 @@ static int vm_resume(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    if (!offline) {
+        rc = online_convert(c, &vm, name, CTL_KIND_RESUME, NULL, seg, "resume");
+        if (rc >= 0) {
+            vmenc_vm_free(vm);
+            return rc;
+        }
+        rc = EXIT_OK;
+    }
     conv_ctx x;
     conv_init(&x, c, "resume");
     vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x,
@@ -759,8 +769,9 @@ const verb_def vm_verbs[] = {
      "Shallow (default): every wrapped key re-wrapped under a new KEK, data not re-encrypted;\n"
      "needs Cryptographer.Recrypt. --deep: every encrypted disk gets a new DEK and is re-encrypted\n"
      "in place (Cryptographer.Recrypt + host); progress, Ctrl-C, resume and online as encrypt.\n"},
-    {"resume", vm_resume, "NAME [--segment SIZE]", "finish every interrupted conversion of a VM's disks",
-     "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"},
+    {"resume", vm_resume, "NAME [--segment SIZE] [--offline]", "finish every interrupted conversion of a VM's disks",
+     "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"
+     "A served VM's conversions are finished online by its serving process, as encrypt.\n"},
     {"clone", vm_clone, "SOURCE NAME [--policy SP | --plain] [--keep-keys]", "clone a powered-off VM",
      "Default: the source's policy, new keys. --keep-keys keeps the DEKs (ciphertext copied).\n"},
     {"add-disk", vm_add_disk, "NAME --size SIZE [--sector N] [--id scsiB:U]", "add a zero-filled disk", ""},
