@@ -43,7 +43,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$T"
+    [[ -n ${VMENC_TEST_KEEP:-} ]] && echo "# kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -313,6 +313,8 @@ check "... the disk is now encrypted" grep -q '"state":"encrypted"' "$T/en.json"
 va vm decrypt plain --offline >"$T/off2.out" 2>"$T/off2.err"
 rc=$?
 check "vm decrypt --offline while served: refused, naming nbdkit (rc $rc)" grep -q "in use by another process: nbdkit" "$T/off2.err"
+check "... leaving no storage policy marked as being applied (a later resume would decrypt)" \
+    bash -c "! grep -q applyingPolicy '$A/datastore/plain/plain.vmx'"
 writes "$S" "$W" 12 $P5 $P6
 stop_nbdkit "$PP"
 va disk read plain scsi0:0 >"$T/plain.dec" 2>/dev/null
@@ -362,6 +364,44 @@ check "the CLI finds the socket dead, removes it and converts locally (rc $rc)" 
 check "... not online" bash -c "! grep -q '\"online\"' '$T/dead.json'"
 va disk read plain scsi0:0 >"$T/plain2.dec" 2>/dev/null
 check "... the data is intact" cmp -s "$T/plain.model" "$T/plain2.dec"
+
+# ---- 5. nbdkit starts in the middle of a conversion ---------------------------------------------------
+# a local deep rekey stopped half way (Ctrl-C); nbdkit serves the disk in its converting state
+# (reads and writes see the right bytes), and vm resume finishes it online
+VMENC_TEST_PROGRESS_DELAY_MS=150 "$VMENC" --workspace "$A" --passphrase-file "$T/pass" vm rekey --deep plain \
+    --segment 1M >/dev/null 2>"$T/half.err" &
+CP=$!
+sleep 3
+kill -INT $CP; wait $CP; rc=$?
+check "a local deep rekey of plain stopped half way (rc $rc)" test $rc = 130
+W5=$T/plain5.writes
+: >"$W5"
+start_nbdkit "$S" "$T/nbd6.log" workspace="$A" vm=plain user=alice passphrase-file="$T/pass"
+check "nbdkit serves a disk in the middle of its conversion" test $? = 0
+PP=$NBD_PID
+cat "$T/plain.writes" >"$T/plain5.all"
+model "$T/plain5.all" "$T/plain5.before"
+qemu-io -f raw -c "read -v 0 0" "$(uri "$S")" >/dev/null 2>&1
+python3 - "$(uri "$S")" "$T/plain5.before" <<'EOF' >"$T/half.read" 2>&1
+import subprocess, sys
+# read the whole disk through nbdkit and compare with the model
+out = subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", sys.argv[1], sys.argv[2] + ".got"], capture_output=True)
+print("same" if out.returncode == 0 and open(sys.argv[2] + ".got", "rb").read() == open(sys.argv[2], "rb").read() else "differs")
+EOF
+check "... and serves the right bytes, half converted ($(cat "$T/half.read" | head -c 80))" grep -q "^same" "$T/half.read"
+writes "$S" "$W5" 8 $P1 $P2
+rm -f "$T/stop"; writer "$S" "$W5" "$T/stop" $P3 & WP=$!
+va vm resume plain --json >"$T/res5.json" 2>"$T/res5.err"
+rc=$?
+touch "$T/stop"; wait $WP
+check "vm resume finishes it through the serving process (rc $rc)" grep -q '"online":true' "$T/res5.json"
+writes "$S" "$W5" 8 $P4
+stop_nbdkit "$PP"
+cat "$T/plain.writes" "$W5" >"$T/plain5.all"
+model "$T/plain5.all" "$T/plain5.model"
+va disk read plain scsi0:0 >"$T/plain5.dec" 2>/dev/null
+check "every acknowledged write reads back" cmp -s "$T/plain5.model" "$T/plain5.dec"
+check "the extent holds none of the patterns" no_plaintext "$PLAIN_EXTENT" "$T/plain5.all"
 
 echo "$((n - fails)) passed, $fails failed"
 [[ $fails == 0 ]]

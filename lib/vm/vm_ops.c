@@ -853,6 +853,13 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
         return s;
     }
     s = check_plan_opts(vm, opts);
+    /* Which disks move, asked of every disk before anything is recorded: a
+     * disk another process has open refuses here (VMENC_E_LOCKED), and a
+     * refused command must leave no "applying" mark for a later resume to
+     * act on (nor rewrite the .vmx under the process that has the VM). */
+    bool moves[VMENC_POLICY_MAX_ACTIONS(VMENC_VM_MAX_DISKS)] = {false};
+    for (size_t i = 0; i < n && s == VMENC_OK; i++)
+        s = disk_needs_move(vm, &acts[i], &moves[i]);
     if (s == VMENC_OK && n > 0 && strcmp(vm->vmx.applying_policy, name) != 0) {
         /* Say durably which policy is being applied, so an interruption
          * (a crash, a stop from the progress callback) can be finished by
@@ -865,10 +872,7 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
             memcpy(vm->vmx.applying_policy, before, sizeof(before));
     }
     for (size_t i = 0; i < n && s == VMENC_OK; i++) {
-        bool move = false;
-        s = disk_needs_move(vm, &acts[i], &move);
-        if (s != VMENC_OK)
-            break;
+        bool move = moves[i];
         /* an open disk's extent is read and written through its handle:
          * only the engine may change its key, even when it holds no data */
         if ((opts->flags & VMENC_APPLY_ONLINE) != 0 && acts[i].disk < vm->num_disks &&
