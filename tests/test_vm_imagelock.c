@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,7 +283,7 @@ static void test_convert_refused_by_reader(void **state) {
     OK(vmenc_vm_get_lock_holder(vm, &lh));
     assert_false(lh.flags & VMENC_LOCK_HOLDER_KNOWN);
     assert_string_equal(lh.conflict, "read");
-    assert_non_null(strstr(lh.message, "in use by another process (reading it"));
+    assert_non_null(strstr(lh.message, "in use by another process (another process is reading it;"));
     assert_non_null(strstr(lh.message, "shared \"read\" lock"));
     const char *ev[] = {"\"disk.convert_begin\"", "in use by another process", NULL};
     assert_true(vmfix_count_events(&g_f, ev) >= 1);
@@ -310,6 +311,11 @@ static void test_rekey_deep_of_served_disk(void **state) {
     vmenc_status s = vmenc_vm_rekey_deep(vm, "alice", NULL);
     assert_int_equal(s, VMENC_E_LOCKED);
     expect_holder(vm, h.pid, "writing", "write");
+    /* nor is a served disk removed from under its server */
+    assert_int_equal(vmenc_vm_remove_disk(vm, "alice", id, VMENC_VM_REMOVE_DELETE_FILES), VMENC_E_LOCKED);
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    OK(vmenc_vm_get_info(vm, &info));
+    assert_int_equal(info.num_disks, 1);
     release(&h);
     vmenc_vm_free(vm);
 }
@@ -338,6 +344,82 @@ static void test_kill9_frees_at_once(void **state) {
     closedir(dir);
     assert_true(stale);
     OK(vmenc_disk_open(vm, "alice", id, 0, &d)); /* at once: one try, no wait */
+    OK(vmenc_disk_close(d));
+    vmenc_vm_free(vm);
+}
+
+/* ---- the owner record is a hint ------------------------------------------------------------- */
+
+/* write_record replaces the extent's owner record of VM |name| with |text|
+ * (NULL: removes it). */
+static void write_record(const char *name, const char *text) {
+    char home[PATH_MAX + 300], p[PATH_MAX + 600];
+    vmfix_path(&g_f, name, home, sizeof(home));
+    DIR *d = opendir(home);
+    assert_non_null(d);
+    char rec[300] = "";
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (strstr(de->d_name, "-flat.vmdk.lck") != NULL)
+            snprintf(rec, sizeof(rec), "%s", de->d_name);
+    closedir(d);
+    assert_true(rec[0] != '\0');
+    snprintf(p, sizeof(p), "%s/%s", home, rec);
+    if (text == NULL)
+        assert_int_equal(unlink(p), 0);
+    else
+        assert_int_equal(vmfix_write_file(p, text, strlen(text)), 0);
+}
+
+/* Whatever the record says - garbage, a forged name, nothing - the lock
+ * decides; the record only changes the words of the refusal. */
+static void test_record_is_only_a_hint(void **state) {
+    (void)state;
+    char id[VMENC_DISK_ID_MAX + 1];
+    make_vm("rh", NULL, id);
+    holder h = spawn("rh", id, HOLD_WRITE);
+    vmenc_vm *vm = open_vm("rh");
+    vmenc_disk *d = NULL;
+    vmenc_lock_holder lh = {.struct_size = sizeof(lh)};
+    write_record("rh", "\x01\x02 not a record \"\n");
+    assert_int_equal(vmenc_disk_open(vm, "alice", id, 0, &d), VMENC_E_LOCKED);
+    OK(vmenc_vm_get_lock_holder(vm, &lh));
+    assert_false(lh.flags & VMENC_LOCK_HOLDER_KNOWN);
+    assert_non_null(strstr(lh.message, "in use by another process (another process does not let others write it;"));
+    /* a forged holder on another machine is shown, and changes nothing */
+    write_record("rh", "lock.host = \"h9\"\nlock.node = \"elsewhere\"\nlock.pid = \"4242\"\n"
+                       "lock.program = \"forged\"\nlock.operation = \"x\"\nlock.access = \"writing\"\n"
+                       "lock.since = \"0\"\n");
+    assert_int_equal(vmenc_disk_open(vm, "alice", id, 0, &d), VMENC_E_LOCKED);
+    OK(vmenc_vm_get_lock_holder(vm, &lh));
+    assert_int_equal(lh.pid, 4242);
+    assert_string_equal(lh.program, "forged");
+    /* a record naming a process gone from this machine is ignored */
+    char node[256];
+    struct utsname u;
+    assert_int_equal(uname(&u), 0);
+    snprintf(node, sizeof(node), "lock.host = \"h9\"\nlock.node = \"%s\"\nlock.pid = \"2147483646\"\n"
+                                 "lock.since = \"0\"\n", u.nodename);
+    write_record("rh", node);
+    assert_int_equal(vmenc_disk_open(vm, "alice", id, 0, &d), VMENC_E_LOCKED);
+    OK(vmenc_vm_get_lock_holder(vm, &lh));
+    assert_false(lh.flags & VMENC_LOCK_HOLDER_KNOWN);
+    /* no record: still refused */
+    write_record("rh", NULL);
+    assert_int_equal(vmenc_disk_open(vm, "alice", id, 0, &d), VMENC_E_LOCKED);
+    release(&h);
+    /* and a record naming a live process (this one) frees nothing... nor
+     * locks anything: the holder is gone, the open goes through */
+    snprintf(node, sizeof(node), "lock.host = \"h9\"\nlock.node = \"%s\"\nlock.pid = \"%d\"\n"
+                                 "lock.since = \"0\"\nlock.access = \"writing\"\n", u.nodename, (int)getpid());
+    char home[PATH_MAX + 300], p[PATH_MAX + 600];
+    DIR *dir = opendir(vmfix_path(&g_f, "rh", home, sizeof(home)));
+    for (struct dirent *de; (de = readdir(dir)) != NULL;)
+        if (strstr(de->d_name, "-flat.vmdk") != NULL && strstr(de->d_name, ".lck") == NULL) {
+            snprintf(p, sizeof(p), "%s/%s.lck", home, de->d_name);
+            assert_int_equal(vmfix_write_file(p, node, strlen(node)), 0);
+        }
+    closedir(dir);
+    OK(vmenc_disk_open(vm, "alice", id, 0, &d));
     OK(vmenc_disk_close(d));
     vmenc_vm_free(vm);
 }
@@ -480,6 +562,7 @@ int main(void) {
         cmocka_unit_test(test_convert_refused_by_reader),
         cmocka_unit_test(test_rekey_deep_of_served_disk),
         cmocka_unit_test(test_kill9_frees_at_once),
+        cmocka_unit_test(test_record_is_only_a_hint),
         cmocka_unit_test(test_state_file_writers),
         cmocka_unit_test(test_fifo_extent),
         cmocka_unit_test(test_fifo_state_files),

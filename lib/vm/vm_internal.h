@@ -174,14 +174,14 @@ struct vmenc_vm {
     vmenc_dek *new_vm_key;      /* during a deep rekey of the home: the next VM key */
     vm_disk_entry *disks;       /* vmx.num_disks entries */
     size_t num_disks;
-    vm_missing_key *missing;
-    size_t num_missing;
-    bool locked;
-    uint32_t open_handles;      /* disks and state files open */
     /* the holder behind the last VMENC_E_LOCKED of an open or conversion
      * (vmenc_vm_get_lock_holder); under |lock| */
     bool has_lock_holder;
     vmenc_lock_holder lock_holder;
+    vm_missing_key *missing;
+    size_t num_missing;
+    bool locked;
+    uint32_t open_handles;      /* disks and state files open */
 };
 
 /* vm_alloc makes an empty VM object over |dirfd| (taken over on success). */

@@ -215,6 +215,9 @@ vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const cha
         s = VMENC_E_NOT_FOUND;
     if (s == VMENC_OK && vm->disks[i].open)
         s = VMENC_E_BAD_STATE;
+    bool has_data = false; /* another process serving the disk keeps it (VMENC_E_LOCKED, holder named) */
+    if (s == VMENC_OK && vm_disk_file_has_data(vm, (size_t)i, &has_data) == VMENC_E_LOCKED)
+        s = VMENC_E_LOCKED;
     if (s == VMENC_OK) {
         vm_disk_entry gone = vm->disks[i];
         memmove(&vm->disks[i], &vm->disks[i + 1], (vm->num_disks - (size_t)i - 1) * sizeof(*vm->disks));

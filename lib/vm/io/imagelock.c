@@ -286,10 +286,14 @@ void vm_imagelock_describe(int dirfd, const char *name, uint32_t perm, bool othe
                  r.node[0] ? r.node : "?", r.access[0] ? r.access : "holding it", when,
                  r.operation[0] ? r.operation : "?", what);
     } else {
-        snprintf(h->message, sizeof(h->message), "in use by another process (%s it; no owner record names it); %s",
-                 other_uses ? (perm == VMENC_LOCK_PERM_READ ? "reading" : "writing or converting")
-                            : "it does not share this",
-                 what);
+        char who[96];
+        if (other_uses)
+            snprintf(who, sizeof(who), "another process is %s it",
+                     perm == VMENC_LOCK_PERM_READ ? "reading" : "writing or converting");
+        else
+            snprintf(who, sizeof(who), "another process does not let others %s it", vmenc_lock_perm_name(perm));
+        snprintf(h->message, sizeof(h->message), "in use by another process (%s; no owner record names it); %s",
+                 who, what);
     }
 }
 
