@@ -538,13 +538,24 @@ typedef struct vmenc_apply_options {
     vmenc_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     uint64_t segment_bytes;     /* as vmenc_convert_options */
-    uint32_t flags;             /* none yet */
+    uint32_t flags;             /* VMENC_APPLY_* */
 } vmenc_apply_options;
+
+/* VMENC_APPLY_ONLINE: the VM runs in this process (e.g. the nbdkit plugin
+ * serving its disk, asked through its control endpoint). A disk opened
+ * writable through this vmenc_vm is converted through that open handle
+ * while its I/O goes on (the in-place engine), instead of the call failing
+ * with VMENC_E_BAD_STATE; disks not open are converted as without the flag.
+ * An open VM state file still fails with VMENC_E_BAD_STATE. The caller must
+ * not close such a disk, nor step or roll back its conversion, until the
+ * call returns. Authorization and audit are unchanged. */
+#define VMENC_APPLY_ONLINE (1u << 0)
 
 /* vmenc_vm_apply_storage_policy_ex is vmenc_vm_apply_storage_policy that
  * also converts disks holding data in place (the VM powered off: no disk
- * open), reporting progress; it first finishes any interrupted conversion
- * of the VM's disks. */
+ * open; VMENC_APPLY_ONLINE: its open disks convert through their handles),
+ * reporting progress; it first finishes any interrupted conversion of the
+ * VM's disks. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principal,
                                                                          const char *name,
                                                                          const vmenc_apply_options *opts);
@@ -555,7 +566,8 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_v
  * VMENC_OP_REKEY_DEEP; docs/reencryption.md). Interrupted, the VM still
  * opens (each state file under one key or the other, the AEAD telling
  * which), shallow rekey and clone wait, and vmenc_vm_resume (or calling
- * this again) finishes it. */
+ * this again) finishes it. With VMENC_APPLY_ONLINE in |opts| the VM may be
+ * running: its open disks are re-encrypted through their handles. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal,
                                                             const vmenc_apply_options *opts);
 

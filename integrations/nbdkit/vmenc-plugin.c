@@ -5,7 +5,7 @@
  *
  *   nbdkit vmenc workspace=DIR vm=NAME [disk=N|scsiB:U] user=NAME
  *                [readonly=true] [export=true] [passphrase-file=FILE]
- *                [audit-log=NAME]
+ *                [audit-log=NAME] [control=PATH|off]
  *
  * Public API only (the installed headers vmenc/vmenc.h and libvmenc.so), like the CLI.
  *
@@ -40,6 +40,14 @@
  * connection again from its peer address (.preconnect) and TLS state
  * (.open, nbdkit_is_tls), so a misread command line fails closed.
  *
+ * Control endpoint. A read-write server also listens on a Unix socket,
+ * WORKSPACE/run/<VM-UUID>.ctl (or control=PATH), through which `vmenc vm
+ * encrypt|decrypt|rekey --deep` converts the served VM online, through
+ * this process's open disk, while guest I/O goes on (control_server.c).
+ * It is made in .get_ready (errors reach the user), accepts from
+ * .after_fork on, and goes in .cleanup before the disk closes (a running
+ * conversion stops between segments and stays resumable).
+ *
  * Commands. FUA = write then flush. WRITE_ZEROES writes zeros through
  * the cipher (reads then return zeros; nothing is deallocated, so it leaks
  * no allocation map). TRIM is not offered: punching a hole would reveal
@@ -61,6 +69,7 @@
 #include <unistd.h>
 
 #include "vmenc/vmenc.h"
+#include "control_server.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -75,6 +84,7 @@ static struct {
     char *user;
     char *pass_file;
     char *audit_log;
+    char *control;          /* control=PATH, or "off"; NULL: WORKSPACE/run/<UUID>.ctl */
     bool readonly;
     bool export_access;
     /* read from nbdkit's command line in .get_ready (see check_listener) */
@@ -83,6 +93,7 @@ static struct {
     vmenc_workspace *ws;
     vmenc_vm *vm;
     vmenc_disk *disk;
+    ctl_server *ctl;        /* the control endpoint (read-write serving only) */
     char disk_id[VMENC_DISK_ID_MAX + 1];
     uint64_t size;
     uint32_t sector_size;
@@ -150,6 +161,8 @@ static int vmenc_config(const char *key, const char *value) {
         return set_string(&g.pass_file, key, value, true);
     if (strcmp(key, "audit-log") == 0)
         return set_string(&g.audit_log, key, value, false);
+    if (strcmp(key, "control") == 0)
+        return set_string(&g.control, key, value, strcmp(value, "off") != 0);
     if (strcmp(key, "readonly") == 0)
         return set_bool(&g.readonly, value);
     if (strcmp(key, "export") == 0)
@@ -215,7 +228,8 @@ static int vmenc_config_complete(void) {
     "                       encrypted VM) instead of a power-on; needed for readonly=true, nbdkit -r and\n"    \
     "                       a TCP listener without --tls=require --tls-verify-peer\n"                         \
     "passphrase-file=FILE   the workspace passphrase (else $VMENC_PASSPHRASE; never a parameter)\n"             \
-    "audit-log=NAME         this process's audit log in the workspace (default nbdkit-VM-DISK.audit.log)"
+    "audit-log=NAME         this process's audit log in the workspace (default nbdkit-VM-DISK.audit.log)\n"    \
+    "control=PATH|off       the control endpoint for online conversion (default WORKSPACE/run/<VM-UUID>.ctl)"
 
 /* ---- opening: workspace, VM, disk ---------------------------------------- */
 
@@ -581,11 +595,21 @@ static int vmenc_get_ready(void) {
     }
     if (open_workspace() < 0)
         return -1;
-    return open_disk();
+    if (open_disk() < 0)
+        return -1;
+    /* the endpoint converts through this disk: only a writable one has it */
+    if (g.readonly || (g.control != NULL && strcmp(g.control, "off") == 0))
+        return 0;
+    return ctl_server_open(g.ws, g.vm, g.workspace, g.control, &g.ctl) < 0 ? -1 : 0;
 }
+
+/* after_fork: threads start only now (a fork before keeps none). */
+static int vmenc_after_fork(void) { return ctl_server_start(g.ctl); }
 
 /* cleanup runs after the last connection: flush and release everything. */
 static void vmenc_cleanup(void) {
+    ctl_server_close(g.ctl); /* first: its conversion runs on the disk */
+    g.ctl = NULL;
     if (g.disk != NULL) {
         vmenc_status st = vmenc_disk_close(g.disk);
         if (st != VMENC_OK)
@@ -606,6 +630,7 @@ static void vmenc_unload(void) {
     free(g.user);
     free(g.pass_file);
     free(g.audit_log);
+    free(g.control);
 }
 
 /* ---- connections and data ------------------------------------------------- */
@@ -686,6 +711,7 @@ static struct nbdkit_plugin plugin = {
     .config_help = vmenc_config_help,
     .magic_config_key = "vm",
     .get_ready = vmenc_get_ready,
+    .after_fork = vmenc_after_fork,
     .cleanup = vmenc_cleanup,
     .preconnect = vmenc_preconnect,
     .open = vmenc_open,

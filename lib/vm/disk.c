@@ -150,6 +150,7 @@ static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t
         goto fail;
     }
     e->open = true;
+    e->handle = d;
     vm->open_handles++;
     vm_retain(vm);
     *out = d;
@@ -239,8 +240,10 @@ vmenc_status vmenc_disk_close(vmenc_disk *disk) {
     vmenc_vm *vm = disk->vm;
     pthread_mutex_lock(&vm->lock);
     int i = vm_find_disk(vm, disk->disk_id);
-    if (i >= 0)
+    if (i >= 0) {
         vm->disks[i].open = false;
+        vm->disks[i].handle = NULL;
+    }
     vm->open_handles--;
     pthread_mutex_unlock(&vm->lock);
     free(disk);

@@ -156,6 +156,7 @@ typedef struct vm_disk_entry {
     vmenc_dek *new_dek;         /* during a conversion to an encrypted form: the new DEK */
     vmenc_status key_status;    /* last unwrap result (VMENC_OK when plain) */
     bool open;                  /* a vmenc_disk handle exists */
+    vmenc_disk *handle;         /* that handle (VMENC_APPLY_ONLINE converts through it) */
 } vm_disk_entry;
 
 typedef struct vm_missing_key {

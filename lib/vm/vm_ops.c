@@ -545,9 +545,15 @@ static vmenc_status authorize_plan(vmenc_vm *vm, vm_op *op, const vmenc_policy_a
     return VMENC_OK;
 }
 
-/* check_plan: the VM is powered off (nothing open) and its keys are here. */
-static vmenc_status check_plan(vmenc_vm *vm) {
-    VMENC_ENSURE(vm->open_handles == 0, VMENC_E_BAD_STATE);
+/* check_plan: the VM is powered off (nothing open) and its keys are here;
+ * with VMENC_APPLY_ONLINE its disks may be open (they convert through
+ * their handles), but no state file may be. Lock held. */
+static vmenc_status check_plan_opts(vmenc_vm *vm, const vmenc_apply_options *o) {
+    uint32_t disks_open = 0;
+    if (o != NULL && (o->flags & VMENC_APPLY_ONLINE) != 0)
+        for (size_t i = 0; i < vm->num_disks; i++)
+            disks_open += vm->disks[i].open ? 1u : 0u;
+    VMENC_ENSURE(vm->open_handles == disks_open, VMENC_E_BAD_STATE);
     return needs_keys(vm);
 }
 
@@ -686,7 +692,15 @@ static const vmenc_apply_options k_no_apply_options = {.struct_size = sizeof(vme
 static vmenc_status convert_disk(vmenc_vm *vm, const char *principal, const char *disk_id, vmenc_convert_kind kind,
                                  const vmenc_apply_options *o) {
     vmenc_disk *d = NULL;
-    VMENC_GUARD(vmenc_disk_open(vm, principal, disk_id, 0, &d));
+    if ((o->flags & VMENC_APPLY_ONLINE) != 0) { /* the running VM's own handle, its I/O going on */
+        pthread_mutex_lock(&vm->lock);
+        int i = vm_find_disk(vm, disk_id);
+        d = i >= 0 && vm->disks[i].open ? vm->disks[i].handle : NULL;
+        pthread_mutex_unlock(&vm->lock);
+    }
+    bool own = d == NULL;
+    if (own)
+        VMENC_GUARD(vmenc_disk_open(vm, principal, disk_id, 0, &d));
     vmenc_convert_progress p = {.struct_size = sizeof(p)};
     vmenc_status s = vmenc_disk_convert_get_progress(d, &p);
     if (s == VMENC_OK && p.done && kind != 0) {
@@ -700,7 +714,7 @@ static vmenc_status convert_disk(vmenc_vm *vm, const char *principal, const char
         if (s == VMENC_OK && p.done)
             break;
     }
-    vmenc_status cs = vmenc_disk_close(d);
+    vmenc_status cs = own ? vmenc_disk_close(d) : VMENC_OK;
     return s != VMENC_OK ? s : cs;
 }
 
@@ -722,7 +736,7 @@ static bool is_encrypted_disk(const vm_disk_desc *d) { return d->state == VMENC_
 
 /* finish_home_rekey completes an interrupted deep rekey of the home, as a
  * deep rekey (policy REKEY_DEEP, audited). */
-static vmenc_status finish_home_rekey(vmenc_vm *vm, const char *principal) {
+static vmenc_status finish_home_rekey(vmenc_vm *vm, const char *principal, const vmenc_apply_options *o) {
     pthread_mutex_lock(&vm->lock);
     bool pending = vm->vmx.new_key_safe != NULL;
     pthread_mutex_unlock(&vm->lock);
@@ -734,7 +748,7 @@ static vmenc_status finish_home_rekey(vmenc_vm *vm, const char *principal) {
                                .flags = vm_flags(vm)};
     VMENC_GUARD(vm_op_authorize(&op, &rq));
     pthread_mutex_lock(&vm->lock);
-    vmenc_status s = check_plan(vm);
+    vmenc_status s = check_plan_opts(vm, o);
     if (s == VMENC_OK && vm->vmx.new_key_safe != NULL)
         s = rekey_home_deep(vm, &op);
     pthread_mutex_unlock(&vm->lock);
@@ -746,7 +760,7 @@ static vmenc_status resume_all(vmenc_vm *vm, const char *principal, const vmenc_
     size_t n = disk_ids_where(vm, is_converting, ids);
     for (size_t i = 0; i < n; i++)
         VMENC_GUARD(convert_disk(vm, principal, ids[i], 0, o));
-    return finish_home_rekey(vm, principal);
+    return finish_home_rekey(vm, principal, o);
 }
 
 static vmenc_status check_apply_options(const vmenc_apply_options **o) {
@@ -755,7 +769,7 @@ static vmenc_status check_apply_options(const vmenc_apply_options **o) {
         return VMENC_OK;
     }
     VMENC_ENSURE((*o)->struct_size >= APPLY_OPTIONS_V1_SIZE, VMENC_E_ABI_VERSION);
-    VMENC_ENSURE((*o)->flags == 0, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(((*o)->flags & ~VMENC_APPLY_ONLINE) == 0, VMENC_E_INVALID_ARG);
     return VMENC_OK;
 }
 
@@ -783,7 +797,7 @@ vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmen
                                .flags = vm_flags(vm)};
     VMENC_GUARD(vm_op_authorize(&op, &rq));
     pthread_mutex_lock(&vm->lock);
-    s = vm_is_encrypted(vm) ? check_plan(vm) : VMENC_E_BAD_STATE;
+    s = vm_is_encrypted(vm) ? check_plan_opts(vm, opts) : VMENC_E_BAD_STATE;
     pthread_mutex_unlock(&vm->lock);
     if (s == VMENC_OK)
         s = resume_all(vm, principal, opts);
@@ -793,7 +807,7 @@ vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmen
         s = convert_disk(vm, principal, ids[i], VMENC_CONVERT_REKEY, opts);
     if (s == VMENC_OK) { /* then the home: a new VM key for its files and sealed entries */
         pthread_mutex_lock(&vm->lock);
-        s = check_plan(vm);
+        s = check_plan_opts(vm, opts);
         if (s == VMENC_OK)
             s = rekey_home_deep(vm, &op);
         pthread_mutex_unlock(&vm->lock);
@@ -841,7 +855,14 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
         pthread_mutex_unlock(&vm->lock);
         return s;
     }
-    s = check_plan(vm);
+    s = check_plan_opts(vm, opts);
+    /* Which disks move, asked of every disk before anything is recorded: a
+     * disk another process has open refuses here (VMENC_E_LOCKED), and a
+     * refused command must leave no "applying" mark for a later resume to
+     * act on (nor rewrite the .vmx under the process that has the VM). */
+    bool moves[VMENC_POLICY_MAX_ACTIONS(VMENC_VM_MAX_DISKS)] = {false};
+    for (size_t i = 0; i < n && s == VMENC_OK; i++)
+        s = disk_needs_move(vm, &acts[i], &moves[i]);
     if (s == VMENC_OK && n > 0 && strcmp(vm->vmx.applying_policy, name) != 0) {
         /* Say durably which policy is being applied, so an interruption
          * (a crash, a stop from the progress callback) can be finished by
@@ -854,10 +875,13 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
             memcpy(vm->vmx.applying_policy, before, sizeof(before));
     }
     for (size_t i = 0; i < n && s == VMENC_OK; i++) {
-        bool move = false;
-        s = disk_needs_move(vm, &acts[i], &move);
-        if (s != VMENC_OK)
-            break;
+        bool move = moves[i];
+        /* an open disk's extent is read and written through its handle:
+         * only the engine may change its key, even when it holds no data */
+        if ((opts->flags & VMENC_APPLY_ONLINE) != 0 && acts[i].disk < vm->num_disks &&
+            vm->disks[acts[i].disk].open &&
+            (acts[i].type == VMENC_ACTION_ENCRYPT_DISK || acts[i].type == VMENC_ACTION_DECRYPT_DISK))
+            move = true;
         if (!move) {
             s = run_action(vm, &acts[i], &op);
             continue;

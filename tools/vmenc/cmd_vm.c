@@ -6,6 +6,13 @@
  * the progress callback draws the bar and stops the conversion cleanly on
  * Ctrl-C (the conversion stays resumable).
  *
+ * A VM whose disk a running process serves (the nbdkit plugin) is not
+ * converted here: `vm encrypt|decrypt|rekey --deep` first look for its
+ * control endpoint, WORKSPACE/run/<VM-UUID>.ctl, and if one answers, ask
+ * that process to convert online and stream its progress
+ * (integrations/control, docs/nbdkit.md "Control endpoint"). --offline
+ * skips the endpoint.
+ *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <errno.h>
@@ -15,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "ctl_sock.h"
 
 #define IO_CHUNK (1u << 20)
 
@@ -333,10 +341,130 @@ static int vm_unlock(cli *c, args *a) {
     return st == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, st, "VM '%s' is still locked", name);
 }
 
+/* ---- online: through the control endpoint of the process serving the VM -------------- */
+
+/* ctl_find connects to the live control endpoint of |vm|, if any: -1 when
+ * there is none (no run directory, no socket, or a dead process's socket,
+ * which is removed). The endpoint's process must run as this user or root. */
+static int ctl_find(cli *c, vmenc_vm *vm, pid_t *out_pid) {
+    char err[512], name[64];
+    int dirfd = ctl_run_dir_open(vmenc_workspace_dir(c->ws), 0, err, sizeof(err));
+    if (dirfd < 0) {
+        if (errno != ENOENT)
+            cli_info(c, "warning: control endpoints not looked for: %s", err);
+        return -1;
+    }
+    int fd = -1;
+    if (ctl_sock_name(vmenc_vm_uuid(vm), name, sizeof(name)) == 0) {
+        fd = ctl_connect_at(dirfd, name);
+        if (fd < 0 && errno == ECONNREFUSED)
+            (void)unlinkat(dirfd, name, 0); /* its process died */
+    }
+    close(dirfd);
+    uid_t uid = 0;
+    if (fd >= 0 && (ctl_peer(fd, &uid, out_pid) != 0 || (uid != geteuid() && uid != 0))) {
+        cli_info(c, "warning: ignoring the control endpoint of VM '%s': its process runs as uid %d",
+                 vmenc_vm_name(vm), (int)uid);
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* served_hint: after a local conversion refused because nbdkit holds the
+ * disk, say how to convert it through that process instead. */
+static void served_hint(cli *c, vmenc_vm *vm, vmenc_status st, bool offline, const char *name) {
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    if (st != VMENC_E_LOCKED || vm == NULL || vmenc_vm_get_lock_holder(vm, &h) != VMENC_OK ||
+        strcmp(h.program, "nbdkit") != 0)
+        return;
+    cli_info(c, "hint: VM '%s' is served by nbdkit (pid %lld); %s", name, (long long)h.pid,
+             offline ? "without --offline the conversion runs online in that process, through its control endpoint"
+                     : "it offers no control endpoint here (started with control=off or control=PATH?)");
+}
+
+static vmenc_disk_state converting_state(uint8_t kind) {
+    return kind == CTL_KIND_RESUME    ? VMENC_DISK_PLAIN /* the bar says "resume" */
+           : kind == CTL_KIND_ENCRYPT ? VMENC_DISK_ENCRYPTING
+           : kind == CTL_KIND_DECRYPT ? VMENC_DISK_DECRYPTING
+                                      : VMENC_DISK_REKEYING;
+}
+
+/* online_convert runs conversion |kind| of VM |name| through the process
+ * that serves it, if one does. Returns -1 when none does (convert here),
+ * else the exit code. |*vm| is freed and reopened for the result. */
+static int online_convert(cli *c, vmenc_vm **vm, const char *name, uint8_t kind, const char *policy, uint64_t seg,
+                          const char *what) {
+    pid_t pid = 0;
+    ctl_conn *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL)
+        return cli_fail(c, VMENC_E_NOMEM, "out of memory");
+    conn->fd = ctl_find(c, *vm, &pid);
+    if (conn->fd < 0) {
+        free(conn);
+        return -1;
+    }
+    ctl_msg rq = {.type = CTL_CONVERT, .kind = kind, .segment = seg};
+    ctl_set(rq.principal, sizeof(rq.principal), cli_principal(c));
+    ctl_set(rq.vm, sizeof(rq.vm), name);
+    ctl_set(rq.uuid, sizeof(rq.uuid), vmenc_vm_uuid(*vm));
+    ctl_set(rq.policy, sizeof(rq.policy), policy);
+    cli_info(c, "vm %s: served by process %d: converting online through its control endpoint", name, (int)pid);
+    conv_ctx x;
+    conv_init(&x, c, what);
+    ctl_msg m = {0};
+    bool got = false, cancel_sent = false;
+    ctl_io io = ctl_send(conn, &rq);
+    while (io == CTL_IO_OK || io == CTL_IO_TIMEOUT) {
+        if (g_interrupted && !cancel_sent) {
+            ctl_msg cm = {.type = CTL_CANCEL};
+            ctl_set(cm.principal, sizeof(cm.principal), cli_principal(c));
+            cancel_sent = ctl_send(conn, &cm) == CTL_IO_OK;
+        }
+        io = ctl_recv(conn, &m, 200, NULL);
+        if (io == CTL_IO_OK && m.type == CTL_PROGRESS && m.disk[0] != '\0') {
+            vmenc_convert_progress p = {.struct_size = sizeof(p), .state = converting_state(m.kind),
+                                        .bytes_done = m.bytes_done, .bytes_total = m.bytes_total,
+                                        .bytes_per_second = m.bytes_per_second, .done = m.done};
+            (void)conv_progress(&x, m.disk, &p);
+        } else if (io == CTL_IO_OK && m.type == CTL_RESULT) {
+            got = true;
+            break;
+        }
+    }
+    conv_end(&x);
+    close(conn->fd);
+    free(conn);
+    if (!got)
+        return cli_fail(c, VMENC_E_IO, "cannot %s VM '%s' online: process %d closed its control endpoint without "
+                                      "a result", what, name, (int)pid);
+    vmenc_status st = (vmenc_status)m.status;
+    if (st == VMENC_E_INTERRUPTED && cancel_sent)
+        return cli_interrupted(c, "interrupted: the online conversion of '%s' stopped cleanly and is resumable: "
+                                  "'vmenc vm %s %s' again finishes it", name, what, name);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot %s VM '%s' online (process %d, which serves it): %s", what, name, (int)pid,
+                        m.message);
+    /* the result, as the serving process left it */
+    vmenc_vm_free(*vm);
+    *vm = NULL;
+    vmenc_status os = vmenc_workspace_open_vm(c->ws, cli_principal(c), name, vm);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_bool(o, "online", true);
+    out_int(o, "server_pid", pid);
+    if (os == VMENC_OK)
+        out_vm_status(o, *vm);
+    conv_out(o, &x);
+    out_end(o);
+    return EXIT_OK;
+}
+
 static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     const char *policy = NULL;
     uint64_t seg = 0;
     (void)arg_value(c, a, "--policy", &policy);
+    bool offline = arg_flag(a, "--offline");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -348,6 +476,15 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    if (!offline) {
+        rc = online_convert(c, &vm, name, strcmp(what, "encrypt") == 0 ? CTL_KIND_ENCRYPT : CTL_KIND_DECRYPT,
+                            policy, seg, what);
+        if (rc >= 0) {
+            vmenc_vm_free(vm);
+            return rc;
+        }
+        rc = EXIT_OK;
+    }
     conv_ctx x;
     conv_init(&x, c, what);
     vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x,
@@ -363,6 +500,7 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     if (st != VMENC_OK) {
         char why[VMENC_LOCK_MESSAGE_MAX + 2];
         lock_why(vm, st, why, sizeof(why));
+        served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def, why);
     }
@@ -384,6 +522,7 @@ static int vm_rekey(cli *c, args *a) {
     (void)arg_value(c, a, "--provider", &provider);
     (void)arg_value(c, a, "--kek", &kek);
     bool deep = arg_flag(a, "--deep");
+    bool offline = arg_flag(a, "--offline");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -397,6 +536,14 @@ static int vm_rekey(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    if (deep && !offline) {
+        rc = online_convert(c, &vm, name, CTL_KIND_REKEY_DEEP, NULL, seg, "rekey");
+        if (rc >= 0) {
+            vmenc_vm_free(vm);
+            return rc;
+        }
+        rc = EXIT_OK;
+    }
     vmenc_vm_info before = {.struct_size = sizeof(before)};
     conv_ctx x;
     conv_init(&x, c, "rekey");
@@ -414,6 +561,8 @@ static int vm_rekey(cli *c, args *a) {
     if (st != VMENC_OK) {
         char why[VMENC_LOCK_MESSAGE_MAX + 2];
         lock_why(vm, st, why, sizeof(why));
+        if (deep)
+            served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
         return cli_fail(c, st, "cannot %s rekey VM '%s'%s", deep ? "deep" : "shallow", name, why);
     }
@@ -431,6 +580,7 @@ static int vm_rekey(cli *c, args *a) {
 
 static int vm_resume(cli *c, args *a) {
     uint64_t seg = 0;
+    bool offline = arg_flag(a, "--offline");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -442,6 +592,14 @@ static int vm_resume(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    if (!offline) {
+        rc = online_convert(c, &vm, name, CTL_KIND_RESUME, NULL, seg, "resume");
+        if (rc >= 0) {
+            vmenc_vm_free(vm);
+            return rc;
+        }
+        rc = EXIT_OK;
+    }
     conv_ctx x;
     conv_init(&x, c, "resume");
     vmenc_apply_options ao = {.struct_size = sizeof(ao), .progress = conv_progress, .progress_ctx = &x,
@@ -601,19 +759,25 @@ const verb_def vm_verbs[] = {
      "Needs VirtualMachine.Inventory.Create (+ Cryptographer.EncryptNew when encrypted).\n"},
     {"list", vm_list, "", "list the VMs of the datastore", ""},
     {"status", vm_status, "NAME", "show a VM, its disks, keys and missing keys", "Exit 5 if the VM is locked.\n"},
-    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
+    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE] [--offline]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
      "The host is switched to encryption mode when the user may. Disks that hold data are\n"
      "encrypted in place (VM powered off), with a progress bar; Ctrl-C stops cleanly (exit 130)\n"
      "and 'vmenc vm resume NAME' finishes. --segment: unit of the conversion (default 8M;\n"
-     "a multiple of 1M, 1M..1G; a disk converted before keeps its first one).\n"},
-    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE]", "apply a plain storage policy (default 'Datastore Default')",
-     "Needs Cryptographer.Decrypt. Disks that hold data are decrypted in place, as encrypt.\n"},
-    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] | --provider ALIAS] [--kek ID]", "rekey: shallow (new KEK) or --deep (new data keys)",
+     "a multiple of 1M, 1M..1G; a disk converted before keeps its first one).\n"
+     "Online: when a process serves the VM's disk (nbdkit vmenc), the conversion runs in that\n"
+     "process through its control endpoint (WORKSPACE/run/<VM-UUID>.ctl) while the guest keeps\n"
+     "doing I/O; progress is streamed and Ctrl-C stops it cleanly there.\n"
+     "  --offline       convert here, never through an endpoint (refused while the disk is served)\n"},
+    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE] [--offline]", "apply a plain storage policy (default 'Datastore Default')",
+     "Needs Cryptographer.Decrypt. Disks that hold data are decrypted in place, as encrypt\n"
+     "(online through the serving process's control endpoint when one serves the VM).\n"},
+    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] [--offline] | --provider ALIAS] [--kek ID]", "rekey: shallow (new KEK) or --deep (new data keys)",
      "Shallow (default): every wrapped key re-wrapped under a new KEK, data not re-encrypted;\n"
      "needs Cryptographer.Recrypt. --deep: every encrypted disk gets a new DEK and is re-encrypted\n"
-     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C and resume as encrypt.\n"},
-    {"resume", vm_resume, "NAME [--segment SIZE]", "finish every interrupted conversion of a VM's disks",
-     "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"},
+     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C, resume and online as encrypt.\n"},
+    {"resume", vm_resume, "NAME [--segment SIZE] [--offline]", "finish every interrupted conversion of a VM's disks",
+     "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"
+     "A served VM's conversions are finished online by its serving process, as encrypt.\n"},
     {"clone", vm_clone, "SOURCE NAME [--policy SP | --plain] [--keep-keys]", "clone a powered-off VM",
      "Default: the source's policy, new keys. --keep-keys keeps the DEKs (ciphertext copied).\n"},
     {"add-disk", vm_add_disk, "NAME --size SIZE [--sector N] [--id scsiB:U]", "add a zero-filled disk", ""},
