@@ -67,8 +67,10 @@ static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first)
         s = vmenc_status_from_errno(errno);
     if (s == VMENC_OK)
         s = write_slot(c, first);
-    if (s == VMENC_OK && c->sync && (fsync(fd) != 0 || vmenc_fs_fsync_dir(dirfd) != VMENC_OK))
-        s = VMENC_E_IO;
+    if (s == VMENC_OK && c->sync)
+        s = vmenc_fs_fsync(fd);
+    if (s == VMENC_OK && c->sync)
+        s = vmenc_fs_fsync_dir(dirfd);
     if (s != VMENC_OK) {
         close(fd);
         c->fd = -1;
@@ -216,7 +218,7 @@ static vmenc_status finish(vmenc_disk *disk, vm_op *op) {
         vmenc_dek_free(e->dek); /* the old DEK is wiped now, not before */
         e->dek = e->new_dek;
         e->new_dek = NULL;
-        (void)unlinkat(vm->dirfd, c->name, 0);
+        (void)vmenc_fs_unlink(vm->dirfd, c->name); /* one left is debris: resume removes it */
         if (c->sync)
             (void)vmenc_fs_fsync_dir(vm->dirfd);
         vmenc_xts_free(vm_extent_convert_finish(disk->ext));
@@ -507,7 +509,7 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
         vm_disk_desc_cleanup(&d);
         return s;
     }
-    (void)unlinkat(vm->dirfd, old->name, 0);
+    (void)vmenc_fs_unlink(vm->dirfd, old->name);
     vm_disk_desc_cleanup(&e->desc);
     e->desc = d;
     vmenc_dek *k = e->dek;

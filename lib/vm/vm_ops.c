@@ -233,10 +233,10 @@ vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const cha
                     char cvt[300];
                     snprintf(cvt, sizeof(cvt), "%s.%llu.cvt", gone.desc.extent_file,
                              (unsigned long long)gone.desc.cvt_id);
-                    (void)unlinkat(vm->dirfd, cvt, 0);
+                    (void)vmenc_fs_unlink(vm->dirfd, cvt);
                 }
-                (void)unlinkat(vm->dirfd, gone.desc.extent_file, 0);
-                (void)unlinkat(vm->dirfd, gone.desc_name, 0);
+                (void)vmenc_fs_unlink(vm->dirfd, gone.desc.extent_file);
+                (void)vmenc_fs_unlink(vm->dirfd, gone.desc_name);
                 if (vm_host_sync(vm->host))
                     (void)vmenc_fs_fsync_dir(vm->dirfd);
             }
@@ -492,7 +492,7 @@ static vmenc_status rekey_home_deep(vmenc_vm *vm, vm_op *op) {
 static void drop_swap(vmenc_vm *vm) {
     char name[VMENC_VM_NAME_MAX + 16];
     if (vm_state_file_name(vm->vmx.name, VMENC_VM_FILE_VSWP, 0, name, sizeof(name)) == VMENC_OK)
-        (void)unlinkat(vm->dirfd, name, 0); /* swap holds nothing once powered off */
+        (void)vmenc_fs_unlink(vm->dirfd, name); /* swap holds nothing once powered off */
 }
 
 /* ---- apply a storage policy ---------------------------------------------------- */
