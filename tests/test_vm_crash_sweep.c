@@ -58,11 +58,13 @@ static int g_mode;
 static unsigned g_steps, g_at;
 
 static vmenc_status step_hook(int op, const char *name) {
-    (void)op;
-    (void)name;
     if (g_mode == MODE_OFF)
         return VMENC_OK;
     g_steps++;
+    if (g_mode == MODE_COUNT && getenv("VMENC_SWEEP_VERBOSE") != NULL) {
+        static const char *const ops[] = {"?", "rename", "unlink", "fsync", "fsync-dir"};
+        fprintf(stderr, "    step %u: %s %s\n", g_steps, ops[op >= 1 && op <= 4 ? op : 0], name ? name : "");
+    }
     if (g_steps != g_at)
         return VMENC_OK;
     if (g_mode == MODE_CRASH)

@@ -322,7 +322,10 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
         e->desc = old;
         if (kind == VMENC_CONVERT_DECRYPT)
             (void)vm_write_config(vm);
-        goto fail_state;
+        /* the descriptor may be in place all the same (a failure after its
+         * rename): keep the state file it names; if it is not named, it is
+         * debris that vmenc_vm_resume removes */
+        goto fail;
     }
     vm_disk_desc_cleanup(&old);
     s = vm_extent_convert_start(disk->ext, d.data_offset, d.cvt_target_offset, new_xts, seg, 0);
@@ -501,8 +504,9 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     s = create_state(vm->dirfd, c, &first);
     if (s == VMENC_OK) {
         s = vm_write_descriptor(vm, e->desc_name, &d);
-        if (s != VMENC_OK)
-            (void)unlinkat(vm->dirfd, c->name, 0);
+        /* on failure the state file stays: the descriptor may have been
+         * renamed into place before the failure (vmenc_vm_resume removes
+         * it if not) */
     }
     if (s != VMENC_OK) {
         vm_cvt_free(c);

@@ -542,6 +542,19 @@ static vmenc_status authorize_plan(vmenc_vm *vm, vm_op *op, const vmenc_policy_a
     return VMENC_OK;
 }
 
+/* policy_encrypts_home: would storage policy |name| encrypt a plain home? */
+static bool policy_encrypts_home(const vmenc_vm *vm, const char *name) {
+    vmenc_vm_crypto_state st = {.struct_size = sizeof(st)};
+    vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(0)];
+    size_t n = 0;
+    if (vmenc_policy_plan_storage_policy(vm->host->policy, name, &st, acts, VMENC_ARRAY_LEN(acts), &n) != VMENC_OK)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (acts[i].type == VMENC_ACTION_ENCRYPT_HOME)
+            return true;
+    return false;
+}
+
 /* check_plan: the VM is powered off (nothing open) and its keys are here. */
 static vmenc_status check_plan(vmenc_vm *vm) {
     VMENC_ENSURE(vm->open_handles == 0, VMENC_E_BAD_STATE);
@@ -689,8 +702,11 @@ static vmenc_status convert_disk(vmenc_vm *vm, const char *principal, const char
     if (s == VMENC_OK && p.done && kind != 0) {
         vmenc_convert_options co = {.struct_size = sizeof(co), .segment_bytes = o->segment_bytes};
         s = vmenc_disk_convert_begin(d, principal, kind, &co);
+        p.done = 0;
     }
-    while (s == VMENC_OK) {
+    /* A resumed conversion whose segments had all moved was finished by the
+     * open itself (a crash at its final commit): nothing left to step. */
+    while (s == VMENC_OK && !p.done) {
         s = vmenc_disk_convert_step(d, CONVERT_STEP_BYTES, &p);
         if (s == VMENC_OK && o->progress != NULL && o->progress(o->progress_ctx, disk_id, &p) != 0 && !p.done)
             s = VMENC_E_INTERRUPTED;
@@ -756,9 +772,162 @@ static vmenc_status check_apply_options(const vmenc_apply_options **o) {
     return VMENC_OK;
 }
 
+/* ---- resume: the datastore as a restart would find it --------------------------- */
+
+/* swap_state exchanges what two VM objects of the same home know of it
+ * (configuration, keys, disks), not their identity (references, host,
+ * lock, open handles). */
+static void swap_state(vmenc_vm *a, vmenc_vm *b) {
+#define SWAP(field)                      \
+    do {                                 \
+        __typeof__(a->field) t = a->field; \
+        a->field = b->field;             \
+        b->field = t;                    \
+    } while (0)
+    SWAP(dirfd);
+    SWAP(vmx);
+    SWAP(secret);
+    SWAP(vm_key);
+    SWAP(new_vm_key);
+    SWAP(disks);
+    SWAP(num_disks);
+    SWAP(missing);
+    SWAP(num_missing);
+    SWAP(locked);
+#undef SWAP
+}
+
+/* reload reads the VM home again, as an open after a restart would: an
+ * operation that failed after its last durable step (say an EIO on the
+ * directory fsync after a rename) leaves the files saying more than the
+ * handle does, and resume must follow the files. Only a VM with nothing
+ * open is reloaded (an open disk keeps its entry). */
+static vmenc_status reload(vmenc_vm *vm, const char *principal) {
+    pthread_mutex_lock(&vm->lock);
+    bool busy = vm->open_handles != 0;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/%s", vm->home_dir, vm->vmx_name);
+    pthread_mutex_unlock(&vm->lock);
+    if (busy)
+        return VMENC_OK;
+    VMENC_ENSURE(n > 0 && (size_t)n < sizeof(path), VMENC_E_BAD_PATH);
+    vmenc_vm *fresh = NULL;
+    vmenc_status s = vmenc_vm_open(vm->host, principal, path, &fresh);
+    if (s != VMENC_OK) {
+        vm_release(fresh); /* a locked VM comes back too */
+        return s;
+    }
+    pthread_mutex_lock(&vm->lock);
+    if (vm->open_handles == 0)
+        swap_state(vm, fresh);
+    pthread_mutex_unlock(&vm->lock);
+    vm_release(fresh); /* frees the old state */
+    return VMENC_OK;
+}
+
+/* tmp_base_len: is |name| a temporary of an atomic replacement,
+ * "<base>.tmp-<16 hex>"? Then the length of <base>. */
+static bool tmp_base_len(const char *name, size_t *out) {
+    size_t n = strlen(name);
+    if (n < 22 || memcmp(name + n - 21, ".tmp-", 5) != 0)
+        return false;
+    for (size_t i = n - 16; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return false;
+    *out = n - 21;
+    return true;
+}
+
+static bool ends_with(const char *s, size_t len, const char *suffix) {
+    size_t k = strlen(suffix);
+    return len >= k && memcmp(s + len - k, suffix, k) == 0;
+}
+
+/* cvt_named: is |name| the conversion state file a descriptor names? */
+static bool cvt_named(const vmenc_vm *vm, const char *name) {
+    for (size_t i = 0; i < vm->num_disks; i++) {
+        const vm_disk_desc *d = &vm->disks[i].desc;
+        char cvt[300];
+        if (vm_disk_desc_converting(d) &&
+            (size_t)snprintf(cvt, sizeof(cvt), "%s.%llu.cvt", d->extent_file, (unsigned long long)d->cvt_id) <
+                sizeof(cvt) &&
+            strcmp(cvt, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* wipe_file overwrites a regular file with zeros and syncs it before it is
+ * unlinked: a configuration or descriptor temporary may hold a wrapped key
+ * (a retired one, still unwrappable under a live KEK). */
+static vmenc_status wipe_file(int dirfd, const char *name) {
+    int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT ? VMENC_OK : vmenc_status_from_errno(errno);
+    struct stat st;
+    vmenc_status s = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? VMENC_OK : VMENC_E_BAD_PATH;
+    static const uint8_t zeros[4096];
+    for (uint64_t off = 0; s == VMENC_OK && off < (uint64_t)st.st_size; off += sizeof(zeros)) {
+        uint64_t left = (uint64_t)st.st_size - off;
+        s = vm_io_pwrite_all(fd, zeros, left < sizeof(zeros) ? (size_t)left : sizeof(zeros), off);
+    }
+    if (s == VMENC_OK)
+        s = vmenc_fs_fsync(fd);
+    close(fd);
+    return s;
+}
+
+/* sweep_debris removes what interrupted operations leave in the home:
+ * temporaries of atomic replacements ("*.tmp-<hex>", those of the
+ * configuration and descriptors wiped first) and conversion state files no
+ * descriptor names. Lock held, nothing open. */
+static vmenc_status sweep_debris(vmenc_vm *vm) {
+    int fd = dup(vm->dirfd);
+    VMENC_ENSURE(fd >= 0, VMENC_E_IO);
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return VMENC_E_IO;
+    }
+    rewinddir(d);
+    vmenc_status s = VMENC_OK;
+    bool removed = false;
+    struct dirent *de;
+    while (s == VMENC_OK && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t base = 0;
+        bool tmp = tmp_base_len(n, &base);
+        bool cvt = !tmp && ends_with(n, strlen(n), ".cvt") && !cvt_named(vm, n);
+        if (!tmp && !cvt)
+            continue;
+        if (vmenc_fs_name_check(n) != VMENC_OK)
+            continue; /* never a name vmenc made */
+        if (tmp && (ends_with(n, base, ".vmx") || ends_with(n, base, ".vmdk")))
+            s = wipe_file(vm->dirfd, n);
+        if (s == VMENC_OK) {
+            s = vmenc_fs_unlink(vm->dirfd, n);
+            if (s == VMENC_E_NOT_FOUND)
+                s = VMENC_OK;
+            removed = true;
+        }
+    }
+    closedir(d);
+    if (s == VMENC_OK && removed && vm_host_sync(vm->host))
+        s = vmenc_fs_fsync_dir(vm->dirfd);
+    return s;
+}
+
+static vmenc_status clean_home(vmenc_vm *vm) {
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = vm->open_handles == 0 ? sweep_debris(vm) : VMENC_OK;
+    pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
 vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
     VMENC_ENSURE_REF(vm);
     VMENC_GUARD(check_apply_options(&opts));
+    VMENC_GUARD(reload(vm, principal));
     VMENC_GUARD(resume_all(vm, principal, opts));
     /* a storage policy whose application was interrupted is applied again:
      * what is done is skipped, the rest done (authorized as usual) */
@@ -766,7 +935,9 @@ vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal, const vmenc_ap
     pthread_mutex_lock(&vm->lock);
     snprintf(pending, sizeof(pending), "%s", vm->vmx.applying_policy);
     pthread_mutex_unlock(&vm->lock);
-    return pending[0] != '\0' ? vmenc_vm_apply_storage_policy_ex(vm, principal, pending, opts) : VMENC_OK;
+    if (pending[0] != '\0')
+        VMENC_GUARD(vmenc_vm_apply_storage_policy_ex(vm, principal, pending, opts));
+    return clean_home(vm);
 }
 
 vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
@@ -839,7 +1010,14 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
         return s;
     }
     s = check_plan(vm);
-    if (s == VMENC_OK && n > 0 && strcmp(vm->vmx.applying_policy, name) != 0) {
+    /* resuming this policy's application: the home may have its key while
+     * some state files are still plain (a crash between the two) */
+    bool resuming = strcmp(vm->vmx.applying_policy, name) == 0;
+    if (s == VMENC_OK && resuming && vm_is_encrypted(vm) && policy_encrypts_home(vm, name)) {
+        convert_arg a = {.from = NULL, .to = vm->vm_key};
+        s = for_each_state_file(vm, convert_one, &a);
+    }
+    if (s == VMENC_OK && n > 0 && !resuming) {
         /* Say durably which policy is being applied, so an interruption
          * (a crash, a stop from the progress callback) can be finished by
          * vmenc_vm_resume without the caller remembering it. */
