@@ -320,11 +320,10 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
     s = vm_write_descriptor(vm, e->desc_name, &d);
     if (s != VMENC_OK) {
         e->desc = old;
-        if (kind == VMENC_CONVERT_DECRYPT)
-            (void)vm_write_config(vm);
         /* the descriptor may be in place all the same (a failure after its
-         * rename): keep the state file it names; if it is not named, it is
-         * debris that vmenc_vm_resume removes */
+         * rename): keep the state file it names (if it is not named, it is
+         * debris that vmenc_vm_resume removes), and the sealed list saying
+         * "plain", which opens with either descriptor */
         goto fail;
     }
     vm_disk_desc_cleanup(&old);

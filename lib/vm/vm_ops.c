@@ -160,8 +160,12 @@ static vmenc_status add_disk_locked(vmenc_vm *vm, const vmenc_disk_create_option
     VMENC_GUARD_GOTO(s, append_disk(vm, &e), fail_desc);
     s = vm_write_config(vm);
     if (s != VMENC_OK) {
+        /* the configuration may name the disk all the same (a failure
+         * after its rename): its files stay */
         vm->num_disks--;
-        goto fail_desc;
+        vm_disk_desc_cleanup(d);
+        vmenc_dek_free(e.dek);
+        return s;
     }
     if (id_out != NULL)
         (void)vm_copy_string(id_out, id_cap, e.disk_id);
