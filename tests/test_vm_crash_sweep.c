@@ -232,7 +232,7 @@ static const sweep_op k_ops[] = {
     {"rekey-shallow", "encrypted", {1, 1, false, false}, op_rekey_shallow, NULL},
     {"add-disk", "encrypted", {1, 1, false, true}, op_add_disk, NULL},
     {"remove-disk", "encrypted", {1, 1, true, false}, op_remove_disk, NULL},
-    {"rollback", NULL, {1, 1, false, false}, op_rollback, prepare_rollback},
+    {"rollback", NULL, {1, 0, false, false}, op_rollback, prepare_rollback},
 };
 
 /* ---- the checks ---------------------------------------------------------------------------- */

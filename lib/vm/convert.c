@@ -442,6 +442,8 @@ vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc
     if (vm_extent_convert_done(disk->ext)) {
         s = finish(disk, &op);
         s = vm_op_finish(&op, s, NULL);
+        if (s == VMENC_OK) /* a rollback's last disk back: the VM goes back too */
+            s = vm_rollback_settle(disk->vm, who);
     }
     if (out != NULL)
         fill_progress(disk, out);
@@ -480,6 +482,10 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     uint64_t done = 0, total = 0;
     vm_extent_convert_position(disk->ext, &done, &total);
     VMENC_ENSURE(done < total, VMENC_E_BAD_STATE); /* finished: nothing to roll back */
+    bool turned = false; /* a retried rollback goes on the way the first turned */
+    VMENC_GUARD(vm_rollback_begin(vm, e, &turned));
+    if (turned)
+        return VMENC_OK;
     vm_disk_desc d;
     VMENC_GUARD(copy_desc(&e->desc, &d));
     vm_op_add_key(op, d.key_provider, d.kek_id);

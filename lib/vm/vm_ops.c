@@ -685,6 +685,132 @@ static vmenc_status run_action(vmenc_vm *vm, const vmenc_policy_action *a, vm_op
     }
 }
 
+/* ---- rollback at the VM level ------------------------------------------------------ */
+
+/* The record, sealed (the VM is encrypted while any disk converts):
+ * "vmenc.rollback" = "<forward conversion ID> <home back to plain 0|1>
+ * <disk ID>". One rollback at a time per VM. */
+#define ROLLBACK_KEY "vmenc.rollback"
+
+typedef struct rollback_note {
+    unsigned long long forward_id;
+    int home_back_plain;
+    char disk_id[VMENC_DISK_ID_MAX + 1];
+} rollback_note;
+
+static bool rollback_get(const vmenc_vm *vm, rollback_note *out) {
+    const char *v = vm->secret != NULL ? vm_kv_get(vm->secret, ROLLBACK_KEY) : NULL;
+    memset(out, 0, sizeof(*out));
+    int used = 0;
+    return v != NULL && sscanf(v, "%llu %d %n", &out->forward_id, &out->home_back_plain, &used) == 2 &&
+           used > 0 && vm_copy_string(out->disk_id, sizeof(out->disk_id), v + used) == VMENC_OK &&
+           out->disk_id[0] != '\0';
+}
+
+vmenc_status vm_rollback_begin(vmenc_vm *vm, const vm_disk_entry *e, bool *out_turned) {
+    *out_turned = false;
+    rollback_note n;
+    if (rollback_get(vm, &n) && strcmp(n.disk_id, e->disk_id) == 0 && n.forward_id != e->desc.cvt_id) {
+        *out_turned = true; /* this disk turned round already: go on that way */
+        return VMENC_OK;
+    }
+    VMENC_ENSURE(vm_is_encrypted(vm) && vm->secret != NULL, VMENC_E_VM_LOCKED);
+    /* the home goes back to plain if the policy being applied encrypted it:
+     * the policy in force before does not encrypt a home */
+    bool back_plain = vm->vmx.applying_policy[0] != '\0' &&
+                      (vm->vmx.storage_policy[0] == '\0' || !policy_encrypts_home(vm, vm->vmx.storage_policy));
+    char val[VMENC_DISK_ID_MAX + 48];
+    snprintf(val, sizeof(val), "%llu %d %s", (unsigned long long)e->desc.cvt_id, back_plain ? 1 : 0, e->disk_id);
+    const char *was = vm_kv_get(vm->secret, ROLLBACK_KEY);
+    char *old = was != NULL ? strdup(was) : NULL;
+    VMENC_ENSURE(was == NULL || old != NULL, VMENC_E_NOMEM);
+    vmenc_status s = vm_kv_set(vm->secret, ROLLBACK_KEY, val);
+    if (s == VMENC_OK)
+        s = vm_write_config(vm);
+    if (s != VMENC_OK) { /* (a failure after the rename leaves it recorded: as intended) */
+        if (old != NULL)
+            (void)vm_kv_set(vm->secret, ROLLBACK_KEY, old);
+        else
+            (void)vm_kv_remove(vm->secret, ROLLBACK_KEY);
+    }
+    free(old);
+    return s;
+}
+
+/* rollback_not_turned: does the record say disk |disk_id|'s conversion is
+ * being rolled back while its descriptor still names the forward one? */
+static bool rollback_not_turned(vmenc_vm *vm, const char *disk_id) {
+    pthread_mutex_lock(&vm->lock);
+    rollback_note n;
+    int i = vm_find_disk(vm, disk_id);
+    bool yes = i >= 0 && rollback_get(vm, &n) && strcmp(n.disk_id, disk_id) == 0 &&
+               vm_disk_desc_converting(&vm->disks[i].desc) && n.forward_id == vm->disks[i].desc.cvt_id;
+    pthread_mutex_unlock(&vm->lock);
+    return yes;
+}
+
+static bool any_disk_converting(const vmenc_vm *vm) {
+    for (size_t i = 0; i < vm->num_disks; i++)
+        if (vm_disk_desc_converting(&vm->disks[i].desc))
+            return true;
+    return false;
+}
+
+static bool any_disk_encrypted(const vmenc_vm *vm) {
+    for (size_t i = 0; i < vm->num_disks; i++)
+        if (vm->disks[i].desc.key_safe != NULL)
+            return true;
+    return false;
+}
+
+/* settle_locked: the pending policy is dropped and the note cleared in
+ * one configuration write; a home going back to plain has its state files
+ * decrypted first (decrypt_home's order), so a crash between leaves the
+ * note for the next resume. */
+static vmenc_status settle_locked(vmenc_vm *vm, vm_op *op) {
+    rollback_note n;
+    if (!rollback_get(vm, &n) || any_disk_converting(vm))
+        return VMENC_OK;
+    char pending[sizeof(vm->vmx.applying_policy)];
+    memcpy(pending, vm->vmx.applying_policy, sizeof(pending));
+    char *note = strdup(vm_kv_get(vm->secret, ROLLBACK_KEY));
+    VMENC_ENSURE(note != NULL, VMENC_E_NOMEM);
+    vm->vmx.applying_policy[0] = '\0';
+    vmenc_status s = vm_kv_remove(vm->secret, ROLLBACK_KEY);
+    if (s == VMENC_OK && n.home_back_plain && !any_disk_encrypted(vm))
+        s = decrypt_home(vm, op);
+    else if (s == VMENC_OK)
+        s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        memcpy(vm->vmx.applying_policy, pending, sizeof(pending));
+        if (vm->secret != NULL)
+            (void)vm_kv_set(vm->secret, ROLLBACK_KEY, note);
+    }
+    free(note);
+    if (s == VMENC_OK)
+        s = vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id, vm_is_encrypted(vm));
+    return s;
+}
+
+vmenc_status vm_rollback_settle(vmenc_vm *vm, const char *principal) {
+    pthread_mutex_lock(&vm->lock);
+    rollback_note n;
+    bool due = rollback_get(vm, &n) && !any_disk_converting(vm);
+    bool decrypts = due && n.home_back_plain && !any_disk_encrypted(vm);
+    pthread_mutex_unlock(&vm->lock);
+    if (!due)
+        return VMENC_OK;
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.rollback", vm->vmx.name);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = decrypts ? VMENC_OP_DECRYPT_VM : VMENC_OP_EDIT_SETTINGS,
+                               .vm = vm->vmx.name, .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = settle_locked(vm, &op);
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
 /* ---- in-place conversions of a powered-off VM's disks ------------------------------ */
 
 /* one segment per step: the progress callback (and so a caller's Ctrl-C)
@@ -708,6 +834,10 @@ static vmenc_status convert_disk(vmenc_vm *vm, const char *principal, const char
         s = vmenc_disk_convert_begin(d, principal, kind, &co);
         p.done = 0;
     }
+    /* a rollback recorded but not yet turned round (a crash between the
+     * two) is turned now: resume goes the way the record says */
+    if (s == VMENC_OK && !p.done && kind == 0 && rollback_not_turned(vm, disk_id))
+        s = vmenc_disk_convert_rollback(d, principal);
     /* A resumed conversion whose segments had all moved was finished by the
      * open itself (a crash at its final commit): nothing left to step. */
     while (s == VMENC_OK && !p.done) {
@@ -933,6 +1063,9 @@ vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal, const vmenc_ap
     VMENC_GUARD(check_apply_options(&opts));
     VMENC_GUARD(reload(vm, principal));
     VMENC_GUARD(resume_all(vm, principal, opts));
+    /* a rollback whose disks are all back takes the VM back (its pending
+     * policy cancelled) before any pending policy is looked at */
+    VMENC_GUARD(vm_rollback_settle(vm, principal));
     /* a storage policy whose application was interrupted is applied again:
      * what is done is skipped, the rest done (authorized as usual) */
     char pending[VMENC_POLICY_NAME_MAX + 1];
