@@ -928,6 +928,7 @@ static void swap_state(vmenc_vm *a, vmenc_vm *b) {
     SWAP(missing);
     SWAP(num_missing);
     SWAP(locked);
+    SWAP(ctl);
 #undef SWAP
 }
 
