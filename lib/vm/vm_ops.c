@@ -715,6 +715,14 @@ vmenc_status vm_rollback_begin(vmenc_vm *vm, const vm_disk_entry *e, bool *out_t
         return VMENC_OK;
     }
     VMENC_ENSURE(vm_is_encrypted(vm) && vm->secret != NULL, VMENC_E_VM_LOCKED);
+    /* intent first: the authority record says a rollback is under way
+     * before any file says so */
+    ctl_vm_op op = {.kind = vm->vmx.applying_policy[0] != '\0'  ? CTL_OP_APPLY_POLICY
+                            : e->desc.state == VMENC_DISK_ENCRYPTING ? CTL_OP_ENCRYPT
+                            : e->desc.state == VMENC_DISK_DECRYPTING ? CTL_OP_DECRYPT
+                                                                     : CTL_OP_REKEY_DEEP};
+    VMENC_GUARD(vm_authority_begin_op(vm, &op));
+    VMENC_GUARD(vm_authority_turn_op(vm, CTL_DIR_ROLLBACK));
     /* the home goes back to plain if the policy being applied encrypted it:
      * the policy in force before does not encrypt a home */
     bool back_plain = vm->vmx.applying_policy[0] != '\0' &&
@@ -787,6 +795,8 @@ static vmenc_status settle_locked(vmenc_vm *vm, vm_op *op) {
             (void)vm_kv_set(vm->secret, ROLLBACK_KEY, note);
     }
     free(note);
+    if (s == VMENC_OK)
+        s = vm_authority_end_op(vm);
     if (s == VMENC_OK)
         s = vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id, vm_is_encrypted(vm));
     return s;
