@@ -1003,10 +1003,16 @@ static void test_vm_kill_campaign(void **state) {
             int left = 1 + (int)(rnd() % 3);
             vmenc_apply_options o = {.struct_size = sizeof(o), .segment_bytes = SEG, .progress = stop_after_n,
                                      .progress_ctx = &left};
-            assert_int_equal(vmenc_vm_apply_storage_policy_ex(vm, "alice", before.encrypted ? "plain" : "encrypted", &o),
-                             VMENC_E_INTERRUPTED);
+            vmenc_status s = vmenc_vm_apply_storage_policy_ex(vm, "alice", before.encrypted ? "plain" : "encrypted", &o);
             vmenc_vm_free(vm);
-            c.rollbacks++;
+            if (s == VMENC_OK) { /* it finished before the callback could stop it: an ordinary run */
+                fprintf(stderr, "run %d: the policy finished before it could be stopped (VM %d, disk %d)\n", r,
+                        before.encrypted, dbefore.state);
+                rollback = false;
+            } else {
+                assert_int_equal(s, VMENC_E_INTERRUPTED);
+                c.rollbacks++;
+            }
         }
         pid_t pid = fork();
         assert_true(pid >= 0);
