@@ -842,6 +842,10 @@ static void sf_model(unsigned which, uint8_t *buf, size_t len) {
         buf[i] = (uint8_t)((i * 31u + which * 7u + (i >> 8)) ^ 0x5au);
 }
 
+/* set by a VM-level child once its VM is open, so the kill lands in the
+ * operation and not in the child's start-up */
+static atomic_int *g_ready;
+
 /* vm_child runs VM-level operations on |name| until it is killed: apply
  * "encrypted" to a plain VM, then "plain" or a deep rekey of an encrypted
  * one, in turn. A resume comes first (a run the last kill cut short). */
@@ -853,6 +857,7 @@ static void vm_child(const char *name, unsigned seed) {
     if (vmenc_vm_open(g_f.host, "alice", vmfix_vmx_path(&g_f, name, vmx, sizeof(vmx)), &vm) != VMENC_OK)
         _exit(2);
     vmenc_apply_options o = {.struct_size = sizeof(o), .segment_bytes = SEG};
+    atomic_store(g_ready, 1);
     for (unsigned i = seed;; i++) {
         vmenc_vm_info info = {.struct_size = sizeof(info)};
         if (vmenc_vm_get_info(vm, &info) != VMENC_OK)
@@ -874,7 +879,8 @@ static void rollback_child(const char *name, const char *id) {
     vmenc_vm *vm = NULL;
     vmenc_disk *d = NULL;
     if (vmenc_vm_open(g_f.host, "alice", vmfix_vmx_path(&g_f, name, vmx, sizeof(vmx)), &vm) != VMENC_OK ||
-        vmenc_disk_open(vm, "alice", id, 0, &d) != VMENC_OK || vmenc_disk_convert_rollback(d, "alice") != VMENC_OK ||
+        vmenc_disk_open(vm, "alice", id, 0, &d) != VMENC_OK || (atomic_store(g_ready, 1), false) ||
+        vmenc_disk_convert_rollback(d, "alice") != VMENC_OK ||
         run_to_end(d) != VMENC_OK || vmenc_disk_close(d) != VMENC_OK || vmenc_vm_resume(vm, "alice", NULL) != VMENC_OK)
         _exit(4);
     for (;;)
@@ -882,7 +888,7 @@ static void rollback_child(const char *name, const char *id) {
 }
 
 typedef struct vm_campaign {
-    int kills, second_resumes, wrong_bytes, plaintext, debris, wrong_direction, rollbacks;
+    int kills, interrupted, second_resumes, wrong_bytes, plaintext, debris, wrong_direction, rollbacks;
 } vm_campaign;
 
 static int stop_after_n(void *ctx, const char *disk_id, const vmenc_convert_progress *p) {
@@ -992,6 +998,8 @@ static void test_vm_kill_campaign(void **state) {
     free(buf);
     vmenc_vm_free(vm);
     vm_campaign c = {0};
+    g_ready = mmap(NULL, sizeof(*g_ready), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(g_ready != MAP_FAILED);
     for (int r = 0; r < runs; r++) {
         bool rollback = r % 3 == 2;
         vmenc_vm_info before = {.struct_size = sizeof(before)};
@@ -1014,6 +1022,7 @@ static void test_vm_kill_campaign(void **state) {
                 c.rollbacks++;
             }
         }
+        atomic_store(g_ready, 0);
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
@@ -1021,12 +1030,22 @@ static void test_vm_kill_campaign(void **state) {
                 rollback_child("cv10", id);
             vm_child("cv10", (unsigned)r);
         }
-        usleep((useconds_t)(1000 + rnd() % (rollback ? 40000 : 120000)));
+        for (int w = 0; w < 20000 && !atomic_load(g_ready); w++)
+            usleep(500);
+        usleep((useconds_t)(rnd() % (rollback ? 40000 : 150000)));
         kill(pid, SIGKILL);
         int st = 0;
         waitpid(pid, &st, 0);
         assert_true(WIFSIGNALED(st)); /* killed, not failed */
         c.kills++;
+        { /* did the kill cut an operation short? */
+            char p[PATH_MAX + 64];
+            size_t len = 0;
+            char *t = (char *)vmfix_read_file(vmfix_vmx_path(&g_f, "cv10", p, sizeof(p)), &len);
+            c.interrupted += t != NULL && (strstr(t, "applyingPolicy") != NULL || strstr(t, "newKeySafe") != NULL ||
+                                           count_state_files("cv10") > 0);
+            free(t);
+        }
         if (rollback) { /* the rollback is retried through the disk API */
             vm = reopen("cv10");
             OK(vmenc_disk_open(vm, "alice", id, 0, &d));
@@ -1055,9 +1074,10 @@ static void test_vm_kill_campaign(void **state) {
         vmenc_vm_free(vm);
     }
     fprintf(stderr,
-            "VM kills: %d (%d of rollbacks then retried): %d wrong, %d plaintext, %d debris, %d wrong direction, "
-            "%d second resumes needed\n",
-            c.kills, c.rollbacks, c.wrong_bytes, c.plaintext, c.debris, c.wrong_direction, c.second_resumes);
+            "VM kills: %d (%d cut an operation short, %d of rollbacks then retried): %d wrong, %d plaintext, "
+            "%d debris, %d wrong direction, %d second resumes needed\n",
+            c.kills, c.interrupted, c.rollbacks, c.wrong_bytes, c.plaintext, c.debris, c.wrong_direction, c.second_resumes);
+    munmap(g_ready, sizeof(*g_ready));
     assert_int_equal(c.wrong_bytes + c.plaintext + c.debris + c.wrong_direction + c.second_resumes, 0);
 }
 
