@@ -122,7 +122,11 @@ XB_INLINE __m128i xb_mul_alpha(__m128i t) {
     return _mm_xor_si128(_mm_slli_epi32(t, 1), carry);
 }
 
+/* One block, the round keys read from the schedule as memory operands; the
+ * laundered pointer keeps the compiler from holding (and spilling) keys
+ * loaded by an earlier call. */
 XB_INLINE __m128i xb_enc1(const uint8_t (*rk)[16], unsigned rounds, __m128i b) {
+    XB_LAUNDER(rk);
     b = _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)rk[0]));
     XB_UNROLL
     for (unsigned r = 1; r < rounds; r++)
@@ -131,6 +135,7 @@ XB_INLINE __m128i xb_enc1(const uint8_t (*rk)[16], unsigned rounds, __m128i b) {
 }
 
 XB_INLINE __m128i xb_dec1(const uint8_t (*rk)[16], unsigned rounds, __m128i b) {
+    XB_LAUNDER(rk);
     b = _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)rk[0]));
     XB_UNROLL
     for (unsigned r = 1; r < rounds; r++)
