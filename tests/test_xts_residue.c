@@ -216,7 +216,12 @@ static void check_backend(const char *impl, size_t key_len) {
             assert_int_equal(do_call(x, (call_kind)k, enc, sector), VMENC_OK);
             g_dump();
             size_t at = 0, used = 0;
-            const char *hit = find_needle(g_regs, g_regs_len, &at);
+            /* the registers the backend's instruction set has: the others
+             * are written only by other code (unoptimised builds call glibc's
+             * memcpy, whose AVX-512 variants use zmm16-31) */
+            const size_t nregs = strcmp(impl, "vaes-avx512") == 0 ? 32 : 16;
+            const size_t span = nregs * g_reg_bytes < g_regs_len ? nregs * g_reg_bytes : g_regs_len;
+            const char *hit = find_needle(g_regs, span, &at);
             if (hit != NULL)
                 fail_msg("%s, %zu-byte key, %s %s: %s in vector register %zu after return", impl,
                          key_len, what, enc ? "encrypt" : "decrypt", hit, at / g_reg_bytes);

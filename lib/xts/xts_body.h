@@ -98,7 +98,8 @@
 XB_INLINE void xb_wipe(void *p, size_t n) {
     uint8_t *b = (uint8_t *)p;
     size_t i = 0;
-    XB_VEC zv = XB_XOR(XB_LOADU(b), XB_LOADU(b));
+    XB_VEC zv = XB_BCAST(b); /* reads 16 bytes: n >= 16 */
+    zv = XB_XOR(zv, zv);
     XB_OPAQUE(zv);
     XB_UNROLL
     for (; i + sizeof(XB_VEC) <= n; i += sizeof(XB_VEC))
