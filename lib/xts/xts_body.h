@@ -373,47 +373,51 @@ XB_INLINE void xb_gpr_mul_alpha(uint64_t *lo, uint64_t *hi) {
 
 /* Whole groups of XB_NV vectors (XB_NV * XB_LANES blocks). The vector units
  * are saturated by AES, so the tweaks are computed in general-purpose
- * registers instead, one group ahead, into a small double buffer that the
- * XORs read as memory operands; they are written a group before they are
+ * registers instead, two groups ahead, into a small double buffer that the
+ * XORs read as memory operands; they are written two groups before they are
  * read, so the wide loads do not wait on the narrow stores. On Zen 3 this
  * beat computing them with vector shifts and PCLMULQDQ by 15-25% (aesni
- * 0.87 -> 1.10x OpenSSL, vaes-avx2 1.74 -> 2.0x at 64 KiB sectors). |tw|
- * holds the first group's tweaks; returns the tweak vector of the first
- * block not processed. */
+ * 0.87 -> 1.10x OpenSSL, vaes-avx2 1.74 -> 2.0x at 64 KiB sectors). The
+ * first two groups' tweaks come from vector arithmetic (stores that forward
+ * to the same-size loads at once), so a short unit - a 512-byte sector is
+ * two groups on vaes-avx2 - does not wait for the integer chain. |tw| holds
+ * the first group's tweaks; returns the tweak vector of the first block not
+ * processed. */
+_Static_assert(2 * XB_NV * XB_LANES <= 57, "the third group's tweak is one vector step away");
 XB_INLINE XB_VEC xb_groups(const xb_keys *kk, unsigned rounds, bool enc, const XB_VEC *tw,
                            xb_tbuf *buf, const uint8_t **pin, uint8_t **pout,
                            size_t *pnum_blocks) {
     const uint8_t *in = *pin;
     uint8_t *out = *pout;
     size_t num_blocks = *pnum_blocks;
-    /* The first group's tweaks come from vector arithmetic and vector stores
-     * (which forward to the same-size loads at once), so a short data unit
-     * does not wait for the integer chain. */
     XB_UNROLL
-    for (int i = 0; i < XB_NV; i++)
+    for (int i = 0; i < XB_NV; i++) {
         XB_STOREU(buf->t[0][i * XB_LANES], tw[i]);
-    __m128i t0 = XB_LANE0(xb_mul_xk(tw[0], XB_NV * XB_LANES));
+        XB_STOREU(buf->t[1][i * XB_LANES], xb_mul_xk(tw[i], XB_NV * XB_LANES));
+    }
+    __m128i t0 = XB_LANE0(xb_mul_xk(tw[0], 2 * XB_NV * XB_LANES));
     uint64_t lo = (uint64_t)_mm_cvtsi128_si64(t0);
     uint64_t hi = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(t0, t0));
     unsigned cur = 0;
     do {
-        const uint64_t(*t)[2] = buf->t[cur];
+        uint64_t(*t)[2] = buf->t[cur];
         XB_VEC d[XB_NV];
         const XB_VEC k0 = XB_KEY(kk, 0);
         XB_UNROLL
         for (int i = 0; i < XB_NV; i++)
             d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), XB_LOADU(t[i * XB_LANES])),
                           k0);
-        XB_UNROLL
-        for (int i = 0; i < XB_NV * XB_LANES; i++) {
-            buf->t[cur ^ 1][i][0] = lo;
-            buf->t[cur ^ 1][i][1] = hi;
-            xb_gpr_mul_alpha(&lo, &hi);
-        }
         xb_rounds(d, kk, rounds, enc);
         XB_UNROLL
         for (int i = 0; i < XB_NV; i++)
             XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], XB_LOADU(t[i * XB_LANES])));
+        /* this buffer now takes the group after next */
+        XB_UNROLL
+        for (int i = 0; i < XB_NV * XB_LANES; i++) {
+            t[i][0] = lo;
+            t[i][1] = hi;
+            xb_gpr_mul_alpha(&lo, &hi);
+        }
         cur ^= 1;
         in += (size_t)XB_NV * 16 * XB_LANES;
         out += (size_t)XB_NV * 16 * XB_LANES;
