@@ -2,7 +2,7 @@
 # bench/run.sh [NAME...] - build (Release) and run the benchmarks; every
 # benchmark prints machine-readable JSON lines (and compares against OpenSSL
 # in the same run where there is an OpenSSL equivalent), then a human table.
-# Default: all of xts keys kms policy audit pkcs11 kmip vm. Results are only as
+# Default: all of xts aead keys kms policy audit pkcs11 kmip vm. Results are only as
 # quiet as the machine: check `uptime` first.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,7 +11,7 @@ bash scripts/deps.sh
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DVMENC_BUILD_TESTS=OFF >/dev/null
 cmake --build build/bench -j"$(nproc)"
 names=("$@")
-((${#names[@]})) || names=(xts keys kms policy audit pkcs11 kmip vm)
+((${#names[@]})) || names=(xts aead keys kms policy audit pkcs11 kmip vm)
 for n in "${names[@]}"; do
     echo "=== bench_$n ==="
     case $n in

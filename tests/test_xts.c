@@ -98,6 +98,8 @@ EMU_INLINE emu512 emu_poly(void) {
 #define XB_BSLLI8(v) EMU_BSLLI8(v)
 #define XB_CLMUL01(a, b) EMU_CLMUL((a), (b), 0x01)
 #define XB_VECTOR_TWEAKS 1 /* as vaes_avx512.c */
+#define XB_KEYS_IN_REGS 1  /* as vaes_avx512.c */
+#define XB_OPAQUE(v) __asm__("" : "+x"((v).lo), "+x"((v).hi))
 #define XB_BSLLI(v, n) ((emu512){_mm256_bslli_epi128((v).lo, n), _mm256_bslli_epi128((v).hi, n)})
 #define XB_BSRLI(v, n) ((emu512){_mm256_bsrli_epi128((v).lo, n), _mm256_bsrli_epi128((v).hi, n)})
 #define XB_CLMUL00(a, b) EMU_CLMUL((a), (b), 0x00)

@@ -33,6 +33,7 @@ typedef enum fault {
     FAULT_WRAP,         /* a call whose sector numbers wrap past 2^64-1 */
     FAULT_KEY128,       /* only XTS-AES-128 */
     FAULT_KEY256,       /* only XTS-AES-256 */
+    FAULT_ONE_SECTOR,   /* only one-sector calls (their own fast path) */
 } fault;
 
 static fault g_fault;
@@ -61,6 +62,10 @@ static vmenc_status faulty_sectors(const struct vmenc_xts *x, bool enc, uint64_t
     case FAULT_MULTI:
         if (num_sectors > 1)
             flip(out + len - 1);
+        break;
+    case FAULT_ONE_SECTOR:
+        if (num_sectors == 1)
+            flip(out + 100);
         break;
     case FAULT_WRAP:
         if (first + (num_sectors - 1) < first)
@@ -148,7 +153,8 @@ static void test_every_fault_is_caught(void **state) {
         key[i] = (uint8_t)(0xa5 ^ (i * 13));
     static const fault faults[] = {FAULT_ENC_SECTORS, FAULT_DEC_SECTORS, FAULT_ENC_UNIT,
                                    FAULT_DEC_UNIT,    FAULT_CTS,         FAULT_MULTI,
-                                   FAULT_WRAP,        FAULT_KEY128,      FAULT_KEY256};
+                                   FAULT_WRAP,        FAULT_KEY128,      FAULT_KEY256,
+                                   FAULT_ONE_SECTOR};
     for (size_t f = 0; f < VMENC_ARRAY_LEN(faults); f++) {
         inject(best, faults[f]);
         /* Reported, not usable by name (directly or through the environment). */

@@ -124,6 +124,7 @@ vmenc_status vmenc_xts_setup(vmenc_xts_block *blk, const vmenc_xts_backend *back
     const size_t half = key_len / 2;
     x->backend = backend;
     x->sector_size = sector_size;
+    x->sector_shift = (uint32_t)__builtin_ctz(sector_size); /* a power of two */
     x->key_len = (uint32_t)key_len;
     x->rounds = key_len == VMENC_XTS_KEYBYTES_256 ? 14 : 10;
     x->sched = s;
@@ -210,7 +211,7 @@ static vmenc_status check_sectors(const vmenc_xts *x, const uint8_t *in, const u
                                   size_t len) {
     VMENC_ENSURE_REF(in);
     VMENC_ENSURE_REF(out);
-    VMENC_ENSURE(len > 0 && len % x->sector_size == 0, VMENC_E_BAD_LENGTH);
+    VMENC_ENSURE(len > 0 && (len & (x->sector_size - 1)) == 0, VMENC_E_BAD_LENGTH);
     VMENC_ENSURE(!bad_overlap(in, out, len), VMENC_E_INVALID_ARG);
     return VMENC_OK;
 }
@@ -219,7 +220,7 @@ static vmenc_status crypt_sectors(const vmenc_xts *x, bool enc, uint64_t first_s
                                   const uint8_t *in, uint8_t *out, size_t len) {
     VMENC_ENSURE_REF(x);
     VMENC_GUARD(check_sectors(x, in, out, len));
-    return x->backend->sectors(x, enc, first_sector, in, out, len / x->sector_size);
+    return x->backend->sectors(x, enc, first_sector, in, out, len >> x->sector_shift);
 }
 
 /* crypt_iov checks every entry first, so a bad entry anywhere fails the call
@@ -235,7 +236,7 @@ static vmenc_status crypt_iov(const vmenc_xts *x, bool enc, const vmenc_xts_iov 
         VMENC_GUARD(check_sectors(x, iov[i].in, iov[i].out, iov[i].len));
     for (size_t i = 0; i < num_iov; i++)
         VMENC_GUARD(x->backend->sectors(x, enc, iov[i].first_sector, iov[i].in, iov[i].out,
-                                        iov[i].len / x->sector_size));
+                                        iov[i].len >> x->sector_shift));
     return VMENC_OK;
 }
 

@@ -60,6 +60,7 @@ struct vmenc_xts {
     uint32_t sector_size;
     uint32_t rounds;              /* 10 (XTS-AES-128) or 14 (XTS-AES-256) */
     uint32_t key_len;             /* 32 or 64 */
+    uint32_t sector_shift;        /* log2(sector_size): no division per call */
 };
 
 typedef struct vmenc_xts_block {

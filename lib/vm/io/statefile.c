@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "keys/aead.h"
 #include "keys/keys_internal.h"
 #include "vm/format/descriptor.h"
 #include "vm/format/sealed.h"
@@ -51,12 +51,9 @@ struct vm_sf {
     bool broken;               /* a multi-record write failed half-way */
     uint64_t size;             /* plaintext bytes */
     uint8_t header_hash[32];   /* BLAKE2b-256 of the 64-byte header */
-    /* AES-256-GCM keyed once at open: libsodium's precomputed state in
-     * secure memory where the CPU has AES-NI + PCLMUL (the key schedule
-     * then never sits in ordinary heap), else OpenSSL's contexts. */
-    crypto_aead_aes256gcm_state *gcm;
-    EVP_CIPHER_CTX *enc;
-    EVP_CIPHER_CTX *dec;
+    /* AES-256-GCM keyed once at open (keys/aead.h: OpenSSL's EVP, where
+     * its key schedule lives and how it is cleansed). */
+    vmenc_aead *aead;
     uint8_t *pt;               /* secure memory: one chunk of plaintext */
     bool cache_valid;          /* pt holds the authenticated chunk cache_index */
     uint64_t cache_index;
@@ -147,23 +144,9 @@ static vmenc_status keys_init(vm_sf *f, const vmenc_dek *vm_key, const char *uui
     uint8_t *key = vmenc_secure_alloc(32);
     VMENC_ENSURE(key != NULL, VMENC_E_NOMEM);
     vmenc_status rv = vm_derive_key(vm_key, "statefile-v1", ctx, sizeof(ctx), key);
-    if (rv == VMENC_OK && crypto_aead_aes256gcm_is_available()) {
-        f->gcm = vmenc_secure_alloc(sizeof(*f->gcm));
-        if (f->gcm == NULL)
-            rv = VMENC_E_NOMEM;
-        else if (crypto_aead_aes256gcm_beforenm(f->gcm, key) != 0)
-            rv = VMENC_E_CRYPTO;
-        vmenc_secure_free(key);
-        return rv;
-    }
-    f->enc = EVP_CIPHER_CTX_new();
-    f->dec = EVP_CIPHER_CTX_new();
-    if (rv == VMENC_OK && (f->enc == NULL || f->dec == NULL))
-        rv = VMENC_E_NOMEM;
-    /* The contexts keep the key schedule; the derived key goes at once. */
-    if (rv == VMENC_OK && (EVP_EncryptInit_ex(f->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
-                           EVP_DecryptInit_ex(f->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1))
-        rv = VMENC_E_CRYPTO;
+    /* The context keeps the key schedule; the derived key goes at once. */
+    if (rv == VMENC_OK)
+        rv = vmenc_aead_new(key, &f->aead);
     vmenc_secure_free(key);
     return rv;
 }
@@ -179,21 +162,9 @@ static void record_aad(const vm_sf *f, uint64_t i, bool last, uint8_t aad[SF_AAD
 static vmenc_status seal_record(vm_sf *f, uint64_t i, size_t len, bool last) {
     uint8_t aad[SF_AAD_BYTES];
     uint8_t *nonce = f->rec, *ct = f->rec + VM_SF_NONCE_BYTES, *tag = ct + len;
-    int n = 0;
     record_aad(f, i, last, aad);
     randombytes_buf(nonce, VM_SF_NONCE_BYTES);
-    if (f->gcm != NULL) {
-        if (crypto_aead_aes256gcm_encrypt_detached_afternm(ct, tag, NULL, f->pt, len, aad, sizeof(aad), NULL,
-                                                           nonce, f->gcm) != 0)
-            return VMENC_E_CRYPTO;
-        return vm_io_pwrite_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i));
-    }
-    if (EVP_EncryptInit_ex(f->enc, NULL, NULL, NULL, nonce) != 1 ||
-        EVP_EncryptUpdate(f->enc, NULL, &n, aad, sizeof(aad)) != 1 ||
-        (len > 0 && EVP_EncryptUpdate(f->enc, ct, &n, f->pt, (int)len) != 1) ||
-        EVP_EncryptFinal_ex(f->enc, ct + len, &n) != 1 ||
-        EVP_CIPHER_CTX_ctrl(f->enc, EVP_CTRL_GCM_GET_TAG, VM_SF_TAG_BYTES, tag) != 1)
-        return VMENC_E_CRYPTO;
+    VMENC_GUARD(vmenc_aead_seal(f->aead, nonce, aad, sizeof(aad), f->pt, len, ct, tag));
     return vm_io_pwrite_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i));
 }
 
@@ -206,29 +177,11 @@ static vmenc_status open_record(vm_sf *f, uint64_t i, size_t len, bool last) {
     VMENC_ENSURE(got == len + SF_OVERHEAD, VMENC_E_TRUNCATED);
     uint8_t aad[SF_AAD_BYTES];
     uint8_t *nonce = f->rec, *ct = f->rec + VM_SF_NONCE_BYTES, *tag = ct + len;
-    int n = 0;
     record_aad(f, i, last, aad);
-    if (f->gcm != NULL) {
-        if (crypto_aead_aes256gcm_decrypt_detached_afternm(f->pt, NULL, ct, len, tag, aad, sizeof(aad), nonce,
-                                                           f->gcm) != 0) {
-            sodium_memzero(f->pt, SF_CHUNK);
-            return VMENC_E_AUTH;
-        }
-        return VMENC_OK;
-    }
-    int ok = EVP_DecryptInit_ex(f->dec, NULL, NULL, NULL, nonce) == 1 &&
-             EVP_DecryptUpdate(f->dec, NULL, &n, aad, sizeof(aad)) == 1 &&
-             (len == 0 || EVP_DecryptUpdate(f->dec, f->pt, &n, ct, (int)len) == 1) &&
-             EVP_CIPHER_CTX_ctrl(f->dec, EVP_CTRL_GCM_SET_TAG, VM_SF_TAG_BYTES, tag) == 1;
-    if (!ok) {
+    vmenc_status rv = vmenc_aead_open(f->aead, nonce, aad, sizeof(aad), ct, len, tag, f->pt);
+    if (rv != VMENC_OK)
         sodium_memzero(f->pt, SF_CHUNK);
-        return VMENC_E_CRYPTO;
-    }
-    if (EVP_DecryptFinal_ex(f->dec, f->pt + len, &n) != 1) {
-        sodium_memzero(f->pt, SF_CHUNK);
-        return VMENC_E_AUTH;
-    }
-    return VMENC_OK;
+    return rv;
 }
 
 /* load_chunk makes f->pt hold chunk |i| of a file of |size| bytes. */
@@ -381,9 +334,7 @@ static void sf_free(vm_sf *f) {
     vm_imagelock_release(f->lock); /* the record first: closing drops the lock */
     if (f->fd >= 0)
         (void)close(f->fd);
-    vmenc_secure_free(f->gcm); /* wipes the key schedule */
-    EVP_CIPHER_CTX_free(f->enc);
-    EVP_CIPHER_CTX_free(f->dec);
+    vmenc_aead_free(f->aead); /* cleanses the key schedule */
     vmenc_secure_free(f->pt);
     free(f->rec);
     pthread_mutex_destroy(&f->mu);

@@ -1,0 +1,100 @@
+/*
+ * lib/keys/aead.c - AES-256-GCM keyed once (interface and key-handling rule
+ * in aead.h; the record formats that use it in docs/vm-format.md). One EVP
+ * context per object serves both directions: each call sets the nonce and
+ * the direction without re-keying, so a record costs no key expansion.
+ *
+ * Safety rule: nothing unauthenticated is left in the output of a failed
+ * open, and the raw key is never stored.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include "keys/aead.h"
+
+struct vmenc_aead {
+    EVP_CIPHER_CTX *ctx; /* holds the key schedule (OpenSSL's heap; see aead.h) */
+};
+
+vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES], vmenc_aead **out) {
+    VMENC_ENSURE_REF(key);
+    VMENC_ENSURE_REF(out);
+    vmenc_aead *a = vmenc_secure_alloc_pooled(sizeof(*a));
+    if (a == NULL)
+        return VMENC_E_NOMEM;
+    a->ctx = EVP_CIPHER_CTX_new();
+    if (a->ctx == NULL) {
+        vmenc_secure_free(a);
+        return VMENC_E_NOMEM;
+    }
+    if (EVP_CipherInit_ex(a->ctx, EVP_aes_256_gcm(), NULL, key, NULL, 1) != 1) {
+        vmenc_aead_free(a);
+        return VMENC_E_CRYPTO;
+    }
+    *out = a;
+    return VMENC_OK;
+}
+
+/* start sets the nonce and direction and authenticates the AAD. */
+static bool start(vmenc_aead *a, int enc, const uint8_t *nonce, const uint8_t *aad,
+                  size_t aad_len) {
+    int n = 0;
+    if (EVP_CipherInit_ex(a->ctx, NULL, NULL, NULL, nonce, enc) != 1)
+        return false;
+    return aad_len == 0 || EVP_CipherUpdate(a->ctx, NULL, &n, aad, (int)aad_len) == 1;
+}
+
+static bool args_ok(const uint8_t *nonce, const uint8_t *aad, size_t aad_len, const uint8_t *in,
+                    size_t len, const uint8_t *out, const uint8_t *tag) {
+    return nonce != NULL && tag != NULL && (aad != NULL || aad_len == 0) &&
+           ((in != NULL && out != NULL) || len == 0) && len <= VMENC_AEAD_MAX_BYTES &&
+           aad_len <= VMENC_AEAD_MAX_BYTES;
+}
+
+vmenc_status vmenc_aead_seal(vmenc_aead *a, const uint8_t nonce[VMENC_AEAD_NONCE_BYTES],
+                             const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t len,
+                             uint8_t *ct, uint8_t tag[VMENC_AEAD_TAG_BYTES]) {
+    VMENC_ENSURE_REF(a);
+    VMENC_ENSURE(args_ok(nonce, aad, aad_len, pt, len, ct, tag), VMENC_E_INVALID_ARG);
+    int n = 0;
+    if (!start(a, 1, nonce, aad, aad_len) ||
+        (len > 0 && EVP_CipherUpdate(a->ctx, ct, &n, pt, (int)len) != 1) ||
+        EVP_CipherFinal_ex(a->ctx, ct == NULL ? NULL : ct + len, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_GET_TAG, VMENC_AEAD_TAG_BYTES, tag) != 1)
+        return VMENC_E_CRYPTO;
+    return VMENC_OK;
+}
+
+vmenc_status vmenc_aead_open(vmenc_aead *a, const uint8_t nonce[VMENC_AEAD_NONCE_BYTES],
+                             const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t len,
+                             const uint8_t tag[VMENC_AEAD_TAG_BYTES], uint8_t *pt) {
+    VMENC_ENSURE_REF(a);
+    VMENC_ENSURE(args_ok(nonce, aad, aad_len, ct, len, pt, tag), VMENC_E_INVALID_ARG);
+    int n = 0;
+    /* The tag is set before the data: OpenSSL compares it in constant time
+     * in the final call. */
+    bool ok = start(a, 0, nonce, aad, aad_len) &&
+              EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_SET_TAG, VMENC_AEAD_TAG_BYTES,
+                                  (void *)(uintptr_t)tag) == 1 &&
+              (len == 0 || EVP_CipherUpdate(a->ctx, pt, &n, ct, (int)len) == 1);
+    if (!ok) {
+        if (len > 0)
+            sodium_memzero(pt, len);
+        return VMENC_E_CRYPTO;
+    }
+    if (EVP_CipherFinal_ex(a->ctx, pt == NULL ? NULL : pt + len, &n) != 1) {
+        if (len > 0)
+            sodium_memzero(pt, len);
+        return VMENC_E_AUTH;
+    }
+    return VMENC_OK;
+}
+
+void vmenc_aead_free(vmenc_aead *a) {
+    if (a == NULL)
+        return;
+    EVP_CIPHER_CTX_free(a->ctx); /* the provider cleanses its key schedule */
+    vmenc_secure_free(a);
+}
