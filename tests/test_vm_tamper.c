@@ -181,6 +181,17 @@ static void write_disk_epoch(vmenc_vm *vm, const char *disk_id, char e) {
     must(vmenc_disk_close(d), "disk close");
 }
 
+/* write_swap_epoch puts epoch |e|'s text at the start of NAME.vswp (made
+ * on first open, XTS under a key derived from the VM key). */
+static void write_swap_epoch(vmenc_vm *vm, char e) {
+    char text[128];
+    state_data(e, "vswp", text, sizeof(text));
+    vmenc_vm_file *f = NULL;
+    must(vmenc_vm_file_open(vm, "alice", VMENC_VM_FILE_VSWP, 0, VMENC_VM_FILE_CREATE, &f), "swap open");
+    must(vmenc_vm_file_pwrite(f, 0, (const uint8_t *)text, strlen(text)), "swap write");
+    must(vmenc_vm_file_close(f), "swap close");
+}
+
 static void write_state_epoch(vmenc_vm *vm, char e) {
     static const struct { vmenc_vm_file_class cls; const char *name; } t[] = {
         {VMENC_VM_FILE_NVRAM, "nvram"}, {VMENC_VM_FILE_VMSS, "vmss"}};
@@ -264,6 +275,7 @@ static int build_template(void **state) {
     snapshot("recent"); /* after the deep rekey, before the last writes: same keys */
     write_disk_epoch(vm1, "scsi0:0", 'D');
     write_state_epoch(vm1, 'D');
+    write_swap_epoch(vm1, 'D');
 
     /* vm1c: a keep-keys clone of vm1, then written with its own data. */
     char chome[PATH_MAX];
@@ -275,6 +287,7 @@ static int build_template(void **state) {
     must(vmenc_vm_clone(vm1, &cl, &vm1c), "clone");
     write_disk_epoch(vm1c, "scsi0:0", 'C');
     write_state_epoch(vm1c, 'C');
+    write_swap_epoch(vm1c, 'C');
     vmenc_vm_free(vm1c);
     vmenc_vm_free(vm1);
 
@@ -282,6 +295,7 @@ static int build_template(void **state) {
     vmenc_vm *vm2 = create_vm(ws, "vm2", SP_ENC);
     write_disk_epoch(vm2, "scsi0:0", 'O');
     write_state_epoch(vm2, 'O');
+    write_swap_epoch(vm2, 'O');
     vmenc_vm_free(vm2);
 
     /* vm3, vm4: plain VMs stopped in the middle of an in-place encryption;
@@ -313,8 +327,9 @@ static int drop_template(void **state) {
 
 /* ---- the matrix ------------------------------------------------------------------ */
 
-typedef enum sel { F_VMX, F_DESC, F_EXTENT, F_NVRAM, F_VMSS, F_CVT, F_TMP, F_HOME } sel;
-static const char *const sel_name[] = {"vmx", "descriptor", "extent-sector0", "nvram", "vmss", "cvt", "tmp", "home"};
+typedef enum sel { F_VMX, F_DESC, F_EXTENT, F_NVRAM, F_VMSS, F_VSWP, F_CVT, F_TMP, F_HOME } sel;
+static const char *const sel_name[] = {"vmx", "descriptor", "extent-sector0", "nvram", "vmss", "vswp", "cvt", "tmp",
+                                       "home"};
 
 typedef enum mut {
     M_STRIP,         /* remove the encryption (lines, a plain file, a zeroed sector, a deleted file) */
@@ -338,6 +353,8 @@ typedef enum expect {
     X_XTS_OLD,     /* sector 0 reads |old| epoch's plaintext */
     X_XTS_GARBAGE, /* sector 0 reads neither the current, the source's nor zeros */
     X_SAFE,        /* refused as X_REFUSE, or accepted with every byte of the disk right */
+    X_SWAP_GARBAGE, /* the swap file reads neither its own data nor the planted file's (XTS, no integrity) */
+    X_SWAP_SHARED,  /* a keep-keys clone's swap reads as the clone's: same VM key, no integrity */
 } expect;
 
 typedef struct tcase {
@@ -377,6 +394,10 @@ static tcase g_cases[] = {
     REF(F_NVRAM, M_RECENT), REF_SF(F_NVRAM, M_MID),
     REF_SF(F_VMSS, M_STRIP), REF(F_VMSS, M_SWAP_OTHER), REF(F_VMSS, M_SWAP_CLONE), REF_SF(F_VMSS, M_PRE_ENCRYPT),
     REF(F_VMSS, M_PRE_SHALLOW), REF(F_VMSS, M_PRE_DEEP), REF(F_VMSS, M_RECENT), REF_SF(F_VMSS, M_MID),
+    /* the swap file: XTS under a key derived from the VM key, no integrity */
+    {F_VSWP, M_STRIP, X_SWAP_GARBAGE, VMENC_OK, VMENC_OK, 0, "vm1", NULL, ""},
+    {F_VSWP, M_SWAP_OTHER, X_SWAP_GARBAGE, VMENC_OK, VMENC_OK, 0, "vm1", NULL, ""},
+    {F_VSWP, M_SWAP_CLONE, X_SWAP_SHARED, VMENC_OK, VMENC_OK, 0, "vm1", NULL, ""},
     /* the conversion state of vm3 (stopped after 2 of 3 segments) */
     {F_CVT, M_STRIP, X_REFUSE, VMENC_E_AUTH, VMENC_E_INTERRUPTED, 0, "vm3", NULL, ""},
     {F_CVT, M_FORGE, X_REFUSE, VMENC_E_AUTH, VMENC_E_AUTH, 0, "vm3", NULL, ""},
@@ -462,7 +483,7 @@ static void problem(run_ctx *r, const char *fmt, ...) {
 /* The files of VM |vm| in |home|: descriptor and extent of disk scsi0:0, and
  * the data offset of the extent's sector 0 (from the descriptor). */
 typedef struct vm_names {
-    char vmx[96], desc[96], extent[128], nvram[96], vmss[96], uuid[48];
+    char vmx[96], desc[96], extent[128], nvram[96], vmss[96], vswp[96], uuid[48];
     uint64_t data_offset;
 } vm_names;
 
@@ -487,6 +508,7 @@ static void names_of(const char *home, const char *vm, vm_names *n) {
     snprintf(n->vmx, sizeof(n->vmx), "%s.vmx", vm);
     snprintf(n->nvram, sizeof(n->nvram), "%s.nvram", vm);
     snprintf(n->vmss, sizeof(n->vmss), "%s.vmss", vm);
+    snprintf(n->vswp, sizeof(n->vswp), "%s.vswp", vm);
     char p[PATH_MAX + 128];
     size_t len = 0;
     snprintf(p, sizeof(p), "%s/%s", home, n->vmx);
@@ -715,6 +737,22 @@ static void mutate(run_ctx *r) {
         copy_file(from, to);
         return;
     }
+    case F_VSWP: {
+        snprintf(to, sizeof(to), "%s/%s", r->home, tn.vswp);
+        if (c->how == M_STRIP) { /* a plain VM's swap: the bytes in clear, same size */
+            size_t sz = 0;
+            uint8_t *b = slurp(to, &sz);
+            assert_non_null(b);
+            memset(b, 0, sz);
+            state_data('D', "vswp", (char *)b, sz);
+            spit(to, b, sz);
+            free(b);
+            return;
+        }
+        snprintf(from, sizeof(from), "%s/%s", src, sn.vswp);
+        copy_file(from, to);
+        return;
+    }
     case F_CVT: {
         char cur[256] = "", old[256] = "";
         bool have = find_cvt(r->home, cur, sizeof(cur));
@@ -803,8 +841,8 @@ typedef struct outcome {
     uint8_t sector0[SECTOR];
     bool sector0_read;
     uint64_t wrong_bytes; /* vm3: bytes of the disk that read other than its data, if it was read */
-    char nvram[256], vmss[256];
-    bool nvram_read, vmss_read;
+    char nvram[256], vmss[256], vswp[256];
+    bool nvram_read, vmss_read, vswp_read;
 } outcome;
 
 static void refuse(outcome *o, const char *step, vmenc_status st) {
@@ -869,6 +907,8 @@ static void attempt(run_ctx *r, vmenc_workspace *ws, outcome *o) {
         refuse(o, "disk read", st);
     read_state(vm, VMENC_VM_FILE_NVRAM, "nvram read", o, o->nvram, sizeof(o->nvram), &o->nvram_read);
     read_state(vm, VMENC_VM_FILE_VMSS, "vmss read", o, o->vmss, sizeof(o->vmss), &o->vmss_read);
+    if (r->c->file == F_VSWP)
+        read_state(vm, VMENC_VM_FILE_VSWP, "vswp read", o, o->vswp, sizeof(o->vswp), &o->vswp_read);
 
     /* Now write the canary through every API that writes. A VM stopped in
      * the middle of an encryption holds plaintext legitimately until it
@@ -1038,6 +1078,25 @@ static void run_case(void **state) {
         snprintf(p, sizeof(p), "%s/%s", r->home, r->planted);
         if (file_exists(p))
             problem(r, "%s still there after open and resume", r->planted);
+        break;
+    }
+    case X_SWAP_SHARED:
+    case X_SWAP_GARBAGE: {
+        if (o.refused_at != NULL)
+            problem(r, "%s refused with %s", o.refused_at, vmenc_status_name(o.status));
+        check_sector(r, &o, 'D', "swap case");
+        check_states(r, &o, 'D');
+        char cur[128], planted[128];
+        state_data('D', "vswp", cur, sizeof(cur));
+        state_data(c->how == M_SWAP_OTHER ? 'O' : c->how == M_SWAP_CLONE ? 'C' : 'D', "vswp", planted,
+                   sizeof(planted));
+        if (!o.vswp_read)
+            problem(r, "swap not read");
+        else if (c->want == X_SWAP_SHARED) {
+            if (memcmp(o.vswp, planted, strlen(planted)) != 0)
+                problem(r, "the clone's swap reads \"%.30s\", not the clone's data", o.vswp);
+        } else if (memcmp(o.vswp, cur, strlen(cur)) == 0 || memcmp(o.vswp, planted, strlen(planted)) == 0)
+            problem(r, "the swap file reads \"%.30s\": a planted swap file was believed", o.vswp);
         break;
     }
     case X_XTS_ZERO:
