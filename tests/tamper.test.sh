@@ -103,9 +103,9 @@ must() { "$@" >"$T/out" 2>"$T/err" || { echo "setup failed: $* (exit $?): $(head
 # faulted OP N ACTION MATCH -- command...: the command under the shim.
 faulted() {
     local op=$1 at=$2 action=$3 match=$4; shift 5
-    VMENC_FAULT_OP=$op VMENC_FAULT_AT=$at VMENC_FAULT_ACTION=$action VMENC_FAULT_MATCH=$match \
-        LD_PRELOAD="$PRE" "$@" >"$T/out" 2>"$T/err"
-    RC=$?
+    # (the group's stderr hides bash's "Killed" notice; the command's goes to $T/err)
+    { VMENC_FAULT_OP=$op VMENC_FAULT_AT=$at VMENC_FAULT_ACTION=$action VMENC_FAULT_MATCH=$match \
+        LD_PRELOAD="$PRE" "$@" >"$T/out" 2>"$T/err"; RC=$?; } 2>/dev/null
 }
 
 # ---- fixtures -------------------------------------------------------------------------------
