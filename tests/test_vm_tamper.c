@@ -18,8 +18,8 @@
  * for the canary in clear.
  *
  * Expected outcomes: REFUSE (a step is refused with the case's status, and
- * the audit log - read through vmenc_workspace_audit_read - records the
- * failure), DEBRIS (the planted file changes nothing and is gone after
+ * the audit log - read through vmenc_workspace_audit_read, its chain
+ * verified by vmenc_workspace_audit_verify - records the failure), DEBRIS (the planted file changes nothing and is gone after
  * vmenc_vm_resume) or the XTS properties the threat model states (an
  * extent sector has no integrity: zeroed reads zeros, a sector of the same
  * key replayed at its own offset reads its old plaintext, anything else
@@ -969,6 +969,9 @@ static const char *scan_for_canary(const char *dir) {
 static char *audit_after(vmenc_workspace *ws, size_t skip) {
     vmenc_policy_decision dec = {.struct_size = sizeof(dec)};
     must(vmenc_workspace_audit_read(ws, "alice", "audit.show", &dec), "audit read");
+    /* the records read below are the chain's own: it verifies under the key */
+    vmenc_audit_verify_result vr = {.struct_size = sizeof(vr)};
+    must(vmenc_workspace_audit_verify(ws, NULL, &vr), "audit verify");
     size_t len = 0;
     char *log = (char *)slurp(vmenc_workspace_audit_log_path(ws), &len);
     assert_non_null(log);
