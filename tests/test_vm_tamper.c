@@ -340,11 +340,12 @@ typedef enum mut {
     M_PRE_DEEP,      /* ... from before the deep rekey */
     M_RECENT,        /* ... from after the deep rekey, before the last writes (same keys) */
     M_MID,           /* ... from the middle of the in-place encryption */
-    M_FORGE,         /* .cvt: "every segment done", hashed with the public constant */
+    M_FORGE,         /* .cvt: "every segment done", hashed with main's public constant, the magic kept */
+    M_FORGE_V1,      /* ... and written in main's format ("VMENCCV1") */
 } mut;
 static const char *const mut_name[] = {"strip",       "swap-other-vm", "swap-clone", "replay-pre-encrypt",
                                        "replay-pre-shallow", "replay-pre-deep", "replay-recent",
-                                       "replay-mid-conversion", "forge-all-done"};
+                                       "replay-mid-conversion", "forge-all-done", "forge-all-done-v1"};
 
 typedef enum expect {
     X_REFUSE,      /* a step is refused with |status| (or |status2|), audited */
@@ -401,6 +402,8 @@ static tcase g_cases[] = {
     /* the conversion state of vm3 (stopped after 2 of 3 segments) */
     {F_CVT, M_STRIP, X_REFUSE, VMENC_E_AUTH, VMENC_E_INTERRUPTED, 0, "vm3", NULL, ""},
     {F_CVT, M_FORGE, X_REFUSE, VMENC_E_AUTH, VMENC_E_AUTH, 0, "vm3", NULL, ""},
+    /* a slot in main's format may also be refused as an old version */
+    {F_CVT, M_FORGE_V1, X_REFUSE, VMENC_E_AUTH, VMENC_E_BAD_VERSION, 0, "vm3", NULL, ""},
     {F_CVT, M_SWAP_OTHER, X_REFUSE, VMENC_E_AUTH, VMENC_E_AUTH, 0, "vm3", NULL, ""},
     /* its own older copy: redoing a moved segment must be refused or harmless */
     {F_CVT, M_MID, X_SAFE, VMENC_E_AUTH, VMENC_E_AUTH, 0, "vm3", NULL, ""},
@@ -429,12 +432,18 @@ static const struct {
     {"vm1 vmx/replay-pre-shallow", "authority record: older key generation"},
     {"vm1 vmx/replay-pre-deep", "point 3 / older key generation"},
     {"vm1 vmx/replay-mid-conversion", "point 2: pending policy the record does not name"},
+    {"vm1 descriptor/strip", "refusal audited naming the file"},
+    {"vm1 descriptor/swap-other-vm", "refusal audited naming the file"},
+    {"vm1 descriptor/swap-clone", "refusal audited naming the file"},
+    {"vm1 descriptor/replay-pre-encrypt", "refusal audited naming the file"},
+    {"vm1 descriptor/replay-mid-conversion", "refusal audited naming the file"},
     {"vm1 descriptor/replay-pre-shallow", "point 3: retired DEK record"},
     {"vm1 descriptor/replay-pre-deep", "point 3: retired DEK record"},
     {"vm1 nvram/replay-recent", "new: state-file rollback within one key generation"},
     {"vm1 vmss/replay-recent", "new: state-file rollback within one key generation"},
     {"vm3 cvt/strip", "point 10"},
     {"vm3 cvt/forge-all-done", "point 4"},
+    {"vm3 cvt/forge-all-done-v1", "point 4"},
     {"vm3 cvt/swap-other-vm", "points 4/10: a foreign .cvt names nothing"},
     {"vm1 cvt/replay-recent", "point 9"},
     {"vm1 tmp/replay-pre-deep", "point 9"},
@@ -648,7 +657,7 @@ static void copy_file(const char *from, const char *to) {
 /* forge_cvt rewrites both slots of |path| as "every segment done", with
  * the checksum computed as lib/vm/format/cvt_slot.c on main computes it:
  * BLAKE2b-128 keyed with the public string "vmenc-cvt-slot-v1". */
-static void forge_cvt(const char *path) {
+static void forge_cvt(const char *path, bool v1_magic) {
     size_t len = 0;
     uint8_t *b = slurp(path, &len);
     assert_non_null(b);
@@ -659,7 +668,7 @@ static void forge_cvt(const char *path) {
         uint64_t seq = 0;
         for (int i = 0; i < 8; i++)
             seq = seq << 8 | p[16 + i];
-        if (memcmp(p, "VMENCCV1", 8) == 0 && seq > best_seq)
+        if (memcmp(p, "VMENCCV", 7) == 0 && seq > best_seq) /* any version: the attacker tries anyway */
             best_seq = seq;
     }
     for (int s = 0; s < 2; s++) {
@@ -671,6 +680,8 @@ static void forge_cvt(const char *path) {
         uint64_t seq = s == 0 ? odd : odd + 1; /* slot 0 holds odd sequence numbers, slot 1 even */
         for (int i = 0; i < 8; i++)
             p[16 + i] = (uint8_t)(seq >> (56 - 8 * i));
+        if (v1_magic)
+            memcpy(p, "VMENCCV1", 8); /* main's format, whose checksum anyone can compute */
         memcpy(p + 24, p + 32, 8); /* done_segs = num_segs */
         crypto_generichash(p + 48, 16, p, 48, (const uint8_t *)"vmenc-cvt-slot-v1", 17);
     }
@@ -687,7 +698,7 @@ static void mutate(run_ctx *r) {
     const char *src_vm = NULL;
     source_home(r, c->how, src, sizeof(src), &src_vm);
     vm_names sn = tn;
-    if (c->how != M_STRIP && c->how != M_FORGE)
+    if (c->how != M_STRIP && c->how != M_FORGE && c->how != M_FORGE_V1)
         names_of(src, src_vm, &sn);
     char to[PATH_MAX + 128], from[PATH_MAX + 128];
     size_t len = 0;
@@ -760,9 +771,9 @@ static void mutate(run_ctx *r) {
         if (c->how == M_STRIP) {
             assert_true(have);
             assert_int_equal(unlink(to), 0);
-        } else if (c->how == M_FORGE) {
+        } else if (c->how == M_FORGE || c->how == M_FORGE_V1) {
             assert_true(have);
-            forge_cvt(to);
+            forge_cvt(to, c->how == M_FORGE_V1);
         } else if (strcmp(c->vm, "vm3") == 0) { /* another's, or its own older copy, under its name */
             assert_true(have);
             assert_true(find_cvt(src, old, sizeof(old)));
@@ -1011,6 +1022,18 @@ static bool audit_has_failure(const char *log, vmenc_status st, const char *must
     return false;
 }
 
+/* must_name: what the audit record of a refusal must name - the file
+ * refused ("... naming the file", issue 20): the .vmx or the descriptor
+ * attacked, a .cvt; NULL where any record of the refusal will do. */
+static const char *must_name(const run_ctx *r) {
+    switch (r->c->file) {
+    case F_VMX: return ".vmx";
+    case F_DESC: return ".vmdk";
+    case F_CVT: return r->c->how == M_STRIP ? ".cvt" : NULL;
+    default: return NULL;
+    }
+}
+
 static void check_sector(run_ctx *r, const outcome *o, char epoch, const char *what) {
     uint8_t want[SECTOR];
     sector_data(epoch, 0, want);
@@ -1058,9 +1081,9 @@ static void run_case(void **state) {
         else if (o.status != c->status && o.status != c->status2)
             problem(r, "%s refused with %s, wanted %s", o.refused_at, vmenc_status_name(o.status),
                     vmenc_status_name(c->status));
-        else if (!audit_has_failure(log, o.status, c->file == F_CVT && c->how == M_STRIP ? ".cvt" : NULL))
-            problem(r, "%s refused with %s but no audit record of it%s", o.refused_at, vmenc_status_name(o.status),
-                    c->file == F_CVT && c->how == M_STRIP ? " naming the .cvt" : "");
+        else if (!audit_has_failure(log, o.status, must_name(r)))
+            problem(r, "%s refused with %s but no audit record of it%s%s", o.refused_at, vmenc_status_name(o.status),
+                    must_name(r) ? " naming " : "", must_name(r) ? must_name(r) : "");
         /* The configuration decides what the VM is: a bad one must be
          * refused at open (or resume), before anything is read or written
          * under it; a bad descriptor before its disk is read. */
@@ -1133,6 +1156,11 @@ static void run_case(void **state) {
     if (hit != NULL)
         problem(r, "PLAINTEXT written: the canary is in clear in %s", hit + strlen(ds) + 1);
 
+    /* one line per case: what the host did, for the record */
+    if (o.refused_at != NULL)
+        printf("  %-40s refused at %s: %s\n", c->name, o.refused_at, vmenc_status_name(o.status));
+    else
+        printf("  %-40s accepted\n", c->name);
     const char *point = known_open(c->name);
     bool strict = getenv("VMENC_TAMPER_STRICT") != NULL;
     if (r->problems[0] != '\0') {
