@@ -82,6 +82,7 @@ declare -A KNOWN_OPEN=(
     ["p10deleted .cvt - the error names the file"]="point 10"
     ["p11 edited sectorSize refused (exit 4)"]="point 11"
     ["p11 receiver refuses a .vmx that contradicts the handover"]="point 11"
+    ["p11 the receiver audits the refusal naming the .vmx"]="point 11"
 )
 
 ok()  { n=$((n+1)); if [[ -n "${KNOWN_OPEN[$1]:-}" ]]; then echo "ok $n - $1 # XPASS: listed as known open (${KNOWN_OPEN[$1]}), remove it"; else echo "ok $n - $1"; fi; }
@@ -340,6 +341,9 @@ rxrc=$(cat "$T/rxrc" 2>/dev/null || echo none)
 [[ $rxrc != 0 ]] && ok "p11 receiver refuses a .vmx that contradicts the handover" \
     || bad "p11 receiver refuses a .vmx that contradicts the handover" "registered (exit 0)"
 [[ $rxrc == 0 ]] || [[ ! -e "$W2/datastore/p11m" ]] || bad "p11 nothing kept of a refused migration" "home left"
+grep -qE '"target":"p11m",.*"outcome":"(failed|denied)",.*"reason":"[^"]*p11m\.vmx' "$W2/audit.log" \
+    && ok "p11 the receiver audits the refusal naming the .vmx" \
+    || bad "p11 the receiver audits the refusal naming the .vmx" "no refused record of p11m naming p11m.vmx in the receiver's log"
 
 echo "# $n checks, $fails failed, $known known open (KNOWN_OPEN has ${#KNOWN_OPEN[@]})"
 [[ $fails == 0 ]]
