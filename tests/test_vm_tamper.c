@@ -51,7 +51,9 @@
 #include "vmenc/vmenc.h"
 
 /* Paths here are short temp paths; the bounds checks of snprintf are moot. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 /* ign: a status the step does not depend on (the attempt goes on). */
 static void ign(vmenc_status st) { (void)st; }
