@@ -52,11 +52,18 @@ void vm_host_retain(vmenc_host *host) { atomic_fetch_add(&host->refs, 1); }
 void vm_host_release(vmenc_host *host) {
     if (host == NULL || atomic_fetch_sub(&host->refs, 1) != 1)
         return;
+    ctl_store_free(host->control);
     free(host->host_id);
     free(host);
 }
 
 void vmenc_host_free(vmenc_host *host) { vm_host_release(host); }
+
+void vm_host_set_control(vmenc_host *host, ctl_store *store) {
+    if (host->control != store)
+        ctl_store_free(host->control);
+    host->control = store;
+}
 
 const char *vmenc_host_id(const vmenc_host *host) { return host != NULL ? host->host_id : NULL; }
 

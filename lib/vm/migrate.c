@@ -304,6 +304,10 @@ vmenc_status vmenc_migration_sender_finish(vmenc_migration_sender *s) {
     vmenc_cbb_add_u64(&cbb, s->codec.num_bytes);
     VMENC_GUARD(sender_frame(s, MIG_FRAME_END, 0, 0, counts, sizeof(counts)));
     s->state = ST_DONE;
+    /* the VM lives on the destination now: its authority record goes there (issue 20) */
+    pthread_mutex_lock(&s->vm->lock);
+    (void)vm_authority_forget(s->vm);
+    pthread_mutex_unlock(&s->vm->lock);
     char why[96];
     snprintf(why, sizeof(why), "completed: %llu chunks, %llu bytes", (unsigned long long)s->codec.num_chunks,
              (unsigned long long)s->codec.num_bytes);

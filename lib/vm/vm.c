@@ -168,6 +168,7 @@ void vm_release(vmenc_vm *vm) {
     vm_drop_keys(vm);
     vm_drop_disks(vm);
     vm_vmx_cleanup(&vm->vmx);
+    free(vm->ctl);
     free(vm->missing);
     if (vm->dirfd >= 0)
         close(vm->dirfd);
@@ -282,9 +283,13 @@ vmenc_status vm_write_config(vmenc_vm *vm) {
     uint8_t *text = NULL;
     size_t len = 0;
     VMENC_GUARD(vm_kv_serialize(vm->vmx.kv, &text, &len));
-    s = vmenc_fs_atomic_write(vm->dirfd, vm->vmx_name, text, len, vm_host_sync(vm->host));
+    /* intent first: the record allows the new file before it replaces the old */
+    s = vm_authority_before_config(vm);
+    if (s == VMENC_OK)
+        s = vmenc_fs_atomic_write(vm->dirfd, vm->vmx_name, text, len, vm_host_sync(vm->host));
     free(text);
-    return s;
+    VMENC_GUARD(s);
+    return vm_authority_after_config(vm);
 }
 
 vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_name, const vm_disk_desc *d) {
@@ -294,9 +299,12 @@ vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_name, const vm_d
     kcv_of(vm, d->key_safe, &with_kcv.has_kek_check, with_kcv.kek_check);
     kcv_of(vm, d->new_key_safe, &with_kcv.has_new_kek_check, with_kcv.new_kek_check);
     VMENC_GUARD(vm_disk_desc_serialize(&with_kcv, &text, &len));
-    vmenc_status s = vmenc_fs_atomic_write(vm->dirfd, desc_name, text, len, vm_host_sync(vm->host));
+    vmenc_status s = vm_authority_before_descriptor(vm, d);
+    if (s == VMENC_OK)
+        s = vmenc_fs_atomic_write(vm->dirfd, desc_name, text, len, vm_host_sync(vm->host));
     free(text);
-    return s;
+    VMENC_GUARD(s);
+    return vm_authority_after_descriptor(vm, d);
 }
 
 /* ---- loading: configuration, descriptors, keys ------------------------------ */
@@ -531,13 +539,29 @@ fail:
     return s;
 }
 
-/* finish_open fetches the keys and places the VM on this host; shared by
- * open, register and unlock. */
-static vmenc_status finish_open(vmenc_vm *vm, vm_op *op) {
+/* finish_open checks the files against the VM's authority record, fetches
+ * the keys and places the VM on this host; shared by open, register and
+ * unlock. The inventory learns what the record says, never what the files
+ * say (a host without a control store has no record: there the files'
+ * view is all there is). VMENC_E_AUTH from the record check comes with
+ * |reason| naming the file. */
+static vmenc_status finish_open(vmenc_vm *vm, vm_op *op, char *reason, size_t reason_cap) {
+    VMENC_GUARD(vm_authority_check_open(vm, reason, reason_cap));
     VMENC_GUARD(load_keys(vm, op));
-    VMENC_GUARD(vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id,
-                                          vm_is_encrypted(vm)));
+    VMENC_GUARD(vm_authority_settle_open(vm));
+    const ctl_vm_record *rec = vm_authority_record(vm);
+    if (rec != NULL || vm->host->control == NULL)
+        VMENC_GUARD(vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id,
+                                              rec != NULL ? rec->facts.encrypted : vm_is_encrypted(vm)));
     return vm->locked ? VMENC_E_VM_LOCKED : VMENC_OK;
+}
+
+/* finish_refused audits a failed open: a refusal by the authority record
+ * as denied with its reason, anything else as failed. */
+static vmenc_status finish_refused(vm_op *op, vmenc_status s, const char *reason) {
+    if (s == VMENC_E_AUTH && reason[0] != '\0')
+        return vm_op_deny(op, s, reason);
+    return vm_op_finish(op, s, NULL);
 }
 
 static vmenc_status open_common(vmenc_host *host, const char *principal, const char *vmx_path, bool reg,
@@ -579,9 +603,9 @@ static vmenc_status open_common(vmenc_host *host, const char *principal, const c
             return vm_op_finish(&op, s, "cannot add the VM to the inventory");
         }
     }
-    s = finish_open(vm, &op);
+    char reason[VMENC_AUDIT_MAX_REASON];
+    s = finish_open(vm, &op, reason, sizeof(reason));
     if (s == VMENC_E_VM_LOCKED) {
-        char reason[VMENC_AUDIT_MAX_REASON];
         missing_reason(vm, reason, sizeof(reason));
         (void)vm_op_finish(&op, s, reason);
         *out = vm; /* the documented exception: a locked VM is returned */
@@ -589,7 +613,7 @@ static vmenc_status open_common(vmenc_host *host, const char *principal, const c
     }
     if (s != VMENC_OK) {
         vm_release(vm);
-        return vm_op_finish(&op, s, NULL);
+        return finish_refused(&op, s, reason);
     }
     s = vm_op_finish(&op, VMENC_OK, NULL);
     if (s != VMENC_OK) {
@@ -621,11 +645,13 @@ vmenc_status vmenc_vm_unlock(vmenc_vm *vm, const char *principal) {
         pthread_mutex_unlock(&vm->lock);
         return s;
     }
-    s = finish_open(vm, &op);
     char reason[VMENC_AUDIT_MAX_REASON];
+    s = finish_open(vm, &op, reason, sizeof(reason));
     if (s == VMENC_E_VM_LOCKED)
         missing_reason(vm, reason, sizeof(reason));
     pthread_mutex_unlock(&vm->lock);
+    if (s != VMENC_OK && s != VMENC_E_VM_LOCKED)
+        return finish_refused(&op, s, reason);
     return vm_op_finish(&op, s, s == VMENC_E_VM_LOCKED ? reason : NULL);
 }
 
@@ -776,6 +802,7 @@ vmenc_status vmenc_vm_create(vmenc_host *host, const vmenc_vm_create_options *op
 fail:
     if (wrote)
         (void)unlinkat(vm->dirfd, vm->vmx_name, 0);
+    (void)vm_authority_forget(vm); /* the record of a VM that was not made */
     vm_release(vm);
 undo_dir:
     if (created)

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "control/control.h"
 #include "core/fs.h"
 #include "vm/format/coredump_format.h"
 #include "vm/format/cvt_slot.h"
@@ -42,6 +43,8 @@ struct vmenc_host {
     uint64_t (*clock_ms)(void *);
     void *clock_ctx;
     uint32_t flags;
+    /* ---- the control store (issue 20; lib/vm/authority.c) ---- */
+    ctl_store *control;          /* owned; NULL: no authority records (a host made by hand) */
 };
 
 VMENC_INTERNAL void vm_host_retain(vmenc_host *host);
@@ -162,6 +165,8 @@ struct vmenc_vm {
     size_t num_missing;
     bool locked;
     uint32_t open_handles;      /* disks and state files open */
+    /* ---- the authority record (issue 20; lib/vm/authority.c) ---- */
+    ctl_vm_record *ctl;         /* as last read or written; NULL: none (yet) or no control store */
 };
 
 /* vm_alloc makes an empty VM object over |dirfd| (taken over on success). */
@@ -205,6 +210,50 @@ VMENC_INTERNAL vmenc_status vm_state_file_name(const char *vm_name, vmenc_vm_fil
 /* vm_copy_string copies |src| into |out| (VMENC_E_BUFFER_TOO_SMALL if it
  * does not fit; |out| then holds ""). */
 VMENC_INTERNAL vmenc_status vm_copy_string(char *out, size_t out_cap, const char *src);
+
+/* ---- the authority record (authority.c; docs/control.md) --------------------
+ * Every function does nothing (VMENC_OK) when the host has no control
+ * store. The VM lock is held by the caller. */
+
+/* vm_host_set_control gives |host| a control store (taken over; any
+ * previous one is freed). Call before any VM is opened on the host. */
+VMENC_INTERNAL void vm_host_set_control(vmenc_host *host, ctl_store *store);
+
+/* vm_authority_check_open reads the VM's record and checks the files read
+ * (NAME.vmx, descriptors) against it: VMENC_E_AUTH with |reason| naming
+ * the file for a plain home or disk the record calls encrypted, a key
+ * record that is neither the recorded one nor an announced target (an
+ * older generation: replay), a pending next key, policy or conversion no
+ * recorded intent names. No record: nothing pending is believed, and the
+ * name must not be another recorded VM's. Needs no key. */
+VMENC_INTERNAL vmenc_status vm_authority_check_open(vmenc_vm *vm, char *reason, size_t reason_cap);
+/* vm_authority_settle_open, after the keys are loaded (the sealed data
+ * verified): creates the record of a VM this host had none of, or folds
+ * in a write whose record update a crash cut off. */
+VMENC_INTERNAL vmenc_status vm_authority_settle_open(vmenc_vm *vm);
+/* The write hooks (vm_write_config, vm_write_descriptor): before announces
+ * the state about to be written as a target (durable before it returns),
+ * after folds the written state into the facts. */
+VMENC_INTERNAL vmenc_status vm_authority_before_config(vmenc_vm *vm);
+VMENC_INTERNAL vmenc_status vm_authority_after_config(vmenc_vm *vm);
+VMENC_INTERNAL vmenc_status vm_authority_before_descriptor(vmenc_vm *vm, const vm_disk_desc *d);
+VMENC_INTERNAL vmenc_status vm_authority_after_descriptor(vmenc_vm *vm, const vm_disk_desc *d);
+/* Operations that span several writes: begin records |op| (kind,
+ * direction, targets; targets already announced are kept) before the
+ * first datastore change; turn records a rollback's direction; end folds
+ * the VM in memory into the facts and clears the operation (what the
+ * files still hold pending stays announced). VMENC_E_BAD_STATE: another
+ * operation is recorded; VMENC_E_CONFLICT: the record changed under this
+ * VM object (another process). */
+VMENC_INTERNAL vmenc_status vm_authority_begin_op(vmenc_vm *vm, const ctl_vm_op *op);
+VMENC_INTERNAL vmenc_status vm_authority_turn_op(vmenc_vm *vm, ctl_op_dir direction);
+VMENC_INTERNAL vmenc_status vm_authority_end_op(vmenc_vm *vm);
+/* vm_authority_record: the VM's record as last read or written (NULL if
+ * none); lives until the next authority call on the VM. */
+VMENC_INTERNAL const ctl_vm_record *vm_authority_record(const vmenc_vm *vm);
+/* vm_authority_forget deletes the VM's record (a VM migrated away, a
+ * create undone). */
+VMENC_INTERNAL vmenc_status vm_authority_forget(vmenc_vm *vm);
 
 /* ---- core dumps (coredump.c) ------------------------------------------------ */
 

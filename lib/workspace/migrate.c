@@ -19,6 +19,7 @@
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <dirent.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,7 +27,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/internal.h"
+#include "vm/format/migrate_stream.h"
+#include "vm/format/vmx.h"
 #include "vmenc/workspace.h"
 #include "workspace/migrate_home.h"
 
@@ -164,6 +168,14 @@ typedef struct receive {
     char home[4096];
     bool added_object;     /* the inventory object is ours to remove */
     int dirfd;             /* >= 0: the home is ours to remove */
+    /* What the handover says the VM is (point 11 of issue 20): the
+     * stream's NAME.vmx must agree before the VM is registered. */
+    bool have_handover;
+    bool ho_vm_encrypted;
+    char ho_uuid[VMENC_VM_UUID_LEN + 1];
+    char ho_name[VMENC_VM_NAME_MAX + 1];
+    char ho_provider[VMENC_PROVIDER_ALIAS_MAX + 1];
+    char ho_kek_id[VMENC_KEY_ID_MAX + 1];
 } receive;
 
 static vmenc_status enter_inventory(receive *x) {
@@ -192,6 +204,22 @@ static vmenc_status make_home(receive *x) {
     return VMENC_OK;
 }
 
+/* note_handover keeps the VM's identity from the handover (the receiver
+ * authenticates the stream against it; a malformed one fails there). */
+static void note_handover(receive *x, const uint8_t *blob, size_t len) {
+    mig_handover ho;
+    memset(&ho, 0, sizeof(ho));
+    if (mig_handover_parse(blob, len, &ho) == VMENC_OK) {
+        x->have_handover = true;
+        x->ho_vm_encrypted = (ho.flags & MIG_HO_VM_ENCRYPTED) != 0;
+        snprintf(x->ho_uuid, sizeof(x->ho_uuid), "%s", ho.vm_uuid);
+        snprintf(x->ho_name, sizeof(x->ho_name), "%s", ho.vm_name);
+        snprintf(x->ho_provider, sizeof(x->ho_provider), "%s", ho.key_provider);
+        snprintf(x->ho_kek_id, sizeof(x->ho_kek_id), "%s", ho.kek_id);
+    }
+    mig_handover_cleanup(&ho); /* wipes the one-time key */
+}
+
 static vmenc_status stream_in(receive *x) {
     const vmenc_workspace_migrate_receive_options *o = x->o;
     vmenc_migration_receiver_options ro = {.struct_size = sizeof(ro), .principal = x->principal,
@@ -208,6 +236,8 @@ static vmenc_status stream_in(receive *x) {
         ro.handover = blob;
         ro.handover_len = len;
     }
+    if (st == VMENC_OK)
+        note_handover(x, ro.handover, ro.handover_len);
     vmenc_migration_receiver *recv = NULL;
     if (st == VMENC_OK)
         st = vmenc_migration_receiver_new(vmenc_workspace_host(x->ws), &ro, &recv);
@@ -229,7 +259,51 @@ static vmenc_status stream_in(receive *x) {
     return st;
 }
 
+/* vmx_mismatch compares the received NAME.vmx with the handover: the
+ * same VM (UUID, name), encrypted or not as announced, under the announced
+ * KEK. Returns NULL when they agree, else what differs. */
+static const char *vmx_mismatch(const receive *x, const vm_vmx *v) {
+    if (strcmp(v->uuid, x->ho_uuid) != 0)
+        return "its UUID is not the handover's";
+    if (strcmp(v->name, x->ho_name) != 0)
+        return "its name is not the handover's";
+    if ((v->key_safe != NULL) != x->ho_vm_encrypted)
+        return x->ho_vm_encrypted ? "the handover announced an encrypted VM; the configuration is plain"
+                                  : "the handover announced a plain VM; the configuration carries a key";
+    if (v->key_safe != NULL && (strcmp(vmenc_wrapped_key_provider_alias(v->key_safe), x->ho_provider) != 0 ||
+                                strcmp(vmenc_wrapped_key_kek_id(v->key_safe), x->ho_kek_id) != 0))
+        return "its key record names another KEK than the handover";
+    return NULL;
+}
+
+/* check_against_handover refuses (VMENC_E_AUTH, audited) a received
+ * configuration that is not the VM the handover announced. */
+static vmenc_status check_against_handover(receive *x) {
+    VMENC_ENSURE(x->have_handover, VMENC_E_INTERNAL);
+    char file[VMENC_VM_NAME_MAX + 8];
+    snprintf(file, sizeof(file), "%s.vmx", x->name);
+    uint8_t *text = NULL;
+    size_t len = 0;
+    VMENC_GUARD(vmenc_fs_read_file(x->dirfd, file, (size_t)1 << 20, &text, &len));
+    vm_vmx v;
+    memset(&v, 0, sizeof(v));
+    vmenc_status st = vm_vmx_parse(text, len, &v);
+    free(text);
+    VMENC_GUARD(st);
+    const char *why = vmx_mismatch(x, &v);
+    vm_vmx_cleanup(&v);
+    if (why == NULL)
+        return VMENC_OK;
+    char reason[VMENC_AUDIT_MAX_REASON];
+    snprintf(reason, sizeof(reason), "%s (received): %s", file, why);
+    vmenc_status as = vmenc_workspace_audit_result(x->ws, x->principal, OP_REGISTER, x->name, x->ho_provider,
+                                                   x->ho_kek_id, VMENC_E_AUTH, reason);
+    (void)as; /* the refusal is what the caller must see */
+    return VMENC_E_AUTH;
+}
+
 static vmenc_status register_here(receive *x, vmenc_vm **out_vm) {
+    VMENC_GUARD(check_against_handover(x));
     char vmx[4096 + 8 + VMENC_VM_NAME_MAX];
     VMENC_ENSURE((size_t)snprintf(vmx, sizeof(vmx), "%s/%s.vmx", x->home, x->name) < sizeof(vmx),
                  VMENC_E_BAD_PATH);

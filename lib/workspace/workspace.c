@@ -359,6 +359,8 @@ vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, 
             ws_set_error(err, rv, ws->policy_path, 0, "host '%s' is not a host of the policy: %s", ws->cfg->host_id,
                          vmenc_strerror(rv));
     }
+    if (rv == VMENC_OK)
+        rv = ws_control_attach(ws, err); /* each VM's authority record (control_local.c) */
     /* From here every change of the policy is durable when its call returns. */
     if (rv == VMENC_OK && mode == WS_OPEN_NORMAL) {
         rv = ws_policy_attach(ws);

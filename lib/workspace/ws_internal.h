@@ -180,6 +180,10 @@ VMENC_INTERNAL vmenc_status ws_policy_load(vmenc_workspace *ws, ws_open_mode mod
  * ws->policy is sealed and written before the writer returns. */
 VMENC_INTERNAL vmenc_status ws_policy_attach(vmenc_workspace *ws);
 
+/* ws_control_attach opens WORKSPACE/control (control_local.c) and gives it
+ * to ws->host: from then on every VM follows its authority record. */
+VMENC_INTERNAL vmenc_status ws_control_attach(vmenc_workspace *ws, vmenc_workspace_error *err);
+
 /* ws_set_error fills |err| (may be NULL) and returns |status|. */
 VMENC_INTERNAL vmenc_status ws_set_error(vmenc_workspace_error *err, vmenc_status status, const char *file,
                                          uint32_t line, const char *fmt, ...)

@@ -1,0 +1,497 @@
+/*
+ * tests/test_control.c - the control store (lib/control/): the authority
+ * record's codec (round trip, canonical form, every truncation), the local
+ * backend's MAC (every byte flipped, a record renamed to another VM, the
+ * wrong key), compare-and-swap (a stale revision loses, also when the
+ * winner is another real process; concurrent writers in two processes lose
+ * no update), the intent-first helpers and the ops-table size rule.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "control/control.h"
+#include "core/fs.h"
+#include "vmenc/vmenc.h"
+
+static const char k_uuid[] = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7";
+static const char k_uuid2[] = "0a0b0c0d-0e0f-4011-8213-141516171819";
+
+typedef struct {
+    char dir[64];
+    uint8_t key[CTL_MAC_KEY_BYTES];
+    ctl_store *store;
+} fx;
+
+static int setup(void **state) {
+    assert_int_equal(vmenc_init(), VMENC_OK);
+    fx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/vmenc-ctl-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    for (size_t i = 0; i < sizeof(f->key); i++)
+        f->key[i] = (uint8_t)(0xA0 + i);
+    assert_int_equal(ctl_local_new(f->dir, f->key, sizeof(f->key), true, &f->store), VMENC_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx *f = *state;
+    ctl_store_free(f->store);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* full_record: every field used, two disks, an operation in progress. */
+static void full_record(ctl_vm_record *r, const char *uuid) {
+    assert_int_equal(ctl_vm_record_init(r, uuid, "web-01"), VMENC_OK);
+    r->facts.encrypted = true;
+    memset(r->facts.key_hash, 0x11, CTL_HASH_BYTES);
+    r->facts.key_generation = 7;
+    snprintf(r->facts.kek_provider, sizeof(r->facts.kek_provider), "kms-a");
+    snprintf(r->facts.kek_id, sizeof(r->facts.kek_id), "kek-0001");
+    snprintf(r->facts.storage_policy, sizeof(r->facts.storage_policy), "VM Encryption Policy");
+    r->facts.num_disks = 2;
+    snprintf(r->facts.disks[0].disk_id, sizeof(r->facts.disks[0].disk_id), "scsi0:0");
+    r->facts.disks[0].encrypted = true;
+    r->facts.disks[0].has_dek_hash = true;
+    memset(r->facts.disks[0].dek_hash, 0x22, CTL_HASH_BYTES);
+    snprintf(r->facts.disks[1].disk_id, sizeof(r->facts.disks[1].disk_id), "scsi0:1");
+    r->op.kind = CTL_OP_REKEY_DEEP;
+    r->op.direction = CTL_DIR_ROLLBACK;
+    r->op.has_target_key = true;
+    memset(r->op.target_key_hash, 0x33, CTL_HASH_BYTES);
+    r->op.target_generation = 8;
+    r->op.has_target_policy = true;
+    snprintf(r->op.target_policy, sizeof(r->op.target_policy), "Datastore Default");
+    r->op.num_disks = 1;
+    snprintf(r->op.disks[0].disk_id, sizeof(r->op.disks[0].disk_id), "scsi0:0");
+    r->op.disks[0].has_target_dek = true;
+    memset(r->op.disks[0].target_dek_hash, 0x44, CTL_HASH_BYTES);
+    r->op.disks[0].cvt_id = 0x0123456789abcdefULL;
+    r->op.disks[0].has_prev = true;
+    r->op.disks[0].prev_cvt_id = 42;
+    r->op.has_prev_target_key = true;
+    memset(r->op.prev_target_key_hash, 0x55, CTL_HASH_BYTES);
+    r->revision = 5;
+}
+
+/* ---- codec ------------------------------------------------------------------------- */
+
+static void test_codec_round_trip(void **state) {
+    (void)state;
+    ctl_vm_record r, back;
+    full_record(&r, k_uuid);
+    uint8_t *bin = NULL, *again = NULL;
+    size_t len = 0, len2 = 0;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
+    assert_int_equal(ctl_record_decode(bin, len, &back), VMENC_OK);
+    assert_string_equal(back.uuid, k_uuid);
+    assert_string_equal(back.facts.name, "web-01");
+    assert_true(back.facts.encrypted);
+    assert_int_equal(back.facts.key_generation, 7);
+    assert_memory_equal(back.facts.key_hash, r.facts.key_hash, CTL_HASH_BYTES);
+    assert_string_equal(back.facts.kek_id, "kek-0001");
+    assert_string_equal(back.facts.storage_policy, "VM Encryption Policy");
+    assert_int_equal(back.facts.num_disks, 2);
+    assert_true(back.facts.disks[0].has_dek_hash);
+    assert_false(back.facts.disks[1].encrypted);
+    assert_int_equal(back.op.kind, CTL_OP_REKEY_DEEP);
+    assert_int_equal(back.op.direction, CTL_DIR_ROLLBACK);
+    assert_int_equal(back.op.target_generation, 8);
+    assert_string_equal(back.op.target_policy, "Datastore Default");
+    assert_int_equal(back.op.disks[0].cvt_id, 0x0123456789abcdefULL);
+    assert_true(back.op.disks[0].has_prev);
+    assert_false(back.op.disks[0].prev_has_target_dek);
+    assert_int_equal(back.op.disks[0].prev_cvt_id, 42);
+    assert_true(back.op.has_prev_target_key);
+    assert_memory_equal(back.op.prev_target_key_hash, r.op.prev_target_key_hash, CTL_HASH_BYTES);
+    assert_int_equal(back.revision, 5);
+    assert_int_equal(ctl_record_encode(&back, &again, &len2), VMENC_OK);
+    assert_int_equal(len, len2);
+    assert_memory_equal(bin, again, len);
+
+    /* every truncation and one byte of trailing data are refused */
+    ctl_vm_record tmp;
+    for (size_t n = 0; n < len; n++)
+        assert_int_not_equal(ctl_record_decode(bin, n, &tmp), VMENC_OK);
+    uint8_t *longer = malloc(len + 1);
+    memcpy(longer, bin, len);
+    longer[len] = 0;
+    assert_int_equal(ctl_record_decode(longer, len + 1, &tmp), VMENC_E_TRAILING_DATA);
+    free(longer);
+    free(bin);
+    free(again);
+}
+
+static void test_codec_rules(void **state) {
+    (void)state;
+    ctl_vm_record r;
+    uint8_t *bin = NULL;
+    size_t len = 0;
+    /* a plain VM has no key hash and no KEK */
+    assert_int_equal(ctl_vm_record_init(&r, k_uuid, "plain"), VMENC_OK);
+    r.facts.key_hash[0] = 1;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    /* an encrypted one names its KEK */
+    r.facts.encrypted = true;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    /* no operation: no direction (targets alone are a write in flight) */
+    assert_int_equal(ctl_vm_record_init(&r, k_uuid, "plain"), VMENC_OK);
+    r.op.direction = CTL_DIR_ROLLBACK;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    r.op.direction = CTL_DIR_FORWARD;
+    r.op.has_target_key = true;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
+    free(bin);
+    /* a target generation without a target key */
+    r.op.has_target_key = false;
+    r.op.target_generation = 1;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    /* a previous target hash without its flag */
+    full_record(&r, k_uuid);
+    r.op.disks[0].prev_target_dek_hash[3] = 1;
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    /* duplicate disks */
+    full_record(&r, k_uuid);
+    snprintf(r.facts.disks[1].disk_id, sizeof(r.facts.disks[1].disk_id), "scsi0:0");
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
+    /* bad UUID and name */
+    assert_int_equal(ctl_vm_record_init(&r, "not-a-uuid", "x"), VMENC_E_INVALID_ARG);
+    assert_int_equal(ctl_vm_record_init(&r, k_uuid, ""), VMENC_E_INVALID_ARG);
+    assert_int_equal(ctl_vm_record_init(&r, k_uuid, "a\nb"), VMENC_E_INVALID_ARG);
+
+    /* an unknown flag bit in stored bytes is refused */
+    full_record(&r, k_uuid);
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
+    size_t flags_at = 4 + 1 + 1 + CTL_UUID_LEN + 8 + 1 + strlen("web-01");
+    assert_int_equal(bin[flags_at], 1);
+    bin[flags_at] = 3;
+    ctl_vm_record tmp;
+    assert_int_equal(ctl_record_decode(bin, len, &tmp), VMENC_E_PARSE);
+    bin[flags_at] = 1;
+    bin[0] = 'X';
+    assert_int_equal(ctl_record_decode(bin, len, &tmp), VMENC_E_BAD_MAGIC);
+    bin[0] = 'V';
+    bin[4] = 2;
+    assert_int_equal(ctl_record_decode(bin, len, &tmp), VMENC_E_BAD_VERSION);
+    free(bin);
+}
+
+static void test_key_record_hash(void **state) {
+    (void)state;
+    uint8_t kek_bytes[32], h1[CTL_HASH_BYTES], h2[CTL_HASH_BYTES], h3[CTL_HASH_BYTES];
+    memset(kek_bytes, 7, sizeof(kek_bytes));
+    vmenc_kek *kek = NULL;
+    vmenc_dek *dek = NULL;
+    assert_int_equal(vmenc_kek_new_from_bytes(kek_bytes, sizeof(kek_bytes), &kek), VMENC_OK);
+    assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+    vmenc_wrap_context ctx = {.struct_size = sizeof(ctx), .vm_uuid = k_uuid, .disk_id = "", .purpose = "vm-home"};
+    vmenc_wrapped_key *a = NULL, *b = NULL;
+    assert_int_equal(vmenc_dek_wrap(dek, kek, VMENC_WRAP_AES256_GCM, "p", "k1", &ctx, &a), VMENC_OK);
+    assert_int_equal(vmenc_dek_wrap(dek, kek, VMENC_WRAP_AES256_GCM, "p", "k1", &ctx, &b), VMENC_OK);
+    assert_int_equal(ctl_key_record_hash(a, h1), VMENC_OK);
+    assert_int_equal(ctl_key_record_hash(a, h2), VMENC_OK);
+    assert_int_equal(ctl_key_record_hash(b, h3), VMENC_OK);
+    assert_memory_equal(h1, h2, CTL_HASH_BYTES);
+    /* the same key wrapped again (new nonce) is another record */
+    assert_memory_not_equal(h1, h3, CTL_HASH_BYTES);
+    vmenc_wrapped_key_free(a);
+    vmenc_wrapped_key_free(b);
+    vmenc_dek_free(dek);
+    vmenc_kek_free(kek);
+}
+
+/* ---- the local backend ------------------------------------------------------------------ */
+
+static void test_local_cas(void **state) {
+    fx *f = *state;
+    ctl_vm_record r, got;
+    full_record(&r, k_uuid);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_NOT_FOUND);
+    uint64_t rev = 0;
+    /* creating needs expected revision 0 */
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 3, &rev), VMENC_E_CONFLICT);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    assert_int_equal(rev, 1);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_E_CONFLICT);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
+    assert_int_equal(got.revision, 1);
+    assert_int_equal(got.facts.key_generation, 7);
+    got.facts.key_generation = 8;
+    assert_int_equal(ctl_store_put_vm(f->store, &got, 1, &rev), VMENC_OK);
+    assert_int_equal(rev, 2);
+    /* the stale writer loses and changes nothing */
+    r.facts.key_generation = 99;
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 1, &rev), VMENC_E_CONFLICT);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
+    assert_int_equal(got.facts.key_generation, 8);
+    assert_int_equal(got.revision, 2);
+
+    /* list sees it; delete is a CAS too */
+    ctl_vm_record r2;
+    assert_int_equal(ctl_vm_record_init(&r2, k_uuid2, "db-02"), VMENC_OK);
+    assert_int_equal(ctl_store_put_vm(f->store, &r2, 0, &rev), VMENC_OK);
+    assert_int_equal(ctl_store_delete_vm(f->store, k_uuid, 1), VMENC_E_CONFLICT);
+    assert_int_equal(ctl_store_delete_vm(f->store, k_uuid, 2), VMENC_OK);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_NOT_FOUND);
+    assert_int_equal(ctl_store_delete_vm(f->store, k_uuid, 2), VMENC_E_NOT_FOUND);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid2, &got), VMENC_OK);
+    assert_string_equal(got.facts.name, "db-02");
+}
+
+static int count_cb(void *arg, const ctl_vm_record *rec) {
+    (void)rec;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_local_list(void **state) {
+    fx *f = *state;
+    ctl_vm_record r;
+    uint64_t rev;
+    full_record(&r, k_uuid);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    full_record(&r, k_uuid2);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    /* debris of an interrupted write is not a record */
+    char p[128];
+    snprintf(p, sizeof(p), "%s/vms/%s.tmp-123", f->dir, k_uuid);
+    FILE *fp = fopen(p, "w");
+    assert_non_null(fp);
+    fputs("junk", fp);
+    fclose(fp);
+    int n = 0;
+    assert_int_equal(ctl_store_list_vms(f->store, count_cb, &n), VMENC_OK);
+    assert_int_equal(n, 2);
+}
+
+static uint8_t *read_all(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    uint8_t *b = malloc(1 << 16);
+    *len = fread(b, 1, 1 << 16, fp);
+    fclose(fp);
+    return b;
+}
+
+static void write_all(const char *path, const uint8_t *b, size_t len) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, len, fp), len);
+    fclose(fp);
+}
+
+static void test_local_mac_tamper(void **state) {
+    fx *f = *state;
+    ctl_vm_record r, got;
+    uint64_t rev;
+    full_record(&r, k_uuid);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    char path[128], path2[128];
+    snprintf(path, sizeof(path), "%s/vms/%s", f->dir, k_uuid);
+    snprintf(path2, sizeof(path2), "%s/vms/%s", f->dir, k_uuid2);
+    size_t len = 0;
+    uint8_t *orig = read_all(path, &len);
+    assert_true(len > CTL_HASH_BYTES);
+    /* every byte flipped, MAC included */
+    for (size_t i = 0; i < len; i++) {
+        orig[i] ^= 0x01;
+        write_all(path, orig, len);
+        assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_AUTH);
+        orig[i] ^= 0x01;
+    }
+    /* truncated, emptied */
+    write_all(path, orig, len - 1);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_AUTH);
+    write_all(path, orig, 0);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_AUTH);
+    /* a put over a tampered record does not paper over it */
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 1, &rev), VMENC_E_AUTH);
+    write_all(path, orig, len);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
+    /* a good record under another VM's name */
+    write_all(path2, orig, len);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid2, &got), VMENC_E_AUTH);
+    /* the same files under another key */
+    ctl_store *other = NULL;
+    uint8_t k2[CTL_MAC_KEY_BYTES];
+    memcpy(k2, f->key, sizeof(k2));
+    k2[0] ^= 1;
+    assert_int_equal(ctl_local_new(f->dir, k2, sizeof(k2), true, &other), VMENC_OK);
+    assert_int_equal(ctl_store_get_vm(other, k_uuid, &got), VMENC_E_AUTH);
+    ctl_store_free(other);
+    free(orig);
+}
+
+/* A stale writer loses against another real process. */
+static void test_cas_two_processes(void **state) {
+    fx *f = *state;
+    ctl_vm_record r, mine;
+    uint64_t rev;
+    full_record(&r, k_uuid);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &mine), VMENC_OK);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ctl_store *s = NULL;
+        ctl_vm_record c;
+        uint64_t rv;
+        int ok = ctl_local_new(f->dir, f->key, sizeof(f->key), true, &s) == VMENC_OK &&
+                 ctl_store_get_vm(s, k_uuid, &c) == VMENC_OK;
+        c.facts.key_generation = 100;
+        ok = ok && ctl_store_put_vm(s, &c, c.revision, &rv) == VMENC_OK;
+        ctl_store_free(s);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    mine.facts.key_generation = 8;
+    assert_int_equal(ctl_vm_end_op(f->store, &mine, NULL), VMENC_E_CONFLICT);
+    ctl_vm_record got;
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
+    assert_int_equal(got.facts.key_generation, 100);
+    assert_int_equal(got.revision, 2);
+}
+
+/* Two processes increment one counter with get + CAS, retrying on
+ * conflict: no update is lost. */
+#define INCREMENTS 40
+static int increment_loop(const char *dir, const uint8_t *key, int *conflicts) {
+    ctl_store *s = NULL;
+    if (ctl_local_new(dir, key, CTL_MAC_KEY_BYTES, false, &s) != VMENC_OK)
+        return 1;
+    int rc = 0;
+    for (int i = 0; i < INCREMENTS && rc == 0; i++) {
+        for (;;) {
+            ctl_vm_record c;
+            uint64_t rv;
+            if (ctl_store_get_vm(s, k_uuid, &c) != VMENC_OK) {
+                rc = 1;
+                break;
+            }
+            c.facts.key_generation++;
+            vmenc_status st = ctl_store_put_vm(s, &c, c.revision, &rv);
+            if (st == VMENC_OK)
+                break;
+            if (st != VMENC_E_CONFLICT) {
+                rc = 1;
+                break;
+            }
+            (*conflicts)++;
+        }
+    }
+    ctl_store_free(s);
+    return rc;
+}
+
+static void test_cas_concurrent_processes(void **state) {
+    fx *f = *state;
+    ctl_vm_record r;
+    uint64_t rev;
+    full_record(&r, k_uuid);
+    r.facts.key_generation = 0;
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int c = 0;
+        _exit(increment_loop(f->dir, f->key, &c));
+    }
+    int conflicts = 0;
+    assert_int_equal(increment_loop(f->dir, f->key, &conflicts), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ctl_vm_record got;
+    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
+    assert_int_equal(got.facts.key_generation, 2 * INCREMENTS);
+    assert_int_equal(got.revision, 1 + 2 * INCREMENTS);
+}
+
+/* ---- intent first -------------------------------------------------------------------------- */
+
+static void test_begin_turn_end(void **state) {
+    fx *f = *state;
+    ctl_vm_record r;
+    uint64_t rev;
+    assert_int_equal(ctl_vm_record_init(&r, k_uuid, "vm1"), VMENC_OK);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    r.revision = rev;
+    ctl_vm_op op = {.kind = CTL_OP_ENCRYPT, .has_target_key = true, .target_generation = 1};
+    memset(op.target_key_hash, 0x5a, CTL_HASH_BYTES);
+    assert_int_equal(ctl_vm_begin_op(f->store, &r, &op), VMENC_OK);
+    assert_int_equal(r.revision, 2);
+    /* durable: another handle sees the intent */
+    ctl_store *other = NULL;
+    ctl_vm_record seen;
+    assert_int_equal(ctl_local_new(f->dir, f->key, sizeof(f->key), true, &other), VMENC_OK);
+    assert_int_equal(ctl_store_get_vm(other, k_uuid, &seen), VMENC_OK);
+    assert_int_equal(seen.op.kind, CTL_OP_ENCRYPT);
+    /* one operation at a time */
+    ctl_vm_op other_op = {.kind = CTL_OP_DECRYPT};
+    assert_int_equal(ctl_vm_begin_op(f->store, &r, &other_op), VMENC_E_BAD_STATE);
+    assert_int_equal(ctl_vm_turn_op(f->store, &r, CTL_DIR_ROLLBACK), VMENC_OK);
+    assert_int_equal(ctl_store_get_vm(other, k_uuid, &seen), VMENC_OK);
+    assert_int_equal(seen.op.direction, CTL_DIR_ROLLBACK);
+    ctl_vm_facts facts = r.facts;
+    facts.encrypted = true;
+    memcpy(facts.key_hash, op.target_key_hash, CTL_HASH_BYTES);
+    facts.key_generation = 1;
+    snprintf(facts.kek_provider, sizeof(facts.kek_provider), "p");
+    snprintf(facts.kek_id, sizeof(facts.kek_id), "k");
+    assert_int_equal(ctl_vm_end_op(f->store, &r, &facts), VMENC_OK);
+    assert_int_equal(ctl_store_get_vm(other, k_uuid, &seen), VMENC_OK);
+    assert_int_equal(seen.op.kind, CTL_OP_NONE);
+    assert_true(seen.facts.encrypted);
+    assert_int_equal(seen.facts.key_generation, 1);
+    assert_int_equal(seen.revision, r.revision);
+    assert_int_equal(ctl_vm_turn_op(f->store, &r, CTL_DIR_ROLLBACK), VMENC_E_BAD_STATE);
+    ctl_store_free(other);
+}
+
+/* The front refuses a table older than the first version. */
+static void test_ops_size_rule(void **state) {
+    (void)state;
+    static const ctl_store_ops small = {.struct_size = 8, .abi_version = 1, .type_name = "tiny"};
+    static const ctl_store_ops zero_abi = {.struct_size = sizeof(ctl_store_ops), .abi_version = 0};
+    ctl_store s = {.struct_size = sizeof(s), .ops = &small};
+    ctl_vm_record r;
+    assert_int_equal(ctl_store_get_vm(&s, k_uuid, &r), VMENC_E_ABI_VERSION);
+    s.ops = &zero_abi;
+    assert_int_equal(ctl_store_get_vm(&s, k_uuid, &r), VMENC_E_ABI_VERSION);
+    static const ctl_store_ops empty = {.struct_size = sizeof(ctl_store_ops), .abi_version = 1};
+    s.ops = &empty;
+    assert_int_equal(ctl_store_get_vm(&s, k_uuid, &r), VMENC_E_UNIMPLEMENTED);
+    ctl_store_free(&s); /* no destroy: nothing happens */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_codec_round_trip),
+        cmocka_unit_test(test_codec_rules),
+        cmocka_unit_test(test_key_record_hash),
+        cmocka_unit_test_setup_teardown(test_local_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_mac_tamper, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cas_two_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cas_concurrent_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_begin_turn_end, setup, teardown),
+        cmocka_unit_test(test_ops_size_rule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
