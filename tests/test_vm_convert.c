@@ -832,6 +832,255 @@ static void test_kill_campaign(void **state) {
     munmap(log, sizeof(wlog));
 }
 
+/* ---- the VM-level kill campaign ---------------------------------------------------------- */
+
+#define NV_LEN 70000u
+#define SS_LEN 140000u
+
+static void sf_model(unsigned which, uint8_t *buf, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)((i * 31u + which * 7u + (i >> 8)) ^ 0x5au);
+}
+
+/* set by a VM-level child once its VM is open, so the kill lands in the
+ * operation and not in the child's start-up */
+static atomic_int *g_ready;
+
+/* vm_child runs VM-level operations on |name| until it is killed: apply
+ * "encrypted" to a plain VM, then "plain" or a deep rekey of an encrypted
+ * one, in turn. A resume comes first (a run the last kill cut short). */
+static void vm_child(const char *name, unsigned seed) {
+    if (vmfix_new_keymgr(&g_f) != VMENC_OK || vmfix_new_host(&g_f, "esx01") != VMENC_OK)
+        _exit(2);
+    char vmx[PATH_MAX + 64];
+    vmenc_vm *vm = NULL;
+    if (vmenc_vm_open(g_f.host, "alice", vmfix_vmx_path(&g_f, name, vmx, sizeof(vmx)), &vm) != VMENC_OK)
+        _exit(2);
+    vmenc_apply_options o = {.struct_size = sizeof(o), .segment_bytes = SEG};
+    atomic_store(g_ready, 1);
+    for (unsigned i = seed;; i++) {
+        vmenc_vm_info info = {.struct_size = sizeof(info)};
+        if (vmenc_vm_get_info(vm, &info) != VMENC_OK)
+            _exit(3);
+        vmenc_status s = !info.encrypted ? vmenc_vm_apply_storage_policy_ex(vm, "alice", "encrypted", &o)
+                         : i % 2           ? vmenc_vm_rekey_deep(vm, "alice", &o)
+                                           : vmenc_vm_apply_storage_policy_ex(vm, "alice", "plain", &o);
+        if (s != VMENC_OK)
+            _exit(4);
+    }
+}
+
+/* rollback_child turns the interrupted conversion of disk |id| round,
+ * runs it to the end and settles the VM, then waits to be killed. */
+static void rollback_child(const char *name, const char *id) {
+    if (vmfix_new_keymgr(&g_f) != VMENC_OK || vmfix_new_host(&g_f, "esx01") != VMENC_OK)
+        _exit(2);
+    char vmx[PATH_MAX + 64];
+    vmenc_vm *vm = NULL;
+    vmenc_disk *d = NULL;
+    if (vmenc_vm_open(g_f.host, "alice", vmfix_vmx_path(&g_f, name, vmx, sizeof(vmx)), &vm) != VMENC_OK ||
+        vmenc_disk_open(vm, "alice", id, 0, &d) != VMENC_OK || (atomic_store(g_ready, 1), false) ||
+        vmenc_disk_convert_rollback(d, "alice") != VMENC_OK ||
+        run_to_end(d) != VMENC_OK || vmenc_disk_close(d) != VMENC_OK || vmenc_vm_resume(vm, "alice", NULL) != VMENC_OK)
+        _exit(4);
+    for (;;)
+        pause();
+}
+
+typedef struct vm_campaign {
+    int kills, interrupted, second_resumes, wrong_bytes, plaintext, debris, wrong_direction, rollbacks;
+} vm_campaign;
+
+static int stop_after_n(void *ctx, const char *disk_id, const vmenc_convert_progress *p) {
+    (void)disk_id;
+    int *left = ctx;
+    return --*left <= 0 && !p->done;
+}
+
+/* vm_check: after the one resume, every byte right, the VM's flag and its
+ * files agreeing, no plaintext in an encrypted VM, no debris. */
+static void vm_check(vmenc_vm *vm, const char *name, const char *id, vm_campaign *c) {
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    OK(vmenc_vm_get_info(vm, &info));
+    vmenc_disk_info di = {.struct_size = sizeof(di)};
+    OK(vmenc_vm_get_disk_info(vm, 0, &di));
+    if (di.state != (info.encrypted ? VMENC_DISK_ENCRYPTED : VMENC_DISK_PLAIN)) {
+        fprintf(stderr, "VM flag %d, disk state %d\n", info.encrypted, di.state);
+        c->wrong_bytes++;
+    }
+    vmenc_disk *d = NULL;
+    OK(vmenc_disk_open(vm, "bob", id, VMENC_DISK_OPEN_READONLY, &d));
+    uint8_t *all = malloc(CAP);
+    OK(vmenc_disk_pread(d, 0, CAP, all));
+    c->wrong_bytes += memcmp(all, g_model, CAP) != 0;
+    free(all);
+    OK(vmenc_disk_close(d));
+    uint8_t *want = malloc(SS_LEN), *got = malloc(SS_LEN);
+    const vmenc_vm_file_class cls[2] = {VMENC_VM_FILE_NVRAM, VMENC_VM_FILE_VMSS};
+    const size_t lens[2] = {NV_LEN, SS_LEN};
+    for (int i = 0; i < 2; i++) {
+        vmenc_vm_file *f = NULL;
+        size_t n = 0;
+        sf_model((unsigned)i, want, lens[i]);
+        vmenc_status s = vmenc_vm_file_open(vm, "alice", cls[i], 0, VMENC_VM_FILE_READONLY, &f);
+        if (s == VMENC_OK)
+            s = vmenc_vm_file_pread(f, 0, lens[i], got, &n);
+        if (f != NULL)
+            OK(vmenc_vm_file_close(f));
+        if (s != VMENC_OK || n != lens[i] || memcmp(got, want, lens[i]) != 0) {
+            fprintf(stderr, "state file %d: %s\n", i, vmenc_strerror(s));
+            c->wrong_bytes++;
+        }
+    }
+    char home[PATH_MAX + 64];
+    snprintf(home, sizeof(home), "%s/%s", g_f.dir, name);
+    DIR *dir = opendir(home);
+    struct dirent *de;
+    uint8_t nv_needle[64];
+    sf_model(0, want, NV_LEN);
+    memcpy(nv_needle, want + 1000, 64);
+    while (dir != NULL && (de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        c->debris += strstr(de->d_name, ".tmp-") != NULL || strstr(de->d_name, ".cvt") != NULL;
+        if (!info.encrypted)
+            continue;
+        char p[2 * PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s", home, de->d_name);
+        size_t len = 0;
+        uint8_t *raw = vmfix_read_file(p, &len);
+        if (raw != NULL && (vmfix_contains(raw, len, g_model + 5 * SEG + 100, 64) ||
+                            vmfix_contains(raw, len, nv_needle, 64))) {
+            fprintf(stderr, "plaintext in %s\n", de->d_name);
+            c->plaintext++;
+        }
+        free(raw);
+    }
+    if (dir != NULL)
+        closedir(dir);
+    free(want);
+    free(got);
+}
+
+static vmenc_vm *resume_once(const char *name, vm_campaign *c) {
+    vmenc_vm *vm = reopen(name);
+    if (vmenc_vm_resume(vm, "alice", NULL) != VMENC_OK) {
+        c->second_resumes++;
+        OK(vmenc_vm_resume(vm, "alice", NULL));
+    }
+    return vm;
+}
+
+/* test_vm_kill_campaign: SIGKILLs at random instants of VM-level
+ * operations on a VM with a disk and NVRAM + suspend state (encrypt,
+ * decrypt, deep rekey of disks and home), and of rollbacks of an
+ * interrupted policy application that are then retried. After each kill,
+ * one vm resume (a retried rollback first, for those) must leave every
+ * byte right, no plaintext in an encrypted VM's files, no debris, and a
+ * rolled-back VM exactly as it was before the policy. VMENC_VM_KILL_RUNS
+ * (default 6); scripts/kill-test.sh runs the long campaign. */
+static void test_vm_kill_campaign(void **state) {
+    const char *env = getenv("VMENC_VM_KILL_RUNS");
+    int runs = env != NULL ? atoi(env) : 6;
+    char id[VMENC_DISK_ID_MAX + 1];
+    vmenc_vm *vm = NULL;
+    OK(vmfix_create(&g_f, "alice", "cv10", NULL, &vm));
+    OK(vmfix_add_disk(&g_f, vm, "alice", CAP, 512, id));
+    vmenc_disk *d = NULL;
+    OK(vmenc_disk_open(vm, "alice", id, 0, &d));
+    fill(d);
+    OK(vmenc_disk_close(d));
+    uint8_t *buf = malloc(SS_LEN);
+    sf_model(0, buf, NV_LEN);
+    write_state_file(vm, VMENC_VM_FILE_NVRAM, 0, buf, NV_LEN);
+    sf_model(1, buf, SS_LEN);
+    write_state_file(vm, VMENC_VM_FILE_VMSS, 0, buf, SS_LEN);
+    free(buf);
+    vmenc_vm_free(vm);
+    vm_campaign c = {0};
+    g_ready = mmap(NULL, sizeof(*g_ready), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(g_ready != MAP_FAILED);
+    for (int r = 0; r < runs; r++) {
+        bool rollback = r % 3 == 2;
+        vmenc_vm_info before = {.struct_size = sizeof(before)};
+        vmenc_disk_info dbefore = {.struct_size = sizeof(dbefore)};
+        if (rollback) { /* a policy application stopped after 1..3 segments */
+            vm = reopen("cv10");
+            OK(vmenc_vm_get_info(vm, &before));
+            OK(vmenc_vm_get_disk_info(vm, 0, &dbefore));
+            int left = 1 + (int)(rnd() % 3);
+            vmenc_apply_options o = {.struct_size = sizeof(o), .segment_bytes = SEG, .progress = stop_after_n,
+                                     .progress_ctx = &left};
+            vmenc_status s = vmenc_vm_apply_storage_policy_ex(vm, "alice", before.encrypted ? "plain" : "encrypted", &o);
+            vmenc_vm_free(vm);
+            if (s == VMENC_OK) { /* it finished before the callback could stop it: an ordinary run */
+                fprintf(stderr, "run %d: the policy finished before it could be stopped (VM %d, disk %d)\n", r,
+                        before.encrypted, dbefore.state);
+                rollback = false;
+            } else {
+                assert_int_equal(s, VMENC_E_INTERRUPTED);
+                c.rollbacks++;
+            }
+        }
+        atomic_store(g_ready, 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            if (rollback)
+                rollback_child("cv10", id);
+            vm_child("cv10", (unsigned)r);
+        }
+        for (int w = 0; w < 20000 && !atomic_load(g_ready); w++)
+            usleep(500);
+        usleep((useconds_t)(rnd() % (rollback ? 40000 : 150000)));
+        kill(pid, SIGKILL);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        assert_true(WIFSIGNALED(st)); /* killed, not failed */
+        c.kills++;
+        { /* did the kill cut an operation short? */
+            char p[PATH_MAX + 64];
+            size_t len = 0;
+            char *t = (char *)vmfix_read_file(vmfix_vmx_path(&g_f, "cv10", p, sizeof(p)), &len);
+            c.interrupted += t != NULL && (strstr(t, "applyingPolicy") != NULL || strstr(t, "newKeySafe") != NULL ||
+                                           count_state_files("cv10") > 0);
+            free(t);
+        }
+        if (rollback) { /* the rollback is retried through the disk API */
+            vm = reopen("cv10");
+            OK(vmenc_disk_open(vm, "alice", id, 0, &d));
+            vmenc_convert_progress p = {.struct_size = sizeof(p)};
+            OK(vmenc_disk_convert_get_progress(d, &p));
+            if (!p.done) {
+                OK(vmenc_disk_convert_rollback(d, "alice"));
+                OK(run_to_end(d));
+            }
+            OK(vmenc_disk_close(d));
+            vmenc_vm_free(vm);
+        }
+        vm = resume_once("cv10", &c);
+        vm_check(vm, "cv10", id, &c);
+        if (rollback) {
+            vmenc_vm_info after = {.struct_size = sizeof(after)};
+            vmenc_disk_info dafter = {.struct_size = sizeof(dafter)};
+            OK(vmenc_vm_get_info(vm, &after));
+            OK(vmenc_vm_get_disk_info(vm, 0, &dafter));
+            if (after.encrypted != before.encrypted || dafter.state != dbefore.state) {
+                fprintf(stderr, "run %d: rollback went the wrong way (VM %d -> %d, disk %d -> %d)\n", r,
+                        before.encrypted, after.encrypted, dbefore.state, dafter.state);
+                c.wrong_direction++;
+            }
+        }
+        vmenc_vm_free(vm);
+    }
+    fprintf(stderr,
+            "VM kills: %d (%d cut an operation short, %d of rollbacks then retried): %d wrong, %d plaintext, "
+            "%d debris, %d wrong direction, %d second resumes needed\n",
+            c.kills, c.interrupted, c.rollbacks, c.wrong_bytes, c.plaintext, c.debris, c.wrong_direction, c.second_resumes);
+    munmap(g_ready, sizeof(*g_ready));
+    assert_int_equal(c.wrong_bytes + c.plaintext + c.debris + c.wrong_direction + c.second_resumes, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encrypt_rekey_decrypt_offline),
@@ -843,6 +1092,7 @@ int main(void) {
         cmocka_unit_test(test_deep_rekey_of_the_home),
         cmocka_unit_test(test_resume_finishes_the_policy),
         cmocka_unit_test(test_kill_campaign),
+        cmocka_unit_test(test_vm_kill_campaign),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -75,10 +75,32 @@ static vmenc_status write_all(int fd, const uint8_t *data, size_t len) {
     return VMENC_OK;
 }
 
+vmenc_fs_step_fn vmenc_fs_step_hook;
+
+vmenc_status vmenc_fs_step(int op, const char *name) {
+    return vmenc_fs_step_hook != NULL ? vmenc_fs_step_hook(op, name) : VMENC_OK;
+}
+
 vmenc_status vmenc_fs_fsync_dir(int dirfd) {
     VMENC_ENSURE(dirfd >= 0, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(vmenc_fs_step(VMENC_FS_OP_FSYNC_DIR, NULL));
     VMENC_ENSURE(fsync(dirfd) == 0, VMENC_E_IO);
     return VMENC_OK;
+}
+
+vmenc_status vmenc_fs_fsync(int fd) {
+    VMENC_GUARD(vmenc_fs_step(VMENC_FS_OP_FSYNC, NULL));
+    return fsync(fd) == 0 ? VMENC_OK : vmenc_status_from_errno(errno);
+}
+
+vmenc_status vmenc_fs_rename(int dirfd, const char *from, const char *to) {
+    VMENC_GUARD(vmenc_fs_step(VMENC_FS_OP_RENAME, to));
+    return renameat(dirfd, from, dirfd, to) == 0 ? VMENC_OK : vmenc_status_from_errno(errno);
+}
+
+vmenc_status vmenc_fs_unlink(int dirfd, const char *name) {
+    VMENC_GUARD(vmenc_fs_step(VMENC_FS_OP_UNLINK, name));
+    return unlinkat(dirfd, name, 0) == 0 ? VMENC_OK : vmenc_status_from_errno(errno);
 }
 
 static vmenc_status tmp_name(const char *name, char *out, size_t cap) {
@@ -117,8 +139,8 @@ static vmenc_status write_tmp(const vmenc_fs_replace *r, int fd, const uint8_t *
     VMENC_GUARD(write_all(fd, data + half, len - half));
     if (step_stop(r, VMENC_FS_STEP_WRITTEN))
         return *out_keep_tmp = true, VMENC_E_IO;
-    if (r->sync && fsync(fd) != 0)
-        return vmenc_status_from_errno(errno);
+    if (r->sync)
+        VMENC_GUARD(vmenc_fs_fsync(fd));
     return VMENC_OK;
 }
 
@@ -135,6 +157,7 @@ static vmenc_status sync_dir(const vmenc_fs_replace *r) {
 /* put_in_place renames the temporary over |name|, or links it (never
  * replacing) and drops the temporary's name. */
 static vmenc_status put_in_place(const vmenc_fs_replace *r) {
+    VMENC_GUARD(vmenc_fs_step(VMENC_FS_OP_RENAME, r->name));
     if (!r->noreplace)
         return renameat(r->dirfd, r->tmp, r->dirfd, r->name) == 0 ? VMENC_OK : vmenc_status_from_errno(errno);
     if (linkat(r->dirfd, r->tmp, r->dirfd, r->name, 0) != 0)

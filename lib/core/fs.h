@@ -81,4 +81,27 @@ VMENC_INTERNAL vmenc_status vmenc_fs_read_file(int dirfd, const char *name, size
 /* vmenc_fs_fsync_dir fsyncs a directory descriptor (VMENC_E_IO on failure). */
 VMENC_INTERNAL vmenc_status vmenc_fs_fsync_dir(int dirfd);
 
+/* ---- durable steps under a test hook ---------------------------------------------
+ *
+ * Every step that changes what survives a crash - a rename (or link) into
+ * place, an unlink, an fsync of a file or a directory - goes through
+ * vmenc_fs_step_hook when it is set, before the step is taken: the crash
+ * sweep counts the steps of an operation, then stops it at each one (a
+ * non-OK return fails that step with that status, the step not taken; a
+ * test may also _exit there, as a crash would). NULL in the product. |name|
+ * is the file concerned (the destination of a rename; NULL for a file or
+ * directory fsync known only by its descriptor). */
+enum { VMENC_FS_OP_RENAME = 1, VMENC_FS_OP_UNLINK, VMENC_FS_OP_FSYNC, VMENC_FS_OP_FSYNC_DIR };
+typedef vmenc_status (*vmenc_fs_step_fn)(int op, const char *name);
+VMENC_INTERNAL extern vmenc_fs_step_fn vmenc_fs_step_hook;
+
+/* vmenc_fs_step asks the hook about one step (VMENC_OK without a hook). */
+VMENC_INTERNAL vmenc_status vmenc_fs_step(int op, const char *name);
+/* vmenc_fs_rename renames |from| over |to| in |dirfd|; vmenc_fs_unlink
+ * unlinks |name|; vmenc_fs_fsync fsyncs a file. All through the hook; errors
+ * via vmenc_status_from_errno. */
+VMENC_INTERNAL vmenc_status vmenc_fs_rename(int dirfd, const char *from, const char *to);
+VMENC_INTERNAL vmenc_status vmenc_fs_unlink(int dirfd, const char *name);
+VMENC_INTERNAL vmenc_status vmenc_fs_fsync(int fd);
+
 #endif /* VMENC_LIB_CORE_FS_H */

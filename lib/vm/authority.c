@@ -272,11 +272,21 @@ vmenc_status vm_authority_before_descriptor(vmenc_vm *vm, const vm_disk_desc *d)
         ctl_disk_op *e = op_disk_entry(&next.op, d->disk_id);
         VMENC_ENSURE(e != NULL, VMENC_E_LIMIT);
         ctl_disk_op was = *e;
+        if (converting && !cur_known && fi >= 0 && next.op.direction == CTL_DIR_ROLLBACK) {
+            /* a rollback turning round: the reverse run's key is the
+             * forward run's target. The facts take it and the target
+             * becomes the forward run's key, so both descriptors open. */
+            ctl_disk_fact *f = &next.facts.disks[fi];
+            f->encrypted = f->has_dek_hash = d->key_safe != NULL;
+            memcpy(f->dek_hash, cur, CTL_HASH_BYTES);
+        }
         if (converting) {
             e->cvt_id = d->cvt_id;
             e->has_target_dek = d->new_key_safe != NULL;
             VMENC_GUARD(key_hash(d->new_key_safe, e->target_dek_hash));
-        } else {
+        } else { /* not converting, so !cur_known */
+            /* e->cvt_id stays: the descriptor being replaced may still name
+             * that conversion (a crash at a conversion's final commit) */
             e->has_target_dek = d->key_safe != NULL;
             memcpy(e->target_dek_hash, cur, CTL_HASH_BYTES);
         }
@@ -458,7 +468,11 @@ static vmenc_status check_disk(const vm_disk_entry *d, const ctl_vm_record *r, c
         REFUSE("%s: vmenc.keySafe of disk %s is not its recorded key record: replayed or swapped", d->desc_name,
                d->disk_id);
     }
-    if (vm_disk_desc_converting(&d->desc)) {
+    /* a recorded rollback announces the reverse run before its descriptor
+     * replaces the forward one: until then the forward one stands (its
+     * state file is MAC'd under its own conversion ID) */
+    bool turning = e != NULL && e->cvt_id != d->desc.cvt_id && r->op.direction == CTL_DIR_ROLLBACK;
+    if (vm_disk_desc_converting(&d->desc) && !turning) {
         if (e == NULL || (e->cvt_id != d->desc.cvt_id && !(e->has_prev && e->prev_cvt_id == d->desc.cvt_id)))
             REFUSE("%s: disk %s says it is in conversion %llu, which the record does not announce", d->desc_name,
                    d->disk_id, (unsigned long long)d->desc.cvt_id);

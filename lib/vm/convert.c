@@ -67,8 +67,10 @@ static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first)
         s = vmenc_status_from_errno(errno);
     if (s == VMENC_OK)
         s = write_slot(c, first);
-    if (s == VMENC_OK && c->sync && (fsync(fd) != 0 || vmenc_fs_fsync_dir(dirfd) != VMENC_OK))
-        s = VMENC_E_IO;
+    if (s == VMENC_OK && c->sync)
+        s = vmenc_fs_fsync(fd);
+    if (s == VMENC_OK && c->sync)
+        s = vmenc_fs_fsync_dir(dirfd);
     if (s != VMENC_OK) {
         close(fd);
         c->fd = -1;
@@ -268,7 +270,7 @@ static vmenc_status finish(vmenc_disk *disk, vm_op *op) {
         vmenc_dek_free(e->dek); /* the old DEK is wiped now, not before */
         e->dek = e->new_dek;
         e->new_dek = NULL;
-        (void)unlinkat(vm->dirfd, c->name, 0);
+        (void)vmenc_fs_unlink(vm->dirfd, c->name); /* one left is debris: resume removes it */
         if (c->sync)
             (void)vmenc_fs_fsync_dir(vm->dirfd);
         vmenc_xts_free(vm_extent_convert_finish(disk->ext));
@@ -372,8 +374,11 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
     s = vm_write_descriptor(vm, e->desc_name, &d);
     if (s != VMENC_OK) {
         e->desc = old;
-        (void)vm_write_config(vm);
-        goto fail_state;
+        /* the descriptor may be in place all the same (a failure after its
+         * rename): keep the state file it names (if it is not named, it is
+         * debris that vmenc_vm_resume removes) and the sealed list as
+         * written (it allows either descriptor) */
+        goto fail;
     }
     vm_disk_desc_cleanup(&old);
     s = vm_extent_convert_start(disk->ext, d.data_offset, d.cvt_target_offset, new_xts, seg, 0);
@@ -491,6 +496,8 @@ vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc
     if (vm_extent_convert_done(disk->ext)) {
         s = finish(disk, &op);
         s = vm_op_finish(&op, s, NULL);
+        if (s == VMENC_OK) /* a rollback's last disk back: the VM goes back too */
+            s = vm_rollback_settle(disk->vm, who);
     }
     if (out != NULL)
         fill_progress(disk, out);
@@ -529,6 +536,10 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     uint64_t done = 0, total = 0;
     vm_extent_convert_position(disk->ext, &done, &total);
     VMENC_ENSURE(done < total, VMENC_E_BAD_STATE); /* finished: nothing to roll back */
+    bool turned = false; /* a retried rollback goes on the way the first turned */
+    VMENC_GUARD(vm_rollback_begin(vm, e, &turned));
+    if (turned)
+        return VMENC_OK;
     vm_disk_desc d;
     VMENC_GUARD(copy_desc(&e->desc, &d));
     vm_op_add_key(op, d.key_provider, d.kek_id);
@@ -564,15 +575,16 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     }
     if (s == VMENC_OK) {
         s = vm_write_descriptor(vm, e->desc_name, &d);
-        if (s != VMENC_OK)
-            (void)unlinkat(vm->dirfd, c->name, 0);
+        /* on failure the state file stays: the descriptor may have been
+         * renamed into place before the failure (vmenc_vm_resume removes
+         * it if not) */
     }
     if (s != VMENC_OK) {
         vm_cvt_free(c);
         vm_disk_desc_cleanup(&d);
         return s;
     }
-    (void)unlinkat(vm->dirfd, old->name, 0);
+    (void)vmenc_fs_unlink(vm->dirfd, old->name);
     vm_disk_desc_cleanup(&e->desc);
     e->desc = d;
     vmenc_dek *k = e->dek;

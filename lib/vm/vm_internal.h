@@ -256,6 +256,23 @@ VMENC_INTERNAL const ctl_vm_record *vm_authority_record(const vmenc_vm *vm);
  * create undone). */
 VMENC_INTERNAL vmenc_status vm_authority_forget(vmenc_vm *vm);
 
+/* ---- rollback of a conversion at the VM level (vm_ops.c) ----------------------
+ * A rollback says durably which way it goes before it turns a disk round,
+ * so a retry continues it instead of turning it back, and once no disk
+ * converts any more it takes the VM back too: the storage policy whose
+ * application it cancelled is no longer pending, and a home that policy
+ * encrypted goes back to plain (docs/reencryption.md). */
+
+/* vm_rollback_begin records (sealed in the configuration, durable) that
+ * disk entry |e|'s conversion is being rolled back - unless the record says
+ * it has turned already, then *out_turned is set and nothing is written (a
+ * retried rollback continues the first). VM lock held. */
+VMENC_INTERNAL vmenc_status vm_rollback_begin(vmenc_vm *vm, const vm_disk_entry *e, bool *out_turned);
+/* vm_rollback_settle finishes a rollback at the VM level once no disk
+ * converts any more (nothing to do otherwise). Takes the VM lock. Audited
+ * as "vm.rollback" for |principal|. */
+VMENC_INTERNAL vmenc_status vm_rollback_settle(vmenc_vm *vm, const char *principal);
+
 /* ---- core dumps (coredump.c) ------------------------------------------------ */
 
 /* cd_rotate is vmenc_coredump_rotate_host_key with a fault hook for the

@@ -160,8 +160,12 @@ static vmenc_status add_disk_locked(vmenc_vm *vm, const vmenc_disk_create_option
     VMENC_GUARD_GOTO(s, append_disk(vm, &e), fail_desc);
     s = vm_write_config(vm);
     if (s != VMENC_OK) {
+        /* the configuration may name the disk all the same (a failure
+         * after its rename): its files stay */
         vm->num_disks--;
-        goto fail_desc;
+        vm_disk_desc_cleanup(d);
+        vmenc_dek_free(e.dek);
+        return s;
     }
     if (id_out != NULL)
         (void)vm_copy_string(id_out, id_cap, e.disk_id);
@@ -233,10 +237,10 @@ vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const cha
                     char cvt[300];
                     snprintf(cvt, sizeof(cvt), "%s.%llu.cvt", gone.desc.extent_file,
                              (unsigned long long)gone.desc.cvt_id);
-                    (void)unlinkat(vm->dirfd, cvt, 0);
+                    (void)vmenc_fs_unlink(vm->dirfd, cvt);
                 }
-                (void)unlinkat(vm->dirfd, gone.desc.extent_file, 0);
-                (void)unlinkat(vm->dirfd, gone.desc_name, 0);
+                (void)vmenc_fs_unlink(vm->dirfd, gone.desc.extent_file);
+                (void)vmenc_fs_unlink(vm->dirfd, gone.desc_name);
                 if (vm_host_sync(vm->host))
                     (void)vmenc_fs_fsync_dir(vm->dirfd);
             }
@@ -492,7 +496,7 @@ static vmenc_status rekey_home_deep(vmenc_vm *vm, vm_op *op) {
 static void drop_swap(vmenc_vm *vm) {
     char name[VMENC_VM_NAME_MAX + 16];
     if (vm_state_file_name(vm->vmx.name, VMENC_VM_FILE_VSWP, 0, name, sizeof(name)) == VMENC_OK)
-        (void)unlinkat(vm->dirfd, name, 0); /* swap holds nothing once powered off */
+        (void)vmenc_fs_unlink(vm->dirfd, name); /* swap holds nothing once powered off */
 }
 
 /* ---- apply a storage policy ---------------------------------------------------- */
@@ -540,6 +544,19 @@ static vmenc_status authorize_plan(vmenc_vm *vm, vm_op *op, const vmenc_policy_a
         VMENC_GUARD(vm_op_authorize(op, &rq));
     }
     return VMENC_OK;
+}
+
+/* policy_encrypts_home: would storage policy |name| encrypt a plain home? */
+static bool policy_encrypts_home(const vmenc_vm *vm, const char *name) {
+    vmenc_vm_crypto_state st = {.struct_size = sizeof(st)};
+    vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(0)];
+    size_t n = 0;
+    if (vmenc_policy_plan_storage_policy(vm->host->policy, name, &st, acts, VMENC_ARRAY_LEN(acts), &n) != VMENC_OK)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (acts[i].type == VMENC_ACTION_ENCRYPT_HOME)
+            return true;
+    return false;
 }
 
 /* check_plan: the VM is powered off (nothing open) and its keys are here. */
@@ -668,6 +685,142 @@ static vmenc_status run_action(vmenc_vm *vm, const vmenc_policy_action *a, vm_op
     }
 }
 
+/* ---- rollback at the VM level ------------------------------------------------------ */
+
+/* The record, sealed (the VM is encrypted while any disk converts):
+ * "vmenc.rollback" = "<forward conversion ID> <home back to plain 0|1>
+ * <disk ID>". One rollback at a time per VM. */
+#define ROLLBACK_KEY "vmenc.rollback"
+
+typedef struct rollback_note {
+    unsigned long long forward_id;
+    int home_back_plain;
+    char disk_id[VMENC_DISK_ID_MAX + 1];
+} rollback_note;
+
+static bool rollback_get(const vmenc_vm *vm, rollback_note *out) {
+    const char *v = vm->secret != NULL ? vm_kv_get(vm->secret, ROLLBACK_KEY) : NULL;
+    memset(out, 0, sizeof(*out));
+    int used = 0;
+    return v != NULL && sscanf(v, "%llu %d %n", &out->forward_id, &out->home_back_plain, &used) == 2 &&
+           used > 0 && vm_copy_string(out->disk_id, sizeof(out->disk_id), v + used) == VMENC_OK &&
+           out->disk_id[0] != '\0';
+}
+
+vmenc_status vm_rollback_begin(vmenc_vm *vm, const vm_disk_entry *e, bool *out_turned) {
+    *out_turned = false;
+    rollback_note n;
+    if (rollback_get(vm, &n) && strcmp(n.disk_id, e->disk_id) == 0 && n.forward_id != e->desc.cvt_id) {
+        *out_turned = true; /* this disk turned round already: go on that way */
+        return VMENC_OK;
+    }
+    VMENC_ENSURE(vm_is_encrypted(vm) && vm->secret != NULL, VMENC_E_VM_LOCKED);
+    /* intent first: the authority record says a rollback is under way
+     * before any file says so */
+    ctl_vm_op op = {.kind = vm->vmx.applying_policy[0] != '\0'  ? CTL_OP_APPLY_POLICY
+                            : e->desc.state == VMENC_DISK_ENCRYPTING ? CTL_OP_ENCRYPT
+                            : e->desc.state == VMENC_DISK_DECRYPTING ? CTL_OP_DECRYPT
+                                                                     : CTL_OP_REKEY_DEEP};
+    VMENC_GUARD(vm_authority_begin_op(vm, &op));
+    VMENC_GUARD(vm_authority_turn_op(vm, CTL_DIR_ROLLBACK));
+    /* the home goes back to plain if the policy being applied encrypted it:
+     * the policy in force before does not encrypt a home */
+    bool back_plain = vm->vmx.applying_policy[0] != '\0' &&
+                      (vm->vmx.storage_policy[0] == '\0' || !policy_encrypts_home(vm, vm->vmx.storage_policy));
+    char val[VMENC_DISK_ID_MAX + 48];
+    snprintf(val, sizeof(val), "%llu %d %s", (unsigned long long)e->desc.cvt_id, back_plain ? 1 : 0, e->disk_id);
+    const char *was = vm_kv_get(vm->secret, ROLLBACK_KEY);
+    char *old = was != NULL ? strdup(was) : NULL;
+    VMENC_ENSURE(was == NULL || old != NULL, VMENC_E_NOMEM);
+    vmenc_status s = vm_kv_set(vm->secret, ROLLBACK_KEY, val);
+    if (s == VMENC_OK)
+        s = vm_write_config(vm);
+    if (s != VMENC_OK) { /* (a failure after the rename leaves it recorded: as intended) */
+        if (old != NULL)
+            (void)vm_kv_set(vm->secret, ROLLBACK_KEY, old);
+        else
+            (void)vm_kv_remove(vm->secret, ROLLBACK_KEY);
+    }
+    free(old);
+    return s;
+}
+
+/* rollback_not_turned: does the record say disk |disk_id|'s conversion is
+ * being rolled back while its descriptor still names the forward one? */
+static bool rollback_not_turned(vmenc_vm *vm, const char *disk_id) {
+    pthread_mutex_lock(&vm->lock);
+    rollback_note n;
+    int i = vm_find_disk(vm, disk_id);
+    bool yes = i >= 0 && rollback_get(vm, &n) && strcmp(n.disk_id, disk_id) == 0 &&
+               vm_disk_desc_converting(&vm->disks[i].desc) && n.forward_id == vm->disks[i].desc.cvt_id;
+    pthread_mutex_unlock(&vm->lock);
+    return yes;
+}
+
+static bool any_disk_converting(const vmenc_vm *vm) {
+    for (size_t i = 0; i < vm->num_disks; i++)
+        if (vm_disk_desc_converting(&vm->disks[i].desc))
+            return true;
+    return false;
+}
+
+static bool any_disk_encrypted(const vmenc_vm *vm) {
+    for (size_t i = 0; i < vm->num_disks; i++)
+        if (vm->disks[i].desc.key_safe != NULL)
+            return true;
+    return false;
+}
+
+/* settle_locked: the pending policy is dropped and the note cleared in
+ * one configuration write; a home going back to plain has its state files
+ * decrypted first (decrypt_home's order), so a crash between leaves the
+ * note for the next resume. */
+static vmenc_status settle_locked(vmenc_vm *vm, vm_op *op) {
+    rollback_note n;
+    if (!rollback_get(vm, &n) || any_disk_converting(vm))
+        return VMENC_OK;
+    char pending[sizeof(vm->vmx.applying_policy)];
+    memcpy(pending, vm->vmx.applying_policy, sizeof(pending));
+    char *note = strdup(vm_kv_get(vm->secret, ROLLBACK_KEY));
+    VMENC_ENSURE(note != NULL, VMENC_E_NOMEM);
+    vm->vmx.applying_policy[0] = '\0';
+    vmenc_status s = vm_kv_remove(vm->secret, ROLLBACK_KEY);
+    if (s == VMENC_OK && n.home_back_plain && !any_disk_encrypted(vm))
+        s = decrypt_home(vm, op);
+    else if (s == VMENC_OK)
+        s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        memcpy(vm->vmx.applying_policy, pending, sizeof(pending));
+        if (vm->secret != NULL)
+            (void)vm_kv_set(vm->secret, ROLLBACK_KEY, note);
+    }
+    free(note);
+    if (s == VMENC_OK)
+        s = vm_authority_end_op(vm);
+    if (s == VMENC_OK)
+        s = vmenc_policy_set_vm_state(vm->host->policy, vm->vmx.name, vm->host->host_id, vm_is_encrypted(vm));
+    return s;
+}
+
+vmenc_status vm_rollback_settle(vmenc_vm *vm, const char *principal) {
+    pthread_mutex_lock(&vm->lock);
+    rollback_note n;
+    bool due = rollback_get(vm, &n) && !any_disk_converting(vm);
+    bool decrypts = due && n.home_back_plain && !any_disk_encrypted(vm);
+    pthread_mutex_unlock(&vm->lock);
+    if (!due)
+        return VMENC_OK;
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "vm.rollback", vm->vmx.name);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = decrypts ? VMENC_OP_DECRYPT_VM : VMENC_OP_EDIT_SETTINGS,
+                               .vm = vm->vmx.name, .flags = vm_flags(vm)};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = settle_locked(vm, &op);
+    pthread_mutex_unlock(&vm->lock);
+    return vm_op_finish(&op, s, NULL);
+}
+
 /* ---- in-place conversions of a powered-off VM's disks ------------------------------ */
 
 /* one segment per step: the progress callback (and so a caller's Ctrl-C)
@@ -689,8 +842,15 @@ static vmenc_status convert_disk(vmenc_vm *vm, const char *principal, const char
     if (s == VMENC_OK && p.done && kind != 0) {
         vmenc_convert_options co = {.struct_size = sizeof(co), .segment_bytes = o->segment_bytes};
         s = vmenc_disk_convert_begin(d, principal, kind, &co);
+        p.done = 0;
     }
-    while (s == VMENC_OK) {
+    /* a rollback recorded but not yet turned round (a crash between the
+     * two) is turned now: resume goes the way the record says */
+    if (s == VMENC_OK && !p.done && kind == 0 && rollback_not_turned(vm, disk_id))
+        s = vmenc_disk_convert_rollback(d, principal);
+    /* A resumed conversion whose segments had all moved was finished by the
+     * open itself (a crash at its final commit): nothing left to step. */
+    while (s == VMENC_OK && !p.done) {
         s = vmenc_disk_convert_step(d, CONVERT_STEP_BYTES, &p);
         if (s == VMENC_OK && o->progress != NULL && o->progress(o->progress_ctx, disk_id, &p) != 0 && !p.done)
             s = VMENC_E_INTERRUPTED;
@@ -756,17 +916,176 @@ static vmenc_status check_apply_options(const vmenc_apply_options **o) {
     return VMENC_OK;
 }
 
+/* ---- resume: the datastore as a restart would find it --------------------------- */
+
+/* swap_state exchanges what two VM objects of the same home know of it
+ * (configuration, keys, disks), not their identity (references, host,
+ * lock, open handles). */
+static void swap_state(vmenc_vm *a, vmenc_vm *b) {
+#define SWAP(field)                      \
+    do {                                 \
+        __typeof__(a->field) t = a->field; \
+        a->field = b->field;             \
+        b->field = t;                    \
+    } while (0)
+    SWAP(dirfd);
+    SWAP(vmx);
+    SWAP(secret);
+    SWAP(vm_key);
+    SWAP(new_vm_key);
+    SWAP(disks);
+    SWAP(num_disks);
+    SWAP(missing);
+    SWAP(num_missing);
+    SWAP(locked);
+    SWAP(ctl);
+#undef SWAP
+}
+
+/* reload reads the VM home again, as an open after a restart would: an
+ * operation that failed after its last durable step (say an EIO on the
+ * directory fsync after a rename) leaves the files saying more than the
+ * handle does, and resume must follow the files. Only a VM with nothing
+ * open is reloaded (an open disk keeps its entry). */
+static vmenc_status reload(vmenc_vm *vm, const char *principal) {
+    pthread_mutex_lock(&vm->lock);
+    bool busy = vm->open_handles != 0;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/%s", vm->home_dir, vm->vmx_name);
+    pthread_mutex_unlock(&vm->lock);
+    if (busy)
+        return VMENC_OK;
+    VMENC_ENSURE(n > 0 && (size_t)n < sizeof(path), VMENC_E_BAD_PATH);
+    vmenc_vm *fresh = NULL;
+    vmenc_status s = vmenc_vm_open(vm->host, principal, path, &fresh);
+    if (s != VMENC_OK) {
+        vm_release(fresh); /* a locked VM comes back too */
+        return s;
+    }
+    pthread_mutex_lock(&vm->lock);
+    if (vm->open_handles == 0)
+        swap_state(vm, fresh);
+    pthread_mutex_unlock(&vm->lock);
+    vm_release(fresh); /* frees the old state */
+    return VMENC_OK;
+}
+
+/* tmp_base_len: is |name| a temporary of an atomic replacement,
+ * "<base>.tmp-<16 hex>"? Then the length of <base>. */
+static bool tmp_base_len(const char *name, size_t *out) {
+    size_t n = strlen(name);
+    if (n < 22 || memcmp(name + n - 21, ".tmp-", 5) != 0)
+        return false;
+    for (size_t i = n - 16; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return false;
+    *out = n - 21;
+    return true;
+}
+
+static bool ends_with(const char *s, size_t len, const char *suffix) {
+    size_t k = strlen(suffix);
+    return len >= k && memcmp(s + len - k, suffix, k) == 0;
+}
+
+/* cvt_named: is |name| the conversion state file a descriptor names? */
+static bool cvt_named(const vmenc_vm *vm, const char *name) {
+    for (size_t i = 0; i < vm->num_disks; i++) {
+        const vm_disk_desc *d = &vm->disks[i].desc;
+        char cvt[300];
+        if (vm_disk_desc_converting(d) &&
+            (size_t)snprintf(cvt, sizeof(cvt), "%s.%llu.cvt", d->extent_file, (unsigned long long)d->cvt_id) <
+                sizeof(cvt) &&
+            strcmp(cvt, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* wipe_file overwrites a regular file with zeros and syncs it before it is
+ * unlinked: a configuration or descriptor temporary may hold a wrapped key
+ * (a retired one, still unwrappable under a live KEK). */
+static vmenc_status wipe_file(int dirfd, const char *name) {
+    int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT ? VMENC_OK : vmenc_status_from_errno(errno);
+    struct stat st;
+    vmenc_status s = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? VMENC_OK : VMENC_E_BAD_PATH;
+    static const uint8_t zeros[4096];
+    for (uint64_t off = 0; s == VMENC_OK && off < (uint64_t)st.st_size; off += sizeof(zeros)) {
+        uint64_t left = (uint64_t)st.st_size - off;
+        s = vm_io_pwrite_all(fd, zeros, left < sizeof(zeros) ? (size_t)left : sizeof(zeros), off);
+    }
+    if (s == VMENC_OK)
+        s = vmenc_fs_fsync(fd);
+    close(fd);
+    return s;
+}
+
+/* sweep_debris removes what interrupted operations leave in the home:
+ * temporaries of atomic replacements ("*.tmp-<hex>", those of the
+ * configuration and descriptors wiped first) and conversion state files no
+ * descriptor names. Lock held, nothing open. */
+static vmenc_status sweep_debris(vmenc_vm *vm) {
+    int fd = dup(vm->dirfd);
+    VMENC_ENSURE(fd >= 0, VMENC_E_IO);
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return VMENC_E_IO;
+    }
+    rewinddir(d);
+    vmenc_status s = VMENC_OK;
+    bool removed = false;
+    struct dirent *de;
+    while (s == VMENC_OK && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t base = 0;
+        bool tmp = tmp_base_len(n, &base);
+        bool cvt = !tmp && ends_with(n, strlen(n), ".cvt") && !cvt_named(vm, n);
+        if (!tmp && !cvt)
+            continue;
+        if (vmenc_fs_name_check(n) != VMENC_OK)
+            continue; /* never a name vmenc made */
+        if (tmp && (ends_with(n, base, ".vmx") || ends_with(n, base, ".vmdk")))
+            s = wipe_file(vm->dirfd, n);
+        if (s == VMENC_OK) {
+            s = vmenc_fs_unlink(vm->dirfd, n);
+            if (s == VMENC_E_NOT_FOUND)
+                s = VMENC_OK;
+            removed = true;
+        }
+    }
+    closedir(d);
+    if (s == VMENC_OK && removed && vm_host_sync(vm->host))
+        s = vmenc_fs_fsync_dir(vm->dirfd);
+    return s;
+}
+
+static vmenc_status clean_home(vmenc_vm *vm) {
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = vm->open_handles == 0 ? sweep_debris(vm) : VMENC_OK;
+    pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
 vmenc_status vmenc_vm_resume(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
     VMENC_ENSURE_REF(vm);
     VMENC_GUARD(check_apply_options(&opts));
+    VMENC_GUARD(reload(vm, principal));
     VMENC_GUARD(resume_all(vm, principal, opts));
+    /* a rollback whose disks are all back takes the VM back (its pending
+     * policy cancelled) before any pending policy is looked at */
+    VMENC_GUARD(vm_rollback_settle(vm, principal));
     /* a storage policy whose application was interrupted is applied again:
      * what is done is skipped, the rest done (authorized as usual) */
     char pending[VMENC_POLICY_NAME_MAX + 1];
     pthread_mutex_lock(&vm->lock);
     snprintf(pending, sizeof(pending), "%s", vm->vmx.applying_policy);
     pthread_mutex_unlock(&vm->lock);
-    return pending[0] != '\0' ? vmenc_vm_apply_storage_policy_ex(vm, principal, pending, opts) : VMENC_OK;
+    if (pending[0] != '\0')
+        VMENC_GUARD(vmenc_vm_apply_storage_policy_ex(vm, principal, pending, opts));
+    return clean_home(vm);
 }
 
 vmenc_status vmenc_vm_rekey_deep(vmenc_vm *vm, const char *principal, const vmenc_apply_options *opts) {
@@ -839,7 +1158,14 @@ vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principa
         return s;
     }
     s = check_plan(vm);
-    if (s == VMENC_OK && n > 0 && strcmp(vm->vmx.applying_policy, name) != 0) {
+    /* resuming this policy's application: the home may have its key while
+     * some state files are still plain (a crash between the two) */
+    bool resuming = strcmp(vm->vmx.applying_policy, name) == 0;
+    if (s == VMENC_OK && resuming && vm_is_encrypted(vm) && policy_encrypts_home(vm, name)) {
+        convert_arg a = {.from = NULL, .to = vm->vm_key};
+        s = for_each_state_file(vm, convert_one, &a);
+    }
+    if (s == VMENC_OK && n > 0 && !resuming) {
         /* Say durably which policy is being applied, so an interruption
          * (a crash, a stop from the progress callback) can be finished by
          * vmenc_vm_resume without the caller remembering it. */

@@ -19,6 +19,7 @@
 const vm_io_hooks *vm_io_hook;
 
 vmenc_status vm_io_sync(int fd) {
+    VMENC_GUARD(vmenc_fs_step(VMENC_FS_OP_FSYNC, NULL));
     if (vm_io_hook != NULL && vm_io_hook->sync != NULL)
         return vm_io_hook->sync(fd);
     return fdatasync(fd) == 0 ? VMENC_OK : vmenc_status_from_errno(errno);

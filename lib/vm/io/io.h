@@ -34,6 +34,13 @@ typedef struct vm_io_hooks {
     vmenc_status (*sync)(int fd);
 } vm_io_hooks;
 extern const vm_io_hooks *vm_io_hook;
+/* Durable steps (renames, unlinks, fsyncs of files and directories) of
+ * every VM path go through lib/core/fs.h's vmenc_fs_step_hook - vm_io_sync
+ * included, before the |sync| hook above - so one hook counts and stops
+ * the steps of a VM operation (tests/test_vm_crash_sweep.c). VM code
+ * renames, unlinks and fsyncs through vmenc_fs_rename / vmenc_fs_unlink /
+ * vmenc_fs_fsync / vmenc_fs_fsync_dir, never the raw calls. */
+
 /* vm_io_pwrite_all writes every byte at |off| (EINTR and short writes
  * retried; a write of 0 bytes is VMENC_E_IO); vm_io_sync is fdatasync.
  * Both go through the hooks when set. */

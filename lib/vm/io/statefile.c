@@ -366,8 +366,8 @@ vmenc_status vm_sf_flush(vm_sf *f) {
     VMENC_ENSURE(f != NULL, VMENC_E_INVALID_ARG);
     pthread_mutex_lock(&f->mu);
     vmenc_status rv = f->broken ? VMENC_E_IO : VMENC_OK;
-    if (rv == VMENC_OK && f->sync && !f->readonly && fsync(f->fd) != 0)
-        rv = vmenc_status_from_errno(errno);
+    if (rv == VMENC_OK && f->sync && !f->readonly)
+        rv = vmenc_fs_fsync(f->fd);
     pthread_mutex_unlock(&f->mu);
     return rv;
 }
@@ -409,8 +409,8 @@ static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *
     f->size = 0;
     memset(f->pt, 0, (size_t)SF_CHUNK);
     VMENC_GUARD(seal_record(f, 0, 0, true));
-    if (f->sync && fsync(f->fd) != 0)
-        return vmenc_status_from_errno(errno);
+    if (f->sync)
+        VMENC_GUARD(vmenc_fs_fsync(f->fd));
     return VMENC_OK;
 }
 
@@ -581,8 +581,8 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
     if (rv == VMENC_OK)
         rv = close_rv;
     (void)vm_sf_close(src);
-    if (rv == VMENC_OK && renameat(dirfd, tmp, dirfd, name) != 0)
-        rv = vmenc_status_from_errno(errno);
+    if (rv == VMENC_OK)
+        rv = vmenc_fs_rename(dirfd, tmp, name);
     if (rv != VMENC_OK) {
         if (dst != NULL)
             (void)unlinkat(dirfd, tmp, 0);
