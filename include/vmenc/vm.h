@@ -362,9 +362,17 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_clone(vmenc_vm *vm, const vmenc
 
 /* vmenc_disk_open opens disk |disk_id| of |vm| for I/O (policy as the flags
  * say; audited). A disk may be open once per VM at a time
- * (VMENC_E_BAD_STATE), and many threads may use that one handle. Fails with
- * VMENC_E_VM_LOCKED, VMENC_E_NOT_FOUND (no such disk), VMENC_E_DENIED,
- * VMENC_E_TRUNCATED (the extent is shorter than the capacity), VMENC_E_IO. */
+ * (VMENC_E_BAD_STATE), and many threads may use that one handle. The open
+ * takes the extent's image lock (docs/vm.md "Locks"): read-only shares
+ * with every opener but a conversion; read-write excludes other writers;
+ * a disk in the middle of a conversion is opened read-write as the
+ * conversion's owner and excludes everyone. Fails with VMENC_E_LOCKED
+ * (another open file description - another process, or another VM handle
+ * in this one - holds a conflicting lock: vmenc_vm_get_lock_holder names
+ * it), VMENC_E_BAD_PATH (the extent is not a regular file: a FIFO, a
+ * device, a link), VMENC_E_VM_LOCKED, VMENC_E_NOT_FOUND (no such disk),
+ * VMENC_E_DENIED, VMENC_E_TRUNCATED (the extent is shorter than the
+ * capacity), VMENC_E_IO. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal,
                                                         const char *disk_id, uint32_t flags,
                                                         vmenc_disk **out);
@@ -636,6 +644,43 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_config_set(vmenc_vm *vm, const 
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_config_get(vmenc_vm *vm, const char *principal,
                                                             const char *key, char *out, size_t out_cap,
                                                             size_t *out_len);
+
+/* ---- image locks (docs/vm.md "Locks") ----------------------------------------- */
+
+#define VMENC_LOCK_FIELD_MAX 256u
+#define VMENC_LOCK_MESSAGE_MAX 1024u
+/* The holder was named by its owner record (else only the conflicting
+ * permission is known: the record was missing, stale or unreadable). */
+#define VMENC_LOCK_HOLDER_KNOWN (1u << 0)
+
+/* vmenc_lock_holder: who holds the image lock an open or a conversion of
+ * this VM ran into (caller memory; struct_size first). The lock itself is
+ * the truth; these fields come from the owner record beside the file
+ * (FILE.lck), a hint written by the holder - never trusted to grant
+ * anything, shown so an operator knows whom to ask. A front end that finds
+ * |access| "writing" or "converting" and |program| its server (e.g.
+ * "nbdkit") knows the disk is served by that process. */
+typedef struct vmenc_lock_holder {
+    uint32_t struct_size;                   /* sizeof(vmenc_lock_holder) */
+    uint32_t flags;                         /* VMENC_LOCK_HOLDER_* */
+    int64_t pid;                            /* the holder's process ID; 0 = unknown */
+    uint64_t since_ms;                      /* UNIX time in ms it took the lock; 0 = unknown */
+    char file[VMENC_LOCK_FIELD_MAX];        /* the locked file in the VM home */
+    char conflict[16];                      /* the permission refused: "read", "write" or "convert" */
+    char access[16];                        /* what the holder does: "reading", "writing", "converting" */
+    char host[VMENC_LOCK_FIELD_MAX];        /* the holder's vmenc host ID ("" = unknown) */
+    char node[VMENC_LOCK_FIELD_MAX];        /* the holder's machine (uname nodename) */
+    char program[VMENC_LOCK_FIELD_MAX];     /* the holder's program ("nbdkit", "vmenc", ...) */
+    char operation[VMENC_LOCK_FIELD_MAX];   /* its operation ("disk.open", "disk.convert", ...) */
+    char message[VMENC_LOCK_MESSAGE_MAX];   /* one sentence: "in use by another process: ..." */
+} vmenc_lock_holder;
+
+/* vmenc_vm_get_lock_holder copies the holder of the lock behind the last
+ * VMENC_E_LOCKED that an open, a file open or a conversion of |vm| returned
+ * (in any thread) into |*out|. VMENC_E_NOT_FOUND when none did;
+ * VMENC_E_ABI_VERSION when out->struct_size is smaller than the first
+ * version of the struct. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_get_lock_holder(vmenc_vm *vm, vmenc_lock_holder *out);
 
 #ifdef __cplusplus
 }

@@ -375,6 +375,12 @@ static int open_disk(void) {
         st = vmenc_disk_get_size(g.disk, &g.size);
     if (st == VMENC_OK)
         st = vmenc_disk_get_sector_size(g.disk, &g.sector_size);
+    vmenc_lock_holder holder = {.struct_size = sizeof(holder)};
+    if (st == VMENC_E_LOCKED && vmenc_vm_get_lock_holder(g.vm, &holder) == VMENC_OK) {
+        /* another process has the disk: say who (docs/vm.md "Locks") */
+        nbdkit_error("vmenc: cannot open disk %s of VM '%s': %s", g.disk_id, g.vm_name, holder.message);
+        return -1;
+    }
     if (st != VMENC_OK) {
         nbdkit_error("vmenc: cannot open disk %s of VM '%s': %s", g.disk_id, g.vm_name, vmenc_strerror(st));
         return -1;

@@ -285,6 +285,7 @@ static vmenc_status finish(vmenc_disk *disk, vm_op *op) {
     if (s == VMENC_OK) {
         vm_cvt_free(c);
         disk->cvt = NULL;
+        (void)vm_disk_set_lock(disk, VM_LOCK_WRITE, NULL, NULL, 0); /* finished: others may read again */
     }
     return s;
 }
@@ -419,11 +420,17 @@ vmenc_status vmenc_disk_convert_begin(vmenc_disk *disk, const char *principal, v
     vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = policy_op_of(kind), .vm = vm->vmx.name,
                                .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
     VMENC_GUARD(vm_op_authorize(&op, &rq));
+    char why[VMENC_LOCK_MESSAGE_MAX] = ""; /* alone on the extent before anything is written */
+    vmenc_status s = vm_disk_set_lock(disk, VM_LOCK_CONVERT, "disk.convert", why, sizeof(why));
     pthread_mutex_lock(&vm->lock);
     vm_disk_entry *e = entry_of(disk);
-    vmenc_status s = e != NULL ? begin_locked(disk, e, kind, opts, &op) : VMENC_E_INTERNAL;
+    if (s == VMENC_OK)
+        s = e != NULL ? begin_locked(disk, e, kind, opts, &op) : VMENC_E_INTERNAL;
+    bool begun = e != NULL && vm_disk_desc_converting(&e->desc);
     pthread_mutex_unlock(&vm->lock);
-    return vm_op_finish(&op, s, NULL);
+    if (!begun)
+        (void)vm_disk_set_lock(disk, VM_LOCK_WRITE, NULL, NULL, 0); /* nothing began: others may read again */
+    return vm_op_finish(&op, s, why[0] != '\0' ? why : NULL);
 }
 
 /* ---- step and progress ---------------------------------------------------------------- */

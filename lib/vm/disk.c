@@ -7,6 +7,12 @@
  * lock: a disk's extent is immutable after open (its XTS context never
  * changes; a shallow rekey changes only the wrapped copy of the DEK).
  *
+ * Across processes, every open takes the file's image lock (io/imagelock.h,
+ * docs/vm.md "Locks"): read-only handles share, a read-write handle
+ * excludes other writers, a conversion (begun, or resumed by a read-write
+ * open) excludes everyone. A refusal is VMENC_E_LOCKED; its holder goes to
+ * the audit event's reason and to vmenc_vm_get_lock_holder.
+ *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <stdio.h>
@@ -46,8 +52,59 @@ static vmenc_status open_authorize(vmenc_vm *vm, vm_op *op, bool export, bool wr
     return authorize_as(vm, op, VMENC_OP_EXPORT_VM);
 }
 
+/* note_holder keeps |h| as the VM's last lock holder and copies its
+ * message to |why| (may be NULL). VM lock held. */
+static void note_holder(vmenc_vm *vm, const vmenc_lock_holder *h, char *why, size_t why_cap) {
+    vm->lock_holder = *h;
+    vm->has_lock_holder = true;
+    if (why != NULL && why_cap > 0)
+        snprintf(why, why_cap, "%s", h->message);
+}
+
+static vm_lock_owner owner_of(const vmenc_vm *vm, const char *operation) {
+    return (vm_lock_owner){.host_id = vm->host->host_id, .operation = operation};
+}
+
+vmenc_status vm_disk_set_lock(vmenc_disk *disk, vm_lock_mode mode, const char *operation, char *why,
+                              size_t why_cap) {
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    vmenc_status s = vm_extent_set_lock(disk->ext, mode, operation, &h);
+    if (s == VMENC_E_LOCKED) {
+        pthread_mutex_lock(&disk->vm->lock);
+        note_holder(disk->vm, &h, why, why_cap);
+        pthread_mutex_unlock(&disk->vm->lock);
+    }
+    return s;
+}
+
+vmenc_status vm_disk_file_has_data(vmenc_vm *vm, size_t i, bool *out) {
+    VMENC_ENSURE(i < vm->num_disks, VMENC_E_INTERNAL);
+    const vm_disk_entry *e = &vm->disks[i];
+    if (e->open)
+        return vm_extent_file_has_data(vm->dirfd, e->desc.extent_file, out);
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    vmenc_status s = vm_extent_file_has_data_idle(vm->dirfd, e->desc.extent_file, &h, out);
+    if (s == VMENC_E_LOCKED)
+        note_holder(vm, &h, NULL, 0);
+    return s;
+}
+
+vmenc_status vmenc_vm_get_lock_holder(vmenc_vm *vm, vmenc_lock_holder *out) {
+    VMENC_ENSURE(vm != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(out->struct_size >= sizeof(vmenc_lock_holder), VMENC_E_ABI_VERSION);
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = vm->has_lock_holder ? VMENC_OK : VMENC_E_NOT_FOUND;
+    if (s == VMENC_OK) {
+        uint32_t size = out->struct_size;
+        *out = vm->lock_holder;
+        out->struct_size = size;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
 static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t flags, vm_op *op,
-                                     vmenc_disk **out) {
+                                     vmenc_disk **out, char *why, size_t why_cap) {
     int i = vm_find_disk(vm, disk_id);
     VMENC_ENSURE(i >= 0, VMENC_E_NOT_FOUND);
     vm_disk_entry *e = &vm->disks[i];
@@ -67,8 +124,19 @@ static vmenc_status disk_open_locked(vmenc_vm *vm, const char *disk_id, uint32_t
     bool ro = (flags & VMENC_DISK_OPEN_READONLY) != 0;
     uint32_t xflags = (ro ? VM_EXTENT_READONLY : 0) | (vm_host_sync(vm->host) ? 0 : VM_EXTENT_NO_SYNC);
     uint64_t at = vm_disk_desc_converting(&e->desc) ? 0 : e->desc.data_offset; /* see vm_extent_convert_start */
-    s = vm_extent_open(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, at, xts, xflags,
-                       &d->ext);
+    vm_lock_owner owner = owner_of(vm, op->operation);
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    s = vm_extent_open_ex(vm->dirfd, e->desc.extent_file, e->desc.capacity, e->desc.sector_size, at, xts, xflags,
+                          &owner, &h, &d->ext);
+    /* a read-write open of a disk in the middle of a conversion resumes it:
+     * it is that conversion's owner from here on, alone on the file */
+    if (s == VMENC_OK && !ro && vm_disk_desc_converting(&e->desc) &&
+        (s = vm_extent_set_lock(d->ext, VM_LOCK_CONVERT, "disk.convert_resume", &h)) != VMENC_OK) {
+        (void)vm_extent_close(d->ext, false);
+        xts = NULL; /* the extent took it over */
+    }
+    if (s == VMENC_E_LOCKED)
+        note_holder(vm, &h, why, why_cap);
     if (s != VMENC_OK) {
         vmenc_xts_free(xts);
         goto fail;
@@ -108,13 +176,14 @@ vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *di
     pthread_mutex_lock(&vm->lock);
     vmenc_disk *d = NULL;
     bool resumed = false;
-    vmenc_status s = disk_open_locked(vm, disk_id, flags, &op, &d);
+    char why[VMENC_LOCK_MESSAGE_MAX] = "";
+    vmenc_status s = disk_open_locked(vm, disk_id, flags, &op, &d, why, sizeof(why));
     if (s == VMENC_OK && d->cvt != NULL) {
         resumed = true;
         op.operation = "disk.open_convert_resume";
     }
     pthread_mutex_unlock(&vm->lock);
-    s = vm_op_finish(&op, s, resumed ? "an interrupted in-place conversion resumes" : NULL);
+    s = vm_op_finish(&op, s, resumed ? "an interrupted in-place conversion resumes" : why[0] != '\0' ? why : NULL);
     if (s == VMENC_OK && resumed)
         s = vm_cvt_finish_if_done(d);
     if (s != VMENC_OK) {
@@ -182,7 +251,7 @@ vmenc_status vmenc_disk_close(vmenc_disk *disk) {
 /* ---- state files ----------------------------------------------------------- */
 
 static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint32_t index, uint32_t flags,
-                                     vmenc_vm_file *f) {
+                                     vmenc_vm_file *f, const vm_lock_owner *owner, vmenc_lock_holder *h) {
     VMENC_ENSURE(!vm_is_encrypted(vm) || vm->vm_key != NULL, VMENC_E_VM_LOCKED);
     VMENC_ENSURE(vm->vmx.new_key_safe == NULL || vm->new_vm_key != NULL, VMENC_E_VM_LOCKED);
     char name[VMENC_VM_NAME_MAX + 32];
@@ -193,13 +262,14 @@ static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint
          * under the next key (converted) or the current one (not yet): the
          * AEAD tells which; nothing unauthenticated is ever accepted. */
         if (vm->new_vm_key != NULL) {
-            vmenc_status s = vm_sf_open(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->new_vm_key,
-                                        flags & ~(uint32_t)(VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE), sync,
-                                        &f->sf);
+            vmenc_status s = vm_sf_open_ex(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->new_vm_key,
+                                           flags & ~(uint32_t)(VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE), sync,
+                                           owner, h, &f->sf);
             if (s != VMENC_E_AUTH && s != VMENC_E_NOT_FOUND)
                 return s; /* (a file made now is made under the current key; finishing converts it) */
         }
-        return vm_sf_open(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, flags, sync, &f->sf);
+        return vm_sf_open_ex(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, flags, sync, owner, h,
+                             &f->sf);
     }
     /* Swap: XTS over a fixed-size file, made on first open. */
     VMENC_ENSURE((flags & VMENC_VM_FILE_TRUNCATE) == 0, VMENC_E_INVALID_ARG);
@@ -208,9 +278,9 @@ static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint
     vmenc_xts *xts = NULL;
     if (vm->vm_key != NULL)
         VMENC_GUARD(vm_xts_for_vswp(vm->vm_key, &xts));
-    vmenc_status s = vm_extent_open(vm->dirfd, name, size, 4096, 0, xts, xflags, &f->ext);
+    vmenc_status s = vm_extent_open_ex(vm->dirfd, name, size, 4096, 0, xts, xflags, owner, h, &f->ext);
     if (s == VMENC_E_NOT_FOUND && (flags & VMENC_VM_FILE_CREATE))
-        s = vm_extent_open(vm->dirfd, name, size, 4096, 0, xts, xflags | VM_EXTENT_CREATE, &f->ext);
+        s = vm_extent_open_ex(vm->dirfd, name, size, 4096, 0, xts, xflags | VM_EXTENT_CREATE, owner, h, &f->ext);
     if (s != VMENC_OK)
         vmenc_xts_free(xts);
     return s;
@@ -245,8 +315,13 @@ vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_fi
     vmenc_vm_file *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return vm_op_finish(&op, VMENC_E_NOMEM, NULL);
+    vm_lock_owner owner = owner_of(vm, op.operation);
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    char why[VMENC_LOCK_MESSAGE_MAX] = "";
     pthread_mutex_lock(&vm->lock);
-    s = file_open_locked(vm, cls, index, flags & ~(uint32_t)VMENC_VM_FILE_EXPORT, f); /* policy only */
+    s = file_open_locked(vm, cls, index, flags & ~(uint32_t)VMENC_VM_FILE_EXPORT, f, &owner, &h); /* policy only */
+    if (s == VMENC_E_LOCKED)
+        note_holder(vm, &h, why, sizeof(why));
     if (s == VMENC_OK) {
         vm->open_handles++;
         vm_retain(vm);
@@ -256,7 +331,7 @@ vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_fi
     pthread_mutex_unlock(&vm->lock);
     if (s != VMENC_OK) {
         free(f);
-        return vm_op_finish(&op, s, NULL);
+        return vm_op_finish(&op, s, why[0] != '\0' ? why : NULL);
     }
     s = vm_op_finish(&op, VMENC_OK, NULL);
     if (s != VMENC_OK) {

@@ -122,6 +122,21 @@ struct vmenc_disk {
     vm_cvt *cvt;       /* an in-place conversion runs */
 };
 
+/* vm_disk_set_lock moves |disk|'s image lock to |mode| (CONVERT while an
+ * in-place conversion runs, WRITE after; docs/vm.md "Locks"). Without the
+ * VM lock. On VMENC_E_LOCKED the holder is noted for
+ * vmenc_vm_get_lock_holder and its message copied to |why| (cap |why_cap|;
+ * may be NULL) for the audit event's reason. */
+VMENC_INTERNAL vmenc_status vm_disk_set_lock(vmenc_disk *disk, vm_lock_mode mode, const char *operation, char *why,
+                                             size_t why_cap);
+
+/* vm_disk_file_has_data: does disk entry |i|'s extent hold data? For a
+ * key change without a data move: unless this VM has the disk open (then
+ * its handle's lock speaks for it), VMENC_E_LOCKED while any other opener
+ * has the extent open, the holder noted for vmenc_vm_get_lock_holder. VM
+ * lock held. */
+VMENC_INTERNAL vmenc_status vm_disk_file_has_data(vmenc_vm *vm, size_t i, bool *out);
+
 /* vm_cvt_resume sets up the interrupted conversion of disk entry |i| on a
  * freshly opened |disk| (VM lock held): reads the state file, starts the
  * extent's second layout, finishes at once if every segment had moved. */
@@ -162,6 +177,10 @@ struct vmenc_vm {
     vmenc_dek *new_vm_key;      /* during a deep rekey of the home: the next VM key */
     vm_disk_entry *disks;       /* vmx.num_disks entries */
     size_t num_disks;
+    /* the holder behind the last VMENC_E_LOCKED of an open or conversion
+     * (vmenc_vm_get_lock_holder); under |lock| */
+    bool has_lock_holder;
+    vmenc_lock_holder lock_holder;
     vm_missing_key *missing;
     size_t num_missing;
     bool locked;

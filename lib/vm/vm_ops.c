@@ -219,6 +219,9 @@ vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const char *principal, const cha
         s = VMENC_E_NOT_FOUND;
     if (s == VMENC_OK && vm->disks[i].open)
         s = VMENC_E_BAD_STATE;
+    bool has_data = false; /* another process serving the disk keeps it (VMENC_E_LOCKED, holder named) */
+    if (s == VMENC_OK && vm_disk_file_has_data(vm, (size_t)i, &has_data) == VMENC_E_LOCKED)
+        s = VMENC_E_LOCKED;
     if (s == VMENC_OK) {
         vm_disk_entry gone = vm->disks[i];
         memmove(&vm->disks[i], &vm->disks[i + 1], (vm->num_disks - (size_t)i - 1) * sizeof(*vm->disks));
@@ -394,8 +397,8 @@ static vmenc_status for_each_state_file(vmenc_vm *vm, state_file_fn fn, void *ar
 }
 
 static bool file_is_aead(int dirfd, const char *name) {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
+    int fd = -1; /* never a blocking open: a FIFO planted under a state file's name is not waited on */
+    if (vm_imagelock_openat(dirfd, name, O_RDONLY, 0, &fd) != VMENC_OK)
         return false;
     uint8_t magic[8];
     bool yes = pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) && memcmp(magic, "VMENCSF1", 8) == 0;
@@ -1123,7 +1126,7 @@ static vmenc_status disk_needs_move(vmenc_vm *vm, const vmenc_policy_action *a, 
     if (a->type != VMENC_ACTION_ENCRYPT_DISK && a->type != VMENC_ACTION_DECRYPT_DISK)
         return VMENC_OK;
     VMENC_ENSURE(a->disk < vm->num_disks, VMENC_E_INTERNAL);
-    return vm_extent_file_has_data(vm->dirfd, vm->disks[a->disk].desc.extent_file, out);
+    return vm_disk_file_has_data(vm, a->disk, out); /* refused while another process has it open */
 }
 
 vmenc_status vmenc_vm_apply_storage_policy_ex(vmenc_vm *vm, const char *principal, const char *name,

@@ -18,6 +18,16 @@
 
 #define IO_CHUNK (1u << 20)
 
+/* lock_why: ": <who holds it>" when |st| is an image-lock refusal of |vm|
+ * (docs/vm.md "Locks"), else "". Call before freeing |vm|. */
+static const char *lock_why(vmenc_vm *vm, vmenc_status st, char *buf, size_t cap) {
+    vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    buf[0] = '\0';
+    if (st == VMENC_E_LOCKED && vm != NULL && vmenc_vm_get_lock_holder(vm, &h) == VMENC_OK)
+        snprintf(buf, cap, ": %s", h.message);
+    return buf;
+}
+
 int open_vm(cli *c, const char *name, vmenc_vm **out, bool allow_locked) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
@@ -345,8 +355,10 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
                                   "of the policy", name, name, what, name);
     }
     if (st != VMENC_OK) {
+        char why[VMENC_LOCK_MESSAGE_MAX + 2];
+        lock_why(vm, st, why, sizeof(why));
         vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')", what, name, policy ? policy : def);
+        return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def, why);
     }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
@@ -394,8 +406,10 @@ static int vm_rekey(cli *c, args *a) {
                                   "('vmenc vm resume %s')", name, name);
     }
     if (st != VMENC_OK) {
+        char why[VMENC_LOCK_MESSAGE_MAX + 2];
+        lock_why(vm, st, why, sizeof(why));
         vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot %s rekey VM '%s'", deep ? "deep" : "shallow", name);
+        return cli_fail(c, st, "cannot %s rekey VM '%s'%s", deep ? "deep" : "shallow", name, why);
     }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
@@ -660,12 +674,14 @@ static int disk_read(cli *c, args *a) {
     fflush(stdout);
     free(buf);
     vmenc_status cs = vmenc_disk_close(d);
+    char why[VMENC_LOCK_MESSAGE_MAX + 2];
+    lock_why(vm, st, why, sizeof(why));
     vmenc_vm_free(vm);
     if (st == VMENC_OK)
         st = cs;
     if (g_interrupted)
         return EXIT_INTERRUPTED;
-    return st == VMENC_OK ? EXIT_OK : cli_fail(c, st, "cannot read disk %s of '%s'", disk, name);
+    return st == VMENC_OK ? EXIT_OK : cli_fail(c, st, "cannot read disk %s of '%s'%s", disk, name, why);
 }
 
 static int disk_write(cli *c, args *a) {
@@ -711,13 +727,15 @@ static int disk_write(cli *c, args *a) {
     progress_end(p);
     free(buf);
     vmenc_status cs = vmenc_disk_close(d);
+    char why[VMENC_LOCK_MESSAGE_MAX + 2];
+    lock_why(vm, st, why, sizeof(why));
     vmenc_vm_free(vm);
     if (st == VMENC_OK)
         st = cs;
     if (g_interrupted)
         return EXIT_INTERRUPTED;
     if (st != VMENC_OK)
-        return cli_fail(c, st, "cannot write disk %s of '%s'", disk, name);
+        return cli_fail(c, st, "cannot write disk %s of '%s'%s", disk, name, why);
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "vm", name);

@@ -67,6 +67,7 @@ typedef struct mode_lock {
 
 struct vm_extent {
     int fd;
+    vm_imagelock *lock; /* taken at open, dropped at close; never per I/O */
     uint64_t capacity;
     uint32_t sector_size;
     uint32_t sector_shift;
@@ -140,6 +141,12 @@ static vmenc_status decrypt_sectors(const vm_extent *e, const layout *l, uint64_
 
 vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
                             uint64_t data_offset, vmenc_xts *xts, uint32_t flags, vm_extent **out) {
+    return vm_extent_open_ex(dirfd, name, capacity, sector_size, data_offset, xts, flags, NULL, NULL, out);
+}
+
+vmenc_status vm_extent_open_ex(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
+                               uint64_t data_offset, vmenc_xts *xts, uint32_t flags, const vm_lock_owner *owner,
+                               vmenc_lock_holder *holder, vm_extent **out) {
     VMENC_ENSURE(out != NULL && name != NULL, VMENC_E_INVALID_ARG);
     VMENC_GUARD(vmenc_fs_name_check(name));
     VMENC_ENSURE(sector_size >= 512 && sector_size <= 65536 && (sector_size & (sector_size - 1)) == 0,
@@ -149,19 +156,22 @@ vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint
     VMENC_ENSURE(data_offset % sector_size == 0 && data_offset <= ((uint64_t)1 << 30), VMENC_E_INVALID_ARG);
     VMENC_ENSURE(xts == NULL || vmenc_xts_sector_size(xts) == sector_size, VMENC_E_INVALID_ARG);
     bool ro = (flags & VM_EXTENT_READONLY) != 0;
-    int oflags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW;
+    int oflags = ro ? O_RDONLY : O_RDWR;
     if (flags & VM_EXTENT_CREATE)
         oflags |= O_CREAT | O_EXCL;
-    int fd = openat(dirfd, name, oflags, 0600);
-    if (fd < 0)
-        return vmenc_status_from_errno(errno);
-    vmenc_status s = VMENC_OK;
+    /* never blocks (a FIFO planted as an extent is refused at once) and
+     * accepts regular files only */
+    int fd = -1;
+    VMENC_GUARD(vm_imagelock_openat(dirfd, name, oflags, 0600, &fd));
+    vm_imagelock *lock = NULL;
+    vmenc_status s = vm_imagelock_take(fd, dirfd, name, ro ? VM_LOCK_READ : VM_LOCK_WRITE, owner, holder, &lock);
+    if (s != VMENC_OK)
+        goto fail_unlink; /* a file we just made and could not lock is ours to remove */
     struct stat st;
     if (fstat(fd, &st) != 0) {
         s = vmenc_status_from_errno(errno);
         goto fail;
     }
-    VMENC_ENSURE_GOTO(s, S_ISREG(st.st_mode), VMENC_E_BAD_PATH, fail);
     if (flags & VM_EXTENT_CREATE) {
         if (ftruncate(fd, (off_t)(data_offset + capacity)) != 0) {
             s = vmenc_status_from_errno(errno);
@@ -177,6 +187,7 @@ vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint
     vm_extent *e = calloc(1, sizeof(*e));
     VMENC_ENSURE_GOTO(s, e != NULL, VMENC_E_NOMEM, fail_unlink);
     e->fd = fd;
+    e->lock = lock;
     e->capacity = capacity;
     e->sector_size = sector_size;
     e->sector_shift = (uint32_t)__builtin_ctz(sector_size);
@@ -192,8 +203,16 @@ fail_unlink:
     if (flags & VM_EXTENT_CREATE)
         (void)unlinkat(dirfd, name, 0);
 fail:
+    vm_imagelock_release(lock);
     close(fd);
     return s;
+}
+
+vmenc_status vm_extent_set_lock(vm_extent *e, vm_lock_mode mode, const char *operation, vmenc_lock_holder *holder) {
+    VMENC_ENSURE_REF(e);
+    VMENC_ENSURE(mode != VM_LOCK_READ || (e->flags & VM_EXTENT_READONLY), VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(mode == VM_LOCK_READ || !(e->flags & VM_EXTENT_READONLY), VMENC_E_BAD_STATE);
+    return vm_imagelock_set_mode(e->lock, mode, operation, holder);
 }
 
 uint64_t vm_extent_capacity(const vm_extent *e) { return e->capacity; }
@@ -584,11 +603,15 @@ vmenc_status vm_extent_reserve(vm_extent *e, uint64_t size, bool sync) {
     return VMENC_OK;
 }
 
-vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
+static vmenc_status has_data(int dirfd, const char *name, bool idle, vmenc_lock_holder *holder, bool *out) {
     VMENC_GUARD(vmenc_fs_name_check(name));
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return vmenc_status_from_errno(errno);
+    int fd = -1;
+    VMENC_GUARD(vm_imagelock_openat(dirfd, name, O_RDONLY, 0, &fd)); /* a FIFO: refused, not waited on */
+    vmenc_status s = idle ? vm_imagelock_probe(fd, dirfd, name, VM_LOCK_CONVERT, holder) : VMENC_OK;
+    if (s != VMENC_OK) {
+        close(fd);
+        return s;
+    }
     off_t pos = lseek(fd, 0, SEEK_DATA);
     int err = errno;
     close(fd);
@@ -604,10 +627,19 @@ vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
     return VMENC_OK;
 }
 
+vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out) {
+    return has_data(dirfd, name, false, NULL, out);
+}
+
+vmenc_status vm_extent_file_has_data_idle(int dirfd, const char *name, vmenc_lock_holder *holder, bool *out) {
+    return has_data(dirfd, name, true, holder, out);
+}
+
 vmenc_status vm_extent_close(vm_extent *e, bool flush) {
     if (e == NULL)
         return VMENC_OK;
     vmenc_status s = flush ? vm_extent_flush(e) : VMENC_OK;
+    vm_imagelock_release(e->lock); /* the record first: closing drops the lock */
     close(e->fd);
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_destroy(&e->stripes[i]);

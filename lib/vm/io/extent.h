@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/internal.h"
+#include "vm/io/imagelock.h"
 #include "vmenc/xts.h"
 
 /* ---- extents: the block engine under disks and swap (extent.c) ------------ */
@@ -32,6 +33,20 @@ typedef struct vm_extent vm_extent;
 VMENC_INTERNAL vmenc_status vm_extent_open(int dirfd, const char *name, uint64_t capacity, uint32_t sector_size,
                                            uint64_t data_offset, vmenc_xts *xts, uint32_t flags,
                                            vm_extent **out);
+/* vm_extent_open_ex is vm_extent_open naming the opener (|owner|, may be
+ * NULL) for the image lock every open takes (imagelock.h: READ when
+ * read-only, else WRITE), before the size check. A file that is not a
+ * regular file is VMENC_E_BAD_PATH at once (never a blocking open); a
+ * conflicting lock VMENC_E_LOCKED with |*holder| (may be NULL) filled. */
+VMENC_INTERNAL vmenc_status vm_extent_open_ex(int dirfd, const char *name, uint64_t capacity,
+                                              uint32_t sector_size, uint64_t data_offset, vmenc_xts *xts,
+                                              uint32_t flags, const vm_lock_owner *owner,
+                                              vmenc_lock_holder *holder, vm_extent **out);
+/* vm_extent_set_lock moves the extent's image lock to |mode| (CONVERT for
+ * the length of an in-place conversion): VMENC_E_LOCKED with |*holder|
+ * filled when another opener conflicts (nothing changed). */
+VMENC_INTERNAL vmenc_status vm_extent_set_lock(vm_extent *e, vm_lock_mode mode, const char *operation,
+                                               vmenc_lock_holder *holder);
 VMENC_INTERNAL vmenc_status vm_extent_pread(vm_extent *e, uint64_t offset, size_t len, uint8_t *out);
 VMENC_INTERNAL vmenc_status vm_extent_pwrite(vm_extent *e, uint64_t offset, const uint8_t *data, size_t len);
 VMENC_INTERNAL vmenc_status vm_extent_flush(vm_extent *e);
@@ -41,6 +56,13 @@ VMENC_INTERNAL bool vm_extent_encrypted(const vm_extent *e);
 /* vm_extent_has_data reports whether any byte of the file was ever written
  * (SEEK_DATA; a file system without holes reports data). */
 VMENC_INTERNAL vmenc_status vm_extent_file_has_data(int dirfd, const char *name, bool *out);
+/* vm_extent_file_has_data_idle is vm_extent_file_has_data for a decision
+ * that changes the file's key without moving data (an empty disk encrypted
+ * or decrypted by its descriptor alone): VMENC_E_LOCKED, |*holder| (may be
+ * NULL) filled, when any other opener has the file open - a server writing
+ * plaintext into a disk just declared encrypted is what this refuses. */
+VMENC_INTERNAL vmenc_status vm_extent_file_has_data_idle(int dirfd, const char *name, vmenc_lock_holder *holder,
+                                                         bool *out);
 /* In-place conversion (convert.c drives it; docs/reencryption.md).
  * vm_extent_convert_start sets the old layout at |old_offset| (with the
  * extent's own context) and adds the new layout (|new_offset|, |new_xts|

@@ -7,11 +7,11 @@
  * that drive it are lib/vm/ (this folder includes neither the root nor
  * anything above the VM layer).
  *
- * Room kept for the image lock of the next issue (DESIGN.md §11 "One
- * writer"): an open-file-description lock on the data file itself, one
- * byte per permission, taken at open and never per I/O (QEMU's
- * raw_apply_lock_bytes), through lib/core/lock.h; it belongs in this
- * folder, beside the engines that open the files.
+ * The image lock (DESIGN.md §11 "One writer"; docs/vm.md "Locks"): an
+ * open-file-description lock on the data file itself, one byte per
+ * permission, taken at open and never per I/O (QEMU's
+ * raw_apply_lock_bytes), through lib/core/lock.h, is imagelock.c; every
+ * datastore file the engines open goes through vm_imagelock_openat.
  *
  * Not installed; not part of the ABI.
  *

@@ -44,6 +44,7 @@
 struct vm_sf {
     pthread_mutex_t mu;
     int fd;
+    vm_imagelock *lock;        /* taken at open, dropped at close; never per I/O */
     bool plain;
     bool readonly;
     bool sync;
@@ -377,6 +378,7 @@ vmenc_status vm_sf_flush(vm_sf *f) {
 static void sf_free(vm_sf *f) {
     if (f == NULL)
         return;
+    vm_imagelock_release(f->lock); /* the record first: closing drops the lock */
     if (f->fd >= 0)
         (void)close(f->fd);
     vmenc_secure_free(f->gcm); /* wipes the key schedule */
@@ -445,30 +447,19 @@ static vmenc_status open_args_check(const char *name, uint8_t cls, const char *u
 
 /* open_fd opens (and with CREATE, exclusively creates first, so that only
  * a file made here is initialised: an existing empty file is a truncation,
- * not a new file). */
+ * not a new file). Never a blocking open: vm_imagelock_openat refuses
+ * anything but a regular file before it could wait (a planted FIFO). */
 static vmenc_status open_fd(int dirfd, const char *name, uint32_t flags, int *out_fd, bool *out_created) {
     int mode = (flags & VMENC_VM_FILE_READONLY) ? O_RDONLY : O_RDWR;
-    int base = mode | O_NOFOLLOW | O_CLOEXEC;
     *out_created = false;
-    int fd = -1;
     if (flags & VMENC_VM_FILE_CREATE) {
-        fd = openat(dirfd, name, base | O_CREAT | O_EXCL, 0600);
-        if (fd >= 0)
+        vmenc_status s = vm_imagelock_openat(dirfd, name, mode | O_CREAT | O_EXCL, 0600, out_fd);
+        if (s == VMENC_OK)
             *out_created = true;
-        else if (errno != EEXIST)
-            return vmenc_status_from_errno(errno);
+        if (s != VMENC_E_EXISTS)
+            return s;
     }
-    if (fd < 0)
-        fd = openat(dirfd, name, base | O_NONBLOCK);
-    if (fd < 0)
-        return vmenc_status_from_errno(errno);
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        (void)close(fd);
-        return VMENC_E_BAD_PATH;
-    }
-    *out_fd = fd;
-    return VMENC_OK;
+    return vm_imagelock_openat(dirfd, name, mode, 0, out_fd);
 }
 
 static vmenc_status sf_alloc(bool plain, vm_sf **out) {
@@ -511,6 +502,12 @@ static vmenc_status sf_setup(vm_sf *f, bool created, uint8_t cls, uint32_t index
 
 vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
                         const vmenc_dek *vm_key, uint32_t flags, bool sync, vm_sf **out) {
+    return vm_sf_open_ex(dirfd, name, cls, index, uuid, vm_key, flags, sync, NULL, NULL, out);
+}
+
+vmenc_status vm_sf_open_ex(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
+                           const vmenc_dek *vm_key, uint32_t flags, bool sync, const vm_lock_owner *owner,
+                           vmenc_lock_holder *holder, vm_sf **out) {
     VMENC_ENSURE(dirfd >= 0 && out != NULL, VMENC_E_INVALID_ARG);
     VMENC_GUARD(open_args_check(name, cls, uuid, vm_key, flags));
     vm_sf *f = NULL;
@@ -519,6 +516,9 @@ vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index
     f->readonly = (flags & VMENC_VM_FILE_READONLY) != 0;
     f->sync = sync;
     vmenc_status rv = open_fd(dirfd, name, flags, &f->fd, &created);
+    if (rv == VMENC_OK)
+        rv = vm_imagelock_take(f->fd, dirfd, name, f->readonly ? VM_LOCK_READ : VM_LOCK_WRITE, owner, holder,
+                               &f->lock);
     if (rv == VMENC_OK)
         rv = sf_setup(f, created, cls, index, uuid, vm_key, flags);
     if (rv == VMENC_OK && created && sync)
@@ -569,7 +569,9 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
     VMENC_GUARD(convert_tmp_name(name, tmp));
     vm_sf *src = NULL, *dst = NULL;
     VMENC_GUARD(vm_sf_open(dirfd, name, cls, index, from_uuid, from_key, VMENC_VM_FILE_READONLY, false, &src));
-    vmenc_status rv = vm_sf_open(dirfd, tmp, cls, index, to_uuid, to_key, VMENC_VM_FILE_CREATE, sync, &dst);
+    vmenc_status rv = vm_imagelock_set_mode(src->lock, VM_LOCK_CONVERT, "vm.file_convert", NULL);
+    if (rv == VMENC_OK)
+        rv = vm_sf_open(dirfd, tmp, cls, index, to_uuid, to_key, VMENC_VM_FILE_CREATE, sync, &dst);
     uint8_t *buf = vmenc_secure_alloc((size_t)SF_CHUNK);
     if (rv == VMENC_OK && buf == NULL)
         rv = VMENC_E_NOMEM;
@@ -580,9 +582,10 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
     vmenc_status close_rv = vm_sf_close(dst);
     if (rv == VMENC_OK)
         rv = close_rv;
-    (void)vm_sf_close(src);
+    /* renamed while the source's conversion lock is still held */
     if (rv == VMENC_OK)
         rv = vmenc_fs_rename(dirfd, tmp, name);
+    (void)vm_sf_close(src);
     if (rv != VMENC_OK) {
         if (dst != NULL)
             (void)unlinkat(dirfd, tmp, 0);

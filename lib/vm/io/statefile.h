@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 #include "vm/format/statefile_header.h"
+#include "vm/io/imagelock.h"
 #include "vmenc/keys.h"
 #include "vmenc/vm.h"
 
@@ -30,6 +31,14 @@ typedef struct vm_sf vm_sf;
 VMENC_INTERNAL vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index,
                                        const char *uuid, const vmenc_dek *vm_key, uint32_t flags, bool sync,
                                        vm_sf **out);
+/* vm_sf_open_ex is vm_sf_open naming the opener (|owner|, may be NULL) for
+ * the image lock every open takes (imagelock.h: READ when read-only, else
+ * WRITE) before the file is read: VMENC_E_LOCKED with |*holder| (may be
+ * NULL) filled when another opener conflicts; a file that is not a regular
+ * file is VMENC_E_BAD_PATH at once (a FIFO is never waited on). */
+VMENC_INTERNAL vmenc_status vm_sf_open_ex(int dirfd, const char *name, uint8_t cls, uint32_t index,
+                                          const char *uuid, const vmenc_dek *vm_key, uint32_t flags, bool sync,
+                                          const vm_lock_owner *owner, vmenc_lock_holder *holder, vm_sf **out);
 /* Same contract as vmenc_vm_file_pread/_pwrite/_get_size/_flush. Calls are
  * serialised by a mutex inside. */
 VMENC_INTERNAL vmenc_status vm_sf_pread(vm_sf *f, uint64_t offset, size_t len, uint8_t *out, size_t *out_read);
