@@ -1019,6 +1019,25 @@ static bool cvt_named(const vmenc_vm *vm, const char *name) {
     return false;
 }
 
+/* stale_owner_record: is |name| an image lock's owner record ("FILE.lck",
+ * lib/vm/io/imagelock.c) left by a process that died, for a file that is
+ * itself debris (a temporary) or gone? Nobody can hold a lock on such a
+ * file, so its record is only clutter. Records of live files stay: the lock
+ * decides, the record is a hint that names a dead holder harmlessly. */
+static bool stale_owner_record(int dirfd, const char *name) {
+    size_t n = strlen(name);
+    if (!ends_with(name, n, ".lck") || n - 4 >= 300)
+        return false;
+    char file[300];
+    memcpy(file, name, n - 4);
+    file[n - 4] = '\0';
+    size_t base = 0;
+    if (tmp_base_len(file, &base))
+        return true;
+    struct stat st;
+    return fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+}
+
 /* wipe_file overwrites a regular file with zeros and syncs it before it is
  * unlinked: a configuration or descriptor temporary may hold a wrapped key
  * (a retired one, still unwrappable under a live KEK). */
@@ -1060,6 +1079,16 @@ static vmenc_status sweep_debris(vmenc_vm *vm) {
         size_t base = 0;
         bool tmp = tmp_base_len(n, &base);
         bool cvt = !tmp && ends_with(n, strlen(n), ".cvt") && !cvt_named(vm, n);
+        bool lck = !tmp && !cvt && stale_owner_record(vm->dirfd, n);
+        if (lck) {
+            if (vmenc_fs_name_check(n) != VMENC_OK)
+                continue;
+            s = vmenc_fs_unlink(vm->dirfd, n);
+            if (s == VMENC_E_NOT_FOUND)
+                s = VMENC_OK;
+            removed = true;
+            continue;
+        }
         if (!tmp && !cvt)
             continue;
         if (vmenc_fs_name_check(n) != VMENC_OK)
