@@ -2,7 +2,9 @@
  * fuzz/vmx_fuzz.c - the .vmx parser (and the key = "value" layer under
  * it) with a round-trip oracle: the canonical text of anything that parses
  * must parse again to the same fields and the same text, and syncing the
- * parsed struct back into its kv must change nothing.
+ * parsed struct back into its kv must change nothing. Also the sealed
+ * entries' values that steer (docs/vm-format.md "Sealed steering facts"):
+ * a vmenc.disk.<id> value that parses formats back to the same bytes.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -76,8 +78,24 @@ static void vmx_round_trip(const uint8_t *data, size_t size) {
     vm_vmx_cleanup(&again);
 }
 
+/* sealed_disk_round_trip: the input (up to a NUL) as a sealed disk value. */
+static void sealed_disk_round_trip(const uint8_t *data, size_t size) {
+    char value[1024], again[1024];
+    size_t n = size < sizeof(value) - 1 ? size : sizeof(value) - 1;
+    memcpy(value, data, n);
+    value[n] = '\0';
+    vm_sealed_disk d;
+    if (vm_sealed_disk_parse(value, &d) != VMENC_OK)
+        return;
+    if (vm_sealed_disk_format(&d, again, sizeof(again)) != VMENC_OK || strcmp(value, again) != 0)
+        abort();
+    if (d.has_next && !d.has_geometry)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_round_trip(data, size);
+    sealed_disk_round_trip(data, size);
     vmx_round_trip(data, size);
     /* The sealed outer form on its own. */
     (void)vm_sealed_decode_outer((const char *)data, size);

@@ -41,7 +41,7 @@ expect 0 "--help" -- "$VMENC" --help
 for noun in init kms vm disk file policy coredump migrate audit bench demo; do
     expect 0 "$noun --help" -- "$VMENC" $noun --help
 done
-for v in "kms add" "vm create" "vm rekey" "vm resume" "disk read" "disk convert-status" "disk convert-rollback" \
+for v in "kms add" "vm create" "vm rekey" "vm resume" "disk read" "disk convert-status" "disk convert-rollback" "disk convert-recover" \
          "policy check" "policy host" "audit verify" "coredump export" "coredump open" "migrate send" "migrate receive"; do
     expect 0 "$v --help" -- "$VMENC" $v --help
 done
@@ -222,6 +222,11 @@ expect 0 "vm status of a half-converted VM" -- "$VMENC" --json vm status big
 json "j['disks'][0]['state'] == 'encrypting'" "vm status shows encrypting"
 expect 0 "disk read in the middle of the conversion" -- bash -c "\"$VMENC\" disk read big scsi0:0 > \"$T/back\""
 cmp -s "$T/big" "$T/back" && ok "every byte reads right half way" || bad "every byte reads right half way"
+mv "$W"/datastore/big/*.cvt "$T/" # a lost conversion state file (issue 20, point 10)
+expect 7 "a lost state file stops the disk" -- "$VMENC" disk convert-status big
+expect 3 "bob may not recover the state" -- "$VMENC" --user bob disk convert-recover big scsi0:0
+expect 0 "disk convert-recover" -- "$VMENC" --json disk convert-recover big scsi0:0
+json "j['rebuilt'] and 0 < j['segments_done'] < j['segments_total'] == 48" "convert-recover JSON: rebuilt from the data"
 expect 3 "carol (no permission) may not resume" -- "$VMENC" --user carol vm resume big
 expect 0 "vm resume" -- "$VMENC" --json vm resume big
 json "j['resumed'] == 1 and j['disks'][0]['state'] == 'encrypted' and j['conversions'][0]['done']" "resume JSON"

@@ -488,6 +488,40 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_step(vmenc_disk *disk
  * conversion runs or it has already moved every segment. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_rollback(vmenc_disk *disk, const char *principal);
 
+/* What vmenc_disk_convert_recover found. Set struct_size. */
+typedef struct vmenc_convert_recovery {
+    uint32_t struct_size;
+    char state_file[256];     /* the conversion's state file, in the VM home */
+    uint64_t segments_total;
+    uint64_t segments_done;   /* VMENC_OK: the progress now on record */
+    uint32_t flags;           /* VMENC_RECOVERY_REBUILT: a new state file was written */
+    /* VMENC_E_INTERRUPTED: the segments (disk order) whose data may be in
+     * either layout, and the same as guest bytes; 0 otherwise */
+    uint64_t unknown_first, unknown_count;
+    uint64_t unknown_offset, unknown_bytes;
+} vmenc_convert_recovery;
+
+#define VMENC_RECOVERY_REBUILT (1u << 0)
+
+/* vmenc_disk_convert_recover rebuilds the state file of disk |disk_id|'s
+ * interrupted conversion when it is missing, damaged, forged or of an old
+ * version (the disk's open then fails, naming it in the audit log). The
+ * disk must not be open. It reads both layouts of every segment through
+ * the descriptor's two keys: the one segment whose two copies hold the same
+ * data is the last one moved (with a segment in flight, two neighbours that
+ * each agree in part), which gives the progress exactly; the new
+ * state file is written and the disk opens and resumes as usual. Needs the
+ * conversion's privilege (as vmenc_disk_convert_begin); audited
+ * "disk.convert_recover". A readable state file is left as it is (VMENC_OK,
+ * flags 0). Failures: VMENC_E_INTERRUPTED if the data cannot tell (the
+ * range in |out| is the segments in doubt; nothing is changed),
+ * VMENC_E_BAD_STATE (no conversion, or the disk is open), VMENC_E_VM_LOCKED
+ * (a key is missing), VMENC_E_AUTH (the sealed configuration does not name
+ * the descriptor's next key record), VMENC_E_NOT_FOUND, VMENC_E_DENIED. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_recover(vmenc_vm *vm, const char *principal,
+                                                                   const char *disk_id,
+                                                                   vmenc_convert_recovery *out);
+
 /* vmenc_disk_convert_get_progress fills |out| (done = 1 and the final
  * state if no conversion runs). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_get_progress(vmenc_disk *disk,

@@ -38,7 +38,7 @@
 
 static vmenc_status write_slot(vm_cvt *c, const vm_cvt_slot *slot) {
     uint8_t img[VM_CVT_SLOT_BYTES];
-    vm_cvt_slot_serialize(slot, img);
+    vm_cvt_slot_serialize(c->mac_key, slot, img);
     /* slot seq % 2 is the one we overwrite: the other keeps the last
      * durable state if this write tears */
     uint64_t off = (slot->seq % 2 == 1) ? 0 : VM_CVT_SLOT_STRIDE;
@@ -79,13 +79,20 @@ static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first)
     return VMENC_OK;
 }
 
-static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id) {
-    int fd = openat(dirfd, c->name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id, unsigned *out_num_valid) {
+    *out_num_valid = 0;
+    int fd = openat(dirfd, c->name, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? VMENC_E_INTERRUPTED : vmenc_status_from_errno(errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return VMENC_E_BAD_PATH; /* a FIFO or device planted as the state file */
+    }
     uint8_t s0[VM_CVT_SLOT_BYTES], s1[VM_CVT_SLOT_BYTES];
     ssize_t n0 = pread(fd, s0, sizeof(s0), 0), n1 = pread(fd, s1, sizeof(s1), VM_CVT_SLOT_STRIDE);
-    vmenc_status s = vm_cvt_slot_pick(s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id, &c->slot);
+    vmenc_status s = vm_cvt_slot_pick(c->mac_key, s0, n0 > 0 ? (size_t)n0 : 0, s1, n1 > 0 ? (size_t)n1 : 0, id,
+                                      &c->slot, out_num_valid);
     if (s != VMENC_OK) {
         close(fd);
         return s;
@@ -113,6 +120,7 @@ void vm_cvt_free(vm_cvt *c) {
         vmenc_memzero(c->buf, (size_t)c->slot.seg_bytes);
         free(c->buf);
     }
+    vmenc_secure_free(c->mac_key);
     free(c);
 }
 
@@ -132,6 +140,50 @@ static vmenc_status cvt_new(const char *extent, uint64_t id, uint64_t seg_bytes,
     c->t0_ns = vmenc_now_monotonic_ns();
     *out = c;
     return VMENC_OK;
+}
+
+/* ---- the slot key ------------------------------------------------------------------ */
+
+static vmenc_convert_kind kind_of(vmenc_disk_state st);
+
+/* slot_dek: the conversion's key on the encrypted side, from which its slot
+ * key is derived (docs/reencryption.md): the new DEK of an encryption, the
+ * old DEK of a decryption or deep rekey. Every conversion has one, in a
+ * plain VM home as in an encrypted one. */
+static const vmenc_dek *slot_dek(vmenc_convert_kind kind, const vmenc_dek *old_dek, const vmenc_dek *new_dek) {
+    return kind == VMENC_CONVERT_ENCRYPT ? new_dek : old_dek;
+}
+
+/* binding_of fills what the slot key is bound to from a converting
+ * descriptor. */
+static vmenc_status binding_of(const vm_disk_desc *d, vm_cvt_binding *b) {
+    memset(b, 0, sizeof(*b));
+    b->vm_uuid = d->vm_uuid;
+    b->disk_id = d->disk_id;
+    b->id = d->cvt_id;
+    b->kind = (uint8_t)kind_of(d->state);
+    b->from_offset = d->data_offset;
+    b->to_offset = d->cvt_target_offset;
+    b->has_old = d->key_safe != NULL;
+    b->has_new = d->new_key_safe != NULL;
+    if (b->has_old)
+        VMENC_GUARD(vm_record_hash(d->key_safe, b->old_record));
+    if (b->has_new)
+        VMENC_GUARD(vm_record_hash(d->new_key_safe, b->new_record));
+    return VMENC_OK;
+}
+
+/* cvt_set_key derives |c|'s slot key for converting descriptor |d| whose
+ * old and new DEKs are given (VMENC_E_VM_LOCKED if the one needed is not). */
+static vmenc_status cvt_set_key(vm_cvt *c, const vm_disk_desc *d, const vmenc_dek *old_dek,
+                                const vmenc_dek *new_dek) {
+    const vmenc_dek *k = slot_dek(kind_of(d->state), old_dek, new_dek);
+    VMENC_ENSURE(k != NULL, VMENC_E_VM_LOCKED);
+    vm_cvt_binding b;
+    VMENC_GUARD(binding_of(d, &b));
+    if (c->mac_key == NULL && (c->mac_key = vmenc_secure_alloc(VM_CVT_SLOT_KEY_BYTES)) == NULL)
+        return VMENC_E_NOMEM;
+    return vm_cvt_slot_key(k, &b, c->mac_key);
 }
 
 /* ---- descriptors of the phases -------------------------------------------------- */
@@ -304,23 +356,24 @@ static vmenc_status begin_locked(vmenc_disk *disk, vm_disk_entry *e, vmenc_conve
     VMENC_GUARD_GOTO(s, vm_extent_reserve(disk->ext, seg + d.capacity, vm_host_sync(vm->host)), fail);
     VMENC_GUARD_GOTO(s, cvt_new(d.extent_file, d.cvt_id, seg, vm_host_sync(vm->host), &c), fail);
     c->kind = kind;
+    VMENC_GUARD_GOTO(s, cvt_set_key(c, &d, e->dek, new_dek), fail);
     vm_cvt_slot first = {.id = d.cvt_id, .seq = 1, .done_segs = 0,
                          .num_segs = (d.capacity + seg - 1) / seg, .seg_bytes = seg};
     VMENC_GUARD_GOTO(s, create_state(vm->dirfd, c, &first), fail);
     vm_disk_desc old = e->desc;
     e->desc = d; /* the sealed list follows the table */
-    if (kind == VMENC_CONVERT_DECRYPT) {
-        s = vm_write_config(vm); /* "plain" in the sealed list before the descriptor says decrypting */
-        if (s != VMENC_OK) {
-            e->desc = old;
-            goto fail_state;
-        }
+    /* The sealed list first: "plain" before the descriptor says decrypting,
+     * and the next key record before a descriptor names it (an encryption,
+     * a deep rekey), so a descriptor naming any other record is refused. */
+    s = vm_write_config(vm);
+    if (s != VMENC_OK) {
+        e->desc = old;
+        goto fail_state;
     }
     s = vm_write_descriptor(vm, e->desc_name, &d);
     if (s != VMENC_OK) {
         e->desc = old;
-        if (kind == VMENC_CONVERT_DECRYPT)
-            (void)vm_write_config(vm);
+        (void)vm_write_config(vm);
         goto fail_state;
     }
     vm_disk_desc_cleanup(&old);
@@ -499,11 +552,23 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
         return s;
     }
     c->kind = kind_of(d.state);
-    /* the reverse run's own state file first, then the descriptor (the
+    /* the keys turn round: the reverse run's old DEK is the forward's new */
+    s = cvt_set_key(c, &d, e->new_dek, e->dek);
+    /* the reverse run's own state file first, then (a run that now ends
+     * encrypted) the sealed next key record, then the descriptor (the
      * commit point); a crash between leaves the forward run intact */
     vm_cvt_slot first = {.id = id, .seq = 1, .done_segs = total - done, .num_segs = total,
                          .seg_bytes = d.cvt_segment};
-    s = create_state(vm->dirfd, c, &first);
+    if (s == VMENC_OK)
+        s = create_state(vm->dirfd, c, &first);
+    if (s == VMENC_OK && d.new_key_safe != NULL) {
+        vm_disk_desc fwd = e->desc;
+        e->desc = d;
+        s = vm_write_config(vm);
+        e->desc = fwd;
+        if (s != VMENC_OK)
+            (void)unlinkat(vm->dirfd, c->name, 0);
+    }
     if (s == VMENC_OK) {
         s = vm_write_descriptor(vm, e->desc_name, &d);
         if (s != VMENC_OK)
@@ -551,6 +616,22 @@ vmenc_status vmenc_disk_convert_rollback(vmenc_disk *disk, const char *principal
     return vm_op_finish(&op, s, NULL);
 }
 
+/* state_problem audits, naming the file, why a conversion's state file
+ * was not believed (the caller's own event carries only the status). */
+static void state_problem(vmenc_vm *vm, const char *principal, const char *disk_id, const char *file,
+                          vmenc_status s) {
+    char reason[512];
+    const char *why = s == VMENC_E_INTERRUPTED   ? "is missing or empty"
+                      : s == VMENC_E_AUTH        ? "fails its MAC (damaged, forged, or another conversion's)"
+                      : s == VMENC_E_BAD_VERSION ? "is version 1 (unauthenticated), not believed"
+                                                 : "cannot be read";
+    snprintf(reason, sizeof(reason), "conversion state file %.300s %s; run 'vmenc disk convert-recover'", file, why);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "disk.convert_state", NULL);
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk_id);
+    (void)vm_op_finish(&op, s, reason);
+}
+
 /* ---- resume on open ------------------------------------------------------------------- */
 
 vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
@@ -560,10 +641,15 @@ vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
     vm_cvt *c = NULL;
     VMENC_GUARD(cvt_new(d->extent_file, d->cvt_id, d->cvt_segment, vm_host_sync(vm->host), &c));
     c->kind = kind_of(d->state);
-    vmenc_status s = read_state(vm->dirfd, c, d->cvt_id);
+    unsigned num_valid = 0;
+    vmenc_status s = cvt_set_key(c, d, e->dek, e->new_dek);
+    if (s == VMENC_OK)
+        s = read_state(vm->dirfd, c, d->cvt_id, &num_valid);
     if (s == VMENC_OK && (c->slot.seg_bytes != d->cvt_segment ||
                           c->slot.num_segs != (d->capacity + d->cvt_segment - 1) / d->cvt_segment))
-        s = VMENC_E_PARSE; /* a state file of another geometry */
+        s = VMENC_E_AUTH; /* authentic, yet not this descriptor's geometry */
+    if (s != VMENC_OK && s != VMENC_E_VM_LOCKED && s != VMENC_E_NOMEM)
+        state_problem(vm, op->principal, disk->disk_id, c->name, s);
     vmenc_xts *new_xts = NULL;
     if (s == VMENC_OK && e->new_dek != NULL)
         s = vmenc_xts_new_from_dek(e->new_dek, d->sector_size, &new_xts);
@@ -603,4 +689,280 @@ vmenc_status vm_cvt_finish_if_done(vmenc_disk *disk) {
     vm_op_init(&op, disk->vm->host, who, "disk.convert_end", NULL);
     snprintf(op.target, sizeof(op.target), "%s/%s", disk->vm->vmx.name, disk->disk_id);
     return vm_op_finish(&op, finish(disk, &op), NULL);
+}
+
+/* ---- recovery of a lost state file ------------------------------------------------------ */
+
+#define RECOVERY_V1_SIZE (offsetof(vmenc_convert_recovery, unknown_bytes) + sizeof(uint64_t))
+#define SCAN_CHUNK ((size_t)1 << 20)
+
+/* What one segment's two copies say, sector by sector: the copies hold the
+ * same data in a sector that is not zero ("anchor": only the last segment
+ * moved, or the one in flight, can, since every other segment's old place
+ * already holds its neighbour's new copy, and the reverse), or differ
+ * somewhere. |agree| (if not NULL, one byte per sector) marks the sectors
+ * whose two views are equal. */
+typedef struct seg_view {
+    bool anchor, differs;
+    size_t num_sectors;
+} seg_view;
+
+typedef struct scan {
+    vm_extent *old_l, *new_l;
+    uint8_t *a, *b;
+    uint64_t capacity, seg;
+    uint32_t sector_size;
+} scan;
+
+static vmenc_status view_segment(scan *sc, uint64_t index, seg_view *out, uint8_t *agree) {
+    out->anchor = out->differs = false;
+    uint64_t start = index * sc->seg, end = start + sc->seg < sc->capacity ? start + sc->seg : sc->capacity;
+    out->num_sectors = (size_t)((end - start) / sc->sector_size);
+    size_t sector = 0;
+    for (uint64_t off = start; off < end;) {
+        size_t n = end - off < SCAN_CHUNK ? (size_t)(end - off) : SCAN_CHUNK;
+        VMENC_GUARD(vm_extent_pread(sc->old_l, off, n, sc->a));
+        VMENC_GUARD(vm_extent_pread(sc->new_l, off, n, sc->b));
+        for (size_t i = 0; i < n; i += sc->sector_size, sector++) {
+            bool same = memcmp(sc->a + i, sc->b + i, sc->sector_size) == 0;
+            if (agree != NULL)
+                agree[sector] = same;
+            if (!same) {
+                out->differs = true;
+                continue;
+            }
+            for (size_t j = 0; j < sc->sector_size && !out->anchor; j++)
+                out->anchor = sc->a[i + j] != 0;
+        }
+        off += n;
+    }
+    return VMENC_OK;
+}
+static vmenc_status scan_open(vmenc_vm *vm, const vm_disk_entry *e, scan *sc) {
+    const vm_disk_desc *d = &e->desc;
+    memset(sc, 0, sizeof(*sc));
+    sc->capacity = d->capacity;
+    sc->seg = d->cvt_segment;
+    sc->sector_size = d->sector_size;
+    vmenc_xts *ox = NULL, *nx = NULL;
+    vmenc_status s = VMENC_OK;
+    if (e->dek != NULL)
+        s = vmenc_xts_new_from_dek(e->dek, d->sector_size, &ox);
+    if (s == VMENC_OK && e->new_dek != NULL)
+        s = vmenc_xts_new_from_dek(e->new_dek, d->sector_size, &nx);
+    if (s == VMENC_OK && (s = vm_extent_open(vm->dirfd, d->extent_file, d->capacity, d->sector_size,
+                                             d->data_offset, ox, VM_EXTENT_READONLY, &sc->old_l)) == VMENC_OK)
+        ox = NULL;
+    if (s == VMENC_OK && (s = vm_extent_open(vm->dirfd, d->extent_file, d->capacity, d->sector_size,
+                                             d->cvt_target_offset, nx, VM_EXTENT_READONLY, &sc->new_l)) == VMENC_OK)
+        nx = NULL;
+    vmenc_xts_free(ox);
+    vmenc_xts_free(nx);
+    if (s == VMENC_OK && ((sc->a = malloc(SCAN_CHUNK)) == NULL || (sc->b = malloc(SCAN_CHUNK)) == NULL))
+        s = VMENC_E_NOMEM;
+    return s;
+}
+
+static void scan_close(scan *sc) {
+    if (sc->old_l != NULL)
+        (void)vm_extent_close(sc->old_l, false);
+    if (sc->new_l != NULL)
+        (void)vm_extent_close(sc->new_l, false);
+    if (sc->a != NULL) {
+        vmenc_memzero(sc->a, SCAN_CHUNK); /* guest data */
+        free(sc->a);
+    }
+    if (sc->b != NULL) {
+        vmenc_memzero(sc->b, SCAN_CHUNK);
+        free(sc->b);
+    }
+}
+
+/* complementary: with position |q| moved and |q|+1 in flight, each sector
+ * of q's old place is still q's (q's views agree) or already q+1's new copy
+ * (q+1's views agree there): every sector agrees in one of the two. */
+static bool complementary(const uint8_t *aq, size_t nq, const uint8_t *aq1, size_t nq1) {
+    size_t n = nq > nq1 ? nq : nq1;
+    for (size_t s = 0; s < n; s++)
+        if (!((s < nq && aq[s]) || (s < nq1 && aq1[s])))
+            return false;
+    return true;
+}
+
+/* infer_done works out how many segments had moved from the data alone.
+ * Segments are taken in the order they move (positions): down = disk
+ * order, up = reverse. Exactly one anchor p whose copies agree everywhere:
+ * p was the last moved and p+1 had not begun, progress p+1. Exactly two
+ * anchors q, q+1, both partial and complementary: q+1 was in flight over
+ * q's old place, progress q+1 (q read from its complete new copy, q+1 from
+ * its intact old one). Anything else leaves the positions |*out_lo..*out_hi|
+ * in doubt: VMENC_E_INTERRUPTED. */
+static vmenc_status infer_done(scan *sc, bool down, uint64_t num, uint64_t *out_done, uint64_t *out_lo,
+                               uint64_t *out_hi) {
+    size_t per_seg = (size_t)(sc->seg / sc->sector_size);
+    uint8_t *maps[3] = {calloc(per_seg, 1), calloc(per_seg, 1), calloc(per_seg, 1)};
+    vmenc_status s = maps[0] != NULL && maps[1] != NULL && maps[2] != NULL ? VMENC_OK : VMENC_E_NOMEM;
+    uint64_t anchors = 0, at[2] = {0, 0}, first_diff = UINT64_MAX, last_diff = 0;
+    seg_view kept[2];
+    for (uint64_t p = 0; s == VMENC_OK && p < num; p++) {
+        seg_view v;
+        uint8_t *map = anchors < 2 ? maps[anchors] : maps[2];
+        s = view_segment(sc, down ? p : num - 1 - p, &v, map);
+        if (s != VMENC_OK)
+            break;
+        if (v.anchor) {
+            if (anchors < 2) {
+                at[anchors] = p;
+                kept[anchors] = v;
+            }
+            anchors++;
+        }
+        if (v.differs) {
+            first_diff = first_diff == UINT64_MAX ? p : first_diff;
+            last_diff = p;
+        }
+    }
+    if (s == VMENC_OK) {
+        if (first_diff == UINT64_MAX) { /* both layouts read the same everywhere */
+            *out_done = 0;
+        } else if (anchors == 1 && !kept[0].differs) {
+            *out_done = at[0] + 1;
+        } else if (anchors == 2 && at[1] == at[0] + 1 && kept[0].differs && kept[1].differs &&
+                   complementary(maps[0], kept[0].num_sectors, maps[1], kept[1].num_sectors)) {
+            *out_done = at[1];
+        } else {
+            s = VMENC_E_INTERRUPTED;
+            if (anchors == 1 || (anchors == 2 && at[1] == at[0] + 1)) { /* the moved and the in-flight one */
+                *out_lo = at[0];
+                *out_hi = anchors == 2 ? at[1] : at[0];
+            } else {
+                *out_lo = first_diff;
+                *out_hi = last_diff;
+            }
+        }
+    }
+    for (size_t i = 0; i < 3; i++)
+        free(maps[i]);
+    return s;
+}
+
+static void report_unknown(const vm_disk_desc *d, bool down, uint64_t num, uint64_t lo, uint64_t hi,
+                           vmenc_convert_recovery *r) {
+    uint64_t first = down ? lo : num - 1 - hi, last = down ? hi : num - 1 - lo;
+    r->unknown_first = first;
+    r->unknown_count = last - first + 1;
+    r->unknown_offset = first * d->cvt_segment;
+    uint64_t end = (last + 1) * d->cvt_segment;
+    r->unknown_bytes = (end < d->capacity ? end : d->capacity) - r->unknown_offset;
+}
+
+static vmenc_status recover_locked(vmenc_vm *vm, vm_disk_entry *e, vmenc_convert_recovery *r) {
+    const vm_disk_desc *d = &e->desc;
+    VMENC_ENSURE(!e->open, VMENC_E_BAD_STATE);
+    uint64_t num = (d->capacity + d->cvt_segment - 1) / d->cvt_segment;
+    r->segments_total = num;
+    if (vm_is_encrypted(vm)) { /* the descriptor alone does not say which key comes next */
+        VMENC_ENSURE(vm->secret != NULL, VMENC_E_VM_LOCKED);
+        VMENC_GUARD(vm_sealed_disk_next_is(vm->secret, e->disk_id, d));
+    }
+    vm_cvt *c = NULL;
+    VMENC_GUARD(cvt_new(d->extent_file, d->cvt_id, d->cvt_segment, vm_host_sync(vm->host), &c));
+    size_t name_len = strlen(c->name);
+    if (name_len >= sizeof(r->state_file))
+        name_len = sizeof(r->state_file) - 1;
+    memcpy(r->state_file, c->name, name_len);
+    r->state_file[name_len] = '\0';
+    unsigned num_valid = 0;
+    vmenc_status s = cvt_set_key(c, d, e->dek, e->new_dek);
+    if (s == VMENC_OK && (e->dek == NULL) != (d->key_safe == NULL))
+        s = VMENC_E_VM_LOCKED;
+    if (s == VMENC_OK && (e->new_dek == NULL) != (d->new_key_safe == NULL))
+        s = VMENC_E_VM_LOCKED;
+    vmenc_status rs = s == VMENC_OK ? read_state(vm->dirfd, c, d->cvt_id, &num_valid) : s;
+    if (s == VMENC_OK && rs == VMENC_OK) { /* readable: nothing to do */
+        r->segments_done = c->slot.done_segs;
+        vm_cvt_free(c);
+        return VMENC_OK;
+    }
+    if (s == VMENC_OK && rs != VMENC_E_INTERRUPTED && rs != VMENC_E_AUTH && rs != VMENC_E_BAD_VERSION)
+        s = rs; /* an I/O error or a planted FIFO: not a state file to replace */
+    bool down = d->cvt_target_offset < d->data_offset;
+    uint64_t done = 0, lo = 0, hi = 0;
+    if (s == VMENC_OK) {
+        scan sc;
+        s = scan_open(vm, e, &sc);
+        if (s == VMENC_OK)
+            s = infer_done(&sc, down, num, &done, &lo, &hi);
+        scan_close(&sc);
+    }
+    if (s == VMENC_E_INTERRUPTED)
+        report_unknown(d, down, num, lo, hi, r);
+    if (s == VMENC_OK) {
+        (void)unlinkat(vm->dirfd, c->name, 0); /* the bad one (a regular file or nothing: read_state checked) */
+        vm_cvt_slot first = {.id = d->cvt_id, .seq = 1, .done_segs = done, .num_segs = num,
+                             .seg_bytes = d->cvt_segment};
+        s = create_state(vm->dirfd, c, &first);
+    }
+    if (s == VMENC_OK) {
+        r->segments_done = done;
+        r->flags |= VMENC_RECOVERY_REBUILT;
+    }
+    vm_cvt_free(c);
+    return s;
+}
+
+vmenc_status vmenc_disk_convert_recover(vmenc_vm *vm, const char *principal, const char *disk_id,
+                                        vmenc_convert_recovery *out) {
+    VMENC_ENSURE_REF(vm);
+    vm_op op;
+    vm_op_init(&op, vm->host, principal, "disk.convert_recover", vm->vmx.name);
+    if (disk_id == NULL || out == NULL || strlen(disk_id) > VMENC_DISK_ID_MAX)
+        return vm_op_finish(&op, VMENC_E_INVALID_ARG, "bad arguments");
+    if (out->struct_size < RECOVERY_V1_SIZE)
+        return vm_op_finish(&op, VMENC_E_ABI_VERSION, "bad recovery struct");
+    snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk_id);
+    pthread_mutex_lock(&vm->lock);
+    int i = vm_find_disk(vm, disk_id);
+    vmenc_convert_kind kind = i >= 0 && vm_disk_desc_converting(&vm->disks[i].desc)
+                                  ? kind_of(vm->disks[i].desc.state)
+                                  : VMENC_CONVERT_ENCRYPT;
+    bool found = i >= 0, converting = found && vm_disk_desc_converting(&vm->disks[i].desc);
+    pthread_mutex_unlock(&vm->lock);
+    if (!found)
+        return vm_op_finish(&op, VMENC_E_NOT_FOUND, "no such disk");
+    if (!converting)
+        return vm_op_finish(&op, VMENC_E_BAD_STATE, "no conversion to recover");
+    /* rebuilding the progress steers the conversion: its privilege */
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = policy_op_of(kind), .vm = vm->vmx.name,
+                               .flags = vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0};
+    VMENC_GUARD(vm_op_authorize(&op, &rq));
+    vmenc_convert_recovery r;
+    memset(&r, 0, sizeof(r));
+    r.struct_size = out->struct_size < sizeof(r) ? out->struct_size : sizeof(r);
+    pthread_mutex_lock(&vm->lock);
+    i = vm_find_disk(vm, disk_id);
+    vmenc_status s = VMENC_E_NOT_FOUND;
+    if (i >= 0) {
+        vm_disk_entry *e = &vm->disks[i];
+        vm_op_add_key(&op, e->desc.key_provider, e->desc.kek_id);
+        vm_op_add_key(&op, e->desc.new_key_provider, e->desc.new_kek_id);
+        s = vm_disk_desc_converting(&e->desc) ? recover_locked(vm, e, &r) : VMENC_E_BAD_STATE;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    size_t n = out->struct_size < sizeof(r) ? out->struct_size : sizeof(r);
+    memcpy(out, &r, n);
+    char reason[640];
+    if (s == VMENC_OK)
+        snprintf(reason, sizeof(reason), "%s: %llu of %llu segments moved%s", r.state_file,
+                 (unsigned long long)r.segments_done, (unsigned long long)r.segments_total,
+                 (r.flags & VMENC_RECOVERY_REBUILT) ? ", state file rebuilt from the data" : ", state file readable");
+    else if (s == VMENC_E_INTERRUPTED)
+        snprintf(reason, sizeof(reason), "%s: segments %llu..%llu (bytes %llu+%llu) may be in either layout",
+                 r.state_file, (unsigned long long)r.unknown_first,
+                 (unsigned long long)(r.unknown_first + r.unknown_count - 1), (unsigned long long)r.unknown_offset,
+                 (unsigned long long)r.unknown_bytes);
+    else
+        snprintf(reason, sizeof(reason), "%s: %s", r.state_file[0] != '\0' ? r.state_file : disk_id,
+                 vmenc_strerror(s));
+    return vm_op_finish(&op, s, reason);
 }

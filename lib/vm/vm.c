@@ -194,11 +194,6 @@ const char *vmenc_vm_uuid(const vmenc_vm *vm) { return vm != NULL ? vm->vmx.uuid
 
 /* ---- writing the configuration --------------------------------------------- */
 
-/* sealed_disk_value: "<descriptor file> <encrypted|plain>". */
-static void sealed_disk_value(const vm_disk_entry *d, char *out, size_t cap) {
-    snprintf(out, cap, "%s %s", d->desc_name, vm_sealed_encrypted(&d->desc) ? "encrypted" : "plain");
-}
-
 bool vm_sealed_encrypted(const vm_disk_desc *d) {
     return d->state == VMENC_DISK_ENCRYPTED || d->state == VMENC_DISK_REKEYING;
 }
@@ -224,9 +219,11 @@ static vmenc_status refresh_sealed_disks(vmenc_vm *vm) {
             break;
     }
     for (size_t i = 0; i < vm->num_disks; i++) {
-        char key[64], val[300];
+        char key[64], val[512];
         snprintf(key, sizeof(key), SEALED_DISK_PREFIX "%s", vm->disks[i].disk_id);
-        sealed_disk_value(&vm->disks[i], val, sizeof(val));
+        /* with the geometry and the next key record (format/sealed.c) */
+        VMENC_GUARD(vm_sealed_disk_value(vm->disks[i].desc_name, &vm->disks[i].desc,
+                                         vm_sealed_encrypted(&vm->disks[i].desc), val, sizeof(val)));
         VMENC_GUARD(vm_kv_set(vm->secret, key, val));
     }
     return VMENC_OK;
@@ -274,6 +271,7 @@ vmenc_status vm_write_config(vmenc_vm *vm) {
     if (vm_is_encrypted(vm)) {
         VMENC_ENSURE(vm->vm_key != NULL && vm->secret != NULL, VMENC_E_VM_LOCKED);
         VMENC_GUARD(refresh_sealed_disks(vm));
+        VMENC_GUARD(vm_sealed_put_steering(vm->secret, vm->vmx.applying_policy, vm->vmx.new_key_safe));
         VMENC_GUARD(vm_sealed_seal(vm->vm_key, vm->vmx.uuid, vm->secret, &sealed));
     }
     vmenc_status s = vm_vmx_sync(&vm->vmx, sealed);
@@ -354,22 +352,10 @@ static vmenc_status check_sealed_disks(const vmenc_vm *vm) {
     VMENC_ENSURE(sealed_disks == vm->num_disks, VMENC_E_AUTH);
     for (size_t i = 0; i < vm->num_disks; i++) {
         const vm_disk_entry *d = &vm->disks[i];
-        char key[64], name_enc[300], name_plain[300];
+        char key[64];
         snprintf(key, sizeof(key), SEALED_DISK_PREFIX "%s", d->disk_id);
-        snprintf(name_enc, sizeof(name_enc), "%s encrypted", d->desc_name);
-        snprintf(name_plain, sizeof(name_plain), "%s plain", d->desc_name);
-        const char *got = vm_kv_get(vm->secret, key);
-        VMENC_ENSURE(got != NULL, VMENC_E_AUTH);
-        /* A disk sealed as encrypted must still be encrypted (a plain
-         * descriptor put in its place is a downgrade). One sealed as plain
-         * may have been encrypted since: a disk is encrypted (descriptor
-         * first) before the configuration says so, and the configuration
-         * says "plain" before a disk is decrypted, so a crash between the
-         * two writes leaves exactly this state. */
-        if (strcmp(got, name_enc) == 0)
-            VMENC_ENSURE(vm_sealed_encrypted(&d->desc), VMENC_E_AUTH);
-        else
-            VMENC_ENSURE(strcmp(got, name_plain) == 0, VMENC_E_AUTH);
+        /* file, encrypted, geometry, next key record: format/sealed.c */
+        VMENC_GUARD(vm_sealed_disk_check(vm_kv_get(vm->secret, key), d->desc_name, &d->desc));
     }
     return VMENC_OK;
 }
@@ -431,6 +417,8 @@ static vmenc_status load_keys(vmenc_vm *vm, vm_op *op) {
             VMENC_ENSURE(vm->vmx.sealed_data != NULL, VMENC_E_AUTH);
             VMENC_GUARD(vm_sealed_open(vm->vm_key, vm->vmx.uuid, vm->vmx.sealed_data, &vm->secret));
             vmenc_status s = check_sealed_disks(vm);
+            if (s == VMENC_OK) /* a pending policy or next key the sealed entries do not name */
+                s = vm_sealed_check_steering(vm->secret, vm->vmx.applying_policy, vm->vmx.new_key_safe);
             if (s != VMENC_OK) {
                 vm_kv_free(vm->secret);
                 vm->secret = NULL;

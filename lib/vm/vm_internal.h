@@ -101,6 +101,7 @@ typedef struct vm_cvt {
     int fd;                     /* the state file */
     char name[300];
     vm_cvt_slot slot;           /* the last one made durable */
+    uint8_t *mac_key;           /* the slots' MAC key (secure memory; format/cvt_slot.h) */
     uint8_t *buf;               /* one segment */
     vmenc_convert_kind kind;
     uint64_t t0_ns, done_at_t0; /* for the rate */

@@ -858,6 +858,41 @@ static int disk_convert_rollback(cli *c, args *a) {
     return EXIT_OK;
 }
 
+/* disk convert-recover VM DISK: rebuild a lost or damaged conversion state
+ * file from the data, or say which segments are in doubt. */
+static int disk_convert_recover(cli *c, args *a) {
+    const char *name = arg_positional(a), *disk = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL || disk == NULL)
+        return cli_usage(c, "disk convert-recover needs VM and DISK");
+    vmenc_vm *vm = NULL;
+    int rc = open_vm(c, name, &vm, false);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_convert_recovery r = {.struct_size = sizeof(r)};
+    vmenc_status st = vmenc_disk_convert_recover(vm, cli_principal(c), disk, &r);
+    vmenc_vm_free(vm);
+    if (st == VMENC_E_INTERRUPTED && r.unknown_count > 0)
+        return cli_fail(c, st, "%s: segments %llu..%llu (guest bytes %llu..%llu) may be in either layout; nothing changed",
+                        r.state_file, (unsigned long long)r.unknown_first,
+                        (unsigned long long)(r.unknown_first + r.unknown_count - 1),
+                        (unsigned long long)r.unknown_offset,
+                        (unsigned long long)(r.unknown_offset + r.unknown_bytes - 1));
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot recover the conversion state of disk %s of '%s'", disk, name);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "disk", disk);
+    out_str(o, "state_file", r.state_file);
+    out_bool(o, "rebuilt", (r.flags & VMENC_RECOVERY_REBUILT) != 0);
+    out_u64(o, "segments_done", r.segments_done);
+    out_u64(o, "segments_total", r.segments_total);
+    out_end(o);
+    return EXIT_OK;
+}
+
 const verb_def disk_verbs[] = {
     {"read", disk_read, "VM DISK [--offset N] [--length N] > FILE", "write decrypted bytes to stdout",
      "Raw access is an export: needs VirtualMachine.Provisioning.GetVmFiles, and\n"
@@ -869,6 +904,8 @@ const verb_def disk_verbs[] = {
      "Opens converting disks read-only (PowerOn) to read their durable progress.\n"},
     {"convert-rollback", disk_convert_rollback, "VM DISK", "turn an interrupted conversion around, back to the start",
      "Needs the privilege of the reverse conversion. Progress and Ctrl-C as 'vm encrypt'.\n"},
+    {"convert-recover", disk_convert_recover, "VM DISK", "rebuild a lost or damaged conversion state file from the data",
+     "Needs the conversion's privilege. Exit 7 with the segments in doubt if the data cannot tell.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

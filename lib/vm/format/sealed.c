@@ -3,17 +3,22 @@
  * entries of encryption.data ("vmsd1:" + base64(nonce || ct || tag),
  * AES-256-GCM under a subkey bound to the VM's UUID). Subkeys and
  * plaintext live only in secure memory; the base64 is strict and canonical
- * (one text per sealed value), as for vmwk1 records.
+ * (one text per sealed value), as for vmwk1 records. Also the steering facts
+ * kept inside the sealed entries (pending policy, next key records, disk
+ * geometry: docs/vm-format.md "Sealed steering facts"), whose one rule is
+ * that the plain copies are hints: they must agree or the open is refused.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <openssl/evp.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keys/keys_internal.h"
 #include "vm/format/descriptor.h"
+#include "vm/format/schema.h"
 #include "vm/format/sealed.h"
 
 #define SEALED_PREFIX "vmsd1:"
@@ -219,4 +224,265 @@ vmenc_status vm_sealed_open(const vmenc_dek *vm_key, const char *uuid, const cha
     vmenc_secure_free(key);
     free(bin);
     return rv;
+}
+
+/* ---- steering facts ------------------------------------------------------------- */
+
+#define KEY_APPLYING "vmenc.applyingPolicy"
+#define KEY_NEXT_VM_KEY "vmenc.nextKeySafe"
+#define DISK_PREFIX "vmenc.disk."
+#define HEX_LEN (2 * VM_RECORD_HASH_BYTES)
+
+vmenc_status vm_record_hash(const vmenc_wrapped_key *wk, uint8_t out[VM_RECORD_HASH_BYTES]) {
+    VMENC_ENSURE(wk != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    uint8_t *bin = NULL;
+    size_t len = 0;
+    VMENC_GUARD(vmenc_wrapped_key_serialize(wk, &bin, &len));
+    crypto_generichash_state st;
+    int err = crypto_generichash_init(&st, NULL, 0, VM_RECORD_HASH_BYTES);
+    err |= crypto_generichash_update(&st, (const uint8_t *)"vmenc-record-v1", 15);
+    err |= crypto_generichash_update(&st, bin, len);
+    err |= crypto_generichash_final(&st, out, VM_RECORD_HASH_BYTES);
+    vmenc_buffer_free(bin);
+    return err == 0 ? VMENC_OK : VMENC_E_CRYPTO;
+}
+
+static void hex_of(const uint8_t h[VM_RECORD_HASH_BYTES], char out[HEX_LEN + 1]) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < VM_RECORD_HASH_BYTES; i++) {
+        out[2 * i] = digits[h[i] >> 4];
+        out[2 * i + 1] = digits[h[i] & 15];
+    }
+    out[HEX_LEN] = '\0';
+}
+
+/* hex_parse reads exactly 64 lower-case hex digits. */
+static vmenc_status hex_parse(const char *s, size_t len, uint8_t out[VM_RECORD_HASH_BYTES]) {
+    VMENC_ENSURE(s != NULL && len == HEX_LEN, VMENC_E_PARSE);
+    for (size_t i = 0; i < VM_RECORD_HASH_BYTES; i++) {
+        unsigned v = 0;
+        for (size_t j = 0; j < 2; j++) {
+            char c = s[2 * i + j];
+            VMENC_ENSURE((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'), VMENC_E_PARSE);
+            v = v * 16u + (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10);
+        }
+        out[i] = (uint8_t)v;
+    }
+    return VMENC_OK;
+}
+
+vmenc_status vm_sealed_disk_format(const vm_sealed_disk *d, char *out, size_t cap) {
+    VMENC_ENSURE(d != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    int n;
+    if (!d->has_geometry) {
+        n = snprintf(out, cap, "%s %s", d->desc_name, d->encrypted ? "encrypted" : "plain");
+    } else {
+        char next[6 + HEX_LEN + 1] = "";
+        if (d->has_next) {
+            memcpy(next, " next=", 6);
+            hex_of(d->next_record, next + 6);
+        }
+        n = snprintf(out, cap, "%s %s %u %llu%s", d->desc_name, d->encrypted ? "encrypted" : "plain",
+                     (unsigned)d->sector_size, (unsigned long long)d->capacity, next);
+    }
+    VMENC_ENSURE(n > 0 && (size_t)n < cap, VMENC_E_BUFFER_TOO_SMALL);
+    return VMENC_OK;
+}
+
+vmenc_status vm_sealed_disk_value(const char *desc_name, const vm_disk_desc *d, bool encrypted, char *out,
+                                  size_t cap) {
+    VMENC_ENSURE(desc_name != NULL && d != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    vm_sealed_disk v;
+    memset(&v, 0, sizeof(v));
+    VMENC_ENSURE(strlen(desc_name) < sizeof(v.desc_name) && strchr(desc_name, ' ') == NULL, VMENC_E_INVALID_ARG);
+    memcpy(v.desc_name, desc_name, strlen(desc_name) + 1);
+    v.encrypted = encrypted;
+    v.has_geometry = true;
+    v.sector_size = d->sector_size;
+    v.capacity = d->capacity;
+    if (d->new_key_safe != NULL) {
+        VMENC_GUARD(vm_record_hash(d->new_key_safe, v.next_record));
+        v.has_next = true;
+    }
+    return vm_sealed_disk_format(&v, out, cap);
+}
+
+/* next_field splits off the next space-separated field of |*p|. */
+static bool next_field(const char **p, const char **out, size_t *out_len) {
+    const char *s = *p;
+    if (*s == '\0')
+        return false;
+    const char *sp = strchr(s, ' ');
+    size_t len = sp != NULL ? (size_t)(sp - s) : strlen(s);
+    *out = s;
+    *out_len = len;
+    *p = sp != NULL ? sp + 1 : s + len;
+    return len > 0;
+}
+
+static vmenc_status field_u64(const char *s, size_t len, uint64_t *out) {
+    char buf[21];
+    VMENC_ENSURE(len > 0 && len < sizeof(buf), VMENC_E_PARSE);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return vm_parse_dec_u64(buf, out);
+}
+
+vmenc_status vm_sealed_disk_parse(const char *value, vm_sealed_disk *out) {
+    VMENC_ENSURE(value != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    size_t len = strlen(value);
+    /* one spelling per value: single spaces between fields, none around */
+    VMENC_ENSURE(len > 0 && value[0] != ' ' && value[len - 1] != ' ' && strstr(value, "  ") == NULL, VMENC_E_PARSE);
+    vm_sealed_disk d;
+    memset(&d, 0, sizeof(d));
+    const char *p = value, *f = NULL;
+    size_t n = 0;
+    VMENC_ENSURE(next_field(&p, &f, &n) && n < sizeof(d.desc_name), VMENC_E_PARSE);
+    memcpy(d.desc_name, f, n);
+    VMENC_ENSURE(next_field(&p, &f, &n), VMENC_E_PARSE);
+    if (n == 9 && memcmp(f, "encrypted", 9) == 0)
+        d.encrypted = true;
+    else
+        VMENC_ENSURE(n == 5 && memcmp(f, "plain", 5) == 0, VMENC_E_PARSE);
+    if (*p != '\0') {
+        uint64_t ss = 0;
+        VMENC_ENSURE(next_field(&p, &f, &n), VMENC_E_PARSE);
+        VMENC_GUARD(field_u64(f, n, &ss));
+        VMENC_ENSURE(ss == 512 || ss == 4096, VMENC_E_PARSE);
+        d.sector_size = (uint32_t)ss;
+        VMENC_ENSURE(next_field(&p, &f, &n), VMENC_E_PARSE);
+        VMENC_GUARD(field_u64(f, n, &d.capacity));
+        d.has_geometry = true;
+        if (*p != '\0') {
+            VMENC_ENSURE(next_field(&p, &f, &n) && n > 5 && memcmp(f, "next=", 5) == 0, VMENC_E_PARSE);
+            VMENC_GUARD(hex_parse(f + 5, n - 5, d.next_record));
+            d.has_next = true;
+        }
+        VMENC_ENSURE(*p == '\0', VMENC_E_PARSE);
+    }
+    *out = d;
+    return VMENC_OK;
+}
+
+static const char *disk_entry(const vm_kv *secret, const char *disk_id) {
+    char key[sizeof(DISK_PREFIX) + VMENC_DISK_ID_MAX];
+    if (secret == NULL || disk_id == NULL || strlen(disk_id) > VMENC_DISK_ID_MAX)
+        return NULL;
+    snprintf(key, sizeof(key), DISK_PREFIX "%s", disk_id);
+    return vm_kv_get(secret, key);
+}
+
+vmenc_status vm_sealed_disk_geometry(const vm_kv *secret, const char *disk_id, uint32_t *out_sector_size,
+                                     uint64_t *out_capacity) {
+    VMENC_ENSURE(out_sector_size != NULL && out_capacity != NULL, VMENC_E_INVALID_ARG);
+    const char *v = disk_entry(secret, disk_id);
+    VMENC_ENSURE(v != NULL, VMENC_E_NOT_FOUND);
+    vm_sealed_disk d;
+    VMENC_GUARD(vm_sealed_disk_parse(v, &d));
+    VMENC_ENSURE(d.has_geometry, VMENC_E_NOT_FOUND);
+    *out_sector_size = d.sector_size;
+    *out_capacity = d.capacity;
+    return VMENC_OK;
+}
+
+/* record_is: does |wk| hash to |h|? */
+static bool record_is(const vmenc_wrapped_key *wk, const uint8_t h[VM_RECORD_HASH_BYTES]) {
+    uint8_t got[VM_RECORD_HASH_BYTES];
+    return wk != NULL && vm_record_hash(wk, got) == VMENC_OK && vmenc_ct_equal(got, h, sizeof(got));
+}
+
+vmenc_status vm_sealed_disk_check(const char *sealed_value, const char *desc_name, const vm_disk_desc *d) {
+    VMENC_ENSURE(desc_name != NULL && d != NULL, VMENC_E_INVALID_ARG);
+    vm_sealed_disk s;
+    VMENC_ENSURE(sealed_value != NULL && vm_sealed_disk_parse(sealed_value, &s) == VMENC_OK, VMENC_E_AUTH);
+    VMENC_ENSURE(strcmp(s.desc_name, desc_name) == 0, VMENC_E_AUTH);
+    /* A disk sealed as encrypted must still be encrypted (a plain
+     * descriptor put in its place is a downgrade). One sealed as plain may
+     * have been encrypted since: a disk is encrypted (descriptor first)
+     * before the configuration says so, and the configuration says "plain"
+     * before a disk is decrypted. */
+    if (s.encrypted)
+        VMENC_ENSURE(d->state == VMENC_DISK_ENCRYPTED || d->state == VMENC_DISK_REKEYING, VMENC_E_AUTH);
+    if (s.has_geometry)
+        VMENC_ENSURE(s.sector_size == d->sector_size && s.capacity == d->capacity, VMENC_E_AUTH);
+    /* A conversion to a new key is sealed before its descriptor names it;
+     * after it, the record is the descriptor's current one, and a rollback
+     * swaps the two. Any other next record is not this VM's intent. */
+    if (d->new_key_safe != NULL)
+        VMENC_ENSURE(s.has_next && (record_is(d->new_key_safe, s.next_record) ||
+                                    record_is(d->key_safe, s.next_record)),
+                     VMENC_E_AUTH);
+    return VMENC_OK;
+}
+
+vmenc_status vm_sealed_disk_next_is(const vm_kv *secret, const char *disk_id, const vm_disk_desc *d) {
+    VMENC_ENSURE(d != NULL, VMENC_E_INVALID_ARG);
+    if (d->new_key_safe == NULL)
+        return VMENC_OK;
+    vm_sealed_disk s;
+    const char *v = disk_entry(secret, disk_id);
+    VMENC_ENSURE(v != NULL && vm_sealed_disk_parse(v, &s) == VMENC_OK, VMENC_E_AUTH);
+    VMENC_ENSURE(s.has_next && record_is(d->new_key_safe, s.next_record), VMENC_E_AUTH);
+    return VMENC_OK;
+}
+
+static vmenc_status set_or_remove(vm_kv *kv, const char *key, const char *value) {
+    if (value != NULL)
+        return vm_kv_set(kv, key, value);
+    vmenc_status s = vm_kv_remove(kv, key);
+    return s == VMENC_E_NOT_FOUND ? VMENC_OK : s;
+}
+
+vmenc_status vm_sealed_put_steering(vm_kv *secret, const char *applying_policy,
+                                    const vmenc_wrapped_key *next_vm_key) {
+    VMENC_ENSURE(secret != NULL, VMENC_E_INVALID_ARG);
+    bool applying = applying_policy != NULL && applying_policy[0] != '\0';
+    VMENC_GUARD(set_or_remove(secret, KEY_APPLYING, applying ? applying_policy : NULL));
+    char hex[HEX_LEN + 1];
+    if (next_vm_key != NULL) {
+        uint8_t h[VM_RECORD_HASH_BYTES];
+        VMENC_GUARD(vm_record_hash(next_vm_key, h));
+        hex_of(h, hex);
+    }
+    return set_or_remove(secret, KEY_NEXT_VM_KEY, next_vm_key != NULL ? hex : NULL);
+}
+
+vmenc_status vm_sealed_pending_policy(const vm_kv *secret, char *out, size_t cap) {
+    VMENC_ENSURE(secret != NULL && out != NULL && cap > 0, VMENC_E_INVALID_ARG);
+    const char *v = vm_kv_get(secret, KEY_APPLYING);
+    if (v == NULL)
+        v = "";
+    size_t len = strlen(v);
+    if (len >= cap) {
+        out[0] = '\0';
+        return VMENC_E_BUFFER_TOO_SMALL;
+    }
+    memcpy(out, v, len + 1);
+    return VMENC_OK;
+}
+
+vmenc_status vm_sealed_next_key_hash(const vm_kv *secret, bool *out_has, uint8_t out[VM_RECORD_HASH_BYTES]) {
+    VMENC_ENSURE(secret != NULL && out_has != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    const char *v = vm_kv_get(secret, KEY_NEXT_VM_KEY);
+    *out_has = false;
+    if (v == NULL)
+        return VMENC_OK;
+    VMENC_GUARD(hex_parse(v, strlen(v), out));
+    *out_has = true;
+    return VMENC_OK;
+}
+
+vmenc_status vm_sealed_check_steering(const vm_kv *secret, const char *applying_policy,
+                                      const vmenc_wrapped_key *next_vm_key) {
+    VMENC_ENSURE(secret != NULL, VMENC_E_INVALID_ARG);
+    const char *sealed_policy = vm_kv_get(secret, KEY_APPLYING);
+    const char *plain_policy = applying_policy != NULL && applying_policy[0] != '\0' ? applying_policy : NULL;
+    VMENC_ENSURE((sealed_policy == NULL) == (plain_policy == NULL), VMENC_E_AUTH);
+    VMENC_ENSURE(sealed_policy == NULL || strcmp(sealed_policy, plain_policy) == 0, VMENC_E_AUTH);
+    bool has = false;
+    uint8_t h[VM_RECORD_HASH_BYTES];
+    VMENC_ENSURE(vm_sealed_next_key_hash(secret, &has, h) == VMENC_OK, VMENC_E_AUTH);
+    VMENC_ENSURE(has == (next_vm_key != NULL), VMENC_E_AUTH);
+    VMENC_ENSURE(!has || record_is(next_vm_key, h), VMENC_E_AUTH);
+    return VMENC_OK;
 }

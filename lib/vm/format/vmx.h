@@ -24,13 +24,16 @@
  *   vmenc.uuid = "<uuid>"
  *   memSize = "<MiB>"                       (swap size)
  *   vmenc.storagePolicy = "<name>"          (optional)
- *   vmenc.applyingPolicy = "<name>"         (only while a policy's application is unfinished)
+ *   vmenc.applyingPolicy = "<name>"         (only while a policy's application is unfinished;
+ *                                            in an encrypted VM a hint that must equal the
+ *                                            sealed copy: sealed.h, steering facts)
  *   scsiB:U.present = "TRUE"
  *   scsiB:U.fileName = "<base>.vmdk"        (checked file name)
  *   encryption.keySafe = "vmwk1:..."        (encrypted VM only)
  *   encryption.data = "vmsd1:..."           (encrypted VM only)
  *   encryption.kekCheck = "<32 hex>"         (optional: the KEK's check value)
- *   encryption.newKeySafe = "vmwk1:..."      (only during a deep rekey of the home)
+ *   encryption.newKeySafe = "vmwk1:..."      (only during a deep rekey of the home; its
+ *                                            record hash is sealed as vmenc.nextKeySafe)
  *   ... any other entries, kept as they are
  * Unknown "encryption.*" or "vmenc.*" keys are VMENC_E_PARSE. */
 typedef struct vm_vmx_disk {
