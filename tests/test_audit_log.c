@@ -747,6 +747,102 @@ static void test_killed_writer(void **state) {
     assert_int_equal(res.num_records, seq + 1);
 }
 
+/* ---- the shared mode (many writers, one chain) ------------------------------------- */
+
+/* Two shared handles on one file interleave into one chain; an exclusive
+ * opener is refused while neither appends, and no shared append can slip
+ * in while an exclusive handle is open. */
+static void test_shared_two_handles(void **state) {
+    fixture *f = *state;
+    vmenc_audit_log *a = open_ok(f->path, VMENC_AUDIT_FSYNC_NEVER, VMENC_AUDIT_LOG_SHARED);
+    vmenc_audit_log *b = open_ok(f->path, VMENC_AUDIT_FSYNC_NEVER, VMENC_AUDIT_LOG_SHARED);
+    uint64_t seq = 0;
+    for (int i = 0; i < 20; i++) {
+        vmenc_audit_event ev = ev_of(i % 2 ? "bob" : "alice", i);
+        assert_int_equal(vmenc_audit_log_append(i % 2 ? b : a, &ev, &seq), VMENC_OK);
+        assert_int_equal(seq, (uint64_t)i + 1); /* chained to the other handle's record */
+    }
+    assert_int_equal(vmenc_audit_log_rotate(a, "x.log"), VMENC_E_UNSUPPORTED);
+    vmenc_audit_log_free(a);
+    vmenc_audit_log_free(b);
+    vmenc_audit_verify_result res;
+    assert_int_equal(verify(f->path, 20, &res), VMENC_OK);
+    assert_int_equal(res.num_records, 20);
+
+    vmenc_audit_log *x = open_ok(f->path, VMENC_AUDIT_FSYNC_NEVER, 0);
+    vmenc_audit_log_options o = lopts(f->path, VMENC_AUDIT_FSYNC_NEVER, VMENC_AUDIT_LOG_SHARED);
+    vmenc_audit_log *s2 = NULL;
+    assert_int_equal(vmenc_audit_log_open(&o, &s2), VMENC_E_LOCKED); /* its tail check waits 0 ms */
+    vmenc_audit_log_free(x);
+    s2 = open_ok(f->path, VMENC_AUDIT_FSYNC_NEVER, VMENC_AUDIT_LOG_SHARED);
+    append(s2, 1);
+    vmenc_audit_log_free(s2);
+    assert_int_equal(verify(f->path, 21, &res), VMENC_OK);
+}
+
+/* Processes appending to one shared log at once: every record present,
+ * each process's in its order, one valid chain. */
+static void test_shared_processes(void **state) {
+    fixture *f = *state;
+    enum { PROCS = 4, EACH = 200 };
+    pid_t pids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            vmenc_audit_log_options o = lopts(f->path, VMENC_AUDIT_FSYNC_NEVER,
+                                              VMENC_AUDIT_LOG_SHARED | VMENC_AUDIT_LOG_RECOVER);
+            o.lock_timeout_ms = 60000;
+            vmenc_audit_log *log = NULL;
+            if (vmenc_audit_log_open(&o, &log) != VMENC_OK)
+                _exit(3);
+            char who[16];
+            snprintf(who, sizeof(who), "proc%d", p);
+            for (int i = 0; i < EACH; i++) {
+                vmenc_audit_event ev = ev_of(who, i);
+                if (vmenc_audit_log_append(log, &ev, NULL) != VMENC_OK)
+                    _exit(4);
+            }
+            vmenc_audit_log_free(log);
+            _exit(0);
+        }
+    }
+    for (int p = 0; p < PROCS; p++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    vmenc_audit_verify_result res;
+    assert_int_equal(verify(f->path, PROCS * EACH, &res), VMENC_OK);
+    assert_int_equal(res.num_records, PROCS * EACH);
+}
+
+/* A torn line another writer left (it died mid-write) is cut off and
+ * recorded by the next shared append with RECOVER, refused without. */
+static void test_shared_recovers_torn_tail(void **state) {
+    fixture *f = *state;
+    vmenc_audit_log *a = open_ok(f->path, VMENC_AUDIT_FSYNC_NEVER, VMENC_AUDIT_LOG_SHARED | VMENC_AUDIT_LOG_RECOVER);
+    vmenc_audit_log *b = open_ok(f->path, VMENC_AUDIT_FSYNC_NEVER, VMENC_AUDIT_LOG_SHARED);
+    append(a, 3);
+    append_raw(f->path, "{\"v\":2,\"seq\":4,\"tim", 20); /* another writer's torn record */
+    vmenc_audit_event ev = ev_of("bob", 1);
+    assert_int_equal(vmenc_audit_log_append(b, &ev, NULL), VMENC_E_INTERRUPTED);
+    uint64_t seq = 0;
+    assert_int_equal(vmenc_audit_log_append(a, &ev, &seq), VMENC_OK);
+    assert_int_equal(seq, 5); /* 4 is the recovery record */
+    assert_int_equal(vmenc_audit_log_append(b, &ev, &seq), VMENC_OK);
+    assert_int_equal(seq, 6);
+    vmenc_audit_log_free(a);
+    vmenc_audit_log_free(b);
+    vmenc_audit_verify_result res;
+    assert_int_equal(verify(f->path, 6, &res), VMENC_OK);
+    size_t len;
+    char *buf = slurp(f->path, &len);
+    assert_non_null(strstr(buf, "audit.log.recover"));
+    free(buf);
+}
+
 /* ---- bounds ---------------------------------------------------------------------------------- */
 
 /* The worst-case event (every field at its limit, every byte escaped to six)
@@ -797,6 +893,9 @@ int main(void) {
         T(test_worst_case_record),
         T(test_failed_write_leaves_no_partial_record),
         T(test_killed_writer),
+        T(test_shared_two_handles),
+        T(test_shared_processes),
+        T(test_shared_recovers_torn_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,6 +139,15 @@ typedef enum vmenc_audit_fsync {
 /* Verify the whole existing file (not only its last record) before
  * appending; refuse with the verifier's status if anything is wrong. */
 #define VMENC_AUDIT_LOG_VERIFY_ALL (1u << 1)
+/* Share the file with other writers, in this process or others: the file is
+ * not locked while the log is open; each append takes the lock (waiting at
+ * most lock_timeout_ms), continues the chain from the file's real last
+ * record (re-read if another writer made the file grow), writes and
+ * releases it. A torn tail another writer left is cut off and recorded as
+ * at open if VMENC_AUDIT_LOG_RECOVER is set, else the append fails with
+ * VMENC_E_INTERRUPTED. Rotation is not available on a shared log
+ * (VMENC_E_UNSUPPORTED). */
+#define VMENC_AUDIT_LOG_SHARED (1u << 2)
 
 /* vmenc_audit_log_options: set struct_size = sizeof(vmenc_audit_log_options).
  * - path: the log file; created (mode 0600) if missing.
@@ -168,6 +177,10 @@ typedef struct vmenc_audit_log_options {
     uint64_t start_seq;
     const uint8_t *start_hash; /* VMENC_AUDIT_HASH_BYTES or NULL */
     const uint8_t *start_chain_id; /* VMENC_AUDIT_CHAIN_ID_BYTES or NULL (appended) */
+    /* VMENC_AUDIT_LOG_SHARED: how long an append (and the open) waits for
+     * another writer's lock, in milliseconds; 0 = one try (appended; read if
+     * struct_size covers it). */
+    uint32_t lock_timeout_ms;
 } vmenc_audit_log_options;
 
 /*
@@ -175,7 +188,9 @@ typedef struct vmenc_audit_log_options {
  * chain: it reads the last record, checks it under the key, and continues
  * its sequence number and hash. The file is locked (flock, exclusive) for as
  * long as the log is open, so a second writer, in this process or another,
- * gets VMENC_E_LOCKED. The last path component must not be a symbolic link
+ * gets VMENC_E_LOCKED - unless VMENC_AUDIT_LOG_SHARED is set, in which case
+ * the lock is taken per append and any number of shared writers append to
+ * one chain. The last path component must not be a symbolic link
  * (O_NOFOLLOW: VMENC_E_IO), so a planted link cannot redirect the log.
  *
  * Fails with VMENC_E_INVALID_ARG / VMENC_E_ABI_VERSION (bad options),

@@ -39,14 +39,24 @@
  * VMENC_WORKSPACE_OPEN_NO_SYNC) by the call that makes it, before that
  * call returns, whichever front end made it. If the write fails, the call
  * fails and the policy in memory is as it was before. There is nothing to
- * save (vmenc_workspace_save_policy is kept for compatibility only). Two
- * processes that change the policy of one workspace at the same time still
- * keep the last writer's document.
+ * save (vmenc_workspace_save_policy is kept for compatibility only).
  *
- * One process at a time has a given audit log open (the log is locked,
- * see vmenc_audit_log_open); a second long-running process on the same
- * workspace (e.g. an nbdkit plugin) names its own log with
- * vmenc_workspace_open_options.audit_log, chained under the same key.
+ * Many processes may have one workspace open at once; nothing is locked for
+ * the life of a handle. Every policy change is a compare-and-swap: under
+ * the lock file "<policy>.lock" the call re-reads the document, and if
+ * another process committed since, decides (authorization included) and
+ * applies its one change on that newer document, then writes the next
+ * generation - no update is lost; a change that no longer applies fails
+ * with its natural status (VMENC_E_EXISTS, VMENC_E_NOT_FOUND, ...). A key
+ * provider added or removed (vmenc.conf) fails with VMENC_E_CONFLICT if
+ * another process changed the configuration since this handle read it.
+ * The audit log is shared: each record is appended under the log's lock
+ * and chained to the file's real last record (VMENC_AUDIT_LOG_SHARED), so
+ * all processes write one chain. A writer waits at most
+ * vmenc_workspace_open_options.lock_timeout_ms for another process, then
+ * fails with VMENC_E_LOCKED; vmenc_workspace_lock_holder names the holder.
+ * Reading (status, policy show, audit show) takes no lock beyond the few
+ * microseconds of an audit append.
  *
  * Thread safety: the accessors and every object they return are as safe as
  * their own headers say (host, policy, key manager and audit dispatcher are
@@ -149,10 +159,12 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_create(const char *dir,
  *   there is none. Copied to secure memory by the providers; the caller may
  *   wipe its copy when the call returns.
  * - audit_log: NULL = the configuration's log; else a file name (no '/')
- *   in the workspace directory, for a second process that runs alongside
- *   (its own chain, same key).
- * - lock_timeout_ms: how long to wait for the audit log's lock when
- *   another process holds it; 0 = fail at once with VMENC_E_LOCKED.
+ *   in the workspace directory: a chain of its own under the same key
+ *   (no longer needed to run alongside other processes: the log is shared,
+ *   see "Many processes" above).
+ * - lock_timeout_ms: how long a write waits for another process's lock
+ *   (an audit append, a policy change, a configuration change); 0 = one
+ *   try, VMENC_E_LOCKED at once.
  * - flags: VMENC_WORKSPACE_OPEN_* below. */
 typedef struct vmenc_workspace_open_options {
     uint32_t struct_size;
@@ -182,7 +194,8 @@ typedef struct vmenc_workspace_open_options {
  *                              to recover (vmenc_workspace_reseal_policy),
  *                              and the refusal is audited ("policy.verify")
  *   VMENC_E_KMS_UNAVAILABLE... the audit key's provider cannot be reached
- *   VMENC_E_LOCKED             the audit log is held by another process
+ *   VMENC_E_LOCKED             the audit log was held by another writer for
+ *                              longer than lock_timeout_ms
  *   VMENC_E_AUDIT_TAMPERED     the audit log's last record is damaged
  *   VMENC_E_IO, VMENC_E_NOMEM
  * A key provider other than the audit key's that cannot be built (a
@@ -223,6 +236,14 @@ VMENC_API const char *vmenc_workspace_id(const vmenc_workspace *ws);
 /* vmenc_workspace_audit_log_path returns the path of the log this
  * workspace appends to. */
 VMENC_API const char *vmenc_workspace_audit_log_path(const vmenc_workspace *ws);
+
+/* vmenc_workspace_lock_holder copies who held the workspace lock this handle
+ * last gave up on (a call failed with VMENC_E_LOCKED after waiting
+ * lock_timeout_ms): the holder's record - host, PID, program, what it does,
+ * since when - and the lock file. VMENC_E_NOT_FOUND if no wait has failed;
+ * VMENC_E_BUFFER_TOO_SMALL (nothing copied) if |out_cap| is too small;
+ * VMENC_WORKSPACE_MESSAGE_MAX always suffices. Thread-safe. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_lock_holder(vmenc_workspace *ws, char *out, size_t out_cap);
 /* vmenc_workspace_audit_key_provider returns the alias of the cluster
  * whose KEK wraps the audit chain key. */
 VMENC_API const char *vmenc_workspace_audit_key_provider(const vmenc_workspace *ws);

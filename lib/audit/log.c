@@ -1,7 +1,13 @@
 /*
  * lib/audit/log.c - the hash-chained JSON-lines log writer: open/resume,
  * torn-tail detection and explicit recovery, append (one write() per record
- * under a mutex, O_APPEND), fsync policies, rotation.
+ * under a mutex, O_APPEND), fsync policies, rotation; and the shared mode
+ * (VMENC_AUDIT_LOG_SHARED) in which many processes append to one chain.
+ * The record format is docs/audit.md's.
+ *
+ * Safety rule: a record is chained to the file's real last record - the one
+ * read under the file lock - never to a position remembered from before the
+ * lock was taken.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -45,6 +51,9 @@ struct vmenc_audit_log {
     uint8_t chain[AUDIT_CHAIN_BYTES];
     uint64_t size;       /* current file size: where a failed write is cut back to */
     bool broken;         /* a write could not be undone or a sync failed: refuse appends */
+    bool shared;         /* VMENC_AUDIT_LOG_SHARED: the flock is taken per append */
+    bool recover;        /* VMENC_AUDIT_LOG_RECOVER */
+    uint32_t lock_timeout_ms;
     uint64_t records, bytes;
     /* under sync_mu */
     uint64_t synced_seq; /* every record up to this one is durable */
@@ -108,9 +117,9 @@ static vmenc_status sync_dir(const char *path) {
 }
 
 /* open_locked opens |path| for appending (creating it 0600), takes an
- * exclusive flock (lib/core/lock.h, no waiting) and reports whether the
- * file was created. */
-static vmenc_status open_locked(const char *path, int *out_fd, bool *out_created) {
+ * exclusive flock (lib/core/lock.h, no waiting) unless |lock| is false, and
+ * reports whether the file was created. */
+static vmenc_status open_locked(const char *path, bool lock, int *out_fd, bool *out_created) {
     bool created = true;
     /* O_EXCL with O_CREAT never follows a final symlink; O_NOFOLLOW makes
      * the reopen of an existing file refuse one too. */
@@ -125,7 +134,7 @@ static vmenc_status open_locked(const char *path, int *out_fd, bool *out_created
         close(fd);
         return VMENC_E_IO;
     }
-    vmenc_status s = vmenc_lock_fd(fd, 0); /* one try: VMENC_E_LOCKED or VMENC_E_IO */
+    vmenc_status s = lock ? vmenc_lock_fd(fd, 0) : VMENC_OK; /* one try: VMENC_E_LOCKED or VMENC_E_IO */
     if (s != VMENC_OK) {
         close(fd);
         if (created)
@@ -222,7 +231,7 @@ static vmenc_status check_options(const vmenc_audit_log_options *o) {
     VMENC_ENSURE(o->fsync == VMENC_AUDIT_FSYNC_EVERY || o->fsync == VMENC_AUDIT_FSYNC_NEVER ||
                      (o->fsync == VMENC_AUDIT_FSYNC_EVERY_N && o->fsync_every_n >= 1),
                  VMENC_E_INVALID_ARG);
-    VMENC_ENSURE((o->flags & ~(VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_VERIFY_ALL)) == 0,
+    VMENC_ENSURE((o->flags & ~(VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_VERIFY_ALL | VMENC_AUDIT_LOG_SHARED)) == 0,
                  VMENC_E_INVALID_ARG);
     VMENC_ENSURE(o->start_hash != NULL || o->start_seq == 0, VMENC_E_INVALID_ARG);
     return VMENC_OK;
@@ -242,7 +251,13 @@ static vmenc_status verify_whole(vmenc_audit_log *log, const vmenc_audit_log_opt
     return audit_verify_srcs(&log->key, o->start_seq, o->start_hash, 0, &src, 1, &res);
 }
 
-static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
+static vmenc_status write_record_locked(vmenc_audit_log *log, const audit_fields *f, uint64_t *out_seq,
+                                        bool *out_need_sync);
+
+/* recover cuts a torn final line off and records that it did; the record
+ * still needs the sync |*out_need_sync| says. The caller holds |mu| (or
+ * owns the log alone, at open) and, in shared mode, the file lock. */
+static vmenc_status recover(vmenc_audit_log *log, const tail_info *t, bool *out_need_sync) {
     uint64_t keep = t->size - t->torn_len;
     VMENC_ENSURE(ftruncate(log->fd, (off_t)keep) == 0, VMENC_E_IO);
     if (log->policy != VMENC_AUDIT_FSYNC_NEVER) {
@@ -262,7 +277,52 @@ static vmenc_status recover(vmenc_audit_log *log, const tail_info *t) {
     };
     audit_fields f;
     VMENC_GUARD(audit_fields_from_event(&ev, vmenc_now_realtime_ms(), &f));
-    return audit_log_append_fields(log, &f, NULL);
+    uint64_t seq = 0;
+    return write_record_locked(log, &f, &seq, out_need_sync);
+}
+
+/* ---- the shared mode ------------------------------------------------------------ */
+
+/* share_lock takes the log's file lock on a new open file description of
+ * the log (closing it - vmenc_lock_release - is the unlock), waiting at most
+ * lock_timeout_ms for another writer. */
+static vmenc_status share_lock(const vmenc_audit_log *log, int *out_lfd) {
+    int lfd = open(log->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    VMENC_ENSURE(lfd >= 0, io_status(errno));
+    vmenc_status s = vmenc_lock_fd(lfd, log->lock_timeout_ms);
+    if (s != VMENC_OK) {
+        close(lfd);
+        return s;
+    }
+    *out_lfd = lfd;
+    return VMENC_OK;
+}
+
+static void adopt_tail(vmenc_audit_log *log, const tail_info *t) {
+    log->seq = t->seq;
+    memcpy(log->hash, t->hash, sizeof(log->hash));
+    log->has_chain = t->has_chain;
+    memcpy(log->chain, t->chain, sizeof(log->chain));
+}
+
+/* catch_up: under the file lock, if another writer changed the file since
+ * this handle last wrote, continue from the file's real last record (and
+ * cut off a torn one that writer left, if recovery is on). */
+static vmenc_status catch_up(vmenc_audit_log *log, bool *out_need_sync) {
+    struct stat st;
+    VMENC_ENSURE(fstat(log->fd, &st) == 0, VMENC_E_IO);
+    if ((uint64_t)st.st_size == log->size)
+        return VMENC_OK;
+    tail_info t;
+    VMENC_GUARD(read_tail(log->fd, &log->key, &t));
+    if (t.has_record)
+        adopt_tail(log, &t);
+    log->size = t.size;
+    if (t.torn_len > 0) {
+        VMENC_ENSURE(log->recover, VMENC_E_INTERRUPTED);
+        VMENC_GUARD(recover(log, &t, out_need_sync));
+    }
+    return VMENC_OK;
 }
 
 static void log_destroy(vmenc_audit_log *log) {
@@ -296,10 +356,17 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
     bool created = false;
     log->policy = options->fsync;
     log->every_n = options->fsync_every_n;
+    log->shared = (options->flags & VMENC_AUDIT_LOG_SHARED) != 0;
+    log->recover = (options->flags & VMENC_AUDIT_LOG_RECOVER) != 0;
+    if (options->struct_size >= offsetof(vmenc_audit_log_options, lock_timeout_ms) + sizeof(uint32_t))
+        log->lock_timeout_ms = options->lock_timeout_ms;
+    int lfd = -1;
     VMENC_GUARD_GOTO(rv, audit_key_init(&log->key, options->key, options->key_len), fail);
     log->path = strdup(options->path);
     VMENC_ENSURE_GOTO(rv, log->path != NULL, VMENC_E_NOMEM, fail);
-    VMENC_GUARD_GOTO(rv, open_locked(options->path, &log->fd, &created), fail);
+    VMENC_GUARD_GOTO(rv, open_locked(options->path, !log->shared, &log->fd, &created), fail);
+    if (log->shared) /* held while the tail is read (and a torn one cut off) */
+        VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), fail);
 
     tail_info t;
     VMENC_GUARD_GOTO(rv, read_tail(log->fd, &log->key, &t), fail);
@@ -332,13 +399,22 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
     log->synced_seq = log->seq; /* what is in the file already counts as durable */
     if (created && log->policy != VMENC_AUDIT_FSYNC_NEVER)
         VMENC_GUARD_GOTO(rv, sync_dir(options->path), fail);
-    if (t.torn_len > 0)
-        VMENC_GUARD_GOTO(rv, recover(log, &t), fail);
+    if (t.torn_len > 0) {
+        bool need_sync = false;
+        VMENC_GUARD_GOTO(rv, recover(log, &t, &need_sync), fail);
+        if (need_sync) { /* alone with the log: no group commit to join */
+            VMENC_ENSURE_GOTO(rv, datasync(log->fd) == 0, VMENC_E_IO, fail);
+            log->syncs++;
+            log->synced_seq = log->seq;
+        }
+    }
+    vmenc_lock_release(lfd);
     *out = log;
     return VMENC_OK;
 fail:
     if (created && log->fd >= 0)
         (void)unlink(options->path); /* leave no trace of a failed open */
+    vmenc_lock_release(lfd);
     log_destroy(log);
     return rv;
 }
@@ -381,25 +457,23 @@ out:
     return rv;
 }
 
-vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
-                                     uint64_t *out_seq) {
+/* write_record_locked chains, writes and accounts one record. The caller
+ * holds |mu| and, in shared mode, the file lock. */
+static vmenc_status write_record_locked(vmenc_audit_log *log, const audit_fields *f, uint64_t *out_seq,
+                                        bool *out_need_sync) {
+    VMENC_ENSURE(!log->broken && log->fd >= 0, VMENC_E_BAD_STATE);
+    VMENC_ENSURE(log->seq < UINT64_MAX, VMENC_E_LIMIT);
     vmenc_cbb cbb;
     VMENC_GUARD(vmenc_cbb_init(&cbb, 512));
     vmenc_cbb_set_max(&cbb, VMENC_AUDIT_MAX_LINE);
     vmenc_status rv;
-    bool need_sync = false;
-    uint64_t seq = 0;
-    VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL, out);
-    VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
-    VMENC_ENSURE_GOTO(rv, log->seq < UINT64_MAX, VMENC_E_LIMIT, unlock);
-    seq = log->seq + 1;
+    uint64_t seq = log->seq + 1;
     audit_write_body(&cbb, seq, log->has_chain ? log->chain : NULL, f, log->key.kid, log->hash);
-    VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), unlock);
+    VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), out);
     uint8_t mac[VMENC_AUDIT_HASH_BYTES];
-    VMENC_GUARD_GOTO(rv, audit_mac(&log->key, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb), mac),
-                     unlock);
+    VMENC_GUARD_GOTO(rv, audit_mac(&log->key, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb), mac), out);
     audit_write_mac_tail(&cbb, mac);
-    VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), unlock);
+    VMENC_GUARD_GOTO(rv, vmenc_cbb_status(&cbb), out);
 
     /* One write() per record (more only if the kernel writes short). */
     rv = write_all(log->fd, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb));
@@ -408,7 +482,7 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
          * that fails, refuse further appends (reopen detects the torn tail). */
         if (ftruncate(log->fd, (off_t)log->size) != 0)
             log->broken = true;
-        goto unlock;
+        goto out;
     }
     log->seq = seq;
     memcpy(log->hash, mac, sizeof(mac));
@@ -416,19 +490,37 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
     log->records++;
     log->bytes += vmenc_cbb_len(&cbb);
     if (log->policy == VMENC_AUDIT_FSYNC_EVERY) {
-        need_sync = true;
+        *out_need_sync = true;
     } else if (log->policy == VMENC_AUDIT_FSYNC_EVERY_N && ++log->unsynced >= log->every_n) {
-        need_sync = true;
+        *out_need_sync = true;
         log->unsynced = 0;
     }
+    *out_seq = seq;
+out:
+    vmenc_cbb_cleanup(&cbb);
+    return rv;
+}
+
+vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
+                                     uint64_t *out_seq) {
+    vmenc_status rv;
+    bool need_sync = false;
+    uint64_t seq = 0;
+    int lfd = -1;
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
+    if (log->shared) {
+        VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), unlock);
+        VMENC_GUARD_GOTO(rv, catch_up(log, &need_sync), unlock);
+    }
+    rv = write_record_locked(log, f, &seq, &need_sync);
 unlock:
+    vmenc_lock_release(lfd); /* the record is in the file: the next writer chains to it */
     pthread_mutex_unlock(&log->mu);
     if (rv == VMENC_OK && need_sync)
         rv = sync_through(log, seq, false);
     if (rv == VMENC_OK && out_seq != NULL)
         *out_seq = seq;
-out:
-    vmenc_cbb_cleanup(&cbb);
     return rv;
 }
 
@@ -463,7 +555,8 @@ vmenc_status vmenc_audit_log_rotate(vmenc_audit_log *log, const char *new_path) 
     VMENC_ENSURE_GOTO(rv, pthread_mutex_lock(&log->sync_mu) == 0, VMENC_E_INTERNAL, out);
     pthread_mutex_lock(&log->mu);
     VMENC_ENSURE_GOTO(rv, !log->broken, VMENC_E_BAD_STATE, unlock);
-    VMENC_GUARD_GOTO(rv, open_locked(path, &fd, &created), unlock);
+    VMENC_ENSURE_GOTO(rv, !log->shared, VMENC_E_UNSUPPORTED, unlock);
+    VMENC_GUARD_GOTO(rv, open_locked(path, true, &fd, &created), unlock);
     struct stat st;
     VMENC_ENSURE_GOTO(rv, fstat(fd, &st) == 0, VMENC_E_IO, unlock);
     VMENC_ENSURE_GOTO(rv, st.st_size == 0, VMENC_E_EXISTS, unlock);

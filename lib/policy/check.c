@@ -654,7 +654,7 @@ vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const cha
                                .host = host};
     /* Decide and switch under one write lock, so no other writer can change
      * the permissions or the host state in between. */
-    VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    VMENC_GUARD(policy_write_lock(policy));
     resolved o;
     needs r;
     vmenc_status rv = prepare(policy->m, &rq, &o, &r);
@@ -685,6 +685,6 @@ vmenc_status vmenc_policy_enable_host_encryption(vmenc_policy *policy, const cha
         }
         decision->enable_host_encryption = 0;
     }
-    pthread_rwlock_unlock(&policy->lock);
+    policy_write_unlock(policy);
     return rv;
 }

@@ -422,7 +422,12 @@ vmenc_status vmenc_policy_edit_as(vmenc_policy *policy, const char *actor, const
     say(what, sizeof(what), "%s", opname ? opname : "edit the policy");
     /* Decide and apply under one write lock: nothing can change between the
      * decision and the edit it allows. */
-    VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    vmenc_status lk = policy_write_lock(policy); /* on the stored document's latest state */
+    if (lk != VMENC_OK) {
+        decision->status = lk;
+        say(decision->message, sizeof(decision->message), "failed: %s: %s", what, vmenc_strerror(lk));
+        return lk;
+    }
     edit_ctx c = {.m = policy->m, .actor = actor, .a = model_find_principal(policy->m, actor), .d = decision};
     vmenc_status rv = authorize(&c, edit, what, sizeof(what));
     if (rv == VMENC_OK) {
@@ -441,7 +446,7 @@ vmenc_status vmenc_policy_edit_as(vmenc_policy *policy, const char *actor, const
         decision->status = rv;
         say(decision->message, sizeof(decision->message), "failed: %s: %s", what, vmenc_strerror(rv));
     }
-    pthread_rwlock_unlock(&policy->lock);
+    policy_write_unlock(policy);
     return rv;
 }
 

@@ -97,10 +97,10 @@ static vmenc_status do_remove_object(model *m, const char *name) {
 vmenc_status vmenc_policy_remove_object(vmenc_policy *policy, const char *name) {
     VMENC_ENSURE_REF(policy);
     VMENC_ENSURE_REF(name);
-    VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    VMENC_GUARD(policy_write_lock(policy));
     vmenc_status rv = do_remove_object(policy->m, name);
     if (rv == VMENC_OK)
         rv = policy_commit_locked(policy);
-    pthread_rwlock_unlock(&policy->lock);
+    policy_write_unlock(policy);
     return rv;
 }

@@ -73,14 +73,15 @@ vmenc_status vmenc_policy_reload_json(vmenc_policy *policy, const uint8_t *json,
     VMENC_ENSURE_REF(policy);
     model *m;
     VMENC_GUARD(policy_json_parse(json, json_len, err, &m));
-    if (pthread_rwlock_wrlock(&policy->lock) != 0) {
+    vmenc_status rv = policy_write_lock(policy);
+    if (rv != VMENC_OK) {
         model_free(m);
-        return VMENC_E_INTERNAL;
+        return rv;
     }
     model *old = policy->m;
     policy->m = m;
-    vmenc_status rv = policy_commit_locked(policy);
-    pthread_rwlock_unlock(&policy->lock);
+    rv = policy_commit_locked(policy);
+    policy_write_unlock(policy);
     /* On a failed commit policy->m is the rolled-back model and |m| was
      * freed by the rollback; |old| is ours to free either way. */
     model_free(old);
@@ -105,6 +106,61 @@ vmenc_status policy_set_commit_hook(vmenc_policy *policy, policy_commit_fn fn, v
     policy->commit = fn;
     policy->commit_ctx = ctx;
     return VMENC_OK;
+}
+
+vmenc_status policy_set_refresh_hook(vmenc_policy *policy, policy_refresh_fn refresh, policy_release_fn release) {
+    VMENC_ENSURE_REF(policy);
+    VMENC_ENSURE((refresh == NULL) == (release == NULL), VMENC_E_INVALID_ARG);
+    policy->refresh = refresh;
+    policy->release = release;
+    return VMENC_OK;
+}
+
+vmenc_status policy_write_lock(vmenc_policy *policy) {
+    VMENC_ENSURE_REF(policy);
+    VMENC_ENSURE(pthread_rwlock_wrlock(&policy->lock) == 0, VMENC_E_INTERNAL);
+    if (policy->refresh == NULL)
+        return VMENC_OK;
+    if (policy->refresh_failed != VMENC_OK) {
+        pthread_rwlock_unlock(&policy->lock);
+        return policy->refresh_failed;
+    }
+    uint8_t *json = NULL;
+    size_t len = 0;
+    vmenc_status rv = policy->refresh(policy->commit_ctx, &json, &len);
+    if (rv != VMENC_OK) {
+        pthread_rwlock_unlock(&policy->lock);
+        return rv;
+    }
+    if (json != NULL) {
+        /* Another process committed since: decide and apply on its document. */
+        model *m = NULL;
+        rv = policy_json_parse(json, len, NULL, &m);
+        if (rv == VMENC_OK) {
+            model_free(policy->m);
+            policy->m = m;
+            free(policy->committed);
+            policy->committed = json;
+            policy->committed_len = len;
+            json = NULL;
+        }
+        free(json);
+        if (rv != VMENC_OK) {
+            /* The owner now believes the model is in sync with a document
+             * this model could not take: no later write may commit. */
+            policy->refresh_failed = rv;
+            policy->release(policy->commit_ctx);
+            pthread_rwlock_unlock(&policy->lock);
+            return rv;
+        }
+    }
+    return VMENC_OK;
+}
+
+void policy_write_unlock(vmenc_policy *policy) {
+    if (policy->release != NULL)
+        policy->release(policy->commit_ctx);
+    pthread_rwlock_unlock(&policy->lock);
 }
 
 vmenc_status policy_commit_locked(vmenc_policy *policy) {
@@ -138,11 +194,11 @@ vmenc_status policy_commit_locked(vmenc_policy *policy) {
 #define WRITE_LOCKED(policy, body)                                            \
     do {                                                                      \
         VMENC_ENSURE_REF(policy);                                             \
-        VMENC_ENSURE(pthread_rwlock_wrlock(&(policy)->lock) == 0, VMENC_E_INTERNAL); \
+        VMENC_GUARD(policy_write_lock(policy));                               \
         vmenc_status wl_rv_ = (body);                                         \
         if (wl_rv_ == VMENC_OK)                                               \
             wl_rv_ = policy_commit_locked(policy);                            \
-        pthread_rwlock_unlock(&(policy)->lock);                               \
+        policy_write_unlock(policy);                                          \
         return wl_rv_;                                                        \
     } while (0)
 
@@ -238,8 +294,28 @@ static vmenc_status do_set_vm_state(model *m, const char *vm, const char *host, 
     return VMENC_OK;
 }
 
+/* vm_state_is: the model already says so (read lock). */
+static bool vm_state_is(vmenc_policy *policy, const char *vm, const char *host, int encrypted) {
+    if (!name_valid(vm) || (host != NULL && !name_valid(host)) ||
+        pthread_rwlock_rdlock(&policy->lock) != 0)
+        return false;
+    const model *m = policy->m;
+    uint32_t v = model_find_object(m, vm);
+    uint32_t h = host != NULL ? model_find_object(m, host) : INDEX_NONE;
+    bool same = v != INDEX_NONE && m->objects[v].type == VMENC_OBJ_VM && (host == NULL || h != INDEX_NONE) &&
+                m->objects[v].host == h && m->objects[v].encrypted == (encrypted != 0);
+    pthread_rwlock_unlock(&policy->lock);
+    return same;
+}
+
 vmenc_status vmenc_policy_set_vm_state(vmenc_policy *policy, const char *vm, const char *host,
                                        int encrypted) {
+    VMENC_ENSURE_REF(policy);
+    /* Every VM open places the VM on its host: when the model already says
+     * so, there is nothing to write and no writer to wait for (a read-only
+     * command never waits; docs/workspace.md "Many processes"). */
+    if (vm_state_is(policy, vm, host, encrypted))
+        return VMENC_OK;
     WRITE_LOCKED(policy, do_set_vm_state(policy->m, vm, host, encrypted));
 }
 

@@ -139,6 +139,10 @@ struct vmenc_policy {
     void *commit_ctx;
     uint8_t *committed;
     size_t committed_len;
+    /* policy_commit.h: the refresh/release pair of the compare-and-swap. */
+    vmenc_status (*refresh)(void *ctx, uint8_t **out_json, size_t *out_len);
+    void (*release)(void *ctx);
+    vmenc_status refresh_failed; /* a refreshed document did not parse: writes fail so */
 };
 
 /* Number of predefined roles; they occupy role indexes 0..3. */

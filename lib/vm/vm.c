@@ -743,16 +743,20 @@ vmenc_status vmenc_vm_create(vmenc_host *host, const vmenc_vm_create_options *op
         close(dirfd);
         goto undo_dir;
     }
-    bool wrote = false;
+    bool wrote = false, added = false;
     VMENC_GUARD_GOTO(s, new_vmx(vm, opts->name, opts->memory_bytes != 0 ? opts->memory_bytes : DEFAULT_MEMORY,
                                 opts->storage_policy), fail);
     if (enc_home)
         VMENC_GUARD_GOTO(s, make_vm_key(vm, provider, opts->kek_id, &op), fail);
     vm->disks = calloc(1, sizeof(*vm->disks));
     VMENC_ENSURE_GOTO(s, vm->disks != NULL, VMENC_E_NOMEM, fail);
+    /* The inventory entry claims the name (a compare-and-swap across
+     * processes) before any file is written: a loser of a race for the
+     * name fails here and touches nothing of the winner's. */
+    VMENC_GUARD_GOTO(s, vmenc_policy_add_object(host->policy, vm->vmx.name, VMENC_OBJ_VM, opts->folder), fail);
+    added = true;
     wrote = true;
     VMENC_GUARD_GOTO(s, vm_write_config(vm), fail);
-    VMENC_GUARD_GOTO(s, vmenc_policy_add_object(host->policy, vm->vmx.name, VMENC_OBJ_VM, opts->folder), fail);
     VMENC_GUARD_GOTO(s, vmenc_policy_set_vm_state(host->policy, vm->vmx.name, host->host_id, enc_home), fail);
     s = vm_op_finish(&op, VMENC_OK, NULL);
     if (s != VMENC_OK) {
@@ -762,6 +766,8 @@ vmenc_status vmenc_vm_create(vmenc_host *host, const vmenc_vm_create_options *op
     *out = vm;
     return VMENC_OK;
 fail:
+    if (added && vmenc_policy_remove_object(host->policy, vm->vmx.name) != VMENC_OK)
+        (void)0; /* the audit record below says the create failed; the entry is an orphan */
     if (wrote)
         (void)unlinkat(vm->dirfd, vm->vmx_name, 0);
     vm_release(vm);

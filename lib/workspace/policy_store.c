@@ -7,6 +7,12 @@
  * bytes of the sealed document are policy_seal.c's; docs/workspace.md
  * describes the format, the key and the recovery.
  *
+ * Every change is a compare-and-swap across processes (docs/workspace.md
+ * "Many processes"): the refresh hook takes "<policy>.lock", re-reads the
+ * document and hands a newer one (its seal verified, its generation higher)
+ * to the policy, which decides and applies the change on it; the commit
+ * hook writes the next generation; the release hook unlocks.
+ *
  * Safety rule: the policy that decides anything is built only from a
  * document whose seal verified, or from one an administrator of that very
  * document vouched for (re-seal, audited with the old and new hashes).
@@ -64,6 +70,7 @@ vmenc_status ws_policy_load(vmenc_workspace *ws, ws_open_mode mode, vmenc_worksp
     if (rv != VMENC_OK)
         return ws_set_error(err, rv, ws->policy_path, 0, "%s: %s", pe.path, pe.message);
     ws->policy_gen = f->generation;
+    memcpy(ws->policy_sha, f->sha256, sizeof(ws->policy_sha));
     return VMENC_OK;
 }
 
@@ -79,13 +86,69 @@ static vmenc_status commit_document(void *ctx, const uint8_t *json, size_t json_
     size_t sealed_len = 0;
     VMENC_GUARD(ws_seal_build(ws->seal_key, ws->cfg->id, gen, json, json_len, &sealed, &sealed_len));
     vmenc_status rv = ws_write_path(ws->policy_path, sealed, sealed_len, ws->sync);
-    free(sealed);
-    if (rv == VMENC_OK)
+    if (rv == VMENC_OK) {
         ws->policy_gen = gen;
+        crypto_hash_sha256(ws->policy_sha, sealed, sealed_len);
+    }
+    free(sealed);
     return rv;
 }
 
-vmenc_status ws_policy_attach(vmenc_workspace *ws) { return policy_set_commit_hook(ws->policy, commit_document, ws); }
+/* take_newer checks a document another process wrote since this model was
+ * synchronised and returns a copy of its JSON: its seal must verify and its
+ * generation must be higher (a lower one is an old copy put back). */
+static vmenc_status take_newer(vmenc_workspace *ws, const uint8_t *doc, size_t len, const uint8_t sha[32],
+                               uint8_t **out_json, size_t *out_len) {
+    ws_seal_view v;
+    VMENC_ENSURE(ws_seal_split(doc, len, &v) == VMENC_OK && v.has_seal, VMENC_E_AUTH);
+    VMENC_GUARD(ws_seal_verify(ws->seal_key, ws->cfg->id, &v));
+    VMENC_ENSURE(v.generation > ws->policy_gen, VMENC_E_AUTH);
+    uint8_t *json = malloc(v.json_len ? v.json_len : 1);
+    VMENC_ENSURE(json != NULL, VMENC_E_NOMEM);
+    memcpy(json, v.json, v.json_len);
+    ws->policy_gen = v.generation;
+    memcpy(ws->policy_sha, sha, sizeof(ws->policy_sha));
+    *out_json = json;
+    *out_len = v.json_len;
+    return VMENC_OK;
+}
+
+/* refresh_document: the first half of the compare-and-swap
+ * (policy_commit.h). Runs under the policy's write lock. */
+static vmenc_status refresh_document(void *ctx, uint8_t **out_json, size_t *out_len) {
+    vmenc_workspace *ws = ctx;
+    *out_json = NULL;
+    *out_len = 0;
+    int fd = -1;
+    VMENC_GUARD(ws_lock_take(ws, ws->policy_lock_path, "policy change", &fd));
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    vmenc_status rv = ws_read_path(ws->policy_path, VMENC_POLICY_MAX_DOCUMENT + WS_SEAL_TRAILER_MAX, &doc, &len);
+    if (rv == VMENC_OK) {
+        uint8_t sha[32];
+        crypto_hash_sha256(sha, doc, len);
+        if (sodium_memcmp(sha, ws->policy_sha, sizeof(sha)) != 0)
+            rv = take_newer(ws, doc, len, sha, out_json, out_len);
+    }
+    free(doc);
+    if (rv != VMENC_OK) {
+        ws_lock_drop(fd);
+        return rv;
+    }
+    ws->policy_lock_fd = fd;
+    return VMENC_OK;
+}
+
+static void release_document(void *ctx) {
+    vmenc_workspace *ws = ctx;
+    ws_lock_drop(ws->policy_lock_fd);
+    ws->policy_lock_fd = -1;
+}
+
+vmenc_status ws_policy_attach(vmenc_workspace *ws) {
+    VMENC_GUARD(policy_set_commit_hook(ws->policy, commit_document, ws));
+    return policy_set_refresh_hook(ws->policy, refresh_document, release_document);
+}
 
 vmenc_status vmenc_workspace_save_policy(vmenc_workspace *ws) {
     VMENC_ENSURE_REF(ws);
@@ -163,8 +226,25 @@ static vmenc_status reseal(vmenc_workspace *ws, const char *who, vmenc_workspace
     if (rv == VMENC_OK)
         rv = ws_seal_build(ws->seal_key, ws->cfg->id, gen, json, json_len, &sealed, &sealed_len);
     vmenc_policy_buffer_free(json);
+    /* Re-seal what was vouched for, and only that: under the policy lock,
+     * and only if no other process changed the document since. */
+    int lk = -1;
+    if (rv == VMENC_OK)
+        rv = ws_lock_take(ws, ws->policy_lock_path, "policy re-seal", &lk);
+    uint8_t *cur = NULL;
+    size_t cur_len = 0;
+    if (rv == VMENC_OK)
+        rv = ws_read_path(ws->policy_path, VMENC_POLICY_MAX_DOCUMENT + WS_SEAL_TRAILER_MAX, &cur, &cur_len);
+    if (rv == VMENC_OK) {
+        uint8_t sha[32];
+        crypto_hash_sha256(sha, cur, cur_len);
+        if (sodium_memcmp(sha, f->sha256, sizeof(sha)) != 0)
+            rv = VMENC_E_CONFLICT;
+    }
+    free(cur);
     if (rv == VMENC_OK)
         rv = ws_write_path(ws->policy_path, sealed, sealed_len, ws->sync);
+    ws_lock_drop(lk);
     uint8_t new_hash[32];
     if (rv == VMENC_OK) {
         crypto_hash_sha256(new_hash, sealed, sealed_len);

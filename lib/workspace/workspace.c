@@ -13,9 +13,18 @@
  * key is derived from it, so the chain key is unwrapped before the policy
  * document is read (policy_store.c verifies and commits the document).
  *
+ * Many processes may have one workspace open (docs/workspace.md "Many
+ * processes"): nothing is locked for the life of a handle. The audit log
+ * is shared (locked per append), a policy change locks "<policy>.lock"
+ * from its re-read to its write (policy_store.c), a configuration change
+ * locks "vmenc.conf.lock" and fails with VMENC_E_CONFLICT if another
+ * process changed the file since this one read it. Safety rule: no lock is
+ * held across anything but the read-modify-write it protects.
+ *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <dirent.h>
+#include <sodium.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -27,11 +36,13 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/lock.h"
 #include "keys/keys_internal.h"
 #include "vmenc/kms_file.h"
 #include "workspace/ws_internal.h"
 
 #define KMS_TIMEOUT_MS 10000u
+#define WS_AUDIT_MIN_WAIT_MS 2000u
 #define SECRET_FILE_MAX 4096u
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -85,6 +96,69 @@ vmenc_status ws_read_path(const char *path, size_t max, uint8_t **out, size_t *o
     VMENC_GUARD(open_parent(path, &dfd, &name));
     vmenc_status rv = vmenc_fs_read_file(dfd, name, max, out, out_len);
     close(dfd);
+    return rv;
+}
+
+/* ---- cross-process locks with a holder record ----------------------------------- */
+
+vmenc_status ws_lock_take(vmenc_workspace *ws, const char *path, const char *what, int *out_fd) {
+    int fd = -1;
+    vmenc_status rv = vmenc_lock_file(path, ws->lock_timeout_ms, &fd);
+    if (rv == VMENC_E_LOCKED) {
+        /* Name the holder: its record, as it wrote it when it took the lock. */
+        char rec[256];
+        ssize_t n = -1;
+        int rfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (rfd >= 0) {
+            n = pread(rfd, rec, sizeof(rec) - 1, 0);
+            close(rfd);
+        }
+        size_t len = n > 0 ? (size_t)n : 0;
+        while (len > 0 && (rec[len - 1] == '\n' || rec[len - 1] == '\0'))
+            len--;
+        rec[len] = '\0';
+        for (size_t i = 0; i < len; i++) /* it is a file anyone on the host can write: print it safely */
+            if ((unsigned char)rec[i] < 0x20 || (unsigned char)rec[i] == 0x7f)
+                rec[i] = '?';
+        pthread_mutex_lock(&ws->holder_mu);
+        snprintf(ws->lock_holder, sizeof(ws->lock_holder), "%s (lock %.200s, waited %u ms)",
+                 len > 0 ? rec : "a process that left no holder record", path, ws->lock_timeout_ms);
+        pthread_mutex_unlock(&ws->holder_mu);
+        return rv;
+    }
+    VMENC_GUARD(rv);
+    char since[32] = "?";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm) != NULL)
+        strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char rec[VMENC_WORKSPACE_MESSAGE_MAX / 2];
+    int n = snprintf(rec, sizeof(rec), "host %s, pid %ld (%s), %s, since %s\n", ws->cfg->host_id, (long)getpid(),
+                     program_invocation_short_name, what, since);
+    size_t len = n > 0 ? ((size_t)n < sizeof(rec) ? (size_t)n : sizeof(rec) - 1) : 0;
+    /* Best effort: the record helps a waiter explain itself; the lock is what excludes. */
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, rec, len, 0) < 0)
+        (void)0;
+    *out_fd = fd;
+    return VMENC_OK;
+}
+
+void ws_lock_drop(int fd) {
+    if (fd < 0)
+        return;
+    if (ftruncate(fd, 0) != 0)
+        (void)0; /* a stale record only misnames a holder; the lock still goes */
+    vmenc_lock_release(fd);
+}
+
+vmenc_status vmenc_workspace_lock_holder(vmenc_workspace *ws, char *out, size_t out_cap) {
+    VMENC_ENSURE(ws != NULL && out != NULL && out_cap > 0, VMENC_E_INVALID_ARG);
+    pthread_mutex_lock(&ws->holder_mu);
+    size_t n = strlen(ws->lock_holder);
+    vmenc_status rv = n == 0 ? VMENC_E_NOT_FOUND : n < out_cap ? VMENC_OK : VMENC_E_BUFFER_TOO_SMALL;
+    if (rv == VMENC_OK)
+        memcpy(out, ws->lock_holder, n + 1);
+    pthread_mutex_unlock(&ws->holder_mu);
     return rv;
 }
 
@@ -225,7 +299,11 @@ static vmenc_status open_audit(vmenc_workspace *ws, uint32_t lock_timeout_ms, vm
         .key = ws->audit_key->bytes,
         .key_len = ws->audit_key->len,
         .fsync = ws->sync ? VMENC_AUDIT_FSYNC_EVERY : VMENC_AUDIT_FSYNC_NEVER,
-        .flags = VMENC_AUDIT_LOG_RECOVER,
+        .flags = VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_SHARED,
+        /* The shared log's lock is held for one append at a time: even a
+         * caller that will not wait for another writer's change (0) waits
+         * out someone else's record rather than fail on it. */
+        .lock_timeout_ms = lock_timeout_ms > WS_AUDIT_MIN_WAIT_MS ? lock_timeout_ms : WS_AUDIT_MIN_WAIT_MS,
     };
     uint64_t deadline = vmenc_now_monotonic_ms() + lock_timeout_ms;
     vmenc_status rv;
@@ -255,6 +333,7 @@ static vmenc_status read_config(vmenc_workspace *ws, vmenc_workspace_error *err)
                             rv == VMENC_E_NOT_FOUND ? "no workspace here (vmenc.conf is missing)"
                                                     : "cannot read the configuration: %s",
                             vmenc_strerror(rv));
+    crypto_hash_sha256(ws->config_sha, text, len);
     rv = ws_config_parse(text, len, err, &ws->cfg);
     free(text);
     if (rv != VMENC_OK && err != NULL && err->struct_size >= sizeof(*err))
@@ -267,7 +346,11 @@ static vmenc_status resolve_paths(vmenc_workspace *ws, const char *audit_log) {
     ws->policy_path = resolve(ws->dir, ws->cfg->policy_path);
     ws->audit_path = resolve(ws->dir, audit_log != NULL ? audit_log : ws->cfg->audit_log);
     ws->kms_state = calloc(ws->cfg->num_kms ? ws->cfg->num_kms : 1, sizeof(*ws->kms_state));
-    VMENC_ENSURE(ws->datastore && ws->policy_path && ws->audit_path && ws->kms_state, VMENC_E_NOMEM);
+    ws->policy_lock_path = ws->policy_path ? str_printf2(ws->policy_path, "", ".lock") : NULL;
+    ws->config_lock_path = str_printf2(ws->config_path, "", ".lock");
+    VMENC_ENSURE(ws->datastore && ws->policy_path && ws->audit_path && ws->kms_state && ws->policy_lock_path &&
+                     ws->config_lock_path,
+                 VMENC_E_NOMEM);
     return VMENC_OK;
 }
 
@@ -312,6 +395,9 @@ vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, 
     vmenc_workspace *ws = calloc(1, sizeof(*ws));
     VMENC_ENSURE(ws != NULL, VMENC_E_NOMEM);
     pthread_mutex_init(&ws->mu, NULL);
+    pthread_mutex_init(&ws->holder_mu, NULL);
+    ws->policy_lock_fd = -1;
+    ws->lock_timeout_ms = opts ? opts->lock_timeout_ms : 0;
     ws->sync = opts == NULL || (opts->flags & VMENC_WORKSPACE_OPEN_NO_SYNC) == 0;
     ws->dir = strdup(dir);
     ws->config_path = ws->dir ? resolve(dir, VMENC_WORKSPACE_CONFIG_NAME) : NULL;
@@ -393,6 +479,9 @@ void vmenc_workspace_free(vmenc_workspace *ws) {
     free(ws->datastore);
     free(ws->policy_path);
     free(ws->audit_path);
+    free(ws->policy_lock_path);
+    free(ws->config_lock_path);
+    pthread_mutex_destroy(&ws->holder_mu);
     pthread_mutex_destroy(&ws->mu);
     free(ws);
 }
@@ -572,11 +661,32 @@ vmenc_status vmenc_workspace_kms_endpoint(const vmenc_workspace *ws, size_t inde
     return VMENC_OK;
 }
 
+/* write_config replaces vmenc.conf with ws->cfg, as a compare-and-swap:
+ * under vmenc.conf.lock, and only if the file is still the one this handle
+ * read or last wrote (else VMENC_E_CONFLICT: another process changed the
+ * key providers; open the workspace again and retry). */
 static vmenc_status write_config(vmenc_workspace *ws) {
     char *text = NULL;
     size_t len = 0;
     VMENC_GUARD(ws_config_serialize(ws->cfg, &text, &len));
-    vmenc_status rv = ws_write_path(ws->config_path, (const uint8_t *)text, len, ws->sync);
+    int lk = -1;
+    vmenc_status rv = ws_lock_take(ws, ws->config_lock_path, "configuration change", &lk);
+    uint8_t *cur = NULL;
+    size_t cur_len = 0;
+    if (rv == VMENC_OK)
+        rv = ws_read_path(ws->config_path, VMENC_WORKSPACE_MAX_CONFIG, &cur, &cur_len);
+    if (rv == VMENC_OK) {
+        uint8_t sha[32];
+        crypto_hash_sha256(sha, cur, cur_len);
+        if (sodium_memcmp(sha, ws->config_sha, sizeof(sha)) != 0)
+            rv = VMENC_E_CONFLICT;
+    }
+    free(cur);
+    if (rv == VMENC_OK)
+        rv = ws_write_path(ws->config_path, (const uint8_t *)text, len, ws->sync);
+    if (rv == VMENC_OK)
+        crypto_hash_sha256(ws->config_sha, (const uint8_t *)text, len);
+    ws_lock_drop(lk);
     free(text);
     return rv;
 }

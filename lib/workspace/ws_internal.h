@@ -104,10 +104,20 @@ struct vmenc_workspace {
     vmenc_audit *audit;
     vmenc_host *host;
     bool sync;
-    /* The generation of the sealed document on disk; written only by the
-     * commit hook, under the policy's write lock. */
+    /* The generation and SHA-256 of the sealed document the policy model
+     * is in sync with; written only by the refresh and commit hooks, under
+     * the policy's write lock. */
     uint64_t policy_gen;
+    uint8_t policy_sha[32];
     ws_policy_found policy_found;
+    /* Cross-process locks (docs/workspace.md "Many processes"). */
+    uint32_t lock_timeout_ms;    /* how long a writer waits for another process */
+    char *policy_lock_path;      /* "<policy>.lock" */
+    int policy_lock_fd;          /* held from refresh to release; -1 otherwise */
+    char *config_lock_path;      /* "vmenc.conf.lock" */
+    uint8_t config_sha[32];      /* of the configuration as read (or last written) */
+    pthread_mutex_t holder_mu;
+    char lock_holder[VMENC_WORKSPACE_MESSAGE_MAX]; /* who held the last lock we gave up on */
 };
 
 /* How ws_open treats the policy document. */
@@ -119,6 +129,15 @@ typedef enum ws_open_mode {
 /* ws_open is vmenc_workspace_open with a mode (after argument checks). */
 VMENC_INTERNAL vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, ws_open_mode mode,
                                     vmenc_workspace_error *err, vmenc_workspace **out);
+
+/* ws_lock_take takes the exclusive lock file |path| (lib/core/lock.h),
+ * waiting at most ws->lock_timeout_ms, and writes the holder record into
+ * it: host, PID, program, |what|, since when. VMENC_E_LOCKED when another
+ * process holds it past the deadline; its holder record is then kept for
+ * vmenc_workspace_lock_holder. ws_lock_drop empties the record and
+ * unlocks (negative: nothing). */
+VMENC_INTERNAL vmenc_status ws_lock_take(vmenc_workspace *ws, const char *path, const char *what, int *out_fd);
+VMENC_INTERNAL void ws_lock_drop(int fd);
 
 /* ws_read_path / ws_write_path: a whole file by path (vmenc_fs_read_file;
  * vmenc_fs_atomic_write: temporary, fsync, rename, fsync of the directory, the

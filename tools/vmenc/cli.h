@@ -48,7 +48,11 @@ typedef struct cli {
     progress_mode progress;
     const char *noun, *verb;  /* for messages and JSON "command" */
     vmenc_workspace *ws;      /* opened on demand by cli_open */
+    uint32_t wait_ms;         /* --wait SECONDS: how long to wait for another process's lock */
 } cli;
+
+/* The default of --wait, in seconds. */
+#define CLI_DEFAULT_WAIT_S 10u
 
 extern volatile sig_atomic_t g_interrupted;
 

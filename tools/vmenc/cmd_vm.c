@@ -205,9 +205,15 @@ static int vm_create(cli *c, args *a) {
     uint64_t memory = 0, ss = 0, caps[VMENC_VM_MAX_DISKS];
     if ((mem && !parse_size(mem, &memory)) || (sector && !parse_size(sector, &ss)))
         return cli_usage(c, "bad --memory or --sector");
+    if (ss != 0 && ss != 512 && ss != 4096)
+        return cli_usage(c, "--sector takes 512 or 4096");
+    /* Every disk is checked before anything is created: a create that
+     * fails leaves nothing behind. */
     for (size_t i = 0; i < nd; i++)
-        if (!parse_size(sizes[i], &caps[i]) || caps[i] == 0)
-            return cli_usage(c, "bad --disk size '%s' (e.g. 256M, 10G)", sizes[i]);
+        if (!parse_size(sizes[i], &caps[i]) || caps[i] == 0 || caps[i] % (ss ? ss : 512) != 0 ||
+            caps[i] > VMENC_DISK_MAX_CAPACITY)
+            return cli_usage(c, "bad --disk size '%s': a positive multiple of the %llu-byte sector (e.g. 256M, 10G)",
+                             sizes[i], (unsigned long long)(ss ? ss : 512));
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;

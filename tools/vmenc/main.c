@@ -34,6 +34,7 @@ static const char global_help[] =
     "  --json                 one JSON object per result on stdout\n"
     "  --quiet                no informational messages\n"
     "  --progress=auto|always|never  progress bars on stderr (auto: on a terminal)\n"
+    "  --wait SECONDS         how long a change waits for another process's lock (default 10)\n"
     "  --help, -h             help for the command;  --version  the version\n";
 
 static void print_top_help(void) {
@@ -73,7 +74,7 @@ static void on_sigint(int sig) {
 }
 
 int main(int argc, char **argv) {
-    cli c = {.progress = PROGRESS_AUTO};
+    cli c = {.progress = PROGRESS_AUTO, .wait_ms = CLI_DEFAULT_WAIT_S * 1000u};
     args a = {.argc = argc - 1, .argv = argv + 1};
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
@@ -99,6 +100,14 @@ int main(int argc, char **argv) {
             c.progress = PROGRESS_NEVER;
         else
             return cli_usage(&c, "--progress takes auto, always or never");
+    }
+    const char *wait = NULL;
+    if (arg_value(&c, &a, "--wait", &wait)) {
+        char *end = NULL;
+        unsigned long secs = wait[0] >= '0' && wait[0] <= '9' ? strtoul(wait, &end, 10) : 0;
+        if (end == NULL || *end != '\0' || secs > 86400)
+            return cli_usage(&c, "--wait takes a number of seconds (0 to 86400)");
+        c.wait_ms = (uint32_t)secs * 1000u;
     }
     if (!arg_value(&c, &a, "--workspace", &c.workspace))
         c.workspace = getenv("VMENC_WORKSPACE");

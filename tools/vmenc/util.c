@@ -329,8 +329,14 @@ int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    char full[1400];
+    char full[2048];
     snprintf(full, sizeof(full), "%s: %s (%s)", msg, vmenc_strerror(st), vmenc_status_name(st));
+    /* A lock we waited for in vain: say who holds it and what to do. */
+    char holder[VMENC_WORKSPACE_MESSAGE_MAX];
+    if (st == VMENC_E_LOCKED && c->ws != NULL && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) == VMENC_OK) {
+        size_t l = strlen(full);
+        snprintf(full + l, sizeof(full) - l, "; held by %s; retry, or wait longer with --wait SECONDS", holder);
+    }
     fprintf(stderr, "vmenc: %s\n", full);
     int code = exit_code_for(st);
     json_error(c, vmenc_status_name(st), st, code, full);
@@ -515,7 +521,7 @@ int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_o
                         &pass_len))
         return EXIT_USAGE;
     *oo = (vmenc_workspace_open_options){.struct_size = sizeof(*oo), .passphrase = (const uint8_t *)pass,
-                                         .passphrase_len = pass_len, .lock_timeout_ms = 5000};
+                                         .passphrase_len = pass_len, .lock_timeout_ms = c->wait_ms};
     if (getenv("VMENC_NO_SYNC") != NULL)
         oo->flags |= VMENC_WORKSPACE_OPEN_NO_SYNC;
     return EXIT_OK;
