@@ -8,7 +8,10 @@
 #     (plain VM) of a served VM are refused naming nbdkit, and leave the
 #     disk as it was: guest writes made through nbdkit before and after the
 #     refusals read back with `vmenc disk read` once nbdkit stops;
-#  3. kill -9 of the server: the next opener (a deep rekey) gets in at once.
+#  3. kill -9 of the server: the next opener (a deep rekey) gets in at once;
+#  4. while `vm encrypt` runs in another process (stopped half way, still
+#     holding CONVERT), `disk convert-status` (progress > 0) and `vm status`
+#     answer: status reads take no image lock.
 # A read-only reader (`vmenc disk read`) beside the server is allowed.
 # Skips (exit 77) when the plugin is not built, nbdkit or qemu-io cannot start,
 # or in sanitizer builds (as tests/nbdkit.test.sh, for the same reason).
@@ -152,6 +155,63 @@ else
 fi
 va disk read a scsi0:0 >"$T/a2.dec" 2>/dev/null
 check "the data survived the deep rekey" cmp -s <(dd if="$T/a2.dec" bs=64k skip=32 count=1 2>/dev/null) "$T/after.bin"
+
+# ---- 4. status while another process converts -----------------------------------------------------------
+# `vm encrypt` of a plain VM with data, in 1 MiB segments and with syncs (so it
+# takes seconds), runs in the background holding CONVERT. Caught converting
+# (its state file there), it is stopped (SIGSTOP) once a segment is durable,
+# and `disk convert-status` and `vm status` must answer while it is stopped
+# and still holds the disk - no timing involved. Before the observer's read,
+# convert-status was refused with VMENC_E_LOCKED naming the converter.
+va vm create c --disk 256M >/dev/null && head -c 1048576 /dev/urandom >"$T/c.bin" &&
+    va disk write c scsi0:0 <"$T/c.bin" >/dev/null
+check "a plain VM c with 1 MiB of data" test $? = 0
+env -u VMENC_NO_SYNC "${VA[@]}" vm encrypt c --segment 1M >"$T/cenc.out" 2>"$T/cenc.err" &
+C_PID=$!
+PIDS+=("$C_PID")
+caught=0
+for _ in $(seq 200000); do
+    compgen -G "$W/datastore/c/*.cvt" >/dev/null && { kill -STOP "$C_PID"; caught=1; break; }
+    kill -0 "$C_PID" 2>/dev/null || break
+done
+status_ok=0
+if [[ $caught = 1 ]]; then
+    # let it move until a segment is durable, then hold it still
+    for _ in $(seq 100); do
+        if va --json disk convert-status c >"$T/cs.json" 2>"$T/cs.err" &&
+            grep -q '"bytes_done":[1-9]' "$T/cs.json"; then status_ok=1; break; fi
+        grep -q 'VMENC_E_LOCKED' "$T/cs.err" && break # the old code: refused
+        kill -CONT "$C_PID"; sleep 0.05; kill -STOP "$C_PID"
+    done
+    va vm status c >"$T/vs.out" 2>"$T/vs.err"; vs_rc=$?
+    still=0
+    kill -0 "$C_PID" 2>/dev/null && compgen -G "$W/datastore/c/*.cvt" >/dev/null && still=1
+    check "disk convert-status during another process's conversion answers with progress > 0" test $status_ok = 1
+    [[ $status_ok = 1 ]] || echo "# convert-status: $(cat "$T/cs.json" "$T/cs.err" 2>/dev/null | head -c 400)"
+    bd=$(grep -o '"bytes_done":[0-9]*' "$T/cs.json" | cut -d: -f2)
+    bt=$(grep -o '"bytes_total":[0-9]*' "$T/cs.json" | cut -d: -f2)
+    if grep -q '"converting":1.*"state":"encrypting","converting":true' "$T/cs.json" && ((${bd:-0} < ${bt:-0})); then
+        ok "... it says: encrypting, $bd of $bt bytes"
+    else
+        bad "... it does not say encrypting with bytes_done < bytes_total: $(head -c 400 "$T/cs.json")"
+    fi
+    if [[ $vs_rc = 0 ]] && grep -q 'state: encrypting' "$T/vs.out"; then
+        ok "vm status during the conversion answers (exit 0, disk encrypting)"
+    else
+        bad "vm status during the conversion: exit $vs_rc: $(head -c 600 "$T/vs.out" "$T/vs.err")"
+    fi
+    check "the converter still held the disk when they returned (alive, state file there)" test $still = 1
+    kill -CONT "$C_PID"
+    wait "$C_PID"; c_rc=$?
+    check "the conversion then finished (exit 0)" test $c_rc = 0
+    va --json disk convert-status c >"$T/cs2.json" 2>/dev/null
+    check "convert-status after it: encrypted, done" grep -q '"converting":0' "$T/cs2.json"
+    va disk read c scsi0:0 2>/dev/null | head -c 1048576 >"$T/c.dec"
+    check "the data survived" cmp -s "$T/c.dec" "$T/c.bin"
+else
+    wait "$C_PID"
+    bad "the conversion was never seen running (state file never appeared): $(head -c 300 "$T/cenc.err")"
+fi
 
 echo "1..$n"
 [[ $fails -eq 0 ]] || { echo "$fails of $n failed"; exit 1; }

@@ -10,6 +10,9 @@
  *    and in the audit event's reason;
  *  - a conversion against any other opener, either way round, is refused,
  *    and a refused begin leaves the disk as it was;
+ *  - but status is an observer: while another process converts, the VM's
+ *    info and vmenc_vm_get_convert_progress answer (no lock bytes), with the
+ *    progress of the converter's last durable slot, MAC verified;
  *  - kill -9 of a holder: the next opener gets in at once (no wait, no
  *    cleanup), though the dead holder's owner record is still there;
  *  - a FIFO planted as an extent, a swap file or a state file is refused
@@ -71,7 +74,9 @@ static vmenc_vm *open_vm(const char *name) {
 
 /* ---- the other process ---------------------------------------------------------- */
 
-typedef enum hold { HOLD_READ, HOLD_WRITE, HOLD_CONVERT, HOLD_NVRAM_WRITE } hold;
+/* HOLD_CONVERT_STEPPED: a conversion in 1 MiB segments with one segment
+ * moved (durable), then held half way, CONVERT lock and all. */
+typedef enum hold { HOLD_READ, HOLD_WRITE, HOLD_CONVERT, HOLD_NVRAM_WRITE, HOLD_CONVERT_STEPPED } hold;
 
 typedef struct holder {
     pid_t pid;
@@ -96,6 +101,15 @@ static void holder_main(const char *name, const char *id, hold how, int ready, i
             s = vmenc_disk_open(vm, "alice", id, how == HOLD_READ ? VMENC_DISK_OPEN_READONLY : 0, &d);
         if (s == VMENC_OK && how == HOLD_CONVERT)
             s = vmenc_disk_convert_begin(d, "alice", VMENC_CONVERT_ENCRYPT, NULL);
+        if (s == VMENC_OK && how == HOLD_CONVERT_STEPPED) {
+            vmenc_convert_options o = {.struct_size = sizeof(o), .segment_bytes = (uint64_t)1 << 20};
+            vmenc_convert_progress p = {.struct_size = sizeof(p)};
+            s = vmenc_disk_convert_begin(d, "alice", VMENC_CONVERT_ENCRYPT, &o);
+            if (s == VMENC_OK)
+                s = vmenc_disk_convert_step(d, 1, &p); /* one segment */
+            if (s == VMENC_OK && (p.segments_done != 1 || p.done))
+                s = VMENC_E_INTERNAL;
+        }
         if (s == VMENC_OK)
             r = 'k';
     }
@@ -265,6 +279,116 @@ static void test_convert_excludes(void **state) {
     OK(vmenc_disk_close(d2));
     vmenc_vm_free(other);
     OK(vmenc_disk_close(d));
+    vmenc_vm_free(vm);
+}
+
+/* Status while another process converts (issue 21: "disk convert-status
+ * and vm status answer while a conversion runs"): the observer's progress
+ * read and the VM's info take no image lock, so the process holding
+ * CONVERT neither refuses nor delays them. The holder is parked half way
+ * and is still holding CONVERT after the reads returned (checked by a
+ * refused open), so the reads ran during the conversion - no clock. Failed
+ * on the old code: the only progress read was through vmenc_disk_open,
+ * refused with VMENC_E_LOCKED. */
+static void test_status_while_converting(void **state) {
+    (void)state;
+    char id[VMENC_DISK_ID_MAX + 1];
+    make_vm("cs", "home-only", id);
+    holder h = spawn("cs", id, HOLD_CONVERT_STEPPED);
+    vmenc_vm *vm = open_vm("cs"); /* VM status: opens and reads, no disk lock */
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    OK(vmenc_vm_get_info(vm, &info));
+    assert_int_equal(info.num_disks, 1);
+    vmenc_disk_info di = {.struct_size = sizeof(di)};
+    OK(vmenc_vm_get_disk_info(vm, 0, &di));
+    assert_string_equal(di.disk_id, id);
+    assert_int_equal(di.state, VMENC_DISK_ENCRYPTING);
+    /* convert-status: one of four segments moved, as the holder's last
+     * durable slot says */
+    vmenc_convert_progress p = {.struct_size = sizeof(p)};
+    OK(vmenc_vm_get_convert_progress(vm, id, &p));
+    assert_int_equal(p.state, VMENC_DISK_ENCRYPTING);
+    assert_int_equal(p.done, 0);
+    assert_int_equal(p.segments_done, 1);
+    assert_int_equal(p.segments_total, CAP >> 20);
+    assert_int_equal(p.bytes_done, (uint64_t)1 << 20);
+    assert_int_equal(p.bytes_total, CAP);
+    assert_true(p.bytes_done > 0 && p.bytes_done < p.bytes_total);
+    /* read-only status took no CONVERT/WRITE bytes: a second read works,
+     * and the holder still holds CONVERT (an open is refused, naming it) */
+    vmenc_convert_progress p2 = {.struct_size = sizeof(p2)};
+    OK(vmenc_vm_get_convert_progress(vm, id, &p2));
+    assert_int_equal(p2.segments_done, p.segments_done);
+    vmenc_disk *d = NULL;
+    assert_int_equal(vmenc_disk_open(vm, "alice", id, VMENC_DISK_OPEN_READONLY, &d), VMENC_E_LOCKED);
+    expect_holder(vm, h.pid, "converting", "read");
+    assert_int_equal(vmenc_vm_get_convert_progress(vm, "scsi9:9", &p2), VMENC_E_NOT_FOUND);
+    release(&h);
+    vmenc_vm_free(vm);
+
+    /* the owner's view agrees with the observer's: resumed at segment 1 */
+    vm = open_vm("cs");
+    vmenc_vm *stale = open_vm("cs"); /* another handle, its descriptor read now */
+    OK(vmenc_disk_open(vm, "alice", id, 0, &d));
+    vmenc_convert_progress q = {.struct_size = sizeof(q)};
+    OK(vmenc_disk_convert_get_progress(d, &q));
+    assert_int_equal(q.segments_done, p.segments_done);
+    assert_int_equal(q.bytes_done, p.bytes_done);
+    while (!q.done)
+        OK(vmenc_disk_convert_step(d, CAP, &q));
+    OK(vmenc_disk_close(d));
+    /* done: a handle opened before the finish still has the converting
+     * descriptor, and its state file is gone; the converter's own handle
+     * and a new one see the end */
+    assert_int_equal(vmenc_vm_get_convert_progress(stale, id, &p2), VMENC_E_INTERRUPTED);
+    vmenc_vm_free(stale);
+    OK(vmenc_vm_get_convert_progress(vm, id, &p2));
+    assert_int_equal(p2.done, 1);
+    vmenc_vm_free(vm);
+    vm = open_vm("cs");
+    OK(vmenc_vm_get_convert_progress(vm, id, &p2));
+    assert_int_equal(p2.done, 1);
+    assert_int_equal(p2.state, VMENC_DISK_ENCRYPTED);
+    assert_int_equal(p2.bytes_done, CAP);
+    vmenc_vm_free(vm);
+}
+
+/* A slot that does not verify is not believed by the observer either. */
+static void test_status_forged_slot(void **state) {
+    (void)state;
+    char id[VMENC_DISK_ID_MAX + 1];
+    make_vm("cf", "home-only", id);
+    holder h = spawn("cf", id, HOLD_CONVERT_STEPPED);
+    vmenc_vm *vm = open_vm("cf");
+    /* flip a MAC byte in both slots of the state file */
+    char home[PATH_MAX + 64];
+    vmfix_vmx_path(&g_f, "cf", home, sizeof(home));
+    *strrchr(home, '/') = '\0';
+    DIR *dir = opendir(home);
+    assert_non_null(dir);
+    int flipped = 0;
+    for (struct dirent *de; (de = readdir(dir)) != NULL;) {
+        size_t n = strlen(de->d_name);
+        if (n < 4 || strcmp(de->d_name + n - 4, ".cvt") != 0)
+            continue;
+        char path[PATH_MAX + 400];
+        snprintf(path, sizeof(path), "%s/%s", home, de->d_name);
+        int fd = open(path, O_RDWR);
+        assert_true(fd >= 0);
+        for (off_t off = 0; off <= 4096; off += 4096) {
+            unsigned char b = 0;
+            assert_int_equal(pread(fd, &b, 1, off + 63), 1);
+            b ^= 0x5a;
+            assert_int_equal(pwrite(fd, &b, 1, off + 63), 1);
+        }
+        close(fd);
+        flipped++;
+    }
+    closedir(dir);
+    assert_int_equal(flipped, 1);
+    vmenc_convert_progress p = {.struct_size = sizeof(p)};
+    assert_int_equal(vmenc_vm_get_convert_progress(vm, id, &p), VMENC_E_AUTH);
+    release(&h);
     vmenc_vm_free(vm);
 }
 
@@ -559,6 +683,8 @@ int main(void) {
         cmocka_unit_test(test_writer_writer),
         cmocka_unit_test(test_same_process),
         cmocka_unit_test(test_convert_excludes),
+        cmocka_unit_test(test_status_while_converting),
+        cmocka_unit_test(test_status_forged_slot),
         cmocka_unit_test(test_convert_refused_by_reader),
         cmocka_unit_test(test_rekey_deep_of_served_disk),
         cmocka_unit_test(test_kill9_frees_at_once),

@@ -527,6 +527,20 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_recover(vmenc_vm *vm,
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_disk_convert_get_progress(vmenc_disk *disk,
                                                                         vmenc_convert_progress *out);
 
+/* vmenc_vm_get_convert_progress reads where the conversion of disk
+ * |disk_id| stands without opening the disk: as an observer, it takes no
+ * image lock and is never refused or kept waiting by the process that
+ * converts (which holds the disk's CONVERT lock) or serves it. It reports
+ * the progress as of the last durable slot of the conversion's state file,
+ * whose MAC is verified as on open (so the VM's keys must be unlocked:
+ * VMENC_E_VM_LOCKED otherwise); bytes_per_second is 0. With no conversion
+ * in the descriptor the VM handle read, done = 1 and the state. A state
+ * file gone since the VM handle was opened (the conversion finished, or the
+ * file was lost) is VMENC_E_INTERRUPTED: open the VM again to tell which.
+ * Also VMENC_E_NOT_FOUND, VMENC_E_AUTH (a slot that does not verify). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_get_convert_progress(vmenc_vm *vm, const char *disk_id,
+                                                                      vmenc_convert_progress *out);
+
 /* A progress callback for VM-level conversions: return 0 to go on, nonzero
  * to stop (the call then returns VMENC_E_INTERRUPTED; the conversion is
  * resumable by re-applying or vmenc_vm_resume). */

@@ -81,9 +81,11 @@ static vmenc_status create_state(int dirfd, vm_cvt *c, const vm_cvt_slot *first)
     return VMENC_OK;
 }
 
-static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id, unsigned *out_num_valid) {
+/* read_state opens the state file (|oflags|: O_RDWR for the conversion's
+ * owner, O_RDONLY for an observer) and picks its last durable slot. */
+static vmenc_status read_state(int dirfd, vm_cvt *c, uint64_t id, int oflags, unsigned *out_num_valid) {
     *out_num_valid = 0;
-    int fd = openat(dirfd, c->name, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int fd = openat(dirfd, c->name, oflags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? VMENC_E_INTERRUPTED : vmenc_status_from_errno(errno);
     struct stat st;
@@ -468,6 +470,64 @@ vmenc_status vmenc_disk_convert_get_progress(vmenc_disk *disk, vmenc_convert_pro
     return VMENC_OK;
 }
 
+/* observe_locked reads where the conversion of entry |e| stands as of its
+ * last durable slot, as an observer: no extent opened, no lock bytes, the
+ * state file opened read-only and its slot believed only if its MAC
+ * verifies. The process converting holds CONVERT on the extent; nothing
+ * here takes or waits for it. VM lock held. */
+static vmenc_status observe_locked(vmenc_vm *vm, const vm_disk_entry *e, vmenc_convert_progress *p) {
+    const vm_disk_desc *d = &e->desc;
+    vm_cvt *c = calloc(1, sizeof(*c)); /* no segment buffer: nothing moves */
+    VMENC_ENSURE(c != NULL, VMENC_E_NOMEM);
+    c->fd = -1;
+    unsigned num_valid = 0;
+    vmenc_status s = state_name(d->extent_file, d->cvt_id, c->name, sizeof(c->name));
+    if (s == VMENC_OK)
+        s = cvt_set_key(c, d, e->dek, e->new_dek);
+    if (s == VMENC_OK)
+        s = read_state(vm->dirfd, c, d->cvt_id, O_RDONLY, &num_valid);
+    if (s == VMENC_OK && (d->cvt_segment == 0 || c->slot.seg_bytes != d->cvt_segment ||
+                          c->slot.num_segs != (d->capacity + d->cvt_segment - 1) / d->cvt_segment))
+        s = VMENC_E_AUTH; /* authentic, yet not this descriptor's geometry */
+    if (s == VMENC_OK) {
+        p->state = d->state;
+        p->segments_done = c->slot.done_segs;
+        p->segments_total = c->slot.num_segs;
+        uint64_t done = c->slot.done_segs * c->slot.seg_bytes;
+        p->bytes_done = done < d->capacity ? done : d->capacity;
+        p->bytes_per_second = 0; /* another process moves it: no rate seen here */
+        p->done = 0;
+    }
+    vm_cvt_free(c);
+    return s;
+}
+
+vmenc_status vmenc_vm_get_convert_progress(vmenc_vm *vm, const char *disk_id, vmenc_convert_progress *out) {
+    VMENC_ENSURE(vm != NULL && disk_id != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(out->struct_size >= PROGRESS_V1_SIZE, VMENC_E_ABI_VERSION);
+    vmenc_convert_progress p;
+    memset(&p, 0, sizeof(p));
+    p.struct_size = out->struct_size;
+    pthread_mutex_lock(&vm->lock);
+    int i = vm_find_disk(vm, disk_id);
+    vmenc_status s = i >= 0 ? VMENC_OK : VMENC_E_NOT_FOUND;
+    if (s == VMENC_OK) {
+        const vm_disk_entry *e = &vm->disks[i];
+        p.bytes_total = e->desc.capacity;
+        if (vm_disk_desc_converting(&e->desc)) {
+            s = observe_locked(vm, e, &p);
+        } else {
+            p.state = e->desc.state;
+            p.bytes_done = e->desc.capacity;
+            p.done = 1;
+        }
+    }
+    pthread_mutex_unlock(&vm->lock);
+    if (s == VMENC_OK)
+        memcpy(out, &p, PROGRESS_V1_SIZE);
+    return s;
+}
+
 vmenc_status vmenc_disk_convert_step(vmenc_disk *disk, uint64_t max_bytes, vmenc_convert_progress *out) {
     VMENC_ENSURE_REF(disk);
     VMENC_ENSURE(out == NULL || out->struct_size >= PROGRESS_V1_SIZE, VMENC_E_ABI_VERSION);
@@ -656,7 +716,7 @@ vmenc_status vm_cvt_resume(vmenc_disk *disk, size_t i, vm_op *op) {
     unsigned num_valid = 0;
     vmenc_status s = cvt_set_key(c, d, e->dek, e->new_dek);
     if (s == VMENC_OK)
-        s = read_state(vm->dirfd, c, d->cvt_id, &num_valid);
+        s = read_state(vm->dirfd, c, d->cvt_id, O_RDWR, &num_valid);
     if (s == VMENC_OK && (c->slot.seg_bytes != d->cvt_segment ||
                           c->slot.num_segs != (d->capacity + d->cvt_segment - 1) / d->cvt_segment))
         s = VMENC_E_AUTH; /* authentic, yet not this descriptor's geometry */
@@ -890,7 +950,7 @@ static vmenc_status recover_locked(vmenc_vm *vm, vm_disk_entry *e, vmenc_convert
         s = VMENC_E_VM_LOCKED;
     if (s == VMENC_OK && (e->new_dek == NULL) != (d->new_key_safe == NULL))
         s = VMENC_E_VM_LOCKED;
-    vmenc_status rs = s == VMENC_OK ? read_state(vm->dirfd, c, d->cvt_id, &num_valid) : s;
+    vmenc_status rs = s == VMENC_OK ? read_state(vm->dirfd, c, d->cvt_id, O_RDWR, &num_valid) : s;
     if (s == VMENC_OK && rs == VMENC_OK) { /* readable: nothing to do */
         r->segments_done = c->slot.done_segs;
         vm_cvt_free(c);
