@@ -124,6 +124,20 @@ static vmenc_status append_disk(vmenc_vm *vm, const vm_disk_entry *e) {
     return VMENC_OK;
 }
 
+/* config_names: does NAME.vmx as stored now name descriptor |desc_name|?
+ * Unknown (unreadable) counts as yes: keeping a file is the safe mistake. */
+static bool config_names(const vmenc_vm *vm, const char *desc_name) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (vmenc_fs_read_file(vm->dirfd, vm->vmx_name, ((size_t)1 << 20) /* as vm.c reads it */, &buf, &len) != VMENC_OK)
+        return true;
+    char quoted[300];
+    int q = snprintf(quoted, sizeof(quoted), "\"%s\"", desc_name);
+    bool found = q > 0 && (size_t)q < sizeof(quoted) && memmem(buf, len, quoted, (size_t)q) != NULL;
+    free(buf);
+    return found;
+}
+
 static vmenc_status add_disk_locked(vmenc_vm *vm, const vmenc_disk_create_options *o, vm_op *op, char *id_out,
                                     size_t id_cap) {
     VMENC_GUARD(needs_keys(vm));
@@ -161,8 +175,13 @@ static vmenc_status add_disk_locked(vmenc_vm *vm, const vmenc_disk_create_option
     s = vm_write_config(vm);
     if (s != VMENC_OK) {
         /* the configuration may name the disk all the same (a failure
-         * after its rename): its files stay */
+         * after its rename): its files stay then; otherwise (a full file
+         * system before the rename) the disk leaves nothing behind */
         vm->num_disks--;
+        if (!config_names(vm, e.desc_name)) {
+            (void)unlinkat(vm->dirfd, e.desc_name, 0);
+            (void)unlinkat(vm->dirfd, d->extent_file, 0);
+        }
         vm_disk_desc_cleanup(d);
         vmenc_dek_free(e.dek);
         return s;
