@@ -285,9 +285,9 @@ static int open_workspace(void) {
     if (st == VMENC_OK)
         return 0;
     if (st == VMENC_E_LOCKED)
-        nbdkit_error("vmenc: workspace %s: the audit log '%s' is held by another process (is this disk already "
-                     "served?); give this process its own with audit-log=NAME",
-                     g.workspace, g.audit_log);
+        nbdkit_error("vmenc: workspace %s: a workspace file (the audit log '%s' or the policy) is locked by "
+                     "another process: %s",
+                     g.workspace, g.audit_log, err.message[0] ? err.message : "retry");
     else if (err.line > 0)
         nbdkit_error("vmenc: workspace %s:%u: %s (%s)", err.file, err.line, err.message, vmenc_strerror(st));
     else
