@@ -30,7 +30,8 @@
  * (1 for the final record). Detected: any edit (header or record),
  * truncation (at or inside a record), appended or reordered records, records
  * or whole files moved between files, VMs or classes. Not detected: a
- * whole file rolled back to an older version of itself (documented).
+ * whole file, or one record of it, rolled back to an older version of
+ * itself (same key and AAD; documented in docs/vm-format.md).
  *
  * A plain file (|vm_key| NULL) is raw bytes with no header.
  */
