@@ -182,6 +182,9 @@ struct vmenc_vm {
      * (vmenc_vm_get_lock_holder); under |lock| */
     bool has_lock_holder;
     vmenc_lock_holder lock_holder;
+    /* the sentence naming the file behind the last refusal of a disk open
+     * or resume (vmenc_vm_get_error_detail; "" = none); under |lock| */
+    char error_detail[640];
     vm_missing_key *missing;
     size_t num_missing;
     bool locked;

@@ -995,6 +995,16 @@ static vmenc_status reload(vmenc_vm *vm, const char *principal) {
     vmenc_vm *fresh = NULL;
     vmenc_status s = vmenc_vm_open(vm->host, principal, path, &fresh);
     if (s != VMENC_OK) {
+        if (fresh != NULL) { /* what named the file behind it, for vmenc_vm_get_error_detail */
+            pthread_mutex_lock(&fresh->lock);
+            char detail[sizeof(fresh->error_detail)];
+            memcpy(detail, fresh->error_detail, sizeof(detail));
+            pthread_mutex_unlock(&fresh->lock);
+            pthread_mutex_lock(&vm->lock);
+            if (detail[0] != '\0')
+                memcpy(vm->error_detail, detail, sizeof(detail));
+            pthread_mutex_unlock(&vm->lock);
+        }
         vm_release(fresh); /* a locked VM comes back too */
         return s;
     }
