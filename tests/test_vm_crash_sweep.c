@@ -6,7 +6,8 @@
  * (lib/core/fs.h vmenc_fs_step_hook), never by editing files.
  *
  * For each operation (encrypt, decrypt, deep rekey, shallow rekey, add
- * disk, remove disk, rollback of a policy's conversion, clone), on a VM
+ * disk, remove disk, rollback of a policy's conversion, clone, create
+ * encrypted; clone and create are then retried and must succeed), on a VM
  * with two
  * disks of known data and an NVRAM and a suspend-state file: the operation
  * is first run once with the hook counting its durable steps (every
@@ -229,6 +230,25 @@ static vmenc_status op_clone(vmenc_vm *vm) {
     return s;
 }
 
+/* create encrypted: a new encrypted VM (the "encrypted" policy: a new KEK
+ * and VM key, an encrypted NVRAM) beside the source, in a new home for
+ * each case like a clone's; the retry creates it again. The source must
+ * stay as it was (its expectation: unchanged). */
+static vmenc_status op_create(vmenc_vm *vm) {
+    (void)vm;
+    char name[32], home[PATH_MAX + 64];
+    snprintf(name, sizeof(name), "new%u_%d", g_case, (int)g_sweep_pid);
+    snprintf(home, sizeof(home), "%s/clones/%s", g_f.dir, name);
+    vmenc_vm_create_options o = {.struct_size = sizeof(o), .principal = "alice", .home_dir = home, .name = name,
+                                 .folder = "vms", .storage_policy = "encrypted", .memory_bytes = 1 << 20};
+    vmenc_vm *out = NULL;
+    vmenc_status s = vmenc_vm_create(g_f.host, &o, &out);
+    vmenc_vm_free(out);
+    if (s == VMENC_OK)
+        g_clone_made = true;
+    return s;
+}
+
 /* rollback: the template is a VM whose "encrypted" policy stopped after
  * one segment of its first disk; the operation turns that conversion
  * round and runs it to the end. */
@@ -269,6 +289,7 @@ static const sweep_op k_ops[] = {
     {"remove-disk", "encrypted", {1, 1, true, false}, op_remove_disk, NULL, false},
     {"rollback", NULL, {1, 0, false, false}, op_rollback, prepare_rollback, false},
     {"clone", "encrypted", {1, 1, false, false}, op_clone, NULL, true},
+    {"create", "encrypted", {1, 1, false, false}, op_create, NULL, true},
 };
 
 /* ---- the checks ---------------------------------------------------------------------------- */

@@ -23,13 +23,14 @@
 
 #define ADD_DISK_OPTIONS_V1_SIZE (offsetof(vmenc_disk_create_options, flags) + sizeof(uint32_t))
 #define CLONE_OPTIONS_V1_SIZE (offsetof(vmenc_vm_clone_options, flags) + sizeof(uint32_t))
-/* The clone's intent (docs/vm.md "Clone"): the clone's name, written durably
- * into its home before anything else. A home that holds it naming the
- * clone (or holds nothing but its temporaries), while the inventory lacks
- * that name (checked first), is a crashed clone's half-built home: a retry
- * empties it and builds again, instead of failing with VMENC_E_EXISTS. The
- * clone's first resume removes it (sweep_debris): the inventory that names
- * the clone is durable by then, which vmenc_vm_clone cannot know. */
+/* The intent of a new VM - a clone or a create (docs/vm.md "clone"): its
+ * name, written durably into its home before anything else. A home that
+ * holds it naming the VM (or holds nothing but its temporaries), while the
+ * inventory lacks that name (checked first), is a crashed attempt's
+ * half-built home: a retry empties it and builds again, instead of failing
+ * with VMENC_E_EXISTS. The VM's first resume removes it (sweep_debris): the
+ * inventory that names the VM is durable by then, which the create or
+ * clone cannot know (the workspace saves it after they return). */
 #define CLONE_INTENT "vmenc-clone.intent"
 #define COPY_CHUNK ((size_t)1 << 20)
 
@@ -1462,7 +1463,7 @@ static void remove_home(vmenc_vm *dst, const char *dir, bool created) {
 }
 
 
-static vmenc_status clone_home(const char *dir, const char *name, bool sync, bool *created, int *out_fd) {
+vmenc_status vm_make_home_intent(const char *dir, const char *name, bool sync, bool *created, int *out_fd) {
     vmenc_status s = vm_make_home(dir, created, out_fd);
     if (s == VMENC_E_EXISTS) {
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -1629,7 +1630,7 @@ vmenc_status vmenc_vm_clone(vmenc_vm *vm, const vmenc_vm_clone_options *o, vmenc
     vmenc_vm *dst = NULL;
     int dirfd = -1;
     if (s == VMENC_OK)
-        s = clone_home(o->home_dir, o->name, vm_host_sync(host), &created, &dirfd);
+        s = vm_make_home_intent(o->home_dir, o->name, vm_host_sync(host), &created, &dirfd);
     if (s == VMENC_OK && (s = vm_alloc(host, o->home_dir, dirfd, &dst)) != VMENC_OK)
         close(dirfd);
     if (s == VMENC_OK) {
