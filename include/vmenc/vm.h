@@ -708,6 +708,16 @@ typedef struct vmenc_lock_holder {
  * version of the struct. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_get_lock_holder(vmenc_vm *vm, vmenc_lock_holder *out);
 
+/* vmenc_vm_get_error_detail copies into |out| (capacity |out_cap|, NUL
+ * terminated) the sentence that explained the last refusal of a disk open
+ * or resume of |vm| which a file of its home caused - today a conversion
+ * state file (.cvt) that is missing or fails its MAC: it names the disk and
+ * the file and the verb that recovers it ('vmenc disk convert-recover').
+ * The same sentence is the reason of the audit event. It names files, never
+ * key material. VMENC_E_NOT_FOUND when no refusal left one;
+ * VMENC_E_BUFFER_TOO_SMALL when it does not fit (640 bytes always do). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_get_error_detail(vmenc_vm *vm, char *out, size_t out_cap);
+
 #ifdef __cplusplus
 }
 #endif

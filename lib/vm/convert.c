@@ -698,10 +698,24 @@ static void state_problem(vmenc_vm *vm, const char *principal, const char *disk_
                       : s == VMENC_E_BAD_VERSION ? "is version 1 (unauthenticated), not believed"
                                                  : "cannot be read";
     snprintf(reason, sizeof(reason), "conversion state file %.300s %s; run 'vmenc disk convert-recover'", file, why);
+    /* the same sentence for the caller (vmenc_vm_get_error_detail); the
+     * caller of vm_cvt_resume holds vm->lock */
+    snprintf(vm->error_detail, sizeof(vm->error_detail), "disk %.64s: %.511s", disk_id, reason);
     vm_op op;
     vm_op_init(&op, vm->host, principal, "disk.convert_state", NULL);
     snprintf(op.target, sizeof(op.target), "%s/%s", vm->vmx.name, disk_id);
     (void)vm_op_finish(&op, s, reason);
+}
+
+vmenc_status vmenc_vm_get_error_detail(vmenc_vm *vm, char *out, size_t out_cap) {
+    VMENC_ENSURE(vm != NULL && out != NULL && out_cap > 0, VMENC_E_INVALID_ARG);
+    pthread_mutex_lock(&vm->lock);
+    size_t n = strlen(vm->error_detail);
+    vmenc_status s = n == 0 ? VMENC_E_NOT_FOUND : n < out_cap ? VMENC_OK : VMENC_E_BUFFER_TOO_SMALL;
+    if (s == VMENC_OK)
+        memcpy(out, vm->error_detail, n + 1);
+    pthread_mutex_unlock(&vm->lock);
+    return s;
 }
 
 /* ---- resume on open ------------------------------------------------------------------- */

@@ -762,10 +762,11 @@ vmenc_status vmenc_vm_create(vmenc_host *host, const vmenc_vm_create_options *op
         return vm_op_finish(&op, s, "the name is taken in the inventory");
     bool created = false;
     int dirfd = -1;
-    if ((s = vm_make_home(opts->home_dir, &created, &dirfd)) != VMENC_OK)
+    if ((s = vm_make_home_intent(opts->home_dir, opts->name, vm_host_sync(host), &created, &dirfd)) != VMENC_OK)
         return vm_op_finish(&op, s, "cannot make the home directory");
     vmenc_vm *vm = NULL;
     if ((s = vm_alloc(host, opts->home_dir, dirfd, &vm)) != VMENC_OK) {
+        (void)unlinkat(dirfd, "vmenc-clone.intent", 0); /* vm_make_home_intent's */
         close(dirfd);
         goto undo_dir;
     }
@@ -796,6 +797,7 @@ fail:
         (void)0; /* the audit record below says the create failed; the entry is an orphan */
     if (wrote)
         (void)unlinkat(vm->dirfd, vm->vmx_name, 0);
+    (void)unlinkat(vm->dirfd, "vmenc-clone.intent", 0); /* vm_make_home_intent's */
     (void)vm_authority_forget(vm); /* the record of a VM that was not made */
     vm_release(vm);
 undo_dir:

@@ -182,6 +182,9 @@ struct vmenc_vm {
      * (vmenc_vm_get_lock_holder); under |lock| */
     bool has_lock_holder;
     vmenc_lock_holder lock_holder;
+    /* the sentence naming the file behind the last refusal of a disk open
+     * or resume (vmenc_vm_get_error_detail; "" = none); under |lock| */
+    char error_detail[640];
     vm_missing_key *missing;
     size_t num_missing;
     bool locked;
@@ -195,6 +198,12 @@ VMENC_INTERNAL vmenc_status vm_alloc(vmenc_host *host, const char *home_dir, int
 /* vm_make_home creates directory |dir| or accepts an existing empty one
  * (VMENC_E_EXISTS otherwise) and opens it. */
 VMENC_INTERNAL vmenc_status vm_make_home(const char *dir, bool *created, int *out_fd);
+/* vm_make_home_intent is vm_make_home for a new VM |name| (create, clone;
+ * lib/vm/vm_ops.c): it also accepts the half-built home of a crashed
+ * attempt at the same VM (one holding its intent), emptied, and writes
+ * the intent durably first. Call only after the inventory lacks |name|. */
+VMENC_INTERNAL vmenc_status vm_make_home_intent(const char *dir, const char *name, bool sync, bool *created,
+                                                int *out_fd);
 /* vm_new_uuid writes a random (version 4) UUID in canonical text. */
 VMENC_INTERNAL vmenc_status vm_new_uuid(char out[VMENC_VM_UUID_LEN + 1]);
 VMENC_INTERNAL void vm_retain(vmenc_vm *vm);

@@ -23,6 +23,15 @@
 
 #define ADD_DISK_OPTIONS_V1_SIZE (offsetof(vmenc_disk_create_options, flags) + sizeof(uint32_t))
 #define CLONE_OPTIONS_V1_SIZE (offsetof(vmenc_vm_clone_options, flags) + sizeof(uint32_t))
+/* The intent of a new VM - a clone or a create (docs/vm.md "clone"): its
+ * name, written durably into its home before anything else. A home that
+ * holds it naming the VM (or holds nothing but its temporaries), while the
+ * inventory lacks that name (checked first), is a crashed attempt's
+ * half-built home: a retry empties it and builds again, instead of failing
+ * with VMENC_E_EXISTS. The VM's first resume removes it (sweep_debris): the
+ * inventory that names the VM is durable by then, which the create or
+ * clone cannot know (the workspace saves it after they return). */
+#define CLONE_INTENT "vmenc-clone.intent"
 #define COPY_CHUNK ((size_t)1 << 20)
 
 static uint32_t vm_flags(const vmenc_vm *vm) { return vm_is_encrypted(vm) ? VMENC_REQ_VM_ENCRYPTED : 0; }
@@ -995,6 +1004,16 @@ static vmenc_status reload(vmenc_vm *vm, const char *principal) {
     vmenc_vm *fresh = NULL;
     vmenc_status s = vmenc_vm_open(vm->host, principal, path, &fresh);
     if (s != VMENC_OK) {
+        if (fresh != NULL) { /* what named the file behind it, for vmenc_vm_get_error_detail */
+            pthread_mutex_lock(&fresh->lock);
+            char detail[sizeof(fresh->error_detail)];
+            memcpy(detail, fresh->error_detail, sizeof(detail));
+            pthread_mutex_unlock(&fresh->lock);
+            pthread_mutex_lock(&vm->lock);
+            if (detail[0] != '\0')
+                memcpy(vm->error_detail, detail, sizeof(detail));
+            pthread_mutex_unlock(&vm->lock);
+        }
         vm_release(fresh); /* a locked VM comes back too */
         return s;
     }
@@ -1098,7 +1117,7 @@ static vmenc_status sweep_debris(vmenc_vm *vm) {
         size_t base = 0;
         bool tmp = tmp_base_len(n, &base);
         bool cvt = !tmp && ends_with(n, strlen(n), ".cvt") && !cvt_named(vm, n);
-        bool lck = !tmp && !cvt && stale_owner_record(vm->dirfd, n);
+        bool lck = !tmp && !cvt && (stale_owner_record(vm->dirfd, n) || strcmp(n, CLONE_INTENT) == 0);
         if (lck) {
             if (vmenc_fs_name_check(n) != VMENC_OK)
                 continue;
@@ -1422,20 +1441,78 @@ fail:
     return s;
 }
 
-/* remove_home deletes every file vmenc may have made in a clone's home. */
-static void remove_home(vmenc_vm *dst, const char *dir, bool created) {
-    int fd = dup(dst->dirfd);
+/* empty_dir deletes every file (not directory) in |dirfd|. */
+static void empty_dir(int dirfd) {
+    int fd = dup(dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     struct dirent *de;
     while (d != NULL && (de = readdir(d)) != NULL)
         if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-            (void)unlinkat(dst->dirfd, de->d_name, 0);
+            (void)unlinkat(dirfd, de->d_name, 0);
     if (d != NULL)
         closedir(d);
     else if (fd >= 0)
         close(fd);
+}
+
+/* remove_home deletes every file vmenc may have made in a clone's home. */
+static void remove_home(vmenc_vm *dst, const char *dir, bool created) {
+    empty_dir(dst->dirfd);
     if (created)
         (void)rmdir(dir);
+}
+
+
+vmenc_status vm_make_home_intent(const char *dir, const char *name, bool sync, bool *created, int *out_fd) {
+    vmenc_status s = vm_make_home(dir, created, out_fd);
+    if (s == VMENC_E_EXISTS) {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return VMENC_E_EXISTS;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        bool ours = vmenc_fs_read_file(fd, CLONE_INTENT, 256, &buf, &len) == VMENC_OK && len == strlen(name) &&
+                    memcmp(buf, name, len) == 0;
+        free(buf);
+        if (!ours) { /* a crash while the intent itself was written: nothing but its temporaries */
+            int probe = dup(fd);
+            DIR *d = probe >= 0 ? fdopendir(probe) : NULL;
+            struct dirent *de;
+            size_t seen = 0, temps = 0, base = 0;
+            while (d != NULL && (de = readdir(d)) != NULL) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                    continue;
+                seen++;
+                if (tmp_base_len(de->d_name, &base) && base == strlen(CLONE_INTENT) &&
+                    memcmp(de->d_name, CLONE_INTENT, base) == 0)
+                    temps++;
+            }
+            if (d != NULL)
+                closedir(d);
+            else if (probe >= 0)
+                close(probe);
+            ours = d != NULL && seen > 0 && seen == temps;
+        }
+        if (!ours) {
+            close(fd);
+            return VMENC_E_EXISTS;
+        }
+        empty_dir(fd); /* the crashed clone's files: built under keys nothing names any more */
+        *created = false;
+        *out_fd = fd;
+        s = VMENC_OK;
+    }
+    if (s != VMENC_OK)
+        return s;
+    s = vmenc_fs_atomic_write(*out_fd, CLONE_INTENT, (const uint8_t *)name, strlen(name), sync);
+    if (s != VMENC_OK) {
+        (void)unlinkat(*out_fd, CLONE_INTENT, 0);
+        if (*created)
+            (void)rmdir(dir);
+        close(*out_fd);
+        *out_fd = -1;
+    }
+    return s;
 }
 
 static vmenc_status clone_build(vmenc_vm *src, const vmenc_vm_clone_options *o, bool enc, const char *provider,
@@ -1553,7 +1630,7 @@ vmenc_status vmenc_vm_clone(vmenc_vm *vm, const vmenc_vm_clone_options *o, vmenc
     vmenc_vm *dst = NULL;
     int dirfd = -1;
     if (s == VMENC_OK)
-        s = vm_make_home(o->home_dir, &created, &dirfd);
+        s = vm_make_home_intent(o->home_dir, o->name, vm_host_sync(host), &created, &dirfd);
     if (s == VMENC_OK && (s = vm_alloc(host, o->home_dir, dirfd, &dst)) != VMENC_OK)
         close(dirfd);
     if (s == VMENC_OK) {

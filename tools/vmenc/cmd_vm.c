@@ -27,12 +27,18 @@
 #define IO_CHUNK (1u << 20)
 
 /* lock_why: ": <who holds it>" when |st| is an image-lock refusal of |vm|
- * (docs/vm.md "Locks"), else "". Call before freeing |vm|. */
+ * (docs/vm.md "Locks"); ": <the file and what recovers it>" when a file of
+ * the home (a lost or damaged .cvt) made an open or resume fail
+ * (vmenc_vm_get_error_detail); else "". Call before freeing |vm|. */
 static const char *lock_why(vmenc_vm *vm, vmenc_status st, char *buf, size_t cap) {
     vmenc_lock_holder h = {.struct_size = sizeof(h)};
+    char detail[640];
     buf[0] = '\0';
     if (st == VMENC_E_LOCKED && vm != NULL && vmenc_vm_get_lock_holder(vm, &h) == VMENC_OK)
         snprintf(buf, cap, ": %s", h.message);
+    else if ((st == VMENC_E_AUTH || st == VMENC_E_INTERRUPTED || st == VMENC_E_BAD_VERSION) && vm != NULL &&
+             vmenc_vm_get_error_detail(vm, detail, sizeof(detail)) == VMENC_OK)
+        snprintf(buf, cap, ": %s", detail);
     return buf;
 }
 
@@ -47,8 +53,10 @@ int open_vm(cli *c, const char *name, vmenc_vm **out, bool allow_locked) {
         return EXIT_OK;
     }
     if (st != VMENC_OK) {
+        char why[VMENC_LOCK_MESSAGE_MAX + 2];
+        lock_why(vm, st, why, sizeof(why));
         vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot open VM '%s'", name);
+        return cli_fail(c, st, "cannot open VM '%s'%s", name, why);
     }
     *out = vm;
     return EXIT_OK;
@@ -611,8 +619,10 @@ static int vm_resume(cli *c, args *a) {
         return cli_interrupted(c, "interrupted again: 'vmenc vm resume %s' goes on from here", name);
     }
     if (st != VMENC_OK) {
+        char why[VMENC_LOCK_MESSAGE_MAX + 2];
+        lock_why(vm, st, why, sizeof(why));
         vmenc_vm_free(vm);
-        return cli_fail(c, st, "cannot resume the conversions of VM '%s'", name);
+        return cli_fail(c, st, "cannot resume the conversions of VM '%s'%s", name, why);
     }
     if (x.n == 0)
         cli_info(c, "vm %s: no interrupted conversion", name);
