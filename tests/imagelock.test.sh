@@ -157,64 +157,54 @@ va disk read a scsi0:0 >"$T/a2.dec" 2>/dev/null
 check "the data survived the deep rekey" cmp -s <(dd if="$T/a2.dec" bs=64k skip=32 count=1 2>/dev/null) "$T/after.bin"
 
 # ---- 4. status while another process converts -----------------------------------------------------------
-# `vm encrypt` of a plain VM with data, in 1 MiB segments and with syncs (so it
-# takes seconds), runs in the background holding CONVERT. Caught converting
-# (its state file there), it is stopped (SIGSTOP) once a segment is durable,
-# and `disk convert-status` and `vm status` must answer while it is stopped
-# and still holds the disk - no timing involved. Before the observer's read,
+# `vm encrypt` of a plain 2 GiB VM with data, in 1 MiB segments and with syncs,
+# runs in the background holding CONVERT on the extent. While it runs,
+# `disk convert-status` and `vm status` must answer, and the converter must
+# still hold the disk (alive, state file there) when they have returned - no
+# timing threshold: a try whose answer came after the conversion ended is
+# repeated on a fresh conversion. (Freezing the converter with SIGSTOP is not
+# used: it can freeze it inside a short workspace critical section, which
+# any frozen process would block.) Before the observer's read,
 # convert-status was refused with VMENC_E_LOCKED naming the converter.
-va vm create c --disk 256M >/dev/null && head -c 1048576 /dev/urandom >"$T/c.bin" &&
-    va disk write c scsi0:0 <"$T/c.bin" >/dev/null
-check "a plain VM c with 1 MiB of data" test $? = 0
-env -u VMENC_NO_SYNC "${VA[@]}" vm encrypt c --segment 1M >"$T/cenc.out" 2>"$T/cenc.err" &
-C_PID=$!
-PIDS+=("$C_PID")
-caught=0
-for _ in $(seq 200000); do
-    compgen -G "$W/datastore/c/*.cvt" >/dev/null && { kill -STOP "$C_PID"; caught=1; break; }
-    kill -0 "$C_PID" 2>/dev/null || break
-done
-status_ok=0
-if [[ $caught = 1 ]]; then
-    # let it move until a segment is durable, then hold it still
-    for _ in $(seq 100); do
-        if va --json disk convert-status c >"$T/cs.json" 2>"$T/cs.err" &&
-            grep -q '"bytes_done":[1-9]' "$T/cs.json"; then status_ok=1; break; fi
-        grep -q 'VMENC_E_LOCKED' "$T/cs.err" && break # the old code: refused
-        kill -CONT "$C_PID"; sleep 0.05; kill -STOP "$C_PID"
+seen=0
+for try in 1 2 3 4 5; do
+    va vm create "c$try" --disk 2G >/dev/null && head -c 1048576 /dev/urandom >"$T/c.bin" &&
+        va disk write "c$try" scsi0:0 <"$T/c.bin" >/dev/null || { bad "a plain VM c$try with 1 MiB of data"; break; }
+    env -u VMENC_NO_SYNC "${VA[@]}" vm encrypt "c$try" --segment 1M >"$T/cenc.out" 2>"$T/cenc.err" &
+    C_PID=$!
+    PIDS+=("$C_PID")
+    for _ in $(seq 200000); do
+        compgen -G "$W/datastore/c$try/*.cvt" >/dev/null && break
+        kill -0 "$C_PID" 2>/dev/null || break
     done
-    va vm status c >"$T/vs.out" 2>"$T/vs.err"; vs_rc=$?
+    va --json disk convert-status "c$try" >"$T/cs.json" 2>"$T/cs.err"; cs_rc=$?
+    va vm status "c$try" >"$T/vs.out" 2>"$T/vs.err"; vs_rc=$?
     still=0
-    kill -0 "$C_PID" 2>/dev/null && compgen -G "$W/datastore/c/*.cvt" >/dev/null && still=1
-    check "disk convert-status during another process's conversion answers with progress > 0" test $status_ok = 1
-    [[ $status_ok = 1 ]] || echo "# convert-status: $(cat "$T/cs.json" "$T/cs.err" 2>/dev/null | head -c 400)"
+    kill -0 "$C_PID" 2>/dev/null && compgen -G "$W/datastore/c$try/*.cvt" >/dev/null && still=1
+    wait "$C_PID"; c_rc=$?
+    if [[ $still = 1 ]]; then seen=1; break; fi
+    echo "# try $try: the conversion ended before the status reads returned; again"
+done
+check "the converter still held the disk when the status reads returned" test $seen = 1
+if [[ $seen = 1 ]]; then
     bd=$(grep -o '"bytes_done":[0-9]*' "$T/cs.json" | cut -d: -f2)
     bt=$(grep -o '"bytes_total":[0-9]*' "$T/cs.json" | cut -d: -f2)
-    # every segment may have moved before the stop landed (a quiet machine
-    # moves 256 sparse segments fast); the finish has not, and the process
-    # still holds the disk (checked below): that is still "during"
-    if grep -q '"converting":1.*"state":"encrypting","converting":true' "$T/cs.json" &&
-        ((${bd:-0} > 0 && ${bd:-0} <= ${bt:-0})); then
-        ok "... it says: encrypting, $bd of $bt bytes"
+    if [[ $cs_rc = 0 ]] && grep -q '"converting":1.*"state":"encrypting","converting":true' "$T/cs.json" &&
+        ((${bd:-0} <= ${bt:-0} && ${bt:-0} > 0)); then
+        ok "disk convert-status during another process's conversion answers: encrypting, $bd of $bt bytes"
     else
-        bad "... it does not say encrypting with 0 < bytes_done <= bytes_total: $(head -c 400 "$T/cs.json")"
+        bad "disk convert-status during the conversion: exit $cs_rc: $(head -c 400 "$T/cs.json" "$T/cs.err")"
     fi
     if [[ $vs_rc = 0 ]] && grep -q 'state: encrypting' "$T/vs.out"; then
         ok "vm status during the conversion answers (exit 0, disk encrypting)"
     else
         bad "vm status during the conversion: exit $vs_rc: $(head -c 600 "$T/vs.out" "$T/vs.err")"
     fi
-    check "the converter still held the disk when they returned (alive, state file there)" test $still = 1
-    kill -CONT "$C_PID"
-    wait "$C_PID"; c_rc=$?
     check "the conversion then finished (exit 0)" test $c_rc = 0
-    va --json disk convert-status c >"$T/cs2.json" 2>/dev/null
+    va --json disk convert-status "c$try" >"$T/cs2.json" 2>/dev/null
     check "convert-status after it: encrypted, done" grep -q '"converting":0' "$T/cs2.json"
-    va disk read c scsi0:0 2>/dev/null | head -c 1048576 >"$T/c.dec"
+    va disk read "c$try" scsi0:0 2>/dev/null | head -c 1048576 >"$T/c.dec"
     check "the data survived" cmp -s "$T/c.dec" "$T/c.bin"
-else
-    wait "$C_PID"
-    bad "the conversion was never seen running (state file never appeared): $(head -c 300 "$T/cenc.err")"
 fi
 
 echo "1..$n"
