@@ -3,8 +3,9 @@
  * backend behind lib/control/control.h. One file per VM,
  * DIR/vms/<uuid>, holding the record's canonical bytes (record.c)
  * followed by a BLAKE2b-256 MAC under a key the workspace derives from its
- * audit chain key; a store lock DIR/vms.lock serialises every
- * compare-and-swap between threads and processes. Files and rules:
+ * audit chain key; a lock per record, DIR/vms.lock.<uuid>, serialises
+ * every compare-and-swap of that record between threads and processes;
+ * reads take no lock (files are replaced whole). Files and rules:
  * docs/control.md, "The local backend".
  *
  * Safety rule: a put returns VMENC_OK only after the new file and its
@@ -101,13 +102,24 @@ static vmenc_status write_record(ctl_local *l, const ctl_vm_record *rec) {
     return s;
 }
 
+/* lock_record takes the lock that serialises compare-and-swaps of one VM's
+ * record (DIR/vms.lock.<uuid>): writers of different VMs never wait for
+ * each other, so a process stopped inside one VM's write holds up only
+ * writers of that VM. */
+static vmenc_status lock_record(const ctl_local *l, const char *uuid, int *out) {
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s.%s", l->lock_path, uuid);
+    VMENC_ENSURE(n > 0 && (size_t)n < sizeof(path), VMENC_E_BAD_PATH);
+    return vmenc_lock_file(path, LOCAL_LOCK_TIMEOUT_MS, out);
+}
+
+/* local_get_vm takes no lock: a record file is only ever replaced whole
+ * (atomic rename), so a reader sees the old or the new one, and its MAC
+ * decides; readers never wait for a writer. */
 static vmenc_status local_get_vm(ctl_store *s, const char *uuid, ctl_vm_record *out) {
     ctl_local *l = local_of(s);
-    int lk = -1;
-    VMENC_GUARD(vmenc_lock_file(l->lock_path, LOCAL_LOCK_TIMEOUT_MS, &lk));
-    vmenc_status st = read_record(l, uuid, out);
-    vmenc_lock_release(lk);
-    return st;
+    VMENC_GUARD(vmenc_fs_name_check(uuid));
+    return read_record(l, uuid, out);
 }
 
 static vmenc_status local_put_vm(ctl_store *s, const ctl_vm_record *rec, uint64_t expected_revision,
@@ -116,7 +128,7 @@ static vmenc_status local_put_vm(ctl_store *s, const ctl_vm_record *rec, uint64_
     VMENC_ENSURE(expected_revision < UINT64_MAX, VMENC_E_LIMIT);
     VMENC_GUARD(vmenc_fs_name_check(rec->uuid));
     int lk = -1;
-    VMENC_GUARD(vmenc_lock_file(l->lock_path, LOCAL_LOCK_TIMEOUT_MS, &lk));
+    VMENC_GUARD(lock_record(l, rec->uuid, &lk));
     ctl_vm_record cur;
     vmenc_status st = read_record(l, rec->uuid, &cur);
     if (st == VMENC_E_NOT_FOUND)
@@ -136,8 +148,9 @@ static vmenc_status local_put_vm(ctl_store *s, const ctl_vm_record *rec, uint64_
 
 static vmenc_status local_delete_vm(ctl_store *s, const char *uuid, uint64_t expected_revision) {
     ctl_local *l = local_of(s);
+    VMENC_GUARD(vmenc_fs_name_check(uuid));
     int lk = -1;
-    VMENC_GUARD(vmenc_lock_file(l->lock_path, LOCAL_LOCK_TIMEOUT_MS, &lk));
+    VMENC_GUARD(lock_record(l, uuid, &lk));
     ctl_vm_record cur;
     vmenc_status st = read_record(l, uuid, &cur);
     if (st == VMENC_OK && cur.revision != expected_revision)
