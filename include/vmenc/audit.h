@@ -148,6 +148,11 @@ typedef enum vmenc_audit_fsync {
  * VMENC_E_INTERRUPTED. Rotation is not available on a shared log
  * (VMENC_E_UNSUPPORTED). */
 #define VMENC_AUDIT_LOG_SHARED (1u << 2)
+/* With checkpoint_path: seal a first checkpoint if there is none (only
+ * when a log's chain is created, or to adopt a log written before
+ * checkpoints, after verifying it). Without this flag a missing checkpoint
+ * is never created again, so its removal stays visible to the verifier. */
+#define VMENC_AUDIT_LOG_CHECKPOINT_INIT (1u << 3)
 
 /* vmenc_audit_log_options: set struct_size = sizeof(vmenc_audit_log_options).
  * - path: the log file; created (mode 0600) if missing.
@@ -181,6 +186,13 @@ typedef struct vmenc_audit_log_options {
      * another writer's lock, in milliseconds; 0 = one try (appended; read if
      * struct_size covers it). */
     uint32_t lock_timeout_ms;
+    /* (appended; read if struct_size covers it) the sealed checkpoint of
+     * the chain head, a file outside the log (docs/audit.md "The sealed
+     * checkpoint"), or NULL for none. The log advances it, under the log's
+     * file lock and only forward, in vmenc_audit_log_checkpoint and when it
+     * is freed; it never creates a missing one unless
+     * VMENC_AUDIT_LOG_CHECKPOINT_INIT is set. */
+    const char *checkpoint_path;
 } vmenc_audit_log_options;
 
 /*
@@ -262,6 +274,28 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_get_stats(vmenc_audit_lo
  * the file and wipes the key. NULL is fine. No other call on |log| may be
  * running. */
 VMENC_API void vmenc_audit_log_free(vmenc_audit_log *log);
+
+/*
+ * vmenc_audit_log_checkpoint seals the chain head - the sequence number and
+ * hash of the file's last record, its chain ID, the file's length up to it
+ * and the time - into the log's checkpoint file (checkpoint_path at open),
+ * authenticated with a keyed BLAKE2b under the chain key, replaced
+ * atomically. It runs under the log's file lock, so concurrent writers
+ * (VMENC_AUDIT_LOG_SHARED) never move the checkpoint backwards, and it
+ * moves it forward only over records that continue the sealed chain: a log
+ * that was cut short, emptied, replaced or rewritten below the sealed head
+ * is refused and the old checkpoint is left as evidence. Nothing to do if
+ * the head is already sealed. vmenc_audit_log_free calls it (best effort).
+ *
+ * Fails with VMENC_E_BAD_STATE (no checkpoint_path), VMENC_E_NOT_FOUND (no
+ * checkpoint and the log was not opened with
+ * VMENC_AUDIT_LOG_CHECKPOINT_INIT), VMENC_E_AUDIT_TAMPERED (the checkpoint
+ * does not verify, or the log diverged from it), VMENC_E_AUTH (checkpoint
+ * sealed under another key), VMENC_E_AUDIT_TRUNCATED (the log is shorter
+ * than the sealed head), VMENC_E_LOCKED, VMENC_E_IO or VMENC_E_NOMEM.
+ * Thread-safe.
+ */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_log_checkpoint(vmenc_audit_log *log);
 
 /* vmenc_audit_log_file_tail reads the last record of the log at |path|,
  * checks it under |key| and returns its sequence number and hash: what the
@@ -396,6 +430,57 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_verify_files(
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_verify_buffer(
     const vmenc_audit_verify_options *options, const uint8_t *data, size_t len,
     vmenc_audit_verify_result *out);
+
+/* ---- the sealed checkpoint ------------------------------------------------ */
+
+/* What comparing a log with its sealed checkpoint found. */
+typedef enum vmenc_audit_anchor {
+    VMENC_AUDIT_ANCHOR_OK = 0,        /* the log holds the sealed head where it was sealed */
+    VMENC_AUDIT_ANCHOR_MISSING = 1,   /* there is no checkpoint file */
+    VMENC_AUDIT_ANCHOR_CUT = 2,       /* the log ends before the sealed head: cut short or emptied */
+    VMENC_AUDIT_ANCHOR_DIVERGED = 3,  /* another record stands where the sealed head was: replaced or rewritten */
+    VMENC_AUDIT_ANCHOR_BAD_SEAL = 4,  /* the checkpoint is malformed or its MAC does not verify */
+    VMENC_AUDIT_ANCHOR_WRONG_KEY = 5  /* the checkpoint was sealed under another key */
+} vmenc_audit_anchor;
+
+/* vmenc_audit_anchor_name returns "ok", "missing", "cut", "diverged",
+ * "bad" or "wrong key" ("unknown" else). Static. */
+VMENC_API const char *vmenc_audit_anchor_name(vmenc_audit_anchor anchor);
+
+/* vmenc_audit_anchor_result: set struct_size; filled by the check. */
+typedef struct vmenc_audit_anchor_result {
+    uint32_t struct_size;
+    vmenc_audit_anchor state;
+    /* What the checkpoint sealed (zero if MISSING or BAD_SEAL). */
+    uint64_t sealed_seq;
+    uint64_t sealed_time_ms;
+    uint64_t sealed_offset;      /* log bytes up to the end of the sealed record */
+    uint8_t sealed_hash[VMENC_AUDIT_HASH_BYTES];
+    /* What the log has. */
+    uint64_t log_bytes;          /* its length */
+    uint64_t log_last_seq;       /* its last record's sequence number (0: none readable) */
+    bool log_chain_differs;      /* its last record belongs to another chain than the sealed one */
+} vmenc_audit_anchor_result;
+
+/*
+ * vmenc_audit_checkpoint_check compares the log at |log_path| with the
+ * sealed checkpoint at |checkpoint_path| under the chain key and fills
+ * |out|: the record that ends where the checkpoint says the sealed head
+ * ends must be that record (its sequence number and hash), so a log cut
+ * short or emptied (CUT) and one replaced by an older copy or rewritten
+ * (CUT if shorter, DIVERGED if written to since) are found. It reads only;
+ * together with vmenc_audit_verify_files (which checks every record and
+ * link) it proves the log still holds everything up to the sealed head.
+ * Returns VMENC_OK for ANCHOR_OK; VMENC_E_NOT_FOUND (MISSING),
+ * VMENC_E_AUDIT_TRUNCATED (CUT), VMENC_E_AUDIT_TAMPERED (DIVERGED,
+ * BAD_SEAL) or VMENC_E_AUTH (WRONG_KEY), with |out| filled; or fails with
+ * VMENC_E_INVALID_ARG, VMENC_E_ABI_VERSION, VMENC_E_IO or VMENC_E_NOMEM
+ * (|out| untouched). A missing log file reads as an empty one.
+ */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_checkpoint_check(const uint8_t *key, size_t key_len,
+                                                                     const char *log_path,
+                                                                     const char *checkpoint_path,
+                                                                     vmenc_audit_anchor_result *out);
 
 #ifdef __cplusplus
 }

@@ -465,6 +465,17 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_kms_restore(vmenc_worksp
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_workspace *ws, const char *path,
                                                                      vmenc_audit_verify_result *out);
 
+/* vmenc_workspace_audit_anchor compares this workspace's audit log with its
+ * sealed checkpoint ("<log>.checkpoint", advanced when each workspace
+ * handle is freed; docs/audit.md "The sealed checkpoint") and fills |out|
+ * as vmenc_audit_checkpoint_check does: a log cut short, emptied, replaced
+ * by an older copy or rewritten below the sealed head, and a checkpoint
+ * removed or tampered with, each fail (a workspace has a checkpoint from
+ * its creation on, so a missing one is VMENC_E_NOT_FOUND, never a pass).
+ * Reads only; repairs nothing. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_anchor(vmenc_workspace *ws,
+                                                                     vmenc_audit_anchor_result *out);
+
 /* ---- receiving a migrated VM ---------------------------------------------- */
 
 /* vmenc_workspace_migrate_ready_fn delivers the receiver's ready token

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit/checkpoint.h"
 #include "audit/record.h"
 #include "core/lock.h"
 
@@ -54,6 +55,8 @@ struct vmenc_audit_log {
     bool shared;         /* VMENC_AUDIT_LOG_SHARED: the flock is taken per append */
     bool recover;        /* VMENC_AUDIT_LOG_RECOVER */
     uint32_t lock_timeout_ms;
+    char *cp_path;       /* the sealed checkpoint (NULL: none); immutable after open */
+    bool cp_init;        /* VMENC_AUDIT_LOG_CHECKPOINT_INIT */
     uint64_t records, bytes;
     /* under sync_mu */
     uint64_t synced_seq; /* every record up to this one is durable */
@@ -69,18 +72,6 @@ static vmenc_status io_status(int err) {
     case EWOULDBLOCK: return VMENC_E_LOCKED;
     default: return VMENC_E_IO;
     }
-}
-
-static vmenc_status pread_all(int fd, uint8_t *buf, size_t len, uint64_t off) {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        VMENC_ENSURE(n > 0, VMENC_E_IO);
-        done += (size_t)n;
-    }
-    return VMENC_OK;
 }
 
 static vmenc_status write_all(int fd, const uint8_t *buf, size_t len) {
@@ -148,76 +139,11 @@ static vmenc_status open_locked(const char *path, bool lock, int *out_fd, bool *
 
 /* ---- the tail ------------------------------------------------------------------ */
 
-typedef struct tail_info {
-    uint64_t size;       /* file size */
-    uint64_t torn_len;   /* bytes after the last newline (a torn record) */
-    bool has_record;     /* a complete last record exists */
-    uint64_t seq;        /* its sequence number */
-    uint8_t hash[VMENC_AUDIT_HASH_BYTES];
-    bool has_chain;      /* its chain ID */
-    uint8_t chain[AUDIT_CHAIN_BYTES];
-} tail_info;
-
-/* read_tail finds and checks the last complete record of |fd| and measures
- * any torn partial line after it. Records are shorter than
- * VMENC_AUDIT_MAX_LINE, so the last two lines lie in the final
- * 2 * VMENC_AUDIT_MAX_LINE bytes; anything else is not a log we wrote. */
+/* read_tail: audit_read_tail_at over the whole file. */
 static vmenc_status read_tail(int fd, const audit_key *k, tail_info *out) {
     struct stat st;
     VMENC_ENSURE(fstat(fd, &st) == 0, VMENC_E_IO);
-    tail_info t;
-    memset(&t, 0, sizeof(t));
-    t.size = (uint64_t)st.st_size;
-    if (t.size == 0) {
-        *out = t;
-        return VMENC_OK;
-    }
-    size_t want = 2 * (size_t)VMENC_AUDIT_MAX_LINE;
-    size_t n = t.size < want ? (size_t)t.size : want;
-    uint64_t base = t.size - n;
-    uint8_t *buf = malloc(n);
-    VMENC_ENSURE(buf != NULL, VMENC_E_NOMEM);
-    audit_record *rec = NULL;
-    vmenc_status rv;
-    VMENC_GUARD_GOTO(rv, pread_all(fd, buf, n, base), out);
-
-    /* The last newline ends the last complete line. */
-    size_t end = n;
-    while (end > 0 && buf[end - 1] != '\n')
-        end--;
-    t.torn_len = n - end;
-    if (end == 0) {
-        /* No newline at all in the window: only a torn first line fits. */
-        VMENC_ENSURE_GOTO(rv, base == 0 && t.torn_len < VMENC_AUDIT_MAX_LINE,
-                          VMENC_E_AUDIT_TAMPERED, out);
-        rv = VMENC_OK;
-        goto done;
-    }
-    VMENC_ENSURE_GOTO(rv, t.torn_len < VMENC_AUDIT_MAX_LINE, VMENC_E_AUDIT_TAMPERED, out);
-    size_t start = end - 1;
-    while (start > 0 && buf[start - 1] != '\n')
-        start--;
-    /* A line that starts before the window is too long to be a record. */
-    VMENC_ENSURE_GOTO(rv, start > 0 || base == 0, VMENC_E_AUDIT_TAMPERED, out);
-    rec = malloc(sizeof(*rec));
-    VMENC_ENSURE_GOTO(rv, rec != NULL, VMENC_E_NOMEM, out);
-    rv = audit_check_line(k, buf + start, end - 1 - start, rec);
-    if (rv == VMENC_E_PARSE || rv == VMENC_E_TOO_LARGE || rv == VMENC_E_BAD_ENCODING ||
-        rv == VMENC_E_BAD_VERSION || rv == VMENC_E_TRAILING_DATA)
-        rv = VMENC_E_AUDIT_TAMPERED;
-    if (rv != VMENC_OK)
-        goto out;
-    t.has_record = true;
-    t.seq = rec->seq;
-    memcpy(t.hash, rec->mac, VMENC_AUDIT_HASH_BYTES);
-    t.has_chain = rec->has_chain;
-    memcpy(t.chain, rec->chain, AUDIT_CHAIN_BYTES);
-done:
-    *out = t;
-out:
-    free(rec);
-    free(buf);
-    return rv;
+    return audit_read_tail_at(fd, k, (uint64_t)st.st_size, out);
 }
 
 /* ---- options ------------------------------------------------------------------- */
@@ -231,7 +157,8 @@ static vmenc_status check_options(const vmenc_audit_log_options *o) {
     VMENC_ENSURE(o->fsync == VMENC_AUDIT_FSYNC_EVERY || o->fsync == VMENC_AUDIT_FSYNC_NEVER ||
                      (o->fsync == VMENC_AUDIT_FSYNC_EVERY_N && o->fsync_every_n >= 1),
                  VMENC_E_INVALID_ARG);
-    VMENC_ENSURE((o->flags & ~(VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_VERIFY_ALL | VMENC_AUDIT_LOG_SHARED)) == 0,
+    VMENC_ENSURE((o->flags & ~(VMENC_AUDIT_LOG_RECOVER | VMENC_AUDIT_LOG_VERIFY_ALL | VMENC_AUDIT_LOG_SHARED |
+                                  VMENC_AUDIT_LOG_CHECKPOINT_INIT)) == 0,
                  VMENC_E_INVALID_ARG);
     VMENC_ENSURE(o->start_hash != NULL || o->start_seq == 0, VMENC_E_INVALID_ARG);
     return VMENC_OK;
@@ -330,6 +257,7 @@ static void log_destroy(vmenc_audit_log *log) {
         close(log->fd); /* releases the flock */
     audit_key_cleanup(&log->key);
     free(log->path);
+    free(log->cp_path);
     pthread_mutex_destroy(&log->mu);
     pthread_mutex_destroy(&log->sync_mu);
     sodium_memzero(log, sizeof(*log));
@@ -360,7 +288,14 @@ vmenc_status vmenc_audit_log_open(const vmenc_audit_log_options *options, vmenc_
     log->recover = (options->flags & VMENC_AUDIT_LOG_RECOVER) != 0;
     if (options->struct_size >= offsetof(vmenc_audit_log_options, lock_timeout_ms) + sizeof(uint32_t))
         log->lock_timeout_ms = options->lock_timeout_ms;
+    log->cp_init = (options->flags & VMENC_AUDIT_LOG_CHECKPOINT_INIT) != 0;
     int lfd = -1;
+    if (options->struct_size >= offsetof(vmenc_audit_log_options, checkpoint_path) + sizeof(const char *) &&
+        options->checkpoint_path != NULL) {
+        VMENC_ENSURE_GOTO(rv, options->checkpoint_path[0] != '\0', VMENC_E_INVALID_ARG, fail);
+        log->cp_path = strdup(options->checkpoint_path);
+        VMENC_ENSURE_GOTO(rv, log->cp_path != NULL, VMENC_E_NOMEM, fail);
+    }
     VMENC_GUARD_GOTO(rv, audit_key_init(&log->key, options->key, options->key_len), fail);
     log->path = strdup(options->path);
     VMENC_ENSURE_GOTO(rv, log->path != NULL, VMENC_E_NOMEM, fail);
@@ -619,9 +554,32 @@ vmenc_status vmenc_audit_log_get_stats(vmenc_audit_log *log, vmenc_audit_log_sta
     return VMENC_OK;
 }
 
+vmenc_status vmenc_audit_log_checkpoint(vmenc_audit_log *log) {
+    VMENC_ENSURE_REF(log);
+    VMENC_ENSURE(log->cp_path != NULL, VMENC_E_BAD_STATE);
+    vmenc_status rv;
+    int lfd = -1;
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
+    /* Under the file lock no writer appends and no other handle seals: the
+     * head read is the file's real head and checkpoints only move forward. */
+    if (log->shared)
+        VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), unlock);
+    rv = audit_checkpoint_advance(log->fd, &log->key, log->cp_path, log->cp_init,
+                                  log->policy != VMENC_AUDIT_FSYNC_NEVER);
+unlock:
+    vmenc_lock_release(lfd);
+    pthread_mutex_unlock(&log->mu);
+    return rv;
+}
+
 void vmenc_audit_log_free(vmenc_audit_log *log) {
     if (log == NULL)
         return;
+    if (log->cp_path != NULL && !log->broken && log->fd >= 0) {
+        vmenc_status cs = vmenc_audit_log_checkpoint(log); /* best effort: a refusal leaves the evidence */
+        (void)cs;
+    }
     if (!log->broken && log->fd >= 0 && log->policy != VMENC_AUDIT_FSYNC_NEVER &&
         log->synced_seq < log->seq)
         (void)datasync(log->fd);

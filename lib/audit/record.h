@@ -141,6 +141,7 @@ typedef struct audit_src {
     const uint8_t *mem;
     int fd;
     uint64_t len;
+    uint64_t start; /* where the chain begins in this source (0: its start) */
 } audit_src;
 
 /* audit_verify_srcs verifies |num| sources as one chain (see
@@ -150,6 +151,24 @@ VMENC_INTERNAL vmenc_status audit_verify_srcs(const audit_key *k, uint64_t start
                                               const uint8_t start_hash[VMENC_AUDIT_HASH_BYTES],
                                               uint64_t expected_last_seq, const audit_src *srcs,
                                               size_t num, vmenc_audit_verify_result *out);
+
+/* The last record of a log file, as the writer and the checkpoint see it. */
+typedef struct tail_info {
+    uint64_t size;       /* file size */
+    uint64_t torn_len;   /* bytes after the last newline (a torn record) */
+    bool has_record;     /* a complete last record exists */
+    uint64_t seq;        /* its sequence number */
+    uint8_t hash[VMENC_AUDIT_HASH_BYTES];
+    bool has_chain;      /* its chain ID */
+    uint8_t chain[AUDIT_CHAIN_BYTES];
+} tail_info;
+
+/* audit_read_tail_at finds and checks (under |k|) the last complete record
+ * in the first |size| bytes of |fd| and measures any torn partial line
+ * after it. VMENC_E_AUDIT_TAMPERED if the last complete line is not a
+ * record, VMENC_E_AUTH if it was made under another key, VMENC_E_IO,
+ * VMENC_E_NOMEM. (checkpoint.c) */
+VMENC_INTERNAL vmenc_status audit_read_tail_at(int fd, const audit_key *k, uint64_t size, tail_info *out);
 
 /* Time helpers (UTC, proleptic Gregorian, 1970..9999). */
 VMENC_INTERNAL void audit_format_time(uint64_t ms, char out[25]);

@@ -63,6 +63,7 @@ static vmenc_status reader_init(reader *r, const audit_src *srcs, size_t num) {
     memset(r, 0, sizeof(*r));
     r->srcs = srcs;
     r->num = num;
+    r->off = num > 0 ? srcs[0].start : 0;
     r->buf = malloc(READ_CAP);
     VMENC_ENSURE(r->buf != NULL, VMENC_E_NOMEM);
     return VMENC_OK;
@@ -106,7 +107,7 @@ static vmenc_status next_line(reader *r, line *out, bool *found) {
     *found = false;
     while (r->off >= r->srcs[r->file].len && r->file + 1 < r->num) {
         r->file++;
-        r->off = 0;
+        r->off = r->srcs[r->file].start;
         r->idx = 0;
     }
     const audit_src *s = &r->srcs[r->file];

@@ -220,7 +220,7 @@ static vmenc_status create_in(const char *dir, const vmenc_workspace_create_opti
     vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = o->passphrase,
                                        .passphrase_len = o->passphrase_len};
     vmenc_workspace *ws = NULL;
-    rv = vmenc_workspace_open(dir, &oo, err, &ws);
+    rv = ws_open(dir, &oo, WS_OPEN_CREATE, err, &ws);
     if (rv == VMENC_OK)
         rv = vmenc_workspace_audit_result(ws, o->admin, "workspace.create", ws_id, alias, NULL, VMENC_OK, NULL);
     vmenc_workspace_free(ws);
@@ -229,7 +229,8 @@ static vmenc_status create_in(const char *dir, const vmenc_workspace_create_opti
 
 static void remove_created(const char *dir) {
     static const char *const names[] = {WS_KEYSTORE_NAME, WS_KEYSTORE_NAME ".lock", WS_DEFAULT_POLICY,
-                                        VMENC_WORKSPACE_CONFIG_NAME, WS_DEFAULT_AUDIT_LOG};
+                                        VMENC_WORKSPACE_CONFIG_NAME, WS_DEFAULT_AUDIT_LOG,
+                                        WS_DEFAULT_AUDIT_LOG WS_AUDIT_CHECKPOINT_SUFFIX};
     char p[VMENC_WORKSPACE_PATH_MAX];
     for (size_t i = 0; i < VMENC_ARRAY_LEN(names); i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, names[i]);

@@ -304,7 +304,12 @@ static vmenc_status open_audit(vmenc_workspace *ws, uint32_t lock_timeout_ms, vm
          * caller that will not wait for another writer's change (0) waits
          * out someone else's record rather than fail on it. */
         .lock_timeout_ms = lock_timeout_ms > WS_AUDIT_MIN_WAIT_MS ? lock_timeout_ms : WS_AUDIT_MIN_WAIT_MS,
+        /* Sealed at each close (docs/audit.md "The sealed checkpoint"); made
+         * only when the workspace is created (ws->audit_init). */
+        .checkpoint_path = ws->audit_cp_path,
     };
+    if (ws->audit_init)
+        lo.flags |= VMENC_AUDIT_LOG_CHECKPOINT_INIT;
     uint64_t deadline = vmenc_now_monotonic_ms() + lock_timeout_ms;
     vmenc_status rv;
     for (;;) {
@@ -345,10 +350,11 @@ static vmenc_status resolve_paths(vmenc_workspace *ws, const char *audit_log) {
     ws->datastore = resolve(ws->dir, ws->cfg->datastore);
     ws->policy_path = resolve(ws->dir, ws->cfg->policy_path);
     ws->audit_path = resolve(ws->dir, audit_log != NULL ? audit_log : ws->cfg->audit_log);
+    ws->audit_cp_path = ws->audit_path ? str_printf2(ws->audit_path, "", WS_AUDIT_CHECKPOINT_SUFFIX) : NULL;
     ws->kms_state = calloc(ws->cfg->num_kms ? ws->cfg->num_kms : 1, sizeof(*ws->kms_state));
     ws->policy_lock_path = ws->policy_path ? str_printf2(ws->policy_path, "", ".lock") : NULL;
     ws->config_lock_path = str_printf2(ws->config_path, "", ".lock");
-    VMENC_ENSURE(ws->datastore && ws->policy_path && ws->audit_path && ws->kms_state && ws->policy_lock_path &&
+    VMENC_ENSURE(ws->datastore && ws->policy_path && ws->audit_path && ws->audit_cp_path && ws->kms_state && ws->policy_lock_path &&
                      ws->config_lock_path,
                  VMENC_E_NOMEM);
     return VMENC_OK;
@@ -399,6 +405,9 @@ vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, 
     ws->policy_lock_fd = -1;
     ws->lock_timeout_ms = opts ? opts->lock_timeout_ms : 0;
     ws->sync = opts == NULL || (opts->flags & VMENC_WORKSPACE_OPEN_NO_SYNC) == 0;
+    ws->audit_init = mode == WS_OPEN_CREATE;
+    if (mode == WS_OPEN_CREATE)
+        mode = WS_OPEN_NORMAL;
     ws->dir = strdup(dir);
     ws->config_path = ws->dir ? resolve(dir, VMENC_WORKSPACE_CONFIG_NAME) : NULL;
     vmenc_status rv = ws->config_path ? VMENC_OK : VMENC_E_NOMEM;
@@ -481,6 +490,7 @@ void vmenc_workspace_free(vmenc_workspace *ws) {
     free(ws->datastore);
     free(ws->policy_path);
     free(ws->audit_path);
+    free(ws->audit_cp_path);
     free(ws->policy_lock_path);
     free(ws->config_lock_path);
     pthread_mutex_destroy(&ws->holder_mu);
@@ -862,6 +872,12 @@ vmenc_status vmenc_workspace_audit_verify(vmenc_workspace *ws, const char *path,
     };
     const char *paths[1] = {path};
     return vmenc_audit_verify_files(&vo, paths, 1, out);
+}
+
+vmenc_status vmenc_workspace_audit_anchor(vmenc_workspace *ws, vmenc_audit_anchor_result *out) {
+    VMENC_ENSURE(ws != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    return vmenc_audit_checkpoint_check(ws->audit_key->bytes, ws->audit_key->len, ws->audit_path, ws->audit_cp_path,
+                                        out);
 }
 
 /* ---- the configuration parser, public face -------------------------------------------- */

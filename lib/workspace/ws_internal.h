@@ -51,6 +51,7 @@ typedef struct ws_config {
 #define WS_DEFAULT_AUDIT_LOG "audit.log"
 #define WS_KEYSTORE_NAME "keystore.vks"
 #define WS_AUDIT_PURPOSE "audit-chain"
+#define WS_AUDIT_CHECKPOINT_SUFFIX ".checkpoint"
 
 /* ws_config_parse parses |len| bytes into a new config; on failure fills
  * |err| (line, message; may be NULL) and returns the status. */
@@ -93,6 +94,8 @@ struct vmenc_workspace {
     char *datastore;
     char *policy_path;
     char *audit_path;
+    char *audit_cp_path;         /* audit_path + WS_AUDIT_CHECKPOINT_SUFFIX */
+    bool audit_init;             /* WS_OPEN_CREATE: seal the log's first checkpoint */
     ws_config *cfg;
     ws_kms_state *kms_state;     /* parallel to cfg->kms */
     vmenc_secret *passphrase;    /* NULL if none was given */
@@ -124,6 +127,7 @@ struct vmenc_workspace {
 typedef enum ws_open_mode {
     WS_OPEN_NORMAL = 0,  /* the seal must verify; every change is committed to disk */
     WS_OPEN_VOUCH,       /* re-seal: load the JSON whatever its seal; no commit hook */
+    WS_OPEN_CREATE,      /* NORMAL, right after create: also seal the audit log's first checkpoint */
 } ws_open_mode;
 
 /* ws_open is vmenc_workspace_open with a mode (after argument checks). */

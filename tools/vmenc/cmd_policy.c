@@ -9,9 +9,11 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -350,6 +352,59 @@ static int audit_allowed(cli *c, const char *operation) {
     return st == VMENC_OK ? EXIT_OK : cli_fail(c, st, "%s", d.message[0] ? d.message : operation);
 }
 
+/* fmt_time_ms writes |ms| (Unix epoch, UTC) as ISO 8601. */
+static void fmt_time_ms(uint64_t ms, char *out, size_t cap) {
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        snprintf(out, cap, "?");
+    else
+        snprintf(out + strlen(out), cap - strlen(out), ".%03uZ", (unsigned)(ms % 1000));
+}
+
+/* anchor_message explains a checkpoint that does not vouch for the log. */
+static void anchor_message(const vmenc_audit_anchor_result *r, const char *cp_path, char *msg, size_t cap) {
+    char when[40];
+    fmt_time_ms(r->sealed_time_ms, when, sizeof(when));
+    unsigned long long sealed = (unsigned long long)r->sealed_seq, has = (unsigned long long)r->log_last_seq;
+    switch (r->state) {
+    case VMENC_AUDIT_ANCHOR_CUT:
+        if (r->log_last_seq == 0 || r->log_chain_differs)
+            snprintf(msg, cap,
+                     "the audit log was emptied: the checkpoint sealed record %llu (%s, %llu bytes of log), "
+                     "the log holds no record of that chain (%llu bytes%s%llu)",
+                     sealed, when, (unsigned long long)r->sealed_offset, (unsigned long long)r->log_bytes,
+                     r->log_last_seq ? ", a new chain up to record " : ", last record ", has);
+        else
+            snprintf(msg, cap,
+                     "the audit log was cut short: the checkpoint sealed record %llu (%s) at byte %llu, "
+                     "the log has %llu bytes and ends at record %llu",
+                     sealed, when, (unsigned long long)r->sealed_offset, (unsigned long long)r->log_bytes, has);
+        break;
+    case VMENC_AUDIT_ANCHOR_DIVERGED:
+        snprintf(msg, cap,
+                 "the audit log diverged from its checkpoint: the checkpoint sealed record %llu (%s) ending at "
+                 "byte %llu, the log has another record there and ends at record %llu; it was cut short or "
+                 "replaced by an older copy, then written to",
+                 sealed, when, (unsigned long long)r->sealed_offset, has);
+        break;
+    case VMENC_AUDIT_ANCHOR_MISSING:
+        snprintf(msg, cap,
+                 "the audit checkpoint %s is missing: the workspace seals one at every command, so it was "
+                 "removed, and the log (last record %llu) cannot be checked for records cut off its end",
+                 cp_path, has);
+        break;
+    case VMENC_AUDIT_ANCHOR_BAD_SEAL:
+        snprintf(msg, cap, "the audit checkpoint %s does not verify: it was edited or replaced", cp_path);
+        break;
+    case VMENC_AUDIT_ANCHOR_WRONG_KEY:
+        snprintf(msg, cap, "the audit checkpoint %s was sealed under another key", cp_path);
+        break;
+    default:
+        snprintf(msg, cap, "the audit checkpoint vouches for the log");
+    }
+}
+
 static int audit_verify(cli *c, args *a) {
     const char *file = arg_positional(a);
     if (!arg_done(c, a))
@@ -363,10 +418,25 @@ static int audit_verify(cli *c, args *a) {
     vmenc_status st = vmenc_workspace_audit_verify(c->ws, file, &r);
     if (st != VMENC_OK && st != VMENC_E_AUDIT_TAMPERED && st != VMENC_E_AUDIT_TRUNCATED && st != VMENC_E_AUTH)
         return cli_fail(c, st, "cannot verify the audit log");
+    /* The workspace's own log is also held against its sealed checkpoint;
+     * another file named on the command line has none. */
+    const char *own = vmenc_workspace_audit_log_path(c->ws);
+    bool anchored = file == NULL || strcmp(file, own) == 0;
+    vmenc_audit_anchor_result ar = {.struct_size = sizeof(ar)};
+    vmenc_status as = VMENC_OK;
+    char cp_path[4096];
+    snprintf(cp_path, sizeof(cp_path), "%s.checkpoint", own);
+    if (anchored) {
+        as = vmenc_workspace_audit_anchor(c->ws, &ar);
+        if (as != VMENC_OK && as != VMENC_E_NOT_FOUND && as != VMENC_E_AUDIT_TAMPERED &&
+            as != VMENC_E_AUDIT_TRUNCATED && as != VMENC_E_AUTH)
+            return cli_fail(c, as, "cannot check the audit checkpoint");
+    }
+    bool intact = st == VMENC_OK && as == VMENC_OK;
     out_t *o = out_begin(c);
-    out_bool(o, "ok", st == VMENC_OK);
-    out_str(o, "log", file ? file : vmenc_workspace_audit_log_path(c->ws));
-    out_bool(o, "intact", st == VMENC_OK);
+    out_bool(o, "ok", intact);
+    out_str(o, "log", file ? file : own);
+    out_bool(o, "intact", intact);
     out_u64(o, "records", r.num_records);
     out_u64(o, "last_seq", r.last_seq);
     out_str(o, "defect", vmenc_audit_defect_name(r.defect));
@@ -375,10 +445,30 @@ static int audit_verify(cli *c, args *a) {
         out_u64(o, "bad_offset", r.bad_offset);
         out_u64(o, "bad_seq", r.bad_seq);
     }
+    if (anchored) {
+        char when[40];
+        fmt_time_ms(ar.sealed_time_ms, when, sizeof(when));
+        out_obj(o, "checkpoint");
+        out_str(o, "path", cp_path);
+        out_str(o, "state", vmenc_audit_anchor_name(ar.state));
+        out_u64(o, "sealed_seq", ar.sealed_seq);
+        out_str(o, "sealed_time", ar.sealed_time_ms ? when : "");
+        out_u64(o, "sealed_offset", ar.sealed_offset);
+        out_u64(o, "log_bytes", ar.log_bytes);
+        out_u64(o, "log_last_seq", ar.log_last_seq);
+        out_bool(o, "log_chain_differs", ar.log_chain_differs);
+        out_close(o);
+    }
     out_end(o);
     if (st != VMENC_OK)
         return cli_fail_stderr(c, st, "the audit log is not intact: %s at line %llu", vmenc_audit_defect_name(r.defect),
                         (unsigned long long)r.bad_index + 1);
+    if (as != VMENC_OK) {
+        char msg[8192];
+        anchor_message(&ar, cp_path, msg, sizeof(msg));
+        /* A missing checkpoint is tampering with the workspace, not an object the user named. */
+        return cli_fail_stderr(c, as == VMENC_E_NOT_FOUND ? VMENC_E_AUDIT_TAMPERED : as, "%s", msg);
+    }
     return EXIT_OK;
 }
 
@@ -447,8 +537,11 @@ static int audit_tail(cli *c, args *a) {
 const verb_def audit_verbs[] = {
     {"show", audit_show, "[--limit N]", "print the audit records (JSON lines)", "Needs System.Read on the root.\n"},
     {"verify", audit_verify, "[FILE]", "verify the hash chain (default: this workspace's log)",
-     "Finds edited, deleted, reordered, inserted and cut-off records. Exit 4 if not intact.\n"
-     "Needs System.Read on the root.\n"},
+     "Finds edited, deleted, reordered, inserted and cut-off records. The workspace's own log is\n"
+     "also held against its sealed checkpoint (<log>.checkpoint, sealed at the end of every\n"
+     "command): a log cut short, emptied or replaced by an older copy, and a checkpoint removed\n"
+     "or edited, are reported with what was sealed and what the log has. Never repairs anything.\n"
+     "Exit 4 if not intact. Needs System.Read on the root.\n"},
     {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", "Needs System.Read on the root.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
