@@ -482,6 +482,25 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_audit_checkpoint_check(const uint8
                                                                      const char *checkpoint_path,
                                                                      vmenc_audit_anchor_result *out);
 
+/* ---- the cluster mirror ------------------------------------------------------ */
+
+/* What comparing a host's local log with its copy in the cluster's audit
+ * mirror found (vmenc_workspace_audit_cluster_verify; docs/audit.md "The
+ * cluster mirror"). |state| reuses vmenc_audit_anchor: OK, MISSING (nothing
+ * of this host is mirrored), CUT (the mirror has records the local log no
+ * longer has: cut short or emptied), DIVERGED (a local record differs from
+ * the mirrored one with its sequence number). */
+typedef struct vmenc_audit_cluster_result {
+    uint32_t struct_size;
+    vmenc_audit_anchor state;
+    uint64_t mirror_seq;      /* the mirror's head for this host */
+    uint64_t log_last_seq;    /* the local log's last record (0: none) */
+    uint64_t diverged_seq;    /* DIVERGED: the first sequence number that differs */
+    uint64_t num_hosts;       /* hosts with mirrored records */
+    uint64_t num_records;     /* mirrored records, all hosts */
+    uint64_t broken_hosts;    /* hosts whose mirrored records do not form one chain */
+} vmenc_audit_cluster_result;
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "audit/checkpoint.h"
+#include "audit/mirror.h"
 #include "audit/record.h"
 #include "core/lock.h"
 
@@ -56,6 +57,10 @@ struct vmenc_audit_log {
     bool recover;        /* VMENC_AUDIT_LOG_RECOVER */
     uint32_t lock_timeout_ms;
     char *cp_path;       /* the sealed checkpoint (NULL: none); immutable after open */
+    audit_mirror *mirror;   /* the cluster mirror (NULL: none), not owned */
+    char *mirror_host;      /* whose records these are, in the mirror */
+    bool mirror_behind;     /* the last copy failed: catch up from the file first */
+    vmenc_status mirror_rv; /* the last record's copy to the mirror */
     bool cp_init;        /* VMENC_AUDIT_LOG_CHECKPOINT_INIT */
     uint64_t records, bytes;
     /* under sync_mu */
@@ -258,6 +263,7 @@ static void log_destroy(vmenc_audit_log *log) {
     audit_key_cleanup(&log->key);
     free(log->path);
     free(log->cp_path);
+    free(log->mirror_host);
     pthread_mutex_destroy(&log->mu);
     pthread_mutex_destroy(&log->sync_mu);
     sodium_memzero(log, sizeof(*log));
@@ -392,6 +398,25 @@ out:
     return rv;
 }
 
+/* mirror_record copies the record just written to the mirror (the caller
+ * holds |mu| and the file lock, so records reach it in chain order). A
+ * mirror that refused (it is not at seq - 1) or failed before is brought up
+ * to date from the file, which includes this record. */
+static void mirror_record(vmenc_audit_log *log, uint64_t seq, const uint8_t *line, size_t len,
+                          const uint8_t mac[VMENC_AUDIT_HASH_BYTES]) {
+    audit_mirror *m = log->mirror;
+    vmenc_status ms = VMENC_E_CONFLICT;
+    if (!log->mirror_behind)
+        ms = m->ops->struct_size >= offsetof(audit_mirror_ops, append) + sizeof(m->ops->append) &&
+                     m->ops->append != NULL
+                 ? m->ops->append(m, log->mirror_host, seq, seq, line, len, mac)
+                 : VMENC_E_UNIMPLEMENTED;
+    if (ms == VMENC_E_CONFLICT)
+        ms = audit_mirror_catch_up(m, log->mirror_host, log->fd, log->size, &log->key);
+    log->mirror_behind = ms != VMENC_OK;
+    log->mirror_rv = ms;
+}
+
 /* write_record_locked chains, writes and accounts one record. The caller
  * holds |mu| and, in shared mode, the file lock. */
 static vmenc_status write_record_locked(vmenc_audit_log *log, const audit_fields *f, uint64_t *out_seq,
@@ -422,6 +447,8 @@ static vmenc_status write_record_locked(vmenc_audit_log *log, const audit_fields
     log->seq = seq;
     memcpy(log->hash, mac, sizeof(mac));
     log->size += vmenc_cbb_len(&cbb);
+    if (log->mirror != NULL)
+        mirror_record(log, seq, vmenc_cbb_data(&cbb), vmenc_cbb_len(&cbb), mac);
     log->records++;
     log->bytes += vmenc_cbb_len(&cbb);
     if (log->policy == VMENC_AUDIT_FSYNC_EVERY) {
@@ -438,7 +465,7 @@ out:
 
 vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
                                      uint64_t *out_seq) {
-    vmenc_status rv;
+    vmenc_status rv, mirror_rv = VMENC_OK;
     bool need_sync = false;
     uint64_t seq = 0;
     int lfd = -1;
@@ -448,7 +475,10 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
         VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), unlock);
         VMENC_GUARD_GOTO(rv, catch_up(log, &need_sync), unlock);
     }
+    log->mirror_rv = VMENC_OK;
     rv = write_record_locked(log, f, &seq, &need_sync);
+    if (rv == VMENC_OK)
+        mirror_rv = log->mirror_rv;
 unlock:
     vmenc_lock_release(lfd); /* the record is in the file: the next writer chains to it */
     pthread_mutex_unlock(&log->mu);
@@ -456,8 +486,27 @@ unlock:
         rv = sync_through(log, seq, false);
     if (rv == VMENC_OK && out_seq != NULL)
         *out_seq = seq;
-    return rv;
+    /* The record is in the local log either way; a mirror that could not
+     * take it is behind, and the next append catches it up. */
+    return rv != VMENC_OK ? rv : mirror_rv;
 }
+
+vmenc_status audit_log_set_mirror(vmenc_audit_log *log, audit_mirror *m, const char *host) {
+    VMENC_ENSURE(log != NULL && (m == NULL || (host != NULL && host[0] != '\0' &&
+                                               strlen(host) < AUDIT_MIRROR_HOST_MAX)),
+                 VMENC_E_INVALID_ARG);
+    char *h = m != NULL ? strdup(host) : NULL;
+    VMENC_ENSURE(m == NULL || h != NULL, VMENC_E_NOMEM);
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, (free(h), VMENC_E_INTERNAL));
+    free(log->mirror_host);
+    log->mirror_host = h;
+    log->mirror = m;
+    log->mirror_behind = false; /* the first append tries the mirror's CAS; a refusal catches up */
+    pthread_mutex_unlock(&log->mu);
+    return VMENC_OK;
+}
+
+const char *audit_log_path(const vmenc_audit_log *log) { return log != NULL ? log->path : NULL; }
 
 vmenc_status vmenc_audit_log_append(vmenc_audit_log *log, const vmenc_audit_event *event,
                                     uint64_t *out_seq) {
