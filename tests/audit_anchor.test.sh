@@ -115,6 +115,13 @@ expect 4 "and stays an error (no command recreates it)" -- "$VMENC" audit verify
 restore
 expect 0 "verify passes with the checkpoint back" -- "$VMENC" audit verify
 
+# ---- --cluster without cluster mode: a clear refusal, never a silent pass ----
+expect 2 "audit show --cluster outside cluster mode" -- "$VMENC" audit show --cluster
+errsays "not in cluster mode" "show --cluster says why"
+expect 2 "audit verify --cluster outside cluster mode" -- "$VMENC" --json audit verify --cluster
+json "not j['ok'] and j['error']['status'] == 'VMENC_E_UNSUPPORTED'" "verify --cluster: JSON error"
+expect 2 "verify FILE --cluster is a usage error" -- "$VMENC" audit verify "$W/audit.log" --cluster
+
 # ---- help ----
 expect 0 "audit verify --help mentions the checkpoint" -- "$VMENC" audit verify --help
 grep -q checkpoint "$T/out" && ok "help text" || bad "help text"

@@ -476,6 +476,30 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_works
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_anchor(vmenc_workspace *ws,
                                                                      vmenc_audit_anchor_result *out);
 
+/* One event of the cluster-wide list: the host that wrote it, its sequence
+ * number in that host's chain and the record's JSON line (|len| bytes, no
+ * newline, valid during the call). Nonzero stops the listing. */
+typedef int (*vmenc_workspace_audit_event_cb)(void *ctx, const char *host, uint64_t seq, const char *line,
+                                              size_t len);
+
+/* vmenc_workspace_audit_cluster_show lists every host's audit events from
+ * the cluster's audit mirror, by time (each host's own order kept; docs/
+ * audit.md "The cluster mirror"). VMENC_E_UNSUPPORTED if the workspace is
+ * not in cluster mode (no mirror installed); else the mirror's errors. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_cluster_show(vmenc_workspace *ws,
+                                                                           vmenc_workspace_audit_event_cb cb,
+                                                                           void *ctx);
+
+/* vmenc_workspace_audit_cluster_verify compares this host's local audit
+ * log with its mirrored copy in the cluster and fills |out|: VMENC_OK, or
+ * VMENC_E_AUDIT_TRUNCATED (the log was cut short or emptied: the mirror
+ * has more), VMENC_E_AUDIT_TAMPERED (a record differs, or some host's
+ * mirrored records do not chain), VMENC_E_NOT_FOUND (nothing of this host
+ * mirrored) with |out| filled; VMENC_E_UNSUPPORTED without a mirror. Reads
+ * only; repairs nothing. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_cluster_verify(vmenc_workspace *ws,
+                                                                             vmenc_audit_cluster_result *out);
+
 /* ---- receiving a migrated VM ---------------------------------------------- */
 
 /* vmenc_workspace_migrate_ready_fn delivers the receiver's ready token

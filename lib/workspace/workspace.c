@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit/mirror.h"
 #include "core/fs.h"
 #include "core/lock.h"
 #include "keys/keys_internal.h"
@@ -878,6 +879,40 @@ vmenc_status vmenc_workspace_audit_anchor(vmenc_workspace *ws, vmenc_audit_ancho
     VMENC_ENSURE(ws != NULL && out != NULL, VMENC_E_INVALID_ARG);
     return vmenc_audit_checkpoint_check(ws->audit_key->bytes, ws->audit_key->len, ws->audit_path, ws->audit_cp_path,
                                         out);
+}
+
+vmenc_status ws_audit_set_mirror(vmenc_workspace *ws, audit_mirror *m) {
+    VMENC_ENSURE(ws != NULL && ws->log != NULL, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(audit_log_set_mirror(ws->log, m, ws->cfg->host_id));
+    ws->audit_mirror = m;
+    return VMENC_OK;
+}
+
+typedef struct show_ctx {
+    vmenc_workspace_audit_event_cb cb;
+    void *ctx;
+} show_ctx;
+
+static int show_one(void *vctx, const audit_cluster_event *ev) {
+    const show_ctx *c = vctx;
+    return c->cb(c->ctx, ev->host, ev->seq, (const char *)ev->line, ev->len);
+}
+
+vmenc_status vmenc_workspace_audit_cluster_show(vmenc_workspace *ws, vmenc_workspace_audit_event_cb cb, void *ctx) {
+    VMENC_ENSURE(ws != NULL && cb != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->audit_mirror != NULL, VMENC_E_UNSUPPORTED);
+    show_ctx c = {.cb = cb, .ctx = ctx};
+    return audit_mirror_merge(ws->audit_mirror, show_one, &c, NULL);
+}
+
+vmenc_status vmenc_workspace_audit_cluster_verify(vmenc_workspace *ws, vmenc_audit_cluster_result *out) {
+    VMENC_ENSURE(ws != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->audit_mirror != NULL, VMENC_E_UNSUPPORTED);
+    audit_key k;
+    VMENC_GUARD(audit_key_init(&k, ws->audit_key->bytes, ws->audit_key->len));
+    vmenc_status rv = audit_mirror_compare(ws->audit_mirror, &k, ws->cfg->host_id, ws->audit_path, out);
+    audit_key_cleanup(&k);
+    return rv;
 }
 
 /* ---- the configuration parser, public face -------------------------------------------- */

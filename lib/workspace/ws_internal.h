@@ -96,6 +96,7 @@ struct vmenc_workspace {
     char *audit_path;
     char *audit_cp_path;         /* audit_path + WS_AUDIT_CHECKPOINT_SUFFIX */
     bool audit_init;             /* WS_OPEN_CREATE: seal the log's first checkpoint */
+    struct audit_mirror *audit_mirror; /* cluster mode: the audit mirror (ws_audit_set_mirror), not owned */
     ws_config *cfg;
     ws_kms_state *kms_state;     /* parallel to cfg->kms */
     vmenc_secret *passphrase;    /* NULL if none was given */
@@ -129,6 +130,13 @@ typedef enum ws_open_mode {
     WS_OPEN_VOUCH,       /* re-seal: load the JSON whatever its seal; no commit hook */
     WS_OPEN_CREATE,      /* NORMAL, right after create: also seal the audit log's first checkpoint */
 } ws_open_mode;
+
+/* ws_audit_set_mirror installs the cluster's audit mirror (lib/audit/
+ * mirror.h; cluster mode wires etcd's): from the next record on, the log
+ * copies every record to it as records of this host (config [host] id),
+ * and the --cluster audit views read it. NULL uninstalls. Not owned: it
+ * must outlive the workspace or be uninstalled first. */
+VMENC_INTERNAL vmenc_status ws_audit_set_mirror(vmenc_workspace *ws, struct audit_mirror *m);
 
 /* ws_open is vmenc_workspace_open with a mode (after argument checks). */
 VMENC_INTERNAL vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, ws_open_mode mode,

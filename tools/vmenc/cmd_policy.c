@@ -405,15 +405,63 @@ static void anchor_message(const vmenc_audit_anchor_result *r, const char *cp_pa
     }
 }
 
+/* audit_verify_cluster holds this host's log against its copy in the
+ * cluster's audit mirror. */
+static int audit_verify_cluster(cli *c) {
+    vmenc_audit_cluster_result r = {.struct_size = sizeof(r)};
+    vmenc_status st = vmenc_workspace_audit_cluster_verify(c->ws, &r);
+    if (st == VMENC_E_UNSUPPORTED)
+        return cli_fail(c, st, "this workspace is not in cluster mode: it has no audit mirror");
+    if (st != VMENC_OK && st != VMENC_E_NOT_FOUND && st != VMENC_E_AUDIT_TAMPERED && st != VMENC_E_AUDIT_TRUNCATED)
+        return cli_fail(c, st, "cannot compare the audit log with the cluster's copy");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", st == VMENC_OK);
+    out_str(o, "log", vmenc_workspace_audit_log_path(c->ws));
+    out_str(o, "state", vmenc_audit_anchor_name(r.state));
+    out_u64(o, "mirror_seq", r.mirror_seq);
+    out_u64(o, "log_last_seq", r.log_last_seq);
+    out_u64(o, "diverged_seq", r.diverged_seq);
+    out_u64(o, "hosts", r.num_hosts);
+    out_u64(o, "mirrored_records", r.num_records);
+    out_u64(o, "broken_hosts", r.broken_hosts);
+    out_end(o);
+    switch (r.state) {
+    case VMENC_AUDIT_ANCHOR_OK:
+        if (st == VMENC_OK)
+            return EXIT_OK;
+        return cli_fail_stderr(c, st, "%llu host(s) have mirrored records that do not form one chain",
+                               (unsigned long long)r.broken_hosts);
+    case VMENC_AUDIT_ANCHOR_CUT:
+        return cli_fail_stderr(c, st,
+                               "the audit log was %s: the cluster holds this host's records up to %llu, the log "
+                               "ends at record %llu",
+                               r.log_last_seq == 0 ? "emptied" : "cut short", (unsigned long long)r.mirror_seq,
+                               (unsigned long long)r.log_last_seq);
+    case VMENC_AUDIT_ANCHOR_DIVERGED:
+        return cli_fail_stderr(c, st,
+                               "the audit log diverged from the cluster's copy at record %llu (the cluster holds "
+                               "up to %llu, the log ends at %llu)",
+                               (unsigned long long)r.diverged_seq, (unsigned long long)r.mirror_seq,
+                               (unsigned long long)r.log_last_seq);
+    default:
+        return cli_fail_stderr(c, VMENC_E_AUDIT_TAMPERED,
+                               "the cluster holds no audit record of this host (the log ends at record %llu)",
+                               (unsigned long long)r.log_last_seq);
+    }
+}
+
 static int audit_verify(cli *c, args *a) {
+    bool cluster = arg_flag(a, "--cluster");
     const char *file = arg_positional(a);
-    if (!arg_done(c, a))
-        return EXIT_USAGE;
+    if (!arg_done(c, a) || (cluster && file != NULL))
+        return cli_usage(c, "audit verify [FILE | --cluster]");
     int rc = cli_open(c);
     if (rc == EXIT_OK)
         rc = audit_allowed(c, "audit.verify");
     if (rc != EXIT_OK)
         return rc;
+    if (cluster)
+        return audit_verify_cluster(c);
     vmenc_audit_verify_result r = {.struct_size = sizeof(r)};
     vmenc_status st = vmenc_workspace_audit_verify(c->ws, file, &r);
     if (st != VMENC_OK && st != VMENC_E_AUDIT_TAMPERED && st != VMENC_E_AUDIT_TRUNCATED && st != VMENC_E_AUTH)
@@ -509,16 +557,55 @@ static int show_records(cli *c, uint64_t limit) {
     return EXIT_OK;
 }
 
+typedef struct cluster_show {
+    cli *c;
+    uint64_t n;
+} cluster_show;
+
+static int show_cluster_event(void *ctx, const char *host, uint64_t seq, const char *line, size_t len) {
+    cluster_show *s = ctx;
+    char *rec = strndup(line, len);
+    if (rec == NULL)
+        return 1;
+    if (s->c->json) { /* the record is one JSON object: wrap it with its host */
+        out_t *o = out_begin(s->c);
+        out_str(o, "host", host);
+        out_u64(o, "seq", seq);
+        out_raw(o, "record", rec);
+        out_end(o);
+    } else if (!s->c->quiet) {
+        /* Host IDs come from the cluster store: print them inert. */
+        char h[80];
+        size_t i = 0;
+        for (; host[i] != '\0' && i + 1 < sizeof(h); i++)
+            h[i] = (unsigned char)host[i] < 0x20 || host[i] == 0x7f ? '?' : host[i];
+        h[i] = '\0';
+        printf("%s %s\n", h, rec);
+    }
+    free(rec);
+    s->n++;
+    return 0;
+}
+
 static int audit_show(cli *c, args *a) {
     const char *lim = NULL;
     (void)arg_value(c, a, "--limit", &lim);
+    bool cluster = arg_flag(a, "--cluster");
     uint64_t limit = 0;
-    if ((lim && !parse_size(lim, &limit)) || !arg_done(c, a))
-        return cli_usage(c, "audit show [--limit N]");
+    if ((lim && !parse_size(lim, &limit)) || !arg_done(c, a) || (cluster && lim))
+        return cli_usage(c, "audit show [--limit N | --cluster]");
     int rc = cli_open(c);
     if (rc == EXIT_OK)
         rc = audit_allowed(c, "audit.show");
-    return rc != EXIT_OK ? rc : show_records(c, limit);
+    if (rc != EXIT_OK || !cluster)
+        return rc != EXIT_OK ? rc : show_records(c, limit);
+    cluster_show s = {.c = c};
+    vmenc_status st = vmenc_workspace_audit_cluster_show(c->ws, show_cluster_event, &s);
+    if (st == VMENC_E_UNSUPPORTED)
+        return cli_fail(c, st, "this workspace is not in cluster mode: it has no audit mirror");
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot list the cluster's audit events");
+    return EXIT_OK;
 }
 
 static int audit_tail(cli *c, args *a) {
@@ -535,12 +622,16 @@ static int audit_tail(cli *c, args *a) {
 }
 
 const verb_def audit_verbs[] = {
-    {"show", audit_show, "[--limit N]", "print the audit records (JSON lines)", "Needs System.Read on the root.\n"},
-    {"verify", audit_verify, "[FILE]", "verify the hash chain (default: this workspace's log)",
+    {"show", audit_show, "[--limit N | --cluster]", "print the audit records (JSON lines)",
+     "--cluster: every host's events from the cluster's audit mirror, by time, each line prefixed\n"
+     "with its host (--json: {\"host\":H,\"record\":R}). Needs System.Read on the root.\n"},
+    {"verify", audit_verify, "[FILE | --cluster]", "verify the hash chain (default: this workspace's log)",
      "Finds edited, deleted, reordered, inserted and cut-off records. The workspace's own log is\n"
      "also held against its sealed checkpoint (<log>.checkpoint, sealed at the end of every\n"
      "command): a log cut short, emptied or replaced by an older copy, and a checkpoint removed\n"
-     "or edited, are reported with what was sealed and what the log has. Never repairs anything.\n"
+     "or edited, are reported with what was sealed and what the log has. --cluster: compare the\n"
+     "log with this host's copy in the cluster's audit mirror instead (cut short, emptied,\n"
+     "diverged). Never repairs anything.\n"
      "Exit 4 if not intact. Needs System.Read on the root.\n"},
     {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", "Needs System.Read on the root.\n"},
     {NULL, NULL, NULL, NULL, NULL},
