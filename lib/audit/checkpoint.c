@@ -206,7 +206,10 @@ static vmenc_status split_path(const char *path, int *out_dfd, const char **out_
         *out_name = slash + 1;
     }
     VMENC_ENSURE(dfd >= 0, errno == ENOENT ? VMENC_E_NOT_FOUND : VMENC_E_IO);
-    VMENC_ENSURE((*out_name)[0] != '\0', (close(dfd), VMENC_E_INVALID_ARG));
+    if ((*out_name)[0] == '\0') { /* "dir/": no file named */
+        close(dfd);
+        return VMENC_E_INVALID_ARG;
+    }
     *out_dfd = dfd;
     return VMENC_OK;
 }
