@@ -60,6 +60,10 @@ faulted() {
     # (the group's stderr hides bash's "Killed" notice; the command's goes to $T/err)
     { VMENC_FAULT_OP=$op VMENC_FAULT_AT=$at VMENC_FAULT_ACTION=$action VMENC_FAULT_MATCH=$match \
         LD_PRELOAD="$PRE" "$@" >"$T/out" 2>"$T/err"; RC=$?; } 2>/dev/null
+    # 1 (a sanitizer's report) or 10 (a bug) is never an expected outcome: show it
+    if [[ $RC == 1 || $RC == 10 ]]; then
+        echo "# faulted $op $at $action: exit $RC: $*"; head -c 3000 "$T/err" | sed 's/^/#   /'
+    fi
 }
 
 # ---- fixtures -------------------------------------------------------------------------------
