@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <sodium.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,6 +502,47 @@ static void test_concurrent_monotonic(void **state) {
     assert_int_equal(vr.last_seq, total);
 }
 
+/* Threads of one process on two shared handles: appends and seals
+ * interleave under the handles' mutexes and the file lock. */
+typedef struct thread_arg {
+    vmenc_audit_log *log;
+    int failures;
+} thread_arg;
+
+static void *thread_main(void *p) {
+    thread_arg *a = p;
+    for (int i = 0; i < 40; i++) {
+        vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = "thread", .operation = "vm.read",
+                                .outcome = VMENC_AUDIT_SUCCESS};
+        if (vmenc_audit_log_append(a->log, &ev, NULL) != VMENC_OK)
+            a->failures++;
+        if (i % 8 == 7 && vmenc_audit_log_checkpoint(a->log) != VMENC_OK)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    fixture *f = *state;
+    run_command(f, 1, VMENC_AUDIT_LOG_CHECKPOINT_INIT);
+    vmenc_audit_log *h[2] = {open_log(f, k_key, 0), open_log(f, k_key, 0)};
+    pthread_t t[4];
+    thread_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (thread_arg){.log = h[i % 2]};
+        assert_int_equal(pthread_create(&t[i], NULL, thread_main, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(args[i].failures, 0);
+    }
+    vmenc_audit_log_free(h[0]);
+    vmenc_audit_log_free(h[1]);
+    vmenc_audit_anchor_result r;
+    assert_int_equal(check(f, &r), VMENC_OK);
+    assert_int_equal(r.sealed_seq, 1 + 4 * 40);
+}
+
 /* ---- the format ---------------------------------------------------------------------- */
 
 static void test_format_round_trip(void **state) {
@@ -571,6 +613,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_checkpoint_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_checkpoint_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_monotonic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
         cmocka_unit_test(test_format_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
