@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,20 @@ void vmenc_etcd_counters_get(vmenc_etcd *c, vmenc_etcd_counters *out) {
 
 /* ---- one HTTP exchange ----------------------------------------------------------- */
 
+/* set_error records "<endpoint>: <message>" as the last error (truncated
+ * to fit; never holds request or response bytes). Called with c->mu held. */
+__attribute__((format(printf, 3, 4))) static void set_error(vmenc_etcd *c, size_t i, const char *fmt, ...) {
+    size_t n = strlen(c->endpoints[i]);
+    if (n + 2 >= sizeof(c->last_error))
+        n = sizeof(c->last_error) - 3;
+    memcpy(c->last_error, c->endpoints[i], n);
+    memcpy(c->last_error + n, ": ", 2);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->last_error + n + 2, sizeof(c->last_error) - n - 2, fmt, ap);
+    va_end(ap);
+}
+
 typedef struct body_buf {
     uint8_t *data;
     size_t len, cap;
@@ -327,8 +342,7 @@ static attempt_kind attempt(vmenc_etcd *c, size_t i, const char *path, const cha
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http_code);
         return ATTEMPT_OK;
     }
-    snprintf(c->last_error, sizeof(c->last_error), "%s: %s", c->endpoints[i],
-             errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    set_error(c, i, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
     if (rc == CURLE_WRITE_ERROR) {
         *st = resp->too_large ? VMENC_E_TOO_LARGE : VMENC_E_NOMEM;
         return ATTEMPT_FATAL;
@@ -429,12 +443,12 @@ static vmenc_status call(vmenc_etcd *c, const char *path, json_object *req, call
             snprintf(msg, sizeof(msg), "HTTP %ld without an etcd error body", http);
             if (http == 404) {
                 /* the gateway does not know the path: not an etcd 3.4 gateway */
-                snprintf(c->last_error, sizeof(c->last_error), "%s: %s", c->endpoints[i], msg);
+                set_error(c, i, "%s", msg);
                 final = VMENC_E_UNSUPPORTED;
                 break;
             }
         }
-        snprintf(c->last_error, sizeof(c->last_error), "%s: HTTP %ld code %d: %s", c->endpoints[i], http, code, msg);
+        set_error(c, i, "HTTP %ld code %d: %s", http, code, msg);
         if (retryable(http, code)) {
             if (mode == CALL_WRITE) {
                 final = VMENC_E_OUTCOME_UNKNOWN;
