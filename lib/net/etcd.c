@@ -902,7 +902,9 @@ vmenc_status vmenc_etcd_watch_new(vmenc_etcd *c, const vmenc_etcd_watch_req *req
     w->key_len = req->key_len;
     w->prev_kv = req->prev_kv;
     w->next_revision = req->start_revision;
-    w->endpoint = c->current % c->num_endpoints;
+    pthread_mutex_lock(&c->mu);
+    w->endpoint = c->current % c->num_endpoints; /* start where unary calls last succeeded */
+    pthread_mutex_unlock(&c->mu);
     atomic_init(&w->cancel, false);
     pthread_mutex_init(&w->mu, NULL);
     bool ok = w->key != NULL;
