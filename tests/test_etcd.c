@@ -688,7 +688,11 @@ static void test_tls_refused(void **state) {
     cfg.endpoints = "https://127.0.0.1:1";
     assert_int_equal(vmenc_etcd_new(&cfg, &c), VMENC_OK);
     uint64_t t0 = now_ms();
+    memset(&r, 0xab, sizeof(r)); /* a caller's uninitialised result */
     assert_int_equal(vmenc_etcd_range(c, &q, &r), VMENC_E_CONTROL_UNAVAILABLE);
+    assert_null(r.kvs); /* zeroed on failure: cleanup is safe */
+    assert_int_equal(r.num_kvs, 0);
+    vmenc_etcd_result_cleanup(&r);
     vmenc_etcd_put_req p = {.key = S("/x"), .value = S("y")};
     assert_int_equal(vmenc_etcd_put(c, &p, NULL), VMENC_E_CONTROL_UNAVAILABLE); /* nothing sent: not "unknown" */
     assert_true(now_ms() - t0 < 1500);

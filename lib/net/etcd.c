@@ -580,6 +580,7 @@ static vmenc_status new_obj(json_object **out) {
 
 vmenc_status vmenc_etcd_range(vmenc_etcd *c, const vmenc_etcd_range_req *req, vmenc_etcd_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     vmenc_status st = build_range(req, o);
@@ -597,6 +598,8 @@ vmenc_status vmenc_etcd_range(vmenc_etcd *c, const vmenc_etcd_range_req *req, vm
 
 vmenc_status vmenc_etcd_put(vmenc_etcd *c, const vmenc_etcd_put_req *req, vmenc_etcd_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL, VMENC_E_INVALID_ARG);
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     vmenc_status st = build_put(req, o);
@@ -617,6 +620,8 @@ vmenc_status vmenc_etcd_put(vmenc_etcd *c, const vmenc_etcd_put_req *req, vmenc_
 
 vmenc_status vmenc_etcd_delete_range(vmenc_etcd *c, const vmenc_etcd_delete_req *req, vmenc_etcd_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL, VMENC_E_INVALID_ARG);
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     vmenc_status st = build_delete(req, o);
@@ -736,6 +741,7 @@ static vmenc_status build_txn(const vmenc_etcd_txn_req *r, json_object *o, bool 
 
 vmenc_status vmenc_etcd_txn(vmenc_etcd *c, const vmenc_etcd_txn_req *req, vmenc_etcd_txn_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     bool writes = false;
@@ -841,7 +847,9 @@ vmenc_status vmenc_etcd_lease_timetolive(vmenc_etcd *c, int64_t id, int64_t *out
 /* ---- maintenance ------------------------------------------------------------------------- */
 
 vmenc_status vmenc_etcd_status(vmenc_etcd *c, size_t endpoint, vmenc_etcd_member_status *out) {
-    VMENC_ENSURE(c != NULL && out != NULL && endpoint < c->num_endpoints, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(c != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
+    VMENC_ENSURE(endpoint < c->num_endpoints, VMENC_E_INVALID_ARG);
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     uint8_t *body;
