@@ -70,5 +70,8 @@ const (
 	StatusInterrupted       Status = -704 // VMENC_E_INTERRUPTED
 	StatusNoSpace           Status = -705 // VMENC_E_NO_SPACE
 	StatusConflict          Status = -706 // VMENC_E_CONFLICT
+	StatusCtlUnavailable    Status = -707 // VMENC_E_CONTROL_UNAVAILABLE
+	StatusOutcomeUnknown    Status = -708 // VMENC_E_OUTCOME_UNKNOWN
+	StatusLeaseExpired      Status = -709 // VMENC_E_LEASE_EXPIRED
 	StatusInternal          Status = -900 // VMENC_E_INTERNAL
 )

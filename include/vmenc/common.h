@@ -117,6 +117,9 @@ typedef enum vmenc_status {
     VMENC_E_INTERRUPTED = -704,      /* a previous operation was interrupted; recovery needed */
     VMENC_E_NO_SPACE = -705,         /* the file system is full (ENOSPC, EDQUOT) */
     VMENC_E_CONFLICT = -706,         /* the document changed since it was read (compare-and-swap lost) */
+    VMENC_E_CONTROL_UNAVAILABLE = -707, /* the control plane (etcd) cannot be reached or has no quorum */
+    VMENC_E_OUTCOME_UNKNOWN = -708,  /* a write was sent but not answered: re-read to learn whether it happened */
+    VMENC_E_LEASE_EXPIRED = -709,    /* the control-plane lease (host ownership) is gone */
 
     /* internal (-900..-999) */
     VMENC_E_INTERNAL = -900          /* a bug in vmenc: please report */

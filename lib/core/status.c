@@ -79,6 +79,9 @@ static const status_entry k_status[] = {
     E(VMENC_E_INTERRUPTED, "an earlier operation was interrupted; recovery needed"),
     E(VMENC_E_NO_SPACE, "no space left on the file system"),
     E(VMENC_E_CONFLICT, "changed by another writer since it was read"),
+    E(VMENC_E_CONTROL_UNAVAILABLE, "control plane unavailable (no endpoint or no quorum)"),
+    E(VMENC_E_OUTCOME_UNKNOWN, "write not acknowledged; outcome unknown, re-read"),
+    E(VMENC_E_LEASE_EXPIRED, "control-plane lease expired"),
     E(VMENC_E_INTERNAL, "internal error (bug in vmenc)"),
 };
 #undef E

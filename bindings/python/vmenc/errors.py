@@ -89,6 +89,9 @@ class Status(enum.IntEnum):
     E_INTERRUPTED = -704
     E_NO_SPACE = -705
     E_CONFLICT = -706
+    E_CONTROL_UNAVAILABLE = -707
+    E_OUTCOME_UNKNOWN = -708
+    E_LEASE_EXPIRED = -709
     E_INTERNAL = -900
 
 class Category(enum.IntEnum):
