@@ -8,6 +8,8 @@ package vmenc
 // preamble of a file with //export); its C trampoline is in vm.go.
 
 /*
+#include <stdint.h>
+#include <stdlib.h>
 #include <vmenc/vmenc.h>
 */
 import "C"
@@ -21,7 +23,7 @@ import (
 
 //export goVmencProgress
 func goVmencProgress(ctx unsafe.Pointer, diskID *C.char, p *C.vmenc_convert_progress) C.int {
-	c, ok := cgo.Handle(uintptr(ctx)).Value().(context.Context)
+	c, ok := cgo.Handle(*(*C.uintptr_t)(ctx)).Value().(context.Context)
 	if !ok || c.Err() != nil {
 		return 1
 	}
@@ -40,11 +42,19 @@ func withProgress(ctx context.Context, segmentBytes uint64, f func(o *C.vmenc_ap
 	}
 	h := cgo.NewHandle(ctx)
 	defer h.Delete()
+	// The handle travels in C memory (a Go pointer may not, and an integer
+	// posing as a pointer is what go vet rightly flags).
+	hp := (*C.uintptr_t)(C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0)))))
+	if hp == nil {
+		return newError(StatusNoMem, "vmenc_apply_options", "")
+	}
+	defer C.free(unsafe.Pointer(hp))
+	*hp = C.uintptr_t(h)
 	var o C.vmenc_apply_options
 	o.struct_size = C.uint32_t(unsafe.Sizeof(o))
 	o.segment_bytes = C.uint64_t(segmentBytes)
-	o.progress = C.vmenc_progress_fn(C.vmenc_go_progress)
-	o.progress_ctx = unsafe.Pointer(uintptr(h)) //nolint:govet // a handle, not a Go pointer
+	o.progress = goProgressFn()
+	o.progress_ctx = unsafe.Pointer(hp)
 	err := f(&o)
 	if err != nil && ctx.Err() != nil {
 		var e *Error

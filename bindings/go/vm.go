@@ -5,7 +5,7 @@ package vmenc
 #include <vmenc/vmenc.h>
 
 extern int goVmencProgress(void *ctx, char *disk_id, vmenc_convert_progress *p);
-static int vmenc_go_progress(void *ctx, const char *disk_id, const vmenc_convert_progress *p) {
+int vmenc_go_progress(void *ctx, const char *disk_id, const vmenc_convert_progress *p) {
 	return goVmencProgress(ctx, (char *)disk_id, (vmenc_convert_progress *)p);
 }
 */
@@ -281,6 +281,10 @@ func (v *VM) AddDisk(principal string, capacity uint64, sectorSize uint32) (stri
 	}
 	return C.GoString(&id[0]), nil
 }
+
+// goProgressFn is the C trampoline to goVmencProgress (progress.go), which
+// must live in this file: a file with //export may not define C functions.
+func goProgressFn() C.vmenc_progress_fn { return C.vmenc_progress_fn(C.vmenc_go_progress) }
 
 // RekeyShallow re-wraps every key under a new KEK (keyProvider/kekID "" =
 // keep/create). A keyProvider other than the one the VM's storage policy

@@ -295,6 +295,17 @@ class WorkspaceDeleteResult(Structure):
                 ("message", c_char * WORKSPACE_MESSAGE_MAX)]
 
 
+class VMCryptoState(Structure):
+    _fields_ = [("struct_size", c_uint32), ("home_encrypted", c_int), ("home_provider", c_char_p),
+                ("num_disks", c_size_t), ("disks", c_void_p), ("core_dumps_encrypted", c_int),
+                ("core_dump_provider", c_char_p), ("migration", c_int)]
+
+
+class PolicyAction(Structure):
+    _fields_ = [("type", c_int), ("disk", c_size_t), ("migration", c_int),
+                ("key_provider", c_char * (POLICY_NAME_MAX + 1))]
+
+
 WORKSPACE_DELETE_KEEP_FILES = 1 << 0
 WORKSPACE_DELETE_DESTROY_KEYS = 1 << 1
 WORKSPACE_DELETE_DRY_RUN = 1 << 2
@@ -516,6 +527,7 @@ _PROTOS = {
     "vmenc_workspace_add_kms": (S, [vp, cs, P(WorkspaceKMSSpec)]),
     "vmenc_workspace_remove_kms": (S, [vp, cs, cs]),
     "vmenc_workspace_kms_backup": (S, [vp, cs, cs, cs, vp, sz]),
+    "vmenc_policy_plan_storage_policy": (S, [vp, cs, P(VMCryptoState), P(PolicyAction), sz, P(sz)]),
     "vmenc_workspace_num_kms": (sz, [vp]),
     "vmenc_workspace_get_kms_info": (S, [vp, sz, P(WorkspaceKMSInfo)]),
     "vmenc_workspace_kms_endpoint": (S, [vp, sz, sz, vp, sz]),

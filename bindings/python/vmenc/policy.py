@@ -9,7 +9,7 @@ from typing import Iterable, Optional, Union
 
 from . import _lib
 from ._handle import Handle
-from .errors import Error, check, error_for
+from .errors import DeniedError, Error, check, error_for
 
 ROLE_ADMIN = "Admin"
 ROLE_NO_CRYPTO_ADMIN = "NoCryptoAdmin"

@@ -203,6 +203,26 @@ class VM(Handle):
             err._set_decision(decision)
         raise err
 
+    def _apply_ops(self, name: str) -> tuple:
+        """The operations applying storage policy ``name`` needs, as the policy plans
+        it for this VM's home: encrypt, decrypt or a change of key provider."""
+        host = self._parents[0] if self._parents else None
+        policy = getattr(host, "_policy", None)
+        fallback = (Op.ENCRYPT_VM, Op.DECRYPT_VM, Op.REKEY_SHALLOW)
+        if policy is None or policy.closed:
+            return fallback
+        info = self.info()
+        st = _lib.VMCryptoState(sizeof(_lib.VMCryptoState), int(info.encrypted),
+                                _lib.enc(info.key_provider) if info.encrypted else None, 0, None, 0, None, 0)
+        acts = (_lib.PolicyAction * 8)()
+        n = c_size_t()
+        if _lib.lib.vmenc_policy_plan_storage_policy(policy, _lib.enc(name), byref(st), acts, 8, byref(n)):
+            return fallback
+        by_type = {1: Op.ENCRYPT_VM, 2: Op.ENCRYPT_VM, 4: Op.DECRYPT_VM, 5: Op.DECRYPT_VM, 7: Op.REKEY_SHALLOW,
+                   8: Op.REKEY_SHALLOW}
+        ops = tuple(dict.fromkeys(by_type[a.type] for a in acts[:n.value] if a.type in by_type))
+        return ops or fallback
+
     @classmethod
     def _opened(cls, status, out, host, allow_locked) -> "VM":
         if status == -417 and out.value:  # VMENC_E_VM_LOCKED: a locked VM we own
@@ -292,8 +312,8 @@ class VM(Handle):
         ``progress(disk_id, Progress)`` may return False to stop (resumable);
         the call then raises :class:`vmenc.ResourceError` (INTERRUPTED)."""
         o, _keep = _apply_opts(progress, segment_bytes)
-        self._check(_lib.lib.vmenc_vm_apply_storage_policy_ex(self, _lib.enc(principal), _lib.enc(name), byref(o)),
-                    principal, Op.ENCRYPT_VM, Op.DECRYPT_VM, Op.REKEY_SHALLOW)
+        s = _lib.lib.vmenc_vm_apply_storage_policy_ex(self, _lib.enc(principal), _lib.enc(name), byref(o))
+        self._check(s, principal, *(self._apply_ops(name) if s == -500 else ()))
 
     def rekey_deep(self, principal: str, *, progress=None, segment_bytes: int = 0) -> None:
         """New DEKs: re-encrypt every disk in place (resumable; ``progress`` as apply_storage_policy)."""
