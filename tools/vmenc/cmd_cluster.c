@@ -1,0 +1,388 @@
+/*
+ * tools/vmenc/cmd_cluster.c - `vmenc cluster ...`: make a workspace a host
+ * of an etcd-backed cluster and look at it (init, join, leave, status,
+ * hosts, owner, take-over), run a VM's writes as a host would (power-on:
+ * the long-running writer the cluster tests kill, stop and fence), and
+ * measure policy decisions per second in this mode (bench). Public
+ * headers only; the semantics are the library's (include/vmenc/cluster.h,
+ * docs/cluster.md).
+ *
+ * Safety rule: this file decides nothing: every refusal (ownership,
+ * fencing, policy) comes from the library and is printed as it came.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vmenc/cluster.h"
+
+static int need_cluster(cli *c, vmenc_cluster_status *st) {
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    *st = (vmenc_cluster_status){.struct_size = sizeof(*st)};
+    vmenc_status s = vmenc_workspace_cluster_status(c->ws, st);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cluster status");
+    if (!st->in_cluster)
+        return cli_fail(c, VMENC_E_BAD_STATE, "this workspace is not in a cluster (vmenc cluster init / join)");
+    return EXIT_OK;
+}
+
+static int do_join(cli *c, args *a, bool create) {
+    vmenc_cluster_spec spec = {.struct_size = sizeof(spec), .flags = create ? VMENC_CLUSTER_CREATE : 0};
+    const char *ttl = NULL;
+    bool have_ep = arg_value(c, a, "--endpoints", &spec.endpoints);
+    (void)arg_value(c, a, "--cacert", &spec.ca_file);
+    (void)arg_value(c, a, "--cert", &spec.cert_file);
+    (void)arg_value(c, a, "--key", &spec.key_file);
+    (void)arg_value(c, a, "--name", &spec.name);
+    if (create)
+        (void)arg_value(c, a, "--key-provider", &spec.key_provider);
+    if (arg_value(c, a, "--ttl", &ttl)) {
+        char *end = NULL;
+        unsigned long v = strtoul(ttl, &end, 10);
+        if (end == NULL || *end != '\0' || v < 2 || v > 3600)
+            return cli_usage(c, "--ttl takes seconds, 2 to 3600");
+        spec.ttl_s = (uint32_t)v;
+    }
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (!have_ep || spec.ca_file == NULL || spec.cert_file == NULL || spec.key_file == NULL)
+        return cli_usage(c, "--endpoints, --cacert, --cert and --key are required");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status s = vmenc_workspace_cluster_join(c->ws, cli_principal(c), &spec);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cannot %s cluster '%s'", create ? "initialise" : "join",
+                        spec.name ? spec.name : "vmenc");
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    s = vmenc_workspace_cluster_status(c->ws, &st);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "cluster", st.name);
+    out_str(o, "host", st.host);
+    out_u64(o, "ttl_s", st.ttl_s);
+    out_end(o);
+    return s == VMENC_OK ? EXIT_OK : cli_fail(c, s, "cluster status");
+}
+
+static int cl_init(cli *c, args *a) { return do_join(c, a, true); }
+static int cl_join(cli *c, args *a) { return do_join(c, a, false); }
+
+static int cl_leave(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status s = vmenc_workspace_cluster_leave(c->ws, cli_principal(c));
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cannot leave the cluster");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int cl_status(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    vmenc_status s = vmenc_workspace_cluster_status(c->ws, &st);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cluster status");
+    out_t *o = out_begin(c);
+    out_bool(o, "in_cluster", st.in_cluster);
+    if (st.in_cluster) {
+        out_str(o, "cluster", st.name);
+        out_str(o, "host", st.host);
+        char lease[24];
+        snprintf(lease, sizeof(lease), "%016" PRIx64, st.lease);
+        out_str(o, "lease", lease);
+        out_u64(o, "ttl_s", st.ttl_s);
+        out_int(o, "fence_ms_left", st.fence_ms_left);
+        out_bool(o, "fenced", st.fence_ms_left <= 0);
+        out_bool(o, "lease_gone", st.lease_gone);
+        out_bool(o, "watch_healthy", st.watch_healthy);
+        out_int(o, "policy_revision", st.policy_revision);
+        out_u64(o, "endpoints", st.num_endpoints);
+        out_u64(o, "endpoints_up", st.num_endpoints_up);
+        out_bool(o, "quorum", st.has_leader);
+    }
+    out_end(o);
+    return EXIT_OK;
+}
+
+typedef struct host_list {
+    out_t *o;
+    uint32_t n;
+} host_list;
+
+static int host_row(void *ctx, const char *host, const char *info, uint32_t sessions) {
+    host_list *h = ctx;
+    out_obj(h->o, NULL);
+    out_str(h->o, "host", host);
+    out_u64(h->o, "sessions", sessions);
+    out_bool(h->o, "up", sessions > 0);
+    out_raw(h->o, "registration", info);
+    out_close(h->o);
+    h->n++;
+    return 0;
+}
+
+static int cl_hosts(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    out_t *o = out_begin(c);
+    out_arr(o, "hosts");
+    host_list h = {.o = o};
+    vmenc_status s = vmenc_workspace_cluster_hosts(c->ws, host_row, &h);
+    out_close(o);
+    out_u64(o, "count", h.n);
+    out_end(o);
+    return s == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, s, "cannot list the cluster's hosts");
+}
+
+static int cl_owner(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster owner VM");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    char owner[VMENC_POLICY_NAME_MAX + 1];
+    vmenc_status s = vmenc_workspace_vm_owner(c->ws, name, owner, sizeof(owner));
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "owner of VM '%s'", name);
+    out_t *o = out_begin(c);
+    out_str(o, "vm", name);
+    out_str(o, "owner", owner);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int cl_take_over(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster take-over VM");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm *vm = NULL;
+    vmenc_status s = vmenc_workspace_vm_take_over(c->ws, cli_principal(c), name, &vm);
+    if (s != VMENC_OK) {
+        char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+        if (s == VMENC_E_LOCKED && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+            holder[0] = '\0';
+        return cli_fail(c, s, "cannot take VM '%s' over%s%s", name, holder[0] ? ": " : "", holder);
+    }
+    vmenc_vm_free(vm); /* the ownership goes with this process: a host that runs it takes it again */
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "host", st.host);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static uint64_t now_real_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* power-on: open every disk of VM for write (taking ownership) and write a
+ * tagged record every --interval-ms into sector 0 of the first disk, one
+ * line per write to --log: "HOST LEASE SEQ REALTIME_MS STATUS". Stops on
+ * SIGTERM/SIGINT, after --seconds, or when a write is refused (fenced). */
+static int cl_power_on(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    const char *secs_s = NULL, *ivl_s = NULL, *log_path = NULL;
+    (void)arg_value(c, a, "--seconds", &secs_s);
+    (void)arg_value(c, a, "--interval-ms", &ivl_s);
+    (void)arg_value(c, a, "--log", &log_path);
+    bool keep_going = arg_flag(a, "--keep-going");
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster power-on VM [--seconds N] [--interval-ms N] [--log FILE]");
+    double secs = secs_s ? strtod(secs_s, NULL) : 0;
+    long ivl = ivl_s ? strtol(ivl_s, NULL, 10) : 100;
+    if (ivl < 1 || ivl > 60000)
+        return cli_usage(c, "--interval-ms takes 1 to 60000");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm *vm = NULL;
+    rc = open_vm(c, name, &vm, false);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm_info vi = {.struct_size = sizeof(vi)};
+    vmenc_disk_info di = {.struct_size = sizeof(di)};
+    vmenc_status s = vmenc_vm_get_info(vm, &vi);
+    if (s == VMENC_OK && vi.num_disks == 0)
+        s = VMENC_E_NOT_FOUND;
+    if (s == VMENC_OK)
+        s = vmenc_vm_get_disk_info(vm, 0, &di);
+    vmenc_disk *d = NULL;
+    if (s == VMENC_OK)
+        s = vmenc_disk_open(vm, cli_principal(c), di.disk_id, 0, &d);
+    if (s != VMENC_OK) {
+        char holder[VMENC_LOCK_MESSAGE_MAX + 4] = "";
+        vmenc_lock_holder h = {.struct_size = sizeof(h)};
+        if (s == VMENC_E_LOCKED && vmenc_vm_get_lock_holder(vm, &h) == VMENC_OK)
+            snprintf(holder, sizeof(holder), ": %s", h.message);
+        vmenc_vm_free(vm);
+        return cli_fail(c, s, "cannot power on VM '%s' (write open of its disk)%s", name, holder);
+    }
+    FILE *log = log_path ? fopen(log_path, "ae") : NULL;
+    if (log_path && log == NULL) {
+        vmenc_status cs = vmenc_disk_close(d);
+        (void)cs;
+        vmenc_vm_free(vm);
+        return cli_fail(c, VMENC_E_IO, "cannot open %s", log_path);
+    }
+    cli_info(c, "VM '%s' powered on at host %s (lease %016" PRIx64 ")", name, st.host, st.lease);
+    if (log) {
+        fprintf(log, "%s %016" PRIx64 " 0 %" PRIu64 " OPEN\n", st.host, st.lease, now_real_ms());
+        fflush(log);
+    }
+    uint64_t t_end = secs > 0 ? now_real_ms() + (uint64_t)(secs * 1000) : 0;
+    uint64_t seq = 0, refused = 0;
+    vmenc_status last = VMENC_OK;
+    uint8_t sector[512];
+    while (!g_interrupted && (t_end == 0 || now_real_ms() < t_end)) {
+        seq++;
+        memset(sector, 0, sizeof(sector));
+        uint64_t t = now_real_ms();
+        int n = snprintf((char *)sector, sizeof(sector), "%s %016" PRIx64 " %" PRIu64 " %" PRIu64, st.host, st.lease,
+                         seq, t);
+        (void)n;
+        s = vmenc_disk_pwrite(d, 0, sector, sizeof(sector));
+        if (s == VMENC_OK)
+            s = vmenc_disk_flush(d);
+        if (log) {
+            fprintf(log, "%s %016" PRIx64 " %" PRIu64 " %" PRIu64 " %s\n", st.host, st.lease, seq, t,
+                    s == VMENC_OK ? "OK" : vmenc_status_name(s));
+            fflush(log);
+        }
+        if (s != VMENC_OK) {
+            refused++;
+            if (last == VMENC_OK)
+                fprintf(stderr, "vmenc: write %" PRIu64 " refused: %s\n", seq, vmenc_strerror(s));
+            last = s;
+            if (!keep_going)
+                break;
+        } else {
+            if (last != VMENC_OK)
+                fprintf(stderr, "vmenc: writes resumed at %" PRIu64 "\n", seq);
+            last = VMENC_OK;
+        }
+        struct timespec ts = {.tv_sec = ivl / 1000, .tv_nsec = (ivl % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (log)
+        fclose(log);
+    vmenc_status cs = vmenc_disk_close(d);
+    (void)cs;
+    vmenc_vm_free(vm);
+    out_t *o = out_begin(c);
+    out_u64(o, "writes", seq);
+    out_u64(o, "refused", refused);
+    out_str(o, "last_status", vmenc_status_name(last));
+    out_end(o);
+    if (last != VMENC_OK)
+        return cli_fail_stderr(c, last, "VM '%s' stopped writing", name);
+    return EXIT_OK;
+}
+
+/* bench: policy decisions per second from this workspace's model (the
+ * cluster's cached document in cluster mode, the local one otherwise). */
+static int cl_bench(cli *c, args *a) {
+    const char *n_s = NULL, *vm = NULL;
+    (void)arg_value(c, a, "--decisions", &n_s);
+    (void)arg_value(c, a, "--vm", &vm);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    long n = n_s ? strtol(n_s, NULL, 10) : 2000000;
+    if (n < 1000)
+        return cli_usage(c, "--decisions takes at least 1000");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    vmenc_status s = vmenc_workspace_cluster_status(c->ws, &st);
+    vmenc_policy *p = vmenc_workspace_policy(c->ws);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = vm ? VMENC_OP_POWER_ON : VMENC_OP_READ_KEY_SERVERS,
+                               .vm = vm};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long allowed = 0;
+    for (long i = 0; i < n && s == VMENC_OK; i++) {
+        vmenc_status r = vmenc_policy_check(p, cli_principal(c), &rq, &d);
+        if (r == VMENC_OK)
+            allowed++;
+        else if (r != VMENC_E_DENIED)
+            s = r;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "policy check");
+    double el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    out_t *o = out_begin(c);
+    out_str(o, "mode", st.in_cluster ? "cluster" : "single-host");
+    out_int(o, "decisions", n);
+    out_int(o, "allowed", allowed);
+    out_double(o, "seconds", el);
+    out_double(o, "decisions_per_second", el > 0 ? (double)n / el : 0);
+    out_end(o);
+    return EXIT_OK;
+}
+
+const verb_def cluster_verbs[] = {
+    {"init", cl_init,
+     "--endpoints URLS --cacert F --cert F --key F [--name C] [--key-provider ALIAS] [--ttl S]",
+     "make this workspace a host of cluster C, creating the cluster's documents if absent",
+     "Options:\n"
+     "  --endpoints URLS      etcd client URLs, comma-separated https://HOST:PORT\n"
+     "  --cacert, --cert, --key  PEM files for mutual TLS with etcd\n"
+     "  --name C              the cluster (default vmenc)\n"
+     "  --key-provider ALIAS  whose KEK wraps the cluster key (default: the audit key provider);\n"
+     "                        every host needs this provider under this alias\n"
+     "  --ttl S               lease TTL in seconds (default 5): a host fences itself this long\n"
+     "                        (minus a margin) after its last renewal\n"
+     "The cluster's policy starts as this workspace's. Needs Cryptographer.RegisterHost on the root.\n"},
+    {"join", cl_join, "--endpoints URLS --cacert F --cert F --key F [--name C] [--ttl S]",
+     "make this workspace a host of an existing cluster",
+     "The cluster's policy replaces this workspace's while it is a member (the local document is kept\n"
+     "for 'cluster leave'); the host is added to its inventory. Needs Cryptographer.RegisterHost.\n"},
+    {"leave", cl_leave, "", "deregister this host and go back to the local policy", ""},
+    {"status", cl_status, "", "this host's session: lease, fencing deadline, watch, etcd members", ""},
+    {"hosts", cl_hosts, "", "the registered hosts and whether they are up (hold a live session)", ""},
+    {"owner", cl_owner, "VM", "which host owns VM for write", ""},
+    {"take-over", cl_take_over, "VM", "take VM over after its owner's lease expired (HA restart)",
+     "Refused (exit 7, VMENC_E_LOCKED) while the owner's lease lives. Needs Cryptographer.RegisterVM.\n"},
+    {"power-on", cl_power_on, "VM [--seconds N] [--interval-ms N] [--log FILE] [--keep-going]",
+     "run VM's writes as this host: open its first disk for write and write a tagged sector",
+     "Each write is logged as 'HOST LEASE SEQ TIME_MS STATUS'. Stops at the first refused write\n"
+     "(fenced: VMENC_E_LEASE_EXPIRED) unless --keep-going, after --seconds, or on SIGTERM.\n"},
+    {"bench", cl_bench, "[--decisions N] [--vm VM]", "policy decisions per second in this workspace's mode", ""},
+    {NULL, NULL, NULL, NULL, NULL},
+};
