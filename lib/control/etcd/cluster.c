@@ -214,6 +214,51 @@ static vmenc_status put_session(ctl_cluster *c) {
     return vmenc_etcd_put(c->etcd, &p, NULL);
 }
 
+/* some_leader: does any member report a leader (is there a quorum)? A
+ * member without one still answers a status request at once. */
+static bool some_leader(vmenc_etcd *e) {
+    for (size_t i = 0; i < vmenc_etcd_num_endpoints(e); i++) {
+        vmenc_etcd_member_status ms;
+        memset(&ms, 0, sizeof(ms));
+        if (vmenc_etcd_status(e, i, &ms) == VMENC_OK && ms.leader != 0)
+            return true;
+    }
+    return false;
+}
+
+/* retryable: a call that may be repeated safely got no clear answer (a
+ * leader election in progress, a member gone mid-request). */
+static bool retryable(vmenc_status s) { return s == VMENC_E_OUTCOME_UNKNOWN || s == VMENC_E_CONTROL_UNAVAILABLE; }
+
+/* grant_session: a lease and the session key, retried through a leader
+ * election; without quorum VMENC_E_CONTROL_UNAVAILABLE at once. A lease
+ * granted by an attempt whose answer was lost is never used and expires. */
+static vmenc_status grant_session(ctl_cluster *c, int64_t *out_granted, uint64_t *out_sent) {
+    vmenc_status s = VMENC_E_CONTROL_UNAVAILABLE;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (attempt > 0) {
+            if (!some_leader(c->etcd))
+                return VMENC_E_CONTROL_UNAVAILABLE;
+            sleep_ms(200);
+        }
+        *out_sent = vmenc_now_monotonic_ms();
+        s = vmenc_etcd_lease_grant(c->etcd, (int64_t)c->ttl_s, 0, &c->lease, out_granted);
+        if (s == VMENC_OK) {
+            atomic_store(&c->deadline_ms, ctl_cluster_fence_deadline(*out_sent, *out_granted, c->margin_ms));
+            for (int k = 0; k < 5; k++) { /* the session key is a plain put: idempotent */
+                s = put_session(c);
+                if (!retryable(s))
+                    break;
+                sleep_ms(200);
+            }
+            return s;
+        }
+        if (!retryable(s))
+            return s;
+    }
+    return s == VMENC_E_OUTCOME_UNKNOWN ? VMENC_E_CONTROL_UNAVAILABLE : s;
+}
+
 vmenc_status ctl_cluster_open(const ctl_cluster_config *cfg, ctl_cluster **out) {
     VMENC_ENSURE(cfg != NULL && cfg->etcd != NULL && out != NULL, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(ctl_cluster_name_ok(cfg->name) && cfg->host_id != NULL && cfg->host_id[0] != '\0' &&
@@ -244,15 +289,11 @@ vmenc_status ctl_cluster_open(const ctl_cluster_config *cfg, ctl_cluster **out) 
     if (s == VMENC_OK)
         s = vmenc_etcd_new(cfg->etcd, &c->wc);
     int64_t granted = 0;
-    uint64_t sent = vmenc_now_monotonic_ms();
+    uint64_t sent = 0;
     if (s == VMENC_OK)
-        s = vmenc_etcd_lease_grant(c->etcd, (int64_t)c->ttl_s, 0, &c->lease, &granted);
-    if (s == VMENC_OK) {
-        if (granted > 0)
-            c->ttl_s = (uint32_t)granted;
-        atomic_store(&c->deadline_ms, ctl_cluster_fence_deadline(sent, granted, c->margin_ms));
-        s = put_session(c);
-    }
+        s = grant_session(c, &granted, &sent);
+    if (s == VMENC_OK && granted > 0)
+        c->ttl_s = (uint32_t)granted;
     if (s == VMENC_OK) {
         if (pthread_create(&c->ka_thread, NULL, keepalive_main, c) != 0)
             s = VMENC_E_NOMEM;
@@ -466,9 +507,17 @@ vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *n
     VMENC_GUARD(key_of(c, key, sizeof(key), "owner", uuid, NULL));
     int n = owner_value(c, name, val, sizeof(val));
     vmenc_etcd_txn_result r = {0};
-    VMENC_GUARD(create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r));
-    vmenc_status s = VMENC_OK;
+    vmenc_status s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
+    for (int k = 0; retryable(s) && k < 3; k++) { /* idempotent for us: a lost answer shows our own lease */
+        sleep_ms(200);
+        vmenc_etcd_txn_result_cleanup(&r);
+        s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
+    }
+    VMENC_GUARD(s);
     bool ours = r.succeeded;
+    if (!r.succeeded && r.num_responses > 0 && r.responses[0].num_kvs > 0 &&
+        r.responses[0].kvs[0].lease == c->lease)
+        ours = r.succeeded = true;
     if (!r.succeeded) {
         const vmenc_etcd_result *g = r.num_responses > 0 ? &r.responses[0] : NULL;
         if (g != NULL && g->num_kvs > 0) {
@@ -597,8 +646,32 @@ vmenc_status ctl_cluster_policy_cas(ctl_cluster *c, const uint8_t *json, size_t 
     vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = c->policy_locked ? 2 : 1, .success = &put,
                             .num_success = 1};
     vmenc_etcd_txn_result r = {0};
-    VMENC_GUARD(vmenc_etcd_txn(c->etcd, &t, &r));
-    vmenc_status s = r.succeeded ? VMENC_OK : VMENC_E_CONFLICT;
+    vmenc_status s = vmenc_etcd_txn(c->etcd, &t, &r);
+    if (retryable(s)) {
+        /* Sent, not answered (a leader killed mid-transaction). The lock
+         * keeps other writers out, so the document is either ours (it
+         * happened) or the one we compared against (it did not: send it
+         * again, the compare makes that safe). */
+        for (int k = 0; k < 10 && retryable(s); k++) {
+            sleep_ms(200);
+            uint8_t *cur = NULL;
+            size_t cur_len = 0;
+            int64_t rev = 0;
+            vmenc_status g = get_one(c->etcd, key, false, &cur, &cur_len, &rev, NULL);
+            if (g == VMENC_OK && cur_len == len && memcmp(cur, json, len) == 0 && rev != expected_rev) {
+                free(cur);
+                *out_rev = rev;
+                return VMENC_OK;
+            }
+            free(cur);
+            if (g == VMENC_OK || g == VMENC_E_NOT_FOUND) {
+                vmenc_etcd_txn_result_cleanup(&r);
+                s = vmenc_etcd_txn(c->etcd, &t, &r);
+            }
+        }
+    }
+    VMENC_GUARD(s);
+    s = r.succeeded ? VMENC_OK : VMENC_E_CONFLICT;
     if (s == VMENC_OK)
         *out_rev = r.num_responses > 0 && r.responses[0].header.revision > 0 ? r.responses[0].header.revision
                                                                              : r.header.revision;
@@ -616,8 +689,16 @@ vmenc_status ctl_cluster_policy_lock(ctl_cluster *c, uint32_t timeout_ms, char *
     uint32_t backoff = 5;
     for (;;) {
         vmenc_etcd_txn_result r = {0};
-        VMENC_GUARD(create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r));
+        vmenc_status s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
+        if (retryable(s) && vmenc_now_monotonic_ms() < until) { /* an election: try again */
+            sleep_ms(100);
+            continue;
+        }
+        VMENC_GUARD(s);
         bool got = r.succeeded;
+        /* an earlier attempt whose answer was lost may have taken it */
+        if (!got && r.num_responses > 0 && r.responses[0].num_kvs > 0 && r.responses[0].kvs[0].lease == c->lease)
+            got = true;
         if (!got && why != NULL && why_cap > 0 && r.num_responses > 0 && r.responses[0].num_kvs > 0) {
             char host[CTL_CLUSTER_HOST_MAX + 1];
             line_field(r.responses[0].kvs[0].value, r.responses[0].kvs[0].value_len, 0, host, sizeof(host));
