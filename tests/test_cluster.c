@@ -72,6 +72,13 @@ static void test_cluster_file(void **state) {
     assert_string_equal(g.key_file, "/c");
     free(text);
     ws_cluster_file_cleanup(&g);
+    /* the default TTL (0) is not written, and reads back as the default */
+    f.ttl_s = 0;
+    assert_int_equal(ws_cluster_file_serialize(&f, &text), VMENC_OK);
+    assert_int_equal(parse_file(text, &g), VMENC_OK);
+    assert_int_equal(g.ttl_s, 0);
+    free(text);
+    ws_cluster_file_cleanup(&g);
     ws_cluster_file_cleanup(&f);
     static const char *const bad[] = {
         "{\"version\":1,\"name\":\"c1\",\"endpoints\":\"e\",\"cacert\":\"a\",\"cert\":\"b\"}", /* key missing */

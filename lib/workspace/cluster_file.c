@@ -136,7 +136,8 @@ vmenc_status ws_cluster_file_serialize(const ws_cluster_file *f, char **out) {
     json_object_object_add(o, "cacert", json_object_new_string(f->ca_file));
     json_object_object_add(o, "cert", json_object_new_string(f->cert_file));
     json_object_object_add(o, "key", json_object_new_string(f->key_file));
-    json_object_object_add(o, "ttl_s", json_object_new_int((int32_t)f->ttl_s));
+    if (f->ttl_s != 0) /* 0: the default, not written */
+        json_object_object_add(o, "ttl_s", json_object_new_int((int32_t)f->ttl_s));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t n = s ? strlen(s) : 0;
     char *b = s ? malloc(n + 2) : NULL;
