@@ -312,17 +312,45 @@ static int cl_power_on(cli *c, args *a) {
     return EXIT_OK;
 }
 
+/* ---- bench ---------------------------------------------------------------------------------- */
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* out_lat sorts |ms| and prints its p50 and p99 as an object |key|. */
+static void out_lat(out_t *o, const char *key, double *ms, size_t n) {
+    qsort(ms, n, sizeof(*ms), cmp_double);
+    out_obj(o, key);
+    out_u64(o, "n", n);
+    out_double(o, "p50_ms", n ? ms[n / 2] : 0);
+    out_double(o, "p99_ms", n ? ms[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] : 0);
+    out_close(o);
+}
+
 /* bench: policy decisions per second from this workspace's model (the
- * cluster's cached document in cluster mode, the local one otherwise). */
+ * cluster's cached document in cluster mode, the local one otherwise),
+ * and with --ops N the latency of N grants, N write-opens of --vm and N
+ * VM creates. Run it on a cluster host and on a single-host workspace in
+ * the same run: the ratio is the measure (docs/cluster.md). */
 static int cl_bench(cli *c, args *a) {
-    const char *n_s = NULL, *vm = NULL;
+    const char *n_s = NULL, *vm = NULL, *ops_s = NULL;
     (void)arg_value(c, a, "--decisions", &n_s);
     (void)arg_value(c, a, "--vm", &vm);
+    (void)arg_value(c, a, "--ops", &ops_s);
     if (!arg_done(c, a))
         return EXIT_USAGE;
     long n = n_s ? strtol(n_s, NULL, 10) : 2000000;
-    if (n < 1000)
-        return cli_usage(c, "--decisions takes at least 1000");
+    long ops = ops_s ? strtol(ops_s, NULL, 10) : 0;
+    if (n < 1000 || ops < 0 || ops > 100000)
+        return cli_usage(c, "--decisions takes at least 1000, --ops 0 to 100000");
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
@@ -332,8 +360,7 @@ static int cl_bench(cli *c, args *a) {
     vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = vm ? VMENC_OP_POWER_ON : VMENC_OP_READ_KEY_SERVERS,
                                .vm = vm};
     vmenc_policy_decision d = {.struct_size = sizeof(d)};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = mono_s();
     long allowed = 0;
     for (long i = 0; i < n && s == VMENC_OK; i++) {
         vmenc_status r = vmenc_policy_check(p, cli_principal(c), &rq, &d);
@@ -342,18 +369,71 @@ static int cl_bench(cli *c, args *a) {
         else if (r != VMENC_E_DENIED)
             s = r;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double el = mono_s() - t0;
     if (s != VMENC_OK)
         return cli_fail(c, s, "policy check");
-    double el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    double *grant = ops ? calloc((size_t)ops, sizeof(double)) : NULL;
+    double *wopen = ops ? calloc((size_t)ops, sizeof(double)) : NULL;
+    double *create = ops ? calloc((size_t)ops, sizeof(double)) : NULL;
+    if (ops && (!grant || !wopen || !create)) {
+        free(grant), free(wopen), free(create);
+        return cli_fail(c, VMENC_E_NOMEM, "bench");
+    }
+    size_t ng = 0, nw = 0, nc = 0;
+    if (ops && (s = vmenc_policy_add_user(p, "bench-user")) == VMENC_E_EXISTS)
+        s = VMENC_OK;
+    for (long i = 0; i < ops && s == VMENC_OK; i++) {
+        double a0 = mono_s();
+        s = vmenc_policy_grant_as(p, cli_principal(c), "bench-user", "root", (i & 1) ? "ReadOnly" : "NoCryptoAdmin", 1,
+                                  &d);
+        if (s == VMENC_E_NOT_FOUND) /* role names differ: any change will do */
+            s = vmenc_policy_grant_as(p, cli_principal(c), "bench-user", "root", (i & 1) ? "Admin" : "ReadOnly", 1, &d);
+        grant[ng++] = (mono_s() - a0) * 1000;
+    }
+    for (long i = 0; vm && i < ops && s == VMENC_OK; i++) {
+        double a0 = mono_s();
+        vmenc_vm *v = NULL;
+        vmenc_disk *dk = NULL;
+        vmenc_disk_info di = {.struct_size = sizeof(di)};
+        s = vmenc_workspace_open_vm(c->ws, cli_principal(c), vm, &v);
+        if (s == VMENC_OK)
+            s = vmenc_vm_get_disk_info(v, 0, &di);
+        if (s == VMENC_OK)
+            s = vmenc_disk_open(v, cli_principal(c), di.disk_id, 0, &dk);
+        if (s == VMENC_OK)
+            s = vmenc_disk_close(dk);
+        vmenc_vm_free(v);
+        wopen[nw++] = (mono_s() - a0) * 1000;
+    }
+    char home[VMENC_WORKSPACE_PATH_MAX];
+    for (long i = 0; i < ops && s == VMENC_OK; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "bench-%ld-%ld", (long)getpid(), i);
+        s = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
+        vmenc_vm_create_options co = {.struct_size = sizeof(co), .principal = cli_principal(c), .home_dir = home,
+                                      .name = name, .folder = vmenc_workspace_folder(c->ws)};
+        double a0 = mono_s();
+        vmenc_vm *v = NULL;
+        if (s == VMENC_OK)
+            s = vmenc_vm_create(vmenc_workspace_host(c->ws), &co, &v);
+        create[nc++] = (mono_s() - a0) * 1000;
+        vmenc_vm_free(v);
+    }
     out_t *o = out_begin(c);
     out_str(o, "mode", st.in_cluster ? "cluster" : "single-host");
     out_int(o, "decisions", n);
     out_int(o, "allowed", allowed);
     out_double(o, "seconds", el);
     out_double(o, "decisions_per_second", el > 0 ? (double)n / el : 0);
+    if (ops) {
+        out_lat(o, "grant", grant, ng);
+        if (vm)
+            out_lat(o, "open_for_write", wopen, nw);
+        out_lat(o, "create", create, nc);
+    }
     out_end(o);
-    return EXIT_OK;
+    free(grant), free(wopen), free(create);
+    return s == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, s, "bench operation");
 }
 
 const verb_def cluster_verbs[] = {
@@ -383,6 +463,8 @@ const verb_def cluster_verbs[] = {
      "run VM's writes as this host: open its first disk for write and write a tagged sector",
      "Each write is logged as 'HOST LEASE SEQ TIME_MS STATUS'. Stops at the first refused write\n"
      "(fenced: VMENC_E_LEASE_EXPIRED) unless --keep-going, after --seconds, or on SIGTERM.\n"},
-    {"bench", cl_bench, "[--decisions N] [--vm VM]", "policy decisions per second in this workspace's mode", ""},
+    {"bench", cl_bench, "[--decisions N] [--vm VM] [--ops N]",
+     "policy decisions per second in this workspace's mode; with --ops, p50/p99 of grant, write-open, create",
+     "Creates --ops VMs named bench-PID-I. Compare a cluster host with a single-host workspace in one run.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
