@@ -130,7 +130,7 @@ P1=$W_PID
 kill -STOP "$P1"
 took=0
 for _ in $(seq 40); do
-    if w2 cluster take-over vm1 -q >/dev/null 2>&1; then took=1; break; fi
+    if w2 vm register vm1 --take-over -q >/dev/null 2>&1; then took=1; break; fi
     sleep 0.25
 done
 t_take=$(date +%s%3N)

@@ -4,7 +4,9 @@
  * backend's MAC (every byte flipped, a record renamed to another VM, the
  * wrong key), compare-and-swap (a stale revision loses, also when the
  * winner is another real process; concurrent writers in two processes lose
- * no update), the intent-first helpers and the ops-table size rule.
+ * no update), the intent-first helpers and the ops-table size rule. The
+ * backend contract lives in tests/support/ctl_contract.c, shared with the
+ * etcd backend's tests/test_control_etcd.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,10 +22,11 @@
 
 #include "control/control.h"
 #include "core/fs.h"
+#include "ctl_contract.h"
 #include "vmenc/vmenc.h"
 
-static const char k_uuid[] = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7";
-static const char k_uuid2[] = "0a0b0c0d-0e0f-4011-8213-141516171819";
+#define k_uuid ctl_contract_uuid
+#define k_uuid2 ctl_contract_uuid2
 
 typedef struct {
     char dir[64];
@@ -54,46 +57,12 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* full_record: every field used, two disks, an operation in progress. */
-static void full_record(ctl_vm_record *r, const char *uuid) {
-    assert_int_equal(ctl_vm_record_init(r, uuid, "web-01"), VMENC_OK);
-    r->facts.encrypted = true;
-    memset(r->facts.key_hash, 0x11, CTL_HASH_BYTES);
-    r->facts.key_generation = 7;
-    snprintf(r->facts.kek_provider, sizeof(r->facts.kek_provider), "kms-a");
-    snprintf(r->facts.kek_id, sizeof(r->facts.kek_id), "kek-0001");
-    snprintf(r->facts.storage_policy, sizeof(r->facts.storage_policy), "VM Encryption Policy");
-    r->facts.num_disks = 2;
-    snprintf(r->facts.disks[0].disk_id, sizeof(r->facts.disks[0].disk_id), "scsi0:0");
-    r->facts.disks[0].encrypted = true;
-    r->facts.disks[0].has_dek_hash = true;
-    memset(r->facts.disks[0].dek_hash, 0x22, CTL_HASH_BYTES);
-    snprintf(r->facts.disks[1].disk_id, sizeof(r->facts.disks[1].disk_id), "scsi0:1");
-    r->op.kind = CTL_OP_REKEY_DEEP;
-    r->op.direction = CTL_DIR_ROLLBACK;
-    r->op.has_target_key = true;
-    memset(r->op.target_key_hash, 0x33, CTL_HASH_BYTES);
-    r->op.target_generation = 8;
-    r->op.has_target_policy = true;
-    snprintf(r->op.target_policy, sizeof(r->op.target_policy), "Datastore Default");
-    r->op.num_disks = 1;
-    snprintf(r->op.disks[0].disk_id, sizeof(r->op.disks[0].disk_id), "scsi0:0");
-    r->op.disks[0].has_target_dek = true;
-    memset(r->op.disks[0].target_dek_hash, 0x44, CTL_HASH_BYTES);
-    r->op.disks[0].cvt_id = 0x0123456789abcdefULL;
-    r->op.disks[0].has_prev = true;
-    r->op.disks[0].prev_cvt_id = 42;
-    r->op.has_prev_target_key = true;
-    memset(r->op.prev_target_key_hash, 0x55, CTL_HASH_BYTES);
-    r->revision = 5;
-}
-
 /* ---- codec ------------------------------------------------------------------------- */
 
 static void test_codec_round_trip(void **state) {
     (void)state;
     ctl_vm_record r, back;
-    full_record(&r, k_uuid);
+    ctl_contract_full_record(&r, k_uuid);
     uint8_t *bin = NULL, *again = NULL;
     size_t len = 0, len2 = 0;
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
@@ -161,11 +130,11 @@ static void test_codec_rules(void **state) {
     r.op.target_generation = 1;
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
     /* a previous target hash without its flag */
-    full_record(&r, k_uuid);
+    ctl_contract_full_record(&r, k_uuid);
     r.op.disks[0].prev_target_dek_hash[3] = 1;
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
     /* duplicate disks */
-    full_record(&r, k_uuid);
+    ctl_contract_full_record(&r, k_uuid);
     snprintf(r.facts.disks[1].disk_id, sizeof(r.facts.disks[1].disk_id), "scsi0:0");
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_E_INVALID_ARG);
     /* bad UUID and name */
@@ -174,7 +143,7 @@ static void test_codec_rules(void **state) {
     assert_int_equal(ctl_vm_record_init(&r, k_uuid, "a\nb"), VMENC_E_INVALID_ARG);
 
     /* an unknown flag bit in stored bytes is refused */
-    full_record(&r, k_uuid);
+    ctl_contract_full_record(&r, k_uuid);
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
     size_t flags_at = 4 + 1 + 1 + CTL_UUID_LEN + 8 + 1 + strlen("web-01");
     assert_int_equal(bin[flags_at], 1);
@@ -216,40 +185,21 @@ static void test_key_record_hash(void **state) {
 
 /* ---- the local backend ------------------------------------------------------------------ */
 
+/* The backend contract (tests/support/ctl_contract.c), on the local
+ * backend: another handle is another ctl_local_new on the directory. */
+static vmenc_status local_open(void *ctx, ctl_store **out) {
+    fx *f = ctx;
+    return ctl_local_new(f->dir, f->key, sizeof(f->key), false, out);
+}
+
+static ctl_contract_backend local_backend(fx *f) {
+    return (ctl_contract_backend){.open = local_open, .ctx = f, .dense_revisions = true};
+}
+
 static void test_local_cas(void **state) {
     fx *f = *state;
-    ctl_vm_record r, got;
-    full_record(&r, k_uuid);
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_NOT_FOUND);
-    uint64_t rev = 0;
-    /* creating needs expected revision 0 */
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 3, &rev), VMENC_E_CONFLICT);
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
-    assert_int_equal(rev, 1);
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_E_CONFLICT);
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
-    assert_int_equal(got.revision, 1);
-    assert_int_equal(got.facts.key_generation, 7);
-    got.facts.key_generation = 8;
-    assert_int_equal(ctl_store_put_vm(f->store, &got, 1, &rev), VMENC_OK);
-    assert_int_equal(rev, 2);
-    /* the stale writer loses and changes nothing */
-    r.facts.key_generation = 99;
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 1, &rev), VMENC_E_CONFLICT);
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
-    assert_int_equal(got.facts.key_generation, 8);
-    assert_int_equal(got.revision, 2);
-
-    /* list sees it; delete is a CAS too */
-    ctl_vm_record r2;
-    assert_int_equal(ctl_vm_record_init(&r2, k_uuid2, "db-02"), VMENC_OK);
-    assert_int_equal(ctl_store_put_vm(f->store, &r2, 0, &rev), VMENC_OK);
-    assert_int_equal(ctl_store_delete_vm(f->store, k_uuid, 1), VMENC_E_CONFLICT);
-    assert_int_equal(ctl_store_delete_vm(f->store, k_uuid, 2), VMENC_OK);
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_E_NOT_FOUND);
-    assert_int_equal(ctl_store_delete_vm(f->store, k_uuid, 2), VMENC_E_NOT_FOUND);
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid2, &got), VMENC_OK);
-    assert_string_equal(got.facts.name, "db-02");
+    ctl_contract_backend b = local_backend(f);
+    ctl_contract_cas(&b, f->store);
 }
 
 static int count_cb(void *arg, const ctl_vm_record *rec) {
@@ -260,12 +210,8 @@ static int count_cb(void *arg, const ctl_vm_record *rec) {
 
 static void test_local_list(void **state) {
     fx *f = *state;
-    ctl_vm_record r;
-    uint64_t rev;
-    full_record(&r, k_uuid);
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
-    full_record(&r, k_uuid2);
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    ctl_contract_backend b = local_backend(f);
+    ctl_contract_list(&b, f->store);
     /* debris of an interrupted write is not a record */
     char p[128];
     snprintf(p, sizeof(p), "%s/vms/%s.tmp-123", f->dir, k_uuid);
@@ -298,7 +244,7 @@ static void test_local_mac_tamper(void **state) {
     fx *f = *state;
     ctl_vm_record r, got;
     uint64_t rev;
-    full_record(&r, k_uuid);
+    ctl_contract_full_record(&r, k_uuid);
     assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
     char path[128], path2[128];
     snprintf(path, sizeof(path), "%s/vms/%s", f->dir, k_uuid);
@@ -336,132 +282,24 @@ static void test_local_mac_tamper(void **state) {
     free(orig);
 }
 
-/* A stale writer loses against another real process. */
 static void test_cas_two_processes(void **state) {
     fx *f = *state;
-    ctl_vm_record r, mine;
-    uint64_t rev;
-    full_record(&r, k_uuid);
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &mine), VMENC_OK);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        ctl_store *s = NULL;
-        ctl_vm_record c;
-        uint64_t rv;
-        int ok = ctl_local_new(f->dir, f->key, sizeof(f->key), true, &s) == VMENC_OK &&
-                 ctl_store_get_vm(s, k_uuid, &c) == VMENC_OK;
-        c.facts.key_generation = 100;
-        ok = ok && ctl_store_put_vm(s, &c, c.revision, &rv) == VMENC_OK;
-        ctl_store_free(s);
-        _exit(ok ? 0 : 1);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    mine.facts.key_generation = 8;
-    assert_int_equal(ctl_vm_end_op(f->store, &mine, NULL), VMENC_E_CONFLICT);
-    ctl_vm_record got;
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
-    assert_int_equal(got.facts.key_generation, 100);
-    assert_int_equal(got.revision, 2);
-}
-
-/* Two processes increment one counter with get + CAS, retrying on
- * conflict: no update is lost. */
-#define INCREMENTS 40
-static int increment_loop(const char *dir, const uint8_t *key, int *conflicts) {
-    ctl_store *s = NULL;
-    if (ctl_local_new(dir, key, CTL_MAC_KEY_BYTES, false, &s) != VMENC_OK)
-        return 1;
-    int rc = 0;
-    for (int i = 0; i < INCREMENTS && rc == 0; i++) {
-        for (;;) {
-            ctl_vm_record c;
-            uint64_t rv;
-            if (ctl_store_get_vm(s, k_uuid, &c) != VMENC_OK) {
-                rc = 1;
-                break;
-            }
-            c.facts.key_generation++;
-            vmenc_status st = ctl_store_put_vm(s, &c, c.revision, &rv);
-            if (st == VMENC_OK)
-                break;
-            if (st != VMENC_E_CONFLICT) {
-                rc = 1;
-                break;
-            }
-            (*conflicts)++;
-        }
-    }
-    ctl_store_free(s);
-    return rc;
+    ctl_contract_backend b = local_backend(f);
+    ctl_contract_cas_two_processes(&b, f->store);
 }
 
 static void test_cas_concurrent_processes(void **state) {
     fx *f = *state;
-    ctl_vm_record r;
-    uint64_t rev;
-    full_record(&r, k_uuid);
-    r.facts.key_generation = 0;
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int c = 0;
-        _exit(increment_loop(f->dir, f->key, &c));
-    }
-    int conflicts = 0;
-    assert_int_equal(increment_loop(f->dir, f->key, &conflicts), 0);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    ctl_vm_record got;
-    assert_int_equal(ctl_store_get_vm(f->store, k_uuid, &got), VMENC_OK);
-    assert_int_equal(got.facts.key_generation, 2 * INCREMENTS);
-    assert_int_equal(got.revision, 1 + 2 * INCREMENTS);
+    ctl_contract_backend b = local_backend(f);
+    ctl_contract_cas_concurrent_processes(&b, f->store);
 }
 
 /* ---- intent first -------------------------------------------------------------------------- */
 
 static void test_begin_turn_end(void **state) {
     fx *f = *state;
-    ctl_vm_record r;
-    uint64_t rev;
-    assert_int_equal(ctl_vm_record_init(&r, k_uuid, "vm1"), VMENC_OK);
-    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
-    r.revision = rev;
-    ctl_vm_op op = {.kind = CTL_OP_ENCRYPT, .has_target_key = true, .target_generation = 1};
-    memset(op.target_key_hash, 0x5a, CTL_HASH_BYTES);
-    assert_int_equal(ctl_vm_begin_op(f->store, &r, &op), VMENC_OK);
-    assert_int_equal(r.revision, 2);
-    /* durable: another handle sees the intent */
-    ctl_store *other = NULL;
-    ctl_vm_record seen;
-    assert_int_equal(ctl_local_new(f->dir, f->key, sizeof(f->key), true, &other), VMENC_OK);
-    assert_int_equal(ctl_store_get_vm(other, k_uuid, &seen), VMENC_OK);
-    assert_int_equal(seen.op.kind, CTL_OP_ENCRYPT);
-    /* one operation at a time */
-    ctl_vm_op other_op = {.kind = CTL_OP_DECRYPT};
-    assert_int_equal(ctl_vm_begin_op(f->store, &r, &other_op), VMENC_E_BAD_STATE);
-    assert_int_equal(ctl_vm_turn_op(f->store, &r, CTL_DIR_ROLLBACK), VMENC_OK);
-    assert_int_equal(ctl_store_get_vm(other, k_uuid, &seen), VMENC_OK);
-    assert_int_equal(seen.op.direction, CTL_DIR_ROLLBACK);
-    ctl_vm_facts facts = r.facts;
-    facts.encrypted = true;
-    memcpy(facts.key_hash, op.target_key_hash, CTL_HASH_BYTES);
-    facts.key_generation = 1;
-    snprintf(facts.kek_provider, sizeof(facts.kek_provider), "p");
-    snprintf(facts.kek_id, sizeof(facts.kek_id), "k");
-    assert_int_equal(ctl_vm_end_op(f->store, &r, &facts), VMENC_OK);
-    assert_int_equal(ctl_store_get_vm(other, k_uuid, &seen), VMENC_OK);
-    assert_int_equal(seen.op.kind, CTL_OP_NONE);
-    assert_true(seen.facts.encrypted);
-    assert_int_equal(seen.facts.key_generation, 1);
-    assert_int_equal(seen.revision, r.revision);
-    assert_int_equal(ctl_vm_turn_op(f->store, &r, CTL_DIR_ROLLBACK), VMENC_E_BAD_STATE);
-    ctl_store_free(other);
+    ctl_contract_backend b = local_backend(f);
+    ctl_contract_begin_turn_end(&b, f->store);
 }
 
 /* The front refuses a table older than the first version. */

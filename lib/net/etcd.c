@@ -18,6 +18,7 @@
  */
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
@@ -41,6 +42,7 @@ struct vmenc_etcd {
     pthread_mutex_t mu;                         /* guards everything below */
     CURL *handles[VMENC_ETCD_MAX_ENDPOINTS];    /* lazily made, kept (kept connection) */
     struct curl_slist *headers;
+    bool fresh[VMENC_ETCD_MAX_ENDPOINTS];       /* the last attempt failed: next one on a new connection */
     size_t current;                             /* the endpoint that answered last */
     vmenc_etcd_counters counters;
     char last_error[ETCD_ERR_MAX];
@@ -239,11 +241,31 @@ typedef enum attempt_kind {
     ATTEMPT_FATAL,        /* a local problem another endpoint will not fix */
 } attempt_kind;
 
-/* request_sent: did any of the request leave? (curl counts header bytes
- * it issued; 0 means the connection or TLS handshake never completed). */
-static bool request_sent(CURL *h) {
-    long req = 0;
-    return curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &req) == CURLE_OK && req > 0;
+/* kept_connection_closed: has the server closed the connection kept from
+ * the last request (a killed member's kernel sends FIN)? An idle HTTP
+ * connection has nothing to read; readable means closed or out of step.
+ * Reusing it would send the request into a dead socket and turn a plain
+ * "member down" into "outcome unknown". */
+static bool kept_connection_closed(CURL *h) {
+    curl_socket_t sock = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK || sock == CURL_SOCKET_BAD)
+        return false;
+    struct pollfd p = {.fd = sock, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* prereq_cb runs when the connection (new or reused) is ready, just
+ * before curl sends the request: from then on the request may reach the
+ * server, so a write that fails later has an unknown outcome. Before it,
+ * the connection or TLS handshake failed and nothing was sent. */
+static int prereq_cb(void *arg, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port) {
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    *(bool *)arg = true;
+    return CURL_PREREQFUNC_OK;
 }
 
 static vmenc_status status_of_curl(CURLcode rc) {
@@ -286,12 +308,21 @@ static attempt_kind attempt(vmenc_etcd *c, size_t i, const char *path, const cha
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     resp->len = 0;
     resp->too_large = false;
+    bool sent = false;
+    if (!c->fresh[i] && kept_connection_closed(h))
+        c->fresh[i] = true;
+    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, c->fresh[i] ? 1L : 0L);
+    c->fresh[i] = false;
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, &sent);
     c->counters.requests++;
     CURLcode rc = curl_easy_perform(h);
     long connects = 0;
     if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
         c->counters.connects += (uint64_t)connects;
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, NULL);
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, NULL);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http_code);
         return ATTEMPT_OK;
@@ -306,8 +337,7 @@ static attempt_kind attempt(vmenc_etcd *c, size_t i, const char *path, const cha
     if (*st == VMENC_E_NOMEM || *st == VMENC_E_KMS_TLS)
         return ATTEMPT_FATAL;
     /* the connection may be half dead: start the next request on a fresh one */
-    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
-    bool sent = request_sent(h);
+    c->fresh[i] = true;
     return sent ? ATTEMPT_LOST : ATTEMPT_NOT_SENT;
 }
 

@@ -145,6 +145,8 @@ typedef struct noun_def {
 extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], policy_verbs[], audit_verbs[],
     coredump_verbs[], migrate_verbs[];
 extern const verb_def cluster_verbs[]; /* cmd_cluster.c */
+/* cluster_take_over: `vm register NAME --take-over` = `cluster take-over NAME`. */
+int cluster_take_over(cli *c, const char *name);
 /* `vmenc policy reseal` (cmd_reseal.c): re-seal a vouched policy document. */
 int policy_reseal(cli *c, args *a);
 int cmd_init(cli *c, args *a);

@@ -181,6 +181,10 @@ static int cl_take_over(cli *c, args *a) {
     const char *name = arg_positional(a);
     if (name == NULL || !arg_done(c, a))
         return cli_usage(c, "usage: vmenc cluster take-over VM");
+    return cluster_take_over(c, name);
+}
+
+int cluster_take_over(cli *c, const char *name) {
     vmenc_cluster_status st;
     int rc = need_cluster(c, &st);
     if (rc != EXIT_OK)
