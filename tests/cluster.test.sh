@@ -100,6 +100,13 @@ for w in w1 w2; do
 done
 w1 policy storage-policy "Shared Enc" --encrypt --classes vm_home,disks --provider shared -q || bad "storage policy"
 w1 vm create vm1 --policy "Shared Enc" --disk 1M -q || bad "create vm1"
+uuid=$(awk -F'"' '/^vmenc.uuid/ {print $2}' "$T/ws1/datastore/vm1/vm1.vmx")
+if command -v etcdctl >/dev/null; then
+    [[ $(etcdctl get "/vmenc/c1/vm/$uuid" --keys-only 2>/dev/null) == "/vmenc/c1/vm/$uuid"* ]] &&
+        ok "vm1's authority record is in etcd" || bad "no record /vmenc/c1/vm/$uuid in etcd"
+fi
+[[ ! -e $T/ws1/control/vms/$uuid ]] && ok "and not in esx01's local control store" || bad "local record written"
+check "esx02 opens vm1 against the same record" w2 vm status vm1 -q
 w1 policy user bob -q
 if w2 --user bob policy check --op power_on --on vm1 -q >/dev/null 2>&1; then bad "bob may power on before the grant"; else
     ok "esx02 denies bob before the grant"; fi

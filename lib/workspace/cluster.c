@@ -48,9 +48,6 @@
 #include "workspace/ws_internal.h"
 
 #define KMS_TIMEOUT_MS 10000u
-#ifndef VMENC_CLUSTER_ETCD_STORE
-#define VMENC_CLUSTER_ETCD_STORE 0
-#endif
 #define POLICY_LOCK_MIN_WAIT_MS 5000u
 
 static const char k_record_key_domain[] = "vmenc-cluster-v1 control record key";
@@ -382,10 +379,8 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
     if (s == VMENC_OK)
         s = record_key(ws, &doc, &mk);
     ctl_store *store = NULL;
-#if VMENC_CLUSTER_ETCD_STORE
     if (s == VMENC_OK)
         s = ctl_etcd_new(ctl_cluster_etcd(wc->cl), wc->file.name, mk->bytes, mk->len, &store);
-#endif
     vmenc_secret_free(mk);
     if (s != VMENC_OK) {
         ws_set_error(err, s, cf, 0, "cluster \"%s\": cannot open its key or its control store (key provider \"%s\"): %s",
@@ -428,8 +423,9 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
     }
     wc->hooks = (vm_cluster_hooks){.ctx = wc, .write_ok = hk_write_ok, .before_decide = hk_before_decide,
                                    .acquire = hk_acquire, .release = hk_release};
-    if (store != NULL) /* else the local store keeps the records (until the etcd one is built) */
-        vm_host_set_control(ws->host, store);
+    /* The store borrows the cluster's client: ws_cluster_detach takes it
+     * from the host before the session (and its client) ends. */
+    vm_host_set_control(ws->host, store);
     store = NULL;
     ws->host->cluster = &wc->hooks;
     return VMENC_OK;
@@ -457,6 +453,8 @@ void ws_cluster_detach(vmenc_workspace *ws) {
     if (ws->host != NULL)
         ws->host->cluster = NULL;
     ws_cluster *wc = ws->cluster;
+    if (ws->host != NULL)
+        vm_host_set_control(ws->host, NULL); /* the etcd store: it borrows the session's client */
     /* Stop the watch before the hooks go: nothing may apply a document
      * to a policy whose owner is leaving. */
     ctl_cluster_close(wc->cl);
@@ -646,11 +644,13 @@ vmenc_status vmenc_workspace_cluster_leave(vmenc_workspace *ws, const char *who)
     }
     if (s == VMENC_OK) {
         ws_cluster_detach(ws);
+        s = ws_control_attach(ws, NULL); /* the VM records: back to the local store */
         /* Back to the local document: it is "newer" than anything the
          * model holds now, so the refresh hook takes it. */
         ws->policy_gen = 0;
         memset(ws->policy_sha, 0, sizeof(ws->policy_sha));
-        s = ws_policy_attach(ws);
+        if (s == VMENC_OK)
+            s = ws_policy_attach(ws);
         if (s == VMENC_OK)
             s = policy_write_lock(ws->policy);
         if (s == VMENC_OK)
