@@ -12,11 +12,15 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -438,6 +442,197 @@ static int cl_bench(cli *c, args *a) {
     out_end(o);
     free(grant), free(wopen), free(create);
     return s == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, s, "bench operation");
+}
+
+/* ---- vmenc demo --cluster ----------------------------------------------------------------------
+ * A 3-member etcd cluster (the project's start script: $VMENC_ETCD_START, else
+ * tests/support/etcd/start-etcd-cluster.sh beside the build directory) and two hosts, each a
+ * workspace driven through this very program in its own process, so a host can be killed.
+ * Every step is checked; the demo exits 1 if any check failed. */
+
+typedef struct cdemo {
+    cli *c;
+    char dir[512];
+    char self[1024];
+    char start[1200];
+    char env[2048];      /* the etcd cluster's export lines, for the shell of each step */
+    int fails, checks;
+} cdemo;
+
+static bool cd_check(cdemo *d, bool ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool cd_check(cdemo *d, bool ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stdout, "  %s ", ok ? "[ok]  " : "[FAIL]");
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    va_end(ap);
+    d->checks++;
+    if (!ok)
+        d->fails++;
+    return ok;
+}
+
+/* cd_run runs |cmd| in sh with the cluster's environment; its output
+ * (stdout and stderr, up to |cap|) goes to |out|; returns the exit code. */
+static int cd_run(cdemo *d, char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int cd_run(cdemo *d, char *out, size_t cap, const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(cmd, sizeof(cmd), "{ %s cd '%s' && ", d->env, d->dir);
+    vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+    va_end(ap);
+    strncat(cmd, "; } 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    size_t got = 0;
+    char buf[512];
+    while (fgets(buf, sizeof(buf), p) != NULL) {
+        size_t l = strlen(buf);
+        if (out != NULL && got + l < cap) {
+            memcpy(out + got, buf, l);
+            got += l;
+        }
+    }
+    if (out != NULL && cap > 0)
+        out[got < cap ? got : cap - 1] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define H(n) "'%s' --workspace ws" #n " --passphrase-file pass "
+
+static void cluster_story(cdemo *d) {
+    char out[8192];
+    printf("\n== a 3-member etcd cluster with mutual TLS\n");
+    FILE *p = NULL;
+    {
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd), "bash '%s' '%s/etcd' 2>/dev/null", d->start, d->dir);
+        p = popen(cmd, "r");
+    }
+    size_t el = (size_t)snprintf(d->env, sizeof(d->env), "export VMENC_USER=alice; ");
+    char line[1024];
+    while (p != NULL && fgets(line, sizeof(line), p) != NULL)
+        if (strncmp(line, "export ", 7) == 0 && el + strlen(line) + 2 < sizeof(d->env)) {
+            line[strcspn(line, "\n")] = '\0';
+            el += (size_t)snprintf(d->env + el, sizeof(d->env) - el, "%s; ", line);
+        }
+    int rc = p ? pclose(p) : -1;
+    if (!cd_check(d, rc == 0 && strstr(d->env, "VMENC_ETCD_ENDPOINTS") != NULL, "etcd members m1, m2, m3 healthy"))
+        return;
+    printf("\n== two hosts, one datastore, one shared key provider, one cluster\n");
+    rc = cd_run(d, out, sizeof(out),
+                "echo 'demo passphrase' > pass && echo 'demo shared' > shared.pass && "
+                "'%s' init ws1 --admin alice --host esx01 --kdf-memory 8192 --kdf-passes 1 --passphrase-file pass -q && "
+                "'%s' init ws2 --admin alice --host esx02 --kdf-memory 8192 --kdf-passes 1 --passphrase-file pass -q && "
+                "sed -i \"s|^datastore = .*|datastore = \\\"$PWD/ws1/datastore\\\"|\" ws2/vmenc.conf && "
+                H(1) "kms add shared --type file --endpoint \"$PWD/shared.vks\" --create --secret-file \"$PWD/shared.pass\" "
+                "--option kdf_ops=1 --option kdf_mem_kib=8192 -q && "
+                H(2) "kms add shared --type file --endpoint \"$PWD/shared.vks\" --secret-file \"$PWD/shared.pass\" "
+                "--option kdf_ops=1 --option kdf_mem_kib=8192 -q",
+                d->self, d->self, d->self, d->self);
+    cd_check(d, rc == 0, "workspaces ws1 (esx01) and ws2 (esx02) share a datastore and key provider 'shared'");
+    rc = cd_run(d, out, sizeof(out),
+                H(1) "cluster init --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert \"$VMENC_ETCD_CACERT\" "
+                "--cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" --name demo --key-provider shared --ttl 3 -q && "
+                H(2) "cluster join --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert \"$VMENC_ETCD_CACERT\" "
+                "--cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" --name demo --ttl 3 -q && " H(1) "--json cluster hosts",
+                d->self, d->self, d->self);
+    cd_check(d, rc == 0 && strstr(out, "\"esx01\"") && strstr(out, "\"esx02\""),
+             "esx01 initialised cluster 'demo', esx02 joined; both registered (lease TTL 3 s)");
+    rc = cd_run(d, out, sizeof(out),
+                H(2) "policy storage-policy 'Shared Enc' --encrypt --classes vm_home,disks --provider shared -q && "
+                H(1) "vm create vm01 --policy 'Shared Enc' --disk 1M -q", d->self, d->self);
+    cd_check(d, rc == 0, "esx02 adds storage policy 'Shared Enc'; esx01 creates vm01 under it (record in etcd)");
+    printf("\n== one policy, edited on one host, enforced on the other\n");
+    rc = cd_run(d, out, sizeof(out),
+                H(1) "policy user bob -q && " H(2) "--user bob policy check --op power_on --on vm01 -q",
+                d->self, d->self);
+    cd_check(d, rc == 3, "esx02 denies bob (added on esx01) powering vm01 on (exit %d)", rc);
+    rc = cd_run(d, out, sizeof(out), H(1) "policy grant bob Admin -q && " H(2) "--user bob policy check --op power_on --on vm01 -q",
+                d->self, d->self);
+    cd_check(d, rc == 0, "esx01 grants bob Admin: esx02 allows it at once, from its watched cache");
+    printf("\n== one writer per VM\n");
+    rc = cd_run(d, out, sizeof(out),
+                "(exec " H(1) "cluster power-on vm01 --log h1.log --interval-ms 50 >/dev/null 2>&1 & echo $! > h1.pid) && "
+                "for i in $(seq 100); do grep -q ' OK$' h1.log 2>/dev/null && break; sleep 0.05; done; grep -c ' OK$' h1.log",
+                d->self);
+    cd_check(d, rc == 0, "esx01 powers vm01 on (a writer process, tagged writes)");
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster power-on vm01 --seconds 1", d->self);
+    cd_check(d, rc != 0 && strstr(out, "owned by host esx01") != NULL, "esx02's write-open is refused: %s",
+             strstr(out, "VM vm01 is owned") ? "\"VM vm01 is owned by host esx01 ...\"" : out);
+    printf("\n== esx01 dies; esx02 takes vm01 over once esx01's lease expired\n");
+    rc = cd_run(d, out, sizeof(out),
+                "kill -9 $(cat h1.pid); t0=$(date +%%s%%3N); for i in $(seq 60); do "
+                H(2) "vm register vm01 --take-over -q >/dev/null 2>&1 && { echo $(( $(date +%%s%%3N) - t0 )); exit 0; }; "
+                "sleep 0.2; done; exit 1",
+                d->self);
+    out[strcspn(out, "\n")] = '\0';
+    cd_check(d, rc == 0, "esx01 SIGKILLed; vm01 taken over by esx02 %s ms later (TTL 3 s)", out);
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster power-on vm01 --seconds 1 --log h2.log -q >/dev/null && "
+                "f=$(awk '$5==\"OK\" {print $4; exit}' h2.log) && [ -n \"$f\" ] && awk -v f=$f '$5==\"OK\" && $4>=f' h1.log | wc -l",
+                d->self);
+    cd_check(d, rc == 0 && out[0] >= '0' && out[0] <= '9' && atoi(out) == 0, "esx02 writes vm01; no write of esx01 is later than esx02's first");
+    printf("\n== the cluster's events\n");
+    rc = cd_run(d, out, sizeof(out),
+                "(" H(1) "audit show; " H(2) "audit show) | grep -v denied | grep -o 'cluster\\.[a-z]*\\|vm\\.take_over' | sort | uniq -c",
+                d->self, d->self);
+    cd_check(d, strstr(out, "cluster.init") && strstr(out, "cluster.join") && strstr(out, "vm.take_over"),
+             "both hosts' logs record cluster.init, cluster.join and vm.take_over");
+    fputs(out, stdout);
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster status", d->self);
+    fputs(out, stdout);
+}
+
+int cluster_demo(cli *c, const char *keep) {
+    cdemo d = {.c = c};
+    ssize_t n = readlink("/proc/self/exe", d.self, sizeof(d.self) - 1);
+    if (n <= 0)
+        return cli_fail(c, VMENC_E_IO, "cannot find this program");
+    d.self[n] = '\0';
+    const char *start = getenv("VMENC_ETCD_START");
+    if (start != NULL) {
+        snprintf(d.start, sizeof(d.start), "%s", start);
+    } else {
+        char base[1024];
+        snprintf(base, sizeof(base), "%s", d.self);
+        char *slash = strrchr(base, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(d.start, sizeof(d.start), "%s/../tests/support/etcd/start-etcd-cluster.sh", base);
+    }
+    if (access(d.start, R_OK) != 0)
+        return cli_fail(c, VMENC_E_NOT_FOUND, "the etcd start script %s (set VMENC_ETCD_START)", d.start);
+    char tmpl[] = "/tmp/vmenc-cluster-demo-XXXXXX";
+    if (keep != NULL) {
+        snprintf(d.dir, sizeof(d.dir), "%s", keep);
+        if (mkdir(keep, 0700) != 0 && errno != EEXIST)
+            return cli_fail(c, VMENC_E_IO, "cannot make %s", keep);
+    } else if (mkdtemp(tmpl) != NULL) {
+        snprintf(d.dir, sizeof(d.dir), "%s", tmpl);
+    } else {
+        return cli_fail(c, VMENC_E_IO, "cannot make a temporary directory");
+    }
+    printf("vmenc %s cluster demo: two hosts, one control plane on etcd, checked step by step (in %s)\n",
+           vmenc_version_string(), d.dir);
+    cluster_story(&d);
+    char stop[1300];
+    snprintf(stop, sizeof(stop), "%s", d.start);
+    char *sl = strrchr(stop, '/');
+    char out[256];
+    if (sl != NULL) {
+        snprintf(sl + 1, sizeof(stop) - (size_t)(sl + 1 - stop), "stop-etcd-cluster.sh");
+        (void)cd_run(&d, out, sizeof(out), "[ -f h1.pid ] && kill -9 $(cat h1.pid) 2>/dev/null; bash '%s' '%s/etcd' >/dev/null",
+                     stop, d.dir);
+    }
+    if (keep == NULL)
+        (void)cd_run(&d, out, sizeof(out), "cd / && rm -rf '%s'", d.dir);
+    printf("\n%d of %d checks passed\n", d.checks - d.fails, d.checks);
+    return d.fails == 0 ? EXIT_OK : EXIT_FAILED;
 }
 
 const verb_def cluster_verbs[] = {

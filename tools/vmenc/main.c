@@ -23,7 +23,7 @@ static const noun_def nouns[] = {
     {"cluster", cluster_verbs, NULL, "cluster <verb>", "cluster mode on etcd: init, join, leave, status, hosts, owner, take-over, power-on", NULL},
     {"audit", audit_verbs, NULL, "audit <verb>", "the hash-chained audit log: show, verify, tail", NULL},
     {"bench", NULL, cmd_bench, "bench [--size MiB] [--sector N]", "XTS backends against OpenSSL, one table", NULL},
-    {"demo", NULL, cmd_demo, "demo [--disk-mib N] [--keep DIR]", "the whole story in a temporary workspace, checked", NULL},
+    {"demo", NULL, cmd_demo, "demo [--disk-mib N] [--keep DIR] [--cluster]", "the whole story in a temporary workspace, checked", NULL},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
