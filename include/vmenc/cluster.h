@@ -55,8 +55,8 @@ typedef struct vmenc_cluster_spec {
 } vmenc_cluster_spec;
 
 /* vmenc_workspace_cluster_join makes |ws| a host of cluster |spec->name|
- * on behalf of |principal|, who needs Host.RegisterHost... in practice
- * Cryptographer.RegisterHost on the root of this workspace's policy.
+ * on behalf of |principal|, who needs Cryptographer.RegisterHost on the
+ * root of this workspace's policy (a refusal is audited as denied).
  * With VMENC_CLUSTER_CREATE it first creates the cluster's documents if
  * they are absent: the cluster key (random, wrapped under a new KEK of
  * |spec->key_provider|) and the policy (this workspace's document). Then
