@@ -180,11 +180,7 @@ vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *di
     char why[VMENC_LOCK_MESSAGE_MAX] = "";
     /* cluster mode: a write open owns the VM first (another host: refused, named) */
     vmenc_status s = (flags & VMENC_DISK_OPEN_READONLY) ? VMENC_OK : vm_cluster_own(vm, why, sizeof(why));
-    if (s == VMENC_E_LOCKED) {
-        vmenc_lock_holder h = {.struct_size = sizeof(h)};
-        snprintf(h.message, sizeof(h.message), "%s", why);
-        note_holder(vm, &h, NULL, 0);
-    } else if (s == VMENC_OK)
+    if (s == VMENC_OK) /* (a refusal noted the owning host as the VM's lock holder) */
         s = disk_open_locked(vm, disk_id, flags, &op, &d, why, sizeof(why));
     if (s == VMENC_OK && d->cvt != NULL) {
         resumed = true;

@@ -274,7 +274,17 @@ vmenc_status vm_cluster_own(vmenc_vm *vm, char *why, size_t why_cap) {
     VMENC_GUARD(h->write_ok(h->ctx));
     if (vm->cluster_owned)
         return VMENC_OK;
-    VMENC_GUARD(h->acquire(h->ctx, vm->vmx.uuid, vm->vmx.name, why, why_cap));
+    char msg[VMENC_LOCK_MESSAGE_MAX] = "";
+    vmenc_status s = h->acquire(h->ctx, vm->vmx.uuid, vm->vmx.name, msg, sizeof(msg));
+    if (s == VMENC_E_LOCKED) { /* the owning host, for vmenc_vm_get_lock_holder and the caller's reason */
+        memset(&vm->lock_holder, 0, sizeof(vm->lock_holder));
+        vm->lock_holder.struct_size = sizeof(vm->lock_holder);
+        snprintf(vm->lock_holder.message, sizeof(vm->lock_holder.message), "%s", msg);
+        vm->has_lock_holder = true;
+        if (why != NULL && why_cap > 0)
+            snprintf(why, why_cap, "%s", msg);
+    }
+    VMENC_GUARD(s);
     vm->cluster_owned = true;
     return VMENC_OK;
 }
