@@ -9,7 +9,8 @@
 #     an edit made on host 1 is enforced on host 2 (a denial turns into an
 #     allow without anything done on host 2);
 #  3. ownership: a VM powered on (written) by host 1 cannot be opened for
-#     write or taken over by host 2 (VMENC_E_LOCKED naming esx01);
+#     write, rekeyed or taken over by host 2 (VMENC_E_LOCKED naming esx01),
+#     but host 2 reads it;
 #  4. fencing: host 1's writer is SIGSTOPped; host 2 takes the VM over once
 #     host 1's lease expired; after SIGCONT host 1 refuses its next write
 #     (VMENC_E_LEASE_EXPIRED) and stops; host 2 then writes; no write of
@@ -131,6 +132,10 @@ out=$(w2 cluster take-over vm1 2>&1); rc=$?
 [[ $rc != 0 && $out == *"owned by host esx01"* && $out == *VMENC_E_LOCKED* ]] &&
     ok "take-over refused while esx01's lease lives" || bad "take-over: rc $rc: $out"
 [[ $(w2 --json cluster owner vm1) == *'"owner":"esx01"'* ]] && ok "owner is esx01" || bad "owner"
+out=$(w2 vm rekey vm1 2>&1); rc=$?
+[[ $rc != 0 && $out == *"owned by host esx01"* ]] && ok "a management operation on esx02 is refused naming esx01" ||
+    bad "rekey on esx02: rc $rc: $out"
+check "reads on esx02 need no ownership" w2 vm status vm1 -q
 
 # ---- 4. fencing after SIGSTOP / SIGCONT -------------------------------------------------
 P1=$W_PID
