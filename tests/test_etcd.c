@@ -519,10 +519,39 @@ typedef struct {
     int64_t revs[64];
     bool created;
     vmenc_status rc;
+    pthread_mutex_t mu; /* the watch thread writes, the test thread polls */
 } watch_log;
 
+static void log_init(watch_log *l, int stop_after) {
+    memset(l, 0, sizeof(*l));
+    l->stop_after = stop_after;
+    pthread_mutex_init(&l->mu, NULL);
+}
+
+static int log_num(watch_log *l) {
+    pthread_mutex_lock(&l->mu);
+    int n = l->num;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+static bool log_created(watch_log *l) {
+    pthread_mutex_lock(&l->mu);
+    bool c = l->created;
+    pthread_mutex_unlock(&l->mu);
+    return c;
+}
+
+static int watch_cb_locked(watch_log *l, const vmenc_etcd_watch_msg *m);
 static int watch_cb(void *arg, const vmenc_etcd_watch_msg *m) {
     watch_log *l = arg;
+    pthread_mutex_lock(&l->mu);
+    int rc = watch_cb_locked(l, m);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+static int watch_cb_locked(watch_log *l, const vmenc_etcd_watch_msg *m) {
     if (m->created)
         l->created = true;
     for (size_t i = 0; i < m->num_events && l->num < 64; i++) {
@@ -550,7 +579,8 @@ static void test_watch_replay_and_resume(void **state) {
     assert_int_equal(vmenc_etcd_delete_range(f->c, &d, NULL), VMENC_OK);
     /* replay from r1: three events of the prefix, in order */
     vmenc_etcd_watch_req wr = {.key = S(k(f, "w/")), .prefix = true, .start_revision = r1, .prev_kv = true};
-    watch_log l = {.stop_after = 3};
+    watch_log l;
+    log_init(&l, 3);
     assert_int_equal(vmenc_etcd_watch_new(f->c, &wr, &l.w), VMENC_OK);
     assert_int_equal(vmenc_etcd_watch_run(l.w, watch_cb, &l), VMENC_OK);
     assert_int_equal(l.num, 3);
@@ -574,17 +604,18 @@ static void test_watch_replay_and_resume(void **state) {
 static void test_watch_live_cancel(void **state) {
     fx *f = *state;
     vmenc_etcd_watch_req wr = {.key = S(k(f, "live/")), .prefix = true};
-    watch_log l = {0};
+    watch_log l;
+    log_init(&l, 0);
     assert_int_equal(vmenc_etcd_watch_new(f->c, &wr, &l.w), VMENC_OK);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, watch_thread, &l), 0);
     uint64_t t0 = now_ms();
-    while (!__atomic_load_n(&l.created, __ATOMIC_SEQ_CST) && now_ms() - t0 < 5000)
+    while (!log_created(&l) && now_ms() - t0 < 5000)
         sleep_ms(10);
     put_str(f, k(f, "live/1"), "one");
     put_str(f, k(f, "live/2"), "two");
     t0 = now_ms();
-    while (__atomic_load_n(&l.num, __ATOMIC_SEQ_CST) < 2 && now_ms() - t0 < 5000)
+    while (log_num(&l) < 2 && now_ms() - t0 < 5000)
         sleep_ms(10);
     /* cancel from another thread ends the run promptly */
     uint64_t tc = now_ms();
@@ -603,7 +634,8 @@ static void test_watch_compacted(void **state) {
     int64_t r2 = put_str(f, k(f, "cw/a"), "2");
     assert_int_equal(vmenc_etcd_compact(f->c, r2), VMENC_OK);
     vmenc_etcd_watch_req wr = {.key = S(k(f, "cw/")), .prefix = true, .start_revision = r1};
-    watch_log l = {.stop_after = 1};
+    watch_log l;
+    log_init(&l, 1);
     assert_int_equal(vmenc_etcd_watch_new(f->c, &wr, &l.w), VMENC_OK);
     assert_int_equal(vmenc_etcd_watch_run(l.w, watch_cb, &l), VMENC_E_CONFLICT);
     assert_int_equal(vmenc_etcd_watch_compact_revision(l.w), r2);
@@ -656,7 +688,11 @@ static void test_tls_refused(void **state) {
     cfg.endpoints = "https://127.0.0.1:1";
     assert_int_equal(vmenc_etcd_new(&cfg, &c), VMENC_OK);
     uint64_t t0 = now_ms();
+    memset(&r, 0xab, sizeof(r)); /* a caller's uninitialised result */
     assert_int_equal(vmenc_etcd_range(c, &q, &r), VMENC_E_CONTROL_UNAVAILABLE);
+    assert_null(r.kvs); /* zeroed on failure: cleanup is safe */
+    assert_int_equal(r.num_kvs, 0);
+    vmenc_etcd_result_cleanup(&r);
     vmenc_etcd_put_req p = {.key = S("/x"), .value = S("y")};
     assert_int_equal(vmenc_etcd_put(c, &p, NULL), VMENC_E_CONTROL_UNAVAILABLE); /* nothing sent: not "unknown" */
     assert_true(now_ms() - t0 < 1500);
@@ -709,12 +745,13 @@ static void test_fault_one_member(void **state) {
     g.c = c;
     put_str(&g, k(f, "m/a"), "before");
     vmenc_etcd_watch_req wr = {.key = S(k(f, "m/")), .prefix = true};
-    watch_log l = {.stop_after = 3};
+    watch_log l;
+    log_init(&l, 3);
     assert_int_equal(vmenc_etcd_watch_new(c, &wr, &l.w), VMENC_OK);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, watch_thread, &l), 0);
     uint64_t t0 = now_ms();
-    while (!__atomic_load_n(&l.created, __ATOMIC_SEQ_CST) && now_ms() - t0 < 5000)
+    while (!log_created(&l) && now_ms() - t0 < 5000)
         sleep_ms(10);
     put_str(&g, k(f, "m/b"), "w1");
 
@@ -742,7 +779,7 @@ static void test_fault_one_member(void **state) {
 
     /* the watch moved to another member and saw w1, w2, w3 exactly once */
     t0 = now_ms();
-    while (__atomic_load_n(&l.num, __ATOMIC_SEQ_CST) < 3 && now_ms() - t0 < 5000)
+    while (log_num(&l) < 3 && now_ms() - t0 < 5000)
         sleep_ms(10);
     vmenc_etcd_watch_cancel(l.w);
     assert_int_equal(pthread_join(th, NULL), 0);

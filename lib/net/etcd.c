@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,20 @@ void vmenc_etcd_counters_get(vmenc_etcd *c, vmenc_etcd_counters *out) {
 
 /* ---- one HTTP exchange ----------------------------------------------------------- */
 
+/* set_error records "<endpoint>: <message>" as the last error (truncated
+ * to fit; never holds request or response bytes). Called with c->mu held. */
+__attribute__((format(printf, 3, 4))) static void set_error(vmenc_etcd *c, size_t i, const char *fmt, ...) {
+    size_t n = strlen(c->endpoints[i]);
+    if (n + 2 >= sizeof(c->last_error))
+        n = sizeof(c->last_error) - 3;
+    memcpy(c->last_error, c->endpoints[i], n);
+    memcpy(c->last_error + n, ": ", 2);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->last_error + n + 2, sizeof(c->last_error) - n - 2, fmt, ap);
+    va_end(ap);
+}
+
 typedef struct body_buf {
     uint8_t *data;
     size_t len, cap;
@@ -327,8 +342,7 @@ static attempt_kind attempt(vmenc_etcd *c, size_t i, const char *path, const cha
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http_code);
         return ATTEMPT_OK;
     }
-    snprintf(c->last_error, sizeof(c->last_error), "%s: %s", c->endpoints[i],
-             errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    set_error(c, i, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
     if (rc == CURLE_WRITE_ERROR) {
         *st = resp->too_large ? VMENC_E_TOO_LARGE : VMENC_E_NOMEM;
         return ATTEMPT_FATAL;
@@ -429,12 +443,12 @@ static vmenc_status call(vmenc_etcd *c, const char *path, json_object *req, call
             snprintf(msg, sizeof(msg), "HTTP %ld without an etcd error body", http);
             if (http == 404) {
                 /* the gateway does not know the path: not an etcd 3.4 gateway */
-                snprintf(c->last_error, sizeof(c->last_error), "%s: %s", c->endpoints[i], msg);
+                set_error(c, i, "%s", msg);
                 final = VMENC_E_UNSUPPORTED;
                 break;
             }
         }
-        snprintf(c->last_error, sizeof(c->last_error), "%s: HTTP %ld code %d: %s", c->endpoints[i], http, code, msg);
+        set_error(c, i, "HTTP %ld code %d: %s", http, code, msg);
         if (retryable(http, code)) {
             if (mode == CALL_WRITE) {
                 final = VMENC_E_OUTCOME_UNKNOWN;
@@ -566,6 +580,7 @@ static vmenc_status new_obj(json_object **out) {
 
 vmenc_status vmenc_etcd_range(vmenc_etcd *c, const vmenc_etcd_range_req *req, vmenc_etcd_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     vmenc_status st = build_range(req, o);
@@ -583,6 +598,8 @@ vmenc_status vmenc_etcd_range(vmenc_etcd *c, const vmenc_etcd_range_req *req, vm
 
 vmenc_status vmenc_etcd_put(vmenc_etcd *c, const vmenc_etcd_put_req *req, vmenc_etcd_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL, VMENC_E_INVALID_ARG);
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     vmenc_status st = build_put(req, o);
@@ -603,6 +620,8 @@ vmenc_status vmenc_etcd_put(vmenc_etcd *c, const vmenc_etcd_put_req *req, vmenc_
 
 vmenc_status vmenc_etcd_delete_range(vmenc_etcd *c, const vmenc_etcd_delete_req *req, vmenc_etcd_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL, VMENC_E_INVALID_ARG);
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     vmenc_status st = build_delete(req, o);
@@ -722,6 +741,7 @@ static vmenc_status build_txn(const vmenc_etcd_txn_req *r, json_object *o, bool 
 
 vmenc_status vmenc_etcd_txn(vmenc_etcd *c, const vmenc_etcd_txn_req *req, vmenc_etcd_txn_result *out) {
     VMENC_ENSURE(c != NULL && req != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     bool writes = false;
@@ -827,7 +847,9 @@ vmenc_status vmenc_etcd_lease_timetolive(vmenc_etcd *c, int64_t id, int64_t *out
 /* ---- maintenance ------------------------------------------------------------------------- */
 
 vmenc_status vmenc_etcd_status(vmenc_etcd *c, size_t endpoint, vmenc_etcd_member_status *out) {
-    VMENC_ENSURE(c != NULL && out != NULL && endpoint < c->num_endpoints, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(c != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
+    VMENC_ENSURE(endpoint < c->num_endpoints, VMENC_E_INVALID_ARG);
     json_object *o;
     VMENC_GUARD(new_obj(&o));
     uint8_t *body;
@@ -888,7 +910,9 @@ vmenc_status vmenc_etcd_watch_new(vmenc_etcd *c, const vmenc_etcd_watch_req *req
     w->key_len = req->key_len;
     w->prev_kv = req->prev_kv;
     w->next_revision = req->start_revision;
-    w->endpoint = c->current % c->num_endpoints;
+    pthread_mutex_lock(&c->mu);
+    w->endpoint = c->current % c->num_endpoints; /* start where unary calls last succeeded */
+    pthread_mutex_unlock(&c->mu);
     atomic_init(&w->cancel, false);
     pthread_mutex_init(&w->mu, NULL);
     bool ok = w->key != NULL;

@@ -186,8 +186,9 @@ typedef struct vmenc_etcd_delete_req {
     bool prev_kv;
 } vmenc_etcd_delete_req;
 
-/* vmenc_etcd_range reads; the result is the caller's to clean up (also
- * filled only on VMENC_OK). A missing key is VMENC_OK with num_kvs 0.
+/* vmenc_etcd_range reads; the result is the caller's to clean up. Every
+ * call that fills a result (range, put, delete_range, txn, status) zeroes
+ * it first, so after a failure it is empty and safe to clean up. A missing key is VMENC_OK with num_kvs 0.
  * A revision that was compacted: VMENC_E_CONFLICT. Fails over. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_etcd_range(vmenc_etcd *c, const vmenc_etcd_range_req *req,
                                                               vmenc_etcd_result *out);

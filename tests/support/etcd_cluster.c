@@ -8,17 +8,22 @@
  */
 #include "etcd_cluster.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifndef VMENC_SOURCE_DIR
 #define VMENC_SOURCE_DIR "."
 #endif
+
+static int wait_gone(etcd_cluster *c, int i);
 
 static int read_pids(etcd_cluster *c) {
     char path[192];
@@ -102,9 +107,38 @@ int etcd_cluster_signal(etcd_cluster *c, int i, int sig) {
     return kill(c->pids[i], sig);
 }
 
+/* port_refuses: does a TCP connect to member |i|'s client port get
+ * refused? Once it does, the kernel has also processed the closing of
+ * the member's established connections (their FIN went out before the
+ * listening socket's close was seen), so a client's kept connection shows
+ * as closed. */
+static bool port_refuses(const etcd_cluster *c, int i) {
+    const char *colon = strrchr(c->urls[i], ':');
+    if (colon == NULL)
+        return true;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+    int err = errno;
+    close(fd);
+    return rc != 0 && err == ECONNREFUSED;
+}
+
 int etcd_cluster_kill(etcd_cluster *c, int i) {
     if (etcd_cluster_signal(c, i, SIGKILL) != 0)
         return -1;
+    int rc = wait_gone(c, i);
+    for (int k = 0; rc == 0 && k < 200 && !port_refuses(c, i); k++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return rc;
+}
+
+static int wait_gone(etcd_cluster *c, int i) {
     /* the member is the script's child, not ours: wait until it is gone
      * (or a zombie nobody will see as listening) */
     for (int k = 0; k < 200; k++) {
