@@ -20,5 +20,6 @@
 #include "vmenc/coredump.h"
 #include "vmenc/migration.h"
 #include "vmenc/workspace.h"
+#include "vmenc/cluster.h"
 
 #endif /* VMENC_VMENC_H */

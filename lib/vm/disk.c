@@ -178,7 +178,10 @@ vmenc_status vmenc_disk_open(vmenc_vm *vm, const char *principal, const char *di
     vmenc_disk *d = NULL;
     bool resumed = false;
     char why[VMENC_LOCK_MESSAGE_MAX] = "";
-    vmenc_status s = disk_open_locked(vm, disk_id, flags, &op, &d, why, sizeof(why));
+    /* cluster mode: a write open owns the VM first (another host: refused, named) */
+    vmenc_status s = (flags & VMENC_DISK_OPEN_READONLY) ? VMENC_OK : vm_cluster_own(vm, why, sizeof(why));
+    if (s == VMENC_OK) /* (a refusal noted the owning host as the VM's lock holder) */
+        s = disk_open_locked(vm, disk_id, flags, &op, &d, why, sizeof(why));
     if (s == VMENC_OK && d->cvt != NULL) {
         resumed = true;
         op.operation = "disk.open_convert_resume";
@@ -206,6 +209,7 @@ vmenc_status vmenc_disk_pread(vmenc_disk *disk, uint64_t offset, size_t len, uin
 vmenc_status vmenc_disk_pwrite(vmenc_disk *disk, uint64_t offset, const uint8_t *data, size_t len) {
     VMENC_ENSURE_REF(disk);
     VMENC_ENSURE(!disk->readonly, VMENC_E_BAD_STATE);
+    VMENC_GUARD(vm_cluster_write_ok(disk->vm->host)); /* a fenced host writes nothing */
     return vm_extent_pwrite(disk->ext, offset, data, len);
 }
 
@@ -358,6 +362,8 @@ vmenc_status vmenc_vm_file_pread(vmenc_vm_file *f, uint64_t offset, size_t len, 
 }
 
 vmenc_status vmenc_vm_file_pwrite(vmenc_vm_file *f, uint64_t offset, const uint8_t *data, size_t len) {
+    if (f != NULL && f->vm != NULL)
+        VMENC_GUARD(vm_cluster_write_ok(f->vm->host));
     VMENC_ENSURE_REF(f);
     VMENC_ENSURE(!f->readonly, VMENC_E_BAD_STATE);
     return f->sf != NULL ? vm_sf_pwrite(f->sf, offset, data, len) : vm_extent_pwrite(f->ext, offset, data, len);

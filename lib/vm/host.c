@@ -122,6 +122,13 @@ vmenc_status vm_op_authorize(vm_op *op, vmenc_policy_request *req) {
     }
     if (req->host == NULL)
         req->host = op->host->host_id;
+    if (op->host->cluster != NULL) { /* cluster mode: decide on a policy no older than the watch allows */
+        vmenc_status cs = op->host->cluster->before_decide(op->host->cluster->ctx);
+        if (cs != VMENC_OK) {
+            (void)emit(op, op->operation, VMENC_AUDIT_FAILED, cs, "the cluster policy cannot be brought up to date");
+            return cs;
+        }
+    }
     vmenc_policy_decision d = {.struct_size = sizeof(d)};
     vmenc_status s = vmenc_policy_check(op->host->policy, op->principal, req, &d);
     if (s == VMENC_OK && d.enable_host_encryption) {

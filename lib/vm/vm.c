@@ -165,6 +165,8 @@ void vm_retain(vmenc_vm *vm) { atomic_fetch_add(&vm->refs, 1); }
 void vm_release(vmenc_vm *vm) {
     if (vm == NULL || atomic_fetch_sub(&vm->refs, 1) != 1)
         return;
+    if (vm->cluster_owned && vm->host->cluster != NULL)
+        vm->host->cluster->release(vm->host->cluster->ctx, vm->vmx.uuid);
     vm_drop_keys(vm);
     vm_drop_disks(vm);
     vm_vmx_cleanup(&vm->vmx);
@@ -265,7 +267,30 @@ static void pin_kcv(const vmenc_vm *vm, const vmenc_wrapped_key *wk, bool has, c
     (void)s; /* an unknown provider or a full pin table: the fetch goes unpinned, as before */
 }
 
+vmenc_status vm_cluster_own(vmenc_vm *vm, char *why, size_t why_cap) {
+    const vm_cluster_hooks *h = vm->host->cluster;
+    if (h == NULL)
+        return VMENC_OK;
+    VMENC_GUARD(h->write_ok(h->ctx));
+    if (vm->cluster_owned)
+        return VMENC_OK;
+    char msg[VMENC_LOCK_MESSAGE_MAX] = "";
+    vmenc_status s = h->acquire(h->ctx, vm->vmx.uuid, vm->vmx.name, msg, sizeof(msg));
+    if (s == VMENC_E_LOCKED) { /* the owning host, for vmenc_vm_get_lock_holder and the caller's reason */
+        memset(&vm->lock_holder, 0, sizeof(vm->lock_holder));
+        vm->lock_holder.struct_size = sizeof(vm->lock_holder);
+        snprintf(vm->lock_holder.message, sizeof(vm->lock_holder.message), "%s", msg);
+        vm->has_lock_holder = true;
+        if (why != NULL && why_cap > 0)
+            snprintf(why, why_cap, "%s", msg);
+    }
+    VMENC_GUARD(s);
+    vm->cluster_owned = true;
+    return VMENC_OK;
+}
+
 vmenc_status vm_write_config(vmenc_vm *vm) {
+    VMENC_GUARD(vm_cluster_own(vm, NULL, 0)); /* cluster mode: fenced or owned elsewhere -> nothing written */
     VMENC_GUARD(sync_vmx_disks(vm));
     kcv_of(vm, vm->vmx.key_safe, &vm->vmx.has_kek_check, vm->vmx.kek_check);
     char *sealed = NULL;
@@ -293,6 +318,7 @@ vmenc_status vm_write_config(vmenc_vm *vm) {
 vmenc_status vm_write_descriptor(vmenc_vm *vm, const char *desc_name, const vm_disk_desc *d) {
     uint8_t *text = NULL;
     size_t len = 0;
+    VMENC_GUARD(vm_cluster_own(vm, NULL, 0));
     vm_disk_desc with_kcv = *d; /* shallow: only the check values change */
     kcv_of(vm, d->key_safe, &with_kcv.has_kek_check, with_kcv.kek_check);
     kcv_of(vm, d->new_key_safe, &with_kcv.has_new_kek_check, with_kcv.new_kek_check);

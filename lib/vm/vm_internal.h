@@ -33,6 +33,20 @@
 
 /* ---- host ------------------------------------------------------------------ */
 
+/* Cluster mode (issue 22; docs/cluster.md): the workspace installs these so
+ * the VM layer asks the control plane without including it. write_ok is
+ * the fencing check (an atomic load: called on every data write);
+ * before_decide brings the policy cache up to date when its watch is
+ * broken; acquire/release count this process's write ownership of a VM
+ * (VMENC_E_LOCKED naming the owning host in |why|). */
+typedef struct vm_cluster_hooks {
+    void *ctx;
+    vmenc_status (*write_ok)(void *ctx);
+    vmenc_status (*before_decide)(void *ctx);
+    vmenc_status (*acquire)(void *ctx, const char *uuid, const char *name, char *why, size_t why_cap);
+    void (*release)(void *ctx, const char *uuid);
+} vm_cluster_hooks;
+
 struct vmenc_host {
     atomic_uint refs;
     char *host_id;
@@ -45,7 +59,14 @@ struct vmenc_host {
     uint32_t flags;
     /* ---- the control store (issue 20; lib/vm/authority.c) ---- */
     ctl_store *control;          /* owned; NULL: no authority records (a host made by hand) */
+    /* ---- cluster mode (issue 22): NULL in single-host mode ---- */
+    const vm_cluster_hooks *cluster;
 };
+
+/* vm_cluster_write_ok: VMENC_OK unless the host is fenced. */
+static inline vmenc_status vm_cluster_write_ok(const vmenc_host *host) {
+    return host->cluster != NULL ? host->cluster->write_ok(host->cluster->ctx) : VMENC_OK;
+}
 
 VMENC_INTERNAL void vm_host_retain(vmenc_host *host);
 VMENC_INTERNAL void vm_host_release(vmenc_host *host);
@@ -191,7 +212,13 @@ struct vmenc_vm {
     uint32_t open_handles;      /* disks and state files open */
     /* ---- the authority record (issue 20; lib/vm/authority.c) ---- */
     ctl_vm_record *ctl;         /* as last read or written; NULL: none (yet) or no control store */
+    bool cluster_owned;         /* holds one count of the cluster ownership (released when freed) */
 };
+
+/* vm_cluster_own takes the VM's cluster ownership for this VM object (once;
+ * released when the object is freed) after the fencing check; VMENC_OK in
+ * single-host mode. VMENC_E_LOCKED names the owner in |why|. Lock held. */
+VMENC_INTERNAL vmenc_status vm_cluster_own(vmenc_vm *vm, char *why, size_t why_cap);
 
 /* vm_alloc makes an empty VM object over |dirfd| (taken over on success). */
 VMENC_INTERNAL vmenc_status vm_alloc(vmenc_host *host, const char *home_dir, int dirfd, vmenc_vm **out);

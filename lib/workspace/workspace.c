@@ -40,6 +40,7 @@
 #include "core/lock.h"
 #include "keys/keys_internal.h"
 #include "vmenc/kms_file.h"
+#include "workspace/ws_cluster.h"
 #include "workspace/ws_internal.h"
 
 #define KMS_TIMEOUT_MS 10000u
@@ -487,6 +488,8 @@ vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, 
         if (rv != VMENC_OK)
             ws_set_error(err, rv, ws->policy_path, 0, "cannot attach the policy document: %s", vmenc_strerror(rv));
     }
+    if (rv == VMENC_OK && mode == WS_OPEN_NORMAL)
+        rv = ws_cluster_attach(ws, err); /* cluster.json: a host of a cluster (cluster.c) */
     if (rv != VMENC_OK) {
         if (err != NULL && err->struct_size >= sizeof(*err) && err->status == VMENC_OK)
             ws_set_error(err, rv, ws->config_path, 0, "%s", vmenc_strerror(rv));
@@ -500,6 +503,7 @@ vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, 
 void vmenc_workspace_free(vmenc_workspace *ws) {
     if (ws == NULL)
         return;
+    ws_cluster_detach(ws);
     vmenc_host_free(ws->host);
     vmenc_audit_free(ws->audit);
     vmenc_audit_log_free(ws->log);

@@ -73,6 +73,8 @@ VMENC_INTERNAL bool ws_value_ok(const char *v);
 
 /* ---- the workspace object (workspace.c, policy_store.c) ------------------- */
 
+typedef struct ws_cluster ws_cluster;
+
 typedef struct ws_kms_state {
     uint32_t num_loaded;
     vmenc_status load_status;
@@ -123,6 +125,7 @@ struct vmenc_workspace {
     uint8_t config_sha[32];      /* of the configuration as read (or last written) */
     pthread_mutex_t holder_mu;
     char lock_holder[VMENC_WORKSPACE_MESSAGE_MAX]; /* who held the last lock we gave up on */
+    struct ws_cluster *cluster;  /* cluster mode (cluster.c); NULL: single host */
 };
 
 /* How ws_open treats the policy document. */

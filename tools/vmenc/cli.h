@@ -144,6 +144,11 @@ typedef struct noun_def {
 
 extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], policy_verbs[], audit_verbs[],
     coredump_verbs[], migrate_verbs[];
+extern const verb_def cluster_verbs[]; /* cmd_cluster.c */
+/* cluster_take_over: `vm register NAME --take-over` = `cluster take-over NAME`. */
+int cluster_take_over(cli *c, const char *name);
+/* cluster_demo: `vmenc demo --cluster [--keep DIR]` (cmd_cluster.c). */
+int cluster_demo(cli *c, const char *keep);
 /* `vmenc policy reseal` (cmd_reseal.c): re-seal a vouched policy document. */
 int policy_reseal(cli *c, args *a);
 int cmd_init(cli *c, args *a);

@@ -728,9 +728,12 @@ static int vm_remove_disk(cli *c, args *a) {
 static int vm_register(cli *c, args *a) {
     const char *folder = NULL;
     (void)arg_value(c, a, "--folder", &folder);
+    bool take_over = arg_flag(a, "--take-over"); /* cluster mode: the HA restart (cmd_cluster.c) */
     const char *what = arg_positional(a);
     if (!arg_done(c, a))
         return EXIT_USAGE;
+    if (take_over && what != NULL)
+        return cluster_take_over(c, what);
     if (what == NULL)
         return cli_usage(c, "vm register needs NAME (a folder in the datastore) or the path of a .vmx");
     int rc = cli_open(c);
@@ -792,8 +795,9 @@ const verb_def vm_verbs[] = {
      "Default: the source's policy, new keys. --keep-keys keeps the DEKs (ciphertext copied).\n"},
     {"add-disk", vm_add_disk, "NAME --size SIZE [--sector N] [--id scsiB:U]", "add a zero-filled disk", ""},
     {"remove-disk", vm_remove_disk, "NAME DISK [--delete-files]", "remove a disk from the configuration", ""},
-    {"register", vm_register, "NAME|PATH.vmx [--folder F]", "add an existing VM home to this host's inventory",
-     "Keys are fetched by ID; nothing is re-encrypted. Exit 5 if it registers locked.\n"},
+    {"register", vm_register, "NAME|PATH.vmx [--folder F] [--take-over]", "add an existing VM home to this host's inventory",
+     "Keys are fetched by ID; nothing is re-encrypted. Exit 5 if it registers locked.\n"
+     "--take-over (cluster mode): take the VM over after its owner's lease expired (docs/cluster.md).\n"},
     {"unlock", vm_unlock, "NAME", "retry fetching the keys of a locked VM", "Exit 5 if a key is still missing.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -1,0 +1,77 @@
+/*
+ * fuzz/cluster_doc_fuzz.c - the two JSON documents of cluster mode
+ * (lib/workspace/cluster_file.c, docs/cluster.md): the cluster document
+ * read from etcd and WORKSPACE/cluster.json. Round-trip oracle: whatever
+ * parses serialises to a document that parses to the same fields and
+ * serialises to the same bytes again.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workspace/ws_cluster.h"
+
+static void same(const char *a, const char *b) {
+    if ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0))
+        abort();
+}
+
+static void doc_round_trip(const uint8_t *data, size_t size) {
+    ws_cluster_doc d, d2;
+    if (ws_cluster_doc_parse(data, size, &d) != VMENC_OK) {
+        if (d.name != NULL || d.key != NULL)
+            abort(); /* zeroed on failure */
+        return;
+    }
+    char *t1 = NULL, *t2 = NULL;
+    if (ws_cluster_doc_serialize(&d, &t1) != VMENC_OK)
+        abort();
+    if (ws_cluster_doc_parse((const uint8_t *)t1, strlen(t1), &d2) != VMENC_OK)
+        abort();
+    same(d.name, d2.name);
+    same(d.id, d2.id);
+    same(d.key_provider, d2.key_provider);
+    same(d.key, d2.key);
+    if (ws_cluster_doc_serialize(&d2, &t2) != VMENC_OK || strcmp(t1, t2) != 0)
+        abort();
+    free(t1);
+    free(t2);
+    ws_cluster_doc_cleanup(&d);
+    ws_cluster_doc_cleanup(&d2);
+}
+
+static void file_round_trip(const uint8_t *data, size_t size) {
+    ws_cluster_file f, f2;
+    if (ws_cluster_file_parse(data, size, &f) != VMENC_OK) {
+        if (f.name != NULL || f.endpoints != NULL)
+            abort();
+        return;
+    }
+    char *t1 = NULL, *t2 = NULL;
+    if (ws_cluster_file_serialize(&f, &t1) != VMENC_OK)
+        abort();
+    if (ws_cluster_file_parse((const uint8_t *)t1, strlen(t1), &f2) != VMENC_OK)
+        abort();
+    same(f.name, f2.name);
+    same(f.endpoints, f2.endpoints);
+    same(f.ca_file, f2.ca_file);
+    same(f.cert_file, f2.cert_file);
+    same(f.key_file, f2.key_file);
+    if (f.ttl_s != f2.ttl_s)
+        abort();
+    if (ws_cluster_file_serialize(&f2, &t2) != VMENC_OK || strcmp(t1, t2) != 0)
+        abort();
+    free(t1);
+    free(t2);
+    ws_cluster_file_cleanup(&f);
+    ws_cluster_file_cleanup(&f2);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    doc_round_trip(data, size);
+    file_round_trip(data, size);
+    return 0;
+}

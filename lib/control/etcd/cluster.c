@@ -1,0 +1,846 @@
+/*
+ * lib/control/etcd/cluster.c - cluster semantics on etcd: a process's
+ * session (lease + keepalive thread + fencing deadline), the host registry,
+ * VM ownership, the policy document with its lock and its watch
+ * (lib/control/etcd/cluster.h). Key layout, transactions and timing:
+ * docs/cluster.md.
+ *
+ * Values this file writes and reads back are short text, one field per
+ * line ("HOST\nLEASE\nVM"), split with bounds checks; nothing read from
+ * etcd is used as a length or an index.
+ *
+ * Safety rule: the fencing deadline moves only forward and only on a
+ * keepalive answer that proves the lease alive; it is computed from the
+ * time the request was *sent*, so it never outlives the lease as etcd
+ * counts it.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control/etcd/cluster.h"
+
+#define KEY_MAX 512u
+#define MAX_OWNED 256u
+
+typedef struct owned {
+    char uuid[40];
+    uint32_t count;
+    bool ours; /* the key is bound to this session's lease (we created it) */
+} owned;
+
+struct ctl_cluster {
+    char name[CTL_CLUSTER_NAME_MAX + 1];
+    char host[CTL_CLUSTER_HOST_MAX + 1];
+    vmenc_etcd *etcd;      /* unary calls of the process */
+    vmenc_etcd *ka;        /* the keepalive thread's */
+    vmenc_etcd *wc;        /* the watch thread's resyncs */
+    int64_t lease;
+    uint32_t ttl_s;
+    uint32_t margin_ms;
+    _Atomic uint64_t deadline_ms;   /* fencing deadline (monotonic ms); 0: fenced */
+    atomic_bool lease_gone;
+    _Atomic uint64_t ka_ok, ka_failed;
+    pthread_t ka_thread;
+    bool ka_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+    /* ownership counts */
+    owned owned[MAX_OWNED];
+    size_t num_owned;
+    bool policy_locked;
+    /* the watch */
+    vmenc_etcd_watch *watch;
+    pthread_t watch_thread;
+    bool watch_started;
+    atomic_bool watch_ok;
+    _Atomic int64_t watch_rev;      /* last policy revision handed over */
+    ctl_cluster_policy_fn policy_fn;
+    void *policy_arg;
+};
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+bool ctl_cluster_name_ok(const char *name) {
+    if (name == NULL)
+        return false;
+    size_t n = strlen(name);
+    if (n == 0 || n > CTL_CLUSTER_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                  ch == '_' || ch == '-';
+        if (!ok)
+            return false;
+    }
+    return name[0] != '.';
+}
+
+static vmenc_status key_of(const ctl_cluster *c, char *buf, size_t cap, const char *what, const char *a,
+                           const char *b) {
+    int n;
+    if (a == NULL)
+        n = snprintf(buf, cap, "/vmenc/%s/%s", c->name, what);
+    else if (b == NULL)
+        n = snprintf(buf, cap, "/vmenc/%s/%s/%s", c->name, what, a);
+    else
+        n = snprintf(buf, cap, "/vmenc/%s/%s/%s/%s", c->name, what, a, b);
+    VMENC_ENSURE(n > 0 && (size_t)n < cap, VMENC_E_BUFFER_TOO_SMALL);
+    return VMENC_OK;
+}
+
+static void sleep_ms(uint32_t ms) {
+    struct timespec ts = {.tv_sec = ms / 1000u, .tv_nsec = (long)(ms % 1000u) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* line_field copies field |idx| (0-based, LF-separated) of |v| into |out|. */
+static void line_field(const uint8_t *v, size_t len, unsigned idx, char *out, size_t cap) {
+    size_t start = 0, field = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || v[i] == '\n') {
+            if (field == idx) {
+                size_t n = i - start;
+                if (n >= cap)
+                    n = cap - 1;
+                for (size_t k = 0; k < n; k++) {
+                    unsigned char ch = v[start + k];
+                    out[k] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+                }
+                out[n] = '\0';
+                return;
+            }
+            field++;
+            start = i + 1;
+        }
+    }
+}
+
+static const uint8_t *K(const char *s) { return (const uint8_t *)s; }
+
+/* ---- fencing --------------------------------------------------------------------- */
+
+uint64_t ctl_cluster_fence_deadline(uint64_t sent_ms, int64_t ttl_s, uint32_t margin_ms) {
+    if (ttl_s <= 0)
+        return sent_ms;
+    uint64_t life = (uint64_t)ttl_s * 1000u;
+    return life > margin_ms ? sent_ms + life - margin_ms : sent_ms;
+}
+
+vmenc_status ctl_cluster_write_ok(const ctl_cluster *c) {
+    if (c == NULL)
+        return VMENC_OK;
+    uint64_t d = atomic_load_explicit(&((ctl_cluster *)c)->deadline_ms, memory_order_acquire);
+    return vmenc_now_monotonic_ms() < d ? VMENC_OK : VMENC_E_LEASE_EXPIRED;
+}
+
+void ctl_cluster_fence_info_get(const ctl_cluster *c, ctl_cluster_fence_info *out) {
+    ctl_cluster *m = (ctl_cluster *)c;
+    uint64_t d = atomic_load(&m->deadline_ms);
+    out->ms_left = (int64_t)d - (int64_t)vmenc_now_monotonic_ms();
+    out->lease_gone = atomic_load(&m->lease_gone);
+    out->keepalives_ok = atomic_load(&m->ka_ok);
+    out->keepalives_failed = atomic_load(&m->ka_failed);
+}
+
+static void *keepalive_main(void *arg) {
+    ctl_cluster *c = arg;
+    uint32_t interval = c->ttl_s * 1000u / 3u;
+    if (interval < 200)
+        interval = 200;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += interval / 1000u;
+        until.tv_nsec += (long)(interval % 1000u) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!c->stopping && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT) {
+        }
+        if (c->stopping)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        uint64_t sent = vmenc_now_monotonic_ms();
+        int64_t ttl = 0;
+        vmenc_status s = atomic_load(&c->lease_gone) ? VMENC_E_LEASE_EXPIRED
+                                                     : vmenc_etcd_lease_keepalive_once(c->ka, c->lease, &ttl);
+        if (s == VMENC_OK && ttl > 0) {
+            uint64_t d = ctl_cluster_fence_deadline(sent, ttl, c->margin_ms);
+            uint64_t cur = atomic_load(&c->deadline_ms);
+            while (d > cur && !atomic_compare_exchange_weak(&c->deadline_ms, &cur, d)) {
+            }
+            atomic_fetch_add(&c->ka_ok, 1);
+        } else {
+            if (s == VMENC_E_LEASE_EXPIRED || (s == VMENC_OK && ttl <= 0)) {
+                /* The lease is gone: another host may own our VMs now. */
+                atomic_store(&c->lease_gone, true);
+                atomic_store(&c->deadline_ms, 0);
+            }
+            atomic_fetch_add(&c->ka_failed, 1);
+        }
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* ---- open / close --------------------------------------------------------------------- */
+
+static vmenc_status put_session(ctl_cluster *c) {
+    char key[KEY_MAX], lease[24];
+    snprintf(lease, sizeof(lease), "%016" PRIx64, (uint64_t)c->lease);
+    VMENC_GUARD(key_of(c, key, sizeof(key), "session", c->host, lease));
+    char val[256];
+    time_t now = time(NULL);
+    int n = snprintf(val, sizeof(val), "%s\n%" PRId64 "\n%ld\n%s\n%lld", c->host, c->lease, (long)getpid(),
+                     program_invocation_short_name, (long long)now);
+    vmenc_etcd_put_req p = {.key = K(key), .key_len = strlen(key), .value = K(val),
+                            .value_len = n > 0 ? (size_t)n : 0, .lease = c->lease};
+    return vmenc_etcd_put(c->etcd, &p, NULL);
+}
+
+/* some_leader: does any member report a leader (is there a quorum)? A
+ * member without one still answers a status request at once. */
+static bool some_leader(vmenc_etcd *e) {
+    for (size_t i = 0; i < vmenc_etcd_num_endpoints(e); i++) {
+        vmenc_etcd_member_status ms;
+        memset(&ms, 0, sizeof(ms));
+        if (vmenc_etcd_status(e, i, &ms) == VMENC_OK && ms.leader != 0)
+            return true;
+    }
+    return false;
+}
+
+/* retryable: a call that may be repeated safely got no clear answer (a
+ * leader election in progress, a member gone mid-request). */
+static bool retryable(vmenc_status s) { return s == VMENC_E_OUTCOME_UNKNOWN || s == VMENC_E_CONTROL_UNAVAILABLE; }
+
+/* grant_session: a lease and the session key, retried through a leader
+ * election; without quorum VMENC_E_CONTROL_UNAVAILABLE at once. A lease
+ * granted by an attempt whose answer was lost is never used and expires. */
+static vmenc_status grant_session(ctl_cluster *c, int64_t *out_granted, uint64_t *out_sent) {
+    vmenc_status s = VMENC_E_CONTROL_UNAVAILABLE;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (attempt > 0) {
+            if (!some_leader(c->etcd))
+                return VMENC_E_CONTROL_UNAVAILABLE;
+            sleep_ms(200);
+        }
+        *out_sent = vmenc_now_monotonic_ms();
+        s = vmenc_etcd_lease_grant(c->etcd, (int64_t)c->ttl_s, 0, &c->lease, out_granted);
+        if (s == VMENC_OK) {
+            atomic_store(&c->deadline_ms, ctl_cluster_fence_deadline(*out_sent, *out_granted, c->margin_ms));
+            for (int k = 0; k < 5; k++) { /* the session key is a plain put: idempotent */
+                s = put_session(c);
+                if (!retryable(s))
+                    break;
+                sleep_ms(200);
+            }
+            return s;
+        }
+        if (!retryable(s))
+            return s;
+    }
+    return s == VMENC_E_OUTCOME_UNKNOWN ? VMENC_E_CONTROL_UNAVAILABLE : s;
+}
+
+vmenc_status ctl_cluster_open(const ctl_cluster_config *cfg, ctl_cluster **out) {
+    VMENC_ENSURE(cfg != NULL && cfg->etcd != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ctl_cluster_name_ok(cfg->name) && cfg->host_id != NULL && cfg->host_id[0] != '\0' &&
+                     strlen(cfg->host_id) <= CTL_CLUSTER_HOST_MAX && strchr(cfg->host_id, '/') == NULL &&
+                     strchr(cfg->host_id, '\n') == NULL,
+                 VMENC_E_INVALID_ARG);
+    ctl_cluster *c = calloc(1, sizeof(*c));
+    VMENC_ENSURE(c != NULL, VMENC_E_NOMEM);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    snprintf(c->name, sizeof(c->name), "%s", cfg->name);
+    snprintf(c->host, sizeof(c->host), "%s", cfg->host_id);
+    c->ttl_s = cfg->ttl_s ? cfg->ttl_s : CTL_CLUSTER_DEFAULT_TTL_S;
+    c->margin_ms = cfg->margin_ms ? cfg->margin_ms : CTL_CLUSTER_DEFAULT_MARGIN_MS;
+    if (c->margin_ms >= c->ttl_s * 1000u)
+        c->margin_ms = c->ttl_s * 1000u / 2u;
+    vmenc_status s = vmenc_etcd_new(cfg->etcd, &c->etcd);
+    /* The keepalive must not wait behind a unary call stuck on a dead
+     * quorum: its own client, with requests no longer than its interval. */
+    vmenc_etcd_config kc = *cfg->etcd;
+    kc.request_timeout_ms = c->ttl_s * 1000u / 3u;
+    if (kc.request_timeout_ms < 500)
+        kc.request_timeout_ms = 500;
+    if (kc.connect_timeout_ms == 0 || kc.connect_timeout_ms > kc.request_timeout_ms)
+        kc.connect_timeout_ms = kc.request_timeout_ms;
+    if (s == VMENC_OK)
+        s = vmenc_etcd_new(&kc, &c->ka);
+    if (s == VMENC_OK)
+        s = vmenc_etcd_new(cfg->etcd, &c->wc);
+    int64_t granted = 0;
+    uint64_t sent = 0;
+    if (s == VMENC_OK)
+        s = grant_session(c, &granted, &sent);
+    if (s == VMENC_OK && granted > 0)
+        c->ttl_s = (uint32_t)granted;
+    if (s == VMENC_OK) {
+        if (pthread_create(&c->ka_thread, NULL, keepalive_main, c) != 0)
+            s = VMENC_E_NOMEM;
+        else
+            c->ka_started = true;
+    }
+    if (s != VMENC_OK) {
+        ctl_cluster_close(c);
+        return s;
+    }
+    *out = c;
+    return VMENC_OK;
+}
+
+static void watch_stop(ctl_cluster *c);
+
+void ctl_cluster_close(ctl_cluster *c) {
+    if (c == NULL)
+        return;
+    watch_stop(c);
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (c->ka_started)
+        pthread_join(c->ka_thread, NULL);
+    if (c->lease != 0 && !atomic_load(&c->lease_gone)) {
+        /* Revoking deletes every key bound to the lease: ownership, the
+         * session, a policy lock. Best effort: if it fails the lease
+         * expires after its TTL. */
+        vmenc_status s = vmenc_etcd_lease_revoke(c->etcd, c->lease);
+        (void)s;
+    }
+    vmenc_etcd_free(c->wc);
+    vmenc_etcd_free(c->ka);
+    vmenc_etcd_free(c->etcd);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+vmenc_etcd *ctl_cluster_etcd(ctl_cluster *c) { return c ? c->etcd : NULL; }
+const char *ctl_cluster_name(const ctl_cluster *c) { return c ? c->name : ""; }
+const char *ctl_cluster_host(const ctl_cluster *c) { return c ? c->host : ""; }
+int64_t ctl_cluster_lease(const ctl_cluster *c) { return c ? c->lease : 0; }
+uint32_t ctl_cluster_ttl_s(const ctl_cluster *c) { return c ? c->ttl_s : 0; }
+
+/* ---- the cluster document and hosts ------------------------------------------------------ */
+
+static vmenc_status get_one(vmenc_etcd *e, const char *key, bool serializable, uint8_t **out, size_t *out_len,
+                            int64_t *out_rev, int64_t *out_lease) {
+    vmenc_etcd_range_req r = {.key = K(key), .key_len = strlen(key), .serializable = serializable};
+    vmenc_etcd_result res = {0};
+    VMENC_GUARD(vmenc_etcd_range(e, &r, &res));
+    vmenc_status s = VMENC_OK;
+    if (res.num_kvs == 0) {
+        s = VMENC_E_NOT_FOUND;
+    } else if (out != NULL) {
+        uint8_t *b = malloc(res.kvs[0].value_len + 1);
+        if (b == NULL) {
+            s = VMENC_E_NOMEM;
+        } else {
+            memcpy(b, res.kvs[0].value, res.kvs[0].value_len);
+            b[res.kvs[0].value_len] = '\0';
+            *out = b;
+            *out_len = res.kvs[0].value_len;
+        }
+    }
+    if (s == VMENC_OK && out_rev != NULL)
+        *out_rev = res.kvs[0].mod_revision;
+    if (s == VMENC_OK && out_lease != NULL)
+        *out_lease = res.kvs[0].lease;
+    vmenc_etcd_result_cleanup(&res);
+    return s;
+}
+
+vmenc_status ctl_cluster_doc_get(ctl_cluster *c, uint8_t **out, size_t *out_len) {
+    VMENC_ENSURE(c != NULL && out != NULL && out_len != NULL, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "cluster", NULL, NULL));
+    return get_one(c->etcd, key, false, out, out_len, NULL, NULL);
+}
+
+/* create_if_absent: one txn, compare create_revision == 0, put. */
+static vmenc_status create_if_absent(vmenc_etcd *e, const char *key, const uint8_t *val, size_t len, int64_t lease,
+                                     vmenc_etcd_txn_result *out) {
+    vmenc_etcd_compare cmp = {.target = VMENC_ETCD_CMP_CREATE, .result = VMENC_ETCD_CMP_EQUAL, .key = K(key),
+                              .key_len = strlen(key), .number = 0};
+    vmenc_etcd_op put = {.type = VMENC_ETCD_OP_PUT,
+                         .put = {.key = K(key), .key_len = strlen(key), .value = val, .value_len = len, .lease = lease}};
+    vmenc_etcd_op get = {.type = VMENC_ETCD_OP_RANGE, .range = {.key = K(key), .key_len = strlen(key)}};
+    vmenc_etcd_txn_req t = {.compares = &cmp, .num_compares = 1, .success = &put, .num_success = 1,
+                            .failure = &get, .num_failure = 1};
+    return vmenc_etcd_txn(e, &t, out);
+}
+
+vmenc_status ctl_cluster_doc_create(ctl_cluster *c, const uint8_t *doc, size_t len) {
+    VMENC_ENSURE(c != NULL && doc != NULL, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "cluster", NULL, NULL));
+    vmenc_etcd_txn_result r = {0};
+    VMENC_GUARD(create_if_absent(c->etcd, key, doc, len, 0, &r));
+    vmenc_status s = r.succeeded ? VMENC_OK : VMENC_E_EXISTS;
+    vmenc_etcd_txn_result_cleanup(&r);
+    return s;
+}
+
+vmenc_status ctl_cluster_host_put(ctl_cluster *c, const char *info_json) {
+    VMENC_ENSURE(c != NULL && info_json != NULL && strlen(info_json) <= CTL_CLUSTER_INFO_MAX, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(ctl_cluster_write_ok(c));
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "host", c->host, NULL));
+    vmenc_etcd_put_req p = {.key = K(key), .key_len = strlen(key), .value = K(info_json),
+                            .value_len = strlen(info_json)};
+    return vmenc_etcd_put(c->etcd, &p, NULL);
+}
+
+vmenc_status ctl_cluster_host_delete(ctl_cluster *c) {
+    VMENC_ENSURE_REF(c);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "host", c->host, NULL));
+    vmenc_etcd_delete_req d = {.key = K(key), .key_len = strlen(key)};
+    return vmenc_etcd_delete_range(c->etcd, &d, NULL);
+}
+
+vmenc_status ctl_cluster_hosts(ctl_cluster *c, ctl_cluster_host_fn fn, void *arg) {
+    VMENC_ENSURE(c != NULL && fn != NULL, VMENC_E_INVALID_ARG);
+    char hkey[KEY_MAX], skey[KEY_MAX];
+    VMENC_GUARD(key_of(c, hkey, sizeof(hkey), "host/", NULL, NULL));
+    VMENC_GUARD(key_of(c, skey, sizeof(skey), "session/", NULL, NULL));
+    hkey[strlen(hkey)] = '\0';
+    vmenc_etcd_range_req hr = {.key = K(hkey), .key_len = strlen(hkey), .prefix = true};
+    vmenc_etcd_range_req sr = {.key = K(skey), .key_len = strlen(skey), .prefix = true, .keys_only = true};
+    vmenc_etcd_result hres = {0}, sres = {0};
+    vmenc_status s = vmenc_etcd_range(c->etcd, &hr, &hres);
+    if (s == VMENC_OK)
+        s = vmenc_etcd_range(c->etcd, &sr, &sres);
+    for (size_t i = 0; s == VMENC_OK && i < hres.num_kvs; i++) {
+        const vmenc_etcd_kv *kv = &hres.kvs[i];
+        size_t pl = strlen(hkey);
+        if (kv->key_len <= pl || kv->key_len - pl > CTL_CLUSTER_HOST_MAX)
+            continue;
+        char host[CTL_CLUSTER_HOST_MAX + 1];
+        memcpy(host, kv->key + pl, kv->key_len - pl);
+        host[kv->key_len - pl] = '\0';
+        if (memchr(host, '\0', kv->key_len - pl) != NULL)
+            continue;
+        uint32_t live = 0;
+        size_t sl = strlen(skey), hl = strlen(host);
+        for (size_t j = 0; j < sres.num_kvs; j++) {
+            const vmenc_etcd_kv *sk = &sres.kvs[j];
+            if (sk->key_len > sl + hl + 1 && memcmp(sk->key + sl, host, hl) == 0 && sk->key[sl + hl] == '/')
+                live++;
+        }
+        char info[CTL_CLUSTER_INFO_MAX + 1];
+        size_t n = kv->value_len < CTL_CLUSTER_INFO_MAX ? kv->value_len : CTL_CLUSTER_INFO_MAX;
+        memcpy(info, kv->value, n);
+        info[n] = '\0';
+        if (fn(arg, host, info, live) != 0) {
+            s = VMENC_E_INTERRUPTED;
+            break;
+        }
+    }
+    vmenc_etcd_result_cleanup(&hres);
+    vmenc_etcd_result_cleanup(&sres);
+    return s;
+}
+
+/* ---- ownership ----------------------------------------------------------------------------- */
+
+static owned *find_owned(ctl_cluster *c, const char *uuid) {
+    for (size_t i = 0; i < c->num_owned; i++)
+        if (strcmp(c->owned[i].uuid, uuid) == 0)
+            return &c->owned[i];
+    return NULL;
+}
+
+static int owner_value(const ctl_cluster *c, const char *name, char *out, size_t cap) {
+    return snprintf(out, cap, "%s\n%" PRId64 "\n%s", c->host, c->lease, name ? name : "");
+}
+
+static void name_owner(const uint8_t *v, size_t len, int64_t lease, char *why, size_t why_cap) {
+    if (why == NULL || why_cap == 0)
+        return;
+    char host[CTL_CLUSTER_HOST_MAX + 1], vm[80];
+    line_field(v, len, 0, host, sizeof(host));
+    line_field(v, len, 2, vm, sizeof(vm));
+    snprintf(why, why_cap, "VM %s is owned by host %s (cluster lease %016" PRIx64 "); it may be taken over only after that "
+             "lease expires",
+             vm[0] ? vm : "?", host[0] ? host : "?", (uint64_t)lease);
+}
+
+static bool owner_is_me(const ctl_cluster *c, const uint8_t *v, size_t len) {
+    char host[CTL_CLUSTER_HOST_MAX + 1];
+    line_field(v, len, 0, host, sizeof(host));
+    return strcmp(host, c->host) == 0;
+}
+
+vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *name, char *why, size_t why_cap) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && strlen(uuid) < sizeof(((owned *)0)->uuid), VMENC_E_INVALID_ARG);
+    VMENC_GUARD(ctl_cluster_write_ok(c));
+    pthread_mutex_lock(&c->mu);
+    owned *o = find_owned(c, uuid);
+    if (o != NULL) {
+        o->count++;
+        pthread_mutex_unlock(&c->mu);
+        return VMENC_OK;
+    }
+    pthread_mutex_unlock(&c->mu);
+    char key[KEY_MAX], val[256];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "owner", uuid, NULL));
+    int n = owner_value(c, name, val, sizeof(val));
+    vmenc_etcd_txn_result r = {0};
+    vmenc_status s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
+    for (int k = 0; retryable(s) && k < 3; k++) { /* idempotent for us: a lost answer shows our own lease */
+        sleep_ms(200);
+        vmenc_etcd_txn_result_cleanup(&r);
+        s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
+    }
+    VMENC_GUARD(s);
+    bool ours = r.succeeded;
+    if (!r.succeeded && r.num_responses > 0 && r.responses[0].num_kvs > 0 &&
+        r.responses[0].kvs[0].lease == c->lease)
+        ours = r.succeeded = true;
+    if (!r.succeeded) {
+        const vmenc_etcd_result *g = r.num_responses > 0 ? &r.responses[0] : NULL;
+        if (g != NULL && g->num_kvs > 0) {
+            if (!owner_is_me(c, g->kvs[0].value, g->kvs[0].value_len)) {
+                name_owner(g->kvs[0].value, g->kvs[0].value_len, g->kvs[0].lease, why, why_cap);
+                s = VMENC_E_LOCKED;
+            }
+        } else {
+            s = VMENC_E_CONFLICT; /* gone between compare and read: the caller may retry */
+        }
+    }
+    vmenc_etcd_txn_result_cleanup(&r);
+    if (s != VMENC_OK)
+        return s;
+    pthread_mutex_lock(&c->mu);
+    o = find_owned(c, uuid);
+    if (o == NULL && c->num_owned < MAX_OWNED) {
+        o = &c->owned[c->num_owned++];
+        memset(o, 0, sizeof(*o));
+        snprintf(o->uuid, sizeof(o->uuid), "%s", uuid);
+        o->ours = ours;
+    }
+    if (o != NULL)
+        o->count++;
+    pthread_mutex_unlock(&c->mu);
+    return VMENC_OK;
+}
+
+/* delete_if_ours deletes |key| if it is bound to this session's lease. */
+static void delete_if_ours(ctl_cluster *c, const char *key) {
+    vmenc_etcd_compare cmp = {.target = VMENC_ETCD_CMP_LEASE, .result = VMENC_ETCD_CMP_EQUAL, .key = K(key),
+                              .key_len = strlen(key), .number = c->lease};
+    vmenc_etcd_op del = {.type = VMENC_ETCD_OP_DELETE, .del = {.key = K(key), .key_len = strlen(key)}};
+    vmenc_etcd_txn_req t = {.compares = &cmp, .num_compares = 1, .success = &del, .num_success = 1};
+    vmenc_etcd_txn_result r = {0};
+    if (vmenc_etcd_txn(c->etcd, &t, &r) == VMENC_OK)
+        vmenc_etcd_txn_result_cleanup(&r);
+    /* On failure the key goes with the lease. */
+}
+
+void ctl_cluster_release(ctl_cluster *c, const char *uuid) {
+    if (c == NULL || uuid == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    owned *o = find_owned(c, uuid);
+    bool drop = false, ours = false;
+    if (o != NULL && --o->count == 0) {
+        drop = true;
+        ours = o->ours;
+        *o = c->owned[--c->num_owned];
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!drop || !ours)
+        return;
+    char key[KEY_MAX];
+    if (key_of(c, key, sizeof(key), "owner", uuid, NULL) == VMENC_OK)
+        delete_if_ours(c, key);
+}
+
+vmenc_status ctl_cluster_owner(ctl_cluster *c, const char *uuid, char *out_host, size_t cap) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && out_host != NULL && cap > 0, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "owner", uuid, NULL));
+    uint8_t *v = NULL;
+    size_t len = 0;
+    vmenc_status s = get_one(c->etcd, key, false, &v, &len, NULL, NULL);
+    out_host[0] = '\0';
+    if (s == VMENC_E_NOT_FOUND)
+        return VMENC_OK;
+    VMENC_GUARD(s);
+    line_field(v, len, 0, out_host, cap);
+    free(v);
+    return VMENC_OK;
+}
+
+vmenc_status ctl_cluster_check_owner(ctl_cluster *c, const char *uuid, char *why, size_t why_cap) {
+    VMENC_ENSURE(c != NULL && uuid != NULL, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "owner", uuid, NULL));
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t lease = 0;
+    vmenc_status s = get_one(c->etcd, key, false, &v, &len, NULL, &lease);
+    if (s == VMENC_E_NOT_FOUND)
+        return VMENC_OK;
+    VMENC_GUARD(s);
+    if (!owner_is_me(c, v, len)) {
+        name_owner(v, len, lease, why, why_cap);
+        s = VMENC_E_LOCKED;
+    }
+    free(v);
+    return s;
+}
+
+vmenc_status ctl_cluster_take_over(ctl_cluster *c, const char *uuid, const char *name, char *why, size_t why_cap) {
+    /* An owner key exists exactly as long as its lease: when etcd expired
+     * the old owner's lease it deleted the key, so "create if absent" is
+     * the whole take-over rule - and it is atomic with the check. */
+    return ctl_cluster_acquire(c, uuid, name, why, why_cap);
+}
+
+/* ---- the policy document --------------------------------------------------------------------- */
+
+vmenc_status ctl_cluster_policy_get(ctl_cluster *c, uint8_t **out, size_t *out_len, int64_t *out_rev) {
+    VMENC_ENSURE(c != NULL && out != NULL && out_len != NULL && out_rev != NULL, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "policy", NULL, NULL));
+    return get_one(c->etcd, key, false, out, out_len, out_rev, NULL);
+}
+
+vmenc_status ctl_cluster_policy_cas(ctl_cluster *c, const uint8_t *json, size_t len, int64_t expected_rev,
+                                    int64_t *out_rev) {
+    VMENC_ENSURE(c != NULL && json != NULL && out_rev != NULL, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(ctl_cluster_write_ok(c));
+    char key[KEY_MAX], lkey[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "policy", NULL, NULL));
+    VMENC_GUARD(key_of(c, lkey, sizeof(lkey), "policy.lock", NULL, NULL));
+    vmenc_etcd_compare cmp[2] = {
+        {.target = expected_rev == 0 ? VMENC_ETCD_CMP_CREATE : VMENC_ETCD_CMP_MOD, .result = VMENC_ETCD_CMP_EQUAL,
+         .key = K(key), .key_len = strlen(key), .number = expected_rev},
+        {.target = VMENC_ETCD_CMP_LEASE, .result = VMENC_ETCD_CMP_EQUAL, .key = K(lkey), .key_len = strlen(lkey),
+         .number = c->lease},
+    };
+    vmenc_etcd_op put = {.type = VMENC_ETCD_OP_PUT, .put = {.key = K(key), .key_len = strlen(key), .value = json,
+                                                            .value_len = len}};
+    vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = c->policy_locked ? 2 : 1, .success = &put,
+                            .num_success = 1};
+    vmenc_etcd_txn_result r = {0};
+    vmenc_status s = vmenc_etcd_txn(c->etcd, &t, &r);
+    if (retryable(s)) {
+        /* Sent, not answered (a leader killed mid-transaction). The lock
+         * keeps other writers out, so the document is either ours (it
+         * happened) or the one we compared against (it did not: send it
+         * again, the compare makes that safe). */
+        for (int k = 0; k < 10 && retryable(s); k++) {
+            sleep_ms(200);
+            uint8_t *cur = NULL;
+            size_t cur_len = 0;
+            int64_t rev = 0;
+            vmenc_status g = get_one(c->etcd, key, false, &cur, &cur_len, &rev, NULL);
+            if (g == VMENC_OK && cur_len == len && memcmp(cur, json, len) == 0 && rev != expected_rev) {
+                free(cur);
+                *out_rev = rev;
+                return VMENC_OK;
+            }
+            free(cur);
+            if (g == VMENC_OK || g == VMENC_E_NOT_FOUND) {
+                vmenc_etcd_txn_result_cleanup(&r);
+                s = vmenc_etcd_txn(c->etcd, &t, &r);
+            }
+        }
+    }
+    VMENC_GUARD(s);
+    s = r.succeeded ? VMENC_OK : VMENC_E_CONFLICT;
+    if (s == VMENC_OK)
+        *out_rev = r.num_responses > 0 && r.responses[0].header.revision > 0 ? r.responses[0].header.revision
+                                                                             : r.header.revision;
+    vmenc_etcd_txn_result_cleanup(&r);
+    return s;
+}
+
+vmenc_status ctl_cluster_policy_lock(ctl_cluster *c, uint32_t timeout_ms, char *why, size_t why_cap) {
+    VMENC_ENSURE_REF(c);
+    VMENC_GUARD(ctl_cluster_write_ok(c));
+    char key[KEY_MAX], val[128];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "policy.lock", NULL, NULL));
+    int n = snprintf(val, sizeof(val), "%s\n%" PRId64 "\n%ld", c->host, c->lease, (long)getpid());
+    uint64_t until = vmenc_now_monotonic_ms() + timeout_ms;
+    uint32_t backoff = 5;
+    for (;;) {
+        vmenc_etcd_txn_result r = {0};
+        vmenc_status s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
+        if (retryable(s) && vmenc_now_monotonic_ms() < until) { /* an election: try again */
+            sleep_ms(100);
+            continue;
+        }
+        VMENC_GUARD(s);
+        bool got = r.succeeded;
+        /* an earlier attempt whose answer was lost may have taken it */
+        if (!got && r.num_responses > 0 && r.responses[0].num_kvs > 0 && r.responses[0].kvs[0].lease == c->lease)
+            got = true;
+        if (!got && why != NULL && why_cap > 0 && r.num_responses > 0 && r.responses[0].num_kvs > 0) {
+            char host[CTL_CLUSTER_HOST_MAX + 1];
+            line_field(r.responses[0].kvs[0].value, r.responses[0].kvs[0].value_len, 0, host, sizeof(host));
+            snprintf(why, why_cap, "the cluster policy is being changed by host %s", host);
+        }
+        vmenc_etcd_txn_result_cleanup(&r);
+        if (got) {
+            c->policy_locked = true;
+            return VMENC_OK;
+        }
+        if (vmenc_now_monotonic_ms() >= until)
+            return VMENC_E_LOCKED;
+        sleep_ms(backoff);
+        if (backoff < 50)
+            backoff *= 2;
+    }
+}
+
+void ctl_cluster_policy_unlock(ctl_cluster *c) {
+    if (c == NULL || !c->policy_locked)
+        return;
+    c->policy_locked = false;
+    char key[KEY_MAX];
+    if (key_of(c, key, sizeof(key), "policy.lock", NULL, NULL) == VMENC_OK)
+        delete_if_ours(c, key);
+}
+
+/* ---- the watch ---------------------------------------------------------------------------------- */
+
+static int on_watch(void *arg, const vmenc_etcd_watch_msg *m) {
+    ctl_cluster *c = arg;
+    if (m->created)
+        atomic_store(&c->watch_ok, true);
+    for (size_t i = 0; i < m->num_events; i++) {
+        const vmenc_etcd_event *e = &m->events[i];
+        if (e->type != VMENC_ETCD_EVENT_PUT)
+            continue;
+        if (e->kv.mod_revision <= atomic_load(&c->watch_rev))
+            continue;
+        atomic_store(&c->watch_rev, e->kv.mod_revision);
+        c->policy_fn(c->policy_arg, e->kv.value, e->kv.value_len, e->kv.mod_revision);
+    }
+    pthread_mutex_lock(&c->mu);
+    bool stop = c->stopping;
+    pthread_mutex_unlock(&c->mu);
+    return stop ? 1 : 0;
+}
+
+/* resync reads the document after the stream broke and hands a newer one
+ * over; returns the revision to watch from. */
+static int64_t resync(ctl_cluster *c) {
+    char key[KEY_MAX];
+    if (key_of(c, key, sizeof(key), "policy", NULL, NULL) != VMENC_OK)
+        return 0;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t rev = 0;
+    if (get_one(c->wc, key, false, &v, &len, &rev, NULL) != VMENC_OK)
+        return 0;
+    if (rev > atomic_load(&c->watch_rev)) {
+        atomic_store(&c->watch_rev, rev);
+        c->policy_fn(c->policy_arg, v, len, rev);
+    }
+    free(v);
+    return rev;
+}
+
+static void *watch_main(void *arg) {
+    ctl_cluster *c = arg;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        bool stop = c->stopping;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        vmenc_status s = vmenc_etcd_watch_run(c->watch, on_watch, c);
+        atomic_store(&c->watch_ok, false);
+        pthread_mutex_lock(&c->mu);
+        stop = c->stopping;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        if (s == VMENC_E_CONFLICT || s == VMENC_E_CONTROL_UNAVAILABLE) {
+            /* Compacted or nobody answers: read the document again, then
+             * watch from there (a fresh watch object). */
+            int64_t rev = resync(c);
+            if (rev > 0) {
+                char key[KEY_MAX];
+                if (key_of(c, key, sizeof(key), "policy", NULL, NULL) == VMENC_OK) {
+                    vmenc_etcd_watch_req wr = {.key = K(key), .key_len = strlen(key), .start_revision = rev + 1};
+                    vmenc_etcd_watch *nw = NULL;
+                    if (vmenc_etcd_watch_new(c->wc, &wr, &nw) == VMENC_OK) {
+                        pthread_mutex_lock(&c->mu);
+                        if (c->stopping) {
+                            vmenc_etcd_watch_free(nw);
+                        } else {
+                            vmenc_etcd_watch_free(c->watch);
+                            c->watch = nw;
+                        }
+                        pthread_mutex_unlock(&c->mu);
+                    }
+                }
+            }
+            sleep_ms(200);
+        }
+    }
+    atomic_store(&c->watch_ok, false);
+    return NULL;
+}
+
+vmenc_status ctl_cluster_watch_policy(ctl_cluster *c, int64_t from_rev, ctl_cluster_policy_fn fn, void *arg) {
+    VMENC_ENSURE(c != NULL && fn != NULL && !c->watch_started, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "policy", NULL, NULL));
+    c->policy_fn = fn;
+    c->policy_arg = arg;
+    atomic_store(&c->watch_rev, from_rev);
+    vmenc_etcd_watch_req wr = {.key = K(key), .key_len = strlen(key), .start_revision = from_rev + 1};
+    VMENC_GUARD(vmenc_etcd_watch_new(c->wc, &wr, &c->watch));
+    if (pthread_create(&c->watch_thread, NULL, watch_main, c) != 0) {
+        vmenc_etcd_watch_free(c->watch);
+        c->watch = NULL;
+        return VMENC_E_NOMEM;
+    }
+    c->watch_started = true;
+    return VMENC_OK;
+}
+
+bool ctl_cluster_watch_healthy(const ctl_cluster *c) {
+    return c != NULL && atomic_load_explicit(&((ctl_cluster *)c)->watch_ok, memory_order_acquire);
+}
+
+static void watch_stop(ctl_cluster *c) {
+    if (!c->watch_started)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->cv);
+    vmenc_etcd_watch_cancel(c->watch); /* under the mutex: the thread swaps it only under it */
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->watch_thread, NULL);
+    vmenc_etcd_watch_free(c->watch);
+    c->watch = NULL;
+    c->watch_started = false;
+}

@@ -1,0 +1,191 @@
+/*
+ * lib/workspace/cluster_file.c - the two small JSON documents of cluster
+ * mode: WORKSPACE/cluster.json (which cluster this workspace belongs to
+ * and how to reach it; host-private, written by vmenc_workspace_cluster_join)
+ * and the cluster document /vmenc/<cluster>/cluster in etcd (the cluster's
+ * ID and its wrapped cluster key). Both formats: docs/cluster.md.
+ *
+ * Safety rule: both are parsed strictly (json-c, strict mode, UTF-8
+ * checked, bounded depth and size): every field typed and bounded, an
+ * unknown field or a missing one refuses the document; nothing in them is
+ * secret (the cluster key is stored wrapped only).
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workspace/ws_cluster.h"
+
+#define DOC_MAX (64u << 10)
+
+void ws_cluster_file_cleanup(ws_cluster_file *f) {
+    if (f == NULL)
+        return;
+    free(f->name);
+    free(f->endpoints);
+    free(f->ca_file);
+    free(f->cert_file);
+    free(f->key_file);
+    memset(f, 0, sizeof(*f));
+}
+
+void ws_cluster_doc_cleanup(ws_cluster_doc *d) {
+    if (d == NULL)
+        return;
+    free(d->name);
+    free(d->id);
+    free(d->key_provider);
+    free(d->key);
+    memset(d, 0, sizeof(*d));
+}
+
+static json_object *parse_strict(const uint8_t *text, size_t len) {
+    if (len == 0 || len > DOC_MAX)
+        return NULL;
+    json_tokener *tok = json_tokener_new_ex(8);
+    if (tok == NULL)
+        return NULL;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *o = json_tokener_parse_ex(tok, (const char *)text, (int)len);
+    bool ok = o != NULL && json_tokener_get_error(tok) == json_tokener_success &&
+              json_tokener_get_parse_end(tok) == len && json_object_is_type(o, json_type_object);
+    json_tokener_free(tok);
+    if (!ok) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* take_str copies string member |k| (1..cap bytes, no control character). */
+static vmenc_status take_str(json_object *o, const char *k, size_t cap, bool required, char **out) {
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(o, k, &v))
+        return required ? VMENC_E_PARSE : VMENC_OK;
+    VMENC_ENSURE(json_object_is_type(v, json_type_string), VMENC_E_PARSE);
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    VMENC_ENSURE(n > 0 && n <= cap && strlen(s) == n, VMENC_E_PARSE);
+    for (size_t i = 0; i < n; i++)
+        VMENC_ENSURE((unsigned char)s[i] >= 0x20 && s[i] != 0x7f, VMENC_E_PARSE);
+    *out = strdup(s);
+    VMENC_ENSURE(*out != NULL, VMENC_E_NOMEM);
+    return VMENC_OK;
+}
+
+static vmenc_status only_keys(json_object *o, const char *const *allowed) {
+    json_object_object_foreach(o, key, val) {
+        (void)val;
+        bool ok = false;
+        for (size_t i = 0; allowed[i] != NULL; i++)
+            ok |= strcmp(key, allowed[i]) == 0;
+        VMENC_ENSURE(ok, VMENC_E_PARSE);
+    }
+    return VMENC_OK;
+}
+
+static vmenc_status version_1(json_object *o) {
+    json_object *v = NULL;
+    VMENC_ENSURE(json_object_object_get_ex(o, "version", &v) && json_object_is_type(v, json_type_int) &&
+                     json_object_get_int64(v) == 1,
+                 VMENC_E_BAD_VERSION);
+    return VMENC_OK;
+}
+
+vmenc_status ws_cluster_file_parse(const uint8_t *text, size_t len, ws_cluster_file *out) {
+    memset(out, 0, sizeof(*out));
+    json_object *o = parse_strict(text, len);
+    VMENC_ENSURE(o != NULL, VMENC_E_PARSE);
+    static const char *const keys[] = {"version", "name", "endpoints", "cacert", "cert", "key", "ttl_s", NULL};
+    vmenc_status s = only_keys(o, keys);
+    if (s == VMENC_OK)
+        s = version_1(o);
+    if (s == VMENC_OK)
+        s = take_str(o, "name", 64, true, &out->name);
+    if (s == VMENC_OK)
+        s = take_str(o, "endpoints", 4096, true, &out->endpoints);
+    if (s == VMENC_OK)
+        s = take_str(o, "cacert", 4096, true, &out->ca_file);
+    if (s == VMENC_OK)
+        s = take_str(o, "cert", 4096, true, &out->cert_file);
+    if (s == VMENC_OK)
+        s = take_str(o, "key", 4096, true, &out->key_file);
+    json_object *t = NULL;
+    if (s == VMENC_OK && json_object_object_get_ex(o, "ttl_s", &t)) {
+        int64_t v = json_object_is_type(t, json_type_int) ? json_object_get_int64(t) : -1;
+        if (v < 2 || v > 3600)
+            s = VMENC_E_PARSE;
+        else
+            out->ttl_s = (uint32_t)v;
+    }
+    json_object_put(o);
+    if (s != VMENC_OK)
+        ws_cluster_file_cleanup(out);
+    return s;
+}
+
+vmenc_status ws_cluster_file_serialize(const ws_cluster_file *f, char **out) {
+    json_object *o = json_object_new_object();
+    VMENC_ENSURE(o != NULL, VMENC_E_NOMEM);
+    json_object_object_add(o, "version", json_object_new_int(1));
+    json_object_object_add(o, "name", json_object_new_string(f->name));
+    json_object_object_add(o, "endpoints", json_object_new_string(f->endpoints));
+    json_object_object_add(o, "cacert", json_object_new_string(f->ca_file));
+    json_object_object_add(o, "cert", json_object_new_string(f->cert_file));
+    json_object_object_add(o, "key", json_object_new_string(f->key_file));
+    if (f->ttl_s != 0) /* 0: the default, not written */
+        json_object_object_add(o, "ttl_s", json_object_new_int((int32_t)f->ttl_s));
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+    size_t n = s ? strlen(s) : 0;
+    char *b = s ? malloc(n + 2) : NULL;
+    if (b != NULL) {
+        memcpy(b, s, n);
+        b[n] = '\n';
+        b[n + 1] = '\0';
+    }
+    json_object_put(o);
+    VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
+    *out = b;
+    return VMENC_OK;
+}
+
+vmenc_status ws_cluster_doc_parse(const uint8_t *text, size_t len, ws_cluster_doc *out) {
+    memset(out, 0, sizeof(*out));
+    json_object *o = parse_strict(text, len);
+    VMENC_ENSURE(o != NULL, VMENC_E_PARSE);
+    static const char *const keys[] = {"version", "name", "id", "key_provider", "key", NULL};
+    vmenc_status s = only_keys(o, keys);
+    if (s == VMENC_OK)
+        s = version_1(o);
+    if (s == VMENC_OK)
+        s = take_str(o, "name", 64, true, &out->name);
+    if (s == VMENC_OK)
+        s = take_str(o, "id", 36, true, &out->id);
+    if (s == VMENC_OK)
+        s = take_str(o, "key_provider", 64, true, &out->key_provider);
+    if (s == VMENC_OK)
+        s = take_str(o, "key", 4096, true, &out->key);
+    json_object_put(o);
+    if (s != VMENC_OK)
+        ws_cluster_doc_cleanup(out);
+    return s;
+}
+
+vmenc_status ws_cluster_doc_serialize(const ws_cluster_doc *d, char **out) {
+    json_object *o = json_object_new_object();
+    VMENC_ENSURE(o != NULL, VMENC_E_NOMEM);
+    json_object_object_add(o, "version", json_object_new_int(1));
+    json_object_object_add(o, "name", json_object_new_string(d->name));
+    json_object_object_add(o, "id", json_object_new_string(d->id));
+    json_object_object_add(o, "key_provider", json_object_new_string(d->key_provider));
+    json_object_object_add(o, "key", json_object_new_string(d->key));
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *b = s ? strdup(s) : NULL;
+    json_object_put(o);
+    VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
+    *out = b;
+    return VMENC_OK;
+}

@@ -1,0 +1,669 @@
+/*
+ * tools/vmenc/cmd_cluster.c - `vmenc cluster ...`: make a workspace a host
+ * of an etcd-backed cluster and look at it (init, join, leave, status,
+ * hosts, owner, take-over), run a VM's writes as a host would (power-on:
+ * the long-running writer the cluster tests kill, stop and fence), and
+ * measure policy decisions per second in this mode (bench). Public
+ * headers only; the semantics are the library's (include/vmenc/cluster.h,
+ * docs/cluster.md).
+ *
+ * Safety rule: this file decides nothing: every refusal (ownership,
+ * fencing, policy) comes from the library and is printed as it came.
+ *
+ * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vmenc/cluster.h"
+
+static int need_cluster(cli *c, vmenc_cluster_status *st) {
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    *st = (vmenc_cluster_status){.struct_size = sizeof(*st)};
+    vmenc_status s = vmenc_workspace_cluster_status(c->ws, st);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cluster status");
+    if (!st->in_cluster)
+        return cli_fail(c, VMENC_E_BAD_STATE, "this workspace is not in a cluster (vmenc cluster init / join)");
+    return EXIT_OK;
+}
+
+static int do_join(cli *c, args *a, bool create) {
+    vmenc_cluster_spec spec = {.struct_size = sizeof(spec), .flags = create ? VMENC_CLUSTER_CREATE : 0};
+    const char *ttl = NULL;
+    bool have_ep = arg_value(c, a, "--endpoints", &spec.endpoints);
+    (void)arg_value(c, a, "--cacert", &spec.ca_file);
+    (void)arg_value(c, a, "--cert", &spec.cert_file);
+    (void)arg_value(c, a, "--key", &spec.key_file);
+    (void)arg_value(c, a, "--name", &spec.name);
+    if (create)
+        (void)arg_value(c, a, "--key-provider", &spec.key_provider);
+    if (arg_value(c, a, "--ttl", &ttl)) {
+        char *end = NULL;
+        unsigned long v = strtoul(ttl, &end, 10);
+        if (end == NULL || *end != '\0' || v < 2 || v > 3600)
+            return cli_usage(c, "--ttl takes seconds, 2 to 3600");
+        spec.ttl_s = (uint32_t)v;
+    }
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (!have_ep || spec.ca_file == NULL || spec.cert_file == NULL || spec.key_file == NULL)
+        return cli_usage(c, "--endpoints, --cacert, --cert and --key are required");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status s = vmenc_workspace_cluster_join(c->ws, cli_principal(c), &spec);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cannot %s cluster '%s'", create ? "initialise" : "join",
+                        spec.name ? spec.name : "vmenc");
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    s = vmenc_workspace_cluster_status(c->ws, &st);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "cluster", st.name);
+    out_str(o, "host", st.host);
+    out_u64(o, "ttl_s", st.ttl_s);
+    out_end(o);
+    return s == VMENC_OK ? EXIT_OK : cli_fail(c, s, "cluster status");
+}
+
+static int cl_init(cli *c, args *a) { return do_join(c, a, true); }
+static int cl_join(cli *c, args *a) { return do_join(c, a, false); }
+
+static int cl_leave(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status s = vmenc_workspace_cluster_leave(c->ws, cli_principal(c));
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cannot leave the cluster");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int cl_status(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    vmenc_status s = vmenc_workspace_cluster_status(c->ws, &st);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cluster status");
+    out_t *o = out_begin(c);
+    out_bool(o, "in_cluster", st.in_cluster);
+    if (st.in_cluster) {
+        out_str(o, "cluster", st.name);
+        out_str(o, "host", st.host);
+        char lease[24];
+        snprintf(lease, sizeof(lease), "%016" PRIx64, st.lease);
+        out_str(o, "lease", lease);
+        out_u64(o, "ttl_s", st.ttl_s);
+        out_int(o, "fence_ms_left", st.fence_ms_left);
+        out_bool(o, "fenced", st.fence_ms_left <= 0);
+        out_bool(o, "lease_gone", st.lease_gone);
+        out_bool(o, "watch_healthy", st.watch_healthy);
+        out_int(o, "policy_revision", st.policy_revision);
+        out_u64(o, "endpoints", st.num_endpoints);
+        out_u64(o, "endpoints_up", st.num_endpoints_up);
+        out_bool(o, "quorum", st.has_leader);
+    }
+    out_end(o);
+    return EXIT_OK;
+}
+
+typedef struct host_list {
+    out_t *o;
+    uint32_t n;
+} host_list;
+
+static int host_row(void *ctx, const char *host, const char *info, uint32_t sessions) {
+    host_list *h = ctx;
+    out_obj(h->o, NULL);
+    out_str(h->o, "host", host);
+    out_u64(h->o, "sessions", sessions);
+    out_bool(h->o, "up", sessions > 0);
+    out_raw(h->o, "registration", info);
+    out_close(h->o);
+    h->n++;
+    return 0;
+}
+
+static int cl_hosts(cli *c, args *a) {
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    out_t *o = out_begin(c);
+    out_arr(o, "hosts");
+    host_list h = {.o = o};
+    vmenc_status s = vmenc_workspace_cluster_hosts(c->ws, host_row, &h);
+    out_close(o);
+    out_u64(o, "count", h.n);
+    out_end(o);
+    return s == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, s, "cannot list the cluster's hosts");
+}
+
+static int cl_owner(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster owner VM");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    char owner[VMENC_POLICY_NAME_MAX + 1];
+    vmenc_status s = vmenc_workspace_vm_owner(c->ws, name, owner, sizeof(owner));
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "owner of VM '%s'", name);
+    out_t *o = out_begin(c);
+    out_str(o, "vm", name);
+    out_str(o, "owner", owner);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int cl_take_over(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster take-over VM");
+    return cluster_take_over(c, name);
+}
+
+int cluster_take_over(cli *c, const char *name) {
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm *vm = NULL;
+    vmenc_status s = vmenc_workspace_vm_take_over(c->ws, cli_principal(c), name, &vm);
+    if (s != VMENC_OK) {
+        char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+        if (s == VMENC_E_LOCKED && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+            holder[0] = '\0';
+        return cli_fail(c, s, "cannot take VM '%s' over%s%s", name, holder[0] ? ": " : "", holder);
+    }
+    vmenc_vm_free(vm); /* the ownership goes with this process: a host that runs it takes it again */
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "host", st.host);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static uint64_t now_real_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* power-on: open every disk of VM for write (taking ownership) and write a
+ * tagged record every --interval-ms into sector 0 of the first disk, one
+ * line per write to --log: "HOST LEASE SEQ REALTIME_MS STATUS". Stops on
+ * SIGTERM/SIGINT, after --seconds, or when a write is refused (fenced). */
+static int cl_power_on(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    const char *secs_s = NULL, *ivl_s = NULL, *log_path = NULL;
+    (void)arg_value(c, a, "--seconds", &secs_s);
+    (void)arg_value(c, a, "--interval-ms", &ivl_s);
+    (void)arg_value(c, a, "--log", &log_path);
+    bool keep_going = arg_flag(a, "--keep-going");
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster power-on VM [--seconds N] [--interval-ms N] [--log FILE]");
+    double secs = secs_s ? strtod(secs_s, NULL) : 0;
+    long ivl = ivl_s ? strtol(ivl_s, NULL, 10) : 100;
+    if (ivl < 1 || ivl > 60000)
+        return cli_usage(c, "--interval-ms takes 1 to 60000");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm *vm = NULL;
+    rc = open_vm(c, name, &vm, false);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm_info vi = {.struct_size = sizeof(vi)};
+    vmenc_disk_info di = {.struct_size = sizeof(di)};
+    vmenc_status s = vmenc_vm_get_info(vm, &vi);
+    if (s == VMENC_OK && vi.num_disks == 0)
+        s = VMENC_E_NOT_FOUND;
+    if (s == VMENC_OK)
+        s = vmenc_vm_get_disk_info(vm, 0, &di);
+    vmenc_disk *d = NULL;
+    if (s == VMENC_OK)
+        s = vmenc_disk_open(vm, cli_principal(c), di.disk_id, 0, &d);
+    if (s != VMENC_OK) {
+        char holder[VMENC_LOCK_MESSAGE_MAX + 4] = "";
+        vmenc_lock_holder h = {.struct_size = sizeof(h)};
+        if (s == VMENC_E_LOCKED && vmenc_vm_get_lock_holder(vm, &h) == VMENC_OK)
+            snprintf(holder, sizeof(holder), ": %s", h.message);
+        vmenc_vm_free(vm);
+        return cli_fail(c, s, "cannot power on VM '%s' (write open of its disk)%s", name, holder);
+    }
+    FILE *log = log_path ? fopen(log_path, "ae") : NULL;
+    if (log_path && log == NULL) {
+        vmenc_status cs = vmenc_disk_close(d);
+        (void)cs;
+        vmenc_vm_free(vm);
+        return cli_fail(c, VMENC_E_IO, "cannot open %s", log_path);
+    }
+    cli_info(c, "VM '%s' powered on at host %s (lease %016" PRIx64 ")", name, st.host, st.lease);
+    if (log) {
+        fprintf(log, "%s %016" PRIx64 " 0 %" PRIu64 " OPEN\n", st.host, st.lease, now_real_ms());
+        fflush(log);
+    }
+    uint64_t t_end = secs > 0 ? now_real_ms() + (uint64_t)(secs * 1000) : 0;
+    uint64_t seq = 0, refused = 0;
+    vmenc_status last = VMENC_OK;
+    uint8_t sector[512];
+    while (!g_interrupted && (t_end == 0 || now_real_ms() < t_end)) {
+        seq++;
+        memset(sector, 0, sizeof(sector));
+        uint64_t t = now_real_ms();
+        int n = snprintf((char *)sector, sizeof(sector), "%s %016" PRIx64 " %" PRIu64 " %" PRIu64, st.host, st.lease,
+                         seq, t);
+        (void)n;
+        s = vmenc_disk_pwrite(d, 0, sector, sizeof(sector));
+        if (s == VMENC_OK)
+            s = vmenc_disk_flush(d);
+        if (log) {
+            fprintf(log, "%s %016" PRIx64 " %" PRIu64 " %" PRIu64 " %s\n", st.host, st.lease, seq, t,
+                    s == VMENC_OK ? "OK" : vmenc_status_name(s));
+            fflush(log);
+        }
+        if (s != VMENC_OK) {
+            refused++;
+            if (last == VMENC_OK)
+                fprintf(stderr, "vmenc: write %" PRIu64 " refused: %s\n", seq, vmenc_strerror(s));
+            last = s;
+            if (!keep_going)
+                break;
+        } else {
+            if (last != VMENC_OK)
+                fprintf(stderr, "vmenc: writes resumed at %" PRIu64 "\n", seq);
+            last = VMENC_OK;
+        }
+        struct timespec ts = {.tv_sec = ivl / 1000, .tv_nsec = (ivl % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (log)
+        fclose(log);
+    vmenc_status cs = vmenc_disk_close(d);
+    (void)cs;
+    vmenc_vm_free(vm);
+    out_t *o = out_begin(c);
+    out_u64(o, "writes", seq);
+    out_u64(o, "refused", refused);
+    out_str(o, "last_status", vmenc_status_name(last));
+    out_end(o);
+    if (last != VMENC_OK)
+        return cli_fail_stderr(c, last, "VM '%s' stopped writing", name);
+    return EXIT_OK;
+}
+
+/* ---- bench ---------------------------------------------------------------------------------- */
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* out_lat sorts |ms| and prints its p50 and p99 as an object |key|. */
+static void out_lat(out_t *o, const char *key, double *ms, size_t n) {
+    qsort(ms, n, sizeof(*ms), cmp_double);
+    out_obj(o, key);
+    out_u64(o, "n", n);
+    out_double(o, "p50_ms", n ? ms[n / 2] : 0);
+    out_double(o, "p99_ms", n ? ms[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] : 0);
+    out_close(o);
+}
+
+/* bench: policy decisions per second from this workspace's model (the
+ * cluster's cached document in cluster mode, the local one otherwise),
+ * and with --ops N the latency of N grants, N write-opens of --vm and N
+ * VM creates. Run it on a cluster host and on a single-host workspace in
+ * the same run: the ratio is the measure (docs/cluster.md). */
+static int cl_bench(cli *c, args *a) {
+    const char *n_s = NULL, *vm = NULL, *ops_s = NULL;
+    (void)arg_value(c, a, "--decisions", &n_s);
+    (void)arg_value(c, a, "--vm", &vm);
+    (void)arg_value(c, a, "--ops", &ops_s);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    long n = n_s ? strtol(n_s, NULL, 10) : 2000000;
+    long ops = ops_s ? strtol(ops_s, NULL, 10) : 0;
+    if (n < 1000 || ops < 0 || ops > 100000)
+        return cli_usage(c, "--decisions takes at least 1000, --ops 0 to 100000");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    vmenc_status s = vmenc_workspace_cluster_status(c->ws, &st);
+    vmenc_policy *p = vmenc_workspace_policy(c->ws);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = vm ? VMENC_OP_POWER_ON : VMENC_OP_READ_KEY_SERVERS,
+                               .vm = vm};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    double t0 = mono_s();
+    long allowed = 0;
+    for (long i = 0; i < n && s == VMENC_OK; i++) {
+        vmenc_status r = vmenc_policy_check(p, cli_principal(c), &rq, &d);
+        if (r == VMENC_OK)
+            allowed++;
+        else if (r != VMENC_E_DENIED)
+            s = r;
+    }
+    double el = mono_s() - t0;
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "policy check");
+    double *grant = ops ? calloc((size_t)ops, sizeof(double)) : NULL;
+    double *wopen = ops ? calloc((size_t)ops, sizeof(double)) : NULL;
+    double *create = ops ? calloc((size_t)ops, sizeof(double)) : NULL;
+    if (ops && (!grant || !wopen || !create)) {
+        free(grant), free(wopen), free(create);
+        return cli_fail(c, VMENC_E_NOMEM, "bench");
+    }
+    size_t ng = 0, nw = 0, nc = 0;
+    if (ops && (s = vmenc_policy_add_user(p, "bench-user")) == VMENC_E_EXISTS)
+        s = VMENC_OK;
+    for (long i = 0; i < ops && s == VMENC_OK; i++) {
+        double a0 = mono_s();
+        s = vmenc_policy_grant_as(p, cli_principal(c), "bench-user", "root", (i & 1) ? "ReadOnly" : "NoCryptoAdmin", 1,
+                                  &d);
+        if (s == VMENC_E_NOT_FOUND) /* role names differ: any change will do */
+            s = vmenc_policy_grant_as(p, cli_principal(c), "bench-user", "root", (i & 1) ? "Admin" : "ReadOnly", 1, &d);
+        grant[ng++] = (mono_s() - a0) * 1000;
+    }
+    for (long i = 0; vm && i < ops && s == VMENC_OK; i++) {
+        double a0 = mono_s();
+        vmenc_vm *v = NULL;
+        vmenc_disk *dk = NULL;
+        vmenc_disk_info di = {.struct_size = sizeof(di)};
+        s = vmenc_workspace_open_vm(c->ws, cli_principal(c), vm, &v);
+        if (s == VMENC_OK)
+            s = vmenc_vm_get_disk_info(v, 0, &di);
+        if (s == VMENC_OK)
+            s = vmenc_disk_open(v, cli_principal(c), di.disk_id, 0, &dk);
+        if (s == VMENC_OK)
+            s = vmenc_disk_close(dk);
+        vmenc_vm_free(v);
+        wopen[nw++] = (mono_s() - a0) * 1000;
+    }
+    char home[VMENC_WORKSPACE_PATH_MAX];
+    for (long i = 0; i < ops && s == VMENC_OK; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "bench-%ld-%ld", (long)getpid(), i);
+        s = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
+        vmenc_vm_create_options co = {.struct_size = sizeof(co), .principal = cli_principal(c), .home_dir = home,
+                                      .name = name, .folder = vmenc_workspace_folder(c->ws)};
+        double a0 = mono_s();
+        vmenc_vm *v = NULL;
+        if (s == VMENC_OK)
+            s = vmenc_vm_create(vmenc_workspace_host(c->ws), &co, &v);
+        create[nc++] = (mono_s() - a0) * 1000;
+        vmenc_vm_free(v);
+    }
+    out_t *o = out_begin(c);
+    out_str(o, "mode", st.in_cluster ? "cluster" : "single-host");
+    out_int(o, "decisions", n);
+    out_int(o, "allowed", allowed);
+    out_double(o, "seconds", el);
+    out_double(o, "decisions_per_second", el > 0 ? (double)n / el : 0);
+    if (ops) {
+        out_lat(o, "grant", grant, ng);
+        if (vm)
+            out_lat(o, "open_for_write", wopen, nw);
+        out_lat(o, "create", create, nc);
+    }
+    out_end(o);
+    free(grant), free(wopen), free(create);
+    return s == VMENC_OK ? EXIT_OK : cli_fail_stderr(c, s, "bench operation");
+}
+
+/* ---- vmenc demo --cluster ----------------------------------------------------------------------
+ * A 3-member etcd cluster (the project's start script: $VMENC_ETCD_START, else
+ * tests/support/etcd/start-etcd-cluster.sh beside the build directory) and two hosts, each a
+ * workspace driven through this very program in its own process, so a host can be killed.
+ * Every step is checked; the demo exits 1 if any check failed. */
+
+typedef struct cdemo {
+    cli *c;
+    char dir[512];
+    char self[1024];
+    char start[1200];
+    char env[2048];      /* the etcd cluster's export lines, for the shell of each step */
+    int fails, checks;
+} cdemo;
+
+static bool cd_check(cdemo *d, bool ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool cd_check(cdemo *d, bool ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stdout, "  %s ", ok ? "[ok]  " : "[FAIL]");
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    va_end(ap);
+    d->checks++;
+    if (!ok)
+        d->fails++;
+    return ok;
+}
+
+/* cd_run runs |cmd| in sh with the cluster's environment; its output
+ * (stdout and stderr, up to |cap|) goes to |out|; returns the exit code. */
+static int cd_run(cdemo *d, char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int cd_run(cdemo *d, char *out, size_t cap, const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(cmd, sizeof(cmd), "{ %s cd '%s' && ", d->env, d->dir);
+    vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+    va_end(ap);
+    strncat(cmd, "; } 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    size_t got = 0;
+    char buf[512];
+    while (fgets(buf, sizeof(buf), p) != NULL) {
+        size_t l = strlen(buf);
+        if (out != NULL && got + l < cap) {
+            memcpy(out + got, buf, l);
+            got += l;
+        }
+    }
+    if (out != NULL && cap > 0)
+        out[got < cap ? got : cap - 1] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define H(n) "'%s' --workspace ws" #n " --passphrase-file pass "
+
+static void cluster_story(cdemo *d) {
+    char out[8192];
+    printf("\n== a 3-member etcd cluster with mutual TLS\n");
+    FILE *p = NULL;
+    {
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd), "bash '%s' '%s/etcd' 2>/dev/null", d->start, d->dir);
+        p = popen(cmd, "r");
+    }
+    size_t el = (size_t)snprintf(d->env, sizeof(d->env), "export VMENC_USER=alice; ");
+    char line[1024];
+    while (p != NULL && fgets(line, sizeof(line), p) != NULL)
+        if (strncmp(line, "export ", 7) == 0 && el + strlen(line) + 2 < sizeof(d->env)) {
+            line[strcspn(line, "\n")] = '\0';
+            el += (size_t)snprintf(d->env + el, sizeof(d->env) - el, "%s; ", line);
+        }
+    int rc = p ? pclose(p) : -1;
+    if (!cd_check(d, rc == 0 && strstr(d->env, "VMENC_ETCD_ENDPOINTS") != NULL, "etcd members m1, m2, m3 healthy"))
+        return;
+    printf("\n== two hosts, one datastore, one shared key provider, one cluster\n");
+    rc = cd_run(d, out, sizeof(out),
+                "echo 'demo passphrase' > pass && echo 'demo shared' > shared.pass && "
+                "'%s' init ws1 --admin alice --host esx01 --kdf-memory 8192 --kdf-passes 1 --passphrase-file pass -q && "
+                "'%s' init ws2 --admin alice --host esx02 --kdf-memory 8192 --kdf-passes 1 --passphrase-file pass -q && "
+                "sed -i \"s|^datastore = .*|datastore = \\\"$PWD/ws1/datastore\\\"|\" ws2/vmenc.conf && "
+                H(1) "kms add shared --type file --endpoint \"$PWD/shared.vks\" --create --secret-file \"$PWD/shared.pass\" "
+                "--option kdf_ops=1 --option kdf_mem_kib=8192 -q && "
+                H(2) "kms add shared --type file --endpoint \"$PWD/shared.vks\" --secret-file \"$PWD/shared.pass\" "
+                "--option kdf_ops=1 --option kdf_mem_kib=8192 -q",
+                d->self, d->self, d->self, d->self);
+    cd_check(d, rc == 0, "workspaces ws1 (esx01) and ws2 (esx02) share a datastore and key provider 'shared'");
+    rc = cd_run(d, out, sizeof(out),
+                H(1) "cluster init --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert \"$VMENC_ETCD_CACERT\" "
+                "--cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" --name demo --key-provider shared --ttl 3 -q && "
+                H(2) "cluster join --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert \"$VMENC_ETCD_CACERT\" "
+                "--cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" --name demo --ttl 3 -q && " H(1) "--json cluster hosts",
+                d->self, d->self, d->self);
+    cd_check(d, rc == 0 && strstr(out, "\"esx01\"") && strstr(out, "\"esx02\""),
+             "esx01 initialised cluster 'demo', esx02 joined; both registered (lease TTL 3 s)");
+    rc = cd_run(d, out, sizeof(out),
+                H(2) "policy storage-policy 'Shared Enc' --encrypt --classes vm_home,disks --provider shared -q && "
+                H(1) "vm create vm01 --policy 'Shared Enc' --disk 1M -q", d->self, d->self);
+    cd_check(d, rc == 0, "esx02 adds storage policy 'Shared Enc'; esx01 creates vm01 under it (record in etcd)");
+    printf("\n== one policy, edited on one host, enforced on the other\n");
+    rc = cd_run(d, out, sizeof(out),
+                H(1) "policy user bob -q && " H(2) "--user bob policy check --op power_on --on vm01 -q",
+                d->self, d->self);
+    cd_check(d, rc == 3, "esx02 denies bob (added on esx01) powering vm01 on (exit %d)", rc);
+    rc = cd_run(d, out, sizeof(out), H(1) "policy grant bob Admin -q && " H(2) "--user bob policy check --op power_on --on vm01 -q",
+                d->self, d->self);
+    cd_check(d, rc == 0, "esx01 grants bob Admin: esx02 allows it at once, from its watched cache");
+    printf("\n== one writer per VM\n");
+    rc = cd_run(d, out, sizeof(out),
+                "(exec " H(1) "cluster power-on vm01 --log h1.log --interval-ms 50 >/dev/null 2>&1 & echo $! > h1.pid) && "
+                "for i in $(seq 100); do grep -q ' OK$' h1.log 2>/dev/null && break; sleep 0.05; done; grep -c ' OK$' h1.log",
+                d->self);
+    cd_check(d, rc == 0, "esx01 powers vm01 on (a writer process, tagged writes)");
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster power-on vm01 --seconds 1", d->self);
+    cd_check(d, rc != 0 && strstr(out, "owned by host esx01") != NULL, "esx02's write-open is refused: %s",
+             strstr(out, "VM vm01 is owned") ? "\"VM vm01 is owned by host esx01 ...\"" : out);
+    printf("\n== esx01 dies; esx02 takes vm01 over once esx01's lease expired\n");
+    rc = cd_run(d, out, sizeof(out),
+                "kill -9 $(cat h1.pid); t0=$(date +%%s%%3N); for i in $(seq 60); do "
+                H(2) "vm register vm01 --take-over -q >/dev/null 2>&1 && { echo $(( $(date +%%s%%3N) - t0 )); exit 0; }; "
+                "sleep 0.2; done; exit 1",
+                d->self);
+    out[strcspn(out, "\n")] = '\0';
+    cd_check(d, rc == 0, "esx01 SIGKILLed; vm01 taken over by esx02 %s ms later (TTL 3 s)", out);
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster power-on vm01 --seconds 1 --log h2.log -q >/dev/null && "
+                "f=$(awk '$5==\"OK\" {print $4; exit}' h2.log) && [ -n \"$f\" ] && awk -v f=$f '$5==\"OK\" && $4>=f' h1.log | wc -l",
+                d->self);
+    cd_check(d, rc == 0 && out[0] >= '0' && out[0] <= '9' && atoi(out) == 0, "esx02 writes vm01; no write of esx01 is later than esx02's first");
+    printf("\n== the cluster's events\n");
+    rc = cd_run(d, out, sizeof(out),
+                "(" H(1) "audit show; " H(2) "audit show) | grep -v denied | grep -o 'cluster\\.[a-z]*\\|vm\\.take_over' | sort | uniq -c",
+                d->self, d->self);
+    cd_check(d, strstr(out, "cluster.init") && strstr(out, "cluster.join") && strstr(out, "vm.take_over"),
+             "both hosts' logs record cluster.init, cluster.join and vm.take_over");
+    fputs(out, stdout);
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster status", d->self);
+    fputs(out, stdout);
+}
+
+int cluster_demo(cli *c, const char *keep) {
+    cdemo d = {.c = c};
+    ssize_t n = readlink("/proc/self/exe", d.self, sizeof(d.self) - 1);
+    if (n <= 0)
+        return cli_fail(c, VMENC_E_IO, "cannot find this program");
+    d.self[n] = '\0';
+    const char *start = getenv("VMENC_ETCD_START");
+    if (start != NULL) {
+        snprintf(d.start, sizeof(d.start), "%s", start);
+    } else {
+        char base[1024];
+        snprintf(base, sizeof(base), "%s", d.self);
+        char *slash = strrchr(base, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(d.start, sizeof(d.start), "%s/../tests/support/etcd/start-etcd-cluster.sh", base);
+    }
+    if (access(d.start, R_OK) != 0)
+        return cli_fail(c, VMENC_E_NOT_FOUND, "the etcd start script %s (set VMENC_ETCD_START)", d.start);
+    char tmpl[] = "/tmp/vmenc-cluster-demo-XXXXXX";
+    if (keep != NULL) {
+        snprintf(d.dir, sizeof(d.dir), "%s", keep);
+        if (mkdir(keep, 0700) != 0 && errno != EEXIST)
+            return cli_fail(c, VMENC_E_IO, "cannot make %s", keep);
+    } else if (mkdtemp(tmpl) != NULL) {
+        snprintf(d.dir, sizeof(d.dir), "%s", tmpl);
+    } else {
+        return cli_fail(c, VMENC_E_IO, "cannot make a temporary directory");
+    }
+    printf("vmenc %s cluster demo: two hosts, one control plane on etcd, checked step by step (in %s)\n",
+           vmenc_version_string(), d.dir);
+    cluster_story(&d);
+    char stop[1300];
+    snprintf(stop, sizeof(stop), "%s", d.start);
+    char *sl = strrchr(stop, '/');
+    char out[256];
+    if (sl != NULL) {
+        snprintf(sl + 1, sizeof(stop) - (size_t)(sl + 1 - stop), "stop-etcd-cluster.sh");
+        (void)cd_run(&d, out, sizeof(out), "[ -f h1.pid ] && kill -9 $(cat h1.pid) 2>/dev/null; bash '%s' '%s/etcd' >/dev/null",
+                     stop, d.dir);
+    }
+    if (keep == NULL)
+        (void)cd_run(&d, out, sizeof(out), "cd / && rm -rf '%s'", d.dir);
+    printf("\n%d of %d checks passed\n", d.checks - d.fails, d.checks);
+    return d.fails == 0 ? EXIT_OK : EXIT_FAILED;
+}
+
+const verb_def cluster_verbs[] = {
+    {"init", cl_init,
+     "--endpoints URLS --cacert F --cert F --key F [--name C] [--key-provider ALIAS] [--ttl S]",
+     "make this workspace a host of cluster C, creating the cluster's documents if absent",
+     "Options:\n"
+     "  --endpoints URLS      etcd client URLs, comma-separated https://HOST:PORT\n"
+     "  --cacert, --cert, --key  PEM files for mutual TLS with etcd\n"
+     "  --name C              the cluster (default vmenc)\n"
+     "  --key-provider ALIAS  whose KEK wraps the cluster key (default: the audit key provider);\n"
+     "                        every host needs this provider under this alias\n"
+     "  --ttl S               lease TTL in seconds (default 5): a host fences itself this long\n"
+     "                        (minus a margin) after its last renewal\n"
+     "The cluster's policy starts as this workspace's. Needs Cryptographer.RegisterHost on the root.\n"},
+    {"join", cl_join, "--endpoints URLS --cacert F --cert F --key F [--name C] [--ttl S]",
+     "make this workspace a host of an existing cluster",
+     "The cluster's policy replaces this workspace's while it is a member (the local document is kept\n"
+     "for 'cluster leave'); the host is added to its inventory. Needs Cryptographer.RegisterHost.\n"},
+    {"leave", cl_leave, "", "deregister this host and go back to the local policy", ""},
+    {"status", cl_status, "", "this host's session: lease, fencing deadline, watch, etcd members", ""},
+    {"hosts", cl_hosts, "", "the registered hosts and whether they are up (hold a live session)", ""},
+    {"owner", cl_owner, "VM", "which host owns VM for write", ""},
+    {"take-over", cl_take_over, "VM", "take VM over after its owner's lease expired (HA restart)",
+     "Refused (exit 7, VMENC_E_LOCKED) while the owner's lease lives. Needs Cryptographer.RegisterVM.\n"},
+    {"power-on", cl_power_on, "VM [--seconds N] [--interval-ms N] [--log FILE] [--keep-going]",
+     "run VM's writes as this host: open its first disk for write and write a tagged sector",
+     "Each write is logged as 'HOST LEASE SEQ TIME_MS STATUS'. Stops at the first refused write\n"
+     "(fenced: VMENC_E_LEASE_EXPIRED) unless --keep-going, after --seconds, or on SIGTERM.\n"},
+    {"bench", cl_bench, "[--decisions N] [--vm VM] [--ops N]",
+     "policy decisions per second in this workspace's mode; with --ops, p50/p99 of grant, write-open, create",
+     "Creates --ops VMs named bench-PID-I. Compare a cluster host with a single-host workspace in one run.\n"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
