@@ -267,7 +267,7 @@ static int cd_export(cli *c, args *a) {
         return rc;
     char pw[VMENC_COREDUMP_PASSWORD_MAX + 1];
     size_t pw_len = 0;
-    if (!cli_secret(c, "export password", pwfile, true, pw, sizeof(pw), &pw_len)) {
+    if (!cli_secret(c, "export password", "--password-file", pwfile, true, pw, sizeof(pw), &pw_len)) {
         vmenc_coredump_store_free(s);
         return EXIT_USAGE;
     }
@@ -315,7 +315,7 @@ static int cd_open(cli *c, args *a) {
         return cli_usage(c, "coredump open writes the dump to stdout; --json is not available");
     char pw[VMENC_COREDUMP_PASSWORD_MAX + 1];
     size_t pw_len = 0;
-    if (!cli_secret(c, "export password", pwfile, false, pw, sizeof(pw), &pw_len))
+    if (!cli_secret(c, "export password", "--password-file", pwfile, false, pw, sizeof(pw), &pw_len))
         return EXIT_USAGE;
     vmenc_coredump_reader *r = NULL;
     vmenc_status st = vmenc_coredump_open_exported(dir, id, (const uint8_t *)pw, pw_len, &r);
