@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "plan.h"
 
 static const struct { const char *name; vmenc_policy_op op; } k_ops[] = {
     {"encrypt_vm", VMENC_OP_ENCRYPT_VM}, {"create_vm", VMENC_OP_CREATE_VM}, {"decrypt_vm", VMENC_OP_DECRYPT_VM},
@@ -230,6 +231,21 @@ static int policy_revoke(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    if (!policy_has_name(c, "users", who) && !policy_has_name(c, "groups", who))
+        return cli_fail(c, VMENC_E_NOT_FOUND, "cannot revoke: no user or group '%s'%s", who,
+                        policy_has_name(c, "inventory", who) ? " (that is an inventory object: use --on)" : "");
+    /* Ask only someone who may revoke there (the library refuses and
+     * audits the others, with the missing privilege). */
+    int may = 0;
+    if (vmenc_policy_has_privilege(vmenc_workspace_policy(c->ws), cli_principal(c), on,
+                                   VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, &may) == VMENC_OK && may) {
+        char what[600];
+        snprintf(what, sizeof(what), "policy revoke: '%s' loses its permission on '%s' (and what it propagates to)",
+                 who, on);
+        rc = cli_confirm(c, what);
+        if (rc != EXIT_OK)
+            return rc;
+    }
     vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_REVOKE, .name = who, .object = on};
     return run_edit(c, &e, "policy.revoke", who);
 }
@@ -329,7 +345,8 @@ const verb_def policy_verbs[] = {
     {"grant", policy_grant, "PRINCIPAL ROLE [--on OBJECT] [--no-propagate]", "give a principal a role on an object (default root)",
      "Needs Authorization.ModifyPermissions and every privilege of ROLE (and of the role it replaces)\n"
      "on OBJECT; refused if anyone would gain or lose a privilege the acting user lacks somewhere.\n"},
-    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT]", "remove a principal's permission on an object",
+    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT] [--yes]", "remove a principal's permission on an object",
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
      "Needs Authorization.ModifyPermissions and every privilege of the removed role on OBJECT.\n"},
     {"host-mode", policy_host_mode, "[--enable | --disable] [--host H]", "show or change host encryption mode",
      "--enable and --disable need Cryptographer.RegisterHost on the host; --disable is refused while\n"

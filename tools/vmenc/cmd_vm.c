@@ -23,6 +23,7 @@
 
 #include "cli.h"
 #include "ctl_sock.h"
+#include "plan.h"
 
 #define IO_CHUNK (1u << 20)
 
@@ -473,6 +474,7 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     uint64_t seg = 0;
     (void)arg_value(c, a, "--policy", &policy);
     bool offline = arg_flag(a, "--offline");
+    bool dry = arg_flag(a, "--dry-run");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -484,6 +486,43 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    /* The plan: printed by --dry-run, summarised by the confirmation of a
+     * decryption, and a misspelt policy named before anything happens. */
+    storage_plan_t *plan = calloc(1, sizeof(*plan));
+    vmenc_status ps = plan ? storage_plan(c, vm, policy ? policy : def, plan) : VMENC_E_NOMEM;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "cannot %s VM '%s'", what, name);
+    int frc = fail_storage_policy(c, ps, policy ? policy : def, msg);
+    if (frc >= 0 || (dry && ps != VMENC_OK)) {
+        free(plan);
+        vmenc_vm_free(vm);
+        return frc >= 0 ? frc : cli_fail(c, ps, "cannot plan storage policy '%s' for VM '%s'", policy ? policy : def,
+                                         name);
+    }
+    if (dry) {
+        storage_plan_out(c, plan, name);
+        free(plan);
+        vmenc_vm_free(vm);
+        return EXIT_OK;
+    }
+    if (ps == VMENC_OK && strcmp(what, "decrypt") == 0) {
+        int ndec = 0;
+        bool home = false;
+        (void)storage_plan_bytes(plan, &ndec, &home, true);
+        vmenc_vm_info vi = {.struct_size = sizeof(vi)};
+        bool enc = vmenc_vm_get_info(vm, &vi) == VMENC_OK && vi.encrypted;
+        if ((ndec > 0 || home) && !would_be_denied(c, VMENC_OP_DECRYPT_VM, name, enc)) {
+            char sum[1024];
+            storage_plan_summary(plan, what, name, sum, sizeof(sum));
+            rc = cli_confirm(c, sum);
+            if (rc != EXIT_OK) {
+                free(plan);
+                vmenc_vm_free(vm);
+                return rc;
+            }
+        }
+    }
+    free(plan);
     if (!offline) {
         rc = online_convert(c, &vm, name, strcmp(what, "encrypt") == 0 ? CTL_KIND_ENCRYPT : CTL_KIND_DECRYPT,
                             policy, seg, what);
@@ -510,6 +549,10 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
         lock_why(vm, st, why, sizeof(why));
         served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
+        snprintf(msg, sizeof(msg), "cannot %s VM '%s'", what, name);
+        frc = fail_storage_policy(c, st, policy ? policy : def, msg);
+        if (frc >= 0)
+            return frc;
         return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def, why);
     }
     out_t *o = out_begin(c);
@@ -712,6 +755,26 @@ static int vm_remove_disk(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    if (del) {
+        /* Deleting a disk's files cannot be undone: ask (a denied user is
+         * refused and audited by the library instead). */
+        vmenc_vm_info vi = {.struct_size = sizeof(vi)};
+        vmenc_disk_info di = {.struct_size = sizeof(di)};
+        bool found = false;
+        if (vmenc_vm_get_info(vm, &vi) == VMENC_OK)
+            for (uint32_t i = 0; i < vi.num_disks && !found; i++)
+                found = vmenc_vm_get_disk_info(vm, i, &di) == VMENC_OK && strcmp(di.disk_id, disk) == 0;
+        if (found && !would_be_denied(c, VMENC_OP_EDIT_SETTINGS, name, vi.encrypted)) {
+            char what[1024];
+            snprintf(what, sizeof(what), "vm remove-disk: disk %s of VM '%s' (%s, %llu bytes) will be removed and its "
+                     "files deleted", disk, name, di.file_name, (unsigned long long)di.capacity);
+            rc = cli_confirm(c, what);
+            if (rc != EXIT_OK) {
+                vmenc_vm_free(vm);
+                return rc;
+            }
+        }
+    }
     vmenc_status st = vmenc_vm_remove_disk(vm, cli_principal(c), disk, del ? VMENC_VM_REMOVE_DELETE_FILES : 0);
     vmenc_vm_free(vm);
     if (st != VMENC_OK)
@@ -769,7 +832,7 @@ const verb_def vm_verbs[] = {
      "Needs VirtualMachine.Inventory.Create (+ Cryptographer.EncryptNew when encrypted).\n"},
     {"list", vm_list, "", "list the VMs of the datastore", ""},
     {"status", vm_status, "NAME", "show a VM, its disks, keys and missing keys", "Exit 5 if the VM is locked.\n"},
-    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE] [--offline]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
+    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE] [--offline] [--dry-run]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
      "The host is switched to encryption mode when the user may. Disks that hold data are\n"
      "encrypted in place (VM powered off), with a progress bar; Ctrl-C stops cleanly (exit 130)\n"
      "and 'vmenc vm resume NAME' finishes. --segment: unit of the conversion (default 8M;\n"
@@ -777,10 +840,13 @@ const verb_def vm_verbs[] = {
      "Online: when a process serves the VM's disk (nbdkit vmenc), the conversion runs in that\n"
      "process through its control endpoint (WORKSPACE/run/<VM-UUID>.ctl) while the guest keeps\n"
      "doing I/O; progress is streamed and Ctrl-C stops it cleanly there.\n"
-     "  --offline       convert here, never through an endpoint (refused while the disk is served)\n"},
-    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE] [--offline]", "apply a plain storage policy (default 'Datastore Default')",
+     "  --offline       convert here, never through an endpoint (refused while the disk is served)\n"
+     "  --dry-run       print the plan (disks, bytes, key providers, what stays plain); change nothing\n"},
+    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE] [--offline] [--dry-run] [--yes]", "apply a plain storage policy (default 'Datastore Default')",
      "Needs Cryptographer.Decrypt. Disks that hold data are decrypted in place, as encrypt\n"
-     "(online through the serving process's control endpoint when one serves the VM).\n"},
+     "(online through the serving process's control endpoint when one serves the VM).\n"
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
+     "  --dry-run       print the plan (disks, bytes, what stays plain); change nothing\n"},
     {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] [--offline] | --provider ALIAS] [--kek ID]", "rekey: shallow (new KEK) or --deep (new data keys)",
      "Shallow (default): every wrapped key re-wrapped under a new KEK, data not re-encrypted;\n"
      "needs Cryptographer.Recrypt. --deep: every encrypted disk gets a new DEK and is re-encrypted\n"
@@ -791,7 +857,10 @@ const verb_def vm_verbs[] = {
     {"clone", vm_clone, "SOURCE NAME [--policy SP | --plain] [--keep-keys]", "clone a powered-off VM",
      "Default: the source's policy, new keys. --keep-keys keeps the DEKs (ciphertext copied).\n"},
     {"add-disk", vm_add_disk, "NAME --size SIZE [--sector N] [--id scsiB:U]", "add a zero-filled disk", ""},
-    {"remove-disk", vm_remove_disk, "NAME DISK [--delete-files]", "remove a disk from the configuration", ""},
+    {"remove-disk", vm_remove_disk, "NAME DISK [--delete-files [--yes]]", "remove a disk from the configuration",
+     "  --delete-files  delete the disk's descriptor and data too: asks for YES on a terminal;\n"
+     "                  from a script pass --yes (refused on a pipe without it)\n"
+     "Needs VirtualMachine.Config.Settings.\n"},
     {"register", vm_register, "NAME|PATH.vmx [--folder F]", "add an existing VM home to this host's inventory",
      "Keys are fetched by ID; nothing is re-encrypted. Exit 5 if it registers locked.\n"},
     {"unlock", vm_unlock, "NAME", "retry fetching the keys of a locked VM", "Exit 5 if a key is still missing.\n"},

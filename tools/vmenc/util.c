@@ -393,12 +393,12 @@ int cli_confirm(cli *c, const char *what) {
         /* Never a question on a pipe, and never a destructive change a
          * script did not ask for in so many words. */
         char msg[1200];
-        snprintf(msg, sizeof(msg), "%s: this cannot be undone and stdin is not a terminal, so nothing was asked "
-                                   "and nothing changed; pass --yes (or -q) to do it from a script, or "
+        snprintf(msg, sizeof(msg), "%s; this asks for confirmation, and stdin is not a terminal: nothing was "
+                                   "asked and nothing changed; pass --yes (or -q) to do it from a script, or "
                                    "--dry-run to see the plan", what);
         return cli_usage(c, "%s", msg);
     }
-    fprintf(stderr, "WARNING!\n========\n%s.\nThis cannot be undone.\n\nAre you sure? (Type 'YES' in capital letters): ",
+    fprintf(stderr, "WARNING!\n========\n%s.\n\nAre you sure? (Type 'YES' in capital letters): ",
             what);
     fflush(stderr);
     char answer[64];
