@@ -328,8 +328,13 @@ typedef struct vmenc_keymgr_options {
     uint32_t cache_capacity;   /* KEKs cached at most; 0 = 1024 */
     uint64_t cache_ttl_ms;     /* lifetime of a cached KEK; 0 = until evicted or forgotten */
     uint32_t remote_wrap_alg;  /* vmenc_wrap_alg for providers without get_kek; 0 = AES-256-KWP */
-    /* Appended (issue 9): read only if struct_size covers it. */
+    /* Appended (issue 9). |flags| sits where the first version's padding
+     * was (sizeof stayed 24 with it alone), so a struct_size of 24 cannot
+     * say whether the caller knew it: it is read only if struct_size also
+     * covers |reserved| (sizeof 32, issue 24), and an older caller's
+     * padding - garbage included - is ignored. */
     uint32_t flags;            /* VMENC_KEYMGR_* */
+    uint32_t reserved;         /* 0 (VMENC_E_INVALID_ARG otherwise) */
 } vmenc_keymgr_options;
 
 /* vmenc_keymgr_options.flags: turn off the round-trip proof of

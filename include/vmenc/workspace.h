@@ -278,6 +278,109 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_foreach_vm(vmenc_workspa
                                                                    vmenc_workspace_vm_callback cb,
                                                                    void *ctx);
 
+/* vmenc_workspace_vm_spec describes a VM to create with its disks: set
+ * struct_size.
+ * - name: the VM's name (vm.h's rules); its home is datastore/NAME.
+ * - folder: the inventory folder; NULL = vmenc_workspace_folder.
+ * - storage_policy, kek_id, memory_bytes: as vmenc_vm_create_options.
+ * - disk_capacities: |num_disks| disk sizes in bytes (may be NULL when
+ *   |num_disks| is 0); each a positive multiple of |sector_size| and at
+ *   most VMENC_DISK_MAX_CAPACITY.
+ * - sector_size: 512 or 4096; 0 = 512.
+ * - flags: none defined yet (0). */
+typedef struct vmenc_workspace_vm_spec {
+    uint32_t struct_size;
+    const char *name;
+    const char *folder;
+    const char *storage_policy;
+    const char *kek_id;
+    uint64_t memory_bytes;
+    const uint64_t *disk_capacities;
+    size_t num_disks;
+    uint32_t sector_size;
+    uint32_t flags;
+} vmenc_workspace_vm_spec;
+
+/* vmenc_workspace_create_vm creates VM |spec->name| in the datastore for
+ * |principal| (vmenc_vm_create, then vmenc_vm_add_disk per disk; each step
+ * authorized and audited by the VM layer) - all or nothing. Every argument,
+ * every disk size included, is checked before anything is created: a size
+ * that is not a multiple of the sector fails with VMENC_E_INVALID_ARG and
+ * |err->message| says which disk, the size and the sector. A step that fails
+ * later (a denied disk, a full file system, a key provider down) removes
+ * what the call made - the disks, the home, the inventory entry, the
+ * authority record - so a retry with the same name works; the rollback is
+ * audited ("vm.create_rollback"). The KEK a failed create made is not
+ * destroyed (it may already be in a provider's backup). Other failures: as
+ * vmenc_vm_create and vmenc_vm_add_disk; |err| (may be NULL) names the
+ * step. On success |*out| (may be NULL: the VM is closed) is the open VM. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_create_vm(vmenc_workspace *ws, const char *principal,
+                                                                  const vmenc_workspace_vm_spec *spec,
+                                                                  vmenc_workspace_error *err, vmenc_vm **out);
+
+/* Flags of vmenc_workspace_delete_vm. */
+/* Keep the VM's files in the datastore (remove it from the inventory and the
+ * control store only, like vmenc_workspace_unregister_vm but audited as a
+ * delete and needing VirtualMachine.Inventory.Delete). */
+#define VMENC_WORKSPACE_DELETE_KEEP_FILES (1u << 0)
+/* Crypto-shredding: also destroy, at its key provider, every KEK the VM
+ * uses (its VM key's and its disks') that no other VM and no other record of
+ * this workspace uses - not the audit chain key's KEK, not the KEK of
+ * another VM's record or configuration. Needs Cryptographer.ManageKeys on
+ * the root too. After it no copy of the VM's files - a backup made before
+ * the delete included - can be decrypted, unless the provider itself keeps
+ * a copy of the key (a keystore backup, an HSM's replica). */
+#define VMENC_WORKSPACE_DELETE_DESTROY_KEYS (1u << 1)
+/* Decide and plan only: authorize (the decision is audited as usual), fill
+ * |out_result| with what would be removed and destroyed, change nothing. */
+#define VMENC_WORKSPACE_DELETE_DRY_RUN (1u << 2)
+
+/* What vmenc_workspace_delete_vm did or, under DRY_RUN, would do (caller
+ * memory; set struct_size; filled as far as the call got, on failure too). */
+typedef struct vmenc_workspace_delete_result {
+    uint32_t struct_size;                        /* sizeof(vmenc_workspace_delete_result) */
+    uint32_t num_files;                          /* files removed from the VM home */
+    uint64_t num_bytes;                          /* their size in bytes */
+    uint32_t num_keys;                           /* distinct KEKs the VM uses */
+    uint32_t num_keys_destroyed;                 /* of which destroyed at their provider */
+    uint32_t num_keys_kept;                      /* of which kept (used elsewhere, or no DESTROY_KEYS) */
+    char key_provider[VMENC_PROVIDER_ALIAS_MAX + 1]; /* the VM key's provider; "" for a plain VM */
+    char kek_id[VMENC_KEY_ID_MAX + 1];           /* the VM key's KEK ID; "" for a plain VM */
+    char message[VMENC_WORKSPACE_MESSAGE_MAX];   /* why a key was kept or the step that failed; "" */
+} vmenc_workspace_delete_result;
+
+/* vmenc_workspace_delete_vm removes VM |name| for |principal|: from the
+ * datastore (its home and every file in it, unless KEEP_FILES), from this
+ * host's control store (its authority record) and from the inventory (the
+ * policy document, committed before the call returns). Policy:
+ * VirtualMachine.Inventory.Delete on the VM; with DESTROY_KEYS also
+ * Cryptographer.ManageKeys on the root (both checked before anything is
+ * touched). Audited as "vm.delete" (denied, failed or success, with the
+ * VM's key provider and KEK ID) and, per KEK destroyed or kept,
+ * "kms.destroy_key". A VM whose keys cannot be fetched (locked) can be
+ * deleted. The VM must not be open for writing in another process
+ * (VMENC_E_LOCKED names the holder through vmenc_vm_get_lock_holder's
+ * rules; nothing is removed). Order: keys first (so a provider that cannot
+ * destroy - VMENC_E_UNIMPLEMENTED - fails the call before any file goes),
+ * then the files, the record, the inventory entry. Fails with
+ * VMENC_E_INVALID_ARG (unknown flag), VMENC_E_BAD_PATH (not a VM name),
+ * VMENC_E_NOT_FOUND (no such VM in the inventory or the datastore),
+ * VMENC_E_DENIED (|out_result->message| names the privilege), the key
+ * provider's failures, VMENC_E_IO. |out_result| may be NULL. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_delete_vm(vmenc_workspace *ws, const char *principal,
+                                                                  const char *name, uint32_t flags,
+                                                                  vmenc_workspace_delete_result *out_result);
+
+/* vmenc_workspace_unregister_vm removes VM |name| from the inventory and
+ * this host's control store and keeps its files and keys (the inverse of
+ * vmenc_vm_register: the home can be registered again, here or on another
+ * host of the same key providers). Policy VirtualMachine.Inventory.Unregister
+ * on the VM; audited "vm.unregister". Fails with VMENC_E_BAD_PATH,
+ * VMENC_E_NOT_FOUND (not in the inventory), VMENC_E_DENIED, VMENC_E_LOCKED,
+ * VMENC_E_IO. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_unregister_vm(vmenc_workspace *ws, const char *principal,
+                                                                      const char *name);
+
 /* ---- policy ----------------------------------------------------------------- */
 
 /* vmenc_workspace_save_policy is no longer needed and does nothing: every
@@ -379,6 +482,10 @@ typedef struct vmenc_workspace_kms_info {
     vmenc_status load_status;                       /* first endpoint failure at open, else VMENC_OK */
     int embedded;                                   /* the workspace's own keystore */
     int audit_key;                                  /* holds the audit chain key's KEK */
+    /* Appended (issue 24): filled only if struct_size covers it. One
+     * sentence naming the provider, the endpoint or file at fault and why
+     * it could not be built ("" when load_status is VMENC_OK). */
+    char load_detail[VMENC_WORKSPACE_MESSAGE_MAX];
 } vmenc_workspace_kms_info;
 
 /* vmenc_workspace_num_kms returns the number of [kms] sections. */

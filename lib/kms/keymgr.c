@@ -294,8 +294,13 @@ vmenc_status vmenc_keymgr_new(const vmenc_keymgr_options *opts, vmenc_keymgr **o
                          VMENC_E_INVALID_ARG);
             ralg = (vmenc_wrap_alg)opts->remote_wrap_alg;
         }
-        if (opts->struct_size >= offsetof(vmenc_keymgr_options, flags) + sizeof(uint32_t))
+        /* |flags| lies in the first version's padding: only a struct_size
+         * that also covers |reserved| (sizeof 32) says the caller knows it;
+         * at 24 the bytes are an old caller's padding (issue 24). */
+        if (opts->struct_size >= offsetof(vmenc_keymgr_options, reserved) + sizeof(uint32_t)) {
+            VMENC_ENSURE(opts->reserved == 0, VMENC_E_INVALID_ARG);
             flags = opts->flags;
+        }
     }
     VMENC_ENSURE((flags & ~VMENC_KEYMGR_NO_ROUNDTRIP_PROOF) == 0, VMENC_E_INVALID_ARG);
     VMENC_ENSURE(cap <= MAX_CAPACITY, VMENC_E_INVALID_ARG);

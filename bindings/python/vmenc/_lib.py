@@ -93,7 +93,7 @@ class EndpointInfo(Structure):
 
 class KeymgrOptions(Structure):
     _fields_ = [("struct_size", c_uint32), ("cache_capacity", c_uint32), ("cache_ttl_ms", c_uint64),
-                ("remote_wrap_alg", c_uint32), ("flags", c_uint32)]
+                ("remote_wrap_alg", c_uint32), ("flags", c_uint32), ("reserved", c_uint32)]
 
 
 class KeymgrStats(Structure):
