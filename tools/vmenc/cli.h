@@ -121,6 +121,9 @@ int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_o
 /* cli_workspace_fail reports a failed open (or re-seal) of the workspace:
  * the file, line and reason in |err|, prefixed with |what|. */
 int cli_workspace_fail(cli *c, vmenc_status st, const char *what, const vmenc_workspace_error *err);
+/* path_problem: a sentence when |path| is a directory, a symbolic link (or
+ * a loop of them) or not a regular file where a file should be; else NULL. */
+const char *path_problem(const char *path, char *buf, size_t cap);
 /* cli_open opens the workspace (once); on failure reports it and returns the exit code. */
 int cli_open(cli *c);
 
@@ -156,6 +159,8 @@ extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], polic
     coredump_verbs[], migrate_verbs[];
 /* `vmenc policy reseal` (cmd_reseal.c): re-seal a vouched policy document. */
 int policy_reseal(cli *c, args *a);
+/* `vmenc policy roles` (cmd_roles.c): the predefined and custom roles. */
+int policy_roles(cli *c, args *a);
 int cmd_init(cli *c, args *a);
 int cmd_bench(cli *c, args *a);
 int cmd_demo(cli *c, args *a);

@@ -124,6 +124,14 @@ static int cd_write(cli *c, args *a) {
     }
     vmenc_coredump_writer *w = NULL;
     vmenc_status st = vmenc_coredump_writer_new(s, cli_principal(c), source, &w);
+    vmenc_coredump_store_info si = {.struct_size = sizeof(si)};
+    if (st == VMENC_E_BAD_STATE && vmenc_coredump_store_get_info(s, &si) == VMENC_OK && !si.has_host_key) {
+        vmenc_coredump_store_free(s);
+        if (in != stdin)
+            fclose(in);
+        return cli_fail(c, st, "cannot write a core dump: this host has no core-dump host key yet (set one with "
+                        "'vmenc coredump set-host-key')");
+    }
     char id[VMENC_COREDUMP_ID_LEN + 1] = "";
     if (st == VMENC_OK)
         snprintf(id, sizeof(id), "%s", vmenc_coredump_writer_id(w));

@@ -140,6 +140,10 @@ static int kms_add(cli *c, args *a) {
         return EXIT_USAGE;
     if (alias == NULL || type == NULL || ne == 0)
         return cli_usage(c, "kms add needs ALIAS, --type and at least one --endpoint");
+    if (secret != NULL && secret[0] != '/')
+        return cli_usage(c, "--secret-file '%s' is a relative path: it is read again at every open, from whatever "
+                         "directory vmenc runs in, so give it absolutely (e.g. --secret-file \"$PWD/%s\")", secret,
+                         secret);
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
@@ -147,8 +151,15 @@ static int kms_add(cli *c, args *a) {
                                      .num_endpoints = ne, .options = opts, .secret_file = secret,
                                      .flags = create ? VMENC_WORKSPACE_KMS_CREATE : 0};
     vmenc_status st = vmenc_workspace_add_kms(c->ws, cli_principal(c), &spec);
-    if (st != VMENC_OK)
+    if (st != VMENC_OK) {
+        char why[1200];
+        if (secret != NULL && path_problem(secret, why, sizeof(why)) != NULL)
+            return cli_fail(c, st, "cannot add key provider '%s': --secret-file %s", alias, why);
+        for (size_t i = 0; strcmp(type, "kmip") != 0 && i < ne; i++)
+            if (path_problem(eps[i], why, sizeof(why)) != NULL)
+                return cli_fail(c, st, "cannot add key provider '%s': --endpoint %s", alias, why);
         return cli_fail(c, st, "cannot add key provider '%s'", alias);
+    }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "alias", alias);

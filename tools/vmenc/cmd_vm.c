@@ -567,6 +567,203 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
 static int vm_encrypt(cli *c, args *a) { return apply_policy(c, a, "VM Encryption Policy", "encrypt"); }
 static int vm_decrypt(cli *c, args *a) { return apply_policy(c, a, "Datastore Default", "decrypt"); }
 
+/* rekey_plan_out: what `vm rekey [--deep]` would change (--dry-run). */
+static int rekey_plan_out(cli *c, vmenc_vm *vm, const char *name, bool deep, const char *provider, const char *kek) {
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    vmenc_status st = vmenc_vm_get_info(vm, &info);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot read VM '%s'", name);
+    if (!info.encrypted)
+        return cli_fail(c, VMENC_E_BAD_STATE, "cannot rekey VM '%s': it is not encrypted (encrypt it first: "
+                        "'vmenc vm encrypt %s')", name, name);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_bool(o, "dry_run", true);
+    out_str(o, "vm", name);
+    out_str(o, "mode", deep ? "deep" : "shallow");
+    out_str(o, "key_provider_now", info.key_provider);
+    out_str(o, "kek_id_now", info.kek_id);
+    if (deep) {
+        out_str(o, "key_provider", info.key_provider);
+        out_str(o, "kek_id", info.kek_id);
+    } else {
+        out_str(o, "key_provider", provider ? provider : info.key_provider);
+        out_str(o, "kek_id", kek ? kek : "(a new KEK)");
+    }
+    uint64_t total = 0;
+    out_arr(o, "disks");
+    for (uint32_t i = 0; i < info.num_disks; i++) {
+        vmenc_disk_info d = {.struct_size = sizeof(d)};
+        if (vmenc_vm_get_disk_info(vm, i, &d) != VMENC_OK)
+            continue;
+        bool enc = d.state != VMENC_DISK_PLAIN;
+        out_obj(o, NULL);
+        out_str(o, "disk", d.disk_id);
+        out_str(o, "state", disk_state_name(d.state));
+        out_str(o, "change", !enc ? "none (plain: stays plain)" : deep ? "new DEK, data re-encrypted in place"
+                                                                        : "DEK re-wrapped under the new KEK");
+        out_u64(o, "bytes", deep && enc ? d.capacity : 0);
+        out_close(o);
+        total += deep && enc ? d.capacity : 0;
+    }
+    out_close(o);
+    out_u64(o, "bytes_to_convert", total);
+    out_str(o, "note", "dry run: nothing was changed");
+    out_end(o);
+    return EXIT_OK;
+}
+
+/* vm info NAME: the VM's encryption at a glance, like `qemu-img info` or
+ * `cryptsetup luksDump`: cipher, sector size, key IDs, providers, key
+ * generation; reads the configuration only (a locked VM too). */
+static int vm_info(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm info needs NAME");
+    vmenc_vm *vm = NULL;
+    int rc = open_vm(c, name, &vm, true);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    vmenc_status st = vmenc_vm_get_info(vm, &info);
+    if (st != VMENC_OK) {
+        vmenc_vm_free(vm);
+        return cli_fail(c, st, "cannot read VM '%s'", name);
+    }
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "name", info.name);
+    out_str(o, "uuid", info.uuid);
+    out_str(o, "home", vmenc_vm_home_dir(vm));
+    out_str(o, "storage_policy", info.storage_policy);
+    out_bool(o, "encrypted", info.encrypted);
+    out_bool(o, "locked", info.locked);
+    out_obj(o, "vm_key");
+    out_str(o, "cipher", info.encrypted ? "aes-256-gcm" : "none");
+    out_str(o, "protects", "configuration secrets, NVRAM, suspend and snapshot state (AES-256-GCM), "
+                           "swap (XTS-AES-256, derived key)");
+    out_str(o, "key_provider", info.key_provider);
+    out_str(o, "kek_id", info.kek_id);
+    out_str(o, "wrap", info.encrypted ? "vmwk1 record under the KEK (docs/wrapped-key-format.md)" : "");
+    out_close(o);
+    out_arr(o, "disks");
+    for (uint32_t i = 0; i < info.num_disks; i++) {
+        vmenc_disk_info d = {.struct_size = sizeof(d)};
+        if (vmenc_vm_get_disk_info(vm, i, &d) != VMENC_OK)
+            continue;
+        bool enc = d.state != VMENC_DISK_PLAIN;
+        out_obj(o, NULL);
+        out_str(o, "id", d.disk_id);
+        out_str(o, "file", d.file_name);
+        out_u64(o, "virtual_size", d.capacity);
+        out_u64(o, "sector_size", d.sector_size);
+        out_str(o, "state", disk_state_name(d.state));
+        out_str(o, "cipher", enc ? "aes-xts-plain64" : "none");
+        out_u64(o, "key_bits", enc ? 512 : 0);
+        out_str(o, "key_provider", d.key_provider);
+        out_str(o, "kek_id", d.kek_id);
+        out_bool(o, "locked", d.locked);
+        if (d.state == VMENC_DISK_ENCRYPTING || d.state == VMENC_DISK_DECRYPTING || d.state == VMENC_DISK_REKEYING) {
+            vmenc_convert_progress pr = {.struct_size = sizeof(pr)};
+            if (vmenc_vm_get_convert_progress(vm, d.disk_id, &pr) == VMENC_OK) {
+                out_u64(o, "convert_bytes_done", pr.bytes_done);
+                out_u64(o, "convert_segments_done", pr.segments_done);
+                out_u64(o, "convert_segments_total", pr.segments_total);
+            }
+        }
+        out_close(o);
+    }
+    out_close(o);
+    out_end(o);
+    vmenc_vm_free(vm);
+    return EXIT_OK;
+}
+
+/* vm delete NAME: from the inventory and the datastore (the library's
+ * vmenc_workspace_delete_vm), asking first. */
+static int vm_delete(cli *c, args *a) {
+    bool keep = arg_flag(a, "--keep-files");
+    bool destroy = arg_flag(a, "--destroy-keys");
+    bool dry = arg_flag(a, "--dry-run");
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm delete needs NAME");
+    if (keep && destroy)
+        return cli_usage(c, "--keep-files and --destroy-keys together would keep files nobody can read: pick one");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    uint32_t flags = (keep ? VMENC_WORKSPACE_DELETE_KEEP_FILES : 0) | (destroy ? VMENC_WORKSPACE_DELETE_DESTROY_KEYS : 0);
+    vmenc_workspace_delete_result r = {.struct_size = sizeof(r)};
+    /* The plan first: printed by --dry-run, summarised by the question. */
+    vmenc_status st = vmenc_workspace_delete_vm(c->ws, cli_principal(c), name, flags | VMENC_WORKSPACE_DELETE_DRY_RUN, &r);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot delete VM '%s'%s%s", name, r.message[0] ? ": " : "", r.message);
+    if (!dry) {
+        char what[1024];
+        snprintf(what, sizeof(what), "vm delete: VM '%s' will be removed from the inventory%s%s", name,
+                 keep ? " (its files stay in the datastore)" : "",
+                 destroy ? "; its keys used nowhere else will be DESTROYED at the key provider: no copy of its "
+                           "files, backups included, can be decrypted afterwards" : "");
+        size_t l = strlen(what);
+        if (!keep)
+            snprintf(what + l, sizeof(what) - l, "; %u file(s), %llu bytes deleted from the datastore", r.num_files,
+                     (unsigned long long)r.num_bytes);
+        rc = cli_confirm(c, what);
+        if (rc != EXIT_OK)
+            return rc;
+        r = (vmenc_workspace_delete_result){.struct_size = sizeof(r)};
+        st = vmenc_workspace_delete_vm(c->ws, cli_principal(c), name, flags, &r);
+        if (st != VMENC_OK)
+            return cli_fail(c, st, "cannot delete VM '%s'%s%s", name, r.message[0] ? ": " : "", r.message);
+    }
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_bool(o, "dry_run", dry);
+    out_str(o, "vm", name);
+    out_bool(o, "files_deleted", !keep && !dry);
+    out_u64(o, "files", r.num_files);
+    out_u64(o, "bytes", r.num_bytes);
+    out_str(o, "key_provider", r.key_provider);
+    out_str(o, "kek_id", r.kek_id);
+    out_u64(o, "keys", r.num_keys);
+    out_u64(o, "keys_destroyed", r.num_keys_destroyed);
+    out_u64(o, "keys_kept", r.num_keys_kept);
+    if (r.message[0])
+        out_str(o, "note", r.message);
+    out_end(o);
+    return EXIT_OK;
+}
+
+/* vm unregister NAME: out of the inventory, files and keys kept. */
+static int vm_unregister(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm unregister needs NAME");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status st = vmenc_workspace_unregister_vm(c->ws, cli_principal(c), name);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot unregister VM '%s'", name);
+    char home[1024] = "";
+    if (vmenc_workspace_vm_home(c->ws, name, home, sizeof(home)) != VMENC_OK)
+        home[0] = '\0';
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "home", home);
+    out_end(o);
+    cli_info(c, "vm %s: unregistered; its files stay in %s ('vmenc vm register %s' adds it again)", name, home, name);
+    return EXIT_OK;
+}
+
 static int vm_rekey(cli *c, args *a) {
     const char *provider = NULL, *kek = NULL;
     uint64_t seg = 0;
@@ -574,6 +771,7 @@ static int vm_rekey(cli *c, args *a) {
     (void)arg_value(c, a, "--kek", &kek);
     bool deep = arg_flag(a, "--deep");
     bool offline = arg_flag(a, "--offline");
+    bool dry = arg_flag(a, "--dry-run");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -587,6 +785,17 @@ static int vm_rekey(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    char known[1024];
+    if (provider != NULL && !kms_known(c, provider, known, sizeof(known))) {
+        vmenc_vm_free(vm);
+        return cli_fail(c, VMENC_E_NO_SUCH_PROVIDER, "cannot rekey VM '%s': no key provider '%s' (configured: %s)",
+                        name, provider, known);
+    }
+    if (dry) {
+        rc = rekey_plan_out(c, vm, name, deep, provider, kek);
+        vmenc_vm_free(vm);
+        return rc;
+    }
     if (deep && !offline) {
         rc = online_convert(c, &vm, name, CTL_KIND_REKEY_DEEP, NULL, seg, "rekey");
         if (rc >= 0) {
@@ -847,10 +1056,11 @@ const verb_def vm_verbs[] = {
      "(online through the serving process's control endpoint when one serves the VM).\n"
      "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
      "  --dry-run       print the plan (disks, bytes, what stays plain); change nothing\n"},
-    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] [--offline] | --provider ALIAS] [--kek ID]", "rekey: shallow (new KEK) or --deep (new data keys)",
+    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] [--offline] | --provider ALIAS] [--kek ID] [--dry-run]", "rekey: shallow (new KEK) or --deep (new data keys)",
      "Shallow (default): every wrapped key re-wrapped under a new KEK, data not re-encrypted;\n"
      "needs Cryptographer.Recrypt. --deep: every encrypted disk gets a new DEK and is re-encrypted\n"
-     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C, resume and online as encrypt.\n"},
+     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C, resume and online as encrypt.\n"
+     "  --dry-run       print the plan (key provider and KEK before and after, disks, bytes); change nothing\n"},
     {"resume", vm_resume, "NAME [--segment SIZE] [--offline]", "finish every interrupted conversion of a VM's disks",
      "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"
      "A served VM's conversions are finished online by its serving process, as encrypt.\n"},
@@ -864,6 +1074,21 @@ const verb_def vm_verbs[] = {
     {"register", vm_register, "NAME|PATH.vmx [--folder F]", "add an existing VM home to this host's inventory",
      "Keys are fetched by ID; nothing is re-encrypted. Exit 5 if it registers locked.\n"},
     {"unlock", vm_unlock, "NAME", "retry fetching the keys of a locked VM", "Exit 5 if a key is still missing.\n"},
+    {"info", vm_info, "NAME", "the VM's encryption at a glance: ciphers, sector sizes, key providers, key IDs",
+     "Like 'qemu-img info' or 'cryptsetup luksDump': reads the configuration only (a locked VM too).\n"
+     "Needs VirtualMachine.Interact.PowerOn (opening the VM), as 'vm status'.\n"},
+    {"delete", vm_delete, "NAME [--keep-files | --destroy-keys] [--dry-run] [--yes]", "delete a VM: inventory, datastore files, and with --destroy-keys its keys",
+     "Removes the VM from the inventory and this host, and its home from the datastore.\n"
+     "  --keep-files    keep the files (as 'vm unregister', but audited as a delete)\n"
+     "  --destroy-keys  crypto-shredding: destroy at the key provider every KEK of the VM that no\n"
+     "                  other VM or record uses; no copy of its files (backups too) decrypts after\n"
+     "                  (needs Cryptographer.ManageKeys too)\n"
+     "  --dry-run       print what would be removed and destroyed; change nothing\n"
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
+     "Needs VirtualMachine.Inventory.Delete on the VM.\n"},
+    {"unregister", vm_unregister, "NAME", "remove a VM from the inventory, keep its files and keys",
+     "The inverse of 'vm register': the home stays in the datastore and can be registered again,\n"
+     "here or on another host of the same key providers. Needs VirtualMachine.Inventory.Unregister.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

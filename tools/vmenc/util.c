@@ -6,7 +6,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -14,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "plan.h"
 
 volatile sig_atomic_t g_interrupted;
 
@@ -334,6 +338,20 @@ static void cli_full_message(cli *c, vmenc_status st, const char *msg, char *ful
         snprintf(full, cap, "%s (%s)", msg, vmenc_status_name(st));
     else
         snprintf(full, cap, "%s: %s (%s)", msg, what, vmenc_status_name(st));
+    /* A full file system hides behind "I/O error" or "audit sink failed":
+     * say so when the workspace's file system has (almost) no room left. */
+    struct statvfs fs;
+    if ((st == VMENC_E_IO || st == VMENC_E_NO_SPACE || st == VMENC_E_AUDIT_SINK) && c->workspace != NULL &&
+        statvfs(c->workspace, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20)) {
+        size_t l = strlen(full);
+        snprintf(full + l, cap - l, "; the file system of %s is full (%llu bytes free): free some space and retry",
+                 c->workspace, (unsigned long long)fs.f_bavail * fs.f_frsize);
+    }
+    if (st == VMENC_E_DENIED && c->ws != NULL && c->user != NULL && !policy_has_name(c, "users", c->user)) {
+        size_t l = strlen(full);
+        snprintf(full + l, cap - l, "; there is no user '%s' in the policy ('vmenc policy user %s' adds one)", c->user,
+                 c->user);
+    }
     if ((st == VMENC_E_DENIED || st == VMENC_E_NOT_FOUND) && c->user_from != NULL &&
         (strcmp(c->user_from, "$USER") == 0 || strcmp(c->user_from, "default") == 0)) {
         size_t l = strlen(full);
@@ -519,8 +537,12 @@ bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *en
                     size_t cap, size_t *out_len) {
     if (file != NULL) {
         if (!read_file_line(file, buf, cap, out_len)) {
-            cli_usage(c, "cannot read a passphrase from '%s'%s", strcmp(file, "-") == 0 ? "(stdin)" : file,
-                      strcmp(file, "-") == 0 ? ": no line on stdin" : ": missing, unreadable or empty");
+            char why[1200];
+            if (strcmp(file, "-") != 0 && path_problem(file, why, sizeof(why)) != NULL)
+                cli_usage(c, "cannot read a passphrase: %s", why);
+            else
+                cli_usage(c, "cannot read a passphrase from '%s'%s", strcmp(file, "-") == 0 ? "(stdin)" : file,
+                          strcmp(file, "-") == 0 ? ": no line on stdin" : ": missing, unreadable or empty");
             return false;
         }
         return true;
@@ -621,7 +643,34 @@ int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_o
     return EXIT_OK;
 }
 
+const char *path_problem(const char *path, char *buf, size_t cap) {
+    struct stat sb;
+    buf[0] = '\0';
+    if (path == NULL || path[0] == '\0' || lstat(path, &sb) != 0)
+        return NULL;
+    if (S_ISDIR(sb.st_mode))
+        snprintf(buf, cap, "'%s' is a directory where a file should be", path);
+    else if (S_ISLNK(sb.st_mode)) {
+        if (stat(path, &sb) != 0 && errno == ELOOP)
+            snprintf(buf, cap, "'%s' is a symbolic link loop", path);
+        else
+            snprintf(buf, cap, "'%s' is a symbolic link, which vmenc does not follow in a workspace", path);
+    } else if (!S_ISREG(sb.st_mode))
+        snprintf(buf, cap, "'%s' is not a regular file", path);
+    return buf[0] ? buf : NULL;
+}
+
 int cli_workspace_fail(cli *c, vmenc_status st, const char *what, const vmenc_workspace_error *err) {
+    char why[PATH_MAX + 96];
+    if (err->file[0] != '\0' && (st == VMENC_E_BAD_PATH || st == VMENC_E_IO || st == VMENC_E_NOT_FOUND)) {
+        char path[PATH_MAX];
+        if (err->file[0] == '/')
+            snprintf(path, sizeof(path), "%s", err->file);
+        else
+            snprintf(path, sizeof(path), "%s/%s", c->workspace ? c->workspace : ".", err->file);
+        if (path_problem(path, why, sizeof(why)) != NULL)
+            return cli_fail(c, st, "%s %s", what, why);
+    }
     if (err->line > 0)
         return cli_fail(c, st, "workspace %s:%u: %s", err->file, err->line, err->message);
     return cli_fail(c, st, "%s %s%s%s", what, err->file[0] ? err->file : c->workspace, err->message[0] ? ": " : "",
