@@ -317,7 +317,17 @@ void storage_plan_summary(const storage_plan_t *p, const char *verb, const char 
     uint64_t b = storage_plan_bytes(p, &disks, &home, strcmp(verb, "decrypt") == 0);
     char hs[32];
     human_size(b, hs, sizeof(hs));
-    snprintf(out, cap, "vm %s: VM '%s' gets storage policy '%s': %d disk(s) (%s)%s will be %s", verb, vm_name,
-             p->policy, disks, hs, home ? " and the VM home (configuration, NVRAM, state files)" : "",
-             strcmp(verb, "decrypt") == 0 ? "decrypted in place, in clear on the datastore" : "converted in place");
+    char ids[512] = "";
+    bool dec = strcmp(verb, "decrypt") == 0;
+    for (size_t i = 0; i < p->num_actions; i++) {
+        const vmenc_policy_action *a = &p->actions[i];
+        if (action_is_disk(a->type) && a->disk < p->num_disks && (!dec || a->type == VMENC_ACTION_DECRYPT_DISK)) {
+            size_t l = strlen(ids);
+            snprintf(ids + l, sizeof(ids) - l, "%s%s", l ? ", " : "", p->disks[a->disk].disk_id);
+        }
+    }
+    snprintf(out, cap, "vm %s: VM '%s' gets storage policy '%s': %d disk(s)%s%s%s (%s)%s will be %s", verb, vm_name,
+             p->policy, disks, ids[0] ? " [" : "", ids, ids[0] ? "]" : "", hs,
+             home ? " and the VM home (configuration, NVRAM, state files)" : "",
+             dec ? "decrypted in place, in clear on the datastore" : "converted in place");
 }
