@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,6 +58,17 @@ int open_vm(cli *c, const char *name, vmenc_vm **out, bool allow_locked) {
         char why[VMENC_LOCK_MESSAGE_MAX + 2];
         lock_why(vm, st, why, sizeof(why));
         vmenc_vm_free(vm);
+        char home[1024];
+        struct stat sb;
+        if (st == VMENC_E_NOT_FOUND && vmenc_workspace_vm_home(c->ws, name, home, sizeof(home)) == VMENC_OK &&
+            stat(home, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return cli_fail(c, st, "cannot open VM '%s': it is not registered on this host (its home %s is in the "
+                            "datastore: 'vmenc vm register %s' adds it)", name, home, name);
+        if (st == VMENC_E_NOT_FOUND)
+            return cli_fail(c, st, "cannot open VM '%s': no such VM here ('vmenc vm list' shows them)", name);
+        if (st == VMENC_E_DENIED)
+            return cli_fail(c, st, "cannot open VM '%s'%s", name, why_denied(c, VMENC_OP_POWER_ON, name, false, why,
+                                                                             sizeof(why)));
         return cli_fail(c, st, "cannot open VM '%s'%s", name, why);
     }
     *out = vm;
@@ -234,14 +246,36 @@ static int vm_create(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    /* All or nothing (the library's create with its disks): a step that
+     * fails later - a denied disk, a full file system - leaves no VM behind,
+     * so a retry with the same name works. */
+    vmenc_workspace_vm_spec spec = {.struct_size = sizeof(spec), .name = name, .folder = folder,
+                                    .storage_policy = policy, .kek_id = kek, .memory_bytes = memory,
+                                    .disk_capacities = caps, .num_disks = nd, .sector_size = (uint32_t)ss};
+    vmenc_workspace_error werr = {.struct_size = sizeof(werr)};
+    vmenc_vm *vm = NULL;
+    vmenc_status st = vmenc_workspace_create_vm(c->ws, cli_principal(c), &spec, &werr, &vm);
+    if (st != VMENC_E_UNIMPLEMENTED) {
+        if (st != VMENC_OK) {
+            int frc = fail_storage_policy(c, st, policy, "cannot create VM");
+            if (frc >= 0)
+                return frc;
+            return cli_fail(c, st, "cannot create VM '%s'%s%s", name, werr.message[0] ? ": " : "", werr.message);
+        }
+        out_t *r = out_begin(c);
+        out_bool(r, "ok", true);
+        out_vm_status(r, vm);
+        out_end(r);
+        vmenc_vm_free(vm);
+        return EXIT_OK;
+    }
     char home[1024];
-    vmenc_status st = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
+    st = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
     if (st != VMENC_OK)
         return cli_fail(c, st, "bad VM name '%s'", name);
     vmenc_vm_create_options o = {.struct_size = sizeof(o), .principal = cli_principal(c), .home_dir = home,
                                  .name = name, .folder = folder ? folder : vmenc_workspace_folder(c->ws),
                                  .storage_policy = policy, .kek_id = kek, .memory_bytes = memory};
-    vmenc_vm *vm = NULL;
     st = vmenc_vm_create(vmenc_workspace_host(c->ws), &o, &vm);
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot create VM '%s'", name);
@@ -285,6 +319,9 @@ static int list_one(void *ctx, const char *name) {
         l->locked += st == VMENC_E_VM_LOCKED;
     } else {
         out_str(l->o, "name", name);
+        /* a home in the datastore that is not in the inventory: unregistered
+         * (or migrated away); 'vm register' adds it again */
+        out_bool(l->o, "registered", st != VMENC_E_NOT_FOUND);
         out_str(l->o, "error", vmenc_status_name(st));
         l->denied++;
     }
@@ -553,6 +590,9 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
         frc = fail_storage_policy(c, st, policy ? policy : def, msg);
         if (frc >= 0)
             return frc;
+        if (st == VMENC_E_DENIED)
+            why_denied(c, strcmp(what, "encrypt") == 0 ? VMENC_OP_ENCRYPT_VM : VMENC_OP_DECRYPT_VM, name, true, why,
+                       sizeof(why));
         return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def, why);
     }
     out_t *o = out_begin(c);
@@ -824,6 +864,8 @@ static int vm_rekey(cli *c, args *a) {
         if (deep)
             served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
+        if (st == VMENC_E_DENIED)
+            why_denied(c, deep ? VMENC_OP_REKEY_DEEP : VMENC_OP_REKEY_SHALLOW, name, true, why, sizeof(why));
         return cli_fail(c, st, "cannot %s rekey VM '%s'%s", deep ? "deep" : "shallow", name, why);
     }
     out_t *o = out_begin(c);

@@ -170,6 +170,23 @@ bool would_be_denied(cli *c, vmenc_policy_op op, const char *vm, bool encrypted)
     return st == VMENC_E_DENIED || st == VMENC_E_HOST_MODE;
 }
 
+const char *why_denied(cli *c, vmenc_policy_op op, const char *vm, bool encrypted, char *buf, size_t cap) {
+    buf[0] = '\0';
+    if (c->ws == NULL)
+        return buf;
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = op, .vm = vm, .folder = vm,
+                               .host = vmenc_host_id(vmenc_workspace_host(c->ws)),
+                               .flags = encrypted ? VMENC_REQ_VM_ENCRYPTED : 0};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    vmenc_status st = vmenc_policy_check(vmenc_workspace_policy(c->ws), cli_principal(c), &rq, &d);
+    if ((st == VMENC_E_DENIED || st == VMENC_E_HOST_MODE) && d.missing_privilege != VMENC_PRIV_NONE)
+        snprintf(buf, cap, ": '%s' lacks %s on '%s'", cli_principal(c), vmenc_policy_privilege_name(d.missing_privilege),
+                 d.missing_object[0] ? d.missing_object : vm ? vm : "root");
+    else if (st == VMENC_E_DENIED && d.message[0])
+        snprintf(buf, cap, ": %s", d.message);
+    return buf;
+}
+
 /* ---- plans -------------------------------------------------------------------------------- */
 
 static void human_size(uint64_t b, char *out, size_t cap) {

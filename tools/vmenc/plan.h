@@ -30,6 +30,9 @@ bool kms_known(cli *c, const char *alias, char *list, size_t cap);
 /* would_be_denied: the policy would refuse |op| on |vm| for --user (the
  * library then refuses and audits it; no question is asked first). */
 bool would_be_denied(cli *c, vmenc_policy_op op, const char *vm, bool encrypted);
+/* why_denied: ": 'bob' lacks Cryptographer.Decrypt on 'web'" for a denied
+ * |op| (the policy's own answer), else "". */
+const char *why_denied(cli *c, vmenc_policy_op op, const char *vm, bool encrypted, char *buf, size_t cap);
 
 typedef struct storage_plan_t {
     vmenc_vm_info info;
