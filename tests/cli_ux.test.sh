@@ -87,6 +87,9 @@ if command -v script >/dev/null && script -qec true /dev/null </dev/null >/dev/n
     tty_run YES vm decrypt enc; rc=$?
     [[ $rc == 0 && $(enc_state) == False ]] && ok "terminal, answer 'YES': decrypted" || bad "YES: exit $rc, encrypted $(enc_state)"
     "$VMENC" disk read enc scsi0:0 --length 65536 | cmp -s - "$T/data" && ok "... data intact" || bad "data after decrypt"
+    tty_run no vm delete plain --destroy-keys; rc=$?
+    [[ $rc == 1 && -d $W/datastore/plain ]] && ok "terminal: vm delete declined, the VM stays" || bad "vm delete 'no': exit $rc"
+    grep -q "DESTROYED" "$T/tty" && ok "... the question says the keys would be destroyed" || bad "delete question: $(head -c 300 "$T/tty")"
     tty_run YES policy revoke carol; rc=$?
     [[ $rc == 0 ]] && ok "terminal: policy revoke confirmed" || bad "policy revoke on a terminal: exit $rc"
     "$VMENC" vm encrypt enc >/dev/null 2>&1
@@ -162,6 +165,20 @@ expect 2 "a usage error's hint" -- "$VMENC" vm encrypt
 says "see 'vmenc vm encrypt --help'" "... reads 'vmenc vm encrypt --help'"
 expect 2 "coredump export without a password on a pipe" -- "$VMENC" coredump export nothing "$T/exp"
 grep -q -- '--\.\.\.-file' "$T/err" && bad "a literal --...-file: $(cat "$T/err")" || ok "... no literal '--...-file'"
+
+# a provider whose secret file went missing: the workspace still opens, kms list says which file
+echo "kp3 secret" >"$T/kp3.secret"
+"$VMENC" kms add kp3 --type file --endpoint "$T/kp3.vks" --create --secret-file "$T/kp3.secret" \
+    --option kdf_ops=1 --option kdf_mem_kib=8192 >/dev/null 2>"$T/err" || bad "kms add kp3: $(cat "$T/err")"
+rm -f "$T/kp3.secret"
+expect 0 "kms list with a provider's secret file missing" -- "$VMENC" --json kms list
+json "any(p['alias']=='kp3' and p['load_status']!='VMENC_OK' and 'kp3.secret' in p['load_detail'] for p in j['providers'])" \
+    "... lists it as not loaded, naming the missing file"
+says "key provider 'kp3' is not loaded" "... and warns on stderr"
+expect 0 "kms remove of that provider" -- "$VMENC" --yes kms remove kp3
+if grep -q '"kp3"\|kp3' "$W/vmenc.conf"; then # still there: put the file back so the rest can run
+    echo "kp3 secret" >"$T/kp3.secret"; "$VMENC" --yes kms remove kp3 >/dev/null 2>&1
+fi
 
 # ---- 8. --passphrase-file -, vm info, policy roles ----------------------------------------------
 echo "ux pass" | env -u VMENC_PASSPHRASE "$VMENC" --passphrase-file - --json vm list >"$T/out" 2>"$T/err"

@@ -113,6 +113,11 @@ static int kms_list(cli *c, args *a) {
         out_bool(o, "audit_key", info.audit_key);
         out_u64(o, "endpoints_loaded", info.num_loaded);
         out_str(o, "load_status", vmenc_status_name(info.load_status));
+        out_str(o, "load_detail", info.load_detail); /* why it could not be loaded, naming the file */
+        if (info.load_status != VMENC_OK)
+            cli_info(c, "warning: key provider '%s' is not loaded: %s%s(VMs whose keys it holds open locked; "
+                     "'vmenc kms remove %s' or fix it)", info.alias, info.load_detail, info.load_detail[0] ? " " : "",
+                     info.alias);
         out_arr(o, "endpoints");
         for (size_t e = 0; e < info.num_endpoints; e++) {
             char addr[1024];

@@ -542,15 +542,22 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
         vmenc_vm_free(vm);
         return EXIT_OK;
     }
-    if (ps == VMENC_OK && strcmp(what, "decrypt") == 0) {
+    if (strcmp(what, "decrypt") == 0) {
+        /* Ask unless the plan says nothing would be decrypted; a plan that
+         * could not be made asks too (with a plainer sentence). */
         int ndec = 0;
         bool home = false;
-        (void)storage_plan_bytes(plan, &ndec, &home, true);
+        if (ps == VMENC_OK)
+            (void)storage_plan_bytes(plan, &ndec, &home, true);
         vmenc_vm_info vi = {.struct_size = sizeof(vi)};
         bool enc = vmenc_vm_get_info(vm, &vi) == VMENC_OK && vi.encrypted;
-        if ((ndec > 0 || home) && !would_be_denied(c, VMENC_OP_DECRYPT_VM, name, enc)) {
+        if ((ps != VMENC_OK || ndec > 0 || home) && !would_be_denied(c, VMENC_OP_DECRYPT_VM, name, enc)) {
             char sum[1024];
-            storage_plan_summary(plan, what, name, sum, sizeof(sum));
+            if (ps == VMENC_OK)
+                storage_plan_summary(plan, what, name, sum, sizeof(sum));
+            else
+                snprintf(sum, sizeof(sum), "vm decrypt: VM '%s' gets storage policy '%s': whatever it has encrypted "
+                         "will be decrypted in place, in clear on the datastore", name, policy ? policy : def);
             rc = cli_confirm(c, sum);
             if (rc != EXIT_OK) {
                 free(plan);
