@@ -77,4 +77,15 @@ if [ -n "$extra" ]; then
     echo "FAIL: symbols added to the released node VMENC_0.1 (put them in the newest node of lib/vmenc.map):"
     echo "$extra"; exit 1
 fi
+# The version follows the newest node (lib/vmenc.map's rule), in all three places.
+node=$(grep -o '^VMENC_0\.[0-9]*' "$SRC/lib/vmenc.map" | sort -t. -k2 -n | tail -1 | sed 's/VMENC_0\.//')
+want="0.$node.0"
+proj=$(sed -n 's/^project(vmenc VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.txt")
+hdr=$(sed -n 's/^#define VMENC_VERSION_STRING "\(.*\)"/\1/p' "$SRC/include/vmenc/core.h")
+real=$(readlink "$LIB" | sed 's/^libvmenc\.so\.//')
+for v in "project():$proj" "core.h:$hdr" "libvmenc.so.0 -> :$real"; do
+    if [ "${v##*:}" != "$want" ]; then
+        echo "FAIL: the newest version node is VMENC_0.$node, so the version must be $want; ${v%:*} says ${v##*:}"; exit 1
+    fi
+done
 echo "ok: $(wc -l < "$TMP/declared.txt") declared functions exported, $(wc -l < "$TMP/in01.txt") in VMENC_0.1 as released, $n_structs struct_size structs may grow at the end"

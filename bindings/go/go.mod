@@ -1,3 +1,3 @@
-module vmenc
+module github.com/vmenc/vmenc/bindings/go
 
 go 1.19

@@ -3,10 +3,16 @@ package vmenc
 /*
 #include <stdlib.h>
 #include <vmenc/vmenc.h>
+
+extern int goVmencProgress(void *ctx, char *disk_id, vmenc_convert_progress *p);
+int vmenc_go_progress(void *ctx, const char *disk_id, const vmenc_convert_progress *p) {
+	return goVmencProgress(ctx, (char *)disk_id, (vmenc_convert_progress *)p);
+}
 */
 import "C"
 
 import (
+	"context"
 	"errors"
 	"io"
 	"time"
@@ -142,6 +148,25 @@ func (h *Host) OpenVM(principal, vmxPath string) (*VM, error) {
 	return newVM(out, &h.h), check(s, "vmenc_vm_open")
 }
 
+// RegisterVM adds an existing VM home (vmxPath) to this host's inventory
+// under folder (pool optional; OpRegisterVM) and opens it like OpenVM: a
+// VM whose KEK cannot be fetched is returned locked with ErrVMLocked.
+func (h *Host) RegisterVM(principal, vmxPath, folder, pool string) (*VM, error) {
+	if err := h.h.retain(); err != nil {
+		return nil, err
+	}
+	var cs cstrings
+	defer cs.free()
+	var out *C.vmenc_vm
+	s := C.vmenc_vm_register((*C.vmenc_host)(h.h.p), cs.str(principal, false), cs.str(vmxPath, false),
+		cs.str(folder, false), cs.str(pool, true), &out)
+	if s != 0 && out == nil {
+		h.h.release()
+		return nil, check(s, "vmenc_vm_register")
+	}
+	return newVM(out, &h.h), check(s, "vmenc_vm_register")
+}
+
 // VM is one VM; safe for concurrent use.
 type VM struct {
 	h    handle
@@ -257,31 +282,52 @@ func (v *VM) AddDisk(principal string, capacity uint64, sectorSize uint32) (stri
 	return C.GoString(&id[0]), nil
 }
 
-// RekeyShallow re-wraps every key under a new KEK (keyProvider/kekID "" = keep/create).
-func (v *VM) RekeyShallow(principal, keyProvider, kekID string) error {
+// goProgressFn is the C trampoline to goVmencProgress (progress.go), which
+// must live in this file: a file with //export may not define C functions.
+func goProgressFn() C.vmenc_progress_fn { return C.vmenc_progress_fn(C.vmenc_go_progress) }
+
+// RekeyShallow re-wraps every key under a new KEK (keyProvider/kekID "" =
+// keep/create). A keyProvider other than the one the VM's storage policy
+// names leaves that policy (the VM's StoragePolicy becomes ""). ctx is
+// checked before the call (the rewrap itself is short and not cut midway).
+func (v *VM) RekeyShallow(ctx context.Context, principal, keyProvider, kekID string) error {
+	if ctx != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
 	return v.do("vmenc_vm_rekey_shallow", func(p *C.vmenc_vm, cs *cstrings) C.vmenc_status {
 		return C.vmenc_vm_rekey_shallow(p, cs.str(principal, false), cs.str(keyProvider, true), cs.str(kekID, true))
 	})
 }
 
-// ApplyStoragePolicy brings the VM to storage policy name, converting disks
-// that hold data in place (segmentBytes 0 = default).
-func (v *VM) ApplyStoragePolicy(principal, name string, segmentBytes uint64) error {
-	return v.do("vmenc_vm_apply_storage_policy_ex", func(p *C.vmenc_vm, cs *cstrings) C.vmenc_status {
-		var o C.vmenc_apply_options
-		o.struct_size = C.uint32_t(unsafe.Sizeof(o))
-		o.segment_bytes = C.uint64_t(segmentBytes)
-		return C.vmenc_vm_apply_storage_policy_ex(p, cs.str(principal, false), cs.str(name, false), &o)
+// ApplyStoragePolicy brings the VM to storage policy name (encrypt, decrypt,
+// change of key provider), converting disks that hold data in place
+// (segmentBytes 0 = default). When ctx is done the conversion stops after
+// the segment in flight, cleanly and resumably, and ctx.Err() is returned.
+func (v *VM) ApplyStoragePolicy(ctx context.Context, principal, name string, segmentBytes uint64) error {
+	return withProgress(ctx, segmentBytes, func(o *C.vmenc_apply_options) error {
+		return v.do("vmenc_vm_apply_storage_policy_ex", func(p *C.vmenc_vm, cs *cstrings) C.vmenc_status {
+			return C.vmenc_vm_apply_storage_policy_ex(p, cs.str(principal, false), cs.str(name, false), o)
+		})
 	})
 }
 
-// RekeyDeep gives every encrypted disk a new DEK, re-encrypting in place.
-func (v *VM) RekeyDeep(principal string, segmentBytes uint64) error {
-	return v.do("vmenc_vm_rekey_deep", func(p *C.vmenc_vm, cs *cstrings) C.vmenc_status {
-		var o C.vmenc_apply_options
-		o.struct_size = C.uint32_t(unsafe.Sizeof(o))
-		o.segment_bytes = C.uint64_t(segmentBytes)
-		return C.vmenc_vm_rekey_deep(p, cs.str(principal, false), &o)
+// RekeyDeep gives every encrypted disk a new DEK, re-encrypting in place;
+// ctx as ApplyStoragePolicy.
+func (v *VM) RekeyDeep(ctx context.Context, principal string, segmentBytes uint64) error {
+	return withProgress(ctx, segmentBytes, func(o *C.vmenc_apply_options) error {
+		return v.do("vmenc_vm_rekey_deep", func(p *C.vmenc_vm, cs *cstrings) C.vmenc_status {
+			return C.vmenc_vm_rekey_deep(p, cs.str(principal, false), o)
+		})
+	})
+}
+
+// Resume finishes an interrupted conversion or storage-policy application;
+// ctx as ApplyStoragePolicy.
+func (v *VM) Resume(ctx context.Context, principal string, segmentBytes uint64) error {
+	return withProgress(ctx, segmentBytes, func(o *C.vmenc_apply_options) error {
+		return v.do("vmenc_vm_resume", func(p *C.vmenc_vm, cs *cstrings) C.vmenc_status {
+			return C.vmenc_vm_resume(p, cs.str(principal, false), o)
+		})
 	})
 }
 
@@ -457,4 +503,29 @@ func (d *Disk) ConvertStep(maxBytes uint64) (Progress, error) {
 	}
 	return Progress{DiskState(pr.state), uint64(pr.bytes_done), uint64(pr.bytes_total), uint64(pr.segments_done),
 		uint64(pr.segments_total), uint64(pr.bytes_per_second), pr.done != 0}, nil
+}
+
+// Convert runs an in-place conversion of this open disk to its end
+// (ConvertBegin, then ConvertStep per segment). When ctx is done it stops
+// between segments - the conversion stays resumable - and returns
+// ctx.Err() with the progress so far.
+func (d *Disk) Convert(ctx context.Context, principal string, kind ConvertKind, segmentBytes uint64) (Progress, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := ctx.Err(); err != nil {
+		return Progress{}, err
+	}
+	if err := d.ConvertBegin(principal, kind, segmentBytes); err != nil {
+		return Progress{}, err
+	}
+	for {
+		p, err := d.ConvertStep(0)
+		if err != nil || p.Done {
+			return p, err
+		}
+		if err := ctx.Err(); err != nil {
+			return p, err
+		}
+	}
 }

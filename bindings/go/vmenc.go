@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -168,9 +169,16 @@ func check(s C.vmenc_status, op string) error {
 	return newError(Status(s), op, "")
 }
 
-// Error implements error.
+// opText turns the C function behind an error into the operation's words
+// ("vmenc_vm_rekey_shallow" -> "vm rekey shallow"): a Go caller reads what
+// failed, not which C symbol. Op keeps the symbol for logs and debugging.
+func opText(op string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(op, "vmenc_"), "_", " ")
+}
+
+// Error implements error: "vmenc: <operation>: <reason> (<status name>)[: detail]".
 func (e *Error) Error() string {
-	msg := fmt.Sprintf("vmenc: %s: %s (%s)", e.Op, e.Status.Error(), e.Status.Name())
+	msg := fmt.Sprintf("vmenc: %s: %s (%s)", opText(e.Op), e.Status.Error(), e.Status.Name())
 	if e.Op == "" {
 		msg = fmt.Sprintf("vmenc: %s (%s)", e.Status.Error(), e.Status.Name())
 	}

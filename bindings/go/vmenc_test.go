@@ -27,7 +27,7 @@ func must(t *testing.T, err error) {
 
 func TestVersionAndErrors(t *testing.T) {
 	must(t, Init())
-	if Version() != "0.1.0" {
+	if Version() != "0.4.0" {
 		t.Fatalf("version %s", Version())
 	}
 	var err error = &Error{Status: StatusAuth, Op: "x"}
@@ -371,10 +371,10 @@ func TestConversion(t *testing.T) {
 	_, err = d.WriteAt(data, 0)
 	must(t, err)
 	must(t, d.Close())
-	if err := vm.ApplyStoragePolicy("bob", encPolicy, 1<<20); !errors.Is(err, ErrDenied) {
+	if err := vm.ApplyStoragePolicy(context.Background(), "bob", encPolicy, 1<<20); !errors.Is(err, ErrDenied) {
 		t.Fatalf("bob: %v", err)
 	}
-	must(t, vm.ApplyStoragePolicy("alice", encPolicy, 1<<20))
+	must(t, vm.ApplyStoragePolicy(context.Background(), "alice", encPolicy, 1<<20))
 	d, err = vm.OpenDisk("alice", id, 0)
 	must(t, err)
 	defer d.Close()
@@ -822,16 +822,16 @@ var ncAttempts = []ncAttempt{
 		w.denied(who+" defines an encrypting storage policy", err)
 	}},
 	{"encrypt", func(w *ncWorld, who string, rng *rand.Rand) {
-		w.denied(who+" encrypts", w.plain.ApplyStoragePolicy(who, encPolicy, 0))
+		w.denied(who+" encrypts", w.plain.ApplyStoragePolicy(context.Background(), who, encPolicy, 0))
 	}},
 	{"decrypt", func(w *ncWorld, who string, rng *rand.Rand) {
-		w.denied(who+" decrypts", w.secret.ApplyStoragePolicy(who, "Datastore Default", 0))
+		w.denied(who+" decrypts", w.secret.ApplyStoragePolicy(context.Background(), who, "Datastore Default", 0))
 	}},
 	{"rekey", func(w *ncWorld, who string, rng *rand.Rand) {
 		if rng.Intn(2) == 0 {
-			w.denied(who+" rekeys shallow", w.secret.RekeyShallow(who, "", ""))
+			w.denied(who+" rekeys shallow", w.secret.RekeyShallow(context.Background(), who, "", ""))
 		} else {
-			w.denied(who+" rekeys deep", w.secret.RekeyDeep(who, 0))
+			w.denied(who+" rekeys deep", w.secret.RekeyDeep(context.Background(), who, 0))
 		}
 	}},
 	{"clone", func(w *ncWorld, who string, rng *rand.Rand) {

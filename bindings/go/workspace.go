@@ -378,6 +378,76 @@ func (w *Workspace) AddKMS(principal string, spec KMSSpec) error {
 	return check(C.vmenc_workspace_add_kms((*C.vmenc_workspace)(p), cs.str(principal, false), &c), "vmenc_workspace_add_kms")
 }
 
+// DeleteOptions select what DeleteVM does besides removing the VM from the
+// inventory and the control store.
+type DeleteOptions struct {
+	KeepFiles   bool // keep the VM home in the datastore
+	DestroyKeys bool // crypto-shredding: destroy the VM's KEKs nothing else uses (Cryptographer.ManageKeys)
+	DryRun      bool // plan only: fill the result, change nothing
+}
+
+// DeleteResult is what DeleteVM did (or, with DryRun, would do).
+type DeleteResult struct {
+	NumFiles, NumKeys, NumKeysDestroyed, NumKeysKept uint32
+	NumBytes                                         uint64
+	KeyProvider, KEKID                               string // the VM key's; "" for a plain VM
+	Message                                          string // why a key was kept, or the step that failed
+}
+
+// DeleteVM deletes VM name on behalf of principal (VirtualMachine.Inventory.Delete;
+// every step audited): its files unless KeepFiles, its authority record, its
+// inventory entry; with DestroyKeys also every KEK of the VM that nothing
+// else of the workspace uses, so no copy of its files - a backup included -
+// can be decrypted afterwards. A VM open in another process is refused
+// (ErrLocked, nothing removed). The result is filled on failure too.
+func (w *Workspace) DeleteVM(ctx context.Context, principal, name string, opts DeleteOptions) (DeleteResult, error) {
+	if ctx != nil && ctx.Err() != nil {
+		return DeleteResult{}, ctx.Err()
+	}
+	p, err := w.h.use()
+	if err != nil {
+		return DeleteResult{}, err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	var flags C.uint32_t
+	if opts.KeepFiles {
+		flags |= C.VMENC_WORKSPACE_DELETE_KEEP_FILES
+	}
+	if opts.DestroyKeys {
+		flags |= C.VMENC_WORKSPACE_DELETE_DESTROY_KEYS
+	}
+	if opts.DryRun {
+		flags |= C.VMENC_WORKSPACE_DELETE_DRY_RUN
+	}
+	var r C.vmenc_workspace_delete_result
+	r.struct_size = C.uint32_t(unsafe.Sizeof(r))
+	s := C.vmenc_workspace_delete_vm((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(name, false), flags, &r)
+	res := DeleteResult{NumFiles: uint32(r.num_files), NumKeys: uint32(r.num_keys),
+		NumKeysDestroyed: uint32(r.num_keys_destroyed), NumKeysKept: uint32(r.num_keys_kept),
+		NumBytes: uint64(r.num_bytes), KeyProvider: C.GoString(&r.key_provider[0]), KEKID: C.GoString(&r.kek_id[0]),
+		Message: C.GoString(&r.message[0])}
+	if s != 0 {
+		return res, newError(Status(s), "vmenc_workspace_delete_vm", res.Message)
+	}
+	return res, nil
+}
+
+// UnregisterVM takes VM name out of the inventory and the control store,
+// keeping its files and keys (VirtualMachine.Inventory.Unregister; audited).
+func (w *Workspace) UnregisterVM(principal, name string) error {
+	p, err := w.h.use()
+	if err != nil {
+		return err
+	}
+	defer w.h.done()
+	var cs cstrings
+	defer cs.free()
+	return check(C.vmenc_workspace_unregister_vm((*C.vmenc_workspace)(p), cs.str(principal, false), cs.str(name, false)),
+		"vmenc_workspace_unregister_vm")
+}
+
 // RemoveKMS removes key provider alias on behalf of principal
 // (OpManageKeyServers; audited). Its keys are not destroyed.
 func (w *Workspace) RemoveKMS(principal, alias string) error {

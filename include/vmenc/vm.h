@@ -305,7 +305,12 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_remove_disk(vmenc_vm *vm, const
  * proven to unwrap before it is written; each file is replaced atomically,
  * descriptors first and the .vmx last, and every record names its own KEK,
  * so a crash at any point leaves a VM that opens (with the old KEK for the
- * records not yet rewritten). The old KEK is not destroyed. */
+ * records not yet rewritten). The old KEK is not destroyed. A rekey to a
+ * provider other than the one the VM's storage policy names leaves that
+ * policy: the VM's storage policy becomes "" in the same .vmx write (the
+ * audit event says why), so nothing re-applies the old policy and re-keys
+ * the VM back; vmenc_vm_apply_storage_policy with a policy naming the new
+ * provider records one again without re-keying. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_vm_rekey_shallow(vmenc_vm *vm, const char *principal,
                                                                const char *key_provider, const char *kek_id);
 

@@ -198,11 +198,15 @@ typedef struct vmenc_workspace_open_options {
  *                              longer than lock_timeout_ms
  *   VMENC_E_AUDIT_TAMPERED     the audit log's last record is damaged
  *   VMENC_E_IO, VMENC_E_NOMEM
- * A key provider other than the audit key's that cannot be built (a
- * keystore file missing, a PKCS#11 module absent) does not fail the open:
- * its cluster is added without that endpoint, VMs that need it open locked
- * (VMENC_E_VM_LOCKED), and vmenc_workspace_get_kms_info reports it. On failure
- * |*out| is untouched. */
+ * A key provider other than the audit key's that cannot be built (its
+ * secret_file or keystore file missing, a PKCS#11 module absent) does not
+ * fail the open: its cluster is added without that endpoint (empty if the
+ * secret is missing), VMs that need it open locked (VMENC_E_VM_LOCKED,
+ * vmenc_vm_get_missing_key names the provider), and
+ * vmenc_workspace_get_kms_info reports it - load_status and a load_detail
+ * naming the provider and the file - so it can be listed, fixed or removed
+ * (vmenc_workspace_remove_kms). A wrong passphrase or a malformed option
+ * still fails the open. On failure |*out| is untouched. */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_open(const char *dir,
                                                              const vmenc_workspace_open_options *opts,
                                                              vmenc_workspace_error *err,

@@ -334,6 +334,36 @@ static bool any_converting(const vmenc_vm *vm) {
     return false;
 }
 
+/* drift_check: a shallow rekey to key provider |alias| when the VM's
+ * storage policy names another one would leave the policy naming the old
+ * provider, and its next application would silently re-key back (issue 24
+ * item 4). The VM's record follows the rekey instead: it no longer claims
+ * that policy (true: its keys are elsewhere now). |why| gets the sentence
+ * for the audit event; *out_drift tells whether the policy must be
+ * dropped. */
+static void drift_check(vmenc_vm *vm, const char *alias, bool *out_drift, char *why, size_t why_cap) {
+    *out_drift = false;
+    if (alias == NULL || vm->vmx.storage_policy[0] == '\0')
+        return;
+    vmenc_vm_disk_state ds = {.encrypted = 0};
+    vmenc_vm_crypto_state st = {.struct_size = sizeof(st), .num_disks = 1, .disks = &ds};
+    vmenc_policy_action acts[VMENC_POLICY_MAX_ACTIONS(1)];
+    size_t n = 0;
+    if (vmenc_policy_plan_storage_policy(vm->host->policy, vm->vmx.storage_policy, &st, acts, VMENC_ARRAY_LEN(acts),
+                                         &n) != VMENC_OK)
+        return; /* a policy that is gone names no provider */
+    for (size_t i = 0; i < n; i++) {
+        if (acts[i].type != VMENC_ACTION_ENCRYPT_HOME || strcmp(acts[i].key_provider, alias) == 0)
+            continue;
+        snprintf(why, why_cap,
+                 "storage policy \"%.200s\" names key provider \"%.63s\", not \"%.63s\": the VM no longer "
+                 "follows it (apply a storage policy that names \"%.63s\" to record one)",
+                 vm->vmx.storage_policy, acts[i].key_provider, alias, alias);
+        *out_drift = true;
+        return;
+    }
+}
+
 static vmenc_status rekey_locked(vmenc_vm *vm, const char *alias, const char *kek_id, vm_op *op) {
     VMENC_ENSURE(vm_is_encrypted(vm) && !any_converting(vm), VMENC_E_BAD_STATE);
     VMENC_GUARD(needs_keys(vm));
@@ -357,9 +387,17 @@ vmenc_status vmenc_vm_rekey_shallow(vmenc_vm *vm, const char *principal, const c
                                .flags = vm_flags(vm)};
     VMENC_GUARD(vm_op_authorize(&op, &rq));
     pthread_mutex_lock(&vm->lock);
+    char why[sizeof(vm->error_detail)] = "", old_policy[sizeof(vm->vmx.storage_policy)];
+    bool drift = false;
+    drift_check(vm, key_provider, &drift, why, sizeof(why));
+    memcpy(old_policy, vm->vmx.storage_policy, sizeof(old_policy));
+    if (drift) /* written with the new key records, in the same .vmx write */
+        vm->vmx.storage_policy[0] = '\0';
     vmenc_status s = rekey_locked(vm, key_provider, kek_id, &op);
+    if (s != VMENC_OK && drift)
+        memcpy(vm->vmx.storage_policy, old_policy, sizeof(old_policy));
     pthread_mutex_unlock(&vm->lock);
-    return vm_op_finish(&op, s, NULL);
+    return vm_op_finish(&op, s, s == VMENC_OK && drift ? why : NULL);
 }
 
 /* ---- state files of the home -------------------------------------------------- */

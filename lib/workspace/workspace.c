@@ -189,9 +189,28 @@ static vmenc_status build_cluster(vmenc_workspace *ws, const ws_kms *k, const ch
                                   ws_kms_state *st, vmenc_workspace_error *err) {
     vmenc_secret *secret = NULL;
     vmenc_status rv = VMENC_OK;
+    memset(st, 0, sizeof(*st));
     if (k->secret_file != NULL) {
         char *p = resolve(ws->dir, k->secret_file);
         rv = p ? read_secret_file(p, &secret) : VMENC_E_NOMEM;
+        if (rv != VMENC_OK && rv != VMENC_E_NOMEM && !strict) {
+            /* One provider's missing secret is that provider's problem
+             * (issue 24 item 3): it is left out - an empty cluster, so its
+             * alias is known and its VMs open locked - and reported. */
+            st->load_status = rv;
+            (void)snprintf(st->load_detail, sizeof(st->load_detail),
+                           "key provider \"%s\" left out: cannot read its secret_file %s: %s; its VMs open locked",
+                           k->alias, p, vmenc_strerror(rv));
+            free(p);
+            vmenc_kms_cluster *c = NULL;
+            rv = vmenc_kms_cluster_new(k->alias, NULL, &c);
+            if (rv == VMENC_OK && (rv = vmenc_keymgr_take_cluster(ws->keymgr, c)) != VMENC_OK)
+                vmenc_kms_cluster_free(c);
+            if (rv != VMENC_OK)
+                return ws_set_error(err, rv, ws->config_path, k->line, "key provider \"%s\": %s", k->alias,
+                                    vmenc_strerror(rv));
+            return VMENC_OK;
+        }
         free(p);
         if (rv != VMENC_OK)
             return ws_set_error(err, rv, ws->config_path, k->line, "key provider \"%s\": cannot read secret_file '%s': %s",
@@ -213,7 +232,6 @@ static vmenc_status build_cluster(vmenc_workspace *ws, const ws_kms *k, const ch
 
     vmenc_kms_cluster *c = NULL;
     rv = vmenc_kms_cluster_new(k->alias, NULL, &c);
-    memset(st, 0, sizeof(*st));
     for (size_t i = 0; rv == VMENC_OK && i < k->num_endpoints; i++) {
         char *addr = strcmp(k->type, "file") == 0 ? resolve(ws->dir, k->endpoints[i]) : strdup(k->endpoints[i]);
         if (addr == NULL) {
@@ -241,13 +259,19 @@ static vmenc_status build_cluster(vmenc_workspace *ws, const ws_kms *k, const ch
         if (ps == VMENC_OK) {
             st->num_loaded++;
         } else {
-            if (st->load_status == VMENC_OK)
+            if (st->load_status == VMENC_OK) {
                 st->load_status = ps;
-            /* A provider that is down or absent is an operational state (its
-             * VMs open locked); a wrong passphrase or a malformed option is
-             * a configuration error and always fails. */
-            bool soft = vmenc_status_category_of(ps) == VMENC_CAT_PROVIDER && ps != VMENC_E_KMS_AUTH &&
-                        ps != VMENC_E_NO_SUCH_PROVIDER;
+                (void)snprintf(st->load_detail, sizeof(st->load_detail),
+                               "key provider \"%s\", endpoint %s: %s; its VMs open locked", k->alias,
+                               k->endpoints[i], vmenc_strerror(ps));
+            }
+            /* A provider that is down or absent (a keystore file gone) is an
+             * operational state (its VMs open locked); a wrong passphrase or
+             * a malformed option is a configuration error and always
+             * fails. */
+            bool soft = (vmenc_status_category_of(ps) == VMENC_CAT_PROVIDER && ps != VMENC_E_KMS_AUTH &&
+                         ps != VMENC_E_NO_SUCH_PROVIDER) ||
+                        ps == VMENC_E_NOT_FOUND;
             if (strict || !soft)
                 rv = ws_set_error(err, ps, ws->config_path, k->line, "key provider \"%s\", endpoint '%s': %s",
                                   k->alias, k->endpoints[i], vmenc_strerror(ps));
@@ -634,14 +658,19 @@ static vmenc_status authorize_root(vmenc_workspace *ws, const char *principal, v
 
 size_t vmenc_workspace_num_kms(const vmenc_workspace *ws) { return ws ? ws->cfg->num_kms : 0; }
 
+/* vmenc_workspace_kms_info before issue 24 appended load_detail. */
+#define KMS_INFO_V1_SIZE (offsetof(vmenc_workspace_kms_info, audit_key) + sizeof(int))
+
 vmenc_status vmenc_workspace_get_kms_info(const vmenc_workspace *ws, size_t index, vmenc_workspace_kms_info *out) {
     VMENC_ENSURE(ws != NULL && out != NULL, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(out->struct_size >= sizeof(*out), VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(out->struct_size >= KMS_INFO_V1_SIZE, VMENC_E_ABI_VERSION);
     VMENC_ENSURE(index < ws->cfg->num_kms, VMENC_E_INVALID_ARG);
     const ws_kms *k = &ws->cfg->kms[index];
     uint32_t sz = out->struct_size;
-    memset(out, 0, sizeof(*out));
+    memset(out, 0, sz < sizeof(*out) ? sz : sizeof(*out));
     out->struct_size = sz;
+    if (sz >= offsetof(vmenc_workspace_kms_info, load_detail) + sizeof(out->load_detail))
+        memcpy(out->load_detail, ws->kms_state[index].load_detail, sizeof(out->load_detail));
     snprintf(out->alias, sizeof(out->alias), "%s", k->alias);
     snprintf(out->type, sizeof(out->type), "%s", k->type);
     out->num_endpoints = (uint32_t)k->num_endpoints;

@@ -76,6 +76,7 @@ typedef struct ws_kms_state {
     uint32_t num_loaded;
     vmenc_status load_status;
     vmenc_kms_provider *file_provider; /* borrowed from the cluster: first file endpoint */
+    char load_detail[VMENC_WORKSPACE_MESSAGE_MAX]; /* names the provider and the file or endpoint at fault */
 } ws_kms_state;
 
 /* What open found in the policy document (policy_store.c). */

@@ -82,3 +82,35 @@ def test_kmip_unavailable_and_bad_ca(kmip_server, tmp_path):
         mgr.add_cluster("bad", [bad])
         with pytest.raises(vmenc.KMSError):
             mgr.create_kek("bad", timeout=5)
+
+
+def test_delete_vm_destroy_keys_at_pykmip(kmip_server, tmp_path):
+    """Crypto-shredding with a real KMIP server (issue 24 item 1): a VM
+    under a KMIP-backed storage policy is deleted with destroy_keys; the KEK
+    is destroyed at PyKMIP, and a copy of the VM home made before the delete
+    opens locked afterwards."""
+    d, port = kmip_server
+    certs = os.path.join(d, "certs")
+    wsdir = str(tmp_path / "ws")
+    pw = bytearray(b"kmip shredding passphrase")
+    vmenc.Workspace.create(wsdir, pw, "alice", kdf_ops=1, kdf_mem_kib=8192)
+    with vmenc.Workspace(wsdir, pw, no_sync=True) as ws:
+        ws.add_kms("alice", "kmip", "kmip", [f"127.0.0.1:{port}"],
+                   options=[f"ca={certs}/ca.crt", f"cert={certs}/client.crt", f"key={certs}/client.key"])
+        ws.policy.set_storage_policy("KMIP Policy", encrypt=True,
+                                     file_classes=vmenc.policy.FILE_VM_HOME | vmenc.policy.FILE_DISKS,
+                                     key_provider="kmip", migration=vmenc.Migration.OPPORTUNISTIC)
+        vm = ws.create_vm("alice", "k1", disks=[1 << 20], storage_policy="KMIP Policy")
+        with vm, vm.open_disk("alice", "scsi0:0") as disk:
+            disk.pwrite(0, b"kmip-shredded data")
+        home = os.path.dirname(ws.vm_path("k1"))
+        backup = str(tmp_path / "backup")
+        shutil.copytree(home, backup)
+        r = ws.delete_vm("alice", "k1", destroy_keys=True)
+        assert r.key_provider == "kmip" and r.num_keys_destroyed == 1
+        ws.keymgr.forget()
+        with pytest.raises(vmenc.KMSError):
+            ws.keymgr.get_kek("kmip", r.kek_id, timeout=10)
+        shutil.copytree(backup, home)
+        with pytest.raises(vmenc.VMLockedError):
+            ws.host.register_vm("alice", ws.vm_path("k1"), ws.folder)

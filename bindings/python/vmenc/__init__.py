@@ -22,9 +22,9 @@ from .policy import (Decision, EditOp, HostState, Migration, ObjectType, Op, Pol
 from .audit import (Audit, AuditEventView, AuditLog, Defect, Outcome, VerifyResult, event_to_json,
                     log_file_tail, verify_buffer, verify_files)
 from .vm import ConvertKind, Disk, DiskInfo, DiskState, FileClass, Host, Progress, VM, VMFile, VMInfo
-from .workspace import ResealResult, Workspace
+from .workspace import DeleteResult, KMSInfo, ResealResult, Session, Workspace
 from . import policy
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 
 __all__ = [n for n in dir() if not n.startswith("_")]

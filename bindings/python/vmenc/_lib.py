@@ -15,9 +15,9 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_in
                     c_uint, c_uint8, c_uint16, c_uint32, c_uint64, c_void_p)
 
 # The binding is written against this ABI: SONAME libvmenc.so.0, version
-# 0.1 or newer (symbols only ever get added within one major version).
+# 0.4 or newer (symbols only ever get added within one major version).
 ABI_MAJOR = 0
-MIN_VERSION = (0 << 16) | (1 << 8) | 0
+MIN_VERSION = (0 << 16) | (4 << 8) | 0
 
 
 class LibraryError(ImportError):
@@ -275,6 +275,40 @@ class WorkspaceKMSSpec(Structure):
                 ("options", POINTER(c_char_p)), ("secret_file", c_char_p), ("flags", c_uint32)]
 
 
+class WorkspaceKMSInfo(Structure):
+    _fields_ = [("struct_size", c_uint32), ("alias", c_char * (PROVIDER_ALIAS_MAX + 1)), ("type", c_char * 64),
+                ("num_endpoints", c_uint32), ("num_loaded", c_uint32), ("load_status", c_int),
+                ("embedded", c_int), ("audit_key", c_int), ("load_detail", c_char * WORKSPACE_MESSAGE_MAX)]
+
+
+class WorkspaceVMSpec(Structure):
+    _fields_ = [("struct_size", c_uint32), ("name", c_char_p), ("folder", c_char_p),
+                ("storage_policy", c_char_p), ("kek_id", c_char_p), ("memory_bytes", c_uint64),
+                ("disk_capacities", POINTER(c_uint64)), ("num_disks", c_size_t), ("sector_size", c_uint32),
+                ("flags", c_uint32)]
+
+
+class WorkspaceDeleteResult(Structure):
+    _fields_ = [("struct_size", c_uint32), ("num_files", c_uint32), ("num_bytes", c_uint64),
+                ("num_keys", c_uint32), ("num_keys_destroyed", c_uint32), ("num_keys_kept", c_uint32),
+                ("key_provider", c_char * (PROVIDER_ALIAS_MAX + 1)), ("kek_id", c_char * (KEY_ID_MAX + 1)),
+                ("message", c_char * WORKSPACE_MESSAGE_MAX)]
+
+
+class VMCryptoState(Structure):
+    _fields_ = [("struct_size", c_uint32), ("home_encrypted", c_int), ("home_provider", c_char_p),
+                ("num_disks", c_size_t), ("disks", c_void_p), ("core_dumps_encrypted", c_int),
+                ("core_dump_provider", c_char_p), ("migration", c_int)]
+
+
+class PolicyAction(Structure):
+    _fields_ = [("type", c_int), ("disk", c_size_t), ("migration", c_int),
+                ("key_provider", c_char * (POLICY_NAME_MAX + 1))]
+
+
+WORKSPACE_DELETE_KEEP_FILES = 1 << 0
+WORKSPACE_DELETE_DESTROY_KEYS = 1 << 1
+WORKSPACE_DELETE_DRY_RUN = 1 << 2
 WORKSPACE_KMS_CREATE = 1 << 0
 VM_FILE_EXPORT = 1 << 3  # vm.h VMENC_VM_FILE_EXPORT
 
@@ -493,6 +527,13 @@ _PROTOS = {
     "vmenc_workspace_add_kms": (S, [vp, cs, P(WorkspaceKMSSpec)]),
     "vmenc_workspace_remove_kms": (S, [vp, cs, cs]),
     "vmenc_workspace_kms_backup": (S, [vp, cs, cs, cs, vp, sz]),
+    "vmenc_policy_plan_storage_policy": (S, [vp, cs, P(VMCryptoState), P(PolicyAction), sz, P(sz)]),
+    "vmenc_workspace_num_kms": (sz, [vp]),
+    "vmenc_workspace_get_kms_info": (S, [vp, sz, P(WorkspaceKMSInfo)]),
+    "vmenc_workspace_kms_endpoint": (S, [vp, sz, sz, vp, sz]),
+    "vmenc_workspace_create_vm": (S, [vp, cs, P(WorkspaceVMSpec), P(WorkspaceError), P(vp)]),
+    "vmenc_workspace_delete_vm": (S, [vp, cs, cs, u32, P(WorkspaceDeleteResult)]),
+    "vmenc_workspace_unregister_vm": (S, [vp, cs, cs]),
 }
 
 _missing = []

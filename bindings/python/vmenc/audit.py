@@ -20,6 +20,7 @@ CHAIN_ID_BYTES = 16
 
 
 class Outcome(enum.IntEnum):
+    """The outcome of an audited operation: success, denied or failed."""
     SUCCESS = 0
     DENIED = 1
     FAILED = 2
@@ -89,6 +90,7 @@ class AuditLog(Handle):
         return seq.value
 
     def sync(self) -> None:
+        """Make every record appended so far durable (fsync)."""
         check(_lib.lib.vmenc_audit_log_sync(self))
 
     def rotate(self, new_path: str) -> None:
@@ -103,6 +105,7 @@ class AuditLog(Handle):
         return seq.value, bytes(h)
 
     def stats(self) -> dict:
+        """Counters of the log (records and bytes written, syncs)."""
         s = _lib.AuditLogStats(sizeof(_lib.AuditLogStats))
         check(_lib.lib.vmenc_audit_log_get_stats(self, byref(s)))
         return {"records": s.records, "bytes": s.bytes, "syncs": s.syncs}
@@ -164,6 +167,7 @@ class Audit(Handle):
         self._borrow(log)
 
     def add_callback(self, fn: Callable[[AuditEventView, str], None]) -> None:
+        """Call ``fn(event)`` for every event (an :class:`AuditEventView`, valid during the call)."""
         def tramp(_ctx, evp, js, n):
             try:
                 e = evp.contents
@@ -184,6 +188,7 @@ class Audit(Handle):
              key_provider: Optional[str] = None, key_ids: Sequence[str] = (),
              outcome: Outcome = Outcome.SUCCESS, status: int = 0, reason: Optional[str] = None,
              time_ms: int = 0) -> None:
+        """Record one event in every sink; raises AuditError if a sink fails."""
         ev, _keep = _event(principal, operation, target, key_provider, key_ids, outcome, status, reason,
                            time_ms)
         check(_lib.lib.vmenc_audit_emit(self, byref(ev)))
@@ -193,6 +198,7 @@ class Audit(Handle):
 
 
 class Defect(enum.IntEnum):
+    """What the verifier found wrong with a log (edited, deleted, reordered, cut short...)."""
     NONE = 0
     EDITED = 1
     MALFORMED = 2
@@ -220,12 +226,14 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
+        """True when the log verified with no defect."""
         return self.status == 0
 
     def __bool__(self) -> bool:
         return self.ok
 
     def raise_for_status(self) -> None:
+        """Raise the matching AuditError unless the log verified."""
         check(self.status, f"{self.defect.name.lower()} at file {self.bad_file} line {self.bad_index}"
               if self.status else "")
 

@@ -11,11 +11,13 @@ code::
     except vmenc.KMSUnavailableError:
         ...  # retry later
     except vmenc.DeniedError as e:
-        print("not allowed:", e)
+        print("not allowed:", e.privilege, "missing on", e.object)
 """
 from __future__ import annotations
 
 import enum
+import re
+from typing import Optional
 
 from . import _lib
 
@@ -162,7 +164,51 @@ class PolicyError(Error):
 
 
 class DeniedError(PolicyError, PermissionError):
-    """The principal lacks a privilege, or the host cannot enter encryption mode."""
+    """The principal lacks a privilege, or the host cannot enter encryption mode.
+
+    Attributes, besides :class:`Error`'s: ``privilege`` - the missing
+    privilege's vSphere name (``"Cryptographer.Decrypt"``), or None when the
+    refusal was not about a privilege (host mode) or the library did not say;
+    ``object`` - the inventory object it was missing on, or None;
+    ``decision`` - the full :class:`vmenc.Decision` when one was made.
+    """
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(status, detail)
+        self.privilege: Optional[str] = _privilege_in(detail)
+        self.object: Optional[str] = None
+        self.decision = None
+
+    def _set_decision(self, decision) -> None:
+        """Attach a :class:`vmenc.Decision` and take the privilege and object from it."""
+        self.decision = decision
+        if decision.missing_privilege:
+            self.privilege = decision.missing_privilege
+        if decision.missing_object:
+            self.object = decision.missing_object
+
+
+def _privilege_in(text: str) -> Optional[str]:
+    """The first privilege name (as the library spells it) in ``text``, or None."""
+    if not text:
+        return None
+    names = _privilege_names()
+    for word in re.findall(r"[A-Z][A-Za-z]*(?:\.[A-Za-z]+)+", text):
+        if word in names:
+            return word
+    return None
+
+
+_PRIV_NAMES: Optional[frozenset] = None
+
+
+def _privilege_names() -> frozenset:
+    global _PRIV_NAMES
+    if _PRIV_NAMES is None:
+        n = int(_lib.lib.vmenc_policy_privilege_count())
+        _PRIV_NAMES = frozenset(_lib.dec(_lib.lib.vmenc_policy_privilege_name(i)) for i in range(n + 1)
+                                if _lib.lib.vmenc_policy_privilege_name(i))
+    return _PRIV_NAMES
 
 
 class AuditError(Error):

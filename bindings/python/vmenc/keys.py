@@ -33,6 +33,7 @@ class WrapContext:
 
 
 def len_ctx() -> int:
+    """The wrap context (VM UUID, disk ID, purpose) as the C struct, with its buffers."""
     from ctypes import sizeof
     return sizeof(_lib.WrapContext)
 
@@ -116,12 +117,14 @@ class KEK(_Key):
 
     @classmethod
     def generate(cls) -> "KEK":
+        """A new random KEK (for tests and custom providers; real KEKs come from a key provider)."""
         out = c_void_p()
         check(_lib.lib.vmenc_kek_generate(byref(out)))
         return cls._adopt(out)
 
     @classmethod
     def from_bytes(cls, key) -> "KEK":
+        """A KEK from 32 raw bytes (copied into secure memory; wipe your copy)."""
         p, n = _lib.inbuf(key)
         out = c_void_p()
         check(_lib.lib.vmenc_kek_new_from_bytes(p, n, byref(out)))
@@ -159,6 +162,7 @@ class WrappedKey(Handle):
         return cls._adopt(out)
 
     def to_bytes(self) -> bytes:
+        """The binary wrapped-key record (docs/wrapped-key-format.md)."""
         out, n = c_void_p(), c_size_t()
         check(_lib.lib.vmenc_wrapped_key_serialize(self, byref(out), byref(n)))
         try:
@@ -169,6 +173,7 @@ class WrappedKey(Handle):
     __bytes__ = to_bytes
 
     def to_text(self) -> str:
+        """The text form, ``vmwk1:`` + base64, as stored in configuration files."""
         out = c_void_p()
         check(_lib.lib.vmenc_wrapped_key_to_text(self, byref(out)))
         try:
@@ -178,14 +183,17 @@ class WrappedKey(Handle):
 
     @property
     def alg(self) -> str:
+        """The wrap algorithm of the record."""
         return _ALG_NAMES.get(_lib.lib.vmenc_wrapped_key_alg(self), "unknown")
 
     @property
     def provider_alias(self) -> str:
+        """The key provider (cluster alias) whose KEK wraps it."""
         return _lib.dec(_lib.lib.vmenc_wrapped_key_provider_alias(self))
 
     @property
     def kek_id(self) -> str:
+        """The ID of the KEK that wraps it."""
         return _lib.dec(_lib.lib.vmenc_wrapped_key_kek_id(self))
 
     def unwrap(self, kek: KEK, context: Optional[WrapContext] = None) -> DEK:

@@ -159,6 +159,7 @@ def _cluster_opts(backoff_initial_ms: int, backoff_max_ms: int, no_jitter: bool)
 
 @dataclass(frozen=True)
 class EndpointInfo:
+    """Health of one endpoint of a cluster (state, failures, back-off)."""
     name: str
     type_name: str
     consecutive_failures: int
@@ -197,12 +198,14 @@ class Cluster(Handle):
 
     @property
     def alias(self) -> str:
+        """The cluster's alias."""
         return _lib.dec(_lib.lib.vmenc_kms_cluster_alias(self))
 
     def __len__(self) -> int:
         return int(_lib.lib.vmenc_kms_cluster_num_endpoints(self))
 
     def endpoint_info(self, index: int) -> EndpointInfo:
+        """Health of endpoint ``index`` (:class:`EndpointInfo`)."""
         i = _lib.EndpointInfo(sizeof(_lib.EndpointInfo))
         check(_lib.lib.vmenc_kms_cluster_endpoint_info(self, index, byref(i)))
         return EndpointInfo(_lib.dec(i.name), _lib.dec(i.type_name), i.consecutive_failures,
@@ -210,23 +213,28 @@ class Cluster(Handle):
 
     @property
     def num_failovers(self) -> int:
+        """How often a call moved on to another endpoint."""
         return int(_lib.lib.vmenc_kms_cluster_num_failovers(self))
 
     def create_kek(self, name: Optional[str] = None, timeout: Optional[float] = None) -> str:
+        """Create a KEK at the first healthy endpoint; return its ID."""
         buf = create_string_buffer(_lib.KMS_KEY_ID_CAP)
         check(_lib.lib.vmenc_kms_cluster_create_kek(self, _lib.enc(name), _ms(timeout), buf,
                                                     len(buf), None))
         return buf.value.decode()
 
     def get_kek(self, key_id: str, timeout: Optional[float] = None) -> KEK:
+        """Fetch KEK ``key_id`` (a :class:`KEK` in secure memory)."""
         out = c_void_p()
         check(_lib.lib.vmenc_kms_cluster_get_kek(self, _lib.enc(key_id), _ms(timeout), byref(out), None))
         return KEK._adopt(out)
 
     def revoke_kek(self, key_id: str, timeout: Optional[float] = None) -> None:
+        """Revoke KEK ``key_id`` at the KMS."""
         check(_lib.lib.vmenc_kms_cluster_revoke_kek(self, _lib.enc(key_id), _ms(timeout), None))
 
     def destroy_kek(self, key_id: str, timeout: Optional[float] = None) -> None:
+        """Destroy KEK ``key_id`` at the KMS (revoking first where the KMS needs it)."""
         check(_lib.lib.vmenc_kms_cluster_destroy_kek(self, _lib.enc(key_id), _ms(timeout), None))
 
     def check_health(self, timeout: Optional[float] = None) -> int:
@@ -243,6 +251,7 @@ class Cluster(Handle):
 
 @dataclass(frozen=True)
 class KeyManagerStats:
+    """Counters of a key manager (cache hits and misses, failovers, errors...)."""
     hits: int
     misses: int
     failovers: int
@@ -294,6 +303,7 @@ class KeyManager(Handle):
         self._retain()
 
     def remove_cluster(self, alias: str) -> None:
+        """Remove cluster ``alias`` and drop its cached KEKs."""
         check(_lib.lib.vmenc_keymgr_remove_cluster(self, _lib.enc(alias)))
 
     def create_kek(self, alias: str, name: Optional[str] = None, timeout: Optional[float] = None) -> str:
@@ -304,6 +314,7 @@ class KeyManager(Handle):
         return buf.value.decode()
 
     def get_kek(self, alias: str, key_id: str, timeout: Optional[float] = None) -> KEK:
+        """Fetch KEK ``key_id`` of cluster ``alias`` (cached in memory)."""
         out = c_void_p()
         check(_lib.lib.vmenc_keymgr_get_kek(self, _lib.enc(alias), _lib.enc(key_id), _ms(timeout),
                                             byref(out)))
@@ -320,15 +331,18 @@ class KeyManager(Handle):
 
     def unwrap_dek(self, wrapped: WrappedKey, context: Optional[WrapContext] = None,
                    timeout: Optional[float] = None) -> DEK:
+        """Unwrap a :class:`WrappedKey` bound to ``ctx``; AuthError for a wrong context or tampering."""
         c = _ctx(context)
         out = c_void_p()
         check(_lib.lib.vmenc_keymgr_unwrap_dek(self, wrapped, byref(c), _ms(timeout), byref(out)))
         return DEK._adopt(out)
 
     def revoke_kek(self, alias: str, key_id: str, timeout: Optional[float] = None) -> None:
+        """Revoke a KEK at its KMS and drop it from the cache."""
         check(_lib.lib.vmenc_keymgr_revoke_kek(self, _lib.enc(alias), _lib.enc(key_id), _ms(timeout)))
 
     def destroy_kek(self, alias: str, key_id: str, timeout: Optional[float] = None) -> None:
+        """Destroy a KEK at its KMS and drop it from the cache."""
         check(_lib.lib.vmenc_keymgr_destroy_kek(self, _lib.enc(alias), _lib.enc(key_id), _ms(timeout)))
 
     def forget(self, alias: Optional[str] = None, key_id: Optional[str] = None) -> None:
@@ -336,6 +350,7 @@ class KeyManager(Handle):
         check(_lib.lib.vmenc_keymgr_forget(self, _lib.enc(alias), _lib.enc(key_id)))
 
     def check_health(self, alias: str, timeout: Optional[float] = None) -> int:
+        """Probe every endpoint of ``alias``; return how many are healthy."""
         n = c_size_t()
         check(_lib.lib.vmenc_keymgr_check_health(self, _lib.enc(alias), _ms(timeout), byref(n)))
         return n.value
@@ -348,10 +363,12 @@ class KeyManager(Handle):
         return bytes(buf)
 
     def pin_check_value(self, alias: str, key_id: str, kcv: bytes) -> None:
+        """Pin the key check value of a KEK, so other bytes served later are refused."""
         check(_lib.lib.vmenc_keymgr_pin_check_value(self, _lib.enc(alias), _lib.enc(key_id),
                                                     bytes(kcv), len(kcv)))
 
     def stats(self) -> KeyManagerStats:
+        """The counters (:class:`KeyManagerStats`)."""
         s = _lib.KeymgrStats(sizeof(_lib.KeymgrStats))
         check(_lib.lib.vmenc_keymgr_get_stats(self, byref(s)))
         return KeyManagerStats(*(getattr(s, f) for f, _ in _lib.KeymgrStats._fields_[1:]))

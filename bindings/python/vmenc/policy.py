@@ -9,7 +9,7 @@ from typing import Iterable, Optional, Union
 
 from . import _lib
 from ._handle import Handle
-from .errors import Error, check, error_for
+from .errors import DeniedError, Error, check, error_for
 
 ROLE_ADMIN = "Admin"
 ROLE_NO_CRYPTO_ADMIN = "NoCryptoAdmin"
@@ -18,6 +18,7 @@ ROLE_NO_ACCESS = "NoAccess"
 
 
 class ObjectType(enum.IntEnum):
+    """Inventory object types (root, datacenter, folder, host, cluster, pool, datastore, VM)."""
     ROOT = 0
     DATACENTER = 1
     FOLDER = 2
@@ -29,6 +30,7 @@ class ObjectType(enum.IntEnum):
 
 
 class HostState(enum.IntEnum):
+    """A host's encryption mode (incapable, prepared, safe, pending incapable)."""
     INCAPABLE = 0
     PREPARED = 1
     SAFE = 2
@@ -36,6 +38,7 @@ class HostState(enum.IntEnum):
 
 
 class Op(enum.IntEnum):
+    """Operations the policy decides (vmenc_policy_op)."""
     ENCRYPT_VM = 1
     CREATE_VM = 2
     DECRYPT_VM = 3
@@ -76,6 +79,7 @@ class EditOp(enum.IntEnum):
 
 
 class Migration(enum.IntEnum):
+    """A storage policy's migration encryption: disabled, opportunistic or required."""
     DISABLED = 0
     OPPORTUNISTIC = 1
     REQUIRED = 2
@@ -99,6 +103,7 @@ def privilege_name(priv: int) -> Optional[str]:
 
 
 def privilege_from_name(name: str) -> int:
+    """The privilege number of a vSphere privilege name (UsageError if unknown)."""
     out = c_int()
     check(_lib.lib.vmenc_policy_privilege_from_name(_lib.enc(name), byref(out)))
     return out.value
@@ -156,7 +161,10 @@ def _edit_result(status: int, d: _lib.PolicyDecision) -> "Decision":
     decision = Decision._from_c(d)
     if status:
         err = error_for(status, decision.message)
-        err.decision = decision  # type: ignore[attr-defined]
+        if isinstance(err, DeniedError):
+            err._set_decision(decision)
+        else:
+            err.decision = decision  # type: ignore[attr-defined]
         raise err
     return decision
 
@@ -237,36 +245,46 @@ class Policy(Handle):
 
     # -- construction
     def add_role(self, name: str, privileges: Iterable[Union[str, int]]) -> None:
+        """Add a custom role with ``privileges`` (names or numbers). Trusted bootstrap path."""
         ps = [privilege_from_name(p) if isinstance(p, str) else int(p) for p in privileges]
         arr = (c_int * max(len(ps), 1))(*ps)
         check(_lib.lib.vmenc_policy_add_role(self, _lib.enc(name), arr, len(ps)))
 
     def add_user(self, name: str) -> None:
+        """Add a user. Trusted bootstrap path (use :meth:`add_user_as` for a principal)."""
         check(_lib.lib.vmenc_policy_add_user(self, _lib.enc(name)))
 
     def add_group(self, name: str) -> None:
+        """Add a group. Trusted bootstrap path."""
         check(_lib.lib.vmenc_policy_add_group(self, _lib.enc(name)))
 
     def add_member(self, group: str, member: str) -> None:
+        """Make ``member`` a member of ``group``. Trusted bootstrap path."""
         check(_lib.lib.vmenc_policy_add_member(self, _lib.enc(group), _lib.enc(member)))
 
     def add_object(self, name: str, type: ObjectType, parent: str) -> None:
+        """Add an inventory object under ``parent``. Trusted bootstrap path."""
         check(_lib.lib.vmenc_policy_add_object(self, _lib.enc(name), int(type), _lib.enc(parent)))
 
     def set_vm_state(self, vm: str, host: Optional[str], encrypted: bool) -> None:
+        """Record which host VM ``vm`` is on and whether it is encrypted."""
         check(_lib.lib.vmenc_policy_set_vm_state(self, _lib.enc(vm), _lib.enc(host), int(encrypted)))
 
     def grant(self, principal: str, obj: str, role: str, propagate: bool = True) -> None:
+        """Give ``principal`` ``role`` on ``obj``. Trusted bootstrap path (use :meth:`grant_as`)."""
         check(_lib.lib.vmenc_policy_grant(self, _lib.enc(principal), _lib.enc(obj), _lib.enc(role),
                                           int(propagate)))
 
     def revoke(self, principal: str, obj: str) -> None:
+        """Remove ``principal``'s permission on ``obj``. Trusted bootstrap path."""
         check(_lib.lib.vmenc_policy_revoke(self, _lib.enc(principal), _lib.enc(obj)))
 
     def set_host_state(self, host: str, state: HostState) -> None:
+        """Set a host's encryption mode. Trusted bootstrap path."""
         check(_lib.lib.vmenc_policy_set_host_state(self, _lib.enc(host), int(state)))
 
     def host_state(self, host: str) -> HostState:
+        """A host's encryption mode (:class:`HostState`)."""
         out = c_int()
         check(_lib.lib.vmenc_policy_get_host_state(self, _lib.enc(host), byref(out)))
         return HostState(out.value)
@@ -274,6 +292,7 @@ class Policy(Handle):
     def set_storage_policy(self, name: str, *, encrypt: bool, file_classes: int = 0,
                            key_provider: Optional[str] = None,
                            migration: Migration = Migration.OPPORTUNISTIC) -> None:
+        """Add or replace a storage policy. Trusted bootstrap path."""
         spec = _lib.StoragePolicySpec(sizeof(_lib.StoragePolicySpec), _lib.enc(name), int(encrypt),
                                       file_classes, _lib.enc(key_provider), int(migration))
         check(_lib.lib.vmenc_policy_set_storage_policy(self, byref(spec)))
@@ -292,33 +311,42 @@ class Policy(Handle):
         return _edit_result(s, d)
 
     def add_role_as(self, actor: str, name: str, privileges: Iterable[Union[str, int]]) -> Decision:
+        """Add a role on behalf of ``actor`` (the edit rule decides); returns the Decision, DeniedError if refused."""
         return self.edit_as(actor, EditOp.ADD_ROLE, name=name, privileges=privileges)
 
     def add_user_as(self, actor: str, name: str) -> Decision:
+        """Add a user on behalf of ``actor``; DeniedError if refused."""
         return self.edit_as(actor, EditOp.ADD_USER, name=name)
 
     def add_group_as(self, actor: str, name: str) -> Decision:
+        """Add a group on behalf of ``actor``; DeniedError if refused."""
         return self.edit_as(actor, EditOp.ADD_GROUP, name=name)
 
     def add_member_as(self, actor: str, group: str, member: str) -> Decision:
+        """Add a group member on behalf of ``actor``; DeniedError if refused."""
         return self.edit_as(actor, EditOp.ADD_MEMBER, name=group, member=member)
 
     def add_object_as(self, actor: str, name: str, type: ObjectType, parent: str) -> Decision:
+        """Add an inventory object on behalf of ``actor``; DeniedError if refused."""
         return self.edit_as(actor, EditOp.ADD_OBJECT, name=name, object_type=int(type), obj=parent)
 
     def grant_as(self, actor: str, principal: str, obj: str, role: str, propagate: bool = True) -> Decision:
+        """Grant on behalf of ``actor`` (no escalation: only privileges it holds); DeniedError if refused."""
         return self.edit_as(actor, EditOp.GRANT, name=principal, obj=obj, role=role, propagate=propagate)
 
     def revoke_as(self, actor: str, principal: str, obj: str) -> Decision:
+        """Revoke on behalf of ``actor``; DeniedError if refused."""
         return self.edit_as(actor, EditOp.REVOKE, name=principal, obj=obj)
 
     def set_storage_policy_as(self, actor: str, name: str, *, encrypt: bool, file_classes: int = 0,
                               key_provider: Optional[str] = None,
                               migration: Migration = Migration.OPPORTUNISTIC) -> Decision:
+        """Define a storage policy on behalf of ``actor``; DeniedError if refused."""
         spec = _storage_spec(name, encrypt, file_classes, key_provider, migration)
         return self.edit_as(actor, EditOp.SET_STORAGE_POLICY, storage_policy=spec)
 
     def disable_host_encryption_as(self, actor: str, host: str) -> Decision:
+        """Take a host out of encryption mode on behalf of ``actor``; DeniedError if refused."""
         return self.edit_as(actor, EditOp.DISABLE_HOST_ENCRYPTION, name=host)
 
     # -- decisions
@@ -337,12 +365,14 @@ class Policy(Handle):
         raise AssertionError("unreachable")
 
     def has_privilege(self, principal: str, obj: str, privilege: Union[str, int]) -> bool:
+        """Whether ``principal`` holds ``privilege`` on ``obj``."""
         p = privilege_from_name(privilege) if isinstance(privilege, str) else int(privilege)
         out = c_int()
         check(_lib.lib.vmenc_policy_has_privilege(self, _lib.enc(principal), _lib.enc(obj), p, byref(out)))
         return bool(out.value)
 
     def enable_host_encryption(self, principal: str, host: str) -> Decision:
+        """Switch ``host`` to encryption mode on behalf of ``principal``; returns the Decision."""
         d = _decision()
         s = _lib.lib.vmenc_policy_enable_host_encryption(self, _lib.enc(principal), _lib.enc(host), byref(d))
         if s in (0, -500, -501):

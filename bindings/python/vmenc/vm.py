@@ -14,14 +14,15 @@ from typing import Callable, Optional
 from . import _lib
 from ._handle import Handle
 from .audit import Audit
-from .errors import check, error_for
+from .errors import DeniedError, UsageError, check, error_for
 from .kms import KeyManager
-from .policy import Policy
+from .policy import Decision, Op, Policy
 
 DEFAULT_KMS_TIMEOUT = 10.0
 
 
 class DiskState(enum.IntEnum):
+    """A disk's encryption state (plain, encrypted, converting...)."""
     PLAIN = 0
     ENCRYPTED = 1
     ENCRYPTING = 2
@@ -30,12 +31,14 @@ class DiskState(enum.IntEnum):
 
 
 class ConvertKind(enum.IntEnum):
+    """What an in-place conversion does: encrypt, decrypt or deep rekey."""
     ENCRYPT = 1
     DECRYPT = 2
     REKEY = 3
 
 
 class FileClass(enum.IntEnum):
+    """VM state file classes (NVRAM, suspend state, snapshot state and memory, swap)."""
     NVRAM = 1
     VMSS = 2
     VMSN = 3
@@ -45,6 +48,7 @@ class FileClass(enum.IntEnum):
 
 @dataclass(frozen=True)
 class VMInfo:
+    """A VM's status: name, UUID, encrypted, locked, key provider and KEK ID, disks, storage policy."""
     name: str
     uuid: str
     encrypted: bool
@@ -58,6 +62,7 @@ class VMInfo:
 
 @dataclass(frozen=True)
 class DiskInfo:
+    """One disk's status: ID, capacity, sector size, state, key provider and KEK ID."""
     disk_id: str
     file_name: str
     capacity: int
@@ -70,6 +75,7 @@ class DiskInfo:
 
 @dataclass(frozen=True)
 class Progress:
+    """Progress of an in-place conversion (bytes done and total, segments, rate)."""
     state: DiskState
     bytes_done: int
     bytes_total: int
@@ -98,6 +104,7 @@ class Host(Handle):
         out = c_void_p()
         check(_lib.lib.vmenc_host_new(byref(o), byref(out)))
         super().__init__(out)
+        self._policy: Optional[Policy] = policy
         for parent in (keymgr, policy, audit):
             self._borrow(parent)
 
@@ -105,16 +112,19 @@ class Host(Handle):
     def _borrowed(cls, ptr: int, owner: Handle) -> "Host":
         self = cls.__new__(cls)
         Handle.__init__(self, ptr, owner=owner)
+        self._policy = getattr(owner, "policy", None)
         return self
 
     @property
     def host_id(self) -> str:
+        """The host's inventory name."""
         return _lib.dec(_lib.lib.vmenc_host_id(self))
 
     def create_vm(self, principal: str, home_dir: str, name: str, folder: str, *,
                   pool: Optional[str] = None, datastore: Optional[str] = None,
                   storage_policy: Optional[str] = None, kek_id: Optional[str] = None,
                   memory_bytes: int = 0) -> "VM":
+        """Create a VM in ``home_dir`` (see also :meth:`Workspace.create_vm`, which adds disks all or nothing)."""
         o = _lib.VMCreateOptions(sizeof(_lib.VMCreateOptions), _lib.enc(principal), _lib.enc(home_dir),
                                  _lib.enc(name), _lib.enc(folder), _lib.enc(pool), _lib.enc(datastore),
                                  _lib.enc(storage_policy), _lib.enc(kek_id), memory_bytes, 0)
@@ -132,6 +142,7 @@ class Host(Handle):
 
     def register_vm(self, principal: str, vmx_path: str, folder: str, pool: Optional[str] = None, *,
                     allow_locked: bool = False) -> "VM":
+        """Add an existing VM home to this host's inventory (REGISTER_VM) and open it."""
         out = c_void_p()
         s = _lib.lib.vmenc_vm_register(self, _lib.enc(principal), _lib.enc(vmx_path), _lib.enc(folder),
                                        _lib.enc(pool), byref(out))
@@ -167,6 +178,51 @@ class VM(Handle):
         self._borrow(host)
         return self
 
+    def _check(self, status: int, principal: str, *ops: Op) -> None:
+        """Raise for ``status``; a denial carries the missing privilege: the
+        policy is asked, for each operation in ``ops``, why ``principal`` may
+        not (the C call itself returns only VMENC_E_DENIED)."""
+        if status != -500 or not ops:
+            check(status)
+            return
+        host = self._parents[0] if self._parents else None
+        policy = getattr(host, "_policy", None)
+        decision: Optional[Decision] = None
+        if policy is not None and not policy.closed:
+            try:
+                flags = 1 if self.info().encrypted else 0  # VMENC_REQ_VM_ENCRYPTED
+                for op in ops:
+                    d = policy.check(principal, op, vm=self.name, host=host.host_id, flags=flags)
+                    if not d.allowed:
+                        decision = d
+                        break
+            except Exception:  # explaining must never hide the denial itself
+                decision = None
+        err = error_for(status, decision.message if decision is not None else "")
+        if decision is not None and isinstance(err, DeniedError):
+            err._set_decision(decision)
+        raise err
+
+    def _apply_ops(self, name: str) -> tuple:
+        """The operations applying storage policy ``name`` needs, as the policy plans
+        it for this VM's home: encrypt, decrypt or a change of key provider."""
+        host = self._parents[0] if self._parents else None
+        policy = getattr(host, "_policy", None)
+        fallback = (Op.ENCRYPT_VM, Op.DECRYPT_VM, Op.REKEY_SHALLOW)
+        if policy is None or policy.closed:
+            return fallback
+        info = self.info()
+        st = _lib.VMCryptoState(sizeof(_lib.VMCryptoState), int(info.encrypted),
+                                _lib.enc(info.key_provider) if info.encrypted else None, 0, None, 0, None, 0)
+        acts = (_lib.PolicyAction * 8)()
+        n = c_size_t()
+        if _lib.lib.vmenc_policy_plan_storage_policy(policy, _lib.enc(name), byref(st), acts, 8, byref(n)):
+            return fallback
+        by_type = {1: Op.ENCRYPT_VM, 2: Op.ENCRYPT_VM, 4: Op.DECRYPT_VM, 5: Op.DECRYPT_VM, 7: Op.REKEY_SHALLOW,
+                   8: Op.REKEY_SHALLOW}
+        ops = tuple(dict.fromkeys(by_type[a.type] for a in acts[:n.value] if a.type in by_type))
+        return ops or fallback
+
     @classmethod
     def _opened(cls, status, out, host, allow_locked) -> "VM":
         if status == -417 and out.value:  # VMENC_E_VM_LOCKED: a locked VM we own
@@ -179,17 +235,21 @@ class VM(Handle):
 
     @property
     def name(self) -> str:
+        """The VM's name."""
         return _lib.dec(_lib.lib.vmenc_vm_name(self))
 
     @property
     def uuid(self) -> str:
+        """The VM's UUID."""
         return _lib.dec(_lib.lib.vmenc_vm_uuid(self))
 
     @property
     def home_dir(self) -> str:
+        """The VM's home directory."""
         return _lib.dec(_lib.lib.vmenc_vm_home_dir(self))
 
     def info(self) -> VMInfo:
+        """The VM's status (:class:`VMInfo`)."""
         i = _lib.VMInfo(sizeof(_lib.VMInfo))
         check(_lib.lib.vmenc_vm_get_info(self, byref(i)))
         return VMInfo(_lib.dec(i.name), _lib.dec(i.uuid), bool(i.encrypted), bool(i.locked),
@@ -197,6 +257,7 @@ class VM(Handle):
                       _lib.dec(i.storage_policy))
 
     def disks(self) -> list:
+        """The status of every disk (:class:`DiskInfo`)."""
         out = []
         for idx in range(self.info().num_disks):
             d = _lib.DiskInfo(sizeof(_lib.DiskInfo))
@@ -216,7 +277,8 @@ class VM(Handle):
         return res
 
     def unlock(self, principal: str) -> None:
-        check(_lib.lib.vmenc_vm_unlock(self, _lib.enc(principal)))
+        """Retry fetching the keys of a locked VM; VMLockedError if one is still missing."""
+        self._check(_lib.lib.vmenc_vm_unlock(self, _lib.enc(principal)), principal, Op.POWER_ON)
 
     def add_disk(self, principal: str, capacity: int, *, sector_size: int = 512,
                  disk_id: Optional[str] = None, file_base: Optional[str] = None,
@@ -225,18 +287,23 @@ class VM(Handle):
         o = _lib.DiskCreateOptions(sizeof(_lib.DiskCreateOptions), _lib.enc(disk_id), capacity, sector_size,
                                    _lib.enc(file_base), _lib.enc(datastore), 0)
         buf = create_string_buffer(_lib.DISK_ID_MAX + 1)
-        check(_lib.lib.vmenc_vm_add_disk(self, _lib.enc(principal), byref(o), buf, len(buf)))
+        self._check(_lib.lib.vmenc_vm_add_disk(self, _lib.enc(principal), byref(o), buf, len(buf)), principal,
+                    Op.ADD_DISK)
         return buf.value.decode()
 
     def remove_disk(self, principal: str, disk_id: str, *, delete_files: bool = False) -> None:
-        check(_lib.lib.vmenc_vm_remove_disk(self, _lib.enc(principal), _lib.enc(disk_id),
-                                            1 if delete_files else 0))
+        """Remove disk ``disk_id`` from the configuration (EDIT_SETTINGS); with
+        ``delete_files`` its descriptor and extent are deleted too."""
+        self._check(_lib.lib.vmenc_vm_remove_disk(self, _lib.enc(principal), _lib.enc(disk_id),
+                                                  1 if delete_files else 0), principal, Op.EDIT_SETTINGS)
 
     def rekey_shallow(self, principal: str, key_provider: Optional[str] = None,
                       kek_id: Optional[str] = None) -> None:
-        """Re-wrap every key under a new KEK (data not re-encrypted)."""
-        check(_lib.lib.vmenc_vm_rekey_shallow(self, _lib.enc(principal), _lib.enc(key_provider),
-                                              _lib.enc(kek_id)))
+        """Re-wrap every key under a new KEK (data not re-encrypted). A new
+        ``key_provider`` other than the one the VM's storage policy names
+        leaves that policy (the VM's ``storage_policy`` becomes "")."""
+        self._check(_lib.lib.vmenc_vm_rekey_shallow(self, _lib.enc(principal), _lib.enc(key_provider),
+                                                    _lib.enc(kek_id)), principal, Op.REKEY_SHALLOW)
 
     def apply_storage_policy(self, principal: str, name: str, *,
                              progress: Optional[Callable[[str, Progress], Optional[bool]]] = None,
@@ -245,24 +312,29 @@ class VM(Handle):
         ``progress(disk_id, Progress)`` may return False to stop (resumable);
         the call then raises :class:`vmenc.ResourceError` (INTERRUPTED)."""
         o, _keep = _apply_opts(progress, segment_bytes)
-        check(_lib.lib.vmenc_vm_apply_storage_policy_ex(self, _lib.enc(principal), _lib.enc(name), byref(o)))
+        s = _lib.lib.vmenc_vm_apply_storage_policy_ex(self, _lib.enc(principal), _lib.enc(name), byref(o))
+        self._check(s, principal, *(self._apply_ops(name) if s == -500 else ()))
 
     def rekey_deep(self, principal: str, *, progress=None, segment_bytes: int = 0) -> None:
+        """New DEKs: re-encrypt every disk in place (resumable; ``progress`` as apply_storage_policy)."""
         o, _keep = _apply_opts(progress, segment_bytes)
-        check(_lib.lib.vmenc_vm_rekey_deep(self, _lib.enc(principal), byref(o)))
+        self._check(_lib.lib.vmenc_vm_rekey_deep(self, _lib.enc(principal), byref(o)), principal, Op.REKEY_DEEP)
 
     def resume(self, principal: str, *, progress=None, segment_bytes: int = 0) -> None:
+        """Finish an interrupted conversion or storage-policy application."""
         o, _keep = _apply_opts(progress, segment_bytes)
-        check(_lib.lib.vmenc_vm_resume(self, _lib.enc(principal), byref(o)))
+        self._check(_lib.lib.vmenc_vm_resume(self, _lib.enc(principal), byref(o)), principal, Op.ENCRYPT_VM,
+                    Op.DECRYPT_VM, Op.REKEY_DEEP)
 
     def clone(self, principal: str, home_dir: str, name: str, folder: str, *, pool: Optional[str] = None,
               datastore: Optional[str] = None, storage_policy: Optional[str] = None,
               keep_keys: bool = False) -> "VM":
+        """Clone the VM into ``home_dir`` as ``name`` (new keys unless ``keep_keys``)."""
         o = _lib.VMCloneOptions(sizeof(_lib.VMCloneOptions), _lib.enc(principal), _lib.enc(home_dir),
                                 _lib.enc(name), _lib.enc(folder), _lib.enc(pool), _lib.enc(datastore),
                                 _lib.enc(storage_policy), 1 if keep_keys else 0)
         out = c_void_p()
-        check(_lib.lib.vmenc_vm_clone(self, byref(o), byref(out)))
+        self._check(_lib.lib.vmenc_vm_clone(self, byref(o), byref(out)), principal, Op.CLONE_VM)
         return VM._adopt(out, self._parents[0])
 
     def open_disk(self, principal: str, disk_id: str, *, readonly: bool = False,
@@ -274,7 +346,9 @@ class VM(Handle):
         DeniedError when the policy refuses."""
         flags = (1 if readonly else 0) | (2 if export else 0)
         out = c_void_p()
-        check(_lib.lib.vmenc_disk_open(self, _lib.enc(principal), _lib.enc(disk_id), flags, byref(out)))
+        ops = ((Op.EXPORT_VM,) if readonly else (Op.UPLOAD_FILES, Op.EXPORT_VM)) if export else (Op.POWER_ON,)
+        self._check(_lib.lib.vmenc_disk_open(self, _lib.enc(principal), _lib.enc(disk_id), flags, byref(out)),
+                    principal, *ops)
         return Disk._adopt(out, self)
 
     def open_file(self, principal: str, cls: FileClass, index: int = 0, *, create: bool = False,
@@ -288,14 +362,18 @@ class VM(Handle):
         flags = ((1 if create else 0) | (2 if truncate else 0) | (4 if readonly else 0)
                  | (_lib.VM_FILE_EXPORT if export else 0))
         out = c_void_p()
-        check(_lib.lib.vmenc_vm_file_open(self, _lib.enc(principal), int(cls), index, flags, byref(out)))
+        ops = ((Op.EXPORT_VM,) if readonly else (Op.UPLOAD_FILES, Op.EXPORT_VM)) if export else (Op.POWER_ON,)
+        self._check(_lib.lib.vmenc_vm_file_open(self, _lib.enc(principal), int(cls), index, flags, byref(out)),
+                    principal, *ops)
         return VMFile._adopt(out, self)
 
     def config_set(self, principal: str, key: str, value: Optional[str], *, secret: bool = False) -> None:
-        check(_lib.lib.vmenc_vm_config_set(self, _lib.enc(principal), _lib.enc(key), _lib.enc(value),
-                                           1 if secret else 0))
+        """Set (or with None remove) configuration entry ``key``; ``secret`` stores it encrypted."""
+        self._check(_lib.lib.vmenc_vm_config_set(self, _lib.enc(principal), _lib.enc(key), _lib.enc(value),
+                                                 1 if secret else 0), principal, Op.EDIT_SETTINGS, Op.CONSOLE)
 
     def config_get(self, principal: str, key: str) -> str:
+        """Read configuration entry ``key`` (a secret one needs the console privilege)."""
         n = c_size_t()
         buf = create_string_buffer(4097)
         s = _lib.lib.vmenc_vm_config_get(self, _lib.enc(principal), _lib.enc(key), buf, len(buf), byref(n))
@@ -334,55 +412,79 @@ class Disk(Handle):
         Handle._destroy(self)
         check(s)
 
+    def _range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0:
+            raise UsageError(-100, f"offset {offset} and length {length} must not be negative")
+        size = self.size
+        if offset + length > size:
+            raise UsageError(-100, f"a read of {length} bytes at offset {offset} passes the end of the disk "
+                                   f"({size} bytes); read at most {max(size - offset, 0)} bytes there")
+
     def pread(self, offset: int, length: int) -> bytes:
+        """Read ``length`` decrypted bytes at byte ``offset`` (any alignment).
+        A range past the end of the disk raises :class:`vmenc.UsageError`
+        saying so (a disk has a fixed size: there is no short read)."""
+        self._range(offset, length)
         buf = create_string_buffer(length)
         check(_lib.lib.vmenc_disk_pread(self, offset, length, buf))
         return buf.raw
 
     def readinto(self, offset: int, buf) -> int:
+        """Fill the writable buffer ``buf`` from byte ``offset``; return its length.
+        Past the end: :class:`vmenc.UsageError`, as :meth:`pread`."""
         o, n = _lib.outbuf(buf)
+        self._range(offset, n)
         check(_lib.lib.vmenc_disk_pread(self, offset, n, o))
         return n
 
     def pwrite(self, offset: int, data) -> int:
+        """Write ``data`` at byte ``offset`` (encrypted); return the number of bytes."""
         p, n = _lib.inbuf(data)
         check(_lib.lib.vmenc_disk_pwrite(self, offset, p, n))
         return n
 
     def flush(self) -> None:
+        """Make every completed write durable."""
         check(_lib.lib.vmenc_disk_flush(self))
 
     @property
     def size(self) -> int:
+        """The capacity in bytes."""
         v = c_uint64()
         check(_lib.lib.vmenc_disk_get_size(self, byref(v)))
         return v.value
 
     @property
     def sector_size(self) -> int:
+        """The sector size (the XTS data unit): 512 or 4096."""
         v = c_uint32()
         check(_lib.lib.vmenc_disk_get_sector_size(self, byref(v)))
         return v.value
 
     @property
     def encrypted(self) -> bool:
+        """Whether the disk is encrypted."""
         v = c_int()
         check(_lib.lib.vmenc_disk_is_encrypted(self, byref(v)))
         return bool(v.value)
 
     def convert_begin(self, principal: str, kind: ConvertKind, *, segment_bytes: int = 0) -> None:
+        """Start converting this open disk in place (``kind``); step with :meth:`convert_step`."""
         o = _lib.ConvertOptions(sizeof(_lib.ConvertOptions), segment_bytes, 0)
         check(_lib.lib.vmenc_disk_convert_begin(self, _lib.enc(principal), int(kind), byref(o)))
 
     def convert_step(self, max_bytes: int = 0) -> Progress:
+        """Convert up to ``max_bytes`` more (0: one segment); return the :class:`Progress`."""
         p = _lib.ConvertProgress(sizeof(_lib.ConvertProgress))
         check(_lib.lib.vmenc_disk_convert_step(self, max_bytes, byref(p)))
         return Progress._from_c(p)
 
     def convert_rollback(self, principal: str) -> None:
+        """Take a running conversion back to where it began."""
         check(_lib.lib.vmenc_disk_convert_rollback(self, _lib.enc(principal)))
 
     def convert_progress(self) -> Progress:
+        """The running conversion's :class:`Progress`."""
         p = _lib.ConvertProgress(sizeof(_lib.ConvertProgress))
         check(_lib.lib.vmenc_disk_convert_get_progress(self, byref(p)))
         return Progress._from_c(p)
@@ -413,6 +515,7 @@ class VMFile(Handle):
         return self
 
     def close(self) -> None:
+        """Close the file (flushes first); idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -429,17 +532,20 @@ class VMFile(Handle):
         return buf.raw[:n.value]
 
     def pwrite(self, offset: int, data) -> int:
+        """Write ``data`` at byte ``offset`` (re-authenticating the chunks it touches)."""
         p, n = _lib.inbuf(data)
         check(_lib.lib.vmenc_vm_file_pwrite(self, offset, p, n))
         return n
 
     @property
     def size(self) -> int:
+        """The file's plaintext size in bytes."""
         v = c_uint64()
         check(_lib.lib.vmenc_vm_file_get_size(self, byref(v)))
         return v.value
 
     def flush(self) -> None:
+        """Make every completed write durable."""
         check(_lib.lib.vmenc_vm_file_flush(self))
 
     def __repr__(self) -> str:

@@ -2,7 +2,7 @@
 policy, audit log, datastore), loaded in one call. See docs/workspace.md."""
 from __future__ import annotations
 
-from ctypes import byref, c_char_p, c_size_t, c_void_p, create_string_buffer, sizeof, string_at
+from ctypes import byref, c_char_p, c_size_t, c_uint64, c_void_p, create_string_buffer, sizeof, string_at
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -34,6 +34,37 @@ class ResealResult:
     generation: int      # the new seal's generation
     was_sealed: bool     # the old file carried a seal line
     seal_was_valid: bool  # ... which verified
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What :meth:`Workspace.delete_vm` did (or, with ``dry_run``, would do)."""
+    num_files: int           # files removed from the VM home
+    num_bytes: int           # their size
+    num_keys: int            # distinct KEKs the VM uses
+    num_keys_destroyed: int  # of which destroyed at their key provider
+    num_keys_kept: int       # of which kept (still used elsewhere, or no destroy_keys)
+    key_provider: str        # the VM key's provider ("" for a plain VM)
+    kek_id: str              # the VM key's KEK ID ("" for a plain VM)
+    message: str             # why a key was kept, or the step that failed ("")
+
+
+@dataclass(frozen=True)
+class KMSInfo:
+    """One key provider of the workspace (a [kms] section), as loaded."""
+    alias: str
+    type: str                # "file", "kmip", "pkcs11"
+    endpoints: tuple         # as configured
+    num_loaded: int          # endpoints built at open
+    load_status: int         # 0, or the first endpoint's failure
+    load_detail: str         # names the provider and the file or endpoint at fault ("" if loaded)
+    embedded: bool           # the workspace's own keystore
+    audit_key: bool          # holds the audit chain key's KEK
+
+    @property
+    def loaded(self) -> bool:
+        """True when every endpoint was built."""
+        return self.load_status == 0
 
 
 def _cstr_array(items: Sequence[str], terminate: bool):
@@ -104,55 +135,144 @@ class Workspace(Handle):
 
     @property
     def host(self) -> Host:
+        """The host every VM operation goes through (a view owned by the workspace)."""
         return self._view("host", _lib.lib.vmenc_workspace_host, Host)
 
     @property
     def policy(self) -> Policy:
+        """The policy loaded from the sealed document (a view)."""
         return self._view("policy", _lib.lib.vmenc_workspace_policy, Policy)
 
     @property
     def keymgr(self) -> KeyManager:
+        """The key manager, one cluster per key provider (a view; checks no principal)."""
         return self._view("keymgr", _lib.lib.vmenc_workspace_keymgr, KeyManager)
 
     @property
     def audit(self) -> Audit:
+        """The audit dispatcher whose sink is the workspace's log (a view)."""
         return self._view("audit", _lib.lib.vmenc_workspace_audit, Audit)
 
     @property
     def directory(self) -> str:
+        """The workspace directory."""
         return _lib.dec(_lib.lib.vmenc_workspace_dir(self))
 
     @property
     def id(self) -> str:
+        """The workspace's UUID."""
         return _lib.dec(_lib.lib.vmenc_workspace_id(self))
 
     @property
     def datastore_dir(self) -> str:
+        """The datastore directory (one folder per VM)."""
         return _lib.dec(_lib.lib.vmenc_workspace_datastore_dir(self))
 
     @property
     def folder(self) -> str:
+        """The inventory folder new VMs go to."""
         return _lib.dec(_lib.lib.vmenc_workspace_folder(self))
 
     @property
     def audit_log_path(self) -> str:
+        """The path of the audit log this workspace appends to."""
         return _lib.dec(_lib.lib.vmenc_workspace_audit_log_path(self))
 
     def vm_path(self, name: str) -> str:
+        """The path of VM ``name``'s configuration (datastore/NAME/NAME.vmx)."""
         buf = create_string_buffer(4096)
         check(_lib.lib.vmenc_workspace_vm_path(self, _lib.enc(name), buf, len(buf)))
         return buf.value.decode()
 
     def open_vm(self, principal: str, name: str, *, allow_locked: bool = False) -> VM:
+        """Open VM ``name`` for ``principal``; VMLockedError when a key is missing, unless ``allow_locked``."""
         out = c_void_p()
         s = _lib.lib.vmenc_workspace_open_vm(self, _lib.enc(principal), _lib.enc(name), byref(out))
         return VM._opened(s, out, self.host, allow_locked)
 
-    def create_vm(self, principal: str, name: str, **kw) -> VM:
-        """Create VM ``name`` in the datastore and the workspace's folder."""
-        import os
-        home = os.path.join(self.datastore_dir, name)
-        return self.host.create_vm(principal, home, name, kw.pop("folder", self.folder), **kw)
+    def create_vm(self, principal: str, name: str, *, disks: Sequence[int] = (), sector_size: int = 0,
+                  storage_policy: Optional[str] = None, kek_id: Optional[str] = None, memory_bytes: int = 0,
+                  folder: Optional[str] = None, pool: Optional[str] = None,
+                  datastore: Optional[str] = None) -> VM:
+        """Create VM ``name`` in the datastore (``folder``: default the
+        workspace's) with one disk per size in ``disks`` (bytes, multiples of
+        ``sector_size``: 512 or 4096), all or nothing: a bad size raises
+        UsageError naming the disk and the sector before anything is made,
+        and a later failure removes the VM again. Encrypted from birth when
+        ``storage_policy`` encrypts. Saved at once (no save call needed).
+        ``pool``/``datastore`` (policy objects to check) take the host's
+        create path, without ``disks``."""
+        if pool is not None or datastore is not None:
+            if disks:
+                raise TypeError("disks= cannot be combined with pool= or datastore=")
+            import os
+            home = os.path.join(self.datastore_dir, name)
+            return self.host.create_vm(principal, home, name, folder or self.folder, pool=pool,
+                                       datastore=datastore, storage_policy=storage_policy, kek_id=kek_id,
+                                       memory_bytes=memory_bytes)
+        caps = (c_uint64 * max(len(disks), 1))(*[int(d) for d in disks])
+        spec = _lib.WorkspaceVMSpec(sizeof(_lib.WorkspaceVMSpec), _lib.enc(name), _lib.enc(folder),
+                                    _lib.enc(storage_policy), _lib.enc(kek_id), memory_bytes, caps, len(disks),
+                                    sector_size, 0)
+        e = _lib.WorkspaceError(sizeof(_lib.WorkspaceError))
+        out = c_void_p()
+        s = _lib.lib.vmenc_workspace_create_vm(self, _lib.enc(principal), byref(spec), byref(e), byref(out))
+        if s:
+            raise _ws_error(s, e)
+        return VM._adopt(out, self.host)
+
+    def delete_vm(self, principal: str, name: str, *, keep_files: bool = False, destroy_keys: bool = False,
+                  dry_run: bool = False) -> DeleteResult:
+        """Delete VM ``name``: its files (unless ``keep_files``), its authority
+        record and its inventory entry (VirtualMachine.Inventory.Delete).
+        ``destroy_keys`` also destroys, at the key provider, every KEK of the
+        VM that nothing else of the workspace uses (Cryptographer.ManageKeys):
+        afterwards no copy of its files, a backup included, can be decrypted.
+        ``dry_run`` only plans. Every step is audited. DeniedError (with
+        ``.privilege``), ResourceError LOCKED when another process has the VM
+        open (nothing removed), KMS errors when a key cannot be destroyed
+        (before any file goes)."""
+        flags = ((_lib.WORKSPACE_DELETE_KEEP_FILES if keep_files else 0)
+                 | (_lib.WORKSPACE_DELETE_DESTROY_KEYS if destroy_keys else 0)
+                 | (_lib.WORKSPACE_DELETE_DRY_RUN if dry_run else 0))
+        r = _lib.WorkspaceDeleteResult(sizeof(_lib.WorkspaceDeleteResult))
+        s = _lib.lib.vmenc_workspace_delete_vm(self, _lib.enc(principal), _lib.enc(name), flags, byref(r))
+        res = DeleteResult(int(r.num_files), int(r.num_bytes), int(r.num_keys), int(r.num_keys_destroyed),
+                           int(r.num_keys_kept), _lib.dec(r.key_provider), _lib.dec(r.kek_id),
+                           _lib.dec(r.message))
+        if s:
+            err = error_for(s, res.message)
+            err.result = res  # type: ignore[attr-defined]
+            raise err
+        return res
+
+    def unregister_vm(self, principal: str, name: str) -> None:
+        """Take VM ``name`` out of the inventory and this host's control store,
+        keeping its files and keys (VirtualMachine.Inventory.Unregister); the
+        home can be registered again (:meth:`Host.register_vm`)."""
+        check(_lib.lib.vmenc_workspace_unregister_vm(self, _lib.enc(principal), _lib.enc(name)))
+
+    def kms_providers(self) -> list:
+        """The key providers ([kms] sections) as loaded, in configuration order:
+        a list of :class:`KMSInfo`. A provider whose secret_file or keystore
+        is missing is listed with ``loaded`` False and a ``load_detail`` naming
+        the file; its VMs open locked."""
+        out = []
+        for i in range(int(_lib.lib.vmenc_workspace_num_kms(self))):
+            k = _lib.WorkspaceKMSInfo(sizeof(_lib.WorkspaceKMSInfo))
+            check(_lib.lib.vmenc_workspace_get_kms_info(self, i, byref(k)))
+            eps = []
+            for j in range(int(k.num_endpoints)):
+                buf = create_string_buffer(4096)
+                check(_lib.lib.vmenc_workspace_kms_endpoint(self, i, j, buf, len(buf)))
+                eps.append(buf.value.decode())
+            out.append(KMSInfo(_lib.dec(k.alias), _lib.dec(k.type), tuple(eps), int(k.num_loaded),
+                               int(k.load_status), _lib.dec(k.load_detail), bool(k.embedded), bool(k.audit_key)))
+        return out
+
+    def session(self, principal: str) -> "Session":
+        """A :class:`Session`: this workspace's operations bound to ``principal``."""
+        return Session(self, principal)
 
     def vms(self) -> list:
         """Names of the VMs in the datastore, in name order."""
@@ -265,9 +385,81 @@ class Workspace(Handle):
                                                   _lib.enc(backup_path), _lib.addr(pp), pn))
 
     def close(self) -> None:
+        """Close the views and free the workspace (nothing to save: every change
+        was written when it was made). Idempotent."""
         for v in list(getattr(self, "_views", {}).values()):
             v.close()
         super().close()
 
+    def __exit__(self, *exc) -> None:
+        """Leaving a ``with`` block saves and closes: every policy change is
+        already durable, and :meth:`save_policy` confirms it before the close."""
+        try:
+            if not self.closed:
+                self.save_policy()
+        finally:
+            self.close()
+
     def __repr__(self) -> str:
         return f"<vmenc.Workspace{' closed' if self.closed else ' ' + repr(self.directory)}>"
+
+
+class Session:
+    """A workspace seen by one principal: every call is made on behalf of
+    ``principal``, so it cannot be forgotten or mixed up between calls (the
+    library still decides and audits each one). Cheap: it holds the
+    workspace, not a copy; closing the workspace ends it.
+
+    >>> with vmenc.Workspace(d, passphrase) as ws:
+    ...     alice = ws.session("alice")
+    ...     vm = alice.create_vm("web01", disks=[1 << 30], storage_policy="VM Encryption Policy")
+    """
+
+    def __init__(self, workspace: Workspace, principal: str) -> None:
+        if not principal:
+            raise ValueError("a session needs a principal")
+        self.workspace = workspace
+        self.principal = principal
+
+    def open_vm(self, name: str, *, allow_locked: bool = False) -> VM:
+        """:meth:`Workspace.open_vm` as this principal."""
+        return self.workspace.open_vm(self.principal, name, allow_locked=allow_locked)
+
+    def create_vm(self, name: str, **kw) -> VM:
+        """:meth:`Workspace.create_vm` as this principal."""
+        return self.workspace.create_vm(self.principal, name, **kw)
+
+    def delete_vm(self, name: str, **kw) -> DeleteResult:
+        """:meth:`Workspace.delete_vm` as this principal."""
+        return self.workspace.delete_vm(self.principal, name, **kw)
+
+    def unregister_vm(self, name: str) -> None:
+        """:meth:`Workspace.unregister_vm` as this principal."""
+        self.workspace.unregister_vm(self.principal, name)
+
+    def edit_policy(self, op: EditOp, **fields) -> Decision:
+        """:meth:`Workspace.edit_policy` with this principal as the actor."""
+        return self.workspace.edit_policy(self.principal, op, **fields)
+
+    def policy_show(self) -> bytes:
+        """:meth:`Workspace.policy_show` as this principal."""
+        return self.workspace.policy_show(self.principal)
+
+    def check(self, op: Op, **request) -> Decision:
+        """Whether this principal may perform ``op`` (:meth:`Policy.check`; not audited)."""
+        return self.workspace.policy.check(self.principal, op, **request)
+
+    def add_kms(self, alias: str, type: str, endpoints: Sequence[str], **kw) -> None:
+        """:meth:`Workspace.add_kms` as this principal."""
+        self.workspace.add_kms(self.principal, alias, type, endpoints, **kw)
+
+    def remove_kms(self, alias: str) -> None:
+        """:meth:`Workspace.remove_kms` as this principal."""
+        self.workspace.remove_kms(self.principal, alias)
+
+    def create_key(self, alias: str, name: Optional[str] = None, timeout: Optional[float] = None) -> str:
+        """:meth:`Workspace.create_key` as this principal."""
+        return self.workspace.create_key(self.principal, alias, name, timeout)
+
+    def __repr__(self) -> str:
+        return f"<vmenc.Session {self.principal!r} on {self.workspace!r}>"

@@ -77,6 +77,7 @@ class XTS(Handle):
 
     @property
     def sector_size(self) -> int:
+        """The data unit in bytes."""
         return _lib.lib.vmenc_xts_sector_size(self._ptr if not self._closed else 0)
 
     def _run(self, fn, first_sector: int, data) -> bytes:
@@ -210,6 +211,7 @@ class XTS(Handle):
         return self._unit(_lib.lib.vmenc_xts_encrypt_unit, tweak, data)
 
     def decrypt_unit(self, tweak: bytes, data) -> bytes:
+        """Decrypt one data unit with a raw 16-byte tweak."""
         return self._unit(_lib.lib.vmenc_xts_decrypt_unit, tweak, data)
 
     def _unit(self, fn, tweak, data) -> bytes:

@@ -2,6 +2,4 @@ module vmenc-embed-example
 
 go 1.19
 
-require vmenc v0.0.0
-
-replace vmenc => ../../../bindings/go
+require github.com/vmenc/vmenc/bindings/go v0.0.0

@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"vmenc"
+	vmenc "github.com/vmenc/vmenc/bindings/go"
 )
 
 func run(dir string) error {
