@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# scripts/deps.sh - install the Debian 12 packages vmenc needs to build and
-# test (as root). Runs apt-get update first when anything is missing.
+# scripts/deps.sh [demo|build|test|all] - install the Debian 12 packages a job
+# needs (as root), and nothing more: `demo` (the default of scripts/demo.sh)
+# is what building the library and the vmenc tool takes; `test` adds the
+# test toolchain (cmocka, clang, SoftHSM2, PyKMIP, Go, nbdkit, QEMU and a
+# kernel for the hypervisor tests). Runs apt-get update first only when a
+# package is missing. Default: test (everything; scripts/test.sh).
 set -euo pipefail
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      libsodium-dev libssl-dev openssl libcmocka-dev libjson-c-dev
-      libp11-kit-dev softhsm2 opensc python3-pykmip python3-cffi python3-pytest
-      golang-go
-      # Python/Go bindings (bindings/, tests/bindings_*.test.sh)
-      python3-venv python3-pip python3-setuptools
-      # the nbdkit plugin and its hypervisor tests (docs/nbdkit.md)
+JOB=${1:-test}
+# Building libvmenc and the vmenc tool (README "Dependencies and why").
+BUILD=(build-essential cmake pkg-config libsodium-dev libssl-dev libjson-c-dev libp11-kit-dev)
+# The test suite: unit tests, fuzz smoke, real PKCS#11 token and KMIP server,
+# bindings, man-page rendering, the nbdkit plugin and its hypervisor tests.
+TEST=(clang libclang-rt-14-dev openssl libcmocka-dev softhsm2 opensc python3-pykmip python3-cffi python3-pytest
+      golang-go python3-venv python3-pip python3-setuptools
+      groff-base man-db bsdutils abigail-tools
       nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils qemu-system-x86
       busybox-static linux-image-amd64 kmod cpio e2fsprogs)
+case $JOB in
+    demo|build) PKGS=("${BUILD[@]}") ;;
+    test|all)   PKGS=("${BUILD[@]}" "${TEST[@]}") ;;
+    *) echo "usage: scripts/deps.sh [demo|build|test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    echo "deps: installing ${missing[*]}" >&2
+    echo "deps ($JOB): installing ${missing[*]}" >&2
     SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"

@@ -7,7 +7,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-bash scripts/deps.sh
+bash scripts/deps.sh test
 MODES=${VMENC_TEST_MODES:-release asan tsan}
 JOBS=$(nproc)
 rc=0

@@ -70,8 +70,8 @@ expect 0 "policy user carol" -- "$VMENC" policy user carol
 expect 0 "policy role" -- "$VMENC" policy role Viewer System.Read System.View
 expect 2 "policy role with an unknown privilege" -- "$VMENC" policy role X Not.A.Privilege
 expect 0 "policy grant carol Viewer" -- "$VMENC" policy grant carol Viewer
-expect 0 "policy revoke carol" -- "$VMENC" policy revoke carol
-expect 6 "policy revoke with no permission" -- "$VMENC" policy revoke carol
+expect 0 "policy revoke carol" -- "$VMENC" --yes policy revoke carol
+expect 6 "policy revoke with no permission" -- "$VMENC" --yes policy revoke carol
 expect 0 "policy group" -- "$VMENC" policy group ops --member carol
 expect 3 "carol (no permission) may not grant" -- "$VMENC" --user carol policy grant carol Admin
 expect 0 "policy show" -- "$VMENC" --json policy show
@@ -117,7 +117,7 @@ expect 2 "file read of an unknown class" -- "$VMENC" file read enc1 bogus
 # ---- vm operations ------------------------------------------------------------------------------
 expect 0 "vm add-disk" -- "$VMENC" --json vm add-disk enc1 --size 1M
 json "j['disk'] == 'scsi0:2'" "add-disk JSON"
-expect 0 "vm remove-disk" -- "$VMENC" vm remove-disk enc1 scsi0:2 --delete-files
+expect 0 "vm remove-disk" -- "$VMENC" --yes vm remove-disk enc1 scsi0:2 --delete-files
 expect 0 "vm rekey" -- "$VMENC" --json vm rekey enc1
 json "j['mode'] == 'shallow' and j['old_kek_id'] != j['kek_id']" "rekey JSON: a new KEK"
 expect 3 "bob may not rekey" -- "$VMENC" --user bob vm rekey enc1
@@ -130,10 +130,10 @@ cmp -s "$T/data" "$T/back" && ok "the clone holds the data" || bad "the clone ho
 expect 3 "bob may not decrypt" -- "$VMENC" --user bob vm decrypt enc1
 expect 0 "vm encrypt (empty disk)" -- "$VMENC" --json vm encrypt plain1
 json "j['encrypted'] and j['storage_policy'] == 'VM Encryption Policy'" "encrypt JSON"
-expect 0 "vm decrypt (empty disk)" -- "$VMENC" --json vm decrypt plain1
+expect 0 "vm decrypt (empty disk)" -- "$VMENC" --json --yes vm decrypt plain1
 json "not j['encrypted']" "decrypt JSON"
 # enc2 (the clone) holds $T/data at 4096: converted in place both ways
-expect 0 "vm decrypt of a disk holding data (in place)" -- "$VMENC" --json vm decrypt enc2
+expect 0 "vm decrypt of a disk holding data (in place)" -- "$VMENC" --json --yes vm decrypt enc2
 json "not j['encrypted'] and j['disks'][0]['state'] == 'plain' and j['conversions'][0]['kind'] == 'decrypt' and j['conversions'][0]['done']" "decrypt JSON: converted in place"
 expect 0 "disk read after the decryption" -- bash -c "\"$VMENC\" disk read enc2 scsi0:0 --offset 4096 --length 1M > \"$T/back\""
 cmp -s "$T/data" "$T/back" && ok "data intact after the in-place decryption" || bad "data intact after the in-place decryption"
@@ -174,7 +174,7 @@ json "j['alias'] == 'kp2'" "kms add JSON"
 expect 2 "kms add of a taken alias" -- "$VMENC" kms add kp2 --type file --endpoint x.vks
 expect 0 "kms add (unreachable KMIP)" -- "$VMENC" kms add corp --type kmip --endpoint 127.0.0.1:1
 expect 5 "kms health of the unreachable KMIP" -- "$VMENC" kms health corp
-expect 0 "kms remove" -- "$VMENC" kms remove corp
+expect 0 "kms remove" -- "$VMENC" --yes kms remove corp
 expect 6 "kms remove of an unknown provider" -- "$VMENC" kms remove corp
 
 # ---- a locked VM ---------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ expect 0 "vm rekey --deep --progress=never" -- "$VMENC" --progress=never vm reke
 [[ ! -s "$T/err" ]] && ok "--progress=never draws nothing" || bad "--progress=never draws nothing"
 expect 0 "disk read after two deep rekeys" -- bash -c "\"$VMENC\" disk read big scsi0:0 > \"$T/back\""
 cmp -s "$T/big" "$T/back" && ok "every byte right after the deep rekeys" || bad "every byte right after the deep rekeys"
-VMENC_TEST_PROGRESS_DELAY_MS=20000 "$VMENC" --progress=always vm decrypt big >"$T/out" 2>"$T/err" &
+VMENC_TEST_PROGRESS_DELAY_MS=20000 "$VMENC" --progress=always --yes vm decrypt big >"$T/out" 2>"$T/err" &
 pid=$!
 for _ in $(seq 600); do grep -q '%' "$T/err" && break; sleep 0.05; done
 kill -INT $pid
@@ -411,7 +411,7 @@ expect 0 "i18: alice makes a crypto group" -- "$VMENC" policy group cryptos18
 expect 0 "i18: ... with Admin on the root" -- "$VMENC" policy grant cryptos18 Admin
 jsonok 3 "i18: bob may not join the crypto group" -- "$VMENC" --json --user bob policy group cryptos18 --member bob
 jsonok 3 "i18: bob may not revoke alice (no locking crypto admins out)" -- \
-    "$VMENC" --json --user bob policy revoke alice
+    "$VMENC" --json --user bob --yes policy revoke alice
 jsonok 3 "i18: bob may not replace alice's Admin" -- "$VMENC" --json --user bob policy grant alice ReadOnly
 expect 0 "i18: alice still has Admin" -- "$VMENC" --json policy check --op manage_keys
 expect 0 "i18: bob may grant what he holds" -- "$VMENC" --user bob policy user dave18
@@ -445,7 +445,7 @@ jsonok 0 "i18: policy check allowed" -- "$VMENC" --json policy check --op power_
 jsonok 3 "i18: policy check denied" -- "$VMENC" --json --user nobody18 policy check --op power_on --on enc18
 jsonok 0 "i18: policy user" -- "$VMENC" --json policy user erin18
 jsonok 3 "i18: policy user denied" -- "$VMENC" --json --user nobody18 policy user erin19
-jsonok 6 "i18: policy revoke of nothing" -- "$VMENC" --json policy revoke erin18
+jsonok 6 "i18: policy revoke of nothing" -- "$VMENC" --json --yes policy revoke erin18
 jsonok 0 "i18: policy host-mode" -- "$VMENC" --json policy host-mode
 jsonok 3 "i18: storage policy denied" -- "$VMENC" --json --user bob policy storage-policy X18
 # ==== end of issue 18 ====

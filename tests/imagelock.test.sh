@@ -114,7 +114,7 @@ fi
 
 # ---- 2. conversions of a served VM ----------------------------------------------------------------------
 expect_refused "vm rekey --deep of the served VM" "$A_PID" "$T/rekey.err" "${VA[@]}" vm rekey --deep a
-expect_refused "vm decrypt of the served VM" "$A_PID" "$T/decrypt.err" "${VA[@]}" vm decrypt a
+expect_refused "vm decrypt of the served VM" "$A_PID" "$T/decrypt.err" "${VA[@]}" --yes vm decrypt a
 grep -q "VMENC_E_LOCKED" "$T/rekey.err" && ok "the refusal is VMENC_E_LOCKED" || bad "no VMENC_E_LOCKED: $(cat "$T/rekey.err")"
 va --json vm rekey --deep a >"$T/rekey.json" 2>/dev/null
 check "--json: the error object names the holder" grep -q '"status":"VMENC_E_LOCKED".*nbdkit pid '"$A_PID" "$T/rekey.json"

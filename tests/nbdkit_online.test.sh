@@ -310,7 +310,7 @@ check "vm encrypt of the served plain VM: exit 0 online (rc $rc: $(head -c 300 "
     grep -q '"online":true' "$T/en.json"
 check "... the guest kept writing during it ($during writes acknowledged)" test "$during" -ge 1
 check "... the disk is now encrypted" grep -q '"state":"encrypted"' "$T/en.json"
-va vm decrypt plain --offline >"$T/off2.out" 2>"$T/off2.err"
+va --yes vm decrypt plain --offline >"$T/off2.out" 2>"$T/off2.err"
 rc=$?
 check "vm decrypt --offline while served: refused, naming nbdkit (rc $rc)" grep -q "in use by another process: nbdkit" "$T/off2.err"
 check "... leaving no storage policy marked as being applied (a later resume would decrypt)" \
@@ -331,7 +331,7 @@ PE=$NBD_PID
 writes "$S" "$W2" 8 $P1
 rm -f "$T/stop"; writer "$S" "$W2" "$T/stop" $P2 & WP=$!
 before=$(wc -l <"$W2")
-va vm decrypt enc --segment 1M --json >"$T/de.json" 2>"$T/de.err"
+va --yes vm decrypt enc --segment 1M --json >"$T/de.json" 2>"$T/de.err"
 rc=$?
 touch "$T/stop"; wait $WP
 during=$(( $(wc -l <"$W2") - before ))

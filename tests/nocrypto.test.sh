@@ -44,7 +44,7 @@ fails=0 n=0
 ok()  { n=$((n+1)); echo "ok $n - $*"; }
 bad() { n=$((n+1)); fails=$((fails+1)); echo "not ok $n - $*"; }
 A() { "$VMENC" --user alice "$@"; }
-B() { "$VMENC" --user bob "$@"; }
+B() { "$VMENC" --user bob --yes "$@"; } # --yes: the policy refuses, not the confirmation
 
 # ---- setup (alice, the admin) ------------------------------------------------------
 A init "$W" --admin alice --host esx01 --kdf-memory 8192 --kdf-passes 1 >/dev/null || { echo "init failed"; exit 1; }

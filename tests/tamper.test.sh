@@ -242,7 +242,7 @@ for spec in "encrypt 5" "decrypt 4" "rekey 2"; do
     if [[ $1 == encrypt ]]; then mkvm $v ""; else mkvm $v "$ENC"; fi
     case $1 in
         encrypt) faulted rename $2 kill $v -- "$VMENC" vm encrypt $v --segment 1M ;;
-        decrypt) faulted rename $2 kill $v -- "$VMENC" vm decrypt $v --segment 1M ;;
+        decrypt) faulted rename $2 kill $v -- "$VMENC" --yes vm decrypt $v --segment 1M ;;
         rekey)   faulted rename $2 kill $v -- "$VMENC" vm rekey $v --deep --segment 1M ;;
     esac
     [[ $RC == 137 ]] || echo "# $v: the kill did not happen (exit $RC)"

@@ -104,7 +104,7 @@ int cmd_bench(cli *c, args *a) {
             vmenc_xts *x = NULL;
             vmenc_status st = vmenc_xts_new_impl(key, sizeof(key), (uint32_t)sector, name, &x);
             if (st != VMENC_OK) {
-                rc = cli_fail(c, st, "backend %s", name);
+                rc = cli_fail_stderr(c, st, "backend %s", name); /* stdout: the one result object */
                 continue;
             }
             e = measure(run_vmenc, x, 1, buf, len, (uint32_t)sector, secs);
@@ -121,6 +121,9 @@ int cmd_bench(cli *c, args *a) {
         if (!c->json && !c->quiet)
             fprintf(stderr, "%-12s %10.2f %10.2f %8.2fx\n", name, e, d, ratio);
     }
+    out_close(o);
+    out_bool(o, "ok", rc == EXIT_OK && !g_interrupted && ref_e > 0);
+    out_bool(o, "interrupted", g_interrupted != 0);
     EVP_CIPHER_CTX_free(os.e);
     EVP_CIPHER_CTX_free(os.d);
     free(buf);

@@ -49,6 +49,8 @@ typedef struct cli {
     const char *noun, *verb;  /* for messages and JSON "command" */
     vmenc_workspace *ws;      /* opened on demand by cli_open */
     uint32_t wait_ms;         /* --wait SECONDS: how long to wait for another process's lock */
+    bool yes;                 /* --yes, -y, -q/--batch-mode: no confirmation question */
+    const char *user_from;    /* where --user came from: "--user", "$VMENC_USER", "$USER", "default" */
 } cli;
 
 /* The default of --wait, in seconds. */
@@ -94,6 +96,13 @@ int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) __attribute__((forma
 int cli_fail_stderr(cli *c, vmenc_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int cli_usage(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int exit_code_for(vmenc_status st);
+/* cli_confirm asks before a destructive change (docs/cli.md "Confirmation").
+ * |what| says what will happen. With --yes it goes on at once. On a
+ * terminal (stdin and stderr) it prints |what| and asks for "YES"; anything
+ * else declines (exit 1, nothing changed). Never asks on a pipe: without
+ * --yes it refuses there (exit 2) and says to pass --yes. Returns EXIT_OK to
+ * go on, else the exit code (reported). */
+int cli_confirm(cli *c, const char *what);
 void cli_info(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))); /* stderr unless --quiet */
 
 /* ---- workspace --------------------------------------------------------------------- */
@@ -102,7 +111,8 @@ void cli_info(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 /* cli_secret reads a password that is not the workspace passphrase: from
  * |file| (one line) or a prompt on the terminal (twice when |confirm|);
  * never from the command line or the environment. */
-bool cli_secret(cli *c, const char *what, const char *file, bool confirm, char *buf, size_t cap, size_t *out_len);
+bool cli_secret(cli *c, const char *what, const char *opt, const char *file, bool confirm, char *buf, size_t cap,
+                size_t *out_len);
 bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *env, bool confirm, char *buf,
                     size_t cap, size_t *out_len);
 /* cli_open_options checks --workspace, reads the passphrase into |pass| and
@@ -111,6 +121,9 @@ int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_o
 /* cli_workspace_fail reports a failed open (or re-seal) of the workspace:
  * the file, line and reason in |err|, prefixed with |what|. */
 int cli_workspace_fail(cli *c, vmenc_status st, const char *what, const vmenc_workspace_error *err);
+/* path_problem: a sentence when |path| is a directory, a symbolic link (or
+ * a loop of them) or not a regular file where a file should be; else NULL. */
+const char *path_problem(const char *path, char *buf, size_t cap);
 /* cli_open opens the workspace (once); on failure reports it and returns the exit code. */
 int cli_open(cli *c);
 
@@ -151,10 +164,20 @@ int cluster_take_over(cli *c, const char *name);
 int cluster_demo(cli *c, const char *keep);
 /* `vmenc policy reseal` (cmd_reseal.c): re-seal a vouched policy document. */
 int policy_reseal(cli *c, args *a);
+/* `vmenc policy roles` (cmd_roles.c): the predefined and custom roles. */
+int policy_roles(cli *c, args *a);
 int cmd_init(cli *c, args *a);
 int cmd_bench(cli *c, args *a);
 int cmd_demo(cli *c, args *a);
 extern const char *const cmd_init_help, *const cmd_bench_help, *const cmd_demo_help;
+/* The command table (main.c) and the global options' help: the one source
+ * of --help, the man pages and the bash completion (gen.c). */
+extern const noun_def cli_nouns[];
+extern const char cli_global_help[];
+const char *cli_noun_help(const noun_def *n);
+/* cli_generate writes generated documentation to stdout: |what| "man" (the
+ * page of |arg|: "vmenc" or "vmenc-NOUN") or "bash-completion". */
+int cli_generate(cli *c, const char *what, const char *arg);
 
 /* helpers shared by commands */
 /* cli_interrupted_fail reports a conversion stopped by Ctrl-C (exit 130). */

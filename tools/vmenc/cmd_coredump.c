@@ -124,6 +124,14 @@ static int cd_write(cli *c, args *a) {
     }
     vmenc_coredump_writer *w = NULL;
     vmenc_status st = vmenc_coredump_writer_new(s, cli_principal(c), source, &w);
+    vmenc_coredump_store_info si = {.struct_size = sizeof(si)};
+    if (st == VMENC_E_BAD_STATE && vmenc_coredump_store_get_info(s, &si) == VMENC_OK && !si.has_host_key) {
+        vmenc_coredump_store_free(s);
+        if (in != stdin)
+            fclose(in);
+        return cli_fail(c, st, "cannot write a core dump: this host has no core-dump host key yet (set one with "
+                        "'vmenc coredump set-host-key')");
+    }
     char id[VMENC_COREDUMP_ID_LEN + 1] = "";
     if (st == VMENC_OK)
         snprintf(id, sizeof(id), "%s", vmenc_coredump_writer_id(w));
@@ -267,7 +275,7 @@ static int cd_export(cli *c, args *a) {
         return rc;
     char pw[VMENC_COREDUMP_PASSWORD_MAX + 1];
     size_t pw_len = 0;
-    if (!cli_secret(c, "export password", pwfile, true, pw, sizeof(pw), &pw_len)) {
+    if (!cli_secret(c, "export password", "--password-file", pwfile, true, pw, sizeof(pw), &pw_len)) {
         vmenc_coredump_store_free(s);
         return EXIT_USAGE;
     }
@@ -315,7 +323,7 @@ static int cd_open(cli *c, args *a) {
         return cli_usage(c, "coredump open writes the dump to stdout; --json is not available");
     char pw[VMENC_COREDUMP_PASSWORD_MAX + 1];
     size_t pw_len = 0;
-    if (!cli_secret(c, "export password", pwfile, false, pw, sizeof(pw), &pw_len))
+    if (!cli_secret(c, "export password", "--password-file", pwfile, false, pw, sizeof(pw), &pw_len))
         return EXIT_USAGE;
     vmenc_coredump_reader *r = NULL;
     vmenc_status st = vmenc_coredump_open_exported(dir, id, (const uint8_t *)pw, pw_len, &r);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "plan.h"
 
 #define KMS_TIMEOUT_MS 10000u
 
@@ -112,6 +113,11 @@ static int kms_list(cli *c, args *a) {
         out_bool(o, "audit_key", info.audit_key);
         out_u64(o, "endpoints_loaded", info.num_loaded);
         out_str(o, "load_status", vmenc_status_name(info.load_status));
+        out_str(o, "load_detail", info.load_detail); /* why it could not be loaded, naming the file */
+        if (info.load_status != VMENC_OK)
+            cli_info(c, "warning: key provider '%s' is not loaded: %s%s(VMs whose keys it holds open locked; "
+                     "'vmenc kms remove %s' or fix it)", info.alias, info.load_detail, info.load_detail[0] ? " " : "",
+                     info.alias);
         out_arr(o, "endpoints");
         for (size_t e = 0; e < info.num_endpoints; e++) {
             char addr[1024];
@@ -139,6 +145,10 @@ static int kms_add(cli *c, args *a) {
         return EXIT_USAGE;
     if (alias == NULL || type == NULL || ne == 0)
         return cli_usage(c, "kms add needs ALIAS, --type and at least one --endpoint");
+    if (secret != NULL && secret[0] != '/')
+        return cli_usage(c, "--secret-file '%s' is a relative path: it is read again at every open, from whatever "
+                         "directory vmenc runs in, so give it absolutely (e.g. --secret-file \"$PWD/%s\")", secret,
+                         secret);
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
@@ -146,8 +156,15 @@ static int kms_add(cli *c, args *a) {
                                      .num_endpoints = ne, .options = opts, .secret_file = secret,
                                      .flags = create ? VMENC_WORKSPACE_KMS_CREATE : 0};
     vmenc_status st = vmenc_workspace_add_kms(c->ws, cli_principal(c), &spec);
-    if (st != VMENC_OK)
+    if (st != VMENC_OK) {
+        char why[1200];
+        if (secret != NULL && path_problem(secret, why, sizeof(why)) != NULL)
+            return cli_fail(c, st, "cannot add key provider '%s': --secret-file %s", alias, why);
+        for (size_t i = 0; strcmp(type, "kmip") != 0 && i < ne; i++)
+            if (path_problem(eps[i], why, sizeof(why)) != NULL)
+                return cli_fail(c, st, "cannot add key provider '%s': --endpoint %s", alias, why);
         return cli_fail(c, st, "cannot add key provider '%s'", alias);
+    }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "alias", alias);
@@ -166,6 +183,19 @@ static int kms_remove(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    char known[1024];
+    if (!kms_known(c, alias, known, sizeof(known)))
+        return cli_fail(c, VMENC_E_NO_SUCH_PROVIDER, "cannot remove key provider '%s': no such provider (configured: %s)",
+                        alias, known[0] ? known : "none");
+    if (!would_be_denied(c, VMENC_OP_MANAGE_KEY_SERVERS, NULL, false) &&
+        strcmp(alias, vmenc_workspace_audit_key_provider(c->ws) ? vmenc_workspace_audit_key_provider(c->ws) : "") != 0) {
+        char what[512];
+        snprintf(what, sizeof(what), "kms remove: key provider '%s' will be removed from vmenc.conf; its keys stay in "
+                 "it, but VMs whose keys it holds will open locked until it is added again", alias);
+        rc = cli_confirm(c, what);
+        if (rc != EXIT_OK)
+            return rc;
+    }
     vmenc_status st = vmenc_workspace_remove_kms(c->ws, cli_principal(c), alias);
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot remove key provider '%s'%s", alias,
@@ -286,6 +316,14 @@ static int kms_restore(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    if (replace && !would_be_denied(c, VMENC_OP_MANAGE_KEYS, NULL, false)) {
+        char what[1200];
+        snprintf(what, sizeof(what), "kms restore --replace: the keystore of '%s' will hold exactly the keys of %s; "
+                 "keys created since that backup are deleted (a key a VM still uses is kept: refused)", alias, path);
+        rc = cli_confirm(c, what);
+        if (rc != EXIT_OK)
+            return rc;
+    }
     if (!cli_passphrase(c, "Backup passphrase: ", file, "VMENC_BACKUP_PASSPHRASE", false, pass, sizeof(pass), &pl))
         return EXIT_USAGE;
     size_t added = 0;
@@ -313,7 +351,9 @@ const verb_def kms_verbs[] = {
      "  --secret-file FILE  passphrase / PIN / client-key passphrase, read at every open\n"
      "  --create            file: create the keystore (with the workspace passphrase unless --secret-file)\n"
      "Needs Cryptographer.ManageKeyServers. Rewrites vmenc.conf.\n"},
-    {"remove", kms_remove, "ALIAS", "remove a key provider (its keys are kept)", "Needs Cryptographer.ManageKeyServers.\n"},
+    {"remove", kms_remove, "ALIAS [--yes]", "remove a key provider (its keys are kept)",
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
+     "Needs Cryptographer.ManageKeyServers.\n"},
     {"create-key", kms_create_key, "ALIAS [--name NAME]", "create a KEK in a key provider",
      "Prints the new key ID. Needs Cryptographer.ManageKeys.\n"},
     {"health", kms_health, "[ALIAS]", "probe every endpoint of every (or one) key provider",
@@ -321,8 +361,9 @@ const verb_def kms_verbs[] = {
     {"backup", kms_backup, "ALIAS FILE [--backup-passphrase-file F]", "export a file keystore, encrypted",
      "The backup passphrase comes from --backup-passphrase-file, $VMENC_BACKUP_PASSPHRASE or a prompt.\n"
      "Never overwrites FILE. Needs Cryptographer.ManageKeys.\n"},
-    {"restore", kms_restore, "ALIAS FILE [--replace] [--backup-passphrase-file F]", "restore keys from a backup",
+    {"restore", kms_restore, "ALIAS FILE [--replace [--yes]] [--backup-passphrase-file F]", "restore keys from a backup",
      "Default: merge (add missing keys). --replace makes the keystore the backup's content\n"
-     "(refused if a live key would be lost). Needs Cryptographer.ManageKeys.\n"},
+     "(refused if a live key would be lost); it asks for YES on a terminal, and from a script\n"
+     "needs --yes (refused on a pipe without it). Needs Cryptographer.ManageKeys.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <time.h>
 
 #include "cli.h"
+#include "plan.h"
 
 static const struct { const char *name; vmenc_policy_op op; } k_ops[] = {
     {"encrypt_vm", VMENC_OP_ENCRYPT_VM}, {"create_vm", VMENC_OP_CREATE_VM}, {"decrypt_vm", VMENC_OP_DECRYPT_VM},
@@ -36,6 +38,42 @@ static const struct { const char *name; vmenc_policy_op op; } k_ops[] = {
 static int run_edit(cli *c, const vmenc_policy_edit *e, const char *label, const char *target) {
     vmenc_policy_decision d = {.struct_size = sizeof(d)};
     vmenc_status st = vmenc_workspace_policy_edit(c->ws, cli_principal(c), e, &d);
+    if (st == VMENC_E_NOT_FOUND && (e->op == VMENC_EDIT_GRANT || e->op == VMENC_EDIT_REVOKE)) {
+        /* "object not found": say which name is unknown (the failure was
+         * audited by the library already). */
+        char sug[VMENC_POLICY_NAME_MAX + 1], hint[VMENC_POLICY_NAME_MAX + 64] = "";
+        if (!policy_has_name(c, "users", e->name) && !policy_has_name(c, "groups", e->name)) {
+            if (policy_suggest(c, "users", e->name, sug, sizeof(sug)) ||
+                policy_suggest(c, "groups", e->name, sug, sizeof(sug)))
+                snprintf(hint, sizeof(hint), ": did you mean '%s'?", sug);
+            return cli_fail(c, st, "%s: no user or group '%s'%s (add a user with 'vmenc policy user %s')", label,
+                            e->name, hint, e->name);
+        }
+        if (e->object != NULL && !policy_has_name(c, "inventory", e->object)) {
+            if (policy_suggest(c, "inventory", e->object, sug, sizeof(sug)))
+                snprintf(hint, sizeof(hint), ": did you mean '%s'?", sug);
+            return cli_fail(c, st, "%s: no inventory object '%s' (--on)%s", label, e->object, hint);
+        }
+        if (e->op == VMENC_EDIT_GRANT && e->role != NULL) {
+            static const char *const predefined[] = {VMENC_ROLE_ADMIN, VMENC_ROLE_NO_CRYPTO_ADMIN,
+                                                     VMENC_ROLE_READ_ONLY, VMENC_ROLE_NO_ACCESS};
+            bool known = policy_has_name(c, "roles", e->role);
+            const char *near = NULL;
+            for (size_t i = 0; i < 4; i++) {
+                known = known || strcmp(predefined[i], e->role) == 0;
+                if (strcasecmp(predefined[i], e->role) == 0)
+                    near = predefined[i];
+            }
+            if (near == NULL)
+                near = policy_suggest(c, "roles", e->role, sug, sizeof(sug));
+            if (!known)
+                return cli_fail(c, st, "%s: no role '%s'%s%s%s ('vmenc policy roles' lists them)", label, e->role,
+                                near ? ": did you mean '" : "", near ? near : "", near ? "'?" : "");
+        }
+        if (e->op == VMENC_EDIT_REVOKE)
+            return cli_fail(c, st, "%s: '%s' holds no permission of its own on '%s'", label, e->name,
+                            e->object ? e->object : "root");
+    }
     if (st != VMENC_OK)
         return cli_fail(c, st, "%s", d.message[0] ? d.message : label);
     out_t *o = out_begin(c);
@@ -232,6 +270,19 @@ static int policy_revoke(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    /* Ask only someone who may revoke there (the library refuses and
+     * audits the others, with the missing privilege). */
+    int may = 0;
+    bool exists = policy_has_name(c, "users", who) || policy_has_name(c, "groups", who);
+    if (exists && vmenc_policy_has_privilege(vmenc_workspace_policy(c->ws), cli_principal(c), on,
+                                             VMENC_PRIV_AUTH_MODIFY_PERMISSIONS, &may) == VMENC_OK && may) {
+        char what[600];
+        snprintf(what, sizeof(what), "policy revoke: '%s' loses its permission on '%s' (and what it propagates to)",
+                 who, on);
+        rc = cli_confirm(c, what);
+        if (rc != EXIT_OK)
+            return rc;
+    }
     vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_REVOKE, .name = who, .object = on};
     return run_edit(c, &e, "policy.revoke", who);
 }
@@ -304,9 +355,20 @@ static int policy_storage(cli *c, args *a) {
         sp.migration = strcmp(mig, "disabled") == 0 ? VMENC_MIGRATION_DISABLED
                        : strcmp(mig, "required") == 0 ? VMENC_MIGRATION_REQUIRED
                                                       : VMENC_MIGRATION_OPPORTUNISTIC;
+    if (enc && provider == NULL)
+        return cli_usage(c, "an encrypting storage policy needs --provider ALIAS: the key provider its keys come from "
+                         "('vmenc kms list' shows them)");
+    if (!enc && provider != NULL)
+        return cli_usage(c, "--provider is for an encrypting storage policy (add --encrypt)");
+    if (enc && (sp.file_classes & 0x80000000u))
+        return cli_usage(c, "--classes takes vm_home, disks and core_dumps, separated by commas");
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    char known[1024];
+    if (provider != NULL && !kms_known(c, provider, known, sizeof(known)))
+        return cli_fail(c, VMENC_E_NO_SUCH_PROVIDER, "storage policy '%s': no key provider '%s' (configured: %s)", name,
+                        provider, known[0] ? known : "none");
     vmenc_policy_edit e = {.struct_size = sizeof(e), .op = VMENC_EDIT_SET_STORAGE_POLICY, .storage_policy = &sp};
     return run_edit(c, &e, "policy.set_storage_policy", name);
 }
@@ -319,6 +381,9 @@ const verb_def policy_verbs[] = {
      "register_vm register_host enable_host_encryption console export_vm manage_keys\n"
      "manage_key_servers manage_encryption_policies read_key_servers power_on power_off\n"
      "edit_settings snapshot view. Exit 3 when denied.\n"},
+    {"roles", policy_roles, "", "list the roles: the predefined ones and the custom ones with their privileges",
+     "Admin, NoCryptoAdmin, ReadOnly, NoAccess, then every role 'policy role' added.\n"
+     "Needs System.Read on the root.\n"},
     {"user", policy_user, "NAME", "add a user", "Needs Authorization.ModifyPermissions on the root.\n"},
     {"host", policy_host, "NAME [--parent OBJECT]", "add a host to the inventory (e.g. a migration's destination)",
      "Under OBJECT (default the datacenter 'dc'). Needs Host.Inventory.AddStandaloneHost on OBJECT\n"
@@ -331,7 +396,8 @@ const verb_def policy_verbs[] = {
     {"grant", policy_grant, "PRINCIPAL ROLE [--on OBJECT] [--no-propagate]", "give a principal a role on an object (default root)",
      "Needs Authorization.ModifyPermissions and every privilege of ROLE (and of the role it replaces)\n"
      "on OBJECT; refused if anyone would gain or lose a privilege the acting user lacks somewhere.\n"},
-    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT]", "remove a principal's permission on an object",
+    {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT] [--yes]", "remove a principal's permission on an object",
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
      "Needs Authorization.ModifyPermissions and every privilege of the removed role on OBJECT.\n"},
     {"host-mode", policy_host_mode, "[--enable | --disable] [--host H]", "show or change host encryption mode",
      "--enable and --disable need Cryptographer.RegisterHost on the host; --disable is refused while\n"

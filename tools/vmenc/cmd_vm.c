@@ -17,12 +17,14 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "ctl_sock.h"
+#include "plan.h"
 
 #define IO_CHUNK (1u << 20)
 
@@ -56,6 +58,17 @@ int open_vm(cli *c, const char *name, vmenc_vm **out, bool allow_locked) {
         char why[VMENC_LOCK_MESSAGE_MAX + 2];
         lock_why(vm, st, why, sizeof(why));
         vmenc_vm_free(vm);
+        char home[1024];
+        struct stat sb;
+        if (st == VMENC_E_NOT_FOUND && vmenc_workspace_vm_home(c->ws, name, home, sizeof(home)) == VMENC_OK &&
+            stat(home, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return cli_fail(c, st, "cannot open VM '%s': it is not registered on this host (its home %s is in the "
+                            "datastore: 'vmenc vm register %s' adds it)", name, home, name);
+        if (st == VMENC_E_NOT_FOUND)
+            return cli_fail(c, st, "cannot open VM '%s': no such VM here ('vmenc vm list' shows them)", name);
+        if (st == VMENC_E_DENIED)
+            return cli_fail(c, st, "cannot open VM '%s'%s", name, why_denied(c, VMENC_OP_POWER_ON, name, false, why,
+                                                                             sizeof(why)));
         return cli_fail(c, st, "cannot open VM '%s'%s", name, why);
     }
     *out = vm;
@@ -233,14 +246,36 @@ static int vm_create(cli *c, args *a) {
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
+    /* All or nothing (the library's create with its disks): a step that
+     * fails later - a denied disk, a full file system - leaves no VM behind,
+     * so a retry with the same name works. */
+    vmenc_workspace_vm_spec spec = {.struct_size = sizeof(spec), .name = name, .folder = folder,
+                                    .storage_policy = policy, .kek_id = kek, .memory_bytes = memory,
+                                    .disk_capacities = caps, .num_disks = nd, .sector_size = (uint32_t)ss};
+    vmenc_workspace_error werr = {.struct_size = sizeof(werr)};
+    vmenc_vm *vm = NULL;
+    vmenc_status st = vmenc_workspace_create_vm(c->ws, cli_principal(c), &spec, &werr, &vm);
+    if (st != VMENC_E_UNIMPLEMENTED) {
+        if (st != VMENC_OK) {
+            int frc = fail_storage_policy(c, st, policy, "cannot create VM");
+            if (frc >= 0)
+                return frc;
+            return cli_fail(c, st, "cannot create VM '%s'%s%s", name, werr.message[0] ? ": " : "", werr.message);
+        }
+        out_t *r = out_begin(c);
+        out_bool(r, "ok", true);
+        out_vm_status(r, vm);
+        out_end(r);
+        vmenc_vm_free(vm);
+        return EXIT_OK;
+    }
     char home[1024];
-    vmenc_status st = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
+    st = vmenc_workspace_vm_home(c->ws, name, home, sizeof(home));
     if (st != VMENC_OK)
         return cli_fail(c, st, "bad VM name '%s'", name);
     vmenc_vm_create_options o = {.struct_size = sizeof(o), .principal = cli_principal(c), .home_dir = home,
                                  .name = name, .folder = folder ? folder : vmenc_workspace_folder(c->ws),
                                  .storage_policy = policy, .kek_id = kek, .memory_bytes = memory};
-    vmenc_vm *vm = NULL;
     st = vmenc_vm_create(vmenc_workspace_host(c->ws), &o, &vm);
     if (st != VMENC_OK)
         return cli_fail(c, st, "cannot create VM '%s'", name);
@@ -284,6 +319,9 @@ static int list_one(void *ctx, const char *name) {
         l->locked += st == VMENC_E_VM_LOCKED;
     } else {
         out_str(l->o, "name", name);
+        /* a home in the datastore that is not in the inventory: unregistered
+         * (or migrated away); 'vm register' adds it again */
+        out_bool(l->o, "registered", st != VMENC_E_NOT_FOUND);
         out_str(l->o, "error", vmenc_status_name(st));
         l->denied++;
     }
@@ -473,6 +511,7 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     uint64_t seg = 0;
     (void)arg_value(c, a, "--policy", &policy);
     bool offline = arg_flag(a, "--offline");
+    bool dry = arg_flag(a, "--dry-run");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -484,6 +523,50 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    /* The plan: printed by --dry-run, summarised by the confirmation of a
+     * decryption, and a misspelt policy named before anything happens. */
+    storage_plan_t *plan = calloc(1, sizeof(*plan));
+    vmenc_status ps = plan ? storage_plan(c, vm, policy ? policy : def, plan) : VMENC_E_NOMEM;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "cannot %s VM '%s'", what, name);
+    int frc = fail_storage_policy(c, ps, policy ? policy : def, msg);
+    if (frc >= 0 || (dry && ps != VMENC_OK)) {
+        free(plan);
+        vmenc_vm_free(vm);
+        return frc >= 0 ? frc : cli_fail(c, ps, "cannot plan storage policy '%s' for VM '%s'", policy ? policy : def,
+                                         name);
+    }
+    if (dry) {
+        storage_plan_out(c, plan, name);
+        free(plan);
+        vmenc_vm_free(vm);
+        return EXIT_OK;
+    }
+    if (strcmp(what, "decrypt") == 0) {
+        /* Ask unless the plan says nothing would be decrypted; a plan that
+         * could not be made asks too (with a plainer sentence). */
+        int ndec = 0;
+        bool home = false;
+        if (ps == VMENC_OK)
+            (void)storage_plan_bytes(plan, &ndec, &home, true);
+        vmenc_vm_info vi = {.struct_size = sizeof(vi)};
+        bool enc = vmenc_vm_get_info(vm, &vi) == VMENC_OK && vi.encrypted;
+        if ((ps != VMENC_OK || ndec > 0 || home) && !would_be_denied(c, VMENC_OP_DECRYPT_VM, name, enc)) {
+            char sum[1024];
+            if (ps == VMENC_OK)
+                storage_plan_summary(plan, what, name, sum, sizeof(sum));
+            else
+                snprintf(sum, sizeof(sum), "vm decrypt: VM '%s' gets storage policy '%s': whatever it has encrypted "
+                         "will be decrypted in place, in clear on the datastore", name, policy ? policy : def);
+            rc = cli_confirm(c, sum);
+            if (rc != EXIT_OK) {
+                free(plan);
+                vmenc_vm_free(vm);
+                return rc;
+            }
+        }
+    }
+    free(plan);
     if (!offline) {
         rc = online_convert(c, &vm, name, strcmp(what, "encrypt") == 0 ? CTL_KIND_ENCRYPT : CTL_KIND_DECRYPT,
                             policy, seg, what);
@@ -510,6 +593,13 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
         lock_why(vm, st, why, sizeof(why));
         served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
+        snprintf(msg, sizeof(msg), "cannot %s VM '%s'", what, name);
+        frc = fail_storage_policy(c, st, policy ? policy : def, msg);
+        if (frc >= 0)
+            return frc;
+        if (st == VMENC_E_DENIED)
+            why_denied(c, strcmp(what, "encrypt") == 0 ? VMENC_OP_ENCRYPT_VM : VMENC_OP_DECRYPT_VM, name, true, why,
+                       sizeof(why));
         return cli_fail(c, st, "cannot %s VM '%s' (storage policy '%s')%s", what, name, policy ? policy : def, why);
     }
     out_t *o = out_begin(c);
@@ -524,6 +614,203 @@ static int apply_policy(cli *c, args *a, const char *def, const char *what) {
 static int vm_encrypt(cli *c, args *a) { return apply_policy(c, a, "VM Encryption Policy", "encrypt"); }
 static int vm_decrypt(cli *c, args *a) { return apply_policy(c, a, "Datastore Default", "decrypt"); }
 
+/* rekey_plan_out: what `vm rekey [--deep]` would change (--dry-run). */
+static int rekey_plan_out(cli *c, vmenc_vm *vm, const char *name, bool deep, const char *provider, const char *kek) {
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    vmenc_status st = vmenc_vm_get_info(vm, &info);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot read VM '%s'", name);
+    if (!info.encrypted)
+        return cli_fail(c, VMENC_E_BAD_STATE, "cannot rekey VM '%s': it is not encrypted (encrypt it first: "
+                        "'vmenc vm encrypt %s')", name, name);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_bool(o, "dry_run", true);
+    out_str(o, "vm", name);
+    out_str(o, "mode", deep ? "deep" : "shallow");
+    out_str(o, "key_provider_now", info.key_provider);
+    out_str(o, "kek_id_now", info.kek_id);
+    if (deep) {
+        out_str(o, "key_provider", info.key_provider);
+        out_str(o, "kek_id", info.kek_id);
+    } else {
+        out_str(o, "key_provider", provider ? provider : info.key_provider);
+        out_str(o, "kek_id", kek ? kek : "(a new KEK)");
+    }
+    uint64_t total = 0;
+    out_arr(o, "disks");
+    for (uint32_t i = 0; i < info.num_disks; i++) {
+        vmenc_disk_info d = {.struct_size = sizeof(d)};
+        if (vmenc_vm_get_disk_info(vm, i, &d) != VMENC_OK)
+            continue;
+        bool enc = d.state != VMENC_DISK_PLAIN;
+        out_obj(o, NULL);
+        out_str(o, "disk", d.disk_id);
+        out_str(o, "state", disk_state_name(d.state));
+        out_str(o, "change", !enc ? "none (plain: stays plain)" : deep ? "new DEK, data re-encrypted in place"
+                                                                        : "DEK re-wrapped under the new KEK");
+        out_u64(o, "bytes", deep && enc ? d.capacity : 0);
+        out_close(o);
+        total += deep && enc ? d.capacity : 0;
+    }
+    out_close(o);
+    out_u64(o, "bytes_to_convert", total);
+    out_str(o, "note", "dry run: nothing was changed");
+    out_end(o);
+    return EXIT_OK;
+}
+
+/* vm info NAME: the VM's encryption at a glance, like `qemu-img info` or
+ * `cryptsetup luksDump`: cipher, sector size, key IDs, providers, key
+ * generation; reads the configuration only (a locked VM too). */
+static int vm_info(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm info needs NAME");
+    vmenc_vm *vm = NULL;
+    int rc = open_vm(c, name, &vm, true);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    vmenc_status st = vmenc_vm_get_info(vm, &info);
+    if (st != VMENC_OK) {
+        vmenc_vm_free(vm);
+        return cli_fail(c, st, "cannot read VM '%s'", name);
+    }
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "name", info.name);
+    out_str(o, "uuid", info.uuid);
+    out_str(o, "home", vmenc_vm_home_dir(vm));
+    out_str(o, "storage_policy", info.storage_policy);
+    out_bool(o, "encrypted", info.encrypted);
+    out_bool(o, "locked", info.locked);
+    out_obj(o, "vm_key");
+    out_str(o, "cipher", info.encrypted ? "aes-256-gcm" : "none");
+    out_str(o, "protects", "configuration secrets, NVRAM, suspend and snapshot state (AES-256-GCM), "
+                           "swap (XTS-AES-256, derived key)");
+    out_str(o, "key_provider", info.key_provider);
+    out_str(o, "kek_id", info.kek_id);
+    out_str(o, "wrap", info.encrypted ? "vmwk1 record under the KEK (docs/wrapped-key-format.md)" : "");
+    out_close(o);
+    out_arr(o, "disks");
+    for (uint32_t i = 0; i < info.num_disks; i++) {
+        vmenc_disk_info d = {.struct_size = sizeof(d)};
+        if (vmenc_vm_get_disk_info(vm, i, &d) != VMENC_OK)
+            continue;
+        bool enc = d.state != VMENC_DISK_PLAIN;
+        out_obj(o, NULL);
+        out_str(o, "id", d.disk_id);
+        out_str(o, "file", d.file_name);
+        out_u64(o, "virtual_size", d.capacity);
+        out_u64(o, "sector_size", d.sector_size);
+        out_str(o, "state", disk_state_name(d.state));
+        out_str(o, "cipher", enc ? "aes-xts-plain64" : "none");
+        out_u64(o, "key_bits", enc ? 512 : 0);
+        out_str(o, "key_provider", d.key_provider);
+        out_str(o, "kek_id", d.kek_id);
+        out_bool(o, "locked", d.locked);
+        if (d.state == VMENC_DISK_ENCRYPTING || d.state == VMENC_DISK_DECRYPTING || d.state == VMENC_DISK_REKEYING) {
+            vmenc_convert_progress pr = {.struct_size = sizeof(pr)};
+            if (vmenc_vm_get_convert_progress(vm, d.disk_id, &pr) == VMENC_OK) {
+                out_u64(o, "convert_bytes_done", pr.bytes_done);
+                out_u64(o, "convert_segments_done", pr.segments_done);
+                out_u64(o, "convert_segments_total", pr.segments_total);
+            }
+        }
+        out_close(o);
+    }
+    out_close(o);
+    out_end(o);
+    vmenc_vm_free(vm);
+    return EXIT_OK;
+}
+
+/* vm delete NAME: from the inventory and the datastore (the library's
+ * vmenc_workspace_delete_vm), asking first. */
+static int vm_delete(cli *c, args *a) {
+    bool keep = arg_flag(a, "--keep-files");
+    bool destroy = arg_flag(a, "--destroy-keys");
+    bool dry = arg_flag(a, "--dry-run");
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm delete needs NAME");
+    if (keep && destroy)
+        return cli_usage(c, "--keep-files and --destroy-keys together would keep files nobody can read: pick one");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    uint32_t flags = (keep ? VMENC_WORKSPACE_DELETE_KEEP_FILES : 0) | (destroy ? VMENC_WORKSPACE_DELETE_DESTROY_KEYS : 0);
+    vmenc_workspace_delete_result r = {.struct_size = sizeof(r)};
+    /* The plan first: printed by --dry-run, summarised by the question. */
+    vmenc_status st = vmenc_workspace_delete_vm(c->ws, cli_principal(c), name, flags | VMENC_WORKSPACE_DELETE_DRY_RUN, &r);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot delete VM '%s'%s%s", name, r.message[0] ? ": " : "", r.message);
+    if (!dry) {
+        char what[1024];
+        snprintf(what, sizeof(what), "vm delete: VM '%s' will be removed from the inventory%s%s", name,
+                 keep ? " (its files stay in the datastore)" : "",
+                 destroy ? "; its keys used nowhere else will be DESTROYED at the key provider: no copy of its "
+                           "files, backups included, can be decrypted afterwards" : "");
+        size_t l = strlen(what);
+        if (!keep)
+            snprintf(what + l, sizeof(what) - l, "; %u file(s), %llu bytes deleted from the datastore", r.num_files,
+                     (unsigned long long)r.num_bytes);
+        rc = cli_confirm(c, what);
+        if (rc != EXIT_OK)
+            return rc;
+        r = (vmenc_workspace_delete_result){.struct_size = sizeof(r)};
+        st = vmenc_workspace_delete_vm(c->ws, cli_principal(c), name, flags, &r);
+        if (st != VMENC_OK)
+            return cli_fail(c, st, "cannot delete VM '%s'%s%s", name, r.message[0] ? ": " : "", r.message);
+    }
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_bool(o, "dry_run", dry);
+    out_str(o, "vm", name);
+    out_bool(o, "files_deleted", !keep && !dry);
+    out_u64(o, "files", r.num_files);
+    out_u64(o, "bytes", r.num_bytes);
+    out_str(o, "key_provider", r.key_provider);
+    out_str(o, "kek_id", r.kek_id);
+    out_u64(o, "keys", r.num_keys);
+    out_u64(o, "keys_destroyed", r.num_keys_destroyed);
+    out_u64(o, "keys_kept", r.num_keys_kept);
+    if (r.message[0])
+        out_str(o, "note", r.message);
+    out_end(o);
+    return EXIT_OK;
+}
+
+/* vm unregister NAME: out of the inventory, files and keys kept. */
+static int vm_unregister(cli *c, args *a) {
+    const char *name = arg_positional(a);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (name == NULL)
+        return cli_usage(c, "vm unregister needs NAME");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status st = vmenc_workspace_unregister_vm(c->ws, cli_principal(c), name);
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot unregister VM '%s'", name);
+    char home[1024] = "";
+    if (vmenc_workspace_vm_home(c->ws, name, home, sizeof(home)) != VMENC_OK)
+        home[0] = '\0';
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "home", home);
+    out_end(o);
+    cli_info(c, "vm %s: unregistered; its files stay in %s ('vmenc vm register %s' adds it again)", name, home, name);
+    return EXIT_OK;
+}
+
 static int vm_rekey(cli *c, args *a) {
     const char *provider = NULL, *kek = NULL;
     uint64_t seg = 0;
@@ -531,6 +818,7 @@ static int vm_rekey(cli *c, args *a) {
     (void)arg_value(c, a, "--kek", &kek);
     bool deep = arg_flag(a, "--deep");
     bool offline = arg_flag(a, "--offline");
+    bool dry = arg_flag(a, "--dry-run");
     if (!parse_segment(c, a, &seg))
         return EXIT_USAGE;
     const char *name = arg_positional(a);
@@ -544,6 +832,17 @@ static int vm_rekey(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    char known[1024];
+    if (provider != NULL && !kms_known(c, provider, known, sizeof(known))) {
+        vmenc_vm_free(vm);
+        return cli_fail(c, VMENC_E_NO_SUCH_PROVIDER, "cannot rekey VM '%s': no key provider '%s' (configured: %s)",
+                        name, provider, known);
+    }
+    if (dry) {
+        rc = rekey_plan_out(c, vm, name, deep, provider, kek);
+        vmenc_vm_free(vm);
+        return rc;
+    }
     if (deep && !offline) {
         rc = online_convert(c, &vm, name, CTL_KIND_REKEY_DEEP, NULL, seg, "rekey");
         if (rc >= 0) {
@@ -572,6 +871,8 @@ static int vm_rekey(cli *c, args *a) {
         if (deep)
             served_hint(c, vm, st, offline, name);
         vmenc_vm_free(vm);
+        if (st == VMENC_E_DENIED)
+            why_denied(c, deep ? VMENC_OP_REKEY_DEEP : VMENC_OP_REKEY_SHALLOW, name, true, why, sizeof(why));
         return cli_fail(c, st, "cannot %s rekey VM '%s'%s", deep ? "deep" : "shallow", name, why);
     }
     out_t *o = out_begin(c);
@@ -712,6 +1013,26 @@ static int vm_remove_disk(cli *c, args *a) {
     int rc = open_vm(c, name, &vm, false);
     if (rc != EXIT_OK)
         return rc;
+    if (del) {
+        /* Deleting a disk's files cannot be undone: ask (a denied user is
+         * refused and audited by the library instead). */
+        vmenc_vm_info vi = {.struct_size = sizeof(vi)};
+        vmenc_disk_info di = {.struct_size = sizeof(di)};
+        bool found = false;
+        if (vmenc_vm_get_info(vm, &vi) == VMENC_OK)
+            for (uint32_t i = 0; i < vi.num_disks && !found; i++)
+                found = vmenc_vm_get_disk_info(vm, i, &di) == VMENC_OK && strcmp(di.disk_id, disk) == 0;
+        if (found && !would_be_denied(c, VMENC_OP_EDIT_SETTINGS, name, vi.encrypted)) {
+            char what[1024];
+            snprintf(what, sizeof(what), "vm remove-disk: disk %s of VM '%s' (%s, %llu bytes) will be removed and its "
+                     "files deleted", disk, name, di.file_name, (unsigned long long)di.capacity);
+            rc = cli_confirm(c, what);
+            if (rc != EXIT_OK) {
+                vmenc_vm_free(vm);
+                return rc;
+            }
+        }
+    }
     vmenc_status st = vmenc_vm_remove_disk(vm, cli_principal(c), disk, del ? VMENC_VM_REMOVE_DELETE_FILES : 0);
     vmenc_vm_free(vm);
     if (st != VMENC_OK)
@@ -772,7 +1093,7 @@ const verb_def vm_verbs[] = {
      "Needs VirtualMachine.Inventory.Create (+ Cryptographer.EncryptNew when encrypted).\n"},
     {"list", vm_list, "", "list the VMs of the datastore", ""},
     {"status", vm_status, "NAME", "show a VM, its disks, keys and missing keys", "Exit 5 if the VM is locked.\n"},
-    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE] [--offline]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
+    {"encrypt", vm_encrypt, "NAME [--policy SP] [--segment SIZE] [--offline] [--dry-run]", "apply an encrypting storage policy (default 'VM Encryption Policy')",
      "The host is switched to encryption mode when the user may. Disks that hold data are\n"
      "encrypted in place (VM powered off), with a progress bar; Ctrl-C stops cleanly (exit 130)\n"
      "and 'vmenc vm resume NAME' finishes. --segment: unit of the conversion (default 8M;\n"
@@ -780,25 +1101,47 @@ const verb_def vm_verbs[] = {
      "Online: when a process serves the VM's disk (nbdkit vmenc), the conversion runs in that\n"
      "process through its control endpoint (WORKSPACE/run/<VM-UUID>.ctl) while the guest keeps\n"
      "doing I/O; progress is streamed and Ctrl-C stops it cleanly there.\n"
-     "  --offline       convert here, never through an endpoint (refused while the disk is served)\n"},
-    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE] [--offline]", "apply a plain storage policy (default 'Datastore Default')",
+     "  --offline       convert here, never through an endpoint (refused while the disk is served)\n"
+     "  --dry-run       print the plan (disks, bytes, key providers, what stays plain); change nothing\n"},
+    {"decrypt", vm_decrypt, "NAME [--policy SP] [--segment SIZE] [--offline] [--dry-run] [--yes]", "apply a plain storage policy (default 'Datastore Default')",
      "Needs Cryptographer.Decrypt. Disks that hold data are decrypted in place, as encrypt\n"
-     "(online through the serving process's control endpoint when one serves the VM).\n"},
-    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] [--offline] | --provider ALIAS] [--kek ID]", "rekey: shallow (new KEK) or --deep (new data keys)",
+     "(online through the serving process's control endpoint when one serves the VM).\n"
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
+     "  --dry-run       print the plan (disks, bytes, what stays plain); change nothing\n"},
+    {"rekey", vm_rekey, "NAME [--deep [--segment SIZE] [--offline] | --provider ALIAS] [--kek ID] [--dry-run]", "rekey: shallow (new KEK) or --deep (new data keys)",
      "Shallow (default): every wrapped key re-wrapped under a new KEK, data not re-encrypted;\n"
      "needs Cryptographer.Recrypt. --deep: every encrypted disk gets a new DEK and is re-encrypted\n"
-     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C, resume and online as encrypt.\n"},
+     "in place (Cryptographer.Recrypt + host); progress, Ctrl-C, resume and online as encrypt.\n"
+     "  --dry-run       print the plan (key provider and KEK before and after, disks, bytes); change nothing\n"},
     {"resume", vm_resume, "NAME [--segment SIZE] [--offline]", "finish every interrupted conversion of a VM's disks",
      "Each disk's conversion is authorized as its kind (encrypt, decrypt, deep rekey).\n"
      "A served VM's conversions are finished online by its serving process, as encrypt.\n"},
     {"clone", vm_clone, "SOURCE NAME [--policy SP | --plain] [--keep-keys]", "clone a powered-off VM",
      "Default: the source's policy, new keys. --keep-keys keeps the DEKs (ciphertext copied).\n"},
     {"add-disk", vm_add_disk, "NAME --size SIZE [--sector N] [--id scsiB:U]", "add a zero-filled disk", ""},
-    {"remove-disk", vm_remove_disk, "NAME DISK [--delete-files]", "remove a disk from the configuration", ""},
+    {"remove-disk", vm_remove_disk, "NAME DISK [--delete-files [--yes]]", "remove a disk from the configuration",
+     "  --delete-files  delete the disk's descriptor and data too: asks for YES on a terminal;\n"
+     "                  from a script pass --yes (refused on a pipe without it)\n"
+     "Needs VirtualMachine.Config.Settings.\n"},
     {"register", vm_register, "NAME|PATH.vmx [--folder F] [--take-over]", "add an existing VM home to this host's inventory",
      "Keys are fetched by ID; nothing is re-encrypted. Exit 5 if it registers locked.\n"
      "--take-over (cluster mode): take the VM over after its owner's lease expired (docs/cluster.md).\n"},
     {"unlock", vm_unlock, "NAME", "retry fetching the keys of a locked VM", "Exit 5 if a key is still missing.\n"},
+    {"info", vm_info, "NAME", "the VM's encryption at a glance: ciphers, sector sizes, key providers, key IDs",
+     "Like 'qemu-img info' or 'cryptsetup luksDump': reads the configuration only (a locked VM too).\n"
+     "Needs VirtualMachine.Interact.PowerOn (opening the VM), as 'vm status'.\n"},
+    {"delete", vm_delete, "NAME [--keep-files | --destroy-keys] [--dry-run] [--yes]", "delete a VM: inventory, datastore files, and with --destroy-keys its keys",
+     "Removes the VM from the inventory and this host, and its home from the datastore.\n"
+     "  --keep-files    keep the files (as 'vm unregister', but audited as a delete)\n"
+     "  --destroy-keys  crypto-shredding: destroy at the key provider every KEK of the VM that no\n"
+     "                  other VM or record uses; no copy of its files (backups too) decrypts after\n"
+     "                  (needs Cryptographer.ManageKeys too)\n"
+     "  --dry-run       print what would be removed and destroyed; change nothing\n"
+     "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
+     "Needs VirtualMachine.Inventory.Delete on the VM.\n"},
+    {"unregister", vm_unregister, "NAME", "remove a VM from the inventory, keep its files and keys",
+     "The inverse of 'vm register': the home stays in the datastore and can be registered again,\n"
+     "here or on another host of the same key providers. Needs VirtualMachine.Inventory.Unregister.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

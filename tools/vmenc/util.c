@@ -6,7 +6,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -14,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "plan.h"
 
 volatile sig_atomic_t g_interrupted;
 
@@ -323,6 +327,39 @@ static void json_error(cli *c, const char *status_name, int code, int exit_code,
     out_end(o);
 }
 
+/* cli_full_message: "<msg>: <what the status means> (<STATUS>)", without
+ * saying the same thing twice (a message that already ends with the
+ * status's text keeps only the name), and for a denial of a principal that
+ * came from $USER or the default, how to name the right one. */
+static void cli_full_message(cli *c, vmenc_status st, const char *msg, char *full, size_t cap) {
+    const char *what = vmenc_strerror(st);
+    size_t ml = strlen(msg), wl = strlen(what);
+    if (ml >= wl && strcmp(msg + ml - wl, what) == 0)
+        snprintf(full, cap, "%s (%s)", msg, vmenc_status_name(st));
+    else
+        snprintf(full, cap, "%s: %s (%s)", msg, what, vmenc_status_name(st));
+    /* A full file system hides behind "I/O error" or "audit sink failed":
+     * say so when the workspace's file system has (almost) no room left. */
+    struct statvfs fs;
+    if ((st == VMENC_E_IO || st == VMENC_E_NO_SPACE || st == VMENC_E_AUDIT_SINK) && c->workspace != NULL &&
+        statvfs(c->workspace, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20)) {
+        size_t l = strlen(full);
+        snprintf(full + l, cap - l, "; the file system of %s is full (%llu bytes free): free some space and retry",
+                 c->workspace, (unsigned long long)fs.f_bavail * fs.f_frsize);
+    }
+    if (st == VMENC_E_DENIED && c->ws != NULL && c->user != NULL && !policy_has_name(c, "users", c->user)) {
+        size_t l = strlen(full);
+        snprintf(full + l, cap - l, "; there is no user '%s' in the policy ('vmenc policy user %s' adds one)", c->user,
+                 c->user);
+    }
+    if ((st == VMENC_E_DENIED || st == VMENC_E_NOT_FOUND) && c->user_from != NULL &&
+        (strcmp(c->user_from, "$USER") == 0 || strcmp(c->user_from, "default") == 0)) {
+        size_t l = strlen(full);
+        snprintf(full + l, cap - l, "; acting as '%s' (from %s, as no --user or $VMENC_USER was given): "
+                                    "pass --user NAME", c->user, c->user_from);
+    }
+}
+
 int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
@@ -330,7 +367,7 @@ int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) {
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     char full[2048];
-    snprintf(full, sizeof(full), "%s: %s (%s)", msg, vmenc_strerror(st), vmenc_status_name(st));
+    cli_full_message(c, st, msg, full, sizeof(full));
     /* A lock we waited for in vain: say who holds it and what to do. */
     char holder[VMENC_WORKSPACE_MESSAGE_MAX];
     if (st == VMENC_E_LOCKED && c->ws != NULL && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) == VMENC_OK) {
@@ -344,13 +381,14 @@ int cli_fail(cli *c, vmenc_status st, const char *fmt, ...) {
 }
 
 int cli_fail_stderr(cli *c, vmenc_status st, const char *fmt, ...) {
-    (void)c;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fprintf(stderr, "vmenc: %s: %s (%s)\n", msg, vmenc_strerror(st), vmenc_status_name(st));
+    char full[2048];
+    cli_full_message(c, st, msg, full, sizeof(full));
+    fprintf(stderr, "vmenc: %s\n", full);
     return exit_code_for(st);
 }
 
@@ -360,10 +398,53 @@ int cli_usage(cli *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fprintf(stderr, "vmenc: %s (see 'vmenc %s%s%s--help')\n", msg, c->noun ? c->noun : "", c->noun ? " " : "",
-            c->verb ? c->verb : "");
+    fprintf(stderr, "vmenc: %s (see 'vmenc %s%s%s%s--help')\n", msg, c->noun ? c->noun : "", c->noun ? " " : "",
+            c->verb ? c->verb : "", c->verb ? " " : "");
     json_error(c, "usage", 0, EXIT_USAGE, msg);
     return EXIT_USAGE;
+}
+
+int cli_confirm(cli *c, const char *what) {
+    if (c->yes)
+        return EXIT_OK;
+    if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO)) {
+        /* Never a question on a pipe, and never a destructive change a
+         * script did not ask for in so many words. */
+        char msg[1200];
+        snprintf(msg, sizeof(msg), "%s; this asks for confirmation, and stdin is not a terminal: nothing was "
+                                   "asked and nothing changed; pass --yes (or -q) to do it from a script, or "
+                                   "--dry-run to see the plan", what);
+        return cli_usage(c, "%s", msg);
+    }
+    fprintf(stderr, "WARNING!\n========\n%s.\n\nAre you sure? (Type 'YES' in capital letters): ",
+            what);
+    fflush(stderr);
+    char answer[64];
+    size_t n = 0;
+    while (n + 1 < sizeof(answer)) {
+        ssize_t r = read(STDIN_FILENO, answer + n, 1);
+        if (r < 0 && errno == EINTR && !g_interrupted)
+            continue;
+        if (r <= 0 || answer[n] == '\n')
+            break;
+        n++;
+    }
+    answer[n] = '\0';
+    if (strcmp(answer, "YES") == 0)
+        return EXIT_OK;
+    fprintf(stderr, "vmenc: not confirmed (the answer was not YES): nothing changed\n");
+    if (c->json) {
+        out_t *o = out_begin(c);
+        out_bool(o, "ok", false);
+        out_bool(o, "declined", true);
+        out_obj(o, "error");
+        out_str(o, "status", "declined");
+        out_int(o, "code", 0);
+        out_int(o, "exit", EXIT_FAILED);
+        out_str(o, "message", "not confirmed: nothing changed");
+        out_end(o);
+    }
+    return EXIT_FAILED;
 }
 
 void cli_info(cli *c, const char *fmt, ...) {
@@ -378,12 +459,39 @@ void cli_info(cli *c, const char *fmt, ...) {
 
 /* ---- passphrase and workspace ------------------------------------------------------------ */
 
+/* read_stdin_line reads one line from stdin byte by byte, so whatever
+ * follows it (the data of `disk write`, a second secret) stays there. */
+static ssize_t read_stdin_line(char *buf, size_t cap) {
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(STDIN_FILENO, buf + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (buf[n] == '\n')
+            break;
+        n++;
+    }
+    return (ssize_t)n;
+}
+
+/* read_file_line: the secret in |path|'s first line; "-" is stdin. */
 static bool read_file_line(const char *path, char *buf, size_t cap, size_t *out_len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n = read(fd, buf, cap - 1);
-    close(fd);
+    ssize_t n;
+    if (strcmp(path, "-") == 0) {
+        n = read_stdin_line(buf, cap);
+    } else {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return false;
+        n = read(fd, buf, cap - 1);
+        close(fd);
+        /* one line: a second line is not part of the secret */
+        char *nl = n > 0 ? memchr(buf, '\n', (size_t)n) : NULL;
+        if (nl != NULL)
+            n = nl - buf;
+    }
     if (n <= 0)
         return false;
     size_t len = (size_t)n;
@@ -429,7 +537,12 @@ bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *en
                     size_t cap, size_t *out_len) {
     if (file != NULL) {
         if (!read_file_line(file, buf, cap, out_len)) {
-            cli_usage(c, "cannot read a passphrase from '%s'", file);
+            char why[1200];
+            if (strcmp(file, "-") != 0 && path_problem(file, why, sizeof(why)) != NULL)
+                cli_usage(c, "cannot read a passphrase: %s", why);
+            else
+                cli_usage(c, "cannot read a passphrase from '%s'%s", strcmp(file, "-") == 0 ? "(stdin)" : file,
+                          strcmp(file, "-") == 0 ? ": no line on stdin" : ": missing, unreadable or empty");
             return false;
         }
         return true;
@@ -446,7 +559,9 @@ bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *en
         return true;
     }
     if (!prompt_tty(prompt, buf, cap, out_len)) {
-        cli_usage(c, "no passphrase: use --passphrase-file FILE or %s, or run on a terminal", env ? env : "a file");
+        cli_usage(c, "no passphrase: use %s FILE (or - for stdin)%s%s, or run on a terminal",
+                  env && strcmp(env, "VMENC_BACKUP_PASSPHRASE") == 0 ? "--backup-passphrase-file" : "--passphrase-file",
+                  env ? " or $" : "", env ? env : "");
         return false;
     }
     if (confirm) {
@@ -463,10 +578,11 @@ bool cli_passphrase(cli *c, const char *prompt, const char *file, const char *en
     return true;
 }
 
-bool cli_secret(cli *c, const char *what, const char *file, bool confirm, char *buf, size_t cap, size_t *out_len) {
+bool cli_secret(cli *c, const char *what, const char *opt, const char *file, bool confirm, char *buf, size_t cap,
+                size_t *out_len) {
     if (file != NULL) {
         if (!read_file_line(file, buf, cap, out_len)) {
-            cli_usage(c, "cannot read the %s from '%s'", what, file);
+            cli_usage(c, "cannot read the %s from '%s'", what, strcmp(file, "-") == 0 ? "(stdin)" : file);
             return false;
         }
         return true;
@@ -474,7 +590,7 @@ bool cli_secret(cli *c, const char *what, const char *file, bool confirm, char *
     char prompt[128];
     snprintf(prompt, sizeof(prompt), "%c%s: ", what[0] >= 'a' && what[0] <= 'z' ? what[0] - 32 : what[0], what + 1);
     if (!prompt_tty(prompt, buf, cap, out_len)) {
-        cli_usage(c, "no %s: use its --...-file option or run on a terminal", what);
+        cli_usage(c, "no %s: use %s FILE (or - for stdin) or run on a terminal", what, opt);
         return false;
     }
     if (confirm) {
@@ -527,7 +643,34 @@ int cli_open_options(cli *c, char *pass, size_t pass_cap, vmenc_workspace_open_o
     return EXIT_OK;
 }
 
+const char *path_problem(const char *path, char *buf, size_t cap) {
+    struct stat sb;
+    buf[0] = '\0';
+    if (path == NULL || path[0] == '\0' || lstat(path, &sb) != 0)
+        return NULL;
+    if (S_ISDIR(sb.st_mode))
+        snprintf(buf, cap, "'%s' is a directory where a file should be", path);
+    else if (S_ISLNK(sb.st_mode)) {
+        if (stat(path, &sb) != 0 && errno == ELOOP)
+            snprintf(buf, cap, "'%s' is a symbolic link loop", path);
+        else
+            snprintf(buf, cap, "'%s' is a symbolic link, which vmenc does not follow in a workspace", path);
+    } else if (!S_ISREG(sb.st_mode))
+        snprintf(buf, cap, "'%s' is not a regular file", path);
+    return buf[0] ? buf : NULL;
+}
+
 int cli_workspace_fail(cli *c, vmenc_status st, const char *what, const vmenc_workspace_error *err) {
+    char why[PATH_MAX + 96];
+    if (err->file[0] != '\0' && (st == VMENC_E_BAD_PATH || st == VMENC_E_IO || st == VMENC_E_NOT_FOUND)) {
+        char path[PATH_MAX];
+        if (err->file[0] == '/')
+            snprintf(path, sizeof(path), "%s", err->file);
+        else
+            snprintf(path, sizeof(path), "%s/%s", c->workspace ? c->workspace : ".", err->file);
+        if (path_problem(path, why, sizeof(why)) != NULL)
+            return cli_fail(c, st, "%s %s", what, why);
+    }
     if (err->line > 0)
         return cli_fail(c, st, "workspace %s:%u: %s", err->file, err->line, err->message);
     return cli_fail(c, st, "%s %s%s%s", what, err->file[0] ? err->file : c->workspace, err->message[0] ? ": " : "",
