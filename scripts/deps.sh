@@ -8,12 +8,15 @@
 set -euo pipefail
 JOB=${1:-test}
 # Building libvmenc and the vmenc tool (README "Dependencies and why").
-BUILD=(build-essential cmake pkg-config libsodium-dev libssl-dev libjson-c-dev libp11-kit-dev)
+BUILD=(build-essential cmake pkg-config libsodium-dev libssl-dev libjson-c-dev libp11-kit-dev
+       libcurl4-openssl-dev)
 # The test suite: unit tests, fuzz smoke, real PKCS#11 token and KMIP server,
-# bindings, man-page rendering, the nbdkit plugin and its hypervisor tests.
+# bindings, man-page rendering, a 3-member etcd cluster (cluster mode), the
+# nbdkit plugin and its hypervisor tests.
 TEST=(clang libclang-rt-14-dev openssl libcmocka-dev softhsm2 opensc python3-pykmip python3-cffi python3-pytest
       golang-go python3-venv python3-pip python3-setuptools
       groff-base man-db bsdutils abigail-tools
+      etcd-server etcd-client curl
       nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils qemu-system-x86
       busybox-static linux-image-amd64 kmod cpio e2fsprogs)
 case $JOB in
