@@ -520,7 +520,7 @@ static vmenc_status may_join(vmenc_workspace *ws, const char *who, const char *o
     if (s == VMENC_E_NOT_FOUND)
         s = VMENC_OK, has = 0;
     if (s == VMENC_OK && !has) {
-        char reason[256];
+        char reason[640];
         snprintf(reason, sizeof(reason), "'%s' lacks Cryptographer.RegisterHost on '%s'", who, root);
         vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = who, .operation = operation,
                                 .target = ws->cfg->host_id, .outcome = VMENC_AUDIT_DENIED, .status = VMENC_E_DENIED,
