@@ -1456,6 +1456,10 @@ static void empty_dir(int dirfd) {
     int fd = dup(dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     struct dirent *de;
+    /* a dup shares the directory's offset: a walk before may have left it
+     * at the end (vm_make_home_intent's probe), which made this see nothing */
+    if (d != NULL)
+        rewinddir(d);
     while (d != NULL && (de = readdir(d)) != NULL)
         if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
             (void)unlinkat(dirfd, de->d_name, 0);
