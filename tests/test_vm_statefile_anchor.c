@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,69 @@ static void test_nonce_budget(void **state) {
     free(got);
 }
 
+/* Renewals from writes on two threads sharing one handle while a third
+ * opens another state file (the VM lock) - for the thread sanitizer: a
+ * renewal takes the VM lock from inside a write. */
+typedef struct thr_arg {
+    vmenc_vm_file *f;
+    vmenc_vm *vm;
+    unsigned seed;
+} thr_arg;
+
+static void *thr_write(void *p) {
+    thr_arg *a = p;
+    uint8_t buf[512];
+    for (unsigned i = 0; i < 30; i++) {
+        memset(buf, (int)(a->seed + i), sizeof(buf));
+        if (vmenc_vm_file_pwrite(a->f, (uint64_t)(a->seed * 70000u + (i * 997u) % 60000u), buf, sizeof(buf)) != VMENC_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *thr_other(void *p) {
+    thr_arg *a = p;
+    for (unsigned i = 0; i < 10; i++) {
+        vmenc_vm_file *g = NULL;
+        if (vmenc_vm_file_open(a->vm, "alice", VMENC_VM_FILE_VMSS, 0, VMENC_VM_FILE_CREATE, &g) != VMENC_OK)
+            return (void *)1;
+        if (vmenc_vm_file_close(g) != VMENC_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_budget_threads(void **state) {
+    (void)state;
+    vmenc_vm *vm = NULL;
+    assert_int_equal(vmfix_create(&g_f, "alice", "th", "encrypted", &vm), VMENC_OK);
+    uint8_t *a = malloc(NV_BYTES);
+    fill(a, NV_BYTES, 5);
+    write_nv(vm, VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE, 0, a, NV_BYTES);
+    g_f.host->sf_write_budget = 8;
+    vmenc_vm_file *f = NULL;
+    assert_int_equal(vmenc_vm_file_open(vm, "alice", VMENC_VM_FILE_NVRAM, 0, 0, &f), VMENC_OK);
+    thr_arg args[3] = {{f, vm, 0}, {f, vm, 1}, {NULL, vm, 2}};
+    pthread_t t[3];
+    assert_int_equal(pthread_create(&t[0], NULL, thr_write, &args[0]), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, thr_write, &args[1]), 0);
+    assert_int_equal(pthread_create(&t[2], NULL, thr_other, &args[2]), 0);
+    for (int i = 0; i < 3; i++) {
+        void *rv = NULL;
+        assert_int_equal(pthread_join(t[i], &rv), 0);
+        assert_null(rv);
+    }
+    assert_int_equal(vmenc_vm_file_close(f), VMENC_OK);
+    g_f.host->sf_write_budget = 0;
+    /* the record names the file on disk */
+    ctl_file_fact e = recorded(vm);
+    uint8_t on_disk[VM_SF_FILE_ID_BYTES];
+    disk_id("th", on_disk);
+    assert_memory_equal(e.file_id, on_disk, VM_SF_FILE_ID_BYTES);
+    vmenc_vm_free(vm);
+    free(a);
+}
+
 /* ---- a record from before version 2 -------------------------------------------------- */
 
 /* A record without the state-file list (what the code before version 2
@@ -403,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_replay_refused),
         cmocka_unit_test(test_session_interrupted),
         cmocka_unit_test(test_nonce_budget),
+        cmocka_unit_test(test_budget_threads),
         cmocka_unit_test(test_old_record_anchored),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
