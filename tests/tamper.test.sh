@@ -21,13 +21,21 @@ VMENC="$BUILD/vmenc"
 SHIM="$BUILD/libvmenc_faultshim.so"
 [[ -x "$VMENC" ]] || { echo "skip: no $VMENC"; exit 77; }
 [[ -f "$SHIM" ]] || { echo "skip: no $SHIM"; exit 77; }
-# A sanitized build: the sanitizer runtime must come first in LD_PRELOAD.
-PRE="$SHIM"
-for rt in asan tsan; do
-    if ldd "$VMENC" 2>/dev/null | grep -q "lib$rt"; then
-        PRE="$(gcc -print-file-name=lib$rt.so) $SHIM"
-    fi
+# A sanitized build: the sanitizer runtime must come first in LD_PRELOAD
+# (its path as the loader resolves it for this binary). The preload is
+# checked once with a harmless command: a wrong one would make every faulted
+# command exit 1 at start and the campaigns below test nothing.
+san_rt() { ldd "$VMENC" 2>/dev/null | awk '/lib(a|t)san\.so/ {print $3; exit}'; }
+preload_ok() { VMENC_FAULT_OP=none LD_PRELOAD="$PRE" "$VMENC" --version >/dev/null 2>"${1:-/dev/null}"; }
+for try in 1 2 3; do
+    SAN_RT=$(san_rt)
+    PRE="${SAN_RT:+$SAN_RT }$SHIM"
+    preload_ok && break
+    echo "# preload try $try failed: LD_PRELOAD='$PRE'"
 done
+if ! preload_ok /dev/stderr; then
+    echo "not ok 1 - the fault shim loads (LD_PRELOAD='$PRE')"; exit 1
+fi
 T=$(mktemp -d /tmp/vmenc-tamper-XXXXXX)
 trap '[[ -n "${VMENC_KEEP_TMP:-}" ]] || rm -rf "$T"' EXIT
 W="$T/ws"
@@ -60,6 +68,10 @@ faulted() {
     # (the group's stderr hides bash's "Killed" notice; the command's goes to $T/err)
     { VMENC_FAULT_OP=$op VMENC_FAULT_AT=$at VMENC_FAULT_ACTION=$action VMENC_FAULT_MATCH=$match \
         LD_PRELOAD="$PRE" "$@" >"$T/out" 2>"$T/err"; RC=$?; } 2>/dev/null
+    # 1 (a sanitizer's report) or 10 (a bug) is never an expected outcome: show it
+    if [[ $RC == 1 || $RC == 10 ]]; then
+        bad "faulted $op $at $action: ${*##*/}" "exit $RC"; head -c 3000 "$T/err" | sed 's/^/#   /'
+    fi
 }
 
 # ---- fixtures -------------------------------------------------------------------------------
