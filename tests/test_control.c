@@ -154,8 +154,75 @@ static void test_codec_rules(void **state) {
     bin[0] = 'X';
     assert_int_equal(ctl_record_decode(bin, len, &tmp), VMENC_E_BAD_MAGIC);
     bin[0] = 'V';
-    bin[4] = 2;
+    bin[4] = 3;
     assert_int_equal(ctl_record_decode(bin, len, &tmp), VMENC_E_BAD_VERSION);
+    /* a record without state files is version 1: labelled 2, it lacks the list */
+    bin[4] = 2;
+    assert_int_not_equal(ctl_record_decode(bin, len, &tmp), VMENC_OK);
+    free(bin);
+}
+
+/* Version 2: the state files' IDs. A record without them stays version 1
+ * byte for byte (old records read and write back unchanged); one with
+ * them is version 2 and round-trips; the list's field rules hold. */
+static void test_codec_state_files(void **state) {
+    (void)state;
+    ctl_vm_record r, back;
+    uint8_t *bin = NULL, *again = NULL;
+    size_t len = 0, len2 = 0;
+    full_record(&r, k_uuid);
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
+    assert_int_equal(bin[4], 1);
+    size_t v1_len = len;
+    free(bin);
+    r.facts.files_anchored = true;
+    r.facts.num_files = 2;
+    r.facts.files[0].cls = 1; /* NVRAM */
+    r.facts.files[0].has_id = true;
+    memset(r.facts.files[0].file_id, 0x66, CTL_FILE_ID_BYTES);
+    r.facts.files[1].cls = 3; /* a snapshot's state, being made */
+    r.facts.files[1].index = 7;
+    r.facts.files[1].has_next = true;
+    memset(r.facts.files[1].next_id, 0x77, CTL_FILE_ID_BYTES);
+    assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
+    assert_int_equal(bin[4], 2);
+    assert_int_equal(len, v1_len + 2 + 2 * (1 + 4 + 1 + 2 * CTL_FILE_ID_BYTES));
+    assert_int_equal(ctl_record_decode(bin, len, &back), VMENC_OK);
+    assert_true(back.facts.files_anchored);
+    assert_int_equal(back.facts.num_files, 2);
+    assert_int_equal(back.facts.files[1].index, 7);
+    assert_true(back.facts.files[1].has_next && !back.facts.files[1].has_id);
+    assert_memory_equal(back.facts.files[0].file_id, r.facts.files[0].file_id, CTL_FILE_ID_BYTES);
+    assert_int_equal(ctl_record_encode(&back, &again, &len2), VMENC_OK);
+    assert_int_equal(len2, len);
+    assert_memory_equal(again, bin, len);
+    free(again);
+    /* cut short, or a trailing byte */
+    assert_int_not_equal(ctl_record_decode(bin, len - 1, &back), VMENC_OK);
+    free(bin);
+    /* rules: an entry with neither ID, an ID without its flag, a class
+     * that is not a sealed state file, the same file twice */
+    ctl_vm_record bad = r;
+    bad.facts.files[1].has_next = false;
+    assert_int_equal(ctl_record_encode(&bad, &bin, &len), VMENC_E_INVALID_ARG);
+    bad = r;
+    bad.facts.files[1].file_id[0] = 1;
+    assert_int_equal(ctl_record_encode(&bad, &bin, &len), VMENC_E_INVALID_ARG);
+    bad = r;
+    bad.facts.files[0].cls = 5;
+    assert_int_equal(ctl_record_encode(&bad, &bin, &len), VMENC_E_INVALID_ARG);
+    bad = r;
+    bad.facts.files[1].cls = 1;
+    bad.facts.files[1].index = 0;
+    assert_int_equal(ctl_record_encode(&bad, &bin, &len), VMENC_E_INVALID_ARG);
+    /* version 2 with an empty list and not anchored is version 1's record
+     * in another encoding: refused (one encoding per record) */
+    bad = r;
+    bad.facts.num_files = 0;
+    assert_int_equal(ctl_record_encode(&bad, &bin, &len), VMENC_OK);
+    assert_int_equal(bin[4], 2);
+    bin[len - 2] = 0; /* the anchored flag: 0, count 0 */
+    assert_int_equal(ctl_record_decode(bin, len, &back), VMENC_E_PARSE);
     free(bin);
 }
 
@@ -322,6 +389,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codec_round_trip),
         cmocka_unit_test(test_codec_rules),
+        cmocka_unit_test(test_codec_state_files),
         cmocka_unit_test(test_key_record_hash),
         cmocka_unit_test_setup_teardown(test_local_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_list, setup, teardown),

@@ -106,9 +106,26 @@ static vmenc_status run_to_end(vmenc_disk *d) {
     return VMENC_E_INTERNAL;
 }
 
+/* The VM-level kill campaign runs with a control store, as a workspace's
+ * host has one (the authority records, the state files' IDs): each new
+ * host attaches the store in "<dir>/ctl". */
+static bool g_with_control;
+static vmenc_status control_on(void) {
+    if (!g_with_control)
+        return VMENC_OK;
+    static const uint8_t mac_key[CTL_MAC_KEY_BYTES] = {4, 5, 6};
+    char p[PATH_MAX + 16];
+    snprintf(p, sizeof(p), "%s/ctl", g_f.dir);
+    ctl_store *store = NULL;
+    VMENC_GUARD(ctl_local_new(p, mac_key, sizeof(mac_key), true, &store));
+    vm_host_set_control(g_f.host, store);
+    return VMENC_OK;
+}
+
 static vmenc_vm *reopen(const char *name) {
     OK(vmfix_new_keymgr(&g_f));
     OK(vmfix_new_host(&g_f, "esx01"));
+    OK(control_on());
     char vmx[PATH_MAX + 64];
     vmenc_vm *vm = NULL;
     OK(vmenc_vm_open(g_f.host, "alice", vmfix_vmx_path(&g_f, name, vmx, sizeof(vmx)), &vm));
@@ -850,7 +867,7 @@ static atomic_int *g_ready;
  * "encrypted" to a plain VM, then "plain" or a deep rekey of an encrypted
  * one, in turn. A resume comes first (a run the last kill cut short). */
 static void vm_child(const char *name, unsigned seed) {
-    if (vmfix_new_keymgr(&g_f) != VMENC_OK || vmfix_new_host(&g_f, "esx01") != VMENC_OK)
+    if (vmfix_new_keymgr(&g_f) != VMENC_OK || vmfix_new_host(&g_f, "esx01") != VMENC_OK || control_on() != VMENC_OK)
         _exit(2);
     char vmx[PATH_MAX + 64];
     vmenc_vm *vm = NULL;
@@ -858,10 +875,23 @@ static void vm_child(const char *name, unsigned seed) {
         _exit(2);
     vmenc_apply_options o = {.struct_size = sizeof(o), .segment_bytes = SEG};
     atomic_store(g_ready, 1);
+    uint8_t *nv = malloc(NV_LEN);
+    if (nv == NULL)
+        _exit(2);
+    sf_model(0, nv, NV_LEN);
     for (unsigned i = seed;; i++) {
         vmenc_vm_info info = {.struct_size = sizeof(info)};
         if (vmenc_vm_get_info(vm, &info) != VMENC_OK)
             _exit(3);
+        /* a write session on the NVRAM (its ID renewed: temporary,
+         * rename, record) rewriting bytes it holds: kills land there too */
+        vmenc_vm_file *f = NULL;
+        if (vmenc_vm_file_open(vm, "alice", VMENC_VM_FILE_NVRAM, 0, 0, &f) == VMENC_OK) {
+            if (vmenc_vm_file_pwrite(f, 30000, nv + 30000, 8000) != VMENC_OK)
+                _exit(5);
+            if (vmenc_vm_file_close(f) != VMENC_OK)
+                _exit(5);
+        }
         vmenc_status s = !info.encrypted ? vmenc_vm_apply_storage_policy_ex(vm, "alice", "encrypted", &o)
                          : i % 2           ? vmenc_vm_rekey_deep(vm, "alice", &o)
                                            : vmenc_vm_apply_storage_policy_ex(vm, "alice", "plain", &o);
@@ -873,7 +903,7 @@ static void vm_child(const char *name, unsigned seed) {
 /* rollback_child turns the interrupted conversion of disk |id| round,
  * runs it to the end and settles the VM, then waits to be killed. */
 static void rollback_child(const char *name, const char *id) {
-    if (vmfix_new_keymgr(&g_f) != VMENC_OK || vmfix_new_host(&g_f, "esx01") != VMENC_OK)
+    if (vmfix_new_keymgr(&g_f) != VMENC_OK || vmfix_new_host(&g_f, "esx01") != VMENC_OK || control_on() != VMENC_OK)
         _exit(2);
     char vmx[PATH_MAX + 64];
     vmenc_vm *vm = NULL;
@@ -984,6 +1014,10 @@ static void test_vm_kill_campaign(void **state) {
     int runs = env != NULL ? atoi(env) : 6;
     char id[VMENC_DISK_ID_MAX + 1];
     vmenc_vm *vm = NULL;
+    g_with_control = true;
+    OK(vmfix_new_keymgr(&g_f));
+    OK(vmfix_new_host(&g_f, "esx01"));
+    OK(control_on());
     OK(vmfix_create(&g_f, "alice", "cv10", NULL, &vm));
     OK(vmfix_add_disk(&g_f, vm, "alice", CAP, 512, id));
     vmenc_disk *d = NULL;

@@ -5,10 +5,12 @@
  * interruption is injected only through the durable-step hook
  * (lib/core/fs.h vmenc_fs_step_hook), never by editing files.
  *
- * For each operation (encrypt, decrypt, deep rekey, shallow rekey, add
+ * For each operation (encrypt, decrypt, deep rekey - the home's state
+ * files and configuration re-sealed with the disks -, shallow rekey, add
  * disk, remove disk, rollback of a policy's conversion, clone, create
- * encrypted; clone and create are then retried and must succeed), on a VM
- * with two
+ * encrypted, a state-file write session; clone and create are then
+ * retried and must succeed, and the clone's every byte is compared with
+ * the model), on a VM with two
  * disks of known data and an NVRAM and a suspend-state file: the operation
  * is first run once with the hook counting its durable steps (every
  * rename, unlink, fsync of a file or directory), then, for each step k,
@@ -22,7 +24,10 @@
  * each disk's state) matches what is stored (descriptors, state-file form)
  * and is the state before or after the operation; no plaintext pattern in
  * an encrypted VM's files; no temporary or .cvt file left; no pending
- * policy. It prints the number of interruption points covered.
+ * policy. Then the host's core-dump key rotation, swept the same way over
+ * a dump directory with two dumps: one call resuming the rotation returns
+ * VMENC_OK, nothing is pending, every dump reads its bytes, no temporary
+ * is left. It prints the number of interruption points covered.
  *
  * The suite's run is a subset that still covers every operation: every
  * rename and unlink, and every 4th fsync (the first and last step always).
@@ -283,6 +288,19 @@ static vmenc_status op_rollback(vmenc_vm *vm) {
     return s != VMENC_OK ? s : cs;
 }
 
+/* sf-session: a write session on the NVRAM (an open for write, which
+ * renews the file's ID - announced, renamed, settled -, a write of the
+ * bytes it already holds, a close): the model does not change. */
+static vmenc_status op_sf_session(vmenc_vm *vm) {
+    vmenc_vm_file *f = NULL;
+    VMENC_GUARD(vmenc_vm_file_open(vm, "alice", VMENC_VM_FILE_NVRAM, 0, 0, &f));
+    uint8_t buf[4096];
+    pattern(10, 65000, buf, sizeof(buf)); /* across the first chunk boundary */
+    vmenc_status s = vmenc_vm_file_pwrite(f, 65000, buf, sizeof(buf));
+    vmenc_status cs = vmenc_vm_file_close(f);
+    return s != VMENC_OK ? s : cs;
+}
+
 static const sweep_op k_ops[] = {
     {"encrypt", NULL, {0, 1, false, false}, op_encrypt, NULL, false},
     {"decrypt", "encrypted", {1, 0, false, false}, op_decrypt, NULL, false},
@@ -293,6 +311,7 @@ static const sweep_op k_ops[] = {
     {"rollback", NULL, {1, 0, false, false}, op_rollback, prepare_rollback, false},
     {"clone", "encrypted", {1, 1, false, false}, op_clone, NULL, true},
     {"create", "encrypted", {1, 1, false, false}, op_create, NULL, true},
+    {"sf-session", "encrypted", {1, 1, false, false}, op_sf_session, NULL, false},
 };
 
 /* ---- the checks ---------------------------------------------------------------------------- */
@@ -445,6 +464,38 @@ static bool check_vm(vmenc_vm *vm, const char *name, const sweep_op *op, unsigne
     return check_home(home, info.encrypted, opname, k, modename);
 }
 
+/* check_clone: the clone this case made (clone<case>_<pid> in "clones")
+ * holds every byte of the source's model, in the form its flag says, and
+ * no debris or plaintext. */
+static bool check_clone(const sweep_op *op, unsigned k, const char *modename) {
+    const char *opname = op->name;
+    char name[32], home[PATH_MAX + 64], vmx[PATH_MAX + 128];
+    snprintf(name, sizeof(name), "clone%u_%d", g_case, (int)g_sweep_pid);
+    snprintf(home, sizeof(home), "%s/clones/%s", g_f.dir, name);
+    snprintf(vmx, sizeof(vmx), "%s/%s.vmx", home, name);
+    vmenc_vm *vm = NULL;
+    vmenc_status s = vmenc_vm_open(g_f.host, "alice", vmx, &vm);
+    if (s != VMENC_OK)
+        vmenc_vm_free(vm);
+    CHECK(s == VMENC_OK, "open the clone: %s", vmenc_strerror(s));
+    vmenc_vm_info info = {.struct_size = sizeof(info)};
+    bool ok = vmenc_vm_get_info(vm, &info) == VMENC_OK && info.num_disks == 2;
+    for (uint32_t i = 0; ok && i < info.num_disks; i++)
+        ok = check_disk(vm, i, i, false, opname, k, modename);
+    char file[300];
+    if (ok) {
+        snprintf(file, sizeof(file), "%s.nvram", name);
+        ok = check_sf(vm, home, file, VMENC_VM_FILE_NVRAM, 10, NV_BYTES, info.encrypted, opname, k, modename);
+    }
+    if (ok) {
+        snprintf(file, sizeof(file), "%s.vmss", name);
+        ok = check_sf(vm, home, file, VMENC_VM_FILE_VMSS, 11, VMSS_BYTES, info.encrypted, opname, k, modename);
+    }
+    vmenc_vm_free(vm);
+    CHECK(ok, "the clone differs from the model (%u disks)", info.num_disks);
+    return check_home(home, info.encrypted, opname, k, strcmp(modename, "crash") == 0 ? "crash (clone)" : strcmp(modename, "eio") == 0 ? "eio (clone)" : "clone");
+}
+
 /* ---- the sweep ------------------------------------------------------------------------------------ */
 
 /* The host's control store (DESIGN.md §11) lives in "<dir>/ctl"; each
@@ -486,7 +537,7 @@ static unsigned count_steps(const sweep_op *op, const char *name) {
     if (s != VMENC_OK)
         fail_msg("%s without faults: %s", op->name, vmenc_strerror(s));
     unsigned n = g_steps;
-    if (!check_vm(vm, name, op, 0, "clean"))
+    if (!check_vm(vm, name, op, 0, "clean") || (op->run == op_clone && !check_clone(op, 0, "clean")))
         fail_msg("%s without faults leaves a wrong VM", op->name);
     vmenc_vm_free(vm);
     return n;
@@ -502,6 +553,8 @@ static bool resume_and_check(vmenc_vm *vm, const char *name, const sweep_op *op,
         s = op->run(vm);
         CHECK(s == VMENC_OK || (made && s == VMENC_E_EXISTS), "the retry: %s", vmenc_strerror(s));
         ok = (s == VMENC_OK || (made && s == VMENC_E_EXISTS)) && check_vm(vm, name, op, k, mode);
+        if (ok && op->run == op_clone)
+            ok = check_clone(op, k, mode);
     }
     return ok;
 }
@@ -567,6 +620,162 @@ static void eio_case(const sweep_op *op, const char *name, unsigned k) {
     vmenc_vm_free(vm);
 }
 
+/* ---- core-dump host-key rotation ------------------------------------------------------- */
+
+#define CD_DUMPS 2
+static const size_t k_cd_len[CD_DUMPS] = {100000, 200003};
+static char g_cd_ids[CD_DUMPS][VMENC_COREDUMP_ID_LEN + 1];
+
+static void cd_dir(const char *kind, char *out, size_t cap) { snprintf(out, cap, "%s/cd-%s", g_f.dir, kind); }
+
+/* cd_template: a dump directory with a host key (kms-a) and two dumps of
+ * pattern bytes. */
+static void cd_template(void) {
+    char dir[PATH_MAX + 32];
+    cd_dir("tpl", dir, sizeof(dir));
+    assert_int_equal(mkdir(dir, 0700), 0);
+    vmenc_coredump_store *st = NULL;
+    assert_int_equal(vmenc_coredump_store_open(g_f.host, dir, &st), VMENC_OK);
+    assert_int_equal(vmenc_coredump_set_host_key(st, "alice", "kms-a", NULL), VMENC_OK);
+    for (int d = 0; d < CD_DUMPS; d++) {
+        vmenc_coredump_writer *w = NULL;
+        assert_int_equal(vmenc_coredump_writer_new(st, "vmkernel", "vmkernel", &w), VMENC_OK);
+        snprintf(g_cd_ids[d], sizeof(g_cd_ids[d]), "%s", vmenc_coredump_writer_id(w));
+        uint8_t *buf = malloc(k_cd_len[d]);
+        pattern(20 + (unsigned)d, 0, buf, k_cd_len[d]);
+        assert_int_equal(vmenc_coredump_write(w, buf, k_cd_len[d]), VMENC_OK);
+        free(buf);
+        assert_int_equal(vmenc_coredump_writer_finish(w), VMENC_OK); /* (frees |w|) */
+    }
+    vmenc_coredump_store_free(st);
+}
+
+static vmenc_coredump_store *cd_case(void) {
+    char tpl[PATH_MAX + 32], cs[PATH_MAX + 32], cmd[4 * PATH_MAX + 256];
+    cd_dir("tpl", tpl, sizeof(tpl));
+    cd_dir("case", cs, sizeof(cs));
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", cs, tpl, cs);
+    run_cmd(cmd);
+    vmenc_coredump_store *st = NULL;
+    assert_int_equal(vmenc_coredump_store_open(g_f.host, cs, &st), VMENC_OK);
+    return st;
+}
+
+static vmenc_status op_cd_rotate(vmenc_coredump_store *st) {
+    return vmenc_coredump_rotate_host_key(st, "alice", "kms-b", NULL, NULL);
+}
+
+/* cd_check: after the one resuming call. */
+static void cd_check(vmenc_coredump_store *st, unsigned k, const char *modename) {
+    const char *opname = "coredump-rotate";
+    char dir[PATH_MAX + 32];
+    cd_dir("case", dir, sizeof(dir));
+    vmenc_status s = vmenc_coredump_rotate_host_key(st, "alice", NULL, NULL, NULL);
+    bool ok = s == VMENC_OK;
+    if (!ok)
+        fprintf(stderr, "  FAIL %s k=%u %s: the one resuming rotation: %s\n", opname, k, modename, vmenc_strerror(s));
+    vmenc_coredump_store_info info = {.struct_size = sizeof(info)};
+    if (ok && (vmenc_coredump_store_get_info(st, &info) != VMENC_OK || info.rotation_pending || !info.has_host_key ||
+               info.num_dumps != CD_DUMPS)) {
+        fprintf(stderr, "  FAIL %s k=%u %s: pending %d, %u dumps\n", opname, k, modename, info.rotation_pending,
+                info.num_dumps);
+        ok = false;
+    }
+    for (int d = 0; ok && d < CD_DUMPS; d++) {
+        vmenc_coredump_reader *r = NULL;
+        s = vmenc_coredump_open(st, "alice", g_cd_ids[d], &r);
+        uint8_t *got = malloc(k_cd_len[d] + 1), *want = malloc(k_cd_len[d]);
+        size_t pos = 0;
+        while (s == VMENC_OK && pos <= k_cd_len[d]) {
+            size_t n = 0;
+            s = vmenc_coredump_read(r, got + pos, k_cd_len[d] + 1 - pos, &n);
+            if (n == 0)
+                break;
+            pos += n;
+        }
+        pattern(20 + (unsigned)d, 0, want, k_cd_len[d]);
+        if (s != VMENC_OK || pos != k_cd_len[d] || memcmp(got, want, k_cd_len[d]) != 0) {
+            fprintf(stderr, "  FAIL %s k=%u %s: dump %d reads %zu bytes (%s), not its model\n", opname, k, modename, d,
+                    pos, vmenc_strerror(s));
+            ok = false;
+        }
+        free(got);
+        free(want);
+        vmenc_coredump_reader_free(r);
+    }
+    DIR *dd = opendir(dir);
+    for (struct dirent *de; ok && dd != NULL && (de = readdir(dd)) != NULL;)
+        if (strstr(de->d_name, ".tmp") != NULL) {
+            fprintf(stderr, "  FAIL %s k=%u %s: debris %s left\n", opname, k, modename, de->d_name);
+            ok = false;
+        }
+    if (dd != NULL)
+        closedir(dd);
+    if (!ok)
+        g_failures++;
+}
+
+/* sweep_coredump: every durable step of a rotation, crash and EIO. */
+static unsigned sweep_coredump(unsigned stride, unsigned every, unsigned *out_steps) {
+    cd_template();
+    vmenc_coredump_store *st = cd_case();
+    g_steps = 0;
+    g_at = 0;
+    g_mode = MODE_COUNT;
+    vmenc_status s = op_cd_rotate(st);
+    g_mode = MODE_OFF;
+    if (s != VMENC_OK)
+        fail_msg("coredump-rotate without faults: %s", vmenc_strerror(s));
+    unsigned n = g_steps;
+    cd_check(st, 0, "clean");
+    vmenc_coredump_store_free(st);
+    unsigned covered = 0, fsyncs = 0, chosen = 0;
+    for (unsigned k = 1; k <= n; k++) {
+        bool is_sync = k <= MAX_STEPS && (g_kinds[k] == VMENC_FS_OP_FSYNC || g_kinds[k] == VMENC_FS_OP_FSYNC_DIR);
+        if (is_sync && fsyncs++ % stride != 0 && k != 1 && k != n)
+            continue;
+        if (chosen++ % every != 0 && k != 1 && k != n)
+            continue;
+        /* crash: a child rotates and dies at step k; a new store resumes */
+        st = cd_case();
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            g_steps = 0;
+            g_at = k;
+            g_mode = MODE_CRASH;
+            (void)op_cd_rotate(st);
+            _exit(2);
+        }
+        int wst = 0;
+        assert_int_equal(waitpid(pid, &wst, 0), pid);
+        vmenc_coredump_store_free(st);
+        if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) {
+            fprintf(stderr, "  FAIL coredump-rotate k=%u crash: child status 0x%x\n", k, wst);
+            g_failures++;
+        } else {
+            char dir[PATH_MAX + 32];
+            cd_dir("case", dir, sizeof(dir));
+            assert_int_equal(vmenc_coredump_store_open(g_f.host, dir, &st), VMENC_OK);
+            cd_check(st, k, "crash");
+            vmenc_coredump_store_free(st);
+        }
+        /* EIO: step k fails once; the same store resumes */
+        st = cd_case();
+        g_steps = 0;
+        g_at = k;
+        g_mode = MODE_EIO;
+        (void)op_cd_rotate(st);
+        g_mode = MODE_OFF;
+        cd_check(st, k, "eio");
+        vmenc_coredump_store_free(st);
+        covered += 2;
+    }
+    *out_steps = n;
+    return covered;
+}
+
 static bool op_selected(const char *name) {
     const char *list = getenv("VMENC_SWEEP_OPS");
     if (list == NULL || list[0] == '\0')
@@ -616,6 +825,14 @@ static void test_crash_sweep(void **state) {
             covered += 2;
         }
         fprintf(stderr, "%-14s %3u durable steps, %4u interruptions, %zu failures\n", op->name, n, covered,
+                g_failures - before);
+        points += covered;
+        ops++;
+    }
+    if (op_selected("coredump-rotate")) {
+        size_t before = g_failures;
+        unsigned n = 0, covered = sweep_coredump(stride, every, &n);
+        fprintf(stderr, "%-14s %3u durable steps, %4u interruptions, %zu failures\n", "coredump-rot", n, covered,
                 g_failures - before);
         points += covered;
         ops++;

@@ -40,6 +40,8 @@
 #define CTL_VM_NAME_MAX 64u                /* VMENC_VM_NAME_MAX */
 #define CTL_DISK_ID_MAX 16u                /* VMENC_DISK_ID_MAX */
 #define CTL_MAX_DISKS 64u                  /* VMENC_VM_MAX_DISKS */
+#define CTL_MAX_FILES 128u                 /* sealed state files a record anchors */
+#define CTL_FILE_ID_BYTES 16u              /* VM_SF_FILE_ID_BYTES */
 
 /* ---- the authority record -------------------------------------------------- */
 
@@ -77,6 +79,23 @@ typedef struct ctl_disk_fact {
     uint8_t dek_hash[CTL_HASH_BYTES];
 } ctl_disk_fact;
 
+/* A sealed state file (NVRAM, suspend, snapshot state or memory) as the
+ * authority knows it: the random file ID in its header, which feeds its
+ * subkey and every record's AAD, so a file that opens under the ID named
+ * here is the file's current version and not an older copy of it. While
+ * a write that replaces the file (a new write session, a conversion) is in
+ * flight, |next_id| is the ID the new file carries: the old file or the new
+ * one may be on disk after a crash, and the next open settles which. A
+ * file being made for the first time has only a next ID. */
+typedef struct ctl_file_fact {
+    uint8_t cls;                                 /* 1..4: vmenc_vm_file_class of a sealed state file */
+    uint32_t index;                              /* snapshot index (0 for NVRAM and suspend state) */
+    bool has_id;
+    uint8_t file_id[CTL_FILE_ID_BYTES];
+    bool has_next;
+    uint8_t next_id[CTL_FILE_ID_BYTES];
+} ctl_file_fact;
+
 /* The facts: what the VM is now. */
 typedef struct ctl_vm_facts {
     char name[CTL_VM_NAME_MAX + 1];
@@ -88,6 +107,13 @@ typedef struct ctl_vm_facts {
     char storage_policy[VMENC_POLICY_NAME_MAX + 1]; /* in force; "" = none */
     size_t num_disks;                            /* disks the authority knows (0..CTL_MAX_DISKS) */
     ctl_disk_fact disks[CTL_MAX_DISKS];
+    /* Record version 2: the sealed state files. |files_anchored| says the
+     * list is complete (every sealed state file of the VM is in it); a
+     * record written before version 2 has it false and gets it, with the
+     * IDs then on disk, at the VM's next open. */
+    bool files_anchored;
+    size_t num_files;                            /* 0..CTL_MAX_FILES */
+    ctl_file_fact files[CTL_MAX_FILES];
 } ctl_vm_facts;
 
 /* One disk's part of an operation in progress. */
@@ -149,6 +175,8 @@ VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_key_record_hash(const vmenc_wra
 /* ctl_vm_find_disk: index of |disk_id| in the facts / the operation, or -1. */
 VMENC_INTERNAL int ctl_vm_facts_find_disk(const ctl_vm_facts *f, const char *disk_id);
 VMENC_INTERNAL int ctl_vm_op_find_disk(const ctl_vm_op *op, const char *disk_id);
+/* ctl_vm_facts_find_file: index of state file (|cls|, |index|), or -1. */
+VMENC_INTERNAL int ctl_vm_facts_find_file(const ctl_vm_facts *f, uint8_t cls, uint32_t index);
 
 VMENC_INTERNAL const char *ctl_op_kind_name(ctl_op_kind kind);
 

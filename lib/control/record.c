@@ -20,7 +20,11 @@
 #include "control/control.h"
 
 static const uint8_t k_magic[4] = {'V', 'M', 'C', 'R'};
-#define RECORD_VERSION 1u
+/* Version 1: no state files. Version 2 appends the state-file list. The
+ * encoder writes version 1 for a record without state-file facts, so one
+ * record has one encoding and old records read and write back unchanged. */
+#define RECORD_VERSION_1 1u
+#define RECORD_VERSION 2u
 #define RECORD_MAX_BYTES ((size_t)256 << 10)
 
 #define FACT_ENCRYPTED 0x01u
@@ -32,6 +36,9 @@ static const uint8_t k_magic[4] = {'V', 'M', 'C', 'R'};
 #define DOP_HAS_TARGET_DEK 0x01u
 #define DOP_HAS_PREV 0x02u
 #define DOP_PREV_HAS_TARGET_DEK 0x04u
+#define FILES_ANCHORED 0x01u
+#define FILE_HAS_ID 0x01u
+#define FILE_HAS_NEXT 0x02u
 
 static const char k_hash_domain[] = "vmenc-control-v1 key record hash\n";
 
@@ -112,8 +119,24 @@ static bool facts_ok(const ctl_vm_facts *f) {
             if (strcmp(f->disks[j].disk_id, d->disk_id) == 0)
                 return false;
     }
+    if (f->num_files > CTL_MAX_FILES)
+        return false;
+    for (size_t i = 0; i < f->num_files; i++) {
+        const ctl_file_fact *e = &f->files[i];
+        if (e->cls < 1 || e->cls > 4 || (!e->has_id && !e->has_next))
+            return false;
+        if ((!e->has_id && !is_zero(e->file_id, CTL_FILE_ID_BYTES)) ||
+            (!e->has_next && !is_zero(e->next_id, CTL_FILE_ID_BYTES)))
+            return false;
+        for (size_t j = 0; j < i; j++)
+            if (f->files[j].cls == e->cls && f->files[j].index == e->index)
+                return false;
+    }
     return true;
 }
+
+/* has_v2: does the record carry anything version 1 cannot say? */
+static bool has_v2(const ctl_vm_facts *f) { return f->files_anchored || f->num_files > 0; }
 
 static bool op_ok(const ctl_vm_op *op) {
     if ((unsigned)op->kind > CTL_OP_KIND_MAX ||
@@ -188,6 +211,13 @@ int ctl_vm_facts_find_disk(const ctl_vm_facts *f, const char *disk_id) {
     return -1;
 }
 
+int ctl_vm_facts_find_file(const ctl_vm_facts *f, uint8_t cls, uint32_t index) {
+    for (size_t i = 0; i < f->num_files; i++)
+        if (f->files[i].cls == cls && f->files[i].index == index)
+            return (int)i;
+    return -1;
+}
+
 int ctl_vm_op_find_disk(const ctl_vm_op *op, const char *disk_id) {
     for (size_t i = 0; i < op->num_disks; i++)
         if (strcmp(op->disks[i].disk_id, disk_id) == 0)
@@ -234,7 +264,7 @@ vmenc_status ctl_record_encode(const ctl_vm_record *rec, uint8_t **out, size_t *
     VMENC_GUARD(vmenc_cbb_init(&b, 512));
     vmenc_cbb_set_max(&b, RECORD_MAX_BYTES);
     vmenc_cbb_add_bytes(&b, k_magic, sizeof(k_magic));
-    vmenc_cbb_add_u8(&b, RECORD_VERSION);
+    vmenc_cbb_add_u8(&b, has_v2(&rec->facts) ? RECORD_VERSION : RECORD_VERSION_1);
     add_str8(&b, rec->uuid);
     vmenc_cbb_add_u64(&b, rec->revision);
 
@@ -274,6 +304,18 @@ vmenc_status ctl_record_encode(const ctl_vm_record *rec, uint8_t **out, size_t *
         vmenc_cbb_add_u64(&b, d->cvt_id);
         vmenc_cbb_add_bytes(&b, d->prev_target_dek_hash, CTL_HASH_BYTES);
         vmenc_cbb_add_u64(&b, d->prev_cvt_id);
+    }
+    if (has_v2(f)) {
+        vmenc_cbb_add_u8(&b, f->files_anchored ? FILES_ANCHORED : 0);
+        vmenc_cbb_add_u8(&b, (uint8_t)f->num_files);
+        for (size_t i = 0; i < f->num_files; i++) {
+            const ctl_file_fact *e = &f->files[i];
+            vmenc_cbb_add_u8(&b, e->cls);
+            vmenc_cbb_add_u32(&b, e->index);
+            vmenc_cbb_add_u8(&b, (uint8_t)((e->has_id ? FILE_HAS_ID : 0) | (e->has_next ? FILE_HAS_NEXT : 0)));
+            vmenc_cbb_add_bytes(&b, e->file_id, CTL_FILE_ID_BYTES);
+            vmenc_cbb_add_bytes(&b, e->next_id, CTL_FILE_ID_BYTES);
+        }
     }
     return vmenc_cbb_finish(&b, out, out_len);
 }
@@ -367,6 +409,28 @@ static vmenc_status parse_op(vmenc_cbs *c, ctl_vm_op *op) {
     return VMENC_OK;
 }
 
+/* parse_files reads version 2's state-file list (after the operation). */
+static vmenc_status parse_files(vmenc_cbs *c, ctl_vm_facts *f) {
+    uint8_t flags, n;
+    VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) && (flags & ~FILES_ANCHORED) == 0, VMENC_E_PARSE);
+    f->files_anchored = (flags & FILES_ANCHORED) != 0;
+    VMENC_ENSURE(vmenc_cbs_get_u8(c, &n) && n <= CTL_MAX_FILES, VMENC_E_PARSE);
+    f->num_files = n;
+    for (size_t i = 0; i < n; i++) {
+        ctl_file_fact *e = &f->files[i];
+        VMENC_ENSURE(vmenc_cbs_get_u8(c, &e->cls), VMENC_E_TRUNCATED);
+        VMENC_ENSURE(vmenc_cbs_get_u32(c, &e->index), VMENC_E_TRUNCATED);
+        VMENC_ENSURE(vmenc_cbs_get_u8(c, &flags) && (flags & ~(FILE_HAS_ID | FILE_HAS_NEXT)) == 0, VMENC_E_PARSE);
+        e->has_id = (flags & FILE_HAS_ID) != 0;
+        e->has_next = (flags & FILE_HAS_NEXT) != 0;
+        VMENC_ENSURE(vmenc_cbs_copy_bytes(c, e->file_id, CTL_FILE_ID_BYTES), VMENC_E_TRUNCATED);
+        VMENC_ENSURE(vmenc_cbs_copy_bytes(c, e->next_id, CTL_FILE_ID_BYTES), VMENC_E_TRUNCATED);
+    }
+    /* version 2 only for what version 1 cannot say: one encoding */
+    VMENC_ENSURE(has_v2(f), VMENC_E_PARSE);
+    return VMENC_OK;
+}
+
 static vmenc_status parse_record(const uint8_t *data, size_t len, ctl_vm_record *r) {
     VMENC_ENSURE(len <= RECORD_MAX_BYTES, VMENC_E_TOO_LARGE);
     vmenc_cbs c;
@@ -375,7 +439,7 @@ static vmenc_status parse_record(const uint8_t *data, size_t len, ctl_vm_record 
     VMENC_ENSURE(vmenc_cbs_copy_bytes(&c, magic, sizeof(magic)), VMENC_E_TRUNCATED);
     VMENC_ENSURE(memcmp(magic, k_magic, sizeof(magic)) == 0, VMENC_E_BAD_MAGIC);
     VMENC_ENSURE(vmenc_cbs_get_u8(&c, &version), VMENC_E_TRUNCATED);
-    VMENC_ENSURE(version == RECORD_VERSION, VMENC_E_BAD_VERSION);
+    VMENC_ENSURE(version == RECORD_VERSION || version == RECORD_VERSION_1, VMENC_E_BAD_VERSION);
     vmenc_cbs u;
     VMENC_ENSURE(vmenc_cbs_get_u8_length_prefixed(&c, &u) && vmenc_cbs_len(&u) == CTL_UUID_LEN,
                  VMENC_E_PARSE);
@@ -385,6 +449,8 @@ static vmenc_status parse_record(const uint8_t *data, size_t len, ctl_vm_record 
     VMENC_ENSURE(vmenc_cbs_get_u64(&c, &r->revision), VMENC_E_TRUNCATED);
     VMENC_GUARD(parse_facts(&c, &r->facts));
     VMENC_GUARD(parse_op(&c, &r->op));
+    if (version == RECORD_VERSION)
+        VMENC_GUARD(parse_files(&c, &r->facts));
     VMENC_ENSURE(vmenc_cbs_len(&c) == 0, VMENC_E_TRAILING_DATA);
     /* the cross-field rules the encoder enforces */
     VMENC_ENSURE(record_ok(r), VMENC_E_PARSE);

@@ -19,9 +19,11 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vm/vm_internal.h"
 
@@ -140,6 +142,83 @@ static vmenc_status commit(vmenc_vm *vm, const ctl_vm_record *base, ctl_vm_recor
     return VMENC_OK;
 }
 
+/* ---- sealed state files: their IDs ------------------------------------------------- */
+
+/* anchor_files records the ID of every sealed state file now in the home
+ * and marks the list complete: trust on first use, for a VM this host
+ * had no record of (registration) or a record from before version 2. */
+static vmenc_status anchor_files(const vmenc_vm *vm, ctl_vm_facts *f) {
+    int fd = dup(vm->dirfd);
+    VMENC_ENSURE(fd >= 0, VMENC_E_IO);
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return VMENC_E_IO;
+    }
+    rewinddir(d);
+    vmenc_status s = VMENC_OK;
+    struct dirent *de;
+    while (s == VMENC_OK && (de = readdir(d)) != NULL) {
+        vmenc_vm_file_class cls;
+        uint32_t index;
+        if (!vm_state_file_class(vm->vmx.name, de->d_name, &cls, &index) || cls > VM_SF_CLASS_MAX)
+            continue;
+        bool sealed = false;
+        uint8_t id[CTL_FILE_ID_BYTES];
+        if (vm_sf_read_file_id(vm->dirfd, de->d_name, &sealed, id) != VMENC_OK || !sealed)
+            continue; /* not a sealed file: it will not open as one either */
+        if (ctl_vm_facts_find_file(f, (uint8_t)cls, index) >= 0)
+            continue;
+        if (f->num_files >= CTL_MAX_FILES) {
+            s = VMENC_E_LIMIT;
+            break;
+        }
+        ctl_file_fact *e = &f->files[f->num_files++];
+        memset(e, 0, sizeof(*e));
+        e->cls = (uint8_t)cls;
+        e->index = index;
+        e->has_id = true;
+        memcpy(e->file_id, id, CTL_FILE_ID_BYTES);
+    }
+    closedir(d);
+    if (s == VMENC_OK)
+        f->files_anchored = true;
+    return s;
+}
+
+/* settle_files decides, for each state file whose replacement was in
+ * flight, which of its two IDs is on disk (a crash between the announce
+ * and the record's update), so the record again names one. */
+static void settle_files(const vmenc_vm *vm, ctl_vm_facts *f) {
+    for (size_t i = 0; i < f->num_files;) {
+        ctl_file_fact *e = &f->files[i];
+        if (!e->has_next) {
+            i++;
+            continue;
+        }
+        char name[VMENC_VM_NAME_MAX + 32];
+        bool sealed = false;
+        uint8_t id[CTL_FILE_ID_BYTES];
+        vmenc_status s = vm_state_file_name(vm->vmx.name, (vmenc_vm_file_class)e->cls, e->index, name, sizeof(name));
+        if (s == VMENC_OK)
+            s = vm_sf_read_file_id(vm->dirfd, name, &sealed, id);
+        if (s == VMENC_OK && sealed && memcmp(id, e->next_id, CTL_FILE_ID_BYTES) == 0) {
+            memcpy(e->file_id, e->next_id, CTL_FILE_ID_BYTES); /* the new file made it */
+            e->has_id = true;
+        } else if (!e->has_id) {
+            /* a file being made that never was: forget it */
+            memmove(e, e + 1, (f->num_files - i - 1) * sizeof(*e));
+            f->num_files--;
+            continue;
+        }
+        /* (anything else - the old file, a missing or foreign one - keeps
+         * the recorded ID: only that one opens) */
+        e->has_next = false;
+        memset(e->next_id, 0, CTL_FILE_ID_BYTES);
+        i++;
+    }
+}
+
 /* new_record stores a first record for |vm| (facts from memory). */
 static vmenc_status new_record(vmenc_vm *vm) {
     ctl_vm_record *r = calloc(1, sizeof(*r));
@@ -147,6 +226,8 @@ static vmenc_status new_record(vmenc_vm *vm) {
     vmenc_status s = ctl_vm_record_init(r, vm->vmx.uuid, vm->vmx.name);
     if (s == VMENC_OK)
         s = facts_of(vm, &r->facts);
+    if (s == VMENC_OK)
+        s = anchor_files(vm, &r->facts);
     uint64_t rev = 0;
     if (s == VMENC_OK)
         s = ctl_store_put_vm(store_of(vm), r, 0, &rev);
@@ -204,6 +285,10 @@ static vmenc_status fold_facts(const vmenc_vm *vm, ctl_vm_record *next) {
     ctl_vm_facts f;
     VMENC_GUARD(facts_of(vm, &f));
     f.key_generation = next->facts.key_generation;
+    /* the state files' IDs are kept by their own writes */
+    f.files_anchored = next->facts.files_anchored;
+    f.num_files = next->facts.num_files;
+    memcpy(f.files, next->facts.files, next->facts.num_files * sizeof(f.files[0]));
     if (!hash_eq(facts_key(&f), facts_key(&next->facts))) {
         if (next->op.has_target_key && hash_eq(next->op.target_key_hash, facts_key(&f)) &&
             next->op.target_generation > f.key_generation)
@@ -408,6 +493,105 @@ vmenc_status vm_authority_forget(vmenc_vm *vm) {
     return s;
 }
 
+/* ---- the state files' anchor (statefile.h vm_sf_anchor) ------------------------------ */
+
+static vmenc_status sf_check(void *ctx, uint8_t cls, uint32_t index, const uint8_t id[VM_SF_FILE_ID_BYTES]) {
+    vmenc_vm *vm = ctx;
+    if (store_of(vm) == NULL || vm->ctl == NULL)
+        return VMENC_OK;
+    const ctl_vm_facts *f = &vm->ctl->facts;
+    int i = ctl_vm_facts_find_file(f, cls, index);
+    if (i >= 0) {
+        const ctl_file_fact *e = &f->files[i];
+        if ((e->has_id && memcmp(id, e->file_id, CTL_FILE_ID_BYTES) == 0) ||
+            (e->has_next && memcmp(id, e->next_id, CTL_FILE_ID_BYTES) == 0))
+            return VMENC_OK;
+    } else if (!f->files_anchored) {
+        return VMENC_OK; /* a record from before version 2: the next open anchors it */
+    }
+    char name[VMENC_VM_NAME_MAX + 32] = "";
+    (void)vm_state_file_name(vm->vmx.name, (vmenc_vm_file_class)cls, index, name, sizeof(name));
+    snprintf(vm->error_detail, sizeof(vm->error_detail),
+             i >= 0 ? "%s: its file ID is not the one the VM's record names: an older copy replayed or another "
+                      "file put in its place"
+                    : "%s: not a state file the VM's record knows: planted or replayed",
+             name);
+    return VMENC_E_AUTH;
+}
+
+/* with_lock runs an update under the VM lock when called from a write */
+static vmenc_status sf_update(vmenc_vm *vm, uint8_t cls, uint32_t index, const uint8_t *id, bool announce) {
+    if (store_of(vm) == NULL)
+        return VMENC_OK;
+    if (vm->ctl == NULL)
+        VMENC_GUARD(new_record(vm));
+    ctl_vm_record base, next;
+    VMENC_GUARD(fresh(vm, &base));
+    next = base;
+    ctl_vm_facts *f = &next.facts;
+    int i = ctl_vm_facts_find_file(f, cls, index);
+    if (announce) {
+        if (i < 0) {
+            VMENC_ENSURE(f->num_files < CTL_MAX_FILES, VMENC_E_LIMIT);
+            i = (int)f->num_files++;
+            memset(&f->files[i], 0, sizeof(f->files[i]));
+            f->files[i].cls = cls;
+            f->files[i].index = index;
+        }
+        f->files[i].has_next = true;
+        memcpy(f->files[i].next_id, id, CTL_FILE_ID_BYTES);
+    } else if (id != NULL) {
+        if (i < 0) {
+            VMENC_ENSURE(f->num_files < CTL_MAX_FILES, VMENC_E_LIMIT);
+            i = (int)f->num_files++;
+            memset(&f->files[i], 0, sizeof(f->files[i]));
+            f->files[i].cls = cls;
+            f->files[i].index = index;
+        }
+        ctl_file_fact *e = &f->files[i];
+        e->has_id = true;
+        memcpy(e->file_id, id, CTL_FILE_ID_BYTES);
+        e->has_next = false;
+        memset(e->next_id, 0, CTL_FILE_ID_BYTES);
+    } else if (i >= 0) { /* now plain: no ID */
+        memmove(&f->files[i], &f->files[i + 1], (f->num_files - (size_t)i - 1) * sizeof(f->files[0]));
+        f->num_files--;
+    }
+    return commit(vm, &base, &next);
+}
+
+static vmenc_status sf_announce(void *ctx, uint8_t cls, uint32_t index, const uint8_t id[VM_SF_FILE_ID_BYTES],
+                                bool in_write) {
+    vmenc_vm *vm = ctx;
+    if (in_write)
+        pthread_mutex_lock(&vm->lock);
+    vmenc_status s = sf_update(vm, cls, index, id, true);
+    if (in_write)
+        pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
+static vmenc_status sf_settled(void *ctx, uint8_t cls, uint32_t index, const uint8_t *id, bool in_write) {
+    vmenc_vm *vm = ctx;
+    if (in_write)
+        pthread_mutex_lock(&vm->lock);
+    vmenc_status s = sf_update(vm, cls, index, id, false);
+    if (in_write)
+        pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
+void vm_authority_sf_anchor(vmenc_vm *vm, vm_sf_anchor *out) {
+    memset(out, 0, sizeof(*out));
+    out->write_budget = vm->host->sf_write_budget;
+    if (store_of(vm) == NULL)
+        return;
+    out->check = sf_check;
+    out->announce = sf_announce;
+    out->settled = sf_settled;
+    out->ctx = vm;
+}
+
 /* ---- open: the files must agree with the record ------------------------------------ */
 
 #define REFUSE(...)                                                                                         \
@@ -568,6 +752,17 @@ vmenc_status vm_authority_settle_open(vmenc_vm *vm) {
         return VMENC_OK;
     if (vm->ctl == NULL)
         return new_record(vm); /* facts from the files, whose key records the sealed data vouched for */
+    {
+        /* the state files: a record from before version 2 is anchored now,
+         * a replacement a crash cut off is settled */
+        ctl_vm_record base, next;
+        VMENC_GUARD(fresh(vm, &base));
+        next = base;
+        if (!next.facts.files_anchored)
+            VMENC_GUARD(anchor_files(vm, &next.facts));
+        settle_files(vm, &next.facts);
+        VMENC_GUARD(commit(vm, &base, &next));
+    }
     if (vm->ctl->op.kind != CTL_OP_NONE)
         return VMENC_OK; /* an operation is in progress: its resume ends it */
     /* a crash between a file's replacement and the record's update: fold in */

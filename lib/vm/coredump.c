@@ -392,8 +392,55 @@ static vmenc_status rewrap_one(vmenc_coredump_store *st, const char *id, bool *c
     return s;
 }
 
+/* is_rotation_tmp: "coredump.cfg.tmp-<16 hex>" or "<id>.vmcore-key.tmp-<16
+ * hex>", the temporaries of the atomic replacements a rotation makes. */
+static bool is_rotation_tmp(const char *name) {
+    size_t n = strlen(name);
+    if (n < 22 || memcmp(name + n - 21, ".tmp-", 5) != 0)
+        return false;
+    for (size_t i = n - 16; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return false;
+    size_t base = n - 21, kl = strlen(KEY_SUFFIX);
+    return (base == strlen(CFG_NAME) && memcmp(name, CFG_NAME, base) == 0) ||
+           (base > kl && memcmp(name + base - kl, KEY_SUFFIX, kl) == 0);
+}
+
+/* sweep_rotation_debris removes what a rotation killed half-way left: the
+ * temporaries of its atomic replacements. A key file's temporary holds a
+ * DEK wrapped under a live KEK, so it is overwritten with zeros first.
+ * Best effort (the dump directory is the host's own). */
+static void sweep_rotation_debris(int dirfd) {
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        if (fd >= 0)
+            (void)close(fd);
+        return;
+    }
+    rewinddir(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (!is_rotation_tmp(e->d_name))
+            continue;
+        int t = openat(dirfd, e->d_name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat sb;
+        if (t >= 0 && fstat(t, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 && sb.st_size < (1 << 20)) {
+            uint8_t zero[4096] = {0};
+            for (off_t off = 0; off < sb.st_size; off += (off_t)sizeof(zero))
+                if (pwrite(t, zero, sizeof(zero), off) < 0)
+                    break;
+        }
+        if (t >= 0)
+            (void)close(t);
+        (void)unlinkat(dirfd, e->d_name, 0);
+    }
+    (void)closedir(d);
+}
+
 static vmenc_status rotate_locked(vmenc_coredump_store *st, vm_op *op, const char *alias, const char *kek_id,
                                   uint32_t fail_after, uint32_t *out_num, char *why, size_t why_cap) {
+    /* a rotation killed earlier may have left temporaries: gone before this one */
+    sweep_rotation_debris(st->dirfd);
     VMENC_GUARD(begin_rotation(st, alias, kek_id));
     vm_op_add_key(op, st->cfg.old_provider, st->cfg.old_kek_id);
     vm_op_add_key(op, st->cfg.provider, st->cfg.kek_id);

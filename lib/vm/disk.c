@@ -268,15 +268,21 @@ static vmenc_status file_open_locked(vmenc_vm *vm, vmenc_vm_file_class cls, uint
         /* During an interrupted deep rekey of the home each file is wholly
          * under the next key (converted) or the current one (not yet): the
          * AEAD tells which; nothing unauthenticated is ever accepted. */
+        /* the record names each sealed file's current ID: an older copy is
+         * refused, and a write session gets a new ID (lib/vm/authority.c) */
+        vm_sf_anchor anchor;
+        vm_authority_sf_anchor(vm, &anchor);
+        vm->error_detail[0] = '\0';
         if (vm->new_vm_key != NULL) {
-            vmenc_status s = vm_sf_open_ex(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->new_vm_key,
-                                           flags & ~(uint32_t)(VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE), sync,
-                                           owner, h, &f->sf);
+            vmenc_status s = vm_sf_open_anchored(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid,
+                                                 vm->new_vm_key,
+                                                 flags & ~(uint32_t)(VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE),
+                                                 sync, owner, h, &anchor, &f->sf);
             if (s != VMENC_E_AUTH && s != VMENC_E_NOT_FOUND)
                 return s; /* (a file made now is made under the current key; finishing converts it) */
         }
-        return vm_sf_open_ex(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, flags, sync, owner, h,
-                             &f->sf);
+        return vm_sf_open_anchored(vm->dirfd, name, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, flags, sync, owner,
+                                   h, &anchor, &f->sf);
     }
     /* Swap: XTS over a fixed-size file, made on first open. */
     VMENC_ENSURE((flags & VMENC_VM_FILE_TRUNCATE) == 0, VMENC_E_INVALID_ARG);
@@ -329,6 +335,8 @@ vmenc_status vmenc_vm_file_open(vmenc_vm *vm, const char *principal, vmenc_vm_fi
     s = file_open_locked(vm, cls, index, flags & ~(uint32_t)VMENC_VM_FILE_EXPORT, f, &owner, &h); /* policy only */
     if (s == VMENC_E_LOCKED)
         note_holder(vm, &h, why, sizeof(why));
+    if (s == VMENC_E_AUTH && vm->error_detail[0] != '\0') /* the audit names the file refused */
+        snprintf(why, sizeof(why), "%s", vm->error_detail);
     if (s == VMENC_OK) {
         vm->open_handles++;
         vm_retain(vm);

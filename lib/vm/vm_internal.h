@@ -61,6 +61,9 @@ struct vmenc_host {
     ctl_store *control;          /* owned; NULL: no authority records (a host made by hand) */
     /* ---- cluster mode (issue 22): NULL in single-host mode ---- */
     const vm_cluster_hooks *cluster;
+    /* record writes under one state-file ID before it is renewed; 0 =
+     * VM_SF_WRITE_BUDGET (tests lower it: tests/test_vm_statefile_anchor.c) */
+    uint64_t sf_write_budget;
 };
 
 /* vm_cluster_write_ok: VMENC_OK unless the host is fenced. */
@@ -264,6 +267,10 @@ VMENC_INTERNAL vmenc_status vm_xts_for_vswp(const vmenc_dek *vm_key, vmenc_xts *
  * NAME-SnapshotN.vmem / NAME.vswp. */
 VMENC_INTERNAL vmenc_status vm_state_file_name(const char *vm_name, vmenc_vm_file_class cls, uint32_t index,
                                                char *out, size_t out_cap);
+/* vm_state_file_class: is |file| one of VM |vm_name|'s sealable state
+ * files (NAME.nvram, NAME.vmss, NAME-SnapshotN.vmsn/.vmem)? Which? */
+VMENC_INTERNAL bool vm_state_file_class(const char *vm_name, const char *file, vmenc_vm_file_class *cls,
+                                        uint32_t *index);
 /* vm_copy_string copies |src| into |out| (VMENC_E_BUFFER_TOO_SMALL if it
  * does not fit; |out| then holds ""). */
 VMENC_INTERNAL vmenc_status vm_copy_string(char *out, size_t out_cap, const char *src);
@@ -308,6 +315,15 @@ VMENC_INTERNAL vmenc_status vm_authority_end_op(vmenc_vm *vm);
 /* vm_authority_record: the VM's record as last read or written (NULL if
  * none); lives until the next authority call on the VM. */
 VMENC_INTERNAL const ctl_vm_record *vm_authority_record(const vmenc_vm *vm);
+/* vm_authority_sf_anchor fills |out| with the anchor of |vm|'s sealed
+ * state files (statefile.h): an existing file's ID must be the one the
+ * record names (or the one announced while a write is in flight; a record
+ * from before version 2 accepts any until the VM's next open anchors it),
+ * else VMENC_E_AUTH with vm->error_detail naming the file; a write
+ * session's new ID is announced before and settled after. Callbacks made
+ * from a write (|in_write|) take the VM lock; the others expect it held.
+ * Without a control store only the write budget is set. */
+VMENC_INTERNAL void vm_authority_sf_anchor(vmenc_vm *vm, vm_sf_anchor *out);
 /* vm_authority_forget deletes the VM's record (a VM migrated away, a
  * create undone). */
 VMENC_INTERNAL vmenc_status vm_authority_forget(vmenc_vm *vm);

@@ -402,8 +402,8 @@ vmenc_status vmenc_vm_rekey_shallow(vmenc_vm *vm, const char *principal, const c
 
 /* ---- state files of the home -------------------------------------------------- */
 
-/* state_file_class recognises NAME.nvram, NAME.vmss, NAME-SnapshotN.vmsn/.vmem. */
-static bool state_file_class(const char *vm_name, const char *file, vmenc_vm_file_class *cls, uint32_t *index) {
+/* vm_state_file_class recognises NAME.nvram, NAME.vmss, NAME-SnapshotN.vmsn/.vmem. */
+bool vm_state_file_class(const char *vm_name, const char *file, vmenc_vm_file_class *cls, uint32_t *index) {
     size_t n = strlen(vm_name);
     if (strncmp(file, vm_name, n) != 0)
         return false;
@@ -455,7 +455,7 @@ static vmenc_status for_each_state_file(vmenc_vm *vm, state_file_fn fn, void *ar
     while (s == VMENC_OK && (de = readdir(d)) != NULL) {
         vmenc_vm_file_class cls;
         uint32_t index;
-        if (state_file_class(vm->vmx.name, de->d_name, &cls, &index))
+        if (vm_state_file_class(vm->vmx.name, de->d_name, &cls, &index))
             s = fn(vm, de->d_name, cls, index, arg);
     }
     closedir(d);
@@ -488,8 +488,10 @@ static vmenc_status convert_one(vmenc_vm *vm, const char *file, vmenc_vm_file_cl
         return VMENC_OK;
     if (a->to == NULL && !aead)
         return VMENC_OK;
-    return vm_sf_convert(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, a->from, vm->vmx.uuid, a->to,
-                         vm_host_sync(vm->host));
+    vm_sf_anchor anchor;
+    vm_authority_sf_anchor(vm, &anchor);
+    return vm_sf_convert_anchored(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, a->from, vm->vmx.uuid, a->to,
+                                  vm_host_sync(vm->host), &anchor);
 }
 
 /* rekey_one re-seals one state file of the home under the next VM key; a
@@ -503,8 +505,10 @@ static vmenc_status rekey_one(vmenc_vm *vm, const char *file, vmenc_vm_file_clas
         return vm_sf_close(probe);
     if (s != VMENC_E_AUTH)
         return s;
-    return vm_sf_convert(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, vm->vmx.uuid,
-                         vm->new_vm_key, vm_host_sync(vm->host));
+    vm_sf_anchor anchor;
+    vm_authority_sf_anchor(vm, &anchor);
+    return vm_sf_convert_anchored(vm->dirfd, file, (uint8_t)cls, index, vm->vmx.uuid, vm->vm_key, vm->vmx.uuid,
+                                  vm->new_vm_key, vm_host_sync(vm->host), &anchor);
 }
 
 static void drop_swap(vmenc_vm *vm);
@@ -1356,10 +1360,16 @@ static vmenc_status copy_state_file(vmenc_vm *src, const char *file, vmenc_vm_fi
     VMENC_GUARD(vm_state_file_name(c->dst->vmx.name, cls, index, dst_name, sizeof(dst_name)));
     bool sync = vm_host_sync(src->host);
     vm_sf *in = NULL, *out = NULL;
-    VMENC_GUARD(vm_sf_open(src->dirfd, file, (uint8_t)cls, index, src->vmx.uuid, src->vm_key,
-                           VMENC_VM_FILE_READONLY, sync, &in));
-    vmenc_status s = vm_sf_open(c->dst->dirfd, dst_name, (uint8_t)cls, index, c->dst->vmx.uuid, c->dst->vm_key,
-                                VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE, sync, &out);
+    /* the source's ID is checked against its record (no older copy is
+     * cloned), the clone's new file is anchored in the clone's record */
+    vm_sf_anchor sa, da;
+    vm_authority_sf_anchor(src, &sa);
+    vm_authority_sf_anchor(c->dst, &da);
+    VMENC_GUARD(vm_sf_open_anchored(src->dirfd, file, (uint8_t)cls, index, src->vmx.uuid, src->vm_key,
+                                    VMENC_VM_FILE_READONLY, sync, NULL, NULL, &sa, &in));
+    vmenc_status s = vm_sf_open_anchored(c->dst->dirfd, dst_name, (uint8_t)cls, index, c->dst->vmx.uuid,
+                                         c->dst->vm_key, VMENC_VM_FILE_CREATE | VMENC_VM_FILE_TRUNCATE, sync, NULL,
+                                         NULL, &da, &out);
     uint8_t *buf = s == VMENC_OK ? malloc(COPY_CHUNK) : NULL;
     if (s == VMENC_OK && buf == NULL)
         s = VMENC_E_NOMEM;
@@ -1484,6 +1494,10 @@ static void empty_dir(int dirfd) {
     int fd = dup(dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     struct dirent *de;
+    /* a dup shares the directory's offset: a walk before may have left it
+     * at the end (vm_make_home_intent's probe), which made this see nothing */
+    if (d != NULL)
+        rewinddir(d);
     while (d != NULL && (de = readdir(d)) != NULL)
         if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
             (void)unlinkat(dirfd, de->d_name, 0);

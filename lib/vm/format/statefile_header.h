@@ -29,9 +29,11 @@
  * bits per record write. AAD: BLAKE2b-256(header) || u64 index || u8 last
  * (1 for the final record). Detected: any edit (header or record),
  * truncation (at or inside a record), appended or reordered records, records
- * or whole files moved between files, VMs or classes. Not detected: a
- * whole file, or one record of it, rolled back to an older version of
- * itself (same key and AAD; documented in docs/vm-format.md).
+ * or whole files moved between files, VMs or classes. Not detected here:
+ * a whole file, or one record of it, rolled back to an older version of
+ * itself (same key and AAD); the VM layer refuses whole older files by
+ * naming each file's current ID in the VM's authority record and renewing
+ * it at every write session (docs/vm-format.md, docs/control.md).
  *
  * A plain file (|vm_key| NULL) is raw bytes with no header.
  */

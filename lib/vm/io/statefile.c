@@ -14,6 +14,13 @@
  * secure memory, and copied to the caller only after its tag verified;
  * memory use is one chunk whatever the file size.
  *
+ * Every open for write is a write session under a new file ID (the file
+ * rewritten into a temporary one and renamed over it): the caller's anchor
+ * (the VM's authority record) names the ID, so a whole older copy of the
+ * file, which carries an older ID, is refused; and the records sealed under
+ * one ID stay far below GCM's random-nonce budget (VM_SF_WRITE_BUDGET: a
+ * long session renews the ID again before it is reached).
+ *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <errno.h>
@@ -58,6 +65,19 @@ struct vm_sf {
     bool cache_valid;          /* pt holds the authenticated chunk cache_index */
     uint64_t cache_index;
     uint8_t *rec;              /* one record as stored (public) */
+    /* ---- for a write session's renewal of the file ID ---- */
+    int dirfd;                 /* dup'd; -1 when the file is never renewed */
+    char name[256];
+    uint8_t cls;
+    uint32_t index;
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    const vmenc_dek *key;      /* the VM key: its owner outlives the open file */
+    bool has_anchor;
+    vm_sf_anchor anchor;
+    char owner_host[128], owner_op[64];
+    bool has_owner;
+    uint8_t file_id[VM_SF_FILE_ID_BYTES];
+    uint64_t writes;           /* records sealed under |file_id| */
 };
 
 /* ---- geometry ------------------------------------------------------------------ */
@@ -164,6 +184,7 @@ static vmenc_status seal_record(vm_sf *f, uint64_t i, size_t len, bool last) {
     uint8_t *nonce = f->rec, *ct = f->rec + VM_SF_NONCE_BYTES, *tag = ct + len;
     record_aad(f, i, last, aad);
     randombytes_buf(nonce, VM_SF_NONCE_BYTES);
+    f->writes++; /* counted whether or not the write lands: the nonce is spent */
     VMENC_GUARD(vmenc_aead_seal(f->aead, nonce, aad, sizeof(aad), f->pt, len, ct, tag));
     return vm_io_pwrite_all(f->fd, f->rec, len + SF_OVERHEAD, record_offset(i));
 }
@@ -236,8 +257,25 @@ static vmenc_status rewrite_chunk(vm_sf *f, uint64_t new_size, uint64_t i, uint6
     return VMENC_OK;
 }
 
+static vmenc_status sf_renew(vm_sf *f, bool empty, bool in_write);
+
+static uint64_t budget_of(const vm_sf *f) {
+    return f->has_anchor && f->anchor.write_budget != 0 ? f->anchor.write_budget : VM_SF_WRITE_BUDGET;
+}
+
 static vmenc_status aead_write(vm_sf *f, uint64_t off, const uint8_t *data, size_t len) {
     uint64_t end = off + len;
+    if (f->dirfd >= 0) {
+        /* the nonce budget: a new file ID before this write would pass it */
+        uint64_t from = off / SF_CHUNK, to = (end - 1) / SF_CHUNK;
+        if (end > f->size) {
+            uint64_t old_last = num_records(f->size) - 1;
+            from = from < old_last ? from : old_last;
+            to = num_records(end) - 1;
+        }
+        if (f->writes + (to - from + 1) > budget_of(f))
+            VMENC_GUARD(sf_renew(f, false, true));
+    }
     uint64_t new_size = end > f->size ? end : f->size;
     uint64_t first = off / SF_CHUNK, last = (end - 1) / SF_CHUNK;
     if (end > f->size) {
@@ -334,6 +372,8 @@ static void sf_free(vm_sf *f) {
     vm_imagelock_release(f->lock); /* the record first: closing drops the lock */
     if (f->fd >= 0)
         (void)close(f->fd);
+    if (f->dirfd >= 0)
+        (void)close(f->dirfd);
     vmenc_aead_free(f->aead); /* cleanses the key schedule */
     vmenc_secure_free(f->pt);
     free(f->rec);
@@ -349,11 +389,14 @@ vmenc_status vm_sf_close(vm_sf *f) {
     return rv;
 }
 
-/* init_new writes a fresh header (new file ID) and one empty last record. */
-static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *uuid, const vmenc_dek *vm_key) {
-    uint8_t header[VM_SF_HEADER_BYTES], file_id[VM_SF_FILE_ID_BYTES];
-    randombytes_buf(file_id, sizeof(file_id));
+/* init_new writes a fresh header (file ID |file_id|) and one empty last
+ * record. */
+static vmenc_status init_new(vm_sf *f, uint8_t cls, uint32_t index, const char *uuid, const vmenc_dek *vm_key,
+                             const uint8_t file_id[VM_SF_FILE_ID_BYTES]) {
+    uint8_t header[VM_SF_HEADER_BYTES];
     vm_sf_header_build(cls, index, file_id, header);
+    memcpy(f->file_id, file_id, VM_SF_FILE_ID_BYTES);
+    f->writes = 0;
     VMENC_GUARD(keys_init(f, vm_key, uuid, header, file_id));
     if (ftruncate(f->fd, 0) != 0)
         return vmenc_status_from_errno(errno);
@@ -378,6 +421,11 @@ static vmenc_status load_existing(vm_sf *f, uint64_t disk, uint8_t cls, uint32_t
     VMENC_GUARD(pread_all(f->fd, header, sizeof(header), 0, &got));
     VMENC_GUARD(vm_sf_parse_header(header, got, &got_cls, &got_index, file_id));
     VMENC_ENSURE(got_cls == cls && got_index == index, VMENC_E_PARSE);
+    /* the anchor names the file's current ID: an older copy has another */
+    if (f->has_anchor && f->anchor.check != NULL)
+        VMENC_GUARD(f->anchor.check(f->anchor.ctx, cls, index, file_id));
+    memcpy(f->file_id, file_id, VM_SF_FILE_ID_BYTES);
+    f->writes = 0; /* (unknown before this open: the session renews it) */
     VMENC_GUARD(size_from_disk(disk, &f->size));
     VMENC_GUARD(keys_init(f, vm_key, uuid, header, file_id));
     return load_chunk(f, f->size, num_records(f->size) - 1);
@@ -417,6 +465,7 @@ static vmenc_status sf_alloc(bool plain, vm_sf **out) {
     vm_sf *f = calloc(1, sizeof(*f));
     VMENC_ENSURE(f != NULL, VMENC_E_NOMEM);
     f->fd = -1;
+    f->dirfd = -1;
     if (pthread_mutex_init(&f->mu, NULL) != 0) {
         free(f);
         return VMENC_E_NOMEM;
@@ -446,9 +495,12 @@ static vmenc_status sf_setup(vm_sf *f, bool created, uint8_t cls, uint32_t index
         f->size = fresh ? 0 : (uint64_t)st.st_size;
         return VMENC_OK;
     }
-    if (fresh)
-        return init_new(f, cls, index, uuid, vm_key);
-    return load_existing(f, (uint64_t)st.st_size, cls, index, uuid, vm_key);
+    if (!fresh)
+        VMENC_GUARD(load_existing(f, (uint64_t)st.st_size, cls, index, uuid, vm_key));
+    if (f->readonly)
+        return VMENC_OK;
+    /* a write session: under a new file ID, announced first */
+    return sf_renew(f, fresh, false);
 }
 
 vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
@@ -459,6 +511,39 @@ vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls, uint32_t index
 vmenc_status vm_sf_open_ex(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
                            const vmenc_dek *vm_key, uint32_t flags, bool sync, const vm_lock_owner *owner,
                            vmenc_lock_holder *holder, vm_sf **out) {
+    return vm_sf_open_anchored(dirfd, name, cls, index, uuid, vm_key, flags, sync, owner, holder, NULL, out);
+}
+
+/* sf_remember keeps what a write session's renewal needs. */
+static vmenc_status sf_remember(vm_sf *f, int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
+                                const vmenc_dek *vm_key, const vm_lock_owner *owner, const vm_sf_anchor *anchor) {
+    VMENC_ENSURE(strlen(name) < sizeof(f->name), VMENC_E_BAD_PATH);
+    memcpy(f->name, name, strlen(name) + 1);
+    f->cls = cls;
+    f->index = index;
+    memcpy(f->uuid, uuid, VMENC_VM_UUID_LEN);
+    f->uuid[VMENC_VM_UUID_LEN] = '\0';
+    f->key = vm_key;
+    if (anchor != NULL) {
+        f->anchor = *anchor;
+        f->has_anchor = true;
+    }
+    if (owner != NULL) {
+        f->has_owner = true;
+        snprintf(f->owner_host, sizeof(f->owner_host), "%s", owner->host_id != NULL ? owner->host_id : "");
+        snprintf(f->owner_op, sizeof(f->owner_op), "%s", owner->operation != NULL ? owner->operation : "");
+    }
+    if (!f->readonly) {
+        f->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+        if (f->dirfd < 0)
+            return vmenc_status_from_errno(errno);
+    }
+    return VMENC_OK;
+}
+
+vmenc_status vm_sf_open_anchored(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
+                                 const vmenc_dek *vm_key, uint32_t flags, bool sync, const vm_lock_owner *owner,
+                                 vmenc_lock_holder *holder, const vm_sf_anchor *anchor, vm_sf **out) {
     VMENC_ENSURE(dirfd >= 0 && out != NULL, VMENC_E_INVALID_ARG);
     VMENC_GUARD(open_args_check(name, cls, uuid, vm_key, flags));
     vm_sf *f = NULL;
@@ -466,7 +551,9 @@ vmenc_status vm_sf_open_ex(int dirfd, const char *name, uint8_t cls, uint32_t in
     VMENC_GUARD(sf_alloc(vm_key == NULL, &f));
     f->readonly = (flags & VMENC_VM_FILE_READONLY) != 0;
     f->sync = sync;
-    vmenc_status rv = open_fd(dirfd, name, flags, &f->fd, &created);
+    vmenc_status rv = vm_key != NULL ? sf_remember(f, dirfd, name, cls, index, uuid, vm_key, owner, anchor) : VMENC_OK;
+    if (rv == VMENC_OK)
+        rv = open_fd(dirfd, name, flags, &f->fd, &created);
     if (rv == VMENC_OK)
         rv = vm_imagelock_take(f->fd, dirfd, name, f->readonly ? VM_LOCK_READ : VM_LOCK_WRITE, owner, holder,
                                &f->lock);
@@ -484,22 +571,9 @@ vmenc_status vm_sf_open_ex(int dirfd, const char *name, uint8_t cls, uint32_t in
     return VMENC_OK;
 }
 
-/* ---- conversion ----------------------------------------------------------------- */
+/* ---- renewal of the file ID, conversion ------------------------------------------ */
 
-static vmenc_status copy_all(vm_sf *src, vm_sf *dst, uint8_t *buf) {
-    uint64_t size = 0;
-    VMENC_GUARD(vm_sf_size(src, &size));
-    for (uint64_t off = 0; off < size;) {
-        size_t n = 0;
-        VMENC_GUARD(vm_sf_pread(src, off, (size_t)SF_CHUNK, buf, &n));
-        VMENC_ENSURE(n > 0, VMENC_E_TRUNCATED);
-        VMENC_GUARD(vm_sf_pwrite(dst, off, buf, n));
-        off += n;
-    }
-    return VMENC_OK;
-}
-
-static vmenc_status convert_tmp_name(const char *name, char out[256]) {
+static vmenc_status tmp_name_of(const char *name, char out[256]) {
     uint8_t rnd[8];
     char hex[17];
     size_t len = strlen(name);
@@ -512,27 +586,183 @@ static vmenc_status convert_tmp_name(const char *name, char out[256]) {
     return VMENC_OK;
 }
 
+/* sf_create_fresh makes new file |name| (exclusively; image lock WRITE) in
+ * |dirfd|: sealed under |vm_key| with file ID |id| and empty, or plain
+ * (|vm_key| NULL). Never renewed: the caller renames it into place. */
+static vmenc_status sf_create_fresh(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *uuid,
+                                    const vmenc_dek *vm_key, bool sync, const vm_lock_owner *owner,
+                                    const uint8_t id[VM_SF_FILE_ID_BYTES], vm_sf **out) {
+    vm_sf *g = NULL;
+    VMENC_GUARD(sf_alloc(vm_key == NULL, &g));
+    g->sync = sync;
+    vmenc_status rv = vm_imagelock_openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL, 0600, &g->fd);
+    if (rv != VMENC_OK) {
+        g->fd = -1;
+        sf_free(g);
+        return rv;
+    }
+    rv = vm_imagelock_take(g->fd, dirfd, name, VM_LOCK_WRITE, owner, NULL, &g->lock);
+    if (rv == VMENC_OK && vm_key != NULL)
+        rv = init_new(g, cls, index, uuid, vm_key, id);
+    if (rv != VMENC_OK) {
+        (void)unlinkat(dirfd, name, 0);
+        sf_free(g);
+        return rv;
+    }
+    *out = g;
+    return VMENC_OK;
+}
+
+/* copy_locked copies every byte of |src| into |dst| (both sealed or not;
+ * src's mutex may be held by the caller: no locking here). */
+static vmenc_status copy_locked(vm_sf *src, vm_sf *dst, uint8_t *buf) {
+    for (uint64_t off = 0; off < src->size;) {
+        size_t n = src->size - off < SF_CHUNK ? (size_t)(src->size - off) : (size_t)SF_CHUNK;
+        if (src->plain) {
+            size_t got = 0;
+            VMENC_GUARD(plain_read(src, off, n, buf, &got));
+            VMENC_ENSURE(got == n, VMENC_E_TRUNCATED);
+        } else {
+            VMENC_GUARD(aead_read(src, off, n, buf));
+        }
+        VMENC_GUARD(dst->plain ? plain_write(dst, off, buf, n) : aead_write(dst, off, buf, n));
+        off += n;
+    }
+    return VMENC_OK;
+}
+
+static void swap_guts(vm_sf *a, vm_sf *b) {
+#define SWAP(field)                                                                                           \
+    do {                                                                                                  \
+        __typeof__(a->field) t_ = a->field;                                                               \
+        a->field = b->field;                                                                              \
+        b->field = t_;                                                                                    \
+    } while (0)
+    SWAP(fd);
+    SWAP(lock);
+    SWAP(aead);
+    SWAP(size);
+    SWAP(writes);
+    uint8_t t[32];
+    memcpy(t, a->header_hash, 32), memcpy(a->header_hash, b->header_hash, 32), memcpy(b->header_hash, t, 32);
+    memcpy(t, a->file_id, 16), memcpy(a->file_id, b->file_id, 16), memcpy(b->file_id, t, 16);
+#undef SWAP
+    a->cache_valid = b->cache_valid = false;
+}
+
+/* sf_renew rewrites the open file |f| under a new file ID - empty when
+ * |empty| - into a temporary file, renames it over f's name, and goes on
+ * with that one: announced before, settled after, so the anchor allows the
+ * old or the new file while the rename is in flight. On failure before the
+ * rename |f| is unchanged. */
+static vmenc_status sf_renew(vm_sf *f, bool empty, bool in_write) {
+    uint8_t id[VM_SF_FILE_ID_BYTES];
+    char tmp[256];
+    randombytes_buf(id, sizeof(id));
+    VMENC_GUARD(tmp_name_of(f->name, tmp));
+    const vm_sf_anchor *a = f->has_anchor ? &f->anchor : NULL;
+    if (a != NULL && a->announce != NULL)
+        VMENC_GUARD(a->announce(a->ctx, f->cls, f->index, id, in_write));
+    vm_lock_owner owner = {.host_id = f->owner_host, .operation = f->owner_op[0] != '\0' ? f->owner_op : NULL};
+    vm_sf *g = NULL;
+    VMENC_GUARD(sf_create_fresh(f->dirfd, tmp, f->cls, f->index, f->uuid, f->key, f->sync,
+                                f->has_owner ? &owner : NULL, id, &g));
+    vmenc_status rv = VMENC_OK;
+    if (!empty) {
+        uint8_t *buf = vmenc_secure_alloc((size_t)SF_CHUNK);
+        rv = buf != NULL ? copy_locked(f, g, buf) : VMENC_E_NOMEM;
+        vmenc_secure_free(buf);
+    }
+    if (rv == VMENC_OK && f->sync)
+        rv = vmenc_fs_fsync(g->fd);
+    if (rv == VMENC_OK)
+        rv = vmenc_fs_rename(f->dirfd, tmp, f->name);
+    if (rv != VMENC_OK) {
+        (void)unlinkat(f->dirfd, tmp, 0);
+        sf_free(g);
+        return rv;
+    }
+    /* renamed: |g|'s file is f's now, whatever follows */
+    swap_guts(f, g);
+    f->broken = false;
+    sf_free(g); /* the old file's descriptor and lock record */
+    vm_imagelock *named = NULL;
+    if (vm_imagelock_take(f->fd, f->dirfd, f->name, VM_LOCK_WRITE, f->has_owner ? &owner : NULL, NULL, &named) ==
+        VMENC_OK) {
+        vm_imagelock_release(f->lock); /* the temporary name's record; the byte locks stay with the fd */
+        f->lock = named;
+    }
+    if (f->sync)
+        VMENC_GUARD(vmenc_fs_fsync_dir(f->dirfd));
+    if (a != NULL && a->settled != NULL)
+        VMENC_GUARD(a->settled(a->ctx, f->cls, f->index, f->file_id, in_write));
+    return VMENC_OK;
+}
+
+uint64_t vm_sf_writes(vm_sf *f) {
+    pthread_mutex_lock(&f->mu);
+    uint64_t n = f->writes;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+bool vm_sf_file_id(vm_sf *f, uint8_t out[VM_SF_FILE_ID_BYTES]) {
+    pthread_mutex_lock(&f->mu);
+    memcpy(out, f->file_id, VM_SF_FILE_ID_BYTES);
+    bool sealed = !f->plain;
+    pthread_mutex_unlock(&f->mu);
+    return sealed;
+}
+
+vmenc_status vm_sf_read_file_id(int dirfd, const char *name, bool *out_sealed, uint8_t out_id[VM_SF_FILE_ID_BYTES]) {
+    VMENC_ENSURE(dirfd >= 0 && out_sealed != NULL && out_id != NULL, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(vmenc_fs_name_check(name));
+    int fd = -1;
+    VMENC_GUARD(vm_imagelock_openat(dirfd, name, O_RDONLY, 0, &fd));
+    uint8_t header[VM_SF_HEADER_BYTES];
+    size_t got = 0;
+    vmenc_status rv = pread_all(fd, header, sizeof(header), 0, &got);
+    (void)close(fd);
+    VMENC_GUARD(rv);
+    *out_sealed = got >= 8 && memcmp(header, "VMENCSF1", 8) == 0;
+    if (!*out_sealed)
+        return VMENC_OK;
+    return vm_sf_parse_header(header, got, NULL, NULL, out_id);
+}
+
 vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *from_uuid,
                            const vmenc_dek *from_key, const char *to_uuid, const vmenc_dek *to_key, bool sync) {
+    return vm_sf_convert_anchored(dirfd, name, cls, index, from_uuid, from_key, to_uuid, to_key, sync, NULL);
+}
+
+vmenc_status vm_sf_convert_anchored(int dirfd, const char *name, uint8_t cls, uint32_t index, const char *from_uuid,
+                                    const vmenc_dek *from_key, const char *to_uuid, const vmenc_dek *to_key,
+                                    bool sync, const vm_sf_anchor *anchor) {
     VMENC_ENSURE(dirfd >= 0, VMENC_E_INVALID_ARG);
     char tmp[256];
     VMENC_GUARD(vmenc_fs_name_check(name));
-    VMENC_GUARD(convert_tmp_name(name, tmp));
+    VMENC_GUARD(tmp_name_of(name, tmp));
+    VMENC_GUARD(open_args_check(name, cls, to_uuid, to_key, 0));
     vm_sf *src = NULL, *dst = NULL;
-    VMENC_GUARD(vm_sf_open(dirfd, name, cls, index, from_uuid, from_key, VMENC_VM_FILE_READONLY, false, &src));
+    VMENC_GUARD(vm_sf_open_anchored(dirfd, name, cls, index, from_uuid, from_key, VMENC_VM_FILE_READONLY, false,
+                                    NULL, NULL, anchor, &src));
+    uint8_t id[VM_SF_FILE_ID_BYTES];
+    randombytes_buf(id, sizeof(id));
     vmenc_status rv = vm_imagelock_set_mode(src->lock, VM_LOCK_CONVERT, "vm.file_convert", NULL);
+    if (rv == VMENC_OK && to_key != NULL && anchor != NULL && anchor->announce != NULL)
+        rv = anchor->announce(anchor->ctx, cls, index, id, false);
     if (rv == VMENC_OK)
-        rv = vm_sf_open(dirfd, tmp, cls, index, to_uuid, to_key, VMENC_VM_FILE_CREATE, sync, &dst);
+        rv = sf_create_fresh(dirfd, tmp, cls, index, to_uuid, to_key, sync, NULL, id, &dst);
     uint8_t *buf = vmenc_secure_alloc((size_t)SF_CHUNK);
     if (rv == VMENC_OK && buf == NULL)
         rv = VMENC_E_NOMEM;
     if (rv == VMENC_OK)
-        rv = copy_all(src, dst, buf);
+        rv = copy_locked(src, dst, buf);
     vmenc_secure_free(buf);
-    /* Closing the temporary fsyncs it (when |sync|) before the rename. */
-    vmenc_status close_rv = vm_sf_close(dst);
-    if (rv == VMENC_OK)
-        rv = close_rv;
+    /* the temporary is durable before the rename */
+    if (rv == VMENC_OK && sync)
+        rv = vmenc_fs_fsync(dst->fd);
+    sf_free(dst);
     /* renamed while the source's conversion lock is still held */
     if (rv == VMENC_OK)
         rv = vmenc_fs_rename(dirfd, tmp, name);
@@ -542,7 +772,11 @@ vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t in
             (void)unlinkat(dirfd, tmp, 0);
         return rv;
     }
-    return sync ? vmenc_fs_fsync_dir(dirfd) : VMENC_OK;
+    if (sync)
+        VMENC_GUARD(vmenc_fs_fsync_dir(dirfd));
+    if (anchor != NULL && anchor->settled != NULL)
+        VMENC_GUARD(anchor->settled(anchor->ctx, cls, index, to_key != NULL ? id : NULL, false));
+    return VMENC_OK;
 }
 
 /* ---- streaming writer ------------------------------------------------------------ */
@@ -593,6 +827,8 @@ vmenc_status vm_sf_writer_write(vm_sf_writer *w, const uint8_t *data, size_t len
     VMENC_ENSURE(!w->done && !w->f->broken, VMENC_E_BAD_STATE);
     while (len > 0) {
         if (w->fill == SF_CHUNK) {
+            /* written once, one file ID: a stream past the nonce budget is refused */
+            VMENC_ENSURE(w->next_index + 2 <= VM_SF_WRITE_BUDGET, VMENC_E_TOO_LARGE);
             vmenc_status rv = seal_record(w->f, w->next_index, (size_t)SF_CHUNK, false);
             if (rv != VMENC_OK) {
                 w->f->broken = true;

@@ -22,6 +22,33 @@
 
 typedef struct vm_sf vm_sf;
 
+/* The GCM random-nonce budget of one file ID (its subkey): record writes
+ * sealed under one ID before the file gets a new one. 2^30, a quarter of
+ * the 2^32 random-nonce invocations SP 800-38D allows per key. */
+#define VM_SF_WRITE_BUDGET ((uint64_t)1 << 30)
+
+/* vm_sf_anchor: how the caller anchors a sealed file's ID outside the
+ * datastore (the VM layer: the authority record, docs/control.md "State
+ * files"). Every member may be NULL.
+ *  - check: may an existing file whose header carries |id| be opened?
+ *    Anything but VMENC_OK refuses the open with that status.
+ *  - announce: a new file under |id| is about to replace (or become) file
+ *    (|cls|, |index|); durable before it returns. Nothing is replaced
+ *    unless it returned VMENC_OK.
+ *  - settled: the file under |id| replaced the old one (|id| NULL: the file
+ *    is now plain), durable on disk.
+ * |in_write| is true when called from vm_sf_pwrite (a budget renewal): the
+ * caller of the write holds none of the VM layer's locks then.
+ * |write_budget| 0 means VM_SF_WRITE_BUDGET (a test lowers it). */
+typedef struct vm_sf_anchor {
+    vmenc_status (*check)(void *ctx, uint8_t cls, uint32_t index, const uint8_t id[VM_SF_FILE_ID_BYTES]);
+    vmenc_status (*announce)(void *ctx, uint8_t cls, uint32_t index, const uint8_t id[VM_SF_FILE_ID_BYTES],
+                             bool in_write);
+    vmenc_status (*settled)(void *ctx, uint8_t cls, uint32_t index, const uint8_t *id, bool in_write);
+    void *ctx;
+    uint64_t write_budget;
+} vm_sf_anchor;
+
 /* vm_sf_open opens (flags VMENC_VM_FILE_CREATE / _TRUNCATE / _READONLY)
  * file |name| in |dirfd| of class |cls| (1..4: the AEAD classes) with
  * |index|, for VM |uuid| under |vm_key| (NULL: plain). An existing AEAD file
@@ -39,6 +66,30 @@ VMENC_INTERNAL vmenc_status vm_sf_open(int dirfd, const char *name, uint8_t cls,
 VMENC_INTERNAL vmenc_status vm_sf_open_ex(int dirfd, const char *name, uint8_t cls, uint32_t index,
                                           const char *uuid, const vmenc_dek *vm_key, uint32_t flags, bool sync,
                                           const vm_lock_owner *owner, vmenc_lock_holder *holder, vm_sf **out);
+/* vm_sf_open_anchored is vm_sf_open_ex with an anchor (NULL: none).
+ * Every open for write of a sealed file is a write session: the file is
+ * first rewritten under a new random file ID (a temporary file renamed
+ * over it, announced before and settled after through |anchor|; with
+ * CREATE or TRUNCATE the new file is empty), so the ID an anchor names is
+ * renewed at each session and an older copy of the file carries an older
+ * ID. An existing sealed file's ID goes through |anchor->check| first.
+ * During the session, once the record writes under the current ID would
+ * pass the write budget, the file is rewritten under a new ID again before
+ * the write. */
+VMENC_INTERNAL vmenc_status vm_sf_open_anchored(int dirfd, const char *name, uint8_t cls, uint32_t index,
+                                                const char *uuid, const vmenc_dek *vm_key, uint32_t flags,
+                                                bool sync, const vm_lock_owner *owner, vmenc_lock_holder *holder,
+                                                const vm_sf_anchor *anchor, vm_sf **out);
+/* vm_sf_read_file_id reads the file ID of sealed file |name| without a key
+ * (never a blocking open): VMENC_OK with |*out_sealed| false for a plain
+ * file, VMENC_E_NOT_FOUND, header errors. Unauthenticated: a hint for
+ * settling which of two announced IDs is on disk, nothing more. */
+VMENC_INTERNAL vmenc_status vm_sf_read_file_id(int dirfd, const char *name, bool *out_sealed,
+                                               uint8_t out_id[VM_SF_FILE_ID_BYTES]);
+/* vm_sf_writes: record writes sealed under the file's current ID (tests). */
+VMENC_INTERNAL uint64_t vm_sf_writes(vm_sf *f);
+/* vm_sf_file_id copies the file's current ID (tests); false if plain. */
+VMENC_INTERNAL bool vm_sf_file_id(vm_sf *f, uint8_t out[VM_SF_FILE_ID_BYTES]);
 /* Same contract as vmenc_vm_file_pread/_pwrite/_get_size/_flush. Calls are
  * serialised by a mutex inside. */
 VMENC_INTERNAL vmenc_status vm_sf_pread(vm_sf *f, uint64_t offset, size_t len, uint8_t *out, size_t *out_read);
@@ -55,6 +106,13 @@ VMENC_INTERNAL vmenc_status vm_sf_close(vm_sf *f);
 VMENC_INTERNAL vmenc_status vm_sf_convert(int dirfd, const char *name, uint8_t cls, uint32_t index,
                                           const char *from_uuid, const vmenc_dek *from_key,
                                           const char *to_uuid, const vmenc_dek *to_key, bool sync);
+/* vm_sf_convert_anchored is vm_sf_convert with an anchor (NULL: none): the
+ * source's ID is checked, the new file's ID announced before the rename
+ * and settled after (NULL when converted to plain). */
+VMENC_INTERNAL vmenc_status vm_sf_convert_anchored(int dirfd, const char *name, uint8_t cls, uint32_t index,
+                                                   const char *from_uuid, const vmenc_dek *from_key,
+                                                   const char *to_uuid, const vmenc_dek *to_key, bool sync,
+                                                   const vm_sf_anchor *anchor);
 
 /* A streaming writer of the same AEAD format for files written once, front
  * to back (core dumps): constant memory, each record sealed once.
