@@ -125,7 +125,8 @@ if V --json migrate send web --to esx02 --handover "$T/ho" --ready "$T/rdy" 2>"$
 else bad "migration: $(head -c 300 "$T/err") $(head -c 300 "$T/tx")"; fi
 check "j['ok'] and j['encrypted'] and j['vm']['name']=='web' and not j['vm']['locked']" "web arrived on esx02, unlocked"
 V --workspace "$W2" disk read web scsi0:0 --length 3M 2>/dev/null | cmp -s - "$T/data" && ok "web's data on esx02" || bad "web's data on esx02"
-step 0 "vm unregister web on esx01 (the VM lives on esx02 now)" -- vm unregister web
+python3 -c "import json,sys; j=json.loads(open(sys.argv[1]).read().splitlines()[-1]); sys.exit(0 if j['ok'] and j['source'] == 'unregistered' else 1)" "$T/tx" \
+    && ok "migrate send unregisters web on esx01 (the VM lives on esx02 now)" || bad "send JSON: $(tail -c 300 "$T/tx")"
 step 0 "vm list on esx01" -- vm list
 check "[v.get('registered', True) for v in j['vms'] if v['name']=='web'] in ([], [False])" "esx01 lists web as not registered"
 step 6 "vm status web on esx01 says it is not registered here" -- vm status web

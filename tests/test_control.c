@@ -170,7 +170,7 @@ static void test_codec_state_files(void **state) {
     ctl_vm_record r, back;
     uint8_t *bin = NULL, *again = NULL;
     size_t len = 0, len2 = 0;
-    full_record(&r, k_uuid);
+    ctl_contract_full_record(&r, k_uuid);
     assert_int_equal(ctl_record_encode(&r, &bin, &len), VMENC_OK);
     assert_int_equal(bin[4], 1);
     size_t v1_len = len;

@@ -326,6 +326,7 @@ static int mig_send(cli *c, args *a) {
     (void)arg_value(c, a, "--connect", &conn);
     (void)arg_value(c, a, "--timeout", &tmo);
     bool no_peer = arg_flag(a, "--peer-no-encryption");
+    bool keep_registered = arg_flag(a, "--keep-registered");
     const char *name = arg_positional(a);
     if (!arg_done(c, a))
         return EXIT_USAGE;
@@ -411,10 +412,22 @@ static int mig_send(cli *c, args *a) {
         return cli_fail(c, st, "no ready file %s from the destination within %llu s", ready, (unsigned long long)timeout);
     if (st != VMENC_OK)
         return cli_fail(c, st, "the migration of '%s' to %s failed", name, to);
+    /* The VM now runs from the destination: it leaves this host's inventory
+     * (its files stay: the stream is one-way, so this side cannot know the
+     * destination committed; `vm register` brings it back). */
+    const char *source = "kept";
+    if (!keep_registered) {
+        vmenc_status us = vmenc_workspace_unregister_vm(c->ws, cli_principal(c), name);
+        if (us != VMENC_OK)
+            return cli_fail(c, us, "'%s' was sent to %s, but could not be unregistered here (run 'vmenc vm unregister %s')",
+                            name, to, name);
+        source = "unregistered";
+    }
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "vm", name);
     out_str(o, "to", to);
+    out_str(o, "source", source);
     out_u64(o, "files", nf);
     if (is == VMENC_OK)
         out_info(o, &mi);
@@ -546,14 +559,16 @@ static int mig_receive(cli *c, args *a) {
 }
 
 const verb_def migrate_verbs[] = {
-    {"send", mig_send, "NAME --to HOST --handover FILE --ready FILE [--output PATH | --connect ADDR]",
+    {"send", mig_send, "NAME --to HOST --handover FILE --ready FILE [--output PATH | --connect ADDR] [--keep-registered]",
      "stream a powered-off VM to another host, encrypted",
      "Writes the handover FILE (mode 0600; it holds the one-time key), waits for the\n"
      "destination's ready FILE (--timeout S, default 60), then streams the VM home to stdout,\n"
      "--output PATH (a file or FIFO) or --connect unix:PATH|HOST:PORT. With the stream on stdout\n"
      "the result goes to stderr. --peer-no-encryption: the destination cannot decrypt (a plain\n"
      "stream if the policy allows one). Needs Resource.ColdMigrate (+ Cryptographer.Migrate).\n"
-     "The source VM is left as it was.\n"},
+     "Once sent, the VM leaves this host's inventory (Needs VirtualMachine.Inventory.Unregister);\n"
+     "its files stay on this datastore ('vmenc vm register' brings it back).\n"
+     "--keep-registered: keep it listed here too.\n"},
     {"receive", mig_receive, "NAME --handover FILE --ready FILE [--input PATH | --listen ADDR]",
      "receive a VM streamed by 'migrate send' and register it here",
      "Waits for the handover FILE (removes it once read), checks this host may and can run the VM\n"
