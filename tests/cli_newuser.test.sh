@@ -72,6 +72,7 @@ check "j['encrypted'] and not j['locked'] and j['key_provider']=='native'" "stat
 step 0 "vm info db" -- vm info db
 check "j['vm_key']['cipher']=='aes-256-gcm' and all(d['cipher']=='aes-xts-plain64' and d['sector_size']==512 for d in j['disks'])" "info: ciphers and sector sizes"
 kek0=$(field "j['vm_key']['kek_id']")
+gen0=$(field "j['vm_key']['key_generation']")
 
 # 4. shallow rekey (to the second provider), deep rekey
 step 0 "vm rekey db --provider vault" -- vm rekey db --provider vault
@@ -80,6 +81,8 @@ step 0 "vm rekey --deep db" -- vm rekey --deep db
 check "j['mode']=='deep' and j['old_kek_id']==j['kek_id'] and len(j['conversions'])==2" "deep: same KEK, both disks re-encrypted"
 V disk read db scsi0:0 --length 3M 2>/dev/null | cmp -s - "$T/data" && ok "db's data intact after both rekeys" || bad "db's data after rekeys"
 [[ $(V file read db nvram 2>/dev/null) == "nvram of db" ]] && ok "db's NVRAM intact" || bad "db's NVRAM"
+step 0 "vm info db after both rekeys" -- vm info db
+check "j['vm_key']['key_generation'] == $gen0 + 2" "info: the key generation went up by one per rekey"
 
 # 5. a clone
 step 0 "vm clone db db2" -- vm clone db db2

@@ -220,6 +220,12 @@ typedef struct vmenc_vm_info {
     uint32_t num_disks;
     uint32_t num_missing_keys;    /* distinct (provider, KEK ID) pairs that could not be fetched */
     char storage_policy[VMENC_POLICY_NAME_MAX + 1];  /* last applied, "" if none */
+    /* Since 0.4 (filled when struct_size covers them): the VM key's
+     * generation as the VM's authority record keeps it (+1 at every home
+     * rekey, shallow or deep; docs/control.md); has_key_generation is 0
+     * when the host keeps no record for the VM (no control store). */
+    int has_key_generation;
+    uint64_t key_generation;
 } vmenc_vm_info;
 
 /* vmenc_disk_info: set struct_size; filled by vmenc_vm_get_disk_info. */

@@ -855,8 +855,13 @@ vmenc_status vmenc_vm_get_info(vmenc_vm *vm, vmenc_vm_info *out) {
     i.num_disks = (uint32_t)vm->num_disks;
     i.num_missing_keys = (uint32_t)vm->num_missing;
     snprintf(i.storage_policy, sizeof(i.storage_policy), "%s", vm->vmx.storage_policy);
+    const ctl_vm_record *rec = vm_authority_record(vm);
+    if (rec != NULL) {
+        i.has_key_generation = 1;
+        i.key_generation = rec->facts.key_generation;
+    }
     pthread_mutex_unlock(&vm->lock);
-    memcpy(out, &i, VM_INFO_V1_SIZE);
+    memcpy(out, &i, out->struct_size >= sizeof(i) ? sizeof(i) : VM_INFO_V1_SIZE);
     return VMENC_OK;
 }
 

@@ -107,6 +107,7 @@ static int cl_status(cli *c, args *a) {
     if (s != VMENC_OK)
         return cli_fail(c, s, "cluster status");
     out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
     out_bool(o, "in_cluster", st.in_cluster);
     if (st.in_cluster) {
         out_str(o, "cluster", st.name);
@@ -153,6 +154,7 @@ static int cl_hosts(cli *c, args *a) {
     if (rc != EXIT_OK)
         return rc;
     out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
     out_arr(o, "hosts");
     host_list h = {.o = o};
     vmenc_status s = vmenc_workspace_cluster_hosts(c->ws, host_row, &h);
@@ -175,6 +177,7 @@ static int cl_owner(cli *c, args *a) {
     if (s != VMENC_OK)
         return cli_fail(c, s, "owner of VM '%s'", name);
     out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
     out_str(o, "vm", name);
     out_str(o, "owner", owner);
     out_end(o);
@@ -311,6 +314,7 @@ static int cl_power_on(cli *c, args *a) {
     (void)cs;
     vmenc_vm_free(vm);
     out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
     out_u64(o, "writes", seq);
     out_u64(o, "refused", refused);
     out_str(o, "last_status", vmenc_status_name(last));
@@ -428,6 +432,7 @@ static int cl_bench(cli *c, args *a) {
         vmenc_vm_free(v);
     }
     out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
     out_str(o, "mode", st.in_cluster ? "cluster" : "single-host");
     out_int(o, "decisions", n);
     out_int(o, "allowed", allowed);

@@ -693,6 +693,8 @@ static int vm_info(cli *c, args *a) {
                            "swap (XTS-AES-256, derived key)");
     out_str(o, "key_provider", info.key_provider);
     out_str(o, "kek_id", info.kek_id);
+    if (info.has_key_generation)
+        out_u64(o, "key_generation", info.key_generation);
     out_str(o, "wrap", info.encrypted ? "vmwk1 record under the KEK (docs/wrapped-key-format.md)" : "");
     out_close(o);
     out_arr(o, "disks");
