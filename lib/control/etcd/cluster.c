@@ -226,6 +226,21 @@ static bool some_leader(vmenc_etcd *e) {
     return false;
 }
 
+/* wait_leader: some_leader, polled for up to |ms| - a member that just
+ * lost its leader reports none until the election ends (about one
+ * election timeout, 1 s by default: docs/cluster.md), which is not yet a
+ * lost quorum. */
+static bool wait_leader(vmenc_etcd *e, uint64_t ms) {
+    uint64_t until = vmenc_now_monotonic_ms() + ms;
+    for (;;) {
+        if (some_leader(e))
+            return true;
+        if (vmenc_now_monotonic_ms() >= until)
+            return false;
+        sleep_ms(200);
+    }
+}
+
 /* retryable: a call that may be repeated safely got no clear answer (a
  * leader election in progress, a member gone mid-request). */
 static bool retryable(vmenc_status s) { return s == VMENC_E_OUTCOME_UNKNOWN || s == VMENC_E_CONTROL_UNAVAILABLE; }
@@ -237,7 +252,7 @@ static vmenc_status grant_session(ctl_cluster *c, int64_t *out_granted, uint64_t
     vmenc_status s = VMENC_E_CONTROL_UNAVAILABLE;
     for (int attempt = 0; attempt < 5; attempt++) {
         if (attempt > 0) {
-            if (!some_leader(c->etcd))
+            if (!wait_leader(c->etcd, 3000))
                 return VMENC_E_CONTROL_UNAVAILABLE;
             sleep_ms(200);
         }
