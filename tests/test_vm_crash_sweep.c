@@ -7,8 +7,11 @@
  *
  * For each operation (encrypt, decrypt, deep rekey - the home's state
  * files and configuration re-sealed with the disks -, shallow rekey, add
- * disk, remove disk, rollback of a policy's conversion, clone, create
- * encrypted, a state-file write session; clone and create are then
+ * disk, remove disk, rollback of a policy's conversion - of an encryption,
+ * a decryption and a deep rekey, and the retry of a rollback of an
+ * encryption and of a decryption that a crash cut short just before its
+ * disk turned round -, clone, create encrypted, a state-file write
+ * session; clone and create are then
  * retried and must succeed, and the clone's every byte is compared with
  * the model), on a VM with two
  * disks of known data and an NVRAM and a suspend-state file: the operation
@@ -24,7 +27,8 @@
  * each disk's state) matches what is stored (descriptors, state-file form)
  * and is the state before or after the operation; no plaintext pattern in
  * an encrypted VM's files; no temporary or .cvt file left; no pending
- * policy. Then the host's core-dump key rotation, swept the same way over
+ * policy; and a rollback that the authority record names when the resume
+ * starts is the way the VM ends (the resume follows the record). Then the host's core-dump key rotation, swept the same way over
  * a dump directory with two dumps: one call resuming the rotation returns
  * VMENC_OK, nothing is pending, every dump reads its bytes, no temporary
  * is left. It prints the number of interruption points covered.
@@ -35,7 +39,10 @@
  * VMENC_SWEEP_EVERY=n then keeps every n-th of the chosen steps (the
  * sanitizer builds set it, CMakeLists.txt: they look for memory and thread
  * errors on the same code paths; the release build proves every point);
- * VMENC_SWEEP_OPS=list (e.g. "encrypt,rollback") picks operations;
+ * VMENC_SWEEP_OPS=list (e.g. "encrypt,rollback") picks operations; the
+ * suite's run keeps only every 2nd or 4th chosen step of the rollback
+ * variants whose path another operation sweeps in full (sweep_op
+ * suite_every);
  * VMENC_SWEEP_DISK_MIB=n makes the disks n MiB (+ 8 KiB);
  * scripts/crash-sweep.sh runs every step of every operation with bigger
  * disks.
@@ -68,9 +75,10 @@ static uint64_t g_disk_bytes = 2 * SEG + 8192; /* three segments, the last short
 
 /* ---- the hook ---------------------------------------------------------------------- */
 
-enum { MODE_OFF, MODE_COUNT, MODE_CRASH, MODE_EIO };
+enum { MODE_OFF, MODE_COUNT, MODE_CRASH, MODE_EIO, MODE_CRASH_AT_RENAME };
 static int g_mode;
 static unsigned g_steps, g_at;
+static char g_crash_rename[64]; /* MODE_CRASH_AT_RENAME: crash at the first rename onto this name */
 #define MAX_STEPS 4096
 static int g_kinds[MAX_STEPS + 1]; /* the kind of each step, as counted */
 
@@ -84,6 +92,9 @@ static vmenc_status step_hook(int op, const char *name) {
         static const char *const ops[] = {"?", "rename", "unlink", "fsync", "fsync-dir"};
         fprintf(stderr, "    step %u: %s %s\n", g_steps, ops[op >= 1 && op <= 4 ? op : 0], name ? name : "");
     }
+    if (g_mode == MODE_CRASH_AT_RENAME && op == VMENC_FS_OP_RENAME && name != NULL &&
+        strcmp(name, g_crash_rename) == 0)
+        _exit(0);
     if (g_steps != g_at)
         return VMENC_OK;
     if (g_mode == MODE_CRASH)
@@ -111,6 +122,8 @@ typedef struct expect {
     int before_enc, after_enc; /* the VM flag before / after the operation */
     bool disk_gone_ok;         /* remove: the 2nd disk may be gone */
     bool new_disk_ok;          /* add: a 3rd disk, zeros, may be there */
+    int rollback_to;           /* a rollback: once the VM's record says so, the resume must end it
+                                  plain (1) or encrypted (2); 0: not a rollback */
 } expect;
 
 /* ---- one VM home ----------------------------------------------------------------------- */
@@ -197,6 +210,8 @@ typedef struct sweep_op {
     vmenc_status (*run)(vmenc_vm *vm);
     void (*prepare)(const char *name); /* optional: more set-up on the template */
     bool retry; /* after the one resume, the operation is run again and must succeed */
+    unsigned suite_every; /* the suite's run (no VMENC_SWEEP_STRIDE) keeps every n-th chosen step
+                             of this operation (0, 1: all): variants of a path swept in full */
 } sweep_op;
 
 static const vmenc_apply_options k_apply = {.struct_size = sizeof(vmenc_apply_options), .segment_bytes = SEG};
@@ -274,6 +289,55 @@ static void prepare_rollback(const char *name) {
     assert_int_equal(vmenc_vm_apply_storage_policy_ex(vm, "alice", "encrypted", &o), VMENC_E_INTERRUPTED);
     vmenc_vm_free(vm);
 }
+/* rollback-decrypt, rollback-rekey: the same for a decryption ("plain" on
+ * an encrypted VM) and a deep rekey stopped after one segment. Turning
+ * either round gives the disk a next key record (the forward run's old
+ * DEK), which the sealed configuration names before the descriptor does. */
+static void prepare_stopped(const char *name, bool rekey) {
+    vmenc_status s;
+    vmenc_vm *vm = open_vm("tpl", name, &s);
+    assert_non_null(vm);
+    vmenc_apply_options o = k_apply;
+    o.progress = stop_at_once;
+    assert_int_equal(rekey ? vmenc_vm_rekey_deep(vm, "alice", &o) : vmenc_vm_apply_storage_policy_ex(vm, "alice", "plain", &o),
+                     VMENC_E_INTERRUPTED);
+    vmenc_vm_free(vm);
+}
+static void prepare_rollback_decrypt(const char *name) { prepare_stopped(name, false); }
+static void prepare_rollback_rekey(const char *name) { prepare_stopped(name, true); }
+static vmenc_status op_rollback(vmenc_vm *vm);
+/* rollback-retry, rollback-retry-enc: the rollback of a stopped decryption
+ * (encryption) was itself cut short by a crash just before its reversed
+ * descriptor replaced the forward one (the reverse run's state file, the
+ * record's intent and, for a decryption, the sealed next key are on disk);
+ * the operation swept is the retried rollback. */
+static void crash_first_rollback(const char *name) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        vmenc_status s;
+        vmenc_vm *vm = open_vm("tpl", name, &s);
+        if (vm == NULL)
+            _exit(3);
+        snprintf(g_crash_rename, sizeof(g_crash_rename), "%s_0.vmdk", name);
+        g_mode = MODE_CRASH_AT_RENAME;
+        (void)op_rollback(vm);
+        _exit(2);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+static void prepare_rollback_retry(const char *name) {
+    prepare_stopped(name, false);
+    crash_first_rollback(name);
+}
+static void prepare_rollback(const char *name);
+static void prepare_rollback_retry_enc(const char *name) {
+    prepare_rollback(name);
+    crash_first_rollback(name);
+}
 static vmenc_status op_rollback(vmenc_vm *vm) {
     vmenc_disk *d = NULL;
     VMENC_GUARD(vmenc_disk_open(vm, "alice", g_disk_ids[0], 0, &d));
@@ -302,16 +366,20 @@ static vmenc_status op_sf_session(vmenc_vm *vm) {
 }
 
 static const sweep_op k_ops[] = {
-    {"encrypt", NULL, {0, 1, false, false}, op_encrypt, NULL, false},
-    {"decrypt", "encrypted", {1, 0, false, false}, op_decrypt, NULL, false},
-    {"rekey-deep", "encrypted", {1, 1, false, false}, op_rekey_deep, NULL, false},
-    {"rekey-shallow", "encrypted", {1, 1, false, false}, op_rekey_shallow, NULL, false},
-    {"add-disk", "encrypted", {1, 1, false, true}, op_add_disk, NULL, false},
-    {"remove-disk", "encrypted", {1, 1, true, false}, op_remove_disk, NULL, false},
-    {"rollback", NULL, {1, 0, false, false}, op_rollback, prepare_rollback, false},
-    {"clone", "encrypted", {1, 1, false, false}, op_clone, NULL, true},
-    {"create", "encrypted", {1, 1, false, false}, op_create, NULL, true},
-    {"sf-session", "encrypted", {1, 1, false, false}, op_sf_session, NULL, false},
+    {"encrypt", NULL, {0, 1, false, false, 0}, op_encrypt, NULL, false, 0},
+    {"decrypt", "encrypted", {1, 0, false, false, 0}, op_decrypt, NULL, false, 0},
+    {"rekey-deep", "encrypted", {1, 1, false, false, 0}, op_rekey_deep, NULL, false, 0},
+    {"rekey-shallow", "encrypted", {1, 1, false, false, 0}, op_rekey_shallow, NULL, false, 0},
+    {"add-disk", "encrypted", {1, 1, false, true, 0}, op_add_disk, NULL, false, 0},
+    {"remove-disk", "encrypted", {1, 1, true, false, 0}, op_remove_disk, NULL, false, 0},
+    {"rollback", NULL, {1, 0, false, false, 1}, op_rollback, prepare_rollback, false, 0},
+    {"rollback-decrypt", "encrypted", {0, 1, false, false, 2}, op_rollback, prepare_rollback_decrypt, false, 0},
+    {"rollback-rekey", "encrypted", {1, 1, false, false, 2}, op_rollback, prepare_rollback_rekey, false, 4},
+    {"rollback-retry", "encrypted", {1, 1, false, false, 2}, op_rollback, prepare_rollback_retry, false, 2},
+    {"rollback-retry-enc", NULL, {1, 0, false, false, 1}, op_rollback, prepare_rollback_retry_enc, false, 4},
+    {"clone", "encrypted", {1, 1, false, false, 0}, op_clone, NULL, true, 0},
+    {"create", "encrypted", {1, 1, false, false, 0}, op_create, NULL, true, 0},
+    {"sf-session", "encrypted", {1, 1, false, false, 0}, op_sf_session, NULL, false, 0},
 };
 
 /* ---- the checks ---------------------------------------------------------------------------- */
@@ -537,16 +605,40 @@ static unsigned count_steps(const sweep_op *op, const char *name) {
     if (s != VMENC_OK)
         fail_msg("%s without faults: %s", op->name, vmenc_strerror(s));
     unsigned n = g_steps;
+    /* (a resume after a finished operation has nothing to do but sweep what
+     * a crash before it left: the retried rollbacks start from one) */
+    s = vmenc_vm_resume(vm, "alice", NULL);
+    if (s != VMENC_OK)
+        fail_msg("%s: resume after it: %s", op->name, vmenc_strerror(s));
     if (!check_vm(vm, name, op, 0, "clean") || (op->run == op_clone && !check_clone(op, 0, "clean")))
         fail_msg("%s without faults leaves a wrong VM", op->name);
     vmenc_vm_free(vm);
     return n;
 }
 
+/* record_rolls_back: does the stored authority record of |vm| say its
+ * operation is being rolled back? */
+static ctl_store *g_store;
+static bool record_rolls_back(const vmenc_vm *vm) {
+    ctl_vm_record *r = calloc(1, sizeof(*r));
+    bool yes = r != NULL && ctl_store_get_vm(g_store, vm->vmx.uuid, r) == VMENC_OK && r->op.kind != CTL_OP_NONE &&
+               r->op.direction == CTL_DIR_ROLLBACK;
+    free(r);
+    return yes;
+}
+
 static bool resume_and_check(vmenc_vm *vm, const char *name, const sweep_op *op, unsigned k, const char *mode) {
     const char *opname = op->name, *modename = mode;
+    /* the resume follows the record: a rollback it names is finished */
+    bool rolls_back = op->ex.rollback_to != 0 && record_rolls_back(vm);
     vmenc_status s = vmenc_vm_resume(vm, "alice", NULL);
     CHECK(s == VMENC_OK, "the one vm resume: %s", vmenc_strerror(s));
+    if (rolls_back) {
+        vmenc_vm_info info = {.struct_size = sizeof(info)};
+        CHECK(vmenc_vm_get_info(vm, &info) == VMENC_OK, "info");
+        CHECK(info.encrypted == (op->ex.rollback_to == 2), "the record said rollback; the resume went on the other way "
+              "(VM flag %d)", info.encrypted);
+    }
     bool ok = check_vm(vm, name, op, k, mode);
     if (ok && op->retry) { /* again: it succeeds (or finds the one it made) */
         bool made = g_clone_made;
@@ -814,11 +906,12 @@ static void test_crash_sweep(void **state) {
         unsigned covered = 0;
         /* step n + 1 never comes: the operation ran to the end */
         unsigned fsyncs = 0, chosen = 0;
+        unsigned op_every = every * (st == NULL && op->suite_every > 1 ? op->suite_every : 1);
         for (unsigned k = 1; k <= n; k++) {
             bool is_sync = k <= MAX_STEPS && (g_kinds[k] == VMENC_FS_OP_FSYNC || g_kinds[k] == VMENC_FS_OP_FSYNC_DIR);
             if (is_sync && fsyncs++ % stride != 0 && k != 1 && k != n)
                 continue;
-            if (chosen++ % every != 0 && k != 1 && k != n)
+            if (chosen++ % op_every != 0 && k != 1 && k != n)
                 continue;
             crash_case(op, name, k);
             eio_case(op, name, k);
@@ -870,6 +963,7 @@ static int setup(void **state) {
     if (ctl_local_new(p, mac_key, sizeof(mac_key), true, &store) != VMENC_OK)
         return -1;
     vm_host_set_control(g_f.host, store);
+    g_store = store;
     return 0;
 }
 

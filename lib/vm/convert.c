@@ -633,9 +633,17 @@ static vmenc_status rollback_locked(vmenc_disk *disk, vm_disk_entry *e, vm_op *o
     if (s == VMENC_OK)
         s = create_state(vm->dirfd, c, &first);
     if (s == VMENC_OK && d.new_key_safe != NULL) {
+        /* intent first for the disk too: the record allows the reversed
+         * descriptor before the configuration's write folds the disk list
+         * in memory (the reversed one) into the record's facts - else a
+         * crash between that write and the descriptor's leaves a record
+         * that allows neither the forward descriptor still on disk nor
+         * its key (the VM refused with VMENC_E_AUTH: wedged) */
+        s = vm_authority_before_descriptor(vm, &d);
         vm_disk_desc fwd = e->desc;
         e->desc = d;
-        s = vm_write_config(vm);
+        if (s == VMENC_OK)
+            s = vm_write_config(vm);
         e->desc = fwd;
         if (s != VMENC_OK)
             (void)unlinkat(vm->dirfd, c->name, 0);

@@ -795,11 +795,14 @@ vmenc_status vm_rollback_begin(vmenc_vm *vm, const vm_disk_entry *e, bool *out_t
     }
     VMENC_ENSURE(vm_is_encrypted(vm) && vm->secret != NULL, VMENC_E_VM_LOCKED);
     /* intent first: the authority record says a rollback is under way
-     * before any file says so */
+     * before any file says so, in one write (a record that says "forward"
+     * again between two writes would let a crash there undo the turn: a
+     * retried rollback re-begins the operation) */
     ctl_vm_op op = {.kind = vm->vmx.applying_policy[0] != '\0'  ? CTL_OP_APPLY_POLICY
                             : e->desc.state == VMENC_DISK_ENCRYPTING ? CTL_OP_ENCRYPT
                             : e->desc.state == VMENC_DISK_DECRYPTING ? CTL_OP_DECRYPT
-                                                                     : CTL_OP_REKEY_DEEP};
+                                                                     : CTL_OP_REKEY_DEEP,
+                    .direction = CTL_DIR_ROLLBACK};
     VMENC_GUARD(vm_authority_begin_op(vm, &op));
     VMENC_GUARD(vm_authority_turn_op(vm, CTL_DIR_ROLLBACK));
     /* the home goes back to plain if the policy being applied encrypted it:
@@ -824,14 +827,29 @@ vmenc_status vm_rollback_begin(vmenc_vm *vm, const vm_disk_entry *e, bool *out_t
     return s;
 }
 
+/* record_rolls_back: does the authority record say the operation in
+ * progress is being rolled back? */
+static bool record_rolls_back(const vmenc_vm *vm) {
+    const ctl_vm_record *r = vm_authority_record(vm);
+    return r != NULL && r->op.kind != CTL_OP_NONE && r->op.direction == CTL_DIR_ROLLBACK;
+}
+
 /* rollback_not_turned: does the record say disk |disk_id|'s conversion is
- * being rolled back while its descriptor still names the forward one? */
+ * being rolled back while its descriptor still names the forward one? The
+ * note names the disk and the forward conversion; without a note, an
+ * authority record that says "rollback" is a rollback cut short between
+ * its intent and the note (vm_rollback_begin), before any disk turned:
+ * the record is followed and the converting disk turned. */
 static bool rollback_not_turned(vmenc_vm *vm, const char *disk_id) {
     pthread_mutex_lock(&vm->lock);
     rollback_note n;
     int i = vm_find_disk(vm, disk_id);
-    bool yes = i >= 0 && rollback_get(vm, &n) && strcmp(n.disk_id, disk_id) == 0 &&
-               vm_disk_desc_converting(&vm->disks[i].desc) && n.forward_id == vm->disks[i].desc.cvt_id;
+    bool converting = i >= 0 && vm_disk_desc_converting(&vm->disks[i].desc);
+    bool yes = false;
+    if (converting && rollback_get(vm, &n))
+        yes = strcmp(n.disk_id, disk_id) == 0 && n.forward_id == vm->disks[i].desc.cvt_id;
+    else if (converting)
+        yes = record_rolls_back(vm);
     pthread_mutex_unlock(&vm->lock);
     return yes;
 }
@@ -856,8 +874,10 @@ static bool any_disk_encrypted(const vmenc_vm *vm) {
  * note for the next resume. */
 static vmenc_status settle_locked(vmenc_vm *vm, vm_op *op) {
     rollback_note n;
-    if (!rollback_get(vm, &n) || any_disk_converting(vm))
+    if (any_disk_converting(vm))
         return VMENC_OK;
+    if (!rollback_get(vm, &n)) /* the note went, the record's end did not (a crash between) */
+        return record_rolls_back(vm) ? vm_authority_end_op(vm) : VMENC_OK;
     char pending[sizeof(vm->vmx.applying_policy)];
     memcpy(pending, vm->vmx.applying_policy, sizeof(pending));
     char *note = strdup(vm_kv_get(vm->secret, ROLLBACK_KEY));
@@ -884,8 +904,9 @@ static vmenc_status settle_locked(vmenc_vm *vm, vm_op *op) {
 vmenc_status vm_rollback_settle(vmenc_vm *vm, const char *principal) {
     pthread_mutex_lock(&vm->lock);
     rollback_note n;
-    bool due = rollback_get(vm, &n) && !any_disk_converting(vm);
-    bool decrypts = due && n.home_back_plain && !any_disk_encrypted(vm);
+    bool noted = rollback_get(vm, &n);
+    bool due = (noted || record_rolls_back(vm)) && !any_disk_converting(vm);
+    bool decrypts = due && noted && n.home_back_plain && !any_disk_encrypted(vm);
     pthread_mutex_unlock(&vm->lock);
     if (!due)
         return VMENC_OK;
