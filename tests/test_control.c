@@ -4,7 +4,8 @@
  * backend's MAC (every byte flipped, a record renamed to another VM, the
  * wrong key), compare-and-swap (a stale revision loses, also when the
  * winner is another real process; concurrent writers in two processes lose
- * no update), the intent-first helpers and the ops-table size rule. The
+ * no update), the sweep of killed writers' temporaries at open (never a
+ * live writer's), the intent-first helpers and the ops-table size rule. The
  * backend contract lives in tests/support/ctl_contract.c, shared with the
  * etcd backend's tests/test_control_etcd.c.
  */
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@
 
 #include "control/control.h"
 #include "core/fs.h"
+#include "core/lock.h"
 #include "ctl_contract.h"
 #include "vmenc/vmenc.h"
 
@@ -361,6 +364,99 @@ static void test_cas_concurrent_processes(void **state) {
     ctl_contract_cas_concurrent_processes(&b, f->store);
 }
 
+/* A record write killed half way leaves "<uuid>.tmp-<hex>"; opening the
+ * store removes it, but never the temporary of a live writer (its record
+ * lock held: here another process holds it) nor a name the store did not
+ * make. */
+static vmenc_status die_at_rename(int op, const char *name) {
+    (void)name;
+    if (op == VMENC_FS_OP_RENAME)
+        _exit(0);
+    return VMENC_OK;
+}
+
+static int count_tmp(const char *dir, const char *prefix) {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "exit $(ls -A '%s/vms' | grep -c '^%s')", dir, prefix);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_local_tmp_debris(void **state) {
+    fx *f = *state;
+    ctl_vm_record r, r2;
+    uint64_t rev = 0;
+    ctl_contract_full_record(&r, k_uuid);
+    assert_int_equal(ctl_store_put_vm(f->store, &r, 0, &rev), VMENC_OK);
+    ctl_contract_full_record(&r2, k_uuid2);
+    assert_int_equal(ctl_store_put_vm(f->store, &r2, 0, NULL), VMENC_OK);
+    /* a writer of each record killed before its rename */
+    const char *uuids[2] = {k_uuid, k_uuid2};
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            ctl_vm_record w;
+            ctl_contract_full_record(&w, uuids[i]);
+            vmenc_fs_step_hook = die_at_rename;
+            if (ctl_store_put_vm(f->store, &w, 1, NULL) != VMENC_OK)
+                _exit(3);
+            _exit(2);
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    assert_int_equal(count_tmp(f->dir, k_uuid), 2); /* the record and its temporary */
+    assert_int_equal(count_tmp(f->dir, k_uuid2), 2);
+    /* names the store never makes stay */
+    char p[160];
+    snprintf(p, sizeof(p), "%s/vms/%s.tmp-123", f->dir, k_uuid);
+    FILE *fp = fopen(p, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    snprintf(p, sizeof(p), "%s/vms/notes.tmp-0123456789abcdef", f->dir);
+    fp = fopen(p, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    /* another process holds the second record's lock, as a writer does */
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t holder = fork();
+    assert_true(holder >= 0);
+    if (holder == 0) {
+        char lp[160];
+        snprintf(lp, sizeof(lp), "%s/vms.lock.%s", f->dir, k_uuid2);
+        int lk = -1;
+        if (vmenc_lock_file(lp, 0, &lk) != VMENC_OK)
+            _exit(3);
+        (void)!write(ready[1], "x", 1);
+        for (;;)
+            pause();
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    ctl_store *again = NULL;
+    vmenc_status s = ctl_local_new(f->dir, f->key, sizeof(f->key), true, &again);
+    int n1 = count_tmp(f->dir, k_uuid), n2 = count_tmp(f->dir, k_uuid2), n3 = count_tmp(f->dir, "notes");
+    ctl_store_free(again);
+    kill(holder, SIGKILL); /* (before any assertion: it holds the test's output open) */
+    assert_int_equal(waitpid(holder, NULL, 0), holder);
+    close(ready[0]);
+    close(ready[1]);
+    assert_int_equal(s, VMENC_OK);
+    assert_int_equal(n1, 2); /* the record and the foreign ".tmp-123" */
+    assert_int_equal(n2, 2); /* the live writer's temporary is left */
+    assert_int_equal(n3, 1);
+    assert_int_equal(ctl_local_new(f->dir, f->key, sizeof(f->key), true, &again), VMENC_OK);
+    assert_int_equal(count_tmp(f->dir, k_uuid2), 1); /* its writer is gone now */
+    /* the records are the last ones written */
+    ctl_vm_record back;
+    assert_int_equal(ctl_store_get_vm(again, k_uuid, &back), VMENC_OK);
+    assert_int_equal(back.revision, rev);
+    ctl_store_free(again);
+}
+
 /* ---- intent first -------------------------------------------------------------------------- */
 
 static void test_begin_turn_end(void **state) {
@@ -396,6 +492,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_local_mac_tamper, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cas_two_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cas_concurrent_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_tmp_debris, setup, teardown),
         cmocka_unit_test_setup_teardown(test_begin_turn_end, setup, teardown),
         cmocka_unit_test(test_ops_size_rule),
     };

@@ -988,6 +988,17 @@ static void vm_check(vmenc_vm *vm, const char *name, const char *id, vm_campaign
     }
     if (dir != NULL)
         closedir(dir);
+    if (g_with_control) { /* the control store's own temporaries (swept when a host opens it) */
+        snprintf(home, sizeof(home), "%s/ctl/vms", g_f.dir);
+        dir = opendir(home);
+        while (dir != NULL && (de = readdir(dir)) != NULL)
+            if (strstr(de->d_name, ".tmp-") != NULL) {
+                fprintf(stderr, "control store debris %s\n", de->d_name);
+                c->debris++;
+            }
+        if (dir != NULL)
+            closedir(dir);
+    }
     free(want);
     free(got);
 }

@@ -5,8 +5,11 @@
  * followed by a BLAKE2b-256 MAC under a key the workspace derives from its
  * audit chain key; a lock per record, DIR/vms.lock.<uuid>, serialises
  * every compare-and-swap of that record between threads and processes;
- * reads take no lock (files are replaced whole). Files and rules:
- * docs/control.md, "The local backend".
+ * reads take no lock (files are replaced whole). A write killed half way
+ * leaves its temporary (DIR/vms/<uuid>.tmp-<16 hex>); opening the store
+ * removes those, each under its record's lock, which every writer holds
+ * while its temporary exists. Files and rules: docs/control.md, "The
+ * local backend".
  *
  * Safety rule: a put returns VMENC_OK only after the new file and its
  * directory are on disk (when the store syncs), and nothing of a file is
@@ -106,11 +109,11 @@ static vmenc_status write_record(ctl_local *l, const ctl_vm_record *rec) {
  * record (DIR/vms.lock.<uuid>): writers of different VMs never wait for
  * each other, so a process stopped inside one VM's write holds up only
  * writers of that VM. */
-static vmenc_status lock_record(const ctl_local *l, const char *uuid, int *out) {
+static vmenc_status lock_record(const ctl_local *l, const char *uuid, uint32_t timeout_ms, int *out) {
     char path[PATH_MAX];
     int n = snprintf(path, sizeof(path), "%s.%s", l->lock_path, uuid);
     VMENC_ENSURE(n > 0 && (size_t)n < sizeof(path), VMENC_E_BAD_PATH);
-    return vmenc_lock_file(path, LOCAL_LOCK_TIMEOUT_MS, out);
+    return vmenc_lock_file(path, timeout_ms, out);
 }
 
 /* local_get_vm takes no lock: a record file is only ever replaced whole
@@ -128,7 +131,7 @@ static vmenc_status local_put_vm(ctl_store *s, const ctl_vm_record *rec, uint64_
     VMENC_ENSURE(expected_revision < UINT64_MAX, VMENC_E_LIMIT);
     VMENC_GUARD(vmenc_fs_name_check(rec->uuid));
     int lk = -1;
-    VMENC_GUARD(lock_record(l, rec->uuid, &lk));
+    VMENC_GUARD(lock_record(l, rec->uuid, LOCAL_LOCK_TIMEOUT_MS, &lk));
     ctl_vm_record cur;
     vmenc_status st = read_record(l, rec->uuid, &cur);
     if (st == VMENC_E_NOT_FOUND)
@@ -150,7 +153,7 @@ static vmenc_status local_delete_vm(ctl_store *s, const char *uuid, uint64_t exp
     ctl_local *l = local_of(s);
     VMENC_GUARD(vmenc_fs_name_check(uuid));
     int lk = -1;
-    VMENC_GUARD(lock_record(l, uuid, &lk));
+    VMENC_GUARD(lock_record(l, uuid, LOCAL_LOCK_TIMEOUT_MS, &lk));
     ctl_vm_record cur;
     vmenc_status st = read_record(l, uuid, &cur);
     if (st == VMENC_OK && cur.revision != expected_revision)
@@ -201,6 +204,55 @@ static void local_destroy(ctl_store *s) {
     free(l);
 }
 
+/* tmp_of: is |name| "<uuid>.tmp-<16 lowercase hex>" (the temporary
+ * vmenc_fs_atomic_write makes for a record)? Its UUID part goes to |uuid|. */
+static bool tmp_of(const char *name, char uuid[CTL_UUID_LEN + 1]) {
+    static const char suffix[] = ".tmp-";
+    size_t n = strlen(name), sl = sizeof(suffix) - 1;
+    if (n != CTL_UUID_LEN + sl + 16 || memcmp(name + CTL_UUID_LEN, suffix, sl) != 0)
+        return false;
+    for (size_t i = CTL_UUID_LEN + sl; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return false;
+    memcpy(uuid, name, CTL_UUID_LEN);
+    uuid[CTL_UUID_LEN] = '\0';
+    return strchr(uuid, '.') == NULL && strchr(uuid, '/') == NULL && vmenc_fs_name_check(uuid) == VMENC_OK;
+}
+
+/* sweep_tmp removes the temporaries of record writes that were cut short
+ * (a killed process). A writer holds its record's lock from before it
+ * creates its temporary until after the rename, so a temporary whose lock
+ * is free (one try: never waiting) belongs to nobody alive; one whose lock
+ * is held is left for a later open. Best effort: a failure here never
+ * stops the store from opening. */
+static void sweep_tmp(ctl_local *l) {
+    int fd = dup(l->dirfd);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return;
+    }
+    rewinddir(d);
+    bool removed = false;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char uuid[CTL_UUID_LEN + 1];
+        if (!tmp_of(de->d_name, uuid))
+            continue;
+        int lk = -1;
+        if (lock_record(l, uuid, 0, &lk) != VMENC_OK)
+            continue; /* a live writer's, or the lock cannot be had: left */
+        if (unlinkat(l->dirfd, de->d_name, 0) == 0)
+            removed = true;
+        vmenc_lock_release(lk);
+    }
+    closedir(d);
+    if (removed && l->sync)
+        (void)vmenc_fs_fsync_dir(l->dirfd);
+}
+
 /* make_dir creates |path| (mode 0700) unless it exists as a directory. */
 static vmenc_status make_dir(const char *path) {
     if (mkdir(path, 0700) == 0 || errno == EEXIST)
@@ -230,6 +282,7 @@ vmenc_status ctl_local_new(const char *dir, const uint8_t *mac_key, size_t key_l
     VMENC_GUARD_GOTO(s, vmenc_secret_from(mac_key, key_len, &l->key), fail);
     l->dirfd = open(vms, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     VMENC_ENSURE_GOTO(s, l->dirfd >= 0, vmenc_status_from_errno(errno), fail);
+    sweep_tmp(l);
     *out = &l->base;
     return VMENC_OK;
 fail:
