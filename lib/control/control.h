@@ -57,10 +57,17 @@ typedef enum ctl_op_kind {
     CTL_OP_ADD_DISK = 7,
     CTL_OP_REMOVE_DISK = 8,
     CTL_OP_CLONE = 9,
-    CTL_OP_HOME_REKEY = 10,
-    CTL_OP_COREDUMP_ROTATE = 11,
+    /* 10 and 11 are reserved (never stored): a home rekey and a host-key
+     * rotation of core dumps are not kinds of their own. A home rekey's
+     * intent is the record's target key hash and generation, announced
+     * before encryption.newKeySafe is written (and each state file's next
+     * ID before its replacement), so open refuses any next key the record
+     * did not announce and resume finishes the one it did; a core-dump
+     * rotation is the host's, not a VM's, and its intent is the rotation
+     * mark in the dump directory's coredump.cfg (docs/control.md,
+     * "Operations without a kind"). */
 } ctl_op_kind;
-#define CTL_OP_KIND_MAX CTL_OP_COREDUMP_ROTATE
+#define CTL_OP_KIND_MAX CTL_OP_CLONE
 
 /* Which way the operation goes: a rollback records that it turned round, so
  * a retry continues the rollback instead of the operation. */

@@ -237,8 +237,6 @@ const char *ctl_op_kind_name(ctl_op_kind kind) {
     case CTL_OP_ADD_DISK: return "add-disk";
     case CTL_OP_REMOVE_DISK: return "remove-disk";
     case CTL_OP_CLONE: return "clone";
-    case CTL_OP_HOME_REKEY: return "home-rekey";
-    case CTL_OP_COREDUMP_ROTATE: return "coredump-rotate";
     }
     return "unknown";
 }
