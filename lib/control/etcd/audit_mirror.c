@@ -24,8 +24,8 @@
 #include "control/etcd/audit_mirror.h"
 
 #define KEY_MAX 512u
-#define HEAD_VALUE_MAX 96u
-#define SEQ_DIGITS 20u
+#define HEAD_VALUE_MAX CTL_AUDIT_HEAD_VALUE_MAX
+#define SEQ_DIGITS CTL_AUDIT_SEQ_DIGITS
 #define UNKNOWN_RETRIES 2
 
 typedef struct etcd_mirror {
@@ -84,38 +84,6 @@ static vmenc_status rec_key(const etcd_mirror *e, const char *host, uint64_t seq
     return VMENC_OK;
 }
 
-static size_t head_value(uint64_t seq, const uint8_t hash[VMENC_AUDIT_HASH_BYTES], char out[HEAD_VALUE_MAX]) {
-    int n = snprintf(out, HEAD_VALUE_MAX, "%" PRIu64 " ", seq);
-    for (size_t i = 0; i < VMENC_AUDIT_HASH_BYTES; i++)
-        n += snprintf(out + n, HEAD_VALUE_MAX - (size_t)n, "%02x", hash[i]);
-    n += snprintf(out + n, HEAD_VALUE_MAX - (size_t)n, "\n");
-    return (size_t)n;
-}
-
-static int hexval(uint8_t c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* parse_head reads "<seq> <64 lowercase hex>\n" exactly (the one encoding
- * head_value writes). */
-static vmenc_status parse_head(const uint8_t *v, size_t len, uint64_t *seq, uint8_t hash[VMENC_AUDIT_HASH_BYTES]) {
-    size_t i = 0;
-    while (i < len && v[i] >= '0' && v[i] <= '9')
-        i++;
-    VMENC_ENSURE(i > 0 && i <= SEQ_DIGITS && vmenc_etcd_parse_u64((const char *)v, i, seq), VMENC_E_PARSE);
-    VMENC_ENSURE(len == i + 1 + 2 * VMENC_AUDIT_HASH_BYTES + 1 && v[i] == ' ' && v[len - 1] == '\n', VMENC_E_PARSE);
-    for (size_t j = 0; j < VMENC_AUDIT_HASH_BYTES; j++) {
-        int hi = hexval(v[i + 1 + 2 * j]), lo = hexval(v[i + 2 + 2 * j]);
-        VMENC_ENSURE(hi >= 0 && lo >= 0, VMENC_E_PARSE);
-        hash[j] = (uint8_t)(hi << 4 | lo);
-    }
-    return VMENC_OK;
-}
-
 /* get_head reads the head key: |*exists|, its value (|val|, |*val_len|). */
 static vmenc_status get_head_raw(etcd_mirror *e, const char *key, bool *exists, uint8_t *val, size_t *val_len) {
     vmenc_etcd_range_req req = {.key = (const uint8_t *)key, .key_len = strlen(key)};
@@ -149,7 +117,7 @@ static vmenc_status m_head(audit_mirror *m, const char *host, uint64_t *out_seq,
     uint64_t seq = 0;
     uint8_t hash[VMENC_AUDIT_HASH_BYTES] = {0};
     if (exists)
-        VMENC_GUARD(parse_head(val, len, &seq, hash));
+        VMENC_GUARD(ctl_audit_head_parse(val, len, &seq, hash));
     *out_seq = seq;
     memcpy(out_hash, hash, VMENC_AUDIT_HASH_BYTES);
     return VMENC_OK;
@@ -282,7 +250,7 @@ static vmenc_status m_append(audit_mirror *m, const char *host, uint64_t first_s
         if (audit_record_parse(sp[0].p, sp[0].len, rec, &body) != VMENC_OK || rec->seq != first_seq)
             st = VMENC_E_INVALID_ARG;
         else
-            expect_len = head_value(first_seq - 1, rec->prev, expect);
+            expect_len = ctl_audit_head_format(first_seq - 1, rec->prev, expect);
     }
     size_t i = 0;
     while (st == VMENC_OK && i < n) {
@@ -291,13 +259,13 @@ static vmenc_status m_append(audit_mirror *m, const char *host, uint64_t first_s
             bytes += sp[i + k++].len;
         uint64_t cseq = first_seq + i + k - 1;
         if (i + k == n) {
-            next_len = head_value(last_seq, head, next);
+            next_len = ctl_audit_head_format(last_seq, head, next);
         } else if (audit_record_parse(sp[i + k - 1].p, sp[i + k - 1].len, rec, &body) != VMENC_OK ||
                    rec->seq != cseq) {
             st = VMENC_E_INVALID_ARG;
             break;
         } else {
-            next_len = head_value(cseq, rec->mac, next);
+            next_len = ctl_audit_head_format(cseq, rec->mac, next);
         }
         st = send_chunk(e, host, hkey, first_seq + i, sp + i, k, expect_len ? expect : NULL, expect_len, next,
                         next_len);
@@ -391,14 +359,9 @@ typedef struct read_ctx {
 static int rec_kv(void *vctx, const vmenc_etcd_kv *kv) {
     read_ctx *c = vctx;
     uint64_t seq = 0;
-    if (kv->key_len != c->prefix_len + SEQ_DIGITS)
-        return 0;
-    for (size_t i = 0; i < SEQ_DIGITS; i++) {
-        uint8_t d = kv->key[c->prefix_len + i];
-        if (d < '0' || d > '9' || seq > (UINT64_MAX - (d - '0')) / 10)
-            return 0;
-        seq = seq * 10 + (d - '0');
-    }
+    if (kv->key_len != c->prefix_len + SEQ_DIGITS ||
+        ctl_audit_seq_parse(kv->key + c->prefix_len, SEQ_DIGITS, &seq) != VMENC_OK)
+        return 0; /* not a key this mirror writes */
     return c->cb(c->ctx, seq, kv->value, kv->value_len);
 }
 

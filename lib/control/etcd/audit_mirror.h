@@ -34,6 +34,24 @@
 /* Records per range request when reading a host's records. */
 #define CTL_AUDIT_READ_PAGE 256
 
+/* ---- the codec (audit_mirror_codec.c: pure, fuzzed) ------------------------------------ */
+
+#define CTL_AUDIT_HEAD_VALUE_MAX 96u /* "<seq> <64 hex>\n" and a NUL, with room */
+#define CTL_AUDIT_SEQ_DIGITS 20u     /* a record key's last segment */
+
+/* ctl_audit_head_format writes the head value of (|seq|, |hash|) into |out|
+ * (NUL-terminated) and returns its length without the NUL. */
+VMENC_INTERNAL size_t ctl_audit_head_format(uint64_t seq, const uint8_t hash[VMENC_AUDIT_HASH_BYTES],
+                                            char out[CTL_AUDIT_HEAD_VALUE_MAX]);
+/* ctl_audit_head_parse accepts exactly what ctl_audit_head_format writes:
+ * a decimal without leading zeros, one space, 64 lowercase hex digits, a
+ * newline. VMENC_E_PARSE, VMENC_E_TRAILING_DATA; outputs untouched then. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_audit_head_parse(const uint8_t *v, size_t len, uint64_t *out_seq,
+                                                                  uint8_t out_hash[VMENC_AUDIT_HASH_BYTES]);
+/* ctl_audit_seq_parse reads a record key's sequence number: exactly
+ * CTL_AUDIT_SEQ_DIGITS decimal digits (zero-padded), no overflow. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_audit_seq_parse(const uint8_t *s, size_t len, uint64_t *out_seq);
+
 /* Fault injection (tests only): called around each append transaction.
  * BEFORE: a non-OK status is returned as the transaction's result and the
  * transaction is not sent. AFTER (the transaction was sent and answered
