@@ -421,7 +421,9 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
         ws_set_error(err, s, cf, 0, "cluster \"%s\": cannot watch the policy: %s", wc->file.name, vmenc_strerror(s));
         goto fail;
     }
-    s = ws_cluster_audit_attach(ws, wc->cl); /* this host's audit records, mirrored to etcd (ws_audit.c) */
+    vmenc_etcd_config aec;
+    etcd_cfg_of(&wc->file, &aec);
+    s = ws_cluster_audit_attach(ws, wc->file.name, &aec); /* this host's audit records, mirrored (ws_audit.c) */
     if (s != VMENC_OK) {
         ws_set_error(err, s, cf, 0, "cluster \"%s\": cannot mirror the audit log: %s", wc->file.name,
                      vmenc_strerror(s));

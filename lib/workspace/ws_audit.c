@@ -20,7 +20,6 @@
 #include "audit/checkpoint.h"
 #include "audit/mirror.h"
 #include "control/etcd/audit_mirror.h"
-#include "control/etcd/cluster.h"
 #include "policy/policy_internal.h"
 #include "workspace/ws_internal.h"
 
@@ -28,7 +27,9 @@
 /* After a failed copy to etcd, the log leaves the mirror alone this long:
  * an unreachable control plane costs one timeout per period, not one per
  * record (docs/cluster.md "Events"). */
-#define WS_AUDIT_MIRROR_BACKOFF_MS 5000u
+#define WS_AUDIT_MIRROR_BACKOFF_MS 10000u
+#define WS_AUDIT_MIRROR_CONNECT_MS 500u
+#define WS_AUDIT_MIRROR_REQUEST_MS 1000u
 
 /* ---- adopting the first checkpoint ------------------------------------------------------- */
 
@@ -122,14 +123,19 @@ vmenc_status vmenc_workspace_audit_adopt_checkpoint(vmenc_workspace *ws, const c
 
 /* ---- the cluster's audit mirror --------------------------------------------------------------- */
 
-vmenc_status ws_cluster_audit_attach(vmenc_workspace *ws, struct ctl_cluster *cl) {
-    VMENC_ENSURE(ws != NULL && cl != NULL, VMENC_E_INVALID_ARG);
+vmenc_status ws_cluster_audit_attach(vmenc_workspace *ws, const char *cluster, const vmenc_etcd_config *etcd) {
+    VMENC_ENSURE(ws != NULL && cluster != NULL && etcd != NULL, VMENC_E_INVALID_ARG);
     /* A client of its own: copies run under the log's file lock and must
-     * not queue behind the session's other calls. */
+     * not queue behind the session's other calls; and short timeouts, so
+     * that an etcd without quorum holds the log for about a second per
+     * back-off period (a copy that times out is only a lag). */
+    vmenc_etcd_config ec = *etcd;
+    ec.connect_timeout_ms = WS_AUDIT_MIRROR_CONNECT_MS;
+    ec.request_timeout_ms = WS_AUDIT_MIRROR_REQUEST_MS;
     vmenc_etcd *client = NULL;
-    VMENC_GUARD(vmenc_etcd_dup(ctl_cluster_etcd(cl), &client));
+    VMENC_GUARD(vmenc_etcd_new(&ec, &client));
     audit_mirror *m = NULL;
-    vmenc_status rv = ctl_audit_mirror_new(client, true, ctl_cluster_name(cl), &m);
+    vmenc_status rv = ctl_audit_mirror_new(client, true, cluster, &m);
     if (rv != VMENC_OK) {
         vmenc_etcd_free(client);
         return rv;

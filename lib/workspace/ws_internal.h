@@ -143,13 +143,14 @@ typedef enum ws_open_mode {
  * must outlive the workspace or be uninstalled first. */
 VMENC_INTERNAL vmenc_status ws_audit_set_mirror(vmenc_workspace *ws, struct audit_mirror *m);
 
-/* ws_cluster_audit_attach installs the cluster's etcd audit mirror
- * (lib/control/etcd/audit_mirror.h) on its own client duplicated from the
- * session's, owned by the workspace, with the copy back-off (ws_audit.c);
- * nothing is contacted. ws_cluster_audit_detach uninstalls and frees it
- * (NULL-safe; nothing installed: nothing to do). */
-struct ctl_cluster;
-VMENC_INTERNAL vmenc_status ws_cluster_audit_attach(vmenc_workspace *ws, struct ctl_cluster *cl);
+/* ws_cluster_audit_attach installs the etcd audit mirror of cluster
+ * |cluster| (lib/control/etcd/audit_mirror.h) on a client of its own made
+ * from |etcd| with short timeouts, owned by the workspace, with the copy
+ * back-off (ws_audit.c); nothing is contacted. ws_cluster_audit_detach
+ * uninstalls and frees it (nothing installed: nothing to do). */
+struct vmenc_etcd_config;
+VMENC_INTERNAL vmenc_status ws_cluster_audit_attach(vmenc_workspace *ws, const char *cluster,
+                                                    const struct vmenc_etcd_config *etcd);
 VMENC_INTERNAL void ws_cluster_audit_detach(vmenc_workspace *ws);
 
 /* ws_open is vmenc_workspace_open with a mode (after argument checks). */
