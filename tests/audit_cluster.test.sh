@@ -122,7 +122,7 @@ grep -q "emptied\|cut short" "$T/e1" && ok "emptied: named" || bad "emptied: $(c
 head -n 4 "$T/log1.orig" > "$T/ws1/audit.log"
 cp "$T/cp1.orig" "$T/ws1/audit.log.checkpoint"
 mv "$T/ws1/cluster.json" "$T/cluster1.json"       # host 1 as a single host: no mirror
-for i in $(seq "$last"); do w1 audit tail -n 1 -q >/dev/null 2>&1; done   # past the mirrored head
+for i in $(seq $((last - 4))); do w1 audit tail -n 1 -q >/dev/null 2>&1; done   # with verify's own record: past the mirrored head
 mv "$T/cluster1.json" "$T/ws1/cluster.json"
 w1 --json audit verify --cluster > "$T/v1" 2> "$T/e1"; rc=$?
 [[ $rc == 4 ]] && ok "a rewritten log fails verify --cluster" || bad "rewritten: exit $rc"
