@@ -115,6 +115,43 @@ expect 4 "and stays an error (no command recreates it)" -- "$VMENC" audit verify
 restore
 expect 0 "verify passes with the checkpoint back" -- "$VMENC" audit verify
 
+# ---- adopting the first checkpoint (a workspace created before checkpoints) ----
+# A workspace without a checkpoint fails verify with a message naming the
+# verb; a principal without every privilege on the root is refused (and
+# audited); the admin adopts; verify passes; adoption never replaces a
+# checkpoint; a log cut after adoption fails verify.
+expect 0 "policy user quinn" -- "$VMENC" policy user quinn
+rm -f "$CP"
+expect 4 "no checkpoint: verify fails" -- "$VMENC" audit verify
+errsays "vmenc audit checkpoint --adopt" "no checkpoint: the error names the adopt verb"
+VMENC_USER=quinn expect 3 "adopt by a non-admin is denied" -- "$VMENC" audit checkpoint --adopt
+[[ ! -f "$CP" ]] && ok "denied adopt wrote nothing" || bad "denied adopt wrote a checkpoint"
+grep -q '"op":"audit.checkpoint.adopt".*"outcome":"denied"' "$W/audit.log" && ok "the denial is audited" || bad "the denial is audited"
+# a log that is not intact is not adopted
+cp "$W/audit.log" "$T/log.pre"
+sed -i '2s/"principal":"alice"/"principal":"mallory"/' "$W/audit.log"
+expect 4 "adopt refuses an edited log" -- "$VMENC" audit checkpoint --adopt
+[[ ! -f "$CP" ]] && ok "nothing sealed over an edited log" || bad "a checkpoint was sealed over an edited log"
+errsays "not intact" "adopt on an edited log says why"
+cp "$T/log.pre" "$W/audit.log"
+expect 0 "adopt by the admin" -- "$VMENC" --json audit checkpoint --adopt
+json "j['ok'] and j['sealed_seq'] >= 1 and 'trusted' in j['trust']" "adopt JSON: sealed_seq and the trust statement"
+[[ -f "$CP" ]] && ok "adopt wrote the checkpoint" || bad "adopt wrote no checkpoint"
+grep -q '"op":"audit.checkpoint.adopt".*"outcome":"success".*trusted on the hash chain alone' "$W/audit.log" \
+    && ok "the adoption is audited with its trust statement" || bad "the adoption is audited"
+expect 0 "verify passes after adoption" -- "$VMENC" --json audit verify
+json "j['intact'] and j['checkpoint']['state'] == 'ok'" "after adoption: checkpoint ok"
+expect 2 "adopt again is refused (never replaces a checkpoint)" -- "$VMENC" audit checkpoint --adopt
+errsays "exists" "adopt again says a checkpoint exists"
+expect 0 "policy user rhea" -- "$VMENC" policy user rhea
+expect 0 "audit verify seals" -- "$VMENC" audit verify
+cp "$W/audit.log" "$T/log.adopted"
+head -n -2 "$T/log.adopted" > "$W/audit.log"
+expect 4 "a log cut after adoption fails verify" -- "$VMENC" --json audit verify
+json "j['checkpoint']['state'] in ('cut', 'diverged')" "cut after adoption: found by the adopted checkpoint"
+cp "$T/log.adopted" "$W/audit.log"
+expect 2 "audit checkpoint without --adopt is a usage error" -- "$VMENC" audit checkpoint
+
 # ---- --cluster without cluster mode: a clear refusal, never a silent pass ----
 expect 2 "audit show --cluster outside cluster mode" -- "$VMENC" audit show --cluster
 errsays "not in cluster mode" "show --cluster says why"

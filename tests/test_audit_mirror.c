@@ -267,10 +267,16 @@ static void test_mirror_ahead_is_never_written(void **state) {
     keep_lines(f->log_a, 3);
     vmenc_audit_log *a = open_log(f->log_a, k_key_a, 0);
     assert_int_equal(audit_log_set_mirror(a, &f->mirror.base, "esx01"), VMENC_OK);
-    /* The record goes to the local log; the mirror refuses (it is at 6) and
-     * the catch-up finds the mirror ahead: reported, nothing written. */
-    assert_int_equal(emit(a, "alice", 0), VMENC_E_AUDIT_TRUNCATED);
-    assert_int_equal(emit(a, "alice", 0), VMENC_E_AUDIT_TRUNCATED);
+    /* The record goes to the local log (the command does not fail); the
+     * mirror refuses (it is at 6) and the catch-up finds the mirror ahead:
+     * reported in the mirror state, nothing written. */
+    assert_int_equal(emit(a, "alice", 0), VMENC_OK);
+    assert_int_equal(emit(a, "alice", 0), VMENC_OK);
+    audit_log_mirror_info mi;
+    assert_int_equal(audit_log_mirror_state(a, &mi), VMENC_OK);
+    assert_true(mi.installed && mi.behind);
+    assert_int_equal(mi.last_rv, VMENC_E_AUDIT_TRUNCATED);
+    assert_int_equal(mi.failures, 2);
     vmenc_audit_log_free(a);
     assert_int_equal(mirror_head(f, "esx01"), 6);
     vmenc_audit_cluster_result r;
@@ -285,9 +291,15 @@ static void test_catch_up_after_outage(void **state) {
     assert_int_equal(audit_log_set_mirror(a, &f->mirror.base, "esx01"), VMENC_OK);
     assert_int_equal(emit(a, "alice", 0), VMENC_OK);
     f->mirror.fail_appends = 2;
-    /* In the local log, not (yet) in the mirror. */
-    assert_int_equal(emit(a, "alice", 0), VMENC_E_KMS_UNAVAILABLE);
-    assert_int_equal(emit(a, "alice", 0), VMENC_E_KMS_UNAVAILABLE);
+    /* In the local log, not (yet) in the mirror: the append succeeds (the
+     * local log is the truth; a control plane that is down must not fail
+     * the command) and the lag is visible. */
+    assert_int_equal(emit(a, "alice", 0), VMENC_OK);
+    assert_int_equal(emit(a, "alice", 0), VMENC_OK);
+    audit_log_mirror_info mi;
+    assert_int_equal(audit_log_mirror_state(a, &mi), VMENC_OK);
+    assert_true(mi.behind);
+    assert_int_equal(mi.last_rv, VMENC_E_KMS_UNAVAILABLE);
     assert_int_equal(mirror_head(f, "esx01"), 1);
     vmenc_audit_cluster_result r;
     assert_int_equal(compare(f, "esx01", f->log_a, k_key_a, &r), VMENC_OK); /* behind, not wrong */
@@ -296,6 +308,9 @@ static void test_catch_up_after_outage(void **state) {
     /* The next append brings it up to date, in one piece, in order. */
     assert_int_equal(emit(a, "alice", 0), VMENC_OK);
     assert_int_equal(mirror_head(f, "esx01"), 4);
+    assert_int_equal(audit_log_mirror_state(a, &mi), VMENC_OK);
+    assert_false(mi.behind);
+    assert_int_equal(mi.last_rv, VMENC_OK);
     assert_int_equal(emit(a, "alice", 0), VMENC_OK);
     vmenc_audit_log_free(a);
     assert_int_equal(compare(f, "esx01", f->log_a, k_key_a, &r), VMENC_OK);

@@ -587,6 +587,24 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_verify(vmenc_works
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_anchor(vmenc_workspace *ws,
                                                                      vmenc_audit_anchor_result *out);
 
+/* vmenc_workspace_audit_adopt_checkpoint writes the first sealed
+ * checkpoint of a workspace created before checkpoints existed (`vmenc
+ * audit checkpoint --adopt`; docs/audit.md "Adopting a checkpoint"): it
+ * verifies the whole log as one chain under the log's file lock and, if it
+ * is intact, seals its head. History up to that head is then trusted on
+ * the hash chain alone: records cut off the end before adoption cannot be
+ * found. Needs every privilege on the policy's root; audited
+ * (audit.checkpoint.adopt) whatever the outcome. |out| receives the
+ * verification (filled when it ran). Returns VMENC_OK; VMENC_E_DENIED;
+ * VMENC_E_EXISTS when a checkpoint file exists (valid or not, it is never
+ * replaced); VMENC_E_AUDIT_TAMPERED / VMENC_E_AUDIT_TRUNCATED / VMENC_E_AUTH
+ * when the chain is not intact (or, in cluster mode, disagrees with the
+ * cluster's copy) - nothing sealed; VMENC_E_INTERRUPTED for a torn last
+ * line; VMENC_E_LOCKED, VMENC_E_IO, VMENC_E_NOMEM. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_audit_adopt_checkpoint(vmenc_workspace *ws,
+                                                                               const char *principal,
+                                                                               vmenc_audit_verify_result *out);
+
 /* One event of the cluster-wide list: the host that wrote it, its sequence
  * number in that host's chain and the record's JSON line (|len| bytes, no
  * newline, valid during the call). Nonzero stops the listing. */

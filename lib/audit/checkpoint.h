@@ -78,4 +78,18 @@ VMENC_INTERNAL vmenc_status audit_checkpoint_load(const audit_key *k, const char
 VMENC_INTERNAL vmenc_status audit_checkpoint_advance(int log_fd, const audit_key *k, const char *path, bool init,
                                                      bool sync);
 
+/*
+ * audit_log_adopt_checkpoint writes the first checkpoint of a log that has
+ * none (a workspace created before checkpoints existed): under the log's
+ * file lock it verifies the whole file as one chain from its first record
+ * (|out| filled as vmenc_audit_verify_files does) and, only if that passes,
+ * seals the head. History up to that head is then trusted on the chain
+ * alone - records cut off the end before adoption cannot be found.
+ * VMENC_E_EXISTS if a checkpoint file is there (valid or not: it is never
+ * replaced), the verifier's statuses if the chain is not intact,
+ * VMENC_E_INTERRUPTED for a torn last line, VMENC_E_BAD_STATE without a
+ * checkpoint path, VMENC_E_LOCKED, VMENC_E_IO, VMENC_E_NOMEM.
+ */
+VMENC_INTERNAL vmenc_status audit_log_adopt_checkpoint(vmenc_audit_log *log, vmenc_audit_verify_result *out);
+
 #endif /* VMENC_LIB_AUDIT_CHECKPOINT_H */

@@ -61,6 +61,9 @@ struct vmenc_audit_log {
     char *mirror_host;      /* whose records these are, in the mirror */
     bool mirror_behind;     /* the last copy failed: catch up from the file first */
     vmenc_status mirror_rv; /* the last record's copy to the mirror */
+    uint32_t mirror_backoff_ms; /* after a failed copy, no attempt for this long (0: try every append) */
+    uint64_t mirror_retry_at;   /* monotonic ms before which a behind mirror is not tried */
+    uint64_t mirror_failures;   /* copies that failed (the record stayed local only) */
     bool cp_init;        /* VMENC_AUDIT_LOG_CHECKPOINT_INIT */
     uint64_t records, bytes;
     /* under sync_mu */
@@ -406,6 +409,13 @@ static void mirror_record(vmenc_audit_log *log, uint64_t seq, const uint8_t *lin
                           const uint8_t mac[VMENC_AUDIT_HASH_BYTES]) {
     audit_mirror *m = log->mirror;
     vmenc_status ms = VMENC_E_CONFLICT;
+    /* A mirror that just failed (etcd down, no quorum) is left alone for
+     * the back-off: each attempt can cost a request timeout under the
+     * file lock. The record is in the local log; the mirror catches up. */
+    if (log->mirror_behind && log->mirror_backoff_ms != 0 && vmenc_now_monotonic_ms() < log->mirror_retry_at) {
+        log->mirror_failures++;
+        return;
+    }
     if (!log->mirror_behind)
         ms = m->ops->struct_size >= offsetof(audit_mirror_ops, append) + sizeof(m->ops->append) &&
                      m->ops->append != NULL
@@ -415,6 +425,10 @@ static void mirror_record(vmenc_audit_log *log, uint64_t seq, const uint8_t *lin
         ms = audit_mirror_catch_up(m, log->mirror_host, log->fd, log->size, &log->key);
     log->mirror_behind = ms != VMENC_OK;
     log->mirror_rv = ms;
+    if (ms != VMENC_OK) {
+        log->mirror_failures++;
+        log->mirror_retry_at = vmenc_now_monotonic_ms() + log->mirror_backoff_ms;
+    }
 }
 
 /* write_record_locked chains, writes and accounts one record. The caller
@@ -465,7 +479,7 @@ out:
 
 vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f,
                                      uint64_t *out_seq) {
-    vmenc_status rv, mirror_rv = VMENC_OK;
+    vmenc_status rv;
     bool need_sync = false;
     uint64_t seq = 0;
     int lfd = -1;
@@ -475,10 +489,7 @@ vmenc_status audit_log_append_fields(vmenc_audit_log *log, const audit_fields *f
         VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), unlock);
         VMENC_GUARD_GOTO(rv, catch_up(log, &need_sync), unlock);
     }
-    log->mirror_rv = VMENC_OK;
     rv = write_record_locked(log, f, &seq, &need_sync);
-    if (rv == VMENC_OK)
-        mirror_rv = log->mirror_rv;
 unlock:
     vmenc_lock_release(lfd); /* the record is in the file: the next writer chains to it */
     pthread_mutex_unlock(&log->mu);
@@ -486,9 +497,73 @@ unlock:
         rv = sync_through(log, seq, false);
     if (rv == VMENC_OK && out_seq != NULL)
         *out_seq = seq;
-    /* The record is in the local log either way; a mirror that could not
-     * take it is behind, and the next append catches it up. */
-    return rv != VMENC_OK ? rv : mirror_rv;
+    /* The local log is the truth: a record that is in it is recorded. A
+     * mirror that could not take it (down, no quorum, or refusing because
+     * the log was cut) is behind; the next append catches it up, and
+     * `audit verify --cluster` shows the lag or the defect. The command
+     * never fails because the mirror is down (audit_log_mirror_state). */
+    return rv;
+}
+
+vmenc_status audit_log_mirror_state(vmenc_audit_log *log, audit_log_mirror_info *out) {
+    VMENC_ENSURE(log != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    out->installed = log->mirror != NULL;
+    out->behind = log->mirror_behind;
+    out->last_rv = log->mirror_rv;
+    out->failures = log->mirror_failures;
+    pthread_mutex_unlock(&log->mu);
+    return VMENC_OK;
+}
+
+void audit_log_set_mirror_backoff(vmenc_audit_log *log, uint32_t ms) {
+    if (log == NULL || pthread_mutex_lock(&log->mu) != 0)
+        return;
+    log->mirror_backoff_ms = ms;
+    pthread_mutex_unlock(&log->mu);
+}
+
+vmenc_status audit_log_adopt_checkpoint(vmenc_audit_log *log, vmenc_audit_verify_result *out) {
+    VMENC_ENSURE(log != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(out->struct_size >= sizeof(*out), VMENC_E_ABI_VERSION);
+    VMENC_ENSURE(log->cp_path != NULL, VMENC_E_BAD_STATE);
+    vmenc_status rv;
+    int lfd = -1;
+    VMENC_ENSURE(pthread_mutex_lock(&log->mu) == 0, VMENC_E_INTERNAL);
+    VMENC_ENSURE_GOTO(rv, !log->broken && log->fd >= 0, VMENC_E_BAD_STATE, unlock);
+    /* Under the file lock nobody appends or seals: the chain verified is
+     * the chain sealed. */
+    if (log->shared)
+        VMENC_GUARD_GOTO(rv, share_lock(log, &lfd), unlock);
+    audit_checkpoint cur;
+    rv = audit_checkpoint_load(&log->key, log->cp_path, &cur);
+    if (rv == VMENC_OK)
+        rv = VMENC_E_EXISTS; /* adoption is for a log that never had one: never a replacement */
+    if (rv != VMENC_E_NOT_FOUND) {
+        if (rv != VMENC_E_EXISTS && rv != VMENC_E_IO && rv != VMENC_E_NOMEM)
+            rv = VMENC_E_EXISTS; /* a checkpoint is there, bad or foreign: it stays as evidence */
+        goto unlock;
+    }
+    struct stat st;
+    VMENC_ENSURE_GOTO(rv, fstat(log->fd, &st) == 0, VMENC_E_IO, unlock);
+    tail_info t;
+    VMENC_GUARD_GOTO(rv, audit_read_tail_at(log->fd, &log->key, (uint64_t)st.st_size, &t), unlock);
+    VMENC_ENSURE_GOTO(rv, t.torn_len == 0, VMENC_E_INTERRUPTED, unlock);
+    audit_src src = {.fd = log->fd, .len = t.size};
+    uint8_t zero[VMENC_AUDIT_HASH_BYTES] = {0};
+    vmenc_audit_verify_result res;
+    memset(&res, 0, sizeof(res));
+    res.struct_size = out->struct_size;
+    rv = audit_verify_srcs(&log->key, 0, zero, t.has_record ? t.seq : 0, &src, 1, &res);
+    if (rv == VMENC_OK || rv == VMENC_E_AUDIT_TAMPERED || rv == VMENC_E_AUDIT_TRUNCATED || rv == VMENC_E_AUTH)
+        *out = res;
+    VMENC_GUARD_GOTO(rv, rv, unlock);
+    rv = audit_checkpoint_advance(log->fd, &log->key, log->cp_path, true, log->policy != VMENC_AUDIT_FSYNC_NEVER);
+unlock:
+    vmenc_lock_release(lfd);
+    pthread_mutex_unlock(&log->mu);
+    return rv;
 }
 
 vmenc_status audit_log_set_mirror(vmenc_audit_log *log, audit_mirror *m, const char *host) {

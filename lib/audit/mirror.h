@@ -71,12 +71,33 @@ VMENC_INTERNAL void audit_mirror_free(audit_mirror *m);
  * in chain order whichever process wrote them. A mirror that is behind
  * (it failed before, or another writer of the host had none) is first
  * brought up to date from the local file. An append whose record is in the
- * local log but could not be mirrored returns the mirror's error; the
- * next one catches up. A mirror ahead of the local log (the log was cut)
- * is never written to: VMENC_E_AUDIT_TRUNCATED. |m| must outlive the log
+ * local log but could not be mirrored succeeds (the local log is the
+ * truth): the mirror is behind (audit_log_mirror_state) and the next append
+ * catches it up. A mirror ahead of the local log (the log was cut) is never
+ * written to (last_rv VMENC_E_AUDIT_TRUNCATED). |m| must outlive the log
  * or be replaced (NULL: stop mirroring). Not owned.
  */
 VMENC_INTERNAL vmenc_status audit_log_set_mirror(vmenc_audit_log *log, audit_mirror *m, const char *host);
+
+/* What a log knows of its mirror (audit_log_mirror_state). */
+typedef struct audit_log_mirror_info {
+    bool installed;        /* a mirror is set */
+    bool behind;           /* the last copy failed: the mirror lacks records the log has */
+    vmenc_status last_rv;  /* that copy's status (VMENC_OK when up to date) */
+    uint64_t failures;     /* copies that failed or were skipped in the back-off */
+} audit_log_mirror_info;
+
+/* audit_log_mirror_state reports whether the log's mirror is behind. A
+ * failed copy never fails the append (the local log is the truth): this,
+ * and `audit verify --cluster` (mirror_seq < log_last_seq), is where the
+ * lag shows. */
+VMENC_INTERNAL vmenc_status audit_log_mirror_state(vmenc_audit_log *log, audit_log_mirror_info *out);
+
+/* audit_log_set_mirror_backoff: after a failed copy the log does not try
+ * the mirror again for |ms| milliseconds (0, the default: at every append),
+ * so an unreachable control plane costs one timeout per back-off period,
+ * not one per record, under the log's file lock. */
+VMENC_INTERNAL void audit_log_set_mirror_backoff(vmenc_audit_log *log, uint32_t ms);
 
 /* audit_log_path returns the path of the log's current file (internal). */
 VMENC_INTERNAL const char *audit_log_path(const vmenc_audit_log *log);

@@ -421,6 +421,14 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
         ws_set_error(err, s, cf, 0, "cluster \"%s\": cannot watch the policy: %s", wc->file.name, vmenc_strerror(s));
         goto fail;
     }
+    vmenc_etcd_config aec;
+    etcd_cfg_of(&wc->file, &aec);
+    s = ws_cluster_audit_attach(ws, wc->file.name, &aec); /* this host's audit records, mirrored (ws_audit.c) */
+    if (s != VMENC_OK) {
+        ws_set_error(err, s, cf, 0, "cluster \"%s\": cannot mirror the audit log: %s", wc->file.name,
+                     vmenc_strerror(s));
+        goto fail;
+    }
     wc->hooks = (vm_cluster_hooks){.ctx = wc, .write_ok = hk_write_ok, .before_decide = hk_before_decide,
                                    .acquire = hk_acquire, .release = hk_release};
     /* The store borrows the cluster's client: ws_cluster_detach takes it
@@ -430,6 +438,7 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
     ws->host->cluster = &wc->hooks;
     return VMENC_OK;
 fail:
+    ws_cluster_audit_detach(ws);
     ctl_store_free(store);
     ws->cluster = NULL;
     free_wc(wc);
@@ -450,6 +459,7 @@ vmenc_status ws_cluster_attach(vmenc_workspace *ws, vmenc_workspace_error *err) 
 void ws_cluster_detach(vmenc_workspace *ws) {
     if (ws == NULL || ws->cluster == NULL)
         return;
+    ws_cluster_audit_detach(ws); /* the mirror has its own client; later records catch up next time */
     if (ws->host != NULL)
         ws->host->cluster = NULL;
     ws_cluster *wc = ws->cluster;

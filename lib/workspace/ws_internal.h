@@ -99,7 +99,8 @@ struct vmenc_workspace {
     char *audit_path;
     char *audit_cp_path;         /* audit_path + WS_AUDIT_CHECKPOINT_SUFFIX */
     bool audit_init;             /* WS_OPEN_CREATE: seal the log's first checkpoint */
-    struct audit_mirror *audit_mirror; /* cluster mode: the audit mirror (ws_audit_set_mirror), not owned */
+    struct audit_mirror *audit_mirror; /* cluster mode: the audit mirror (ws_audit_set_mirror); owned when
+                                          installed by ws_cluster_audit_attach */
     ws_config *cfg;
     ws_kms_state *kms_state;     /* parallel to cfg->kms */
     vmenc_secret *passphrase;    /* NULL if none was given */
@@ -141,6 +142,16 @@ typedef enum ws_open_mode {
  * and the --cluster audit views read it. NULL uninstalls. Not owned: it
  * must outlive the workspace or be uninstalled first. */
 VMENC_INTERNAL vmenc_status ws_audit_set_mirror(vmenc_workspace *ws, struct audit_mirror *m);
+
+/* ws_cluster_audit_attach installs the etcd audit mirror of cluster
+ * |cluster| (lib/control/etcd/audit_mirror.h) on a client of its own made
+ * from |etcd| with short timeouts, owned by the workspace, with the copy
+ * back-off (ws_audit.c); nothing is contacted. ws_cluster_audit_detach
+ * uninstalls and frees it (nothing installed: nothing to do). */
+struct vmenc_etcd_config;
+VMENC_INTERNAL vmenc_status ws_cluster_audit_attach(vmenc_workspace *ws, const char *cluster,
+                                                    const struct vmenc_etcd_config *etcd);
+VMENC_INTERNAL void ws_cluster_audit_detach(vmenc_workspace *ws);
 
 /* ws_open is vmenc_workspace_open with a mode (after argument checks). */
 VMENC_INTERNAL vmenc_status ws_open(const char *dir, const vmenc_workspace_open_options *opts, ws_open_mode mode,

@@ -456,8 +456,10 @@ static void anchor_message(const vmenc_audit_anchor_result *r, const char *cp_pa
         break;
     case VMENC_AUDIT_ANCHOR_MISSING:
         snprintf(msg, cap,
-                 "the audit checkpoint %s is missing: the workspace seals one at every command, so it was "
-                 "removed, and the log (last record %llu) cannot be checked for records cut off its end",
+                 "the audit checkpoint %s is missing, so the log (last record %llu) cannot be checked for "
+                 "records cut off its end: the workspace seals one at every command, so it was removed - or the "
+                 "workspace was created before checkpoints existed; then an administrator who trusts the log "
+                 "as it stands adopts one: vmenc audit checkpoint --adopt",
                  cp_path, has);
         break;
     case VMENC_AUDIT_ANCHOR_BAD_SEAL:
@@ -480,10 +482,15 @@ static int audit_verify_cluster(cli *c) {
         return cli_fail(c, st, "this workspace is not in cluster mode: it has no audit mirror");
     if (st != VMENC_OK && st != VMENC_E_NOT_FOUND && st != VMENC_E_AUDIT_TAMPERED && st != VMENC_E_AUDIT_TRUNCATED)
         return cli_fail(c, st, "cannot compare the audit log with the cluster's copy");
+    /* Behind is not wrong: records the mirror lacks are still in the local
+     * log (the control plane was down) and go out with the next record. */
+    uint64_t lag = r.state == VMENC_AUDIT_ANCHOR_OK && r.log_last_seq > r.mirror_seq ? r.log_last_seq - r.mirror_seq : 0;
     out_t *o = out_begin(c);
     out_bool(o, "ok", st == VMENC_OK);
+    out_bool(o, "in_sync", st == VMENC_OK && lag == 0);
     out_str(o, "log", vmenc_workspace_audit_log_path(c->ws));
     out_str(o, "state", vmenc_audit_anchor_name(r.state));
+    out_u64(o, "not_mirrored", lag);
     out_u64(o, "mirror_seq", r.mirror_seq);
     out_u64(o, "log_last_seq", r.log_last_seq);
     out_u64(o, "diverged_seq", r.diverged_seq);
@@ -493,8 +500,13 @@ static int audit_verify_cluster(cli *c) {
     out_end(o);
     switch (r.state) {
     case VMENC_AUDIT_ANCHOR_OK:
-        if (st == VMENC_OK)
+        if (st == VMENC_OK) {
+            if (lag > 0 && !c->quiet)
+                fprintf(stderr, "vmenc: %llu record(s) not mirrored yet (the cluster holds up to %llu, the log ends "
+                                "at %llu); they are sent with the next record once etcd answers\n",
+                        (unsigned long long)lag, (unsigned long long)r.mirror_seq, (unsigned long long)r.log_last_seq);
             return EXIT_OK;
+        }
         return cli_fail_stderr(c, st, "%llu host(s) have mirrored records that do not form one chain",
                                (unsigned long long)r.broken_hosts);
     case VMENC_AUDIT_ANCHOR_CUT:
@@ -687,6 +699,46 @@ static int audit_tail(cli *c, args *a) {
     return rc != EXIT_OK ? rc : show_records(c, limit ? limit : 1);
 }
 
+/* audit_checkpoint adopts the first checkpoint of a workspace that has none. */
+static int audit_checkpoint(cli *c, args *a) {
+    bool adopt = arg_flag(a, "--adopt");
+    if (!arg_done(c, a) || !adopt)
+        return cli_usage(c, "audit checkpoint --adopt");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_audit_verify_result r = {.struct_size = sizeof(r)};
+    vmenc_status st = vmenc_workspace_audit_adopt_checkpoint(c->ws, cli_principal(c), &r);
+    const char *log = vmenc_workspace_audit_log_path(c->ws);
+    if (st == VMENC_E_DENIED)
+        return cli_fail(c, st, "adopting an audit checkpoint needs every privilege on the root");
+    if (st == VMENC_E_EXISTS)
+        return cli_fail(c, st, "%s.checkpoint exists: adoption is only for a workspace that never had one; "
+                               "a checkpoint that fails verification is evidence and is never replaced", log);
+    if (st == VMENC_E_AUDIT_TAMPERED || st == VMENC_E_AUDIT_TRUNCATED || st == VMENC_E_AUTH) {
+        if (r.defect != VMENC_AUDIT_DEFECT_NONE)
+            return cli_fail(c, st, "the audit log is not intact (%s at line %llu): nothing adopted",
+                            vmenc_audit_defect_name(r.defect), (unsigned long long)r.bad_index + 1);
+        return cli_fail(c, st, "the audit log disagrees with the cluster's copy (audit verify --cluster): nothing adopted");
+    }
+    if (st != VMENC_OK)
+        return cli_fail(c, st, "cannot adopt an audit checkpoint");
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "log", log);
+    out_u64(o, "records", r.num_records);
+    out_u64(o, "sealed_seq", r.last_seq);
+    out_str(o, "trust", "history up to sealed_seq is trusted on the hash chain alone");
+    out_end(o);
+    if (!c->json && !c->quiet)
+        fprintf(stderr,
+                "vmenc: adopted: the chain of %llu record(s) verified and its head (record %llu) is sealed.\n"
+                "vmenc: history up to record %llu is trusted on the log alone: records cut off its end before\n"
+                "vmenc: today cannot be found. From now on every command seals the head.\n",
+                (unsigned long long)r.num_records, (unsigned long long)r.last_seq, (unsigned long long)r.last_seq);
+    return EXIT_OK;
+}
+
 const verb_def audit_verbs[] = {
     {"show", audit_show, "[--limit N | --cluster]", "print the audit records (JSON lines)",
      "--cluster: every host's events from the cluster's audit mirror, by time, each line prefixed\n"
@@ -697,8 +749,16 @@ const verb_def audit_verbs[] = {
      "command): a log cut short, emptied or replaced by an older copy, and a checkpoint removed\n"
      "or edited, are reported with what was sealed and what the log has. --cluster: compare the\n"
      "log with this host's copy in the cluster's audit mirror instead (cut short, emptied,\n"
-     "diverged). Never repairs anything.\n"
+     "diverged; --json: ok, in_sync, state, mirror_seq, log_last_seq, not_mirrored, broken_hosts;\n"
+     "records not mirrored yet because etcd was down are reported, not failed). Never repairs anything.\n"
      "Exit 4 if not intact. Needs System.Read on the root.\n"},
     {"tail", audit_tail, "[-n N]", "print the last N records (default 10)", "Needs System.Read on the root.\n"},
+    {"checkpoint", audit_checkpoint, "--adopt", "seal the first checkpoint of a workspace created without one",
+     "For a workspace created before sealed checkpoints existed, which `audit verify` reports as\n"
+     "missing its checkpoint. Verifies the whole chain as it stands and, only if it is intact (and,\n"
+     "in cluster mode, agrees with the cluster's copy), seals its head. History up to that record is\n"
+     "then trusted on the log alone: records cut off its end before adoption cannot be found.\n"
+     "Refused if a checkpoint file exists (a bad one is evidence, never replaced). Audited\n"
+     "(audit.checkpoint.adopt). Needs every privilege on the root.\n"},
     {NULL, NULL, NULL, NULL, NULL},
 };
