@@ -792,3 +792,149 @@ vmenc_status vmenc_workspace_vm_take_over(vmenc_workspace *ws, const char *who, 
     *out = vm;
     return VMENC_OK;
 }
+
+/* ---- the migration handover ------------------------------------------------------------------------ */
+
+vmenc_status vmenc_workspace_vm_placement(vmenc_workspace *ws, const char *name, char *out, size_t out_cap) {
+    VMENC_ENSURE(ws != NULL && name != NULL && out != NULL && out_cap > 0, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    VMENC_GUARD(vm_uuid_of(ws, name, uuid));
+    return ctl_cluster_placement(ws->cluster->cl, uuid, out, out_cap);
+}
+
+static void note_holder(vmenc_workspace *ws, const char *why) {
+    if (why[0] == '\0')
+        return;
+    pthread_mutex_lock(&ws->holder_mu);
+    snprintf(ws->lock_holder, sizeof(ws->lock_holder), "%s", why);
+    pthread_mutex_unlock(&ws->holder_mu);
+}
+
+/* record_state: the VM record's revision in the control store and a tag
+ * of the VM state it records (encrypted, key generation, the VM key
+ * record's hash): what a handover names, so the destination commits only
+ * the VM state the source sent. Revision 0 and tag "none" without a record. */
+static vmenc_status record_state(vmenc_workspace *ws, const char *uuid, int64_t *out_rev, char *tag, size_t cap) {
+    *out_rev = 0;
+    snprintf(tag, cap, "none");
+    if (ws->host->control == NULL)
+        return VMENC_OK;
+    ctl_vm_record *rec = malloc(sizeof(*rec));
+    VMENC_ENSURE(rec != NULL, VMENC_E_NOMEM);
+    vmenc_status s = ctl_store_get_vm(ws->host->control, uuid, rec);
+    if (s == VMENC_OK) {
+        const uint8_t *h = rec->facts.key_hash;
+        *out_rev = (int64_t)rec->revision;
+        snprintf(tag, cap, "enc=%d gen=%" PRIu64 " key=%02x%02x%02x%02x%02x%02x%02x%02x op=%d", rec->facts.encrypted ? 1 : 0,
+                 rec->facts.key_generation, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], (int)rec->op.kind);
+    } else if (s == VMENC_E_NOT_FOUND) {
+        s = VMENC_OK;
+    }
+    free(rec);
+    return s;
+}
+
+vmenc_status vmenc_workspace_cluster_handover_begin(vmenc_workspace *ws, const char *who, vmenc_vm *vm,
+                                                    const char *dest_host) {
+    VMENC_ENSURE(ws != NULL && vm != NULL && dest_host != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    const char *name = vmenc_vm_name(vm);
+    int enc = vm_is_encrypted(vm);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_MIGRATE_VM, .vm = name, .host = dest_host,
+                               .flags = enc ? VMENC_REQ_VM_ENCRYPTED : 0};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    VMENC_GUARD(vmenc_workspace_authorize(ws, who, &rq, "migration.handover_begin", name, &d));
+    char why[CTL_CLUSTER_WHY_MAX] = "";
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = vm_cluster_own(vm, why, sizeof(why));
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+    pthread_mutex_unlock(&vm->lock);
+    int64_t rev = 0;
+    char tag[CTL_CLUSTER_TAG_MAX];
+    if (s == VMENC_OK)
+        s = record_state(ws, uuid, &rev, tag, sizeof(tag));
+    if (s == VMENC_OK)
+        s = ctl_cluster_handover_begin(ws->cluster->cl, uuid, dest_host, tag, why, sizeof(why));
+    note_holder(ws, why);
+    char reason[CTL_CLUSTER_WHY_MAX + 64];
+    if (s == VMENC_OK)
+        snprintf(reason, sizeof(reason), "offered to host %s (record revision %" PRId64 ", %s)", dest_host, rev, tag);
+    else
+        snprintf(reason, sizeof(reason), "%s", why);
+    vmenc_status as = vmenc_workspace_audit_result(ws, who, "migration.handover_begin", name, NULL, NULL, s,
+                                                   reason[0] ? reason : NULL);
+    return s != VMENC_OK ? s : as;
+}
+
+vmenc_status vmenc_workspace_cluster_handover_wait(vmenc_workspace *ws, const char *who, vmenc_vm *vm,
+                                                   const char *dest_host, uint32_t timeout_ms) {
+    VMENC_ENSURE(ws != NULL && vm != NULL && dest_host != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    pthread_mutex_lock(&vm->lock);
+    snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+    pthread_mutex_unlock(&vm->lock);
+    vmenc_status s = ctl_cluster_handover_wait(ws->cluster->cl, uuid, dest_host, timeout_ms);
+    char reason[160];
+    snprintf(reason, sizeof(reason), s == VMENC_OK ? "handed over: placed on host %s" : "not taken over by host %s: "
+             "the VM stays here", dest_host);
+    vmenc_status as = vmenc_workspace_audit_result(ws, who, "migration.handover", vmenc_vm_name(vm), NULL, NULL,
+                                                   s, reason);
+    return s != VMENC_OK ? s : as;
+}
+
+vmenc_status vmenc_workspace_cluster_handover_commit(vmenc_workspace *ws, const char *who, vmenc_vm *vm) {
+    VMENC_ENSURE(ws != NULL && vm != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    const char *name = vmenc_vm_name(vm);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_REGISTER_VM, .vm = name,
+                               .folder = ws->cfg->folder, .host = ws->cfg->host_id};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    VMENC_GUARD(vmenc_workspace_authorize(ws, who, &rq, "migration.handover_commit", name, &d));
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    pthread_mutex_lock(&vm->lock);
+    snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+    int enc = vm_is_encrypted(vm);
+    pthread_mutex_unlock(&vm->lock);
+    char why[CTL_CLUSTER_WHY_MAX + 2 * CTL_CLUSTER_TAG_MAX] = "", src[CTL_CLUSTER_HOST_MAX + 1] = "";
+    /* The offer, and the record as it is now: the record must still be
+     * the VM state the source sent, and the transaction compares that
+     * revision (a write since then makes it fail). */
+    ctl_cluster_handover h;
+    vmenc_status s = ctl_cluster_handover_read(ws->cluster->cl, uuid, &h);
+    if (s == VMENC_E_NOT_FOUND)
+        snprintf(why, sizeof(why), "no handover of this VM is in progress (the source ended it or died)");
+    if (s == VMENC_OK)
+        snprintf(src, sizeof(src), "%s", h.src);
+    int64_t rev = 0;
+    char tag[CTL_CLUSTER_TAG_MAX];
+    if (s == VMENC_OK)
+        s = record_state(ws, uuid, &rev, tag, sizeof(tag));
+    if (s == VMENC_OK && strcmp(tag, h.tag) != 0) {
+        snprintf(why, sizeof(why), "the VM record (%s) is not the state host %s sent (%s)", tag, h.src, h.tag);
+        s = VMENC_E_CONFLICT;
+    }
+    if (s == VMENC_OK)
+        s = ctl_cluster_handover_commit(ws->cluster->cl, uuid, name, &h, rev, why, sizeof(why));
+    if (s == VMENC_OK) {
+        /* count the ownership on |vm|: released when it is freed */
+        pthread_mutex_lock(&vm->lock);
+        s = vm_cluster_own(vm, why, sizeof(why));
+        pthread_mutex_unlock(&vm->lock);
+    } else if (src[0] != '\0' && (s == VMENC_E_CONFLICT || s == VMENC_E_DENIED)) {
+        /* registering here pointed the inventory at this host: back to where the VM stays */
+        vmenc_status ps = vmenc_policy_set_vm_state(ws->policy, name, src, enc);
+        (void)ps; /* the inventory's host is informational; the placement decides */
+    }
+    note_holder(ws, why);
+    char reason[sizeof(why) + 64];
+    if (s == VMENC_OK)
+        snprintf(reason, sizeof(reason), "taken over from host %s in one transaction", src);
+    else
+        snprintf(reason, sizeof(reason), "%s", why);
+    vmenc_status as = vmenc_workspace_audit_result(ws, who, "migration.handover_commit", name, NULL, NULL, s,
+                                                   reason[0] ? reason : NULL);
+    return s != VMENC_OK ? s : as;
+}
