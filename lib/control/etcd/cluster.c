@@ -777,11 +777,12 @@ vmenc_status ctl_cluster_handover_begin(ctl_cluster *c, const char *uuid, const 
     VMENC_GUARD(s);
     if (!r.succeeded) {
         const vmenc_etcd_kv *m = r.num_responses > 0 && r.responses[0].num_kvs > 0 ? &r.responses[0].kvs[0] : NULL;
-        if (m != NULL && m->lease == c->lease) {
+        char to[CTL_CLUSTER_HOST_MAX + 1] = "";
+        if (m != NULL)
+            line_field(m->value, m->value_len, 2, to, sizeof(to));
+        if (m != NULL && m->lease == c->lease && strcmp(to, dest) == 0) {
             s = VMENC_OK; /* ours, from an attempt whose answer was lost */
         } else if (m != NULL) {
-            char to[CTL_CLUSTER_HOST_MAX + 1];
-            line_field(m->value, m->value_len, 2, to, sizeof(to));
             if (why != NULL && why_cap > 0)
                 snprintf(why, why_cap, "a handover of this VM to host %s is in progress", to);
             s = VMENC_E_LOCKED;
