@@ -176,10 +176,16 @@ static int cl_owner(cli *c, args *a) {
     vmenc_status s = vmenc_workspace_vm_owner(c->ws, name, owner, sizeof(owner));
     if (s != VMENC_OK)
         return cli_fail(c, s, "owner of VM '%s'", name);
+    /* the placement: the one host that may write it (docs/cluster.md) */
+    char placed[VMENC_POLICY_NAME_MAX + 1];
+    s = vmenc_workspace_vm_placement(c->ws, name, placed, sizeof(placed));
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "placement of VM '%s'", name);
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "vm", name);
     out_str(o, "owner", owner);
+    out_str(o, "placement", placed);
     out_end(o);
     return EXIT_OK;
 }
