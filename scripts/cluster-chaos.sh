@@ -207,13 +207,28 @@ while read -r u gv; do
         { echo "VIOLATION: acknowledged revoke of $u on $gv not in force"; violations=$((violations+1)); }
 done < <(sort -u "$T/revoked" 2>/dev/null)
 # 3. every VM opens on every host (its record agrees with its files) and is placed on one host
+# A refusal that says nothing about the record (this process's lease ran out on a loaded
+# machine, etcd busy) is retried; after 3 tries it is reported as unchecked, not as a violation.
+unchecked=0
 for h in 1 2 3; do
-    list=$(w $h --json vm list 2>&1)   # opens every VM of the datastore, as 'vm status' does
-    for v in "${VMS[@]}"; do
-        [[ $list == *"\"name\":\"$v\",\"uuid\""* ]] ||
-            { echo "VIOLATION: $v does not open on esx0$h: $(grep -o "\"name\":\"$v\"[^}]*" <<<"$list" | head -1)";
-              violations=$((violations+1)); }
+    todo=("${VMS[@]}")
+    for try in 1 2 3; do
+        list=$(w $h --json vm list 2>&1)   # opens every VM of the datastore, as 'vm status' does
+        left=()
+        for v in "${todo[@]}"; do
+            [[ $list == *"\"name\":\"$v\",\"uuid\""* ]] && continue
+            err=$(grep -o "\"name\":\"$v\"[^}]*" <<<"$list" | head -1)
+            if [[ $err =~ LEASE_EXPIRED|CONTROL_UNAVAILABLE|OUTCOME_UNKNOWN ]]; then
+                left+=("$v")
+            else
+                echo "VIOLATION: $v does not open on esx0$h: $err"; violations=$((violations+1))
+            fi
+        done
+        todo=("${left[@]}")
+        ((${#todo[@]} == 0)) && break
+        sleep 1
     done
+    unchecked=$((unchecked + ${#todo[@]}))
 done
 for v in "${VMS[@]}"; do
     pl=$(w 1 --json cluster owner "$v" 2>/dev/null)
@@ -240,5 +255,5 @@ fenced=$(cat "$T"/logs/v* 2>/dev/null | grep -c LEASE_EXPIRED)
 kinds=""; for k in "${!NOPS[@]}"; do kinds+="$k ${NOPS[$k]}, "; done
 echo "chaos seed $SEED: $ROUNDS rounds, $ops operations (${kinds%, }; $acked edits acknowledged, $refused refused),"
 echo "  $faults faults, $writes tagged writes, $fenced refused by fencing, ${#VMS[@]} VMs; audit mirror checked: $audit_checked;"
-echo "  violations: $violations"
+echo "  VM opens left unchecked (control plane busy): $unchecked; violations: $violations"
 ((violations == 0))

@@ -369,7 +369,7 @@ typedef struct loop {
     ctl_cluster *c;
     char uuid[40];
     atomic_bool stop;
-    int num_ops;
+    atomic_int num_ops;   /* read by the main thread while the loop runs */
     outcome out[MAX_OPS];
     int kind[MAX_OPS];
     int record_writes_ok; /* acknowledged or resolved-as-happened record writes */
@@ -471,11 +471,11 @@ static outcome one_own(loop *l) {
 
 static void *loop_main(void *arg) {
     loop *l = arg;
-    while (!atomic_load(&l->stop) && l->num_ops < MAX_OPS) {
-        int i = l->num_ops;
+    while (!atomic_load(&l->stop) && atomic_load(&l->num_ops) < MAX_OPS) {
+        int i = atomic_load(&l->num_ops);
         l->kind[i] = i % 3;
         l->out[i] = l->kind[i] == 0 ? one_edit(l, i) : l->kind[i] == 1 ? one_record(l) : one_own(l);
-        l->num_ops++;
+        atomic_fetch_add(&l->num_ops, 1);
     }
     return NULL;
 }
@@ -508,14 +508,14 @@ static void test_leader_killed_mid_transaction(void **state) {
                 sleep_ms(100);
         }
         assert_true(leader >= 0);
-        int before = l->num_ops;
+        int before = atomic_load(&l->num_ops);
         assert_int_equal(etcd_cluster_kill(&g_cluster, leader), 0);
         sleep_ms(1800); /* an election (~1 s) and operations through it */
         assert_int_equal(etcd_cluster_restart(&g_cluster, leader), 0);
         sleep_ms(300);
         atomic_store(&l->stop, true);
         assert_int_equal(pthread_join(t, NULL), 0);
-        assert_true(before > 0 && l->num_ops > before);
+        assert_true(before > 0 && atomic_load(&l->num_ops) > before);
 
         /* every edit happened once or not at all */
         uint8_t *doc = NULL;
