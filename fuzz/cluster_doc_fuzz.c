@@ -1,7 +1,8 @@
 /*
  * fuzz/cluster_doc_fuzz.c - the two JSON documents of cluster mode
  * (lib/workspace/cluster_file.c, docs/cluster.md): the cluster document
- * read from etcd and WORKSPACE/cluster.json. Round-trip oracle: whatever
+ * read from etcd and WORKSPACE/cluster.json; and the sealed policy
+ * document's envelope (ws_policy_seal_parse). Round-trip oracle: whatever
  * parses serialises to a document that parses to the same fields and
  * serialises to the same bytes again.
  *
@@ -69,9 +70,28 @@ static void file_round_trip(const uint8_t *data, size_t size) {
     ws_cluster_file_cleanup(&f2);
 }
 
+/* seal_round_trip: an envelope that parses serialises to the same bytes. */
+static void seal_round_trip(const uint8_t *data, size_t size) {
+    ws_policy_seal sl;
+    if (ws_policy_seal_parse(data, size, &sl) != VMENC_OK) {
+        if (sl.json != NULL || sl.gen != 0)
+            abort(); /* zeroed on failure */
+        return;
+    }
+    if (sl.gen == 0 || sl.json_len == 0 || sl.json != data + WS_POLICY_SEAL_HEADER ||
+        sl.json_len != size - WS_POLICY_SEAL_HEADER)
+        abort();
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    if (ws_policy_seal_serialize(&sl, &out, &out_len) != VMENC_OK || out_len != size || memcmp(out, data, size) != 0)
+        abort();
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     doc_round_trip(data, size);
     file_round_trip(data, size);
+    seal_round_trip(data, size);
     return 0;
 }

@@ -21,7 +21,15 @@
 #  7. two killed (no quorum): a state change is refused with
 #     VMENC_E_CONTROL_UNAVAILABLE; a running writer stops at its fencing
 #     deadline (it cannot tell quorum loss from its own partition) and
-#     resumes by itself once a member is back, without reopening.
+#     resumes by itself once a member is back, without reopening;
+#  8. migrate send|receive between two hosts of the cluster (esx03 joins
+#     with a datastore of its own): the placement and the ownership move to
+#     esx03 in one transaction, the VM stays in the cluster's inventory
+#     with its record, esx01 is refused naming esx03, esx03 writes it;
+#  9. the policy document in etcd is sealed: a forged document, a tampered
+#     sealed one and an older sealed one (rollback) put with etcdctl are
+#     refused (VMENC_E_AUTH, audited): hosts keep deciding on the last good
+#     document and refuse policy edits until a good one is back.
 # Skips (exit 77) when etcd is not installed or the cluster cannot start.
 set -uo pipefail
 BUILD=$(cd "${1:?build dir}" && pwd)
@@ -200,6 +208,77 @@ kill "$P4"; wait "$P4" 2>/dev/null
 check "quorum back: policy edit on esx02" w2 policy user after3 -q
 [[ $(w1 policy show) == *'"after3"'* && $(w1 policy show) != *'"after2"'* ]] &&
     ok "the refused edit is absent, the later one present" || bad "after2/after3"
+
+# ---- 8. migration between two hosts of the cluster -----------------------------------------------
+w3 kms add shared --type file --endpoint "$T/shared.vks" --secret-file "$T/shared.pass" "${FAST[@]}" -q &&
+    w3 cluster join "${TLS[@]}" --name c1 --ttl $TTL -q || bad "esx03 joins (a datastore of its own)"
+[[ $(w1 --json cluster owner vm1) == *'"placement":"esx01"'* ]] && ok "vm1 is placed on esx01" ||
+    bad "placement before: $(w1 --json cluster owner vm1)"
+w3 migrate receive vm1 --handover "$T/ho" --ready "$T/ready" --listen "unix:$T/mig.sock" --timeout 30 \
+    >"$T/rx.out" 2>"$T/rx.err" &
+RX=$!
+PIDS+=("$RX")
+sent=$(w1 --json migrate send vm1 --to esx03 --handover "$T/ho" --ready "$T/ready" --connect "unix:$T/mig.sock" \
+    --timeout 30 2>"$T/tx.err"); txrc=$?
+wait "$RX"; rxrc=$?
+[[ $txrc == 0 && $rxrc == 0 && $sent == *'"source":"handed over"'* ]] &&
+    ok "migrate send|receive esx01 -> esx03: handed over in one transaction" ||
+    bad "migrate: send rc $txrc ($sent $(cat "$T/tx.err")), receive rc $rxrc ($(cat "$T/rx.err"))"
+[[ $(w1 --json cluster owner vm1) == *'"placement":"esx03"'* ]] && ok "vm1 is placed on esx03 now" ||
+    bad "placement after: $(w1 --json cluster owner vm1)"
+[[ $(w2 policy show) == *'"vm1"'* ]] && ok "vm1 is still in the cluster's inventory" || bad "vm1 left the inventory"
+if command -v etcdctl >/dev/null; then
+    [[ $(etcdctl get "/vmenc/c1/vm/$uuid" --keys-only 2>/dev/null) == "/vmenc/c1/vm/$uuid"* &&
+       -z $(etcdctl get "/vmenc/c1/migration/$uuid" --keys-only 2>/dev/null) ]] &&
+        ok "vm1's record is kept; no handover left in progress" || bad "record gone or offer left behind"
+fi
+out=$(w1 cluster power-on vm1 --seconds 0.3 2>&1); rc=$?
+[[ $rc == 7 && $out == *"registered on host esx03"* ]] && ok "esx01 may no longer write vm1 (names esx03)" ||
+    bad "esx01 after the migration: rc $rc: $out"
+check "esx03 writes vm1" w3 cluster power-on vm1 --seconds 0.3 -q
+
+# ---- 9. the policy document is sealed -----------------------------------------------------------
+if command -v etcdctl >/dev/null && command -v python3 >/dev/null; then
+    getv() { etcdctl get /vmenc/c1/policy -w json | python3 -c 'import json,sys,base64; sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)["kvs"][0]["value"]))'; }
+    getv > "$T/good.sealed"
+    [[ $(head -c 8 "$T/good.sealed") == VMENCPS1 ]] && ok "the policy document in etcd is sealed" || bad "not sealed"
+    audit_refusals() { cat "$T"/ws2/*.log "$T"/ws2/audit/* 2>/dev/null | grep -c 'cluster.policy_refused'; }
+    forge_check() { # forge_check WHAT: the document now in etcd must be refused
+        local what=$1 doc out rc
+        doc=$(w2 policy show 2>&1)
+        [[ $doc == *'"after3"'* && $doc != *'"mallory"'* ]] && ok "$what: esx02 decides on the last good document" ||
+            bad "$what: esx02 policy show: ${doc:0:200}"
+        out=$(w2 policy user "edit-$RANDOM" 2>&1); rc=$?
+        [[ $rc != 0 && $out == *VMENC_E_AUTH* ]] && ok "$what: a policy edit is refused (VMENC_E_AUTH)" ||
+            bad "$what: edit rc $rc: $out"
+    }
+    r0=$(audit_refusals)
+    python3 - "$T/good.sealed" > "$T/forged.json" <<'PY'
+import sys
+d = open(sys.argv[1], 'rb').read()[48:].decode()
+f = d.replace('"users": [', '"users": [{"name": "mallory"},', 1)
+assert f != d
+sys.stdout.write(f)
+PY
+    etcdctl put /vmenc/c1/policy < "$T/forged.json" >/dev/null
+    forge_check "forged plain document"
+    (( $(audit_refusals) > r0 )) && ok "the refusal is audited (cluster.policy_refused)" || bad "no audit of the refusal"
+    python3 - "$T/good.sealed" > "$T/tampered.sealed" <<'PY'
+import sys
+d = open(sys.argv[1], 'rb').read()
+f = d[:48] + d[48:].replace(b'"users": [', b'"users": [{"name": "mallory"},', 1)
+assert f != d
+sys.stdout.buffer.write(f)
+PY
+    etcdctl put /vmenc/c1/policy < "$T/tampered.sealed" >/dev/null
+    forge_check "tampered sealed document"
+    etcdctl put /vmenc/c1/policy < "$T/good.sealed" >/dev/null      # the last good one, sealed: back in force
+    check "the good document back: a policy edit works" w2 policy user after9 -q
+    etcdctl put /vmenc/c1/policy < "$T/good.sealed" >/dev/null      # now older than after9's: a rollback
+    out=$(w2 policy user "edit-$RANDOM" 2>&1); rc=$?     # esx02 accepted after9's: never older
+    [[ $rc != 0 && $out == *VMENC_E_AUTH* ]] && ok "an older sealed document (rollback) is refused" ||
+        bad "rollback: rc $rc: $out"
+fi
 
 echo "1..$n"
 [[ $fails == 0 ]] || { echo "$fails of $n checks failed"; exit 1; }

@@ -151,9 +151,53 @@ static void test_single_host_workspace(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* The sealed policy document's envelope (the MAC itself is checked with
+ * the cluster key in tests/cluster.test.sh): exact layout, every short or
+ * wrong input refused with |out| zeroed, round trip. */
+static void test_policy_seal_envelope(void **state) {
+    (void)state;
+    uint8_t v[WS_POLICY_SEAL_HEADER + 4];
+    memcpy(v, "VMENCPS1", 8);
+    for (int i = 0; i < 8; i++)
+        v[8 + i] = (uint8_t)(i == 7 ? 5 : 0); /* generation 5 */
+    for (int i = 0; i < 32; i++)
+        v[16 + i] = (uint8_t)i;
+    memcpy(v + WS_POLICY_SEAL_HEADER, "{}\n ", 4);
+    ws_policy_seal sl;
+    assert_int_equal(ws_policy_seal_parse(v, sizeof(v), &sl), VMENC_OK);
+    assert_int_equal(sl.gen, 5);
+    assert_int_equal(sl.json_len, 4);
+    assert_ptr_equal(sl.json, v + WS_POLICY_SEAL_HEADER);
+    assert_int_equal(sl.mac[31], 31);
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    assert_int_equal(ws_policy_seal_serialize(&sl, &out, &out_len), VMENC_OK);
+    assert_int_equal(out_len, sizeof(v));
+    assert_memory_equal(out, v, sizeof(v));
+    free(out);
+    /* every truncation is refused */
+    for (size_t n = 0; n < sizeof(v) - 4; n++) {
+        assert_int_not_equal(ws_policy_seal_parse(v, n, &sl), VMENC_OK);
+        assert_null(sl.json);
+    }
+    /* a plain JSON document (what a forger writes) is not an envelope */
+    assert_int_equal(ws_policy_seal_parse((const uint8_t *)"{\"version\": 1}", 14, &sl), VMENC_E_BAD_MAGIC);
+    uint8_t w[sizeof(v)];
+    memcpy(w, v, sizeof(v));
+    w[0] = 'X';
+    assert_int_equal(ws_policy_seal_parse(w, sizeof(w), &sl), VMENC_E_BAD_MAGIC);
+    memcpy(w, v, sizeof(v));
+    w[15] = 0; /* generation 0 */
+    assert_int_equal(ws_policy_seal_parse(w, sizeof(w), &sl), VMENC_E_PARSE);
+    assert_int_equal(ws_policy_seal_parse(v, WS_POLICY_SEAL_HEADER, &sl), VMENC_E_PARSE); /* no JSON */
+    ws_policy_seal z = {.gen = 0, .json = v, .json_len = 1};
+    assert_int_equal(ws_policy_seal_serialize(&z, &out, &out_len), VMENC_E_INVALID_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence_deadline),
+        cmocka_unit_test(test_policy_seal_envelope),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_cluster_file),
         cmocka_unit_test(test_cluster_doc),

@@ -130,6 +130,56 @@ VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_vm_owner(vmenc_workspace
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_vm_take_over(vmenc_workspace *ws, const char *principal,
                                                                      const char *name, vmenc_vm **out);
 
+/* ---- the migration handover (VMENC_0.5; docs/cluster.md) ------------------------------------ */
+
+/* vmenc_workspace_vm_placement writes the host VM |name| is placed on -
+ * the one host of the cluster that may write it ("" when never placed)
+ * - into |out|. VMENC_E_BAD_STATE when not in a cluster. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_vm_placement(vmenc_workspace *ws, const char *name, char *out,
+                                                                     size_t out_cap);
+
+/* vmenc_workspace_cluster_handover_begin (source host) offers the open
+ * VM |vm| to host |dest_host| of the same cluster: it takes the VM's
+ * ownership for this process (VMENC_E_LOCKED naming the owner or the host
+ * it is placed on), then records the offer in etcd, bound to this
+ * process's lease and naming the VM record's revision. |principal| needs
+ * Resource.ColdMigrate (+ Cryptographer.Migrate) like a migration.
+ * VMENC_E_LOCKED also when another handover of the VM is in progress.
+ * From VMENC_OK on the caller must not write the VM: the destination may
+ * take it over at any moment. Audited as "migration.handover_begin".
+ * VMENC_E_BAD_STATE when not in a cluster. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_cluster_handover_begin(vmenc_workspace *ws,
+                                                                               const char *principal, vmenc_vm *vm,
+                                                                               const char *dest_host);
+/* vmenc_workspace_cluster_handover_wait (source) waits up to |timeout_ms|
+ * for the destination's commit. VMENC_OK: the VM is placed on |dest_host|
+ * now (and owned there); this process holds nothing of it any more - free
+ * |vm| without writing. VMENC_E_KMS_TIMEOUT: no commit in time, the offer
+ * was withdrawn and the VM stays here; VMENC_E_CONFLICT: the offer ended
+ * without a commit (this process lost its lease). Keep |vm| open until
+ * this returns: freeing it releases the ownership the handover compares.
+ * Audited as "migration.handover". */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_cluster_handover_wait(vmenc_workspace *ws,
+                                                                              const char *principal, vmenc_vm *vm,
+                                                                              const char *dest_host,
+                                                                              uint32_t timeout_ms);
+/* vmenc_workspace_cluster_handover_commit (destination host) takes VM
+ * |vm| (received and registered here) over in one etcd transaction that
+ * checks the offer names this host and is still the source's, the source
+ * still owns the VM under its lease, the VM is placed there and its
+ * authority record is the revision the source named - and then places the
+ * VM here, binds its owner key to this process's lease and ends the offer.
+ * A lost answer is resolved by re-reading. |principal| needs
+ * VirtualMachine.Inventory.Register on it. VMENC_OK: the VM is this
+ * host's, owned by |vm| until it is freed. VMENC_E_CONFLICT: the VM
+ * stayed the source's (the inventory is pointed back at the source; the
+ * caller discards what it received); VMENC_E_NOT_FOUND: no offer;
+ * VMENC_E_DENIED: the offer names another host. Audited as
+ * "migration.handover_commit". */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_workspace_cluster_handover_commit(vmenc_workspace *ws,
+                                                                                const char *principal,
+                                                                                vmenc_vm *vm);
+
 #ifdef __cplusplus
 }
 #endif

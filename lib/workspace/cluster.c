@@ -51,6 +51,9 @@
 #define POLICY_LOCK_MIN_WAIT_MS 5000u
 
 static const char k_record_key_domain[] = "vmenc-cluster-v1 control record key";
+static const char k_policy_key_domain[] = "vmenc-cluster-v1 policy mac key";
+static const char k_policy_mac_domain[] = "vmenc-cluster-v1 policy\n";
+#define POLICY_CACHE_FILE "cluster-policy.sealed"
 
 struct ws_cluster {
     vmenc_workspace *ws;
@@ -61,7 +64,12 @@ struct ws_cluster {
     uint8_t *pending;            /* the newest document seen, not yet in the model */
     size_t pending_len;
     int64_t pending_rev;
+    uint64_t pending_gen;
     _Atomic int64_t model_rev;   /* the revision the model is in sync with */
+    _Atomic uint64_t model_gen;  /* the sealed generation of the document in the model */
+    _Atomic uint64_t min_gen;    /* never accept an older generation (rollback) */
+    _Atomic int64_t refused_rev; /* the last revision refused (audited once) */
+    vmenc_secret *pkey;          /* the policy document's MAC key (from the cluster key) */
     bool writer;                 /* a writer holds the cluster policy lock (under the policy write lock) */
 };
 
@@ -71,7 +79,7 @@ static _Thread_local bool tl_apply_pending;
 
 /* ---- the policy hooks --------------------------------------------------------------- */
 
-static void stash(ws_cluster *wc, const uint8_t *json, size_t len, int64_t rev) {
+static void stash(ws_cluster *wc, const uint8_t *json, size_t len, int64_t rev, uint64_t gen) {
     uint8_t *copy = malloc(len ? len : 1);
     if (copy == NULL)
         return;
@@ -82,6 +90,7 @@ static void stash(ws_cluster *wc, const uint8_t *json, size_t len, int64_t rev) 
         wc->pending = copy;
         wc->pending_len = len;
         wc->pending_rev = rev;
+        wc->pending_gen = gen;
         copy = NULL;
     }
     pthread_mutex_unlock(&wc->mu);
@@ -96,10 +105,99 @@ static void take_pending(ws_cluster *wc, uint8_t **out_json, size_t *out_len) {
         *out_json = wc->pending;
         *out_len = wc->pending_len;
         atomic_store(&wc->model_rev, wc->pending_rev);
+        atomic_store(&wc->model_gen, wc->pending_gen);
         wc->pending = NULL;
         wc->pending_len = 0;
     }
     pthread_mutex_unlock(&wc->mu);
+}
+
+/* ---- the policy document's seal (docs/cluster.md) ------------------------------------------------- */
+
+/* policy_mac: BLAKE2b-256 keyed with the policy key over the domain, the
+ * cluster name (length-prefixed), the generation and the JSON. */
+static vmenc_status policy_mac(const vmenc_secret *k, const char *cluster, uint64_t gen, const uint8_t *json,
+                               size_t len, uint8_t out[WS_POLICY_SEAL_MAC_BYTES]) {
+    crypto_generichash_state st;
+    uint8_t nl = (uint8_t)strlen(cluster), g[8];
+    for (int i = 0; i < 8; i++)
+        g[i] = (uint8_t)(gen >> (56 - 8 * i));
+    VMENC_ENSURE(crypto_generichash_init(&st, k->bytes, k->len, WS_POLICY_SEAL_MAC_BYTES) == 0 &&
+                     crypto_generichash_update(&st, (const uint8_t *)k_policy_mac_domain,
+                                               sizeof(k_policy_mac_domain) - 1) == 0 &&
+                     crypto_generichash_update(&st, &nl, 1) == 0 &&
+                     crypto_generichash_update(&st, (const uint8_t *)cluster, nl) == 0 &&
+                     crypto_generichash_update(&st, g, sizeof(g)) == 0 &&
+                     crypto_generichash_update(&st, json, len) == 0 &&
+                     crypto_generichash_final(&st, out, WS_POLICY_SEAL_MAC_BYTES) == 0,
+                 VMENC_E_CRYPTO);
+    return VMENC_OK;
+}
+
+static vmenc_status seal_with(const vmenc_secret *k, const char *cluster, const uint8_t *json, size_t len,
+                              uint64_t gen, uint8_t **out, size_t *out_len) {
+    ws_policy_seal sl = {.gen = gen, .json = json, .json_len = len};
+    VMENC_GUARD(policy_mac(k, cluster, gen, json, len, sl.mac));
+    return ws_policy_seal_serialize(&sl, out, out_len);
+}
+
+/* policy_open checks a sealed document: envelope, MAC, and a generation
+ * no older than any this host accepted. Anything else is VMENC_E_AUTH
+ * (|why| says what). |*json| points into |v|. */
+static vmenc_status policy_open(ws_cluster *wc, const uint8_t *v, size_t len, const uint8_t **json, size_t *json_len,
+                                uint64_t *gen, const char **why) {
+    ws_policy_seal sl;
+    *why = "not a sealed policy document";
+    if (ws_policy_seal_parse(v, len, &sl) != VMENC_OK)
+        return VMENC_E_AUTH;
+    uint8_t mac[WS_POLICY_SEAL_MAC_BYTES];
+    VMENC_GUARD(policy_mac(wc->pkey, wc->file.name, sl.gen, sl.json, sl.json_len, mac));
+    *why = "its MAC does not verify under the cluster key";
+    if (crypto_verify_32(mac, sl.mac) != 0)
+        return VMENC_E_AUTH;
+    *why = "it is older than a document this host accepted (rollback)";
+    if (sl.gen < atomic_load(&wc->min_gen))
+        return VMENC_E_AUTH;
+    *json = sl.json;
+    *json_len = sl.json_len;
+    *gen = sl.gen;
+    return VMENC_OK;
+}
+
+/* accepted: a sealed document passed; remember its generation and keep
+ * it as this host's last good copy (WORKSPACE/cluster-policy.sealed). */
+static void accepted(ws_cluster *wc, const uint8_t *v, size_t len, uint64_t gen) {
+    uint64_t cur = atomic_load(&wc->min_gen);
+    while (gen > cur && !atomic_compare_exchange_weak(&wc->min_gen, &cur, gen)) {
+    }
+    if (gen < cur)
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", wc->ws->dir, POLICY_CACHE_FILE);
+    vmenc_status s = ws_write_path(path, v, len, wc->ws->sync);
+    (void)s; /* a cache: etcd is the authority */
+}
+
+/* refused: audit a document that failed its seal (once per revision); it
+ * is never cached and never reaches the model. */
+static void refused(ws_cluster *wc, int64_t rev, const char *why) {
+    if (atomic_exchange(&wc->refused_rev, rev) == rev)
+        return;
+    char reason[256];
+    snprintf(reason, sizeof(reason), "the cluster policy document at revision %" PRId64 " was refused: %s; the last "
+             "good document stays in force and policy edits are refused", rev, why);
+    vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = wc->ws->cfg->host_id,
+                            .operation = "cluster.policy_refused", .target = wc->file.name,
+                            .outcome = VMENC_AUDIT_FAILED, .status = VMENC_E_AUTH, .reason = reason};
+    vmenc_status as = vmenc_audit_emit(wc->ws->audit, &ev);
+    (void)as;
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n) {
+    uint8_t *d = malloc(n ? n : 1);
+    if (d != NULL)
+        memcpy(d, p, n);
+    return d;
 }
 
 static vmenc_status cl_refresh(void *ctx, uint8_t **out_json, size_t *out_len) {
@@ -126,18 +224,32 @@ static vmenc_status cl_refresh(void *ctx, uint8_t **out_json, size_t *out_len) {
     size_t len = 0;
     int64_t rev = 0;
     s = ctl_cluster_policy_get(wc->cl, &doc, &len, &rev);
+    const uint8_t *json = NULL;
+    size_t jl = 0;
+    uint64_t gen = 0;
+    const char *bad = NULL;
+    if (s == VMENC_OK && (s = policy_open(wc, doc, len, &json, &jl, &gen, &bad)) == VMENC_E_AUTH)
+        refused(wc, rev, bad); /* an edit is never made on a document that fails its seal */
     if (s != VMENC_OK) {
+        free(doc);
         ctl_cluster_policy_unlock(wc->cl);
         return s;
     }
     wc->writer = true;
     if (rev != atomic_load(&wc->model_rev)) {
-        *out_json = doc;
-        *out_len = len;
+        *out_json = dup_bytes(json, jl);
+        *out_len = jl;
+        if (*out_json == NULL) {
+            free(doc);
+            wc->writer = false;
+            ctl_cluster_policy_unlock(wc->cl);
+            return VMENC_E_NOMEM;
+        }
         atomic_store(&wc->model_rev, rev);
-    } else {
-        free(doc);
+        atomic_store(&wc->model_gen, gen);
+        accepted(wc, doc, len, gen);
     }
+    free(doc);
     return VMENC_OK;
 }
 
@@ -155,9 +267,18 @@ static vmenc_status cl_commit(void *ctx, const uint8_t *json, size_t json_len) {
     ws_cluster *wc = ws->cluster;
     VMENC_ENSURE(wc != NULL && wc->writer, VMENC_E_INTERNAL);
     int64_t rev = 0;
-    VMENC_GUARD(ctl_cluster_policy_cas(wc->cl, json, json_len, atomic_load(&wc->model_rev), &rev));
-    atomic_store(&wc->model_rev, rev);
-    return VMENC_OK;
+    uint64_t gen = atomic_load(&wc->model_gen) + 1;
+    uint8_t *v = NULL;
+    size_t vl = 0;
+    VMENC_GUARD(seal_with(wc->pkey, wc->file.name, json, json_len, gen, &v, &vl));
+    vmenc_status s = ctl_cluster_policy_cas(wc->cl, v, vl, atomic_load(&wc->model_rev), &rev);
+    if (s == VMENC_OK) {
+        atomic_store(&wc->model_rev, rev);
+        atomic_store(&wc->model_gen, gen);
+        accepted(wc, v, vl, gen);
+    }
+    free(v);
+    return s;
 }
 
 /* apply_pending brings the model up to the pending document. */
@@ -174,7 +295,16 @@ static void on_policy(void *arg, const uint8_t *json, size_t len, int64_t rev) {
     ws_cluster *wc = arg;
     if (rev <= atomic_load(&wc->model_rev))
         return; /* our own commit, or older */
-    stash(wc, json, len, rev);
+    const uint8_t *doc = NULL;
+    size_t dl = 0;
+    uint64_t gen = 0;
+    const char *bad = NULL;
+    if (policy_open(wc, json, len, &doc, &dl, &gen, &bad) != VMENC_OK) {
+        refused(wc, rev, bad); /* the last good document stays in force */
+        return;
+    }
+    accepted(wc, json, len, gen);
+    stash(wc, doc, dl, rev, gen);
     vmenc_status s = apply_pending(wc);
     (void)s; /* a document the model cannot take fails every later write (policy_write_lock) */
 }
@@ -185,10 +315,61 @@ static vmenc_status sync_now(ws_cluster *wc) {
     size_t len = 0;
     int64_t rev = 0;
     VMENC_GUARD(ctl_cluster_policy_get(wc->cl, &doc, &len, &rev));
-    if (rev > atomic_load(&wc->model_rev))
-        stash(wc, doc, len, rev);
+    if (rev > atomic_load(&wc->model_rev)) {
+        const uint8_t *json = NULL;
+        size_t jl = 0;
+        uint64_t gen = 0;
+        const char *bad = NULL;
+        vmenc_status s = policy_open(wc, doc, len, &json, &jl, &gen, &bad);
+        if (s != VMENC_OK) {
+            refused(wc, rev, bad);
+            free(doc);
+            /* decide on the last good document if the model holds one */
+            return atomic_load(&wc->model_gen) > 0 ? VMENC_OK : s;
+        }
+        accepted(wc, doc, len, gen);
+        stash(wc, json, jl, rev, gen);
+    }
     free(doc);
     return apply_pending(wc);
+}
+
+/* load_cache puts this host's last good sealed document into the model
+ * (at revision 1: any newer document from etcd replaces it) when the one
+ * in etcd was refused at attach. */
+static vmenc_status load_cache(ws_cluster *wc) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", wc->ws->dir, POLICY_CACHE_FILE);
+    uint8_t *v = NULL;
+    size_t len = 0;
+    VMENC_GUARD(ws_read_path(path, VMENC_ETCD_VALUE_MAX, &v, &len));
+    const uint8_t *json = NULL;
+    size_t jl = 0;
+    uint64_t gen = 0;
+    const char *bad = NULL;
+    vmenc_status s = policy_open(wc, v, len, &json, &jl, &gen, &bad);
+    if (s == VMENC_OK)
+        stash(wc, json, jl, 1, gen);
+    free(v);
+    return s == VMENC_OK ? apply_pending(wc) : s;
+}
+
+/* cache_floor: the generation of this host's last good copy is the oldest
+ * it accepts from etcd from now on. */
+static void cache_floor(ws_cluster *wc) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", wc->ws->dir, POLICY_CACHE_FILE);
+    uint8_t *v = NULL;
+    size_t len = 0;
+    if (ws_read_path(path, VMENC_ETCD_VALUE_MAX, &v, &len) != VMENC_OK)
+        return;
+    const uint8_t *json = NULL;
+    size_t jl = 0;
+    uint64_t gen = 0;
+    const char *bad = NULL;
+    if (policy_open(wc, v, len, &json, &jl, &gen, &bad) == VMENC_OK)
+        atomic_store(&wc->min_gen, gen);
+    free(v);
 }
 
 /* ---- the VM layer's hooks ---------------------------------------------------------------- */
@@ -215,9 +396,10 @@ static vmenc_wrap_context key_ctx(const char *cluster_id) {
     return c;
 }
 
-/* record_key unwraps the cluster key named by the cluster document and
- * derives the control-record MAC key from it (secure memory). */
-static vmenc_status record_key(vmenc_workspace *ws, const ws_cluster_doc *d, vmenc_secret **out) {
+/* derive_key unwraps the cluster key named by the cluster document and
+ * derives a key for |domain| from it (secure memory): the control-record
+ * MAC key and the policy document's MAC key. */
+static vmenc_status derive_key(vmenc_workspace *ws, const ws_cluster_doc *d, const char *domain, vmenc_secret **out) {
     vmenc_wrapped_key *wk = NULL;
     vmenc_dek *dek = NULL;
     vmenc_wrap_context ctx = key_ctx(d->id);
@@ -228,8 +410,8 @@ static vmenc_status record_key(vmenc_workspace *ws, const ws_cluster_doc *d, vme
     if (s == VMENC_OK)
         s = vmenc_secret_new(CTL_MAC_KEY_BYTES, &k);
     if (s == VMENC_OK &&
-        crypto_generichash(k->bytes, k->len, (const uint8_t *)k_record_key_domain, sizeof(k_record_key_domain) - 1,
-                           vmenc_dek_bytes_internal(dek), VMENC_DEK_BYTES) != 0)
+        crypto_generichash(k->bytes, k->len, (const uint8_t *)domain, strlen(domain), vmenc_dek_bytes_internal(dek),
+                           VMENC_DEK_BYTES) != 0)
         s = VMENC_E_CRYPTO;
     vmenc_dek_free(dek);
     vmenc_wrapped_key_free(wk);
@@ -315,6 +497,7 @@ static void free_wc(ws_cluster *wc) {
         return;
     ctl_cluster_close(wc->cl);
     ws_cluster_file_cleanup(&wc->file);
+    vmenc_secret_free(wc->pkey);
     free(wc->pending);
     pthread_mutex_destroy(&wc->mu);
     free(wc);
@@ -377,7 +560,9 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
     }
     vmenc_secret *mk = NULL;
     if (s == VMENC_OK)
-        s = record_key(ws, &doc, &mk);
+        s = derive_key(ws, &doc, k_record_key_domain, &mk);
+    if (s == VMENC_OK)
+        s = derive_key(ws, &doc, k_policy_key_domain, &wc->pkey);
     ctl_store *store = NULL;
     if (s == VMENC_OK)
         s = ctl_etcd_new(ctl_cluster_etcd(wc->cl), wc->file.name, mk->bytes, mk->len, &store);
@@ -395,8 +580,12 @@ static vmenc_status attach_with(vmenc_workspace *ws, ws_cluster_file *f, const c
     s = policy_set_commit_hook(ws->policy, cl_commit, ws);
     if (s == VMENC_OK)
         s = policy_set_refresh_hook(ws->policy, cl_refresh, cl_release);
-    if (s == VMENC_OK)
+    cache_floor(wc);
+    if (s == VMENC_OK) {
         s = sync_now(wc);
+        if (s == VMENC_E_AUTH && load_cache(wc) == VMENC_OK)
+            s = VMENC_OK; /* etcd's document is refused (audited): this host's last good one rules */
+    }
     if (s != VMENC_OK) {
         ws_set_error(err, s, cf, 0, "cluster \"%s\": cannot load the cluster policy: %s", wc->file.name,
                      vmenc_strerror(s));
@@ -588,12 +777,29 @@ static vmenc_status join_locked(vmenc_workspace *ws, const vmenc_cluster_spec *s
         uint8_t *json = NULL;
         size_t jl = 0;
         s = vmenc_policy_save_json(ws->policy, &json, &jl);
+        /* sealed under the cluster's policy key, generation 1 */
+        uint8_t *cd = NULL, *v = NULL;
+        size_t cdl = 0, vl = 0;
+        ws_cluster_doc d = {0};
+        vmenc_secret *pk = NULL;
+        if (s == VMENC_OK)
+            s = ctl_cluster_doc_get(tmp, &cd, &cdl);
+        if (s == VMENC_OK)
+            s = ws_cluster_doc_parse(cd, cdl, &d);
+        if (s == VMENC_OK)
+            s = derive_key(ws, &d, k_policy_key_domain, &pk);
+        if (s == VMENC_OK)
+            s = seal_with(pk, name, json, jl, 1, &v, &vl);
         int64_t rev = 0;
         if (s == VMENC_OK) {
-            s = ctl_cluster_policy_cas(tmp, json, jl, 0, &rev);
+            s = ctl_cluster_policy_cas(tmp, v, vl, 0, &rev);
             if (s == VMENC_E_CONFLICT)
                 s = VMENC_OK; /* it exists: the cluster's policy wins */
         }
+        free(v);
+        vmenc_secret_free(pk);
+        ws_cluster_doc_cleanup(&d);
+        free(cd);
         vmenc_policy_buffer_free(json);
     }
     ctl_cluster_close(tmp);
@@ -770,7 +976,16 @@ vmenc_status vmenc_workspace_vm_take_over(vmenc_workspace *ws, const char *who, 
     }
     if (s == VMENC_OK) {
         pthread_mutex_lock(&vm->lock);
-        s = vm_cluster_own(vm, why, sizeof(why));
+        char uuid[VMENC_VM_UUID_LEN + 1];
+        snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+        /* The take-over proper (the owner key absent = its lease expired;
+         * the placement moves here in the same txn), then the VM object's
+         * count of it, then drop the extra count the take-over made. */
+        s = ctl_cluster_take_over(ws->cluster->cl, uuid, name, why, sizeof(why));
+        if (s == VMENC_OK) {
+            s = vm_cluster_own(vm, why, sizeof(why));
+            ctl_cluster_release(ws->cluster->cl, uuid);
+        }
         int enc = vm_is_encrypted(vm);
         pthread_mutex_unlock(&vm->lock);
         if (s == VMENC_OK) {
@@ -801,4 +1016,150 @@ vmenc_status vmenc_workspace_vm_take_over(vmenc_workspace *ws, const char *who, 
     }
     *out = vm;
     return VMENC_OK;
+}
+
+/* ---- the migration handover ------------------------------------------------------------------------ */
+
+vmenc_status vmenc_workspace_vm_placement(vmenc_workspace *ws, const char *name, char *out, size_t out_cap) {
+    VMENC_ENSURE(ws != NULL && name != NULL && out != NULL && out_cap > 0, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    VMENC_GUARD(vm_uuid_of(ws, name, uuid));
+    return ctl_cluster_placement(ws->cluster->cl, uuid, out, out_cap);
+}
+
+static void note_holder(vmenc_workspace *ws, const char *why) {
+    if (why[0] == '\0')
+        return;
+    pthread_mutex_lock(&ws->holder_mu);
+    snprintf(ws->lock_holder, sizeof(ws->lock_holder), "%s", why);
+    pthread_mutex_unlock(&ws->holder_mu);
+}
+
+/* record_state: the VM record's revision in the control store and a tag
+ * of the VM state it records (encrypted, key generation, the VM key
+ * record's hash): what a handover names, so the destination commits only
+ * the VM state the source sent. Revision 0 and tag "none" without a record. */
+static vmenc_status record_state(vmenc_workspace *ws, const char *uuid, int64_t *out_rev, char *tag, size_t cap) {
+    *out_rev = 0;
+    snprintf(tag, cap, "none");
+    if (ws->host->control == NULL)
+        return VMENC_OK;
+    ctl_vm_record *rec = malloc(sizeof(*rec));
+    VMENC_ENSURE(rec != NULL, VMENC_E_NOMEM);
+    vmenc_status s = ctl_store_get_vm(ws->host->control, uuid, rec);
+    if (s == VMENC_OK) {
+        const uint8_t *h = rec->facts.key_hash;
+        *out_rev = (int64_t)rec->revision;
+        snprintf(tag, cap, "enc=%d gen=%" PRIu64 " key=%02x%02x%02x%02x%02x%02x%02x%02x op=%d", rec->facts.encrypted ? 1 : 0,
+                 rec->facts.key_generation, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], (int)rec->op.kind);
+    } else if (s == VMENC_E_NOT_FOUND) {
+        s = VMENC_OK;
+    }
+    free(rec);
+    return s;
+}
+
+vmenc_status vmenc_workspace_cluster_handover_begin(vmenc_workspace *ws, const char *who, vmenc_vm *vm,
+                                                    const char *dest_host) {
+    VMENC_ENSURE(ws != NULL && vm != NULL && dest_host != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    const char *name = vmenc_vm_name(vm);
+    int enc = vm_is_encrypted(vm);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_MIGRATE_VM, .vm = name, .host = dest_host,
+                               .flags = enc ? VMENC_REQ_VM_ENCRYPTED : 0};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    VMENC_GUARD(vmenc_workspace_authorize(ws, who, &rq, "migration.handover_begin", name, &d));
+    char why[CTL_CLUSTER_WHY_MAX] = "";
+    pthread_mutex_lock(&vm->lock);
+    vmenc_status s = vm_cluster_own(vm, why, sizeof(why));
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+    pthread_mutex_unlock(&vm->lock);
+    int64_t rev = 0;
+    char tag[CTL_CLUSTER_TAG_MAX];
+    if (s == VMENC_OK)
+        s = record_state(ws, uuid, &rev, tag, sizeof(tag));
+    if (s == VMENC_OK)
+        s = ctl_cluster_handover_begin(ws->cluster->cl, uuid, dest_host, tag, why, sizeof(why));
+    note_holder(ws, why);
+    char reason[CTL_CLUSTER_WHY_MAX + 64];
+    if (s == VMENC_OK)
+        snprintf(reason, sizeof(reason), "offered to host %s (record revision %" PRId64 ", %s)", dest_host, rev, tag);
+    else
+        snprintf(reason, sizeof(reason), "%s", why);
+    vmenc_status as = vmenc_workspace_audit_result(ws, who, "migration.handover_begin", name, NULL, NULL, s,
+                                                   reason[0] ? reason : NULL);
+    return s != VMENC_OK ? s : as;
+}
+
+vmenc_status vmenc_workspace_cluster_handover_wait(vmenc_workspace *ws, const char *who, vmenc_vm *vm,
+                                                   const char *dest_host, uint32_t timeout_ms) {
+    VMENC_ENSURE(ws != NULL && vm != NULL && dest_host != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    pthread_mutex_lock(&vm->lock);
+    snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+    pthread_mutex_unlock(&vm->lock);
+    vmenc_status s = ctl_cluster_handover_wait(ws->cluster->cl, uuid, dest_host, timeout_ms);
+    char reason[160];
+    snprintf(reason, sizeof(reason), s == VMENC_OK ? "handed over: placed on host %s" : "not taken over by host %s: "
+             "the VM stays here", dest_host);
+    vmenc_status as = vmenc_workspace_audit_result(ws, who, "migration.handover", vmenc_vm_name(vm), NULL, NULL,
+                                                   s, reason);
+    return s != VMENC_OK ? s : as;
+}
+
+vmenc_status vmenc_workspace_cluster_handover_commit(vmenc_workspace *ws, const char *who, vmenc_vm *vm) {
+    VMENC_ENSURE(ws != NULL && vm != NULL, VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(ws->cluster != NULL, VMENC_E_BAD_STATE);
+    const char *name = vmenc_vm_name(vm);
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_REGISTER_VM, .vm = name,
+                               .folder = ws->cfg->folder, .host = ws->cfg->host_id};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    VMENC_GUARD(vmenc_workspace_authorize(ws, who, &rq, "migration.handover_commit", name, &d));
+    char uuid[VMENC_VM_UUID_LEN + 1];
+    pthread_mutex_lock(&vm->lock);
+    snprintf(uuid, sizeof(uuid), "%s", vm->vmx.uuid);
+    int enc = vm_is_encrypted(vm);
+    pthread_mutex_unlock(&vm->lock);
+    char why[CTL_CLUSTER_WHY_MAX + 2 * CTL_CLUSTER_TAG_MAX] = "", src[CTL_CLUSTER_HOST_MAX + 1] = "";
+    /* The offer, and the record as it is now: the record must still be
+     * the VM state the source sent, and the transaction compares that
+     * revision (a write since then makes it fail). */
+    ctl_cluster_handover h;
+    vmenc_status s = ctl_cluster_handover_read(ws->cluster->cl, uuid, &h);
+    if (s == VMENC_E_NOT_FOUND)
+        snprintf(why, sizeof(why), "no handover of this VM is in progress (the source ended it or died)");
+    if (s == VMENC_OK)
+        snprintf(src, sizeof(src), "%s", h.src);
+    int64_t rev = 0;
+    char tag[CTL_CLUSTER_TAG_MAX];
+    if (s == VMENC_OK)
+        s = record_state(ws, uuid, &rev, tag, sizeof(tag));
+    if (s == VMENC_OK && strcmp(tag, h.tag) != 0) {
+        snprintf(why, sizeof(why), "the VM record (%s) is not the state host %s sent (%s)", tag, h.src, h.tag);
+        s = VMENC_E_CONFLICT;
+    }
+    if (s == VMENC_OK)
+        s = ctl_cluster_handover_commit(ws->cluster->cl, uuid, name, &h, rev, why, sizeof(why));
+    if (s == VMENC_OK) {
+        /* count the ownership on |vm|: released when it is freed */
+        pthread_mutex_lock(&vm->lock);
+        s = vm_cluster_own(vm, why, sizeof(why));
+        pthread_mutex_unlock(&vm->lock);
+    } else if (src[0] != '\0' && (s == VMENC_E_CONFLICT || s == VMENC_E_DENIED)) {
+        /* registering here pointed the inventory at this host: back to where the VM stays */
+        vmenc_status ps = vmenc_policy_set_vm_state(ws->policy, name, src, enc);
+        (void)ps; /* the inventory's host is informational; the placement decides */
+    }
+    note_holder(ws, why);
+    char reason[sizeof(why) + 64];
+    if (s == VMENC_OK)
+        snprintf(reason, sizeof(reason), "taken over from host %s in one transaction", src);
+    else
+        snprintf(reason, sizeof(reason), "%s", why);
+    vmenc_status as = vmenc_workspace_audit_result(ws, who, "migration.handover_commit", name, NULL, NULL, s,
+                                                   reason[0] ? reason : NULL);
+    return s != VMENC_OK ? s : as;
 }

@@ -3,7 +3,9 @@
  * mode: WORKSPACE/cluster.json (which cluster this workspace belongs to
  * and how to reach it; host-private, written by vmenc_workspace_cluster_join)
  * and the cluster document /vmenc/<cluster>/cluster in etcd (the cluster's
- * ID and its wrapped cluster key). Both formats: docs/cluster.md.
+ * ID and its wrapped cluster key); and the binary envelope of the sealed
+ * policy document (magic, generation, MAC, the JSON), parsed with the
+ * bounded cursor. All formats: docs/cluster.md.
  *
  * Safety rule: both are parsed strictly (json-c, strict mode, UTF-8
  * checked, bounded depth and size): every field typed and bounded, an
@@ -188,4 +190,38 @@ vmenc_status ws_cluster_doc_serialize(const ws_cluster_doc *d, char **out) {
     VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
     *out = b;
     return VMENC_OK;
+}
+
+/* ---- the sealed policy document (/vmenc/<cluster>/policy) ------------------------------------ */
+
+vmenc_status ws_policy_seal_parse(const uint8_t *v, size_t len, ws_policy_seal *out) {
+    VMENC_ENSURE(out != NULL, VMENC_E_INVALID_ARG);
+    memset(out, 0, sizeof(*out));
+    VMENC_ENSURE(v != NULL, VMENC_E_INVALID_ARG);
+    vmenc_cbs c, magic, mac;
+    vmenc_cbs_init(&c, v, len);
+    uint64_t gen = 0;
+    VMENC_ENSURE(vmenc_cbs_get_bytes(&c, &magic, WS_POLICY_SEAL_MAGIC_LEN), VMENC_E_TRUNCATED);
+    VMENC_ENSURE(memcmp(vmenc_cbs_data(&magic), WS_POLICY_SEAL_MAGIC, WS_POLICY_SEAL_MAGIC_LEN) == 0,
+                 VMENC_E_BAD_MAGIC);
+    VMENC_ENSURE(vmenc_cbs_get_u64(&c, &gen) && vmenc_cbs_get_bytes(&c, &mac, WS_POLICY_SEAL_MAC_BYTES),
+                 VMENC_E_TRUNCATED);
+    VMENC_ENSURE(gen > 0 && vmenc_cbs_len(&c) > 0, VMENC_E_PARSE);
+    out->gen = gen;
+    memcpy(out->mac, vmenc_cbs_data(&mac), WS_POLICY_SEAL_MAC_BYTES);
+    out->json = vmenc_cbs_data(&c);
+    out->json_len = vmenc_cbs_len(&c);
+    return VMENC_OK;
+}
+
+vmenc_status ws_policy_seal_serialize(const ws_policy_seal *s, uint8_t **out, size_t *out_len) {
+    VMENC_ENSURE(s != NULL && s->gen > 0 && s->json != NULL && s->json_len > 0 && out != NULL && out_len != NULL,
+                 VMENC_E_INVALID_ARG);
+    vmenc_cbb b;
+    VMENC_GUARD(vmenc_cbb_init(&b, WS_POLICY_SEAL_HEADER + s->json_len));
+    vmenc_cbb_add_bytes(&b, (const uint8_t *)WS_POLICY_SEAL_MAGIC, WS_POLICY_SEAL_MAGIC_LEN);
+    vmenc_cbb_add_u64(&b, s->gen);
+    vmenc_cbb_add_bytes(&b, s->mac, WS_POLICY_SEAL_MAC_BYTES);
+    vmenc_cbb_add_bytes(&b, s->json, s->json_len);
+    return vmenc_cbb_finish(&b, out, out_len);
 }

@@ -45,6 +45,26 @@ VMENC_INTERNAL vmenc_status ws_cluster_doc_parse(const uint8_t *text, size_t len
 VMENC_INTERNAL vmenc_status ws_cluster_doc_serialize(const ws_cluster_doc *d, char **out);
 VMENC_INTERNAL void ws_cluster_doc_cleanup(ws_cluster_doc *d);
 
+/* The sealed policy document in etcd (docs/cluster.md "The policy
+ * document's seal"): "VMENCPS1" | generation (u64, big-endian, >= 1) |
+ * BLAKE2b-256 MAC (32) | the policy JSON (>= 1 byte). The MAC is checked
+ * by cluster.c; this is only the envelope. */
+#define WS_POLICY_SEAL_MAGIC "VMENCPS1"
+#define WS_POLICY_SEAL_MAGIC_LEN 8u
+#define WS_POLICY_SEAL_MAC_BYTES 32u
+#define WS_POLICY_SEAL_HEADER (WS_POLICY_SEAL_MAGIC_LEN + 8u + WS_POLICY_SEAL_MAC_BYTES)
+typedef struct ws_policy_seal {
+    uint64_t gen;
+    uint8_t mac[WS_POLICY_SEAL_MAC_BYTES];
+    const uint8_t *json;   /* parse: points into the input */
+    size_t json_len;
+} ws_policy_seal;
+/* ws_policy_seal_parse: VMENC_E_TRUNCATED, VMENC_E_BAD_MAGIC,
+ * VMENC_E_PARSE (generation 0, no JSON); |out| zeroed on failure.
+ * ws_policy_seal_serialize: a new buffer (the caller frees it). Pure. */
+VMENC_INTERNAL vmenc_status ws_policy_seal_parse(const uint8_t *v, size_t len, ws_policy_seal *out);
+VMENC_INTERNAL vmenc_status ws_policy_seal_serialize(const ws_policy_seal *s, uint8_t **out, size_t *out_len);
+
 /* ws_cluster_attach: if WORKSPACE/cluster.json exists, connect and switch
  * the open workspace to cluster mode (nothing to do otherwise). Called by
  * ws_open last. |err| names the file and the reason. */

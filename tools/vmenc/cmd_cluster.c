@@ -176,10 +176,16 @@ static int cl_owner(cli *c, args *a) {
     vmenc_status s = vmenc_workspace_vm_owner(c->ws, name, owner, sizeof(owner));
     if (s != VMENC_OK)
         return cli_fail(c, s, "owner of VM '%s'", name);
+    /* the placement: the one host that may write it (docs/cluster.md) */
+    char placed[VMENC_POLICY_NAME_MAX + 1];
+    s = vmenc_workspace_vm_placement(c->ws, name, placed, sizeof(placed));
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "placement of VM '%s'", name);
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "vm", name);
     out_str(o, "owner", owner);
+    out_str(o, "placement", placed);
     out_end(o);
     return EXIT_OK;
 }
@@ -205,6 +211,91 @@ int cluster_take_over(cli *c, const char *name) {
         return cli_fail(c, s, "cannot take VM '%s' over%s%s", name, holder[0] ? ": " : "", holder);
     }
     vmenc_vm_free(vm); /* the ownership goes with this process: a host that runs it takes it again */
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "host", st.host);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static uint64_t now_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* hand-over: the source side of a migration on a datastore both hosts
+ * share (nothing to copy): offer VM to --to HOST and wait for its
+ * 'cluster accept'. The placement and ownership move in one etcd
+ * transaction (docs/cluster.md). */
+static int cl_hand_over(cli *c, args *a) {
+    const char *name = arg_positional(a), *to = NULL, *tmo = NULL;
+    (void)arg_value(c, a, "--to", &to);
+    (void)arg_value(c, a, "--timeout", &tmo);
+    if (name == NULL || to == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster hand-over VM --to HOST [--timeout S]");
+    long timeout = tmo ? strtol(tmo, NULL, 10) : 30;
+    if (timeout < 1 || timeout > 86400)
+        return cli_usage(c, "--timeout takes 1 to 86400 seconds");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm *vm = NULL;
+    rc = open_vm(c, name, &vm, true);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_status s = vmenc_workspace_cluster_handover_begin(c->ws, cli_principal(c), vm, to);
+    if (s == VMENC_OK)
+        s = vmenc_workspace_cluster_handover_wait(c->ws, cli_principal(c), vm, to, (uint32_t)timeout * 1000u);
+    char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+    if (s != VMENC_OK && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+        holder[0] = '\0';
+    vmenc_vm_free(vm);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "VM '%s' was not handed over to %s (it stays here)%s%s", name, to,
+                        holder[0] ? ": " : "", holder);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "vm", name);
+    out_str(o, "from", st.host);
+    out_str(o, "to", to);
+    out_end(o);
+    return EXIT_OK;
+}
+
+/* accept: the destination side: wait up to --timeout for an offer of VM
+ * to this host and commit it. */
+static int cl_accept(cli *c, args *a) {
+    const char *name = arg_positional(a), *tmo = NULL;
+    (void)arg_value(c, a, "--timeout", &tmo);
+    if (name == NULL || !arg_done(c, a))
+        return cli_usage(c, "usage: vmenc cluster accept VM [--timeout S]");
+    long timeout = tmo ? strtol(tmo, NULL, 10) : 30;
+    if (timeout < 1 || timeout > 86400)
+        return cli_usage(c, "--timeout takes 1 to 86400 seconds");
+    vmenc_cluster_status st;
+    int rc = need_cluster(c, &st);
+    if (rc != EXIT_OK)
+        return rc;
+    vmenc_vm *vm = NULL;
+    rc = open_vm(c, name, &vm, true);
+    if (rc != EXIT_OK)
+        return rc;
+    uint64_t until = now_mono_ms() + (uint64_t)timeout * 1000u;
+    vmenc_status s;
+    while ((s = vmenc_workspace_cluster_handover_commit(c->ws, cli_principal(c), vm)) == VMENC_E_NOT_FOUND &&
+           now_mono_ms() < until && !g_interrupted) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+    if (s != VMENC_OK && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+        holder[0] = '\0';
+    vmenc_vm_free(vm); /* the placement stays here; the owner key goes with this process */
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "VM '%s' was not taken over%s%s", name, holder[0] ? ": " : "", holder);
     out_t *o = out_begin(c);
     out_bool(o, "ok", true);
     out_str(o, "vm", name);
@@ -663,6 +754,14 @@ const verb_def cluster_verbs[] = {
     {"owner", cl_owner, "VM", "which host owns VM for write", ""},
     {"take-over", cl_take_over, "VM", "take VM over after its owner's lease expired (HA restart)",
      "Refused (exit 7, VMENC_E_LOCKED) while the owner's lease lives. Needs Cryptographer.RegisterVM.\n"},
+    {"hand-over", cl_hand_over, "VM --to HOST [--timeout S]",
+     "migrate VM to another host of the cluster on a shared datastore (source side)",
+     "Offers VM to HOST and waits (default 30 s) for 'vmenc cluster accept VM' there; the placement\n"
+     "and ownership move in one etcd transaction. On timeout the offer is withdrawn and VM stays.\n"
+     "Needs Resource.ColdMigrate (+ Cryptographer.Migrate). Between datastores: 'vmenc migrate send'.\n"},
+    {"accept", cl_accept, "VM [--timeout S]", "take VM over from the host that offers it to this one",
+     "Waits (default 30 s) for an offer, then commits it in one etcd transaction (refused if the\n"
+     "source lost its lease or the VM changed since the offer). Needs VirtualMachine.Inventory.Register.\n"},
     {"power-on", cl_power_on, "VM [--seconds N] [--interval-ms N] [--log FILE] [--keep-going]",
      "run VM's writes as this host: open its first disk for write and write a tagged sector",
      "Each write is logged as 'HOST LEASE SEQ TIME_MS STATUS'. Stops at the first refused write\n"

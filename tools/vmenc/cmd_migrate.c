@@ -195,6 +195,35 @@ static int sock_open(const char *addr, bool listen_side, unsigned timeout_s) {
     return s;
 }
 
+/* in_cluster: the workspace is a host of a cluster (docs/cluster.md): a
+ * migration between two of its hosts hands the VM's placement and
+ * ownership over in one etcd transaction instead of unregistering it. */
+static bool in_cluster(cli *c) {
+    vmenc_cluster_status st = {.struct_size = sizeof(st)};
+    return vmenc_workspace_cluster_status(c->ws, &st) == VMENC_OK && st.in_cluster;
+}
+
+/* remove_received deletes the regular files of a home this process just
+ * received, and the home (the handover did not commit: the copy is not
+ * this host's). The cluster's record and inventory are left alone. */
+static void remove_received(const char *home) {
+    DIR *d = opendir(home);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[4200];
+        struct stat sb;
+        if (snprintf(p, sizeof(p), "%s/%s", home, e->d_name) < (int)sizeof(p) && lstat(p, &sb) == 0 &&
+            S_ISREG(sb.st_mode))
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(home);
+}
+
 /* ---- send ------------------------------------------------------------------------- */
 
 typedef struct mig_file {
@@ -352,6 +381,18 @@ static int mig_send(cli *c, args *a) {
                             name, disk_state_name(di.state), name);
         }
     }
+    /* cluster mode: offer the VM to the destination host before the stream */
+    bool cluster = st == VMENC_OK && in_cluster(c);
+    if (cluster) {
+        st = vmenc_workspace_cluster_handover_begin(c->ws, cli_principal(c), vm, to);
+        if (st != VMENC_OK) {
+            char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+            if (vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+                holder[0] = '\0';
+            vmenc_vm_free(vm);
+            return cli_fail(c, st, "cannot hand '%s' over to %s%s%s", name, to, holder[0] ? ": " : "", holder);
+        }
+    }
     io x = {.fd = -1};
     vmenc_migration_sender_options so = {.struct_size = sizeof(so), .principal = cli_principal(c), .dest_host = to,
                                          .flags = no_peer ? VMENC_MIGRATION_PEER_NO_ENCRYPTION : 0, .fd = -1,
@@ -403,20 +444,29 @@ static int mig_send(cli *c, args *a) {
     vmenc_migration_info mi = {.struct_size = sizeof(mi)};
     vmenc_status is = vmenc_migration_sender_get_info(s, &mi);
     vmenc_migration_sender_free(s);
-    vmenc_vm_free(vm);
-    if (x.fd >= 0)
+    if (x.fd >= 0) {
         close(x.fd);
+        x.fd = -1;
+    }
+    /* cluster mode: the VM is the destination's once it commits; keep it
+     * open (and owned) until then - the commit compares that ownership */
+    vmenc_status hs = VMENC_OK;
+    if (cluster && st == VMENC_OK)
+        hs = vmenc_workspace_cluster_handover_wait(c->ws, cli_principal(c), vm, to, (uint32_t)timeout * 1000u);
+    vmenc_vm_free(vm);
     if (st == VMENC_E_INTERRUPTED)
         return cli_interrupted(c, "interrupted: the migration of '%s' was abandoned (the source VM is unchanged)", name);
     if (st == VMENC_E_KMS_TIMEOUT)
         return cli_fail(c, st, "no ready file %s from the destination within %llu s", ready, (unsigned long long)timeout);
     if (st != VMENC_OK)
         return cli_fail(c, st, "the migration of '%s' to %s failed", name, to);
+    if (hs != VMENC_OK)
+        return cli_fail(c, hs, "'%s' was sent, but %s did not take it over (it stays placed on this host)", name, to);
     /* The VM now runs from the destination: it leaves this host's inventory
      * (its files stay: the stream is one-way, so this side cannot know the
      * destination committed; `vm register` brings it back). */
-    const char *source = "kept";
-    if (!keep_registered) {
+    const char *source = cluster ? "handed over" : "kept";
+    if (!keep_registered && !cluster) {
         vmenc_status us = vmenc_workspace_unregister_vm(c->ws, cli_principal(c), name);
         if (us != VMENC_OK)
             return cli_fail(c, us, "'%s' was sent to %s, but could not be unregistered here (run 'vmenc vm unregister %s')",
@@ -530,6 +580,21 @@ static int mig_receive(cli *c, args *a) {
         close(p.lfd);
         if (strncmp(lst, "unix:", 5) == 0)
             unlink(lst + 5);
+    }
+    /* cluster mode: the VM becomes this host's in one etcd transaction;
+     * if that does not happen, the copy received here is not this host's */
+    if ((st == VMENC_OK || st == VMENC_E_VM_LOCKED) && in_cluster(c)) {
+        vmenc_status hs = vmenc_workspace_cluster_handover_commit(c->ws, cli_principal(c), vm);
+        if (hs != VMENC_OK) {
+            char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+            if (vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+                holder[0] = '\0';
+            vmenc_vm_free(vm);
+            if (hs != VMENC_E_CONTROL_UNAVAILABLE && hs != VMENC_E_OUTCOME_UNKNOWN)
+                remove_received(home);
+            return cli_fail(c, hs, "received '%s', but could not take it over from its source%s%s", name,
+                            holder[0] ? ": " : "", holder);
+        }
     }
     if (st != VMENC_OK && st != VMENC_E_VM_LOCKED) {
         if (st == VMENC_E_INTERRUPTED)

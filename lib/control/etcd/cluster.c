@@ -507,7 +507,59 @@ static bool owner_is_me(const ctl_cluster *c, const uint8_t *v, size_t len) {
     return strcmp(host, c->host) == 0;
 }
 
-vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *name, char *why, size_t why_cap) {
+/* Placement (docs/cluster.md "Placement and the migration handover"):
+ * /vmenc/C/placement/<uuid> names, without a lease, the host a VM is
+ * registered on. Only that host may take the VM's leased owner key; a
+ * VM with no placement yet is placed on the first host that takes it; a
+ * take-over moves it, and so does a committed migration handover. So a
+ * VM always has exactly one host that may write it, across crashes of
+ * either side, and the leased owner key says whether that host's
+ * process is running it. */
+enum own_mode {
+    OWN_PLACED_HERE = 0, /* placement == this host */
+    OWN_UNPLACED = 1,    /* no placement yet: place it here */
+    OWN_TAKE_OVER = 2,   /* the owner's lease expired: place it here, whoever had it */
+};
+
+static vmenc_status own_txn(ctl_cluster *c, const char *okey, const char *pkey, const char *val, size_t n,
+                            enum own_mode mode, vmenc_etcd_txn_result *r) {
+    vmenc_etcd_compare cmp[2] = {
+        {.target = VMENC_ETCD_CMP_CREATE, .result = VMENC_ETCD_CMP_EQUAL, .key = K(okey), .key_len = strlen(okey)},
+        {.target = mode == OWN_PLACED_HERE ? VMENC_ETCD_CMP_VALUE : VMENC_ETCD_CMP_CREATE,
+         .result = VMENC_ETCD_CMP_EQUAL, .key = K(pkey), .key_len = strlen(pkey), .value = K(c->host),
+         .value_len = strlen(c->host)},
+    };
+    vmenc_etcd_op ok[2] = {
+        {.type = VMENC_ETCD_OP_PUT,
+         .put = {.key = K(okey), .key_len = strlen(okey), .value = K(val), .value_len = n, .lease = c->lease}},
+        {.type = VMENC_ETCD_OP_PUT,
+         .put = {.key = K(pkey), .key_len = strlen(pkey), .value = K(c->host), .value_len = strlen(c->host)}},
+    };
+    vmenc_etcd_op get[2] = {
+        {.type = VMENC_ETCD_OP_RANGE, .range = {.key = K(okey), .key_len = strlen(okey)}},
+        {.type = VMENC_ETCD_OP_RANGE, .range = {.key = K(pkey), .key_len = strlen(pkey)}},
+    };
+    vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = mode == OWN_TAKE_OVER ? 1 : 2, .success = ok,
+                            .num_success = mode == OWN_PLACED_HERE ? 1 : 2, .failure = get, .num_failure = 2};
+    return vmenc_etcd_txn(c->etcd, &t, r);
+}
+
+static void name_placement(const vmenc_etcd_kv *p, const char *name, char *why, size_t why_cap) {
+    if (why == NULL || why_cap == 0)
+        return;
+    char host[CTL_CLUSTER_HOST_MAX + 1];
+    line_field(p->value, p->value_len, 0, host, sizeof(host));
+    snprintf(why, why_cap, "VM %s is registered on host %s (cluster placement); it may be written here only after a "
+             "migration to this host or a take-over",
+             name && name[0] ? name : "?", host[0] ? host : "?");
+}
+
+static bool kv_is_host(const vmenc_etcd_kv *kv, const char *host) {
+    return kv->value_len == strlen(host) && memcmp(kv->value, host, kv->value_len) == 0;
+}
+
+static vmenc_status own(ctl_cluster *c, const char *uuid, const char *name, bool take_over, char *why,
+                        size_t why_cap) {
     VMENC_ENSURE(c != NULL && uuid != NULL && strlen(uuid) < sizeof(((owned *)0)->uuid), VMENC_E_INVALID_ARG);
     VMENC_GUARD(ctl_cluster_write_ok(c));
     pthread_mutex_lock(&c->mu);
@@ -518,33 +570,52 @@ vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *n
         return VMENC_OK;
     }
     pthread_mutex_unlock(&c->mu);
-    char key[KEY_MAX], val[256];
+    char key[KEY_MAX], pkey[KEY_MAX], val[256];
     VMENC_GUARD(key_of(c, key, sizeof(key), "owner", uuid, NULL));
+    VMENC_GUARD(key_of(c, pkey, sizeof(pkey), "placement", uuid, NULL));
     int n = owner_value(c, name, val, sizeof(val));
-    vmenc_etcd_txn_result r = {0};
-    vmenc_status s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
-    for (int k = 0; retryable(s) && k < 3; k++) { /* idempotent for us: a lost answer shows our own lease */
-        sleep_ms(200);
-        vmenc_etcd_txn_result_cleanup(&r);
-        s = create_if_absent(c->etcd, key, K(val), (size_t)n, c->lease, &r);
-    }
-    VMENC_GUARD(s);
-    bool ours = r.succeeded;
-    if (!r.succeeded && r.num_responses > 0 && r.responses[0].num_kvs > 0 &&
-        r.responses[0].kvs[0].lease == c->lease)
-        ours = r.succeeded = true;
-    if (!r.succeeded) {
-        const vmenc_etcd_result *g = r.num_responses > 0 ? &r.responses[0] : NULL;
-        if (g != NULL && g->num_kvs > 0) {
-            if (!owner_is_me(c, g->kvs[0].value, g->kvs[0].value_len)) {
-                name_owner(g->kvs[0].value, g->kvs[0].value_len, g->kvs[0].lease, why, why_cap);
-                s = VMENC_E_LOCKED;
-            }
-        } else {
-            s = VMENC_E_CONFLICT; /* gone between compare and read: the caller may retry */
+    enum own_mode mode = take_over ? OWN_TAKE_OVER : OWN_PLACED_HERE;
+    vmenc_status s = VMENC_E_CONFLICT;
+    bool ours = false, done = false;
+    for (int round = 0; !done && round < 6; round++) {
+        vmenc_etcd_txn_result r = {0};
+        s = own_txn(c, key, pkey, val, (size_t)n, mode, &r);
+        for (int k = 0; retryable(s) && k < 3; k++) { /* idempotent for us: a lost answer shows our own lease */
+            sleep_ms(200);
+            vmenc_etcd_txn_result_cleanup(&r);
+            s = own_txn(c, key, pkey, val, (size_t)n, mode, &r);
         }
+        if (s != VMENC_OK) {
+            vmenc_etcd_txn_result_cleanup(&r);
+            return s;
+        }
+        const vmenc_etcd_kv *okv = r.num_responses > 0 && r.responses[0].num_kvs > 0 ? &r.responses[0].kvs[0] : NULL;
+        const vmenc_etcd_kv *pkv = r.num_responses > 1 && r.responses[1].num_kvs > 0 ? &r.responses[1].kvs[0] : NULL;
+        if (r.succeeded) {
+            ours = done = true;
+        } else if (okv != NULL && okv->lease == c->lease) {
+            ours = done = true; /* an earlier attempt whose answer was lost */
+        } else if (okv != NULL && owner_is_me(c, okv->value, okv->value_len)) {
+            done = true; /* another process of this host runs it: the image lock orders us */
+        } else if (okv != NULL) {
+            name_owner(okv->value, okv->value_len, okv->lease, why, why_cap);
+            s = VMENC_E_LOCKED;
+            done = true;
+        } else if (take_over) {
+            s = VMENC_E_CONFLICT; /* the owner key came and went: ask again */
+        } else if (pkv == NULL) {
+            mode = OWN_UNPLACED;
+        } else if (kv_is_host(pkv, c->host)) {
+            mode = OWN_PLACED_HERE;
+        } else {
+            name_placement(pkv, name, why, why_cap);
+            s = VMENC_E_LOCKED;
+            done = true;
+        }
+        vmenc_etcd_txn_result_cleanup(&r);
     }
-    vmenc_etcd_txn_result_cleanup(&r);
+    if (!done)
+        return VMENC_E_CONFLICT;
     if (s != VMENC_OK)
         return s;
     pthread_mutex_lock(&c->mu);
@@ -559,6 +630,10 @@ vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *n
         o->count++;
     pthread_mutex_unlock(&c->mu);
     return VMENC_OK;
+}
+
+vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *name, char *why, size_t why_cap) {
+    return own(c, uuid, name, false, why, why_cap);
 }
 
 /* delete_if_ours deletes |key| if it is bound to this session's lease. */
@@ -630,8 +705,282 @@ vmenc_status ctl_cluster_check_owner(ctl_cluster *c, const char *uuid, char *why
 vmenc_status ctl_cluster_take_over(ctl_cluster *c, const char *uuid, const char *name, char *why, size_t why_cap) {
     /* An owner key exists exactly as long as its lease: when etcd expired
      * the old owner's lease it deleted the key, so "create if absent" is
-     * the whole take-over rule - and it is atomic with the check. */
-    return ctl_cluster_acquire(c, uuid, name, why, why_cap);
+     * the whole take-over rule - and it is atomic with the check and with
+     * moving the placement here. */
+    return own(c, uuid, name, true, why, why_cap);
+}
+
+vmenc_status ctl_cluster_placement(ctl_cluster *c, const char *uuid, char *out_host, size_t cap) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && out_host != NULL && cap > 0, VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "placement", uuid, NULL));
+    uint8_t *v = NULL;
+    size_t len = 0;
+    out_host[0] = '\0';
+    vmenc_status s = get_one(c->etcd, key, false, &v, &len, NULL, NULL);
+    if (s == VMENC_E_NOT_FOUND)
+        return VMENC_OK;
+    VMENC_GUARD(s);
+    line_field(v, len, 0, out_host, cap);
+    free(v);
+    return VMENC_OK;
+}
+
+/* ---- the migration handover ---------------------------------------------------------------- */
+
+/* The intent /vmenc/C/migration/<uuid> = "SRC\nSRC_LEASE\nDEST\nRECORD_REV\nID", bound to the
+ * source's lease: while it exists the source's session is alive and offers the VM to DEST. */
+
+static vmenc_status migration_keys(const ctl_cluster *c, const char *uuid, char *mkey, char *okey, char *pkey,
+                                   char *vkey) {
+    VMENC_GUARD(key_of(c, mkey, KEY_MAX, "migration", uuid, NULL));
+    VMENC_GUARD(key_of(c, okey, KEY_MAX, "owner", uuid, NULL));
+    VMENC_GUARD(key_of(c, pkey, KEY_MAX, "placement", uuid, NULL));
+    return key_of(c, vkey, KEY_MAX, "vm", uuid, NULL);
+}
+
+vmenc_status ctl_cluster_handover_begin(ctl_cluster *c, const char *uuid, const char *dest, const char *tag,
+                                        char *why, size_t why_cap) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && dest != NULL && dest[0] != '\0' && strlen(dest) <= CTL_CLUSTER_HOST_MAX &&
+                     strchr(dest, '\n') == NULL && tag != NULL && strchr(tag, '\n') == NULL &&
+                     strlen(tag) < CTL_CLUSTER_TAG_MAX,
+                 VMENC_E_INVALID_ARG);
+    VMENC_ENSURE(strcmp(dest, c->host) != 0, VMENC_E_INVALID_ARG);
+    VMENC_GUARD(ctl_cluster_write_ok(c));
+    char mkey[KEY_MAX], okey[KEY_MAX], pkey[KEY_MAX], vkey[KEY_MAX], val[256];
+    VMENC_GUARD(migration_keys(c, uuid, mkey, okey, pkey, vkey));
+    uint8_t id[8];
+    VMENC_GUARD(vmenc_random_bytes(id, sizeof(id)));
+    int n = snprintf(val, sizeof(val), "%s\n%" PRId64 "\n%s\n%s\n%02x%02x%02x%02x%02x%02x%02x%02x", c->host, c->lease,
+                     dest, tag, id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]);
+    VMENC_ENSURE(n > 0 && (size_t)n < sizeof(val), VMENC_E_INVALID_ARG);
+    /* This session runs the VM (owner key bound to our lease), the VM is
+     * placed here, and no other handover of it is in progress. */
+    vmenc_etcd_compare cmp[3] = {
+        {.target = VMENC_ETCD_CMP_LEASE, .key = K(okey), .key_len = strlen(okey), .number = c->lease},
+        {.target = VMENC_ETCD_CMP_VALUE, .key = K(pkey), .key_len = strlen(pkey), .value = K(c->host),
+         .value_len = strlen(c->host)},
+        {.target = VMENC_ETCD_CMP_CREATE, .key = K(mkey), .key_len = strlen(mkey), .number = 0},
+    };
+    vmenc_etcd_op put = {.type = VMENC_ETCD_OP_PUT, .put = {.key = K(mkey), .key_len = strlen(mkey), .value = K(val),
+                                                            .value_len = (size_t)n, .lease = c->lease}};
+    vmenc_etcd_op get = {.type = VMENC_ETCD_OP_RANGE, .range = {.key = K(mkey), .key_len = strlen(mkey)}};
+    vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = 3, .success = &put, .num_success = 1, .failure = &get,
+                            .num_failure = 1};
+    vmenc_etcd_txn_result r = {0};
+    vmenc_status s = vmenc_etcd_txn(c->etcd, &t, &r);
+    for (int k = 0; retryable(s) && k < 5; k++) { /* a lost answer: the retry finds our own intent */
+        sleep_ms(200);
+        vmenc_etcd_txn_result_cleanup(&r);
+        s = vmenc_etcd_txn(c->etcd, &t, &r);
+    }
+    VMENC_GUARD(s);
+    if (!r.succeeded) {
+        const vmenc_etcd_kv *m = r.num_responses > 0 && r.responses[0].num_kvs > 0 ? &r.responses[0].kvs[0] : NULL;
+        char to[CTL_CLUSTER_HOST_MAX + 1] = "";
+        if (m != NULL)
+            line_field(m->value, m->value_len, 2, to, sizeof(to));
+        if (m != NULL && m->lease == c->lease && strcmp(to, dest) == 0) {
+            s = VMENC_OK; /* ours, from an attempt whose answer was lost */
+        } else if (m != NULL) {
+            if (why != NULL && why_cap > 0)
+                snprintf(why, why_cap, "a handover of this VM to host %s is in progress", to);
+            s = VMENC_E_LOCKED;
+        } else {
+            if (why != NULL && why_cap > 0)
+                snprintf(why, why_cap, "this process does not run the VM under its lease, or the VM is not placed on "
+                         "host %s", c->host);
+            s = VMENC_E_BAD_STATE;
+        }
+    }
+    vmenc_etcd_txn_result_cleanup(&r);
+    return s;
+}
+
+static bool parse_i64(const char *t, int64_t *out) {
+    if (t[0] == '\0')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(t, &end, 10);
+    if (errno != 0 || end == NULL || *end != '\0')
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+/* read_intent: VMENC_E_NOT_FOUND when no handover is in progress;
+ * VMENC_E_PARSE for a value this file did not write. */
+static vmenc_status read_intent(ctl_cluster *c, const char *mkey, ctl_cluster_handover *out) {
+    vmenc_etcd_range_req q = {.key = K(mkey), .key_len = strlen(mkey)};
+    vmenc_etcd_result res = {0};
+    VMENC_GUARD(vmenc_etcd_range(c->etcd, &q, &res));
+    vmenc_status s = VMENC_OK;
+    memset(out, 0, sizeof(*out));
+    if (res.num_kvs == 0) {
+        s = VMENC_E_NOT_FOUND;
+    } else {
+        const vmenc_etcd_kv *kv = &res.kvs[0];
+        char lease[24];
+        line_field(kv->value, kv->value_len, 0, out->src, sizeof(out->src));
+        line_field(kv->value, kv->value_len, 1, lease, sizeof(lease));
+        line_field(kv->value, kv->value_len, 2, out->dest, sizeof(out->dest));
+        line_field(kv->value, kv->value_len, 3, out->tag, sizeof(out->tag));
+        out->mod_rev = kv->mod_revision;
+        out->key_lease = kv->lease;
+        if (!parse_i64(lease, &out->src_lease) || out->src[0] == '\0' || out->dest[0] == '\0')
+            s = VMENC_E_PARSE;
+    }
+    vmenc_etcd_result_cleanup(&res);
+    return s;
+}
+
+vmenc_status ctl_cluster_handover_read(ctl_cluster *c, const char *uuid, ctl_cluster_handover *out) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    char mkey[KEY_MAX];
+    VMENC_GUARD(key_of(c, mkey, sizeof(mkey), "migration", uuid, NULL));
+    return read_intent(c, mkey, out);
+}
+
+vmenc_status ctl_cluster_handover_commit(ctl_cluster *c, const char *uuid, const char *name,
+                                         const ctl_cluster_handover *h, int64_t record_rev, char *why,
+                                         size_t why_cap) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && strlen(uuid) < sizeof(((owned *)0)->uuid) && h != NULL &&
+                     record_rev >= 0,
+                 VMENC_E_INVALID_ARG);
+    VMENC_GUARD(ctl_cluster_write_ok(c));
+    char mkey[KEY_MAX], okey[KEY_MAX], pkey[KEY_MAX], vkey[KEY_MAX], val[256];
+    VMENC_GUARD(migration_keys(c, uuid, mkey, okey, pkey, vkey));
+    const ctl_cluster_handover in = *h;
+    vmenc_status s;
+    if (strcmp(in.dest, c->host) != 0) {
+        if (why != NULL && why_cap > 0)
+            snprintf(why, why_cap, "the handover in progress names host %s, not %s", in.dest, c->host);
+        return VMENC_E_DENIED;
+    }
+    int n = owner_value(c, name, val, sizeof(val));
+    /* One transaction: the intent is the one read and still bound to the
+     * source's live lease, the source still runs the VM under that lease,
+     * the VM is still placed there, and its authority record is the
+     * revision the caller checked against the state the source named - then the placement, the owner key (now
+     * bound to our lease) and the end of the intent, together. */
+    vmenc_etcd_compare cmp[5] = {
+        {.target = VMENC_ETCD_CMP_MOD, .key = K(mkey), .key_len = strlen(mkey), .number = in.mod_rev},
+        {.target = VMENC_ETCD_CMP_LEASE, .key = K(mkey), .key_len = strlen(mkey), .number = in.src_lease},
+        {.target = VMENC_ETCD_CMP_LEASE, .key = K(okey), .key_len = strlen(okey), .number = in.src_lease},
+        {.target = VMENC_ETCD_CMP_VALUE, .key = K(pkey), .key_len = strlen(pkey), .value = K(in.src),
+         .value_len = strlen(in.src)},
+        {.target = VMENC_ETCD_CMP_MOD, .key = K(vkey), .key_len = strlen(vkey), .number = record_rev},
+    };
+    vmenc_etcd_op ok[3] = {
+        {.type = VMENC_ETCD_OP_PUT,
+         .put = {.key = K(pkey), .key_len = strlen(pkey), .value = K(c->host), .value_len = strlen(c->host)}},
+        {.type = VMENC_ETCD_OP_PUT,
+         .put = {.key = K(okey), .key_len = strlen(okey), .value = K(val), .value_len = (size_t)n, .lease = c->lease}},
+        {.type = VMENC_ETCD_OP_DELETE, .del = {.key = K(mkey), .key_len = strlen(mkey)}},
+    };
+    vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = record_rev > 0 ? 5 : 4, .success = ok,
+                            .num_success = 3};
+    vmenc_etcd_txn_result r = {0};
+    s = vmenc_etcd_txn(c->etcd, &t, &r);
+    bool committed = s == VMENC_OK && r.succeeded;
+    vmenc_etcd_txn_result_cleanup(&r);
+    /* The answer was lost (a leader killed mid-transaction): the placement
+     * says whether it happened. Ours and the intent gone: it did. The
+     * intent still as read: it did not - send it again (the compare makes
+     * that safe). Anything else: it did not and cannot any more. */
+    for (int k = 0; retryable(s) && k < 20; k++) {
+        sleep_ms(200);
+        char at[CTL_CLUSTER_HOST_MAX + 1];
+        ctl_cluster_handover now;
+        vmenc_status ps = ctl_cluster_placement(c, uuid, at, sizeof(at));
+        vmenc_status is = ps == VMENC_OK ? read_intent(c, mkey, &now) : ps;
+        if (ps == VMENC_OK && strcmp(at, c->host) == 0 && (is == VMENC_E_NOT_FOUND || now.mod_rev != in.mod_rev)) {
+            s = VMENC_OK;
+            committed = true;
+        } else if (is == VMENC_OK && now.mod_rev == in.mod_rev) {
+            s = vmenc_etcd_txn(c->etcd, &t, &r);
+            committed = s == VMENC_OK && r.succeeded;
+            vmenc_etcd_txn_result_cleanup(&r);
+        } else if (is == VMENC_OK || is == VMENC_E_NOT_FOUND || is == VMENC_E_PARSE) {
+            s = VMENC_OK;
+            committed = false;
+        }
+    }
+    VMENC_GUARD(s);
+    if (!committed) {
+        if (why != NULL && why_cap > 0)
+            snprintf(why, why_cap, "the handover from host %s ended before it could commit (the source stopped, lost "
+                     "its lease or the VM changed since it was sent)", in.src);
+        return VMENC_E_CONFLICT;
+    }
+    pthread_mutex_lock(&c->mu);
+    owned *o = find_owned(c, uuid);
+    if (o == NULL && c->num_owned < MAX_OWNED) {
+        o = &c->owned[c->num_owned++];
+        memset(o, 0, sizeof(*o));
+        snprintf(o->uuid, sizeof(o->uuid), "%s", uuid);
+    }
+    if (o != NULL)
+        o->ours = true; /* count 0: the first acquire of this process counts it; close revokes it */
+    pthread_mutex_unlock(&c->mu);
+    return VMENC_OK;
+}
+
+vmenc_status ctl_cluster_handover_wait(ctl_cluster *c, const char *uuid, const char *dest, uint32_t timeout_ms) {
+    VMENC_ENSURE(c != NULL && uuid != NULL && dest != NULL, VMENC_E_INVALID_ARG);
+    char mkey[KEY_MAX], okey[KEY_MAX], pkey[KEY_MAX], vkey[KEY_MAX];
+    VMENC_GUARD(migration_keys(c, uuid, mkey, okey, pkey, vkey));
+    uint64_t until = vmenc_now_monotonic_ms() + timeout_ms;
+    vmenc_status s = VMENC_E_KMS_TIMEOUT;
+    bool ended = false;
+    int withdraw_tries = 0;
+    while (!ended) {
+        char at[CTL_CLUSTER_HOST_MAX + 1];
+        ctl_cluster_handover in;
+        vmenc_status ps = ctl_cluster_placement(c, uuid, at, sizeof(at));
+        vmenc_status is = ps == VMENC_OK ? read_intent(c, mkey, &in) : ps;
+        if (ps == VMENC_OK && strcmp(at, dest) == 0) {
+            s = VMENC_OK; /* committed */
+            ended = true;
+        } else if (is == VMENC_E_NOT_FOUND || (is == VMENC_OK && in.key_lease != c->lease)) {
+            s = VMENC_E_CONFLICT; /* our intent is gone and the VM stayed: aborted (our lease expired?) */
+            ended = true;
+        } else if (vmenc_now_monotonic_ms() >= until) {
+            /* Withdraw the offer; if that loses, the destination committed
+             * meanwhile - the placement says so. */
+            vmenc_etcd_compare cmp = {.target = VMENC_ETCD_CMP_LEASE, .key = K(mkey), .key_len = strlen(mkey),
+                                      .number = c->lease};
+            vmenc_etcd_op del = {.type = VMENC_ETCD_OP_DELETE, .del = {.key = K(mkey), .key_len = strlen(mkey)}};
+            vmenc_etcd_txn_req t = {.compares = &cmp, .num_compares = 1, .success = &del, .num_success = 1};
+            vmenc_etcd_txn_result r = {0};
+            vmenc_status ds = vmenc_etcd_txn(c->etcd, &t, &r);
+            bool withdrawn = ds == VMENC_OK && r.succeeded;
+            vmenc_etcd_txn_result_cleanup(&r);
+            if (withdrawn) {
+                s = VMENC_E_KMS_TIMEOUT;
+                ended = true;
+            } else if (++withdraw_tries >= 10) {
+                s = VMENC_E_CONTROL_UNAVAILABLE; /* neither withdrawn nor seen committed */
+                ended = true;
+            } else {
+                until = vmenc_now_monotonic_ms() + 2000u; /* unknown or lost: look again */
+                sleep_ms(100);
+            }
+        } else {
+            sleep_ms(100);
+        }
+    }
+    if (s == VMENC_OK) {
+        /* The VM is the destination's now: this process no longer counts
+         * itself an owner (a later acquire asks etcd and is refused). */
+        pthread_mutex_lock(&c->mu);
+        owned *o = find_owned(c, uuid);
+        if (o != NULL)
+            *o = c->owned[--c->num_owned];
+        pthread_mutex_unlock(&c->mu);
+    }
+    return s;
 }
 
 /* ---- the policy document --------------------------------------------------------------------- */

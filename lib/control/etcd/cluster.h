@@ -106,10 +106,12 @@ VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_hosts(ctl_cluster *c, c
 /* ---- ownership --------------------------------------------------------------------- */
 
 /* ctl_cluster_acquire takes /vmenc/C/owner/<uuid> for this host, bound to
- * the session lease, in one transaction: created if absent, or already
- * this host's (then left as it is). Counted per UUID in this process.
- * VMENC_E_LOCKED when another host owns it (|why| names the host);
- * VMENC_E_LEASE_EXPIRED when fenced. */
+ * the session lease, in one transaction: created if absent and the VM is
+ * placed on this host (or not placed yet: then placed here in the same
+ * transaction), or already this host's (then left as it is). Counted per
+ * UUID in this process. VMENC_E_LOCKED when another host owns it or the VM
+ * is placed on another host (|why| names the host); VMENC_E_LEASE_EXPIRED
+ * when fenced. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_acquire(ctl_cluster *c, const char *uuid, const char *name,
                                                                  char *why, size_t why_cap);
 /* ctl_cluster_release drops one count; the last one deletes the key if it
@@ -130,6 +132,64 @@ VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_take_over(ctl_cluster *
 /* ctl_cluster_owner reads the owner of |uuid| ("" when none). */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_owner(ctl_cluster *c, const char *uuid, char *out_host,
                                                                size_t cap);
+
+/* ctl_cluster_placement reads the host VM |uuid| is placed on - the one
+ * host that may take its owner key ("" when never placed). Acquire
+ * places an unplaced VM here; take-over and a committed handover move it. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_placement(ctl_cluster *c, const char *uuid, char *out_host,
+                                                                   size_t cap);
+
+/* ---- the migration handover (docs/cluster.md) -------------------------------------------- */
+
+#define CTL_CLUSTER_TAG_MAX 96u
+
+/* An offer as stored: /vmenc/C/migration/<uuid> = "SRC\nSRC_LEASE\nDEST\nTAG\nID". */
+typedef struct ctl_cluster_handover {
+    char src[CTL_CLUSTER_HOST_MAX + 1];
+    char dest[CTL_CLUSTER_HOST_MAX + 1];
+    char tag[CTL_CLUSTER_TAG_MAX];   /* the VM state the source sent (the caller's words) */
+    int64_t src_lease;
+    int64_t mod_rev;                 /* of the offer key */
+    int64_t key_lease;               /* the lease the offer key is bound to */
+} ctl_cluster_handover;
+
+/* ctl_cluster_handover_begin (source) offers VM |uuid| to host |dest|: it
+ * writes /vmenc/C/migration/<uuid> bound to this session's lease, naming
+ * the source, its lease, the destination and |tag| (the VM state the
+ * stream was made from: the caller's words, no newline) - only if this
+ * session holds the owner key, the VM is placed here and no other
+ * handover is in progress (VMENC_E_BAD_STATE / VMENC_E_LOCKED, |why| says
+ * which). The source writes nothing to the VM after this call. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_handover_begin(ctl_cluster *c, const char *uuid,
+                                                                        const char *dest, const char *tag,
+                                                                        char *why, size_t why_cap);
+/* ctl_cluster_handover_read reads the offer of |uuid| (VMENC_E_NOT_FOUND:
+ * none; VMENC_E_PARSE: not an offer this file wrote). */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_handover_read(ctl_cluster *c, const char *uuid,
+                                                                       ctl_cluster_handover *out);
+/* ctl_cluster_handover_commit (destination) takes the VM over in ONE
+ * transaction: compare the offer |h| (as read: its mod_revision, still
+ * bound to the source's lease), the owner key (bound to the source's
+ * lease), the placement (the source) and the VM record's mod_revision
+ * (|record_rev|, which the caller read and checked against |h->tag|; 0:
+ * no record); then put the placement = this host, the owner key bound to
+ * this session's lease, and delete the offer. An answer lost
+ * (VMENC_E_OUTCOME_UNKNOWN) is resolved by re-reading the placement and
+ * the offer. VMENC_OK: the VM is this host's; VMENC_E_CONFLICT: it stayed
+ * the source's; VMENC_E_DENIED: the offer names another host. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_handover_commit(ctl_cluster *c, const char *uuid,
+                                                                         const char *name,
+                                                                         const ctl_cluster_handover *h,
+                                                                         int64_t record_rev, char *why,
+                                                                         size_t why_cap);
+/* ctl_cluster_handover_wait (source) waits up to |timeout_ms| for the
+ * outcome: VMENC_OK when the placement names |dest| (this process then no
+ * longer counts itself an owner); VMENC_E_CONFLICT when the intent is gone
+ * and the VM stayed here; on timeout it withdraws the intent (a compare on
+ * its lease) and returns VMENC_E_KMS_TIMEOUT - unless the destination
+ * committed first, which is then VMENC_OK. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_handover_wait(ctl_cluster *c, const char *uuid,
+                                                                       const char *dest, uint32_t timeout_ms);
 
 /* ---- the policy document ------------------------------------------------------------- */
 
