@@ -392,9 +392,9 @@ VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_tpm_pcr_read(attest_tpm *tpm
 VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_tpm_pcr_extend(attest_tpm *tpm, unsigned pcr,
                                                                    const uint8_t digest[ATTEST_DIGEST_BYTES]);
 
-/* attest_tpm_num_transients counts the TPM's loaded transient objects
- * (GetCapability TPM_CAP_HANDLES, transient range) — tests check that a
- * call leaves it unchanged. */
+/* attest_tpm_num_transients counts the TPM's transient objects and its
+ * sessions, loaded or saved (GetCapability TPM_CAP_HANDLES of those
+ * ranges) — tests check that a call leaves the count unchanged. */
 VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_tpm_num_transients(attest_tpm *tpm, size_t *out_num);
 
 #endif /* VMENC_LIB_ATTEST_ATTEST_H */
