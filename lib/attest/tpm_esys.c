@@ -156,11 +156,26 @@ static void ak_template(TPM2B_PUBLIC *p) {
     a->parameters.rsaDetail.exponent = 0;
 }
 
+/* has_handle: whether the TPM lists |handle| (a persistent object or an NV
+ * index). Asking first keeps ESYS from logging an error for a handle that
+ * is simply not provisioned. */
+static bool has_handle(attest_tpm *t, TPM2_HANDLE handle) {
+    TPMI_YES_NO more = TPM2_NO;
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    if (Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, handle, 1,
+                           &more, &cap) != TSS2_RC_SUCCESS)
+        return false;
+    bool found = cap->data.handles.count >= 1 && cap->data.handles.handle[0] == handle;
+    Esys_Free(cap);
+    return found;
+}
+
 /* ek_load: the persistent RSA EK when the TPM has one, else the same key
  * made again from the endorsement seed (CreatePrimary, to be flushed). */
 static vmenc_status ek_load(attest_tpm *t, tr *ek) {
     ESYS_TR h = ESYS_TR_NONE;
-    if (Esys_TR_FromTPMPublic(t->esys, EK_PERSISTENT_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+    if (has_handle(t, EK_PERSISTENT_HANDLE) &&
+        Esys_TR_FromTPMPublic(t->esys, EK_PERSISTENT_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                               &h) == TSS2_RC_SUCCESS) {
         *ek = (tr){h, false};
         return VMENC_OK;
@@ -251,7 +266,8 @@ static vmenc_status pcr_sel_to_tss(const char *text, TPML_PCR_SELECTION *out) {
 
 static vmenc_status read_ek_cert(attest_tpm *t, uint8_t **out, size_t *out_len) {
     ESYS_TR nv = ESYS_TR_NONE;
-    if (Esys_TR_FromTPMPublic(t->esys, EK_CERT_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+    if (!has_handle(t, EK_CERT_NV_INDEX) ||
+        Esys_TR_FromTPMPublic(t->esys, EK_CERT_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                               &nv) != TSS2_RC_SUCCESS) {
         *out = NULL; /* no certificate provisioned (swtpm without --create-ek-cert) */
         *out_len = 0;
@@ -434,10 +450,12 @@ vmenc_status attest_tpm_activate(attest_tpm *tpm, const uint8_t *ak_blob, size_t
     TSS2_RC rc = Esys_ActivateCredential(tpm->esys, ak.h, ek.h, ESYS_TR_PASSWORD, sess.h, ESYS_TR_NONE,
                                          &id, &es, &cert_info);
     if (rc != TSS2_RC_SUCCESS) {
-        /* a format-1 TPM error here is the TPM refusing the credential: another
-         * EK (the seed does not decrypt: VALUE) or another AK name (INTEGRITY) */
-        rv = ((rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && (rc & TPM2_RC_FMT1)) ? VMENC_E_AUTH
-                                                                                     : status_of(rc);
+        /* An error (not a warning) from the TPM itself is the TPM refusing the
+         * credential: another AK name (INTEGRITY), another EK (the seed does
+         * not decrypt: VALUE, or FAILURE from swtpm's RSA code). */
+        bool tpm_error = (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER &&
+                         ((rc & TPM2_RC_FMT1) || (rc & 0xf00u) == TPM2_RC_VER1);
+        rv = tpm_error ? VMENC_E_AUTH : status_of(rc);
         goto out;
     }
     VMENC_ENSURE_GOTO(rv, cert_info->size > 0 && cert_info->size <= ATTEST_SECRET_MAX, VMENC_E_KMS_PROTOCOL,
