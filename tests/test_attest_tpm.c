@@ -271,6 +271,42 @@ static void test_enrol_activate(void **state) {
     assert_null(got);
     assert_int_equal(transients(g_tb), before);
 
+    /* the same through the one-call enrolment of the broker */
+    attest_enrollment en;
+    assert_int_equal(attest_enroll_begin(g_ek_cert, g_ek_cert_len, g_ek_pub_a, g_ek_pub_a_len, g_ca, g_ak_pub_a,
+                                         g_ak_pub_a_len, &en),
+                     VMENC_OK);
+    assert_int_equal(en.refusal, ATTEST_ACCEPTED);
+    assert_memory_equal(en.ak_name, name, sizeof name);
+    assert_int_equal(attest_tpm_activate(g_ta, g_ak_blob_a, g_ak_blob_a_len, en.cred_blob, en.cred_blob_len,
+                                         en.enc_secret, en.enc_secret_len, &got),
+                     VMENC_OK);
+    assert_int_equal(attest_enroll_finish(en.secret_sha256, got->bytes, got->len), VMENC_OK);
+    got->bytes[0] ^= 1;
+    assert_int_equal(attest_enroll_finish(en.secret_sha256, got->bytes, got->len), VMENC_E_AUTH);
+    vmenc_secret_free(got);
+    got = NULL;
+    attest_enrollment_cleanup(&en);
+    /* refused: B's EK public claimed with A's certificate; the EK as the AK; an uncertified EK is
+     * the caller's choice and works */
+    assert_int_equal(attest_enroll_begin(g_ek_cert, g_ek_cert_len, g_ek_pub_b, g_ek_pub_b_len, g_ca, g_ak_pub_a,
+                                         g_ak_pub_a_len, &en),
+                     VMENC_E_AUTH);
+    assert_int_equal(en.refusal, ATTEST_REFUSED_SIGNER);
+    assert_null(en.cred_blob);
+    assert_int_equal(attest_enroll_begin(g_ek_cert, g_ek_cert_len, NULL, 0, g_ca, g_ek_pub_a, g_ek_pub_a_len, &en),
+                     VMENC_E_AUTH);
+    assert_int_equal(en.refusal, ATTEST_REFUSED_AK_ATTRIBUTES);
+    assert_int_equal(attest_enroll_begin(NULL, 0, g_ek_pub_b, g_ek_pub_b_len, NULL, g_ak_pub_b, g_ak_pub_b_len, &en),
+                     VMENC_OK);
+    assert_int_equal(attest_tpm_activate(g_tb, g_ak_blob_b, g_ak_blob_b_len, en.cred_blob, en.cred_blob_len,
+                                         en.enc_secret, en.enc_secret_len, &got),
+                     VMENC_OK);
+    assert_int_equal(attest_enroll_finish(en.secret_sha256, got->bytes, got->len), VMENC_OK);
+    vmenc_secret_free(got);
+    got = NULL;
+    attest_enrollment_cleanup(&en);
+
     /* the right TPM with another AK (the name is not the one bound) cannot either */
     uint8_t *pub2 = NULL, *blob2 = NULL;
     size_t pub2_len, blob2_len;

@@ -266,6 +266,46 @@ VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_make_credential_seeded(
     const uint8_t *seed, size_t seed_len, const uint8_t *ak_name, size_t ak_name_len,
     const uint8_t *secret, size_t secret_len, uint8_t **out_cred_blob, size_t *out_cred_blob_len);
 
+/* ---- enrolment in one call (the broker's Enroll-Begin / Enroll-Finish) ---- */
+
+/* attest_enrollment: what Enroll-Begin answers and what the broker keeps.
+ * Owns the two byte strings; release with attest_enrollment_cleanup. */
+typedef struct attest_enrollment {
+    attest_refusal refusal;                        /* set on every return */
+    uint8_t ak_name[ATTEST_NAME_BYTES];            /* the name bound */
+    uint8_t ek_public_sha256[ATTEST_DIGEST_BYTES]; /* SHA-256 of the EK TPM2B_PUBLIC used */
+    uint8_t secret_sha256[ATTEST_DIGEST_BYTES];    /* keep this, not the secret */
+    uint8_t *cred_blob;                            /* TPM2B_ID_OBJECT -> CredentialBlob */
+    size_t cred_blob_len;
+    uint8_t *enc_secret;                           /* TPM2B_ENCRYPTED_SECRET -> EncryptedSecret */
+    size_t enc_secret_len;
+} attest_enrollment;
+
+/* attest_enroll_begin runs the verifier's side of enrolment in the order
+ * docs/attest.md gives: the EK - from |ek_cert_der| checked against
+ * |ca_pem| (attest_ek_cert_check), or, with no certificate, |ek_public| as
+ * sent (an uncertified EK: the caller's policy must allow it, e.g. an
+ * allow-list of EK hashes; when both are given they must be the same key)
+ * -, the AK (attest_ak_check), then MakeCredential of a fresh 32-byte
+ * secret to that EK bound to the AK's name. VMENC_E_AUTH with
+ * out->refusal EK_CERT / SIGNER (EK public differs from the certificate) /
+ * AK_*; VMENC_E_PARSE for bytes that do not parse; on failure |out| holds
+ * no allocation. */
+VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_enroll_begin(const uint8_t *ek_cert_der,
+                                                                 size_t ek_cert_len,
+                                                                 const uint8_t *ek_public,
+                                                                 size_t ek_public_len, const char *ca_pem,
+                                                                 const uint8_t *ak_public,
+                                                                 size_t ak_public_len,
+                                                                 attest_enrollment *out);
+/* attest_enrollment_cleanup frees the byte strings and zeroes |e|; NULL ok. */
+VMENC_INTERNAL void attest_enrollment_cleanup(attest_enrollment *e);
+/* attest_enroll_finish compares the host's ActivatedCredential with the
+ * kept hash (constant time): VMENC_OK when it is the secret, else
+ * VMENC_E_AUTH. */
+VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_enroll_finish(const uint8_t secret_sha256[ATTEST_DIGEST_BYTES],
+                                                                  const uint8_t *activated, size_t activated_len);
+
 /* attest_quote_result: what attest_quote_verify learnt (valid only on
  * VMENC_OK, except refusal which is set on every return). */
 typedef struct attest_quote_result {
