@@ -643,9 +643,11 @@ static vmenc_status count_handles(attest_tpm *t, UINT32 first, size_t *out) {
 vmenc_status attest_tpm_num_transients(attest_tpm *tpm, size_t *out_num) {
     VMENC_ENSURE(tpm != NULL && out_num != NULL, VMENC_E_INVALID_ARG);
     size_t objects = 0, loaded = 0, saved = 0;
-    VMENC_GUARD(count_handles(tpm, TPM2_TRANSIENT_FIRST, &objects));
-    VMENC_GUARD(count_handles(tpm, TPM2_LOADED_SESSION_FIRST, &loaded));
-    VMENC_GUARD(count_handles(tpm, TPM2_ACTIVE_SESSION_FIRST, &saved));
+    /* tss2's TPM2_TRANSIENT_FIRST shifts an int into its sign bit (UBSan):
+     * the handle ranges of Part 2 §7.2 spelled out */
+    VMENC_GUARD(count_handles(tpm, 0x80000000u /* transient objects */, &objects));
+    VMENC_GUARD(count_handles(tpm, 0x02000000u /* loaded sessions */, &loaded));
+    VMENC_GUARD(count_handles(tpm, 0x03000000u /* saved (active) sessions */, &saved));
     *out_num = objects + loaded + saved;
     return VMENC_OK;
 }
