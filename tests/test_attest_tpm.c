@@ -209,6 +209,16 @@ static void test_ek_cert_chain(void **state) {
     ek = NULL;
     assert_int_equal(attest_ek_cert_check(g_ek_cert, g_ek_cert_len, root, &ek, &ek_len), VMENC_E_AUTH);
     assert_null(ek);
+    /* a directory of PEM files works like the file (the CA dir itself: root + issuer) */
+    char cadir[600];
+    snprintf(cadir, sizeof cadir, "%s/cadir", g_tmp);
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/ca/swtpm-localca-rootca-cert.pem' '%s/ca/issuercert.pem' '%s/'",
+             cadir, g_tmp, g_tmp, cadir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(attest_ek_cert_check(g_ek_cert, g_ek_cert_len, cadir, &ek, &ek_len), VMENC_OK);
+    free(ek);
+    ek = NULL;
     uint8_t *bad = malloc(g_ek_cert_len);
     memcpy(bad, g_ek_cert, g_ek_cert_len);
     bad[g_ek_cert_len - 5] ^= 0x01;

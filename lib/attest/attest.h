@@ -232,11 +232,12 @@ VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_ek_public_from_modulus(const
 
 /* attest_ek_cert_check verifies that the DER certificate |der| chains to a
  * CA in |ca_pem| (a PEM file with one or more certificates, or a directory
- * of them; intermediate CAs may be in the same file), that its key is
+ * whose *.pem / *.crt files hold them; intermediate CAs may be among
+ * them), that its key is
  * RSA-2048, and returns the EK's TPM2B_PUBLIC built from it with
  * attest_ek_public_from_modulus. TPM EK certificates carry the TCG
  * SubjectAltName and the EK OID extended key usage, which OpenSSL does not
- * know: they are accepted, not checked. VMENC_E_AUTH (refusal EK_CERT)
+ * know: on the EK certificate (not on a CA) they are accepted, not checked. VMENC_E_AUTH (refusal EK_CERT)
  * when the chain does not verify; VMENC_E_PARSE for bytes that are not a
  * certificate; VMENC_E_IO when |ca_pem| cannot be read. */
 VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_ek_cert_check(const uint8_t *der, size_t der_len,

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <openssl/core_names.h>
@@ -59,22 +60,44 @@ vmenc_status attest_ek_public_from_modulus(const uint8_t *n, size_t n_len, uint8
 
 /* TPM EK certificates carry extensions OpenSSL does not know (the TCG
  * SubjectAltName directory name may be critical). Their content is not
- * ours to judge here; only the chain and the key are. */
+ * ours to judge here; only the chain and the key are. Only the EK
+ * certificate itself (depth 0) gets this allowance, never a CA. */
 static int ek_verify_cb(int ok, X509_STORE_CTX *ctx) {
-    if (!ok && X509_STORE_CTX_get_error(ctx) == X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION)
+    if (!ok && X509_STORE_CTX_get_error(ctx) == X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION &&
+        X509_STORE_CTX_get_error_depth(ctx) == 0)
         return 1;
     return ok;
 }
 
+/* load_cas: a PEM file (one or more certificates), or every *.pem / *.crt
+ * file of a directory (no hashed names needed). */
 static vmenc_status load_cas(X509_STORE *store, const char *ca_pem) {
     struct stat st;
     VMENC_ENSURE(stat(ca_pem, &st) == 0, VMENC_E_IO);
-    if (S_ISDIR(st.st_mode)) {
-        /* every *.pem in the directory: load them one by one (no hashed names needed) */
-        VMENC_ENSURE(X509_STORE_load_path(store, ca_pem) == 1, VMENC_E_IO);
+    if (!S_ISDIR(st.st_mode)) {
+        VMENC_ENSURE(X509_STORE_load_file(store, ca_pem) == 1, VMENC_E_IO);
         return VMENC_OK;
     }
-    VMENC_ENSURE(X509_STORE_load_file(store, ca_pem) == 1, VMENC_E_IO);
+    DIR *d = opendir(ca_pem);
+    VMENC_ENSURE(d != NULL, VMENC_E_IO);
+    vmenc_status rv = VMENC_OK;
+    size_t loaded = 0;
+    struct dirent *de;
+    while (rv == VMENC_OK && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || (strcmp(de->d_name + n - 4, ".pem") != 0 && strcmp(de->d_name + n - 4, ".crt") != 0))
+            continue;
+        char path[4096];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", ca_pem, de->d_name) >= sizeof path)
+            continue;
+        if (X509_STORE_load_file(store, path) != 1)
+            rv = VMENC_E_IO;
+        else
+            loaded++;
+    }
+    closedir(d);
+    VMENC_GUARD(rv);
+    VMENC_ENSURE(loaded > 0, VMENC_E_IO);
     return VMENC_OK;
 }
 
