@@ -162,8 +162,11 @@ static void test_vectors_refusals(void **state) {
     assert_int_equal(check(v.ak, v.ak_len, v.msg, v.msg_len, v.sig, v.sig_len - 1, k_nonce_rsa, 32, SEL, zeros, 96,
                            NULL, 0),
                      ATTEST_REFUSED_MALFORMED);
-    /* bad arguments are not refusals */
+    /* bad arguments are not refusals; an empty nonce is one (it would match every nonce-less quote) */
     attest_quote_result r;
+    assert_int_equal(attest_quote_verify(v.ak, v.ak_len, v.msg, v.msg_len, v.sig, v.sig_len, k_nonce_rsa, 0, SEL,
+                                         zeros, 96, NULL, 0, &r),
+                     VMENC_E_INVALID_ARG);
     assert_int_equal(attest_quote_verify(v.ak, v.ak_len, v.msg, v.msg_len, v.sig, v.sig_len, k_nonce_rsa, 32, "sha256",
                                          zeros, 96, NULL, 0, &r),
                      VMENC_E_INVALID_ARG);
@@ -442,7 +445,7 @@ static void test_software_quotes(void **state) {
     sw_ak pss, ssa, any, ec;
     sw_rsa_ak(&pss, ATTEST_ALG_RSAPSS, NULL);
     sw_rsa_ak(&ssa, ATTEST_ALG_RSASSA, &pss); /* the same key, fixed to RSASSA */
-    sw_rsa_ak(&any, ATTEST_ALG_NULL, NULL);
+    sw_rsa_ak(&any, ATTEST_ALG_NULL, &pss); /* one RSA key generation less */
     sw_ecc_ak(&ec);
     uint8_t *msg, *bad_type, *bad_magic, *sig;
     size_t msg_len, bt_len, bm_len, sig_len;

@@ -327,7 +327,8 @@ typedef struct attest_quote_result {
  * |ek_public| is not NULL, qualifiedSigner == QN of the AK under that EK.
  * Whether the digest is an approved measurement is the caller's decision
  * (out->pcr_digest). VMENC_OK: accepted. VMENC_E_AUTH: refused, the check
- * in out->refusal. VMENC_E_INVALID_ARG for a bad |pcr_sel| or NULL. */
+ * in out->refusal. VMENC_E_INVALID_ARG for a bad |pcr_sel|, a nonce of 0
+ * or more than ATTEST_NONCE_MAX bytes, or NULL. */
 VMENC_MUST_CHECK VMENC_INTERNAL vmenc_status attest_quote_verify(
     const uint8_t *ak_public, size_t ak_public_len, const uint8_t *attest, size_t attest_len,
     const uint8_t *sig, size_t sig_len, const uint8_t *nonce, size_t nonce_len,

@@ -293,8 +293,10 @@ vmenc_status attest_quote_verify(const uint8_t *ak_public, size_t ak_public_len,
     attest_quote_result res;
     memset(&res, 0, sizeof res);
     out->refusal = ATTEST_REFUSED_MALFORMED;
-    VMENC_ENSURE(ak_public != NULL && attest != NULL && sig != NULL && nonce != NULL &&
-                     pcr_sel != NULL && (pcr_values != NULL || pcr_values_len == 0),
+    /* an empty nonce would accept every quote made without one: a replay */
+    VMENC_ENSURE(ak_public != NULL && attest != NULL && sig != NULL && nonce != NULL && nonce_len > 0 &&
+                     nonce_len <= ATTEST_NONCE_MAX && pcr_sel != NULL &&
+                     (pcr_values != NULL || pcr_values_len == 0),
                  VMENC_E_INVALID_ARG);
     attest_pcr_sel want;
     VMENC_ENSURE(attest_pcr_sel_parse(pcr_sel, &want) == VMENC_OK, VMENC_E_INVALID_ARG);
