@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "vmenc/common.h"
+#include "vmenc/workspace.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +59,7 @@ typedef struct vmenc_broker_config {
     uint32_t idle_timeout_ms;     /* a connection idle this long is closed (0: 60000) */
     uint32_t max_connections;     /* concurrent connections (0: 64); more are closed at once */
     uint32_t max_request_bytes;   /* one request (0: 65536) */
+    const vmenc_workspace_open_options *open_options; /* the workspace's passphrase etc. (may be NULL) */
 } vmenc_broker_config;
 
 /* vmenc_broker_open opens the workspace, connects to etcd (nothing read

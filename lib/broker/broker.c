@@ -928,7 +928,7 @@ static bool cfg_ok(const vmenc_broker_config *c) {
 
 vmenc_status vmenc_broker_open(const vmenc_broker_config *cfg, vmenc_broker **out) {
     VMENC_ENSURE(cfg != NULL && out != NULL, VMENC_E_INVALID_ARG);
-    VMENC_ENSURE(cfg->struct_size >= offsetof(vmenc_broker_config, max_request_bytes) + sizeof(uint32_t),
+    VMENC_ENSURE(cfg->struct_size >= sizeof(vmenc_broker_config),
                  VMENC_E_ABI_VERSION);
     VMENC_ENSURE(cfg_ok(cfg), VMENC_E_INVALID_ARG);
     VMENC_GUARD(vmenc_ensure_init());
@@ -949,7 +949,7 @@ vmenc_status vmenc_broker_open(const vmenc_broker_config *cfg, vmenc_broker **ou
         vmenc_workspace_error err;
         memset(&err, 0, sizeof(err));
         err.struct_size = sizeof(err);
-        s = vmenc_workspace_open(cfg->workspace_dir, NULL, &err, &b->ws);
+        s = vmenc_workspace_open(cfg->workspace_dir, cfg->open_options, &err, &b->ws);
     }
     if (s == VMENC_OK) {
         b->mgr = vmenc_workspace_keymgr(b->ws);

@@ -103,8 +103,15 @@ static int br_serve(cli *c, args *a) {
         return rc;
     cfg.listen_host = host;
     cfg.workspace_dir = c->workspace;
+    char pass[1025];
+    vmenc_workspace_open_options oo;
+    rc = cli_open_options(c, pass, sizeof(pass), &oo);
+    if (rc != EXIT_OK)
+        return rc;
+    cfg.open_options = &oo;
     vmenc_broker *b = NULL;
     vmenc_status s = vmenc_broker_open(&cfg, &b);
+    vmenc_memzero(pass, sizeof(pass));
     if (s != VMENC_OK)
         return cli_fail(c, s, "cannot start the broker of workspace %s", c->workspace);
     vmenc_broker_status st = {.struct_size = sizeof(st)};

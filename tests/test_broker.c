@@ -1,0 +1,560 @@
+/*
+ * tests/test_broker.c - the key broker (include/vmenc/broker.h) with real
+ * parts: PyKMIP over mutual TLS upstream (tests/kms/pykmip.sh), a real
+ * 3-member mutual-TLS etcd cluster (tests/support/etcd_cluster.h), two
+ * brokers on one etcd serving hosts whose KMIP providers point at both
+ * (a KMS cluster with failover), host certificates from
+ * tests/broker/mkcerts.sh.
+ *
+ * The cluster state the broker decides on is written as the cluster code
+ * writes it: the cluster document with the cluster key wrapped under a
+ * KEK of the shared provider (alias "kms"), host/<id> registrations with
+ * the certificate fingerprint and encryption mode, VM records under the
+ * record MAC key (the etcd control store), owner/<uuid> on a live lease.
+ *
+ * Covered: KEK release to the owner host (bytes equal the KMS's); refused
+ * for an unknown certificate, a host not in encryption mode, a host asking
+ * for a VM it does not own, a KEK created for another host, a broker whose
+ * etcd quorum is lost - each refusal with its reason in the cluster's
+ * event list (or, without quorum, in the broker's own log); Create through
+ * the broker then Get by its creator; one broker stopped mid-run while a
+ * host fetches keys: every fetch succeeds through the other; a host
+ * workspace that uses the brokers holds no KMS credential.
+ *
+ * Exits 77 (skip) when etcd or PyKMIP cannot start here.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "control/control.h"
+#include "control/etcd/etcd_store.h"
+#include "core/internal.h"
+#include "etcd_cluster.h"
+#include "keys/keys_internal.h"
+#include "kms/pykmip_ctl.h"
+#include "net/etcd.h"
+#include "vmenc/broker.h"
+#include "vmenc/keys.h"
+#include "vmenc/kms.h"
+#include "vmenc/workspace.h"
+#include "workspace/ws_cluster.h"
+
+#define T_MS 15000u
+#define CLUSTER "bt"
+#define VM1 "11111111-2222-4333-8444-555555555555"
+
+static etcd_cluster g_etcd;
+static pykmip_env g_kmip;
+static int g_kmip_port = -1;
+static char g_dir[PATH_MAX + 16];   /* temp root */
+static char g_pki[PATH_MAX + 32];   /* host CA and certificates */
+static char g_bws[PATH_MAX + 32];   /* the broker workspace */
+static vmenc_etcd *g_client;
+static vmenc_workspace *g_ws;       /* the broker workspace, opened by the test for setup */
+static char g_kek1[VMENC_KMS_KEY_ID_CAP];      /* VM1's KEK */
+static char g_cluster_kek[VMENC_KMS_KEY_ID_CAP];
+
+typedef struct broker_run {
+    vmenc_broker *b;
+    pthread_t th;
+    uint16_t port;
+    bool running;
+} broker_run;
+static broker_run g_br[2];
+
+static const char k_pass[] = "broker-test-passphrase";
+static const char k_record_key_domain[] = "vmenc-cluster-v1 control record key";
+
+/* ---- setup helpers ---------------------------------------------------------------------- */
+
+static int sh(const char *cmd) {
+    char *const argv[] = {"/bin/bash", "-c", (char *)cmd, NULL};
+    return pykmip_run(argv, NULL, 0);
+}
+
+static void fingerprint(const char *crt, char out[65]) {
+    FILE *f = fopen(crt, "r");
+    assert_non_null(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    X509_free(x);
+    uint8_t h[32];
+    crypto_hash_sha256(h, der, (unsigned long long)n);
+    OPENSSL_free(der);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+static void put(const char *key, const char *val, int64_t lease) {
+    vmenc_etcd_put_req r = {.key = (const uint8_t *)key, .key_len = strlen(key), .value = (const uint8_t *)val,
+                            .value_len = strlen(val), .lease = lease};
+    assert_int_equal(vmenc_etcd_put(g_client, &r, NULL), VMENC_OK);
+}
+
+static void register_host(const char *host, const char *mode) {
+    char crt[PATH_MAX + 64], fp[65], key[128], doc[512];
+    snprintf(crt, sizeof(crt), "%s/%s.crt", g_pki, host);
+    fingerprint(crt, fp);
+    snprintf(key, sizeof(key), "/vmenc/%s/host/%s", CLUSTER, host);
+    snprintf(doc, sizeof(doc),
+             "{\"host\":\"%s\",\"encryption_mode\":\"%s\",\"cert_sha256\":\"%s\",\"workspace\":\"w\",\"since\":\"now\"}",
+             host, mode, fp);
+    put(key, doc, 0);
+}
+
+/* make_cluster_doc: the cluster key under a new KEK of "kms", as
+ * lib/workspace/cluster.c's make_doc writes it; returns the record MAC
+ * key derived from it. */
+static void make_cluster_doc(uint8_t mac_key[CTL_MAC_KEY_BYTES]) {
+    vmenc_keymgr *mgr = vmenc_workspace_keymgr(g_ws);
+    const char *id = "c1a55e00-0000-4000-8000-000000000001";
+    assert_int_equal(vmenc_keymgr_create_kek(mgr, "kms", "bt-cluster", T_MS, g_cluster_kek, sizeof(g_cluster_kek)),
+                     VMENC_OK);
+    vmenc_dek *dek = NULL;
+    vmenc_wrapped_key *wk = NULL;
+    char *text = NULL, *doc = NULL;
+    assert_int_equal(vmenc_dek_generate(&dek), VMENC_OK);
+    vmenc_wrap_context ctx = {.struct_size = sizeof(ctx), .vm_uuid = id, .purpose = WS_CLUSTER_KEY_PURPOSE};
+    assert_int_equal(vmenc_keymgr_wrap_dek(mgr, "kms", g_cluster_kek, dek, &ctx, T_MS, &wk), VMENC_OK);
+    assert_int_equal(vmenc_wrapped_key_to_text(wk, &text), VMENC_OK);
+    ws_cluster_doc d = {.name = CLUSTER, .id = (char *)id, .key_provider = "kms", .key = text};
+    assert_int_equal(ws_cluster_doc_serialize(&d, &doc), VMENC_OK);
+    put("/vmenc/" CLUSTER "/cluster", doc, 0);
+    assert_int_equal(crypto_generichash(mac_key, CTL_MAC_KEY_BYTES, (const uint8_t *)k_record_key_domain,
+                                        sizeof(k_record_key_domain) - 1, vmenc_dek_bytes_internal(dek),
+                                        VMENC_DEK_BYTES),
+                     0);
+    free(doc);
+    vmenc_buffer_free(text);
+    vmenc_wrapped_key_free(wk);
+    vmenc_dek_free(dek);
+}
+
+static void put_vm_record(const uint8_t *mac_key, const char *uuid, const char *name, const char *kek) {
+    ctl_store *st = NULL;
+    assert_int_equal(ctl_etcd_new(g_client, CLUSTER, mac_key, CTL_MAC_KEY_BYTES, &st), VMENC_OK);
+    ctl_vm_record rec;
+    assert_int_equal(ctl_vm_record_init(&rec, uuid, name), VMENC_OK);
+    rec.facts.encrypted = true;
+    memset(rec.facts.key_hash, 0xab, sizeof(rec.facts.key_hash));
+    snprintf(rec.facts.kek_provider, sizeof(rec.facts.kek_provider), "kms");
+    snprintf(rec.facts.kek_id, sizeof(rec.facts.kek_id), "%s", kek);
+    uint64_t rev = 0;
+    assert_int_equal(ctl_store_put_vm(st, &rec, 0, &rev), VMENC_OK);
+    ctl_store_free(st);
+}
+
+static void own(const char *uuid, const char *host) {
+    int64_t lease = 0;
+    assert_int_equal(vmenc_etcd_lease_grant(g_client, 120, 0, &lease, NULL), VMENC_OK);
+    char key[128], val[256];
+    snprintf(key, sizeof(key), "/vmenc/%s/owner/%s", CLUSTER, uuid);
+    snprintf(val, sizeof(val), "%s\n%llx\nvm1", host, (unsigned long long)lease);
+    put(key, val, lease);
+}
+
+static void *serve_main(void *arg) {
+    broker_run *r = arg;
+    vmenc_status s = vmenc_broker_serve(r->b);
+    (void)s;
+    return NULL;
+}
+
+static void start_broker(broker_run *r, const char *id) {
+    char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", g_pki);
+    snprintf(crt, sizeof(crt), "%s/broker.crt", g_pki);
+    snprintf(key, sizeof(key), "%s/broker.key", g_pki);
+    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)k_pass,
+                                       .passphrase_len = strlen(k_pass), .lock_timeout_ms = 10000,
+                                       .flags = VMENC_WORKSPACE_OPEN_NO_SYNC};
+    vmenc_broker_config cfg = {.struct_size = sizeof(cfg),
+                               .workspace_dir = g_bws,
+                               .provider = "kms",
+                               .broker_id = id,
+                               .ca_file = ca,
+                               .cert_file = crt,
+                               .key_file = key,
+                               .cluster = CLUSTER,
+                               .etcd_endpoints = g_etcd.endpoints,
+                               .etcd_ca_file = g_etcd.cacert,
+                               .etcd_cert_file = g_etcd.cert,
+                               .etcd_key_file = g_etcd.key,
+                               .idle_timeout_ms = 30000,
+                               .open_options = &oo};
+    assert_int_equal(vmenc_broker_open(&cfg, &r->b), VMENC_OK);
+    vmenc_broker_status st = {.struct_size = sizeof(st)};
+    assert_int_equal(vmenc_broker_get_status(r->b, &st), VMENC_OK);
+    r->port = st.port;
+    assert_int_equal(pthread_create(&r->th, NULL, serve_main, r), 0);
+    r->running = true;
+}
+
+static void stop_broker(broker_run *r) {
+    if (!r->running)
+        return;
+    vmenc_broker_stop(r->b);
+    pthread_join(r->th, NULL);
+    vmenc_broker_close(r->b);
+    r->running = false;
+}
+
+/* host_kms: the host's view: a KMIP provider cluster over both brokers,
+ * with host |host|'s certificate. */
+static vmenc_kms_cluster *host_kms(const char *host) {
+    vmenc_kms_cluster_options co = {.struct_size = sizeof(co), .backoff_initial_ms = 50, .backoff_max_ms = 100,
+                                     .flags = VMENC_KMS_CLUSTER_NO_JITTER};
+    vmenc_kms_cluster *c = NULL;
+    assert_int_equal(vmenc_kms_cluster_new("kms", &co, &c), VMENC_OK);
+    for (int i = 0; i < 2; i++) {
+        char addr[64], ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%u", g_br[i].port);
+        snprintf(ca, sizeof(ca), "ca=%s/ca.crt", g_pki);
+        snprintf(crt, sizeof(crt), "cert=%s/%s.crt", g_pki, host);
+        snprintf(key, sizeof(key), "key=%s/%s.key", g_pki, host);
+        const char *opts[] = {ca, crt, key, "request_timeout_ms=8000", "connect_timeout_ms=2000", NULL};
+        vmenc_kms_endpoint_config ec = {.struct_size = sizeof(ec), .type = "kmip", .address = addr, .options = opts};
+        assert_int_equal(vmenc_kms_cluster_add_endpoint_config(c, &ec), VMENC_OK);
+    }
+    return c;
+}
+
+/* ---- the event list ------------------------------------------------------------------------- */
+
+static size_t count_events(const char *must1, const char *must2) {
+    const char *prefix = "/vmenc/" CLUSTER "/broker/events/";
+    vmenc_etcd_range_req req = {.key = (const uint8_t *)prefix, .key_len = strlen(prefix), .prefix = true};
+    vmenc_etcd_result r;
+    assert_int_equal(vmenc_etcd_range(g_client, &req, &r), VMENC_OK);
+    size_t n = 0;
+    for (size_t i = 0; i < r.num_kvs; i++) {
+        const char *v = (const char *)r.kvs[i].value;
+        if ((must1 == NULL || strstr(v, must1) != NULL) && (must2 == NULL || strstr(v, must2) != NULL))
+            n++;
+    }
+    vmenc_etcd_result_cleanup(&r);
+    return n;
+}
+
+/* refused: a Get of |kek| by |host| fails with |want| and one more event
+ * carrying |reason| is in the cluster's list. */
+static void refused(const char *host, const char *kek, vmenc_status want, const char *reason) {
+    size_t before = count_events(reason, "denied");
+    vmenc_kms_cluster *c = host_kms(host);
+    vmenc_kek *k = NULL;
+    vmenc_status s = vmenc_kms_cluster_get_kek(c, kek, T_MS, &k, NULL);
+    if (s != want)
+        fprintf(stderr, "host %s kek %s: got %s want %s\n", host, kek, vmenc_status_name(s), vmenc_status_name(want));
+    assert_int_equal(s, want);
+    assert_null(k);
+    vmenc_kms_cluster_free(c);
+    assert_true(count_events(reason, "denied") > before);
+}
+
+/* ---- group setup ------------------------------------------------------------------------------ */
+
+static int group_setup(void **state) {
+    (void)state;
+    if (etcd_cluster_start(&g_etcd) != 0)
+        return -1;
+    if (pykmip_env_init(&g_kmip, VMENC_SOURCE_DIR) != 0 || !pykmip_available(&g_kmip))
+        return -1;
+    g_kmip_port = pykmip_free_port();
+    if (g_kmip_port < 0 || pykmip_start(&g_kmip, g_kmip_port, NULL) != 0)
+        return -1;
+    snprintf(g_dir, sizeof(g_dir), "%s/broker", g_kmip.dir);
+    snprintf(g_pki, sizeof(g_pki), "%s/pki", g_dir);
+    snprintf(g_bws, sizeof(g_bws), "%s/bws", g_dir);
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof(cmd), "bash '%s/tests/broker/mkcerts.sh' '%s' hostA hostB hostC hostD >/dev/null 2>&1",
+             VMENC_SOURCE_DIR, g_pki);
+    if (sh(cmd) != 0)
+        return -1;
+    vmenc_etcd_config ec;
+    etcd_cluster_config(&g_etcd, &ec);
+    if (vmenc_etcd_new(&ec, &g_client) != VMENC_OK)
+        return -1;
+
+    /* the broker workspace: the embedded provider for its own audit key,
+     * and "kms": PyKMIP with the KMS client credential */
+    vmenc_workspace_create_options co = {.struct_size = sizeof(co), .passphrase = (const uint8_t *)k_pass,
+                                         .passphrase_len = strlen(k_pass), .admin = "admin", .host_id = "broker",
+                                         .kdf_opslimit = 1, .kdf_memlimit_kib = 8};
+    if (vmenc_workspace_create(g_bws, &co, NULL) != VMENC_OK)
+        return -1;
+    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)k_pass,
+                                       .passphrase_len = strlen(k_pass), .lock_timeout_ms = 10000,
+                                       .flags = VMENC_WORKSPACE_OPEN_NO_SYNC};
+    if (vmenc_workspace_open(g_bws, &oo, NULL, &g_ws) != VMENC_OK)
+        return -1;
+    char addr[64], ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", g_kmip_port);
+    snprintf(ca, sizeof(ca), "ca=%s/certs/ca.crt", g_kmip.dir);
+    snprintf(crt, sizeof(crt), "cert=%s/certs/client.crt", g_kmip.dir);
+    snprintf(key, sizeof(key), "key=%s/certs/client.key", g_kmip.dir);
+    const char *eps[] = {addr};
+    const char *opts[] = {ca, crt, key, "kmip_version=1.4", NULL};
+    vmenc_workspace_kms_spec ks = {.struct_size = sizeof(ks), .alias = "kms", .type = "kmip", .endpoints = eps,
+                                   .num_endpoints = 1, .options = opts};
+    vmenc_status s = vmenc_workspace_add_kms(g_ws, "admin", &ks);
+    if (s != VMENC_OK) {
+        fprintf(stderr, "add kms: %s\n", vmenc_status_name(s));
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    stop_broker(&g_br[0]);
+    stop_broker(&g_br[1]);
+    vmenc_workspace_free(g_ws);
+    vmenc_etcd_free(g_client);
+    etcd_cluster_stop(&g_etcd);
+    pykmip_env_cleanup(&g_kmip);
+    return 0;
+}
+
+/* ---- cases ------------------------------------------------------------------------------------- */
+
+static void test_setup_cluster_and_brokers(void **state) {
+    (void)state;
+    uint8_t mk[CTL_MAC_KEY_BYTES];
+    make_cluster_doc(mk);
+    vmenc_keymgr *mgr = vmenc_workspace_keymgr(g_ws);
+    assert_int_equal(vmenc_keymgr_create_kek(mgr, "kms", "bt-vm1", T_MS, g_kek1, sizeof(g_kek1)), VMENC_OK);
+    put_vm_record(mk, VM1, "vm1", g_kek1);
+    sodium_memzero(mk, sizeof(mk));
+    own(VM1, "hostA");
+    register_host("hostA", "safe");
+    register_host("hostB", "safe");
+    register_host("hostC", "prepared");
+    /* hostD has a certificate from the same CA but is not registered */
+    start_broker(&g_br[0], "b1");
+    start_broker(&g_br[1], "b2");
+}
+
+static void test_release_to_owner(void **state) {
+    (void)state;
+    size_t before = count_events("broker.kek.release", "success");
+    vmenc_kms_cluster *c = host_kms("hostA");
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL), VMENC_OK);
+    /* the bytes the KMS holds */
+    vmenc_kek *direct = NULL;
+    vmenc_keymgr *mgr = vmenc_workspace_keymgr(g_ws);
+    assert_int_equal(vmenc_keymgr_forget(mgr, "kms", g_kek1), VMENC_OK);
+    assert_int_equal(vmenc_keymgr_get_kek(mgr, "kms", g_kek1, T_MS, &direct), VMENC_OK);
+    assert_memory_equal(vmenc_kek_bytes_internal(k), vmenc_kek_bytes_internal(direct), VMENC_KEK_BYTES);
+    vmenc_kek_free(direct);
+    vmenc_kek_free(k);
+    /* the cluster key's KEK: any host in encryption mode */
+    assert_int_equal(vmenc_kms_cluster_get_kek(c, g_cluster_kek, T_MS, &k, NULL), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_kms_cluster_free(c);
+    assert_true(count_events("broker.kek.release", "success") >= before + 2);
+    assert_true(count_events("owns VM " VM1, "host:hostA") >= 1);
+}
+
+static void test_refused_unknown_certificate(void **state) {
+    (void)state;
+    refused("hostD", g_kek1, VMENC_E_KMS_PERMISSION, "is not a registered host");
+}
+
+static void test_refused_not_in_encryption_mode(void **state) {
+    (void)state;
+    refused("hostC", g_kek1, VMENC_E_KMS_PERMISSION, "is not in encryption mode");
+}
+
+static void test_refused_not_owner(void **state) {
+    (void)state;
+    refused("hostB", g_kek1, VMENC_E_KMS_PERMISSION, "does not own VM " VM1);
+    /* ownership moves: after the take-over hostB gets it and hostA not */
+    char key[128];
+    snprintf(key, sizeof(key), "/vmenc/%s/owner/%s", CLUSTER, VM1);
+    vmenc_etcd_delete_req d = {.key = (const uint8_t *)key, .key_len = strlen(key)};
+    assert_int_equal(vmenc_etcd_delete_range(g_client, &d, NULL), VMENC_OK);
+    own(VM1, "hostB");
+    vmenc_kms_cluster *c = host_kms("hostB");
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_kms_cluster_free(c);
+    refused("hostA", g_kek1, VMENC_E_KMS_PERMISSION, "(owner: hostB)");
+    assert_int_equal(vmenc_etcd_delete_range(g_client, &d, NULL), VMENC_OK);
+    own(VM1, "hostA");
+}
+
+static void test_create_for_host(void **state) {
+    (void)state;
+    vmenc_kms_cluster *c = host_kms("hostB");
+    char id[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_kms_cluster_create_kek(c, "hostB-new", T_MS, id, sizeof(id), NULL), VMENC_OK);
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_cluster_get_kek(c, id, T_MS, &k, NULL), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_kms_cluster_free(c);
+    assert_true(count_events("broker.kek.create", "host:hostB") >= 1);
+    refused("hostA", id, VMENC_E_KMS_PERMISSION, "was not created for it");
+    /* revoke and destroy stay with the KMS's administrators */
+    c = host_kms("hostB");
+    assert_int_not_equal(vmenc_kms_cluster_destroy_kek(c, id, T_MS, NULL), VMENC_OK);
+    vmenc_kms_cluster_free(c);
+}
+
+typedef struct fetch_loop {
+    int n, ok;
+    vmenc_status last;
+} fetch_loop;
+
+static void *fetch_main(void *arg) {
+    fetch_loop *f = arg;
+    vmenc_kms_cluster *c = host_kms("hostA");
+    for (int i = 0; i < f->n; i++) {
+        vmenc_kek *k = NULL;
+        vmenc_status s = vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL);
+        if (s == VMENC_OK)
+            f->ok++;
+        else
+            f->last = s;
+        vmenc_kek_free(k);
+        usleep(20000);
+    }
+    vmenc_kms_cluster_free(c);
+    return NULL;
+}
+
+static void test_failover_one_broker_stopped(void **state) {
+    (void)state;
+    fetch_loop f = {.n = 30};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fetch_main, &f), 0);
+    usleep(200000);
+    stop_broker(&g_br[0]); /* mid-run: its connections close */
+    pthread_join(th, NULL);
+    if (f.ok != f.n)
+        fprintf(stderr, "failover: %d of %d fetches, last %s\n", f.ok, f.n, vmenc_status_name(f.last));
+    assert_int_equal(f.ok, f.n);
+    vmenc_broker_status st = {.struct_size = sizeof(st)};
+    assert_int_equal(vmenc_broker_get_status(g_br[1].b, &st), VMENC_OK);
+    assert_true(st.releases > 0);
+}
+
+static bool log_contains(const char *needle) {
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/audit.log", g_bws);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    char line[8192];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL)
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+static void test_refused_without_quorum(void **state) {
+    (void)state;
+    assert_int_equal(etcd_cluster_kill(&g_etcd, 1), 0);
+    assert_int_equal(etcd_cluster_kill(&g_etcd, 2), 0);
+    vmenc_kms_cluster *c = host_kms("hostA");
+    vmenc_kek *k = NULL;
+    vmenc_status s = vmenc_kms_cluster_get_kek(c, g_kek1, 30000, &k, NULL);
+    assert_int_not_equal(s, VMENC_OK);
+    assert_null(k);
+    vmenc_kms_cluster_free(c);
+    assert_true(log_contains("control plane unavailable"));
+    assert_int_equal(etcd_cluster_restart(&g_etcd, 1), 0);
+    assert_int_equal(etcd_cluster_restart(&g_etcd, 2), 0);
+    /* back: released again */
+    c = host_kms("hostA");
+    assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, 30000, &k, NULL), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_kms_cluster_free(c);
+}
+
+/* A host workspace whose key provider is the brokers: nothing in it is a
+ * KMS credential (the PyKMIP client key, its path). */
+static void test_host_workspace_has_no_kms_credential(void **state) {
+    (void)state;
+    char hws[PATH_MAX + 64];
+    snprintf(hws, sizeof(hws), "%s/hostA-ws", g_dir);
+    vmenc_workspace_create_options co = {.struct_size = sizeof(co), .passphrase = (const uint8_t *)k_pass,
+                                         .passphrase_len = strlen(k_pass), .admin = "admin", .host_id = "hostA",
+                                         .kdf_opslimit = 1, .kdf_memlimit_kib = 8};
+    assert_int_equal(vmenc_workspace_create(hws, &co, NULL), VMENC_OK);
+    vmenc_workspace_open_options oo = {.struct_size = sizeof(oo), .passphrase = (const uint8_t *)k_pass,
+                                       .passphrase_len = strlen(k_pass), .flags = VMENC_WORKSPACE_OPEN_NO_SYNC};
+    vmenc_workspace *ws = NULL;
+    assert_int_equal(vmenc_workspace_open(hws, &oo, NULL, &ws), VMENC_OK);
+    char addr[64], ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", g_br[1].port);
+    snprintf(ca, sizeof(ca), "ca=%s/ca.crt", g_pki);
+    snprintf(crt, sizeof(crt), "cert=%s/hostA.crt", g_pki);
+    snprintf(key, sizeof(key), "key=%s/hostA.key", g_pki);
+    const char *eps[] = {addr};
+    const char *opts[] = {ca, crt, key, NULL};
+    vmenc_workspace_kms_spec ks = {.struct_size = sizeof(ks), .alias = "kms", .type = "kmip", .endpoints = eps,
+                                   .num_endpoints = 1, .options = opts};
+    assert_int_equal(vmenc_workspace_add_kms(ws, "admin", &ks), VMENC_OK);
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_keymgr_get_kek(vmenc_workspace_keymgr(ws), "kms", g_kek1, T_MS, &k), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_workspace_free(ws);
+    /* grep the workspace for the KMS client key (its base64 body) and its path */
+    char keyfile[PATH_MAX + 32], pem[4096];
+    snprintf(keyfile, sizeof(keyfile), "%s/certs/client.key", g_kmip.dir);
+    FILE *f = fopen(keyfile, "r");
+    assert_non_null(f);
+    size_t n = fread(pem, 1, sizeof(pem) - 1, f);
+    fclose(f);
+    pem[n] = '\0';
+    char *body = strchr(pem, '\n');
+    assert_non_null(body);
+    char needle[41];
+    snprintf(needle, sizeof(needle), "%.40s", body + 1);
+    char cmd[4 * PATH_MAX];
+    snprintf(cmd, sizeof(cmd), "! grep -rqF -e '%s' -e '%s/certs' -e 'client.key' '%s'", needle, g_kmip.dir, hws);
+    assert_int_equal(sh(cmd), 0);
+    /* and the same grep finds the credential's path in the broker's
+     * workspace (the grep can fail) */
+    snprintf(cmd, sizeof(cmd), "grep -rqF -e '%s/certs/client.key' '%s'", g_kmip.dir, g_bws);
+    assert_int_equal(sh(cmd), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_setup_cluster_and_brokers),
+        cmocka_unit_test(test_release_to_owner),
+        cmocka_unit_test(test_refused_unknown_certificate),
+        cmocka_unit_test(test_refused_not_in_encryption_mode),
+        cmocka_unit_test(test_refused_not_owner),
+        cmocka_unit_test(test_create_for_host),
+        cmocka_unit_test(test_refused_without_quorum),
+        cmocka_unit_test(test_failover_one_broker_stopped),
+        cmocka_unit_test(test_host_workspace_has_no_kms_credential),
+    };
+    if (group_setup(NULL) != 0) {
+        fprintf(stderr, "SKIP: etcd, PyKMIP or openssl cannot start here\n");
+        group_teardown(NULL);
+        return 77;
+    }
+    int rc = cmocka_run_group_tests_name("key broker", tests, NULL, NULL);
+    group_teardown(NULL);
+    return rc;
+}
