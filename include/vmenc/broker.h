@@ -60,6 +60,8 @@ typedef struct vmenc_broker_config {
     uint32_t max_connections;     /* concurrent connections (0: 64); more are closed at once */
     uint32_t max_request_bytes;   /* one request (0: 65536) */
     const vmenc_workspace_open_options *open_options; /* the workspace's passphrase etc. (may be NULL) */
+    uint32_t etcd_request_timeout_ms; /* one etcd request per endpoint (0: 2000): how soon a broker
+                                         without quorum refuses */
 } vmenc_broker_config;
 
 /* vmenc_broker_open opens the workspace, connects to etcd (nothing read

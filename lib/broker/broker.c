@@ -54,6 +54,7 @@
 #define DEFAULT_MAX_CONNS 64u
 #define DEFAULT_MAX_REQUEST 65536u
 #define KMS_TIMEOUT_MS 10000u
+#define DEFAULT_ETCD_REQUEST_MS 2000u
 #define REASON_MAX 512u
 #define HOST_DOC_MAX 4096u
 
@@ -352,9 +353,14 @@ static authz authorize_kek(vmenc_broker *b, const host_id *h, const char *kek, c
 
 /* ---- audit (the broker's log; its callback sink mirrors to etcd) --------------------------------- */
 
+/* Set while a refusal caused by an unreachable control plane is audited:
+ * the mirror would only wait out etcd's timeout again; the broker's own
+ * log has the event. */
+static _Thread_local bool tl_no_mirror;
+
 static vmenc_status mirror_sink(void *ctx, const vmenc_audit_event *ev, const char *json, size_t json_len) {
     vmenc_broker *b = ctx;
-    if (ev->operation == NULL || strncmp(ev->operation, "broker.", 7) != 0)
+    if (ev->operation == NULL || strncmp(ev->operation, "broker.", 7) != 0 || tl_no_mirror)
         return VMENC_OK;
     char key[256];
     uint64_t seq = atomic_fetch_add(&b->event_seq, 1);
@@ -383,10 +389,23 @@ static vmenc_status audit(vmenc_broker *b, const char *principal, const char *op
 
 /* ---- one request ---------------------------------------------------------------------------------- */
 
+/* One request's context. The decisions of its items share the etcd
+ * reads of the request (a Get comes batched with a Get Attributes of the
+ * same KEK): the host is looked up once, a KEK authorized once, fetched
+ * upstream once. Nothing outlives the request. */
 typedef struct conn_ctx {
     vmenc_broker *b;
     char fp[65];              /* client certificate SHA-256, hex */
     char principal[96];       /* "host:<id>" once known, else "cert:<fp prefix>" */
+    bool host_done;
+    bool host_need_safe;
+    int host_authz;
+    host_id host;
+    char host_why[REASON_MAX];
+    char kek_id[VMENC_KEY_ID_MAX + 1]; /* the KEK decided on in this request, "" if none */
+    int kek_authz;
+    char kek_why[REASON_MAX];
+    vmenc_status kek_upstream;         /* the upstream fetch of |kek_id| (VMENC_E_BAD_STATE: not yet) */
 } conn_ctx;
 
 static vmenc_kmip_version k_v14 = {1, 4};
@@ -408,8 +427,10 @@ static void refuse(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
                    const char *kek, authz a, const char *why) {
     vmenc_broker *b = c->b;
     atomic_fetch_add(&b->n_refusals, 1);
+    tl_no_mirror = a == AUTHZ_FAIL;
     vmenc_status as = audit(b, c->principal, op, kek, a == AUTHZ_FAIL ? VMENC_AUDIT_FAILED : VMENC_AUDIT_DENIED,
                             a == AUTHZ_FAIL ? VMENC_E_CONTROL_UNAVAILABLE : VMENC_E_DENIED, why);
+    tl_no_mirror = false;
     (void)as; /* the refusal stands whether or not the mirror took it */
     vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len,
                                 a == AUTHZ_FAIL ? KMIP_REASON_GENERAL_FAILURE : KMIP_REASON_PERMISSION_DENIED, why);
@@ -417,6 +438,31 @@ static void refuse(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
 
 static void note_principal(conn_ctx *c, const host_id *h) {
     snprintf(c->principal, sizeof(c->principal), "host:%s", h->id);
+}
+
+/* req_host: authorize_host once per request (the stricter check wins). */
+static authz req_host(conn_ctx *c, bool need_safe, host_id *h, char *why, size_t cap) {
+    if (!c->host_done || (need_safe && !c->host_need_safe)) {
+        c->host_authz = authorize_host(c->b, c->fp, need_safe, &c->host, c->host_why, sizeof(c->host_why));
+        c->host_done = true;
+        c->host_need_safe = need_safe;
+        if (c->host_authz == AUTHZ_ALLOW)
+            note_principal(c, &c->host);
+    }
+    *h = c->host;
+    snprintf(why, cap, "%s", c->host_why);
+    return (authz)c->host_authz;
+}
+
+/* req_kek: authorize_kek once per request and KEK. */
+static authz req_kek(conn_ctx *c, const host_id *h, const char *kek, char *why, size_t cap) {
+    if (strcmp(c->kek_id, kek) != 0) {
+        c->kek_authz = authorize_kek(c->b, h, kek, c->kek_why, sizeof(c->kek_why));
+        snprintf(c->kek_id, sizeof(c->kek_id), "%s", kek);
+        c->kek_upstream = VMENC_E_BAD_STATE;
+    }
+    snprintf(why, cap, "%s", c->kek_why);
+    return (authz)c->kek_authz;
 }
 
 /* do_get answers Get (|want_key|) or Get Attributes (State) for one KEK. */
@@ -431,20 +477,24 @@ static void do_get(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
         return;
     }
     host_id h;
-    authz a = authorize_host(b, c->fp, true, &h, why, sizeof(why));
-    if (a == AUTHZ_ALLOW) {
-        note_principal(c, &h);
-        a = authorize_kek(b, &h, kek, why, sizeof(why));
-    }
+    authz a = req_host(c, true, &h, why, sizeof(why));
+    if (a == AUTHZ_ALLOW)
+        a = req_kek(c, &h, kek, why, sizeof(why));
     if (a != AUTHZ_ALLOW) {
         refuse(c, rb, it, op, kek, a, why);
         return;
     }
-    /* Fetch fresh: the upstream provider checks the key is Active. */
-    vmenc_status fs = vmenc_keymgr_forget(b->mgr, b->provider, kek);
-    (void)fs; /* nothing cached is fine too */
     vmenc_kek *k = NULL;
-    vmenc_status s = vmenc_keymgr_get_kek(b->mgr, b->provider, kek, KMS_TIMEOUT_MS, &k);
+    vmenc_status s, fs;
+    if (!want_key && c->kek_upstream == VMENC_OK) {
+        s = VMENC_OK; /* fetched (and found Active) for this request's Get */
+    } else {
+        /* Fetch fresh: the upstream provider checks the key is Active. */
+        fs = vmenc_keymgr_forget(b->mgr, b->provider, kek);
+        (void)fs; /* nothing cached is fine too */
+        s = vmenc_keymgr_get_kek(b->mgr, b->provider, kek, KMS_TIMEOUT_MS, &k);
+        c->kek_upstream = s;
+    }
     if (s != VMENC_OK) {
         char msg[REASON_MAX + 64];
         snprintf(msg, sizeof(msg), "upstream key provider %s: %s", b->provider, vmenc_status_name(s));
@@ -493,9 +543,11 @@ static void do_get(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
         vmenc_ttlv_end_struct(cb, at);
         vmenc_kmip_response_success_end(rb);
     }
-    vmenc_kek_free(k);
-    fs = vmenc_keymgr_forget(b->mgr, b->provider, kek); /* the broker keeps no key */
-    (void)fs;
+    if (k != NULL) {
+        vmenc_kek_free(k);
+        fs = vmenc_keymgr_forget(b->mgr, b->provider, kek); /* the broker keeps no key */
+        (void)fs;
+    }
 }
 
 /* create_name reads the Name attribute of a 1.x Create (may be absent). */
@@ -536,12 +588,11 @@ static void do_create(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_
         return;
     }
     host_id h;
-    authz a = authorize_host(b, c->fp, true, &h, why, sizeof(why));
+    authz a = req_host(c, true, &h, why, sizeof(why));
     if (a != AUTHZ_ALLOW) {
         refuse(c, rb, it, "broker.kek.create", NULL, a, why);
         return;
     }
-    note_principal(c, &h);
     char id[VMENC_KMS_KEY_ID_CAP];
     vmenc_status s = vmenc_keymgr_create_kek(b->mgr, b->provider, name[0] ? name : NULL, KMS_TIMEOUT_MS, id,
                                              sizeof(id));
@@ -583,9 +634,8 @@ static void do_activate(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmen
         return;
     }
     host_id h;
-    authz a = authorize_host(b, c->fp, true, &h, why, sizeof(why));
+    authz a = req_host(c, true, &h, why, sizeof(why));
     if (a == AUTHZ_ALLOW) {
-        note_principal(c, &h);
         char key[600], val[512], creator[CTL_CLUSTER_HOST_MAX + 1] = "";
         bool found = false;
         created_key(b, kek, key, sizeof(key));
@@ -636,12 +686,11 @@ static void do_discover(vmenc_kmip_response_builder *rb, const vmenc_kmip_server
 static void do_query(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmip_request_item *it) {
     char why[REASON_MAX];
     host_id h;
-    authz a = authorize_host(c->b, c->fp, false, &h, why, sizeof(why));
+    authz a = req_host(c, false, &h, why, sizeof(why));
     if (a != AUTHZ_ALLOW) {
         refuse(c, rb, it, "broker.query", NULL, a, why);
         return;
     }
-    note_principal(c, &h);
     static const uint32_t ops[] = {KMIP_OP_CREATE,         KMIP_OP_GET,   KMIP_OP_GET_ATTRIBUTES,
                                    KMIP_OP_ACTIVATE,       KMIP_OP_QUERY, KMIP_OP_DISCOVER_VERSIONS};
     vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
@@ -662,7 +711,7 @@ vmenc_status broker_handle(vmenc_broker *b, const char *fp, const uint8_t *in, s
                            size_t *out_len, bool *out_secure) {
     vmenc_kmip_server_request req;
     VMENC_GUARD(vmenc_kmip_server_request_parse(in, in_len, &req));
-    conn_ctx c = {.b = b};
+    conn_ctx c = {.b = b, .kek_upstream = VMENC_E_BAD_STATE};
     snprintf(c.fp, sizeof(c.fp), "%s", fp);
     snprintf(c.principal, sizeof(c.principal), "cert:%.16s", fp);
     bool secure = false;
@@ -969,7 +1018,10 @@ vmenc_status vmenc_broker_open(const vmenc_broker_config *cfg, vmenc_broker **ou
                                 .endpoints = cfg->etcd_endpoints,
                                 .ca_file = cfg->etcd_ca_file,
                                 .cert_file = cfg->etcd_cert_file,
-                                .key_file = cfg->etcd_key_file};
+                                .key_file = cfg->etcd_key_file,
+                                .connect_timeout_ms = 1000,
+                                .request_timeout_ms = cfg->etcd_request_timeout_ms ? cfg->etcd_request_timeout_ms
+                                                                                  : DEFAULT_ETCD_REQUEST_MS};
         s = vmenc_etcd_new(&ec, &b->etcd);
     }
     if (s == VMENC_OK)
