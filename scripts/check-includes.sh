@@ -2,7 +2,8 @@
 # scripts/check-includes.sh [SOURCE_DIR] - the layer rule over the #include
 # lines of lib/ (DESIGN.md §2): a file includes only its own layer and the
 # layers below it,
-#     core < net < xts < keys < attest < kms < {policy, audit} < control < vm < workspace < broker
+#     core < net < xts < keys < attest < kms < {policy, audit} < control < vm
+#     < workspace < broker
 # (net, the TLS client under the KMIP provider and the etcd client, sits
 # just above core; policy and audit sit side by side and include neither
 # each other), and
@@ -19,8 +20,8 @@ import os, re, sys
 
 src = sys.argv[1]
 lib = os.path.join(src, "lib")
-RANK = {"core": 0, "net": 1, "xts": 2, "keys": 3, "attest": 4, "kms": 5, "policy": 6, "audit": 6,
-        "control": 7, "vm": 8, "workspace": 9, "broker": 10}
+RANK = {"core": 0, "net": 1, "xts": 2, "keys": 3, "attest": 4, "kms": 5, "policy": 6,
+        "audit": 6, "control": 7, "vm": 8, "workspace": 9, "broker": 10}
 # public headers (include/vmenc/<name>.h) -> the layer they belong to
 PUBLIC = {"common": "core", "core": "core", "xts": "xts", "keys": "keys",
           "kms": "kms", "kms_file": "kms", "kms_kmip": "kms", "kms_pkcs11": "kms",
