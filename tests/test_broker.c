@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@
 
 #include "control/control.h"
 #include "control/etcd/etcd_store.h"
+#include "core/fs.h"
 #include "core/internal.h"
 #include "etcd_cluster.h"
 #include "keys/keys_internal.h"
@@ -49,6 +51,12 @@
 #include "vmenc/kms.h"
 #include "vmenc/workspace.h"
 #include "workspace/ws_cluster.h"
+#include "attest/attest.h"
+#include "broker/broker_internal.h"
+#include "kms/kmip/kmip_conn.h"
+#include "kms/kmip/kmip_msg.h"
+#include "net/tls_conn.h"
+#include "tpm/swtpm_host.h"
 
 #define T_MS 15000u
 #define CLUSTER "bt"
@@ -72,6 +80,7 @@ typedef struct broker_run {
     bool running;
 } broker_run;
 static broker_run g_br[2];
+static swtpm_host g_tpm_a, g_tpm_b;     /* a TPM per host (attestation cases) */
 
 static const char k_pass[] = "broker-test-passphrase";
 static const char k_record_key_domain[] = "vmenc-cluster-v1 control record key";
@@ -216,7 +225,7 @@ static void stop_broker(broker_run *r) {
 
 /* host_kms: the host's view: a KMIP provider cluster over both brokers,
  * with host |host|'s certificate. */
-static vmenc_kms_cluster *host_kms_of(const char *host, int first, int last) {
+static vmenc_kms_cluster *host_kms_tpm(const char *host, int first, int last, const char *tcti, const char *blob) {
     vmenc_kms_cluster_options co = {.struct_size = sizeof(co), .backoff_initial_ms = 50, .backoff_max_ms = 100,
                                      .flags = VMENC_KMS_CLUSTER_NO_JITTER};
     vmenc_kms_cluster *c = NULL;
@@ -227,13 +236,20 @@ static vmenc_kms_cluster *host_kms_of(const char *host, int first, int last) {
         snprintf(ca, sizeof(ca), "ca=%s/ca.crt", g_pki);
         snprintf(crt, sizeof(crt), "cert=%s/%s.crt", g_pki, host);
         snprintf(key, sizeof(key), "key=%s/%s.key", g_pki, host);
-        const char *opts[] = {ca, crt, key, "request_timeout_ms=8000", "connect_timeout_ms=2000", NULL};
+        char o_tcti[256], o_blob[PATH_MAX + 16];
+        snprintf(o_tcti, sizeof(o_tcti), "tpm_tcti=%s", tcti != NULL ? tcti : "");
+        snprintf(o_blob, sizeof(o_blob), "ak_blob=%s", blob != NULL ? blob : "");
+        const char *opts[] = {ca, crt, key, "request_timeout_ms=8000", "connect_timeout_ms=2000",
+                              tcti != NULL ? o_tcti : NULL, o_blob, NULL};
         vmenc_kms_endpoint_config ec = {.struct_size = sizeof(ec), .type = "kmip", .address = addr, .options = opts};
         assert_int_equal(vmenc_kms_cluster_add_endpoint_config(c, &ec), VMENC_OK);
     }
     return c;
 }
 
+static vmenc_kms_cluster *host_kms_of(const char *host, int first, int last) {
+    return host_kms_tpm(host, first, last, NULL, NULL);
+}
 static vmenc_kms_cluster *host_kms(const char *host) { return host_kms_of(host, 0, 1); }
 
 /* ---- the event list ------------------------------------------------------------------------- */
@@ -327,6 +343,8 @@ static int group_teardown(void **state) {
     (void)state;
     stop_broker(&g_br[0]);
     stop_broker(&g_br[1]);
+    swtpm_stop(&g_tpm_a);
+    swtpm_stop(&g_tpm_b);
     vmenc_workspace_free(g_ws);
     vmenc_etcd_free(g_client);
     etcd_cluster_stop(&g_etcd);
@@ -550,6 +568,205 @@ static void test_host_workspace_has_no_kms_credential(void **state) {
     assert_int_equal(sh(cmd), 0);
 }
 
+
+/* ---- attestation: swtpm per host ------------------------------------------------------------------- */
+
+static char g_blob_a[PATH_MAX + 32], g_blob_b[PATH_MAX + 32];
+static bool g_have_tpm;
+
+static vmenc_broker_admin admin(void) {
+    vmenc_broker_admin a = {.struct_size = sizeof(a), .cluster = CLUSTER, .etcd_endpoints = g_etcd.endpoints,
+                            .etcd_ca_file = g_etcd.cacert, .etcd_cert_file = g_etcd.cert, .etcd_key_file = g_etcd.key};
+    return a;
+}
+
+static vmenc_status enroll(const char *host, const swtpm_host *tpm, const char *blob) {
+    char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64], addr[64];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", g_pki);
+    snprintf(crt, sizeof(crt), "%s/%s.crt", g_pki, host);
+    snprintf(key, sizeof(key), "%s/%s.key", g_pki, host);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", g_br[1].port);
+    vmenc_broker_enroll_spec es = {.struct_size = sizeof(es), .broker = addr, .ca_file = ca, .cert_file = crt,
+                                   .key_file = key, .tpm_tcti = tpm->tcti, .ak_blob_path = blob};
+    return vmenc_broker_host_enroll(&es);
+}
+
+/* get_with_tpm: hostA's Get of VM1's KEK through broker 2 with a TPM. */
+static vmenc_status get_with_tpm(const char *host, const char *tcti, const char *blob) {
+    vmenc_kms_cluster *c = host_kms_tpm(host, 1, 1, tcti, blob);
+    vmenc_kek *k = NULL;
+    vmenc_status s = vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL);
+    vmenc_kek_free(k);
+    vmenc_kms_cluster_free(c);
+    return s;
+}
+
+static void test_attest_enroll_approve_release(void **state) {
+    (void)state;
+    const char *why = NULL;
+    char d[400];
+    snprintf(d, sizeof(d), "%.300s/tpm-a", g_dir);
+    if (!swtpm_available(&why) || !attest_tpm_available() || !swtpm_start(&g_tpm_a, d, false, NULL)) {
+        fprintf(stderr, "attestation cases skipped: %s\n", why != NULL ? why : "swtpm or tss2 unavailable");
+        skip();
+    }
+    snprintf(d, sizeof(d), "%.300s/tpm-b", g_dir);
+    assert_true(swtpm_start(&g_tpm_b, d, false, NULL));
+    g_have_tpm = true;
+    snprintf(g_blob_a, sizeof(g_blob_a), "%s/hostA.ak", g_dir);
+    snprintf(g_blob_b, sizeof(g_blob_b), "%s/hostB.ak", g_dir);
+    vmenc_broker_admin a = admin();
+    const char *pcrs = "sha256:0,1,2,3,4,5,6,7";
+    assert_int_equal(vmenc_broker_set_attestation(&a, "per-release", pcrs, NULL), VMENC_OK);
+    /* the owner without a quote: refused */
+    size_t before = count_events("attestation required", "denied");
+    assert_int_equal(get_with_tpm("hostA", NULL, NULL), VMENC_E_KMS_AUTH);
+    assert_true(count_events("attestation required", "denied") > before);
+    /* enrolled, not yet approved: refused */
+    assert_int_equal(enroll("hostA", &g_tpm_a, g_blob_a), VMENC_OK);
+    assert_true(count_events("awaiting approval", "host:hostA") >= 1);
+    assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
+    assert_true(count_events("no approved TPM binding", "denied") >= 1);
+    /* approved, measurement approved: released */
+    assert_int_equal(vmenc_broker_host_approve(&a, "hostA"), VMENC_OK);
+    char golden[65];
+    assert_int_equal(vmenc_broker_measurement_from_tpm(g_tpm_a.tcti, pcrs, golden), VMENC_OK);
+    assert_int_equal(vmenc_broker_measurement_add(&a, "hv-1.0", pcrs, golden, "admin"), VMENC_OK);
+    assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_OK);
+    assert_true(count_events("attested: measurement", "host:hostA") >= 1);
+}
+
+/* raw_conn: a KMIP connection to broker 2 as |host|. */
+static void raw_conn(const char *host, SSL_CTX **ctx, vmenc_kmip_conn *c) {
+    char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", g_pki);
+    snprintf(crt, sizeof(crt), "%s/%s.crt", g_pki, host);
+    snprintf(key, sizeof(key), "%s/%s.key", g_pki, host);
+    assert_int_equal(vmenc_tls_ctx_new(ca, crt, key, NULL, 0, ctx), VMENC_OK);
+    vmenc_kmip_conn_init(c);
+    assert_int_equal(vmenc_kmip_conn_open(c, *ctx, "127.0.0.1", g_br[1].port, "127.0.0.1",
+                                          vmenc_now_monotonic_ms() + T_MS),
+                     VMENC_OK);
+}
+
+/* one extension request; returns the item's mapped status, the payload's
+ * byte field |tag| copied to |out| when asked. */
+static vmenc_status ext(vmenc_kmip_conn *c, uint32_t op, const uint8_t *const *vals, const size_t *lens,
+                        const uint32_t *tags, size_t n, uint32_t tag, uint8_t *out, size_t *out_len) {
+    vmenc_kmip_request req;
+    const vmenc_kmip_version v = {1, 4};
+    assert_int_equal(vmenc_kmip_request_begin(&req, v, 1), VMENC_OK);
+    vmenc_kmip_request_item_begin(&req, op);
+    for (size_t i = 0; i < n; i++)
+        vmenc_ttlv_add_bytes(&req.cbb, tags[i], vals[i], lens[i]);
+    vmenc_kmip_request_item_end(&req);
+    uint8_t *bytes, *raw = NULL;
+    size_t len, raw_len;
+    bool got;
+    assert_int_equal(vmenc_kmip_request_finish(&req, &bytes, &len), VMENC_OK);
+    assert_int_equal(vmenc_kmip_conn_roundtrip(c, bytes, len, vmenc_now_monotonic_ms() + T_MS, &raw, &raw_len, &got),
+                     VMENC_OK);
+    free(bytes);
+    vmenc_kmip_response resp;
+    assert_int_equal(vmenc_kmip_response_parse(raw, raw_len, &resp), VMENC_OK);
+    vmenc_status s = vmenc_kmip_result_status(&resp.items[0]);
+    if (s == VMENC_OK && out != NULL) {
+        const uint8_t *b;
+        size_t bl;
+        assert_int_equal(vmenc_ttlv_get_bytes(&resp.doc, resp.items[0].payload, tag, &b, &bl), VMENC_OK);
+        memcpy(out, b, bl);
+        *out_len = bl;
+    }
+    vmenc_kmip_response_cleanup(&resp);
+    vmenc_secure_free(raw);
+    return s;
+}
+
+static void test_attest_replayed_quote_refused(void **state) {
+    (void)state;
+    if (!g_have_tpm)
+        skip();
+    SSL_CTX *ctx = NULL;
+    vmenc_kmip_conn c;
+    raw_conn("hostA", &ctx, &c);
+    uint8_t n1[64], n2[64];
+    size_t n1_len = 0, n2_len = 0;
+    assert_int_equal(ext(&c, (uint32_t)BROKER_OP_ATTEST_CHALLENGE, NULL, NULL, NULL, 0, BROKER_TAG_NONCE, n1, &n1_len),
+                     VMENC_OK);
+    uint8_t *blob = NULL, *att = NULL, *sig = NULL, *pcr = NULL;
+    size_t blob_len = 0, att_len = 0, sig_len = 0, pcr_len = 0;
+    FILE *bf = fopen(g_blob_a, "rb");
+    assert_non_null(bf);
+    blob = malloc(1 << 16);
+    blob_len = fread(blob, 1, 1 << 16, bf);
+    fclose(bf);
+    assert_true(blob_len > 0);
+    attest_tpm *tpm = NULL;
+    assert_int_equal(attest_tpm_open(g_tpm_a.tcti, &tpm), VMENC_OK);
+    assert_int_equal(attest_tpm_quote(tpm, blob, blob_len, n1, n1_len, "sha256:0,1,2,3,4,5,6,7", &att, &att_len, &sig,
+                                      &sig_len, &pcr, &pcr_len),
+                     VMENC_OK);
+    attest_tpm_close(tpm);
+    const uint8_t *vals[] = {n1, att, sig, pcr};
+    const size_t lens[] = {n1_len, att_len, sig_len, pcr_len};
+    const uint32_t tags[] = {BROKER_TAG_NONCE, BROKER_TAG_QUOTE_ATTEST, BROKER_TAG_QUOTE_SIGNATURE,
+                             BROKER_TAG_PCR_VALUES};
+    /* a good quote on the nonce issued: accepted */
+    assert_int_equal(ext(&c, (uint32_t)BROKER_OP_ATTEST_QUOTE, vals, lens, tags, 4, 0, NULL, NULL), VMENC_OK);
+    /* the same quote again (its nonce used), and after a new challenge (an old nonce): refused */
+    size_t before = count_events("replayed, used or expired", "denied");
+    assert_int_equal(ext(&c, (uint32_t)BROKER_OP_ATTEST_QUOTE, vals, lens, tags, 4, 0, NULL, NULL), VMENC_E_KMS_AUTH);
+    assert_int_equal(ext(&c, (uint32_t)BROKER_OP_ATTEST_CHALLENGE, NULL, NULL, NULL, 0, BROKER_TAG_NONCE, n2, &n2_len),
+                     VMENC_OK);
+    assert_int_equal(ext(&c, (uint32_t)BROKER_OP_ATTEST_QUOTE, vals, lens, tags, 4, 0, NULL, NULL), VMENC_E_KMS_AUTH);
+    assert_true(count_events("replayed, used or expired", "denied") >= before + 2);
+    free(blob);
+    free(att);
+    free(sig);
+    free(pcr);
+    vmenc_kmip_conn_close(&c);
+    SSL_CTX_free(ctx);
+}
+
+static void test_attest_other_tpm_refused(void **state) {
+    (void)state;
+    if (!g_have_tpm)
+        skip();
+    /* hostB enrols TPM B; hostA then quotes with TPM B's AK: not the AK bound to hostA */
+    assert_int_equal(enroll("hostB", &g_tpm_b, g_blob_b), VMENC_OK);
+    size_t before = count_events("host:hostA", "signature does not verify with the AK");
+    assert_int_equal(get_with_tpm("hostA", g_tpm_b.tcti, g_blob_b), VMENC_E_KMS_AUTH);
+    assert_true(count_events("host:hostA", "signature does not verify with the AK") > before);
+}
+
+static void test_attest_changed_pcr_refused_then_recovers(void **state) {
+    (void)state;
+    if (!g_have_tpm)
+        skip();
+    const char *pcrs = "sha256:0,1,2,3,4,5,6,7";
+    attest_tpm *tpm = NULL;
+    uint8_t hv[ATTEST_DIGEST_BYTES];
+    crypto_hash_sha256(hv, (const uint8_t *)"hypervisor 1.1 (unapproved)", 27);
+    assert_int_equal(attest_tpm_open(g_tpm_a.tcti, &tpm), VMENC_OK);
+    assert_int_equal(attest_tpm_pcr_extend(tpm, 4, hv), VMENC_OK);
+    attest_tpm_close(tpm);
+    size_t before = count_events("measurement not approved", "host:hostA");
+    assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
+    assert_true(count_events("measurement not approved", "host:hostA") > before);
+    /* the administrator approves the new measurement: the host attests again and gets its key */
+    char now[65];
+    vmenc_broker_admin a = admin();
+    assert_int_equal(vmenc_broker_measurement_from_tpm(g_tpm_a.tcti, pcrs, now), VMENC_OK);
+    assert_int_equal(vmenc_broker_measurement_add(&a, "hv-1.1", pcrs, now, "admin"), VMENC_OK);
+    assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_OK);
+    /* withdrawn again: refused; revoked binding: refused */
+    assert_int_equal(vmenc_broker_measurement_remove(&a, "hv-1.1"), VMENC_OK);
+    assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
+    assert_int_equal(vmenc_broker_host_revoke(&a, "hostA"), VMENC_OK);
+    assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
+    assert_int_equal(vmenc_broker_set_attestation(&a, "off", pcrs, NULL), VMENC_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_setup_cluster_and_brokers),
@@ -561,6 +778,10 @@ int main(void) {
         cmocka_unit_test(test_refused_without_quorum),
         cmocka_unit_test(test_failover_one_broker_stopped),
         cmocka_unit_test(test_host_workspace_has_no_kms_credential),
+        cmocka_unit_test(test_attest_enroll_approve_release),
+        cmocka_unit_test(test_attest_replayed_quote_refused),
+        cmocka_unit_test(test_attest_other_tpm_refused),
+        cmocka_unit_test(test_attest_changed_pcr_refused_then_recovers),
     };
     if (group_setup(NULL) != 0) {
         fprintf(stderr, "SKIP: etcd, PyKMIP or openssl cannot start here\n");

@@ -28,6 +28,7 @@
 #ifndef VMENC_BROKER_H
 #define VMENC_BROKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -97,6 +98,78 @@ typedef struct vmenc_broker_status {
 
 /* vmenc_broker_get_status fills |out| (VMENC_E_INVALID_ARG / ABI_VERSION). */
 VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_get_status(vmenc_broker *b, vmenc_broker_status *out);
+
+
+/* ---- attestation: a host's enrolment, the administrator's part ------------------------ */
+
+/* vmenc_broker_enroll_spec (set struct_size): enrol this host's TPM
+ * through a broker. */
+typedef struct vmenc_broker_enroll_spec {
+    uint32_t struct_size;         /* sizeof(vmenc_broker_enroll_spec) */
+    const char *broker;           /* "HOST:PORT" of one broker */
+    const char *server_name;      /* the broker certificate's name (NULL: HOST) */
+    const char *ca_file;          /* CA of the broker's certificate */
+    const char *cert_file;        /* this host's client certificate (registered in the cluster) */
+    const char *key_file;
+    const char *tpm_tcti;         /* "swtpm:host=127.0.0.1,port=N" or "device:/dev/tpmrm0" */
+    const char *ak_blob_path;     /* where the new AK blob is written (must not exist) */
+    uint32_t timeout_ms;          /* 0: 30000 */
+} vmenc_broker_enroll_spec;
+
+/* vmenc_broker_host_enroll creates an AK under the TPM's RSA EK, sends
+ * Enroll-Begin (AK public, EK certificate if the TPM has one, else EK
+ * public), activates the credential the broker made for that EK and AK,
+ * sends Enroll-Finish, and writes the AK blob (the provider's ak_blob
+ * option). The binding then waits for vmenc_broker_host_approve. Fails
+ * with VMENC_E_UNSUPPORTED (built without tss2), the TPM's and the KMIP
+ * connection's statuses, VMENC_E_KMS_AUTH / _PERMISSION (refused: the
+ * broker's reason is in its audit), VMENC_E_EXISTS (blob file exists). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_host_enroll(const vmenc_broker_enroll_spec *spec);
+
+/* vmenc_broker_admin (set struct_size): the cluster's etcd, for the
+ * administrator's calls below (whoever holds these credentials is the
+ * cluster's administrator: docs/broker.md). */
+typedef struct vmenc_broker_admin {
+    uint32_t struct_size;         /* sizeof(vmenc_broker_admin) */
+    const char *cluster;          /* NULL: "vmenc" */
+    const char *etcd_endpoints;
+    const char *etcd_ca_file;
+    const char *etcd_cert_file;
+    const char *etcd_key_file;
+} vmenc_broker_admin;
+
+/* vmenc_broker_host_approve approves host |host|'s enrolled TPM binding
+ * (VMENC_E_NOT_FOUND if none); vmenc_broker_host_revoke deletes it and the
+ * host's last attestation (the host gets no key where attestation is
+ * required until it enrols again and is approved). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_host_approve(const vmenc_broker_admin *a, const char *host);
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_host_revoke(const vmenc_broker_admin *a, const char *host);
+
+/* vmenc_broker_set_attestation writes the cluster's attestation setting:
+ * |mode| "off", "period=SECONDS" or "per-release"; |pcrs| the selection
+ * quoted ("sha256:0,1,2,3,4,5,6,7"; NULL: that); |ek_ca| a PEM file or
+ * directory of TPM manufacturer CAs on the brokers' machines (NULL: EK
+ * certificates are refused and hosts enrol with their EK public key). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_set_attestation(const vmenc_broker_admin *a, const char *mode,
+                                                                     const char *pcrs, const char *ek_ca);
+
+/* vmenc_broker_measurement_add approves measurement |name|: the SHA-256
+ * (hex) of the PCR values of selection |pcrs|; _remove withdraws it
+ * (VMENC_E_NOT_FOUND); _list calls |fn| with each (name, its JSON). */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_measurement_add(const vmenc_broker_admin *a, const char *name,
+                                                                     const char *pcrs, const char *digest_hex,
+                                                                     const char *added_by);
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_measurement_remove(const vmenc_broker_admin *a,
+                                                                        const char *name);
+typedef int (*vmenc_broker_measurement_fn)(void *arg, const char *name, const char *json);
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_measurement_list(const vmenc_broker_admin *a,
+                                                                      vmenc_broker_measurement_fn fn, void *arg);
+
+/* vmenc_broker_measurement_from_tpm reads the PCRs of |pcrs| from the TPM
+ * |tpm_tcti| and writes the SHA-256 of their values (64 hex digits and a
+ * NUL) to |out_hex|: the digest a host in that state quotes. */
+VMENC_API VMENC_MUST_CHECK vmenc_status vmenc_broker_measurement_from_tpm(const char *tpm_tcti, const char *pcrs,
+                                                                          char out_hex[65]);
 
 #ifdef __cplusplus
 }

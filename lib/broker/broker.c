@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/attest.h"
 #include "broker/broker_internal.h"
 #include "control/control.h"
 #include "control/etcd/cluster.h"
@@ -406,6 +407,8 @@ typedef struct conn_ctx {
     int kek_authz;
     char kek_why[REASON_MAX];
     vmenc_status kek_upstream;         /* the upstream fetch of |kek_id| (VMENC_E_BAD_STATE: not yet) */
+    broker_conn *bc;                   /* the connection's attestation state (NULL: none) */
+    bool attest_consumed;              /* per-release: this request used the connection's quote */
 } conn_ctx;
 
 static vmenc_kmip_version k_v14 = {1, 4};
@@ -466,6 +469,9 @@ static authz req_kek(conn_ctx *c, const host_id *h, const char *kek, char *why, 
 }
 
 /* do_get answers Get (|want_key|) or Get Attributes (State) for one KEK. */
+static authz check_attested(conn_ctx *c, broker_conn *bc, const host_id *h, char *why, size_t cap,
+                            uint32_t *kmip_reason);
+
 static void do_get(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmip_server_request *req,
                    const vmenc_kmip_request_item *it, bool want_key) {
     vmenc_broker *b = c->b;
@@ -482,6 +488,19 @@ static void do_get(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
         a = req_kek(c, &h, kek, why, sizeof(why));
     if (a != AUTHZ_ALLOW) {
         refuse(c, rb, it, op, kek, a, why);
+        return;
+    }
+    uint32_t att_reason = 0;
+    a = check_attested(c, c->bc, &h, why, sizeof(why), &att_reason);
+    if (a != AUTHZ_ALLOW) {
+        atomic_fetch_add(&b->n_refusals, 1);
+        tl_no_mirror = a == AUTHZ_FAIL;
+        vmenc_status as = audit(b, c->principal, op, kek, a == AUTHZ_FAIL ? VMENC_AUDIT_FAILED : VMENC_AUDIT_DENIED,
+                                a == AUTHZ_FAIL ? VMENC_E_CONTROL_UNAVAILABLE : VMENC_E_DENIED, why);
+        tl_no_mirror = false;
+        (void)as;
+        vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len,
+                                    a == AUTHZ_FAIL ? KMIP_REASON_GENERAL_FAILURE : att_reason, why);
         return;
     }
     vmenc_kek *k = NULL;
@@ -707,11 +726,501 @@ static bool version_served(vmenc_kmip_version v) {
     return false;
 }
 
-vmenc_status broker_handle(vmenc_broker *b, const char *fp, const uint8_t *in, size_t in_len, uint8_t **out,
-                           size_t *out_len, bool *out_secure) {
+/* ---- attestation (docs/attest.md for the TPM formats) ------------------------------------------------ */
+
+#define NONCE_TTL_MS 60000u
+#define ENROLL_TTL_MS 300000u
+#define ATTEST_MODE_OFF 0
+#define ATTEST_MODE_PERIOD 1
+#define ATTEST_MODE_PER_RELEASE 2
+
+typedef struct attest_cfg {
+    int mode;
+    uint32_t period_s;
+    char pcrs[128];
+} attest_cfg;
+
+static bool unhex(const char *hex, uint8_t *out, size_t cap, size_t *out_len) {
+    size_t n = strlen(hex);
+    if (n % 2 != 0 || n / 2 > cap)
+        return false;
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return false;
+        out[i] = (uint8_t)v;
+    }
+    *out_len = n / 2;
+    return true;
+}
+
+static vmenc_status put_str(vmenc_broker *b, const char *key, const char *val) {
+    vmenc_etcd_put_req r = {.key = (const uint8_t *)key, .key_len = strlen(key), .value = (const uint8_t *)val,
+                            .value_len = strlen(val)};
+    return vmenc_etcd_put(b->etcd, &r, NULL);
+}
+
+/* read_attest_cfg: /vmenc/C/broker/config (absent: attestation off). */
+static vmenc_status read_attest_cfg(vmenc_broker *b, attest_cfg *out) {
+    char key[256], val[2048], mode[64];
+    bool found = false;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->pcrs, sizeof(out->pcrs), "sha256:0,1,2,3,4,5,6,7");
+    key_of(b, key, sizeof(key), "broker/config");
+    VMENC_GUARD(get_one(b, key, val, sizeof(val), &found, NULL));
+    if (!found)
+        return VMENC_OK;
+    VMENC_GUARD(broker_json_field(val, "attestation", mode, sizeof(mode)));
+    if (broker_json_field(val, "pcrs", out->pcrs, sizeof(out->pcrs)) != VMENC_OK)
+        snprintf(out->pcrs, sizeof(out->pcrs), "sha256:0,1,2,3,4,5,6,7");
+    if (strcmp(mode, "off") == 0)
+        out->mode = ATTEST_MODE_OFF;
+    else if (strcmp(mode, "per-release") == 0)
+        out->mode = ATTEST_MODE_PER_RELEASE;
+    else if (strncmp(mode, "period=", 7) == 0) {
+        char *end = NULL;
+        unsigned long v = strtoul(mode + 7, &end, 10);
+        VMENC_ENSURE(end != NULL && *end == '\0' && v >= 1 && v <= 86400, VMENC_E_PARSE);
+        out->mode = ATTEST_MODE_PERIOD;
+        out->period_s = (uint32_t)v;
+    } else {
+        return VMENC_E_PARSE;
+    }
+    return VMENC_OK;
+}
+
+/* digest_approved: a measurements/<name> entry has this selection and digest. */
+static vmenc_status digest_approved(vmenc_broker *b, const char *pcrs, const char *digest_hex, bool *out) {
+    char prefix[256];
+    key_of(b, prefix, sizeof(prefix), "measurements/");
+    vmenc_etcd_range_req req = {.key = (const uint8_t *)prefix, .key_len = strlen(prefix), .prefix = true};
+    vmenc_etcd_result r;
+    *out = false;
+    VMENC_GUARD(vmenc_etcd_range(b->etcd, &req, &r));
+    for (size_t i = 0; i < r.num_kvs && !*out; i++) {
+        char d[80], sel[128];
+        const char *v = (const char *)r.kvs[i].value;
+        if (r.kvs[i].value_len > HOST_DOC_MAX || memchr(v, 0, r.kvs[i].value_len) != NULL)
+            continue;
+        if (broker_json_field(v, "digest", d, sizeof(d)) == VMENC_OK &&
+            broker_json_field(v, "pcrs", sel, sizeof(sel)) == VMENC_OK && strcmp(d, digest_hex) == 0 &&
+            strcmp(sel, pcrs) == 0)
+            *out = true;
+    }
+    vmenc_etcd_result_cleanup(&r);
+    return VMENC_OK;
+}
+
+/* check_attested: the attestation the cluster requires of host |h| for a
+ * release on connection |bc|. */
+static authz check_attested(conn_ctx *c, broker_conn *bc, const host_id *h, char *why, size_t cap,
+                            uint32_t *kmip_reason) {
+    vmenc_broker *b = c->b;
+    attest_cfg ac;
+    vmenc_status s = read_attest_cfg(b, &ac);
+    *kmip_reason = KMIP_REASON_ATTESTATION_REQUIRED;
+    if (s != VMENC_OK) {
+        snprintf(why, cap, "cluster %s: broker configuration unreadable (%s)", b->cluster, vmenc_status_name(s));
+        return AUTHZ_FAIL;
+    }
+    if (ac.mode == ATTEST_MODE_OFF)
+        return AUTHZ_ALLOW;
+    if (ac.mode == ATTEST_MODE_PER_RELEASE) {
+        if (c->attest_consumed)
+            return AUTHZ_ALLOW; /* the Get Attributes beside the Get of this request */
+        if (bc == NULL || !bc->quote_ok) {
+            snprintf(why, cap, "host %s: attestation required: a quote on this connection before each release",
+                     h->id);
+            return AUTHZ_DENY;
+        }
+        bc->quote_ok = false;
+        c->attest_consumed = true;
+        return AUTHZ_ALLOW;
+    }
+    char key[256], val[1024], t[32], res[256], digest[80];
+    bool found = false;
+    snprintf(key, sizeof(key), "/vmenc/%s/attest/%s", b->cluster, h->id);
+    s = get_one(b, key, val, sizeof(val), &found, NULL);
+    if (s != VMENC_OK) {
+        snprintf(why, cap, "cluster %s: control plane unavailable (%s)", b->cluster, vmenc_status_name(s));
+        return AUTHZ_FAIL;
+    }
+    if (!found || broker_json_field(val, "time_ms", t, sizeof(t)) != VMENC_OK ||
+        broker_json_field(val, "result", res, sizeof(res)) != VMENC_OK ||
+        broker_json_field(val, "digest", digest, sizeof(digest)) != VMENC_OK) {
+        snprintf(why, cap, "host %s has not attested", h->id);
+        return AUTHZ_DENY;
+    }
+    if (strcmp(res, "ok") != 0) {
+        *kmip_reason = KMIP_REASON_ATTESTATION_FAILED;
+        snprintf(why, cap, "host %s failed its last attestation: %s", h->id, res);
+        return AUTHZ_DENY;
+    }
+    uint64_t at = strtoull(t, NULL, 10), now = vmenc_now_realtime_ms();
+    if (now > at + (uint64_t)ac.period_s * 1000u) {
+        snprintf(why, cap, "host %s: attestation expired (older than %u s)", h->id, ac.period_s);
+        return AUTHZ_DENY;
+    }
+    bool ok = false;
+    s = digest_approved(b, ac.pcrs, digest, &ok);
+    if (s != VMENC_OK) {
+        snprintf(why, cap, "cluster %s: control plane unavailable (%s)", b->cluster, vmenc_status_name(s));
+        return AUTHZ_FAIL;
+    }
+    if (!ok) {
+        *kmip_reason = KMIP_REASON_ATTESTATION_FAILED;
+        snprintf(why, cap, "host %s: measurement %.16s... is no longer approved", h->id, digest);
+        return AUTHZ_DENY;
+    }
+    return AUTHZ_ALLOW;
+}
+
+static void ext_refuse(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmip_request_item *it,
+                       const char *op, authz a, uint32_t reason, const char *why) {
+    vmenc_broker *b = c->b;
+    atomic_fetch_add(&b->n_refusals, 1);
+    tl_no_mirror = a == AUTHZ_FAIL;
+    vmenc_status as = audit(b, c->principal, op, NULL, a == AUTHZ_FAIL ? VMENC_AUDIT_FAILED : VMENC_AUDIT_DENIED,
+                            a == AUTHZ_FAIL ? VMENC_E_CONTROL_UNAVAILABLE : VMENC_E_DENIED, why);
+    tl_no_mirror = false;
+    (void)as;
+    vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len,
+                                a == AUTHZ_FAIL ? KMIP_REASON_GENERAL_FAILURE : reason, why);
+}
+
+static bool get_bytes1(const vmenc_ttlv_doc *d, uint32_t payload, uint32_t tag, const uint8_t **out, size_t *len) {
+    return vmenc_ttlv_count(d, payload, tag) == 1 && vmenc_ttlv_get_bytes(d, payload, tag, out, len) == VMENC_OK &&
+           *len > 0;
+}
+
+static void hexdup(const uint8_t *in, size_t len, char *out, size_t cap) {
+    if (2 * len + 1 > cap) {
+        out[0] = '\0';
+        return;
+    }
+    hex_of(in, len, out);
+}
+
+/* Enroll-Begin: AKPublic + EKCertificate (checked against the CA named in
+ * broker/config "ek_ca") or EKPublic -> CredentialBlob, EncryptedSecret. */
+static void do_enroll_begin(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmip_server_request *req,
+                            const vmenc_kmip_request_item *it) {
+    vmenc_broker *b = c->b;
+    const char *op = "broker.tpm.enroll";
+    char why[REASON_MAX];
+    host_id h;
+    authz a = req_host(c, false, &h, why, sizeof(why));
+    if (a != AUTHZ_ALLOW) {
+        ext_refuse(c, rb, it, op, a, KMIP_REASON_PERMISSION_DENIED, why);
+        return;
+    }
+    const vmenc_ttlv_doc *d = &req->doc;
+    const uint8_t *akp = NULL, *ekc = NULL, *ekp = NULL;
+    size_t akp_len = 0, ekc_len = 0, ekp_len = 0;
+    bool have_cert = get_bytes1(d, it->payload, BROKER_TAG_EK_CERTIFICATE, &ekc, &ekc_len);
+    bool have_pub = get_bytes1(d, it->payload, BROKER_TAG_EK_PUBLIC, &ekp, &ekp_len);
+    if (!get_bytes1(d, it->payload, BROKER_TAG_AK_PUBLIC, &akp, &akp_len) || have_cert == have_pub ||
+        akp_len > 1024 || ekc_len > 4096 || ekp_len > 1024) {
+        vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len, KMIP_REASON_INVALID_FIELD,
+                                    "AKPublic and one of EKCertificate / EKPublic expected");
+        return;
+    }
+    uint8_t name[ATTEST_NAME_BYTES];
+    attest_refusal rf = ATTEST_ACCEPTED;
+    vmenc_status s = attest_ak_check(akp, akp_len, name, &rf);
+    uint8_t *ek = NULL;
+    size_t ek_len = 0;
+    if (s == VMENC_OK && have_cert) {
+        char cfgv[2048], cfgk[256], ca[512];
+        bool found = false;
+        key_of(b, cfgk, sizeof(cfgk), "broker/config");
+        if (get_one(b, cfgk, cfgv, sizeof(cfgv), &found, NULL) != VMENC_OK || !found ||
+            broker_json_field(cfgv, "ek_ca", ca, sizeof(ca)) != VMENC_OK) {
+            s = VMENC_E_AUTH;
+            rf = ATTEST_REFUSED_EK_CERT;
+        } else {
+            s = attest_ek_cert_check(ekc, ekc_len, ca, &ek, &ek_len);
+            if (s != VMENC_OK)
+                rf = ATTEST_REFUSED_EK_CERT;
+        }
+    } else if (s == VMENC_OK) {
+        ek = malloc(ekp_len);
+        if (ek == NULL)
+            s = VMENC_E_NOMEM;
+        else {
+            memcpy(ek, ekp, ekp_len);
+            ek_len = ekp_len;
+        }
+    }
+    uint8_t secret[32];
+    uint8_t *blob = NULL, *encs = NULL;
+    size_t blob_len = 0, encs_len = 0;
+    randombytes_buf(secret, sizeof(secret));
+    if (s == VMENC_OK)
+        s = attest_make_credential(ek, ek_len, name, sizeof(name), secret, sizeof(secret), &blob, &blob_len, &encs,
+                                   &encs_len);
+    if (s == VMENC_OK) {
+        uint8_t sh[32], eh[32];
+        crypto_hash_sha256(sh, secret, sizeof(secret));
+        crypto_hash_sha256(eh, ek, ek_len);
+        char *doc = malloc(8192);
+        char akhex[2100], namehex[80], shex[65], ehex[65], key[256];
+        hexdup(akp, akp_len, akhex, sizeof(akhex));
+        hex_of(name, sizeof(name), namehex);
+        hex_of(sh, 32, shex);
+        hex_of(eh, 32, ehex);
+        snprintf(key, sizeof(key), "/vmenc/%s/hosts/%s/enroll", b->cluster, h.id);
+        if (doc == NULL)
+            s = VMENC_E_NOMEM;
+        else {
+            snprintf(doc, 8192,
+                     "{\"ak_public\":\"%s\",\"ak_name\":\"%s\",\"ek_pub_sha256\":\"%s\",\"secret_sha256\":\"%s\","
+                     "\"expires_ms\":\"%llu\"}",
+                     akhex, namehex, ehex, shex, (unsigned long long)(vmenc_now_realtime_ms() + ENROLL_TTL_MS));
+            s = put_str(b, key, doc);
+            free(doc);
+        }
+    }
+    sodium_memzero(secret, sizeof(secret));
+    free(ek);
+    if (s != VMENC_OK) {
+        snprintf(why, sizeof(why), "host %s: enrolment refused: %s", h.id,
+                 s == VMENC_E_AUTH ? attest_refusal_str(rf) : vmenc_status_name(s));
+        free(blob);
+        free(encs);
+        ext_refuse(c, rb, it, op, s == VMENC_E_CONTROL_UNAVAILABLE ? AUTHZ_FAIL : AUTHZ_DENY,
+                   KMIP_REASON_ATTESTATION_FAILED, why);
+        return;
+    }
+    snprintf(why, sizeof(why), "host %s: enrolment begun (credential issued to its EK for its AK)", h.id);
+    (void)audit(b, c->principal, op, NULL, VMENC_AUDIT_SUCCESS, VMENC_OK, why);
+    vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
+    vmenc_ttlv_add_bytes(&rb->cbb, BROKER_TAG_CREDENTIAL_BLOB, blob, blob_len);
+    vmenc_ttlv_add_bytes(&rb->cbb, BROKER_TAG_ENCRYPTED_SECRET, encs, encs_len);
+    vmenc_kmip_response_success_end(rb);
+    free(blob);
+    free(encs);
+}
+
+/* Enroll-Finish: ActivatedCredential == the secret -> hosts/<id>/tpm,
+ * awaiting an administrator's approval. */
+static void do_enroll_finish(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmip_server_request *req,
+                             const vmenc_kmip_request_item *it) {
+    vmenc_broker *b = c->b;
+    const char *op = "broker.tpm.enroll";
+    char why[REASON_MAX];
+    host_id h;
+    authz a = req_host(c, false, &h, why, sizeof(why));
+    if (a != AUTHZ_ALLOW) {
+        ext_refuse(c, rb, it, op, a, KMIP_REASON_PERMISSION_DENIED, why);
+        return;
+    }
+    const uint8_t *cred = NULL;
+    size_t cred_len = 0;
+    if (!get_bytes1(&req->doc, it->payload, BROKER_TAG_ACTIVATED_CREDENTIAL, &cred, &cred_len)) {
+        vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len, KMIP_REASON_INVALID_FIELD,
+                                    "ActivatedCredential expected");
+        return;
+    }
+    char key[256], *val = malloc(8192);
+    bool found = false;
+    snprintf(key, sizeof(key), "/vmenc/%s/hosts/%s/enroll", b->cluster, h.id);
+    vmenc_status s = val != NULL ? get_one(b, key, val, 8192, &found, NULL) : VMENC_E_NOMEM;
+    char shex[80], exp[32], akhex[2100], namehex[80], ehex[80];
+    if (s == VMENC_OK && (!found || broker_json_field(val, "secret_sha256", shex, sizeof(shex)) != VMENC_OK ||
+                          broker_json_field(val, "expires_ms", exp, sizeof(exp)) != VMENC_OK ||
+                          broker_json_field(val, "ak_public", akhex, sizeof(akhex)) != VMENC_OK ||
+                          broker_json_field(val, "ak_name", namehex, sizeof(namehex)) != VMENC_OK ||
+                          broker_json_field(val, "ek_pub_sha256", ehex, sizeof(ehex)) != VMENC_OK))
+        s = VMENC_E_NOT_FOUND;
+    uint8_t want[32], got[32];
+    size_t wl = 0;
+    if (s == VMENC_OK && (!unhex(shex, want, sizeof(want), &wl) || wl != 32))
+        s = VMENC_E_PARSE;
+    if (s == VMENC_OK && strtoull(exp, NULL, 10) < vmenc_now_realtime_ms())
+        s = VMENC_E_BAD_STATE;
+    if (s == VMENC_OK) {
+        crypto_hash_sha256(got, cred, cred_len);
+        if (sodium_memcmp(got, want, 32) != 0)
+            s = VMENC_E_AUTH;
+    }
+    if (s == VMENC_OK) {
+        char *doc = malloc(8192), tkey[256];
+        snprintf(tkey, sizeof(tkey), "/vmenc/%s/hosts/%s/tpm", b->cluster, h.id);
+        if (doc == NULL)
+            s = VMENC_E_NOMEM;
+        else {
+            snprintf(doc, 8192,
+                     "{\"ek_pub_sha256\":\"%s\",\"ak_public\":\"%s\",\"ak_name\":\"%s\",\"bound_at\":\"%llu\","
+                     "\"status\":\"awaiting approval\"}",
+                     ehex, akhex, namehex, (unsigned long long)vmenc_now_realtime_ms());
+            s = put_str(b, tkey, doc);
+            free(doc);
+        }
+        if (s == VMENC_OK) {
+            vmenc_etcd_delete_req dr = {.key = (const uint8_t *)key, .key_len = strlen(key)};
+            vmenc_status ds = vmenc_etcd_delete_range(b->etcd, &dr, NULL);
+            (void)ds;
+        }
+    }
+    free(val);
+    if (s != VMENC_OK) {
+        snprintf(why, sizeof(why), "host %s: enrolment not finished: %s", h.id,
+                 s == VMENC_E_AUTH       ? "the activated credential is not the secret issued (another TPM or AK)"
+                 : s == VMENC_E_BAD_STATE ? "the credential expired"
+                 : s == VMENC_E_NOT_FOUND ? "no enrolment in progress"
+                                          : vmenc_status_name(s));
+        ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
+        return;
+    }
+    snprintf(why, sizeof(why), "host %s: TPM bound (AK %.16s...), awaiting approval", h.id, namehex);
+    (void)audit(b, c->principal, op, NULL, VMENC_AUDIT_SUCCESS, VMENC_OK, why);
+    vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
+    vmenc_ttlv_add_text(&rb->cbb, BROKER_TAG_REASON, "enrolled, awaiting approval", 27);
+    vmenc_kmip_response_success_end(rb);
+}
+
+static void do_challenge(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_builder *rb,
+                         const vmenc_kmip_request_item *it) {
+    char why[REASON_MAX];
+    host_id h;
+    authz a = req_host(c, false, &h, why, sizeof(why));
+    attest_cfg ac;
+    vmenc_status s = a == AUTHZ_ALLOW ? read_attest_cfg(c->b, &ac) : VMENC_OK;
+    if (a == AUTHZ_ALLOW && s != VMENC_OK) {
+        a = AUTHZ_FAIL;
+        snprintf(why, sizeof(why), "broker configuration unreadable (%s)", vmenc_status_name(s));
+    }
+    if (a != AUTHZ_ALLOW || bc == NULL) {
+        ext_refuse(c, rb, it, "broker.attest", a == AUTHZ_ALLOW ? AUTHZ_DENY : a, KMIP_REASON_PERMISSION_DENIED,
+                   why);
+        return;
+    }
+    randombytes_buf(bc->nonce, sizeof(bc->nonce));
+    bc->nonce_ms = vmenc_now_monotonic_ms();
+    bc->nonce_live = true;
+    vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
+    vmenc_ttlv_add_bytes(&rb->cbb, BROKER_TAG_NONCE, bc->nonce, sizeof(bc->nonce));
+    vmenc_ttlv_add_text(&rb->cbb, BROKER_TAG_PCR_SELECTION, ac.pcrs, strlen(ac.pcrs));
+    vmenc_kmip_response_success_end(rb);
+}
+
+static void record_attest(vmenc_broker *b, const char *host, const char *digest_hex, const char *result) {
+    char key[256], val[768];
+    snprintf(key, sizeof(key), "/vmenc/%s/attest/%s", b->cluster, host);
+    snprintf(val, sizeof(val), "{\"time_ms\":\"%llu\",\"digest\":\"%s\",\"result\":\"%s\",\"broker\":\"%s\"}",
+             (unsigned long long)vmenc_now_realtime_ms(), digest_hex, result, b->broker_id);
+    vmenc_status s = put_str(b, key, val);
+    (void)s; /* the answer to the host stands; the period mode then finds no good result */
+}
+
+static void do_quote(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_builder *rb,
+                     const vmenc_kmip_server_request *req, const vmenc_kmip_request_item *it) {
+    vmenc_broker *b = c->b;
+    const char *op = "broker.attest";
+    char why[REASON_MAX];
+    host_id h;
+    authz a = req_host(c, false, &h, why, sizeof(why));
+    if (a != AUTHZ_ALLOW || bc == NULL) {
+        ext_refuse(c, rb, it, op, a == AUTHZ_ALLOW ? AUTHZ_DENY : a, KMIP_REASON_PERMISSION_DENIED, why);
+        return;
+    }
+    const vmenc_ttlv_doc *d = &req->doc;
+    const uint8_t *nonce, *att, *sig, *pcr;
+    size_t nonce_len, att_len, sig_len, pcr_len;
+    if (!get_bytes1(d, it->payload, BROKER_TAG_NONCE, &nonce, &nonce_len) ||
+        !get_bytes1(d, it->payload, BROKER_TAG_QUOTE_ATTEST, &att, &att_len) ||
+        !get_bytes1(d, it->payload, BROKER_TAG_QUOTE_SIGNATURE, &sig, &sig_len) ||
+        !get_bytes1(d, it->payload, BROKER_TAG_PCR_VALUES, &pcr, &pcr_len)) {
+        vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len, KMIP_REASON_INVALID_FIELD,
+                                    "Nonce, QuoteAttest, QuoteSignature and PCRValues expected");
+        return;
+    }
+    /* the nonce: issued on this connection, unused, fresh - single use either way */
+    bool nonce_ok = bc->nonce_live && nonce_len == sizeof(bc->nonce) &&
+                    sodium_memcmp(nonce, bc->nonce, sizeof(bc->nonce)) == 0 &&
+                    vmenc_now_monotonic_ms() - bc->nonce_ms <= NONCE_TTL_MS;
+    uint8_t issued[32];
+    memcpy(issued, bc->nonce, sizeof(issued));
+    bc->nonce_live = false;
+    bc->quote_ok = false;
+    if (!nonce_ok) {
+        snprintf(why, sizeof(why), "host %s: quote refused: the nonce is not the one issued on this connection "
+                 "(replayed, used or expired)", h.id);
+        record_attest(b, h.id, "", "refused: replayed or unknown nonce");
+        ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
+        return;
+    }
+    attest_cfg ac;
+    char key[256], *val = malloc(8192), akhex[2100], status[64];
+    bool found = false;
+    vmenc_status s = read_attest_cfg(b, &ac);
+    snprintf(key, sizeof(key), "/vmenc/%s/hosts/%s/tpm", b->cluster, h.id);
+    if (s == VMENC_OK)
+        s = val != NULL ? get_one(b, key, val, 8192, &found, NULL) : VMENC_E_NOMEM;
+    if (s != VMENC_OK) {
+        free(val);
+        snprintf(why, sizeof(why), "cluster %s: control plane unavailable (%s)", b->cluster, vmenc_status_name(s));
+        ext_refuse(c, rb, it, op, AUTHZ_FAIL, KMIP_REASON_GENERAL_FAILURE, why);
+        return;
+    }
+    uint8_t akp[1024];
+    size_t akp_len = 0;
+    if (!found || broker_json_field(val, "ak_public", akhex, sizeof(akhex)) != VMENC_OK ||
+        broker_json_field(val, "status", status, sizeof(status)) != VMENC_OK ||
+        !unhex(akhex, akp, sizeof(akp), &akp_len) || strcmp(status, "approved") != 0) {
+        free(val);
+        snprintf(why, sizeof(why), "host %s: no approved TPM binding (enrol, then an administrator approves)", h.id);
+        record_attest(b, h.id, "", "refused: no approved TPM binding");
+        ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
+        return;
+    }
+    free(val);
+    attest_quote_result qr;
+    memset(&qr, 0, sizeof(qr));
+    s = attest_quote_verify(akp, akp_len, att, att_len, sig, sig_len, issued, sizeof(issued), ac.pcrs, pcr, pcr_len,
+                            NULL, 0, &qr);
+    char dhex[65] = "";
+    if (s == VMENC_OK)
+        hex_of(qr.pcr_digest, 32, dhex);
+    bool approved = false;
+    if (s == VMENC_OK) {
+        vmenc_status as = digest_approved(b, ac.pcrs, dhex, &approved);
+        if (as != VMENC_OK) {
+            snprintf(why, sizeof(why), "cluster %s: control plane unavailable (%s)", b->cluster,
+                     vmenc_status_name(as));
+            ext_refuse(c, rb, it, op, AUTHZ_FAIL, KMIP_REASON_GENERAL_FAILURE, why);
+            return;
+        }
+    }
+    if (s != VMENC_OK || !approved) {
+        char res[200];
+        snprintf(res, sizeof(res), "refused: %s",
+                 s != VMENC_OK ? (s == VMENC_E_AUTH ? attest_refusal_str(qr.refusal) : vmenc_status_name(s))
+                               : "measurement not approved");
+        snprintf(why, sizeof(why), "host %s: quote %s%s%.16s", h.id, res, s == VMENC_OK ? " (digest " : "",
+                 s == VMENC_OK ? dhex : "");
+        if (s == VMENC_OK)
+            strncat(why, "...)", sizeof(why) - strlen(why) - 1);
+        record_attest(b, h.id, dhex, res);
+        ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
+        return;
+    }
+    record_attest(b, h.id, dhex, "ok");
+    bc->quote_ok = true;
+    snprintf(why, sizeof(why), "host %s attested: measurement %.16s... approved", h.id, dhex);
+    (void)audit(b, c->principal, op, NULL, VMENC_AUDIT_SUCCESS, VMENC_OK, why);
+    vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
+    uint64_t until = vmenc_now_realtime_ms() / 1000 + (ac.mode == ATTEST_MODE_PERIOD ? ac.period_s : 0);
+    vmenc_ttlv_add_datetime(&rb->cbb, BROKER_TAG_VALID_UNTIL, (int64_t)until);
+    vmenc_kmip_response_success_end(rb);
+}
+
+vmenc_status broker_handle(vmenc_broker *b, broker_conn *bc, const char *fp, const uint8_t *in, size_t in_len,
+                           uint8_t **out, size_t *out_len, bool *out_secure) {
     vmenc_kmip_server_request req;
     VMENC_GUARD(vmenc_kmip_server_request_parse(in, in_len, &req));
-    conn_ctx c = {.b = b, .kek_upstream = VMENC_E_BAD_STATE};
+    conn_ctx c = {.b = b, .kek_upstream = VMENC_E_BAD_STATE, .bc = bc};
     snprintf(c.fp, sizeof(c.fp), "%s", fp);
     snprintf(c.principal, sizeof(c.principal), "cert:%.16s", fp);
     bool secure = false;
@@ -739,6 +1248,10 @@ vmenc_status broker_handle(vmenc_broker *b, const char *fp, const uint8_t *in, s
         case KMIP_OP_GET_ATTRIBUTES: do_get(&c, &rb, &req, it, false); break;
         case KMIP_OP_CREATE: do_create(&c, &rb, &req, it); break;
         case KMIP_OP_ACTIVATE: do_activate(&c, &rb, &req, it); break;
+        case (uint32_t)BROKER_OP_ENROLL_BEGIN: do_enroll_begin(&c, &rb, &req, it); break;
+        case (uint32_t)BROKER_OP_ENROLL_FINISH: do_enroll_finish(&c, &rb, &req, it); break;
+        case (uint32_t)BROKER_OP_ATTEST_CHALLENGE: do_challenge(&c, bc, &rb, it); break;
+        case (uint32_t)BROKER_OP_ATTEST_QUOTE: do_quote(&c, bc, &rb, &req, it); break;
         default:
             vmenc_kmip_response_failure(&rb, it->operation, it->batch_id, it->batch_id_len,
                                         KMIP_REASON_OPERATION_NOT_SUPPORTED,
@@ -832,6 +1345,8 @@ static void serve_conn(vmenc_broker *b, int fd) {
         return;
     }
     atomic_fetch_add(&b->n_conns, 1);
+    broker_conn bc;
+    memset(&bc, 0, sizeof(bc));
     uint8_t *buf = vmenc_secure_alloc(b->max_request);
     while (buf != NULL && !atomic_load(&b->stopping)) {
         size_t total = 0;
@@ -846,7 +1361,7 @@ static void serve_conn(vmenc_broker *b, int fd) {
         uint8_t *resp = NULL;
         size_t resp_len = 0;
         bool secure = false;
-        vmenc_status s = broker_handle(b, fp, buf, total, &resp, &resp_len, &secure);
+        vmenc_status s = broker_handle(b, &bc, fp, buf, total, &resp, &resp_len, &secure);
         sodium_memzero(buf, total);
         if (s != VMENC_OK) {
             atomic_fetch_add(&b->n_errors, 1);
