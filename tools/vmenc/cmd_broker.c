@@ -172,6 +172,154 @@ static int br_status(cli *c, args *a) {
     return EXIT_OK;
 }
 
+
+/* ---- vmenc cluster host enroll|approve|revoke, vmenc cluster measurements ... ----------------- */
+
+static int admin_of(cli *c, args *a, vmenc_broker_admin *ad) {
+    *ad = (vmenc_broker_admin){.struct_size = sizeof(*ad)};
+    (void)arg_value(c, a, "--name", &ad->cluster);
+    (void)arg_value(c, a, "--endpoints", &ad->etcd_endpoints);
+    (void)arg_value(c, a, "--cacert", &ad->etcd_ca_file);
+    (void)arg_value(c, a, "--cert", &ad->etcd_cert_file);
+    (void)arg_value(c, a, "--key", &ad->etcd_key_file);
+    if (ad->etcd_endpoints == NULL || ad->etcd_ca_file == NULL || ad->etcd_cert_file == NULL ||
+        ad->etcd_key_file == NULL)
+        return cli_usage(c, "--endpoints, --cacert, --cert and --key (the cluster's etcd) are required");
+    return EXIT_OK;
+}
+
+static int host_enroll(cli *c, args *a) {
+    vmenc_broker_enroll_spec es = {.struct_size = sizeof(es)};
+    (void)arg_value(c, a, "--broker", &es.broker);
+    (void)arg_value(c, a, "--tls-ca", &es.ca_file);
+    (void)arg_value(c, a, "--tls-cert", &es.cert_file);
+    (void)arg_value(c, a, "--tls-key", &es.key_file);
+    (void)arg_value(c, a, "--tpm", &es.tpm_tcti);
+    (void)arg_value(c, a, "--ak-blob", &es.ak_blob_path);
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (es.broker == NULL || es.ca_file == NULL || es.cert_file == NULL || es.key_file == NULL ||
+        es.tpm_tcti == NULL || es.ak_blob_path == NULL)
+        return cli_usage(c, "--broker, --tls-ca, --tls-cert, --tls-key, --tpm and --ak-blob are required");
+    vmenc_status s = vmenc_broker_host_enroll(&es);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "enrolment through broker %s", es.broker);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "status", "enrolled, awaiting approval");
+    out_str(o, "ak_blob", es.ak_blob_path);
+    out_end(o);
+    return EXIT_OK;
+}
+
+static int host_admin(cli *c, args *a, bool approve) {
+    const char *host = arg_positional(a);
+    vmenc_broker_admin ad;
+    int rc = admin_of(c, a, &ad);
+    if (rc != EXIT_OK)
+        return rc;
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (host == NULL)
+        return cli_usage(c, "which host?");
+    vmenc_status s = approve ? vmenc_broker_host_approve(&ad, host) : vmenc_broker_host_revoke(&ad, host);
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "cannot %s host %s's TPM binding", approve ? "approve" : "revoke", host);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    out_str(o, "host", host);
+    out_str(o, "binding", approve ? "approved" : "revoked");
+    out_end(o);
+    return EXIT_OK;
+}
+
+int cluster_host_cmd(cli *c, args *a) {
+    const char *sub = arg_positional(a);
+    if (sub != NULL && strcmp(sub, "enroll") == 0)
+        return host_enroll(c, a);
+    if (sub != NULL && strcmp(sub, "approve") == 0)
+        return host_admin(c, a, true);
+    if (sub != NULL && strcmp(sub, "revoke") == 0)
+        return host_admin(c, a, false);
+    return cli_usage(c, "vmenc cluster host enroll|approve|revoke ...");
+}
+
+typedef struct list_ctx {
+    out_t *o;
+} list_ctx;
+
+static int list_one(void *arg, const char *name, const char *json) {
+    list_ctx *l = arg;
+    out_obj(l->o, NULL);
+    out_str(l->o, "name", name);
+    out_raw(l->o, "measurement", json);
+    out_close(l->o);
+    return 0;
+}
+
+int cluster_measurements_cmd(cli *c, args *a) {
+    const char *sub = arg_positional(a);
+    const char *pcrs = NULL, *digest = NULL, *tpm = NULL, *mode = NULL, *ek_ca = NULL;
+    if (sub == NULL)
+        return cli_usage(c, "vmenc cluster measurements add|list|remove|mode ...");
+    const char *name = strcmp(sub, "list") == 0 || strcmp(sub, "mode") == 0 ? NULL : arg_positional(a);
+    (void)arg_value(c, a, "--pcrs", &pcrs);
+    (void)arg_value(c, a, "--digest", &digest);
+    (void)arg_value(c, a, "--from-tpm", &tpm);
+    (void)arg_value(c, a, "--attestation", &mode);
+    (void)arg_value(c, a, "--ek-ca", &ek_ca);
+    vmenc_broker_admin ad;
+    int rc = admin_of(c, a, &ad);
+    if (rc != EXIT_OK)
+        return rc;
+    if (!arg_done(c, a))
+        return EXIT_USAGE;
+    if (pcrs == NULL)
+        pcrs = "sha256:0,1,2,3,4,5,6,7";
+    vmenc_status s;
+    char hex[65];
+    if (strcmp(sub, "add") == 0) {
+        if (name == NULL || (digest == NULL) == (tpm == NULL))
+            return cli_usage(c, "measurements add NAME (--digest HEX | --from-tpm TCTI) [--pcrs SEL]");
+        if (tpm != NULL) {
+            s = vmenc_broker_measurement_from_tpm(tpm, pcrs, hex);
+            if (s != VMENC_OK)
+                return cli_fail(c, s, "cannot read the PCRs of %s", tpm);
+            digest = hex;
+        }
+        s = vmenc_broker_measurement_add(&ad, name, pcrs, digest, cli_principal(c));
+    } else if (strcmp(sub, "remove") == 0) {
+        if (name == NULL)
+            return cli_usage(c, "measurements remove NAME");
+        s = vmenc_broker_measurement_remove(&ad, name);
+    } else if (strcmp(sub, "mode") == 0) {
+        if (mode == NULL)
+            return cli_usage(c, "measurements mode --attestation off|period=S|per-release [--pcrs SEL] [--ek-ca F]");
+        s = vmenc_broker_set_attestation(&ad, mode, pcrs, ek_ca);
+    } else if (strcmp(sub, "list") == 0) {
+        out_t *o = out_begin(c);
+        out_bool(o, "ok", true);
+        out_arr(o, "measurements");
+        list_ctx l = {.o = o};
+        s = vmenc_broker_measurement_list(&ad, list_one, &l);
+        out_close(o);
+        out_end(o);
+        return s == VMENC_OK ? EXIT_OK : cli_fail(c, s, "measurements list");
+    } else {
+        return cli_usage(c, "vmenc cluster measurements add|list|remove|mode ...");
+    }
+    if (s != VMENC_OK)
+        return cli_fail(c, s, "measurements %s", sub);
+    out_t *o = out_begin(c);
+    out_bool(o, "ok", true);
+    if (name != NULL)
+        out_str(o, "name", name);
+    if (digest != NULL)
+        out_str(o, "digest", digest);
+    out_end(o);
+    return EXIT_OK;
+}
+
 const verb_def broker_verbs[] = {
     {"serve", br_serve,
      "--tls-ca F --tls-cert F --tls-key F --endpoints URLS --cacert F --cert F --key F [--name C] [--listen H:P] "
