@@ -682,6 +682,118 @@ static vmenc_status ext(vmenc_kmip_conn *c, uint32_t op, const uint8_t *const *v
     return s;
 }
 
+
+/* ---- benchmark (VMENC_BROKER_BENCH=N; scripts/broker-bench.sh): KEK release latency through a
+ * broker against direct KMIP to the same PyKMIP in the same run, with and without a quote per
+ * release, and releases/s of one broker with 4 hosts' threads. Skipped in the suite. ---------- */
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct lat {
+    double p50_ms, p99_ms, mean_ms;
+} lat;
+
+static lat summarize(uint64_t *us, int n) {
+    qsort(us, (size_t)n, sizeof(us[0]), cmp_u64);
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += (double)us[i];
+    lat l = {.p50_ms = (double)us[n / 2] / 1000.0, .p99_ms = (double)us[(n * 99) / 100] / 1000.0,
+             .mean_ms = sum / n / 1000.0};
+    return l;
+}
+
+static lat bench_direct(int n, uint64_t *us) {
+    vmenc_keymgr *mgr = vmenc_workspace_keymgr(g_ws);
+    for (int i = 0; i < n; i++) {
+        uint64_t t0 = vmenc_now_monotonic_ns();
+        assert_int_equal(vmenc_keymgr_forget(mgr, "kms", g_kek1), VMENC_OK);
+        vmenc_kek *k = NULL;
+        assert_int_equal(vmenc_keymgr_get_kek(mgr, "kms", g_kek1, T_MS, &k), VMENC_OK);
+        vmenc_kek_free(k);
+        us[i] = (vmenc_now_monotonic_ns() - t0) / 1000;
+    }
+    return summarize(us, n);
+}
+
+static lat bench_broker(int n, uint64_t *us, const char *tcti, const char *blob) {
+    vmenc_kms_cluster *c = host_kms_tpm("hostA", 1, 1, tcti, blob);
+    for (int i = 0; i < n; i++) {
+        uint64_t t0 = vmenc_now_monotonic_ns();
+        vmenc_kek *k = NULL;
+        assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL), VMENC_OK);
+        vmenc_kek_free(k);
+        us[i] = (vmenc_now_monotonic_ns() - t0) / 1000;
+    }
+    vmenc_kms_cluster_free(c);
+    return summarize(us, n);
+}
+
+typedef struct par {
+    int n;
+    int ok;
+} par;
+
+static void *par_main(void *arg) {
+    par *p = arg;
+    vmenc_kms_cluster *c = host_kms_of("hostA", 1, 1);
+    for (int i = 0; i < p->n; i++) {
+        vmenc_kek *k = NULL;
+        if (vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL) == VMENC_OK)
+            p->ok++;
+        vmenc_kek_free(k);
+    }
+    vmenc_kms_cluster_free(c);
+    return NULL;
+}
+
+static void test_bench_release_latency(void **state) {
+    (void)state;
+    const char *env = getenv("VMENC_BROKER_BENCH");
+    if (env == NULL || !g_have_tpm)
+        skip();
+    int n = atoi(env);
+    if (n < 10)
+        n = 10;
+    uint64_t *us = calloc((size_t)n, sizeof(uint64_t));
+    assert_non_null(us);
+    vmenc_broker_admin a = admin();
+    const char *pcrs = "sha256:0,1,2,3,4,5,6,7";
+    lat quote = bench_broker(n, us, g_tpm_a.tcti, g_blob_a); /* mode per-release (set by the enrol case) */
+    assert_int_equal(vmenc_broker_set_attestation(&a, "off", pcrs, NULL), VMENC_OK);
+    lat plain = bench_broker(n, us, NULL, NULL);
+    lat direct = bench_direct(n, us);
+    int threads = 4, per = n;
+    par ps[4];
+    pthread_t th[4];
+    uint64_t t0 = vmenc_now_monotonic_ns();
+    for (int i = 0; i < threads; i++) {
+        ps[i] = (par){.n = per};
+        assert_int_equal(pthread_create(&th[i], NULL, par_main, &ps[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        ok += ps[i].ok;
+    }
+    double secs = (double)(vmenc_now_monotonic_ns() - t0) / 1e9;
+    assert_int_equal(ok, threads * per);
+    printf("broker bench (%d releases each; same PyKMIP, same etcd, same run)\n", n);
+    printf("| path | p50 ms | p99 ms | mean ms | ratio to direct (p50) |\n|---|---|---|---|---|\n");
+    printf("| direct KMIP (broker workspace -> PyKMIP) | %.2f | %.2f | %.2f | 1.00 |\n", direct.p50_ms, direct.p99_ms,
+           direct.mean_ms);
+    printf("| host -> broker -> PyKMIP, attestation off | %.2f | %.2f | %.2f | %.2f |\n", plain.p50_ms, plain.p99_ms,
+           plain.mean_ms, plain.p50_ms / direct.p50_ms);
+    printf("| host -> broker -> PyKMIP, quote per release (swtpm) | %.2f | %.2f | %.2f | %.2f |\n", quote.p50_ms,
+           quote.p99_ms, quote.mean_ms, quote.p50_ms / direct.p50_ms);
+    printf("releases/s of one broker, %d host threads, attestation off: %.1f\n", threads, ok / secs);
+    assert_int_equal(vmenc_broker_set_attestation(&a, "per-release", pcrs, NULL), VMENC_OK);
+    free(us);
+}
+
 static void test_attest_replayed_quote_refused(void **state) {
     (void)state;
     if (!g_have_tpm)
@@ -779,6 +891,7 @@ int main(void) {
         cmocka_unit_test(test_failover_one_broker_stopped),
         cmocka_unit_test(test_host_workspace_has_no_kms_credential),
         cmocka_unit_test(test_attest_enroll_approve_release),
+        cmocka_unit_test(test_bench_release_latency),
         cmocka_unit_test(test_attest_replayed_quote_refused),
         cmocka_unit_test(test_attest_other_tpm_refused),
         cmocka_unit_test(test_attest_changed_pcr_refused_then_recovers),

@@ -94,6 +94,15 @@ struct vmenc_broker {
 
 /* ---- etcd helpers --------------------------------------------------------------------- */
 
+/* Each connection thread has its own etcd client (vmenc_etcd_dup): one
+ * client serialises its calls, and hosts must not wait behind each other's
+ * reads. The VM record store (lazy, shared) keeps the broker's client. */
+static _Thread_local vmenc_etcd *tl_etcd;
+
+static vmenc_etcd *etcd_of_b(const struct vmenc_broker *b);
+
+static vmenc_etcd *etcd_of_b(const struct vmenc_broker *b) { return tl_etcd != NULL ? tl_etcd : b->etcd; }
+
 static void key_of(const vmenc_broker *b, char *out, size_t cap, const char *rest) {
     snprintf(out, cap, "/vmenc/%s/%s", b->cluster, rest);
 }
@@ -113,7 +122,7 @@ static vmenc_status get_one(vmenc_broker *b, const char *key, char *out, size_t 
                             int64_t *out_lease) {
     vmenc_etcd_range_req req = {.key = (const uint8_t *)key, .key_len = strlen(key)};
     vmenc_etcd_result r;
-    vmenc_status s = vmenc_etcd_range(b->etcd, &req, &r);
+    vmenc_status s = vmenc_etcd_range(etcd_of_b(b), &req, &r);
     *found = false;
     if (s == VMENC_OK && r.num_kvs == 1) {
         if (r.kvs[0].value_len >= cap)
@@ -209,7 +218,7 @@ static vmenc_status find_host(vmenc_broker *b, const char *fp, host_id *out, boo
     vmenc_etcd_range_req req = {.key = (const uint8_t *)prefix, .key_len = strlen(prefix), .prefix = true};
     vmenc_etcd_result r;
     *found = false;
-    VMENC_GUARD(vmenc_etcd_range(b->etcd, &req, &r));
+    VMENC_GUARD(vmenc_etcd_range(etcd_of_b(b), &req, &r));
     for (size_t i = 0; i < r.num_kvs && !*found; i++) {
         const vmenc_etcd_kv *kv = &r.kvs[i];
         char cert[80];
@@ -369,7 +378,7 @@ static vmenc_status mirror_sink(void *ctx, const vmenc_audit_event *ev, const ch
              (unsigned long long)vmenc_now_realtime_ms(), (unsigned long long)seq);
     vmenc_etcd_put_req req = {.key = (const uint8_t *)key, .key_len = strlen(key), .value = (const uint8_t *)json,
                               .value_len = json_len};
-    return vmenc_etcd_put(b->etcd, &req, NULL);
+    return vmenc_etcd_put(etcd_of_b(b), &req, NULL);
 }
 
 static vmenc_status audit(vmenc_broker *b, const char *principal, const char *op, const char *kek,
@@ -622,7 +631,7 @@ static void do_create(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_
                  (unsigned long long)vmenc_now_realtime_ms());
         vmenc_etcd_put_req pr = {.key = (const uint8_t *)key, .key_len = strlen(key), .value = (const uint8_t *)val,
                                  .value_len = strlen(val)};
-        s = vmenc_etcd_put(b->etcd, &pr, NULL);
+        s = vmenc_etcd_put(etcd_of_b(b), &pr, NULL);
     }
     snprintf(why, sizeof(why), "KEK created for host %s", h.id);
     vmenc_status as = audit(b, c->principal, "broker.kek.create", s == VMENC_OK ? id : NULL,
@@ -757,7 +766,7 @@ static bool unhex(const char *hex, uint8_t *out, size_t cap, size_t *out_len) {
 static vmenc_status put_str(vmenc_broker *b, const char *key, const char *val) {
     vmenc_etcd_put_req r = {.key = (const uint8_t *)key, .key_len = strlen(key), .value = (const uint8_t *)val,
                             .value_len = strlen(val)};
-    return vmenc_etcd_put(b->etcd, &r, NULL);
+    return vmenc_etcd_put(etcd_of_b(b), &r, NULL);
 }
 
 /* read_attest_cfg: /vmenc/C/broker/config (absent: attestation off). */
@@ -796,7 +805,7 @@ static vmenc_status digest_approved(vmenc_broker *b, const char *pcrs, const cha
     vmenc_etcd_range_req req = {.key = (const uint8_t *)prefix, .key_len = strlen(prefix), .prefix = true};
     vmenc_etcd_result r;
     *out = false;
-    VMENC_GUARD(vmenc_etcd_range(b->etcd, &req, &r));
+    VMENC_GUARD(vmenc_etcd_range(etcd_of_b(b), &req, &r));
     for (size_t i = 0; i < r.num_kvs && !*out; i++) {
         char d[80], sel[128];
         const char *v = (const char *)r.kvs[i].value;
@@ -1059,7 +1068,7 @@ static void do_enroll_finish(conn_ctx *c, vmenc_kmip_response_builder *rb, const
         }
         if (s == VMENC_OK) {
             vmenc_etcd_delete_req dr = {.key = (const uint8_t *)key, .key_len = strlen(key)};
-            vmenc_status ds = vmenc_etcd_delete_range(b->etcd, &dr, NULL);
+            vmenc_status ds = vmenc_etcd_delete_range(etcd_of_b(b), &dr, NULL);
             (void)ds;
         }
     }
@@ -1345,6 +1354,9 @@ static void serve_conn(vmenc_broker *b, int fd) {
         return;
     }
     atomic_fetch_add(&b->n_conns, 1);
+    vmenc_etcd *mine = NULL;
+    if (vmenc_etcd_dup(b->etcd, &mine) == VMENC_OK)
+        tl_etcd = mine;
     broker_conn bc;
     memset(&bc, 0, sizeof(bc));
     uint8_t *buf = vmenc_secure_alloc(b->max_request);
@@ -1378,6 +1390,8 @@ static void serve_conn(vmenc_broker *b, int fd) {
             break;
     }
     vmenc_secure_free(buf);
+    tl_etcd = NULL;
+    vmenc_etcd_free(mine);
     (void)SSL_shutdown(ssl);
     SSL_free(ssl);
     ERR_clear_error();
