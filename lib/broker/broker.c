@@ -56,6 +56,7 @@
 #define DEFAULT_MAX_REQUEST 65536u
 #define KMS_TIMEOUT_MS 10000u
 #define DEFAULT_ETCD_REQUEST_MS 2000u
+#define STOP_GRACE_MS 3000u
 #define REASON_MAX 512u
 #define HOST_DOC_MAX 4096u
 
@@ -66,6 +67,7 @@ typedef struct conn_slot {
     int fd;
     pthread_t th;
     atomic_bool done;
+    atomic_bool idle;        /* served a request and waits for the next: may be cut at stop */
     struct vmenc_broker *b;
 } conn_slot;
 
@@ -1341,7 +1343,7 @@ static bool peer_fingerprint(SSL *ssl, char out[65]) {
     return true;
 }
 
-static void serve_conn(vmenc_broker *b, int fd) {
+static void serve_conn(vmenc_broker *b, conn_slot *slot, int fd) {
     struct timeval tv = {.tv_sec = b->idle_ms / 1000, .tv_usec = (b->idle_ms % 1000) * 1000};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -1360,9 +1362,16 @@ static void serve_conn(vmenc_broker *b, int fd) {
     broker_conn bc;
     memset(&bc, 0, sizeof(bc));
     uint8_t *buf = vmenc_secure_alloc(b->max_request);
-    while (buf != NULL && !atomic_load(&b->stopping)) {
+    uint64_t served = 0;
+    /* At stop a connection is cut only while idle after a request: one cut
+     * between its handshake and its first answer would look to the host
+     * like a refused certificate (TLS 1.3) and stop its failover. */
+    while (buf != NULL && !(atomic_load(&b->stopping) && served > 0)) {
         size_t total = 0;
-        if (!read_full(ssl, buf, VMENC_TTLV_HEADER_LEN))
+        atomic_store(&slot->idle, served > 0);
+        bool got = read_full(ssl, buf, VMENC_TTLV_HEADER_LEN);
+        atomic_store(&slot->idle, false);
+        if (!got)
             break;
         if (vmenc_ttlv_message_len(buf, VMENC_TTLV_HEADER_LEN, b->max_request, &total) != VMENC_OK ||
             !read_full(ssl, buf + VMENC_TTLV_HEADER_LEN, total - VMENC_TTLV_HEADER_LEN)) {
@@ -1388,6 +1397,7 @@ static void serve_conn(vmenc_broker *b, int fd) {
         }
         if (!ok)
             break;
+        served++;
     }
     vmenc_secure_free(buf);
     tl_etcd = NULL;
@@ -1403,7 +1413,7 @@ static void *conn_main(void *arg) {
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE); /* a peer gone mid-write is EPIPE, not a dead daemon */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    serve_conn(slot->b, slot->fd);
+    serve_conn(slot->b, slot, slot->fd);
     pthread_mutex_lock(&slot->b->mu);
     close(slot->fd);
     slot->fd = -1;
@@ -1449,18 +1459,37 @@ vmenc_status vmenc_broker_serve(vmenc_broker *b) {
         slot->fd = fd;
         slot->b = b;
         atomic_store(&slot->done, false);
+        atomic_store(&slot->idle, false);
         pthread_mutex_unlock(&b->mu);
         if (pthread_create(&slot->th, NULL, conn_main, slot) != 0) {
             slot->used = false;
             close(fd);
         }
     }
-    /* wake every connection and wait for it */
-    pthread_mutex_lock(&b->mu);
-    for (uint32_t i = 0; i < b->max_conns; i++)
-        if (b->slots[i].used && b->slots[i].fd >= 0)
-            (void)shutdown(b->slots[i].fd, SHUT_RDWR);
-    pthread_mutex_unlock(&b->mu);
+    /* Stop accepting (new connections are refused: hosts fail over), cut
+     * idle connections, let the others finish the request they are in -
+     * for at most STOP_GRACE_MS, then cut everything. */
+    close(b->listen_fd);
+    b->listen_fd = -1;
+    uint64_t until = vmenc_now_monotonic_ms() + STOP_GRACE_MS;
+    for (;;) {
+        bool busy = false, all = vmenc_now_monotonic_ms() >= until;
+        pthread_mutex_lock(&b->mu);
+        for (uint32_t i = 0; i < b->max_conns; i++) {
+            conn_slot *sl = &b->slots[i];
+            if (!sl->used || sl->fd < 0 || atomic_load(&sl->done))
+                continue;
+            if (all || atomic_load(&sl->idle))
+                (void)shutdown(sl->fd, SHUT_RDWR);
+            else
+                busy = true;
+        }
+        pthread_mutex_unlock(&b->mu);
+        if (!busy)
+            break;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     reap(b, true);
     atomic_store(&b->serving, false);
     return VMENC_OK;
