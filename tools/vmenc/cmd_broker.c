@@ -1,7 +1,7 @@
 /*
  * tools/vmenc/cmd_broker.c - `vmenc broker serve|status`: the thin daemon
  * around the key broker (include/vmenc/broker.h, docs/broker.md). serve
- * runs the broker of the workspace given with -w (the broker's own
+ * runs the broker of the workspace given with --workspace (the broker's own
  * workspace: its key providers and audit log) until Ctrl-C / SIGTERM,
  * writing WORKSPACE/broker-status.json (pid, port, counters) every second;
  * status prints that file and whether its process is alive.
@@ -86,7 +86,7 @@ static int br_serve(cli *c, args *a) {
     if (c->workspace == NULL || cfg.ca_file == NULL || cfg.cert_file == NULL || cfg.key_file == NULL ||
         cfg.etcd_endpoints == NULL || cfg.etcd_ca_file == NULL || cfg.etcd_cert_file == NULL ||
         cfg.etcd_key_file == NULL)
-        return cli_usage(c, "-w WORKSPACE, --tls-ca/--tls-cert/--tls-key and --endpoints/--cacert/--cert/--key "
+        return cli_usage(c, "--workspace, --tls-ca/--tls-cert/--tls-key and --endpoints/--cacert/--cert/--key "
                             "are required");
     if (cfg.cluster == NULL)
         cfg.cluster = "vmenc";
@@ -141,7 +141,7 @@ static int br_status(cli *c, args *a) {
     if (!arg_done(c, a))
         return EXIT_USAGE;
     if (c->workspace == NULL)
-        return cli_usage(c, "-w WORKSPACE (the broker's) is required");
+        return cli_usage(c, "--workspace (the broker's) is required");
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s", c->workspace, STATUS_FILE);
     FILE *f = fopen(path, "r");
