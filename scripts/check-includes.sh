@@ -27,7 +27,7 @@ PUBLIC = {"common": "core", "core": "core", "xts": "xts", "keys": "keys",
           "kms": "kms", "kms_file": "kms", "kms_kmip": "kms", "kms_pkcs11": "kms",
           "policy": "policy", "audit": "audit", "control": "control",
           "vm": "vm", "coredump": "vm", "migration": "vm",
-          "workspace": "workspace", "vmenc": "workspace"}
+          "workspace": "workspace", "vmenc": "workspace", "broker": "broker"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 def vm_wing(rel):

@@ -158,6 +158,10 @@ typedef struct noun_def {
 extern const verb_def kms_verbs[], vm_verbs[], disk_verbs[], file_verbs[], policy_verbs[], audit_verbs[],
     coredump_verbs[], migrate_verbs[];
 extern const verb_def cluster_verbs[]; /* cmd_cluster.c */
+extern const verb_def broker_verbs[]; /* cmd_broker.c */
+/* `vmenc cluster host ...` and `vmenc cluster measurements ...` (cmd_broker.c). */
+int cluster_host_cmd(cli *c, args *a);
+int cluster_measurements_cmd(cli *c, args *a);
 /* cluster_take_over: `vm register NAME --take-over` = `cluster take-over NAME`. */
 int cluster_take_over(cli *c, const char *name);
 /* cluster_demo: `vmenc demo --cluster [--keep DIR]` (cmd_cluster.c). */

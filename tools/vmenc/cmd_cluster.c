@@ -752,6 +752,14 @@ const verb_def cluster_verbs[] = {
     {"status", cl_status, "", "this host's session: lease, fencing deadline, watch, etcd members", ""},
     {"hosts", cl_hosts, "", "the registered hosts and whether they are up (hold a live session)", ""},
     {"owner", cl_owner, "VM", "which host owns VM for write", ""},
+    {"host", cluster_host_cmd, "enroll|approve|revoke ...", "a host's TPM binding with the key broker (cmd_broker.c)",
+     "  enroll --broker H:P --tls-ca F --tls-cert F --tls-key F --tpm TCTI --ak-blob PATH\n"
+     "  approve|revoke HOST --endpoints URLS --cacert F --cert F --key F [--name C]\n"},
+    {"measurements", cluster_measurements_cmd, "add|list|remove|mode ...",
+     "approved TPM measurements and the attestation mode (cmd_broker.c)",
+     "  add NAME (--digest HEX | --from-tpm TCTI) [--pcrs SEL]; remove NAME; list;\n"
+     "  mode --attestation off|period=S|per-release [--pcrs SEL] [--ek-ca F]\n"
+     "  each with --endpoints URLS --cacert F --cert F --key F [--name C]\n"},
     {"take-over", cl_take_over, "VM", "take VM over after its owner's lease expired (HA restart)",
      "Refused (exit 7, VMENC_E_LOCKED) while the owner's lease lives. Needs Cryptographer.RegisterVM.\n"},
     {"hand-over", cl_hand_over, "VM --to HOST [--timeout S]",

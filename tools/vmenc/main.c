@@ -21,6 +21,7 @@ const noun_def cli_nouns[] = {
     {"coredump", coredump_verbs, NULL, "coredump <verb>", "encrypted host core dumps: host key, write, list, read, export, open", NULL},
     {"migrate", migrate_verbs, NULL, "migrate <verb>", "encrypted migration of a VM to another host: send, receive", NULL},
     {"cluster", cluster_verbs, NULL, "cluster <verb>", "cluster mode on etcd: init, join, leave, status, hosts, owner, take-over, power-on", NULL},
+    {"broker", broker_verbs, NULL, "broker <verb>", "the key broker: serve hosts their KEKs over KMIP, status", NULL},
     {"audit", audit_verbs, NULL, "audit <verb>", "the hash-chained audit log: show, verify, tail", NULL},
     {"bench", NULL, cmd_bench, "bench [--size MiB] [--sector N]", "XTS backends against OpenSSL, one table", NULL},
     {"demo", NULL, cmd_demo, "demo [--disk-mib N] [--keep DIR] [--cluster]", "the whole story in a temporary workspace, checked", NULL},

@@ -6,11 +6,14 @@
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "attest/attest.h"
 #include "kms/kmip/kmip_conn.h"
 #include "kms/kmip/kmip_msg.h"
 #include "kms/kmip/kmip_provider.h"
@@ -32,6 +35,12 @@ typedef struct kmip_provider {
     pthread_mutex_t mu;      /* one request at a time on |conn| */
     vmenc_kmip_conn conn;
     uint64_t num_connects;
+    /* Key broker attestation (docs/broker.md): when set, every Get is
+     * preceded on the same connection by Attest-Challenge / Attest-Quote
+     * with this TPM and AK. */
+    char *tpm_tcti;
+    uint8_t *ak_blob;
+    size_t ak_blob_len;
 } kmip_provider;
 
 static const vmenc_kms_provider_ops k_ops;
@@ -388,8 +397,82 @@ static vmenc_status parse_state(const kmip_provider *kp, const vmenc_ttlv_doc *d
     return vmenc_ttlv_get_enum(d, found, KMIP_TAG_ATTRIBUTE_VALUE, state);
 }
 
+/* ---- key broker attestation (extension operations, docs/broker.md) ------------------------ */
+
+#define OP_ATTEST_CHALLENGE 0x80000103u
+#define OP_ATTEST_QUOTE 0x80000104u
+#define TAG_NONCE 0x540001u
+#define TAG_QUOTE_ATTEST 0x540002u
+#define TAG_QUOTE_SIGNATURE 0x540003u
+#define TAG_PCR_VALUES 0x540004u
+#define TAG_PCR_SELECTION 0x54000Du
+
+/* do_attest asks the broker for a nonce, quotes the PCRs it names over it
+ * with the host's TPM and AK, and sends the quote, on kp->conn. */
+static vmenc_status do_attest(kmip_provider *kp, uint64_t deadline) {
+    vmenc_kmip_request req;
+    VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 1));
+    vmenc_kmip_request_item_begin(&req, OP_ATTEST_CHALLENGE);
+    vmenc_kmip_request_item_end(&req);
+    exchange ex;
+    const uint32_t op1[] = {OP_ATTEST_CHALLENGE};
+    VMENC_GUARD(run(kp, &req, op1, 1, deadline, &ex));
+    uint32_t payload;
+    const uint8_t *nonce = NULL;
+    size_t nonce_len = 0;
+    const char *sel = NULL;
+    size_t sel_len = 0;
+    char selbuf[128];
+    vmenc_status s = item_payload(&ex, 0, &payload);
+    if (s == VMENC_OK)
+        s = vmenc_ttlv_get_bytes(&ex.resp.doc, payload, TAG_NONCE, &nonce, &nonce_len);
+    if (s == VMENC_OK)
+        s = vmenc_ttlv_get_text(&ex.resp.doc, payload, TAG_PCR_SELECTION, &sel, &sel_len);
+    if (s == VMENC_OK && (nonce_len == 0 || nonce_len > ATTEST_NONCE_MAX || sel_len == 0 || sel_len >= sizeof(selbuf)))
+        s = VMENC_E_KMS_PROTOCOL;
+    uint8_t nb[ATTEST_NONCE_MAX];
+    if (s == VMENC_OK) {
+        memcpy(nb, nonce, nonce_len);
+        memcpy(selbuf, sel, sel_len);
+        selbuf[sel_len] = '\0';
+    }
+    exchange_cleanup(&ex);
+    VMENC_GUARD(s);
+    attest_tpm *tpm = NULL;
+    uint8_t *att = NULL, *sig = NULL, *pcr = NULL;
+    size_t att_len = 0, sig_len = 0, pcr_len = 0;
+    s = attest_tpm_open(kp->tpm_tcti, &tpm);
+    if (s == VMENC_OK)
+        s = attest_tpm_quote(tpm, kp->ak_blob, kp->ak_blob_len, nb, nonce_len, selbuf, &att, &att_len, &sig, &sig_len,
+                             &pcr, &pcr_len);
+    attest_tpm_close(tpm);
+    if (s == VMENC_OK) {
+        s = vmenc_kmip_request_begin(&req, kp->version, 1);
+        if (s == VMENC_OK) {
+            vmenc_kmip_request_item_begin(&req, OP_ATTEST_QUOTE);
+            vmenc_ttlv_add_bytes(&req.cbb, TAG_NONCE, nb, nonce_len);
+            vmenc_ttlv_add_bytes(&req.cbb, TAG_QUOTE_ATTEST, att, att_len);
+            vmenc_ttlv_add_bytes(&req.cbb, TAG_QUOTE_SIGNATURE, sig, sig_len);
+            vmenc_ttlv_add_bytes(&req.cbb, TAG_PCR_VALUES, pcr, pcr_len);
+            vmenc_kmip_request_item_end(&req);
+            const uint32_t op2[] = {OP_ATTEST_QUOTE};
+            s = run(kp, &req, op2, 1, deadline, &ex);
+            if (s == VMENC_OK) {
+                s = vmenc_kmip_result_status(&ex.resp.items[0]);
+                exchange_cleanup(&ex);
+            }
+        }
+    }
+    free(att);
+    free(sig);
+    free(pcr);
+    return s;
+}
+
 static vmenc_status do_get(kmip_provider *kp, const char *key_id, uint64_t deadline, vmenc_secret **out) {
     VMENC_GUARD(ensure_version(kp, deadline));
+    if (kp->tpm_tcti != NULL)
+        VMENC_GUARD(do_attest(kp, deadline));
     vmenc_kmip_request req;
     size_t id_len = strlen(key_id);
     VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 2));
@@ -705,6 +788,8 @@ static void op_free(vmenc_kms_provider *p) {
         return;
     vmenc_kmip_conn_close(&kp->conn);
     SSL_CTX_free(kp->ctx);
+    free(kp->tpm_tcti);
+    free(kp->ak_blob);
     free(kp->host);
     free(kp->server_name);
     pthread_mutex_destroy(&kp->mu);
@@ -873,6 +958,29 @@ static vmenc_status parse_version_opt(const char *s, vmenc_kmip_config *c) {
     return VMENC_OK;
 }
 
+/* read_small_file reads the AK blob named by the ak_blob option (a path,
+ * relative to the working directory or absolute; a symbolic link is
+ * refused). */
+static vmenc_status read_small_file(const char *path, size_t max, uint8_t **out, size_t *out_len) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return VMENC_E_NOT_FOUND;
+    uint8_t *buf = malloc(max);
+    size_t len = 0;
+    ssize_t n = 0;
+    while (buf != NULL && len < max && (n = read(fd, buf + len, max - len)) > 0)
+        len += (size_t)n;
+    bool full = len == max;
+    close(fd);
+    if (buf == NULL || n < 0 || full || len == 0) {
+        free(buf);
+        return buf == NULL ? VMENC_E_NOMEM : VMENC_E_INVALID_ARG;
+    }
+    *out = buf;
+    *out_len = len;
+    return VMENC_OK;
+}
+
 vmenc_status vmenc_kmip_provider_factory(void *arg, const vmenc_kms_endpoint_config *cfg,
                                          vmenc_kms_provider **out) {
     (void)arg;
@@ -880,6 +988,7 @@ vmenc_status vmenc_kmip_provider_factory(void *arg, const vmenc_kms_endpoint_con
     VMENC_ENSURE(cfg->struct_size >= offsetof(vmenc_kms_endpoint_config, secret_len) + sizeof(size_t),
                  VMENC_E_ABI_VERSION);
     char host[256];
+    const char *tcti = NULL, *ak_blob = NULL;
     vmenc_kmip_config c;
     memset(&c, 0, sizeof(c));
     c.struct_size = sizeof(c);
@@ -905,11 +1014,34 @@ vmenc_status vmenc_kmip_provider_factory(void *arg, const vmenc_kms_endpoint_con
             VMENC_GUARD(parse_ms_opt(v, &c.connect_timeout_ms));
         else if (KEY_IS("request_timeout_ms"))
             VMENC_GUARD(parse_ms_opt(v, &c.request_timeout_ms));
+        else if (KEY_IS("tpm_tcti"))
+            tcti = v; /* key broker attestation (docs/broker.md) */
+        else if (KEY_IS("ak_blob"))
+            ak_blob = v;
         else
             return VMENC_E_INVALID_ARG; /* a typo must not silently weaken the setup */
 #undef KEY_IS
     }
     c.key_passphrase = cfg->secret;
     c.key_passphrase_len = cfg->secret != NULL ? cfg->secret_len : 0;
-    return vmenc_kmip_provider_new(&c, out);
+    VMENC_ENSURE((tcti == NULL) == (ak_blob == NULL), VMENC_E_INVALID_ARG); /* both or neither */
+    vmenc_kms_provider *p = NULL;
+    VMENC_GUARD(vmenc_kmip_provider_new(&c, &p));
+    if (tcti != NULL) {
+        kmip_provider *kp = from(p);
+        vmenc_status s = VMENC_E_NOMEM;
+        kp->tpm_tcti = strdup(tcti);
+        if (kp->tpm_tcti != NULL)
+            s = read_small_file(ak_blob, 64u << 10, &kp->ak_blob, &kp->ak_blob_len);
+        const uint8_t *pub;
+        size_t pub_len;
+        if (s == VMENC_OK)
+            s = attest_ak_blob_public(kp->ak_blob, kp->ak_blob_len, &pub, &pub_len);
+        if (s != VMENC_OK) {
+            op_free(p);
+            return s == VMENC_E_NOMEM ? s : VMENC_E_INVALID_ARG;
+        }
+    }
+    *out = p;
+    return VMENC_OK;
 }
