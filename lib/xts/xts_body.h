@@ -558,9 +558,15 @@ XB_INLINE XB_VEC xb_groups(const xb_keys *kk, unsigned rounds, bool enc, const X
             d[i] = XB_XOR(XB_XOR(XB_LOADU(in + (size_t)i * 16 * XB_LANES), XB_LOADU(t[i * XB_LANES])),
                           k0);
         xb_rounds(d, kk, rounds, enc);
+        /* Read the tweaks again for the output XOR, through a laundered
+         * pointer: otherwise the compiler keeps the input XOR's loads live
+         * across the rounds (8 data + 8 tweaks + a key > 16 registers) and
+         * spills a tweak and a data block to the stack, unwiped. */
+        uint64_t(*t2)[2] = t;
+        XB_LAUNDER(t2);
         XB_UNROLL
         for (int i = 0; i < XB_NV; i++)
-            XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], XB_LOADU(t[i * XB_LANES])));
+            XB_STOREU(out + (size_t)i * 16 * XB_LANES, XB_XOR(d[i], XB_LOADU(t2[i * XB_LANES])));
         /* this buffer now takes the group after next */
         XB_UNROLL
         for (int i = 0; i < XB_NV * XB_LANES; i++) {
