@@ -33,6 +33,10 @@
  *                        XB_BSLLI(v, n), XB_BSRLI(v, n) byte shifts within
  *                        128-bit lanes and XB_CLMUL00(a, b)) instead of in
  *                        general-purpose registers
+ *   XB_HALF_TWEAKS       the same with 16 registers: the first half of a
+ *                        group's tweaks held, the second half derived and
+ *                        parked in the frame for the last round (also
+ *                        XB_BSLLI, XB_BSRLI, XB_CLMUL00)
  *   XB_KEYS_IN_REGS      hold the broadcast round keys in XB_VEC locals (32
  *                        vector registers); otherwise every use of a round
  *                        key reads it from the schedule (XB_BCAST)
@@ -56,7 +60,8 @@
  * x^128 + x^7 + x^2 + x + 1, stored little-endian (IEEE 1619 5.2). Inside a
  * group's loop it is advanced one block at a time in two 64-bit general-
  * purpose registers (the vector units are busy with AES), or with
- * XB_VECTOR_TWEAKS by a whole group per step in vector registers. Elsewhere,
+ * XB_VECTOR_TWEAKS / XB_HALF_TWEAKS by a whole group per step in vector
+ * registers. Elsewhere,
  * multiplying a vector by x^k (k <= 57) shifts each 64-bit half left by k,
  * moves the bits that leave the low half into the high half, and folds the k
  * bits that leave the top back in as (those bits) (x) 0x87 - one carry-less
