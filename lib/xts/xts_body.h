@@ -484,9 +484,10 @@ XB_INLINE XB_VEC xb_groups(const xb_keys *kk, unsigned rounds, bool enc, XB_VEC 
             }
         }
         /* The last round with the output tweak folded into its key. The
-         * second half's tweaks are computed again from an opaque copy, so
-         * the compiler cannot keep the input XOR's values alive across the
-         * rounds (that would need more registers than there are). */
+         * second half's tweaks are read back from the frame through a
+         * laundered pointer, so the compiler cannot keep the input XOR's
+         * values alive across the rounds (that would need more registers
+         * than there are, and it would spill them where nothing wipes). */
         const XB_VEC kl = XB_KEY(kk, rounds);
         XB_UNROLL
         for (int i = 0; i < XB_TW_LIVE; i++) {
