@@ -37,23 +37,44 @@
 static const char *const impls[] = {"vaes-avx512", "vaes-avx2", "aesni"};
 
 /* ---- what must not be found ------------------------------------------- */
-#define MAX_NEEDLES 96
+#define MAX_NEEDLES 768
 static uint8_t g_needle[MAX_NEEDLES][16];
 static int g_num_needles;
+/* needles by first byte, so a scan of the painted stack stays fast */
+static int g_by_byte[256][MAX_NEEDLES];
+static int g_by_byte_n[256];
 
 static void add_needle(const uint8_t n[16]) {
-    if (g_num_needles < MAX_NEEDLES)
-        memcpy(g_needle[g_num_needles++], n, 16);
+    assert_true(g_num_needles < MAX_NEEDLES);
+    memcpy(g_needle[g_num_needles], n, 16);
+    g_by_byte[n[0]][g_by_byte_n[n[0]]++] = g_num_needles;
+    g_num_needles++;
+}
+
+/* t * alpha in GF(2^128), little-endian (IEEE 1619 5.2) */
+static void mul_alpha(uint8_t t[16]) {
+    uint8_t carry = 0;
+    for (int i = 0; i < 16; i++) {
+        uint8_t c = (uint8_t)(t[i] >> 7);
+        t[i] = (uint8_t)((t[i] << 1) | carry);
+        carry = c;
+    }
+    if (carry)
+        t[0] ^= 0x87;
 }
 
 /* Every round key of the data, inverse and tweak schedules (rounds 0 and,
  * for AES-256, 1 are the raw key's bytes: the test keeps its key in static
- * memory, so they must not be on the stack either), and E_k2(sector) for
- * the sectors the calls use, computed with OpenSSL. */
+ * memory, so they must not be on the stack either), and every tweak the
+ * calls use: E_k2(sector) and its multiples by alpha^1..39 (the blocks of a
+ * 512-byte sector and a group step past its end), computed with OpenSSL - so
+ * a group's tweaks parked or spilled in the frame and not wiped are found,
+ * not only the sector's first. */
 static void collect_needles(const vmenc_xts *x, const uint8_t *key, size_t key_len,
                             const uint64_t *sectors, int num_sectors) {
     const vmenc_xts_sched *s = x->sched;
     g_num_needles = 0;
+    memset(g_by_byte_n, 0, sizeof(g_by_byte_n));
     for (unsigned r = 0; r <= x->rounds; r++) {
         add_needle(s->ek[r]);
         add_needle(s->dk[r]);
@@ -68,7 +89,10 @@ static void collect_needles(const vmenc_xts *x, const uint8_t *key, size_t key_l
         int n = 0;
         memcpy(in, &sectors[i], 8);
         assert_int_equal(EVP_EncryptUpdate(c, t, &n, in, 16), 1);
-        add_needle(t);
+        for (int j = 0; j < 40; j++) {
+            add_needle(t);
+            mul_alpha(t);
+        }
     }
     EVP_CIPHER_CTX_free(c);
 }
@@ -76,12 +100,14 @@ static void collect_needles(const vmenc_xts *x, const uint8_t *key, size_t key_l
 static const char *find_needle(const uint8_t *p, size_t len, size_t *at) {
     static char what[32];
     for (size_t off = 0; off + 16 <= len; off++)
-        for (int k = 0; k < g_num_needles; k++)
-            if (p[off] == g_needle[k][0] && memcmp(p + off, g_needle[k], 16) == 0) {
+        for (int j = 0; j < g_by_byte_n[p[off]]; j++) {
+            const int k = g_by_byte[p[off]][j];
+            if (memcmp(p + off, g_needle[k], 16) == 0) {
                 *at = off;
                 snprintf(what, sizeof(what), "needle %d", k);
                 return what;
             }
+        }
     return NULL;
 }
 

@@ -9,7 +9,12 @@
 #     register to the stack at all, and its multi-sector entries never load a
 #     full vector back from the stack (no spilled round key or tweak; the
 #     only stack data is the encrypted-tweak batch, read as broadcasts or
-#     single 128-bit tweaks).
+#     single 128-bit tweaks);
+#   - no backend's one-sector entry moves a vector back from the stack (a
+#     spill reload: the stack data they keep - tweak buffers - are read as
+#     XOR memory operands), and vaes-avx2's store vectors to at most four
+#     stack slots (the second half of a group's tweaks, parked for the last
+#     round and wiped).
 # Needs objdump and an optimised, unsanitised build; exits 77 (skipped)
 # otherwise.
 set -euo pipefail
@@ -45,6 +50,8 @@ def functions(obj):
 STACK = r"\((%rsp|%rbp)(,[^)]*)?\)"
 VSTORE = re.compile(r"^v?mov\S*\s+%[xyz]mm\d+," + r"[^,]*" + STACK + "$")
 VLOAD_FULL = re.compile(r"^v?mov\S*\s+[^,]*" + STACK + r",%[yz]mm\d+$")
+VLOAD_ANY = re.compile(r"^v?mov\S*\s+[^,]*" + STACK + r",%[xyz]mm\d+$")
+VSTORE_SLOT = re.compile(r"^v?mov\S*\s+%[xyz]mm\d+,([^,]*" + STACK + ")$")
 CLEAR = re.compile(r"^v?pxor[dq]?\s+%xmm(\d+),%xmm\1(,%xmm\1)?$")
 
 for backend, nregs in (("vaes_avx512", 32), ("vaes_avx2", 16), ("aesni", 16)):
@@ -67,6 +74,15 @@ for backend, nregs in (("vaes_avx512", 32), ("vaes_avx2", 16), ("aesni", 16)):
             if cleared != set(range(nregs)):
                 fails.append(f"{backend} {f}: returns without zeroing vector registers "
                              f"{sorted(set(range(nregs)) - cleared)}")
+        if f.endswith("_1"):
+            ld = [i for i in ins if VLOAD_ANY.match(i)]
+            if ld:
+                fails.append(f"{backend} {f}: reloads vectors from the stack (spills): {ld[:4]}")
+        if backend == "vaes_avx2" and f.endswith("_1"):
+            slots = {m.group(1) for m in (VSTORE_SLOT.match(i) for i in ins) if m}
+            if len(slots) > 4:
+                fails.append(f"{backend} {f}: stores vectors to {len(slots)} stack slots "
+                             f"(the parked tweaks are 4): {sorted(slots)[:8]}")
         if backend != "vaes_avx512":
             continue
         if f.endswith("_1"):

@@ -27,6 +27,12 @@
 #define XB_POLY() _mm256_set_epi64x(0, 0x87, 0, 0x87)
 #define XB_FROM_TWEAK(t) _mm256_inserti128_si256(_mm256_castsi128_si256(t), xb_mul_alpha(t), 1)
 #define XB_LANE0(v) _mm256_castsi256_si128(v)
+/* Tweaks in vector registers (VPCLMULQDQ per 128-bit lane), the second half
+ * of each group's derived from the first when needed (16 registers). */
+#define XB_HALF_TWEAKS 1
+#define XB_BSLLI(v, n) _mm256_bslli_epi128((v), (n))
+#define XB_BSRLI(v, n) _mm256_bsrli_epi128((v), (n))
+#define XB_CLMUL00(a, b) _mm256_clmulepi64_epi128((a), (b), 0x00)
 #define XB_BCAST_REG(t) _mm256_broadcastsi128_si256(t)
 #define XB_SLLV64(v, c) _mm256_sllv_epi64((v), (c))
 #define XB_SRLV64(v, c) _mm256_srlv_epi64((v), (c))
