@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -634,6 +635,15 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* A sanitizer that stops the test (abort_on_error) must not leave the two
+ * swtpm daemons behind: stop them, then die of the same signal. */
+static void on_fatal(int sig) {
+    swtpm_stop(&g_a);
+    swtpm_stop(&g_b);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(void) {
     const char *why = NULL;
     if (!attest_tpm_available()) {
@@ -657,6 +667,8 @@ int main(void) {
         swtpm_stop(&g_b);
         return 77;
     }
+    signal(SIGABRT, on_fatal);
+    signal(SIGTERM, on_fatal);
     snprintf(g_ca, sizeof g_ca, "%s/chain.pem", g_tmp);
     snprintf(cmd, sizeof cmd, "cat '%s/swtpm-localca-rootca-cert.pem' '%s/issuercert.pem' > '%s'", ca, ca, g_ca);
     int rc = system(cmd);
