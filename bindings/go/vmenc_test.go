@@ -27,7 +27,7 @@ func must(t *testing.T, err error) {
 
 func TestVersionAndErrors(t *testing.T) {
 	must(t, Init())
-	if Version() != "0.4.0" {
+	if Version() != "0.5.0" {
 		t.Fatalf("version %s", Version())
 	}
 	var err error = &Error{Status: StatusAuth, Op: "x"}

@@ -10,7 +10,7 @@ import vmenc
 
 
 def test_version_and_errors():
-    assert vmenc.version() == "0.4.0"
+    assert vmenc.version() == "0.5.0"
     assert vmenc.version_number() >> 16 == 0
     e = vmenc.errors.error_for(vmenc.Status.E_AUTH)
     assert isinstance(e, vmenc.AuthError) and isinstance(e, vmenc.CryptoError)

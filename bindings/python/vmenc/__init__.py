@@ -25,6 +25,6 @@ from .vm import ConvertKind, Disk, DiskInfo, DiskState, FileClass, Host, Progres
 from .workspace import DeleteResult, KMSInfo, ResealResult, Session, Workspace
 from . import policy
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [n for n in dir() if not n.startswith("_")]
