@@ -542,7 +542,7 @@ static int cl_bench(cli *c, args *a) {
 
 /* ---- vmenc demo --cluster ----------------------------------------------------------------------
  * A 3-member etcd cluster (the project's start script: $VMENC_ETCD_START, else
- * tests/support/etcd/start-etcd-cluster.sh beside the build directory) and two hosts, each a
+ * tests/support/etcd/start-etcd-cluster.sh beside the build directory, one or two levels up) and two hosts, each a
  * workspace driven through this very program in its own process, so a host can be killed.
  * Every step is checked; the demo exits 1 if any check failed. */
 
@@ -699,7 +699,10 @@ int cluster_demo(cli *c, const char *keep) {
         char *slash = strrchr(base, '/');
         if (slash)
             *slash = '\0';
+        /* build/vmenc or build/demo/vmenc (scripts/demo.sh's build) */
         snprintf(d.start, sizeof(d.start), "%s/../tests/support/etcd/start-etcd-cluster.sh", base);
+        if (access(d.start, R_OK) != 0)
+            snprintf(d.start, sizeof(d.start), "%s/../../tests/support/etcd/start-etcd-cluster.sh", base);
     }
     if (access(d.start, R_OK) != 0)
         return cli_fail(c, VMENC_E_NOT_FOUND, "the etcd start script %s (set VMENC_ETCD_START)", d.start);
