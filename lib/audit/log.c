@@ -417,10 +417,8 @@ static void mirror_record(vmenc_audit_log *log, uint64_t seq, const uint8_t *lin
         return;
     }
     if (!log->mirror_behind)
-        ms = m->ops->struct_size >= offsetof(audit_mirror_ops, append) + sizeof(m->ops->append) &&
-                     m->ops->append != NULL
-                 ? m->ops->append(m, log->mirror_host, seq, seq, line, len, mac)
-                 : VMENC_E_UNIMPLEMENTED;
+        ms = AUDIT_MIRROR_HAS_OP(m, append) ? m->ops->append(m, log->mirror_host, seq, seq, line, len, mac)
+                                            : VMENC_E_UNIMPLEMENTED;
     if (ms == VMENC_E_CONFLICT)
         ms = audit_mirror_catch_up(m, log->mirror_host, log->fd, log->size, &log->key);
     log->mirror_behind = ms != VMENC_OK;

@@ -23,10 +23,7 @@
 
 #include "audit/mirror.h"
 
-#define HAS_OP(m, member)                                                                           \
-    ((m) != NULL && (m)->ops != NULL &&                                                             \
-     (m)->ops->struct_size >= offsetof(audit_mirror_ops, member) + sizeof((m)->ops->member) &&      \
-     (m)->ops->member != NULL)
+#define HAS_OP AUDIT_MIRROR_HAS_OP
 
 void audit_mirror_free(audit_mirror *m) {
     if (HAS_OP(m, destroy))

@@ -57,6 +57,13 @@ typedef struct audit_mirror_ops {
     void (*destroy)(audit_mirror *m);
 } audit_mirror_ops;
 
+/* AUDIT_MIRROR_HAS_OP: whether mirror |m| implements the optional op
+ * |member| (its ops table is long enough to hold it, and it is set). */
+#define AUDIT_MIRROR_HAS_OP(m, member)                                                              \
+    ((m) != NULL && (m)->ops != NULL &&                                                             \
+     (m)->ops->struct_size >= offsetof(audit_mirror_ops, member) + sizeof((m)->ops->member) &&      \
+     (m)->ops->member != NULL)
+
 struct audit_mirror {
     const audit_mirror_ops *ops;
 };
