@@ -59,6 +59,7 @@
 #define STOP_GRACE_MS 3000u
 #define REASON_MAX 512u
 #define HOST_DOC_MAX 4096u
+#define QUOTE_JSON_MAX 6144u /* the hex of nonce, TPMS_ATTEST, TPMT_SIGNATURE and PCR values */
 
 static const char k_record_key_domain[] = "vmenc-cluster-v1 control record key";
 
@@ -105,6 +106,16 @@ static vmenc_etcd *etcd_of_b(const struct vmenc_broker *b);
 
 static vmenc_etcd *etcd_of_b(const struct vmenc_broker *b) { return tl_etcd != NULL ? tl_etcd : b->etcd; }
 
+/* The highest etcd revision this thread's reads were served at, since the
+ * request began: a release names it in its audit reason, so a checker can
+ * replay the cluster's state at that revision (scripts/broker-chaos.sh). */
+static _Thread_local int64_t tl_rev;
+
+static void saw_rev(const vmenc_etcd_result *r) {
+    if (r->header.revision > tl_rev)
+        tl_rev = r->header.revision;
+}
+
 static void key_of(const vmenc_broker *b, char *out, size_t cap, const char *rest) {
     snprintf(out, cap, "/vmenc/%s/%s", b->cluster, rest);
 }
@@ -126,6 +137,8 @@ static vmenc_status get_one(vmenc_broker *b, const char *key, char *out, size_t 
     vmenc_etcd_result r;
     vmenc_status s = vmenc_etcd_range(etcd_of_b(b), &req, &r);
     *found = false;
+    if (s == VMENC_OK)
+        saw_rev(&r);
     if (s == VMENC_OK && r.num_kvs == 1) {
         if (r.kvs[0].value_len >= cap)
             s = VMENC_E_TOO_LARGE;
@@ -221,6 +234,7 @@ static vmenc_status find_host(vmenc_broker *b, const char *fp, host_id *out, boo
     vmenc_etcd_result r;
     *found = false;
     VMENC_GUARD(vmenc_etcd_range(etcd_of_b(b), &req, &r));
+    saw_rev(&r);
     for (size_t i = 0; i < r.num_kvs && !*found; i++) {
         const vmenc_etcd_kv *kv = &r.kvs[i];
         char cert[80];
@@ -314,16 +328,20 @@ static authz authorize_host(vmenc_broker *b, const char *fp, bool need_safe, hos
  * such a VM. A KEK no record names: the host the broker created it for. */
 static authz authorize_kek(vmenc_broker *b, const host_id *h, const char *kek, char *why, size_t cap) {
     vmenc_status s = ensure_store(b);
-    if (s != VMENC_OK) {
+    /* No cluster document yet (the first host is creating it: it wraps the
+     * cluster key under a KEK it just created): no VM record, no cluster
+     * KEK - only the KEKs created for the host, below. */
+    bool no_cluster = s == VMENC_E_NOT_FOUND;
+    if (s != VMENC_OK && !no_cluster) {
         snprintf(why, cap, "cluster %s: VM records unreadable (%s)", b->cluster, vmenc_status_name(s));
         return AUTHZ_FAIL;
     }
-    if (strcmp(kek, b->cluster_kek) == 0) {
+    if (!no_cluster && strcmp(kek, b->cluster_kek) == 0) {
         snprintf(why, cap, "the cluster key's KEK, to host %s", h->id);
         return AUTHZ_ALLOW;
     }
     kek_scan k = {.kek = kek};
-    s = ctl_store_list_vms(b->store, scan_fn, &k);
+    s = no_cluster ? VMENC_OK : ctl_store_list_vms(b->store, scan_fn, &k);
     if (s != VMENC_OK) {
         snprintf(why, cap, "cluster %s: VM records unreadable (%s)", b->cluster, vmenc_status_name(s));
         return AUTHZ_FAIL;
@@ -537,7 +555,14 @@ static void do_get(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
         return;
     }
     if (want_key) {
-        /* Audited before the key leaves: no audit, no key. */
+        /* Audited before the key leaves: no audit, no key. The reason names
+         * the etcd revision decided on and the quote (its nonce) used. */
+        char nonce[65] = "";
+        if (c->attest_consumed && c->bc != NULL)
+            hex_of(c->bc->nonce, sizeof(c->bc->nonce), nonce);
+        size_t wl = strlen(why);
+        snprintf(why + wl, sizeof(why) - wl, " [etcd rev %lld%s%s]", (long long)tl_rev, nonce[0] ? ", quote nonce " : "",
+                 nonce);
         s = audit(b, c->principal, op, kek, VMENC_AUDIT_SUCCESS, VMENC_OK, why);
         if (s != VMENC_OK) {
             vmenc_kek_free(k);
@@ -808,6 +833,7 @@ static vmenc_status digest_approved(vmenc_broker *b, const char *pcrs, const cha
     vmenc_etcd_result r;
     *out = false;
     VMENC_GUARD(vmenc_etcd_range(etcd_of_b(b), &req, &r));
+    saw_rev(&r);
     for (size_t i = 0; i < r.num_kvs && !*out; i++) {
         char d[80], sel[128];
         const char *v = (const char *)r.kvs[i].value;
@@ -1116,11 +1142,14 @@ static void do_challenge(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_build
     vmenc_kmip_response_success_end(rb);
 }
 
-static void record_attest(vmenc_broker *b, const char *host, const char *digest_hex, const char *result) {
-    char key[256], val[768];
+/* record_attest writes attest/<host>; |quote| (may be "") adds the nonce and
+ * the quote's bytes, so the record can be verified again independently. */
+static void record_attest(vmenc_broker *b, const char *host, const char *digest_hex, const char *result,
+                          const char *quote) {
+    char key[256], val[QUOTE_JSON_MAX + 768];
     snprintf(key, sizeof(key), "/vmenc/%s/attest/%s", b->cluster, host);
-    snprintf(val, sizeof(val), "{\"time_ms\":\"%llu\",\"digest\":\"%s\",\"result\":\"%s\",\"broker\":\"%s\"}",
-             (unsigned long long)vmenc_now_realtime_ms(), digest_hex, result, b->broker_id);
+    snprintf(val, sizeof(val), "{\"time_ms\":\"%llu\",\"digest\":\"%s\",\"result\":\"%s\",\"broker\":\"%s\"%s}",
+             (unsigned long long)vmenc_now_realtime_ms(), digest_hex, result, b->broker_id, quote);
     vmenc_status s = put_str(b, key, val);
     (void)s; /* the answer to the host stands; the period mode then finds no good result */
 }
@@ -1158,7 +1187,7 @@ static void do_quote(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_builder *
     if (!nonce_ok) {
         snprintf(why, sizeof(why), "host %s: quote refused: the nonce is not the one issued on this connection "
                  "(replayed, used or expired)", h.id);
-        record_attest(b, h.id, "", "refused: replayed or unknown nonce");
+        record_attest(b, h.id, "", "refused: replayed or unknown nonce", "");
         ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
         return;
     }
@@ -1182,11 +1211,33 @@ static void do_quote(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_builder *
         !unhex(akhex, akp, sizeof(akp), &akp_len) || strcmp(status, "approved") != 0) {
         free(val);
         snprintf(why, sizeof(why), "host %s: no approved TPM binding (enrol, then an administrator approves)", h.id);
-        record_attest(b, h.id, "", "refused: no approved TPM binding");
+        record_attest(b, h.id, "", "refused: no approved TPM binding", "");
         ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
         return;
     }
     free(val);
+    char *quote = malloc(QUOTE_JSON_MAX);
+    if (quote == NULL) {
+        ext_refuse(c, rb, it, op, AUTHZ_FAIL, KMIP_REASON_GENERAL_FAILURE, "out of memory");
+        return;
+    }
+    quote[0] = '\0';
+    if (2 * (sizeof(issued) + att_len + sig_len + pcr_len) + 80 < QUOTE_JSON_MAX) {
+        char *q = quote;
+        q += sprintf(q, ",\"nonce\":\"");
+        hex_of(issued, sizeof(issued), q);
+        q += strlen(q);
+        q += sprintf(q, "\",\"attest\":\"");
+        hex_of(att, att_len, q);
+        q += strlen(q);
+        q += sprintf(q, "\",\"sig\":\"");
+        hex_of(sig, sig_len, q);
+        q += strlen(q);
+        q += sprintf(q, "\",\"pcr_values\":\"");
+        hex_of(pcr, pcr_len, q);
+        q += strlen(q);
+        sprintf(q, "\"");
+    }
     attest_quote_result qr;
     memset(&qr, 0, sizeof(qr));
     s = attest_quote_verify(akp, akp_len, att, att_len, sig, sig_len, issued, sizeof(issued), ac.pcrs, pcr, pcr_len,
@@ -1200,6 +1251,7 @@ static void do_quote(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_builder *
         if (as != VMENC_OK) {
             snprintf(why, sizeof(why), "cluster %s: control plane unavailable (%s)", b->cluster,
                      vmenc_status_name(as));
+            free(quote);
             ext_refuse(c, rb, it, op, AUTHZ_FAIL, KMIP_REASON_GENERAL_FAILURE, why);
             return;
         }
@@ -1213,11 +1265,13 @@ static void do_quote(conn_ctx *c, broker_conn *bc, vmenc_kmip_response_builder *
                  s == VMENC_OK ? dhex : "");
         if (s == VMENC_OK)
             strncat(why, "...)", sizeof(why) - strlen(why) - 1);
-        record_attest(b, h.id, dhex, res);
+        record_attest(b, h.id, dhex, res, quote);
+        free(quote);
         ext_refuse(c, rb, it, op, AUTHZ_DENY, KMIP_REASON_ATTESTATION_FAILED, why);
         return;
     }
-    record_attest(b, h.id, dhex, "ok");
+    record_attest(b, h.id, dhex, "ok", quote);
+    free(quote);
     bc->quote_ok = true;
     snprintf(why, sizeof(why), "host %s attested: measurement %.16s... approved", h.id, dhex);
     (void)audit(b, c->principal, op, NULL, VMENC_AUDIT_SUCCESS, VMENC_OK, why);
@@ -1232,6 +1286,7 @@ vmenc_status broker_handle(vmenc_broker *b, broker_conn *bc, const char *fp, con
     vmenc_kmip_server_request req;
     VMENC_GUARD(vmenc_kmip_server_request_parse(in, in_len, &req));
     conn_ctx c = {.b = b, .kek_upstream = VMENC_E_BAD_STATE, .bc = bc};
+    tl_rev = 0;
     snprintf(c.fp, sizeof(c.fp), "%s", fp);
     snprintf(c.principal, sizeof(c.principal), "cert:%.16s", fp);
     bool secure = false;

@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""scripts/broker_chaos_tap.py - the host-side tap of scripts/broker-chaos.sh.
+
+What it is: a TLS relay that sits on a host's side of the wire between the
+host's KMIP provider and one key broker, holding that host's own client
+certificate, and writes one line "HOST KEK_ID" to LOG for every key the host
+actually received (a KMIP response carrying Key Material 0x420043). It is the
+count of keys a host obtained, taken without the broker's code or its audit
+log, so the chaos checker (scripts/broker_chaos_check.py) can compare it
+with the releases the brokers audited: a key seen here that no broker
+audited is a violation. The TTLV framing is KMIP 1.4 section 9.1; the
+broker's responses are described in docs/broker.md.
+
+Usage: broker_chaos_tap.py LOG CA SERVER_CERT SERVER_KEY SPEC...
+  SPEC = LISTEN_PORT:BROKER_PORT:HOST:HOST_CERT:HOST_KEY
+Runs until killed. Safety rule: it keeps no key - it logs key identifiers
+only, and the key bytes pass through it in memory as they arrive.
+"""
+import socket
+import ssl
+import sys
+import threading
+
+TAG_KEY_MATERIAL = b"\x42\x00\x43\x08"
+TAG_UNIQUE_ID = b"\x42\x00\x94\x07"
+LOCK = threading.Lock()
+
+
+def keys_in(msg):
+    """(unique id) for each Key Material in one TTLV response message."""
+    out, pos, last_id = [], 0, None
+    while pos + 8 <= len(msg):
+        tag, typ = msg[pos:pos + 3], msg[pos + 3]
+        n = int.from_bytes(msg[pos + 4:pos + 8], "big")
+        if typ == 0x01:                     # structure: descend
+            pos += 8
+            continue
+        val = msg[pos + 8:pos + 8 + n]
+        if tag + bytes([typ]) == TAG_UNIQUE_ID:
+            last_id = val.decode("utf-8", "replace")
+        elif tag + bytes([typ]) == TAG_KEY_MATERIAL:
+            out.append(last_id or "?")
+        pos += 8 + ((n + 7) // 8) * 8
+    return out
+
+
+def pump(src, dst, host, log, parse):
+    buf = b""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            if parse:
+                buf += data
+                while len(buf) >= 8:
+                    total = 8 + int.from_bytes(buf[4:8], "big")
+                    if len(buf) < total:
+                        break
+                    for kek in keys_in(buf[:total]):
+                        with LOCK:
+                            log.write(f"{host} {kek}\n")
+                            log.flush()
+                    buf = buf[total:]
+            dst.sendall(data)
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def serve(spec, ca, scert, skey, log):
+    lport, bport, host, hcert, hkey = spec.split(":")
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(scert, skey)
+    sctx.verify_mode = ssl.CERT_OPTIONAL     # the host's own certificate; the broker checks it
+    sctx.load_verify_locations(ca)
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(ca)
+    cctx.load_cert_chain(hcert, hkey)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", int(lport)))
+    ls.listen(16)
+
+    def one(conn):
+        try:
+            tc = sctx.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        try:
+            raw = socket.create_connection(("127.0.0.1", int(bport)), timeout=5)
+            raw.settimeout(None)
+            bc = cctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        except (OSError, ssl.SSLError):
+            tc.close()                       # broker down: the host fails over
+            return
+        threading.Thread(target=pump, args=(tc, bc, host, log, False), daemon=True).start()
+        pump(bc, tc, host, log, True)
+        tc.close()
+        bc.close()
+
+    while True:
+        conn, _ = ls.accept()
+        threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+
+def main():
+    log_path, ca, scert, skey, *specs = sys.argv[1:]
+    log = open(log_path, "a")
+    for spec in specs:
+        threading.Thread(target=serve, args=(spec, ca, scert, skey, log), daemon=True).start()
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
