@@ -20,9 +20,13 @@
 # carries an approved digest) and the owner of the VM whose KEK it got; and
 # that no host received a key no broker audited (a host-side tap,
 # scripts/broker_chaos_tap.py, counts the keys each host received). Then
-# it forges one bad release and one unaudited key and checks that the
-# checker reports both. Exit 1 on any violation; 77 when etcd, PyKMIP or
-# swtpm cannot start. tests/broker_chaos.test.sh runs a short version.
+# it feeds the checker forged copies of the history, one per kind of
+# violation, and each must be reported. Exit 1 on any violation; 77 when
+# etcd, PyKMIP or swtpm cannot start. tests/broker_chaos.test.sh runs a
+# short version. VMENC_CHAOS_MAX_DOWN (default 2) caps the etcd members
+# down at once; VMENC_CHAOS_TIMES=1 prints the setup's phases; KEEP=1 keeps
+# the work directory, HOLD=S keeps everything up S seconds after a setup
+# failure.
 set -uo pipefail
 BUILD=$(cd "${1:?build dir}" && pwd)
 ROUNDS=${2:-60}
@@ -39,6 +43,7 @@ RANDOM=$SEED
 CL=chaos
 
 skip() { echo "SKIP: $*"; exit 77; }
+die() { echo "$*"; [[ -n ${HOLD:-} ]] && sleep "$HOLD"; exit 1; }   # HOLD=S: keep everything up S seconds to look
 command -v etcd >/dev/null || skip "etcd is not installed"
 command -v swtpm >/dev/null && command -v tpm2_pcrextend >/dev/null || skip "swtpm or tpm2-tools is not installed"
 "$PY" -c 'import kmip, cryptography' 2>/dev/null || skip "$PY lacks the kmip (python3-pykmip) or cryptography module"
@@ -68,12 +73,31 @@ free_port() {   # an even port P with P and P+1 free
 }
 
 # ---- real parts: etcd, PyKMIP, a PKI for hosts and brokers, a swtpm per host -----------------
-ENV_OUT=$("$START" "$T/etcd" 2>"$T/etcd.err") || { cat "$T/etcd.err"; skip "etcd cannot start"; }
-eval "$ENV_OUT"
-TLS=(--endpoints "$VMENC_ETCD_ENDPOINTS" --cacert "$VMENC_ETCD_CACERT" --cert "$VMENC_ETCD_CERT" --key "$VMENC_ETCD_KEY")
-ECTL=(etcdctl --command-timeout=5s)   # endpoints and credentials: the ETCDCTL_* exports of $ENV_OUT
+phase() { [[ -n ${VMENC_CHAOS_TIMES:-} ]] && echo "  [$(( $(date +%s%3N) - T0 )) ms] $*"; }
+T0=$(date +%s%3N)
 KMIP_PORT=$(free_port) || skip "no free port"
-"$PYKMIP" "$T/kmip" "$KMIP_PORT" >/dev/null 2>"$T/kmip.err" || { cat "$T/kmip.err"; KMIP_PORT=; skip "PyKMIP cannot start"; }
+# PyKMIP and the TPMs start while etcd does
+"$PYKMIP" "$T/kmip" "$KMIP_PORT" >/dev/null 2>"$T/kmip.err" &
+KMIP_JOB=$!
+"$START" "$T/etcd" >"$T/etcd.env" 2>"$T/etcd.err" &
+ETCD_JOB=$!
+export SWTPM_CA_DIR=$T/tpmca
+HV_OK=$(printf 'hypervisor 1.0' | sha256sum | cut -d' ' -f1)
+start_tpm_dir() {   # start_tpm_dir H [PORT]: a fresh TPM (new EK), PCR 4 extended with the approved "hypervisor 1.0"
+    local env
+    env=$("$SWTPM_START" "$T/tpm$1" ${2:-} 2>>"$T/swtpm$1.err") || return 1
+    tpm2_pcrextend -T "swtpm:host=127.0.0.1,port=$(sed -n "s/^export SWTPM_PORT=//p" <<<"$env")" "4:sha256=$HV_OK" \
+        >/dev/null 2>>"$T/swtpm$1.err"
+}
+mkdir -p "$T/tpmca"
+start_tpm_dir 1 || { tail -3 "$T/swtpm1.err"; skip "swtpm cannot start"; }   # the first makes the shared CA
+TPM_JOBS=()
+for h in 2 3; do start_tpm_dir $h & TPM_JOBS+=($!); done
+wait $ETCD_JOB || { cat "$T/etcd.err"; skip "etcd cannot start"; }
+eval "$(cat "$T/etcd.env")"
+TLS=(--endpoints "$VMENC_ETCD_ENDPOINTS" --cacert "$VMENC_ETCD_CACERT" --cert "$VMENC_ETCD_CERT" --key "$VMENC_ETCD_KEY")
+ECTL=(etcdctl --command-timeout=5s)   # endpoints and credentials: the ETCDCTL_* exports of etcd.env
+phase etcd up
 # host certificates from the etcd CA: one identity per host, for etcd and for the brokers
 PKI=$T/etcd/certs
 for h in 1 2 3; do
@@ -81,21 +105,19 @@ for h in 1 2 3; do
           -out "esx0$h.csr" -subj "/CN=esx0$h" 2>/dev/null &&
       printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > "esx0$h.ext" &&
       openssl x509 -req -in "esx0$h.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -out "esx0$h.crt" \
-          -extfile "esx0$h.ext" 2>/dev/null ) || { echo "cannot make host certificates"; exit 1; }
+          -extfile "esx0$h.ext" 2>/dev/null ) || die "cannot make host certificates"
 done
-export SWTPM_CA_DIR=$T/tpmca
-TCTI=()
-start_tpm() {   # start_tpm H: a fresh TPM (new EK), PCR 4 extended with the approved "hypervisor 1.0"
-    local h=$1 env
-    env=$("$SWTPM_START" "$T/tpm$h" ${TPORT[$h]:-} 2>>"$T/swtpm.err") || return 1
-    TPORT[$h]=$(sed -n "s/^export SWTPM_PORT=//p" <<<"$env")
-    TCTI[$h]="swtpm:host=127.0.0.1,port=${TPORT[$h]}"
-    tpm2_pcrextend -T "${TCTI[$h]}" "4:sha256=$HV_OK" >/dev/null 2>>"$T/swtpm.err"
+wait $KMIP_JOB || { cat "$T/kmip.err"; KMIP_PORT=; skip "PyKMIP cannot start"; }
+phase PyKMIP up
+for j in "${TPM_JOBS[@]}"; do wait "$j" || { cat "$T"/swtpm*.err | tail -3; skip "swtpm cannot start"; }; done
+declare -A TPORT=() TCTI=()
+tpm_env() {   # tpm_env H: TPORT and TCTI from the TPM's env.sh
+    TPORT[$1]=$(sed -n "s/^export SWTPM_PORT=//p" "$T/tpm$1/env.sh")
+    TCTI[$1]="swtpm:host=127.0.0.1,port=${TPORT[$1]}"
 }
-declare -A TPORT=()
-HV_OK=$(printf 'hypervisor 1.0' | sha256sum | cut -d' ' -f1)
-for h in 1 2 3; do start_tpm $h || { tail -3 "$T/swtpm.err"; skip "swtpm cannot start"; }; done
-
+start_tpm() { start_tpm_dir "$1" "${TPORT[$1]}" && tpm_env "$1"; }   # a fresh TPM on its old port
+for h in 1 2 3; do tpm_env $h; done
+phase swtpms up
 export VMENC_NO_SYNC=1 VMENC_USER=alice
 unset VMENC_PASSPHRASE VMENC_WORKSPACE
 echo "chaos passphrase" > "$T/pass"
@@ -106,10 +128,10 @@ adm() { "$VMENC" -q "$@" "${ADM[@]}"; }
 B_PORT=()
 for b in 1 2; do
     "$VMENC" init "$T/bws$b" --admin admin --host "broker$b" --kdf-memory 8192 --kdf-passes 1 \
-        --passphrase-file "$T/pass" -q || { echo "broker workspace failed"; exit 1; }
+        --passphrase-file "$T/pass" -q || die "broker workspace failed"
     VMENC_USER=admin "$VMENC" --workspace "$T/bws$b" --passphrase-file "$T/pass" kms add kms --type kmip \
         --endpoint "127.0.0.1:$KMIP_PORT" --option "ca=$T/kmip/certs/ca.crt" --option "cert=$T/kmip/certs/client.crt" \
-        --option "key=$T/kmip/certs/client.key" --option kmip_version=1.4 -q || { echo "broker kms add failed"; exit 1; }
+        --option "key=$T/kmip/certs/client.key" --option kmip_version=1.4 -q || die "broker kms add failed"
     B_PORT[$b]=$(free_port) || exit 1
 done
 declare -A BPID=()
@@ -129,6 +151,7 @@ start_broker() {   # start_broker B: serve until killed, on its fixed port
 }
 start_broker 1 && start_broker 2 || exit 1
 
+phase brokers up
 # ---- the host-side tap: host -> tap (host's certificate) -> broker ------------------------------
 declare -A TAP=()
 specs=()
@@ -143,42 +166,53 @@ for _ in $(seq 50); do grep -q ready "$T/tap.out" 2>/dev/null && break; sleep 0.
 
 # ---- hosts: registered by the administrator, enrolled (TPM), approved; attestation per release ----
 fp() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
-for h in 1 2 3; do
-    "${ECTL[@]}" put "/vmenc/$CL/host/esx0$h" \
-        "{\"host\":\"esx0$h\",\"encryption_mode\":\"safe\",\"cert_sha256\":\"$(fp "$PKI/esx0$h.crt")\",\"workspace\":\"-\",\"since\":\"-\"}" \
-        >/dev/null || { echo "cannot register esx0$h"; exit 1; }
-done
+register() {   # register H MODE: the administrator's host/<id> document (certificate, encryption mode)
+    "${ECTL[@]}" put "/vmenc/$CL/host/esx0$1" \
+        "{\"host\":\"esx0$1\",\"encryption_mode\":\"$2\",\"cert_sha256\":\"$(fp "$PKI/esx0$1.crt")\",\"workspace\":\"-\",\"since\":\"-\"}" \
+        >/dev/null
+}
+for h in 1 2 3; do register $h safe || die "cannot register esx0$h"; done
 cat "$T/tpmca/swtpm-localca-rootca-cert.pem" "$T/tpmca/issuercert.pem" > "$T/ek-ca.pem"   # the TPM "manufacturer"
-adm cluster measurements mode --attestation per-release --pcrs sha256:4 --ek-ca "$T/ek-ca.pem" || { echo "mode failed"; exit 1; }
-adm cluster measurements add hv-1.0 --from-tpm "${TCTI[1]}" --pcrs sha256:4 || { echo "measurement failed"; exit 1; }
+adm cluster measurements mode --attestation per-release --pcrs sha256:4 --ek-ca "$T/ek-ca.pem" || die "mode failed"
+adm cluster measurements add hv-1.0 --from-tpm "${TCTI[1]}" --pcrs sha256:4 || die "measurement failed"
 enroll() {   # enroll H: a new AK under the host's EK, bound through a broker, approved
     local h=$1 b=$(( RANDOM % 2 + 1 ))
     "$VMENC" -q cluster host enroll --broker "127.0.0.1:${B_PORT[$b]}" --tls-ca "$PKI/ca.crt" \
         --tls-cert "$PKI/esx0$h.crt" --tls-key "$PKI/esx0$h.key" --tpm "${TCTI[$h]}" --ak-blob "$T/ak$h.blob" &&
         adm cluster host approve "esx0$h"
 }
-for h in 1 2 3; do enroll $h || { echo "enrolment of esx0$h failed"; exit 1; }; done
+EJ=(); for h in 1 2 3; do enroll $h & EJ+=($!); done
+for j in "${EJ[@]}"; do wait "$j" || die "enrolment failed"; done
 
+phase hosts enrolled
 w() { local h=$1; shift; "$VMENC" --workspace "$T/ws$h" --passphrase-file "$T/pass" --wait 3 "$@"; }
 wx() { local h=$1; shift; exec "$VMENC" --workspace "$T/ws$h" --passphrase-file "$T/pass" --wait 3 "$@"; }
-HOST_TLS=()
-for h in 1 2 3; do
+host_ws() {   # host_ws H: the host's workspace, its KMIP provider pointing at the brokers (through the tap)
+    local h=$1
     "$VMENC" init "$T/ws$h" --admin alice --host "esx0$h" --kdf-memory 8192 --kdf-passes 1 --passphrase-file "$T/pass" -q
     [[ $h == 1 ]] || sed -i "s|^datastore = .*|datastore = \"$T/ws1/datastore\"|" "$T/ws$h/vmenc.conf"
-    w $h policy host-mode --enable -q >/dev/null || { echo "host-mode failed"; exit 1; }
+    w $h policy host-mode --enable -q >/dev/null || die "host-mode failed"
     w $h kms add kms --type kmip --endpoint "127.0.0.1:${TAP[${h}1]}" --endpoint "127.0.0.1:${TAP[${h}2]}" \
         --option "ca=$PKI/ca.crt" --option "cert=$PKI/esx0$h.crt" --option "key=$PKI/esx0$h.key" \
-        --option "tpm_tcti=${TCTI[$h]}" --option "ak_blob=$T/ak$h.blob" -q || { echo "host kms add failed"; exit 1; }
-done
+        --option "tpm_tcti=${TCTI[$h]}" --option "ak_blob=$T/ak$h.blob" -q || die "host kms add failed"
+}
+HJ=(); for h in 1 2 3; do host_ws $h & HJ+=($!); done
+for j in "${HJ[@]}"; do wait "$j" || exit 1; done
+phase host workspaces
 HT() { echo --endpoints "$VMENC_ETCD_ENDPOINTS" --cacert "$VMENC_ETCD_CACERT" --cert "$PKI/esx0$1.crt" --key "$PKI/esx0$1.key"; }
 TTL=2
-w 1 cluster init $(HT 1) --name $CL --key-provider kms --ttl $TTL -q || { echo "init failed"; exit 1; }
+w 1 cluster init $(HT 1) --name $CL --key-provider kms --ttl $TTL -q || die "init failed"
 w 2 cluster join $(HT 2) --name $CL --ttl $TTL -q && w 3 cluster join $(HT 3) --name $CL --ttl $TTL -q ||
-    { echo "join failed"; [[ -n ${HOLD:-} ]] && sleep "$HOLD"; exit 1; }
+    die "join failed"
+# A joining host takes the cluster's policy, in which it is not yet in encryption mode (the policy
+# switches it on its first key operation), and writes that mode into host/<id>, only at join: the
+# administrator's registration puts the broker's view back to "safe".
+for h in 1 2 3; do register $h safe || die "cannot register esx0$h"; done
 w 1 policy storage-policy "Broker Enc" --encrypt --classes vm_home,disks --provider kms -q
 VMS=(va vb vc)
-for v in "${VMS[@]}"; do w 1 vm create "$v" --policy "Broker Enc" --disk 1M -q || { echo "create $v failed"; exit 1; }; done
+for v in "${VMS[@]}"; do w 1 vm create "$v" --policy "Broker Enc" --disk 1M -q || die "create $v failed"; done
 
+phase cluster and VMs
 # ---- the randomized run ---------------------------------------------------------------------------
 mapfile -t MEMBERS < <(awk '{print $1}' "$T/etcd/pids")
 declare -A MPID DOWN
@@ -186,7 +220,7 @@ while read -r m p; do MPID[$m]=$p; DOWN[$m]=0; done < "$T/etcd/pids"
 MAX_DOWN=${VMENC_CHAOS_MAX_DOWN:-2}
 HV_DIGEST=$(adm --json cluster measurements list | grep -o '"digest":"[0-9a-f]*"' | head -1 | cut -d'"' -f4)
 ops=0 faults=0 refused=0
-declare -A NOPS=() NFAULTS=() PLACED=([va]=1 [vb]=1 [vc]=1) TAMPERED=() REVOKED=() BDOWN=()
+declare -A NOPS=() NFAULTS=() PLACED=([va]=1 [vb]=1 [vc]=1) TAMPERED=() REVOKED=() BDOWN=() MODEOFF=()
 op() { ops=$((ops+1)); NOPS[$1]=$(( ${NOPS[$1]:-0} + 1 )); }
 fault() { faults=$((faults+1)); NFAULTS[$1]=$(( ${NFAULTS[$1]:-0} + 1 )); }
 PLAIN=() WRITERS=() MEAS_REMOVED=0
@@ -248,7 +282,10 @@ for round in $(seq "$ROUNDS"); do
             tpm2_pcrextend -T "${TCTI[$h]}" "4:sha256=$(printf 'hypervisor %s (unapproved)' $round | sha256sum | cut -d' ' -f1)" \
                 >/dev/null 2>&1 && TAMPERED[$h]=1; fault extend-pcr
         fi
-    elif ((r < 70)); then                      # remove / re-add the approved measurement
+    elif ((r < 67)); then                      # a host leaves encryption mode, or comes back
+        if ((${MODEOFF[$h]:-0})); then register $h safe && MODEOFF[$h]=0; fault mode-safe
+        else register $h incapable && MODEOFF[$h]=1; fault mode-incapable; fi
+    elif ((r < 71)); then                      # remove / re-add the approved measurement
         if ((MEAS_REMOVED)); then
             adm cluster measurements add hv-1.0 --digest "$HV_DIGEST" --pcrs sha256:4 >/dev/null 2>&1 && MEAS_REMOVED=0
             fault re-add-measurement
@@ -260,7 +297,7 @@ for round in $(seq "$ROUNDS"); do
         if ((${BDOWN[$b]:-0})); then
             start_broker $b >/dev/null && BDOWN[$b]=0; fault restart-broker
         else
-            kill -9 "${BPID[$b]}" 2>/dev/null && BDOWN[$b]=1; fault kill-broker
+            kill -9 "${BPID[$b]}" 2>/dev/null && BDOWN[$b]=1; wait "${BPID[$b]}" 2>/dev/null; fault kill-broker
         fi
     else                                       # kill or restart an etcd member
         m=${MEMBERS[$((RANDOM % 3))]}
@@ -276,29 +313,24 @@ for round in $(seq "$ROUNDS"); do
     sleep 0.$((RANDOM % 3 + 1))
 done
 
+phase rounds done
 # ---- settle: every member and broker back, every host process ended ----------------------------
 for m in "${MEMBERS[@]}"; do ((DOWN[$m])) && "$START" --restart "$T/etcd" "$m" >/dev/null 2>&1; done
+for h in 1 2 3; do ((${MODEOFF[$h]:-0})) && register $h safe; done
 for b in 1 2; do ((${BDOWN[$b]:-0})) && start_broker $b >/dev/null; done
 live_writers
 for p in "${WRITERS[@]}"; do wait "$p" 2>/dev/null; done
 
 # ---- the property, from etcd's history (not the broker's code) ----------------------------------
-timeout 5 "${ECTL[@]}" watch --prefix "/vmenc/$CL/" --rev=1 -w json > "$T/history.json" 2>/dev/null
+"$PY" "$SRC/scripts/broker_chaos_check.py" --dump "/vmenc/$CL/" "$T/history.json" || die "cannot read etcd history"
+phase history dumped
 CERTS=(); for h in 1 2 3; do CERTS+=("esx0$h=$PKI/esx0$h.crt"); done
-"$PY" "$SRC/scripts/broker_chaos_check.py" "$T/history.json" $CL "$T/received" "${CERTS[@]}" > "$T/check.out" 2>&1
+# The property on the real history; then (--self-test) on forged copies of it, one per kind of
+# violation, each of which must be reported - so the check cannot pass by checking nothing.
+"$PY" "$SRC/scripts/broker_chaos_check.py" "$T/history.json" $CL "$T/received" "${CERTS[@]}" --self-test
 rc=$?
-cat "$T/check.out"
-# the checker must see a violation when there is one: a release moved to a host that did not own
-# the VM, and a key a host received that no broker audited
-selftest=ok
-for forge in --forge-release --forge-tap; do
-    out=$("$PY" "$SRC/scripts/broker_chaos_check.py" "$T/history.json" $CL "$T/received" "${CERTS[@]}" $forge 2>&1)
-    if [[ $? == 1 && $out == *VIOLATION* ]]; then :; else selftest="FAILED ($forge not caught)"; fi
-    [[ $forge == --forge-release && $out == *"no VM-KEK release to forge from"* ]] && selftest="not run (no VM-KEK release)"
-done
 kinds=""; for k in "${!NOPS[@]}"; do kinds+="$k ${NOPS[$k]}, "; done
 fk=""; for k in "${!NFAULTS[@]}"; do fk+="$k ${NFAULTS[$k]}, "; done
 echo "broker chaos seed $SEED: $ROUNDS rounds, $ops operations (${kinds%, }; $refused refused),"
-echo "  $faults faults (${fk%, }); checker self-test (forged release, forged key): $selftest"
-[[ $selftest == FAILED* ]] && rc=1
+echo "  $faults faults (${fk%, })"
 exit $rc

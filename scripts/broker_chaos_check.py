@@ -25,11 +25,15 @@ Formats: docs/broker.md ("etcd keys", "Chaos"), docs/control.md (the VM
 record's bytes), docs/attest.md (the quote). Safety rule: it trusts nothing
 the broker concluded - only the facts etcd recorded and what it recomputes.
 
-Usage: broker_chaos_check.py HISTORY CLUSTER TAP_LOG HOST=CERT... [--forge-release] [--forge-tap]
-  HISTORY   'etcdctl watch --prefix /vmenc/CLUSTER/ --rev=1 -w json' output
-  --forge-release  change one audited release to another host (must be caught)
-  --forge-tap      add one key to the tap's log that no broker audited (must be caught)
-Prints the figures and each violation; exit 1 on any violation.
+Usage: broker_chaos_check.py HISTORY CLUSTER TAP_LOG HOST=CERT... [--self-test]
+       broker_chaos_check.py --dump PREFIX HISTORY
+  HISTORY   'etcdctl watch --prefix /vmenc/CLUSTER/ --rev=1 -w json' output, up to
+            the current revision (what --dump writes)
+  --self-test  then check forged copies of the history, one per kind of violation
+               (the host unregistered, another certificate, not in encryption mode, TPM
+               binding revoked, a quote over other PCR values, measurement not approved,
+               the VM owned by another host, an unaudited key): each must be reported
+Prints the figures and each violation; exit 1 on any violation or a forgery missed.
 """
 import base64
 import hashlib
@@ -143,53 +147,38 @@ def quote_ok(rec, ak_public_hex, nonce_hex, pcrs_sel):
 REASON_RE = re.compile(r"\[etcd rev (\d+)(?:, quote nonce ([0-9a-f]{64}))?\]")
 
 
-def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    flags = {a for a in sys.argv[1:] if a.startswith("--")}
-    hist_path, cluster, tap_path, *host_certs = args
-    pre = f"/vmenc/{cluster}/"
-    fps = {}
-    for hc in host_certs:
-        h, cert = hc.split("=", 1)
-        fps[h] = fingerprint(cert)
-    hist = load_history(hist_path)
-
-    releases = []                           # (event revision, broker, event dict)
+def audited_releases(hist, pre):
+    """[(event revision, broker, event)] of every successful release the brokers audited."""
+    out = []
     for rev, key, val, _lease in hist:
         if val is not None and key.startswith(pre + "broker/events/"):
             ev = json.loads(val)
             if ev.get("op") == "broker.kek.release" and ev.get("outcome") == "success":
-                releases.append((rev, key.split("/")[4], ev))
-    violations = []
-    if "--forge-release" in flags:
-        # the first release of a VM's KEK, handed to another registered host instead
-        for i, (rev, br, ev) in enumerate(releases):
-            if "owns VM" in ev.get("reason", ""):
-                other = sorted(h for h in fps if f"host:{h}" != ev["principal"])[0]
-                forged = dict(ev, principal=f"host:{other}")
-                releases.append((rev, br, forged))
-                print(f"forged: a release of {ev['key_ids'][0]} to host:{other} (really to {ev['principal']})")
-                break
-        else:
-            print("forged: no VM-KEK release to forge from")
-            violations.append("nothing to forge")
+                out.append((rev, key.split("/")[4], ev))
+    return out
 
-    # replay the history up to each release's decision revision
+
+def decision_rev(ev):
+    m = REASON_RE.search(ev.get("reason", ""))
+    return int(m.group(1)) if m else 0
+
+
+def check(hist, pre, releases, fps, tap_lines):
+    """(violations, held per host, audited, received): the property over |releases|."""
+    violations = []
     state, leases, i = {}, {}, 0
-    attest_hist = {}                        # host -> [(rev, record)]
-    audited = Counter()
-    checked = Counter()
-    for rev_e, broker, ev in sorted(releases, key=lambda r: (int(REASON_RE.search(r[2].get("reason", "")).group(1))
-                                                              if REASON_RE.search(r[2].get("reason", "")) else 0)):
+    attest_hist = {}                        # host -> [record], in revision order
+    audited, held = Counter(), Counter()
+    for rev_e, broker, ev in sorted(releases, key=lambda x: decision_rev(x[2])):
         principal = ev.get("principal", "")
         kek = (ev.get("key_ids") or ["?"])[0]
         host = principal[5:] if principal.startswith("host:") else None
         audited[(host, kek)] += 1
         m = REASON_RE.search(ev.get("reason", ""))
-        tag = f"{broker} release of {kek} to {principal}"
+        tag = f"{broker} release of KEK {kek} to {principal} at rev {m.group(1) if m else '?'}"
 
         def bad(why):
-            violations.append(f"{tag} at rev {m.group(1) if m else '?'}: {why}")
+            violations.append(f"{tag}: {why}")
 
         if host is None or m is None:
             bad("the event names no host or no decision revision")
@@ -206,14 +195,14 @@ def main():
                 state[k] = v
                 leases[k] = lease
                 if k.startswith(pre + "attest/"):
-                    attest_hist.setdefault(k[len(pre) + 7:], []).append((hist[i][0], v))
+                    attest_hist.setdefault(k[len(pre) + 7:], []).append(v)
             i += 1
 
         def doc(k):
             v = state.get(pre + k)
             return json.loads(v) if v is not None else None
 
-        # 1. enrolled, 2. encryption mode
+        # 1. enrolled (its certificate registered), 2. in encryption mode
         hd = doc(f"host/{host}")
         if hd is None:
             bad("not a registered host")
@@ -226,11 +215,11 @@ def main():
             continue
         cfg = doc("broker/config") or {"attestation": "off"}
         if cfg.get("attestation") != "off":
+            # enrolled: an approved TPM binding; attested: the release's quote verifies again
             tpm = doc(f"hosts/{host}/tpm")
             if tpm is None or tpm.get("status") != "approved":
                 bad("no approved TPM binding (not enrolled, revoked or awaiting approval)")
                 continue
-            # 3. attested: the release's quote, verified again, digest approved at r
             if cfg["attestation"] != "per-release":
                 bad(f"attestation mode {cfg['attestation']} is not checked by this checker")
                 continue
@@ -238,7 +227,7 @@ def main():
             if nonce is None:
                 bad("per-release attestation, but the release names no quote")
                 continue
-            recs = [json.loads(v) for _, v in attest_hist.get(host, [])]
+            recs = [json.loads(v) for v in attest_hist.get(host, [])]
             recs = [q for q in recs if q.get("nonce") == nonce and q.get("result") == "ok"]
             if not recs:
                 bad("no successful quote on that nonce in attest/<host>'s history")
@@ -253,10 +242,10 @@ def main():
             if not approved:
                 bad(f"the quote's digest {digest[:16]}... is not an approved measurement")
                 continue
-        # 4. entitled to the KEK
+        # 3. entitled to the KEK
         cdoc = doc("cluster")
         if cdoc is not None and wrapped_kek(cdoc.get("key", "x:")) == kek:
-            checked[host] += 1
+            held[host] += 1
             continue
         vms = []
         for k, v in state.items():
@@ -278,30 +267,106 @@ def main():
             if cr is None or cr.get("host") != host:
                 bad("a KEK that no VM record names and that was not created for this host")
                 continue
-        checked[host] += 1
+        held[host] += 1
 
-    # 5. no unaudited release: keys received (tap) <= releases audited, per host and KEK
+    # 4. no unaudited release: keys received (tap) <= releases audited, per host and KEK
     received = Counter()
-    lines = open(tap_path).read().split("\n") if os.path.exists(tap_path) else []
-    if "--forge-tap" in flags:
-        lines.append(f"{sorted(fps)[0]} forged-kek-id")
-        print(f"forged: a key received by {sorted(fps)[0]} that no broker audited")
-    for line in lines:
+    for line in tap_lines:
         if line.strip():
             h, k = line.split()
             received[(h, k)] += 1
     for (h, k), n in sorted(received.items()):
         if n > audited[(h, k)]:
             violations.append(f"{h} received KEK {k} {n} times, the brokers audited {audited[(h, k)]} releases")
+    return violations, held, audited, received
 
+
+def forgeries(hist, pre, releases, tap_lines):
+    """One forged input per check: (name, expected words, hist, releases, tap_lines). Each
+    changes the facts just before a real release's decision revision (revision r - 0.5)."""
+    vm_rel = [x for x in releases if "owns VM" in x[2].get("reason", "")]
+    any_rel = sorted(releases, key=lambda x: decision_rev(x[2]))
+    out = []
+    if not any_rel:
+        return out
+
+    def at(rel, key, value, lease=1):
+        r = decision_rev(rel[2])
+        return sorted(hist + [(r - 0.5, pre + key, value, lease)], key=lambda e: e[0])
+
+    def host_of(rel):
+        return rel[2]["principal"][5:]
+
+    rel = any_rel[len(any_rel) // 2]
+    h = host_of(rel)
+    hd = json.loads([v for _, k, v, _l in hist if k == pre + f"host/{h}" and v is not None][0])
+    out.append(("unregistered host", "not a registered host", at(rel, f"host/{h}", None), releases, tap_lines))
+    out.append(("another certificate", "does not name this host's certificate",
+                at(rel, f"host/{h}", json.dumps(dict(hd, cert_sha256="00" * 32)).encode()), releases, tap_lines))
+    out.append(("not in encryption mode", "not in encryption mode",
+                at(rel, f"host/{h}", json.dumps(dict(hd, encryption_mode="incapable")).encode()), releases, tap_lines))
+    out.append(("TPM binding revoked", "no approved TPM binding", at(rel, f"hosts/{h}/tpm", None), releases,
+                tap_lines))
+    nonce = REASON_RE.search(rel[2]["reason"]).group(2)
+    if nonce is not None:
+        q = [json.loads(v) for _, k, v, _l in hist if k == pre + f"attest/{h}" and v is not None and
+             json.loads(v).get("nonce") == nonce][-1]
+        pv = bytearray.fromhex(q["pcr_values"])
+        pv[0] ^= 1
+        out.append(("a quote over other PCR values", "the quote does not verify",
+                    at(rel, f"attest/{h}", json.dumps(dict(q, pcr_values=pv.hex())).encode()), releases, tap_lines))
+        hist2 = [e for e in hist if not (e[1].startswith(pre + "measurements/") and e[0] < decision_rev(rel[2]))]
+        out.append(("measurement not approved", "is not an approved measurement", hist2, releases, tap_lines))
+    if vm_rel:
+        rel = vm_rel[0]
+        uuid = re.search(r"owns VM ([0-9a-f-]{36})", rel[2]["reason"]).group(1)
+        other = "esx0" + ("2" if host_of(rel) != "esx02" else "3")
+        out.append(("VM owned by another host", "is owned by",
+                    at(rel, f"owner/{uuid}", f"{other}\n1\n1".encode()), releases, tap_lines))
+    out.append(("an unaudited key", "the brokers audited 0 releases", hist, releases,
+                tap_lines + [f"{host_of(any_rel[0])} forged-kek"]))
+    return out
+
+
+def main():
+    if sys.argv[1] == "--dump":
+        dump(sys.argv[2], sys.argv[3])
+        return
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    self_test = "--self-test" in sys.argv
+    hist_path, cluster, tap_path, *host_certs = args
+    pre = f"/vmenc/{cluster}/"
+    fps = {}
+    for hc in host_certs:
+        h, cert = hc.split("=", 1)
+        fps[h] = fingerprint(cert)
+    hist = load_history(hist_path)
+    releases = audited_releases(hist, pre)
+    tap_lines = open(tap_path).read().split("\n") if os.path.exists(tap_path) else []
+    violations, held, audited, received = check(hist, pre, releases, fps, tap_lines)
     for v in violations:
         print(f"VIOLATION: {v}")
-    per_host = ", ".join(f"{h} {checked[h]}" for h in sorted(fps))
-    print(f"checked {len(releases)} audited releases against etcd history ({len(hist)} revisions' events): "
-          f"{sum(checked.values())} held ({per_host}); keys received by hosts: {sum(received.values())} "
-          f"(audited and not received: {sum(max(0, audited[x] - received[x]) for x in audited)}); "
-          f"violations: {len(violations)}")
-    sys.exit(1 if violations else 0)
+    per_host = ", ".join(f"{h} {held[h]}" for h in sorted(fps))
+    kinds = Counter("cluster key" if "cluster key" in ev["reason"] else "VM owned" if "owns VM" in ev["reason"]
+                    else "created for the host" for _, _, ev in releases)
+    print(f"checked {len(releases)} audited releases ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) "
+          f"against etcd history ({len(hist)} events): {sum(held.values())} held ({per_host}); keys received "
+          f"by hosts: {sum(received.values())} (audited, not received: "
+          f"{sum(max(0, audited[x] - received[x]) for x in audited)}); violations: {len(violations)}")
+    rc = 1 if violations else 0
+    if self_test:
+        # the checker must see each kind of violation when there is one
+        missed = []
+        forged = forgeries(hist, pre, releases, tap_lines)
+        for name, words, h2, r2, t2 in forged:
+            v2, _, _, _ = check(h2, pre, r2, fps, t2)
+            if not any(words in v for v in v2):
+                missed.append(name)
+        print(f"self-test: {len(forged) - len(missed)} of {len(forged)} forged violations reported"
+              + (f"; MISSED: {', '.join(missed)}" if missed else f" ({', '.join(f[0] for f in forged)})"))
+        if missed or len(forged) < 6:
+            rc = 1
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
