@@ -154,7 +154,7 @@ def audited_releases(hist, pre):
         if val is not None and key.startswith(pre + "broker/events/"):
             ev = json.loads(val)
             if ev.get("op") == "broker.kek.release" and ev.get("outcome") == "success":
-                out.append((rev, key.split("/")[4], ev))
+                out.append((rev, key.split("/")[5], ev))
     return out
 
 
@@ -326,6 +326,29 @@ def forgeries(hist, pre, releases, tap_lines):
     out.append(("an unaudited key", "the brokers audited 0 releases", hist, releases,
                 tap_lines + [f"{host_of(any_rel[0])} forged-kek"]))
     return out
+
+
+def dump(prefix, out_path):
+    """Write etcd's history under |prefix| (a watch from revision 1) up to the
+    current revision to |out_path|; etcdctl's endpoints and credentials come
+    from the ETCDCTL_* environment."""
+    head = json.loads(subprocess.run(["etcdctl", "get", prefix, "--prefix", "--keys-only", "--limit=1", "-w", "json"],
+                                     check=True, capture_output=True, text=True).stdout)["header"]["revision"]
+    w = subprocess.Popen(["etcdctl", "watch", "--prefix", prefix, "--rev=1", "-w", "json"], stdout=subprocess.PIPE,
+                         text=True)
+    seen = 0
+    with open(out_path, "w") as f:
+        for line in w.stdout:
+            f.write(line)
+            if line.startswith("{"):
+                for ev in json.loads(line).get("Events") or []:
+                    seen = max(seen, int(ev["kv"]["mod_revision"]))
+            if seen >= head:
+                break
+    w.kill()
+    w.wait()
+    if seen < head:
+        sys.exit(f"history incomplete: up to revision {seen} of {head}")
 
 
 def main():
