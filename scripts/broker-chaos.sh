@@ -283,8 +283,8 @@ for round in $(seq "$ROUNDS"); do
                 >/dev/null 2>&1 && TAMPERED[$h]=1; fault extend-pcr
         fi
     elif ((r < 67)); then                      # a host leaves encryption mode, or comes back
-        if ((${MODEOFF[$h]:-0})); then register $h safe && MODEOFF[$h]=0; fault mode-safe
-        else register $h incapable && MODEOFF[$h]=1; fault mode-incapable; fi
+        if ((${MODEOFF[$h]:-0})); then register $h safe 2>/dev/null && MODEOFF[$h]=0; fault mode-safe
+        else register $h incapable 2>/dev/null; MODEOFF[$h]=1; fault mode-incapable; fi   # (maybe written)
     elif ((r < 71)); then                      # remove / re-add the approved measurement
         if ((MEAS_REMOVED)); then
             adm cluster measurements add hv-1.0 --digest "$HV_DIGEST" --pcrs sha256:4 >/dev/null 2>&1 && MEAS_REMOVED=0
@@ -316,7 +316,7 @@ done
 phase rounds done
 # ---- settle: every member and broker back, every host process ended ----------------------------
 for m in "${MEMBERS[@]}"; do ((DOWN[$m])) && "$START" --restart "$T/etcd" "$m" >/dev/null 2>&1; done
-for h in 1 2 3; do ((${MODEOFF[$h]:-0})) && register $h safe; done
+for h in 1 2 3; do ((${MODEOFF[$h]:-0})) && register $h safe 2>/dev/null; done
 for b in 1 2; do ((${BDOWN[$b]:-0})) && start_broker $b >/dev/null; done
 live_writers
 for p in "${WRITERS[@]}"; do wait "$p" 2>/dev/null; done
