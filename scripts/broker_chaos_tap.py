@@ -16,14 +16,17 @@ Usage: broker_chaos_tap.py LOG CA SERVER_CERT SERVER_KEY SPEC...
 Runs until killed. Safety rule: it keeps no key - it logs key identifiers
 only, and the key bytes pass through it in memory as they arrive.
 """
+import os
 import socket
 import ssl
 import sys
 import threading
+import time
 
 TAG_KEY_MATERIAL = b"\x42\x00\x43\x08"
 TAG_UNIQUE_ID = b"\x42\x00\x94\x07"
 LOCK = threading.Lock()
+TRACE = bool(os.environ.get("VMENC_CHAOS_TAP_TRACE"))   # log every connection to stderr
 
 
 def keys_in(msg):
@@ -42,6 +45,10 @@ def keys_in(msg):
             out.append(last_id or "?")
         pos += 8 + ((n + 7) // 8) * 8
     return out
+
+
+def note(msg):
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
 def pump(src, dst, host, log, parse):
@@ -88,20 +95,28 @@ def serve(spec, ca, scert, skey, log):
     ls.listen(16)
 
     def one(conn):
+        if TRACE:
+            note(f"{host} tap {lport}: accepted")
         try:
             tc = sctx.wrap_socket(conn, server_side=True)
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError) as e:
+            note(f"{host} -> tap {lport}: {e!r}")
             conn.close()
             return
         try:
             raw = socket.create_connection(("127.0.0.1", int(bport)), timeout=5)
             raw.settimeout(None)
             bc = cctx.wrap_socket(raw, server_hostname="127.0.0.1")
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError) as e:
+            note(f"{host} tap -> broker {bport}: {e!r}")
             tc.close()                       # broker down: the host fails over
             return
+        if TRACE:
+            note(f"{host} tap {lport} -> broker {bport}: connected")
         threading.Thread(target=pump, args=(tc, bc, host, log, False), daemon=True).start()
         pump(bc, tc, host, log, True)
+        if TRACE:
+            note(f"{host} tap {lport} -> broker {bport}: closed")
         tc.close()
         bc.close()
 
