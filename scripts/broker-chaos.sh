@@ -66,11 +66,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {   # an even port P with P and P+1 free
+declare -A TAKEN=()
+free_port() {   # PORT = a port below the ephemeral range (32768+) that no socket uses and this run has not picked
     local p
     for _ in $(seq 50); do
-        p=$(( 20000 + (RANDOM % 20000) * 2 ))
-        ss -Htln "sport = :$p" | grep -q . || ss -Htln "sport = :$((p + 1))" | grep -q . || { echo "$p"; return; }
+        p=$(( 21000 + (RANDOM ^ ($$ & 4095)) % 11000 ))
+        [[ -z ${TAKEN[$p]:-} ]] && ! ss -Htan "sport = :$p" | grep -q . && { TAKEN[$p]=1; PORT=$p; return; }
     done
     return 1
 }
@@ -78,7 +79,7 @@ free_port() {   # an even port P with P and P+1 free
 # ---- real parts: etcd, PyKMIP, a PKI for hosts and brokers, a swtpm per host -----------------
 phase() { [[ -n ${VMENC_CHAOS_TIMES:-} ]] && echo "  [$(( $(date +%s%3N) - T0 )) ms] $*"; }
 T0=$(date +%s%3N)
-KMIP_PORT=$(free_port) || skip "no free port"
+free_port || skip "no free port"; KMIP_PORT=$PORT
 # PyKMIP and the TPMs start while etcd does
 "$PYKMIP" "$T/kmip" "$KMIP_PORT" >/dev/null 2>"$T/kmip.err" &
 KMIP_JOB=$!
@@ -135,7 +136,7 @@ for b in 1 2; do
     VMENC_USER=admin "$VMENC" --workspace "$T/bws$b" --passphrase-file "$T/pass" kms add kms --type kmip \
         --endpoint "127.0.0.1:$KMIP_PORT" --option "ca=$T/kmip/certs/ca.crt" --option "cert=$T/kmip/certs/client.crt" \
         --option "key=$T/kmip/certs/client.key" --option kmip_version=1.4 -q || die "broker kms add failed"
-    B_PORT[$b]=$(free_port) || exit 1
+    free_port || die "no free port"; B_PORT[$b]=$PORT
 done
 declare -A BPID=()
 start_broker() {   # start_broker B: serve until killed, on its fixed port
@@ -159,7 +160,7 @@ phase brokers up
 declare -A TAP=()
 specs=()
 for h in 1 2 3; do for b in 1 2; do
-    TAP[$h$b]=$(free_port) || exit 1
+    free_port || die "no free port"; TAP[$h$b]=$PORT
     specs+=("${TAP[$h$b]}:${B_PORT[$b]}:esx0$h:$PKI/esx0$h.crt:$PKI/esx0$h.key")
 done; done
 VMENC_CHAOS_TAP_TRACE=1 "$PY" "$SRC/scripts/broker_chaos_tap.py" "$T/received" "$PKI/ca.crt" "$PKI/server.crt" "$PKI/server.key" \
@@ -180,6 +181,7 @@ adm cluster measurements mode --attestation per-release --pcrs sha256:4 --ek-ca 
 adm cluster measurements add hv-1.0 --from-tpm "${TCTI[1]}" --pcrs sha256:4 || die "measurement failed"
 enroll() {   # enroll H: a new AK under the host's EK, bound through a broker, approved
     local h=$1 b=$(( RANDOM % 2 + 1 ))
+    rm -f "$T/ak$h.blob"   # enroll writes a new one and never overwrites
     "$VMENC" -q cluster host enroll --broker "127.0.0.1:${B_PORT[$b]}" --tls-ca "$PKI/ca.crt" \
         --tls-cert "$PKI/esx0$h.crt" --tls-key "$PKI/esx0$h.key" --tpm "${TCTI[$h]}" --ak-blob "$T/ak$h.blob" &&
         adm cluster host approve "esx0$h"
@@ -239,8 +241,36 @@ live_writers() {
     for p in "${WRITERS[@]}"; do kill -0 "$p" 2>/dev/null && out+=("$p"); done
     WRITERS=("${out[@]}")
 }
+# The administrator's repairs, so that a faulted host does not stay out for the rest of the run:
+heal_revoke() { enroll $1 >/dev/null 2>>"$T/host.err" && REVOKED[$1]=0; fault re-enrol; }
+heal_mode() { register $1 safe 2>/dev/null && MODEOFF[$1]=0; fault mode-safe; }
+heal_tamper() {   # approve the new measurement, or restore the host: a fresh TPM (new EK), a new enrolment
+    if ((RANDOM % 2)); then
+        adm cluster measurements add "hv-tampered-$round" --from-tpm "${TCTI[$1]}" --pcrs sha256:4 \
+            >/dev/null 2>>"$T/host.err" && TAMPERED[$1]=0; fault approve-new-measurement
+    else
+        "$SWTPM_STOP" "$T/tpm$1" >/dev/null 2>&1
+        adm cluster host revoke "esx0$1" >/dev/null 2>&1   # the old binding (the old TPM is gone)
+        start_tpm $1 && TAMPERED[$1]=0 && heal_revoke $1; fault restore-tpm
+    fi
+}
+heal_one() {   # one faulted host, picked at random, repaired
+    local x=$((RANDOM % 3)) i k
+    for i in 0 1 2; do
+        k=$(( (x + i) % 3 + 1 ))
+        if ((${TAMPERED[$k]:-0})); then heal_tamper $k; return; fi
+        if ((${REVOKED[$k]:-0})); then heal_revoke $k; return; fi
+        if ((${MODEOFF[$k]:-0})); then heal_mode $k; return; fi
+    done
+    if ((MEAS_REMOVED)); then
+        adm cluster measurements add hv-1.0 --digest "$HV_DIGEST" --pcrs sha256:4 >/dev/null 2>>"$T/host.err" &&
+            MEAS_REMOVED=0
+        fault re-add-measurement
+    fi
+}
 for round in $(seq "$ROUNDS"); do
     live_writers
+    ((RANDOM % 3 == 0)) && heal_one
     r=$((RANDOM % 100))
     h=$((RANDOM % 3 + 1))
     v=${VMS[$((RANDOM % ${#VMS[@]}))]}
@@ -272,29 +302,19 @@ for round in $(seq "$ROUNDS"); do
         if w $h vm register "$v" --take-over -q >/dev/null 2>>"$T/host.err"; then PLACED[$v]=$h; else refused=$((refused+1)); fi
         op take-over
     elif ((r < 57)) && ((${#WRITERS[@]} > 0)); then   # SIGKILL a host process
-        kill -9 "${WRITERS[$((RANDOM % ${#WRITERS[@]}))]}" 2>/dev/null; fault kill-host-process
-    elif ((r < 63)); then                      # TPM binding: revoke, or re-enrol and approve
-        if ((${REVOKED[$h]:-0})); then
-            enroll $h >/dev/null 2>>"$T/host.err" && REVOKED[$h]=0; fault re-enrol
-        else
-            adm cluster host revoke "esx0$h" >/dev/null 2>>"$T/host.err" && REVOKED[$h]=1; fault revoke
-        fi
-    elif ((r < 70)); then                      # measurement: tamper PCR 4, then approve it or restore
-        if ((${TAMPERED[$h]:-0})); then
-            if ((RANDOM % 2)); then            # the administrator approves the new measurement
-                adm cluster measurements add "hv-tampered-$round" --from-tpm "${TCTI[$h]}" --pcrs sha256:4 \
-                    >/dev/null 2>>"$T/host.err"; fault approve-new-measurement
-            else                               # restore: a fresh TPM (new EK) and a new enrolment
-                "$SWTPM_STOP" "$T/tpm$h" >/dev/null 2>&1
-                start_tpm $h && enroll $h >/dev/null 2>>"$T/host.err" && REVOKED[$h]=0; fault restore-tpm
-            fi
-            TAMPERED[$h]=0
+        p=${WRITERS[$((RANDOM % ${#WRITERS[@]}))]}
+        kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; fault kill-host-process
+    elif ((r < 63)); then                      # revoke a host's TPM binding (or heal it)
+        if ((${REVOKED[$h]:-0})); then heal_revoke $h
+        else adm cluster host revoke "esx0$h" >/dev/null 2>>"$T/host.err" && REVOKED[$h]=1; fault revoke; fi
+    elif ((r < 70)); then                      # tamper with a host's PCR 4 (or heal it)
+        if ((${TAMPERED[$h]:-0})); then heal_tamper $h
         else
             tpm2_pcrextend -T "${TCTI[$h]}" "4:sha256=$(printf 'hypervisor %s (unapproved)' $round | sha256sum | cut -d' ' -f1)" \
                 >/dev/null 2>&1 && TAMPERED[$h]=1; fault extend-pcr
         fi
-    elif ((r < 73)); then                      # a host leaves encryption mode, or comes back
-        if ((${MODEOFF[$h]:-0})); then register $h safe 2>/dev/null && MODEOFF[$h]=0; fault mode-safe
+    elif ((r < 73)); then                      # a host leaves encryption mode (or comes back)
+        if ((${MODEOFF[$h]:-0})); then heal_mode $h
         else register $h incapable 2>/dev/null; MODEOFF[$h]=1; fault mode-incapable; fi   # (maybe written)
     elif ((r < 77)); then                      # remove / re-add the approved measurement
         if ((MEAS_REMOVED)); then
