@@ -41,8 +41,10 @@
 typedef struct vmenc_aead vmenc_aead;
 
 /* vmenc_aead_new keys AES-256-GCM with the 32 bytes at |key| (read, not
- * kept). VMENC_E_NOMEM, or VMENC_E_CRYPTO if OpenSSL fails; *out untouched
- * on failure. Free with vmenc_aead_free. */
+ * kept), on the best engine for the CPU or the one the environment variable
+ * VMENC_AEAD_IMPL names ("openssl", "vaes-avx512"; see vmenc_aead_new_impl
+ * for its errors). VMENC_E_NOMEM, or VMENC_E_CRYPTO if OpenSSL fails; *out
+ * untouched on failure. Free with vmenc_aead_free. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES],
                                            vmenc_aead **out);
 
