@@ -303,10 +303,31 @@ static void test_engine_names(void **state) {
     vmenc_aead *a = NULL;
     assert_int_equal(vmenc_aead_new_impl(key, "aesni-gcm", &a), VMENC_E_INVALID_ARG);
     assert_null(a);
+    /* the default is the fast engine wherever it runs; VMENC_AEAD_IMPL
+     * names another (an empty value is no choice, an unknown one an error) */
+    const char *saved = getenv("VMENC_AEAD_IMPL");
+    char *keep = saved != NULL ? strdup(saved) : NULL;
+    unsetenv("VMENC_AEAD_IMPL");
     assert_int_equal(vmenc_aead_new(key, &a), VMENC_OK);
-    /* the default is the fast engine wherever it runs */
     assert_string_equal(vmenc_aead_engine(a), vmenc_gcm_vaes_avx512_usable() ? "vaes-avx512" : "openssl");
     vmenc_aead_free(a);
+    setenv("VMENC_AEAD_IMPL", "", 1);
+    assert_int_equal(vmenc_aead_new(key, &a), VMENC_OK);
+    assert_string_equal(vmenc_aead_engine(a), vmenc_gcm_vaes_avx512_usable() ? "vaes-avx512" : "openssl");
+    vmenc_aead_free(a);
+    setenv("VMENC_AEAD_IMPL", "openssl", 1);
+    assert_int_equal(vmenc_aead_new(key, &a), VMENC_OK);
+    assert_string_equal(vmenc_aead_engine(a), "openssl");
+    vmenc_aead_free(a);
+    a = NULL;
+    setenv("VMENC_AEAD_IMPL", "rot13", 1);
+    assert_int_equal(vmenc_aead_new(key, &a), VMENC_E_INVALID_ARG);
+    assert_null(a);
+    if (keep != NULL)
+        setenv("VMENC_AEAD_IMPL", keep, 1);
+    else
+        unsetenv("VMENC_AEAD_IMPL");
+    free(keep);
     if (!vmenc_gcm_vaes_avx512_usable())
         assert_int_equal(vmenc_aead_new_impl(key, "vaes-avx512", &a), VMENC_E_UNSUPPORTED);
 }
