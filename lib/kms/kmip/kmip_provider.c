@@ -493,7 +493,11 @@ static vmenc_status do_get(kmip_provider *kp, const char *key_id, uint64_t deadl
     if (kp->tpm_tcti != NULL &&
         (int64_t)(vmenc_now_realtime_ms() / 1000) + ATTEST_MARGIN_S >= kp->attest_valid_until_s) {
         kp->attest_valid_until_s = 0;
-        VMENC_GUARD(do_attest(kp, deadline));
+        vmenc_status as = do_attest(kp, deadline);
+        /* A refused quote does not end the Get: the broker decides, and its
+         * refusal names the reason (a KEK that needs no quote is released). */
+        if (as != VMENC_OK && as != VMENC_E_KMS_AUTH && as != VMENC_E_KMS_PERMISSION)
+            return as;
         quoted = true;
     }
     vmenc_status s = do_get_once(kp, key_id, deadline, out);
