@@ -980,6 +980,12 @@ static void test_attest_changed_pcr_refused_then_recovers(void **state) {
     size_t before = count_events("measurement not approved", "host:hostA");
     assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
     assert_true(count_events("measurement not approved", "host:hostA") > before);
+    /* the cluster key's KEK needs no quote: the host still opens its workspace and finds its VMs locked */
+    vmenc_kms_cluster *cc = host_kms_tpm("hostA", 1, 1, g_tpm_a.tcti, g_blob_a);
+    vmenc_kek *ck = NULL;
+    assert_int_equal(vmenc_kms_cluster_get_kek(cc, g_cluster_kek, T_MS, &ck, NULL), VMENC_OK);
+    vmenc_kek_free(ck);
+    vmenc_kms_cluster_free(cc);
     /* the administrator approves the new measurement: the host attests again and gets its key */
     char now[65];
     vmenc_broker_admin a = admin();

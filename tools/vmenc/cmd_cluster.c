@@ -759,11 +759,11 @@ static void broker_story(cdemo *d) {
                               "cluster demo on 127.0.0.1:%s", out))
         return;
     rc = cd_run(d, out, sizeof(out),
-                ". ./b.env && '%s' cluster measurements mode --attestation per-release $E && "
+                ". ./b.env && " H(1) "cluster measurements mode --attestation per-release $E && "
                 "for n in 1 2; do T=$(. ./tpm$n.env; echo $SWTPM_TCTI); '%s' cluster host enroll --broker 127.0.0.1:$P "
                 "--tls-ca \"$VMENC_ETCD_CACERT\" --tls-cert esx0$n.crt --tls-key esx0$n.key --tpm \"$T\" "
-                "--ak-blob \"$PWD/esx0$n.ak\" -q && '%s' cluster host approve esx0$n $E || exit 1; done && "
-                "'%s' cluster measurements add hv-1.0 --from-tpm \"$T1\" $E",
+                "--ak-blob \"$PWD/esx0$n.ak\" -q && " H(1) "cluster host approve esx0$n $E || exit 1; done && "
+                H(1) "cluster measurements add hv-1.0 --from-tpm \"$T1\" $E",
                 d->self, d->self, d->self, d->self);
     if (!cd_check(d, rc == 0, "attestation per release; esx01 and esx02 enrol their TPMs (AK bound to the EK by "
                               "credential activation), approved; measurement hv-1.0 approved"))
@@ -804,12 +804,20 @@ static void broker_story(cdemo *d) {
     cd_check(d, rc == 0 && wrote > 0 && refused == 0, "esx01 ran vm01 meanwhile: %d writes, %d refused", wrote,
              refused);
     rc = cd_run(d, out, sizeof(out),
-                ". ./b.env && '%s' cluster measurements add hv-6.6 --from-tpm \"$T2\" $E && " H(2)
+                ". ./b.env && " H(1) "cluster measurements add hv-6.6 --from-tpm \"$T2\" $E && " H(2)
                 "cluster power-on vm02 --seconds 1 --log h2c.log -q && grep -c ' OK$' h2c.log",
                 d->self, d->self);
     out[strcspn(out, "\n")] = '\0';
     cd_check(d, rc == 0, "the administrator approves esx02's new measurement (hv-6.6): esx02 attests again and runs "
                          "vm02 (%s writes)", out);
+    rc = cd_run(d, out, sizeof(out),
+                ". ./b.env && " H(1) "policy grant bob NoCryptoAdmin -q && " H(1) "--user bob cluster measurements add "
+                "evil --digest %064d $E 2>/dev/null; r=$?; " H(1) "audit show | grep -c '\"cluster\\.\\(measurement\\|host\\|"
+                "attestation\\)[.a-z]*\",.*\"outcome\":\"\\(success\\|denied\\)'; exit $r",
+                d->self, d->self, 0, d->self);
+    out[strcspn(out, "\n")] = '\0';
+    cd_check(d, rc == 3 && atoi(out) >= 6, "bob (No cryptography administrator) may not approve a measurement (exit %d); the "
+                         "administrator's %s attestation edits, allowed and denied, are in esx01's audit log", rc, out);
 }
 
 int cluster_demo(cli *c, const char *keep) {
