@@ -148,16 +148,18 @@ BROKER_VERBS=(
     'cluster measurements mode --attestation off'
 )
 bob_denied() { A audit show 2>/dev/null | grep -c '"principal":"bob","op":"cluster\.[a-z.]*",.*"outcome":"denied"'; }
+before=$(bob_denied)
 for v in "${BROKER_VERBS[@]}"; do
-    before=$(bob_denied)
     eval "B $v $ETCD_ARGS" >"$T/b.out" 2>"$T/b.err"; rc=$?
-    after=$(bob_denied)
-    if [[ $rc == 3 && $after -gt $before ]]; then ok "bob denied and audited: $v (exit 3)"
-    else bad "bob: $v: exit $rc, denied records $before -> $after"; sed 's/^/    err: /' "$T/b.err" | head -2; fi
-    eval "A $v $ETCD_ARGS" >"$T/a.out" 2>"$T/a.err"; rc=$?
-    if [[ $rc != 0 && $rc != 3 ]]; then ok "alice passes the policy for: $v (then etcd is unreachable: exit $rc)"
-    else bad "alice: $v: exit $rc"; fi
+    if [[ $rc == 3 ]]; then ok "bob denied: $v (exit 3)"
+    else bad "bob: $v: exit $rc"; sed 's/^/    err: /' "$T/b.err" | head -2; fi
 done
+after=$(bob_denied)
+if [[ $after -ge $((before + ${#BROKER_VERBS[@]})) ]]; then ok "each refusal audited as denied ($before -> $after)"
+else bad "denied records $before -> $after for ${#BROKER_VERBS[@]} refusals"; fi
+eval "A ${BROKER_VERBS[4]} $ETCD_ARGS" >"$T/a.out" 2>"$T/a.err"; rc=$?
+if [[ $rc != 0 && $rc != 3 ]]; then ok "alice passes the policy (then etcd is unreachable: exit $rc)"
+else bad "alice: ${BROKER_VERBS[4]}: exit $rc"; fi
 
 # ---- what bob and alice hold afterwards ------------------------------------------------------
 CRYPTO_OPS=(encrypt_vm decrypt_vm console export_vm rekey_shallow rekey_deep manage_keys manage_key_servers
