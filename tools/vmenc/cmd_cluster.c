@@ -339,8 +339,18 @@ static int cl_power_on(cli *c, args *a) {
     vmenc_disk_info di = {.struct_size = sizeof(di)};
     vmenc_status s = vmenc_vm_get_info(vm, &vi);
     if (s == VMENC_OK && vi.locked) {
-        /* A key broker releases a VM's KEK to its owner only (docs/broker.md):
-         * take the VM (refused while a live host owns it), then fetch again. */
+        /* A key broker refuses a VM's KEK to a host that does not own the VM
+         * (KMIP Permission Denied, docs/broker.md): take the VM (refused while
+         * a live host owns it), then fetch again. Any other missing key: the
+         * VM is locked, as before. */
+        char alias[VMENC_PROVIDER_ALIAS_MAX + 1], kek[VMENC_KMS_KEY_ID_CAP];
+        vmenc_status ks = VMENC_E_VM_LOCKED;
+        if (vmenc_vm_get_missing_key(vm, 0, alias, sizeof(alias), kek, sizeof(kek), &ks) != VMENC_OK ||
+            ks != VMENC_E_KMS_PERMISSION) {
+            vmenc_vm_free(vm);
+            return cli_fail(c, VMENC_E_VM_LOCKED, "cannot open VM '%s': a key it needs cannot be fetched (%s)", name,
+                            vmenc_status_name(ks));
+        }
         vmenc_vm_free(vm);
         vm = NULL;
         s = vmenc_workspace_vm_take_over(c->ws, cli_principal(c), name, &vm);
