@@ -991,7 +991,7 @@ static authz check_attested(conn_ctx *c, broker_conn *bc, const host_id *h, char
         c->attest_consumed = true;
         return AUTHZ_ALLOW;
     }
-    char key[256], val[1024], t[32], res[256], digest[80];
+    char key[256], val[QUOTE_JSON_MAX + 768], t[32], res[256], digest[80];
     bool found = false;
     snprintf(key, sizeof(key), "/vmenc/%s/attest/%s", b->cluster, h->id);
     s = get_one(b, key, val, sizeof(val), &found, NULL);
