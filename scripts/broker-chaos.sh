@@ -126,7 +126,11 @@ export VMENC_NO_SYNC=1 VMENC_USER=alice
 unset VMENC_PASSPHRASE VMENC_WORKSPACE
 echo "chaos passphrase" > "$T/pass"
 ADM=(--name $CL "${TLS[@]}")
-adm() { "$VMENC" -q "$@" "${ADM[@]}"; }
+# the administrator's own workspace (no cluster, no key provider): its policy authorizes the
+# cluster administration calls and its audit log records them
+adm() { VMENC_USER=admin "$VMENC" --workspace "$T/adm" --passphrase-file "$T/pass" -q "$@" "${ADM[@]}"; }
+"$VMENC" init "$T/adm" --admin admin --host admin --kdf-memory 8192 --kdf-passes 1 --passphrase-file "$T/pass" -q ||
+    die "admin workspace failed"
 
 # ---- two brokers, each with its own workspace holding the KMS credential ---------------------
 B_PORT=()
@@ -231,6 +235,7 @@ declare -A MPID DOWN
 while read -r m p; do MPID[$m]=$p; DOWN[$m]=0; done < "$T/etcd/pids"
 MAX_DOWN=${VMENC_CHAOS_MAX_DOWN:-2}
 HV_DIGEST=$(adm --json cluster measurements list | grep -o '"digest":"[0-9a-f]*"' | head -1 | cut -d'"' -f4)
+[[ -n $HV_DIGEST ]] || die "no approved measurement listed"
 ops=0 faults=0 refused=0
 declare -A NOPS=() NFAULTS=() PLACED=([va]=1 [vb]=1 [vc]=1) TAMPERED=() REVOKED=() BDOWN=() MODEOFF=()
 op() { ops=$((ops+1)); NOPS[$1]=$(( ${NOPS[$1]:-0} + 1 )); }
