@@ -124,6 +124,9 @@ static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len
     if (s != VMENC_OK) {
         vmenc_kmip_conn_close(&kp->conn);
         exchange_cleanup(ex);
+        /* a garbled answer to a state change: it reached the server */
+        if (!read_only && vmenc_kms_status_fails_over(s))
+            s = VMENC_E_OUTCOME_UNKNOWN;
     }
     return s;
 }
@@ -140,7 +143,6 @@ static bool read_only_op(uint32_t op) {
 
 /* run finishes |req|, sends it and checks that the response answers each of
  * the |num_ops| operations in |ops|, in order. */
-
 static vmenc_status run(kmip_provider *kp, vmenc_kmip_request *req, const uint32_t *ops, uint32_t num_ops,
                         uint64_t deadline, exchange *ex) {
     uint8_t *bytes = NULL;
