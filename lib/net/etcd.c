@@ -570,10 +570,30 @@ static vmenc_status build_delete(const vmenc_etcd_delete_req *r, json_object *o)
     return VMENC_OK;
 }
 
-/* obj_call: build with |build| into a new object and call. */
+/* new_obj: an empty JSON object for a request. */
 static vmenc_status new_obj(json_object **out) {
     *out = json_object_new_object();
     return *out != NULL ? VMENC_OK : VMENC_E_NOMEM;
+}
+
+/* kv_call: |o| (built with status |built|; consumed either way) posted to
+ * |path|, its answer parsed as |type| into |out| (NULL: parsed, checked
+ * and dropped). */
+static vmenc_status kv_call(vmenc_etcd *c, const char *path, call_mode mode, vmenc_etcd_op_type type, json_object *o,
+                            vmenc_status built, vmenc_etcd_result *out) {
+    if (built != VMENC_OK) {
+        json_object_put(o);
+        return built;
+    }
+    uint8_t *body;
+    size_t len;
+    VMENC_GUARD(call(c, path, o, mode, SIZE_MAX, &body, &len));
+    vmenc_etcd_result tmp;
+    vmenc_status st = vmenc_etcd_parse_result(type, body, len, out != NULL ? out : &tmp);
+    if (out == NULL)
+        vmenc_etcd_result_cleanup(&tmp);
+    free(body);
+    return st;
 }
 
 /* ---- kv ---------------------------------------------------------------------------- */
@@ -583,17 +603,7 @@ vmenc_status vmenc_etcd_range(vmenc_etcd *c, const vmenc_etcd_range_req *req, vm
     memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
-    vmenc_status st = build_range(req, o);
-    if (st != VMENC_OK) {
-        json_object_put(o);
-        return st;
-    }
-    uint8_t *body;
-    size_t len;
-    VMENC_GUARD(call(c, "/v3/kv/range", o, CALL_READ, SIZE_MAX, &body, &len));
-    st = vmenc_etcd_parse_result(VMENC_ETCD_OP_RANGE, body, len, out);
-    free(body);
-    return st;
+    return kv_call(c, "/v3/kv/range", CALL_READ, VMENC_ETCD_OP_RANGE, o, build_range(req, o), out);
 }
 
 vmenc_status vmenc_etcd_put(vmenc_etcd *c, const vmenc_etcd_put_req *req, vmenc_etcd_result *out) {
@@ -602,20 +612,7 @@ vmenc_status vmenc_etcd_put(vmenc_etcd *c, const vmenc_etcd_put_req *req, vmenc_
         memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
-    vmenc_status st = build_put(req, o);
-    if (st != VMENC_OK) {
-        json_object_put(o);
-        return st;
-    }
-    uint8_t *body;
-    size_t len;
-    VMENC_GUARD(call(c, "/v3/kv/put", o, CALL_WRITE, SIZE_MAX, &body, &len));
-    vmenc_etcd_result tmp;
-    st = vmenc_etcd_parse_result(VMENC_ETCD_OP_PUT, body, len, out != NULL ? out : &tmp);
-    if (out == NULL)
-        vmenc_etcd_result_cleanup(&tmp);
-    free(body);
-    return st;
+    return kv_call(c, "/v3/kv/put", CALL_WRITE, VMENC_ETCD_OP_PUT, o, build_put(req, o), out);
 }
 
 vmenc_status vmenc_etcd_delete_range(vmenc_etcd *c, const vmenc_etcd_delete_req *req, vmenc_etcd_result *out) {
@@ -624,20 +621,7 @@ vmenc_status vmenc_etcd_delete_range(vmenc_etcd *c, const vmenc_etcd_delete_req 
         memset(out, 0, sizeof(*out));
     json_object *o;
     VMENC_GUARD(new_obj(&o));
-    vmenc_status st = build_delete(req, o);
-    if (st != VMENC_OK) {
-        json_object_put(o);
-        return st;
-    }
-    uint8_t *body;
-    size_t len;
-    VMENC_GUARD(call(c, "/v3/kv/deleterange", o, CALL_WRITE, SIZE_MAX, &body, &len));
-    vmenc_etcd_result tmp;
-    st = vmenc_etcd_parse_result(VMENC_ETCD_OP_DELETE, body, len, out != NULL ? out : &tmp);
-    if (out == NULL)
-        vmenc_etcd_result_cleanup(&tmp);
-    free(body);
-    return st;
+    return kv_call(c, "/v3/kv/deleterange", CALL_WRITE, VMENC_ETCD_OP_DELETE, o, build_delete(req, o), out);
 }
 
 /* ---- txn ----------------------------------------------------------------------------- */

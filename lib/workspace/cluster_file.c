@@ -97,24 +97,78 @@ static vmenc_status version_1(json_object *o) {
     return VMENC_OK;
 }
 
+/* str_field: one required string member of a document: its name, its
+ * bound, where it goes. Both documents are read and written from such a
+ * table, so a field is named once. */
+typedef struct str_field {
+    const char *name;
+    size_t cap;
+    char **slot;
+} str_field;
+
+/* parse_fields: strict parse, only |allowed| members (NULL-terminated),
+ * version 1, every string of |f| present. The caller owns |*out_o| on
+ * VMENC_OK (for its other members) and cleans the strings on failure. */
+static vmenc_status parse_fields(const uint8_t *text, size_t len, const char *const *allowed, const str_field *f,
+                                 size_t n, json_object **out_o) {
+    *out_o = parse_strict(text, len);
+    VMENC_ENSURE(*out_o != NULL, VMENC_E_PARSE);
+    vmenc_status s = only_keys(*out_o, allowed);
+    if (s == VMENC_OK)
+        s = version_1(*out_o);
+    for (size_t i = 0; i < n && s == VMENC_OK; i++)
+        s = take_str(*out_o, f[i].name, f[i].cap, true, f[i].slot);
+    if (s != VMENC_OK) {
+        json_object_put(*out_o);
+        *out_o = NULL;
+    }
+    return s;
+}
+
+/* serialize_fields: {"version":1, the strings of |f|, then |int_name|:
+ * |int_val| unless |int_name| is NULL or |int_val| 0}, with a final
+ * newline if |pretty|. */
+static vmenc_status serialize_fields(const str_field *f, size_t n, const char *int_name, int32_t int_val, bool pretty,
+                                     char **out) {
+    json_object *o = json_object_new_object();
+    VMENC_ENSURE(o != NULL, VMENC_E_NOMEM);
+    json_object_object_add(o, "version", json_object_new_int(1));
+    for (size_t i = 0; i < n; i++)
+        json_object_object_add(o, f[i].name, json_object_new_string(*f[i].slot));
+    if (int_name != NULL && int_val != 0)
+        json_object_object_add(o, int_name, json_object_new_int(int_val));
+    const char *s = json_object_to_json_string_ext(
+        o, (pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN) | JSON_C_TO_STRING_NOSLASHESCAPE);
+    size_t len = s ? strlen(s) : 0;
+    char *b = s ? malloc(len + 2) : NULL;
+    if (b != NULL) {
+        memcpy(b, s, len);
+        b[len] = pretty ? '\n' : '\0';
+        b[len + 1] = '\0';
+    }
+    json_object_put(o);
+    VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
+    *out = b;
+    return VMENC_OK;
+}
+
+#define FILE_FIELDS(f)                                                                                          \
+    {                                                                                                           \
+        {"name", 64, &(f)->name}, {"endpoints", 4096, &(f)->endpoints}, {"cacert", 4096, &(f)->ca_file},        \
+            {"cert", 4096, &(f)->cert_file}, {"key", 4096, &(f)->key_file},                                     \
+    }
+#define DOC_FIELDS(d)                                                                                           \
+    {                                                                                                           \
+        {"name", 64, &(d)->name}, {"id", 36, &(d)->id}, {"key_provider", 64, &(d)->key_provider},               \
+            {"key", 4096, &(d)->key},                                                                           \
+    }
+
 vmenc_status ws_cluster_file_parse(const uint8_t *text, size_t len, ws_cluster_file *out) {
     memset(out, 0, sizeof(*out));
-    json_object *o = parse_strict(text, len);
-    VMENC_ENSURE(o != NULL, VMENC_E_PARSE);
     static const char *const keys[] = {"version", "name", "endpoints", "cacert", "cert", "key", "ttl_s", NULL};
-    vmenc_status s = only_keys(o, keys);
-    if (s == VMENC_OK)
-        s = version_1(o);
-    if (s == VMENC_OK)
-        s = take_str(o, "name", 64, true, &out->name);
-    if (s == VMENC_OK)
-        s = take_str(o, "endpoints", 4096, true, &out->endpoints);
-    if (s == VMENC_OK)
-        s = take_str(o, "cacert", 4096, true, &out->ca_file);
-    if (s == VMENC_OK)
-        s = take_str(o, "cert", 4096, true, &out->cert_file);
-    if (s == VMENC_OK)
-        s = take_str(o, "key", 4096, true, &out->key_file);
+    const str_field f[] = FILE_FIELDS(out);
+    json_object *o = NULL;
+    vmenc_status s = parse_fields(text, len, keys, f, sizeof(f) / sizeof(f[0]), &o);
     json_object *t = NULL;
     if (s == VMENC_OK && json_object_object_get_ex(o, "ttl_s", &t)) {
         int64_t v = json_object_is_type(t, json_type_int) ? json_object_get_int64(t) : -1;
@@ -130,46 +184,18 @@ vmenc_status ws_cluster_file_parse(const uint8_t *text, size_t len, ws_cluster_f
 }
 
 vmenc_status ws_cluster_file_serialize(const ws_cluster_file *f, char **out) {
-    json_object *o = json_object_new_object();
-    VMENC_ENSURE(o != NULL, VMENC_E_NOMEM);
-    json_object_object_add(o, "version", json_object_new_int(1));
-    json_object_object_add(o, "name", json_object_new_string(f->name));
-    json_object_object_add(o, "endpoints", json_object_new_string(f->endpoints));
-    json_object_object_add(o, "cacert", json_object_new_string(f->ca_file));
-    json_object_object_add(o, "cert", json_object_new_string(f->cert_file));
-    json_object_object_add(o, "key", json_object_new_string(f->key_file));
-    if (f->ttl_s != 0) /* 0: the default, not written */
-        json_object_object_add(o, "ttl_s", json_object_new_int((int32_t)f->ttl_s));
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-    size_t n = s ? strlen(s) : 0;
-    char *b = s ? malloc(n + 2) : NULL;
-    if (b != NULL) {
-        memcpy(b, s, n);
-        b[n] = '\n';
-        b[n + 1] = '\0';
-    }
-    json_object_put(o);
-    VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
-    *out = b;
-    return VMENC_OK;
+    ws_cluster_file *m = (ws_cluster_file *)f; /* the table points into it; only read */
+    const str_field t[] = FILE_FIELDS(m);
+    /* ttl_s 0: the default, not written */
+    return serialize_fields(t, sizeof(t) / sizeof(t[0]), "ttl_s", (int32_t)f->ttl_s, true, out);
 }
 
 vmenc_status ws_cluster_doc_parse(const uint8_t *text, size_t len, ws_cluster_doc *out) {
     memset(out, 0, sizeof(*out));
-    json_object *o = parse_strict(text, len);
-    VMENC_ENSURE(o != NULL, VMENC_E_PARSE);
     static const char *const keys[] = {"version", "name", "id", "key_provider", "key", NULL};
-    vmenc_status s = only_keys(o, keys);
-    if (s == VMENC_OK)
-        s = version_1(o);
-    if (s == VMENC_OK)
-        s = take_str(o, "name", 64, true, &out->name);
-    if (s == VMENC_OK)
-        s = take_str(o, "id", 36, true, &out->id);
-    if (s == VMENC_OK)
-        s = take_str(o, "key_provider", 64, true, &out->key_provider);
-    if (s == VMENC_OK)
-        s = take_str(o, "key", 4096, true, &out->key);
+    const str_field f[] = DOC_FIELDS(out);
+    json_object *o = NULL;
+    vmenc_status s = parse_fields(text, len, keys, f, sizeof(f) / sizeof(f[0]), &o);
     json_object_put(o);
     if (s != VMENC_OK)
         ws_cluster_doc_cleanup(out);
@@ -177,19 +203,9 @@ vmenc_status ws_cluster_doc_parse(const uint8_t *text, size_t len, ws_cluster_do
 }
 
 vmenc_status ws_cluster_doc_serialize(const ws_cluster_doc *d, char **out) {
-    json_object *o = json_object_new_object();
-    VMENC_ENSURE(o != NULL, VMENC_E_NOMEM);
-    json_object_object_add(o, "version", json_object_new_int(1));
-    json_object_object_add(o, "name", json_object_new_string(d->name));
-    json_object_object_add(o, "id", json_object_new_string(d->id));
-    json_object_object_add(o, "key_provider", json_object_new_string(d->key_provider));
-    json_object_object_add(o, "key", json_object_new_string(d->key));
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    char *b = s ? strdup(s) : NULL;
-    json_object_put(o);
-    VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
-    *out = b;
-    return VMENC_OK;
+    ws_cluster_doc *m = (ws_cluster_doc *)d; /* the table points into it; only read */
+    const str_field t[] = DOC_FIELDS(m);
+    return serialize_fields(t, sizeof(t) / sizeof(t[0]), NULL, 0, false, out);
 }
 
 /* ---- the sealed policy document (/vmenc/<cluster>/policy) ------------------------------------ */

@@ -642,10 +642,19 @@ static void delete_if_ours(ctl_cluster *c, const char *key) {
                               .key_len = strlen(key), .number = c->lease};
     vmenc_etcd_op del = {.type = VMENC_ETCD_OP_DELETE, .del = {.key = K(key), .key_len = strlen(key)}};
     vmenc_etcd_txn_req t = {.compares = &cmp, .num_compares = 1, .success = &del, .num_success = 1};
-    vmenc_etcd_txn_result r = {0};
-    if (vmenc_etcd_txn(c->etcd, &t, &r) == VMENC_OK)
+    /* Idempotent (a second delete finds the key gone, or another lease's,
+     * and does nothing): retried through a leader election, so a release
+     * answered "unknown" does not keep the VM ours until the session ends.
+     * Without quorum the key goes with the lease. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (attempt > 0 && !wait_leader(c->etcd, 3000))
+            return;
+        vmenc_etcd_txn_result r = {0};
+        vmenc_status s = vmenc_etcd_txn(c->etcd, &t, &r);
         vmenc_etcd_txn_result_cleanup(&r);
-    /* On failure the key goes with the lease. */
+        if (!retryable(s))
+            return;
+    }
 }
 
 void ctl_cluster_release(ctl_cluster *c, const char *uuid) {
