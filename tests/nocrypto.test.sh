@@ -135,6 +135,32 @@ for i in "${!ATTEMPTS[@]}"; do
     else ok "bob refused: ${ATTEMPTS[$i]} (exit $rc)"; fi
 done
 
+# ---- 1b. the key broker's administrator verbs (issue 23, docs/broker.md): operations on who may
+# get keys, so the policy decides them (Cryptographer.ManageKeyServers) before etcd is reached - no
+# etcd here, the endpoint is unreachable - and each refusal is audited as denied. alice passes the
+# policy and fails later, at etcd: the refusal is the policy's, not the network's.
+ETCD_ARGS='--endpoints https://127.0.0.1:9 --cacert "$T/none.pem" --cert "$T/none.pem" --key "$T/none.pem"'
+BROKER_VERBS=(
+    'cluster host approve esx02'
+    'cluster host revoke esx02'
+    "cluster measurements add evil --digest $(printf '%064d' 0)"
+    'cluster measurements remove hv-1.0'
+    'cluster measurements mode --attestation off'
+)
+bob_denied() { A audit show 2>/dev/null | grep -c '"principal":"bob","op":"cluster\.[a-z.]*",.*"outcome":"denied"'; }
+before=$(bob_denied)
+for v in "${BROKER_VERBS[@]}"; do
+    eval "B $v $ETCD_ARGS" >"$T/b.out" 2>"$T/b.err"; rc=$?
+    if [[ $rc == 3 ]]; then ok "bob denied: $v (exit 3)"
+    else bad "bob: $v: exit $rc"; sed 's/^/    err: /' "$T/b.err" | head -2; fi
+done
+after=$(bob_denied)
+if [[ $after -ge $((before + ${#BROKER_VERBS[@]})) ]]; then ok "each refusal audited as denied ($before -> $after)"
+else bad "denied records $before -> $after for ${#BROKER_VERBS[@]} refusals"; fi
+eval "A ${BROKER_VERBS[4]} $ETCD_ARGS" >"$T/a.out" 2>"$T/a.err"; rc=$?
+if [[ $rc != 0 && $rc != 3 ]]; then ok "alice passes the policy (then etcd is unreachable: exit $rc)"
+else bad "alice: ${BROKER_VERBS[4]}: exit $rc"; fi
+
 # ---- what bob and alice hold afterwards ------------------------------------------------------
 CRYPTO_OPS=(encrypt_vm decrypt_vm console export_vm rekey_shallow rekey_deep manage_keys manage_key_servers
             manage_encryption_policies)

@@ -49,6 +49,7 @@
 #include "vmenc/broker.h"
 #include "vmenc/keys.h"
 #include "vmenc/kms.h"
+#include "vmenc/kms_kmip.h"
 #include "vmenc/workspace.h"
 #include "workspace/ws_cluster.h"
 #include "attest/attest.h"
@@ -441,6 +442,48 @@ static void test_create_for_host(void **state) {
     vmenc_kms_cluster_free(c);
 }
 
+/* kmip_to_broker: a bare KMIP provider to broker |i| as |host| (for Locate). */
+static vmenc_kms_provider *kmip_to_broker(const char *host, int i) {
+    char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", g_pki);
+    snprintf(crt, sizeof(crt), "%s/%s.crt", g_pki, host);
+    snprintf(key, sizeof(key), "%s/%s.key", g_pki, host);
+    vmenc_kmip_config kc = {.struct_size = sizeof(kc), .host = "127.0.0.1", .port = g_br[i].port, .ca_file = ca,
+                            .cert_file = crt, .key_file = key, .version_major = 1, .version_minor = 4};
+    vmenc_kms_provider *p = NULL;
+    assert_int_equal(vmenc_kmip_provider_new(&kc, &p), VMENC_OK);
+    return p;
+}
+
+/* Locate by Name, as the host's KMIP client sends it (Object Type + Name):
+ * the creator finds its key, another host finds nothing, an unknown
+ * certificate is refused and audited. */
+static void test_locate_by_name(void **state) {
+    (void)state;
+    vmenc_kms_cluster *c = host_kms("hostB");
+    char id[VMENC_KMS_KEY_ID_CAP], found[VMENC_KMS_KEY_ID_CAP];
+    assert_int_equal(vmenc_kms_cluster_create_kek(c, "hostB-locate", T_MS, id, sizeof(id), NULL), VMENC_OK);
+    vmenc_kms_cluster_free(c);
+    size_t n = 0;
+    vmenc_kms_provider *p = kmip_to_broker("hostB", 1);
+    assert_int_equal(vmenc_kmip_locate(p, "hostB-locate", T_MS, found, sizeof(found), &n), VMENC_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(found, id);
+    assert_int_equal(vmenc_kmip_locate(p, "no-such-name", T_MS, found, sizeof(found), &n), VMENC_E_KEY_NOT_FOUND);
+    vmenc_kms_provider_free(p);
+    assert_true(count_events("broker.kek.locate", "host:hostB") >= 2);
+    /* another host: its key is not visible to hostA */
+    p = kmip_to_broker("hostA", 0);
+    assert_int_equal(vmenc_kmip_locate(p, "hostB-locate", T_MS, found, sizeof(found), &n), VMENC_E_KEY_NOT_FOUND);
+    vmenc_kms_provider_free(p);
+    /* an unknown certificate: refused, audited */
+    size_t before = count_events("broker.kek.locate", "is not a registered host");
+    p = kmip_to_broker("hostD", 0);
+    assert_int_equal(vmenc_kmip_locate(p, "hostB-locate", T_MS, found, sizeof(found), &n), VMENC_E_KMS_PERMISSION);
+    vmenc_kms_provider_free(p);
+    assert_true(count_events("broker.kek.locate", "is not a registered host") > before);
+}
+
 typedef struct fetch_loop {
     int n, ok;
     vmenc_status last;
@@ -616,7 +659,9 @@ static void test_attest_enroll_approve_release(void **state) {
         skip();
     char d[400];
     snprintf(d, sizeof(d), "%.300s/tpm-a", g_dir);
-    if (!swtpm_available(&why) || !attest_tpm_available() || !swtpm_start(&g_tpm_a, d, false, NULL)) {
+    char ca1[400];
+    snprintf(ca1, sizeof(ca1), "%.300s/tpm-ca", g_dir);
+    if (!swtpm_available(&why) || !attest_tpm_available() || !swtpm_start(&g_tpm_a, d, true, ca1)) {
         fprintf(stderr, "attestation cases skipped: %s\n", why != NULL ? why : "swtpm or tss2 unavailable");
         skip();
     }
@@ -632,7 +677,21 @@ static void test_attest_enroll_approve_release(void **state) {
     size_t before = count_events("attestation required", "denied");
     assert_int_equal(get_with_tpm("hostA", NULL, NULL), VMENC_E_KMS_AUTH);
     assert_true(count_events("attestation required", "denied") > before);
-    /* enrolled, not yet approved: refused */
+    /* TPM A has an EK certificate. Checked against another CA (the hosts' TLS CA): refused, audited */
+    char other_ca[PATH_MAX + 64], cadir[PATH_MAX + 64], cmd[3 * PATH_MAX];
+    snprintf(other_ca, sizeof(other_ca), "%s/ca.crt", g_pki);
+    assert_int_equal(vmenc_broker_set_attestation(&a, "per-release", pcrs, other_ca), VMENC_OK);
+    before = count_events("EK certificate does not chain", "denied");
+    assert_int_equal(enroll("hostA", &g_tpm_a, g_blob_a), VMENC_E_KMS_AUTH);
+    assert_true(count_events("EK certificate does not chain", "denied") > before);
+    assert_int_equal(access(g_blob_a, F_OK), -1); /* no AK blob kept from a refused enrolment */
+    /* against the TPM manufacturer's CA (root + issuer): accepted */
+    snprintf(cadir, sizeof(cadir), "%s/ek-ca", g_dir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s/swtpm-localca-rootca-cert.pem' '%s/issuercert.pem' '%s/'",
+             cadir, ca1, ca1, cadir);
+    assert_int_equal(sh(cmd), 0);
+    assert_int_equal(vmenc_broker_set_attestation(&a, "per-release", pcrs, cadir), VMENC_OK);
+    /* enrolled (through its EK certificate), not yet approved: refused */
     assert_int_equal(enroll("hostA", &g_tpm_a, g_blob_a), VMENC_OK);
     assert_true(count_events("awaiting approval", "host:hostA") >= 1);
     assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
@@ -644,6 +703,39 @@ static void test_attest_enroll_approve_release(void **state) {
     assert_int_equal(vmenc_broker_measurement_add(&a, "hv-1.0", pcrs, golden, "admin"), VMENC_OK);
     assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_OK);
     assert_true(count_events("attested: measurement", "host:hostA") >= 1);
+}
+
+/* Period mode on the host side: one quote covers every Get of the period
+ * (the broker's ValidUntil); per-release mode quotes before each Get. */
+static void test_attest_period_one_quote(void **state) {
+    (void)state;
+    if (!g_have_tpm)
+        skip();
+    vmenc_broker_admin a = admin();
+    const char *pcrs = "sha256:0,1,2,3,4,5,6,7";
+    assert_int_equal(vmenc_broker_set_attestation(&a, "period=300", pcrs, NULL), VMENC_OK);
+    size_t before = count_events("attested: measurement", "host:hostA");
+    vmenc_kms_cluster *c = host_kms_tpm("hostA", 1, 1, g_tpm_a.tcti, g_blob_a);
+    for (int i = 0; i < 4; i++) {
+        vmenc_kek *k = NULL;
+        assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL), VMENC_OK);
+        vmenc_kek_free(k);
+    }
+    size_t quotes = count_events("attested: measurement", "host:hostA") - before;
+    /* per-release: a client quotes before each Get */
+    vmenc_kms_cluster_free(c);
+    assert_int_equal(vmenc_broker_set_attestation(&a, "per-release", pcrs, NULL), VMENC_OK);
+    c = host_kms_tpm("hostA", 1, 1, g_tpm_a.tcti, g_blob_a);
+    for (int i = 0; i < 2; i++) {
+        vmenc_kek *k = NULL;
+        assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL), VMENC_OK);
+        vmenc_kek_free(k);
+    }
+    vmenc_kms_cluster_free(c);
+    size_t per = count_events("attested: measurement", "host:hostA") - before - quotes;
+    fprintf(stderr, "period mode: %zu quote(s) for 4 Gets; per-release: %zu for 2\n", quotes, per);
+    assert_int_equal(quotes, 1);
+    assert_int_equal(per, 2);
 }
 
 /* raw_conn: a KMIP connection to broker 2 as |host|. */
@@ -854,8 +946,21 @@ static void test_attest_other_tpm_refused(void **state) {
     (void)state;
     if (!g_have_tpm)
         skip();
-    /* hostB enrols TPM B; hostA then quotes with TPM B's AK: not the AK bound to hostA */
-    assert_int_equal(enroll("hostB", &g_tpm_b, g_blob_b), VMENC_OK);
+    /* an AK of TPM B (TPM B has no EK certificate, and the cluster now
+     * trusts EK certificates only: made on the TPM, not enrolled); hostA
+     * then quotes with it: not the AK bound to hostA */
+    attest_tpm *tb = NULL;
+    uint8_t *pub = NULL, *blob = NULL;
+    size_t pub_len = 0, blob_len = 0;
+    assert_int_equal(attest_tpm_open(g_tpm_b.tcti, &tb), VMENC_OK);
+    assert_int_equal(attest_tpm_ak_create(tb, &pub, &pub_len, &blob, &blob_len), VMENC_OK);
+    attest_tpm_close(tb);
+    FILE *f = fopen(g_blob_b, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(blob, 1, blob_len, f), blob_len);
+    fclose(f);
+    free(pub);
+    free(blob);
     size_t before = count_events("host:hostA", "signature does not verify with the AK");
     assert_int_equal(get_with_tpm("hostA", g_tpm_b.tcti, g_blob_b), VMENC_E_KMS_AUTH);
     assert_true(count_events("host:hostA", "signature does not verify with the AK") > before);
@@ -875,6 +980,12 @@ static void test_attest_changed_pcr_refused_then_recovers(void **state) {
     size_t before = count_events("measurement not approved", "host:hostA");
     assert_int_equal(get_with_tpm("hostA", g_tpm_a.tcti, g_blob_a), VMENC_E_KMS_AUTH);
     assert_true(count_events("measurement not approved", "host:hostA") > before);
+    /* the cluster key's KEK needs no quote: the host still opens its workspace and finds its VMs locked */
+    vmenc_kms_cluster *cc = host_kms_tpm("hostA", 1, 1, g_tpm_a.tcti, g_blob_a);
+    vmenc_kek *ck = NULL;
+    assert_int_equal(vmenc_kms_cluster_get_kek(cc, g_cluster_kek, T_MS, &ck, NULL), VMENC_OK);
+    vmenc_kek_free(ck);
+    vmenc_kms_cluster_free(cc);
     /* the administrator approves the new measurement: the host attests again and gets its key */
     char now[65];
     vmenc_broker_admin a = admin();
@@ -897,10 +1008,12 @@ int main(void) {
         cmocka_unit_test(test_refused_not_in_encryption_mode),
         cmocka_unit_test(test_refused_not_owner),
         cmocka_unit_test(test_create_for_host),
+        cmocka_unit_test(test_locate_by_name),
         cmocka_unit_test(test_refused_without_quorum),
         cmocka_unit_test(test_failover_one_broker_stopped),
         cmocka_unit_test(test_host_workspace_has_no_kms_credential),
         cmocka_unit_test(test_attest_enroll_approve_release),
+        cmocka_unit_test(test_attest_period_one_quote),
         cmocka_unit_test(test_bench_release_latency),
         cmocka_unit_test(test_attest_replayed_quote_refused),
         cmocka_unit_test(test_attest_other_tpm_refused),

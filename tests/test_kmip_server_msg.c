@@ -330,11 +330,52 @@ static void test_responses_parse_on_client(void **state) {
     assert_int_equal(vmenc_kmip_response_finish(&rb, &out, &out_len), VMENC_E_INTERNAL);
 }
 
+/* The broker's Locate: a request with Maximum Items and a Name (another
+ * shape a KMIP 1.x client sends) parses; the answer with several Unique
+ * Identifiers parses on the client, and an empty answer is a success with
+ * none (the provider maps that to VMENC_E_KEY_NOT_FOUND). */
+static void test_locate_shapes(void **state) {
+    (void)state;
+    vmenc_kmip_request req;
+    assert_int_equal(vmenc_kmip_request_begin(&req, V14, 1), VMENC_OK);
+    vmenc_kmip_request_item_begin(&req, KMIP_OP_LOCATE);
+    vmenc_ttlv_add_int(&req.cbb, KMIP_TAG_MAXIMUM_ITEMS, 4);
+    vmenc_kmip_add_attr_name(&req, "host-kek", 8);
+    vmenc_kmip_request_item_end(&req);
+    uint8_t *b;
+    size_t len;
+    assert_int_equal(vmenc_kmip_request_finish(&req, &b, &len), VMENC_OK);
+    maybe_write("locate-max-items-14", b, len);
+    vmenc_kmip_server_request r;
+    assert_int_equal(vmenc_kmip_server_request_parse(b, len, &r), VMENC_OK);
+    assert_int_equal(r.items[0].operation, KMIP_OP_LOCATE);
+    assert_int_equal(vmenc_ttlv_count(&r.doc, r.items[0].payload, KMIP_TAG_ATTRIBUTE), 1);
+    vmenc_kmip_server_request_cleanup(&r);
+    free(b);
+
+    vmenc_kmip_response_builder rb;
+    assert_int_equal(vmenc_kmip_response_begin(&rb, V14, 1700000000, 1, false), VMENC_OK);
+    vmenc_kmip_response_success_begin(&rb, KMIP_OP_LOCATE, NULL, 0);
+    vmenc_ttlv_add_text(&rb.cbb, KMIP_TAG_UNIQUE_IDENTIFIER, "kek-1", 5);
+    vmenc_ttlv_add_text(&rb.cbb, KMIP_TAG_UNIQUE_IDENTIFIER, "kek-2", 5);
+    vmenc_kmip_response_success_end(&rb);
+    uint8_t *out;
+    size_t out_len;
+    assert_int_equal(vmenc_kmip_response_finish(&rb, &out, &out_len), VMENC_OK);
+    vmenc_kmip_response resp;
+    assert_int_equal(vmenc_kmip_response_parse(out, out_len, &resp), VMENC_OK);
+    assert_int_equal(vmenc_kmip_result_status(&resp.items[0]), VMENC_OK);
+    assert_int_equal(vmenc_ttlv_count(&resp.doc, resp.items[0].payload, KMIP_TAG_UNIQUE_IDENTIFIER), 2);
+    vmenc_kmip_response_cleanup(&resp);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_client_requests_parse),
         cmocka_unit_test(test_malformed_refused),
         cmocka_unit_test(test_responses_parse_on_client),
+        cmocka_unit_test(test_locate_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

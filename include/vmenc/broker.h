@@ -136,6 +136,16 @@ typedef struct vmenc_broker_admin {
     const char *etcd_ca_file;
     const char *etcd_cert_file;
     const char *etcd_key_file;
+    /* VMENC_0.5: a workspace that is a member of the cluster, and who is
+     * asking. When set, its policy decides each call below
+     * (Cryptographer.ManageKeyServers on the root: a No cryptography
+     * administrator is denied, VMENC_E_DENIED) and its audit log records
+     * it - allowed, denied or failed - as cluster.host.approve|revoke,
+     * cluster.measurement.add|remove, cluster.attestation.mode. NULL: the
+     * etcd credentials alone decide and only etcd's history records it
+     * (the `vmenc cluster` verbs always set it). */
+    vmenc_workspace *workspace;
+    const char *principal;
 } vmenc_broker_admin;
 
 /* vmenc_broker_host_approve approves host |host|'s enrolled TPM binding

@@ -502,7 +502,12 @@ static void do_get(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmi
         return;
     }
     uint32_t att_reason = 0;
-    a = check_attested(c, c->bc, &h, why, sizeof(why), &att_reason);
+    /* The cluster key's KEK needs no quote: it authenticates the control
+     * plane's records and releases no VM data, and a host refused it could
+     * not open its workspace to find its VMs locked and say why
+     * (docs/broker.md, "Attestation"). Every other KEK needs one. */
+    if (strcmp(kek, b->cluster_kek) != 0)
+        a = check_attested(c, c->bc, &h, why, sizeof(why), &att_reason);
     if (a != AUTHZ_ALLOW) {
         atomic_fetch_add(&b->n_refusals, 1);
         tl_no_mirror = a == AUTHZ_FAIL;
@@ -626,11 +631,14 @@ static void do_create(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_
     char id[VMENC_KMS_KEY_ID_CAP];
     vmenc_status s = vmenc_keymgr_create_kek(b->mgr, b->provider, name[0] ? name : NULL, KMS_TIMEOUT_MS, id,
                                              sizeof(id));
-    char key[600], val[256];
+    char key[600], val[1024];
     if (s == VMENC_OK) {
         created_key(b, id, key, sizeof(key));
-        snprintf(val, sizeof(val), "{\"host\":\"%s\",\"broker\":\"%s\",\"time_ms\":%llu}", h.id, b->broker_id,
-                 (unsigned long long)vmenc_now_realtime_ms());
+        /* the Name (hex: any bytes, no JSON escaping) for Locate by its creator */
+        char nhex[2 * sizeof(name) + 1];
+        hex_of((const uint8_t *)name, strlen(name), nhex);
+        snprintf(val, sizeof(val), "{\"host\":\"%s\",\"broker\":\"%s\",\"time_ms\":%llu,\"name_hex\":\"%s\"}",
+                 h.id, b->broker_id, (unsigned long long)vmenc_now_realtime_ms(), nhex);
         vmenc_etcd_put_req pr = {.key = (const uint8_t *)key, .key_len = strlen(key), .value = (const uint8_t *)val,
                                  .value_len = strlen(val)};
         s = vmenc_etcd_put(etcd_of_b(b), &pr, NULL);
@@ -688,6 +696,115 @@ static void do_activate(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmen
     vmenc_kmip_response_success_end(rb);
 }
 
+/* locate_filter reads a 1.x Locate's attributes: Object Type (must be
+ * Symmetric Key when present) and Name (required: the broker locates by
+ * name only). Anything else is refused: a filter the broker ignored would
+ * answer more than was asked. */
+static bool locate_filter(const vmenc_ttlv_doc *d, uint32_t payload, char *name, size_t cap, bool *sym) {
+    name[0] = '\0';
+    *sym = true;
+    for (uint32_t c = d->nodes[payload].first_child; c != VMENC_TTLV_NONE; c = d->nodes[c].next) {
+        if (d->nodes[c].tag == KMIP_TAG_MAXIMUM_ITEMS && d->nodes[c].type == VMENC_TTLV_INTEGER)
+            continue;
+        if (d->nodes[c].tag != KMIP_TAG_ATTRIBUTE)
+            return false;
+        const char *n;
+        size_t nl;
+        if (vmenc_ttlv_get_text(d, c, KMIP_TAG_ATTRIBUTE_NAME, &n, &nl) != VMENC_OK)
+            return false;
+        if (nl == 11 && memcmp(n, "Object Type", 11) == 0) {
+            uint32_t ot = 0;
+            if (vmenc_ttlv_get_enum(d, c, KMIP_TAG_ATTRIBUTE_VALUE, &ot) != VMENC_OK)
+                return false;
+            *sym = *sym && ot == KMIP_OBJECT_SYMMETRIC_KEY;
+        } else if (nl == 4 && memcmp(n, "Name", 4) == 0 && name[0] == '\0') {
+            uint32_t v;
+            const char *sv;
+            size_t sl;
+            if (vmenc_ttlv_get_struct(d, c, KMIP_TAG_ATTRIBUTE_VALUE, &v) != VMENC_OK ||
+                vmenc_ttlv_get_text(d, v, KMIP_TAG_NAME_VALUE, &sv, &sl) != VMENC_OK || sl == 0 || sl >= cap ||
+                memchr(sv, 0, sl) != NULL)
+                return false;
+            memcpy(name, sv, sl);
+            name[sl] = '\0';
+        } else {
+            return false;
+        }
+    }
+    return name[0] != '\0';
+}
+
+#define LOCATE_MAX 16u
+
+static bool unhex(const char *hex, uint8_t *out, size_t cap, size_t *out_len);
+
+/* do_locate answers Locate by Name with the KEKs created through a broker
+ * for the asking host under that Name (broker/created/..., the same rule as
+ * a Get of a KEK no VM record names): a host finds again a key whose
+ * Create answer it lost, and learns nothing of the KMS's other keys. The
+ * host must be registered and in encryption mode; no key leaves, so no
+ * quote is asked. */
+static void do_locate(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_kmip_server_request *req,
+                      const vmenc_kmip_request_item *it) {
+    vmenc_broker *b = c->b;
+    const char *op = "broker.kek.locate";
+    char why[REASON_MAX], name[256];
+    bool sym = true;
+    if (!locate_filter(&req->doc, it->payload, name, sizeof(name), &sym)) {
+        vmenc_kmip_response_failure(rb, it->operation, it->batch_id, it->batch_id_len, KMIP_REASON_INVALID_FIELD,
+                                    "the broker locates by Name (and Object Type) only");
+        return;
+    }
+    host_id h;
+    authz a = req_host(c, true, &h, why, sizeof(why));
+    if (a != AUTHZ_ALLOW) {
+        refuse(c, rb, it, op, NULL, a, why);
+        return;
+    }
+    char want[2 * sizeof(name) + 1];
+    hex_of((const uint8_t *)name, strlen(name), want);
+    char prefix[256];
+    key_of(b, prefix, sizeof(prefix), "broker/created/");
+    vmenc_etcd_range_req rr = {.key = (const uint8_t *)prefix, .key_len = strlen(prefix), .prefix = true};
+    vmenc_etcd_result r;
+    vmenc_status s = sym ? vmenc_etcd_range(etcd_of_b(b), &rr, &r) : VMENC_OK;
+    if (s != VMENC_OK) {
+        snprintf(why, sizeof(why), "cluster %s: control plane unavailable (%s)", b->cluster, vmenc_status_name(s));
+        refuse(c, rb, it, op, NULL, AUTHZ_FAIL, why);
+        return;
+    }
+    char ids[LOCATE_MAX][VMENC_KEY_ID_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 0; sym && i < r.num_kvs && n < LOCATE_MAX; i++) {
+        const vmenc_etcd_kv *kv = &r.kvs[i];
+        char host[CTL_CLUSTER_HOST_MAX + 1], nh[2 * sizeof(name) + 1];
+        size_t hl = kv->key_len - strlen(prefix), idl = 0;
+        if (kv->value_len > HOST_DOC_MAX || memchr(kv->value, 0, kv->value_len) != NULL || hl == 0 ||
+            hl > 2 * VMENC_KEY_ID_MAX)
+            continue;
+        char hexid[2 * VMENC_KEY_ID_MAX + 1];
+        memcpy(hexid, kv->key + strlen(prefix), hl);
+        hexid[hl] = '\0';
+        if (broker_json_field((const char *)kv->value, "host", host, sizeof(host)) != VMENC_OK ||
+            strcmp(host, h.id) != 0 ||
+            broker_json_field((const char *)kv->value, "name_hex", nh, sizeof(nh)) != VMENC_OK ||
+            strcmp(nh, want) != 0 || !unhex(hexid, (uint8_t *)ids[n], VMENC_KEY_ID_MAX, &idl))
+            continue;
+        ids[n][idl] = '\0';
+        if (idl > 0 && strlen(ids[n]) == idl)
+            n++;
+    }
+    if (sym)
+        vmenc_etcd_result_cleanup(&r);
+    snprintf(why, sizeof(why), "host %s located %zu KEK(s) created for it under its name", h.id, n);
+    vmenc_status as = audit(b, c->principal, op, n > 0 ? ids[0] : NULL, VMENC_AUDIT_SUCCESS, VMENC_OK, why);
+    (void)as;
+    vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
+    for (size_t i = 0; i < n; i++)
+        vmenc_ttlv_add_text(&rb->cbb, KMIP_TAG_UNIQUE_IDENTIFIER, ids[i], strlen(ids[i]));
+    vmenc_kmip_response_success_end(rb);
+}
+
 static void do_discover(vmenc_kmip_response_builder *rb, const vmenc_kmip_server_request *req,
                         const vmenc_kmip_request_item *it) {
     const vmenc_ttlv_doc *d = &req->doc;
@@ -721,8 +838,8 @@ static void do_query(conn_ctx *c, vmenc_kmip_response_builder *rb, const vmenc_k
         refuse(c, rb, it, "broker.query", NULL, a, why);
         return;
     }
-    static const uint32_t ops[] = {KMIP_OP_CREATE,         KMIP_OP_GET,   KMIP_OP_GET_ATTRIBUTES,
-                                   KMIP_OP_ACTIVATE,       KMIP_OP_QUERY, KMIP_OP_DISCOVER_VERSIONS};
+    static const uint32_t ops[] = {KMIP_OP_CREATE, KMIP_OP_GET,   KMIP_OP_GET_ATTRIBUTES,    KMIP_OP_ACTIVATE,
+                                   KMIP_OP_LOCATE, KMIP_OP_QUERY, KMIP_OP_DISCOVER_VERSIONS};
     vmenc_kmip_response_success_begin(rb, it->operation, it->batch_id, it->batch_id_len);
     for (size_t i = 0; i < VMENC_ARRAY_LEN(ops); i++)
         vmenc_ttlv_add_enum(&rb->cbb, KMIP_TAG_OPERATION, ops[i]);
@@ -1258,6 +1375,7 @@ vmenc_status broker_handle(vmenc_broker *b, broker_conn *bc, const char *fp, con
         case KMIP_OP_GET: do_get(&c, &rb, &req, it, true); break;
         case KMIP_OP_GET_ATTRIBUTES: do_get(&c, &rb, &req, it, false); break;
         case KMIP_OP_CREATE: do_create(&c, &rb, &req, it); break;
+        case KMIP_OP_LOCATE: do_locate(&c, &rb, &req, it); break;
         case KMIP_OP_ACTIVATE: do_activate(&c, &rb, &req, it); break;
         case (uint32_t)BROKER_OP_ENROLL_BEGIN: do_enroll_begin(&c, &rb, &req, it); break;
         case (uint32_t)BROKER_OP_ENROLL_FINISH: do_enroll_finish(&c, &rb, &req, it); break;

@@ -14,6 +14,7 @@
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@
 #include "net/etcd.h"
 #include "net/tls_conn.h"
 #include "vmenc/broker.h"
+#include "vmenc/policy.h"
+#include "vmenc/workspace.h"
 
 #define DEFAULT_TIMEOUT_MS 30000u
 
@@ -189,8 +192,35 @@ vmenc_status vmenc_broker_host_enroll(const vmenc_broker_enroll_spec *spec) {
 
 /* ---- the administrator's part: etcd writes -------------------------------------------------- */
 
+/* has_ws: the caller set the workspace fields (a struct of this size or larger). */
+static bool has_ws(const vmenc_broker_admin *a) {
+    return a != NULL && a->struct_size >= offsetof(vmenc_broker_admin, principal) + sizeof(a->principal) &&
+           a->workspace != NULL;
+}
+
+/* admin_authorize: with a workspace, its policy decides |op| on |target|
+ * (Cryptographer.ManageKeyServers on the root); a denial is audited there. */
+static vmenc_status admin_authorize(const vmenc_broker_admin *a, const char *op, const char *target) {
+    if (!has_ws(a))
+        return VMENC_OK;
+    vmenc_policy_request rq = {.struct_size = sizeof(rq), .op = VMENC_OP_MANAGE_KEY_SERVERS};
+    vmenc_policy_decision d = {.struct_size = sizeof(d)};
+    return vmenc_workspace_authorize(a->workspace, a->principal, &rq, op, target, &d);
+}
+
+/* admin_done audits the outcome of an authorized call: the call's status
+ * wins, else the audit's (an unaudited edit is reported). */
+static vmenc_status admin_done(const vmenc_broker_admin *a, const char *op, const char *target, vmenc_status s,
+                               const char *reason) {
+    if (!has_ws(a))
+        return s;
+    vmenc_status as = vmenc_workspace_audit_result(a->workspace, a->principal, op, target, NULL, NULL, s,
+                                                   s == VMENC_OK ? reason : NULL);
+    return s != VMENC_OK ? s : as;
+}
+
 static vmenc_status admin_client(const vmenc_broker_admin *a, vmenc_etcd **out, const char **cluster) {
-    VMENC_ENSURE(a != NULL && a->struct_size >= sizeof(vmenc_broker_admin) && a->etcd_endpoints != NULL &&
+    VMENC_ENSURE(a != NULL && a->struct_size >= offsetof(vmenc_broker_admin, workspace) && a->etcd_endpoints != NULL &&
                      a->etcd_ca_file != NULL && a->etcd_cert_file != NULL && a->etcd_key_file != NULL,
                  VMENC_E_INVALID_ARG);
     *cluster = a->cluster != NULL ? a->cluster : "vmenc";
@@ -231,7 +261,7 @@ static vmenc_status kv_delete(vmenc_etcd *e, const char *key, int64_t *deleted) 
     return s;
 }
 
-vmenc_status vmenc_broker_host_approve(const vmenc_broker_admin *a, const char *host) {
+static vmenc_status vmenc_broker_host_approve_do(const vmenc_broker_admin *a, const char *host) {
     VMENC_ENSURE(name_ok(host), VMENC_E_INVALID_ARG);
     vmenc_etcd *e = NULL;
     const char *cl;
@@ -266,7 +296,7 @@ vmenc_status vmenc_broker_host_approve(const vmenc_broker_admin *a, const char *
     return s;
 }
 
-vmenc_status vmenc_broker_host_revoke(const vmenc_broker_admin *a, const char *host) {
+static vmenc_status vmenc_broker_host_revoke_do(const vmenc_broker_admin *a, const char *host) {
     VMENC_ENSURE(name_ok(host), VMENC_E_INVALID_ARG);
     vmenc_etcd *e = NULL;
     const char *cl;
@@ -284,7 +314,7 @@ vmenc_status vmenc_broker_host_revoke(const vmenc_broker_admin *a, const char *h
     return s;
 }
 
-vmenc_status vmenc_broker_set_attestation(const vmenc_broker_admin *a, const char *mode, const char *pcrs,
+static vmenc_status vmenc_broker_set_attestation_do(const vmenc_broker_admin *a, const char *mode, const char *pcrs,
                                           const char *ek_ca) {
     VMENC_ENSURE(mode != NULL, VMENC_E_INVALID_ARG);
     bool mode_ok = strcmp(mode, "off") == 0 || strcmp(mode, "per-release") == 0;
@@ -313,7 +343,7 @@ vmenc_status vmenc_broker_set_attestation(const vmenc_broker_admin *a, const cha
     return s;
 }
 
-vmenc_status vmenc_broker_measurement_add(const vmenc_broker_admin *a, const char *name, const char *pcrs,
+static vmenc_status vmenc_broker_measurement_add_do(const vmenc_broker_admin *a, const char *name, const char *pcrs,
                                           const char *digest_hex, const char *added_by) {
     attest_pcr_sel sel;
     VMENC_ENSURE(name_ok(name) && pcrs != NULL && plain(pcrs) && attest_pcr_sel_parse(pcrs, &sel) == VMENC_OK,
@@ -333,7 +363,7 @@ vmenc_status vmenc_broker_measurement_add(const vmenc_broker_admin *a, const cha
     return s;
 }
 
-vmenc_status vmenc_broker_measurement_remove(const vmenc_broker_admin *a, const char *name) {
+static vmenc_status vmenc_broker_measurement_remove_do(const vmenc_broker_admin *a, const char *name) {
     VMENC_ENSURE(name_ok(name), VMENC_E_INVALID_ARG);
     vmenc_etcd *e = NULL;
     const char *cl;
@@ -386,4 +416,44 @@ vmenc_status vmenc_broker_measurement_from_tpm(const char *tpm_tcti, const char 
     free(vals);
     attest_tpm_close(tpm);
     return s;
+}
+
+/* ---- the administrator's calls: authorized and audited through a workspace (when given) ------- */
+
+vmenc_status vmenc_broker_host_approve(const vmenc_broker_admin *a, const char *host) {
+    const char *op = "cluster.host.approve";
+    VMENC_GUARD(admin_authorize(a, op, host));
+    return admin_done(a, op, host, vmenc_broker_host_approve_do(a, host), "TPM binding approved: keys may be released");
+}
+
+vmenc_status vmenc_broker_host_revoke(const vmenc_broker_admin *a, const char *host) {
+    const char *op = "cluster.host.revoke";
+    VMENC_GUARD(admin_authorize(a, op, host));
+    return admin_done(a, op, host, vmenc_broker_host_revoke_do(a, host), "TPM binding and last attestation deleted");
+}
+
+vmenc_status vmenc_broker_set_attestation(const vmenc_broker_admin *a, const char *mode, const char *pcrs,
+                                          const char *ek_ca) {
+    const char *op = "cluster.attestation.mode";
+    VMENC_GUARD(admin_authorize(a, op, mode));
+    char reason[256];
+    snprintf(reason, sizeof(reason), "attestation %s, PCRs %s, EK CA %s", mode != NULL ? mode : "?",
+             pcrs != NULL ? pcrs : "sha256:0,1,2,3,4,5,6,7", ek_ca != NULL ? ek_ca : "none");
+    return admin_done(a, op, mode, vmenc_broker_set_attestation_do(a, mode, pcrs, ek_ca), reason);
+}
+
+vmenc_status vmenc_broker_measurement_add(const vmenc_broker_admin *a, const char *name, const char *pcrs,
+                                          const char *digest_hex, const char *added_by) {
+    const char *op = "cluster.measurement.add";
+    VMENC_GUARD(admin_authorize(a, op, name));
+    char reason[256];
+    snprintf(reason, sizeof(reason), "measurement approved: %s digest %.64s", pcrs != NULL ? pcrs : "?",
+             digest_hex != NULL ? digest_hex : "?");
+    return admin_done(a, op, name, vmenc_broker_measurement_add_do(a, name, pcrs, digest_hex, added_by), reason);
+}
+
+vmenc_status vmenc_broker_measurement_remove(const vmenc_broker_admin *a, const char *name) {
+    const char *op = "cluster.measurement.remove";
+    VMENC_GUARD(admin_authorize(a, op, name));
+    return admin_done(a, op, name, vmenc_broker_measurement_remove_do(a, name), "measurement withdrawn");
 }

@@ -185,6 +185,15 @@ static int admin_of(cli *c, args *a, vmenc_broker_admin *ad) {
     if (ad->etcd_endpoints == NULL || ad->etcd_ca_file == NULL || ad->etcd_cert_file == NULL ||
         ad->etcd_key_file == NULL)
         return cli_usage(c, "--endpoints, --cacert, --cert and --key (the cluster's etcd) are required");
+    /* The workspace's policy authorizes the call and its audit log records it (allowed, denied, failed). */
+    if (c->workspace == NULL)
+        return cli_usage(c, "--workspace (a host of the cluster: its policy authorizes you, its audit log records "
+                            "the change) is required");
+    int rc = cli_open(c);
+    if (rc != EXIT_OK)
+        return rc;
+    ad->workspace = c->ws;
+    ad->principal = cli_principal(c);
     return EXIT_OK;
 }
 

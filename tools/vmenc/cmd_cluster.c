@@ -332,12 +332,42 @@ static int cl_power_on(cli *c, args *a) {
     if (rc != EXIT_OK)
         return rc;
     vmenc_vm *vm = NULL;
-    rc = open_vm(c, name, &vm, false);
+    rc = open_vm(c, name, &vm, true);
     if (rc != EXIT_OK)
         return rc;
     vmenc_vm_info vi = {.struct_size = sizeof(vi)};
     vmenc_disk_info di = {.struct_size = sizeof(di)};
     vmenc_status s = vmenc_vm_get_info(vm, &vi);
+    if (s == VMENC_OK && vi.locked) {
+        /* A key broker refuses a VM's KEK to a host that does not own the VM
+         * (KMIP Permission Denied, docs/broker.md): take the VM (refused while
+         * a live host owns it), then fetch again. Any other missing key: the
+         * VM is locked, as before. */
+        char alias[VMENC_PROVIDER_ALIAS_MAX + 1], kek[VMENC_KMS_KEY_ID_CAP];
+        vmenc_status ks = VMENC_E_VM_LOCKED;
+        if (vmenc_vm_get_missing_key(vm, 0, alias, sizeof(alias), kek, sizeof(kek), &ks) != VMENC_OK ||
+            ks != VMENC_E_KMS_PERMISSION) {
+            vmenc_vm_free(vm);
+            return cli_fail(c, VMENC_E_VM_LOCKED, "cannot open VM '%s': a key it needs cannot be fetched (%s)", name,
+                            vmenc_status_name(ks));
+        }
+        vmenc_vm_free(vm);
+        vm = NULL;
+        s = vmenc_workspace_vm_take_over(c->ws, cli_principal(c), name, &vm);
+        if (s != VMENC_OK) {
+            char holder[VMENC_WORKSPACE_MESSAGE_MAX] = "";
+            if (s == VMENC_E_LOCKED && vmenc_workspace_lock_holder(c->ws, holder, sizeof(holder)) != VMENC_OK)
+                holder[0] = '\0';
+            return cli_fail(c, s, "cannot power on VM '%s'%s%s", name, holder[0] ? ": " : "", holder);
+        }
+        s = vmenc_vm_unlock(vm, cli_principal(c));
+        if (s != VMENC_OK) {
+            vmenc_vm_free(vm);
+            return cli_fail(c, s, "cannot power on VM '%s': its keys were refused (the reason is in the key "
+                            "provider's events)", name);
+        }
+        s = vmenc_vm_get_info(vm, &vi);
+    }
     if (s == VMENC_OK && vi.num_disks == 0)
         s = VMENC_E_NOT_FOUND;
     if (s == VMENC_OK)
@@ -620,6 +650,16 @@ static void cluster_story(cdemo *d) {
     int rc = p ? pclose(p) : -1;
     if (!cd_check(d, rc == 0 && strstr(d->env, "VMENC_ETCD_ENDPOINTS") != NULL, "etcd members m1, m2, m3 healthy"))
         return;
+    /* each host its own client certificate (the cluster registers its fingerprint; the key broker
+     * knows a host by it) */
+    rc = cd_run(d, out, sizeof(out),
+                "for h in esx01 esx02; do openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $h.key "
+                "-out $h.csr -subj /CN=$h 2>/dev/null && printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\n' "
+                "> $h.ext && openssl x509 -req -in $h.csr -CA \"$VMENC_ETCD_DIR/certs/ca.crt\" -CAkey "
+                "\"$VMENC_ETCD_DIR/certs/ca.key\" -CAcreateserial -days 2 -out $h.crt -extfile $h.ext 2>/dev/null || exit 1; "
+                "done");
+    if (!cd_check(d, rc == 0, "client certificates for esx01 and esx02 from the cluster's CA"))
+        return;
     printf("\n== two hosts, one datastore, one shared key provider, one cluster\n");
     rc = cd_run(d, out, sizeof(out),
                 "echo 'demo passphrase' > pass && echo 'demo shared' > shared.pass && "
@@ -633,17 +673,20 @@ static void cluster_story(cdemo *d) {
                 d->self, d->self, d->self, d->self);
     cd_check(d, rc == 0, "workspaces ws1 (esx01) and ws2 (esx02) share a datastore and key provider 'shared'");
     rc = cd_run(d, out, sizeof(out),
+                H(1) "policy host-mode --enable -q && "
                 H(1) "cluster init --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert \"$VMENC_ETCD_CACERT\" "
-                "--cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" --name demo --key-provider shared --ttl 3 -q && "
+                "--cert \"$PWD/esx01.crt\" --key \"$PWD/esx01.key\" --name demo --key-provider shared --ttl 3 -q && "
+                H(1) "policy host esx02 -q && " H(1) "policy host-mode --enable --host esx02 -q && "
                 H(2) "cluster join --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert \"$VMENC_ETCD_CACERT\" "
-                "--cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" --name demo --ttl 3 -q && " H(1) "--json cluster hosts",
-                d->self, d->self, d->self);
-    cd_check(d, rc == 0 && strstr(out, "\"esx01\"") && strstr(out, "\"esx02\""),
-             "esx01 initialised cluster 'demo', esx02 joined; both registered (lease TTL 3 s)");
+                "--cert \"$PWD/esx02.crt\" --key \"$PWD/esx02.key\" --name demo --ttl 3 -q && " H(1) "--json cluster hosts",
+                d->self, d->self, d->self, d->self, d->self, d->self);
+    cd_check(d, rc == 0 && strstr(out, "\"esx01\"") && strstr(out, "\"esx02\"") && strstr(out, "\"incapable\"") == NULL,
+             "esx01 initialised cluster 'demo', esx02 joined; both registered in encryption mode (lease TTL 3 s)");
     rc = cd_run(d, out, sizeof(out),
                 H(2) "policy storage-policy 'Shared Enc' --encrypt --classes vm_home,disks --provider shared -q && "
-                H(1) "vm create vm01 --policy 'Shared Enc' --disk 1M -q", d->self, d->self);
-    cd_check(d, rc == 0, "esx02 adds storage policy 'Shared Enc'; esx01 creates vm01 under it (record in etcd)");
+                H(1) "vm create vm01 --policy 'Shared Enc' --disk 1M -q && " H(2) "vm create vm02 --policy 'Shared Enc' --disk 1M -q",
+                d->self, d->self, d->self);
+    cd_check(d, rc == 0, "esx02 adds storage policy 'Shared Enc'; esx01 creates vm01, esx02 vm02 under it (records in etcd)");
     printf("\n== one policy, edited on one host, enforced on the other\n");
     rc = cd_run(d, out, sizeof(out),
                 H(1) "policy user bob -q && " H(2) "--user bob policy check --op power_on --on vm01 -q",
@@ -684,6 +727,109 @@ static void cluster_story(cdemo *d) {
     fputs(out, stdout);
 }
 
+/* broker_story: the key broker (docs/broker.md) in front of the shared key provider, a swtpm per
+ * host, and esx02's measurement tampered: it is refused vm02's KEK while esx01 runs vm01, and gets
+ * it once the administrator approves its new measurement. Skipped, with the reason, where swtpm,
+ * tpm2-tools or the TPM support of this build are missing. */
+static void broker_story(cdemo *d) {
+    char out[8192];
+    printf("\n== the key broker: hosts get keys through the control plane, and only when attested\n");
+    char tpm[1300];
+    snprintf(tpm, sizeof(tpm), "%s", d->start);
+    char *sl = strrchr(tpm, '/');
+    if (sl != NULL)
+        snprintf(sl + 1, sizeof(tpm) - (size_t)(sl + 1 - tpm), "../../tpm/start-swtpm.sh");
+    if (access(tpm, R_OK) != 0 || cd_run(d, NULL, 0, "command -v swtpm && command -v swtpm_setup && "
+                                                     "command -v tpm2_pcrextend") != 0) {
+        printf("  skipped: swtpm, swtpm-tools or tpm2-tools missing (scripts/deps.sh demo installs them)\n");
+        return;
+    }
+    int rc = cd_run(d, out, sizeof(out),
+                    "for n in 1 2; do SWTPM_EK_CERT=0 bash '%s' tpm$n > tpm$n.env 2>/dev/null || exit 1; done && "
+                    "{ echo \"T1='$(. ./tpm1.env; echo $SWTPM_TCTI)'\"; echo \"T2='$(. ./tpm2.env; echo $SWTPM_TCTI)'\"; "
+                    "echo \"E='--endpoints $VMENC_ETCD_ENDPOINTS --cacert $VMENC_ETCD_CACERT --cert $VMENC_ETCD_CERT "
+                    "--key $VMENC_ETCD_KEY --name demo -q'\"; } > b.env",
+                    tpm);
+    if (!cd_check(d, rc == 0, "a software TPM per host (swtpm): PCRs 0-7 as a clean boot leaves them"))
+        return;
+    rc = cd_run(d, out, sizeof(out),
+                "'%s' init wsb --admin alice --host broker1 --kdf-memory 8192 --kdf-passes 1 --passphrase-file pass -q && "
+                "'%s' --workspace wsb --passphrase-file pass kms add shared --type file --endpoint \"$PWD/shared.vks\" "
+                "--secret-file \"$PWD/shared.pass\" --option kdf_ops=1 --option kdf_mem_kib=8192 -q && "
+                "(exec '%s' --workspace wsb --passphrase-file pass broker serve --name demo --provider shared --id broker1 "
+                "--listen 127.0.0.1:0 --tls-ca \"$VMENC_ETCD_CACERT\" --tls-cert \"$VMENC_ETCD_DIR/certs/server.crt\" "
+                "--tls-key \"$VMENC_ETCD_DIR/certs/server.key\" --endpoints \"$VMENC_ETCD_ENDPOINTS\" --cacert "
+                "\"$VMENC_ETCD_CACERT\" --cert \"$VMENC_ETCD_CERT\" --key \"$VMENC_ETCD_KEY\" > broker.out 2>&1 & "
+                "echo $! > broker.pid) && for i in $(seq 100); do grep -q listening broker.out && break; sleep 0.05; done; "
+                "P=$(sed -n 's/.*\"listening\":\"127.0.0.1:\\([0-9]*\\)\".*/\\1/p' broker.out); [ -n \"$P\" ] && "
+                "echo \"P=$P\" >> b.env && echo $P",
+                d->self, d->self, d->self);
+    out[strcspn(out, "\n")] = '\0';
+    if (!cd_check(d, rc == 0, "broker1 (its own workspace wsb: the only holder of the 'shared' credential) serves "
+                              "cluster demo on 127.0.0.1:%s", out))
+        return;
+    rc = cd_run(d, out, sizeof(out),
+                ". ./b.env && " H(1) "cluster measurements mode --attestation per-release $E && "
+                "for n in 1 2; do T=$(. ./tpm$n.env; echo $SWTPM_TCTI); '%s' cluster host enroll --broker 127.0.0.1:$P "
+                "--tls-ca \"$VMENC_ETCD_CACERT\" --tls-cert esx0$n.crt --tls-key esx0$n.key --tpm \"$T\" "
+                "--ak-blob \"$PWD/esx0$n.ak\" -q && " H(1) "cluster host approve esx0$n $E || exit 1; done && "
+                H(1) "cluster measurements add hv-1.0 --from-tpm \"$T1\" $E",
+                d->self, d->self, d->self, d->self);
+    if (!cd_check(d, rc == 0, "attestation per release; esx01 and esx02 enrol their TPMs (AK bound to the EK by "
+                              "credential activation), approved; measurement hv-1.0 approved"))
+        return;
+    /* the hosts' 'shared' now points at the broker: their KMS credential goes (kms remove would
+     * leave a cluster member without its cluster key's provider for a moment) */
+    rc = cd_run(d, out, sizeof(out),
+                ". ./b.env && for n in 1 2; do T=$(. ./tpm$n.env; echo $SWTPM_TCTI); f=ws$n/vmenc.conf; "
+                "sed -i '/^\\[kms \"shared\"\\]/,$d' $f && printf '[kms \"shared\"]\\ntype = \"kmip\"\\nendpoint = "
+                "\"127.0.0.1:%%s\"\\noption = \"ca=%%s\"\\noption = \"cert=%%s\"\\noption = \"key=%%s\"\\n"
+                "option = \"tpm_tcti=%%s\"\\noption = \"ak_blob=%%s\"\\n' $P \"$VMENC_ETCD_CACERT\" \"$PWD/esx0$n.crt\" "
+                "\"$PWD/esx0$n.key\" \"$T\" \"$PWD/esx0$n.ak\" >> $f || exit 1; done; ! grep -l 'shared.pass' ws1/vmenc.conf "
+                "ws2/vmenc.conf");
+    cd_check(d, rc == 0, "esx01 and esx02 reach 'shared' through broker1 (KMIP, mutual TLS, a quote per release); "
+                         "no host workspace names the KMS credential any more");
+    rc = cd_run(d, out, sizeof(out),
+                ". ./tpm2.env && tpm2_pcrextend 4:sha256=$(printf 'hypervisor 6.6 (unapproved)' | sha256sum | cut -c1-64)");
+    cd_check(d, rc == 0, "esx02 boots another \"hypervisor binary\": PCR 4 extended with its hash");
+    rc = cd_run(d, out, sizeof(out),
+                "(exec " H(1) "cluster power-on vm01 --seconds 3 --interval-ms 50 --log h1c.log >/dev/null 2>&1 & "
+                "echo $! > h1c.pid) && for i in $(seq 200); do grep -q ' OK$' h1c.log 2>/dev/null && break; sleep 0.05; "
+                "done; grep -q ' OK$' h1c.log",
+                d->self);
+    cd_check(d, rc == 0, "esx01 (attested) powers vm01 on: its KEK released by broker1 to the owner after a fresh quote");
+    rc = cd_run(d, out, sizeof(out), H(2) "cluster power-on vm02 --seconds 1", d->self);
+    cd_check(d, rc == 5, "esx02 is refused vm02's KEK: vm02 stays locked (exit %d)", rc);
+    rc = cd_run(d, out, sizeof(out),
+                "etcdctl get --prefix /vmenc/demo/broker/events/ --print-value-only | grep -o "
+                "'host esx02: quote refused: measurement not approved' | head -1");
+    out[strcspn(out, "\n")] = '\0';
+    cd_check(d, rc == 0 && out[0] != '\0', "the cluster's event list says why: \"%s\"", out);
+    rc = cd_run(d, out, sizeof(out),
+                "while kill -0 $(cat h1c.pid) 2>/dev/null; do sleep 0.1; done; "
+                "echo $(grep -c ' OK$' h1c.log) $(grep -vc ' OK$\\| OPEN$' h1c.log)");
+    int wrote = 0, refused = -1;
+    if (sscanf(out, "%d %d", &wrote, &refused) != 2)
+        wrote = 0;
+    cd_check(d, rc == 0 && wrote > 0 && refused == 0, "esx01 ran vm01 meanwhile: %d writes, %d refused", wrote,
+             refused);
+    rc = cd_run(d, out, sizeof(out),
+                ". ./b.env && " H(1) "cluster measurements add hv-6.6 --from-tpm \"$T2\" $E && " H(2)
+                "cluster power-on vm02 --seconds 1 --log h2c.log -q && grep -c ' OK$' h2c.log",
+                d->self, d->self);
+    out[strcspn(out, "\n")] = '\0';
+    cd_check(d, rc == 0, "the administrator approves esx02's new measurement (hv-6.6): esx02 attests again and runs "
+                         "vm02 (%s writes)", out);
+    rc = cd_run(d, out, sizeof(out),
+                ". ./b.env && " H(1) "policy grant bob NoCryptoAdmin -q && " H(1) "--user bob cluster measurements add "
+                "evil --digest %064d $E 2>/dev/null; r=$?; " H(1) "audit show | grep -c '\"cluster\\.\\(measurement\\|host\\|"
+                "attestation\\)[.a-z]*\",.*\"outcome\":\"\\(success\\|denied\\)'; exit $r",
+                d->self, d->self, 0, d->self);
+    out[strcspn(out, "\n")] = '\0';
+    cd_check(d, rc == 3 && atoi(out) >= 6, "bob (No cryptography administrator) may not approve a measurement (exit %d); the "
+                         "administrator's %s attestation edits, allowed and denied, are in esx01's audit log", rc, out);
+}
+
 int cluster_demo(cli *c, const char *keep) {
     cdemo d = {.c = c};
     ssize_t n = readlink("/proc/self/exe", d.self, sizeof(d.self) - 1);
@@ -719,6 +865,7 @@ int cluster_demo(cli *c, const char *keep) {
     printf("vmenc %s cluster demo: two hosts, one control plane on etcd, checked step by step (in %s)\n",
            vmenc_version_string(), d.dir);
     cluster_story(&d);
+    broker_story(&d);
     char stop[1300];
     snprintf(stop, sizeof(stop), "%s", d.start);
     char *sl = strrchr(stop, '/');
@@ -727,6 +874,11 @@ int cluster_demo(cli *c, const char *keep) {
         snprintf(sl + 1, sizeof(stop) - (size_t)(sl + 1 - stop), "stop-etcd-cluster.sh");
         (void)cd_run(&d, out, sizeof(out), "[ -f h1.pid ] && kill -9 $(cat h1.pid) 2>/dev/null; bash '%s' '%s/etcd' >/dev/null",
                      stop, d.dir);
+        /* the broker act's processes: the broker, esx01's writer, the TPMs */
+        (void)cd_run(&d, out, sizeof(out),
+                     "for f in broker.pid h1c.pid; do [ -f $f ] && kill $(cat $f) 2>/dev/null; done; "
+                     "for n in 1 2; do [ -d tpm$n ] && bash \"$(dirname '%s')/../../tpm/stop-swtpm.sh\" tpm$n 2>/dev/null; done; true",
+                     stop);
     }
     if (keep == NULL)
         (void)cd_run(&d, out, sizeof(out), "cd / && rm -rf '%s'", d.dir);

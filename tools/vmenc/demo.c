@@ -37,7 +37,10 @@ const char *const cmd_demo_help =
     "check passed (exit 1 if not).\n"
     "--cluster: instead, a 3-member etcd cluster and two hosts (docs/cluster.md): a policy edit on\n"
     "one enforced on the other, a write-open refused on the second, the first killed and its VM\n"
-    "taken over after the lease expired, the cluster's events ($VMENC_ETCD_START: the etcd script).\n";
+    "taken over after the lease expired, the cluster's events ($VMENC_ETCD_START: the etcd script);\n"
+    "then a key broker in front of the shared key provider and a swtpm per host: a host whose PCR 4\n"
+    "changed is refused its VM's key (the reason in the event list) while the other runs its VM,\n"
+    "and gets it once the new measurement is approved (skipped, saying why, without swtpm).\n";
 
 #define SECTOR 512u
 #define CHUNK (4u << 20)

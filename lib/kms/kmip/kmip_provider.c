@@ -42,6 +42,10 @@ typedef struct kmip_provider {
     char *tpm_tcti;
     uint8_t *ak_blob;
     size_t ak_blob_len;
+    /* The broker's ValidUntil of the last good quote (seconds since the
+     * epoch): in its period mode one quote covers every Get until then; in
+     * per-release mode it is the quote's own second, so every Get quotes. */
+    int64_t attest_valid_until_s;
 } kmip_provider;
 
 static const vmenc_kms_provider_ops k_ops;
@@ -422,6 +426,8 @@ static vmenc_status parse_state(const kmip_provider *kp, const vmenc_ttlv_doc *d
 #define TAG_QUOTE_SIGNATURE 0x540003u
 #define TAG_PCR_VALUES 0x540004u
 #define TAG_PCR_SELECTION 0x54000Du
+#define TAG_VALID_UNTIL 0x54000Au
+#define ATTEST_MARGIN_S 2 /* quote again this long before the broker's ValidUntil (clock skew) */
 
 /* do_attest asks the broker for a nonce, quotes the PCRs it names over it
  * with the host's TPM and AK, and sends the quote, on kp->conn. */
@@ -475,6 +481,13 @@ static vmenc_status do_attest(kmip_provider *kp, uint64_t deadline) {
             s = run(kp, &req, op2, 1, deadline, &ex);
             if (s == VMENC_OK) {
                 s = vmenc_kmip_result_status(&ex.resp.items[0]);
+                uint32_t vu = s == VMENC_OK && ex.resp.items[0].payload != VMENC_TTLV_NONE
+                                  ? vmenc_ttlv_child(&ex.resp.doc, ex.resp.items[0].payload, TAG_VALID_UNTIL,
+                                                     VMENC_TTLV_NONE)
+                                  : VMENC_TTLV_NONE;
+                kp->attest_valid_until_s = vu != VMENC_TTLV_NONE && ex.resp.doc.nodes[vu].type == VMENC_TTLV_DATE_TIME
+                                               ? ex.resp.doc.nodes[vu].v.i64
+                                               : 0;
                 exchange_cleanup(&ex);
             }
         }
@@ -485,10 +498,34 @@ static vmenc_status do_attest(kmip_provider *kp, uint64_t deadline) {
     return s;
 }
 
+static vmenc_status do_get_once(kmip_provider *kp, const char *key_id, uint64_t deadline, vmenc_secret **out);
+
+/* do_get: with a TPM, a quote first unless the last one still covers this
+ * Get (the broker's period mode); a Get refused for attestation after a
+ * skipped quote is tried once more with a fresh quote. */
 static vmenc_status do_get(kmip_provider *kp, const char *key_id, uint64_t deadline, vmenc_secret **out) {
     VMENC_GUARD(ensure_version(kp, deadline));
-    if (kp->tpm_tcti != NULL)
+    bool quoted = false;
+    if (kp->tpm_tcti != NULL &&
+        (int64_t)(vmenc_now_realtime_ms() / 1000) + ATTEST_MARGIN_S >= kp->attest_valid_until_s) {
+        kp->attest_valid_until_s = 0;
+        vmenc_status as = do_attest(kp, deadline);
+        /* A refused quote does not end the Get: the broker decides, and its
+         * refusal names the reason (a KEK that needs no quote is released). */
+        if (as != VMENC_OK && as != VMENC_E_KMS_AUTH && as != VMENC_E_KMS_PERMISSION)
+            return as;
+        quoted = true;
+    }
+    vmenc_status s = do_get_once(kp, key_id, deadline, out);
+    if (s == VMENC_E_KMS_AUTH && kp->tpm_tcti != NULL && !quoted) {
+        kp->attest_valid_until_s = 0;
         VMENC_GUARD(do_attest(kp, deadline));
+        s = do_get_once(kp, key_id, deadline, out);
+    }
+    return s;
+}
+
+static vmenc_status do_get_once(kmip_provider *kp, const char *key_id, uint64_t deadline, vmenc_secret **out) {
     vmenc_kmip_request req;
     size_t id_len = strlen(key_id);
     VMENC_GUARD(vmenc_kmip_request_begin(&req, kp->version, 2));
