@@ -24,6 +24,7 @@
 
 #include "core/internal.h"
 #include "vmenc/vmenc.h"
+#include "xts/gcm_impl.h"
 #include "xts/xts_impl.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -311,6 +312,74 @@ static void test_the_check_can_fail(void **state) {
     vmenc_xts_teardown(&blk);
 }
 
+/* ---- the AES-256-GCM engine ---------------------------------------------------- */
+static vmenc_gcm_key g_gk __attribute__((aligned(64)));
+static uint8_t g_gcm_in[4096 + 100], g_gcm_out[4096 + 100];
+
+/* needles: every round key, every power of the hash key, and the tag mask
+ * E(K, J0) of the nonce used, from OpenSSL */
+static void collect_gcm_needles(const uint8_t key[32], const uint8_t nonce[12]) {
+    g_num_needles = 0;
+    memset(g_by_byte_n, 0, sizeof(g_by_byte_n));
+    for (int r = 0; r < 15; r++)
+        add_needle(g_gk.rk[r]);
+    for (int i = 0; i < 16; i++)
+        add_needle(g_gk.hpow[i]);
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    assert_non_null(c);
+    assert_int_equal(EVP_EncryptInit_ex(c, EVP_aes_256_ecb(), NULL, key, NULL), 1);
+    uint8_t j0[16] = {0}, ej0[16];
+    int n = 0;
+    memcpy(j0, nonce, 12);
+    j0[15] = 1;
+    assert_int_equal(EVP_EncryptUpdate(c, ej0, &n, j0, 16), 1);
+    add_needle(ej0);
+    EVP_CIPHER_CTX_free(c);
+}
+
+__attribute__((noinline)) static void gcm_call(int what, const uint8_t *key, const uint8_t *nonce, size_t len) {
+    uint8_t tag[16];
+    if (what == 0)
+        vmenc_gcm_vaes_avx512_init(&g_gk, key);
+    else
+        vmenc_gcm_vaes_avx512_crypt(&g_gk, what == 1, nonce, g_gcm_in, 41, g_gcm_in, g_gcm_out, len, tag);
+}
+
+static void test_gcm_no_residue(void **state) {
+    (void)state;
+    if (!vmenc_gcm_vaes_avx512_usable()) {
+        print_message("gcm vaes-avx512: not runnable on this CPU, skipped\n");
+        skip();
+    }
+    static uint8_t key[32];
+    const uint8_t nonce[12] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0xfe, 0xff};
+    for (size_t i = 0; i < 32; i++)
+        key[i] = (uint8_t)(0x5a + 11 * i);
+    vmenc_gcm_vaes_avx512_init(&g_gk, key);
+    collect_gcm_needles(key, nonce);
+    static const char *const names[] = {"key set-up", "seal", "open"};
+    const size_t lens[] = {1000, sizeof(g_gcm_in)};
+    for (int what = 0; what < 3; what++)
+        for (size_t l = 0; l < 2; l++) {
+            paint();
+            gcm_call(what, key, nonce, lens[l]);
+            g_dump();
+            size_t at = 0, used = 0;
+            const char *hit = find_needle(g_regs, g_regs_len, &at);
+            if (hit != NULL)
+                fail_msg("gcm %s (%zu bytes): %s in vector register %zu after return", names[what], lens[l], hit,
+                         at / g_reg_bytes);
+            if (!g_check_stack)
+                continue;
+            hit = scan((uintptr_t)__builtin_frame_address(0), &at, &used);
+            if (hit != NULL)
+                fail_msg("gcm %s (%zu bytes): %s on the stack, %zu bytes into the scanned region (%zu bytes "
+                         "written)",
+                         names[what], lens[l], hit, at, used);
+        }
+    vmenc_memzero(&g_gk, sizeof(g_gk));
+}
+
 int main(void) {
     if (vmenc_init() != VMENC_OK)
         return 1;
@@ -323,6 +392,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_residue),
         cmocka_unit_test(test_the_check_can_fail),
+        cmocka_unit_test(test_gcm_no_residue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

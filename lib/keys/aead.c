@@ -1,8 +1,12 @@
 /*
  * lib/keys/aead.c - AES-256-GCM keyed once (interface and key-handling rule
- * in aead.h; the record formats that use it in docs/vm-format.md). One EVP
- * context per object serves both directions: each call sets the nonce and
- * the direction without re-keying, so a record costs no key expansion.
+ * in aead.h; the record formats that use it in docs/vm-format.md and
+ * docs/migration.md). Two engines, chosen once per object: vmenc's own
+ * VAES/AVX-512 GCM (lib/xts/gcm_vaes_avx512.c; its key schedule and hash-key
+ * powers inside this object, in secure memory) where the CPU has it, else
+ * one OpenSSL EVP context that serves both directions: each call sets the
+ * nonce and the direction without re-keying, so a record costs no key
+ * expansion either way.
  *
  * Safety rule: nothing unauthenticated is left in the output of a failed
  * open, and the raw key is never stored.
@@ -11,19 +15,39 @@
  */
 #include <openssl/evp.h>
 #include <sodium.h>
+#include <stdlib.h>
+
+#include <string.h>
 
 #include "keys/aead.h"
+#include "xts/gcm_impl.h"
 
 struct vmenc_aead {
-    EVP_CIPHER_CTX *ctx; /* holds the key schedule (OpenSSL's heap; see aead.h) */
+    EVP_CIPHER_CTX *ctx; /* OpenSSL engine: holds the key schedule (OpenSSL's heap; see aead.h) */
+    bool fast;           /* vaes-avx512 engine: |gk| holds the key schedule */
+    vmenc_gcm_key gk;
 };
 
-vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES], vmenc_aead **out) {
+static bool engine_name_ok(const char *impl) {
+    return impl == NULL || strcmp(impl, "openssl") == 0 || strcmp(impl, "vaes-avx512") == 0;
+}
+
+vmenc_status vmenc_aead_new_impl(const uint8_t key[VMENC_AEAD_KEY_BYTES], const char *impl, vmenc_aead **out) {
     VMENC_ENSURE_REF(key);
     VMENC_ENSURE_REF(out);
+    VMENC_ENSURE(engine_name_ok(impl), VMENC_E_INVALID_ARG);
+    bool fast = impl == NULL ? vmenc_gcm_vaes_avx512_usable() : strcmp(impl, "vaes-avx512") == 0;
+    VMENC_ENSURE(!fast || vmenc_gcm_vaes_avx512_usable(), VMENC_E_UNSUPPORTED);
     vmenc_aead *a = vmenc_secure_alloc_pooled(sizeof(*a));
     if (a == NULL)
         return VMENC_E_NOMEM;
+    memset(a, 0, sizeof(*a));
+    if (fast) {
+        a->fast = true;
+        vmenc_gcm_vaes_avx512_init(&a->gk, key);
+        *out = a;
+        return VMENC_OK;
+    }
     a->ctx = EVP_CIPHER_CTX_new();
     if (a->ctx == NULL) {
         vmenc_secure_free(a);
@@ -35,6 +59,20 @@ vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES], vmenc_aead 
     }
     *out = a;
     return VMENC_OK;
+}
+
+vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES], vmenc_aead **out) {
+    /* VMENC_AEAD_IMPL picks the engine like VMENC_XTS_IMPL picks the XTS
+     * backend (benchmarks, comparisons); secure_getenv: a setuid host does
+     * not let its caller choose. Empty means not set. */
+    const char *impl = secure_getenv("VMENC_AEAD_IMPL");
+    if (impl != NULL && impl[0] == '\0')
+        impl = NULL;
+    return vmenc_aead_new_impl(key, impl, out);
+}
+
+const char *vmenc_aead_engine(const vmenc_aead *a) {
+    return a == NULL ? NULL : a->fast ? "vaes-avx512" : "openssl";
 }
 
 /* start sets the nonce and direction and authenticates the AAD. */
@@ -58,6 +96,10 @@ vmenc_status vmenc_aead_seal(vmenc_aead *a, const uint8_t nonce[VMENC_AEAD_NONCE
                              uint8_t *ct, uint8_t tag[VMENC_AEAD_TAG_BYTES]) {
     VMENC_ENSURE_REF(a);
     VMENC_ENSURE(args_ok(nonce, aad, aad_len, pt, len, ct, tag), VMENC_E_INVALID_ARG);
+    if (a->fast) {
+        vmenc_gcm_vaes_avx512_crypt(&a->gk, true, nonce, aad, aad_len, pt, ct, len, tag);
+        return VMENC_OK;
+    }
     int n = 0;
     if (!start(a, 1, nonce, aad, aad_len) ||
         (len > 0 && EVP_CipherUpdate(a->ctx, ct, &n, pt, (int)len) != 1) ||
@@ -72,6 +114,18 @@ vmenc_status vmenc_aead_open(vmenc_aead *a, const uint8_t nonce[VMENC_AEAD_NONCE
                              const uint8_t tag[VMENC_AEAD_TAG_BYTES], uint8_t *pt) {
     VMENC_ENSURE_REF(a);
     VMENC_ENSURE(args_ok(nonce, aad, aad_len, ct, len, pt, tag), VMENC_E_INVALID_ARG);
+    if (a->fast) {
+        uint8_t want[VMENC_AEAD_TAG_BYTES];
+        vmenc_gcm_vaes_avx512_crypt(&a->gk, false, nonce, aad, aad_len, ct, pt, len, want);
+        bool ok = vmenc_ct_equal(want, tag, sizeof(want));
+        sodium_memzero(want, sizeof(want));
+        if (!ok) {
+            if (len > 0)
+                sodium_memzero(pt, len); /* nothing unauthenticated stays readable */
+            return VMENC_E_AUTH;
+        }
+        return VMENC_OK;
+    }
     int n = 0;
     /* The tag is set before the data: OpenSSL compares it in constant time
      * in the final call. */
@@ -96,5 +150,5 @@ void vmenc_aead_free(vmenc_aead *a) {
     if (a == NULL)
         return;
     EVP_CIPHER_CTX_free(a->ctx); /* the provider cleanses its key schedule */
-    vmenc_secure_free(a);
+    vmenc_secure_free(a);        /* wipes |gk| */
 }

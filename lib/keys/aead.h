@@ -1,19 +1,23 @@
 /*
  * lib/keys/aead.h - AES-256-GCM keyed once, for the bulk records of VM state
- * files and core dumps (formats: docs/vm-format.md, docs/coredump.md). One
- * small interface so the record code names no crypto library; the engine is
- * OpenSSL 3's EVP AES-256-GCM, the fastest on x86 (VAES/AVX-512 or AES-NI
- * with stitched PCLMULQDQ), 2-3x libsodium's here (bench/bench_aead.c).
+ * files, core dumps and the migration stream (formats: docs/vm-format.md,
+ * docs/coredump.md, docs/migration.md). One small interface so the record
+ * code names no crypto library. Two engines, standard AES-256-GCM either
+ * way: vmenc's own on VAES + VPCLMULQDQ with 512-bit registers
+ * (lib/xts/gcm_vaes_avx512.c, 2-4x OpenSSL 3.0's EVP on the CPUs that have
+ * it, bench/bench_aead.c), else OpenSSL 3's EVP AES-256-GCM (AES-NI with
+ * stitched PCLMULQDQ), 2-3x libsodium's.
  *
  * Its one safety rule: the raw key is never kept - it is read once, from the
- * caller's secure memory, into the cipher context. Where the expanded key
- * schedule lives is OpenSSL's choice: the provider allocates its GCM context
- * on OpenSSL's ordinary heap (there is no API to put it in secure memory
- * without replacing the process-wide allocator), so the schedule is not
- * mlocked for the object's life. It is cleansed when the object is freed
- * (EVP_CIPHER_CTX_free -> the provider's freectx -> OPENSSL_clear_free), and
- * the object itself - the context pointer and state - is one block of
- * libsodium secure memory. docs/secure-memory.md records this exception.
+ * caller's secure memory, into the object. With the VAES engine the round
+ * keys and hash-key powers are part of the object, one block of libsodium
+ * secure memory, wiped on free. With the OpenSSL engine where the expanded
+ * key schedule lives is OpenSSL's choice: the provider allocates its GCM
+ * context on OpenSSL's ordinary heap (there is no API to put it in secure
+ * memory without replacing the process-wide allocator), so the schedule is
+ * not mlocked for the object's life. It is cleansed when the object is freed
+ * (EVP_CIPHER_CTX_free -> the provider's freectx -> OPENSSL_clear_free).
+ * docs/secure-memory.md records this exception.
  *
  * Not thread-safe: one object per user at a time (a state file holds its
  * own under its mutex).
@@ -37,8 +41,10 @@
 typedef struct vmenc_aead vmenc_aead;
 
 /* vmenc_aead_new keys AES-256-GCM with the 32 bytes at |key| (read, not
- * kept). VMENC_E_NOMEM, or VMENC_E_CRYPTO if OpenSSL fails; *out untouched
- * on failure. Free with vmenc_aead_free. */
+ * kept), on the best engine for the CPU or the one the environment variable
+ * VMENC_AEAD_IMPL names ("openssl", "vaes-avx512"; see vmenc_aead_new_impl
+ * for its errors). VMENC_E_NOMEM, or VMENC_E_CRYPTO if OpenSSL fails; *out
+ * untouched on failure. Free with vmenc_aead_free. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES],
                                            vmenc_aead **out);
 
@@ -59,6 +65,16 @@ VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_open(vmenc_aead *a, cons
                                             const uint8_t *aad, size_t aad_len, const uint8_t *ct,
                                             size_t len, const uint8_t tag[VMENC_AEAD_TAG_BYTES],
                                             uint8_t *pt);
+
+/* vmenc_aead_new_impl is vmenc_aead_new with the engine named: NULL (the
+ * best for this CPU, what vmenc_aead_new picks), "openssl" (EVP) or
+ * "vaes-avx512" (VMENC_E_UNSUPPORTED where the CPU lacks it); another name
+ * is VMENC_E_INVALID_ARG. For the tests and benchmarks. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_new_impl(const uint8_t key[VMENC_AEAD_KEY_BYTES],
+                                                                 const char *impl, vmenc_aead **out);
+
+/* vmenc_aead_engine names the object's engine ("openssl", "vaes-avx512"). */
+VMENC_INTERNAL const char *vmenc_aead_engine(const vmenc_aead *a);
 
 /* vmenc_aead_free cleanses the key schedule and frees; NULL is a no-op. */
 VMENC_INTERNAL void vmenc_aead_free(vmenc_aead *a);

@@ -194,17 +194,13 @@ vmenc_status mig_codec_init(mig_codec *c, bool encrypted, bool sealing, const ui
     VMENC_ENSURE(c->buf != NULL, VMENC_E_NOMEM);
     if (!encrypted)
         return VMENC_OK;
-    c->ctx = EVP_CIPHER_CTX_new();
-    VMENC_ENSURE(c->ctx != NULL, VMENC_E_NOMEM);
-    int ok = sealing ? EVP_EncryptInit_ex(c->ctx, EVP_aes_256_gcm(), NULL, key, NULL)
-                     : EVP_DecryptInit_ex(c->ctx, EVP_aes_256_gcm(), NULL, key, NULL);
-    return ok == 1 ? VMENC_OK : VMENC_E_CRYPTO;
+    return vmenc_aead_new(key, &c->aead);
 }
 
 void mig_codec_cleanup(mig_codec *c) {
     if (c == NULL)
         return;
-    EVP_CIPHER_CTX_free(c->ctx); /* wipes the key schedule */
+    vmenc_aead_free(c->aead); /* wipes the key schedule */
     if (c->buf != NULL) {
         sodium_memzero(c->buf, FRAME_CAP);
         free(c->buf);
@@ -236,14 +232,10 @@ vmenc_status mig_codec_seal(mig_codec *c, uint8_t type, uint8_t kind, uint64_t a
             memcpy(body, data, len);
     } else {
         uint8_t nonce[MIG_NONCE_BYTES], aad[AAD_BYTES];
-        int n = 0;
         frame_nonce(c, c->seq, nonce);
         frame_aad(c, c->buf, aad);
-        if (EVP_EncryptInit_ex(c->ctx, NULL, NULL, NULL, nonce) != 1 ||
-            EVP_EncryptUpdate(c->ctx, NULL, &n, aad, sizeof(aad)) != 1 ||
-            (len > 0 && EVP_EncryptUpdate(c->ctx, body, &n, data, (int)len) != 1) ||
-            EVP_EncryptFinal_ex(c->ctx, body + len, &n) != 1 ||
-            EVP_CIPHER_CTX_ctrl(c->ctx, EVP_CTRL_GCM_GET_TAG, MIG_TAG_BYTES, body + len) != 1)
+        /* sealed straight from the caller's pages into the frame buffer */
+        if (vmenc_aead_seal(c->aead, nonce, aad, sizeof(aad), data, len, body, body + len) != VMENC_OK)
             return VMENC_E_CRYPTO;
         total += MIG_TAG_BYTES;
     }
@@ -278,19 +270,12 @@ static vmenc_status read_exact(vmenc_migration_read_fn fn, void *ctx, uint8_t *b
 static vmenc_status open_body(mig_codec *c, const mig_frame_header *h) {
     uint8_t nonce[MIG_NONCE_BYTES], aad[AAD_BYTES];
     uint8_t *body = c->buf + MIG_HEADER_BYTES;
-    int n = 0;
     frame_nonce(c, h->seq, nonce);
     frame_aad(c, c->buf, aad);
-    if (EVP_DecryptInit_ex(c->ctx, NULL, NULL, NULL, nonce) != 1 ||
-        EVP_DecryptUpdate(c->ctx, NULL, &n, aad, sizeof(aad)) != 1 ||
-        (h->len > 0 && EVP_DecryptUpdate(c->ctx, body, &n, body, (int)h->len) != 1) ||
-        EVP_CIPHER_CTX_ctrl(c->ctx, EVP_CTRL_GCM_SET_TAG, MIG_TAG_BYTES, body + h->len) != 1)
-        return VMENC_E_CRYPTO;
-    if (EVP_DecryptFinal_ex(c->ctx, body + h->len, &n) != 1) {
-        sodium_memzero(body, h->len); /* nothing unauthenticated stays readable */
-        return VMENC_E_AUTH;
-    }
-    return VMENC_OK;
+    /* in place; a frame that does not verify is wiped (nothing
+     * unauthenticated stays readable) */
+    vmenc_status s = vmenc_aead_open(c->aead, nonce, aad, sizeof(aad), body, h->len, body + h->len, body);
+    return s == VMENC_OK || s == VMENC_E_AUTH ? s : VMENC_E_CRYPTO;
 }
 
 /* check_order: an authenticated frame must be the next one, a start frame

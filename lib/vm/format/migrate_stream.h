@@ -12,11 +12,10 @@
 #ifndef VMENC_LIB_VM_FORMAT_MIGRATE_STREAM_H
 #define VMENC_LIB_VM_FORMAT_MIGRATE_STREAM_H
 
-#include <openssl/evp.h>
-
 #include <stdbool.h>
 
 #include "core/internal.h"
+#include "keys/aead.h"
 #include "vmenc/migration.h"
 #include "vmenc/kms.h"
 #include "vmenc/policy.h"
@@ -85,14 +84,15 @@ typedef struct mig_frame_header {
 VMENC_INTERNAL vmenc_status mig_frame_header_parse(const uint8_t in[MIG_HEADER_BYTES], mig_frame_header *out);
 VMENC_INTERNAL void mig_frame_header_build(const mig_frame_header *h, uint8_t out[MIG_HEADER_BYTES]);
 
-/* One direction of a stream: the keyed cipher, the sequence counter and a
- * frame buffer (header + largest payload + tag). */
+/* One direction of a stream: the keyed cipher (lib/keys/aead.c: its key
+ * schedule in secure memory where the VAES engine runs), the sequence
+ * counter and a frame buffer (header + largest payload + tag). */
 typedef struct mig_codec {
     bool encrypted;
     bool sealing;
     uint8_t id[VMENC_MIGRATION_ID_BYTES];
     uint8_t nonce_base[MIG_NONCE_BYTES];
-    EVP_CIPHER_CTX *ctx;
+    vmenc_aead *aead;
     uint64_t seq;          /* next to send / next expected */
     uint64_t num_chunks, num_bytes;
     bool ended;
