@@ -9,6 +9,10 @@
  * certificate that names the host only in its subject CN is refused; a
  * hostile KMIP server whose GetAttributes reply is about another object or
  * carries two States is refused; name resolution is bounded by the deadline.
+ * Issue 23: a server killed mid-exchange (after the handshake, after the
+ * request, mid-answer; TLS 1.2 and 1.3) is "unavailable" and a cluster fails
+ * over to the next; a Create whose request left is not failed over
+ * (VMENC_E_OUTCOME_UNKNOWN); a certificate refusal stays VMENC_E_KMS_AUTH.
  *
  * Certificates are made here with OpenSSL's API in a temp dir (P-256).
  */
@@ -167,11 +171,22 @@ static int group_teardown(void **state) {
  * connection) into |out|; false: hang up instead. */
 typedef bool (*answer_fn)(void *arg, int n, vmenc_cbb *out);
 
+/* How a server dies as SIGKILL would end it: the kernel closes its socket
+ * with no TLS word (no alert, no close_notify); SO_LINGER 0 makes that a
+ * reset, as a close with unread data does. */
+typedef enum kill_point {
+    KILL_NONE,
+    KILL_AFTER_HANDSHAKE,  /* handshake done, our request unread */
+    KILL_AFTER_REQUEST,    /* request read, nothing answered */
+    KILL_MID_RESPONSE,     /* half of the answer written */
+} kill_point;
+
 typedef struct server {
     int lfd, port;
     SSL_CTX *ctx;
     answer_fn answer;  /* NULL: complete the handshake, then hang up */
     void *arg;
+    kill_point kill;
     int accepted;      /* SSL_accept result of the last connection (atomic) */
     int connections;
     pthread_t thread;
@@ -203,11 +218,39 @@ static bool ssl_read_all(SSL *ssl, uint8_t *buf, size_t len) {
     return true;
 }
 
+/* die_abruptly ends connection |ssl| on |fd| at |sv->kill|. */
+static void die_abruptly(server *sv, SSL *ssl, int fd) {
+    bool ok = true;
+    uint8_t hdr[8];
+    if (sv->kill >= KILL_AFTER_REQUEST) {
+        ok = ssl_read_all(ssl, hdr, sizeof(hdr));
+        uint32_t len = (uint32_t)hdr[4] << 24 | (uint32_t)hdr[5] << 16 | (uint32_t)hdr[6] << 8 | hdr[7];
+        uint8_t *body = ok && len <= (1u << 20) ? malloc(len ? len : 1) : NULL;
+        ok = body != NULL && ssl_read_all(ssl, body, len);
+        free(body);
+    }
+    vmenc_cbb out;
+    if (ok && sv->kill == KILL_MID_RESPONSE && sv->answer != NULL && vmenc_cbb_init(&out, 256) == VMENC_OK) {
+        size_t w = 0;
+        if (sv->answer(sv->arg, 0, &out) && vmenc_cbb_ok(&out))
+            (void)SSL_write_ex(ssl, vmenc_cbb_data(&out), vmenc_cbb_len(&out) / 2, &w);
+        vmenc_cbb_cleanup(&out);
+    }
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+    SSL_free(ssl);
+}
+
 static void serve_one(server *sv, int fd) {
     SSL *ssl = SSL_new(sv->ctx);
     SSL_set_fd(ssl, fd);
     int accepted = SSL_accept(ssl);
     __atomic_store_n(&sv->accepted, accepted, __ATOMIC_RELEASE);
+    if (accepted == 1 && sv->kill != KILL_NONE) {
+        die_abruptly(sv, ssl, fd);
+        return;
+    }
     for (int n = 0; accepted == 1 && sv->answer != NULL; n++) {
         uint8_t hdr[8];
         if (!ssl_read_all(ssl, hdr, sizeof(hdr)))
@@ -531,6 +574,136 @@ static void test_get_attributes_must_name_the_key_once(void **state) {
     }
 }
 
+/* ---- issue 23: a server killed mid-exchange is an outage, not a refusal ---------- */
+
+/* two_servers: a cluster of a server that dies at |kill| and a good one
+ * (TLS 1.2-1.3), both requiring our certificate and accepting it. */
+typedef struct pair {
+    server dying, good;
+    hostile h;
+    vmenc_kms_cluster *c;
+} pair;
+
+static void pair_start(pair *p, kill_point kill, int tls_version) {
+    memset(p, 0, sizeof(*p));
+    p->h = (hostile){.kind = REPLY_GOOD, .major = 1, .minor = 4};
+    p->dying = (server){.answer = hostile_answer, .arg = &p->h, .kill = kill};
+    p->good = (server){.answer = hostile_answer, .arg = &p->h};
+    server_start(&p->dying, "server", tls_version, tls_version);
+    server_start(&p->good, "server", TLS1_2_VERSION, TLS1_3_VERSION);
+    vmenc_kms_cluster_options co = {.struct_size = sizeof(co), .flags = VMENC_KMS_CLUSTER_NO_JITTER};
+    assert_int_equal(vmenc_kms_cluster_new("pair", &co, &p->c), VMENC_OK);
+    client_opts o = {.cert = "client"};
+    vmenc_kms_provider *prov = NULL;
+    assert_int_equal(make_client(p->dying.port, &o, &prov), VMENC_OK);
+    assert_int_equal(vmenc_kms_cluster_take_endpoint(p->c, "dying", prov), VMENC_OK);
+    assert_int_equal(make_client(p->good.port, &o, &prov), VMENC_OK);
+    assert_int_equal(vmenc_kms_cluster_take_endpoint(p->c, "good", prov), VMENC_OK);
+}
+
+static void pair_stop(pair *p) {
+    vmenc_kms_cluster_free(p->c);
+    server_stop(&p->good);
+    server_stop(&p->dying);
+}
+
+/* A Get on a server killed right after the TLS 1.3 handshake, after
+ * reading the request, or half-way through its answer (TLS 1.2 and 1.3):
+ * VMENC_E_KMS_UNAVAILABLE on that endpoint, and the cluster fails over to
+ * the other, which serves the key. (Before issue 23 the reset right after a
+ * TLS 1.3 handshake read as VMENC_E_KMS_AUTH: no failover, a failed open.) */
+static void test_server_killed_mid_exchange_fails_over(void **state) {
+    static const kill_point kills[] = {KILL_AFTER_HANDSHAKE, KILL_AFTER_REQUEST, KILL_MID_RESPONSE};
+    static const char *const names[] = {"after the handshake", "after the request", "mid-response"};
+    for (int v = 0; v < 2; v++) {
+        int ver = v == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
+        for (size_t i = 0; i < 3; i++) {
+            pair p;
+            pair_start(&p, kills[i], ver);
+            vmenc_kek *k = NULL;
+            size_t ep = 99;
+            vmenc_status s = vmenc_kms_cluster_get_kek(p.c, "key-1", T_MS, &k, &ep);
+            vmenc_kms_endpoint_info info = {.struct_size = sizeof(info)};
+            assert_int_equal(vmenc_kms_cluster_endpoint_info(p.c, 0, &info), VMENC_OK);
+            print_message("TLS 1.%d, killed %s: %s, first endpoint %s\n", v == 0 ? 3 : 2, names[i],
+                          vmenc_status_name(s), vmenc_status_name((vmenc_status)info.last_status));
+            assert_int_equal(s, VMENC_OK);
+            assert_int_equal(ep, 1);
+            assert_int_equal(info.last_status, VMENC_E_KMS_UNAVAILABLE);
+            assert_int_equal(vmenc_kms_cluster_num_failovers(p.c), 1);
+            assert_true(__atomic_load_n(&p.dying.connections, __ATOMIC_RELAXED) >= 1);
+            vmenc_kek_free(k);
+            pair_stop(&p);
+        }
+    }
+}
+
+/* A Create whose request reached a server that then died is not sent to
+ * the next server (it may have made a key there): VMENC_E_OUTCOME_UNKNOWN,
+ * and the other server never hears of it. A Create that never left (the
+ * server refuses the connection) does fail over. */
+static void test_create_is_not_failed_over_once_sent(void **state) {
+    for (int v = 0; v < 2; v++) {
+        pair p;
+        pair_start(&p, KILL_AFTER_REQUEST, v == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+        char id[VMENC_KMS_KEY_ID_CAP];
+        size_t ep = 99;
+        assert_int_equal(vmenc_kms_cluster_create_kek(p.c, NULL, T_MS, id, sizeof(id), &ep),
+                         VMENC_E_OUTCOME_UNKNOWN);
+        assert_int_equal(vmenc_kms_cluster_num_failovers(p.c), 0);
+        assert_int_equal(__atomic_load_n(&p.good.connections, __ATOMIC_RELAXED), 0);
+        pair_stop(&p);
+    }
+    /* control: nothing listens on the first endpoint - the Create fails over
+     * (the good server's reply is a Get's, so the answer is refused as a
+     * protocol error: what matters is that it was asked) */
+    pair p;
+    pair_start(&p, KILL_NONE, TLS1_3_VERSION);
+    __atomic_store_n(&p.dying.port, 0, __ATOMIC_RELEASE);
+    pthread_join(p.dying.thread, NULL);
+    close(p.dying.lfd);
+    char id[VMENC_KMS_KEY_ID_CAP];
+    size_t ep = 99;
+    vmenc_status s = vmenc_kms_cluster_create_kek(p.c, NULL, T_MS, id, sizeof(id), &ep);
+    assert_int_not_equal(s, VMENC_E_OUTCOME_UNKNOWN);
+    assert_int_equal(vmenc_kms_cluster_num_failovers(p.c), 1);
+    assert_int_equal(__atomic_load_n(&p.good.connections, __ATOMIC_RELAXED), 1);
+    vmenc_kms_cluster_free(p.c);
+    server_stop(&p.good);
+    SSL_CTX_free(p.dying.ctx);
+}
+
+/* The other side of the rule: a server that refuses our certificate (it
+ * trusts another CA), under TLS 1.2 and 1.3, is VMENC_E_KMS_AUTH with no
+ * failover, every time (the alert is read even when the reset of the
+ * server's close meets our request first). */
+static void test_certificate_refusal_is_auth_every_time(void **state) {
+    for (int v = 0; v < 2; v++) {
+        int ver = v == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
+        pair p;
+        pair_start(&p, KILL_NONE, ver);
+        vmenc_kms_cluster_free(p.c);
+        assert_int_equal(vmenc_kms_cluster_new("refusing", NULL, &p.c), VMENC_OK);
+        client_opts o = {.cert = "foreign-client"};
+        vmenc_kms_provider *prov = NULL;
+        assert_int_equal(make_client(p.dying.port, &o, &prov), VMENC_OK);
+        assert_int_equal(vmenc_kms_cluster_take_endpoint(p.c, "refusing", prov), VMENC_OK);
+        assert_int_equal(make_client(p.good.port, &o, &prov), VMENC_OK);
+        assert_int_equal(vmenc_kms_cluster_take_endpoint(p.c, "second", prov), VMENC_OK);
+        for (int i = 0; i < 20; i++) {
+            vmenc_kek *k = NULL;
+            vmenc_status s = vmenc_kms_cluster_get_kek(p.c, "key-1", T_MS, &k, NULL);
+            if (s != VMENC_E_KMS_AUTH)
+                print_message("TLS 1.%d, round %d: %s\n", v == 0 ? 3 : 2, i, vmenc_status_name(s));
+            assert_int_equal(s, VMENC_E_KMS_AUTH);
+            assert_null(k);
+        }
+        assert_int_equal(vmenc_kms_cluster_num_failovers(p.c), 0);
+        assert_int_equal(__atomic_load_n(&p.good.connections, __ATOMIC_RELAXED), 0);
+        pair_stop(&p);
+    }
+}
+
 /* ---- issue 9 #6: name resolution within the deadline ------------------------------ */
 
 typedef struct slow_resolver {
@@ -609,6 +782,9 @@ int main(void) {
         cmocka_unit_test(test_cn_only_server_certificate_is_refused),
         cmocka_unit_test(test_get_attributes_must_name_the_key_once),
         cmocka_unit_test(test_resolution_is_bounded_by_the_deadline),
+        cmocka_unit_test(test_server_killed_mid_exchange_fails_over),
+        cmocka_unit_test(test_create_is_not_failed_over_once_sent),
+        cmocka_unit_test(test_certificate_refusal_is_auth_every_time),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -361,6 +361,28 @@ static vmenc_status tcp_connect(const char *host, uint16_t port, uint64_t deadli
 
 /* ---- moving TLS records between the memory BIOs and the socket --------------- */
 
+/* salvage_alert runs after a send failed (the peer reset or closed the
+ * connection): a server that refused our certificate wrote its alert before
+ * closing, and our request, unread, turned its close into a reset, so the
+ * send fails while the alert still waits in our receive queue. Feed what
+ * is there to OpenSSL so info_cb records the alert; the connection is dead
+ * either way, so any application data read here is dropped (and wiped). */
+static void salvage_alert(vmenc_tls_conn *c) {
+    uint8_t buf[IO_CHUNK];
+    for (int i = 0; i < 64; i++) {
+        ssize_t r = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        if (BIO_write(SSL_get_rbio(c->ssl), buf, (int)r) != (int)r)
+            break;
+    }
+    size_t n = 0;
+    while (c->alert < 0 && SSL_read_ex(c->ssl, buf, sizeof(buf), &n) == 1)
+        ;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    ERR_clear_error();
+}
+
 static vmenc_status flush_out(vmenc_tls_conn *c, uint64_t deadline_ms) {
     BIO *wbio = SSL_get_wbio(c->ssl);
     uint8_t buf[IO_CHUNK];
@@ -378,6 +400,7 @@ static vmenc_status flush_out(vmenc_tls_conn *c, uint64_t deadline_ms) {
             } else if (w < 0 && errno == EINTR) {
                 continue;
             } else {
+                salvage_alert(c);
                 return VMENC_E_KMS_UNAVAILABLE;
             }
         }

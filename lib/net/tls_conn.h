@@ -53,9 +53,11 @@ VMENC_INTERNAL vmenc_status vmenc_tls_conn_open(vmenc_tls_conn *c, SSL_CTX *ctx,
                                                 uint16_t port, const char *server_name, uint64_t deadline_ms);
 /* vmenc_tls_conn_write sends all |len| bytes and flushes them to the socket;
  * vmenc_tls_conn_read reads exactly |len| bytes, setting |*got_bytes| once
- * any byte arrived. Errors: VMENC_E_KMS_UNAVAILABLE (peer closed/reset),
- * VMENC_E_KMS_TIMEOUT, VMENC_E_KMS_TLS, VMENC_E_NOMEM. After an error the
- * stream is out of step: close the connection. */
+ * any byte arrived. Errors: VMENC_E_KMS_UNAVAILABLE (peer closed/reset;
+ * when a send meets the reset, a TLS alert already in the receive queue is
+ * read first, so |c->alert| holds it), VMENC_E_KMS_TIMEOUT, VMENC_E_KMS_TLS,
+ * VMENC_E_NOMEM. After an error the stream is out of step: close the
+ * connection. */
 VMENC_INTERNAL vmenc_status vmenc_tls_conn_write(vmenc_tls_conn *c, const uint8_t *buf, size_t len,
                                                  uint64_t deadline_ms);
 VMENC_INTERNAL vmenc_status vmenc_tls_conn_read(vmenc_tls_conn *c, uint8_t *buf, size_t len, uint64_t deadline_ms,

@@ -18,6 +18,7 @@
 void vmenc_kmip_conn_init(vmenc_kmip_conn *c) {
     vmenc_tls_conn_init(&c->tls);
     c->num_requests = 0;
+    c->request_sent = false;
 }
 
 bool vmenc_kmip_conn_is_open(const vmenc_kmip_conn *c) { return vmenc_tls_conn_is_open(&c->tls); }
@@ -43,14 +44,17 @@ vmenc_status vmenc_kmip_conn_open(vmenc_kmip_conn *c, SSL_CTX *ctx, const char *
  * TLS 1.3 the client's handshake is over before the server has looked at
  * the client certificate, so the server's verdict (certificate_required,
  * unknown_ca, bad_certificate, certificate_expired, ...) arrives as an alert
- * on our first read, and the connection then ends. That is "our certificate
- * is rejected" (VMENC_E_KMS_AUTH, which a cluster does not fail over on),
- * not "KMS down". A server that closes with our request unread resets the
- * connection, and the reset can overtake its alert: so on a TLS 1.3
- * connection whose server asked for a client certificate, a reset or EOF
- * before any byte of the first answer, with no alert at all (a clean
- * close_notify is one), counts as the same rejection. A server that truly
- * died at that instant refuses the next connection, which fails over. */
+ * on our first read or write, and the connection then ends. That alert is
+ * "our certificate is rejected" (VMENC_E_KMS_AUTH, which a cluster does not
+ * fail over on), not "KMS down"; so is any failure of the first request
+ * when the server asked for a certificate and we had none to give.
+ *
+ * Everything else - a reset, an EOF, a close_notify with no alert about
+ * certificates, before or after any byte of the answer - is the transport
+ * failing (a server killed or restarted, a network cut): availability
+ * (VMENC_E_KMS_UNAVAILABLE), on which a cluster fails over. A reset does
+ * not hide a rejection's alert: the alert was sent first, and tls_conn.c
+ * reads what is queued (salvage_alert) when a write meets the reset. */
 static vmenc_status after_handshake_failure(const vmenc_kmip_conn *c, vmenc_status s, bool got_bytes) {
     if (s == VMENC_OK || s == VMENC_E_NOMEM || s == VMENC_E_KMS_TIMEOUT)
         return s;
@@ -58,9 +62,6 @@ static vmenc_status after_handshake_failure(const vmenc_kmip_conn *c, vmenc_stat
         return VMENC_E_KMS_AUTH;
     bool first = c->num_requests == 0 && !got_bytes;
     if (first && c->tls.cert_requested && (s == VMENC_E_KMS_UNAVAILABLE || s == VMENC_E_KMS_TLS))
-        return VMENC_E_KMS_AUTH;
-    if (first && c->tls.cert_asked && c->tls.alert < 0 && s == VMENC_E_KMS_UNAVAILABLE &&
-        SSL_version(c->tls.ssl) >= TLS1_3_VERSION)
         return VMENC_E_KMS_AUTH;
     return s;
 }
@@ -73,10 +74,13 @@ vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, s
     VMENC_ENSURE(vmenc_kmip_conn_is_open(c), VMENC_E_BAD_STATE);
     bool got = false;
     *out_got_bytes = false;
+    c->request_sent = false;
     vmenc_status s = vmenc_tls_conn_write(&c->tls, req, req_len, deadline_ms);
     uint8_t hdr[VMENC_TTLV_HEADER_LEN];
-    if (s == VMENC_OK)
+    if (s == VMENC_OK) {
+        c->request_sent = true;
         s = vmenc_tls_conn_read(&c->tls, hdr, sizeof(hdr), deadline_ms, &got);
+    }
     *out_got_bytes = got;
     ERR_clear_error();
     VMENC_GUARD(after_handshake_failure(c, s, got));

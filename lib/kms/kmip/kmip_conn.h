@@ -18,6 +18,8 @@
 typedef struct vmenc_kmip_conn {
     vmenc_tls_conn tls;     /* the transport (lib/net/tls_conn.h) */
     uint32_t num_requests;  /* requests completed on this connection */
+    bool request_sent;      /* the last roundtrip's request was written out whole: a
+                             * server may have executed it even if no answer came */
 } vmenc_kmip_conn;
 
 VMENC_INTERNAL void vmenc_kmip_conn_init(vmenc_kmip_conn *c);
@@ -37,10 +39,14 @@ VMENC_INTERNAL vmenc_status vmenc_kmip_conn_open(vmenc_kmip_conn *c, SSL_CTX *ct
  * (at most VMENC_TTLV_MAX_MESSAGE bytes) into |*out| in secure memory
  * (release with vmenc_secure_free, which wipes). |*out_got_bytes| tells
  * whether any response byte arrived (a request that failed before may be
- * retried on a new connection). Errors: VMENC_E_KMS_UNAVAILABLE (peer
- * closed/reset), VMENC_E_KMS_TIMEOUT, VMENC_E_KMS_TLS, VMENC_E_KMS_PROTOCOL
- * (not a TTLV message or too large), VMENC_E_NOMEM. After any error the
- * stream is out of step: close the connection. */
+ * retried on a new connection); |c->request_sent| whether the request
+ * left whole (a state-changing request may then have been executed).
+ * Errors: VMENC_E_KMS_UNAVAILABLE (peer closed/reset: a transport failure,
+ * on which a cluster fails over), VMENC_E_KMS_AUTH (the server's TLS alert
+ * refused our certificate, or we had none to give), VMENC_E_KMS_TIMEOUT,
+ * VMENC_E_KMS_TLS, VMENC_E_KMS_PROTOCOL (not a TTLV message or too large),
+ * VMENC_E_NOMEM. After any error the stream is out of step: close the
+ * connection. */
 VMENC_INTERNAL vmenc_status vmenc_kmip_conn_roundtrip(vmenc_kmip_conn *c, const uint8_t *req, size_t req_len,
                                                       uint64_t deadline_ms, uint8_t **out, size_t *out_len,
                                                       bool *out_got_bytes);

@@ -17,6 +17,7 @@
 #include "kms/kmip/kmip_conn.h"
 #include "kms/kmip/kmip_msg.h"
 #include "kms/kmip/kmip_provider.h"
+#include "kms/kms_internal.h"
 #include "vmenc/keys.h"
 
 #define NAME_MAX_LEN 255u
@@ -113,24 +114,39 @@ static vmenc_status send_bytes(kmip_provider *kp, const uint8_t *req, size_t len
          * once more on a fresh connection; one that changes state (Create,
          * Activate, Revoke, Destroy) is not, since the server may have
          * executed it before the connection died. */
-        if (!(read_only && reused && !got && s == VMENC_E_KMS_UNAVAILABLE && attempt == 0))
+        if (!(read_only && reused && !got && s == VMENC_E_KMS_UNAVAILABLE && attempt == 0)) {
+            /* Nor is it sent to another server of a cluster: once a
+             * state-changing request has left whole, a transport failure
+             * leaves its outcome unknown (a Create may have made a key),
+             * and the caller, not the failover, decides (docs/kms.md). */
+            if (!read_only && kp->conn.request_sent && vmenc_kms_status_fails_over(s))
+                return VMENC_E_OUTCOME_UNKNOWN;
             return s;
+        }
     }
     vmenc_status s = vmenc_kmip_response_parse(ex->raw, ex->raw_len, &ex->resp);
     if (s != VMENC_OK) {
         vmenc_kmip_conn_close(&kp->conn);
         exchange_cleanup(ex);
+        /* a garbled answer to a state change: it reached the server */
+        if (!read_only && vmenc_kms_status_fails_over(s))
+            s = VMENC_E_OUTCOME_UNKNOWN;
     }
     return s;
 }
 
-/* run finishes |req|, sends it and checks that the response answers each of
- * the |num_ops| operations in |ops|, in order. */
+/* read_only_op: may |op| run twice, here or on another server of a
+ * cluster, without harm? The reads, and the broker's attestation exchange
+ * (a fresh challenge just replaces the nonce; a quote answers only its own
+ * nonce). */
 static bool read_only_op(uint32_t op) {
     return op == KMIP_OP_GET || op == KMIP_OP_GET_ATTRIBUTES || op == KMIP_OP_LOCATE || op == KMIP_OP_QUERY ||
-           op == KMIP_OP_DISCOVER_VERSIONS || op == KMIP_OP_ENCRYPT || op == KMIP_OP_DECRYPT;
+           op == KMIP_OP_DISCOVER_VERSIONS || op == KMIP_OP_ENCRYPT || op == KMIP_OP_DECRYPT ||
+           op == 0x80000103u /* Attest-Challenge */ || op == 0x80000104u /* Attest-Quote */;
 }
 
+/* run finishes |req|, sends it and checks that the response answers each of
+ * the |num_ops| operations in |ops|, in order. */
 static vmenc_status run(kmip_provider *kp, vmenc_kmip_request *req, const uint32_t *ops, uint32_t num_ops,
                         uint64_t deadline, exchange *ex) {
     uint8_t *bytes = NULL;
