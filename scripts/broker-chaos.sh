@@ -210,8 +210,8 @@ for j in "${HJ[@]}"; do wait "$j" || exit 1; done
 phase host workspaces
 HT() { echo --endpoints "$VMENC_ETCD_ENDPOINTS" --cacert "$VMENC_ETCD_CACERT" --cert "$PKI/esx0$1.crt" --key "$PKI/esx0$1.key"; }
 TTL=2
-# Setup steps are retried: on this loaded machine a host's key request through a broker has been
-# seen to stall until the provider's 10 s deadline now and then (docs/broker.md "Chaos").
+# Setup steps are retried: a step that meets a loaded machine (a lease or a deadline running out)
+# gets another chance; the faults start only after the setup.
 retry() { local i; for i in 1 2 3; do "$@" && return 0; echo "(retrying: $*)" >&2; sleep 1; done; return 1; }
 retry w 1 cluster init $(HT 1) --name $CL --key-provider kms --ttl $TTL -q || die "init failed"
 retry w 2 cluster join $(HT 2) --name $CL --ttl $TTL -q && retry w 3 cluster join $(HT 3) --name $CL --ttl $TTL -q ||

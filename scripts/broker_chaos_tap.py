@@ -17,6 +17,7 @@ Runs until killed. Safety rule: it keeps no key - it logs key identifiers
 only, and the key bytes pass through it in memory as they arrive.
 """
 import os
+import select
 import socket
 import ssl
 import sys
@@ -51,33 +52,37 @@ def note(msg):
     print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
-def pump(src, dst, host, log, parse):
+def relay(tc, bc, host, log):
+    """Both directions in one thread: an SSL object must never be used by two
+    threads at once (a reader and a writer thread per socket crashed Python's
+    ssl module and corrupted records now and then)."""
+    other = {tc: bc, bc: tc}
     buf = b""
     try:
         while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            if parse:
-                buf += data
-                while len(buf) >= 8:
-                    total = 8 + int.from_bytes(buf[4:8], "big")
-                    if len(buf) < total:
-                        break
-                    for kek in keys_in(buf[:total]):
-                        with LOCK:
-                            log.write(f"{host} {kek}\n")
-                            log.flush()
-                    buf = buf[total:]
-            dst.sendall(data)
+            ready = [s for s in (tc, bc) if s.pending()]
+            if not ready:
+                ready, _, _ = select.select([tc, bc], [], [], 120)
+                if not ready:
+                    return                   # idle: the broker closes idle connections anyway
+            for s in ready:
+                data = s.recv(65536)
+                if not data:
+                    return
+                if s is bc:                  # broker -> host: count the keys it carries
+                    buf += data
+                    while len(buf) >= 8:
+                        total = 8 + int.from_bytes(buf[4:8], "big")
+                        if len(buf) < total:
+                            break
+                        for kek in keys_in(buf[:total]):
+                            with LOCK:
+                                log.write(f"{host} {kek}\n")
+                                log.flush()
+                        buf = buf[total:]
+                other[s].sendall(data)
     except (OSError, ssl.SSLError):
         pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def serve(spec, ca, scert, skey, log):
@@ -113,8 +118,7 @@ def serve(spec, ca, scert, skey, log):
             return
         if TRACE:
             note(f"{host} tap {lport} -> broker {bport}: connected")
-        threading.Thread(target=pump, args=(tc, bc, host, log, False), daemon=True).start()
-        pump(bc, tc, host, log, True)
+        relay(tc, bc, host, log)
         if TRACE:
             note(f"{host} tap {lport} -> broker {bport}: closed")
         tc.close()
