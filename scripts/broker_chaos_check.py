@@ -17,7 +17,9 @@ host that, at the etcd revision the broker decided on, was
     measurement (measurements/*) at that revision;
   - entitled to that KEK: the cluster key's KEK (named by the cluster
     document), or the KEK of a VM record naming it whose owner/<uuid> (on a
-    lease) is that host, or, when no VM record names it, a KEK
+    lease) is that host - or, with no live owner, whose placement/<uuid> is
+    that host (the one host that may take the ownership) - or, when no VM
+    record names it, a KEK
     broker/created/<hex> says was created for that host.
 It also compares the keys each host received (the host-side tap's log,
 scripts/broker_chaos_tap.py) with the audited releases: a key received more
@@ -259,13 +261,20 @@ def check(hist, pre, releases, fps, tap_lines):
                 if rk is not None and rk[0] and rk[1] == kek:
                     vms.append(k[len(pre) + 3:])
         if vms:
-            owners = []
+            # the owner (a live owner/<uuid> on a lease), or - with no live
+            # owner - the host placement/<uuid> names (the one host that may
+            # take the ownership: it is taking it)
+            entitled = []
             for u in vms:
                 ov = state.get(pre + f"owner/{u}")
                 if ov is not None and leases.get(pre + f"owner/{u}", 0) != 0:
-                    owners.append(ov.decode().split("\n")[0])
-            if host not in owners:
-                bad(f"VM {vms[0]} is owned by {owners or 'nobody'}, not by {host}")
+                    entitled.append(ov.decode().split("\n")[0])
+                else:
+                    pv = state.get(pre + f"placement/{u}")
+                    if pv is not None:
+                        entitled.append(pv.decode().split("\n")[0])
+            if host not in entitled:
+                bad(f"VM {vms[0]} is owned by (or, unowned, placed on) {entitled or 'nobody'}, not {host}")
                 continue
         else:
             cr = doc("broker/created/" + kek.encode().hex())
@@ -289,7 +298,7 @@ def check(hist, pre, releases, fps, tap_lines):
 def forgeries(hist, pre, releases, tap_lines):
     """One forged input per check: (name, expected words, hist, releases, tap_lines). Each
     changes the facts just before a real release's decision revision (revision r - 0.5)."""
-    vm_rel = [x for x in releases if "owns VM" in x[2].get("reason", "")]
+    vm_rel = [x for x in releases if re.search(r"owns VM |VM [0-9a-f-]{36} is placed on", x[2].get("reason", ""))]
     any_rel = sorted(releases, key=lambda x: decision_rev(x[2]))
     out = []
     if not any_rel:
@@ -325,7 +334,7 @@ def forgeries(hist, pre, releases, tap_lines):
         out.append(("measurement not approved", "is not an approved measurement", hist2, releases, tap_lines))
     if vm_rel:
         rel = vm_rel[0]
-        uuid = re.search(r"owns VM ([0-9a-f-]{36})", rel[2]["reason"]).group(1)
+        uuid = re.search(r"VM ([0-9a-f-]{36})", rel[2]["reason"]).group(1)
         other = "esx0" + ("2" if host_of(rel) != "esx02" else "3")
         out.append(("VM owned by another host", "is owned by",
                     at(rel, f"owner/{uuid}", f"{other}\n1\n1".encode()), releases, tap_lines))

@@ -425,6 +425,32 @@ static void test_refused_not_owner(void **state) {
     own(VM1, "hostA");
 }
 
+/* No live owner (no host runs the VM): the host the VM is placed on - the
+ * one host that may take its ownership - may open it; any other host may
+ * not, until the placement moves (take-over, handover). */
+static void test_placed_host_without_owner(void **state) {
+    (void)state;
+    char okey[128], pkey[128];
+    snprintf(okey, sizeof(okey), "/vmenc/%s/owner/%s", CLUSTER, VM1);
+    snprintf(pkey, sizeof(pkey), "/vmenc/%s/placement/%s", CLUSTER, VM1);
+    vmenc_etcd_delete_req d = {.key = (const uint8_t *)okey, .key_len = strlen(okey)};
+    assert_int_equal(vmenc_etcd_delete_range(g_client, &d, NULL), VMENC_OK);
+    refused("hostB", g_kek1, VMENC_E_KMS_PERMISSION, "(owner: none)"); /* unplaced, unowned: nobody */
+    put(pkey, "hostB", 0);
+    vmenc_kms_cluster *c = host_kms("hostB");
+    vmenc_kek *k = NULL;
+    assert_int_equal(vmenc_kms_cluster_get_kek(c, g_kek1, T_MS, &k, NULL), VMENC_OK);
+    vmenc_kek_free(k);
+    vmenc_kms_cluster_free(c);
+    assert_true(count_events("VM " VM1 " is placed on host hostB", "host:hostB") >= 1);
+    refused("hostA", g_kek1, VMENC_E_KMS_PERMISSION, "(owner: none)");
+    /* a live owner decides over the placement */
+    own(VM1, "hostA");
+    refused("hostB", g_kek1, VMENC_E_KMS_PERMISSION, "(owner: hostA)");
+    vmenc_etcd_delete_req dp = {.key = (const uint8_t *)pkey, .key_len = strlen(pkey)};
+    assert_int_equal(vmenc_etcd_delete_range(g_client, &dp, NULL), VMENC_OK);
+}
+
 static void test_create_for_host(void **state) {
     (void)state;
     vmenc_kms_cluster *c = host_kms("hostB");
@@ -1007,6 +1033,7 @@ int main(void) {
         cmocka_unit_test(test_refused_unknown_certificate),
         cmocka_unit_test(test_refused_not_in_encryption_mode),
         cmocka_unit_test(test_refused_not_owner),
+        cmocka_unit_test(test_placed_host_without_owner),
         cmocka_unit_test(test_create_for_host),
         cmocka_unit_test(test_locate_by_name),
         cmocka_unit_test(test_refused_without_quorum),

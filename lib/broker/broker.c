@@ -276,15 +276,16 @@ static int scan_fn(void *arg, const ctl_vm_record *rec) {
     return 0;
 }
 
-/* owner_of: the host named by owner/<uuid> if the key lives on a lease. */
-static vmenc_status owner_of(vmenc_broker *b, const char *uuid, char *out, size_t cap) {
+/* host_at: the host named by the first line of <what>/<uuid> - owner/
+ * only if the key lives on a lease (a live session), placement/ always. */
+static vmenc_status host_at(vmenc_broker *b, const char *what, const char *uuid, char *out, size_t cap) {
     char key[256], val[512];
-    snprintf(key, sizeof(key), "/vmenc/%s/owner/%s", b->cluster, uuid);
+    snprintf(key, sizeof(key), "/vmenc/%s/%s/%s", b->cluster, what, uuid);
     bool found = false;
     int64_t lease = 0;
     out[0] = '\0';
     VMENC_GUARD(get_one(b, key, val, sizeof(val), &found, &lease));
-    if (!found || lease == 0)
+    if (!found || (lease == 0 && strcmp(what, "owner") == 0))
         return VMENC_OK;
     char *nl = strchr(val, '\n');
     if (nl != NULL)
@@ -325,7 +326,8 @@ static authz authorize_host(vmenc_broker *b, const char *fp, bool need_safe, hos
 
 /* authorize_kek: may host |h| have KEK |kek|? The cluster key's KEK: every
  * host in encryption mode. A KEK that a VM record names: only the owner of
- * such a VM. A KEK no record names: the host the broker created it for. */
+ * such a VM, or - while no host runs it - the host it is placed on. A KEK
+ * no record names: the host the broker created it for. */
 static authz authorize_kek(vmenc_broker *b, const host_id *h, const char *kek, char *why, size_t cap) {
     vmenc_status s = ensure_store(b);
     /* No cluster document yet (the first host is creating it: it wraps the
@@ -347,15 +349,25 @@ static authz authorize_kek(vmenc_broker *b, const host_id *h, const char *kek, c
         return AUTHZ_FAIL;
     }
     if (k.num > 0) {
-        char owner[CTL_CLUSTER_HOST_MAX + 1] = "";
+        char owner[CTL_CLUSTER_HOST_MAX + 1] = "", placed[CTL_CLUSTER_HOST_MAX + 1] = "";
         for (size_t i = 0; i < k.num && i < 8; i++) {
-            s = owner_of(b, k.uuids[i], owner, sizeof(owner));
+            s = host_at(b, "owner", k.uuids[i], owner, sizeof(owner));
+            if (s == VMENC_OK && owner[0] == '\0')
+                s = host_at(b, "placement", k.uuids[i], placed, sizeof(placed));
             if (s != VMENC_OK) {
                 snprintf(why, cap, "cluster %s: ownership unreadable (%s)", b->cluster, vmenc_status_name(s));
                 return AUTHZ_FAIL;
             }
             if (strcmp(owner, h->id) == 0) {
                 snprintf(why, cap, "host %s owns VM %s", h->id, k.uuids[i]);
+                return AUTHZ_ALLOW;
+            }
+            /* No live owner: the host the VM is placed on is the one host
+             * that may take its ownership (docs/cluster.md "Placement"), so
+             * it is "taking ownership" - it may open the VM. Any other host
+             * must move the placement first (take-over, handover). */
+            if (owner[0] == '\0' && strcmp(placed, h->id) == 0) {
+                snprintf(why, cap, "VM %s is placed on host %s and no host runs it", k.uuids[i], h->id);
                 return AUTHZ_ALLOW;
             }
         }
