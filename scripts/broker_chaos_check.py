@@ -386,6 +386,7 @@ def main():
         print(f"VIOLATION: {v}")
     per_host = ", ".join(f"{h} {held[h]}" for h in sorted(fps))
     kinds = Counter("cluster key" if "cluster key" in ev["reason"] else "VM owned" if "owns VM" in ev["reason"]
+                    else "VM placed" if "is placed on host" in ev["reason"]
                     else "created for the host" for _, _, ev in releases)
     print(f"checked {len(releases)} audited releases ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) "
           f"against etcd history ({len(hist)} events): {sum(held.values())} held ({per_host}); keys received "
