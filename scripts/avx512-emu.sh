@@ -346,7 +346,16 @@ BT0=$(date +%s)
 (cd "$G" && exec timeout -k 10 "$TIMEOUT" bochs-bin -q -f "$G/bochsrc" -rc "$G/dbg.rc" \
     </dev/null >"$G/bochs.out" 2>&1) &
 BPID=$!
+# Host seconds (every 2 s) at which each program's "run" and exit lines
+# appeared: the guest's own clock runs at the nominal ips, not wall time.
+declare -A T_RUN T_END
 while kill -0 $BPID 2>/dev/null; do
+    for prog in "${PROGS[@]}"; do
+        [[ -z ${T_RUN[$prog]:-} ]] && grep -aqE "^VMENC-EMU: run $prog"$'\r?$' "$SERIAL" 2>/dev/null &&
+            T_RUN[$prog]=$(date +%s)
+        [[ -z ${T_END[$prog]:-} ]] && grep -aqE "^VMENC-EMU: $prog (exit|signal|fork-failed) " "$SERIAL" 2>/dev/null &&
+            T_END[$prog]=$(date +%s)
+    done
     if grep -q "VMENC-EMU: DONE" "$SERIAL" 2>/dev/null; then
         sleep 5
         kill $BPID 2>/dev/null || true
@@ -381,8 +390,9 @@ for prog in "${PROGS[@]}"; do
     end=$(grep -m1 "^VMENC-EMU: $prog \(exit\|signal\|fork-failed\) " "$SERIAL" || true)
     ran=$(count "$out" '\[==========\]') passed=$(count "$out" '\[  PASSED  \]')
     failed=$(count "$out" '\[  FAILED  \]') skipped=$(count "$out" '\[  SKIPPED \]')
-    secs=$(sed -n 's/.*(\([0-9]*\) s guest time)$/\1/p' <<<"$end")
-    COUNTS+=("$prog ${ran:-?} run/${passed:-0} passed/${failed:-0} failed/${skipped:-0} skipped${secs:+ ${secs}s}")
+    secs=
+    [[ -n ${T_RUN[$prog]:-} && -n ${T_END[$prog]:-} ]] && secs=$((T_END[$prog] - T_RUN[$prog]))
+    COUNTS+=("$prog ${ran:-?} run/${passed:-0} passed/${failed:-0} failed/${skipped:-0} skipped${secs:+, ~${secs}s}")
     if [[ -z $end ]]; then
         ok=0; why+=("$prog did not finish"); continue
     fi
