@@ -349,14 +349,19 @@ BPID=$!
 # Host seconds (every 2 s) at which each program's "run" and exit lines
 # appeared: the guest's own clock runs at the nominal ips, not wall time.
 declare -A T_RUN T_END
-while kill -0 $BPID 2>/dev/null; do
+note_times() {
+    local prog
     for prog in "${PROGS[@]}"; do
-        [[ -z ${T_RUN[$prog]:-} ]] && grep -aqE "^VMENC-EMU: run $prog"$'\r?$' "$SERIAL" 2>/dev/null &&
+        [[ -n ${T_RUN[$prog]:-} ]] || ! grep -aqE "^VMENC-EMU: run $prog"$'\r?$' "$SERIAL" 2>/dev/null ||
             T_RUN[$prog]=$(date +%s)
-        [[ -z ${T_END[$prog]:-} ]] && grep -aqE "^VMENC-EMU: $prog (exit|signal|fork-failed) " "$SERIAL" 2>/dev/null &&
+        [[ -n ${T_END[$prog]:-} ]] || ! grep -aqE "^VMENC-EMU: $prog (exit|signal|fork-failed) " "$SERIAL" 2>/dev/null ||
             T_END[$prog]=$(date +%s)
     done
+}
+while kill -0 $BPID 2>/dev/null; do
+    note_times
     if grep -q "VMENC-EMU: DONE" "$SERIAL" 2>/dev/null; then
+        note_times # the last program may have ended since the check above
         sleep 5
         kill $BPID 2>/dev/null || true
         break
