@@ -28,9 +28,14 @@
 # nothing. The last line printed is the verdict, with counts per program:
 #   AVX512EMU RESULT: PASS (...)   or   AVX512EMU RESULT: FAIL: reasons -- ...
 #
-# Slow (measured on 2 shared cores: @KTIME@ building the guest kernel the
-# first time; then @RUNTIME@), so not part of CI: run it after any change to
-# lib/xts or lib/keys/aead.c. Needs root for apt-get (bochs is not a CI
+# Slow, so not part of CI: run it after any change to lib/xts or
+# lib/keys/aead.c. Measured 2026-12-06 on 2 cores shared with other
+# sessions (load 8-13): the guest kernel, built the first time only, ~24 min
+# (~6 min on a quiet machine); then 11-22 min per run (636 s, 959 s, 1314 s),
+# 9-18 min of it Bochs, almost all for test_xts (~550-1020 s); test_aead
+# with its full 1 MiB sweep and all three engines took ~14-41 s and
+# test_xts_residue less than the 2 s the script polls at, so the sweep is
+# not shortened by default. Needs root for apt-get (bochs is not a CI
 # dependency: this script installs what it needs).
 #
 # Environment (optional):
@@ -361,7 +366,6 @@ note_times() {
 while kill -0 $BPID 2>/dev/null; do
     note_times
     if grep -q "VMENC-EMU: DONE" "$SERIAL" 2>/dev/null; then
-        note_times # the last program may have ended since the check above
         sleep 5
         kill $BPID 2>/dev/null || true
         break
@@ -369,6 +373,7 @@ while kill -0 $BPID 2>/dev/null; do
     sleep 2
 done
 wait $BPID 2>/dev/null || true
+note_times # Bochs quits by itself on "Shutdown", often before a poll sees DONE
 BT=$(($(date +%s) - BT0))
 log "Bochs ran ${BT}s"
 
