@@ -239,9 +239,10 @@ else bad "esx02 cannot read vm01: $(head -c 200 "$T/read.out")"; fi
 w esx01 audit show >"$T/audit1" 2>/dev/null
 if w esx02 audit show 2>/dev/null | grep -q '"op":"policy.disable_host_encryption".*"outcome":"success"' &&
    grep -q '"op":"host.complete_disable".*"outcome":"failed"' "$T/audit1" &&
+   grep -q '"op":"cluster.host_registration".*"outcome":"failed".*cannot be rewritten' "$T/audit1" &&
    grep -q '"op":"host.complete_disable".*"outcome":"success"' "$T/audit1" &&
    grep -q '"op":"host.enable_encryption".*"target":"esx02".*"outcome":"success"' "$T/audit1"; then
-    ok "the changes are audited: the disable on esx02; on esx01 the enables, the failed and the completed reboot"
+    ok "the changes are audited: the disable on esx02; on esx01 the enables, the failed (with the registration's reason) and the completed reboot"
 else
     bad "the mode changes are not all in the audit logs"
 fi

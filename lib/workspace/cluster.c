@@ -325,6 +325,18 @@ static vmenc_status mode_changes(vmenc_workspace *ws, const uint8_t *json, size_
             before->objects[j].crypto_state == o->crypto_state)
             continue;
         s = mode_sync_add(ws->cluster, ms, o->name, o->crypto_state);
+        if (s != VMENC_OK) {
+            /* The change fails with it: say why, in this host's audit log. */
+            char reason[256];
+            snprintf(reason, sizeof(reason), "host %s's registration (host/%s) cannot be rewritten with mode %s: %s; "
+                     "the change is not made", o->name, o->name, vmenc_host_crypto_state_name((int)o->crypto_state),
+                     s == VMENC_E_PARSE ? "it is not a registration document (re-register the host)" : vmenc_strerror(s));
+            vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = ws->cfg->host_id,
+                                    .operation = "cluster.host_registration", .target = o->name,
+                                    .outcome = VMENC_AUDIT_FAILED, .status = s, .reason = reason};
+            vmenc_status as = vmenc_audit_emit(ws->audit, &ev);
+            (void)as;
+        }
     }
     model_free(now);
     model_free(before);
