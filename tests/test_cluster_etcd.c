@@ -12,7 +12,10 @@
  *     (policy edits under the lock + CAS, ownership take/release, VM
  *     record CAS writes): every change happened once or not at all, and
  *     every answer was a success, a clean refusal, or an unknown outcome
- *     that a re-read resolved.
+ *     that a re-read resolved;
+ *   - a slow control plane (every answer 300 ms late, through
+ *     tests/support/latency_proxy.h): a session whose renewals all succeed
+ *     is never fenced.
  * Exits 77 (skip) when etcd cannot start here. VMENC_LEADER_ROUNDS sets
  * the leader kills (default 2).
  */
@@ -33,6 +36,7 @@
 
 #include "control/etcd/cluster.h"
 #include "etcd_cluster.h"
+#include "latency_proxy.h"
 #include "vmenc/vmenc.h"
 
 static etcd_cluster g_cluster;
@@ -396,6 +400,60 @@ static void test_release_through_election(void **state) {
     ctl_cluster_close(a);
 }
 
+/* ---- a slow control plane ------------------------------------------------------------------------ */
+
+/* Every answer of member 0 arrives 300 ms late (a TCP relay in front of
+ * it; TLS passes through): the grant and the session key take about 0.9 s,
+ * each renewal 0.3-0.6 s, well inside TTL/3 = 1 s. Every renewal succeeds,
+ * so the session must never pass its fencing deadline (grant or renewal
+ * *sent* + TTL - margin, here + 2 s). When the renewals were due TTL/3
+ * after the last one *ended* - the first TTL/3 after the keepalive thread
+ * started, after the grant and the session key - the first renewal was
+ * sent about 1.9 s after the grant and answered about 0.5 s after the
+ * deadline: a host powering a VM on under load was fenced before its
+ * first write (tests/cluster.test.sh under TSan in CI). */
+static void test_slow_answers_no_fence(void **state) {
+    (void)state;
+    const char *colon = strrchr(g_cluster.urls[0], ':');
+    assert_non_null(colon);
+    latency_proxy *px = NULL;
+    assert_int_equal(latency_proxy_start((uint16_t)atoi(colon + 1), 300, &px), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", (unsigned)latency_proxy_port(px));
+    vmenc_etcd_config ec;
+    etcd_cluster_config(&g_cluster, &ec);
+    ec.endpoints = url;
+    ec.connect_timeout_ms = 2000;
+    ec.request_timeout_ms = 3000;
+    ctl_cluster_config cc = {.name = g_name, .host_id = "slow", .etcd = &ec, .ttl_s = 3};
+    uint64_t t0 = now_ms();
+    ctl_cluster *c = NULL;
+    vmenc_status s = ctl_cluster_open(&cc, &c);
+    if (s != VMENC_OK)
+        latency_proxy_stop(px);
+    assert_int_equal(s, VMENC_OK);
+    uint64_t opened = now_ms() - t0, fenced_at = 0, fenced_ms = 0, last = 0;
+    while (now_ms() < t0 + 6000) { /* two TTLs: the first renewal and three more */
+        uint64_t t = now_ms();
+        if (ctl_cluster_write_ok(c) != VMENC_OK) {
+            if (fenced_at == 0)
+                fenced_at = t - t0;
+            fenced_ms += last ? t - last : 0;
+        }
+        last = t;
+        sleep_ms(10);
+    }
+    ctl_cluster_fence_info fi;
+    ctl_cluster_fence_info_get(c, &fi);
+    ctl_cluster_close(c);
+    latency_proxy_stop(px);
+    printf("# answers 300 ms late, TTL 3 s: session open in %" PRIu64 " ms, %" PRIu64 " renewals, %" PRIu64
+           " failed, fenced at +%" PRIu64 " ms for ~%" PRIu64 " ms (0: never)\n",
+           opened, fi.keepalives_ok, fi.keepalives_failed, fenced_at, fenced_ms);
+    assert_true(fi.keepalives_ok >= 3);
+    assert_int_equal(fenced_at, 0);
+}
+
 /* ---- the leader killed mid-transaction ---------------------------------------------------------- */
 
 #define MAX_OPS 4096
@@ -461,6 +519,10 @@ static outcome one_record(loop *l) {
     char key[256], val[32];
     snprintf(key, sizeof(key), "/vmenc/%s/vm/%s", g_name, l->uuid);
     int64_t rev = record_rev(l->c, l->uuid);
+        return REFUSED;
+    }
+    int64_t rev = rr.num_kvs > 0 ? rr.kvs[0].mod_revision : 0;
+    vmenc_etcd_result_cleanup(&rr);
     int64_t gen = l->record_gen + 1;
     int n = snprintf(val, sizeof(val), "gen %" PRId64, gen);
     vmenc_etcd_compare cmp = {.target = rev == 0 ? VMENC_ETCD_CMP_CREATE : VMENC_ETCD_CMP_MOD,
@@ -657,6 +719,7 @@ int main(void) {
         cmocka_unit_test(test_handover_destination_killed_before_commit),
         cmocka_unit_test(test_handover_destination_killed_after_commit),
         cmocka_unit_test(test_release_through_election),
+        cmocka_unit_test(test_slow_answers_no_fence),
         cmocka_unit_test_teardown(test_leader_killed_mid_transaction, leader_teardown),
     };
     int rc = cmocka_run_group_tests_name("cluster semantics on etcd", tests, NULL, NULL);
