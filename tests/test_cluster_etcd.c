@@ -518,7 +518,14 @@ static outcome one_edit(loop *l, int i) {
 static outcome one_record(loop *l) {
     char key[256], val[32];
     snprintf(key, sizeof(key), "/vmenc/%s/vm/%s", g_name, l->uuid);
-    int64_t rev = record_rev(l->c, l->uuid);
+    /* No assertion here: this runs on the loop's thread, and a cmocka
+     * assertion that fails off the test's thread ends the process without
+     * its report (exit(-1), or a longjmp into another thread's stack).
+     * The read meets the leader's election: then nothing is written. */
+    vmenc_etcd_range_req rq = {.key = (const uint8_t *)key, .key_len = strlen(key)};
+    vmenc_etcd_result rr = {0};
+    if (vmenc_etcd_range(ctl_cluster_etcd(l->c), &rq, &rr) != VMENC_OK) {
+        vmenc_etcd_result_cleanup(&rr);
         return REFUSED;
     }
     int64_t rev = rr.num_kvs > 0 ? rr.kvs[0].mod_revision : 0;
