@@ -13,9 +13,10 @@
  *     record CAS writes): every change happened once or not at all, and
  *     every answer was a success, a clean refusal, or an unknown outcome
  *     that a re-read resolved;
- *   - a slow control plane (every answer 300 ms late, through
+ *   - a slow control plane (answers late, through
  *     tests/support/latency_proxy.h): a session whose renewals all succeed
- *     is never fenced.
+ *     is never fenced; a commit between the source's two reads of its
+ *     wait is seen as the commit it is.
  * Exits 77 (skip) when etcd cannot start here. VMENC_LEADER_ROUNDS sets
  * the leader kills (default 2).
  */
@@ -361,6 +362,77 @@ static void test_handover_destination_killed_after_commit(void **state) {
     ctl_cluster_close(d);
     ctl_cluster_release(s, uuid);
     ctl_cluster_close(s);
+}
+
+/* ---- a commit between the source's two reads ---------------------------------------------------- */
+
+typedef struct waiter {
+    ctl_cluster *c;
+    const char *uuid;
+    atomic_bool started;
+    vmenc_status s;
+} waiter;
+
+static void *wait_main(void *arg) {
+    waiter *w = arg;
+    atomic_store(&w->started, true);
+    w->s = ctl_cluster_handover_wait(w->c, w->uuid, "dst", 15000);
+    return NULL;
+}
+
+/* The source's wait reads the placement, then its intent. The commit
+ * moves the one and deletes the other in one transaction; if it lands
+ * between the two reads the source saw "placement: here, intent: gone" -
+ * which it took for an abort: 'migrate send' said "esx03 did not take it
+ * over" while esx03 had (tests/cluster.test.sh under load). Here the
+ * source's answers come 600 ms late (a relay in front of its member), so
+ * a commit 300 ms into the wait lands between them. */
+static void test_handover_commit_between_wait_reads(void **state) {
+    (void)state;
+    const char *colon = strrchr(g_cluster.urls[0], ':');
+    assert_non_null(colon);
+    latency_proxy *px = NULL;
+    assert_int_equal(latency_proxy_start((uint16_t)atoi(colon + 1), 0, &px), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", (unsigned)latency_proxy_port(px));
+    vmenc_etcd_config ec;
+    etcd_cluster_config(&g_cluster, &ec);
+    ec.endpoints = url;
+    ec.request_timeout_ms = 5000;
+    ctl_cluster_config cc = {.name = g_name, .host_id = "src", .etcd = &ec, .ttl_s = 10};
+    ctl_cluster *s = NULL, *d = NULL;
+    char uuid[40], why[CTL_CLUSTER_WHY_MAX] = "";
+    new_uuid(uuid);
+    vmenc_status st = ctl_cluster_open(&cc, &s);
+    if (st == VMENC_OK)
+        st = open_host("dst", 10, &d);
+    if (st != VMENC_OK) {
+        ctl_cluster_close(s);
+        latency_proxy_stop(px);
+    }
+    assert_int_equal(st, VMENC_OK);
+    (void)put_record(d, uuid, "record v1");
+    assert_int_equal(ctl_cluster_acquire(s, uuid, "vm", why, sizeof(why)), VMENC_OK);
+    assert_int_equal(ctl_cluster_handover_begin(s, uuid, "dst", "state-1", why, sizeof(why)), VMENC_OK);
+    ctl_cluster_handover h;
+    assert_int_equal(ctl_cluster_handover_read(d, uuid, &h), VMENC_OK);
+    latency_proxy_set_delay(px, 600);
+    waiter w = {.c = s, .uuid = uuid};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wait_main, &w), 0);
+    while (!atomic_load(&w.started))
+        sleep_ms(1);
+    sleep_ms(300); /* the placement read is answered at +600 ms, the intent read sent then */
+    vmenc_status cs = ctl_cluster_handover_commit(d, uuid, "vm", &h, record_rev(d, uuid), why, sizeof(why));
+    pthread_join(t, NULL);
+    latency_proxy_set_delay(px, 0);
+    ctl_cluster_release(s, uuid);
+    ctl_cluster_close(s);
+    latency_proxy_stop(px);
+    assert_int_equal(cs, VMENC_OK);
+    expect_placement(d, uuid, "dst");
+    assert_int_equal(w.s, VMENC_OK); /* committed: the source must say so */
+    ctl_cluster_close(d);
 }
 
 /* ---- a release answered "unknown" ------------------------------------------------------------ */
@@ -725,6 +797,7 @@ int main(void) {
         cmocka_unit_test(test_handover_source_killed_lease_expired),
         cmocka_unit_test(test_handover_destination_killed_before_commit),
         cmocka_unit_test(test_handover_destination_killed_after_commit),
+        cmocka_unit_test(test_handover_commit_between_wait_reads),
         cmocka_unit_test(test_release_through_election),
         cmocka_unit_test(test_slow_answers_no_fence),
         cmocka_unit_test_teardown(test_leader_killed_mid_transaction, leader_teardown),

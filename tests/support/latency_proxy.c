@@ -45,7 +45,7 @@ typedef struct conn {
 struct latency_proxy {
     int lfd;
     uint16_t port, to_port;
-    uint32_t delay_ms;
+    _Atomic uint32_t delay_ms;
     atomic_bool stop;
     pthread_t acceptor;
     conn *conns[MAX_CONNS];
@@ -125,7 +125,7 @@ static void *down_main(void *arg) {
             continue;
         }
         k->len = (size_t)n;
-        k->due = now_ms() + c->p->delay_ms;
+        k->due = now_ms() + atomic_load(&c->p->delay_ms);
         k->next = NULL;
         *tail = k;
         tail = &k->next;
@@ -200,7 +200,7 @@ int latency_proxy_start(uint16_t to_port, uint32_t delay_ms, latency_proxy **out
     if (p == NULL)
         return -1;
     p->to_port = to_port;
-    p->delay_ms = delay_ms;
+    atomic_store(&p->delay_ms, delay_ms);
     p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -220,6 +220,8 @@ int latency_proxy_start(uint16_t to_port, uint32_t delay_ms, latency_proxy **out
 }
 
 uint16_t latency_proxy_port(const latency_proxy *p) { return p->port; }
+
+void latency_proxy_set_delay(latency_proxy *p, uint32_t delay_ms) { atomic_store(&p->delay_ms, delay_ms); }
 
 void latency_proxy_stop(latency_proxy *p) {
     if (p == NULL)

@@ -22,6 +22,9 @@ typedef struct latency_proxy latency_proxy;
 int latency_proxy_start(uint16_t to_port, uint32_t delay_ms, latency_proxy **out);
 /* latency_proxy_port: the port it listens on. */
 uint16_t latency_proxy_port(const latency_proxy *p);
+/* latency_proxy_set_delay: bytes that arrive from now on are delivered
+ * |delay_ms| after they arrived. */
+void latency_proxy_set_delay(latency_proxy *p, uint32_t delay_ms);
 /* latency_proxy_stop closes every connection, joins every thread and
  * frees |p|. Accepts NULL. */
 void latency_proxy_stop(latency_proxy *p);

@@ -974,8 +974,21 @@ vmenc_status ctl_cluster_handover_wait(ctl_cluster *c, const char *uuid, const c
             s = VMENC_OK; /* committed */
             ended = true;
         } else if (is == VMENC_E_NOT_FOUND || (is == VMENC_OK && in.key_lease != c->lease)) {
-            s = VMENC_E_CONFLICT; /* our intent is gone and the VM stayed: aborted (our lease expired?) */
-            ended = true;
+            /* Our intent is gone. The placement was read before it: a
+             * commit in between (it moves the placement and deletes the
+             * intent in one transaction) looks the same as an abort, so
+             * the placement read now, after the intent, decides. */
+            ps = ctl_cluster_placement(c, uuid, at, sizeof(at));
+            if (ps == VMENC_OK) {
+                s = strcmp(at, dest) == 0 ? VMENC_OK /* committed */
+                                          : VMENC_E_CONFLICT; /* the VM stayed: aborted (our lease expired?) */
+                ended = true;
+            } else if (vmenc_now_monotonic_ms() >= until) {
+                s = VMENC_E_CONTROL_UNAVAILABLE; /* neither seen committed nor seen aborted */
+                ended = true;
+            } else {
+                sleep_ms(100); /* unknown: look again (the intent stays gone) */
+            }
         } else if (vmenc_now_monotonic_ms() >= until) {
             /* Withdraw the offer; if that loses, the destination committed
              * meanwhile - the placement says so. */
