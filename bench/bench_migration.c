@@ -4,7 +4,7 @@
  * thread, one core each, next to a plain copy of the same pages through the
  * same kind of pipe with the same chunk size (write/read, no framing).
  *
- *   bench_migration [--mib M] [--chunk KIB] [--rounds R]
+ *   bench_migration [--mib M] [--chunk KIB] [--rounds R] [--engine NAME]...
  *
  * Both sides run in one process, on two threads, so the pipe is the only
  * transport cost. The chunk size defaults to 256 KiB (64 pages); the pipe
@@ -23,7 +23,9 @@
  * GB/s per side (GB = 1e9 bytes); issue 25, ratio >= 0.75.
  *
  * A third contender is the same encrypted stream with the AEAD forced onto
- * OpenSSL's EVP (VMENC_AEAD_IMPL=openssl), in the same rounds; and each
+ * OpenSSL's EVP (VMENC_AEAD_IMPL=openssl), in the same rounds, and one more
+ * per --engine NAME (e.g. vaes-avx2 where the default is vaes-avx512: what
+ * a CPU with VAES but no AVX-512 would run); and each
  * contender's sender and receiver CPU seconds per GiB are printed, to show
  * where the time goes. The plain copy is the same code as before.
  */
@@ -228,6 +230,21 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Forced AEAD engines beyond OpenSSL's (--engine, repeatable). */
+#define MAX_CONTENDERS 6
+static const char *g_extra[MAX_CONTENDERS];
+static int num_extra;
+
+static const char *engine_of(int c) { return c == 2 ? "openssl" : g_extra[c - 3]; }
+
+static const char *cname_of(int c) {
+    static char names[MAX_CONTENDERS][64];
+    if (c < 3)
+        return c == 0 ? "plain_pipe" : c == 1 ? "vmenc_migration" : "vmenc_migration_evp";
+    snprintf(names[c], sizeof(names[c]), "vmenc_migration_%s", engine_of(c));
+    return names[c];
+}
+
 int main(int argc, char **argv) {
     uint64_t mib = 1024;
     size_t chunk_kib = 256;
@@ -239,9 +256,11 @@ int main(int argc, char **argv) {
             chunk_kib = (size_t)atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--rounds") == 0)
             rounds = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--engine") == 0 && num_extra < MAX_CONTENDERS - 3)
+            g_extra[num_extra++] = argv[i + 1];
     }
     if (mib < 1 || chunk_kib < 4 || chunk_kib > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
-        fprintf(stderr, "usage: bench_migration [--mib M] [--chunk KIB (4..1024)] [--rounds R]\n");
+        fprintf(stderr, "usage: bench_migration [--mib M] [--chunk KIB (4..1024)] [--rounds R] [--engine NAME]...\n");
         return 2;
     }
     g_chunk = chunk_kib << 10;
@@ -262,53 +281,52 @@ int main(int argc, char **argv) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
-    double enc[MAX_ROUNDS], plain[MAX_ROUNDS], evp[MAX_ROUNDS];
-    int encrypted = 0;
-    double ratio[MAX_ROUNDS], ratio_cpu[MAX_ROUNDS], ratio_evp[MAX_ROUNDS], plain_cpu = 0, enc_cpu = 0;
+    /* Contenders: 0 plain, 1 encrypted on the default engine, then the
+     * encrypted stream on each forced engine (OpenSSL's EVP, then --engine's). */
+    const int nc = 3 + num_extra;
+    static double rate[MAX_CONTENDERS][MAX_ROUNDS], vs_plain[MAX_CONTENDERS][MAX_ROUNDS];
     /* CPU seconds per GiB moved, each side: [contender][side][round] */
-    double side_cpu[3][2][MAX_ROUNDS];
+    static double side_cpu[MAX_CONTENDERS][2][MAX_ROUNDS];
+    int encrypted = 0;
+    double ratio_cpu[MAX_ROUNDS], plain_cpu = 0, enc_cpu = 0;
     const double gib = (double)g_bytes / (double)(1u << 30);
     for (int r = 0; r < rounds; r++) { /* interleaved, order rotating */
-        for (int k = 0; k < 3; k++) {
-            int c = (k + r) % 3; /* 0 plain, 1 encrypted (default engine), 2 encrypted (OpenSSL EVP) */
+        for (int k = 0; k < nc; k++) {
+            int c = (k + r) % nc;
             if (c == 0) {
-                plain[r] = run_plain();
+                rate[0][r] = run_plain();
                 plain_cpu = g_rate_cpu;
             } else {
                 /* the AEAD engine is picked when the sender and receiver are made */
-                if (c == 2)
-                    setenv("VMENC_AEAD_IMPL", "openssl", 1);
-                double v = run_migration(h1, h2, vm, &encrypted);
+                if (c >= 2)
+                    setenv("VMENC_AEAD_IMPL", engine_of(c), 1);
+                rate[c][r] = run_migration(h1, h2, vm, &encrypted);
                 unsetenv("VMENC_AEAD_IMPL");
-                if (c == 1) {
-                    enc[r] = v;
+                if (c == 1)
                     enc_cpu = g_rate_cpu;
-                } else {
-                    evp[r] = v;
-                }
             }
             side_cpu[c][0][r] = g_writer_cpu / gib;
             side_cpu[c][1][r] = g_reader_cpu / gib;
         }
         ratio_cpu[r] = enc_cpu / plain_cpu;
-        if (plain[r] < 0 || enc[r] < 0 || evp[r] < 0) {
-            fprintf(stderr, "round %d failed\n", r);
-            return 1;
+        for (int c = 0; c < nc; c++) {
+            if (rate[c][r] < 0) {
+                fprintf(stderr, "round %d failed (%s)\n", r, c >= 2 ? engine_of(c) : c ? "default" : "plain");
+                return 1;
+            }
+            vs_plain[c][r] = rate[c][r] / rate[0][r];
         }
-        ratio[r] = enc[r] / plain[r];
-        ratio_evp[r] = evp[r] / plain[r];
     }
-    qsort(enc, (size_t)rounds, sizeof(double), cmp_double);
-    qsort(plain, (size_t)rounds, sizeof(double), cmp_double);
-    qsort(evp, (size_t)rounds, sizeof(double), cmp_double);
-    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
-    qsort(ratio_cpu, (size_t)rounds, sizeof(double), cmp_double);
-    qsort(ratio_evp, (size_t)rounds, sizeof(double), cmp_double);
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < nc; c++) {
+        qsort(rate[c], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(vs_plain[c], (size_t)rounds, sizeof(double), cmp_double);
         for (int side = 0; side < 2; side++)
             qsort(side_cpu[c][side], (size_t)rounds, sizeof(double), cmp_double);
-    double e = enc[rounds / 2], p = plain[rounds / 2];
-    double rmed = ratio[rounds / 2], rq1 = ratio[rounds / 4], rq3 = ratio[(3 * rounds) / 4];
+    }
+    qsort(ratio_cpu, (size_t)rounds, sizeof(double), cmp_double);
+    const int mid = rounds / 2, q1 = rounds / 4, q3 = (3 * rounds) / 4;
+    double e = rate[1][mid], p = rate[0][mid];
+    double rmed = vs_plain[1][mid], rq1 = vs_plain[1][q1], rq3 = vs_plain[1][q3];
     printf("{\"bench\":\"migration\",\"contender\":\"plain_pipe\",\"mib\":%llu,\"chunk_kib\":%zu,\"rounds\":%d,"
            "\"gbps\":%.3f}\n",
            (unsigned long long)(g_bytes >> 20), chunk_kib, rounds, p / 1e9);
@@ -323,22 +341,24 @@ int main(int argc, char **argv) {
      * round): on a loaded machine the wall-clock ratio also measures who
      * got the CPUs; this one only what each byte costs. */
     printf("{\"bench\":\"migration\",\"ratio_cpu_time\":%.3f,\"ratio_cpu_p25\":%.3f,\"ratio_cpu_p75\":%.3f}\n",
-           ratio_cpu[rounds / 2], ratio_cpu[rounds / 4], ratio_cpu[(3 * rounds) / 4]);
-    /* The same stream with the AEAD on OpenSSL's EVP (VMENC_AEAD_IMPL=openssl),
-     * the engine before issue 25's own GCM: what the engine is worth. */
-    printf("{\"bench\":\"migration\",\"contender\":\"vmenc_migration_evp\",\"gbps\":%.3f,"
-           "\"ratio_vs_plain\":%.3f,\"ratio_p25\":%.3f,\"ratio_p75\":%.3f}\n",
-           evp[rounds / 2] / 1e9, ratio_evp[rounds / 2], ratio_evp[rounds / 4], ratio_evp[(3 * rounds) / 4]);
+           ratio_cpu[mid], ratio_cpu[q1], ratio_cpu[q3]);
+    /* The same stream on each forced engine: OpenSSL's EVP (the engine
+     * before issue 25's own GCM: what the engine is worth), and those
+     * --engine named (e.g. vaes-avx2 on a CPU whose default is vaes-avx512:
+     * the engine AVX2-only CPUs get, measured here). */
+    for (int c = 2; c < nc; c++)
+        printf("{\"bench\":\"migration\",\"contender\":\"%s\",\"engine\":\"%s\",\"gbps\":%.3f,"
+               "\"ratio_vs_plain\":%.3f,\"ratio_p25\":%.3f,\"ratio_p75\":%.3f}\n",
+               cname_of(c), engine_of(c), rate[c][mid] / 1e9, vs_plain[c][mid], vs_plain[c][q1], vs_plain[c][q3]);
     /* Where the CPU goes: each side's thread CPU seconds per GiB (medians).
      * Where both threads share one core (a loaded host; the kernel's pipe
      * wake-ups place the woken reader next to the writer), the wall-clock
      * ratio cannot beat plain (sender + receiver) over encrypted (sender +
      * receiver). */
-    static const char *const cname[] = {"plain_pipe", "vmenc_migration", "vmenc_migration_evp"};
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < nc; c++)
         printf("{\"bench\":\"migration\",\"contender\":\"%s\",\"sender_cpu_s_per_gib\":%.4f,"
                "\"receiver_cpu_s_per_gib\":%.4f}\n",
-               cname[c], side_cpu[c][0][rounds / 2], side_cpu[c][1][rounds / 2]);
+               cname_of(c), side_cpu[c][0][mid], side_cpu[c][1][mid]);
     vmenc_vm_free(vm);
     vmenc_host_free(h2);
     vmenc_host_free(h1);

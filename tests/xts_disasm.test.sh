@@ -15,9 +15,9 @@
 #     XOR memory operands), and vaes-avx2's store vectors to at most four
 #     stack slots (the second half of a group's tweaks, parked for the last
 #     round and wiped);
-#   - the AES-256-GCM engine's data path (gcm_vaes_avx512.c) calls nothing,
-#     zeroes all 32 vector registers before returning and keeps no vector on
-#     the stack but the public nonce block J0.
+#   - the AES-256-GCM engines' data paths (gcm_vaes_avx512.c, gcm_vaes_avx2.c)
+#     call nothing, zero all their vector registers before returning, and
+#     keep no key, key power, product or AES state on the stack (see below).
 # Needs objdump and an optimised, unsanitised build; exits 77 (skipped)
 # otherwise.
 set -euo pipefail
@@ -97,13 +97,20 @@ for backend, nregs in (("vaes_avx512", 32), ("vaes_avx2", 16), ("aesni", 16)):
             if ld:
                 fails.append(f"{backend} {f}: reloads full vectors from the stack (spills): {ld[:4]}")
 
-# The AES-256-GCM engine (gcm_vaes_avx512.c): its data path calls nothing and
-# zeroes all 32 vector registers before every return, and moves no vector to
-# or from the stack but one xmm slot: J0, the public nonce block, kept for the
-# tag (E(K, J0) itself is computed at the end, in registers).
-gfuncs = functions(f"{objdir}/gcm_vaes_avx512.c.o")
-for f in ("vmenc_gcm_vaes_avx512_crypt",):
-    ins = gfuncs.get(f)
+# The AES-256-GCM engines: their data path calls nothing and zeroes every
+# vector register it may use (32 with AVX-512, 16 without) before every
+# return. gcm_vaes_avx512.c moves no vector to or from the stack but one xmm
+# slot (J0, the public nonce block, kept for the tag; E(K, J0) itself is
+# computed at the end, in registers). gcm_vaes_avx2.c has only 16 registers:
+# in its 16-block loop (from the first to the last 256-bit AES instruction)
+# it stores no vector to the stack and loads no 256-bit one from it (AES
+# states, round keys, key powers and products stay in registers; only
+# 128-bit public constants are read back), and in all stores to at most 4
+# slots (the public constants, J0).
+GCM_LOOP_AES = re.compile(r"^vaesenc(last)?\s+\S*%ymm")
+for obj, f, nregs in (("gcm_vaes_avx512", "vmenc_gcm_vaes_avx512_crypt", 32),
+                      ("gcm_vaes_avx2", "vmenc_gcm_vaes_avx2_crypt", 16)):
+    ins = functions(f"{objdir}/{obj}.c.o").get(f)
     if ins is None:
         fails.append(f"gcm: {f} not found")
         continue
@@ -112,13 +119,26 @@ for f in ("vmenc_gcm_vaes_avx512_crypt",):
     if calls:
         fails.append(f"gcm {f}: calls out of line: {calls[:3]}")
     for k in [k for k, i in enumerate(ins) if i.startswith("ret")]:
-        window = ins[max(0, k - 32 - 12):k]
+        window = ins[max(0, k - nregs - 12):k]
         cleared = {int(m.group(1)) for m in (CLEAR.match(i) for i in window) if m}
-        if cleared != set(range(32)):
-            fails.append(f"gcm {f}: returns without zeroing vector registers {sorted(set(range(32)) - cleared)}")
+        if cleared != set(range(nregs)):
+            fails.append(f"gcm {f}: returns without zeroing vector registers {sorted(set(range(nregs)) - cleared)}")
     slots = {m.group(1) for m in (VSTORE_SLOT.match(i) for i in ins) if m}
-    if len(slots) > 1 or any(re.search(r"%[yz]mm", i) for i in ins if VSTORE.match(i) or VLOAD_ANY.match(i)):
-        fails.append(f"gcm {f}: vectors to or from the stack beyond the J0 slot: {sorted(slots)[:6]}")
+    if nregs == 32:
+        if len(slots) > 1 or any(re.search(r"%[yz]mm", i) for i in ins if VSTORE.match(i) or VLOAD_ANY.match(i)):
+            fails.append(f"gcm {f}: vectors to or from the stack beyond the J0 slot: {sorted(slots)[:6]}")
+        continue
+    loop = [k for k, i in enumerate(ins) if GCM_LOOP_AES.match(i)]
+    if not loop:
+        fails.append(f"gcm {f}: no 256-bit AES loop found")
+        continue
+    body = ins[loop[0]:loop[-1] + 1]
+    bad = [i for i in body if VSTORE.match(i) or VLOAD_FULL.match(i) or
+           (re.search(STACK, i) and re.match(r"^v(aes|pclmul|pxor)", i))]
+    if bad:
+        fails.append(f"gcm {f}: the 16-block loop moves vectors to or from the stack: {bad[:4]}")
+    if len(slots) > 4:
+        fails.append(f"gcm {f}: vectors stored to {len(slots)} stack slots (at most 4 public ones): {sorted(slots)[:8]}")
 
 for m in fails:
     print("FAIL:", m)

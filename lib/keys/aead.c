@@ -1,12 +1,13 @@
 /*
  * lib/keys/aead.c - AES-256-GCM keyed once (interface and key-handling rule
  * in aead.h; the record formats that use it in docs/vm-format.md and
- * docs/migration.md). Two engines, chosen once per object: vmenc's own
- * VAES/AVX-512 GCM (lib/xts/gcm_vaes_avx512.c; its key schedule and hash-key
- * powers inside this object, in secure memory) where the CPU has it, else
- * one OpenSSL EVP context that serves both directions: each call sets the
- * nonce and the direction without re-keying, so a record costs no key
- * expansion either way.
+ * docs/migration.md). Three engines, chosen once per object: vmenc's own
+ * VAES GCM on 512-bit registers (lib/xts/gcm_vaes_avx512.c) where the CPU
+ * has AVX-512, else on 256-bit ones (lib/xts/gcm_vaes_avx2.c) where it has
+ * VAES and AVX2 - their key schedule and hash-key powers inside this object,
+ * in secure memory -, else one OpenSSL EVP context that serves both
+ * directions: each call sets the nonce and the direction without re-keying,
+ * so a record costs no key expansion either way.
  *
  * Safety rule: nothing unauthenticated is left in the output of a failed
  * open, and the raw key is never stored.
@@ -22,29 +23,57 @@
 #include "keys/aead.h"
 #include "xts/gcm_impl.h"
 
+/* vmenc's own engines, fastest first (lib/xts/gcm_impl.h). */
+typedef struct gcm_engine {
+    const char *name;
+    bool (*usable)(void);
+    void (*init)(vmenc_gcm_key *k, const uint8_t key[32]);
+    void (*crypt)(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
+                  const uint8_t *in, uint8_t *out, size_t len, uint8_t tag[16]);
+} gcm_engine;
+
+static const gcm_engine engines[] = {
+    {"vaes-avx512", vmenc_gcm_vaes_avx512_usable, vmenc_gcm_vaes_avx512_init, vmenc_gcm_vaes_avx512_crypt},
+    {"vaes-avx2", vmenc_gcm_vaes_avx2_usable, vmenc_gcm_vaes_avx2_init, vmenc_gcm_vaes_avx2_crypt},
+};
+#define NUM_ENGINES (sizeof(engines) / sizeof(engines[0]))
+
 struct vmenc_aead {
-    EVP_CIPHER_CTX *ctx; /* OpenSSL engine: holds the key schedule (OpenSSL's heap; see aead.h) */
-    bool fast;           /* vaes-avx512 engine: |gk| holds the key schedule */
+    EVP_CIPHER_CTX *ctx;    /* OpenSSL engine: holds the key schedule (OpenSSL's heap; see aead.h) */
+    const gcm_engine *eng;  /* else one of ours: |gk| holds the key schedule */
     vmenc_gcm_key gk;
 };
 
-static bool engine_name_ok(const char *impl) {
-    return impl == NULL || strcmp(impl, "openssl") == 0 || strcmp(impl, "vaes-avx512") == 0;
+/* pick: the engine |impl| names (NULL: the first this CPU runs; "openssl":
+ * *eng = NULL). An unknown name is INVALID_ARG, a known one the CPU cannot
+ * run UNSUPPORTED. */
+static vmenc_status pick(const char *impl, const gcm_engine **eng) {
+    *eng = NULL;
+    for (size_t i = 0; i < NUM_ENGINES; i++) {
+        if (impl == NULL && engines[i].usable()) {
+            *eng = &engines[i];
+            return VMENC_OK;
+        }
+        if (impl != NULL && strcmp(impl, engines[i].name) == 0) {
+            *eng = &engines[i];
+            return engines[i].usable() ? VMENC_OK : VMENC_E_UNSUPPORTED;
+        }
+    }
+    return impl == NULL || strcmp(impl, "openssl") == 0 ? VMENC_OK : VMENC_E_INVALID_ARG;
 }
 
 vmenc_status vmenc_aead_new_impl(const uint8_t key[VMENC_AEAD_KEY_BYTES], const char *impl, vmenc_aead **out) {
     VMENC_ENSURE_REF(key);
     VMENC_ENSURE_REF(out);
-    VMENC_ENSURE(engine_name_ok(impl), VMENC_E_INVALID_ARG);
-    bool fast = impl == NULL ? vmenc_gcm_vaes_avx512_usable() : strcmp(impl, "vaes-avx512") == 0;
-    VMENC_ENSURE(!fast || vmenc_gcm_vaes_avx512_usable(), VMENC_E_UNSUPPORTED);
+    const gcm_engine *eng = NULL;
+    VMENC_GUARD(pick(impl, &eng));
     vmenc_aead *a = vmenc_secure_alloc_pooled(sizeof(*a));
     if (a == NULL)
         return VMENC_E_NOMEM;
     memset(a, 0, sizeof(*a));
-    if (fast) {
-        a->fast = true;
-        vmenc_gcm_vaes_avx512_init(&a->gk, key);
+    if (eng != NULL) {
+        a->eng = eng;
+        eng->init(&a->gk, key);
         *out = a;
         return VMENC_OK;
     }
@@ -72,7 +101,7 @@ vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES], vmenc_aead 
 }
 
 const char *vmenc_aead_engine(const vmenc_aead *a) {
-    return a == NULL ? NULL : a->fast ? "vaes-avx512" : "openssl";
+    return a == NULL ? NULL : a->eng != NULL ? a->eng->name : "openssl";
 }
 
 /* start sets the nonce and direction and authenticates the AAD. */
@@ -96,8 +125,8 @@ vmenc_status vmenc_aead_seal(vmenc_aead *a, const uint8_t nonce[VMENC_AEAD_NONCE
                              uint8_t *ct, uint8_t tag[VMENC_AEAD_TAG_BYTES]) {
     VMENC_ENSURE_REF(a);
     VMENC_ENSURE(args_ok(nonce, aad, aad_len, pt, len, ct, tag), VMENC_E_INVALID_ARG);
-    if (a->fast) {
-        vmenc_gcm_vaes_avx512_crypt(&a->gk, true, nonce, aad, aad_len, pt, ct, len, tag);
+    if (a->eng != NULL) {
+        a->eng->crypt(&a->gk, true, nonce, aad, aad_len, pt, ct, len, tag);
         return VMENC_OK;
     }
     int n = 0;
@@ -114,9 +143,9 @@ vmenc_status vmenc_aead_open(vmenc_aead *a, const uint8_t nonce[VMENC_AEAD_NONCE
                              const uint8_t tag[VMENC_AEAD_TAG_BYTES], uint8_t *pt) {
     VMENC_ENSURE_REF(a);
     VMENC_ENSURE(args_ok(nonce, aad, aad_len, ct, len, pt, tag), VMENC_E_INVALID_ARG);
-    if (a->fast) {
+    if (a->eng != NULL) {
         uint8_t want[VMENC_AEAD_TAG_BYTES];
-        vmenc_gcm_vaes_avx512_crypt(&a->gk, false, nonce, aad, aad_len, ct, pt, len, want);
+        a->eng->crypt(&a->gk, false, nonce, aad, aad_len, ct, pt, len, want);
         bool ok = vmenc_ct_equal(want, tag, sizeof(want));
         sodium_memzero(want, sizeof(want));
         if (!ok) {

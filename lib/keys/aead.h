@@ -2,14 +2,15 @@
  * lib/keys/aead.h - AES-256-GCM keyed once, for the bulk records of VM state
  * files, core dumps and the migration stream (formats: docs/vm-format.md,
  * docs/coredump.md, docs/migration.md). One small interface so the record
- * code names no crypto library. Two engines, standard AES-256-GCM either
+ * code names no crypto library. Three engines, standard AES-256-GCM every
  * way: vmenc's own on VAES + VPCLMULQDQ with 512-bit registers
  * (lib/xts/gcm_vaes_avx512.c, 2-4x OpenSSL 3.0's EVP on the CPUs that have
- * it, bench/bench_aead.c), else OpenSSL 3's EVP AES-256-GCM (AES-NI with
+ * it, bench/bench_aead.c) or, without AVX-512, with 256-bit registers
+ * (lib/xts/gcm_vaes_avx2.c), else OpenSSL 3's EVP AES-256-GCM (AES-NI with
  * stitched PCLMULQDQ), 2-3x libsodium's.
  *
  * Its one safety rule: the raw key is never kept - it is read once, from the
- * caller's secure memory, into the object. With the VAES engine the round
+ * caller's secure memory, into the object. With a VAES engine the round
  * keys and hash-key powers are part of the object, one block of libsodium
  * secure memory, wiped on free. With the OpenSSL engine where the expanded
  * key schedule lives is OpenSSL's choice: the provider allocates its GCM
@@ -42,7 +43,7 @@ typedef struct vmenc_aead vmenc_aead;
 
 /* vmenc_aead_new keys AES-256-GCM with the 32 bytes at |key| (read, not
  * kept), on the best engine for the CPU or the one the environment variable
- * VMENC_AEAD_IMPL names ("openssl", "vaes-avx512"; see vmenc_aead_new_impl
+ * VMENC_AEAD_IMPL names ("openssl", "vaes-avx512", "vaes-avx2"; see vmenc_aead_new_impl
  * for its errors). VMENC_E_NOMEM, or VMENC_E_CRYPTO if OpenSSL fails; *out
  * untouched on failure. Free with vmenc_aead_free. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_new(const uint8_t key[VMENC_AEAD_KEY_BYTES],
@@ -67,13 +68,15 @@ VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_open(vmenc_aead *a, cons
                                             uint8_t *pt);
 
 /* vmenc_aead_new_impl is vmenc_aead_new with the engine named: NULL (the
- * best for this CPU, what vmenc_aead_new picks), "openssl" (EVP) or
- * "vaes-avx512" (VMENC_E_UNSUPPORTED where the CPU lacks it); another name
+ * best for this CPU, what vmenc_aead_new picks), "openssl" (EVP),
+ * "vaes-avx512" or "vaes-avx2" (VMENC_E_UNSUPPORTED where the CPU lacks
+ * the instructions); another name
  * is VMENC_E_INVALID_ARG. For the tests and benchmarks. */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status vmenc_aead_new_impl(const uint8_t key[VMENC_AEAD_KEY_BYTES],
                                                                  const char *impl, vmenc_aead **out);
 
-/* vmenc_aead_engine names the object's engine ("openssl", "vaes-avx512"). */
+/* vmenc_aead_engine names the object's engine ("openssl", "vaes-avx512",
+ * "vaes-avx2"). */
 VMENC_INTERNAL const char *vmenc_aead_engine(const vmenc_aead *a);
 
 /* vmenc_aead_free cleanses the key schedule and frees; NULL is a no-op. */

@@ -6,6 +6,8 @@
  */
 #include <immintrin.h>
 
+#include "xts/vregs.h"
+
 #define XB_VEC __m128i
 #define XB_LANES 1
 #define XB_NV 8
@@ -24,19 +26,8 @@
 #define XB_POLY() _mm_set_epi64x(0, 0x87)
 #define XB_FROM_TWEAK(t) (t)
 #define XB_LANE0(v) (v)
-/* Zero the 16 vector registers: round keys, tweaks and data must not outlive
- * the call in registers a later signal frame or core dump could save. */
-#define XB_CLEAR_VREGS() \
-    __asm__ __volatile__( \
-        "pxor %%xmm0, %%xmm0\n\tpxor %%xmm1, %%xmm1\n\t" \
-        "pxor %%xmm2, %%xmm2\n\tpxor %%xmm3, %%xmm3\n\t" \
-        "pxor %%xmm4, %%xmm4\n\tpxor %%xmm5, %%xmm5\n\t" \
-        "pxor %%xmm6, %%xmm6\n\tpxor %%xmm7, %%xmm7\n\t" \
-        "pxor %%xmm8, %%xmm8\n\tpxor %%xmm9, %%xmm9\n\t" \
-        "pxor %%xmm10, %%xmm10\n\tpxor %%xmm11, %%xmm11\n\t" \
-        "pxor %%xmm12, %%xmm12\n\tpxor %%xmm13, %%xmm13\n\t" \
-        "pxor %%xmm14, %%xmm14\n\tpxor %%xmm15, %%xmm15" \
-        ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15")
+/* Zero every vector register the code may use (vregs.h). */
+#define XB_CLEAR_VREGS() VMENC_CLEAR_VREGS16_SSE()
 #define XB_NAME "aesni"
 #define XB_BACKEND vmenc_xts_backend_aesni
 #define XB_CPU_REQUIRED (VMENC_CPU_AESNI | VMENC_CPU_PCLMULQDQ | VMENC_CPU_SSE41 | VMENC_CPU_SSSE3)

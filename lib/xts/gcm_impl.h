@@ -1,8 +1,10 @@
 /*
- * lib/xts/gcm_impl.h - private interface of the AES-256-GCM engine on VAES
- * and VPCLMULQDQ with 512-bit registers (gcm_vaes_avx512.c). Its only user
- * is lib/keys/aead.c, which calls it only when vmenc_gcm_vaes_avx512_usable()
- * says the CPU has the instructions, and uses OpenSSL's EVP otherwise.
+ * lib/xts/gcm_impl.h - private interface of vmenc's AES-256-GCM engines on
+ * VAES and VPCLMULQDQ: with 512-bit registers (gcm_vaes_avx512.c) and with
+ * 256-bit ones (gcm_vaes_avx2.c, for CPUs with VAES but no AVX-512); both
+ * use one key layout and share gcm_common.h. Their only user is
+ * lib/keys/aead.c, which calls an engine only when its _usable() says the
+ * CPU has the instructions, and uses OpenSSL's EVP otherwise.
  *
  * Safety rule: a vmenc_gcm_key holds the expanded AES key and the powers of
  * the hash key - it lives in secure memory and is wiped by its owner.
@@ -37,5 +39,13 @@ VMENC_INTERNAL void vmenc_gcm_vaes_avx512_init(vmenc_gcm_key *k, const uint8_t k
 VMENC_INTERNAL void vmenc_gcm_vaes_avx512_crypt(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12],
                                                 const uint8_t *aad, size_t aad_len, const uint8_t *in,
                                                 uint8_t *out, size_t len, uint8_t tag[16]);
+
+/* The same three on VAES and VPCLMULQDQ with 256-bit registers (AVX2, no
+ * AVX-512 needed); the key block is interchangeable with the one above. */
+VMENC_INTERNAL bool vmenc_gcm_vaes_avx2_usable(void);
+VMENC_INTERNAL void vmenc_gcm_vaes_avx2_init(vmenc_gcm_key *k, const uint8_t key[32]);
+VMENC_INTERNAL void vmenc_gcm_vaes_avx2_crypt(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12],
+                                              const uint8_t *aad, size_t aad_len, const uint8_t *in,
+                                              uint8_t *out, size_t len, uint8_t tag[16]);
 
 #endif /* VMENC_LIB_XTS_GCM_IMPL_H */

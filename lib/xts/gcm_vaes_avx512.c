@@ -23,12 +23,11 @@
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
 #include <immintrin.h>
-#include <string.h>
 
-#include "xts/gcm_impl.h"
-#include "xts/xts_impl.h"
+#include "xts/gcm_common.h"
+#include "xts/vregs.h"
 
-#define AI static inline __attribute__((always_inline))
+#define AI GCM_AI
 
 /* Reverse the 16 bytes of each 128-bit lane. */
 AI __m512i bswap512(__m512i v) {
@@ -36,26 +35,10 @@ AI __m512i bswap512(__m512i v) {
     return _mm512_shuffle_epi8(v, m);
 }
 
-AI __m128i bswap128(__m128i v) {
-    return _mm_shuffle_epi8(v, _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-}
-
 /* x^63 + x^62 + x^57 in the high half: folds the low half of a product. */
 AI __m512i poly512(void) {
     return _mm512_set_epi64((long long)0xc200000000000000ull, 1, (long long)0xc200000000000000ull, 1,
                             (long long)0xc200000000000000ull, 1, (long long)0xc200000000000000ull, 1);
-}
-
-AI __m128i poly128(void) { return _mm_set_epi64x((long long)0xc200000000000000ull, 1); }
-
-/* reduce: lo + mi*x^64 + hi*x^128 (per lane) times x^-128 mod the GHASH
- * polynomial (reflected). */
-AI __m128i reduce128(__m128i lo, __m128i mi, __m128i hi) {
-    __m128i p = poly128();
-    __m128i t = _mm_clmulepi64_si128(p, lo, 0x01);
-    mi = _mm_ternarylogic_epi64(mi, _mm_shuffle_epi32(lo, 0x4e), t, 0x96);
-    t = _mm_clmulepi64_si128(p, mi, 0x01);
-    return _mm_ternarylogic_epi64(hi, _mm_shuffle_epi32(mi, 0x4e), t, 0x96);
 }
 
 AI __m512i reduce512(__m512i lo, __m512i mi, __m512i hi) {
@@ -66,67 +49,15 @@ AI __m512i reduce512(__m512i lo, __m512i mi, __m512i hi) {
     return _mm512_ternarylogic_epi64(hi, _mm512_shuffle_epi32(mi, (_MM_PERM_ENUM)0x4e), t, 0x96);
 }
 
-/* gmul: a * h in GHASH's field (a a reflected block, h a key power). */
-AI __m128i gmul(__m128i a, __m128i h) {
-    __m128i lo = _mm_clmulepi64_si128(a, h, 0x00);
-    __m128i hi = _mm_clmulepi64_si128(a, h, 0x11);
-    __m128i mi = _mm_xor_si128(_mm_clmulepi64_si128(a, h, 0x01), _mm_clmulepi64_si128(a, h, 0x10));
-    return reduce128(lo, mi, hi);
-}
-
 /* Sum of the four lanes. */
 AI __m128i fold_lanes(__m512i v) {
     __m256i x = _mm256_xor_si256(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
     return _mm_xor_si128(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
 }
 
-/* One block through AES-256 (xmm). */
-AI __m128i aes_block(const vmenc_gcm_key *k, __m128i b) {
-    b = _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)k->rk[0]));
-    for (int r = 1; r < 14; r++)
-        b = _mm_aesenc_si128(b, _mm_loadu_si128((const __m128i *)k->rk[r]));
-    return _mm_aesenclast_si128(b, _mm_loadu_si128((const __m128i *)k->rk[14]));
-}
-
-/* Zero all 32 vector registers: keys, keystream and hash state must not
- * outlive the call in registers a signal frame or core dump could save. */
-#define CLEAR_VREGS()                                                                            \
-    __asm__ __volatile__("vpxor %%xmm0, %%xmm0, %%xmm0\n\tvpxor %%xmm1, %%xmm1, %%xmm1\n\t"       \
-                         "vpxor %%xmm2, %%xmm2, %%xmm2\n\tvpxor %%xmm3, %%xmm3, %%xmm3\n\t"       \
-                         "vpxor %%xmm4, %%xmm4, %%xmm4\n\tvpxor %%xmm5, %%xmm5, %%xmm5\n\t"       \
-                         "vpxor %%xmm6, %%xmm6, %%xmm6\n\tvpxor %%xmm7, %%xmm7, %%xmm7\n\t"       \
-                         "vpxor %%xmm8, %%xmm8, %%xmm8\n\tvpxor %%xmm9, %%xmm9, %%xmm9\n\t"       \
-                         "vpxor %%xmm10, %%xmm10, %%xmm10\n\tvpxor %%xmm11, %%xmm11, %%xmm11\n\t" \
-                         "vpxor %%xmm12, %%xmm12, %%xmm12\n\tvpxor %%xmm13, %%xmm13, %%xmm13\n\t" \
-                         "vpxor %%xmm14, %%xmm14, %%xmm14\n\tvpxor %%xmm15, %%xmm15, %%xmm15\n\t" \
-                         "vpxord %%xmm16, %%xmm16, %%xmm16\n\tvpxord %%xmm17, %%xmm17, %%xmm17\n\t" \
-                         "vpxord %%xmm18, %%xmm18, %%xmm18\n\tvpxord %%xmm19, %%xmm19, %%xmm19\n\t" \
-                         "vpxord %%xmm20, %%xmm20, %%xmm20\n\tvpxord %%xmm21, %%xmm21, %%xmm21\n\t" \
-                         "vpxord %%xmm22, %%xmm22, %%xmm22\n\tvpxord %%xmm23, %%xmm23, %%xmm23\n\t" \
-                         "vpxord %%xmm24, %%xmm24, %%xmm24\n\tvpxord %%xmm25, %%xmm25, %%xmm25\n\t" \
-                         "vpxord %%xmm26, %%xmm26, %%xmm26\n\tvpxord %%xmm27, %%xmm27, %%xmm27\n\t" \
-                         "vpxord %%xmm28, %%xmm28, %%xmm28\n\tvpxord %%xmm29, %%xmm29, %%xmm29\n\t" \
-                         "vpxord %%xmm30, %%xmm30, %%xmm30\n\tvpxord %%xmm31, %%xmm31, %%xmm31" ::   \
-                             : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
-                               "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16",  \
-                               "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", \
-                               "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31")
-
 void vmenc_gcm_vaes_avx512_init(vmenc_gcm_key *k, const uint8_t key[32]) {
-    vmenc_aesni_expand_key(key, 32, k->rk);
-    /* H = E(K, 0^128), reflected, times x (a one-bit left shift with the
-     * carry folded back in: 0xc2...01 when the top bit falls out). */
-    __m128i h = bswap128(aes_block(k, _mm_setzero_si128()));
-    __m128i carry = _mm_srai_epi32(_mm_shuffle_epi32(h, 0xff), 31); /* all ones if bit 127 */
-    __m128i hi_bit = _mm_srli_epi64(_mm_slli_si128(h, 8), 63);      /* bit 63 into bit 64 */
-    h = _mm_or_si128(_mm_slli_epi64(h, 1), hi_bit);
-    h = _mm_xor_si128(h, _mm_and_si128(carry, poly128()));
-    __m128i p = h;
-    for (int i = 15; i >= 0; i--) { /* hpow[15] = H^1 ... hpow[0] = H^16 */
-        _mm_storeu_si128((__m128i *)k->hpow[i], p);
-        p = gmul(p, h);
-    }
-    CLEAR_VREGS();
+    gcm_key_setup(k, key);
+    VMENC_CLEAR_VREGS32();
 }
 
 /* ghash_bytes: acc over |len| bytes (the last block zero-padded), one
@@ -134,10 +65,10 @@ void vmenc_gcm_vaes_avx512_init(vmenc_gcm_key *k, const uint8_t key[32]) {
 AI __m128i ghash_bytes(const vmenc_gcm_key *k, __m128i acc, const uint8_t *p, size_t len) {
     __m128i h1 = _mm_loadu_si128((const __m128i *)k->hpow[15]);
     for (; len >= 16; p += 16, len -= 16)
-        acc = gmul(_mm_xor_si128(acc, bswap128(_mm_loadu_si128((const __m128i *)p))), h1);
+        acc = gcm_gmul(_mm_xor_si128(acc, gcm_bswap128(_mm_loadu_si128((const __m128i *)p))), h1);
     if (len > 0) {
         __mmask16 m = (__mmask16)((1u << len) - 1);
-        acc = gmul(_mm_xor_si128(acc, bswap128(_mm_maskz_loadu_epi8(m, p))), h1);
+        acc = gcm_gmul(_mm_xor_si128(acc, gcm_bswap128(_mm_maskz_loadu_epi8(m, p))), h1);
     }
     return acc;
 }
@@ -153,15 +84,9 @@ AI __m128i ghash_bytes(const vmenc_gcm_key *k, __m128i acc, const uint8_t *p, si
 
 void vmenc_gcm_vaes_avx512_crypt(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12], const uint8_t *aad,
                                  size_t aad_len, const uint8_t *in, uint8_t *out, size_t len, uint8_t tag[16]) {
-    /* J0 = nonce || 1, reflected: the 32-bit counter is the low dword. */
-    uint8_t j0b[16];
-    memcpy(j0b, nonce, 12);
-    j0b[12] = 0;
-    j0b[13] = 0;
-    j0b[14] = 0;
-    j0b[15] = 1;
-    __m128i j0 = _mm_loadu_si128((const __m128i *)j0b);
-    __m128i j0r = bswap128(j0);
+    /* J0 reflected: the 32-bit counter is the low dword. */
+    __m128i j0 = gcm_j0(nonce);
+    __m128i j0r = gcm_bswap128(j0);
     __m128i acc = ghash_bytes(k, _mm_setzero_si128(), aad, aad_len);
 
     __m512i ctr = _mm512_add_epi32(_mm512_broadcast_i32x4(j0r),
@@ -282,20 +207,17 @@ void vmenc_gcm_vaes_avx512_crypt(const vmenc_gcm_key *k, bool enc, const uint8_t
     while (done < len) {
         size_t n = len - done < 16 ? len - done : 16;
         __mmask16 m = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1);
-        __m128i ks = aes_block(k, bswap128(c));
+        __m128i ks = gcm_aes_block(k, gcm_bswap128(c));
         c = _mm_add_epi32(c, one);
         __m128i d = _mm_maskz_loadu_epi8(m, in + done);
         __m128i o = _mm_maskz_mov_epi8(m, _mm_xor_si128(d, ks));
         _mm_mask_storeu_epi8(out + done, m, o);
         __m128i ct = enc ? o : d;
-        acc = gmul(_mm_xor_si128(acc, bswap128(ct)), _mm_loadu_si128((const __m128i *)k->hpow[15]));
+        acc = gcm_gmul(_mm_xor_si128(acc, gcm_bswap128(ct)), _mm_loadu_si128((const __m128i *)k->hpow[15]));
         done += n;
     }
-    /* Lengths block: bit lengths of the AAD and the data, big-endian. */
-    __m128i lens = _mm_set_epi64x((long long)((uint64_t)aad_len * 8), (long long)((uint64_t)len * 8));
-    acc = gmul(_mm_xor_si128(acc, lens), _mm_loadu_si128((const __m128i *)k->hpow[15]));
-    _mm_storeu_si128((__m128i *)tag, _mm_xor_si128(bswap128(acc), aes_block(k, j0)));
-    CLEAR_VREGS();
+    gcm_finish(k, acc, j0, aad_len, len, tag);
+    VMENC_CLEAR_VREGS32();
 }
 
 bool vmenc_gcm_vaes_avx512_usable(void) {

@@ -7,6 +7,7 @@
  */
 #include <immintrin.h>
 
+#include "xts/vregs.h"
 #include "xts/xts_impl.h"
 
 #define XB_VEC __m256i
@@ -38,19 +39,8 @@
 #define XB_SRLV64(v, c) _mm256_srlv_epi64((v), (c))
 #define XB_LANE_COUNTS(j) _mm256_set_epi64x((j) + 1, (j) + 1, (j), (j))
 #define XB_LANE_RCOUNTS(j) _mm256_set_epi64x(63 - (j), 63 - (j), 64 - (j), 64 - (j))
-/* Zero the 16 vector registers: round keys, tweaks and data must not outlive
- * the call in registers a later signal frame or core dump could save. */
-#define XB_CLEAR_VREGS() \
-    __asm__ __volatile__( \
-        "vpxor %%xmm0, %%xmm0, %%xmm0\n\tvpxor %%xmm1, %%xmm1, %%xmm1\n\t" \
-        "vpxor %%xmm2, %%xmm2, %%xmm2\n\tvpxor %%xmm3, %%xmm3, %%xmm3\n\t" \
-        "vpxor %%xmm4, %%xmm4, %%xmm4\n\tvpxor %%xmm5, %%xmm5, %%xmm5\n\t" \
-        "vpxor %%xmm6, %%xmm6, %%xmm6\n\tvpxor %%xmm7, %%xmm7, %%xmm7\n\t" \
-        "vpxor %%xmm8, %%xmm8, %%xmm8\n\tvpxor %%xmm9, %%xmm9, %%xmm9\n\t" \
-        "vpxor %%xmm10, %%xmm10, %%xmm10\n\tvpxor %%xmm11, %%xmm11, %%xmm11\n\t" \
-        "vpxor %%xmm12, %%xmm12, %%xmm12\n\tvpxor %%xmm13, %%xmm13, %%xmm13\n\t" \
-        "vpxor %%xmm14, %%xmm14, %%xmm14\n\tvpxor %%xmm15, %%xmm15, %%xmm15" \
-        ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15")
+/* Zero every vector register the code may use (vregs.h). */
+#define XB_CLEAR_VREGS() VMENC_CLEAR_VREGS16()
 #define XB_NAME "vaes-avx2"
 #define XB_BACKEND vmenc_xts_backend_vaes_avx2
 #define XB_CPU_REQUIRED                                                                    \

@@ -9,6 +9,7 @@
  */
 #include <immintrin.h>
 
+#include "xts/vregs.h"
 #include "xts/xts_impl.h"
 
 /* t * alpha^1..3 into lanes 1..3 of a zmm whose lane 0 is t. */
@@ -50,31 +51,8 @@ static inline __attribute__((always_inline)) __m512i xb512_from_tweak(__m128i t)
 #define XB_LANE_COUNTS(j) _mm512_set_epi64((j) + 3, (j) + 3, (j) + 2, (j) + 2, (j) + 1, (j) + 1, (j), (j))
 #define XB_LANE_RCOUNTS(j)                                                                 \
     _mm512_set_epi64(61 - (j), 61 - (j), 62 - (j), 62 - (j), 63 - (j), 63 - (j), 64 - (j), 64 - (j))
-/* Zero all 32 vector registers (the xmm forms clear the whole zmm): round
- * keys, tweaks and data must not outlive the call in registers a later
- * signal frame or core dump could save. Zeroing idioms: no execution unit. */
-#define XB_CLEAR_VREGS()                                                                   \
-    __asm__ __volatile__(                                                                  \
-        "vpxor %%xmm0, %%xmm0, %%xmm0\n\tvpxor %%xmm1, %%xmm1, %%xmm1\n\t"                \
-        "vpxor %%xmm2, %%xmm2, %%xmm2\n\tvpxor %%xmm3, %%xmm3, %%xmm3\n\t"                \
-        "vpxor %%xmm4, %%xmm4, %%xmm4\n\tvpxor %%xmm5, %%xmm5, %%xmm5\n\t"                \
-        "vpxor %%xmm6, %%xmm6, %%xmm6\n\tvpxor %%xmm7, %%xmm7, %%xmm7\n\t"                \
-        "vpxor %%xmm8, %%xmm8, %%xmm8\n\tvpxor %%xmm9, %%xmm9, %%xmm9\n\t"                \
-        "vpxor %%xmm10, %%xmm10, %%xmm10\n\tvpxor %%xmm11, %%xmm11, %%xmm11\n\t"          \
-        "vpxor %%xmm12, %%xmm12, %%xmm12\n\tvpxor %%xmm13, %%xmm13, %%xmm13\n\t"          \
-        "vpxor %%xmm14, %%xmm14, %%xmm14\n\tvpxor %%xmm15, %%xmm15, %%xmm15\n\t"          \
-        "vpxord %%xmm16, %%xmm16, %%xmm16\n\tvpxord %%xmm17, %%xmm17, %%xmm17\n\t"        \
-        "vpxord %%xmm18, %%xmm18, %%xmm18\n\tvpxord %%xmm19, %%xmm19, %%xmm19\n\t"        \
-        "vpxord %%xmm20, %%xmm20, %%xmm20\n\tvpxord %%xmm21, %%xmm21, %%xmm21\n\t"        \
-        "vpxord %%xmm22, %%xmm22, %%xmm22\n\tvpxord %%xmm23, %%xmm23, %%xmm23\n\t"        \
-        "vpxord %%xmm24, %%xmm24, %%xmm24\n\tvpxord %%xmm25, %%xmm25, %%xmm25\n\t"        \
-        "vpxord %%xmm26, %%xmm26, %%xmm26\n\tvpxord %%xmm27, %%xmm27, %%xmm27\n\t"        \
-        "vpxord %%xmm28, %%xmm28, %%xmm28\n\tvpxord %%xmm29, %%xmm29, %%xmm29\n\t"        \
-        "vpxord %%xmm30, %%xmm30, %%xmm30\n\tvpxord %%xmm31, %%xmm31, %%xmm31"              \
-        ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",   \
-        "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",     \
-        "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",     \
-        "xmm28", "xmm29", "xmm30", "xmm31")
+/* Zero every vector register the code may use (vregs.h). */
+#define XB_CLEAR_VREGS() VMENC_CLEAR_VREGS32()
 #define XB_LANE0(v) _mm512_castsi512_si128(v)
 #define XB_NAME "vaes-avx512"
 #define XB_BACKEND vmenc_xts_backend_vaes_avx512
