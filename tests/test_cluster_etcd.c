@@ -523,7 +523,7 @@ static void test_slow_answers_no_fence(void **state) {
            " failed, fenced at +%" PRIu64 " ms for ~%" PRIu64 " ms (0: never)\n",
            opened, fi.keepalives_ok, fi.keepalives_failed, fenced_at, fenced_ms);
     assert_int_equal(fenced_at, 0);
-    assert_true(fi.keepalives_ok >= 3);
+    assert_true(fi.keepalives_ok >= 2); /* about 3 in the 4 s */
 }
 
 /* ---- the leader killed mid-transaction ---------------------------------------------------------- */
