@@ -1,10 +1,11 @@
 /*
  * fuzz/cluster_doc_fuzz.c - the two JSON documents of cluster mode
  * (lib/workspace/cluster_file.c, docs/cluster.md): the cluster document
- * read from etcd and WORKSPACE/cluster.json; and the sealed policy
- * document's envelope (ws_policy_seal_parse). Round-trip oracle: whatever
- * parses serialises to a document that parses to the same fields and
- * serialises to the same bytes again.
+ * read from etcd and WORKSPACE/cluster.json; the sealed policy
+ * document's envelope (ws_policy_seal_parse); and the rewrite of a host
+ * registration's encryption mode (ws_cluster_host_doc_set_mode). Round-trip
+ * oracle: whatever parses serialises to a document that parses to the same
+ * fields and serialises to the same bytes again.
  *
  * Copyright 2026 The vmenc authors. Licensed under the Apache License 2.0.
  */
@@ -88,10 +89,29 @@ static void seal_round_trip(const uint8_t *data, size_t size) {
     free(out);
 }
 
+/* host_mode_round_trip: a registration that takes a mode takes another
+ * and the first again, byte for byte; the output always parses. */
+static void host_mode_round_trip(const uint8_t *data, size_t size) {
+    char *t1 = NULL, *t2 = NULL, *t3 = NULL;
+    if (ws_cluster_host_doc_set_mode(data, size, "safe", &t1) != VMENC_OK) {
+        if (t1 != NULL)
+            abort();
+        return;
+    }
+    if (ws_cluster_host_doc_set_mode((const uint8_t *)t1, strlen(t1), "pendingIncapable", &t2) != VMENC_OK ||
+        ws_cluster_host_doc_set_mode((const uint8_t *)t2, strlen(t2), "safe", &t3) != VMENC_OK || strcmp(t1, t3) != 0 ||
+        strstr(t2, "\"encryption_mode\":\"pendingIncapable\"") == NULL)
+        abort();
+    free(t1);
+    free(t2);
+    free(t3);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     doc_round_trip(data, size);
     file_round_trip(data, size);
     seal_round_trip(data, size);
+    host_mode_round_trip(data, size);
     return 0;
 }

@@ -216,10 +216,11 @@ retry() { local i; for i in 1 2 3; do "$@" && return 0; echo "(retrying: $*)" >&
 retry w 1 cluster init $(HT 1) --name $CL --key-provider kms --ttl $TTL -q || die "init failed"
 retry w 2 cluster join $(HT 2) --name $CL --ttl $TTL -q && retry w 3 cluster join $(HT 3) --name $CL --ttl $TTL -q ||
     die "join failed"
-# A joining host takes the cluster's policy, in which it is not yet in encryption mode (the policy
-# switches it on its first key operation), and writes that mode into host/<id>, only at join: the
-# administrator's registration puts the broker's view back to "safe".
-for h in 1 2 3; do register $h safe || die "cannot register esx0$h"; done
+# A joining host takes the cluster's policy, in which it is not yet in encryption mode, and its
+# registration says so (the broker then refuses it the cluster key's KEK: it cannot open its
+# workspace). A member in encryption mode switches it on: the policy commit rewrites host/<id> in
+# the same etcd transaction (docs/broker.md "Encryption mode").
+for h in 2 3; do retry w 1 policy host-mode --enable --host "esx0$h" -q >/dev/null || die "cannot enable esx0$h"; done
 retry w 1 policy storage-policy "Broker Enc" --encrypt --classes vm_home,disks --provider kms -q ||
     die "storage policy failed"
 VMS=(va vb vc)
@@ -248,7 +249,17 @@ live_writers() {
 }
 # The administrator's repairs, so that a faulted host does not stay out for the rest of the run:
 heal_revoke() { enroll $1 >/dev/null 2>>"$T/host.err" && REVOKED[$1]=0; fault re-enrol; }
-heal_mode() { register $1 safe 2>/dev/null && MODEOFF[$1]=0; fault mode-safe; }
+# A host's encryption mode, changed with the real command on a member in mode (a host out of it
+# cannot open its workspace); --disable is refused while encrypted VMs are on the host, --rebooted
+# while one of its processes holds a session.
+other_in_mode() { local k; for k in 1 2 3; do [[ $k != "$1" ]] && ! ((${MODEOFF[$k]:-0})) && { echo $k; return; }; done; echo 1; }
+mode_off() { w "$(other_in_mode $1)" policy host-mode --disable --host "esx0$1" -q >/dev/null 2>>"$T/host.err"; }
+mode_on() {
+    local k; k=$(other_in_mode $1)
+    w $k policy host-mode --rebooted --host "esx0$1" -q >/dev/null 2>>"$T/host.err" &&
+        w $k policy host-mode --enable --host "esx0$1" -q >/dev/null 2>>"$T/host.err"
+}
+heal_mode() { mode_on $1 && MODEOFF[$1]=0; fault mode-safe; }
 heal_tamper() {   # approve the new measurement, or restore the host: a fresh TPM (new EK), a new enrolment
     if ((RANDOM % 2)); then
         adm cluster measurements add "hv-tampered-$round" --from-tpm "${TCTI[$1]}" --pcrs sha256:4 \
@@ -320,7 +331,7 @@ for round in $(seq "$ROUNDS"); do
         fi
     elif ((r < 73)); then                      # a host leaves encryption mode (or comes back)
         if ((${MODEOFF[$h]:-0})); then heal_mode $h
-        else register $h incapable 2>/dev/null; MODEOFF[$h]=1; fault mode-incapable; fi   # (maybe written)
+        else mode_off $h && MODEOFF[$h]=1; fault mode-incapable; fi
     elif ((r < 77)); then                      # remove / re-add the approved measurement
         if ((MEAS_REMOVED)); then
             adm cluster measurements add hv-1.0 --digest "$HV_DIGEST" --pcrs sha256:4 >/dev/null 2>>"$T/host.err" && MEAS_REMOVED=0
@@ -354,10 +365,10 @@ done
 phase rounds done
 # ---- settle: every member and broker back, every host process ended ----------------------------
 for m in "${MEMBERS[@]}"; do ((DOWN[$m])) && "$START" --restart "$T/etcd" "$m" >/dev/null 2>&1; done
-for h in 1 2 3; do ((${MODEOFF[$h]:-0})) && register $h safe 2>/dev/null; done
 for b in 1 2; do ((${BDOWN[$b]:-0})) && start_broker $b >/dev/null; done
 live_writers
 for p in "${WRITERS[@]}"; do wait "$p" 2>/dev/null; done
+for h in 1 2 3; do ((${MODEOFF[$h]:-0})) && mode_on $h; done
 
 # ---- the property, from etcd's history (not the broker's code) ----------------------------------
 "$PY" "$SRC/scripts/broker_chaos_check.py" --dump "/vmenc/$CL/" "$T/history.json" || die "cannot read etcd history"

@@ -179,6 +179,15 @@ expect 0 "kms remove of that provider" -- "$VMENC" --yes kms remove kp3
 if grep -q '"kp3"\|kp3' "$W/vmenc.conf"; then # still there: put the file back so the rest can run
     echo "kp3 secret" >"$T/kp3.secret"; "$VMENC" --yes kms remove kp3 >/dev/null 2>&1
 fi
+# broker serve in a workspace with several key providers (native, native2): which one serves the
+# hosts is the operator's choice, so the error names them and the option (it fails before any network)
+SV=(broker serve --tls-ca "$T/none" --tls-cert "$T/none" --tls-key "$T/none" --endpoints https://127.0.0.1:1
+    --cacert "$T/none" --cert "$T/none" --key "$T/none")
+expect 2 "broker serve with two key providers and no --provider: refused" -- "$VMENC" "${SV[@]}"
+says "2 key providers ('native', 'native2')" "... the message names the providers"
+says "--provider NAME" "... and says --provider NAME picks one"
+expect 6 "broker serve --provider with an alias the workspace lacks" -- "$VMENC" "${SV[@]}" --provider nosuch
+says "no key provider 'nosuch' (configured: 'native', 'native2')" "... the message names the configured ones"
 
 # ---- 8. --passphrase-file -, vm info, policy roles ----------------------------------------------
 echo "ux pass" | env -u VMENC_PASSPHRASE "$VMENC" --passphrase-file - --json vm list >"$T/out" 2>"$T/err"

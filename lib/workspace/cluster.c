@@ -262,6 +262,89 @@ static void cl_release(void *ctx) {
     }
 }
 
+/* ---- host encryption mode -> host/<id> (docs/broker.md "Encryption mode") ----------------------
+ * A host's registration carries its encryption mode, which the key broker
+ * authorizes by. The mode lives in the policy document, so every commit
+ * that changes a registered host's mode rewrites that host's registration
+ * in the same etcd transaction as the document: the broker never sees a
+ * mode the policy does not have, and a change that cannot reach the
+ * registration does not happen at all. */
+
+typedef struct mode_sync {
+    size_t num;
+    ctl_cluster_put_if put[CTL_CLUSTER_PUT_IF_MAX];
+    char keys[CTL_CLUSTER_PUT_IF_MAX][CTL_CLUSTER_HOST_MAX + 8];
+    char *docs[CTL_CLUSTER_PUT_IF_MAX];
+} mode_sync;
+
+static void mode_sync_cleanup(mode_sync *ms) {
+    for (size_t i = 0; i < ms->num; i++)
+        free(ms->docs[i]);
+    memset(ms, 0, sizeof(*ms));
+}
+
+/* mode_sync_add: host |name| moves to |st|: if it is registered, its
+ * registration with the new mode, compared on the revision read. */
+static vmenc_status mode_sync_add(ws_cluster *wc, mode_sync *ms, const char *name, vmenc_host_crypto_state st) {
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    int64_t rev = 0;
+    vmenc_status s = ctl_cluster_host_get(wc->cl, name, &doc, &len, &rev);
+    if (s == VMENC_E_NOT_FOUND)
+        return VMENC_OK; /* not registered: no broker gives it anything */
+    VMENC_GUARD(s);
+    char *nd = NULL;
+    s = ms->num < CTL_CLUSTER_PUT_IF_MAX ? ws_cluster_host_doc_set_mode(doc, len, vmenc_host_crypto_state_name((int)st),
+                                                                         &nd)
+                                         : VMENC_E_LIMIT;
+    free(doc);
+    VMENC_GUARD(s);
+    size_t i = ms->num++;
+    snprintf(ms->keys[i], sizeof(ms->keys[i]), "host/%s", name);
+    ms->docs[i] = nd;
+    ms->put[i] = (ctl_cluster_put_if){.key = ms->keys[i], .value = nd, .mod_rev = rev};
+    return VMENC_OK;
+}
+
+/* mode_changes: the registrations to rewrite for the commit of |json|:
+ * every host whose mode differs from the last committed document's (or
+ * that is new in it). */
+static vmenc_status mode_changes(vmenc_workspace *ws, const uint8_t *json, size_t json_len, mode_sync *ms) {
+    memset(ms, 0, sizeof(*ms));
+    const vmenc_policy *p = ws->policy; /* the commit hook runs under its write lock */
+    model *now = NULL, *before = NULL;
+    VMENC_GUARD(policy_json_parse(json, json_len, NULL, &now));
+    vmenc_status s = p->committed != NULL ? policy_json_parse(p->committed, p->committed_len, NULL, &before)
+                                          : VMENC_OK;
+    for (uint32_t i = 0; s == VMENC_OK && i < now->num_objects; i++) {
+        const object *o = &now->objects[i];
+        if (o->type != VMENC_OBJ_HOST || strlen(o->name) > CTL_CLUSTER_HOST_MAX)
+            continue;
+        uint32_t j = before != NULL ? model_find_object(before, o->name) : INDEX_NONE;
+        if (j != INDEX_NONE && before->objects[j].type == VMENC_OBJ_HOST &&
+            before->objects[j].crypto_state == o->crypto_state)
+            continue;
+        s = mode_sync_add(ws->cluster, ms, o->name, o->crypto_state);
+        if (s != VMENC_OK) {
+            /* The change fails with it: say why, in this host's audit log. */
+            char reason[256];
+            snprintf(reason, sizeof(reason), "host %s's registration (host/%s) cannot be rewritten with mode %s: %s; "
+                     "the change is not made", o->name, o->name, vmenc_host_crypto_state_name((int)o->crypto_state),
+                     s == VMENC_E_PARSE ? "it is not a registration document (re-register the host)" : vmenc_strerror(s));
+            vmenc_audit_event ev = {.struct_size = sizeof(ev), .principal = ws->cfg->host_id,
+                                    .operation = "cluster.host_registration", .target = o->name,
+                                    .outcome = VMENC_AUDIT_FAILED, .status = s, .reason = reason};
+            vmenc_status as = vmenc_audit_emit(ws->audit, &ev);
+            (void)as;
+        }
+    }
+    model_free(now);
+    model_free(before);
+    if (s != VMENC_OK)
+        mode_sync_cleanup(ms);
+    return s;
+}
+
 static vmenc_status cl_commit(void *ctx, const uint8_t *json, size_t json_len) {
     vmenc_workspace *ws = ctx;
     ws_cluster *wc = ws->cluster;
@@ -271,7 +354,20 @@ static vmenc_status cl_commit(void *ctx, const uint8_t *json, size_t json_len) {
     uint8_t *v = NULL;
     size_t vl = 0;
     VMENC_GUARD(seal_with(wc->pkey, wc->file.name, json, json_len, gen, &v, &vl));
-    vmenc_status s = ctl_cluster_policy_cas(wc->cl, v, vl, atomic_load(&wc->model_rev), &rev);
+    vmenc_status s;
+    for (int attempt = 0;; attempt++) {
+        mode_sync ms;
+        s = mode_changes(ws, json, json_len, &ms);
+        size_t synced = ms.num;
+        if (s == VMENC_OK)
+            s = ctl_cluster_policy_cas_with(wc->cl, v, vl, atomic_load(&wc->model_rev), ms.put, ms.num, &rev);
+        mode_sync_cleanup(&ms);
+        /* We hold the policy lock, so a conflict with registrations to
+         * write is one of them changing under us (a join, an
+         * administrator): read them again. */
+        if (s != VMENC_E_CONFLICT || synced == 0 || attempt == 2)
+            break;
+    }
     if (s == VMENC_OK) {
         atomic_store(&wc->model_rev, rev);
         atomic_store(&wc->model_gen, gen);
@@ -689,14 +785,21 @@ static vmenc_status cert_fingerprint(const char *path, char out[65]) {
     return VMENC_OK;
 }
 
+/* register_host writes this host's registration with the mode the
+ * cluster's policy gives it, under the policy's write lock (the cluster's
+ * policy lock): a mode change by another host is committed either before
+ * (the mode read here is the new one) or after (its commit rewrites this
+ * registration), never in between. */
 static vmenc_status register_host(vmenc_workspace *ws) {
     ws_cluster *wc = ws->cluster;
     char fp[65];
     vmenc_status fs = cert_fingerprint(wc->file.cert_file, fp);
     (void)fs; /* etcd accepted the certificate; "?" only if it changed since */
+    VMENC_GUARD(policy_write_lock(ws->policy));
     vmenc_host_crypto_state st = VMENC_HOST_INCAPABLE;
-    vmenc_status s = vmenc_policy_get_host_state(ws->policy, ws->cfg->host_id, &st);
-    (void)s;
+    uint32_t h = model_find_object(ws->policy->m, ws->cfg->host_id);
+    if (h != INDEX_NONE && ws->policy->m->objects[h].type == VMENC_OBJ_HOST)
+        st = ws->policy->m->objects[h].crypto_state;
     char since[32] = "?";
     time_t now = time(NULL);
     struct tm tm;
@@ -706,7 +809,9 @@ static vmenc_status register_host(vmenc_workspace *ws) {
     snprintf(info, sizeof(info),
              "{\"host\":\"%s\",\"encryption_mode\":\"%s\",\"cert_sha256\":\"%s\",\"workspace\":\"%s\",\"since\":\"%s\"}",
              ws->cfg->host_id, vmenc_host_crypto_state_name((int)st), fp, ws->cfg->id, since);
-    return ctl_cluster_host_put(wc->cl, info);
+    vmenc_status s = ctl_cluster_host_put(wc->cl, info);
+    policy_write_unlock(ws->policy);
+    return s;
 }
 
 static vmenc_status may_join(vmenc_workspace *ws, const char *who, const char *operation) {

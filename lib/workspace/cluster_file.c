@@ -3,7 +3,8 @@
  * mode: WORKSPACE/cluster.json (which cluster this workspace belongs to
  * and how to reach it; host-private, written by vmenc_workspace_cluster_join)
  * and the cluster document /vmenc/<cluster>/cluster in etcd (the cluster's
- * ID and its wrapped cluster key); and the binary envelope of the sealed
+ * ID and its wrapped cluster key); the encryption mode of a host's
+ * registration /vmenc/<cluster>/host/<id>; and the binary envelope of the sealed
  * policy document (magic, generation, MAC, the JSON), parsed with the
  * bounded cursor. All formats: docs/cluster.md.
  *
@@ -240,4 +241,22 @@ vmenc_status ws_policy_seal_serialize(const ws_policy_seal *s, uint8_t **out, si
     vmenc_cbb_add_bytes(&b, s->mac, WS_POLICY_SEAL_MAC_BYTES);
     vmenc_cbb_add_bytes(&b, s->json, s->json_len);
     return vmenc_cbb_finish(&b, out, out_len);
+}
+
+vmenc_status ws_cluster_host_doc_set_mode(const uint8_t *doc, size_t len, const char *mode, char **out) {
+    VMENC_ENSURE(doc != NULL && mode != NULL && out != NULL, VMENC_E_INVALID_ARG);
+    json_object *o = parse_strict(doc, len);
+    VMENC_ENSURE(o != NULL, VMENC_E_PARSE);
+    json_object *h = NULL;
+    if (!json_object_object_get_ex(o, "host", &h) || !json_object_is_type(h, json_type_string)) {
+        json_object_put(o);
+        return VMENC_E_PARSE;
+    }
+    json_object_object_add(o, "encryption_mode", json_object_new_string(mode));
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *b = s != NULL ? strdup(s) : NULL;
+    json_object_put(o);
+    VMENC_ENSURE(b != NULL, VMENC_E_NOMEM);
+    *out = b;
+    return VMENC_OK;
 }

@@ -65,6 +65,16 @@ typedef struct ws_policy_seal {
 VMENC_INTERNAL vmenc_status ws_policy_seal_parse(const uint8_t *v, size_t len, ws_policy_seal *out);
 VMENC_INTERNAL vmenc_status ws_policy_seal_serialize(const ws_policy_seal *s, uint8_t **out, size_t *out_len);
 
+/* ws_cluster_host_doc_set_mode: the host registration |doc| (/vmenc/<C>/host/<id>,
+ * {"host","encryption_mode","cert_sha256","workspace","since"}, docs/cluster.md)
+ * with its "encryption_mode" set to |mode| and every other member kept, as
+ * one line of plain JSON in a new NUL-terminated buffer (the caller frees
+ * it). VMENC_E_PARSE when |doc| is not a strict JSON object with a string
+ * "host" (a registration nobody can read is never rewritten into one that
+ * a broker could). Pure. */
+VMENC_INTERNAL vmenc_status ws_cluster_host_doc_set_mode(const uint8_t *doc, size_t len, const char *mode,
+                                                         char **out);
+
 /* ws_cluster_attach: if WORKSPACE/cluster.json exists, connect and switch
  * the open workspace to cluster mode (nothing to do otherwise). Called by
  * ws_open last. |err| names the file and the reason. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "plan.h"
 #include "vmenc/broker.h"
 
 #define STATUS_FILE "broker-status.json"
@@ -63,6 +64,33 @@ static int parse_listen(cli *c, const char *s, char *host, size_t cap, uint16_t 
     if (end == NULL || *end != '\0' || p > 65535)
         return cli_usage(c, "--listen takes HOST:PORT (PORT 0: any free port)");
     *port = (uint16_t)p;
+    return EXIT_OK;
+}
+
+/* provider_problem explains a broker that would not start because of its
+ * key provider: none or several in the workspace and no --provider
+ * (VMENC_E_INVALID_ARG), or a --provider the workspace lacks
+ * (VMENC_E_NOT_FOUND). It opens the workspace to list them; EXIT_OK when
+ * the failure was something else. */
+static int provider_problem(cli *c, const vmenc_broker_config *cfg, vmenc_status s,
+                            const vmenc_workspace_open_options *oo) {
+    if (!(cfg->provider == NULL && s == VMENC_E_INVALID_ARG) && !(cfg->provider != NULL && s == VMENC_E_NOT_FOUND))
+        return EXIT_OK;
+    vmenc_workspace_error err = {.struct_size = sizeof(err)};
+    if (c->ws == NULL && vmenc_workspace_open(c->workspace, oo, &err, &c->ws) != VMENC_OK)
+        return EXIT_OK;
+    char known[1024];
+    bool found = kms_known(c, cfg->provider != NULL ? cfg->provider : "", known, sizeof(known));
+    size_t num = vmenc_workspace_num_kms(c->ws);
+    if (cfg->provider != NULL && !found)
+        return cli_fail(c, VMENC_E_NO_SUCH_PROVIDER, "the broker's workspace %s has no key provider '%s' (configured: %s)",
+                        c->workspace, cfg->provider, known[0] ? known : "none");
+    if (cfg->provider == NULL && num == 0)
+        return cli_fail(c, VMENC_E_NO_SUCH_PROVIDER, "the broker's workspace %s has no key provider: add the KMS with "
+                        "'vmenc kms add' (docs/broker.md)", c->workspace);
+    if (cfg->provider == NULL && num > 1)
+        return cli_usage(c, "the broker's workspace %s has %zu key providers (%s): pick the one that serves the hosts "
+                         "with --provider NAME (the alias the cluster document names)", c->workspace, num, known);
     return EXIT_OK;
 }
 
@@ -111,9 +139,12 @@ static int br_serve(cli *c, args *a) {
     cfg.open_options = &oo;
     vmenc_broker *b = NULL;
     vmenc_status s = vmenc_broker_open(&cfg, &b);
+    if (s != VMENC_OK) {
+        rc = provider_problem(c, &cfg, s, &oo);
+        vmenc_memzero(pass, sizeof(pass));
+        return rc != EXIT_OK ? rc : cli_fail(c, s, "cannot start the broker of workspace %s", c->workspace);
+    }
     vmenc_memzero(pass, sizeof(pass));
-    if (s != VMENC_OK)
-        return cli_fail(c, s, "cannot start the broker of workspace %s", c->workspace);
     vmenc_broker_status st = {.struct_size = sizeof(st)};
     if (vmenc_broker_get_status(b, &st) == VMENC_OK) {
         fprintf(stdout, "{\"ok\":true,\"listening\":\"%s:%u\",\"pid\":%ld}\n", host, st.port, (long)getpid());
@@ -340,7 +371,8 @@ const verb_def broker_verbs[] = {
      "  --endpoints URLS      etcd client URLs of the cluster; --cacert/--cert/--key for etcd\n"
      "  --name C              the cluster (default vmenc)\n"
      "  --listen HOST:PORT    where to listen (default 127.0.0.1:5696; port 0: any free port)\n"
-     "  --provider ALIAS      the key provider serving hosts (default: the workspace's only one)\n"
+     "  --provider ALIAS      the key provider serving hosts (default: the workspace's only one;\n"
+     "                        required when it has several)\n"
      "  --id NAME             this broker's name in the cluster's event list (default broker)\n"
      "Runs until Ctrl-C / SIGTERM. Every release and refusal is audited in this workspace's log and\n"
      "in etcd under /vmenc/C/broker/events/NAME/. docs/broker.md.\n"},

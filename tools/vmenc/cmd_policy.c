@@ -287,12 +287,69 @@ static int policy_revoke(cli *c, args *a) {
     return run_edit(c, &e, "policy.revoke", who);
 }
 
+/* live_sessions counts the processes that hold a cluster session for one
+ * host (vmenc_workspace_cluster_hosts). */
+typedef struct live_count {
+    const char *host;
+    uint32_t n;
+    bool registered;
+} live_count;
+
+static int live_cb(void *ctx, const char *host, const char *info, uint32_t n) {
+    (void)info;
+    live_count *lc = ctx;
+    if (strcmp(host, lc->host) == 0) {
+        lc->n = n;
+        lc->registered = true;
+    }
+    return 0;
+}
+
+/* host_rebooted completes a disable (pendingIncapable -> incapable, the
+ * reboot of vSphere's HostCryptoState): Cryptographer.RegisterHost on the
+ * host, and in a cluster no process of the host left that may still hold
+ * a key (no live session but this command's own). Audited as
+ * host.complete_disable, allowed or not. */
+static vmenc_status host_rebooted(cli *c, const char *host, char *why, size_t cap) {
+    vmenc_policy *p = vmenc_workspace_policy(c->ws);
+    int may = 0;
+    vmenc_status st = vmenc_policy_has_privilege(p, cli_principal(c), host, VMENC_PRIV_CRYPTO_REGISTER_HOST, &may);
+    why[0] = '\0';
+    if (st == VMENC_OK && !may) {
+        st = VMENC_E_DENIED;
+        snprintf(why, cap, "'%s' lacks Cryptographer.RegisterHost on host '%s'", cli_principal(c), host);
+    }
+    vmenc_cluster_status cs = {.struct_size = sizeof(cs)};
+    if (st == VMENC_OK && vmenc_workspace_cluster_status(c->ws, &cs) == VMENC_OK && cs.in_cluster) {
+        live_count lc = {.host = host};
+        st = vmenc_workspace_cluster_hosts(c->ws, live_cb, &lc);
+        uint32_t own = strcmp(host, cs.host) == 0 ? 1u : 0u;
+        if (st == VMENC_OK && lc.n > own) {
+            st = VMENC_E_BAD_STATE;
+            snprintf(why, cap, "host '%s' still runs %u process%s with a cluster session: one may hold keys; "
+                     "end them (the reboot) first", host, lc.n - own, lc.n - own == 1 ? "" : "es");
+        }
+    }
+    if (st == VMENC_OK) {
+        st = vmenc_policy_set_host_state(p, host, VMENC_HOST_INCAPABLE);
+        if (st == VMENC_E_ILLEGAL_TRANSITION)
+            snprintf(why, cap, "host '%s' is in encryption mode: --disable it first", host);
+    }
+    if (st != VMENC_OK && why[0] == '\0')
+        snprintf(why, cap, "cannot complete the disable of host '%s': %s", host, vmenc_strerror(st));
+    vmenc_status as = vmenc_workspace_audit_result(c->ws, cli_principal(c), "host.complete_disable", host, NULL, NULL,
+                                                   st, st == VMENC_OK ? "pendingIncapable -> incapable" : why);
+    return st != VMENC_OK ? st : as;
+}
+
 static int policy_host_mode(cli *c, args *a) {
-    bool enable = arg_flag(a, "--enable"), disable = arg_flag(a, "--disable");
+    bool enable = arg_flag(a, "--enable"), disable = arg_flag(a, "--disable"), rebooted = arg_flag(a, "--rebooted");
     const char *host = NULL;
     (void)arg_value(c, a, "--host", &host);
     if (!arg_done(c, a))
         return EXIT_USAGE;
+    if ((int)enable + (int)disable + (int)rebooted > 1)
+        return cli_usage(c, "policy host-mode takes one of --enable, --disable, --rebooted");
     int rc = cli_open(c);
     if (rc != EXIT_OK)
         return rc;
@@ -316,6 +373,11 @@ static int policy_host_mode(cli *c, args *a) {
         st = vmenc_workspace_policy_edit(c->ws, cli_principal(c), &e, &d);
         if (st != VMENC_OK)
             return cli_fail(c, st, "%s", d.message[0] ? d.message : "cannot leave encryption mode");
+    } else if (rebooted) {
+        char why[512];
+        st = host_rebooted(c, host, why, sizeof(why));
+        if (st != VMENC_OK)
+            return cli_fail(c, st, "%s", why[0] ? why : "cannot complete the disable");
     }
     vmenc_host_crypto_state s;
     st = vmenc_policy_get_host_state(p, host, &s);
@@ -399,9 +461,13 @@ const verb_def policy_verbs[] = {
     {"revoke", policy_revoke, "PRINCIPAL [--on OBJECT] [--yes]", "remove a principal's permission on an object",
      "Asks for YES on a terminal; from a script pass --yes (refused on a pipe without it).\n"
      "Needs Authorization.ModifyPermissions and every privilege of the removed role on OBJECT.\n"},
-    {"host-mode", policy_host_mode, "[--enable | --disable] [--host H]", "show or change host encryption mode",
-     "--enable and --disable need Cryptographer.RegisterHost on the host; --disable is refused while\n"
-     "encrypted VMs are on the host.\n"},
+    {"host-mode", policy_host_mode, "[--enable | --disable | --rebooted] [--host H]", "show or change host encryption mode",
+     "--enable, --disable and --rebooted need Cryptographer.RegisterHost on the host. --disable\n"
+     "(safe -> pendingIncapable) is refused while encrypted VMs are on the host; --rebooted completes\n"
+     "it (-> incapable; in a cluster, refused while a process of the host other than this one has a\n"
+     "session), after which --enable may switch the host on again. In a cluster every change also\n"
+     "rewrites the host's registration (host/<id>, which the key broker authorizes by) in the same\n"
+     "etcd transaction: if that cannot be written, nothing changes.\n"},
     {"storage-policy", policy_storage, "NAME [--encrypt [--classes vm_home,disks,core_dumps] --provider ALIAS] [--migration M]",
      "add or replace a storage policy", "Needs Cryptographer.ManageEncryptionPolicy and StorageProfile.Update.\n"},
     {"reseal", policy_reseal, "", "re-seal a policy document you vouch for (after an edit outside vmenc)", "Needs every privilege on the document's root (Admin); audited with the old and new SHA-256.\n"},

@@ -447,6 +447,15 @@ vmenc_status ctl_cluster_host_put(ctl_cluster *c, const char *info_json) {
     return vmenc_etcd_put(c->etcd, &p, NULL);
 }
 
+vmenc_status ctl_cluster_host_get(ctl_cluster *c, const char *host, uint8_t **out, size_t *out_len,
+                                  int64_t *out_rev) {
+    VMENC_ENSURE(c != NULL && host != NULL && out != NULL && out_len != NULL && out_rev != NULL,
+                 VMENC_E_INVALID_ARG);
+    char key[KEY_MAX];
+    VMENC_GUARD(key_of(c, key, sizeof(key), "host", host, NULL));
+    return get_one(c->etcd, key, false, out, out_len, out_rev, NULL);
+}
+
 vmenc_status ctl_cluster_host_delete(ctl_cluster *c) {
     VMENC_ENSURE_REF(c);
     char key[KEY_MAX];
@@ -1037,21 +1046,39 @@ vmenc_status ctl_cluster_policy_get(ctl_cluster *c, uint8_t **out, size_t *out_l
 
 vmenc_status ctl_cluster_policy_cas(ctl_cluster *c, const uint8_t *json, size_t len, int64_t expected_rev,
                                     int64_t *out_rev) {
-    VMENC_ENSURE(c != NULL && json != NULL && out_rev != NULL, VMENC_E_INVALID_ARG);
+    return ctl_cluster_policy_cas_with(c, json, len, expected_rev, NULL, 0, out_rev);
+}
+
+vmenc_status ctl_cluster_policy_cas_with(ctl_cluster *c, const uint8_t *json, size_t len, int64_t expected_rev,
+                                         const ctl_cluster_put_if *extra, size_t num_extra, int64_t *out_rev) {
+    VMENC_ENSURE(c != NULL && json != NULL && out_rev != NULL && num_extra <= CTL_CLUSTER_PUT_IF_MAX &&
+                     (extra != NULL || num_extra == 0),
+                 VMENC_E_INVALID_ARG);
     VMENC_GUARD(ctl_cluster_write_ok(c));
     char key[KEY_MAX], lkey[KEY_MAX];
     VMENC_GUARD(key_of(c, key, sizeof(key), "policy", NULL, NULL));
     VMENC_GUARD(key_of(c, lkey, sizeof(lkey), "policy.lock", NULL, NULL));
-    vmenc_etcd_compare cmp[2] = {
+    vmenc_etcd_compare cmp[2 + CTL_CLUSTER_PUT_IF_MAX] = {
         {.target = expected_rev == 0 ? VMENC_ETCD_CMP_CREATE : VMENC_ETCD_CMP_MOD, .result = VMENC_ETCD_CMP_EQUAL,
          .key = K(key), .key_len = strlen(key), .number = expected_rev},
         {.target = VMENC_ETCD_CMP_LEASE, .result = VMENC_ETCD_CMP_EQUAL, .key = K(lkey), .key_len = strlen(lkey),
          .number = c->lease},
     };
-    vmenc_etcd_op put = {.type = VMENC_ETCD_OP_PUT, .put = {.key = K(key), .key_len = strlen(key), .value = json,
-                                                            .value_len = len}};
-    vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = c->policy_locked ? 2 : 1, .success = &put,
-                            .num_success = 1};
+    vmenc_etcd_op put[1 + CTL_CLUSTER_PUT_IF_MAX] = {
+        {.type = VMENC_ETCD_OP_PUT, .put = {.key = K(key), .key_len = strlen(key), .value = json, .value_len = len}}};
+    /* The extra keys change in the same transaction, each only if it is
+     * still at the revision the caller read: all or nothing. */
+    size_t nc = c->policy_locked ? 2 : 1;
+    char xkeys[CTL_CLUSTER_PUT_IF_MAX][KEY_MAX];
+    for (size_t i = 0; i < num_extra; i++) {
+        VMENC_GUARD(key_of(c, xkeys[i], sizeof(xkeys[i]), extra[i].key, NULL, NULL));
+        cmp[nc++] = (vmenc_etcd_compare){.target = VMENC_ETCD_CMP_MOD, .result = VMENC_ETCD_CMP_EQUAL,
+                                         .key = K(xkeys[i]), .key_len = strlen(xkeys[i]), .number = extra[i].mod_rev};
+        put[1 + i] = (vmenc_etcd_op){.type = VMENC_ETCD_OP_PUT,
+                                     .put = {.key = K(xkeys[i]), .key_len = strlen(xkeys[i]),
+                                             .value = K(extra[i].value), .value_len = strlen(extra[i].value)}};
+    }
+    vmenc_etcd_txn_req t = {.compares = cmp, .num_compares = nc, .success = put, .num_success = 1 + num_extra};
     vmenc_etcd_txn_result r = {0};
     vmenc_status s = vmenc_etcd_txn(c->etcd, &t, &r);
     if (retryable(s)) {

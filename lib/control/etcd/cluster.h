@@ -203,6 +203,28 @@ VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_policy_get(ctl_cluster 
  * lost race (nothing written). */
 VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_policy_cas(ctl_cluster *c, const uint8_t *json, size_t len,
                                                                     int64_t expected_rev, int64_t *out_rev);
+/* ctl_cluster_put_if: one more key written by ctl_cluster_policy_cas_with,
+ * |key| relative to /vmenc/C/ (e.g. "host/esx01"), only if its
+ * mod_revision is still |mod_rev| (0: it must not exist). */
+#define CTL_CLUSTER_PUT_IF_MAX 32
+typedef struct ctl_cluster_put_if {
+    const char *key;
+    const char *value; /* NUL-terminated */
+    int64_t mod_rev;
+} ctl_cluster_put_if;
+
+/* ctl_cluster_policy_cas_with is ctl_cluster_policy_cas whose transaction
+ * also puts |num_extra| (at most CTL_CLUSTER_PUT_IF_MAX) keys, each
+ * compared on its revision: all are written or none. VMENC_E_CONFLICT
+ * when any compare fails (nothing written). */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_policy_cas_with(ctl_cluster *c, const uint8_t *json,
+                                                                         size_t len, int64_t expected_rev,
+                                                                         const ctl_cluster_put_if *extra,
+                                                                         size_t num_extra, int64_t *out_rev);
+/* ctl_cluster_host_get reads /vmenc/C/host/<host> (linearizable): its
+ * document (malloc'd) and mod_revision. VMENC_E_NOT_FOUND when absent. */
+VMENC_INTERNAL VMENC_MUST_CHECK vmenc_status ctl_cluster_host_get(ctl_cluster *c, const char *host, uint8_t **out,
+                                                                  size_t *out_len, int64_t *out_rev);
 /* ctl_cluster_policy_lock takes /vmenc/C/policy.lock (bound to the session
  * lease: a host that dies holding it frees it at expiry), waiting up to
  * |timeout_ms| (VMENC_E_LOCKED, |why| naming the holder).
