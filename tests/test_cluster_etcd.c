@@ -12,7 +12,11 @@
  *     (policy edits under the lock + CAS, ownership take/release, VM
  *     record CAS writes): every change happened once or not at all, and
  *     every answer was a success, a clean refusal, or an unknown outcome
- *     that a re-read resolved.
+ *     that a re-read resolved;
+ *   - a slow control plane (answers late, through
+ *     tests/support/latency_proxy.h): a session whose renewals all succeed
+ *     is never fenced; a commit between the source's two reads of its
+ *     wait is seen as the commit it is.
  * Exits 77 (skip) when etcd cannot start here. VMENC_LEADER_ROUNDS sets
  * the leader kills (default 2).
  */
@@ -33,6 +37,7 @@
 
 #include "control/etcd/cluster.h"
 #include "etcd_cluster.h"
+#include "latency_proxy.h"
 #include "vmenc/vmenc.h"
 
 static etcd_cluster g_cluster;
@@ -359,6 +364,77 @@ static void test_handover_destination_killed_after_commit(void **state) {
     ctl_cluster_close(s);
 }
 
+/* ---- a commit between the source's two reads ---------------------------------------------------- */
+
+typedef struct waiter {
+    ctl_cluster *c;
+    const char *uuid;
+    atomic_bool started;
+    vmenc_status s;
+} waiter;
+
+static void *wait_main(void *arg) {
+    waiter *w = arg;
+    atomic_store(&w->started, true);
+    w->s = ctl_cluster_handover_wait(w->c, w->uuid, "dst", 15000);
+    return NULL;
+}
+
+/* The source's wait reads the placement, then its intent. The commit
+ * moves the one and deletes the other in one transaction; if it lands
+ * between the two reads the source saw "placement: here, intent: gone" -
+ * which it took for an abort: 'migrate send' said "esx03 did not take it
+ * over" while esx03 had (tests/cluster.test.sh under load). Here the
+ * source's answers come 600 ms late (a relay in front of its member), so
+ * a commit 300 ms into the wait lands between them. */
+static void test_handover_commit_between_wait_reads(void **state) {
+    (void)state;
+    const char *colon = strrchr(g_cluster.urls[0], ':');
+    assert_non_null(colon);
+    latency_proxy *px = NULL;
+    assert_int_equal(latency_proxy_start((uint16_t)atoi(colon + 1), 0, &px), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", (unsigned)latency_proxy_port(px));
+    vmenc_etcd_config ec;
+    etcd_cluster_config(&g_cluster, &ec);
+    ec.endpoints = url;
+    ec.request_timeout_ms = 5000;
+    ctl_cluster_config cc = {.name = g_name, .host_id = "src", .etcd = &ec, .ttl_s = 10};
+    ctl_cluster *s = NULL, *d = NULL;
+    char uuid[40], why[CTL_CLUSTER_WHY_MAX] = "";
+    new_uuid(uuid);
+    vmenc_status st = ctl_cluster_open(&cc, &s);
+    if (st == VMENC_OK)
+        st = open_host("dst", 10, &d);
+    if (st != VMENC_OK) {
+        ctl_cluster_close(s);
+        latency_proxy_stop(px);
+    }
+    assert_int_equal(st, VMENC_OK);
+    (void)put_record(d, uuid, "record v1");
+    assert_int_equal(ctl_cluster_acquire(s, uuid, "vm", why, sizeof(why)), VMENC_OK);
+    assert_int_equal(ctl_cluster_handover_begin(s, uuid, "dst", "state-1", why, sizeof(why)), VMENC_OK);
+    ctl_cluster_handover h;
+    assert_int_equal(ctl_cluster_handover_read(d, uuid, &h), VMENC_OK);
+    latency_proxy_set_delay(px, 600);
+    waiter w = {.c = s, .uuid = uuid};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wait_main, &w), 0);
+    while (!atomic_load(&w.started))
+        sleep_ms(1);
+    sleep_ms(300); /* the placement read is answered at +600 ms, the intent read sent then */
+    vmenc_status cs = ctl_cluster_handover_commit(d, uuid, "vm", &h, record_rev(d, uuid), why, sizeof(why));
+    pthread_join(t, NULL);
+    latency_proxy_set_delay(px, 0);
+    ctl_cluster_release(s, uuid);
+    ctl_cluster_close(s);
+    latency_proxy_stop(px);
+    assert_int_equal(cs, VMENC_OK);
+    expect_placement(d, uuid, "dst");
+    assert_int_equal(w.s, VMENC_OK); /* committed: the source must say so */
+    ctl_cluster_close(d);
+}
+
 /* ---- a release answered "unknown" ------------------------------------------------------------ */
 
 /* The leader SIGKILLed just before a release: the delete meets the
@@ -394,6 +470,60 @@ static void test_release_through_election(void **state) {
     assert_int_equal(s, VMENC_OK);
     assert_string_equal(who, ""); /* released, while the session still lives */
     ctl_cluster_close(a);
+}
+
+/* ---- a slow control plane ------------------------------------------------------------------------ */
+
+/* Every answer of member 0 arrives 250 ms late (a TCP relay in front of
+ * it; TLS passes through): the grant and the session key take about
+ * 0.75 s, a renewal 0.25-0.5 s, well inside TTL/3 = 1 s. Every renewal
+ * succeeds, so the session must never pass its fencing deadline (grant or
+ * renewal *sent* + TTL - margin, here + 2 s). When the renewals were due
+ * TTL/3 after the last one *ended* - the first TTL/3 after the keepalive
+ * thread started, after the grant and the session key - the first renewal
+ * was sent about 1.75 s after the grant and answered about 0.25 s after
+ * the deadline: a host powering a VM on under load was fenced before its
+ * first write (tests/cluster.test.sh under TSan in CI). */
+static void test_slow_answers_no_fence(void **state) {
+    (void)state;
+    const char *colon = strrchr(g_cluster.urls[0], ':');
+    assert_non_null(colon);
+    latency_proxy *px = NULL;
+    assert_int_equal(latency_proxy_start((uint16_t)atoi(colon + 1), 250, &px), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", (unsigned)latency_proxy_port(px));
+    vmenc_etcd_config ec;
+    etcd_cluster_config(&g_cluster, &ec);
+    ec.endpoints = url;
+    ec.connect_timeout_ms = 2000;
+    ec.request_timeout_ms = 3000;
+    ctl_cluster_config cc = {.name = g_name, .host_id = "slow", .etcd = &ec, .ttl_s = 3};
+    uint64_t t0 = now_ms();
+    ctl_cluster *c = NULL;
+    vmenc_status s = ctl_cluster_open(&cc, &c);
+    if (s != VMENC_OK)
+        latency_proxy_stop(px);
+    assert_int_equal(s, VMENC_OK);
+    uint64_t opened = now_ms() - t0, fenced_at = 0, fenced_ms = 0, last = 0;
+    while (now_ms() < t0 + 4000) { /* the first deadline (+2 s) and two renewals past it */
+        uint64_t t = now_ms();
+        if (ctl_cluster_write_ok(c) != VMENC_OK) {
+            if (fenced_at == 0)
+                fenced_at = t - t0;
+            fenced_ms += last ? t - last : 0;
+        }
+        last = t;
+        sleep_ms(10);
+    }
+    ctl_cluster_fence_info fi;
+    ctl_cluster_fence_info_get(c, &fi);
+    ctl_cluster_close(c);
+    latency_proxy_stop(px);
+    printf("# answers 250 ms late, TTL 3 s: session open in %" PRIu64 " ms, %" PRIu64 " renewals, %" PRIu64
+           " failed, fenced at +%" PRIu64 " ms for ~%" PRIu64 " ms (0: never)\n",
+           opened, fi.keepalives_ok, fi.keepalives_failed, fenced_at, fenced_ms);
+    assert_int_equal(fenced_at, 0);
+    assert_true(fi.keepalives_ok >= 2); /* about 3 in the 4 s */
 }
 
 /* ---- the leader killed mid-transaction ---------------------------------------------------------- */
@@ -460,7 +590,18 @@ static outcome one_edit(loop *l, int i) {
 static outcome one_record(loop *l) {
     char key[256], val[32];
     snprintf(key, sizeof(key), "/vmenc/%s/vm/%s", g_name, l->uuid);
-    int64_t rev = record_rev(l->c, l->uuid);
+    /* No assertion here: this runs on the loop's thread, and a cmocka
+     * assertion that fails off the test's thread ends the process without
+     * its report (exit(-1), or a longjmp into another thread's stack).
+     * The read meets the leader's election: then nothing is written. */
+    vmenc_etcd_range_req rq = {.key = (const uint8_t *)key, .key_len = strlen(key)};
+    vmenc_etcd_result rr = {0};
+    if (vmenc_etcd_range(ctl_cluster_etcd(l->c), &rq, &rr) != VMENC_OK) {
+        vmenc_etcd_result_cleanup(&rr);
+        return REFUSED;
+    }
+    int64_t rev = rr.num_kvs > 0 ? rr.kvs[0].mod_revision : 0;
+    vmenc_etcd_result_cleanup(&rr);
     int64_t gen = l->record_gen + 1;
     int n = snprintf(val, sizeof(val), "gen %" PRId64, gen);
     vmenc_etcd_compare cmp = {.target = rev == 0 ? VMENC_ETCD_CMP_CREATE : VMENC_ETCD_CMP_MOD,
@@ -648,6 +789,8 @@ int main(void) {
     if (vmenc_init() != VMENC_OK)
         return 1;
     snprintf(g_name, sizeof(g_name), "ce%d", (int)getpid());
+    if (getenv("VMENC_TEST_FILTER") != NULL) /* one case, by name (cmocka's pattern) */
+        cmocka_set_test_filter(getenv("VMENC_TEST_FILTER"));
     if (etcd_cluster_start(&g_cluster) != 0)
         return 77;
     const struct CMUnitTest tests[] = {
@@ -656,7 +799,9 @@ int main(void) {
         cmocka_unit_test(test_handover_source_killed_lease_expired),
         cmocka_unit_test(test_handover_destination_killed_before_commit),
         cmocka_unit_test(test_handover_destination_killed_after_commit),
+        cmocka_unit_test(test_handover_commit_between_wait_reads),
         cmocka_unit_test(test_release_through_election),
+        cmocka_unit_test(test_slow_answers_no_fence),
         cmocka_unit_test_teardown(test_leader_killed_mid_transaction, leader_teardown),
     };
     int rc = cmocka_run_group_tests_name("cluster semantics on etcd", tests, NULL, NULL);

@@ -310,6 +310,23 @@ static uint64_t now_real_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* fence_note: after a write refused with VMENC_E_LEASE_EXPIRED, what the
+ * session knows (" [...]"; "" otherwise): its renewals and whether etcd
+ * said the lease is gone - renewals that came late and a lost lease give
+ * the same status, and only this tells a log reader which it was. */
+static void fence_note(cli *c, vmenc_status s, char *out, size_t cap) {
+    out[0] = '\0';
+    vmenc_cluster_status cs = {.struct_size = sizeof(cs)};
+    if (s != VMENC_E_LEASE_EXPIRED || vmenc_workspace_cluster_status(c->ws, &cs) != VMENC_OK || !cs.in_cluster)
+        return;
+    snprintf(out, cap,
+             " [session lease %016" PRIx64 " (TTL %u s): %" PRIu64 " renewals ok, %" PRIu64 " failed, %s; fencing "
+             "deadline %" PRId64 " ms %s]",
+             cs.lease, cs.ttl_s, cs.keepalives_ok, cs.keepalives_failed,
+             cs.lease_gone ? "etcd says the lease is gone" : "the lease was not reported gone",
+             cs.fence_ms_left < 0 ? -cs.fence_ms_left : cs.fence_ms_left, cs.fence_ms_left <= 0 ? "ago" : "ahead now");
+}
+
 /* power-on: open every disk of VM for write (taking ownership) and write a
  * tagged record every --interval-ms into sector 0 of the first disk, one
  * line per write to --log: "HOST LEASE SEQ REALTIME_MS STATUS". Stops on
@@ -376,12 +393,13 @@ static int cl_power_on(cli *c, args *a) {
     if (s == VMENC_OK)
         s = vmenc_disk_open(vm, cli_principal(c), di.disk_id, 0, &d);
     if (s != VMENC_OK) {
-        char holder[VMENC_LOCK_MESSAGE_MAX + 4] = "";
+        char holder[VMENC_LOCK_MESSAGE_MAX + 4] = "", note[256];
         vmenc_lock_holder h = {.struct_size = sizeof(h)};
         if (s == VMENC_E_LOCKED && vmenc_vm_get_lock_holder(vm, &h) == VMENC_OK)
             snprintf(holder, sizeof(holder), ": %s", h.message);
+        fence_note(c, s, note, sizeof(note));
         vmenc_vm_free(vm);
-        return cli_fail(c, s, "cannot power on VM '%s' (write open of its disk)%s", name, holder);
+        return cli_fail(c, s, "cannot power on VM '%s' (write open of its disk)%s%s", name, holder, note);
     }
     FILE *log = log_path ? fopen(log_path, "ae") : NULL;
     if (log_path && log == NULL) {
@@ -416,8 +434,11 @@ static int cl_power_on(cli *c, args *a) {
         }
         if (s != VMENC_OK) {
             refused++;
-            if (last == VMENC_OK)
-                fprintf(stderr, "vmenc: write %" PRIu64 " refused: %s\n", seq, vmenc_strerror(s));
+            if (last == VMENC_OK) {
+                char note[256];
+                fence_note(c, s, note, sizeof(note));
+                fprintf(stderr, "vmenc: write %" PRIu64 " refused: %s%s\n", seq, vmenc_strerror(s), note);
+            }
             last = s;
             if (!keep_going)
                 break;

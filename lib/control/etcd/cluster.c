@@ -49,6 +49,7 @@ struct ctl_cluster {
     _Atomic uint64_t deadline_ms;   /* fencing deadline (monotonic ms); 0: fenced */
     atomic_bool lease_gone;
     _Atomic uint64_t ka_ok, ka_failed;
+    uint64_t granted_sent_ms;       /* when the grant of |lease| was sent (monotonic ms) */
     pthread_t ka_thread;
     bool ka_started;
     pthread_mutex_t mu;
@@ -155,25 +156,38 @@ void ctl_cluster_fence_info_get(const ctl_cluster *c, ctl_cluster_fence_info *ou
     out->keepalives_failed = atomic_load(&m->ka_failed);
 }
 
+/* keepalive_main renews the lease. A renewal is due TTL/3 after the last
+ * successful one was *sent*, not TTL/3 after the last attempt ended: the
+ * deadline counts from the send time, so a schedule counted from the end
+ * of a slow answer (and, for the first renewal, from the start of this
+ * thread, after the grant and the session key) could put the next answer
+ * past the deadline with every renewal succeeding - a loaded host fenced
+ * itself (docs/cluster.md "Leases and fencing"). The first renewal is due
+ * TTL/6 after the grant was sent: it also opens this thread's connection
+ * (a TLS handshake, the slow part of a renewal). A failed renewal is
+ * retried after TTL/12, not a whole interval, while the lease may live. */
 static void *keepalive_main(void *arg) {
     ctl_cluster *c = arg;
     uint32_t interval = c->ttl_s * 1000u / 3u;
     if (interval < 200)
         interval = 200;
     pthread_mutex_lock(&c->mu);
+    uint64_t due = c->granted_sent_ms + interval / 2u;
     while (!c->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += interval / 1000u;
-        until.tv_nsec += (long)(interval % 1000u) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
+        uint64_t now = vmenc_now_monotonic_ms();
+        if (now < due) { /* the condition variable runs on CLOCK_MONOTONIC */
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            uint64_t wait = due - now;
+            until.tv_sec += (time_t)(wait / 1000u);
+            until.tv_nsec += (long)(wait % 1000u) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            (void)pthread_cond_timedwait(&c->cv, &c->mu, &until);
+            continue; /* stopping, due, or woken early: look again */
         }
-        while (!c->stopping && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT) {
-        }
-        if (c->stopping)
-            break;
         pthread_mutex_unlock(&c->mu);
         uint64_t sent = vmenc_now_monotonic_ms();
         int64_t ttl = 0;
@@ -185,6 +199,7 @@ static void *keepalive_main(void *arg) {
             while (d > cur && !atomic_compare_exchange_weak(&c->deadline_ms, &cur, d)) {
             }
             atomic_fetch_add(&c->ka_ok, 1);
+            due = sent + interval;
         } else {
             if (s == VMENC_E_LEASE_EXPIRED || (s == VMENC_OK && ttl <= 0)) {
                 /* The lease is gone: another host may own our VMs now. */
@@ -192,6 +207,7 @@ static void *keepalive_main(void *arg) {
                 atomic_store(&c->deadline_ms, 0);
             }
             atomic_fetch_add(&c->ka_failed, 1);
+            due = vmenc_now_monotonic_ms() + (atomic_load(&c->lease_gone) ? interval : interval / 4u);
         }
         pthread_mutex_lock(&c->mu);
     }
@@ -259,6 +275,7 @@ static vmenc_status grant_session(ctl_cluster *c, int64_t *out_granted, uint64_t
         *out_sent = vmenc_now_monotonic_ms();
         s = vmenc_etcd_lease_grant(c->etcd, (int64_t)c->ttl_s, 0, &c->lease, out_granted);
         if (s == VMENC_OK) {
+            c->granted_sent_ms = *out_sent;
             atomic_store(&c->deadline_ms, ctl_cluster_fence_deadline(*out_sent, *out_granted, c->margin_ms));
             for (int k = 0; k < 5; k++) { /* the session key is a plain put: idempotent */
                 s = put_session(c);
@@ -283,7 +300,11 @@ vmenc_status ctl_cluster_open(const ctl_cluster_config *cfg, ctl_cluster **out) 
     ctl_cluster *c = calloc(1, sizeof(*c));
     VMENC_ENSURE(c != NULL, VMENC_E_NOMEM);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the keepalive waits for a monotonic due time */
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
     snprintf(c->name, sizeof(c->name), "%s", cfg->name);
     snprintf(c->host, sizeof(c->host), "%s", cfg->host_id);
     c->ttl_s = cfg->ttl_s ? cfg->ttl_s : CTL_CLUSTER_DEFAULT_TTL_S;
@@ -962,8 +983,21 @@ vmenc_status ctl_cluster_handover_wait(ctl_cluster *c, const char *uuid, const c
             s = VMENC_OK; /* committed */
             ended = true;
         } else if (is == VMENC_E_NOT_FOUND || (is == VMENC_OK && in.key_lease != c->lease)) {
-            s = VMENC_E_CONFLICT; /* our intent is gone and the VM stayed: aborted (our lease expired?) */
-            ended = true;
+            /* Our intent is gone. The placement was read before it: a
+             * commit in between (it moves the placement and deletes the
+             * intent in one transaction) looks the same as an abort, so
+             * the placement read now, after the intent, decides. */
+            ps = ctl_cluster_placement(c, uuid, at, sizeof(at));
+            if (ps == VMENC_OK) {
+                s = strcmp(at, dest) == 0 ? VMENC_OK /* committed */
+                                          : VMENC_E_CONFLICT; /* the VM stayed: aborted (our lease expired?) */
+                ended = true;
+            } else if (vmenc_now_monotonic_ms() >= until) {
+                s = VMENC_E_CONTROL_UNAVAILABLE; /* neither seen committed nor seen aborted */
+                ended = true;
+            } else {
+                sleep_ms(100); /* unknown: look again (the intent stays gone) */
+            }
         } else if (vmenc_now_monotonic_ms() >= until) {
             /* Withdraw the offer; if that loses, the destination committed
              * meanwhile - the placement says so. */
