@@ -47,8 +47,8 @@
 #                      "vaes-avx512": the others run natively in the suite;
 #                      "all" runs every one, several times slower)
 #   VMENC_EMU_AEAD_ENGINES  GCM engines test_aead must run, comma-separated
-#                      (default vaes-avx512, plus vaes-avx2 when
-#                      lib/keys/aead.c knows it); the others it runs anyway
+#                      (default vaes-avx512,vaes-avx2: lib/xts/gcm_engines.c);
+#                      the others it runs anyway
 #   VMENC_EMU_AEAD_MAX_LEN  longest length of test_aead's EVP differential in the guest
 #                      (VMENC_TEST_AEAD_MAX_LEN; default: all, up to 1 MiB + 16)
 #   VMENC_EMU_NO_APT=1 do not install packages
@@ -303,12 +303,8 @@ gcc -O2 -Wall -static -o "$G/rd/init" "$WORK/init.c" >>"$WORK/build.log" 2>&1 ||
 (cd "$G/rd" && find . | cpio -o -H newc --quiet | gzip -1) >"$G/iso/initrd.gz"
 cp "$KDIR/bzImage" "$G/iso/vmlinuz"
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$G/iso/isolinux/"
-# The GCM engines test_aead must run (not skip): vaes-avx512, and vaes-avx2
-# once lib/keys/aead.c knows it.
-if [[ -z $AEAD_ENGINES ]]; then
-    AEAD_ENGINES=vaes-avx512
-    grep -q '"vaes-avx2"' "$SRC/lib/keys/aead.c" && AEAD_ENGINES+=,vaes-avx2
-fi
+# The GCM engines test_aead must run (not skip): both of lib/xts/gcm_engines.c.
+[[ -n $AEAD_ENGINES ]] || AEAD_ENGINES=vaes-avx512,vaes-avx2
 ENVS="CMOCKA_MESSAGE_OUTPUT=stdout VMENC_TEST_XTS_REQUIRE=vaes-avx512"
 ENVS+=" VMENC_TEST_AEAD_REQUIRE=$AEAD_ENGINES"
 [[ -n $IMPLS ]] && ENVS+=" VMENC_TEST_XTS_IMPLS=$IMPLS"

@@ -354,20 +354,7 @@ static void collect_gcm_needles(const uint8_t key[32], const uint8_t nonce[12]) 
     EVP_CIPHER_CTX_free(c);
 }
 
-/* vmenc's two GCM engines (lib/xts/gcm_impl.h) */
-typedef struct gcm_engine {
-    const char *name;
-    bool (*usable)(void);
-    void (*init)(vmenc_gcm_key *k, const uint8_t key[32]);
-    void (*crypt)(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
-                  const uint8_t *in, uint8_t *out, size_t len, uint8_t tag[16]);
-} gcm_engine;
-static const gcm_engine g_gcm_engines[] = {
-    {"vaes-avx512", vmenc_gcm_vaes_avx512_usable, vmenc_gcm_vaes_avx512_init, vmenc_gcm_vaes_avx512_crypt},
-    {"vaes-avx2", vmenc_gcm_vaes_avx2_usable, vmenc_gcm_vaes_avx2_init, vmenc_gcm_vaes_avx2_crypt},
-};
-
-__attribute__((noinline)) static void gcm_call(const gcm_engine *e, int what, const uint8_t *key,
+__attribute__((noinline)) static void gcm_call(const vmenc_gcm_engine *e, int what, const uint8_t *key,
                                                const uint8_t *nonce, size_t len) {
     uint8_t tag[16];
     if (what == 0)
@@ -388,8 +375,8 @@ static void test_gcm_no_residue(void **state) {
     for (size_t i = 0; i < 32; i++)
         key[i] = (uint8_t)(0x5a + 11 * i);
     int ran = 0;
-    for (size_t e = 0; e < sizeof(g_gcm_engines) / sizeof(g_gcm_engines[0]); e++) {
-        const gcm_engine *eng = &g_gcm_engines[e];
+    for (size_t e = 0; e < vmenc_gcm_num_engines; e++) {
+        const vmenc_gcm_engine *eng = &vmenc_gcm_engines[e];
         if (!eng->usable()) {
             if (env_lists("VMENC_TEST_AEAD_REQUIRE", eng->name))
                 fail_msg("gcm %s is required here (VMENC_TEST_AEAD_REQUIRE) but cannot run", eng->name);
@@ -423,10 +410,10 @@ static void test_gcm_no_residue(void **state) {
     }
     /* printed after the loop: printf between engines (glibc's EVEX string
      * code) changes zmm16-31, which the next engine's scan reads */
-    for (size_t e = 0; e < sizeof(g_gcm_engines) / sizeof(g_gcm_engines[0]); e++)
-        if (g_gcm_engines[e].usable())
+    for (size_t e = 0; e < vmenc_gcm_num_engines; e++)
+        if (vmenc_gcm_engines[e].usable())
             print_message("gcm %s: residue checked; registers: %zu bytes each call; stack: %s\n",
-                          g_gcm_engines[e].name, g_regs_len,
+                          vmenc_gcm_engines[e].name, g_regs_len,
                           g_check_stack ? "scanned" : "skipped (unoptimised or ASan build)");
     if (ran == 0)
         skip();

@@ -23,40 +23,25 @@
 #include "keys/aead.h"
 #include "xts/gcm_impl.h"
 
-/* vmenc's own engines, fastest first (lib/xts/gcm_impl.h). */
-typedef struct gcm_engine {
-    const char *name;
-    bool (*usable)(void);
-    void (*init)(vmenc_gcm_key *k, const uint8_t key[32]);
-    void (*crypt)(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
-                  const uint8_t *in, uint8_t *out, size_t len, uint8_t tag[16]);
-} gcm_engine;
-
-static const gcm_engine engines[] = {
-    {"vaes-avx512", vmenc_gcm_vaes_avx512_usable, vmenc_gcm_vaes_avx512_init, vmenc_gcm_vaes_avx512_crypt},
-    {"vaes-avx2", vmenc_gcm_vaes_avx2_usable, vmenc_gcm_vaes_avx2_init, vmenc_gcm_vaes_avx2_crypt},
-};
-#define NUM_ENGINES (sizeof(engines) / sizeof(engines[0]))
-
 struct vmenc_aead {
     EVP_CIPHER_CTX *ctx;    /* OpenSSL engine: holds the key schedule (OpenSSL's heap; see aead.h) */
-    const gcm_engine *eng;  /* else one of ours: |gk| holds the key schedule */
+    const vmenc_gcm_engine *eng;  /* else one of ours: |gk| holds the key schedule */
     vmenc_gcm_key gk;
 };
 
 /* pick: the engine |impl| names (NULL: the first this CPU runs; "openssl":
  * *eng = NULL). An unknown name is INVALID_ARG, a known one the CPU cannot
  * run UNSUPPORTED. */
-static vmenc_status pick(const char *impl, const gcm_engine **eng) {
+static vmenc_status pick(const char *impl, const vmenc_gcm_engine **eng) {
     *eng = NULL;
-    for (size_t i = 0; i < NUM_ENGINES; i++) {
-        if (impl == NULL && engines[i].usable()) {
-            *eng = &engines[i];
+    for (size_t i = 0; i < vmenc_gcm_num_engines; i++) {
+        if (impl == NULL && vmenc_gcm_engines[i].usable()) {
+            *eng = &vmenc_gcm_engines[i];
             return VMENC_OK;
         }
-        if (impl != NULL && strcmp(impl, engines[i].name) == 0) {
-            *eng = &engines[i];
-            return engines[i].usable() ? VMENC_OK : VMENC_E_UNSUPPORTED;
+        if (impl != NULL && strcmp(impl, vmenc_gcm_engines[i].name) == 0) {
+            *eng = &vmenc_gcm_engines[i];
+            return vmenc_gcm_engines[i].usable() ? VMENC_OK : VMENC_E_UNSUPPORTED;
         }
     }
     return impl == NULL || strcmp(impl, "openssl") == 0 ? VMENC_OK : VMENC_E_INVALID_ARG;
@@ -65,7 +50,7 @@ static vmenc_status pick(const char *impl, const gcm_engine **eng) {
 vmenc_status vmenc_aead_new_impl(const uint8_t key[VMENC_AEAD_KEY_BYTES], const char *impl, vmenc_aead **out) {
     VMENC_ENSURE_REF(key);
     VMENC_ENSURE_REF(out);
-    const gcm_engine *eng = NULL;
+    const vmenc_gcm_engine *eng = NULL;
     VMENC_GUARD(pick(impl, &eng));
     vmenc_aead *a = vmenc_secure_alloc_pooled(sizeof(*a));
     if (a == NULL)

@@ -48,4 +48,17 @@ VMENC_INTERNAL void vmenc_gcm_vaes_avx2_crypt(const vmenc_gcm_key *k, bool enc, 
                                               const uint8_t *aad, size_t aad_len, const uint8_t *in,
                                               uint8_t *out, size_t len, uint8_t tag[16]);
 
+/* The engines, fastest first (lib/xts/gcm_engines.c): lib/keys/aead.c
+ * picks from it, the tests run every entry the CPU has. */
+typedef struct vmenc_gcm_engine {
+    const char *name; /* "vaes-avx512", "vaes-avx2" (VMENC_AEAD_IMPL) */
+    bool (*usable)(void);
+    void (*init)(vmenc_gcm_key *k, const uint8_t key[32]);
+    void (*crypt)(const vmenc_gcm_key *k, bool enc, const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
+                  const uint8_t *in, uint8_t *out, size_t len, uint8_t tag[16]);
+} vmenc_gcm_engine;
+
+VMENC_INTERNAL extern const vmenc_gcm_engine vmenc_gcm_engines[];
+VMENC_INTERNAL extern const size_t vmenc_gcm_num_engines;
+
 #endif /* VMENC_LIB_XTS_GCM_IMPL_H */
