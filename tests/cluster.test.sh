@@ -74,6 +74,9 @@ w3() { "$VMENC" --workspace "$T/ws3" --passphrase-file "$T/pass" "$@"; }
 KDF=(--kdf-memory 8192 --kdf-passes 1)
 FAST=(--option kdf_ops=1 --option kdf_mem_kib=8192)
 TTL=3
+# Under TSan every process runs several times slower: a 5 s session lease gives the
+# fencing margin (TTL/3) room for the slowed renewals; the steps do not change.
+grep -q '^VMENC_TSAN:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null && TTL=5
 
 # ---- 1. two hosts, one cluster -----------------------------------------------------
 for h in 1 2 3; do
