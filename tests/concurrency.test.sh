@@ -156,11 +156,18 @@ for _ in $(seq 1 20000); do
     [[ -e "$T/rc/encrypt" ]] && break
     [[ -n $ENCPID ]] || continue
     kill -STOP "$ENCPID" 2>/dev/null || break
-    if grep -q 'vmenc.state = "encrypting"' "$W/datastore/big/big_0.vmdk" 2>/dev/null; then caught=1; break; fi
+    if grep -q 'vmenc.state = "encrypting"' "$W/datastore/big/big_0.vmdk" 2>/dev/null; then
+        # Frozen inside one of its audit appends it would hold the audit log's lock
+        # (taken per append, lib/audit/log.c), and every command below audits: that is
+        # the freeze's doing, not the conversion's. Such an instant is skipped; a
+        # conversion that held the lock throughout would never be caught and fails.
+        if "$VMENC" --wait 0 vm status small >/dev/null 2>&1; then caught=1; break; fi
+        skipped_in_append=$((${skipped_in_append:-0} + 1))
+    fi
     kill -CONT "$ENCPID"
 done
 if [[ $caught == 1 ]]; then
-    ok "vm encrypt caught and frozen in the middle of the conversion (descriptor: encrypting)"
+    ok "vm encrypt caught and frozen in the middle of the conversion (descriptor: encrypting; ${skipped_in_append:-0} instants inside an audit append skipped)"
     expect 0 "vm status of another VM during the conversion" -- "$VMENC" vm status small
     expect 0 "disk convert-status of another VM during the conversion" -- "$VMENC" disk convert-status small
     expect 0 "audit show during the conversion" -- "$VMENC" audit show
