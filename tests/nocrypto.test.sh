@@ -95,6 +95,7 @@ ATTEMPTS=(
     'policy reseal'
     'policy storage-policy Evil'
     'policy host-mode --disable'
+    'policy host-mode --rebooted'
     'vm decrypt enc'
     'vm encrypt plain'
     'vm rekey enc'
